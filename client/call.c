@@ -1,0 +1,223 @@
+/*
+ * call.c - unary gRPC calls from libpinpool to the daemon (C core API).
+ *
+ * Owns: the channel and a stack of pluck completion queues, one per call in
+ * flight, so that any number of threads can call at once.
+ * Locking: rpc->lock guards the stack only; a call runs without it.
+ */
+#include <errno.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define CALL_TIMEOUT_MS 120000 /* an allocation may wait for chunks being pinned */
+#define MAX_IDLE_CQS 16
+
+struct pinpool__rpc {
+    grpc_channel *channel;
+    pthread_mutex_t lock;
+    grpc_completion_queue *idle[MAX_IDLE_CQS];
+    int nidle;
+};
+
+int pinpool__rpc_open(pinpool__rpc_t **out, const char *socket_path)
+{
+    pinpool__rpc_t *rpc = calloc(1, sizeof(*rpc));
+    grpc_channel_credentials *creds;
+    char target[256];
+
+    if (rpc == NULL)
+        return -ENOMEM;
+    if (strncmp(socket_path, "tcp:", 4) == 0)
+        snprintf(target, sizeof(target), "%s", socket_path + 4);
+    else
+        snprintf(target, sizeof(target), "unix:%s", socket_path);
+    grpc_init();
+    creds = grpc_insecure_credentials_create();
+    rpc->channel = grpc_channel_create(target, creds, NULL);
+    grpc_channel_credentials_release(creds);
+    pthread_mutex_init(&rpc->lock, NULL);
+    *out = rpc;
+    return 0;
+}
+
+void pinpool__rpc_close(pinpool__rpc_t *rpc)
+{
+    if (rpc == NULL)
+        return;
+    for (int i = 0; i < rpc->nidle; i++) {
+        grpc_completion_queue_shutdown(rpc->idle[i]);
+        grpc_completion_queue_destroy(rpc->idle[i]);
+    }
+    grpc_channel_destroy(rpc->channel);
+    pthread_mutex_destroy(&rpc->lock);
+    free(rpc);
+    grpc_shutdown();
+}
+
+static grpc_completion_queue *cq_get(pinpool__rpc_t *rpc)
+{
+    grpc_completion_queue *cq = NULL;
+
+    pthread_mutex_lock(&rpc->lock);
+    if (rpc->nidle > 0)
+        cq = rpc->idle[--rpc->nidle];
+    pthread_mutex_unlock(&rpc->lock);
+    return cq != NULL ? cq : grpc_completion_queue_create_for_pluck(NULL);
+}
+
+static void cq_put(pinpool__rpc_t *rpc, grpc_completion_queue *cq)
+{
+    pthread_mutex_lock(&rpc->lock);
+    if (rpc->nidle < MAX_IDLE_CQS) {
+        rpc->idle[rpc->nidle++] = cq;
+        cq = NULL;
+    }
+    pthread_mutex_unlock(&rpc->lock);
+    if (cq != NULL) {
+        grpc_completion_queue_shutdown(cq);
+        grpc_completion_queue_destroy(cq);
+    }
+}
+
+/* The pinpool code a failed call carries, else one mapped from its status. */
+static int call_error(grpc_status_code status, const grpc_metadata_array *trailer)
+{
+    for (size_t i = 0; i < trailer->count; i++) {
+        const grpc_metadata *md = &trailer->metadata[i];
+        if (grpc_slice_str_cmp(md->key, "pinpool-error") == 0) {
+            char buf[16];
+            size_t n = GRPC_SLICE_LENGTH(md->value);
+            if (n < sizeof(buf)) {
+                memcpy(buf, GRPC_SLICE_START_PTR(md->value), n);
+                buf[n] = '\0';
+                int code = atoi(buf);
+                if (code < 0)
+                    return code;
+            }
+        }
+    }
+    switch (status) {
+    case GRPC_STATUS_UNAVAILABLE:
+    case GRPC_STATUS_CANCELLED: /* we never cancel: the daemon went away mid-call */
+        return PINPOOL_ECONNECT;
+    case GRPC_STATUS_DEADLINE_EXCEEDED:
+        return PINPOOL_ETIMEOUT;
+    case GRPC_STATUS_INVALID_ARGUMENT:
+        return PINPOOL_EINVAL;
+    case GRPC_STATUS_NOT_FOUND:
+        return PINPOOL_ENOENT;
+    case GRPC_STATUS_PERMISSION_DENIED:
+        return PINPOOL_EPERM;
+    case GRPC_STATUS_RESOURCE_EXHAUSTED:
+        return PINPOOL_ENOSPC;
+    default:
+        return PINPOOL_EPROTO;
+    }
+}
+
+int pinpool__rpc_call(pinpool__rpc_t *rpc, const char *method, const ProtobufCMessage *req,
+                      const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                      int *grpc_status, char *msg, size_t msglen)
+{
+    grpc_completion_queue *cq = cq_get(rpc);
+    gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
+                                         gpr_time_from_millis(CALL_TIMEOUT_MS, GPR_TIMESPAN));
+    grpc_metadata_array initial_md, trailer;
+    grpc_byte_buffer *send = NULL, *recv = NULL;
+    grpc_status_code status = GRPC_STATUS_UNKNOWN;
+    grpc_slice details = grpc_empty_slice();
+    const char *error_string = NULL;
+    grpc_call *call;
+    grpc_op ops[6];
+    grpc_event ev;
+    int rc = 0;
+
+    if (grpc_status != NULL)
+        *grpc_status = GRPC_STATUS_UNKNOWN;
+    size_t len = protobuf_c_message_get_packed_size(req);
+    grpc_slice out = grpc_slice_malloc(len);
+    protobuf_c_message_pack(req, GRPC_SLICE_START_PTR(out));
+    send = grpc_raw_byte_buffer_create(&out, 1);
+    grpc_slice_unref(out);
+
+    grpc_metadata_array_init(&initial_md);
+    grpc_metadata_array_init(&trailer);
+    call = grpc_channel_create_call(rpc->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+                                    grpc_slice_from_static_string(method), NULL, deadline, NULL);
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = send;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial_md;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &recv;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &trailer;
+    ops[5].data.recv_status_on_client.status = &status;
+    ops[5].data.recv_status_on_client.status_details = &details;
+    ops[5].data.recv_status_on_client.error_string = &error_string;
+
+    if (grpc_call_start_batch(call, ops, 6, call, NULL) != GRPC_CALL_OK) {
+        snprintf(msg, msglen, "cannot start a gRPC call");
+        rc = PINPOOL_EINTERNAL;
+        grpc_call_unref(call);
+        goto out;
+    }
+    ev = grpc_completion_queue_pluck(cq, call, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    grpc_call_unref(call);
+    if (grpc_status != NULL)
+        *grpc_status = (int)status;
+    if (ev.type != GRPC_OP_COMPLETE || !ev.success) {
+        snprintf(msg, msglen, "the gRPC call did not complete");
+        rc = PINPOOL_EPROTO;
+        goto out;
+    }
+    if (status != GRPC_STATUS_OK) {
+        char *text = grpc_slice_to_c_string(details);
+        rc = call_error(status, &trailer);
+        if (rc == PINPOOL_ECONNECT)
+            snprintf(msg, msglen, "the pinpool daemon is not reachable (%s)%s", text,
+                     status == GRPC_STATUS_UNAVAILABLE ? "; is `pinpool serve` running?" : "");
+        else
+            snprintf(msg, msglen, "%s", text[0] != '\0' ? text : pinpool_strerror(rc));
+        gpr_free(text);
+        goto out;
+    }
+    grpc_byte_buffer_reader reader;
+    if (recv == NULL || !grpc_byte_buffer_reader_init(&reader, recv)) {
+        snprintf(msg, msglen, "the daemon sent no reply message");
+        rc = PINPOOL_EPROTO;
+        goto out;
+    }
+    grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
+    grpc_byte_buffer_reader_destroy(&reader);
+    *resp = protobuf_c_message_unpack(resp_desc, NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
+    grpc_slice_unref(all);
+    if (*resp == NULL) {
+        snprintf(msg, msglen, "cannot decode the daemon's %s", resp_desc->name);
+        rc = PINPOOL_EPROTO;
+    }
+
+out:
+    if (error_string != NULL)
+        gpr_free((void *)error_string);
+    grpc_slice_unref(details);
+    grpc_metadata_array_destroy(&initial_md);
+    grpc_metadata_array_destroy(&trailer);
+    grpc_byte_buffer_destroy(send);
+    if (recv != NULL)
+        grpc_byte_buffer_destroy(recv);
+    cq_put(rpc, cq);
+    return rc;
+}

@@ -1,0 +1,594 @@
+/*
+ * client.c - libpinpool's context: connect, alloc, free, info, close.
+ *
+ * Owns: the fd-socket session (the lease), the slices this process holds and
+ * the mappings of the chunk runs behind them.  A run is mapped once, on the
+ * first slice that needs it, and unmapped when its last slice is freed.
+ * Never: frees a slice locally that the daemon still counts, or the reverse,
+ * except when the daemon says the slice is gone.
+ * Locking: ctx->lock guards the slice and map tables and is held across a
+ * run's descriptor fetch and mapping (so that a run is mapped once);
+ * ctx->fd_lock serialises request/answer pairs on the fd socket and is taken
+ * inside ctx->lock.  gRPC calls run without either.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "ipc.h"
+#include "paths.h"
+#include "pinpool.pb-c.h"
+#include "rbtree.h"
+
+#define METHOD(name) "/pinpool.v1.PinPool/" name
+#define MSG_LEN 512
+#define HELLO_TIMEOUT_S 10
+
+typedef struct run_map {
+    RB_ENTRY(run_map) node;
+    uint32_t first, n; /* chunks */
+    void *addr;
+    unsigned refs;     /* slices using the run */
+} run_map_t;
+
+typedef struct slice_rec {
+    RB_ENTRY(slice_rec) node;
+    uint64_t id;
+    run_map_t *map; /* NULL for device slices */
+} slice_rec_t;
+
+static int run_cmp(const run_map_t *a, const run_map_t *b)
+{
+    if (a->first != b->first)
+        return a->first < b->first ? -1 : 1;
+    return a->n < b->n ? -1 : a->n > b->n;
+}
+
+static int slice_cmp(const slice_rec_t *a, const slice_rec_t *b)
+{
+    return a->id < b->id ? -1 : a->id > b->id;
+}
+
+RB_HEAD(run_tree, run_map);
+RB_GENERATE_STATIC(run_tree, run_map, node, run_cmp)
+RB_HEAD(slice_tree, slice_rec);
+RB_GENERATE_STATIC(slice_tree, slice_rec, node, slice_cmp)
+#include "rbtree_end.h"
+
+struct pinpool_ctx {
+    int err;
+    char errmsg[MSG_LEN]; /* why connecting failed */
+    char client_id[IPC_CLIENT_ID_LEN];
+    pinpool__rpc_t *rpc;
+    int fd; /* the fd socket: our lease; -1 without a session */
+    const ipc_host_ops_t *host;
+    uint64_t chunk_size;
+    uint32_t seq;
+    pthread_mutex_t lock;
+    pthread_mutex_t fd_lock;
+    struct run_tree runs;
+    struct slice_tree slices;
+};
+
+/* The calling thread's last failure message, and the context it was on. */
+static __thread char tls_msg[MSG_LEN];
+static __thread const pinpool_ctx_t *tls_ctx;
+
+__attribute__((format(printf, 3, 4))) static int fail(const pinpool_ctx_t *ctx, int err,
+                                                      const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(tls_msg, sizeof(tls_msg), fmt, ap);
+    va_end(ap);
+    tls_ctx = ctx;
+    return err;
+}
+
+int pinpool_err(const pinpool_ctx_t *ctx)
+{
+    return ctx == NULL ? -ENOMEM : ctx->err;
+}
+
+const char *pinpool_errmsg(const pinpool_ctx_t *ctx)
+{
+    if (ctx == NULL)
+        return "out of memory";
+    if (tls_ctx == ctx)
+        return tls_msg;
+    return ctx->errmsg;
+}
+
+const char *pinpool_client_id(const pinpool_ctx_t *ctx)
+{
+    return ctx != NULL ? ctx->client_id : "";
+}
+
+/* ---- connect / close -------------------------------------------------------------- */
+
+static pinpool_ctx_t *ctx_new(void)
+{
+    pinpool_ctx_t *ctx = calloc(1, sizeof(*ctx));
+
+    if (ctx == NULL)
+        return NULL;
+    ctx->fd = -1;
+    pthread_mutex_init(&ctx->lock, NULL);
+    pthread_mutex_init(&ctx->fd_lock, NULL);
+    RB_INIT(&ctx->runs);
+    RB_INIT(&ctx->slices);
+    return ctx;
+}
+
+static int resolve_path(const char *socket_path, char *buf, size_t len)
+{
+    const char *env = getenv("PINPOOL_SOCKET");
+
+    if (socket_path == NULL && env != NULL && env[0] != '\0')
+        socket_path = env;
+    if (socket_path == NULL)
+        return ipc_default_socket(buf, len);
+    if ((size_t)snprintf(buf, len, "%s", socket_path) >= len)
+        return -ENAMETOOLONG;
+    return 0;
+}
+
+/* Open the fd socket and read the daemon's HELLO.  Sets ctx->err on failure. */
+static void open_session(pinpool_ctx_t *ctx, const char *path)
+{
+    char fdpath[128];
+    ipc_hello_t hello;
+    size_t nfds = 0;
+    ssize_t n;
+    int fd;
+
+    if (ipc_fd_socket_path(path, fdpath, sizeof(fdpath)) != 0) {
+        ctx->err = -ENAMETOOLONG;
+        snprintf(ctx->errmsg, sizeof(ctx->errmsg), "socket path too long: %s", path);
+        return;
+    }
+    fd = ipc_connect_seqpacket(fdpath);
+    if (fd < 0) {
+        ctx->err = PINPOOL_ECONNECT;
+        snprintf(ctx->errmsg, sizeof(ctx->errmsg),
+                 "cannot connect to the pinpool daemon at %s: %s (is `pinpool serve` running? "
+                 "set PINPOOL_SOCKET or pass its --socket path)",
+                 fdpath, strerror(-fd));
+        return;
+    }
+    struct timeval tv = {.tv_sec = HELLO_TIMEOUT_S};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    n = ipc_recv_msg(fd, &hello, sizeof(hello), NULL, 0, &nfds);
+    if (n <= 0 || ipc_msg_check(&hello, (size_t)n) != IPC_MSG_HELLO) {
+        ctx->err = PINPOOL_EPROTO;
+        snprintf(ctx->errmsg, sizeof(ctx->errmsg), "%s did not greet us as a pinpool daemon does (%s)",
+                 fdpath, n < 0 ? strerror((int)-n) : n == 0 ? "it closed the connection" : "bad message");
+        close(fd);
+        return;
+    }
+    ctx->host = ipc_host_backend(hello.backend);
+    if (ctx->host == NULL) {
+        ctx->err = PINPOOL_EPROTO;
+        snprintf(ctx->errmsg, sizeof(ctx->errmsg),
+                 "the daemon's host backend '%s' is not supported by this libpinpool %s",
+                 hello.backend, PINPOOL_VERSION_STRING);
+        close(fd);
+        return;
+    }
+    ctx->fd = fd;
+    ctx->chunk_size = hello.chunk_size;
+    snprintf(ctx->client_id, sizeof(ctx->client_id), "%s", hello.client_id);
+}
+
+static pinpool_ctx_t *connect_ctx(const char *socket_path, bool session)
+{
+    pinpool_ctx_t *ctx = ctx_new();
+    char path[128];
+    int rc;
+
+    if (ctx == NULL)
+        return NULL;
+    rc = resolve_path(socket_path, path, sizeof(path));
+    if (rc != 0) {
+        ctx->err = rc;
+        snprintf(ctx->errmsg, sizeof(ctx->errmsg), "socket path too long");
+        return ctx;
+    }
+    if (session) {
+        open_session(ctx, path);
+        if (ctx->err != 0)
+            return ctx;
+    }
+    rc = pinpool__rpc_open(&ctx->rpc, path);
+    if (rc != 0) {
+        ctx->err = rc;
+        snprintf(ctx->errmsg, sizeof(ctx->errmsg), "cannot open a gRPC channel: %s",
+                 pinpool_strerror(rc));
+    }
+    return ctx;
+}
+
+pinpool_ctx_t *pinpool_connect(const char *socket_path)
+{
+    return connect_ctx(socket_path, true);
+}
+
+pinpool_ctx_t *pinpool__connect_rpc_only(const char *socket_path)
+{
+    return connect_ctx(socket_path, false);
+}
+
+static void unmap_run(pinpool_ctx_t *ctx, run_map_t *m)
+{
+    uint64_t bytes = (uint64_t)m->n * ctx->chunk_size;
+
+    RB_REMOVE(run_tree, &ctx->runs, m);
+    ctx->host->unmap(m->addr, ctx->chunk_size, m->n);
+    ctx->host->release(m->addr, bytes);
+    free(m);
+}
+
+void pinpool_close(pinpool_ctx_t *ctx)
+{
+    slice_rec_t *s, *snext;
+    run_map_t *m, *mnext;
+
+    if (ctx == NULL)
+        return;
+    RB_FOREACH_SAFE(s, slice_tree, &ctx->slices, snext) {
+        RB_REMOVE(slice_tree, &ctx->slices, s);
+        free(s);
+    }
+    RB_FOREACH_SAFE(m, run_tree, &ctx->runs, mnext)
+        unmap_run(ctx, m);
+    if (ctx->fd >= 0)
+        close(ctx->fd); /* the daemon frees our slices */
+    pinpool__rpc_close(ctx->rpc);
+    pthread_mutex_destroy(&ctx->lock);
+    pthread_mutex_destroy(&ctx->fd_lock);
+    if (tls_ctx == ctx)
+        tls_ctx = NULL;
+    free(ctx);
+}
+
+/* ---- mapping ------------------------------------------------------------------------- */
+
+/* Ask the daemon for the fds of chunks [first, first + n) of slice id. */
+static int fetch_fds(pinpool_ctx_t *ctx, uint64_t id, uint32_t first, uint32_t n, int *fds)
+{
+    uint32_t got = 0;
+    int rc = 0;
+
+    pthread_mutex_lock(&ctx->fd_lock);
+    while (got < n) {
+        uint32_t count = n - got < IPC_MAX_FDS ? n - got : IPC_MAX_FDS;
+        ipc_map_req_t req;
+        ipc_map_resp_t resp;
+        size_t nfds = 0;
+        ssize_t len;
+
+        memset(&req, 0, sizeof(req));
+        ipc_hdr_init(&req.hdr, IPC_MSG_MAP_REQ, ++ctx->seq, sizeof(req));
+        req.slice_id = id;
+        req.first_chunk = first + got;
+        req.count = count;
+        rc = ipc_send_msg(ctx->fd, &req, sizeof(req), NULL, 0);
+        if (rc != 0) {
+            rc = fail(ctx, PINPOOL_ECONNECT, "lost the fd socket to the daemon: %s", strerror(-rc));
+            break;
+        }
+        len = ipc_recv_msg(ctx->fd, &resp, sizeof(resp), fds + got, count, &nfds);
+        if (len <= 0 || ipc_msg_check(&resp, (size_t)len) != IPC_MSG_MAP_RESP ||
+            resp.hdr.seq != req.hdr.seq) {
+            for (size_t i = 0; i < nfds; i++)
+                close(fds[got + i]);
+            if (len == 0 || len == -ECONNRESET || len == -EPIPE)
+                rc = fail(ctx, PINPOOL_ECONNECT, "the daemon closed the fd socket (it stopped?)");
+            else
+                rc = fail(ctx, PINPOOL_EPROTO, "bad answer on the fd socket (%s)",
+                          len < 0 ? strerror((int)-len) : "malformed");
+            break;
+        }
+        if (resp.status != 0 || nfds != count || resp.count != count) {
+            for (size_t i = 0; i < nfds; i++)
+                close(fds[got + i]);
+            rc = fail(ctx, resp.status != 0 ? resp.status : PINPOOL_EPROTO,
+                      "the daemon refused the chunks of slice %" PRIu64 ": %s", id,
+                      pinpool_strerror(resp.status != 0 ? resp.status : PINPOOL_EPROTO));
+            break;
+        }
+        got += count;
+    }
+    pthread_mutex_unlock(&ctx->fd_lock);
+    if (rc != 0)
+        for (uint32_t i = 0; i < got; i++)
+            close(fds[i]);
+    return rc;
+}
+
+/* The mapping of run [first, first + n), made if needed.  Lock held. */
+static int get_run(pinpool_ctx_t *ctx, uint64_t id, uint32_t first, uint32_t n, run_map_t **out)
+{
+    run_map_t key = {.first = first, .n = n}, *m;
+    int *fds = NULL;
+    int rc;
+
+    m = RB_FIND(run_tree, &ctx->runs, &key);
+    if (m != NULL) {
+        *out = m;
+        return 0;
+    }
+    m = calloc(1, sizeof(*m));
+    fds = calloc(n, sizeof(*fds));
+    if (m == NULL || fds == NULL) {
+        rc = fail(ctx, -ENOMEM, "out of memory");
+        goto fail;
+    }
+    m->first = first;
+    m->n = n;
+    rc = fetch_fds(ctx, id, first, n, fds);
+    if (rc != 0)
+        goto fail;
+    rc = ctx->host->reserve((uint64_t)n * ctx->chunk_size, &m->addr);
+    if (rc != 0) {
+        for (uint32_t i = 0; i < n; i++)
+            close(fds[i]);
+        rc = fail(ctx, rc, "cannot reserve address space for %" PRIu32 " chunks: %s", n,
+                  pinpool_strerror(rc));
+        goto fail;
+    }
+    rc = ctx->host->map(m->addr, ctx->chunk_size, fds, n, IPC_MAP_CPU | IPC_MAP_GPU);
+    if (rc != 0) {
+        ctx->host->release(m->addr, (uint64_t)n * ctx->chunk_size);
+        rc = fail(ctx, rc, "cannot map the chunks of slice %" PRIu64 ": %s", id,
+                  pinpool_strerror(rc));
+        goto fail;
+    }
+    free(fds);
+    RB_INSERT(run_tree, &ctx->runs, m);
+    *out = m;
+    return 0;
+
+fail:
+    free(fds);
+    free(m);
+    return rc;
+}
+
+/* ---- the calls --------------------------------------------------------------------------- */
+
+static int check_ctx(const pinpool_ctx_t *ctx, bool need_session)
+{
+    if (ctx == NULL)
+        return -EINVAL;
+    if (ctx->err != 0)
+        return fail(ctx, PINPOOL_ECLOSED, "not connected: %s", ctx->errmsg);
+    if (need_session && ctx->fd < 0)
+        return fail(ctx, PINPOOL_ECLOSED, "this context has no fd-socket session");
+    return 0;
+}
+
+static int rpc_free(pinpool_ctx_t *ctx, uint64_t id, uint64_t *freed, uint32_t *nfreed)
+{
+    Pinpool__V1__FreePoolMemoryRequest req = PINPOOL__V1__FREE_POOL_MEMORY_REQUEST__INIT;
+    Pinpool__V1__FreePoolMemoryResponse *resp = NULL;
+    char msg[MSG_LEN];
+    int rc;
+
+    req.client_id = ctx->client_id;
+    req.slice_id = id;
+    rc = pinpool__rpc_call(ctx->rpc, METHOD("FreePoolMemory"), &req.base,
+                           &pinpool__v1__free_pool_memory_response__descriptor,
+                           (ProtobufCMessage **)&resp, NULL, msg, sizeof(msg));
+    if (rc != 0)
+        return fail(ctx, rc, "%s", msg);
+    if (freed != NULL)
+        *freed = resp->freed_bytes;
+    if (nfreed != NULL)
+        *nfreed = resp->freed_slices;
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return 0;
+}
+
+int pinpool_alloc(pinpool_ctx_t *ctx, uint64_t size, const pinpool_alloc_opts_t *opts,
+                  pinpool_slice_t *out)
+{
+    Pinpool__V1__AllocatePoolMemoryRequest req = PINPOOL__V1__ALLOCATE_POOL_MEMORY_REQUEST__INIT;
+    Pinpool__V1__AllocatePoolMemoryResponse *resp = NULL;
+    char msg[MSG_LEN];
+    slice_rec_t *rec = NULL;
+    run_map_t *m = NULL;
+    int rc;
+
+    rc = check_ctx(ctx, true);
+    if (rc != 0)
+        return rc;
+    if (out == NULL)
+        return fail(ctx, PINPOOL_EINVAL, "out must not be NULL");
+    req.client_id = ctx->client_id;
+    req.device_id = opts != NULL ? opts->device_id : PINPOOL_HOST;
+    req.size_bytes = size;
+    req.alignment = opts != NULL ? opts->alignment : 0;
+    req.tag = opts != NULL && opts->tag != NULL ? (char *)opts->tag : (char *)"";
+    rc = pinpool__rpc_call(ctx->rpc, METHOD("AllocatePoolMemory"), &req.base,
+                           &pinpool__v1__allocate_pool_memory_response__descriptor,
+                           (ProtobufCMessage **)&resp, NULL, msg, sizeof(msg));
+    if (rc != 0)
+        return fail(ctx, rc, "%s", msg);
+    if (resp->n_chunks == 0 || resp->chunk_size != ctx->chunk_size) {
+        rc = fail(ctx, PINPOOL_EPROTO, "the daemon's reply for slice %" PRIu64 " has no chunks",
+                  resp->slice_id);
+        goto fail;
+    }
+    rec = calloc(1, sizeof(*rec));
+    if (rec == NULL) {
+        rc = fail(ctx, -ENOMEM, "out of memory");
+        goto fail;
+    }
+    rec->id = resp->slice_id;
+    pthread_mutex_lock(&ctx->lock);
+    rc = get_run(ctx, resp->slice_id, resp->chunks[0]->chunk_index, (uint32_t)resp->n_chunks, &m);
+    if (rc == 0) {
+        m->refs++;
+        rec->map = m;
+        RB_INSERT(slice_tree, &ctx->slices, rec);
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    if (rc != 0)
+        goto fail;
+
+    out->id = resp->slice_id;
+    out->ptr = (char *)m->addr + resp->chunks[0]->offset;
+    out->size = resp->size_bytes;
+    out->device_id = resp->device_id;
+    out->start_offset = resp->start_offset;
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return 0;
+
+fail:
+    /* The daemon counts the slice as ours: give it back, keeping the first
+     * failure's message. */
+    memcpy(msg, tls_msg, sizeof(msg));
+    rpc_free(ctx, resp->slice_id, NULL, NULL);
+    fail(ctx, rc, "%s", msg);
+    free(rec);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rc;
+}
+
+/* Forget slice rec locally (lock held). */
+static void drop_slice(pinpool_ctx_t *ctx, slice_rec_t *rec)
+{
+    RB_REMOVE(slice_tree, &ctx->slices, rec);
+    if (rec->map != NULL && --rec->map->refs == 0)
+        unmap_run(ctx, rec->map);
+    free(rec);
+}
+
+int pinpool_free(pinpool_ctx_t *ctx, uint64_t slice_id, uint64_t *freed_bytes)
+{
+    slice_rec_t key = {.id = slice_id}, *rec;
+    int rc;
+
+    rc = check_ctx(ctx, true);
+    if (rc != 0)
+        return rc;
+    pthread_mutex_lock(&ctx->lock);
+    rec = RB_FIND(slice_tree, &ctx->slices, &key);
+    pthread_mutex_unlock(&ctx->lock);
+    if (rec == NULL)
+        return fail(ctx, PINPOOL_ENOENT, "slice %" PRIu64 " is not one of this context's", slice_id);
+    rc = rpc_free(ctx, slice_id, freed_bytes, NULL);
+    if (rc != 0 && rc != PINPOOL_ENOENT)
+        return rc; /* the daemon still counts it: keep the mapping */
+    pthread_mutex_lock(&ctx->lock);
+    rec = RB_FIND(slice_tree, &ctx->slices, &key); /* another thread may have freed it */
+    if (rec != NULL)
+        drop_slice(ctx, rec);
+    pthread_mutex_unlock(&ctx->lock);
+    return rc;
+}
+
+int pinpool_free_all(pinpool_ctx_t *ctx, uint64_t *freed_bytes)
+{
+    slice_rec_t *rec, *next;
+    int rc;
+
+    rc = check_ctx(ctx, true);
+    if (rc != 0)
+        return rc;
+    rc = rpc_free(ctx, 0, freed_bytes, NULL);
+    if (rc != 0)
+        return rc;
+    pthread_mutex_lock(&ctx->lock);
+    RB_FOREACH_SAFE(rec, slice_tree, &ctx->slices, next)
+        drop_slice(ctx, rec);
+    pthread_mutex_unlock(&ctx->lock);
+    return 0;
+}
+
+int pinpool_ping(pinpool_ctx_t *ctx)
+{
+    Pinpool__V1__PingRequest req = PINPOOL__V1__PING_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    char msg[MSG_LEN];
+    int rc;
+
+    rc = check_ctx(ctx, false);
+    if (rc != 0)
+        return rc;
+    rc = pinpool__rpc_call(ctx->rpc, METHOD("Ping"), &req.base,
+                           &pinpool__v1__ping_response__descriptor, &resp, NULL, msg,
+                           sizeof(msg));
+    if (rc != 0)
+        return fail(ctx, rc, "%s", msg);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return 0;
+}
+
+int pinpool_pool_info(pinpool_ctx_t *ctx, pinpool_pool_info_t *out)
+{
+    Pinpool__V1__GetPoolInfoRequest req = PINPOOL__V1__GET_POOL_INFO_REQUEST__INIT;
+    Pinpool__V1__GetPoolInfoResponse *r = NULL;
+    char msg[MSG_LEN];
+    int rc;
+
+    rc = check_ctx(ctx, false);
+    if (rc != 0)
+        return rc;
+    rc = pinpool__rpc_call(ctx->rpc, METHOD("GetPoolInfo"), &req.base,
+                           &pinpool__v1__get_pool_info_response__descriptor,
+                           (ProtobufCMessage **)&r, NULL, msg, sizeof(msg));
+    if (rc != 0)
+        return fail(ctx, rc, "%s", msg);
+    memset(out, 0, sizeof(*out));
+    if (r->n_clients > 0) {
+        out->usage = calloc(r->n_clients, sizeof(*out->usage));
+        if (out->usage == NULL) {
+            protobuf_c_message_free_unpacked(&r->base, NULL);
+            return fail(ctx, -ENOMEM, "out of memory");
+        }
+    }
+    out->capacity_bytes = r->capacity_bytes;
+    out->ready_bytes = r->ready_bytes;
+    out->used_bytes = r->used_bytes;
+    out->free_bytes = r->free_bytes;
+    out->largest_free_extent = r->largest_free_extent;
+    out->chunk_size = r->chunk_size;
+    out->num_chunks = r->num_chunks;
+    out->num_slices = r->num_slices;
+    out->num_clients = r->num_clients;
+    out->fragmentation = r->fragmentation;
+    snprintf(out->host_backend, sizeof(out->host_backend), "%s", r->host_backend);
+    snprintf(out->mode, sizeof(out->mode), "%s", r->mode);
+    out->num_usage = (uint32_t)r->n_clients;
+    for (size_t i = 0; i < r->n_clients; i++) {
+        pinpool_client_usage_t *u = &out->usage[i];
+        snprintf(u->client_id, sizeof(u->client_id), "%s", r->clients[i]->client_id);
+        u->bytes = r->clients[i]->bytes;
+        u->slices = r->clients[i]->slices;
+        u->pid = r->clients[i]->pid;
+        u->uid = r->clients[i]->uid;
+    }
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return 0;
+}
+
+void pinpool_pool_info_free(pinpool_pool_info_t *info)
+{
+    if (info != NULL) {
+        free(info->usage);
+        info->usage = NULL;
+        info->num_usage = 0;
+    }
+}

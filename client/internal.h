@@ -1,0 +1,36 @@
+/*
+ * internal.h - what libpinpool's files share; not installed, not exported.
+ * Internal non-static functions are prefixed pinpool__.
+ */
+#ifndef PINPOOL_CLIENT_INTERNAL_H
+#define PINPOOL_CLIENT_INTERNAL_H
+
+#include <grpc/grpc.h>
+#include <protobuf-c/protobuf-c.h>
+#include <stddef.h>
+
+#include "pinpool.h"
+
+typedef struct pinpool__rpc pinpool__rpc_t;
+
+/* A gRPC channel to the daemon at socket_path (a unix socket path, or
+ * "tcp:HOST:PORT"), with a stack of completion queues for concurrent calls. */
+int pinpool__rpc_open(pinpool__rpc_t **out, const char *socket_path);
+void pinpool__rpc_close(pinpool__rpc_t *rpc);
+
+/*
+ * One unary call of method ("/pinpool.v1.PinPool/Ping").  On success *resp is
+ * the unpacked reply (free it with protobuf_c_message_free_unpacked) and 0 is
+ * returned; otherwise the pinpool error (from the "pinpool-error" trailer, or
+ * mapped from the gRPC status) with the daemon's message in msg.  *grpc_status
+ * (may be NULL) gets the call's gRPC status code.
+ */
+int pinpool__rpc_call(pinpool__rpc_t *rpc, const char *method, const ProtobufCMessage *req,
+                      const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
+                      int *grpc_status, char *msg, size_t msglen);
+
+/* A context with only the gRPC channel: no fd-socket session, no lease
+ * (`pinpool info` uses it, so that it does not show up as a client). */
+pinpool_ctx_t *pinpool__connect_rpc_only(const char *socket_path);
+
+#endif

@@ -1,0 +1,16 @@
+/*
+ * paths.h - where the daemon's sockets live, shared by daemon and clients.
+ */
+#ifndef PINPOOL_IPC_PATHS_H
+#define PINPOOL_IPC_PATHS_H
+
+#include <stddef.h>
+
+/* $XDG_RUNTIME_DIR/pinpool.sock when that directory is set, else
+ * /tmp/pinpool-$UID.sock.  Returns 0, or -ENAMETOOLONG. */
+int ipc_default_socket(char *buf, size_t len);
+
+/* The fd socket that goes with a gRPC socket path: path + ".fd". */
+int ipc_fd_socket_path(const char *grpc_path, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,283 @@
+/*
+ * config.c - the option table and everything driven by it (see config.h).
+ * Never: reads files or the environment, except for the default socket path.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "paths.h"
+#include "pinpool.h"
+#include "pool.h"
+
+#define MiB (1024ull * 1024)
+#define GiB (1024ull * MiB)
+
+enum opt_type { OPT_SIZE, OPT_UINT, OPT_STRING, OPT_CHOICE };
+
+typedef struct srv_option {
+    const char *name;
+    enum opt_type type;
+    const char *defval; /* NULL: computed (the socket path) */
+    const char *metavar;
+    const char *help;
+    size_t offset;      /* into srv_config_t */
+    size_t size;        /* of a string field */
+    uint64_t min, max;  /* OPT_SIZE, OPT_UINT */
+    uint64_t multiple;  /* OPT_SIZE: must be a multiple of this */
+    const char *const *choices; /* OPT_CHOICE, NULL-terminated */
+} srv_option_t;
+
+static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
+static const char *const host_backends[] = {"auto", "memfd", NULL};
+
+#define STR_FIELD(f) offsetof(srv_config_t, f), sizeof(((srv_config_t *)0)->f)
+#define NUM_FIELD(f) offsetof(srv_config_t, f), sizeof(uint64_t)
+
+static const srv_option_t options[] = {
+    {"mem-pool-size", OPT_SIZE, "1GiB", "SIZE",
+     "size of the pinned host pool (140GB, 64GiB, 512MB or bytes); rounded up to whole chunks",
+     NUM_FIELD(mem_pool_size), 2 * MiB, 1ull << 50, 0, NULL},
+    {"chunk-size", OPT_SIZE, "256MiB", "SIZE",
+     "the pool is made of chunks of this size (a multiple of 2 MiB); a slice larger than a chunk "
+     "covers a run of whole chunks",
+     NUM_FIELD(chunk_size), 2 * MiB, 64 * GiB, 2 * MiB, NULL},
+    {"pin-threads", OPT_UINT, "4", "N", "threads that create (and pin) the pool's chunks at start-up",
+     NUM_FIELD(pin_threads), 1, 64, 0, NULL},
+    {"socket", OPT_STRING, NULL, "PATH",
+     "gRPC unix socket; the fd socket is PATH.fd "
+     "(default $XDG_RUNTIME_DIR/pinpool.sock, else /tmp/pinpool-$UID.sock)",
+     STR_FIELD(socket), 0, 0, 0, NULL},
+    {"listen", OPT_STRING, "", "HOST:PORT",
+     "also serve gRPC over TCP on this address (off by default; e.g. 127.0.0.1:50051)",
+     STR_FIELD(listen), 0, 0, 0, NULL},
+    {"host-backend", OPT_CHOICE, "auto", "NAME",
+     "how host chunks are made: auto, memfd (CPU-only: plain shared memory)",
+     STR_FIELD(host_backend), 0, 0, 0, host_backends},
+    {"log-level", OPT_CHOICE, "info", "LEVEL", "error, warn, info or debug",
+     STR_FIELD(log_level), 0, 0, 0, log_levels},
+};
+
+#define NOPTIONS (sizeof(options) / sizeof(options[0]))
+
+static const srv_option_t *find_option(const char *name)
+{
+    for (size_t i = 0; i < NOPTIONS; i++)
+        if (strcmp(options[i].name, name) == 0)
+            return &options[i];
+    return NULL;
+}
+
+static int set_option(srv_config_t *cfg, const srv_option_t *o, const char *value,
+                      char *err, size_t errlen)
+{
+    char *field = (char *)cfg + o->offset;
+    char a[32], b[32];
+    uint64_t n;
+
+    switch (o->type) {
+    case OPT_SIZE:
+    case OPT_UINT:
+        if (o->type == OPT_SIZE) {
+            if (pool_parse_size(value, &n) != 0) {
+                snprintf(err, errlen, "--%s: '%s' is not a size (try 64GiB, 140GB, 512MB or bytes)",
+                         o->name, value);
+                return PINPOOL_EINVAL;
+            }
+        } else {
+            char *end;
+            errno = 0;
+            unsigned long long v = strtoull(value, &end, 10);
+            if (errno != 0 || end == value || *end != '\0' || value[0] == '-') {
+                snprintf(err, errlen, "--%s: '%s' is not a whole number", o->name, value);
+                return PINPOOL_EINVAL;
+            }
+            n = v;
+        }
+        if (n < o->min || n > o->max) {
+            if (o->type == OPT_SIZE)
+                snprintf(err, errlen, "--%s: %s is outside %s .. %s", o->name, value,
+                         pool_format_size(o->min, a, sizeof(a)),
+                         pool_format_size(o->max, b, sizeof(b)));
+            else
+                snprintf(err, errlen, "--%s: %s is outside %" PRIu64 " .. %" PRIu64, o->name,
+                         value, o->min, o->max);
+            return PINPOOL_EINVAL;
+        }
+        if (o->multiple != 0 && n % o->multiple != 0) {
+            snprintf(err, errlen, "--%s: %s is not a multiple of %s", o->name, value,
+                     pool_format_size(o->multiple, a, sizeof(a)));
+            return PINPOOL_EINVAL;
+        }
+        memcpy(field, &n, sizeof(n));
+        return 0;
+    case OPT_CHOICE:
+        for (const char *const *c = o->choices; *c != NULL; c++)
+            if (strcmp(*c, value) == 0)
+                goto copy;
+        snprintf(err, errlen, "--%s: '%s' is not one of the choices (see --help)", o->name, value);
+        return PINPOOL_EINVAL;
+    case OPT_STRING:
+    copy:
+        if (strlen(value) >= o->size) {
+            snprintf(err, errlen, "--%s: '%s' is too long (at most %zu characters)", o->name,
+                     value, o->size - 1);
+            return PINPOOL_EINVAL;
+        }
+        strcpy(field, value);
+        return 0;
+    }
+    return PINPOOL_EINVAL;
+}
+
+/* The option's value as text, into buf. */
+static const char *show_option(const srv_config_t *cfg, const srv_option_t *o, char *buf,
+                               size_t len)
+{
+    const char *field = (const char *)cfg + o->offset;
+    uint64_t n;
+
+    switch (o->type) {
+    case OPT_SIZE:
+        memcpy(&n, field, sizeof(n));
+        return pool_format_size(n, buf, len);
+    case OPT_UINT:
+        memcpy(&n, field, sizeof(n));
+        snprintf(buf, len, "%" PRIu64, n);
+        return buf;
+    default:
+        return field;
+    }
+}
+
+void srv_default_socket(char *buf, size_t len)
+{
+    if (ipc_default_socket(buf, len) != 0)
+        snprintf(buf, len, "/tmp/pinpool.sock");
+}
+
+void srv_config_defaults(srv_config_t *cfg)
+{
+    char err[256];
+
+    memset(cfg, 0, sizeof(*cfg));
+    for (size_t i = 0; i < NOPTIONS; i++)
+        if (options[i].defval != NULL && set_option(cfg, &options[i], options[i].defval, err,
+                                                    sizeof(err)) != 0)
+            abort(); /* a bad default is a bug in the table above */
+    srv_default_socket(cfg->socket, sizeof(cfg->socket));
+}
+
+int srv_config_set(srv_config_t *cfg, const char *name, const char *value, char *err,
+                   size_t errlen)
+{
+    const srv_option_t *o = find_option(name);
+
+    if (o == NULL) {
+        snprintf(err, errlen, "unknown option --%s (see --help)", name);
+        return PINPOOL_EINVAL;
+    }
+    return set_option(cfg, o, value, err, errlen);
+}
+
+int srv_config_parse_args(srv_config_t *cfg, int argc, char **argv, char *err, size_t errlen)
+{
+    for (int i = 0; i < argc; i++) {
+        const char *arg = argv[i];
+        char name[64];
+        const char *value;
+
+        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0)
+            return 1;
+        if (strncmp(arg, "--", 2) != 0) {
+            snprintf(err, errlen, "unexpected argument '%s' (options start with --)", arg);
+            return PINPOOL_EINVAL;
+        }
+        arg += 2;
+        const char *eq = strchr(arg, '=');
+        size_t nlen = eq != NULL ? (size_t)(eq - arg) : strlen(arg);
+        if (nlen >= sizeof(name)) {
+            snprintf(err, errlen, "unknown option --%s (see --help)", arg);
+            return PINPOOL_EINVAL;
+        }
+        memcpy(name, arg, nlen);
+        name[nlen] = '\0';
+        if (eq != NULL) {
+            value = eq + 1;
+        } else if (find_option(name) == NULL) {
+            snprintf(err, errlen, "unknown option --%s (see --help)", name);
+            return PINPOOL_EINVAL;
+        } else if (i + 1 >= argc) {
+            snprintf(err, errlen, "--%s needs a value", name);
+            return PINPOOL_EINVAL;
+        } else {
+            value = argv[++i];
+        }
+        int rc = srv_config_set(cfg, name, value, err, errlen);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+int srv_config_validate(const srv_config_t *cfg, char *err, size_t errlen)
+{
+    char a[32], b[32];
+
+    if (cfg->mem_pool_size < cfg->chunk_size) {
+        snprintf(err, errlen, "--mem-pool-size %s is smaller than --chunk-size %s",
+                 pool_format_size(cfg->mem_pool_size, a, sizeof(a)),
+                 pool_format_size(cfg->chunk_size, b, sizeof(b)));
+        return PINPOOL_EINVAL;
+    }
+    if ((cfg->mem_pool_size + cfg->chunk_size - 1) / cfg->chunk_size > UINT32_MAX) {
+        snprintf(err, errlen, "--mem-pool-size / --chunk-size gives too many chunks");
+        return PINPOOL_EINVAL;
+    }
+    if (cfg->socket[0] == '\0' || strlen(cfg->socket) + 3 >= SRV_PATH_MAX) {
+        snprintf(err, errlen, "--socket: the path must be 1 to %d characters (PATH.fd must fit "
+                 "a unix socket address)", SRV_PATH_MAX - 4);
+        return PINPOOL_EINVAL;
+    }
+    if (cfg->listen[0] != '\0' && strchr(cfg->listen, ':') == NULL) {
+        snprintf(err, errlen, "--listen: '%s' is not HOST:PORT", cfg->listen);
+        return PINPOOL_EINVAL;
+    }
+    return 0;
+}
+
+void srv_config_print_help(FILE *out)
+{
+    char socket[SRV_PATH_MAX];
+
+    srv_default_socket(socket, sizeof(socket));
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        const srv_option_t *o = &options[i];
+        char left[64];
+
+        snprintf(left, sizeof(left), "--%s %s", o->name, o->metavar);
+        fprintf(out, "  %-26s %s\n", left, o->help);
+        fprintf(out, "  %-26s (default: %s)\n", "",
+                o->defval == NULL ? socket : o->defval[0] == '\0' ? "off" : o->defval);
+    }
+}
+
+void srv_config_foreach(const srv_config_t *cfg,
+                        void (*fn)(const char *name, const char *value, const char *defval,
+                                   const char *help, void *arg),
+                        void *arg)
+{
+    char socket[SRV_PATH_MAX];
+
+    srv_default_socket(socket, sizeof(socket));
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        char buf[64];
+        fn(options[i].name, show_option(cfg, &options[i], buf, sizeof(buf)),
+           options[i].defval != NULL ? options[i].defval : socket, options[i].help, arg);
+    }
+}

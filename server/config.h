@@ -1,0 +1,55 @@
+/*
+ * config.h - the daemon's options.
+ *
+ * Every option is defined once, in the table in config.c (name, default,
+ * bounds, help); that table drives the command line, `pinpool serve --help`
+ * and the GetServerConfig reply.  A srv_config_t is filled once at start-up
+ * and read-only afterwards.
+ */
+#ifndef PINPOOL_SRV_CONFIG_H
+#define PINPOOL_SRV_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define SRV_PATH_MAX 108 /* sun_path */
+
+typedef struct srv_config {
+    uint64_t mem_pool_size;
+    uint64_t chunk_size;
+    uint64_t pin_threads;
+    char socket[SRV_PATH_MAX];
+    char listen[256];
+    char host_backend[16];
+    char log_level[8];
+} srv_config_t;
+
+/* Fill cfg with the embedded defaults. */
+void srv_config_defaults(srv_config_t *cfg);
+
+/* Set one option by its long name from text.  0, or PINPOOL_EINVAL with a
+ * message for a person in err ("--chunk-size: '3MB' is not a multiple of 2 MiB"). */
+int srv_config_set(srv_config_t *cfg, const char *name, const char *value,
+                   char *err, size_t errlen);
+
+/* Parse "--name value" / "--name=value" arguments.  Returns 0, 1 when --help
+ * was asked for, or PINPOOL_EINVAL with a message in err. */
+int srv_config_parse_args(srv_config_t *cfg, int argc, char **argv, char *err, size_t errlen);
+
+/* Checks between options (pool vs chunk size).  0 or PINPOOL_EINVAL + err. */
+int srv_config_validate(const srv_config_t *cfg, char *err, size_t errlen);
+
+/* The options with their help and defaults, for `pinpool serve --help`. */
+void srv_config_print_help(FILE *out);
+
+/* Calls fn for every option with its effective value, in table order. */
+void srv_config_foreach(const srv_config_t *cfg,
+                        void (*fn)(const char *name, const char *value, const char *defval,
+                                   const char *help, void *arg),
+                        void *arg);
+
+/* The default socket: $XDG_RUNTIME_DIR/pinpool.sock, else /tmp/pinpool-$UID.sock. */
+void srv_default_socket(char *buf, size_t len);
+
+#endif

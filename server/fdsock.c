@@ -1,0 +1,207 @@
+/*
+ * fdsock.c - the fd socket on the libev loop (see fdsock.h).
+ *
+ * One session per accepted connection: HELLO on accept, then MAP_REQ ->
+ * MAP_RESP (+ descriptors) until the peer goes.  Whatever ends a session - the
+ * peer's exit or crash, a protocol error, a reply the peer does not read -
+ * frees every slice of its client.  A session never blocks the loop: its
+ * socket is non-blocking, and a reply that does not fit the socket buffer
+ * ends the session.
+ */
+#include "fdsock.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "ipc.h"
+#include "log.h"
+#include "pinpool.h"
+
+typedef struct session {
+    ev_io io;
+    struct session *prev, *next;
+    srv_fdsock_t *fs;
+    srv_client_t *client;
+    char id[SRV_CLIENT_ID_LEN];
+} session_t;
+
+struct srv_fdsock {
+    ev_io listen;
+    struct ev_loop *loop;
+    srv_t *srv;
+    char path[SRV_PATH_MAX];
+    session_t *sessions;
+    unsigned nsessions;
+};
+
+static void session_close(session_t *s)
+{
+    srv_fdsock_t *fs = s->fs;
+
+    ev_io_stop(fs->loop, &s->io);
+    close(s->io.fd);
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        fs->sessions = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
+    fs->nsessions--;
+    srv_session_close(fs->srv, s->client);
+    free(s);
+}
+
+static int answer_map(session_t *s, const ipc_map_req_t *req)
+{
+    ipc_map_resp_t resp;
+    int fds[IPC_MAX_FDS];
+    char msg[256] = "";
+    int rc;
+
+    rc = srv_session_chunk_fds(s->fs->srv, s->client, req->slice_id, req->first_chunk, req->count,
+                               fds, msg, sizeof(msg));
+    if (rc != 0)
+        srv_debug("client %s: map of slice %" PRIu64 " refused: %s", s->id, req->slice_id, msg);
+    memset(&resp, 0, sizeof(resp));
+    ipc_hdr_init(&resp.hdr, IPC_MSG_MAP_RESP, req->hdr.seq, sizeof(resp));
+    resp.status = rc;
+    resp.first_chunk = req->first_chunk;
+    resp.count = rc == 0 ? req->count : 0;
+    return ipc_send_msg(s->io.fd, &resp, sizeof(resp), fds, resp.count);
+}
+
+static void on_session(struct ev_loop *loop, ev_io *w, int revents)
+{
+    session_t *s = (session_t *)w;
+    union {
+        ipc_hdr_t hdr;
+        ipc_map_req_t map;
+        char raw[256];
+    } m;
+    size_t nfds = 0;
+    ssize_t n;
+    int rc;
+
+    (void)loop;
+    (void)revents;
+    n = ipc_recv_msg(w->fd, &m, sizeof(m), NULL, 0, &nfds);
+    if (n == -EAGAIN || n == -EWOULDBLOCK)
+        return;
+    if (n <= 0) {
+        if (n < 0 && n != -ECONNRESET)
+            srv_warn("client %s: %s; ending its session", s->id, pinpool_strerror((int)n));
+        session_close(s);
+        return;
+    }
+    rc = ipc_msg_check(&m, (size_t)n);
+    if (rc != IPC_MSG_MAP_REQ) {
+        srv_warn("client %s sent a malformed message (%zd bytes); ending its session", s->id, n);
+        session_close(s);
+        return;
+    }
+    rc = answer_map(s, &m.map);
+    if (rc != 0) {
+        srv_warn("client %s: cannot send descriptors (%s); ending its session", s->id,
+                 pinpool_strerror(rc));
+        session_close(s);
+    }
+}
+
+static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
+{
+    srv_fdsock_t *fs = (srv_fdsock_t *)w;
+    const ipc_host_ops_t *host = srv_host_backend(fs->srv);
+    const srv_config_t *cfg = srv_config(fs->srv);
+    ipc_cred_t cred;
+    ipc_hello_t hello;
+    session_t *s;
+    int fd, rc;
+
+    (void)revents;
+    fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+        if (errno != EAGAIN && errno != EINTR)
+            srv_warn("fd socket: accept failed: %s", strerror(errno));
+        return;
+    }
+    s = calloc(1, sizeof(*s));
+    if (s == NULL || ipc_peer_cred(fd, &cred) != 0)
+        goto fail;
+    s->client = srv_session_open(fs->srv, &cred, s->id, sizeof(s->id));
+    if (s->client == NULL)
+        goto fail;
+    s->fs = fs;
+
+    memset(&hello, 0, sizeof(hello));
+    ipc_hdr_init(&hello.hdr, IPC_MSG_HELLO, 0, sizeof(hello));
+    snprintf(hello.client_id, sizeof(hello.client_id), "%s", s->id);
+    snprintf(hello.backend, sizeof(hello.backend), "%s", host->name);
+    hello.chunk_size = cfg->chunk_size;
+    hello.num_chunks = (uint32_t)((cfg->mem_pool_size + cfg->chunk_size - 1) / cfg->chunk_size);
+    rc = ipc_send_msg(fd, &hello, sizeof(hello), NULL, 0);
+    if (rc != 0) {
+        srv_session_close(fs->srv, s->client);
+        goto fail;
+    }
+    s->next = fs->sessions;
+    if (fs->sessions != NULL)
+        fs->sessions->prev = s;
+    fs->sessions = s;
+    fs->nsessions++;
+    ev_io_init(&s->io, on_session, fd, EV_READ);
+    ev_io_start(loop, &s->io);
+    srv_info("client %s connected (pid %d, uid %u)", s->id, (int)cred.pid, (unsigned)cred.uid);
+    return;
+
+fail:
+    srv_warn("fd socket: cannot open a session for a new client");
+    free(s);
+    close(fd);
+}
+
+int srv_fdsock_start(srv_fdsock_t **out, struct ev_loop *loop, srv_t *srv, const char *path,
+                     char *err, size_t errlen)
+{
+    srv_fdsock_t *fs = calloc(1, sizeof(*fs));
+    int fd;
+
+    if (fs == NULL)
+        return -ENOMEM;
+    fd = ipc_listen_seqpacket(path, 128);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", path, pinpool_strerror(fd));
+        free(fs);
+        return fd;
+    }
+    fs->loop = loop;
+    fs->srv = srv;
+    snprintf(fs->path, sizeof(fs->path), "%s", path);
+    ev_io_init(&fs->listen, on_accept, fd, EV_READ);
+    ev_io_start(loop, &fs->listen);
+    *out = fs;
+    return 0;
+}
+
+void srv_fdsock_stop_accepting(srv_fdsock_t *fs)
+{
+    if (fs != NULL && ev_is_active(&fs->listen)) {
+        ev_io_stop(fs->loop, &fs->listen);
+        close(fs->listen.fd);
+        unlink(fs->path);
+    }
+}
+
+void srv_fdsock_close(srv_fdsock_t *fs)
+{
+    if (fs == NULL)
+        return;
+    srv_fdsock_stop_accepting(fs);
+    while (fs->sessions != NULL)
+        session_close(fs->sessions);
+    free(fs);
+}

@@ -1,0 +1,27 @@
+/*
+ * fdsock.h - the fd socket: where clients open their lease and fetch the
+ * descriptors of their slices' chunks (protocol in ipc/ipc.h).
+ *
+ * Runs on the daemon's libev loop, and only there: every function below must
+ * be called from the loop's thread.
+ */
+#ifndef PINPOOL_SRV_FDSOCK_H
+#define PINPOOL_SRV_FDSOCK_H
+
+#include <ev.h>
+#include <stddef.h>
+
+#include "srv.h"
+
+typedef struct srv_fdsock srv_fdsock_t;
+
+/* Listen on path and serve it on loop.  0, or an error with err. */
+int srv_fdsock_start(srv_fdsock_t **out, struct ev_loop *loop, srv_t *srv, const char *path,
+                     char *err, size_t errlen);
+/* Stop accepting; existing sessions go on. */
+void srv_fdsock_stop_accepting(srv_fdsock_t *fs);
+/* Close every session (their slices return to the pool), the listener, and
+ * remove the socket file.  NULL is a no-op. */
+void srv_fdsock_close(srv_fdsock_t *fs);
+
+#endif

@@ -1,0 +1,303 @@
+/*
+ * main.c - the `pinpool` command: serve, info, version, help.
+ *
+ * `pinpool serve` wires the pieces together: srv (pool and chunks), the gRPC
+ * server (rpc.c + service.c, on its own threads), and the libev loop on the
+ * main thread (fd socket, signals, the start-up progress timer).  The only
+ * process-wide state of the daemon lives here.
+ */
+#include <errno.h>
+#include <ev.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "config.h"
+#include "fdsock.h"
+#include "log.h"
+#include "paths.h"
+#include "pinpool.h"
+#include "rpc.h"
+#include "service.h"
+#include "srv.h"
+
+/* After SIGTERM, calls in flight finish; connections still open after this
+ * long (idle clients) are cut. */
+#define SHUTDOWN_GRACE_S 1.0
+
+typedef struct daemon {
+    srv_config_t cfg;
+    srv_t *srv;
+    rpc_server_t *rpc;
+    srv_fdsock_t *fdsock;
+    struct ev_loop *loop;
+    ev_signal sigint, sigterm;
+    ev_timer progress;
+    ev_timer grace;   /* cuts connections that hold the shutdown */
+    ev_async drained; /* the gRPC server has finished every call */
+    bool stopping;
+    int lock_fd;
+    char lock_path[SRV_PATH_MAX + 8];
+    char fd_path[SRV_PATH_MAX + 8];
+    int exit_code;
+    bool tty;
+    double next_report; /* seconds into start-up of the next progress line */
+} daemon_t;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "pinpool %s - node-local pinned memory pool\n"
+            "\n"
+            "usage: pinpool serve [OPTIONS]     run the daemon\n"
+            "       pinpool info [--socket PATH] show the pool's capacity and usage\n"
+            "       pinpool version\n"
+            "       pinpool help\n"
+            "\n"
+            "serve options:\n",
+            PINPOOL_VERSION_STRING);
+    srv_config_print_help(out);
+    fprintf(out, "\nClients find the daemon through $PINPOOL_SOCKET or the default socket.\n");
+}
+
+/* Refuse a second daemon on the same socket: gRPC would silently take it over. */
+static int take_lock(daemon_t *d)
+{
+    char pid[32];
+    int n;
+
+    snprintf(d->lock_path, sizeof(d->lock_path), "%s.lock", d->cfg.socket);
+    d->lock_fd = open(d->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (d->lock_fd < 0) {
+        srv_error("cannot open %s: %s", d->lock_path, strerror(errno));
+        return -1;
+    }
+    if (flock(d->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        n = (int)read(d->lock_fd, pid, sizeof(pid) - 1);
+        pid[n > 0 ? n : 0] = '\0';
+        srv_error("another pinpool daemon (pid %s) is serving %s; stop it or pass another --socket",
+                  n > 0 ? pid : "?", d->cfg.socket);
+        close(d->lock_fd);
+        d->lock_fd = -1;
+        return -1;
+    }
+    n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+    if (ftruncate(d->lock_fd, 0) != 0 || pwrite(d->lock_fd, pid, (size_t)n, 0) != n)
+        srv_warn("cannot write the pid into %s", d->lock_path);
+    return 0;
+}
+
+static void on_drained(struct ev_loop *loop, ev_async *w, int revents)
+{
+    (void)w;
+    (void)revents;
+    ev_break(loop, EVBREAK_ALL);
+}
+
+static void rpc_drained(void *arg)
+{
+    daemon_t *d = arg;
+    ev_async_send(d->loop, &d->drained); /* from a gRPC thread */
+}
+
+static void on_grace(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    daemon_t *d = w->data;
+    (void)loop;
+    (void)revents;
+    rpc_server_cancel_all(d->rpc);
+}
+
+/* Stop taking work; the fd socket keeps answering the sessions (a client in
+ * the middle of an allocation needs its descriptors) until every gRPC call
+ * has finished, then the loop ends. */
+static void begin_shutdown(daemon_t *d)
+{
+    if (d->stopping) {
+        ev_break(d->loop, EVBREAK_ALL); /* asked twice: stop now */
+        return;
+    }
+    d->stopping = true;
+    srv_begin_shutdown(d->srv);
+    srv_fdsock_stop_accepting(d->fdsock);
+    rpc_server_begin_shutdown(d->rpc, rpc_drained, d);
+    ev_timer_init(&d->grace, on_grace, SHUTDOWN_GRACE_S, 0.0);
+    d->grace.data = d;
+    ev_timer_start(d->loop, &d->grace);
+}
+
+static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    srv_info("%s: shutting down", w->signum == SIGINT ? "SIGINT" : "SIGTERM");
+    begin_shutdown(w->data);
+}
+
+/* While chunks are still being made: a bar on a terminal, a line every few
+ * seconds otherwise; the error and a clean exit if making one fails. */
+static void on_progress(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    daemon_t *d = w->data;
+    uint32_t ready, total;
+    double secs;
+    char err[256];
+    char a[32], b[32];
+
+    (void)revents;
+    srv_chunk_progress(d->srv, &ready, &total, &secs);
+    if (srv_wait_chunks(d->srv, 0, err, sizeof(err)) != 0) {
+        srv_error("cannot create the pool: %s", err);
+        d->exit_code = 1;
+        ev_timer_stop(loop, w);
+        begin_shutdown(d);
+        return;
+    }
+    uint64_t bytes = (uint64_t)ready * d->cfg.chunk_size;
+    double rate = secs > 0 ? (double)bytes / secs / (1 << 30) : 0;
+    pool_format_size(bytes, a, sizeof(a));
+    pool_format_size((uint64_t)total * d->cfg.chunk_size, b, sizeof(b));
+    if (d->tty) {
+        int width = 30, fill = total ? (int)((uint64_t)width * ready / total) : width;
+        fprintf(stderr, "\rpinning [%.*s%*s] %s / %s  %.2f GiB/s ", fill,
+                "##############################", width - fill, "", a, b, rate);
+        if (ready == total)
+            fputc('\n', stderr);
+    } else if (ready < total && secs >= d->next_report) {
+        srv_info("pinning: %s of %s ready (%.2f GiB/s)", a, b, rate);
+        d->next_report = secs + 5;
+    }
+    if (ready == total) {
+        srv_info("pool ready: %s in %.2f s (%.2f GiB/s)", b, secs, rate);
+        ev_timer_stop(loop, w);
+    }
+}
+
+static int serve(int argc, char **argv)
+{
+    daemon_t d = {.lock_fd = -1};
+    char err[512];
+    char addr[SRV_PATH_MAX + 16];
+    char size[32], chunk[32];
+    size_t nmethods;
+    const rpc_method_t *methods;
+    int rc;
+
+    srv_config_defaults(&d.cfg);
+    rc = srv_config_parse_args(&d.cfg, argc, argv, err, sizeof(err));
+    if (rc == 1) {
+        usage(stdout);
+        return 0;
+    }
+    if (rc == 0)
+        rc = srv_config_validate(&d.cfg, err, sizeof(err));
+    if (rc != 0) {
+        fprintf(stderr, "pinpool serve: %s\n", err);
+        return 2;
+    }
+    srv_log_level = srv_log_parse_level(d.cfg.log_level);
+    signal(SIGPIPE, SIG_IGN);
+    d.tty = isatty(STDERR_FILENO);
+    d.exit_code = 1;
+
+    if (take_lock(&d) != 0)
+        return 1;
+    rc = srv_create(&d.srv, &d.cfg, err, sizeof(err));
+    if (rc != 0) {
+        srv_error("%s", err);
+        goto out;
+    }
+    rc = srv_start_chunks(d.srv);
+    if (rc == 0)
+        rc = srv_wait_chunks(d.srv, 1, err, sizeof(err)); /* serve from the first chunk on */
+    if (rc != 0) {
+        srv_error("cannot create the pool: %s", rc == 0 ? "" : err);
+        goto out;
+    }
+
+    methods = srv_service_methods(&nmethods);
+    rc = rpc_server_create(&d.rpc, methods, nmethods, d.srv, err, sizeof(err));
+    if (rc == 0) {
+        snprintf(addr, sizeof(addr), "unix:%s", d.cfg.socket);
+        rc = rpc_server_add_port(d.rpc, addr, err, sizeof(err));
+    }
+    if (rc == 0 && d.cfg.listen[0] != '\0')
+        rc = rpc_server_add_port(d.rpc, d.cfg.listen, err, sizeof(err));
+    if (rc == 0)
+        rc = rpc_server_start(d.rpc, 2);
+    if (rc != 0) {
+        srv_error("%s", err);
+        goto out;
+    }
+    d.loop = ev_default_loop(EVFLAG_AUTO);
+    ipc_fd_socket_path(d.cfg.socket, d.fd_path, sizeof(d.fd_path));
+    rc = srv_fdsock_start(&d.fdsock, d.loop, d.srv, d.fd_path, err, sizeof(err));
+    if (rc != 0) {
+        srv_error("%s", err);
+        goto out;
+    }
+    ev_signal_init(&d.sigint, on_signal, SIGINT);
+    ev_signal_init(&d.sigterm, on_signal, SIGTERM);
+    d.sigint.data = d.sigterm.data = &d;
+    ev_signal_start(d.loop, &d.sigint);
+    ev_signal_start(d.loop, &d.sigterm);
+    ev_async_init(&d.drained, on_drained);
+    ev_async_start(d.loop, &d.drained);
+    ev_timer_init(&d.progress, on_progress, 0.0, 0.2);
+    d.progress.data = &d;
+    ev_timer_start(d.loop, &d.progress);
+
+    printf("pinpool ready: grpc=unix:%s fd=%s%s%s pool=%s chunk=%s backend=%s mode=cpu-only pid=%d\n",
+           d.cfg.socket, d.fd_path, d.cfg.listen[0] ? " tcp=" : "", d.cfg.listen,
+           pool_format_size(d.cfg.mem_pool_size, size, sizeof(size)),
+           pool_format_size(d.cfg.chunk_size, chunk, sizeof(chunk)),
+           srv_host_backend(d.srv)->name, (int)getpid());
+    fflush(stdout);
+    d.exit_code = 0;
+    ev_run(d.loop, 0);
+
+out:
+    /* Stop taking work, let calls in flight finish, then end the sessions. */
+    if (d.srv != NULL)
+        srv_begin_shutdown(d.srv);
+    srv_fdsock_stop_accepting(d.fdsock);
+    rpc_server_stop(d.rpc, SHUTDOWN_GRACE_S);
+    srv_fdsock_close(d.fdsock);
+    srv_destroy(d.srv);
+    if (d.loop != NULL)
+        ev_loop_destroy(d.loop);
+    if (d.exit_code == 0 || d.rpc != NULL)
+        unlink(d.cfg.socket);
+    if (d.lock_fd >= 0) {
+        unlink(d.lock_path);
+        close(d.lock_fd);
+    }
+    srv_info("stopped");
+    return d.exit_code;
+}
+
+int main(int argc, char **argv)
+{
+    const char *cmd = argc > 1 ? argv[1] : "help";
+
+    if (strcmp(cmd, "serve") == 0)
+        return serve(argc - 2, argv + 2);
+    if (strcmp(cmd, "info") == 0)
+        return cli_info(argc - 2, argv + 2);
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("pinpool %s\n", PINPOOL_VERSION_STRING);
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "pinpool: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return 2;
+}

@@ -1,0 +1,285 @@
+/*
+ * service.c - the PinPool gRPC methods: protobuf in, srv_* calls, protobuf out.
+ *
+ * Owns: turning requests into srv_* calls and their results into replies.
+ * Never: holds state of its own or takes srv's lock directly.
+ * Each reply is built in one heap block (struct *_reply) freed by its done().
+ */
+#include "service.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pinpool.h"
+#include "pinpool.pb-c.h"
+#include "pool.h"
+#include "srv.h"
+
+#define METHOD(name) "/pinpool.v1.PinPool/" name
+
+/* ---- AllocatePoolMemory ------------------------------------------------------ */
+
+typedef struct alloc_reply {
+    Pinpool__V1__AllocatePoolMemoryResponse msg;
+    Pinpool__V1__ChunkRef **refs;
+    Pinpool__V1__ChunkRef chunks[];
+} alloc_reply_t;
+
+static int handle_alloc(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+{
+    const Pinpool__V1__AllocatePoolMemoryRequest *req = (const void *)m;
+    srv_t *srv = app;
+    pool_slice_info_t s;
+    uint64_t ptr, chunk = srv_config(srv)->chunk_size;
+    alloc_reply_t *r;
+    int rc;
+
+    rc = srv_alloc(srv, req->client_id, req->device_id, req->size_bytes, req->alignment, req->tag,
+                   &s, &ptr, reply->text, sizeof(reply->text));
+    if (rc != 0)
+        return rc;
+    r = calloc(1, sizeof(*r) + s.nchunks * sizeof(r->chunks[0]));
+    if (r != NULL)
+        r->refs = calloc(s.nchunks, sizeof(*r->refs));
+    if (r == NULL || r->refs == NULL) {
+        uint64_t freed;
+        uint32_t n;
+        free(r);
+        srv_free(srv, req->client_id, s.id, &freed, &n, reply->text, sizeof(reply->text));
+        snprintf(reply->text, sizeof(reply->text), "out of memory building the reply");
+        return PINPOOL_EINTERNAL;
+    }
+    pinpool__v1__allocate_pool_memory_response__init(&r->msg);
+    r->msg.slice_id = s.id;
+    r->msg.start_offset = s.offset;
+    r->msg.size_bytes = s.size;
+    r->msg.extent_bytes = s.extent;
+    r->msg.memory_ptr = ptr;
+    r->msg.chunk_size = chunk;
+    r->msg.device_id = req->device_id;
+    r->msg.host_backend = (char *)srv_host_backend(srv)->name;
+    r->msg.n_chunks = s.nchunks;
+    r->msg.chunks = r->refs;
+
+    /* The slice's bytes chunk by chunk. */
+    uint64_t at = s.offset, left = s.size;
+    for (uint32_t i = 0; i < s.nchunks; i++) {
+        Pinpool__V1__ChunkRef *c = &r->chunks[i];
+        uint64_t in = at % chunk;
+
+        pinpool__v1__chunk_ref__init(c);
+        c->chunk_index = s.first_chunk + i;
+        c->offset = in;
+        c->length = left < chunk - in ? left : chunk - in;
+        at += c->length;
+        left -= c->length;
+        r->refs[i] = c;
+    }
+    reply->msg = &r->msg.base;
+    return 0;
+}
+
+static void done_alloc(rpc_reply_t *reply)
+{
+    if (reply->msg != NULL) {
+        alloc_reply_t *r = (alloc_reply_t *)reply->msg;
+        free(r->refs);
+        free(r);
+    }
+}
+
+/* ---- FreePoolMemory ---------------------------------------------------------- */
+
+static int handle_free(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+{
+    const Pinpool__V1__FreePoolMemoryRequest *req = (const void *)m;
+    Pinpool__V1__FreePoolMemoryResponse *r;
+    uint64_t freed;
+    uint32_t n;
+    int rc;
+
+    rc = srv_free(app, req->client_id, req->slice_id, &freed, &n, reply->text, sizeof(reply->text));
+    if (rc != 0)
+        return rc;
+    r = malloc(sizeof(*r));
+    if (r == NULL)
+        return -ENOMEM;
+    pinpool__v1__free_pool_memory_response__init(r);
+    r->success = 1;
+    r->freed_bytes = freed;
+    r->freed_slices = n;
+    reply->msg = &r->base;
+    return 0;
+}
+
+static void done_free(rpc_reply_t *reply)
+{
+    free(reply->msg);
+}
+
+/* ---- GetPoolInfo --------------------------------------------------------------- */
+
+typedef struct info_client {
+    Pinpool__V1__ClientUsage msg;
+    char id[SRV_CLIENT_ID_LEN];
+} info_client_t;
+
+typedef struct info_reply {
+    Pinpool__V1__GetPoolInfoResponse msg;
+    info_client_t *clients;
+    Pinpool__V1__ClientUsage **refs;
+    size_t n, cap;
+    bool failed;
+} info_reply_t;
+
+static void add_client(const srv_client_usage_t *u, void *arg)
+{
+    info_reply_t *r = arg;
+
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? 2 * r->cap : 16;
+        info_client_t *c = realloc(r->clients, cap * sizeof(*c));
+        if (c == NULL) {
+            r->failed = true;
+            return;
+        }
+        r->clients = c;
+        r->cap = cap;
+    }
+    info_client_t *c = &r->clients[r->n++];
+    pinpool__v1__client_usage__init(&c->msg);
+    snprintf(c->id, sizeof(c->id), "%s", u->client_id);
+    c->msg.bytes = u->bytes;
+    c->msg.slices = u->slices;
+    c->msg.pid = u->pid;
+    c->msg.uid = u->uid;
+}
+
+static int handle_info(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+{
+    info_reply_t *r = calloc(1, sizeof(*r));
+    srv_pool_info_t info;
+
+    (void)m;
+    if (r == NULL)
+        return -ENOMEM;
+    reply->msg = &r->msg.base;
+    srv_pool_info(app, &info, add_client, r);
+    if (r->failed || (r->n > 0 && (r->refs = calloc(r->n, sizeof(*r->refs))) == NULL))
+        return -ENOMEM;
+    pinpool__v1__get_pool_info_response__init(&r->msg);
+    r->msg.capacity_bytes = info.stats.capacity;
+    r->msg.ready_bytes = info.stats.ready;
+    r->msg.used_bytes = info.stats.used;
+    r->msg.free_bytes = info.stats.free;
+    r->msg.largest_free_extent = info.stats.largest_free;
+    r->msg.chunk_size = info.chunk_size;
+    r->msg.num_chunks = info.num_chunks;
+    r->msg.num_slices = info.stats.num_slices;
+    r->msg.num_clients = info.num_clients;
+    r->msg.fragmentation = info.stats.fragmentation;
+    r->msg.host_backend = (char *)info.host_backend;
+    r->msg.mode = (char *)info.mode;
+    for (size_t i = 0; i < r->n; i++) {
+        r->clients[i].msg.client_id = r->clients[i].id; /* after the last realloc */
+        r->refs[i] = &r->clients[i].msg;
+    }
+    r->msg.n_clients = r->n;
+    r->msg.clients = r->refs;
+    return 0;
+}
+
+static void done_info(rpc_reply_t *reply)
+{
+    info_reply_t *r = (info_reply_t *)reply->msg;
+
+    if (r != NULL) {
+        free(r->clients);
+        free(r->refs);
+        free(r);
+    }
+}
+
+/* ---- GetServerConfig ----------------------------------------------------------- */
+
+typedef struct config_entry {
+    Pinpool__V1__ConfigEntry msg;
+    char value[SRV_PATH_MAX + 16];
+    char defval[SRV_PATH_MAX + 16];
+} config_entry_t;
+
+typedef struct config_reply {
+    Pinpool__V1__GetServerConfigResponse msg;
+    config_entry_t entries[32];
+    Pinpool__V1__ConfigEntry *refs[32];
+} config_reply_t;
+
+static void add_entry(const char *name, const char *value, const char *defval, const char *help,
+                      void *arg)
+{
+    config_reply_t *r = arg;
+    config_entry_t *e;
+
+    if (r->msg.n_entries == sizeof(r->entries) / sizeof(r->entries[0]))
+        return;
+    e = &r->entries[r->msg.n_entries];
+    pinpool__v1__config_entry__init(&e->msg);
+    snprintf(e->value, sizeof(e->value), "%s", value);
+    snprintf(e->defval, sizeof(e->defval), "%s", defval); /* may be a caller's temporary */
+    e->msg.name = (char *)name;
+    e->msg.value = e->value;
+    e->msg.default_value = e->defval;
+    e->msg.help = (char *)help;
+    r->refs[r->msg.n_entries++] = &e->msg;
+}
+
+static int handle_config(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+{
+    config_reply_t *r = calloc(1, sizeof(*r));
+
+    (void)m;
+    if (r == NULL)
+        return -ENOMEM;
+    pinpool__v1__get_server_config_response__init(&r->msg);
+    r->msg.entries = r->refs;
+    r->msg.version = (char *)PINPOOL_VERSION_STRING;
+    srv_config_foreach(srv_config(app), add_entry, r);
+    reply->msg = &r->msg.base;
+    return 0;
+}
+
+static void done_plain(rpc_reply_t *reply)
+{
+    free(reply->msg);
+}
+
+/* ---- Ping ------------------------------------------------------------------------ */
+
+static int handle_ping(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+{
+    static const Pinpool__V1__PingResponse pong = PINPOOL__V1__PING_RESPONSE__INIT;
+
+    (void)app;
+    (void)m;
+    reply->msg = (ProtobufCMessage *)&pong.base;
+    return 0;
+}
+
+static const rpc_method_t methods[] = {
+    {METHOD("AllocatePoolMemory"), &pinpool__v1__allocate_pool_memory_request__descriptor,
+     handle_alloc, done_alloc},
+    {METHOD("FreePoolMemory"), &pinpool__v1__free_pool_memory_request__descriptor, handle_free,
+     done_free},
+    {METHOD("GetPoolInfo"), &pinpool__v1__get_pool_info_request__descriptor, handle_info, done_info},
+    {METHOD("GetServerConfig"), &pinpool__v1__get_server_config_request__descriptor, handle_config,
+     done_plain},
+    {METHOD("Ping"), &pinpool__v1__ping_request__descriptor, handle_ping, NULL},
+};
+
+const rpc_method_t *srv_service_methods(size_t *n)
+{
+    *n = sizeof(methods) / sizeof(methods[0]);
+    return methods;
+}

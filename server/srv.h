@@ -1,0 +1,108 @@
+/*
+ * srv.h - the daemon's state: the pool, its chunks, and the clients.
+ *
+ * Owns: the pool_t, the host chunks (through an ipc_host_ops_t backend), the
+ * table of clients (fd-socket sessions and detached gRPC-only clients), and the
+ * threads that create the chunks at start-up.
+ * Never: speaks gRPC or touches libev; server/rpc.c and server/fdsock.c call in.
+ * Locking: one mutex, srv->lock, taken by every srv_* function below for its
+ * whole run; nothing here calls out while holding it.  Callable from any thread.
+ */
+#ifndef PINPOOL_SRV_H
+#define PINPOOL_SRV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "ipc.h"
+#include "pool.h"
+
+typedef struct srv srv_t;
+typedef struct srv_client srv_client_t;
+
+#define SRV_CLIENT_ID_LEN IPC_CLIENT_ID_LEN
+
+typedef struct srv_client_usage {
+    const char *client_id;
+    uint64_t bytes;
+    uint32_t slices;
+    int32_t pid; /* 0: no session */
+    uint32_t uid;
+} srv_client_usage_t;
+
+typedef struct srv_pool_info {
+    pool_stats_t stats;
+    uint64_t chunk_size;
+    uint32_t num_chunks;
+    uint32_t num_clients;
+    const char *host_backend;
+    const char *mode;
+} srv_pool_info_t;
+
+/*
+ * Reserve the pool's address space and pick the host backend; no chunk is made
+ * yet.  Returns 0 and *out, or an error with a message in err.
+ */
+int srv_create(srv_t **out, const srv_config_t *cfg, char *err, size_t errlen);
+/* Stops the chunk threads, unmaps every chunk and frees srv. */
+void srv_destroy(srv_t *srv);
+
+/*
+ * Start cfg->pin_threads threads that create the chunks; each chunk joins the
+ * pool as soon as it and all chunks before it exist.  Returns at once.
+ */
+int srv_start_chunks(srv_t *srv);
+/* Wait until at least n chunks are ready, all are, or creation failed.
+ * Returns 0, or the creation error with its message in err. */
+int srv_wait_chunks(srv_t *srv, uint32_t n, char *err, size_t errlen);
+
+/* Chunks in the pool, chunks in all, and seconds since creation started (or
+ * the time it took, once all are ready). */
+void srv_chunk_progress(srv_t *srv, uint32_t *ready, uint32_t *total, double *seconds);
+
+/* From now on every call that would allocate fails with PINPOOL_ESHUTDOWN. */
+void srv_begin_shutdown(srv_t *srv);
+
+/*
+ * AllocatePoolMemory for client_id (a session's id, or any other name for a
+ * detached client).  On success fills *slice and *memory_ptr (the daemon's
+ * address of the slice).  On failure returns the error with a message a person
+ * can act on in msg.  Waits for chunks still being created when the slice
+ * could fit once they are.
+ */
+int srv_alloc(srv_t *srv, const char *client_id, int32_t device_id, uint64_t size,
+              uint64_t alignment, const char *tag, pool_slice_info_t *slice,
+              uint64_t *memory_ptr, char *msg, size_t msglen);
+
+/* FreePoolMemory: one slice, or every slice of client_id when slice_id is 0. */
+int srv_free(srv_t *srv, const char *client_id, uint64_t slice_id, uint64_t *freed_bytes,
+             uint32_t *freed_slices, char *msg, size_t msglen);
+
+/* GetPoolInfo: fills *info and calls fn for every client (under the lock;
+ * fn must not call back into srv). */
+void srv_pool_info(srv_t *srv, srv_pool_info_t *info,
+                   void (*fn)(const srv_client_usage_t *usage, void *arg), void *arg);
+
+/* The effective configuration. */
+const srv_config_t *srv_config(const srv_t *srv);
+const ipc_host_ops_t *srv_host_backend(const srv_t *srv);
+
+/*
+ * fd-socket sessions.  srv_session_open makes a client with a fresh random id
+ * (copied into id) tied to the peer; srv_session_close frees every slice it
+ * holds and forgets it.
+ */
+srv_client_t *srv_session_open(srv_t *srv, const ipc_cred_t *cred, char *id, size_t idlen);
+void srv_session_close(srv_t *srv, srv_client_t *client);
+
+/*
+ * The descriptors of chunks [first, first + count) of slice_id, which must be
+ * a slice of client and cover those chunks.  The fds stay owned by srv (send
+ * them, do not close them).  0, or an error with msg.
+ */
+int srv_session_chunk_fds(srv_t *srv, srv_client_t *client, uint64_t slice_id,
+                          uint32_t first, uint32_t count, int *fds, char *msg, size_t msglen);
+
+#endif

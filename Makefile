@@ -132,7 +132,8 @@ serve: all
 # Each test binary runs on its own; the summary line of each is Criterion's.
 test: $(BUILD)/.deps-ok
 	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BUILD)/libpinpool.so $(TEST_BIN)
-	$(Q)PINPOOL_BIN=$(abspath $(BUILD)/pinpool) tests/run $(TEST_BIN)
+	$(Q)PINPOOL_BIN=$(abspath $(BUILD)/pinpool) LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp) \
+	  tests/run $(TEST_BIN)
 
 bench: $(BUILD)/.deps-ok
 	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BENCH_BIN)

@@ -39,10 +39,17 @@ CFLAGS_BASE += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
 LDFLAGS_SAN := -fsanitize=$(SANITIZE)
 endif
 
+# The CUDA backends need only the toolkit's headers: the driver is loaded at run
+# time (ipc/cudaload.c), so nothing links libcuda and a CPU-only run never needs it.
+CUDA_HOME ?= /usr/local/cuda
+ifneq ($(wildcard $(CUDA_HOME)/include/cuda.h),)
+CFLAGS_BASE += -DPINPOOL_HAVE_CUDA -isystem $(CUDA_HOME)/include
+endif
+
 # pkg-config is only asked once the deps are there (see `deps`).
 GRPC_CFLAGS = $(shell $(PKG) --cflags grpc libprotobuf-c 2>/dev/null)
 GRPC_LIBS   = $(shell $(PKG) --libs grpc libprotobuf-c 2>/dev/null)
-LIBS        = $(GRPC_LIBS) -lev -lpthread $(LDFLAGS_SAN)
+LIBS        = $(GRPC_LIBS) -lev -ldl -lpthread $(LDFLAGS_SAN)
 CRIT_LIBS   = $(shell $(PKG) --libs criterion 2>/dev/null)
 
 CFLAGS  = $(CFLAGS_BASE) $(GRPC_CFLAGS) $(EXTRA_CFLAGS)

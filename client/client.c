@@ -23,6 +23,8 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "cudaload.h"
+#include "devmem.h"
 #include "internal.h"
 #include "ipc.h"
 #include "paths.h"
@@ -37,6 +39,7 @@ typedef struct run_map {
     RB_ENTRY(run_map) node;
     uint32_t first, n; /* chunks */
     void *addr;
+    unsigned access;   /* IPC_MAP_* granted */
     unsigned refs;     /* slices using the run */
 } run_map_t;
 
@@ -45,6 +48,14 @@ typedef struct slice_rec {
     uint64_t id;
     run_map_t *map; /* NULL for device slices */
 } slice_rec_t;
+
+/* A GPU's device pool, opened from its IPC handle once and kept open. */
+typedef struct dev_pool {
+    bool open;
+    int32_t device;
+    uint8_t handle[IPC_HANDLE_BYTES];
+    uint64_t base;
+} dev_pool_t;
 
 static int run_cmp(const run_map_t *a, const run_map_t *b)
 {
@@ -77,6 +88,7 @@ struct pinpool_ctx {
     pthread_mutex_t fd_lock;
     struct run_tree runs;
     struct slice_tree slices;
+    dev_pool_t devs[PINPOOL_MAX_DEVICES];
 };
 
 /* The calling thread's last failure message, and the context it was on. */
@@ -185,6 +197,17 @@ static void open_session(pinpool_ctx_t *ctx, const char *path)
         close(fd);
         return;
     }
+    if (ctx->host->cuda) {
+        char why[256];
+        if (ipc_cuda_load(why, sizeof(why)) != 0) {
+            ctx->err = PINPOOL_ECUDA;
+            snprintf(ctx->errmsg, sizeof(ctx->errmsg),
+                     "the daemon's host memory is CUDA memory (%s) but this process cannot use "
+                     "CUDA: %s", hello.backend, why);
+            close(fd);
+            return;
+        }
+    }
     ctx->fd = fd;
     ctx->chunk_size = hello.chunk_size;
     snprintf(ctx->client_id, sizeof(ctx->client_id), "%s", hello.client_id);
@@ -251,6 +274,9 @@ void pinpool_close(pinpool_ctx_t *ctx)
     }
     RB_FOREACH_SAFE(m, run_tree, &ctx->runs, mnext)
         unmap_run(ctx, m);
+    for (int i = 0; i < PINPOOL_MAX_DEVICES; i++)
+        if (ctx->devs[i].open)
+            ipc_devmem_close(ctx->devs[i].device, ctx->devs[i].base);
     if (ctx->fd >= 0)
         close(ctx->fd); /* the daemon frees our slices */
     pinpool__rpc_close(ctx->rpc);
@@ -317,7 +343,8 @@ static int fetch_fds(pinpool_ctx_t *ctx, uint64_t id, uint32_t first, uint32_t n
 }
 
 /* The mapping of run [first, first + n), made if needed.  Lock held. */
-static int get_run(pinpool_ctx_t *ctx, uint64_t id, uint32_t first, uint32_t n, run_map_t **out)
+static int get_run(pinpool_ctx_t *ctx, uint64_t id, uint32_t first, uint32_t n, unsigned access,
+                   run_map_t **out)
 {
     run_map_t key = {.first = first, .n = n}, *m;
     int *fds = NULL;
@@ -325,6 +352,13 @@ static int get_run(pinpool_ctx_t *ctx, uint64_t id, uint32_t first, uint32_t n, 
 
     m = RB_FIND(run_tree, &ctx->runs, &key);
     if (m != NULL) {
+        if ((m->access & access) != access) { /* mapped GPU-only; now the CPU too */
+            rc = ctx->host->access(m->addr, (uint64_t)n * ctx->chunk_size, m->access | access);
+            if (rc != 0)
+                return fail(ctx, rc, "cannot widen the access to slice %" PRIu64 ": %s", id,
+                            pinpool_strerror(rc));
+            m->access |= access;
+        }
         *out = m;
         return 0;
     }
@@ -347,7 +381,9 @@ static int get_run(pinpool_ctx_t *ctx, uint64_t id, uint32_t first, uint32_t n, 
                   pinpool_strerror(rc));
         goto fail;
     }
-    rc = ctx->host->map(m->addr, ctx->chunk_size, fds, n, IPC_MAP_CPU | IPC_MAP_GPU);
+    /* Backends without an access() op map with every access at once. */
+    m->access = ctx->host->access != NULL ? access : IPC_MAP_CPU | IPC_MAP_GPU;
+    rc = ctx->host->map(m->addr, ctx->chunk_size, fds, n, access);
     if (rc != 0) {
         ctx->host->release(m->addr, (uint64_t)n * ctx->chunk_size);
         rc = fail(ctx, rc, "cannot map the chunks of slice %" PRIu64 ": %s", id,
@@ -400,14 +436,110 @@ static int rpc_free(pinpool_ctx_t *ctx, uint64_t id, uint64_t *freed, uint32_t *
     return 0;
 }
 
+/* This process's address of the device pool of GPU device (opened once). */
+static int device_base(pinpool_ctx_t *ctx, int32_t device, const ProtobufCBinaryData *handle,
+                       uint64_t *base)
+{
+    dev_pool_t *free_slot = NULL;
+    char why[256];
+    int rc = 0;
+
+    if (handle->len != IPC_HANDLE_BYTES)
+        return fail(ctx, PINPOOL_EPROTO, "the daemon sent a %zu-byte CUDA IPC handle", handle->len);
+    pthread_mutex_lock(&ctx->lock);
+    for (int i = 0; i < PINPOOL_MAX_DEVICES; i++) {
+        dev_pool_t *d = &ctx->devs[i];
+        if (d->open && d->device == device && memcmp(d->handle, handle->data, IPC_HANDLE_BYTES) == 0) {
+            *base = d->base;
+            goto out;
+        }
+        if (!d->open && free_slot == NULL)
+            free_slot = d;
+    }
+    if (free_slot == NULL) {
+        rc = fail(ctx, PINPOOL_ENODEV, "too many device pools open");
+        goto out;
+    }
+    rc = ipc_devmem_open(device, handle->data, base, why, sizeof(why));
+    if (rc != 0) {
+        rc = fail(ctx, rc, "%s", why);
+        goto out;
+    }
+    free_slot->open = true;
+    free_slot->device = device;
+    memcpy(free_slot->handle, handle->data, IPC_HANDLE_BYTES);
+    free_slot->base = *base;
+out:
+    pthread_mutex_unlock(&ctx->lock);
+    return rc;
+}
+
+/* Map the slice resp describes and record it; fills *out.  On failure the
+ * slice is not recorded (the caller decides whether to free it). */
+static int take_slice(pinpool_ctx_t *ctx, const Pinpool__V1__AllocatePoolMemoryResponse *resp,
+                      uint32_t flags, pinpool_slice_t *out)
+{
+    slice_rec_t *rec;
+    run_map_t *m = NULL;
+    uint64_t base = 0;
+    void *ptr;
+    int rc;
+
+    if (resp->device_id >= 0) {
+        rc = device_base(ctx, resp->device_id, &resp->cuda_ipc_handle, &base);
+        if (rc != 0)
+            return rc;
+        ptr = (void *)(uintptr_t)(base + resp->start_offset);
+    } else if (resp->n_chunks == 0 || resp->chunk_size != ctx->chunk_size) {
+        return fail(ctx, PINPOOL_EPROTO, "the daemon's reply for slice %" PRIu64 " has no chunks",
+                    resp->slice_id);
+    } else {
+        ptr = NULL; /* below, under the lock */
+    }
+    rec = calloc(1, sizeof(*rec));
+    if (rec == NULL)
+        return fail(ctx, -ENOMEM, "out of memory");
+    rec->id = resp->slice_id;
+    pthread_mutex_lock(&ctx->lock);
+    if (RB_FIND(slice_tree, &ctx->slices, rec) != NULL) {
+        pthread_mutex_unlock(&ctx->lock);
+        free(rec);
+        return fail(ctx, PINPOOL_EEXIST, "slice %" PRIu64 " is already mapped in this process",
+                    resp->slice_id);
+    }
+    rc = 0;
+    if (resp->device_id < 0) {
+        unsigned access = IPC_MAP_GPU | ((flags & PINPOOL_ALLOC_GPU_ONLY) ? 0 : IPC_MAP_CPU);
+        rc = get_run(ctx, resp->slice_id, resp->chunks[0]->chunk_index, (uint32_t)resp->n_chunks,
+                     access, &m);
+        if (rc == 0) {
+            m->refs++;
+            ptr = (char *)m->addr + resp->chunks[0]->offset;
+        }
+    }
+    if (rc == 0) {
+        rec->map = m;
+        RB_INSERT(slice_tree, &ctx->slices, rec);
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    if (rc != 0) {
+        free(rec);
+        return rc;
+    }
+    out->id = resp->slice_id;
+    out->ptr = ptr;
+    out->size = resp->size_bytes;
+    out->device_id = resp->device_id;
+    out->start_offset = resp->start_offset;
+    return 0;
+}
+
 int pinpool_alloc(pinpool_ctx_t *ctx, uint64_t size, const pinpool_alloc_opts_t *opts,
                   pinpool_slice_t *out)
 {
     Pinpool__V1__AllocatePoolMemoryRequest req = PINPOOL__V1__ALLOCATE_POOL_MEMORY_REQUEST__INIT;
     Pinpool__V1__AllocatePoolMemoryResponse *resp = NULL;
     char msg[MSG_LEN];
-    slice_rec_t *rec = NULL;
-    run_map_t *m = NULL;
     int rc;
 
     rc = check_ctx(ctx, true);
@@ -420,48 +552,44 @@ int pinpool_alloc(pinpool_ctx_t *ctx, uint64_t size, const pinpool_alloc_opts_t 
     req.size_bytes = size;
     req.alignment = opts != NULL ? opts->alignment : 0;
     req.tag = opts != NULL && opts->tag != NULL ? (char *)opts->tag : (char *)"";
+    req.keep = opts != NULL && (opts->flags & PINPOOL_ALLOC_KEEP) != 0;
     rc = pinpool__rpc_call(ctx->rpc, METHOD("AllocatePoolMemory"), &req.base,
                            &pinpool__v1__allocate_pool_memory_response__descriptor,
                            (ProtobufCMessage **)&resp, NULL, msg, sizeof(msg));
     if (rc != 0)
         return fail(ctx, rc, "%s", msg);
-    if (resp->n_chunks == 0 || resp->chunk_size != ctx->chunk_size) {
-        rc = fail(ctx, PINPOOL_EPROTO, "the daemon's reply for slice %" PRIu64 " has no chunks",
-                  resp->slice_id);
-        goto fail;
+    rc = take_slice(ctx, resp, opts != NULL ? opts->flags : 0, out);
+    if (rc != 0) {
+        /* The daemon counts the slice: give it back, keeping the first
+         * failure's message. */
+        memcpy(msg, tls_msg, sizeof(msg));
+        rpc_free(ctx, resp->slice_id, NULL, NULL);
+        fail(ctx, rc, "%s", msg);
     }
-    rec = calloc(1, sizeof(*rec));
-    if (rec == NULL) {
-        rc = fail(ctx, -ENOMEM, "out of memory");
-        goto fail;
-    }
-    rec->id = resp->slice_id;
-    pthread_mutex_lock(&ctx->lock);
-    rc = get_run(ctx, resp->slice_id, resp->chunks[0]->chunk_index, (uint32_t)resp->n_chunks, &m);
-    if (rc == 0) {
-        m->refs++;
-        rec->map = m;
-        RB_INSERT(slice_tree, &ctx->slices, rec);
-    }
-    pthread_mutex_unlock(&ctx->lock);
-    if (rc != 0)
-        goto fail;
-
-    out->id = resp->slice_id;
-    out->ptr = (char *)m->addr + resp->chunks[0]->offset;
-    out->size = resp->size_bytes;
-    out->device_id = resp->device_id;
-    out->start_offset = resp->start_offset;
     protobuf_c_message_free_unpacked(&resp->base, NULL);
-    return 0;
+    return rc;
+}
 
-fail:
-    /* The daemon counts the slice as ours: give it back, keeping the first
-     * failure's message. */
-    memcpy(msg, tls_msg, sizeof(msg));
-    rpc_free(ctx, resp->slice_id, NULL, NULL);
-    fail(ctx, rc, "%s", msg);
-    free(rec);
+int pinpool_attach(pinpool_ctx_t *ctx, const char *tag, uint32_t flags, pinpool_slice_t *out)
+{
+    Pinpool__V1__AttachPoolMemoryRequest req = PINPOOL__V1__ATTACH_POOL_MEMORY_REQUEST__INIT;
+    Pinpool__V1__AllocatePoolMemoryResponse *resp = NULL;
+    char msg[MSG_LEN];
+    int rc;
+
+    rc = check_ctx(ctx, true);
+    if (rc != 0)
+        return rc;
+    if (tag == NULL || out == NULL)
+        return fail(ctx, PINPOOL_EINVAL, "tag and out must not be NULL");
+    req.client_id = ctx->client_id;
+    req.tag = (char *)tag;
+    rc = pinpool__rpc_call(ctx->rpc, METHOD("AttachPoolMemory"), &req.base,
+                           &pinpool__v1__allocate_pool_memory_response__descriptor,
+                           (ProtobufCMessage **)&resp, NULL, msg, sizeof(msg));
+    if (rc != 0)
+        return fail(ctx, rc, "%s", msg);
+    rc = take_slice(ctx, resp, flags, out);
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     return rc;
 }
@@ -497,6 +625,24 @@ int pinpool_free(pinpool_ctx_t *ctx, uint64_t slice_id, uint64_t *freed_bytes)
         drop_slice(ctx, rec);
     pthread_mutex_unlock(&ctx->lock);
     return rc;
+}
+
+int pinpool_detach(pinpool_ctx_t *ctx, uint64_t slice_id)
+{
+    slice_rec_t key = {.id = slice_id}, *rec;
+    int rc;
+
+    rc = check_ctx(ctx, true);
+    if (rc != 0)
+        return rc;
+    pthread_mutex_lock(&ctx->lock);
+    rec = RB_FIND(slice_tree, &ctx->slices, &key);
+    if (rec != NULL)
+        drop_slice(ctx, rec);
+    pthread_mutex_unlock(&ctx->lock);
+    if (rec == NULL)
+        return fail(ctx, PINPOOL_ENOENT, "slice %" PRIu64 " is not mapped in this process", slice_id);
+    return 0;
 }
 
 int pinpool_free_all(pinpool_ctx_t *ctx, uint64_t *freed_bytes)
@@ -571,11 +717,25 @@ int pinpool_pool_info(pinpool_ctx_t *ctx, pinpool_pool_info_t *out)
     out->fragmentation = r->fragmentation;
     snprintf(out->host_backend, sizeof(out->host_backend), "%s", r->host_backend);
     snprintf(out->mode, sizeof(out->mode), "%s", r->mode);
+    out->num_kept = r->num_kept;
+    out->pin_seconds = r->pin_seconds;
+    out->num_devices = (uint32_t)(r->n_devices < PINPOOL_MAX_DEVICES ? r->n_devices : PINPOOL_MAX_DEVICES);
+    for (uint32_t i = 0; i < out->num_devices; i++) {
+        pinpool_device_info_t *d = &out->devices[i];
+        d->device_id = r->devices[i]->device_id;
+        snprintf(d->name, sizeof(d->name), "%s", r->devices[i]->name);
+        d->capacity_bytes = r->devices[i]->capacity_bytes;
+        d->used_bytes = r->devices[i]->used_bytes;
+        d->free_bytes = r->devices[i]->free_bytes;
+        d->largest_free_extent = r->devices[i]->largest_free_extent;
+        d->num_slices = r->devices[i]->num_slices;
+    }
     out->num_usage = (uint32_t)r->n_clients;
     for (size_t i = 0; i < r->n_clients; i++) {
         pinpool_client_usage_t *u = &out->usage[i];
         snprintf(u->client_id, sizeof(u->client_id), "%s", r->clients[i]->client_id);
         u->bytes = r->clients[i]->bytes;
+        u->device_bytes = r->clients[i]->device_bytes;
         u->slices = r->clients[i]->slices;
         u->pid = r->clients[i]->pid;
         u->uid = r->clients[i]->uid;

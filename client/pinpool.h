@@ -52,7 +52,8 @@ extern "C" {
     XX(INTERNAL, -1011, INTERNAL, "internal error")                                  \
     XX(CUDA, -1012, FAILED_PRECONDITION, "CUDA call failed")                         \
     XX(CLOSED, -1013, FAILED_PRECONDITION, "the context is not connected")           \
-    XX(TIMEOUT, -1014, DEADLINE_EXCEEDED, "the daemon did not answer in time")
+    XX(TIMEOUT, -1014, DEADLINE_EXCEEDED, "the daemon did not answer in time")              \
+    XX(EXIST, -1015, ALREADY_EXISTS, "a slice is already kept under that tag")
 
 enum {
 #define PINPOOL_XX_(name, value, status, msg) PINPOOL_E##name = (value),
@@ -79,19 +80,39 @@ typedef struct pinpool_slice {
     uint64_t start_offset; /* offset of the slice in the daemon's pool */
 } pinpool_slice_t;
 
+/* pinpool_alloc_opts_t.flags */
+#define PINPOOL_ALLOC_GPU_ONLY 0x1u /* host slice for CUDA copies only: no CPU access (the
+                                     * vmm backend then maps it ~3x faster) */
+#define PINPOOL_ALLOC_KEEP 0x2u     /* keep the slice after this process exits, under tag;
+                                     * pinpool_attach finds it, anyone may free it */
+
 typedef struct pinpool_alloc_opts {
-    int32_t device_id;  /* PINPOOL_HOST (the default when opts is NULL) */
+    int32_t device_id;  /* PINPOOL_HOST (the default when opts is NULL) or a GPU */
     uint64_t alignment; /* 0: the pool's default (256 bytes) */
-    const char *tag;    /* free-form label shown by `pinpool info`; may be NULL */
+    const char *tag;    /* free-form label (the daemon logs it); the name with KEEP */
+    uint32_t flags;     /* PINPOOL_ALLOC_* */
 } pinpool_alloc_opts_t;
 
 typedef struct pinpool_client_usage {
     char client_id[64];
     uint64_t bytes;
     uint32_t slices;
+    uint64_t device_bytes; /* in the device pools; bytes is the host pool */
     int32_t pid; /* 0 for clients without an fd-socket session */
     uint32_t uid;
 } pinpool_client_usage_t;
+
+#define PINPOOL_MAX_DEVICES 16
+
+typedef struct pinpool_device_info {
+    int32_t device_id;
+    char name[64];
+    uint64_t capacity_bytes;
+    uint64_t used_bytes;
+    uint64_t free_bytes;
+    uint64_t largest_free_extent;
+    uint32_t num_slices;
+} pinpool_device_info_t;
 
 typedef struct pinpool_pool_info {
     uint64_t capacity_bytes; /* the whole pool, ready or not */
@@ -104,8 +125,12 @@ typedef struct pinpool_pool_info {
     uint32_t num_slices;
     uint32_t num_clients;
     double fragmentation; /* 1 - largest_free / free; 0 when free is 0 */
-    char host_backend[16];
-    char mode[16];
+    char host_backend[16];  /* "vmm", "register" or "memfd" */
+    char mode[16];          /* "cuda" or "cpu-only" */
+    uint32_t num_kept;      /* slices kept past their client (PINPOOL_ALLOC_KEEP) */
+    double pin_seconds;     /* how long the host pool took to make; 0 while it goes on */
+    uint32_t num_devices;
+    pinpool_device_info_t devices[PINPOOL_MAX_DEVICES];
     uint32_t num_usage;
     pinpool_client_usage_t *usage; /* num_usage entries; freed by pinpool_pool_info_free */
 } pinpool_pool_info_t;
@@ -133,9 +158,24 @@ PINPOOL_EXPORT void pinpool_close(pinpool_ctx_t *ctx);
  * Allocate size bytes from the pool and map them.  On success fills *out and
  * returns 0; out->ptr stays valid until pinpool_free(out->id) or pinpool_close.
  * On failure returns a negative error and leaves *out untouched.
+ *
+ * Host slices: out->ptr is usable by the CPU (unless PINPOOL_ALLOC_GPU_ONLY)
+ * and, when the daemon runs in CUDA mode, is already pinned for CUDA copies in
+ * this process, on the calling thread's current GPU (else GPU 0).  Device
+ * slices (opts->device_id >= 0): out->ptr is a CUdeviceptr on that GPU, opened
+ * from the daemon's CUDA IPC handle (once per GPU, then cached).
  */
 PINPOOL_EXPORT int pinpool_alloc(pinpool_ctx_t *ctx, uint64_t size,
                                  const pinpool_alloc_opts_t *opts, pinpool_slice_t *out);
+/*
+ * Map the slice kept under tag (made with PINPOOL_ALLOC_KEEP, perhaps by a
+ * process that has exited) into this process.  flags: PINPOOL_ALLOC_GPU_ONLY.
+ * The slice stays kept: pinpool_detach unmaps it here, pinpool_free frees it.
+ */
+PINPOOL_EXPORT int pinpool_attach(pinpool_ctx_t *ctx, const char *tag, uint32_t flags,
+                                  pinpool_slice_t *out);
+/* Unmap a slice from this process without freeing it (kept slices). */
+PINPOOL_EXPORT int pinpool_detach(pinpool_ctx_t *ctx, uint64_t slice_id);
 /* Unmap and free one slice of this context.  freed_bytes may be NULL. */
 PINPOOL_EXPORT int pinpool_free(pinpool_ctx_t *ctx, uint64_t slice_id, uint64_t *freed_bytes);
 /* Free every slice this context holds. */

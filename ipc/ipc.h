@@ -133,6 +133,9 @@ typedef struct ipc_chunk {
  */
 typedef struct ipc_host_ops {
     const char *name;
+    bool cuda; /* needs the CUDA driver (the daemon runs in "cuda" mode) */
+    /* Can this backend work in this process?  0, or an error with a reason. */
+    int (*probe)(char *err, size_t errlen);
     /* Daemon: make chunk number index of size bytes and map it at addr, which
      * lies inside a range from reserve(); on failure leave *c untouched and
      * write a message a person can act on into err. */
@@ -145,11 +148,21 @@ typedef struct ipc_host_ops {
     /* Client: map n received chunk fds contiguously at addr (from reserve).
      * Takes ownership of the fds whatever happens. */
     int (*map)(void *addr, uint64_t chunk_size, int *fds, uint32_t n, unsigned flags);
+    /* Client: widen the access of a mapped range to flags (NULL when a
+     * mapping always allows everything). */
+    int (*access)(void *addr, uint64_t bytes, unsigned flags);
     /* Client: undo map (the range stays reserved). */
     void (*unmap)(void *addr, uint64_t chunk_size, uint32_t n);
 } ipc_host_ops_t;
 
-extern const ipc_host_ops_t ipc_host_memfd;
+extern const ipc_host_ops_t ipc_host_memfd;    /* sealed memfds, no CUDA */
+extern const ipc_host_ops_t ipc_host_vmm;      /* CUDA VMM host memory exported as fds */
+extern const ipc_host_ops_t ipc_host_register; /* memfds + cuMemHostRegister in each process */
+
+/* The backend that --host-backend auto picks here: vmm where the driver
+ * supports host VMM, else register where CUDA works, else memfd.  why gets a
+ * line saying what was skipped and why (may be NULL). */
+const ipc_host_ops_t *ipc_host_auto(char *why, size_t whylen);
 
 /* The backend called name ("memfd", ...), or NULL. */
 const ipc_host_ops_t *ipc_host_backend(const char *name);

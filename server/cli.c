@@ -63,14 +63,26 @@ int cli_info(int argc, char **argv)
     printf("%-22s %.3f\n", "fragmentation", info.fragmentation);
     printf("%-22s %" PRIu32 "\n", "slices", info.num_slices);
     printf("%-22s %" PRIu32 "\n", "clients", info.num_clients);
+    printf("%-22s %" PRIu32 "\n", "kept slices", info.num_kept);
+    if (info.pin_seconds > 0)
+        printf("%-22s %.2f s (%.2f GiB/s)\n", "pool pinned in", info.pin_seconds,
+               (double)info.capacity_bytes / info.pin_seconds / (1 << 30));
+    for (uint32_t i = 0; i < info.num_devices; i++) {
+        const pinpool_device_info_t *d = &info.devices[i];
+        char label[32], c[32];
+        snprintf(label, sizeof(label), "GPU %d pool", (int)d->device_id);
+        printf("%-22s %s used of %s, %" PRIu32 " slices, largest free %s (%s)\n", label,
+               size(d->used_bytes, a), size(d->capacity_bytes, b), d->num_slices,
+               size(d->largest_free_extent, c), d->name);
+    }
     if (info.num_usage > 0) {
-        printf("\n%-40s %8s %6s %12s\n", "client", "pid", "slices", "bytes");
+        printf("\n%-40s %8s %6s %12s %12s\n", "client", "pid", "slices", "host", "device");
         for (uint32_t i = 0; i < info.num_usage; i++) {
             const pinpool_client_usage_t *u = &info.usage[i];
             char pid[16];
             snprintf(pid, sizeof(pid), "%d", (int)u->pid);
-            printf("%-40s %8s %6" PRIu32 " %12s\n", u->client_id, u->pid ? pid : "-", u->slices,
-                   size(u->bytes, a));
+            printf("%-40s %8s %6" PRIu32 " %12s %12s\n", u->client_id, u->pid ? pid : "-",
+                   u->slices, size(u->bytes, a), size(u->device_bytes, b));
         }
     }
     pinpool_pool_info_free(&info);

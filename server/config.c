@@ -34,7 +34,7 @@ typedef struct srv_option {
 } srv_option_t;
 
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
-static const char *const host_backends[] = {"auto", "memfd", NULL};
+static const char *const host_backends[] = {"auto", "vmm", "register", "memfd", NULL};
 
 #define STR_FIELD(f) offsetof(srv_config_t, f), sizeof(((srv_config_t *)0)->f)
 #define NUM_FIELD(f) offsetof(srv_config_t, f), sizeof(uint64_t)
@@ -57,8 +57,15 @@ static const srv_option_t options[] = {
      "also serve gRPC over TCP on this address (off by default; e.g. 127.0.0.1:50051)",
      STR_FIELD(listen), 0, 0, 0, NULL},
     {"host-backend", OPT_CHOICE, "auto", "NAME",
-     "how host chunks are made: auto, memfd (CPU-only: plain shared memory)",
+     "how host chunks are made and pinned: vmm (CUDA VMM host memory shared as fds; pinned once), "
+     "register (memfds pinned by cuMemHostRegister in every process), memfd (CPU-only), "
+     "auto (the first of these that works here)",
      STR_FIELD(host_backend), 0, 0, 0, host_backends},
+    {"device-pool-size", OPT_SIZE, "0", "SIZE",
+     "GPU memory per GPU kept by the daemon and shared by CUDA IPC handles (0: no device pool)",
+     NUM_FIELD(device_pool_size), 0, 1ull << 50, 2 * MiB, NULL},
+    {"devices", OPT_STRING, "all", "LIST",
+     "GPUs that get a device pool: all, or ordinals like 0,1", STR_FIELD(devices), 0, 0, 0, NULL},
     {"log-level", OPT_CHOICE, "info", "LEVEL", "error, warn, info or debug",
      STR_FIELD(log_level), 0, 0, 0, log_levels},
 };

@@ -19,6 +19,8 @@ typedef struct srv_config {
     uint64_t mem_pool_size;
     uint64_t chunk_size;
     uint64_t pin_threads;
+    uint64_t device_pool_size;
+    char devices[128];
     char socket[SRV_PATH_MAX];
     char listen[256];
     char host_backend[16];

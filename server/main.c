@@ -252,11 +252,17 @@ static int serve(int argc, char **argv)
     d.progress.data = &d;
     ev_timer_start(d.loop, &d.progress);
 
-    printf("pinpool ready: grpc=unix:%s fd=%s%s%s pool=%s chunk=%s backend=%s mode=cpu-only pid=%d\n",
+    srv_pool_info_t info;
+    char devs[128] = "";
+    srv_pool_info(d.srv, &info, NULL, NULL);
+    for (uint32_t i = 0, n = 0; i < info.ndevices && n < sizeof(devs); i++)
+        n += (size_t)snprintf(devs + n, sizeof(devs) - n, "%s%d", i ? "," : " gpus=",
+                              (int)info.devices[i].device_id);
+    printf("pinpool ready: grpc=unix:%s fd=%s%s%s pool=%s chunk=%s backend=%s mode=%s%s pid=%d\n",
            d.cfg.socket, d.fd_path, d.cfg.listen[0] ? " tcp=" : "", d.cfg.listen,
            pool_format_size(d.cfg.mem_pool_size, size, sizeof(size)),
-           pool_format_size(d.cfg.chunk_size, chunk, sizeof(chunk)),
-           srv_host_backend(d.srv)->name, (int)getpid());
+           pool_format_size(d.cfg.chunk_size, chunk, sizeof(chunk)), info.host_backend, info.mode,
+           devs, (int)getpid());
     fflush(stdout);
     d.exit_code = 0;
     ev_run(d.loop, 0);

@@ -23,54 +23,53 @@
 
 typedef struct alloc_reply {
     Pinpool__V1__AllocatePoolMemoryResponse msg;
+    uint8_t handle[IPC_HANDLE_BYTES];
     Pinpool__V1__ChunkRef **refs;
     Pinpool__V1__ChunkRef chunks[];
 } alloc_reply_t;
 
-static int handle_alloc(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+/* The reply describing slice s (for AllocatePoolMemory and AttachPoolMemory). */
+static int build_slice_reply(srv_t *srv, const srv_slice_t *s, rpc_reply_t *reply)
 {
-    const Pinpool__V1__AllocatePoolMemoryRequest *req = (const void *)m;
-    srv_t *srv = app;
-    pool_slice_info_t s;
-    uint64_t ptr, chunk = srv_config(srv)->chunk_size;
+    const pool_slice_info_t *si = &s->info;
+    uint32_t nchunks = s->device_id < 0 ? si->nchunks : 0;
+    uint64_t chunk = srv_config(srv)->chunk_size;
     alloc_reply_t *r;
-    int rc;
 
-    rc = srv_alloc(srv, req->client_id, req->device_id, req->size_bytes, req->alignment, req->tag,
-                   &s, &ptr, reply->text, sizeof(reply->text));
-    if (rc != 0)
-        return rc;
-    r = calloc(1, sizeof(*r) + s.nchunks * sizeof(r->chunks[0]));
-    if (r != NULL)
-        r->refs = calloc(s.nchunks, sizeof(*r->refs));
-    if (r == NULL || r->refs == NULL) {
-        uint64_t freed;
-        uint32_t n;
+    r = calloc(1, sizeof(*r) + nchunks * sizeof(r->chunks[0]));
+    if (r != NULL && nchunks > 0 && (r->refs = calloc(nchunks, sizeof(*r->refs))) == NULL) {
         free(r);
-        srv_free(srv, req->client_id, s.id, &freed, &n, reply->text, sizeof(reply->text));
+        r = NULL;
+    }
+    if (r == NULL) {
         snprintf(reply->text, sizeof(reply->text), "out of memory building the reply");
-        return PINPOOL_EINTERNAL;
+        return -ENOMEM;
     }
     pinpool__v1__allocate_pool_memory_response__init(&r->msg);
-    r->msg.slice_id = s.id;
-    r->msg.start_offset = s.offset;
-    r->msg.size_bytes = s.size;
-    r->msg.extent_bytes = s.extent;
-    r->msg.memory_ptr = ptr;
+    r->msg.slice_id = si->id;
+    r->msg.start_offset = si->offset;
+    r->msg.size_bytes = si->size;
+    r->msg.extent_bytes = si->extent;
+    r->msg.memory_ptr = s->memory_ptr;
     r->msg.chunk_size = chunk;
-    r->msg.device_id = req->device_id;
+    r->msg.device_id = s->device_id;
     r->msg.host_backend = (char *)srv_host_backend(srv)->name;
-    r->msg.n_chunks = s.nchunks;
+    if (s->device_id >= 0) {
+        memcpy(r->handle, s->ipc_handle, sizeof(r->handle));
+        r->msg.cuda_ipc_handle.data = r->handle;
+        r->msg.cuda_ipc_handle.len = sizeof(r->handle);
+    }
+    r->msg.n_chunks = nchunks;
     r->msg.chunks = r->refs;
 
-    /* The slice's bytes chunk by chunk. */
-    uint64_t at = s.offset, left = s.size;
-    for (uint32_t i = 0; i < s.nchunks; i++) {
+    /* A host slice's bytes, chunk by chunk. */
+    uint64_t at = si->offset, left = si->size;
+    for (uint32_t i = 0; i < nchunks; i++) {
         Pinpool__V1__ChunkRef *c = &r->chunks[i];
         uint64_t in = at % chunk;
 
         pinpool__v1__chunk_ref__init(c);
-        c->chunk_index = s.first_chunk + i;
+        c->chunk_index = si->first_chunk + i;
         c->offset = in;
         c->length = left < chunk - in ? left : chunk - in;
         at += c->length;
@@ -79,6 +78,37 @@ static int handle_alloc(void *app, const ProtobufCMessage *m, rpc_reply_t *reply
     }
     reply->msg = &r->msg.base;
     return 0;
+}
+
+static int handle_alloc(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+{
+    const Pinpool__V1__AllocatePoolMemoryRequest *req = (const void *)m;
+    srv_t *srv = app;
+    srv_slice_t s;
+    int rc;
+
+    rc = srv_alloc(srv, req->client_id, req->device_id, req->size_bytes, req->alignment, req->tag,
+                   req->keep, &s, reply->text, sizeof(reply->text));
+    if (rc != 0)
+        return rc;
+    rc = build_slice_reply(srv, &s, reply);
+    if (rc != 0) {
+        uint64_t freed;
+        uint32_t n;
+        char ignored[64];
+        srv_free(srv, req->client_id, s.info.id, &freed, &n, ignored, sizeof(ignored));
+    }
+    return rc;
+}
+
+static int handle_attach(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+{
+    const Pinpool__V1__AttachPoolMemoryRequest *req = (const void *)m;
+    srv_slice_t s;
+    int rc;
+
+    rc = srv_attach(app, req->client_id, req->tag, &s, reply->text, sizeof(reply->text));
+    return rc != 0 ? rc : build_slice_reply(app, &s, reply);
 }
 
 static void done_alloc(rpc_reply_t *reply)
@@ -128,6 +158,9 @@ typedef struct info_client {
 
 typedef struct info_reply {
     Pinpool__V1__GetPoolInfoResponse msg;
+    srv_pool_info_t info;
+    Pinpool__V1__DevicePoolInfo devices[SRV_MAX_DEVICES];
+    Pinpool__V1__DevicePoolInfo *device_refs[SRV_MAX_DEVICES];
     info_client_t *clients;
     Pinpool__V1__ClientUsage **refs;
     size_t n, cap;
@@ -152,6 +185,7 @@ static void add_client(const srv_client_usage_t *u, void *arg)
     pinpool__v1__client_usage__init(&c->msg);
     snprintf(c->id, sizeof(c->id), "%s", u->client_id);
     c->msg.bytes = u->bytes;
+    c->msg.device_bytes = u->device_bytes;
     c->msg.slices = u->slices;
     c->msg.pid = u->pid;
     c->msg.uid = u->uid;
@@ -160,28 +194,46 @@ static void add_client(const srv_client_usage_t *u, void *arg)
 static int handle_info(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
 {
     info_reply_t *r = calloc(1, sizeof(*r));
-    srv_pool_info_t info;
+    srv_pool_info_t *info;
 
     (void)m;
     if (r == NULL)
         return -ENOMEM;
+    info = &r->info;
     reply->msg = &r->msg.base;
-    srv_pool_info(app, &info, add_client, r);
+    srv_pool_info(app, info, add_client, r);
     if (r->failed || (r->n > 0 && (r->refs = calloc(r->n, sizeof(*r->refs))) == NULL))
         return -ENOMEM;
     pinpool__v1__get_pool_info_response__init(&r->msg);
-    r->msg.capacity_bytes = info.stats.capacity;
-    r->msg.ready_bytes = info.stats.ready;
-    r->msg.used_bytes = info.stats.used;
-    r->msg.free_bytes = info.stats.free;
-    r->msg.largest_free_extent = info.stats.largest_free;
-    r->msg.chunk_size = info.chunk_size;
-    r->msg.num_chunks = info.num_chunks;
-    r->msg.num_slices = info.stats.num_slices;
-    r->msg.num_clients = info.num_clients;
-    r->msg.fragmentation = info.stats.fragmentation;
-    r->msg.host_backend = (char *)info.host_backend;
-    r->msg.mode = (char *)info.mode;
+    r->msg.capacity_bytes = info->stats.capacity;
+    r->msg.ready_bytes = info->stats.ready;
+    r->msg.used_bytes = info->stats.used;
+    r->msg.free_bytes = info->stats.free;
+    r->msg.largest_free_extent = info->stats.largest_free;
+    r->msg.chunk_size = info->chunk_size;
+    r->msg.num_chunks = info->num_chunks;
+    r->msg.num_slices = info->stats.num_slices;
+    r->msg.num_clients = info->num_clients;
+    r->msg.fragmentation = info->stats.fragmentation;
+    r->msg.host_backend = (char *)info->host_backend;
+    r->msg.mode = (char *)info->mode;
+    r->msg.num_kept = info->num_kept;
+    r->msg.pin_seconds = info->pin_seconds;
+    for (uint32_t i = 0; i < info->ndevices; i++) {
+        Pinpool__V1__DevicePoolInfo *d = &r->devices[i];
+        const pool_stats_t *st = &info->devices[i].stats;
+        pinpool__v1__device_pool_info__init(d);
+        d->device_id = info->devices[i].device_id;
+        d->name = info->devices[i].name;
+        d->capacity_bytes = st->capacity;
+        d->used_bytes = st->used;
+        d->free_bytes = st->free;
+        d->largest_free_extent = st->largest_free;
+        d->num_slices = st->num_slices;
+        r->device_refs[i] = d;
+    }
+    r->msg.n_devices = info->ndevices;
+    r->msg.devices = r->device_refs;
     for (size_t i = 0; i < r->n; i++) {
         r->clients[i].msg.client_id = r->clients[i].id; /* after the last realloc */
         r->refs[i] = &r->clients[i].msg;
@@ -276,6 +328,8 @@ static const rpc_method_t methods[] = {
     {METHOD("GetServerConfig"), &pinpool__v1__get_server_config_request__descriptor, handle_config,
      done_plain},
     {METHOD("Ping"), &pinpool__v1__ping_request__descriptor, handle_ping, NULL},
+    {METHOD("AttachPoolMemory"), &pinpool__v1__attach_pool_memory_request__descriptor,
+     handle_attach, done_alloc},
 };
 
 const rpc_method_t *srv_service_methods(size_t *n)

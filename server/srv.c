@@ -8,9 +8,16 @@
  * and goes when it holds nothing.  An "s-" id whose session is gone is refused,
  * so that a call racing a dying client cannot leave memory without a lease.
  *
+ * Kept slices belong to a client named "kept:<tag>" that has no session; it
+ * holds that one slice and goes with it.  Any client may attach, map and free
+ * a kept slice; ordinary clients cannot use the "kept:" prefix.
+ *
+ * Pools.  pools[0] is the host pool, pools[k] the device pool of devs[k - 1].
+ * A slice id carries its pool's index in its top bits (SRV_POOL_SHIFT).
+ *
  * Chunks.  pin_threads threads take chunk numbers in order and create them
- * through the host backend; a chunk joins the pool once all chunks before it
- * exist, so the ready part of the pool is always a prefix.
+ * through the host backend; a chunk joins the host pool once all chunks before
+ * it exist, so the ready part of the pool is always a prefix.
  */
 #include "srv.h"
 
@@ -23,17 +30,21 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "cudaload.h"
 #include "log.h"
 #include "pinpool.h"
 #include "rbtree.h"
 
 #define SESSION_PREFIX "s-"
+#define KEPT_PREFIX "kept:"
+#define HOST_POOL 0
 
 struct srv_client {
     RB_ENTRY(srv_client) node;
     char id[SRV_CLIENT_ID_LEN];
     uint64_t owner;
     bool session;
+    bool kept;
     ipc_cred_t cred;
 };
 
@@ -51,7 +62,9 @@ struct srv {
     pthread_cond_t chunks_cv; /* signalled when chunks join or creation ends */
     srv_config_t cfg;
     const ipc_host_ops_t *host;
-    pool_t *pool;
+    pool_t *pools[1 + SRV_MAX_DEVICES];
+    ipc_devmem_t devs[SRV_MAX_DEVICES];
+    uint32_t ndevs;
 
     /* Chunks: the daemon maps chunk i at base + i * chunk_size. */
     void *base;
@@ -72,6 +85,7 @@ struct srv {
     bool shutting_down;
     struct client_tree clients;
     uint32_t nclients;
+    uint32_t nkept;
     uint64_t next_owner;
 };
 
@@ -85,10 +99,95 @@ static double elapsed_since(const struct timespec *t0)
 
 /* ---- life cycle ----------------------------------------------------------- */
 
+/* --host-backend: the one asked for, or auto's pick (saying why in the log). */
+static int pick_backend(srv_t *srv, char *err, size_t errlen)
+{
+    const char *name = srv->cfg.host_backend;
+    char why[512];
+    int rc;
+
+    if (strcmp(name, "auto") == 0) {
+        srv->host = ipc_host_auto(why, sizeof(why));
+        if (!srv->host->cuda)
+            srv_info("no CUDA host backend here (%s): running CPU-only on memfd chunks", why);
+        return 0;
+    }
+    srv->host = ipc_host_backend(name);
+    if (srv->host == NULL) {
+        snprintf(err, errlen, "--host-backend %s is not known", name);
+        return PINPOOL_EINVAL;
+    }
+    rc = srv->host->probe(why, sizeof(why));
+    if (rc != 0)
+        snprintf(err, errlen, "--host-backend %s cannot work here: %s", name, why);
+    return rc;
+}
+
+/* --devices / --device-pool-size: one pool per GPU. */
+static int make_device_pools(srv_t *srv, char *err, size_t errlen)
+{
+    int list[SRV_MAX_DEVICES], n = 0;
+    char msg[256];
+    int rc;
+
+    if (srv->cfg.device_pool_size == 0)
+        return 0;
+    rc = ipc_cuda_load(msg, sizeof(msg));
+    if (rc != 0) {
+        snprintf(err, errlen, "--device-pool-size needs a GPU: %s", msg);
+        return rc;
+    }
+    if (strcmp(srv->cfg.devices, "all") == 0) {
+        for (n = 0; n < ipc_cuda_device_count() && n < SRV_MAX_DEVICES; n++)
+            list[n] = n;
+    } else {
+        char copy[sizeof(srv->cfg.devices)], *save = NULL;
+        snprintf(copy, sizeof(copy), "%s", srv->cfg.devices);
+        for (char *t = strtok_r(copy, ",", &save); t != NULL; t = strtok_r(NULL, ",", &save)) {
+            char *end;
+            long d = strtol(t, &end, 10);
+            if (*end != '\0' || d < 0 || d >= ipc_cuda_device_count() || n == SRV_MAX_DEVICES) {
+                snprintf(err, errlen, "--devices: '%s' is not a GPU here (%d visible: 0..%d)", t,
+                         ipc_cuda_device_count(), ipc_cuda_device_count() - 1);
+                return PINPOOL_ENODEV;
+            }
+            for (int i = 0; i < n; i++)
+                if (list[i] == (int)d) {
+                    snprintf(err, errlen, "--devices: GPU %ld is listed twice", d);
+                    return PINPOOL_EINVAL;
+                }
+            list[n++] = (int)d;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        pool_params_t params = {
+            .chunk_size = srv->cfg.device_pool_size,
+            .max_chunks = 1,
+            .quantum = 256,
+            .allow_multi_chunk = false,
+        };
+        rc = ipc_devmem_create(&srv->devs[i], list[i], srv->cfg.device_pool_size, err, errlen);
+        if (rc != 0)
+            return rc;
+        srv->ndevs++;
+        rc = pool_create(&srv->pools[1 + i], &params);
+        if (rc == 0)
+            rc = pool_add_chunks(srv->pools[1 + i], 1);
+        if (rc != 0) {
+            snprintf(err, errlen, "cannot create the device pool of GPU %d: %s", list[i],
+                     pinpool_strerror(rc));
+            return rc;
+        }
+        char sz[32];
+        srv_info("GPU %d (%s): device pool of %s", list[i], srv->devs[i].name,
+                 pool_format_size(srv->cfg.device_pool_size, sz, sizeof(sz)));
+    }
+    return 0;
+}
+
 int srv_create(srv_t **out, const srv_config_t *cfg, char *err, size_t errlen)
 {
     srv_t *srv;
-    const char *backend = strcmp(cfg->host_backend, "auto") == 0 ? "memfd" : cfg->host_backend;
     int rc;
 
     srv = calloc(1, sizeof(*srv));
@@ -99,12 +198,9 @@ int srv_create(srv_t **out, const srv_config_t *cfg, char *err, size_t errlen)
     pthread_cond_init(&srv->chunks_cv, NULL);
     RB_INIT(&srv->clients);
     srv->next_owner = 1;
-    srv->host = ipc_host_backend(backend);
-    if (srv->host == NULL) {
-        snprintf(err, errlen, "--host-backend %s is not available in this build", backend);
-        rc = PINPOOL_EINVAL;
+    rc = pick_backend(srv, err, errlen);
+    if (rc != 0)
         goto fail;
-    }
     srv->nchunks = (uint32_t)((cfg->mem_pool_size + cfg->chunk_size - 1) / cfg->chunk_size);
     srv->capacity = (uint64_t)srv->nchunks * cfg->chunk_size;
 
@@ -114,7 +210,7 @@ int srv_create(srv_t **out, const srv_config_t *cfg, char *err, size_t errlen)
         .quantum = 256,
         .allow_multi_chunk = true,
     };
-    rc = pool_create(&srv->pool, &params);
+    rc = pool_create(&srv->pools[HOST_POOL], &params);
     if (rc != 0) {
         snprintf(err, errlen, "cannot create the pool: %s", pinpool_strerror(rc));
         goto fail;
@@ -134,16 +230,14 @@ int srv_create(srv_t **out, const srv_config_t *cfg, char *err, size_t errlen)
         srv->base = NULL;
         goto fail;
     }
+    rc = make_device_pools(srv, err, errlen);
+    if (rc != 0)
+        goto fail;
     *out = srv;
     return 0;
 
 fail:
-    pool_destroy(srv->pool);
-    free(srv->chunks);
-    free(srv->created);
-    pthread_cond_destroy(&srv->chunks_cv);
-    pthread_mutex_destroy(&srv->lock);
-    free(srv);
+    srv_destroy(srv);
     return rc;
 }
 
@@ -159,16 +253,19 @@ void srv_destroy(srv_t *srv)
     for (uint32_t i = 0; i < srv->nthreads; i++)
         pthread_join(srv->threads[i], NULL);
     free(srv->threads);
-    for (uint32_t i = 0; i < srv->nchunks; i++)
+    for (uint32_t i = 0; srv->created != NULL && i < srv->nchunks; i++)
         if (srv->created[i])
             srv->host->chunk_destroy(&srv->chunks[i]);
     if (srv->base != NULL)
         srv->host->release(srv->base, srv->capacity);
+    for (uint32_t i = 0; i < srv->ndevs; i++)
+        ipc_devmem_destroy(&srv->devs[i]);
     RB_FOREACH_SAFE(c, client_tree, &srv->clients, next) {
         RB_REMOVE(client_tree, &srv->clients, c);
         free(c);
     }
-    pool_destroy(srv->pool);
+    for (uint32_t i = 0; i <= SRV_MAX_DEVICES; i++)
+        pool_destroy(srv->pools[i]);
     free(srv->chunks);
     free(srv->created);
     pthread_cond_destroy(&srv->chunks_cv);
@@ -212,7 +309,7 @@ static void *chunk_thread(void *arg)
             srv->created[i] = true;
             for (n = 0; srv->ready + n < srv->nchunks && srv->created[srv->ready + n]; n++)
                 ;
-            if (n > 0 && pool_add_chunks(srv->pool, n) == 0)
+            if (n > 0 && pool_add_chunks(srv->pools[HOST_POOL], n) == 0)
                 srv->ready += n;
             if (srv->ready == srv->nchunks)
                 srv->chunks_seconds = elapsed_since(&srv->chunks_started);
@@ -323,28 +420,69 @@ static void do_remove_client(srv_t *srv, struct srv_client *c)
     free(c);
 }
 
-/* A detached client goes when it holds nothing. */
-static void do_drop_if_idle(srv_t *srv, struct srv_client *c)
+/* Bytes and slices owner holds in every pool. */
+static uint64_t do_owner_bytes(srv_t *srv, uint64_t owner, uint32_t *slices, uint64_t *device_bytes)
 {
-    if (!c->session && pool_owner_bytes(srv->pool, c->owner, NULL) == 0)
-        do_remove_client(srv, c);
+    uint64_t host = 0, dev = 0;
+    uint32_t n = 0;
+
+    for (uint32_t i = 0; i <= srv->ndevs; i++) {
+        uint32_t k = 0;
+        uint64_t b = pool_owner_bytes(srv->pools[i], owner, &k);
+        if (i == HOST_POOL)
+            host = b;
+        else
+            dev += b;
+        n += k;
+    }
+    if (slices != NULL)
+        *slices = n;
+    if (device_bytes != NULL)
+        *device_bytes = dev;
+    return host + dev;
 }
 
-static int check_client_id(const char *id, char *msg, size_t msglen)
+/* A client without a session goes when it holds nothing. */
+static void do_drop_if_idle(srv_t *srv, struct srv_client *c)
+{
+    uint32_t n;
+
+    if (c->session)
+        return;
+    do_owner_bytes(srv, c->owner, &n, NULL);
+    if (n == 0) {
+        if (c->kept)
+            srv->nkept--;
+        do_remove_client(srv, c);
+    }
+}
+
+static int check_name(const char *what, const char *id, size_t max, char *msg, size_t msglen)
 {
     size_t n = strlen(id);
 
-    if (n == 0 || n >= SRV_CLIENT_ID_LEN) {
-        snprintf(msg, msglen, "client_id must be 1 to %d characters (got %zu)",
-                 SRV_CLIENT_ID_LEN - 1, n);
+    if (n == 0 || n > max) {
+        snprintf(msg, msglen, "%s must be 1 to %zu characters (got %zu)", what, max, n);
         return PINPOOL_EINVAL;
     }
     for (size_t i = 0; i < n; i++)
         if (id[i] < 0x21 || id[i] > 0x7e) {
-            snprintf(msg, msglen, "client_id must be printable ASCII without spaces");
+            snprintf(msg, msglen, "%s must be printable ASCII without spaces", what);
             return PINPOOL_EINVAL;
         }
     return 0;
+}
+
+static int check_client_id(const char *id, char *msg, size_t msglen)
+{
+    int rc = check_name("client_id", id, SRV_CLIENT_ID_LEN - 1, msg, msglen);
+
+    if (rc == 0 && strncmp(id, KEPT_PREFIX, strlen(KEPT_PREFIX)) == 0) {
+        snprintf(msg, msglen, "client_id may not start with '%s' (reserved for kept slices)",
+                 KEPT_PREFIX);
+        return PINPOOL_EINVAL;
+    }
+    return rc;
 }
 
 /* The client called id, made if it is a new detached one.  Errors: a closed
@@ -370,54 +508,149 @@ static int do_get_client(srv_t *srv, const char *id, struct srv_client **out, ch
     return 0;
 }
 
+/* ---- slices across pools (lock held) ----------------------------------------------- */
+
+static uint64_t global_id(uint32_t pool, uint64_t local)
+{
+    return ((uint64_t)pool << SRV_POOL_SHIFT) | local;
+}
+
+/* The pool index of a daemon-wide id, or -1 if it names no pool. */
+static int pool_of(const srv_t *srv, uint64_t id)
+{
+    uint64_t p = id >> SRV_POOL_SHIFT;
+
+    return p <= srv->ndevs ? (int)p : -1;
+}
+
+static int do_lookup(srv_t *srv, uint64_t id, int *pool, pool_slice_info_t *info)
+{
+    *pool = pool_of(srv, id);
+    if (*pool < 0)
+        return PINPOOL_ENOENT;
+    return pool_lookup(srv->pools[*pool], id & ((1ull << SRV_POOL_SHIFT) - 1), info);
+}
+
+/* The pool of device_id (-1: host), or -1 with msg. */
+static int pool_for_device(const srv_t *srv, int32_t device_id, char *msg, size_t msglen)
+{
+    if (device_id == -1)
+        return HOST_POOL;
+    for (uint32_t i = 0; i < srv->ndevs; i++)
+        if (srv->devs[i].device == device_id)
+            return (int)i + 1;
+    if (srv->ndevs == 0)
+        snprintf(msg, msglen, "device %" PRId32 ": this daemon has no device pool (host slices "
+                 "use device_id -1; start it with --device-pool-size)", device_id);
+    else
+        snprintf(msg, msglen, "device %" PRId32 ": no device pool on that GPU (see --devices)",
+                 device_id);
+    return -1;
+}
+
+static void describe(const srv_t *srv, int pool, const pool_slice_info_t *info, srv_slice_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->info = *info;
+    out->info.id = global_id((uint32_t)pool, info->id);
+    if (pool == HOST_POOL) {
+        out->device_id = -1;
+        out->memory_ptr = (uint64_t)(uintptr_t)srv->base + info->offset;
+    } else {
+        const ipc_devmem_t *dm = &srv->devs[pool - 1];
+        out->device_id = dm->device;
+        out->memory_ptr = dm->base + info->offset;
+        memcpy(out->ipc_handle, dm->handle, IPC_HANDLE_BYTES);
+    }
+}
+
+/* The one slice of a kept client, in *pool / *info. */
+typedef struct find_one {
+    pool_slice_info_t info;
+    bool found;
+} find_one_t;
+
+static void take_first(const pool_slice_info_t *slice, void *arg)
+{
+    find_one_t *f = arg;
+    if (!f->found) {
+        f->info = *slice;
+        f->found = true;
+    }
+}
+
+static bool do_kept_slice(srv_t *srv, const struct srv_client *c, int *pool, pool_slice_info_t *info)
+{
+    for (uint32_t i = 0; i <= srv->ndevs; i++) {
+        find_one_t f = {.found = false};
+        pool_foreach_slice(srv->pools[i], c->owner, false, take_first, &f);
+        if (f.found) {
+            *pool = (int)i;
+            *info = f.info;
+            return true;
+        }
+    }
+    return false;
+}
+
 /* ---- the calls ------------------------------------------------------------------ */
 
-static void explain_alloc_error(srv_t *srv, int rc, uint64_t size, uint64_t alignment, char *msg,
-                                size_t msglen)
+static void explain_alloc_error(srv_t *srv, int pool, int rc, uint64_t size, uint64_t alignment,
+                                char *msg, size_t msglen)
 {
     pool_stats_t st;
-    char a[32], b[32], c[32], d[32];
+    char a[32], b[32], c[32], d[32], where[32] = "";
 
-    pool_get_stats(srv->pool, &st);
+    pool_get_stats(srv->pools[pool], &st);
     pool_format_size(size, a, sizeof(a));
+    if (pool != HOST_POOL)
+        snprintf(where, sizeof(where), " on GPU %d", srv->devs[pool - 1].device);
     switch (rc) {
     case PINPOOL_EINVAL:
         snprintf(msg, msglen, "size_bytes must be greater than 0");
         break;
     case PINPOOL_ETOOBIG:
-        snprintf(msg, msglen, "cannot allocate %s: the whole pool is %s", a,
+        snprintf(msg, msglen, "cannot allocate %s%s: the whole pool is %s", a, where,
                  pool_format_size(st.capacity, b, sizeof(b)));
         break;
     case PINPOOL_EALIGN:
         snprintf(msg, msglen, "alignment %" PRIu64 " must be a power of two that divides the "
-                 "chunk size (%s)", alignment, pool_format_size(srv->cfg.chunk_size, b, sizeof(b)));
+                 "chunk size (%s)", alignment,
+                 pool_format_size(pool_chunk_size(srv->pools[pool]), b, sizeof(b)));
         break;
     case PINPOOL_ENOSPC:
-        snprintf(msg, msglen, "cannot allocate %s: the largest free extent is %s (%s free of %s)",
-                 a, pool_format_size(st.largest_free, b, sizeof(b)),
+        snprintf(msg, msglen, "cannot allocate %s%s: the largest free extent is %s (%s free of %s)",
+                 a, where, pool_format_size(st.largest_free, b, sizeof(b)),
                  pool_format_size(st.free, c, sizeof(c)),
                  pool_format_size(st.capacity, d, sizeof(d)));
         break;
     default:
-        snprintf(msg, msglen, "cannot allocate %s: %s", a, pinpool_strerror(rc));
+        snprintf(msg, msglen, "cannot allocate %s%s: %s", a, where, pinpool_strerror(rc));
         break;
     }
 }
 
 int srv_alloc(srv_t *srv, const char *client_id, int32_t device_id, uint64_t size,
-              uint64_t alignment, const char *tag, pool_slice_info_t *slice,
-              uint64_t *memory_ptr, char *msg, size_t msglen)
+              uint64_t alignment, const char *tag, bool keep, srv_slice_t *out, char *msg,
+              size_t msglen)
 {
     struct srv_client *c;
-    int rc;
+    char kept_name[SRV_CLIENT_ID_LEN];
+    pool_slice_info_t info;
+    int pool, rc;
 
     rc = check_client_id(client_id, msg, msglen);
     if (rc != 0)
         return rc;
-    if (device_id != -1) {
-        snprintf(msg, msglen, "device %" PRId32 ": this daemon has no device pool (host slices "
-                 "use device_id -1)", device_id);
+    pool = pool_for_device(srv, device_id, msg, msglen);
+    if (pool < 0)
         return PINPOOL_ENODEV;
+    if (keep) {
+        rc = check_name("tag", tag != NULL ? tag : "",
+                        SRV_CLIENT_ID_LEN - 1 - strlen(KEPT_PREFIX), msg, msglen);
+        if (rc != 0)
+            return rc;
+        snprintf(kept_name, sizeof(kept_name), KEPT_PREFIX "%s", tag);
     }
     pthread_mutex_lock(&srv->lock);
     for (;;) {
@@ -426,20 +659,41 @@ int srv_alloc(srv_t *srv, const char *client_id, int32_t device_id, uint64_t siz
             rc = PINPOOL_ESHUTDOWN;
             break;
         }
-        rc = do_get_client(srv, client_id, &c, msg, msglen);
-        if (rc != 0)
-            break;
-        rc = pool_alloc(srv->pool, c->owner, size, alignment, slice);
+        if (keep) {
+            if (do_find_client(srv, kept_name) != NULL) {
+                snprintf(msg, msglen, "a slice is already kept under tag '%s'", tag);
+                rc = PINPOOL_EEXIST;
+                break;
+            }
+            /* The caller must be a client in good standing all the same. */
+            rc = do_get_client(srv, client_id, &c, msg, msglen);
+            if (rc != 0)
+                break;
+            do_drop_if_idle(srv, c);
+            c = do_add_client(srv, kept_name, false);
+            if (c == NULL) {
+                rc = -ENOMEM;
+                break;
+            }
+            c->kept = true;
+            srv->nkept++;
+        } else {
+            rc = do_get_client(srv, client_id, &c, msg, msglen);
+            if (rc != 0)
+                break;
+        }
+        rc = pool_alloc(srv->pools[pool], c->owner, size, alignment, &info);
         if (rc == 0) {
-            *memory_ptr = (uint64_t)(uintptr_t)srv->base + slice->offset;
-            srv_debug("client %s: slice %" PRIu64 " of %" PRIu64 " bytes at %" PRIu64 " tag '%s'",
-                      c->id, slice->id, slice->size, slice->offset, tag != NULL ? tag : "");
+            describe(srv, pool, &info, out);
+            srv_debug("client %s: slice %" PRIx64 " of %" PRIu64 " bytes at %" PRIu64 " tag '%s'",
+                      c->id, out->info.id, size, info.offset, tag != NULL ? tag : "");
             break;
         }
         do_drop_if_idle(srv, c); /* c may be gone now */
-        /* Not enough room yet: wait for chunks that are still being made. */
-        if (rc != PINPOOL_ENOSPC || srv->ready == srv->nchunks || srv->chunk_err != 0) {
-            explain_alloc_error(srv, rc, size, alignment, msg, msglen);
+        /* Not enough room yet: wait for host chunks that are still being made. */
+        if (rc != PINPOOL_ENOSPC || pool != HOST_POOL || srv->ready == srv->nchunks ||
+            srv->chunk_err != 0) {
+            explain_alloc_error(srv, pool, rc, size, alignment, msg, msglen);
             break;
         }
         pthread_cond_wait(&srv->chunks_cv, &srv->lock);
@@ -448,12 +702,38 @@ int srv_alloc(srv_t *srv, const char *client_id, int32_t device_id, uint64_t siz
     return rc;
 }
 
+int srv_attach(srv_t *srv, const char *client_id, const char *tag, srv_slice_t *out, char *msg,
+               size_t msglen)
+{
+    char kept_name[SRV_CLIENT_ID_LEN];
+    struct srv_client *c;
+    pool_slice_info_t info;
+    int pool, rc;
+
+    rc = check_client_id(client_id, msg, msglen);
+    if (rc == 0)
+        rc = check_name("tag", tag, SRV_CLIENT_ID_LEN - 1 - strlen(KEPT_PREFIX), msg, msglen);
+    if (rc != 0)
+        return rc;
+    snprintf(kept_name, sizeof(kept_name), KEPT_PREFIX "%s", tag);
+    pthread_mutex_lock(&srv->lock);
+    c = do_find_client(srv, kept_name);
+    if (c == NULL || !do_kept_slice(srv, c, &pool, &info)) {
+        snprintf(msg, msglen, "no slice is kept under tag '%s'", tag);
+        rc = PINPOOL_ENOENT;
+    } else {
+        describe(srv, pool, &info, out);
+    }
+    pthread_mutex_unlock(&srv->lock);
+    return rc;
+}
+
 int srv_free(srv_t *srv, const char *client_id, uint64_t slice_id, uint64_t *freed_bytes,
              uint32_t *freed_slices, char *msg, size_t msglen)
 {
-    struct srv_client *c;
+    struct srv_client *c, *owner = NULL, key;
     pool_slice_info_t info;
-    int rc;
+    int pool, rc = 0;
 
     *freed_bytes = 0;
     *freed_slices = 0;
@@ -463,24 +743,37 @@ int srv_free(srv_t *srv, const char *client_id, uint64_t slice_id, uint64_t *fre
     pthread_mutex_lock(&srv->lock);
     c = do_find_client(srv, client_id);
     if (slice_id == 0) {
-        if (c != NULL) {
-            rc = pool_free_owner(srv->pool, c->owner, freed_bytes);
-            *freed_slices = rc > 0 ? (uint32_t)rc : 0;
-            rc = rc < 0 ? rc : 0;
-            do_drop_if_idle(srv, c);
+        for (uint32_t i = 0; c != NULL && i <= srv->ndevs; i++) {
+            uint64_t b = 0;
+            int n = pool_free_owner(srv->pools[i], c->owner, &b);
+            *freed_bytes += b;
+            *freed_slices += n > 0 ? (uint32_t)n : 0;
         }
-    } else if (pool_lookup(srv->pool, slice_id, &info) != 0) {
+        if (c != NULL)
+            do_drop_if_idle(srv, c);
+        pthread_mutex_unlock(&srv->lock);
+        return 0;
+    }
+    if (do_lookup(srv, slice_id, &pool, &info) != 0) {
         snprintf(msg, msglen, "no slice %" PRIu64 " in the pool", slice_id);
         rc = PINPOOL_ENOENT;
-    } else if (c == NULL || info.owner != c->owner) {
+        goto out;
+    }
+    /* Kept slices are anyone's to free; others only their owner's. */
+    RB_FOREACH(owner, client_tree, &srv->clients)
+        if (owner->owner == info.owner)
+            break;
+    (void)key;
+    if (owner == NULL || (owner != c && !owner->kept)) {
         snprintf(msg, msglen, "slice %" PRIu64 " belongs to another client", slice_id);
         rc = PINPOOL_EPERM;
-    } else {
-        rc = pool_free(srv->pool, slice_id, c->owner, freed_bytes);
-        if (rc == 0)
-            *freed_slices = 1;
-        do_drop_if_idle(srv, c);
+        goto out;
     }
+    rc = pool_free(srv->pools[pool], info.id, info.owner, freed_bytes);
+    if (rc == 0)
+        *freed_slices = 1;
+    do_drop_if_idle(srv, owner);
+out:
     if (rc != 0 && msg[0] == '\0')
         snprintf(msg, msglen, "%s", pinpool_strerror(rc));
     pthread_mutex_unlock(&srv->lock);
@@ -492,17 +785,28 @@ void srv_pool_info(srv_t *srv, srv_pool_info_t *info,
 {
     struct srv_client *c;
 
+    memset(info, 0, sizeof(*info));
     pthread_mutex_lock(&srv->lock);
-    pool_get_stats(srv->pool, &info->stats);
+    pool_get_stats(srv->pools[HOST_POOL], &info->stats);
     info->chunk_size = srv->cfg.chunk_size;
     info->num_chunks = srv->nchunks;
-    info->num_clients = srv->nclients;
+    info->num_clients = srv->nclients - srv->nkept;
+    info->num_kept = srv->nkept;
     info->host_backend = srv->host->name;
-    info->mode = "cpu-only";
+    info->mode = srv->host->cuda || srv->ndevs > 0 ? "cuda" : "cpu-only";
+    info->pin_seconds = srv->ready == srv->nchunks ? srv->chunks_seconds : 0;
+    info->ndevices = srv->ndevs;
+    for (uint32_t i = 0; i < srv->ndevs; i++) {
+        info->devices[i].device_id = srv->devs[i].device;
+        snprintf(info->devices[i].name, sizeof(info->devices[i].name), "%s", srv->devs[i].name);
+        pool_get_stats(srv->pools[i + 1], &info->devices[i].stats);
+    }
     if (fn != NULL) {
         RB_FOREACH(c, client_tree, &srv->clients) {
             srv_client_usage_t u = {.client_id = c->id};
-            u.bytes = pool_owner_bytes(srv->pool, c->owner, &u.slices);
+            uint64_t dev = 0;
+            u.bytes = do_owner_bytes(srv, c->owner, &u.slices, &dev) - dev;
+            u.device_bytes = dev;
             u.pid = c->session ? (int32_t)c->cred.pid : 0;
             u.uid = c->session ? (uint32_t)c->cred.uid : 0;
             fn(&u, arg);
@@ -539,11 +843,16 @@ srv_client_t *srv_session_open(srv_t *srv, const ipc_cred_t *cred, char *id, siz
 void srv_session_close(srv_t *srv, srv_client_t *c)
 {
     uint64_t freed = 0;
-    int n;
+    int n = 0;
     char sz[32];
 
     pthread_mutex_lock(&srv->lock);
-    n = pool_free_owner(srv->pool, c->owner, &freed);
+    for (uint32_t i = 0; i <= srv->ndevs; i++) {
+        uint64_t b = 0;
+        int k = pool_free_owner(srv->pools[i], c->owner, &b);
+        freed += b;
+        n += k > 0 ? k : 0;
+    }
     srv_info("client %s (pid %d) left; %d slice%s (%s) back to the pool", c->id, (int)c->cred.pid,
              n, n == 1 ? "" : "s", pool_format_size(freed, sz, sizeof(sz)));
     do_remove_client(srv, c);
@@ -553,14 +862,20 @@ void srv_session_close(srv_t *srv, srv_client_t *c)
 int srv_session_chunk_fds(srv_t *srv, srv_client_t *c, uint64_t slice_id, uint32_t first,
                           uint32_t count, int *fds, char *msg, size_t msglen)
 {
+    struct srv_client *owner;
     pool_slice_info_t info;
-    int rc = 0;
+    int pool, rc = 0;
 
     pthread_mutex_lock(&srv->lock);
-    if (pool_lookup(srv->pool, slice_id, &info) != 0) {
-        snprintf(msg, msglen, "no slice %" PRIu64, slice_id);
+    if (do_lookup(srv, slice_id, &pool, &info) != 0 || pool != HOST_POOL) {
+        snprintf(msg, msglen, "no host slice %" PRIu64, slice_id);
         rc = PINPOOL_ENOENT;
-    } else if (info.owner != c->owner) {
+        goto out;
+    }
+    RB_FOREACH(owner, client_tree, &srv->clients)
+        if (owner->owner == info.owner)
+            break;
+    if (owner == NULL || (owner != c && !owner->kept)) {
         snprintf(msg, msglen, "slice %" PRIu64 " belongs to another client", slice_id);
         rc = PINPOOL_EPERM;
     } else if (count == 0 || count > IPC_MAX_FDS || first < info.first_chunk ||
@@ -572,6 +887,7 @@ int srv_session_chunk_fds(srv_t *srv, srv_client_t *c, uint64_t slice_id, uint32
         for (uint32_t i = 0; i < count; i++)
             fds[i] = srv->chunks[first + i].fd;
     }
+out:
     pthread_mutex_unlock(&srv->lock);
     return rc;
 }

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "devmem.h"
 #include "ipc.h"
 #include "pool.h"
 
@@ -23,10 +24,32 @@ typedef struct srv srv_t;
 typedef struct srv_client srv_client_t;
 
 #define SRV_CLIENT_ID_LEN IPC_CLIENT_ID_LEN
+#define SRV_MAX_DEVICES 16
+
+/*
+ * Slice ids are unique across the daemon's pools: the top 16 bits name the
+ * pool (0 the host pool, k the k-th device pool), the rest is the pool's own id.
+ */
+#define SRV_POOL_SHIFT 48
+
+/* A slice as the daemon describes it to its client. */
+typedef struct srv_slice {
+    pool_slice_info_t info; /* info.id is the daemon-wide id */
+    int32_t device_id;      /* -1: the host pool */
+    uint64_t memory_ptr;    /* the daemon's address: host VA, or CUdeviceptr */
+    uint8_t ipc_handle[IPC_HANDLE_BYTES]; /* device slices */
+} srv_slice_t;
+
+typedef struct srv_device_info {
+    int32_t device_id;
+    char name[64];
+    pool_stats_t stats;
+} srv_device_info_t;
 
 typedef struct srv_client_usage {
     const char *client_id;
-    uint64_t bytes;
+    uint64_t bytes;        /* host pool */
+    uint64_t device_bytes; /* all device pools */
     uint32_t slices;
     int32_t pid; /* 0: no session */
     uint32_t uid;
@@ -39,11 +62,16 @@ typedef struct srv_pool_info {
     uint32_t num_clients;
     const char *host_backend;
     const char *mode;
+    uint32_t num_kept;
+    double pin_seconds; /* 0 while chunks are still being made */
+    uint32_t ndevices;
+    srv_device_info_t devices[SRV_MAX_DEVICES];
 } srv_pool_info_t;
 
 /*
- * Reserve the pool's address space and pick the host backend; no chunk is made
- * yet.  Returns 0 and *out, or an error with a message in err.
+ * Pick the host backend (--host-backend; auto falls back to memfd, saying why
+ * in the log), reserve the pool's address space, make the device pools.  No
+ * host chunk is made yet.  Returns 0 and *out, or an error with a message in err.
  */
 int srv_create(srv_t **out, const srv_config_t *cfg, char *err, size_t errlen);
 /* Stops the chunk threads, unmaps every chunk and frees srv. */
@@ -67,16 +95,22 @@ void srv_begin_shutdown(srv_t *srv);
 
 /*
  * AllocatePoolMemory for client_id (a session's id, or any other name for a
- * detached client).  On success fills *slice and *memory_ptr (the daemon's
- * address of the slice).  On failure returns the error with a message a person
- * can act on in msg.  Waits for chunks still being created when the slice
- * could fit once they are.
+ * detached client).  device_id -1 is the host pool.  With keep, the slice
+ * belongs to no client but to its tag (which must be new): it outlives the
+ * caller until someone frees it.  On success fills *out; on failure returns
+ * the error with a message a person can act on in msg.  Waits for host chunks
+ * still being created when the slice could fit once they are.
  */
 int srv_alloc(srv_t *srv, const char *client_id, int32_t device_id, uint64_t size,
-              uint64_t alignment, const char *tag, pool_slice_info_t *slice,
-              uint64_t *memory_ptr, char *msg, size_t msglen);
+              uint64_t alignment, const char *tag, bool keep, srv_slice_t *out, char *msg,
+              size_t msglen);
 
-/* FreePoolMemory: one slice, or every slice of client_id when slice_id is 0. */
+/* AttachPoolMemory: the slice kept under tag.  PINPOOL_ENOENT if none. */
+int srv_attach(srv_t *srv, const char *client_id, const char *tag, srv_slice_t *out, char *msg,
+               size_t msglen);
+
+/* FreePoolMemory: one slice (the client's own, or a kept one), or every slice
+ * of client_id when slice_id is 0. */
 int srv_free(srv_t *srv, const char *client_id, uint64_t slice_id, uint64_t *freed_bytes,
              uint32_t *freed_slices, char *msg, size_t msglen);
 
@@ -99,7 +133,7 @@ void srv_session_close(srv_t *srv, srv_client_t *client);
 
 /*
  * The descriptors of chunks [first, first + count) of slice_id, which must be
- * a slice of client and cover those chunks.  The fds stay owned by srv (send
+ * a host slice of client (or a kept one) and cover those chunks.  The fds stay owned by srv (send
  * them, do not close them).  0, or an error with msg.
  */
 int srv_session_chunk_fds(srv_t *srv, srv_client_t *client, uint64_t slice_id,

@@ -1,0 +1,147 @@
+/*
+ * cudaload.c - see cudaload.h.
+ */
+#include "cudaload.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+
+#include "pinpool.h"
+
+#ifndef PINPOOL_HAVE_CUDA
+
+int ipc_cuda_load(char *err, size_t errlen)
+{
+    snprintf(err, errlen, "this pinpool was built without CUDA support");
+    return PINPOOL_ECUDA;
+}
+
+int ipc_cuda_device_count(void)
+{
+    return 0;
+}
+
+int ipc_cuda_use_device(int dev)
+{
+    (void)dev;
+    return PINPOOL_ECUDA;
+}
+
+bool ipc_cuda_built(void)
+{
+    return false;
+}
+
+#else
+
+#include <dlfcn.h>
+#include <string.h>
+
+#define MAX_DEVICES 64
+
+ipc_cuda_t ipc_cu;
+
+static pthread_once_t load_once = PTHREAD_ONCE_INIT;
+static int load_rc;
+static char load_msg[256];
+static pthread_mutex_t ctx_lock = PTHREAD_MUTEX_INITIALIZER;
+static CUcontext primary[MAX_DEVICES];
+
+bool ipc_cuda_built(void)
+{
+    return true;
+}
+
+const char *ipc_cuda_strerror(CUresult r, const char *call, char *buf, size_t len)
+{
+    const char *name = NULL, *text = NULL;
+
+    if (ipc_cu.cuGetErrorName != NULL)
+        ipc_cu.cuGetErrorName(r, &name);
+    if (ipc_cu.cuGetErrorString != NULL)
+        ipc_cu.cuGetErrorString(r, &text);
+    snprintf(buf, len, "%s: %s (%s)", call, name != NULL ? name : "CUDA error",
+             text != NULL ? text : "?");
+    return buf;
+}
+
+static void load(void)
+{
+    __typeof__(cuGetProcAddress) *get_proc;
+    void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    CUresult r;
+    char buf[160];
+
+    load_rc = PINPOOL_ECUDA;
+    if (lib == NULL) {
+        snprintf(load_msg, sizeof(load_msg), "no NVIDIA driver (libcuda.so.1 not found)");
+        return;
+    }
+    get_proc = (__typeof__(get_proc))dlsym(lib, "cuGetProcAddress_v2");
+    if (get_proc == NULL) {
+        snprintf(load_msg, sizeof(load_msg), "the NVIDIA driver is too old (no cuGetProcAddress_v2; "
+                 "CUDA 12 or newer needed)");
+        return;
+    }
+#define RESOLVE(f)                                                                             \
+    if (get_proc(#f, (void **)&ipc_cu.f, CUDA_VERSION, CU_GET_PROC_ADDRESS_DEFAULT, NULL) !=    \
+            CUDA_SUCCESS ||                                                                    \
+        ipc_cu.f == NULL) {                                                                    \
+        snprintf(load_msg, sizeof(load_msg), "the NVIDIA driver lacks %s (too old for CUDA %d)", \
+                 #f, CUDA_VERSION / 1000);                                                     \
+        return;                                                                                \
+    }
+    IPC_CUDA_FUNCS(RESOLVE)
+#undef RESOLVE
+    r = ipc_cu.cuInit(0);
+    if (r != CUDA_SUCCESS) {
+        snprintf(load_msg, sizeof(load_msg), "no usable GPU: %s",
+                 ipc_cuda_strerror(r, "cuInit", buf, sizeof(buf)));
+        return;
+    }
+    ipc_cu.cuDriverGetVersion(&ipc_cu.driver_version);
+    if (ipc_cu.cuDeviceGetCount(&ipc_cu.ndevices) != CUDA_SUCCESS || ipc_cu.ndevices == 0) {
+        ipc_cu.ndevices = 0;
+        snprintf(load_msg, sizeof(load_msg), "no GPU visible (check CUDA_VISIBLE_DEVICES)");
+        return;
+    }
+    if (ipc_cu.ndevices > MAX_DEVICES)
+        ipc_cu.ndevices = MAX_DEVICES;
+    load_rc = 0;
+}
+
+int ipc_cuda_load(char *err, size_t errlen)
+{
+    pthread_once(&load_once, load);
+    if (load_rc != 0)
+        snprintf(err, errlen, "%s", load_msg);
+    return load_rc;
+}
+
+int ipc_cuda_device_count(void)
+{
+    return load_rc == 0 ? ipc_cu.ndevices : 0;
+}
+
+int ipc_cuda_use_device(int dev)
+{
+    CUcontext ctx;
+
+    if (load_rc != 0 || dev < 0 || dev >= ipc_cu.ndevices)
+        return PINPOOL_ENODEV;
+    pthread_mutex_lock(&ctx_lock);
+    if (primary[dev] == NULL) {
+        CUdevice d;
+        if (ipc_cu.cuDeviceGet(&d, dev) != CUDA_SUCCESS ||
+            ipc_cu.cuDevicePrimaryCtxRetain(&primary[dev], d) != CUDA_SUCCESS)
+            primary[dev] = NULL;
+    }
+    ctx = primary[dev];
+    pthread_mutex_unlock(&ctx_lock);
+    if (ctx == NULL)
+        return PINPOOL_ECUDA;
+    return ipc_cu.cuCtxSetCurrent(ctx) == CUDA_SUCCESS ? 0 : PINPOOL_ECUDA;
+}
+
+#endif

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cudaload.h"
 #include "daemon.h"
 #include "internal.h"
 #include "ipc.h"
@@ -714,4 +715,90 @@ Test(shutdown, sigterm_during_calls_exits_cleanly, .timeout = 60)
     cr_expect_eq(test_daemon_used(&d), 0);
     rc = test_daemon_stop(&d);
     cr_expect_eq(rc, 0, "exit status %d", rc);
+}
+
+/* ---- kept slices --------------------------------------------------------------------------- */
+
+Test(daemon, kept_slice_outlives_its_client_and_is_attached_by_another)
+{
+    int up[2];
+    pid_t pid;
+    char done;
+
+    cr_assert_eq(pipe(up), 0);
+    pid = fork();
+    if (pid == 0) {
+        pinpool_ctx_t *ctx = pinpool_connect(d.socket);
+        pinpool_alloc_opts_t keep = {.device_id = PINPOOL_HOST, .tag = "weights", .flags = PINPOOL_ALLOC_KEEP};
+        pinpool_slice_t s;
+        if (pinpool_alloc(ctx, 5 * MiB, &keep, &s) != 0)
+            _exit(1);
+        for (uint64_t i = 0; i < s.size; i++)
+            ((unsigned char *)s.ptr)[i] = (unsigned char)(i * 31);
+        /* The same tag twice is refused. */
+        int again = pinpool_alloc(ctx, MiB, &keep, &s);
+        pinpool_close(ctx); /* our lease ends; the kept slice stays */
+        _exit(again == PINPOOL_EEXIST ? 0 : 2);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "writer status %d", status);
+    cr_expect_eq(test_daemon_used(&d), 5 * MiB, "the kept slice survives its writer");
+
+    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_pool_info_t info;
+    cr_assert_eq(pinpool_pool_info(ctx, &info), 0);
+    cr_expect_eq(info.num_kept, 1);
+    cr_expect_eq(info.num_clients, 1, "kept slices are not counted as clients");
+    pinpool_pool_info_free(&info);
+
+    pinpool_slice_t s;
+    cr_assert_eq(pinpool_attach(ctx, "weights", 0, &s), 0, "%s", pinpool_errmsg(ctx));
+    cr_expect_eq(s.size, 5 * MiB);
+    int bad = 0;
+    for (uint64_t i = 0; i < s.size; i++)
+        bad += ((unsigned char *)s.ptr)[i] != (unsigned char)(i * 31);
+    cr_expect_eq(bad, 0, "%d bytes differ", bad);
+    cr_expect_eq(pinpool_attach(ctx, "weights", 0, &s), PINPOOL_EEXIST, "attached once per process");
+    cr_expect_eq(pinpool_attach(ctx, "no-such-tag", 0, &s), PINPOOL_ENOENT);
+    cr_expect(strstr(pinpool_errmsg(ctx), "no slice is kept under tag 'no-such-tag'") != NULL);
+    cr_expect_eq(pinpool_detach(ctx, s.id), 0);
+    cr_expect_eq(test_daemon_used(&d), 5 * MiB, "detach does not free");
+    cr_assert_eq(pinpool_attach(ctx, "weights", 0, &s), 0);
+    cr_expect_eq(pinpool_free(ctx, s.id, NULL), 0, "anyone may free a kept slice");
+    cr_expect_eq(pinpool_attach(ctx, "weights", 0, &s), PINPOOL_ENOENT);
+    (void)done;
+    pinpool_close(ctx);
+}
+
+Test(daemon, kept_and_reserved_names_are_checked)
+{
+    raw_result_t r = raw_alloc("kept:weights", -1, MiB, 0);
+    expect_error(r, GRPC_STATUS_INVALID_ARGUMENT, PINPOOL_EINVAL, "reserved for kept slices");
+}
+
+/* ---- CUDA options on a machine without a GPU ------------------------------------------------ */
+
+Test(cli, cuda_options_without_a_gpu_fail_cleanly)
+{
+    char out[4096], args[256], why[256];
+
+    if (ipc_cuda_load(why, sizeof(why)) == 0)
+        cr_skip_test("a GPU is visible here");
+    snprintf(args, sizeof(args), "serve --socket /tmp/pinpool-cli-%d.sock --host-backend vmm", getpid());
+    cr_expect_eq(run_cli(out, sizeof(out), args), 1, "%s", out);
+    cr_expect(strstr(out, "--host-backend vmm cannot work here") != NULL, "%s", out);
+    snprintf(args, sizeof(args), "serve --socket /tmp/pinpool-cli-%d.sock --device-pool-size 1GiB",
+             getpid());
+    cr_expect_eq(run_cli(out, sizeof(out), args), 1, "%s", out);
+    cr_expect(strstr(out, "--device-pool-size needs a GPU") != NULL, "%s", out);
+}
+
+Test(daemon, cpu_only_daemon_says_so)
+{
+    cr_expect(strstr(d.ready, "backend=memfd mode=cpu-only") != NULL || strstr(d.ready, "mode=cuda") != NULL,
+              "%s", d.ready);
+    raw_result_t r = raw_alloc("job", 0, MiB, 0);
+    if (strstr(d.ready, "mode=cpu-only") != NULL)
+        expect_error(r, GRPC_STATUS_INVALID_ARGUMENT, PINPOOL_ENODEV, "no device pool");
 }

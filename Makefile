@@ -74,7 +74,7 @@ TOBJ       := $(addprefix $(BUILD)/tobj/,$(addsuffix .o,$(basename $(COMMON_SRC)
 TEST_BIN   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 BENCH_BIN  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all deps serve test bench clean
+.PHONY: all deps serve test test-gpu bench dist clean
 .SECONDARY:
 .DEFAULT_GOAL := all
 
@@ -114,13 +114,18 @@ $(BUILD)/tobj/$(BUILD)/gen/%.o: $(BUILD)/gen/%.c
 	$(Q)mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) -w -c $< -o $@
 
-$(BUILD)/pinpool: $(SRV_OBJ) $(MAIN_OBJ)
-	@echo "  LD      $@"
-	$(Q)$(CC) -o $@ $^ $(LIBS)
+# Executables find a `make dist` tree's private libraries in ../lib; DT_RPATH
+# (not RUNPATH) so that it also serves the libraries' own dependencies.
+RPATH_EXE := -Wl,--disable-new-dtags -Wl,-rpath,'$$ORIGIN/../lib'
+RPATH_LIB := -Wl,--disable-new-dtags -Wl,-rpath,'$$ORIGIN'
 
-$(BUILD)/libpinpool.so: $(LIB_OBJ)
+$(BUILD)/pinpool: $(SRV_OBJ) $(MAIN_OBJ) Makefile
 	@echo "  LD      $@"
-	$(Q)$(CC) -shared -Wl,-soname,libpinpool.so.0 -o $@ $^ $(LIBS)
+	$(Q)$(CC) $(RPATH_EXE) -o $@ $(filter %.o,$^) $(LIBS)
+
+$(BUILD)/libpinpool.so: $(LIB_OBJ) Makefile
+	@echo "  LD      $@"
+	$(Q)$(CC) -shared -Wl,-soname,libpinpool.so.0 $(RPATH_LIB) -o $@ $(filter %.o,$^) $(LIBS)
 	$(Q)ln -sf libpinpool.so $(BUILD)/libpinpool.so.0
 
 $(BUILD)/tests/%: tests/%.c $(TOBJ) $(BUILD)/pinpool
@@ -131,20 +136,48 @@ $(BUILD)/tests/%: tests/%.c $(TOBJ) $(BUILD)/pinpool
 $(BUILD)/bench/%: bench/%.c $(SRV_OBJ)
 	$(Q)mkdir -p $(dir $@)
 	@echo "  BENCH   $@"
-	$(Q)$(CC) $(CFLAGS) -Ibench -o $@ $< $(SRV_OBJ) $(LIBS)
+	$(Q)$(CC) $(CFLAGS) $(RPATH_EXE) -Ibench -o $@ $< $(SRV_OBJ) $(LIBS)
+
+$(BUILD)/tests/gpu_client: tests/gpu/gpu_client.c $(SRV_OBJ)
+	$(Q)mkdir -p $(dir $@)
+	@echo "  GPU     $@"
+	$(Q)$(CC) $(CFLAGS) $(RPATH_EXE) -o $@ $< $(SRV_OBJ) $(LIBS)
 
 serve: all
 	$(BUILD)/pinpool serve $(ARGS)
 
 # Each test binary runs on its own; the summary line of each is Criterion's.
 test: $(BUILD)/.deps-ok
-	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BUILD)/libpinpool.so $(TEST_BIN)
+	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BUILD)/libpinpool.so $(TEST_BIN) \
+	  $(BUILD)/tests/gpu_client $(BENCH_BIN)
 	$(Q)PINPOOL_BIN=$(abspath $(BUILD)/pinpool) LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp) \
 	  tests/run $(TEST_BIN)
 
 bench: $(BUILD)/.deps-ok
 	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BENCH_BIN)
 	$(Q)PINPOOL_BIN=$(abspath $(BUILD)/pinpool) bench/run $(BUILD)
+
+# The GPU tests; without a GPU they say so and pass.
+test-gpu: $(BUILD)/.deps-ok
+	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BUILD)/tests/gpu_client
+	$(Q)tests/gpu/run $(BUILD)
+
+# A relocatable tree for GPU machines that have only the NVIDIA driver:
+# binaries, libpinpool, the header, and private copies of every shared library
+# they need except glibc's and the driver's.
+DIST ?= $(BUILD)/dist
+DIST_BIN := $(BUILD)/pinpool $(BUILD)/tests/gpu_client $(BUILD)/bench/gpu_bench $(BUILD)/bench/rpc_latency
+dist: $(BUILD)/.deps-ok
+	$(Q)$(MAKE) --no-print-directory $(DIST_BIN) $(BUILD)/libpinpool.so
+	$(Q)rm -rf $(DIST) && mkdir -p $(DIST)/bin $(DIST)/lib $(DIST)/include $(DIST)/tests $(DIST)/bench
+	$(Q)cp $(DIST_BIN) $(DIST)/bin/
+	$(Q)cp $(BUILD)/libpinpool.so $(DIST)/lib/libpinpool.so.0 && ln -s libpinpool.so.0 $(DIST)/lib/libpinpool.so
+	$(Q)cp client/pinpool.h $(DIST)/include/
+	$(Q)cp tests/gpu/run $(DIST)/tests/run-gpu && cp bench/gpu_run bench/run $(DIST)/bench/
+	$(Q)ldd $(DIST_BIN) $(BUILD)/libpinpool.so | awk '/=> \// {print $$3}' | sort -u | \
+	  grep -Ev '/(libc|libm|libdl|libpthread|librt|libresolv|ld-linux[^/]*|libcuda)\.so' | \
+	  xargs -r cp -L -t $(DIST)/lib/
+	@echo "  DIST    $(DIST): $$(ls $(DIST)/lib | wc -l) libraries, $$(du -sh $(DIST) | cut -f1)"
 
 clean:
 	rm -rf $(BUILD)

@@ -1,0 +1,167 @@
+/*
+ * gpu_client.c - one client process for the GPU tests (tests/gpu/run).
+ *
+ *   gpu_client SOCKET host-write  TAG BYTES SEED [gpu-only]  keep a host slice, write it by DMA
+ *   gpu_client SOCKET host-verify TAG BYTES SEED [gpu-only]  attach it, check with CPU and CUDA, free
+ *   gpu_client SOCKET dev-write   TAG GPU BYTES SEED         keep a device slice, write it
+ *   gpu_client SOCKET dev-verify  TAG GPU BYTES SEED         attach it, check, free
+ *   gpu_client SOCKET hold BYTES                             allocate, print "held", sleep
+ *   gpu_client SOCKET used                                   print the pool's used bytes
+ *
+ * Each command is its own process (CUDA and gRPC are never forked).  Prints
+ * one line "ok ..." and exits 0, or "FAIL ..." and exits 1.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cudaload.h"
+#include "pinpool.h"
+
+#define FAIL(...)                                                                              \
+    do {                                                                                       \
+        printf("FAIL ");                                                                       \
+        printf(__VA_ARGS__);                                                                   \
+        printf("\n");                                                                          \
+        exit(1);                                                                               \
+    } while (0)
+
+#ifdef PINPOOL_HAVE_CUDA
+
+#define CU(call)                                                                               \
+    do {                                                                                       \
+        CUresult r_ = (call);                                                                  \
+        char b_[160];                                                                          \
+        if (r_ != CUDA_SUCCESS)                                                                \
+            FAIL("%s", ipc_cuda_strerror(r_, #call, b_, sizeof(b_)));                          \
+    } while (0)
+
+static void fill(uint64_t *p, uint64_t bytes, uint64_t seed)
+{
+    uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+    for (uint64_t i = 0; i < bytes / 8; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        p[i] = x;
+    }
+}
+
+static uint64_t count_bad(const uint64_t *p, const uint64_t *want, uint64_t bytes)
+{
+    uint64_t bad = 0;
+    for (uint64_t i = 0; i < bytes / 8; i++)
+        bad += p[i] != want[i];
+    return bad;
+}
+
+static pinpool_ctx_t *connect_or_die(const char *socket)
+{
+    pinpool_ctx_t *ctx = pinpool_connect(socket);
+    if (pinpool_err(ctx) != 0)
+        FAIL("connect: %s", pinpool_errmsg(ctx));
+    return ctx;
+}
+
+int main(int argc, char **argv)
+{
+    char why[256];
+
+    if (argc < 3)
+        FAIL("usage: see the comment at the top of tests/gpu/gpu_client.c");
+    const char *socket = argv[1], *cmd = argv[2];
+    if (ipc_cuda_load(why, sizeof(why)) != 0)
+        FAIL("no GPU: %s", why);
+    ipc_cuda_use_device(0);
+
+    if (strcmp(cmd, "used") == 0) {
+        pinpool_ctx_t *ctx = connect_or_die(socket);
+        pinpool_pool_info_t info;
+        if (pinpool_pool_info(ctx, &info) != 0)
+            FAIL("info: %s", pinpool_errmsg(ctx));
+        printf("ok used=%" PRIu64 " backend=%s mode=%s\n", info.used_bytes, info.host_backend, info.mode);
+        pinpool_pool_info_free(&info);
+        pinpool_close(ctx);
+        return 0;
+    }
+    if (strcmp(cmd, "hold") == 0 && argc >= 4) {
+        pinpool_ctx_t *ctx = connect_or_die(socket);
+        pinpool_slice_t s;
+        uint64_t bytes = strtoull(argv[3], NULL, 0);
+        if (pinpool_alloc(ctx, bytes, NULL, &s) != 0)
+            FAIL("alloc: %s", pinpool_errmsg(ctx));
+        memset(s.ptr, 7, s.size);
+        printf("held\n");
+        fflush(stdout);
+        for (;;)
+            pause();
+    }
+    bool host = strncmp(cmd, "host-", 5) == 0, dev = strncmp(cmd, "dev-", 4) == 0;
+    if ((!host && !dev) || argc < (host ? 6 : 7))
+        FAIL("unknown command or missing arguments: %s", cmd);
+    const char *tag = argv[3];
+    int gpu = dev ? atoi(argv[4]) : 0;
+    uint64_t bytes = strtoull(argv[dev ? 5 : 4], NULL, 0);
+    uint64_t seed = strtoull(argv[dev ? 6 : 5], NULL, 0);
+    uint32_t flags = host && argc > 6 && strcmp(argv[6], "gpu-only") == 0 ? PINPOOL_ALLOC_GPU_ONLY : 0;
+    bool writing = strstr(cmd, "-write") != NULL;
+
+    ipc_cuda_use_device(gpu);
+    uint64_t *want = malloc(bytes), *back = malloc(bytes);
+    CUdeviceptr scratch;
+    if (want == NULL || back == NULL)
+        FAIL("out of memory");
+    fill(want, bytes, seed);
+    CU(ipc_cu.cuMemAlloc(&scratch, bytes));
+
+    pinpool_ctx_t *ctx = connect_or_die(socket);
+    pinpool_slice_t s;
+    if (writing) {
+        pinpool_alloc_opts_t o = {.device_id = host ? PINPOOL_HOST : gpu, .tag = tag,
+                                  .flags = PINPOOL_ALLOC_KEEP | flags};
+        if (pinpool_alloc(ctx, bytes, &o, &s) != 0)
+            FAIL("alloc: %s", pinpool_errmsg(ctx));
+        CU(ipc_cu.cuMemcpyHtoD(scratch, want, bytes));
+        if (host) /* the GPU writes into the pinned slice by DMA */
+            CU(ipc_cu.cuMemcpyDtoH(s.ptr, scratch, bytes));
+        else
+            CU(ipc_cu.cuMemcpyDtoD((CUdeviceptr)(uintptr_t)s.ptr, scratch, bytes));
+        CU(ipc_cu.cuCtxSynchronize());
+        printf("ok wrote %s slice %" PRIx64 " offset=%" PRIu64 " size=%" PRIu64 "\n", host ? "host" : "device",
+               s.id, s.start_offset, s.size);
+    } else {
+        if (pinpool_attach(ctx, tag, flags, &s) != 0)
+            FAIL("attach: %s", pinpool_errmsg(ctx));
+        uint64_t cpu_bad = 0;
+        if (host && !(flags & PINPOOL_ALLOC_GPU_ONLY))
+            cpu_bad = count_bad(s.ptr, want, bytes);
+        memset(back, 0, bytes);
+        if (host)
+            CU(ipc_cu.cuMemcpyHtoD(scratch, s.ptr, bytes)); /* the GPU reads the slice by DMA */
+        else
+            CU(ipc_cu.cuMemcpyDtoD(scratch, (CUdeviceptr)(uintptr_t)s.ptr, bytes));
+        CU(ipc_cu.cuMemcpyDtoH(back, scratch, bytes));
+        uint64_t cuda_bad = count_bad(back, want, bytes);
+        if (cpu_bad != 0 || cuda_bad != 0)
+            FAIL("slice %" PRIx64 ": %" PRIu64 " words differ by CPU, %" PRIu64 " by CUDA", s.id,
+                 cpu_bad, cuda_bad);
+        if (pinpool_free(ctx, s.id, NULL) != 0)
+            FAIL("free: %s", pinpool_errmsg(ctx));
+        printf("ok verified %s slice offset=%" PRIu64 " size=%" PRIu64 " by %s\n", host ? "host" : "device",
+               s.start_offset, s.size, host && !(flags & PINPOOL_ALLOC_GPU_ONLY) ? "CPU and CUDA" : "CUDA");
+    }
+    pinpool_close(ctx);
+    ipc_cu.cuMemFree(scratch);
+    free(want);
+    free(back);
+    return 0;
+}
+
+#else
+
+int main(void)
+{
+    FAIL("this pinpool was built without CUDA support");
+}
+
+#endif

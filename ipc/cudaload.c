@@ -66,9 +66,18 @@ const char *ipc_cuda_strerror(CUresult r, const char *call, char *buf, size_t le
     return buf;
 }
 
+#define XSTR(x) STR(x)
+#define STR(x) #x
+
+/*
+ * Each function is looked up under the exact name that cuda.h maps it to
+ * (cuMemAlloc -> "cuMemAlloc_v2", cuCtxGetDevice -> "cuCtxGetDevice"), so its
+ * ABI is the one the header declared.  cuGetProcAddress would hand out the
+ * newest ABI of the toolkit version instead: CUDA 13's cuCtxGetDevice is
+ * cuCtxGetDevice_v2, which takes one more argument than cuda.h's prototype.
+ */
 static void load(void)
 {
-    __typeof__(cuGetProcAddress) *get_proc;
     void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
     CUresult r;
     char buf[160];
@@ -78,18 +87,11 @@ static void load(void)
         snprintf(load_msg, sizeof(load_msg), "no NVIDIA driver (libcuda.so.1 not found)");
         return;
     }
-    get_proc = (__typeof__(get_proc))dlsym(lib, "cuGetProcAddress_v2");
-    if (get_proc == NULL) {
-        snprintf(load_msg, sizeof(load_msg), "the NVIDIA driver is too old (no cuGetProcAddress_v2; "
-                 "CUDA 12 or newer needed)");
-        return;
-    }
 #define RESOLVE(f)                                                                             \
-    if (get_proc(#f, (void **)&ipc_cu.f, CUDA_VERSION, CU_GET_PROC_ADDRESS_DEFAULT, NULL) !=    \
-            CUDA_SUCCESS ||                                                                    \
-        ipc_cu.f == NULL) {                                                                    \
+    ipc_cu.f = (__typeof__(ipc_cu.f))dlsym(lib, XSTR(f));                                      \
+    if (ipc_cu.f == NULL) {                                                                    \
         snprintf(load_msg, sizeof(load_msg), "the NVIDIA driver lacks %s (too old for CUDA %d)", \
-                 #f, CUDA_VERSION / 1000);                                                     \
+                 XSTR(f), CUDA_VERSION / 1000);                                                \
         return;                                                                                \
     }
     IPC_CUDA_FUNCS(RESOLVE)

@@ -2,8 +2,8 @@
  * cudaload.h - the CUDA driver API, loaded at run time.
  *
  * Owns: dlopen("libcuda.so.1") and a table of the driver functions pinpool
- * uses, resolved with cuGetProcAddress for the toolkit version we compiled
- * against; the primary context of each device.
+ * uses, each resolved under the versioned name cuda.h gives it (so that its
+ * ABI is the header's); the primary context of each device.
  * Never: links libcuda or libcudart, so that a CPU-only daemon or client runs
  * on a machine without the NVIDIA driver.
  * Locking: ipc_cuda_load and ipc_cuda_use_device are thread-safe; the table is

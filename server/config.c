@@ -43,11 +43,11 @@ static const srv_option_t options[] = {
     {"mem-pool-size", OPT_SIZE, "1GiB", "SIZE",
      "size of the pinned host pool (140GB, 64GiB, 512MB or bytes); rounded up to whole chunks",
      NUM_FIELD(mem_pool_size), 2 * MiB, 1ull << 50, 0, NULL},
-    {"chunk-size", OPT_SIZE, "256MiB", "SIZE",
+    {"chunk-size", OPT_SIZE, "1GiB", "SIZE",
      "the pool is made of chunks of this size (a multiple of 2 MiB); a slice larger than a chunk "
      "covers a run of whole chunks",
      NUM_FIELD(chunk_size), 2 * MiB, 64 * GiB, 2 * MiB, NULL},
-    {"pin-threads", OPT_UINT, "4", "N", "threads that create (and pin) the pool's chunks at start-up",
+    {"pin-threads", OPT_UINT, "2", "N", "threads that create (and pin) the pool's chunks at start-up",
      NUM_FIELD(pin_threads), 1, 64, 0, NULL},
     {"socket", OPT_STRING, NULL, "PATH",
      "gRPC unix socket; the fd socket is PATH.fd "

@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <ev.h>
+#include <execinfo.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -63,6 +64,32 @@ static void usage(FILE *out)
             PINPOOL_VERSION_STRING);
     srv_config_print_help(out);
     fprintf(out, "\nClients find the daemon through $PINPOOL_SOCKET or the default socket.\n");
+}
+
+/* A crash leaves a backtrace in the log (signal-safe: write and
+ * backtrace_symbols_fd only), then dies of the same signal. */
+static void on_fatal(int sig)
+{
+    void *frames[64];
+    int n = backtrace(frames, 64);
+
+    srv_log_signal_safe(sig == SIGSEGV ? "pinpool: fatal SIGSEGV; backtrace:\n"
+                        : sig == SIGBUS ? "pinpool: fatal SIGBUS; backtrace:\n"
+                                        : "pinpool: fatal signal; backtrace:\n");
+    backtrace_symbols_fd(frames, n, STDERR_FILENO);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void install_crash_handlers(void)
+{
+    void *frames[1];
+
+    backtrace(frames, 1); /* loads libgcc now, not inside the handler */
+    signal(SIGSEGV, on_fatal);
+    signal(SIGBUS, on_fatal);
+    signal(SIGFPE, on_fatal);
+    signal(SIGILL, on_fatal);
 }
 
 /* Refuse a second daemon on the same socket: gRPC would silently take it over. */
@@ -202,6 +229,7 @@ static int serve(int argc, char **argv)
     }
     srv_log_level = srv_log_parse_level(d.cfg.log_level);
     signal(SIGPIPE, SIG_IGN);
+    install_crash_handlers();
     d.tty = isatty(STDERR_FILENO);
     d.exit_code = 1;
 

@@ -3,7 +3,12 @@
  *
  * Owns: every node of one pool_t.  Free extents are indexed twice, by offset
  * (to find the neighbours a freed slice coalesces with) and by (size, offset)
- * (best fit), in red-black trees from libbsd's <bsd/sys/tree.h>.  Slices are
+ * (best fit), in red-black trees from libbsd's <bsd/sys/tree.h>.  The size
+ * index is split by size class (four classes per power of two) into one small
+ * tree per class, with a bitmap of the classes that hold extents: walking the
+ * classes upwards visits the extents in the same (size, offset) order as one
+ * tree would, so best fit is unchanged, and each tree is a few levels deep
+ * (a size-tree insert was a fifth of an alloc+free pair).  Slices are
  * indexed by id and by start offset in two chained hash tables (the slice
  * table; O(1), which matters to the client arena's free-by-pointer), and kept
  * in one list in id order for pool_foreach_slice.  Owners are indexed by id in
@@ -35,10 +40,10 @@
 
 /* A free extent [off, off + len) of ready space. */
 struct extent {
-    RB_ENTRY(extent) by_off;
+    uint64_t len;             /* the keys first, next to the size links: a */
+    uint64_t off;             /* size-index walk touches one cache line */
     RB_ENTRY(extent) by_size;
-    uint64_t off;
-    uint64_t len;
+    RB_ENTRY(extent) by_off;
 };
 
 struct owner;
@@ -63,6 +68,11 @@ struct owner {
 
 RB_HEAD(free_by_off, extent);
 RB_HEAD(free_by_size, extent);
+
+/* Size classes: lengths 0-3 are classes 0-3; a length with its top bit at
+ * 2^f (f >= 2) is class 4 + 4 (f - 2) + the next two bits. */
+#define SIZE_CLASSES 256
+#define SIZE_MAP_WORDS (SIZE_CLASSES / 64)
 RB_HEAD(owner_by_id, owner);
 TAILQ_HEAD(all_slices, slice);
 
@@ -96,7 +106,8 @@ struct pool {
     uint64_t next_id;
 
     struct free_by_off free_by_off;
-    struct free_by_size free_by_size;
+    struct free_by_size by_size[SIZE_CLASSES];  /* one tree per size class */
+    uint64_t size_map[SIZE_MAP_WORDS];          /* bit c: by_size[c] is not empty */
     struct slice_table table;
     struct all_slices all_slices;
     struct owner_by_id owner_by_id;
@@ -160,6 +171,62 @@ static bool is_pow2(uint64_t x)
 static uint64_t align_up(uint64_t x, uint64_t a)
 {
     return (x + a - 1) & ~(a - 1);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Size classes of the free-extent index                                    */
+
+static unsigned size_class(uint64_t len)
+{
+    unsigned f;
+
+    if (len < 4)
+        return (unsigned)len;
+    f = 63u - (unsigned)__builtin_clzll(len);
+    return 4 + 4 * (f - 2) + (unsigned)((len >> (f - 2)) & 3);
+}
+
+/* The first class >= c that holds extents, or SIZE_CLASSES. */
+static unsigned class_at_or_above(const pool_t *pool, unsigned c)
+{
+    unsigned w = c / 64;
+    uint64_t bits;
+
+    if (c >= SIZE_CLASSES)
+        return SIZE_CLASSES;
+    bits = pool->size_map[w] & (~0ull << (c % 64));
+    while (bits == 0) {
+        if (++w == SIZE_MAP_WORDS)
+            return SIZE_CLASSES;
+        bits = pool->size_map[w];
+    }
+    return w * 64 + (unsigned)__builtin_ctzll(bits);
+}
+
+/* The highest class that holds extents, or SIZE_CLASSES when none does. */
+static unsigned top_class(const pool_t *pool)
+{
+    for (unsigned w = SIZE_MAP_WORDS; w-- > 0;)
+        if (pool->size_map[w] != 0)
+            return w * 64 + 63u - (unsigned)__builtin_clzll(pool->size_map[w]);
+    return SIZE_CLASSES;
+}
+
+static void size_insert(pool_t *pool, struct extent *e)
+{
+    unsigned c = size_class(e->len);
+
+    RB_INSERT(free_by_size, &pool->by_size[c], e);
+    pool->size_map[c / 64] |= 1ull << (c % 64);
+}
+
+static void size_remove(pool_t *pool, struct extent *e)
+{
+    unsigned c = size_class(e->len);
+
+    RB_REMOVE(free_by_size, &pool->by_size[c], e);
+    if (RB_EMPTY(&pool->by_size[c]))
+        pool->size_map[c / 64] &= ~(1ull << (c % 64));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -279,7 +346,8 @@ int pool_create(pool_t **out, const pool_params_t *params)
     pool->allow_multi_chunk = params->allow_multi_chunk;
     pool->next_id = 1;
     RB_INIT(&pool->free_by_off);
-    RB_INIT(&pool->free_by_size);
+    for (unsigned c = 0; c < SIZE_CLASSES; c++)
+        RB_INIT(&pool->by_size[c]);
     TAILQ_INIT(&pool->all_slices);
     RB_INIT(&pool->owner_by_id);
     if (table_init(&pool->table) != 0) {
@@ -324,14 +392,14 @@ void pool_destroy(pool_t *pool)
 static void do_insert_free(pool_t *pool, struct extent *e)
 {
     RB_INSERT(free_by_off, &pool->free_by_off, e);
-    RB_INSERT(free_by_size, &pool->free_by_size, e);
+    size_insert(pool, e);
     pool->nfree++;
 }
 
 static void do_remove_free(pool_t *pool, struct extent *e)
 {
     RB_REMOVE(free_by_off, &pool->free_by_off, e);
-    RB_REMOVE(free_by_size, &pool->free_by_size, e);
+    size_remove(pool, e);
     pool->nfree--;
 }
 
@@ -346,19 +414,23 @@ static void do_remove_free(pool_t *pool, struct extent *e)
 static void do_resize_free(pool_t *pool, struct extent *e, uint64_t off, uint64_t len)
 {
     struct extent key = {.off = off, .len = len};
-    struct extent *prev = RB_PREV(free_by_size, &pool->free_by_size, e);
-    struct extent *next = RB_NEXT(free_by_size, &pool->free_by_size, e);
+    unsigned c = size_class(e->len);
 
-    if ((prev == NULL || extent_size_cmp(prev, &key) < 0) &&
-        (next == NULL || extent_size_cmp(&key, next) < 0)) {
-        e->off = off;
-        e->len = len;
-        return;
+    if (size_class(len) == c) {
+        struct extent *prev = RB_PREV(free_by_size, &pool->by_size[c], e);
+        struct extent *next = RB_NEXT(free_by_size, &pool->by_size[c], e);
+
+        if ((prev == NULL || extent_size_cmp(prev, &key) < 0) &&
+            (next == NULL || extent_size_cmp(&key, next) < 0)) {
+            e->off = off;
+            e->len = len;
+            return;
+        }
     }
-    RB_REMOVE(free_by_size, &pool->free_by_size, e);
+    size_remove(pool, e);
     e->off = off;
     e->len = len;
-    RB_INSERT(free_by_size, &pool->free_by_size, e);
+    size_insert(pool, e);
 }
 
 int pool_add_chunks(pool_t *pool, uint32_t n)
@@ -424,18 +496,27 @@ static bool do_place(const pool_t *pool, const struct extent *e, uint64_t extent
 /*
  * Best fit: the smallest free extent (ties: the lowest offset) in which the
  * slice can be placed.  Candidates come from the size index upwards from the
- * first one that is large enough; those that the alignment or the boundary
- * rule rejects are skipped one by one.
+ * first one that is large enough (in the request's class, then the whole of
+ * each class above); those that the alignment or the boundary rule rejects
+ * are skipped one by one.
  */
 static struct extent *do_best_fit(pool_t *pool, uint64_t extent, uint64_t align, uint64_t *at)
 {
     struct extent key = {.off = 0, .len = extent};
+    unsigned c = size_class(extent);
     struct extent *e;
 
-    for (e = RB_NFIND(free_by_size, &pool->free_by_size, &key); e != NULL;
-         e = RB_NEXT(free_by_size, &pool->free_by_size, e)) {
+    for (e = RB_NFIND(free_by_size, &pool->by_size[c], &key); e != NULL;
+         e = RB_NEXT(free_by_size, &pool->by_size[c], e)) {
         if (do_place(pool, e, extent, align, at))
             return e;
+    }
+    for (c = class_at_or_above(pool, c + 1); c < SIZE_CLASSES;
+         c = class_at_or_above(pool, c + 1)) {
+        RB_FOREACH(e, free_by_size, &pool->by_size[c]) {
+            if (do_place(pool, e, extent, align, at))
+                return e;
+        }
     }
     return NULL;
 }
@@ -737,11 +818,14 @@ void pool_foreach_slice(const pool_t *pool, uint64_t owner, bool all,
 
 void pool_get_stats(const pool_t *pool, pool_stats_t *out)
 {
-    struct extent *largest;
+    struct extent *largest = NULL;
+    unsigned top;
 
     if (pool == NULL || out == NULL)
         return;
-    largest = RB_MAX(free_by_size, &unconst(pool)->free_by_size);
+    top = top_class(pool);
+    if (top < SIZE_CLASSES)
+        largest = RB_MAX(free_by_size, &unconst(pool)->by_size[top]);
     memset(out, 0, sizeof(*out));
     out->capacity = pool->capacity;
     out->ready = pool->ready;
@@ -831,14 +915,25 @@ static int check_size_index(const pool_t *pool, uint64_t free_bytes, uint64_t fr
     uint64_t bytes = 0, hash = 0;
     uint32_t n = 0;
 
-    RB_FOREACH(e, free_by_size, &p->free_by_size) {
-        if (prev != NULL && extent_size_cmp(prev, e) >= 0)
-            return check_fail(msg, msglen, "size index out of order at [%" PRIu64 ", +%"
-                              PRIu64 ")", e->off, e->len);
-        bytes += e->len;
-        hash += extent_hash(e);
-        n++;
-        prev = e;
+    for (unsigned c = 0; c < SIZE_CLASSES; c++) {
+        bool mapped = (p->size_map[c / 64] >> (c % 64)) & 1;
+
+        if (mapped == RB_EMPTY(&p->by_size[c]))
+            return check_fail(msg, msglen, "size class %u is %s but its bit says otherwise",
+                              c, mapped ? "empty" : "not empty");
+        RB_FOREACH(e, free_by_size, &p->by_size[c]) {
+            if (size_class(e->len) != c)
+                return check_fail(msg, msglen, "free extent [%" PRIu64 ", +%" PRIu64
+                                  ") is in size class %u, not %u", e->off, e->len, c,
+                                  size_class(e->len));
+            if (prev != NULL && extent_size_cmp(prev, e) >= 0)
+                return check_fail(msg, msglen, "size index out of order at [%" PRIu64 ", +%"
+                                  PRIu64 ")", e->off, e->len);
+            bytes += e->len;
+            hash += extent_hash(e);
+            n++;
+            prev = e;
+        }
     }
     if (n != pool->nfree || bytes != free_bytes || hash != free_hash)
         return check_fail(msg, msglen, "size index (%" PRIu32 " extents, %" PRIu64

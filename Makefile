@@ -159,9 +159,10 @@ test-python: $(BUILD)/.deps-ok py-deps
 	  PINPOOL_LIB=$(abspath $(BUILD)/libpinpool.so) $(PY_SAN_ENV) \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/python
 
-bench: $(BUILD)/.deps-ok
-	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BENCH_BIN)
-	$(Q)PINPOOL_BIN=$(abspath $(BUILD)/pinpool) bench/run $(BUILD)
+bench: $(BUILD)/.deps-ok py-deps
+	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BUILD)/libpinpool.so $(BENCH_BIN)
+	$(Q)PINPOOL_BIN=$(abspath $(BUILD)/pinpool) PINPOOL_LIB=$(abspath $(BUILD)/libpinpool.so) \
+	  PYTHONPATH=$(abspath client/python) PYTHON=$(PYTHON) bench/run $(BUILD)
 
 clean:
 	rm -rf $(BUILD)

@@ -1,5 +1,6 @@
 """`import pinpool` needs no GPU, torch, library or daemon; the package installs."""
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -41,8 +42,11 @@ def test_default_dtype_without_torch_is_numpy_float16(daemon):
 
 def test_pip_installs_the_package(tmp_path):
     target = tmp_path / "site"
+    src = tmp_path / "src"  # a copy: setuptools writes build/ and egg-info next to it
+    shutil.copytree(PKG, src, ignore=shutil.ignore_patterns("build", "*.egg-info",
+                                                            "__pycache__"))
     r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
-                        "--no-build-isolation", "--target", str(target), str(PKG)],
+                        "--no-build-isolation", "--target", str(target), str(src)],
                        capture_output=True, text=True, timeout=300,
                        env=dict(os.environ, PIP_ROOT_USER_ACTION="ignore",
                                 PIP_DISABLE_PIP_VERSION_CHECK="1"))

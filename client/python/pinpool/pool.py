@@ -89,6 +89,8 @@ class ServerPinnedMemoryPool:
             dtype = np.dtype(dtype)
             self.element_size = dtype.itemsize
         self.dtype = dtype
+        if 256 % self.element_size != 0:  # blocks start on 256-byte boundaries
+            raise ValueError(f"the element size ({self.element_size}) must divide 256")
         if pool_size <= 0:
             raise ValueError("pool_size must be greater than 0 (GiB)")
         self.pool_size = pool_size
@@ -116,25 +118,27 @@ class ServerPinnedMemoryPool:
 
     # -- arrays over memory ------------------------------------------------------------
 
-    def _bytes_at(self, address, nbytes):
-        """A 1-D uint8 array (torch or numpy) over [address, address + nbytes).  The
-        buffer object keeps this pool alive for as long as any view of it lives."""
+    def _elements_at(self, address, nbytes):
+        """A 1-D array of the pool's dtype (torch or numpy) over [address, address +
+        nbytes), nbytes a multiple of the element size.  The buffer object keeps this
+        pool alive for as long as any view of it lives."""
         buf = (ctypes.c_uint8 * nbytes).from_address(address)
         buf._pinpool_owner = self
         if self._torch is not None:
-            return self._torch.frombuffer(buf, dtype=self._torch.uint8)
-        return self._np.frombuffer(buf, dtype=self._np.uint8)
+            return self._torch.frombuffer(buf, dtype=self.dtype)
+        return self._np.frombuffer(buf, dtype=self.dtype)
 
-    def _block(self, b, nbytes):
+    def _block(self, b, n):
+        """The block of n elements that b describes: a view of its lease's array
+        (leases and block offsets are multiples of 256 bytes, so of the element
+        size), or an array of its own for a large block."""
         if b.large:
-            raw = self._bytes_at(b.ptr, nbytes)
-        else:
-            base = self._leases.get(b.lease_id)
-            if base is None:
-                base = self._leases[b.lease_id] = self._bytes_at(b.lease_base, b.lease_size)
-            off = b.ptr - b.lease_base
-            raw = base[off:off + nbytes]
-        return raw.view(self.dtype)
+            return self._elements_at(b.ptr, n * self.element_size)
+        base = self._leases.get(b.lease_id)
+        if base is None:
+            base = self._leases[b.lease_id] = self._elements_at(b.lease_base, b.lease_size)
+        off = (b.ptr - b.lease_base) // self.element_size
+        return base[off:off + n]
 
     # -- the PinnedMemoryPool calls ----------------------------------------------------
 
@@ -144,15 +148,15 @@ class ServerPinnedMemoryPool:
         if size_bytes <= 0:
             raise ValueError(f"allocation size must be positive, not {size_bytes}")
         el = self.element_size
-        nbytes = (int(size_bytes) + el - 1) // el * el
+        n = (int(size_bytes) + el - 1) // el
         arena = self._arena
         if arena is None:
             raise ValueError("the pool is closed")
         b = _lib.ArenaBlock_t()
-        rc = self._L.pinpool_arena_alloc_block(arena, nbytes, 0, ctypes.byref(b))
+        rc = self._L.pinpool_arena_alloc_block(arena, n * el, 0, ctypes.byref(b))
         if rc != 0:
-            raise self._error(rc, nbytes)
-        return self._block(b, nbytes)
+            raise self._error(rc, n * el)
+        return self._block(b, n)
 
     def alloc_same_pin_tensor(self, tensor):
         """A block of the pool's dtype with tensor's shape (torch tensor or numpy array)."""

@@ -56,7 +56,7 @@ struct pinpool_arena {
     lease_t **sorted;     /* every lease, by base address */
     uint32_t nsorted, cap_sorted;
     uint32_t nlarge;
-    uint32_t pending;     /* large leases being taken: reserved room in sorted */
+    uint32_t pending;     /* leases being taken: room reserved in sorted */
     uint64_t leased;      /* bytes, large leases and those being taken included */
     uint64_t large_used, large_asked;
     uint64_t requested;   /* by live blocks in the pool */
@@ -330,7 +330,7 @@ static int alloc_large(pinpool_arena_t *arena, uint64_t size, uint64_t align,
     if (rc != 0)
         return arena_fail(arena, rc, "out of memory");
 
-    rc = take_lease(arena, bytes, align, &l);
+    rc = take_lease(arena, bytes, align > arena->quantum ? align : arena->quantum, &l);
 
     pthread_mutex_lock(&arena->lock);
     arena->pending--;
@@ -385,6 +385,7 @@ static bool grow(pinpool_arena_t *arena, uint32_t nchunks_seen, uint64_t size, u
         pthread_mutex_unlock(&arena->grow_lock);
         return true;
     } else {
+        arena->pending++;
         arena->leased += arena->lease_size;
     }
     pthread_mutex_unlock(&arena->lock);
@@ -396,6 +397,7 @@ static bool grow(pinpool_arena_t *arena, uint32_t nchunks_seen, uint64_t size, u
     *rc = take_lease(arena, arena->lease_size, PINPOOL_ARENA_MAX_ALIGN, &l);
 
     pthread_mutex_lock(&arena->lock);
+    arena->pending--;
     if (*rc == 0 && (*rc = pool_add_chunks(arena->pool, 1)) == 0) {
         l->chunk = arena->nchunks;
         arena->by_chunk[arena->nchunks++] = l;

@@ -202,7 +202,8 @@ typedef struct pinpool_arena_block {
 typedef struct pinpool_arena_stats {
     uint64_t lease_size;
     uint64_t max_bytes;       /* 0 = no cap */
-    uint64_t leased_bytes;    /* held from the daemon, large leases included */
+    uint64_t leased_bytes;    /* held from the daemon (large leases and leases being
+                                 taken included) */
     uint64_t used_bytes;      /* reserved by live blocks (rounded; large: whole lease) */
     uint64_t requested_bytes; /* asked for by live blocks */
     uint64_t free_bytes;      /* in the leases of lease_size, not reserved */

@@ -298,6 +298,8 @@ static void *worker(void *arg)
         }
         r = r * 1103515245u + 12345u;
         sizes[k] = 1 + (r >> 8) % (64 * KiB);
+        if (i % 997 == 0)
+            sizes[k] = MiB + 4096; /* larger than a lease: a lease of its own */
         if (pinpool_arena_alloc(w->arena, sizes[k], 0, (void **)&live[k]) != 0) {
             w->failures++;
             live[k] = NULL;
@@ -332,6 +334,7 @@ Test(arena, threads_share_one_arena)
     cr_expect_eq(st.allocs, 80000);
     cr_expect_eq(st.frees, 80000);
     cr_expect_geq(st.num_leases, 2, "4 threads x 16 blocks of up to 64 KiB need 2+ leases");
+    cr_expect_eq(st.num_large, 0);
     cr_expect_eq(test_daemon_used(&d), st.leased_bytes);
     pinpool_arena_destroy(a);
     cr_expect_eq(test_daemon_used(&d), 0);

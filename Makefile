@@ -2,7 +2,7 @@
 #
 #   make            build build/pinpool and build/libpinpool.so (installs deps if missing)
 #   make serve      run the daemon with the embedded defaults
-#   make test       build and run every test (Criterion)
+#   make test       build and run every test (Criterion, then pytest: test-python)
 #   make bench      run the benchmarks
 #   make clean
 #
@@ -20,6 +20,9 @@ DEBUG    ?=
 # Debian packages the build and the tests need (README says why each).
 DEB_PACKAGES := libgrpc-dev protobuf-c-compiler libprotobuf-c-dev libev-dev \
                 libcriterion-dev libbsd-dev pkg-config
+# PyPI packages the Python tests and benchmark need (test-python installs them).
+PY_PACKAGES := grpcio grpcio-tools numpy pytest pytest-timeout
+PYTHON ?= python3
 
 ifeq ($(V),1)
 Q :=
@@ -37,6 +40,8 @@ CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) -fPIC -pthread -MMD -MP 
 ifneq ($(SANITIZE),)
 CFLAGS_BASE += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
 LDFLAGS_SAN := -fsanitize=$(SANITIZE)
+SAN_RT := $(patsubst address,asan,$(patsubst undefined,ubsan,$(patsubst thread,tsan,$(SANITIZE))))
+PY_SAN_ENV := LD_PRELOAD=$(shell $(CC) -print-file-name=lib$(SAN_RT).so) ASAN_OPTIONS=detect_leaks=0
 endif
 
 # The CUDA backends need only the toolkit's headers: the driver is loaded at run
@@ -74,7 +79,7 @@ TOBJ       := $(addprefix $(BUILD)/tobj/,$(addsuffix .o,$(basename $(COMMON_SRC)
 TEST_BIN   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 BENCH_BIN  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all deps serve test test-gpu bench dist clean
+.PHONY: all deps serve test test-python test-gpu py-deps bench dist clean
 .SECONDARY:
 .DEFAULT_GOAL := all
 
@@ -147,15 +152,35 @@ serve: all
 	$(BUILD)/pinpool serve $(ARGS)
 
 # Each test binary runs on its own; the summary line of each is Criterion's.
+# Then the Python suite; either failing fails the target.
 test: $(BUILD)/.deps-ok
 	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BUILD)/libpinpool.so $(TEST_BIN) \
 	  $(BUILD)/tests/gpu_client $(BENCH_BIN)
-	$(Q)PINPOOL_BIN=$(abspath $(BUILD)/pinpool) LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp) \
-	  tests/run $(TEST_BIN)
+	$(Q)rc=0; PINPOOL_BIN=$(abspath $(BUILD)/pinpool) LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp) \
+	  tests/run $(TEST_BIN) || rc=1; \
+	  $(MAKE) --no-print-directory test-python || rc=1; exit $$rc
 
-bench: $(BUILD)/.deps-ok
-	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BENCH_BIN)
-	$(Q)PINPOOL_BIN=$(abspath $(BUILD)/pinpool) bench/run $(BUILD)
+# Installs the PyPI packages with pip only when one is missing (Debian marks its
+# python3 externally managed: allow pip there, as CI runs on a throwaway machine).
+py-deps:
+	$(Q)$(PYTHON) -c 'import grpc, grpc_tools, numpy, pytest, pytest_timeout' 2>/dev/null || { \
+	  echo "pinpool: installing Python packages: $(PY_PACKAGES)"; \
+	  PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
+	  $(PYTHON) -m pip install -q $(PY_PACKAGES); }
+
+# pytest against the real daemon and library (the package from client/python).
+# Under SANITIZE the library needs its runtime preloaded into python.
+test-python: $(BUILD)/.deps-ok py-deps
+	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BUILD)/libpinpool.so
+	@echo "== pytest tests/python"
+	$(Q)PYTHONPATH=$(abspath client/python) PINPOOL_BIN=$(abspath $(BUILD)/pinpool) \
+	  PINPOOL_LIB=$(abspath $(BUILD)/libpinpool.so) $(PY_SAN_ENV) \
+	  $(PYTHON) -m pytest -q -p no:cacheprovider --timeout 300 tests/python
+
+bench: $(BUILD)/.deps-ok py-deps
+	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BUILD)/libpinpool.so $(BENCH_BIN)
+	$(Q)PINPOOL_BIN=$(abspath $(BUILD)/pinpool) PINPOOL_LIB=$(abspath $(BUILD)/libpinpool.so) \
+	  PYTHONPATH=$(abspath client/python) PYTHON=$(PYTHON) bench/run $(BUILD)
 
 # The GPU tests; without a GPU they say so and pass.
 test-gpu: $(BUILD)/.deps-ok

@@ -107,6 +107,11 @@ __attribute__((format(printf, 3, 4))) static int fail(const pinpool_ctx_t *ctx, 
     return err;
 }
 
+int pinpool__fail(const pinpool_ctx_t *ctx, int err, const char *msg)
+{
+    return fail(ctx, err, "%s", msg);
+}
+
 int pinpool_err(const pinpool_ctx_t *ctx)
 {
     return ctx == NULL ? -ENOMEM : ctx->err;

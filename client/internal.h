@@ -33,4 +33,8 @@ int pinpool__rpc_call(pinpool__rpc_t *rpc, const char *method, const ProtobufCMe
  * (`pinpool info` uses it, so that it does not show up as a client). */
 pinpool_ctx_t *pinpool__connect_rpc_only(const char *socket_path);
 
+/* Record msg as the calling thread's last failure on ctx (what pinpool_errmsg
+ * says) and return err: for the library's other files (arena.c). */
+int pinpool__fail(const pinpool_ctx_t *ctx, int err, const char *msg);
+
 #endif

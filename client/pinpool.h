@@ -197,6 +197,100 @@ PINPOOL_EXPORT int pinpool_parse_size(const char *text, uint64_t *out);
 /* "1.50 GiB", "512.00 MiB", "100 B" into buf; returns buf. */
 PINPOOL_EXPORT char *pinpool_format_size(uint64_t bytes, char *buf, size_t len);
 
+/* ==================================================================================
+ * Arena
+ *
+ * A client-side allocator over leased slices: the arena leases one large host
+ * slice from the daemon (pinpool_alloc) and hands out blocks of it locally,
+ * with no RPC and no system call per block; when no lease has room it leases
+ * another (one RPC).  A block larger than a lease gets a lease of its own.
+ * The blocks are carved by the same allocator as the daemon's pool (best fit,
+ * coalescing), one pool chunk per lease.  Every call is thread-safe (one
+ * mutex; leasing runs outside it).
+ *
+ * Ownership: the arena borrows ctx, which must outlive it; destroy the arena
+ * before pinpool_close(ctx).  Leases are freed by pinpool_arena_destroy (or by
+ * the daemon when ctx's lease ends).  Leases stay with the arena when their
+ * blocks are freed (ready for the next blocks), except that a lease of a
+ * single large block goes back to the daemon when that block is freed.
+ * ================================================================================== */
+
+typedef struct pinpool_arena pinpool_arena_t;
+
+/* The largest alignment a block can ask for (leases are page aligned). */
+#define PINPOOL_ARENA_MAX_ALIGN 4096
+/* Used when pinpool_arena_create is given lease_size 0. */
+#define PINPOOL_ARENA_DEFAULT_LEASE (64ull << 20)
+
+typedef struct pinpool_arena_opts {
+    uint64_t max_bytes;  /* cap on the bytes leased in all; 0 = none (the daemon's) */
+    uint64_t quantum;    /* block sizes round up to it: a power of two <= 4096; 0 = 256 */
+    uint32_t max_leases; /* cap on the leases of lease_size; 0 = as max_bytes allows, or 4096 */
+    const char *tag;     /* the leases' tag in `pinpool info`; NULL = "arena" */
+} pinpool_arena_opts_t;
+
+/* A block and the lease that holds it (pinpool_arena_alloc_block). */
+typedef struct pinpool_arena_block {
+    void *ptr;
+    uint64_t size;       /* bytes asked for */
+    void *lease_base;    /* the mapping of the lease that holds the block */
+    uint64_t lease_size;
+    uint64_t lease_id;   /* the daemon's slice id of that lease (never reused) */
+    int32_t large;       /* 1: the block has that lease to itself */
+} pinpool_arena_block_t;
+
+typedef struct pinpool_arena_stats {
+    uint64_t lease_size;
+    uint64_t max_bytes;       /* 0 = no cap */
+    uint64_t leased_bytes;    /* held from the daemon (large leases and leases being
+                                 taken included) */
+    uint64_t used_bytes;      /* reserved by live blocks (rounded; large: whole lease) */
+    uint64_t requested_bytes; /* asked for by live blocks */
+    uint64_t free_bytes;      /* in the leases of lease_size, not reserved */
+    uint64_t largest_free;    /* the largest block that fits without a new lease */
+    uint32_t num_leases;      /* leases of lease_size */
+    uint32_t num_large;       /* leases of one large block each */
+    uint32_t num_blocks;      /* live blocks, large ones included */
+    uint32_t num_free_extents;
+    double fragmentation;     /* 1 - largest_free / free_bytes; 0 when nothing is free */
+    uint64_t allocs, frees;   /* successful calls since create */
+} pinpool_arena_stats_t;
+
+/*
+ * Create an arena on ctx that leases lease_size bytes at a time (0: the
+ * default; rounded up to 4096) and take its first lease.  opts may be NULL.
+ * Returns 0 and *out (free it with pinpool_arena_destroy), or a negative error
+ * (bad options: PINPOOL_EINVAL; the lease: whatever pinpool_alloc met; see
+ * pinpool_errmsg(ctx)) and leaves *out untouched.
+ */
+PINPOOL_EXPORT int pinpool_arena_create(pinpool_ctx_t *ctx, uint64_t lease_size,
+                                        const pinpool_arena_opts_t *opts,
+                                        pinpool_arena_t **out);
+/*
+ * A block of size bytes aligned to align (0 = the quantum; a power of two up to
+ * PINPOOL_ARENA_MAX_ALIGN for blocks that fit a lease).  Returns 0 and *ptr,
+ * or PINPOOL_EINVAL (size 0), PINPOOL_EALIGN, PINPOOL_ENOSPC (the caps are
+ * reached, or the daemon has no room for another lease), or an RPC error;
+ * *ptr untouched then.  The block stays valid until pinpool_arena_free or
+ * pinpool_arena_destroy.
+ */
+PINPOOL_EXPORT int pinpool_arena_alloc(pinpool_arena_t *arena, uint64_t size, uint64_t align,
+                                       void **ptr);
+/* pinpool_arena_alloc, also saying which lease holds the block. */
+PINPOOL_EXPORT int pinpool_arena_alloc_block(pinpool_arena_t *arena, uint64_t size,
+                                             uint64_t align, pinpool_arena_block_t *out);
+/*
+ * Free the block that starts at ptr.  PINPOOL_ENOENT, and nothing changes,
+ * when ptr is not the start of a live block of this arena (NULL included);
+ * freeing a large block can also meet the RPC's errors.
+ */
+PINPOOL_EXPORT int pinpool_arena_free(pinpool_arena_t *arena, void *ptr);
+/* A snapshot of the counters above; 0, or PINPOOL_EINVAL for NULL arguments. */
+PINPOOL_EXPORT int pinpool_arena_stats(pinpool_arena_t *arena, pinpool_arena_stats_t *out);
+/* Give every lease back to the daemon and free the arena: every block of it
+ * becomes invalid.  NULL is a no-op. */
+PINPOOL_EXPORT void pinpool_arena_destroy(pinpool_arena_t *arena);
+
 #ifdef __cplusplus
 }
 #endif

@@ -3,10 +3,17 @@
  *
  * Owns: every node of one pool_t.  Free extents are indexed twice, by offset
  * (to find the neighbours a freed slice coalesces with) and by (size, offset)
- * (best fit).  Slices are indexed by id (the slice table).  Owners are indexed
- * by id; each keeps its byte and slice counts and a list of its slices in id
- * order, so pool_free_owner costs O(k log n) for k slices.  All indexes are
- * red-black trees from libbsd's <bsd/sys/tree.h>.
+ * (best fit), in red-black trees from libbsd's <bsd/sys/tree.h>.  The size
+ * index is split by size class (four classes per power of two) into one small
+ * tree per class, with a bitmap of the classes that hold extents: walking the
+ * classes upwards visits the extents in the same (size, offset) order as one
+ * tree would, so best fit is unchanged, and each tree is a few levels deep
+ * (a size-tree insert was a fifth of an alloc+free pair).  Slices are
+ * indexed by id and by start offset in two chained hash tables (the slice
+ * table; O(1), which matters to the client arena's free-by-pointer), and kept
+ * in one list in id order for pool_foreach_slice.  Owners are indexed by id in
+ * a red-black tree; each keeps its byte and slice counts and a list of its
+ * slices in id order, so pool_free_owner costs O(k log n) for k slices.
  * Never: touches the memory it describes, CUDA, sockets or global state.
  * Never allocates on a free path: every slice carries the free-extent node
  * that its release may need, so pool_free and pool_free_owner cannot fail.
@@ -33,16 +40,18 @@
 
 /* A free extent [off, off + len) of ready space. */
 struct extent {
-    RB_ENTRY(extent) by_off;
+    uint64_t len;             /* the keys first, next to the size links: a */
+    uint64_t off;             /* size-index walk touches one cache line */
     RB_ENTRY(extent) by_size;
-    uint64_t off;
-    uint64_t len;
+    RB_ENTRY(extent) by_off;
 };
 
 struct owner;
 
 struct slice {
-    RB_ENTRY(slice) by_id;
+    struct slice *id_next;         /* chain in the id hash */
+    struct slice *off_next;        /* chain in the offset hash */
+    TAILQ_ENTRY(slice) all_link;   /* every slice, in id order */
     TAILQ_ENTRY(slice) owner_link; /* the owner's slices, in id order */
     struct owner *owner;
     struct extent *spare;          /* the node do_release may need */
@@ -59,8 +68,27 @@ struct owner {
 
 RB_HEAD(free_by_off, extent);
 RB_HEAD(free_by_size, extent);
-RB_HEAD(slice_by_id, slice);
+
+/* Size classes: lengths 0-3 are classes 0-3; a length with its top bit at
+ * 2^f (f >= 2) is class 4 + 4 (f - 2) + the next two bits. */
+#define SIZE_CLASSES 256
+#define SIZE_MAP_WORDS (SIZE_CLASSES / 64)
 RB_HEAD(owner_by_id, owner);
+TAILQ_HEAD(all_slices, slice);
+
+/*
+ * The slice table: two chained hash tables over the same nodes, one keyed by
+ * id, one by start offset (live slices never share a start).  Both have
+ * 1 << bits buckets and grow together when the slices outnumber the buckets;
+ * a failed growth only lengthens the chains, so inserting never fails.
+ */
+#define SLICE_HASH_MIN_BITS 6
+
+struct slice_table {
+    struct slice **by_id;
+    struct slice **by_off;
+    unsigned bits;
+};
 
 struct pool {
     uint64_t chunk_size;
@@ -78,8 +106,10 @@ struct pool {
     uint64_t next_id;
 
     struct free_by_off free_by_off;
-    struct free_by_size free_by_size;
-    struct slice_by_id slice_by_id;
+    struct free_by_size by_size[SIZE_CLASSES];  /* one tree per size class */
+    uint64_t size_map[SIZE_MAP_WORDS];          /* bit c: by_size[c] is not empty */
+    struct slice_table table;
+    struct all_slices all_slices;
     struct owner_by_id owner_by_id;
 };
 
@@ -95,11 +125,6 @@ static int extent_size_cmp(const struct extent *a, const struct extent *b)
     return a->len != b->len ? CMP(a->len, b->len) : CMP(a->off, b->off);
 }
 
-static int slice_id_cmp(const struct slice *a, const struct slice *b)
-{
-    return CMP(a->info.id, b->info.id);
-}
-
 static int owner_cmp(const struct owner *a, const struct owner *b)
 {
     return CMP(a->id, b->id);
@@ -108,7 +133,6 @@ static int owner_cmp(const struct owner *a, const struct owner *b)
 /* No semicolons after these: they expand to function definitions. */
 RB_GENERATE_STATIC(free_by_off, extent, by_off, extent_off_cmp)
 RB_GENERATE_STATIC(free_by_size, extent, by_size, extent_size_cmp)
-RB_GENERATE_STATIC(slice_by_id, slice, by_id, slice_id_cmp)
 RB_GENERATE_STATIC(owner_by_id, owner, by_id, owner_cmp)
 
 #include "rbtree_end.h"
@@ -150,6 +174,153 @@ static uint64_t align_up(uint64_t x, uint64_t a)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Size classes of the free-extent index                                    */
+
+static unsigned size_class(uint64_t len)
+{
+    unsigned f;
+
+    if (len < 4)
+        return (unsigned)len;
+    f = 63u - (unsigned)__builtin_clzll(len);
+    return 4 + 4 * (f - 2) + (unsigned)((len >> (f - 2)) & 3);
+}
+
+/* The first class >= c that holds extents, or SIZE_CLASSES. */
+static unsigned class_at_or_above(const pool_t *pool, unsigned c)
+{
+    unsigned w = c / 64;
+    uint64_t bits;
+
+    if (c >= SIZE_CLASSES)
+        return SIZE_CLASSES;
+    bits = pool->size_map[w] & (~0ull << (c % 64));
+    while (bits == 0) {
+        if (++w == SIZE_MAP_WORDS)
+            return SIZE_CLASSES;
+        bits = pool->size_map[w];
+    }
+    return w * 64 + (unsigned)__builtin_ctzll(bits);
+}
+
+/* The highest class that holds extents, or SIZE_CLASSES when none does. */
+static unsigned top_class(const pool_t *pool)
+{
+    for (unsigned w = SIZE_MAP_WORDS; w-- > 0;)
+        if (pool->size_map[w] != 0)
+            return w * 64 + 63u - (unsigned)__builtin_clzll(pool->size_map[w]);
+    return SIZE_CLASSES;
+}
+
+static void size_insert(pool_t *pool, struct extent *e)
+{
+    unsigned c = size_class(e->len);
+
+    RB_INSERT(free_by_size, &pool->by_size[c], e);
+    pool->size_map[c / 64] |= 1ull << (c % 64);
+}
+
+static void size_remove(pool_t *pool, struct extent *e)
+{
+    unsigned c = size_class(e->len);
+
+    RB_REMOVE(free_by_size, &pool->by_size[c], e);
+    if (RB_EMPTY(&pool->by_size[c]))
+        pool->size_map[c / 64] &= ~(1ull << (c % 64));
+}
+
+/* ------------------------------------------------------------------------ */
+/* The slice table                                                          */
+
+/* Fibonacci hashing: the top bits of key * 2^64/phi.  Offsets are multiples
+ * of the quantum and ids are consecutive; both spread well. */
+static size_t hash_key(uint64_t key, unsigned bits)
+{
+    return (size_t)((key * 0x9e3779b97f4a7c15ull) >> (64 - bits));
+}
+
+static int table_init(struct slice_table *t)
+{
+    t->bits = SLICE_HASH_MIN_BITS;
+    t->by_id = calloc((size_t)1 << t->bits, sizeof(*t->by_id));
+    t->by_off = calloc((size_t)1 << t->bits, sizeof(*t->by_off));
+    if (t->by_id == NULL || t->by_off == NULL) {
+        free(t->by_id);
+        free(t->by_off);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+static void table_link(struct slice_table *t, struct slice *s)
+{
+    struct slice **b = &t->by_id[hash_key(s->info.id, t->bits)];
+
+    s->id_next = *b;
+    *b = s;
+    b = &t->by_off[hash_key(s->info.offset, t->bits)];
+    s->off_next = *b;
+    *b = s;
+}
+
+/* Double both tables when n slices outnumber the buckets; on ENOMEM keep the
+ * old ones. */
+static void table_maybe_grow(struct slice_table *t, const struct all_slices *all, uint32_t n)
+{
+    unsigned bits = t->bits + 1;
+    struct slice **by_id, **by_off;
+    struct slice *s;
+
+    if (n <= (1u << t->bits) || bits > 31)
+        return;
+    by_id = calloc((size_t)1 << bits, sizeof(*by_id));
+    by_off = calloc((size_t)1 << bits, sizeof(*by_off));
+    if (by_id == NULL || by_off == NULL) {
+        free(by_id);
+        free(by_off);
+        return;
+    }
+    free(t->by_id);
+    free(t->by_off);
+    t->by_id = by_id;
+    t->by_off = by_off;
+    t->bits = bits;
+    TAILQ_FOREACH(s, all, all_link)
+        table_link(t, s);
+}
+
+static struct slice *table_find_id(const struct slice_table *t, uint64_t id)
+{
+    struct slice *s = t->by_id[hash_key(id, t->bits)];
+
+    while (s != NULL && s->info.id != id)
+        s = s->id_next;
+    return s;
+}
+
+static struct slice *table_find_off(const struct slice_table *t, uint64_t off)
+{
+    struct slice *s = t->by_off[hash_key(off, t->bits)];
+
+    while (s != NULL && s->info.offset != off)
+        s = s->off_next;
+    return s;
+}
+
+static void table_unlink(struct slice_table *t, struct slice *s)
+{
+    struct slice **pp = &t->by_id[hash_key(s->info.id, t->bits)];
+
+    while (*pp != s)
+        pp = &(*pp)->id_next;
+    *pp = s->id_next;
+    pp = &t->by_off[hash_key(s->info.offset, t->bits)];
+    while (*pp != s)
+        pp = &(*pp)->off_next;
+    *pp = s->off_next;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Create, destroy, grow                                                    */
 
 int pool_create(pool_t **out, const pool_params_t *params)
@@ -175,9 +346,14 @@ int pool_create(pool_t **out, const pool_params_t *params)
     pool->allow_multi_chunk = params->allow_multi_chunk;
     pool->next_id = 1;
     RB_INIT(&pool->free_by_off);
-    RB_INIT(&pool->free_by_size);
-    RB_INIT(&pool->slice_by_id);
+    for (unsigned c = 0; c < SIZE_CLASSES; c++)
+        RB_INIT(&pool->by_size[c]);
+    TAILQ_INIT(&pool->all_slices);
     RB_INIT(&pool->owner_by_id);
+    if (table_init(&pool->table) != 0) {
+        free(pool);
+        return -ENOMEM;
+    }
     *out = pool;
     return 0;
 }
@@ -199,11 +375,13 @@ void pool_destroy(pool_t *pool)
         RB_REMOVE(free_by_off, &pool->free_by_off, e);
         free(e);
     }
-    while ((s = RB_MIN(slice_by_id, &pool->slice_by_id)) != NULL) {
-        RB_REMOVE(slice_by_id, &pool->slice_by_id, s);
+    while ((s = TAILQ_FIRST(&pool->all_slices)) != NULL) {
+        TAILQ_REMOVE(&pool->all_slices, s, all_link);
         free(s->spare);
         free(s);
     }
+    free(pool->table.by_id);
+    free(pool->table.by_off);
     while ((o = RB_MIN(owner_by_id, &pool->owner_by_id)) != NULL) {
         RB_REMOVE(owner_by_id, &pool->owner_by_id, o);
         free(o);
@@ -214,28 +392,45 @@ void pool_destroy(pool_t *pool)
 static void do_insert_free(pool_t *pool, struct extent *e)
 {
     RB_INSERT(free_by_off, &pool->free_by_off, e);
-    RB_INSERT(free_by_size, &pool->free_by_size, e);
+    size_insert(pool, e);
     pool->nfree++;
 }
 
 static void do_remove_free(pool_t *pool, struct extent *e)
 {
     RB_REMOVE(free_by_off, &pool->free_by_off, e);
-    RB_REMOVE(free_by_size, &pool->free_by_size, e);
+    size_remove(pool, e);
     pool->nfree--;
 }
 
 /*
  * Give free extent e the new bounds [off, off + len).  The new bounds must
  * keep e between its neighbours in offset order (they lie inside or next to
- * its old ones), so only the size index needs e re-inserted.
+ * its old ones), so only the size index may need e re-inserted: not when the
+ * new (size, offset) key still sorts between e's neighbours there, which is
+ * the common case of the largest extent shrinking or growing (a re-insertion
+ * was a quarter of an alloc+free pair).
  */
 static void do_resize_free(pool_t *pool, struct extent *e, uint64_t off, uint64_t len)
 {
-    RB_REMOVE(free_by_size, &pool->free_by_size, e);
+    struct extent key = {.off = off, .len = len};
+    unsigned c = size_class(e->len);
+
+    if (size_class(len) == c) {
+        struct extent *prev = RB_PREV(free_by_size, &pool->by_size[c], e);
+        struct extent *next = RB_NEXT(free_by_size, &pool->by_size[c], e);
+
+        if ((prev == NULL || extent_size_cmp(prev, &key) < 0) &&
+            (next == NULL || extent_size_cmp(&key, next) < 0)) {
+            e->off = off;
+            e->len = len;
+            return;
+        }
+    }
+    size_remove(pool, e);
     e->off = off;
     e->len = len;
-    RB_INSERT(free_by_size, &pool->free_by_size, e);
+    size_insert(pool, e);
 }
 
 int pool_add_chunks(pool_t *pool, uint32_t n)
@@ -301,18 +496,27 @@ static bool do_place(const pool_t *pool, const struct extent *e, uint64_t extent
 /*
  * Best fit: the smallest free extent (ties: the lowest offset) in which the
  * slice can be placed.  Candidates come from the size index upwards from the
- * first one that is large enough; those that the alignment or the boundary
- * rule rejects are skipped one by one.
+ * first one that is large enough (in the request's class, then the whole of
+ * each class above); those that the alignment or the boundary rule rejects
+ * are skipped one by one.
  */
 static struct extent *do_best_fit(pool_t *pool, uint64_t extent, uint64_t align, uint64_t *at)
 {
     struct extent key = {.off = 0, .len = extent};
+    unsigned c = size_class(extent);
     struct extent *e;
 
-    for (e = RB_NFIND(free_by_size, &pool->free_by_size, &key); e != NULL;
-         e = RB_NEXT(free_by_size, &pool->free_by_size, e)) {
+    for (e = RB_NFIND(free_by_size, &pool->by_size[c], &key); e != NULL;
+         e = RB_NEXT(free_by_size, &pool->by_size[c], e)) {
         if (do_place(pool, e, extent, align, at))
             return e;
+    }
+    for (c = class_at_or_above(pool, c + 1); c < SIZE_CLASSES;
+         c = class_at_or_above(pool, c + 1)) {
+        RB_FOREACH(e, free_by_size, &pool->by_size[c]) {
+            if (do_place(pool, e, extent, align, at))
+                return e;
+        }
     }
     return NULL;
 }
@@ -423,8 +627,11 @@ int pool_alloc(pool_t *pool, uint64_t owner, uint64_t size, uint64_t align,
     s->info.extent = extent;
     s->info.first_chunk = (uint32_t)(at / pool->chunk_size);
     s->info.nchunks = (uint32_t)((at + extent - 1) / pool->chunk_size - at / pool->chunk_size + 1);
-    RB_INSERT(slice_by_id, &pool->slice_by_id, s);
-    TAILQ_INSERT_TAIL(&o->slices, s, owner_link); /* ids only grow: stays sorted */
+    table_maybe_grow(&pool->table, &pool->all_slices, pool->nslices + 1);
+    table_link(&pool->table, s);
+    /* ids only grow: both lists stay sorted */
+    TAILQ_INSERT_TAIL(&pool->all_slices, s, all_link);
+    TAILQ_INSERT_TAIL(&o->slices, s, owner_link);
     o->bytes += extent;
     o->nslices++;
     pool->used += extent;
@@ -482,7 +689,8 @@ static uint64_t do_release(pool_t *pool, struct slice *s)
         do_insert_free(pool, s->spare);
     }
 
-    RB_REMOVE(slice_by_id, &pool->slice_by_id, s);
+    table_unlink(&pool->table, s);
+    TAILQ_REMOVE(&pool->all_slices, s, all_link);
     TAILQ_REMOVE(&o->slices, s, owner_link);
     o->bytes -= len;
     o->nslices--;
@@ -499,13 +707,12 @@ static uint64_t do_release(pool_t *pool, struct slice *s)
 
 int pool_free(pool_t *pool, uint64_t id, uint64_t owner, uint64_t *freed)
 {
-    struct slice key = {.info.id = id};
     struct slice *s;
     uint64_t len;
 
     if (pool == NULL)
         return PINPOOL_EINVAL;
-    s = RB_FIND(slice_by_id, &pool->slice_by_id, &key);
+    s = table_find_id(&pool->table, id);
     if (s == NULL)
         return PINPOOL_ENOENT;
     if (s->info.owner != owner)
@@ -542,12 +749,25 @@ int pool_free_owner(pool_t *pool, uint64_t owner, uint64_t *freed)
 
 int pool_lookup(const pool_t *pool, uint64_t id, pool_slice_info_t *out)
 {
-    struct slice key = {.info.id = id};
     struct slice *s;
 
     if (pool == NULL)
         return PINPOOL_EINVAL;
-    s = RB_FIND(slice_by_id, &unconst(pool)->slice_by_id, &key);
+    s = table_find_id(&pool->table, id);
+    if (s == NULL)
+        return PINPOOL_ENOENT;
+    if (out != NULL)
+        *out = s->info;
+    return 0;
+}
+
+int pool_lookup_offset(const pool_t *pool, uint64_t offset, pool_slice_info_t *out)
+{
+    struct slice *s;
+
+    if (pool == NULL)
+        return PINPOOL_EINVAL;
+    s = table_find_off(&pool->table, offset);
     if (s == NULL)
         return PINPOOL_ENOENT;
     if (out != NULL)
@@ -585,7 +805,7 @@ void pool_foreach_slice(const pool_t *pool, uint64_t owner, bool all,
     if (pool == NULL || fn == NULL)
         return;
     if (all) {
-        RB_FOREACH(s, slice_by_id, &unconst(pool)->slice_by_id)
+        TAILQ_FOREACH(s, &pool->all_slices, all_link)
             fn(&s->info, arg);
         return;
     }
@@ -598,11 +818,14 @@ void pool_foreach_slice(const pool_t *pool, uint64_t owner, bool all,
 
 void pool_get_stats(const pool_t *pool, pool_stats_t *out)
 {
-    struct extent *largest;
+    struct extent *largest = NULL;
+    unsigned top;
 
     if (pool == NULL || out == NULL)
         return;
-    largest = RB_MAX(free_by_size, &unconst(pool)->free_by_size);
+    top = top_class(pool);
+    if (top < SIZE_CLASSES)
+        largest = RB_MAX(free_by_size, &unconst(pool)->by_size[top]);
     memset(out, 0, sizeof(*out));
     out->capacity = pool->capacity;
     out->ready = pool->ready;
@@ -692,14 +915,25 @@ static int check_size_index(const pool_t *pool, uint64_t free_bytes, uint64_t fr
     uint64_t bytes = 0, hash = 0;
     uint32_t n = 0;
 
-    RB_FOREACH(e, free_by_size, &p->free_by_size) {
-        if (prev != NULL && extent_size_cmp(prev, e) >= 0)
-            return check_fail(msg, msglen, "size index out of order at [%" PRIu64 ", +%"
-                              PRIu64 ")", e->off, e->len);
-        bytes += e->len;
-        hash += extent_hash(e);
-        n++;
-        prev = e;
+    for (unsigned c = 0; c < SIZE_CLASSES; c++) {
+        bool mapped = (p->size_map[c / 64] >> (c % 64)) & 1;
+
+        if (mapped == RB_EMPTY(&p->by_size[c]))
+            return check_fail(msg, msglen, "size class %u is %s but its bit says otherwise",
+                              c, mapped ? "empty" : "not empty");
+        RB_FOREACH(e, free_by_size, &p->by_size[c]) {
+            if (size_class(e->len) != c)
+                return check_fail(msg, msglen, "free extent [%" PRIu64 ", +%" PRIu64
+                                  ") is in size class %u, not %u", e->off, e->len, c,
+                                  size_class(e->len));
+            if (prev != NULL && extent_size_cmp(prev, e) >= 0)
+                return check_fail(msg, msglen, "size index out of order at [%" PRIu64 ", +%"
+                                  PRIu64 ")", e->off, e->len);
+            bytes += e->len;
+            hash += extent_hash(e);
+            n++;
+            prev = e;
+        }
     }
     if (n != pool->nfree || bytes != free_bytes || hash != free_hash)
         return check_fail(msg, msglen, "size index (%" PRIu32 " extents, %" PRIu64
@@ -755,13 +989,17 @@ static int check_slices_and_owners(const pool_t *pool, char *msg, size_t msglen)
     struct slice *s;
     struct owner *o;
     uint64_t used = 0, prev_id = 0, owner_bytes = 0, prev_owner = 0;
-    uint32_t n = 0, nowners = 0, owner_slices = 0;
+    uint32_t n = 0, nowners = 0, owner_slices = 0, hashed_id = 0, hashed_off = 0;
     int rc;
 
-    RB_FOREACH(s, slice_by_id, &p->slice_by_id) {
+    TAILQ_FOREACH(s, &p->all_slices, all_link) {
         if (n > 0 && s->info.id <= prev_id)
-            return check_fail(msg, msglen, "slice table out of order at id %" PRIu64,
+            return check_fail(msg, msglen, "slice list out of order at id %" PRIu64,
                               s->info.id);
+        if (table_find_id(&p->table, s->info.id) != s ||
+            table_find_off(&p->table, s->info.offset) != s)
+            return check_fail(msg, msglen, "slice %" PRIu64 " at %" PRIu64 " is missing from"
+                              " the id or offset hash", s->info.id, s->info.offset);
         rc = check_slice(pool, s, msg, msglen);
         if (rc != 0)
             return rc;
@@ -769,6 +1007,15 @@ static int check_slices_and_owners(const pool_t *pool, char *msg, size_t msglen)
         prev_id = s->info.id;
         n++;
     }
+    for (size_t b = 0; b < (size_t)1 << p->table.bits; b++) {
+        for (s = p->table.by_id[b]; s != NULL; s = s->id_next)
+            hashed_id++;
+        for (s = p->table.by_off[b]; s != NULL; s = s->off_next)
+            hashed_off++;
+    }
+    if (hashed_id != n || hashed_off != n)
+        return check_fail(msg, msglen, "the id and offset hashes hold %" PRIu32 " and %" PRIu32
+                          " slices, the list %" PRIu32, hashed_id, hashed_off, n);
     if (n != pool->nslices || used != pool->used)
         return check_fail(msg, msglen, "slice table (%" PRIu32 " slices, %" PRIu64
                           " bytes) differs from the counters (%" PRIu32 ", %" PRIu64 ")",

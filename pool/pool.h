@@ -17,7 +17,8 @@
  * Allocation is best fit over free extents ordered by (size, offset), with the
  * boundary and alignment rules applied to each candidate: O(log n) per
  * operation, except that candidates rejected by those rules are skipped one by
- * one.  Slice extents are rounded up to the pool's quantum.
+ * one.  Slice extents are rounded up to the pool's quantum.  Looking a slice up
+ * by id or by start offset is O(1).
  *
  * Invariants (pool_check, run after every operation when built with
  * POOL_DEBUG): free extents do not overlap slices or each other, no two free
@@ -91,6 +92,9 @@ int pool_free_owner(pool_t *pool, uint64_t owner, uint64_t *freed);
 
 /* 0 and *out, or PINPOOL_ENOENT. */
 int pool_lookup(const pool_t *pool, uint64_t id, pool_slice_info_t *out);
+/* The live slice that starts at offset: 0 and *out (may be NULL), or
+ * PINPOOL_ENOENT (no slice starts there, even if one covers it).  O(1). */
+int pool_lookup_offset(const pool_t *pool, uint64_t offset, pool_slice_info_t *out);
 
 /* Bytes (extents) held by owner; *slices (may be NULL) gets their number. */
 uint64_t pool_owner_bytes(const pool_t *pool, uint64_t owner, uint32_t *slices);

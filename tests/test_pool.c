@@ -574,6 +574,46 @@ Test(pool, perm_and_enoent, .timeout = 10)
     finish(pool);
 }
 
+/* The offset index: only a slice's exact start finds it; it stays right while
+ * the tables grow (past 64 slices) and as slices come and go. */
+Test(pool, lookup_by_offset, .timeout = 10)
+{
+    pool_t *pool = mkpool(64 * KiB, 8, 256, false, 8);
+    pool_slice_info_t s[300], got;
+
+    cr_expect_eq(pool_lookup_offset(NULL, 0, &got), PINPOOL_EINVAL);
+    cr_expect_eq(pool_lookup_offset(pool, 0, &got), PINPOOL_ENOENT);
+    for (int i = 0; i < 300; i++)
+        s[i] = alloc_ok(pool, 1 + (uint64_t)(i % 2), 100 + 37 * (uint64_t)(i % 13), 0);
+    for (int i = 0; i < 300; i++) {
+        cr_assert_eq(pool_lookup_offset(pool, s[i].offset, &got), 0, "slice %d", i);
+        cr_expect_eq(got.id, s[i].id);
+        cr_expect_eq(got.size, s[i].size);
+        if (s[i].extent > 256)
+            cr_expect_eq(pool_lookup_offset(pool, s[i].offset + 256, NULL), PINPOOL_ENOENT,
+                         "inside slice %d", i);
+    }
+    for (int i = 0; i < 300; i += 3)
+        free_ok(pool, s[i].id, s[i].owner);
+    for (int i = 0; i < 300; i++) {
+        int rc = pool_lookup_offset(pool, s[i].offset, &got);
+
+        if (i % 3 == 0) {
+            cr_expect_eq(rc, PINPOOL_ENOENT, "freed slice %d", i);
+        } else {
+            cr_expect_eq(rc, 0, "slice %d", i);
+            cr_expect_eq(got.id, s[i].id);
+        }
+    }
+    /* a new slice in a freed place is found under its own id */
+    got = alloc_ok(pool, 3, s[0].size, 0);
+    cr_expect_eq(got.offset, s[0].offset);
+    cr_assert_eq(pool_lookup_offset(pool, s[0].offset, &s[0]), 0);
+    cr_expect_eq(s[0].id, got.id);
+    cr_expect_eq(s[0].owner, 3);
+    finish(pool);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Owners                                                                   */
 

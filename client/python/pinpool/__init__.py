@@ -1,0 +1,32 @@
+"""pinpool: Python client of the node-local pinned-memory daemon `pinpool serve`.
+
+Pure Python over libpinpool.so (ctypes); the library is loaded on first use, so
+importing needs neither the library, numpy, torch, a GPU, nor a running daemon.
+
+    pinpool.Client(socket=None)                  alloc / free / free_all / info / ping
+    pinpool.ServerPinnedMemoryPool(dtype, pool_size=2, chunk_size_mb=1)
+                                                 drop-in for lpllm's PinnedMemoryPool
+
+Not here yet (needs the CUDA data plane): device slices (device_id >= 0) as
+torch/cupy arrays through __cuda_array_interface__ or DLPack; named slices that
+another process can attach to.
+"""
+
+from ._lib import (ConnectError, InvalidArgumentError, NotFoundError, OutOfPoolMemoryError,
+                   PermissionDeniedError, PinpoolError)
+from .client import HOST, Client, Slice
+from .pool import ServerPinnedMemoryPool
+
+__version__ = "0.1.0"
+
+
+def library_version():
+    """The loaded libpinpool's version string (loads the library)."""
+    from . import _lib
+
+    return _lib.lib().pinpool_version().decode()
+
+
+__all__ = ["Client", "Slice", "HOST", "ServerPinnedMemoryPool", "PinpoolError",
+           "InvalidArgumentError", "OutOfPoolMemoryError", "NotFoundError",
+           "PermissionDeniedError", "ConnectError", "library_version", "__version__"]

@@ -1,0 +1,157 @@
+"""pinpool.Client: one libpinpool context (the process's lease on the daemon).
+
+Owns: the context; its slices go back to the daemon on free(), free_all(),
+close(), or when the process exits.
+Never: holds a Python lock across a library call (the library is thread-safe,
+and ctypes releases the GIL during the call).
+"""
+
+import ctypes
+
+from . import _lib
+from ._lib import ConnectError, error
+
+HOST = -1  # device_id of host slices (PINPOOL_HOST)
+
+
+class Slice:
+    """A slice mapped in this process.  Valid until freed or the client closes."""
+
+    __slots__ = ("id", "ptr", "size", "device_id", "start_offset")
+
+    def __init__(self, s):
+        self.id = s.id
+        self.ptr = s.ptr
+        self.size = s.size
+        self.device_id = s.device_id
+        self.start_offset = s.start_offset
+
+    def buffer(self):
+        """A writable ctypes array (supports the buffer protocol: memoryview,
+        numpy.frombuffer, torch.frombuffer) over the slice's bytes."""
+        return (ctypes.c_uint8 * self.size).from_address(self.ptr)
+
+    def as_array(self, dtype="uint8"):
+        """A 1-D numpy array of dtype over the slice (needs numpy)."""
+        import numpy as np
+
+        dt = np.dtype(dtype)
+        return np.frombuffer(self.buffer(), dtype=np.uint8,
+                             count=self.size // dt.itemsize * dt.itemsize).view(dt)
+
+    def __repr__(self):
+        return (f"Slice(id={self.id}, size={self.size}, device_id={self.device_id},"
+                f" start_offset={self.start_offset})")
+
+
+class Client:
+    """A connection to `pinpool serve` at socket (None: $PINPOOL_SOCKET, else the
+    default path).  Raises ConnectError, with the library's reason, when the daemon
+    cannot be reached."""
+
+    def __init__(self, socket=None):
+        L = _lib.lib()
+        self._L = L
+        ctx = L.pinpool_connect(socket.encode() if socket is not None else None)
+        if not ctx:
+            raise MemoryError("pinpool_connect: out of memory")
+        rc = L.pinpool_err(ctx)
+        if rc != 0:
+            msg = L.pinpool_errmsg(ctx).decode()
+            L.pinpool_close(ctx)
+            raise error(rc, msg)
+        self._ctx = ctx
+        self.socket = socket
+
+    # -- helpers --
+    def _handle(self):
+        if self._ctx is None:
+            raise ConnectError(_lib.ECLOSED, "the client is closed")
+        return self._ctx
+
+    def _fail(self, rc):
+        return error(rc, self._L.pinpool_errmsg(self._ctx).decode())
+
+    @property
+    def client_id(self):
+        """The id the daemon gave this session ("s-<pid>-<hex>")."""
+        return self._L.pinpool_client_id(self._handle()).decode()
+
+    # -- calls --
+    def alloc(self, size, alignment=0, tag=None, device_id=HOST):
+        """Allocate and map size bytes; returns a Slice."""
+        opts = _lib.AllocOpts_t(device_id, alignment, tag.encode() if tag else None)
+        out = _lib.Slice_t()
+        rc = self._L.pinpool_alloc(self._handle(), size, ctypes.byref(opts), ctypes.byref(out))
+        if rc != 0:
+            raise self._fail(rc)
+        return Slice(out)
+
+    def free(self, slice_or_id):
+        """Free one slice of this client (a Slice or its id); returns the bytes freed.
+        NotFoundError when it is not one of this client's."""
+        sid = slice_or_id.id if isinstance(slice_or_id, Slice) else int(slice_or_id)
+        freed = _lib.c_u64()
+        rc = self._L.pinpool_free(self._handle(), sid, ctypes.byref(freed))
+        if rc != 0:
+            raise self._fail(rc)
+        return freed.value
+
+    def free_all(self):
+        """Free every slice of this client; returns the bytes freed."""
+        freed = _lib.c_u64()
+        rc = self._L.pinpool_free_all(self._handle(), ctypes.byref(freed))
+        if rc != 0:
+            raise self._fail(rc)
+        return freed.value
+
+    def info(self):
+        """GetPoolInfo as a dict (sizes in bytes; "clients": a list of dicts)."""
+        pi = _lib.PoolInfo_t()
+        rc = self._L.pinpool_pool_info(self._handle(), ctypes.byref(pi))
+        if rc != 0:
+            raise self._fail(rc)
+        try:
+            out = {name: getattr(pi, name) for name, _ in _lib.PoolInfo_t._fields_
+                   if name not in ("usage", "num_usage", "host_backend", "mode", "devices",
+                                   "num_devices")}
+            out["host_backend"] = pi.host_backend.decode()
+            out["mode"] = pi.mode.decode()
+            out["devices"] = [{"device_id": d.device_id, "name": d.name.decode(),
+                               "capacity_bytes": d.capacity_bytes, "used_bytes": d.used_bytes,
+                               "free_bytes": d.free_bytes,
+                               "largest_free_extent": d.largest_free_extent,
+                               "num_slices": d.num_slices}
+                              for d in (pi.devices[i] for i in range(pi.num_devices))]
+            out["clients"] = [{"client_id": u.client_id.decode(), "bytes": u.bytes,
+                               "device_bytes": u.device_bytes, "slices": u.slices,
+                               "pid": u.pid, "uid": u.uid}
+                              for u in (pi.usage[i] for i in range(pi.num_usage))]
+        finally:
+            self._L.pinpool_pool_info_free(ctypes.byref(pi))
+        return out
+
+    def ping(self):
+        rc = self._L.pinpool_ping(self._handle())
+        if rc != 0:
+            raise self._fail(rc)
+
+    def close(self):
+        """Unmap everything and end the lease (the daemon frees this client's slices).
+        Every Slice and array over them becomes invalid.  Idempotent."""
+        ctx, self._ctx = self._ctx, None
+        if ctx is not None:
+            self._L.pinpool_close(ctx)
+
+    @property
+    def closed(self):
+        return self._ctx is None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"Client(socket={self.socket!r}, closed={self.closed})"

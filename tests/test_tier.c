@@ -1,0 +1,546 @@
+/*
+ * test_tier.c - the spill tier: the file backend (unit tests, crashes between
+ * write and rename) and the Mooncake backend against a real Mooncake Store
+ * started here on loopback (mooncake_master + a mooncake_client process that
+ * contributes the memory), read back by an independent Mooncake client.
+ */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pinpool.h"
+#include "tier.h"
+
+extern void (*tier_file_test_before_rename)(void);
+
+static char dir[64];
+static char uri[128];
+
+static double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void rm_rf(const char *path)
+{
+    char cmd[256];
+
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", path);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cannot remove %s\n", path);
+}
+
+static void fill(void *buf, size_t len, unsigned seed)
+{
+    uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
+    unsigned char *p = buf;
+
+    for (size_t i = 0; i < len; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        p[i] = (unsigned char)x;
+    }
+}
+
+/* Names in the tier directory: objects, temp files, others (not .lock). */
+static void count_names(int *objects, int *temps, int *others)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+
+    *objects = *temps = *others = 0;
+    cr_assert_not_null(d);
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0 ||
+            strcmp(e->d_name, ".lock") == 0)
+            continue;
+        if (strncmp(e->d_name, ".tmp.", 5) == 0)
+            (*temps)++;
+        else if (strncmp(e->d_name, "o.", 2) == 0 || strncmp(e->d_name, "h.", 2) == 0)
+            (*objects)++;
+        else
+            (*others)++;
+    }
+    closedir(d);
+}
+
+static void file_setup(void)
+{
+    snprintf(dir, sizeof(dir), "/tmp/pinpool-tier-XXXXXX");
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(uri, sizeof(uri), "file://%s/objs", dir);
+    strcat(dir, "/objs");
+}
+
+static void file_teardown(void)
+{
+    char *slash = strrchr(dir, '/');
+
+    *slash = '\0';
+    rm_rf(dir);
+}
+
+static tier_t *open_ok(const char *u)
+{
+    tier_t *t = NULL;
+    char err[512] = "";
+    int rc = tier_open(&t, u, err, sizeof(err));
+
+    cr_assert_eq(rc, 0, "tier_open(%s): %s (%s)", u, pinpool_err_name(rc), err);
+    return t;
+}
+
+TestSuite(file, .init = file_setup, .fini = file_teardown, .timeout = 60);
+
+Test(file, put_get_exists_size_remove_round_trip)
+{
+    tier_t *t = open_ok(uri);
+    static const size_t sizes[] = {1, 7, 4095, 4096, 4097, 65536, 1 << 20, (1 << 20) + 13};
+    char key[32];
+
+    cr_assert_str_eq(tier_scheme(t), "file");
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        size_t n = sizes[i];
+        char *in = malloc(n), *out = malloc(n + 100);
+        uint64_t got = 0, size = 0;
+
+        fill(in, n, (unsigned)i);
+        snprintf(key, sizeof(key), "obj-%zu", n);
+        cr_assert_eq(tier_exists(t, key, strlen(key)), 0);
+        cr_assert_eq(tier_put(t, key, strlen(key), in, n), 0, "%s", tier_errmsg());
+        cr_assert_eq(tier_exists(t, key, strlen(key)), 1);
+        cr_assert_eq(tier_size(t, key, strlen(key), &size), 0);
+        cr_assert_eq(size, n);
+        memset(out, 0xAA, n + 100);
+        cr_assert_eq(tier_get(t, key, strlen(key), out, n + 100, &got), 0, "%s", tier_errmsg());
+        cr_assert_eq(got, n);
+        cr_assert_eq(memcmp(in, out, n), 0, "object of %zu bytes differs", n);
+        cr_assert_eq((unsigned char)out[n], 0xAA, "get wrote past the object");
+        free(in);
+        free(out);
+    }
+    tier_stats_t st;
+    tier_get_stats(t, &st);
+    cr_assert_eq(st.objects, (int64_t)(sizeof(sizes) / sizeof(sizes[0])));
+    cr_assert_eq(st.puts, sizeof(sizes) / sizeof(sizes[0]));
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        snprintf(key, sizeof(key), "obj-%zu", sizes[i]);
+        cr_assert_eq(tier_remove(t, key, strlen(key)), 0);
+        cr_assert_eq(tier_exists(t, key, strlen(key)), 0);
+    }
+    tier_get_stats(t, &st);
+    cr_assert_eq(st.objects, 0);
+    cr_assert_eq(st.errors, 0);
+    int objs, temps, others;
+    count_names(&objs, &temps, &others);
+    cr_assert_eq(objs + temps + others, 0);
+    tier_close(t);
+}
+
+Test(file, put_replaces_whole_and_objects_survive_reopen)
+{
+    tier_t *t = open_ok(uri);
+    char big[10000], small[10], out[10000];
+    uint64_t got;
+
+    fill(big, sizeof(big), 1);
+    fill(small, sizeof(small), 2);
+    cr_assert_eq(tier_put(t, "k", 1, big, sizeof(big)), 0);
+    cr_assert_eq(tier_put(t, "k", 1, small, sizeof(small)), 0);
+    cr_assert_eq(tier_get(t, "k", 1, out, sizeof(out), &got), 0);
+    cr_assert_eq(got, sizeof(small));
+    cr_assert_eq(memcmp(out, small, sizeof(small)), 0);
+    tier_stats_t st;
+    tier_get_stats(t, &st);
+    cr_assert_eq(st.objects, 1, "a replace is not a new object");
+    tier_close(t);
+
+    t = open_ok(uri);
+    tier_get_stats(t, &st);
+    cr_assert_eq(st.objects, 1);
+    cr_assert_eq(tier_get(t, "k", 1, out, sizeof(out), &got), 0);
+    cr_assert_eq(got, sizeof(small));
+    cr_assert_eq(memcmp(out, small, sizeof(small)), 0);
+    tier_close(t);
+}
+
+Test(file, odd_keys_are_distinct_and_stay_inside_the_directory)
+{
+    tier_t *t = open_ok(uri);
+    unsigned char bin[TIER_KEY_MAX], bin2[TIER_KEY_MAX];
+    struct {
+        const void *k;
+        size_t n;
+    } keys[] = {
+        {"../../escape", 12}, {"a/b/c", 5}, {".", 1}, {"..", 2}, {"/etc/passwd", 11},
+        {"%41", 3}, {"A", 1}, {"a\0b", 3}, {"a\0c", 3}, {"\xff\xfe", 2}, {" ", 1},
+        {".hidden", 7}, {".tmp.looks-like-a-temp", 22}, {bin, sizeof(bin)}, {bin2, sizeof(bin2)},
+        {bin, 100},
+    };
+    size_t nk = sizeof(keys) / sizeof(keys[0]);
+    char out[64];
+    uint64_t got;
+
+    for (size_t i = 0; i < sizeof(bin); i++) {
+        bin[i] = (unsigned char)(i * 7 + 1);
+        bin2[i] = bin[i];
+    }
+    bin2[sizeof(bin2) - 1] ^= 1; /* differs only in its last byte: same length, other hash */
+    for (size_t i = 0; i < nk; i++) {
+        char val[16];
+
+        snprintf(val, sizeof(val), "value-%zu", i);
+        cr_assert_eq(tier_put(t, keys[i].k, keys[i].n, val, strlen(val) + 1), 0, "key %zu: %s",
+                     i, tier_errmsg());
+    }
+    for (size_t i = 0; i < nk; i++) {
+        char val[16];
+
+        snprintf(val, sizeof(val), "value-%zu", i);
+        cr_assert_eq(tier_get(t, keys[i].k, keys[i].n, out, sizeof(out), &got), 0, "key %zu", i);
+        cr_assert_str_eq(out, val, "key %zu read another key's object", i);
+    }
+    int objs, temps, others;
+    count_names(&objs, &temps, &others);
+    cr_assert_eq(objs, (int)nk, "every key is one file in the directory (got %d)", objs);
+    cr_assert_eq(temps + others, 0);
+    /* nothing was created next to or above the directory */
+    char parent[80];
+    snprintf(parent, sizeof(parent), "%.*s", (int)(strrchr(dir, '/') - dir), dir);
+    DIR *d = opendir(parent);
+    struct dirent *e;
+    int n = 0;
+    while ((e = readdir(d)) != NULL)
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    cr_assert_eq(n, 1, "only objs/ in the parent");
+    cr_assert_eq(access("/tmp/escape", F_OK), -1);
+    tier_close(t);
+}
+
+Test(file, errors_are_exact)
+{
+    tier_t *t = open_ok(uri), *t2 = NULL;
+    char buf[100], err[256];
+    uint64_t got = 0, size;
+    char longkey[TIER_KEY_MAX + 1];
+
+    memset(longkey, 'x', sizeof(longkey));
+    cr_assert_eq(tier_get(t, "none", 4, buf, sizeof(buf), &got), PINPOOL_ENOKEY);
+    cr_assert_eq(tier_size(t, "none", 4, &size), PINPOOL_ENOKEY);
+    cr_assert_eq(tier_remove(t, "none", 4), PINPOOL_ENOKEY);
+    cr_assert_eq(tier_put(t, longkey, sizeof(longkey), "x", 1), PINPOOL_EINVAL);
+    cr_assert(strstr(tier_errmsg(), "1 to 512 bytes") != NULL, "%s", tier_errmsg());
+    cr_assert_eq(tier_put(t, "", 0, "x", 1), PINPOOL_EINVAL);
+    cr_assert_eq(tier_put(t, "k", 1, "x", 0), PINPOOL_EINVAL);
+    cr_assert_eq(tier_put(t, "k", 1, NULL, 5), PINPOOL_EINVAL);
+    cr_assert_eq(tier_put(t, longkey, TIER_KEY_MAX, "x", 1), 0, "the longest key works");
+
+    fill(buf, sizeof(buf), 3);
+    cr_assert_eq(tier_put(t, "k", 1, buf, sizeof(buf)), 0);
+    cr_assert_eq(tier_get(t, "k", 1, buf, 99, &got), -ENOBUFS);
+    cr_assert_eq(got, 100, "a short buffer learns the size");
+
+    /* one tier per directory */
+    cr_assert_eq(tier_open(&t2, uri, err, sizeof(err)), PINPOOL_EBUSY);
+    cr_assert(strstr(err, "in use") != NULL, "%s", err);
+
+    static const char *bad[] = {"file:relative/dir", "file://host/dir", "nfs:///x",
+                                "file:///tmp/x?fsync=2", "nocolon", "file:///tmp/x?what=1"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err[0] = '\0';
+        cr_assert_eq(tier_open(&t2, bad[i], err, sizeof(err)), PINPOOL_EINVAL, "%s", bad[i]);
+        cr_assert_neq(err[0], '\0', "%s gives a reason", bad[i]);
+    }
+    cr_assert_neq(tier_open(&t2, "file:///proc/no/such", err, sizeof(err)), 0);
+    cr_assert(strstr(err, "/proc/no/such") != NULL, "%s", err);
+
+    tier_stats_t st;
+    tier_get_stats(t, &st);
+    cr_assert_eq(st.not_found, 3);
+    tier_close(t);
+}
+
+Test(file, batches_report_per_item)
+{
+    tier_t *t = open_ok(uri);
+    enum { N = 64 };
+    tier_item_t it[N + 1];
+    char keys[N + 1][16];
+    static char in[N][3000], out[N][3000];
+
+    for (int i = 0; i < N; i++) {
+        snprintf(keys[i], sizeof(keys[i]), "b%d", i);
+        fill(in[i], sizeof(in[i]), (unsigned)i + 10);
+        it[i] = (tier_item_t){.key = keys[i], .keylen = strlen(keys[i]), .buf = in[i],
+                              .len = 1000 + (uint64_t)i * 30};
+    }
+    cr_assert_eq(tier_put_batch(t, it, N), 0, "%s", tier_errmsg());
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(it[i].rc, 0);
+
+    snprintf(keys[N], sizeof(keys[N]), "missing");
+    for (int i = 0; i <= N; i++)
+        it[i] = (tier_item_t){.key = keys[i], .keylen = strlen(keys[i]), .buf = out[i % N],
+                              .len = sizeof(out[0])};
+    cr_assert_eq(tier_exists_batch(t, it, N + 1), 0);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(it[i].rc, 1);
+    cr_assert_eq(it[N].rc, 0);
+
+    for (int i = 0; i <= N; i++)
+        it[i] = (tier_item_t){.key = keys[i], .keylen = strlen(keys[i]), .buf = out[i % N],
+                              .len = sizeof(out[0])};
+    cr_assert_eq(tier_get_batch(t, it, N), 0);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(it[i].got, 1000 + (uint64_t)i * 30);
+        cr_assert_eq(memcmp(out[i], in[i], it[i].got), 0, "item %d", i);
+    }
+    /* a bad item fails alone */
+    it[3].keylen = 0;
+    cr_assert_eq(tier_remove_batch(t, it, N + 1), PINPOOL_EINVAL);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(it[i].rc, i == 3 ? PINPOOL_EINVAL : 0, "item %d: %d", i, it[i].rc);
+    cr_assert_eq(it[N].rc, PINPOOL_ENOKEY);
+    cr_assert_eq(tier_exists(t, "b3", 2), 1);
+    tier_stats_t st;
+    tier_get_stats(t, &st);
+    cr_assert_eq(st.objects, 1);
+    tier_close(t);
+}
+
+Test(file, big_object, .timeout = 120)
+{
+    tier_t *t = open_ok(uri);
+    size_t n = (size_t)192 << 20;
+    char *in = malloc(n), *out = malloc(n);
+    uint64_t got;
+
+    cr_assert(in != NULL && out != NULL);
+    fill(in, n, 42);
+    cr_assert_eq(tier_put(t, "big", 3, in, n), 0, "%s", tier_errmsg());
+    memset(out, 0, n);
+    cr_assert_eq(tier_get(t, "big", 3, out, n, &got), 0, "%s", tier_errmsg());
+    cr_assert_eq(got, n);
+    cr_assert_eq(memcmp(in, out, n), 0);
+    cr_assert_eq(tier_remove(t, "big", 3), 0);
+    free(in);
+    free(out);
+    tier_close(t);
+}
+
+static void crash_now(void)
+{
+    _exit(0);
+}
+
+/* A child puts key (a new object, or over an old one) and dies between the
+ * write of the temp file and the rename. */
+static void crash_during_put(const char *key, const void *val, size_t len)
+{
+    pid_t pid = fork();
+    int status;
+
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        tier_t *t = NULL;
+        char err[256];
+
+        if (tier_open(&t, uri, err, sizeof(err)) != 0)
+            _exit(3);
+        tier_file_test_before_rename = crash_now;
+        tier_put(t, key, strlen(key), val, len);
+        _exit(4); /* the hook did not run */
+    }
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+}
+
+Test(file, crash_between_write_and_rename_leaves_no_object)
+{
+    char old[5000], new[7000], out[7000];
+    uint64_t got;
+    int objs, temps, others;
+    tier_t *t;
+
+    fill(old, sizeof(old), 5);
+    fill(new, sizeof(new), 6);
+    t = open_ok(uri);
+    cr_assert_eq(tier_put(t, "kept", 4, old, sizeof(old)), 0);
+    tier_close(t);
+
+    crash_during_put("fresh", new, sizeof(new)); /* a new key */
+    count_names(&objs, &temps, &others);
+    cr_assert_eq(temps, 1, "the crash left its temp file");
+    cr_assert_eq(objs, 1);
+    crash_during_put("kept", new, sizeof(new)); /* over an old object; its open cleaned */
+    count_names(&objs, &temps, &others);
+    cr_assert_eq(temps, 1);
+    cr_assert_eq(objs, 1);
+
+    t = open_ok(uri);
+    count_names(&objs, &temps, &others);
+    cr_assert_eq(temps, 0, "open deleted the stale temp files");
+    cr_assert_eq(tier_exists(t, "fresh", 5), 0, "the crashed put is not visible");
+    cr_assert_eq(tier_get(t, "fresh", 5, out, sizeof(out), &got), PINPOOL_ENOKEY);
+    cr_assert_eq(tier_get(t, "kept", 4, out, sizeof(out), &got), 0);
+    cr_assert_eq(got, sizeof(old), "the old object is intact");
+    cr_assert_eq(memcmp(out, old, sizeof(old)), 0);
+    tier_stats_t st;
+    tier_get_stats(t, &st);
+    cr_assert_eq(st.objects, 1);
+    tier_close(t);
+}
+
+Test(file, killed_mid_write_leaves_old_or_new_never_a_mix, .timeout = 120)
+{
+    size_t n = (size_t)64 << 20;
+    char *a = malloc(n), *b = malloc(n), *out = malloc(n);
+    uint64_t got;
+    tier_t *t;
+
+    fill(a, n, 7);
+    fill(b, n, 8);
+    t = open_ok(uri);
+    cr_assert_eq(tier_put(t, "obj", 3, a, n), 0);
+    tier_close(t);
+    for (int round = 0; round < 3; round++) {
+        pid_t pid = fork();
+        int objs, temps, others, status;
+
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+            tier_t *ct = NULL;
+            char err[256];
+
+            if (tier_open(&ct, uri, err, sizeof(err)) != 0)
+                _exit(3);
+            for (;;)
+                tier_put(ct, "obj", 3, (round & 1) ? a : b, n);
+        }
+        /* kill it as soon as a temp file is being written (or after 2 s) */
+        double t0 = now_s();
+        do {
+            count_names(&objs, &temps, &others);
+            usleep(500);
+        } while (temps == 0 && now_s() - t0 < 2);
+        usleep((useconds_t)(round * 3000));
+        kill(pid, SIGKILL);
+        cr_assert_eq(waitpid(pid, &status, 0), pid);
+
+        t = open_ok(uri);
+        count_names(&objs, &temps, &others);
+        cr_assert_eq(temps, 0);
+        cr_assert_eq(objs, 1);
+        cr_assert_eq(tier_get(t, "obj", 3, out, n, &got), 0, "%s", tier_errmsg());
+        cr_assert_eq(got, n);
+        cr_assert(memcmp(out, a, n) == 0 || memcmp(out, b, n) == 0, "round %d: a mix", round);
+        tier_close(t);
+    }
+    free(a);
+    free(b);
+    free(out);
+}
+
+struct racer {
+    tier_t *t;
+    int id;
+    int bad;
+};
+
+static void *race(void *arg)
+{
+    struct racer *r = arg;
+    char buf[20000], out[20000];
+    uint64_t got;
+
+    for (int i = 0; i < 200; i++) {
+        /* everyone replaces "shared" with a uniform object of its own byte */
+        memset(buf, 'a' + r->id, sizeof(buf));
+        if (tier_put(r->t, "shared", 6, buf, sizeof(buf) - (size_t)r->id * 1000) != 0)
+            r->bad++;
+        if (tier_get(r->t, "shared", 6, out, sizeof(out), &got) != 0) {
+            r->bad++;
+            continue;
+        }
+        for (uint64_t j = 1; j < got; j++)
+            if (out[j] != out[0]) {
+                r->bad++;
+                break;
+            }
+        if (got != sizeof(buf) - (size_t)(out[0] - 'a') * 1000)
+            r->bad++;
+    }
+    return NULL;
+}
+
+Test(file, concurrent_replace_never_shows_a_torn_object)
+{
+    pthread_t th[4];
+    struct racer r[4];
+    char u[160];
+    tier_t *t;
+
+    snprintf(u, sizeof(u), "%s?fsync=0", uri);
+    t = open_ok(u);
+    for (int i = 0; i < 4; i++) {
+        r[i] = (struct racer){.t = t, .id = i};
+        pthread_create(&th[i], NULL, race, &r[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        cr_assert_eq(r[i].bad, 0, "thread %d saw %d bad results", i, r[i].bad);
+    }
+    int objs, temps, others;
+    count_names(&objs, &temps, &others);
+    cr_assert_eq(objs, 1);
+    cr_assert_eq(temps, 0);
+    tier_close(t);
+}
+
+struct statcount {
+    int n;
+    char puts[32];
+    char path[256];
+};
+
+static void add_stat(const char *name, const char *value, void *arg)
+{
+    struct statcount *s = arg;
+
+    s->n++;
+    if (strcmp(name, "puts") == 0)
+        snprintf(s->puts, sizeof(s->puts), "%s", value);
+    if (strcmp(name, "path") == 0)
+        snprintf(s->path, sizeof(s->path), "%s", value);
+}
+
+Test(file, stats_callback_names_counters_and_backend_facts)
+{
+    tier_t *t = open_ok(uri);
+    struct statcount s = {0};
+
+    tier_put(t, "a", 1, "xyz", 3);
+    tier_put(t, "b", 1, "xyz", 3);
+    tier_report_stats(t, add_stat, &s);
+    cr_assert_gt(s.n, 15);
+    cr_assert_str_eq(s.puts, "2");
+    cr_assert_str_eq(s.path, dir);
+    tier_close(t);
+}

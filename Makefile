@@ -19,7 +19,12 @@ DEBUG    ?=
 
 # Debian packages the build and the tests need (README says why each).
 DEB_PACKAGES := libgrpc-dev protobuf-c-compiler libprotobuf-c-dev libev-dev \
-                libcriterion-dev libbsd-dev pkg-config
+                libcriterion-dev libbsd-dev pkg-config libibverbs1
+
+# The Mooncake spill tier (server/tier_mooncake.c) drives Mooncake's PyPI wheel
+# through server/mooncake_adapter.py; the tests start a real Mooncake from it.
+PYTHON       ?= python3
+MOONCAKE_PIP := mooncake-transfer-engine-non-cuda
 
 ifeq ($(V),1)
 Q :=
@@ -87,6 +92,13 @@ $(BUILD)/.deps-ok: Makefile
 	fi
 	$(Q)mkdir -p $(BUILD) && touch $@
 
+# pip install only when the wheel does not import yet.
+$(BUILD)/.mooncake-ok: $(BUILD)/.deps-ok
+	$(Q)$(PYTHON) -c 'import mooncake.store' 2>/dev/null || { \
+	  echo "pinpool: installing $(MOONCAKE_PIP) with pip"; \
+	  $(PYTHON) -m pip install -q --root-user-action=ignore $(MOONCAKE_PIP) || exit 1; }
+	$(Q)$(PYTHON) -c 'import mooncake.store' && touch $@
+
 $(BUILD)/gen/pinpool.pb-c.c $(BUILD)/gen/pinpool.pb-c.h: proto/pinpool.proto
 	$(Q)mkdir -p $(BUILD)/gen
 	@echo "  PROTOC  $<"
@@ -130,9 +142,10 @@ serve: all
 	$(BUILD)/pinpool serve $(ARGS)
 
 # Each test binary runs on its own; the summary line of each is Criterion's.
-test: $(BUILD)/.deps-ok
+test: $(BUILD)/.deps-ok $(BUILD)/.mooncake-ok
 	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BUILD)/libpinpool.so $(TEST_BIN)
 	$(Q)PINPOOL_BIN=$(abspath $(BUILD)/pinpool) LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp) \
+	  PINPOOL_PYTHON=$(PYTHON) \
 	  tests/run $(TEST_BIN)
 
 bench: $(BUILD)/.deps-ok

@@ -544,3 +544,467 @@ Test(file, stats_callback_names_counters_and_backend_facts)
     cr_assert_str_eq(s.path, dir);
     tier_close(t);
 }
+
+/* ---- Mooncake: a real store on loopback ------------------------------------------- */
+
+typedef struct cluster {
+    char pkg[512];  /* the mooncake package directory (its binaries) */
+    char dir[64];   /* logs */
+    int master_port, meta_port, metrics_port, client_port;
+    pid_t master, client;
+    char uri[1024];
+    char master_addr[64], metadata[128];
+} cluster_t;
+
+static cluster_t mc;
+
+static const char *python(void)
+{
+    const char *p = getenv("PINPOOL_PYTHON");
+
+    return p != NULL ? p : "python3";
+}
+
+static int free_port(void)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(a);
+    int s = socket(AF_INET, SOCK_STREAM, 0), port;
+
+    cr_assert_geq(s, 0);
+    cr_assert_eq(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(getsockname(s, (struct sockaddr *)&a, &len), 0);
+    port = ntohs(a.sin_port);
+    close(s);
+    return port;
+}
+
+static bool port_open(int port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool ok = connect(s, (struct sockaddr *)&a, sizeof(a)) == 0;
+
+    close(s);
+    return ok;
+}
+
+static pid_t spawn(const char *log, char *const argv[])
+{
+    pid_t pid = fork();
+
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+
+        dup2(fd, 1);
+        dup2(fd, 2);
+        setpgid(0, 0);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+static void stop(pid_t *pid)
+{
+    int status;
+
+    if (*pid <= 0)
+        return;
+    kill(*pid, SIGKILL);
+    waitpid(*pid, &status, 0);
+    *pid = 0;
+}
+
+static void dump_logs(void)
+{
+    char cmd[256];
+
+    snprintf(cmd, sizeof(cmd), "tail -n 15 %s/*.log >&2", mc.dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "no logs\n");
+}
+
+static void start_master(const char *lease)
+{
+    char bin[600], a[5][128], log[128];
+
+    snprintf(bin, sizeof(bin), "%s/mooncake_master", mc.pkg);
+    snprintf(a[0], sizeof(a[0]), "--rpc_port=%d", mc.master_port);
+    snprintf(a[1], sizeof(a[1]), "--http_metadata_server_port=%d", mc.meta_port);
+    snprintf(a[2], sizeof(a[2]), "--metrics_port=%d", mc.metrics_port);
+    snprintf(a[3], sizeof(a[3]), "--default_kv_lease_ttl=%s", lease);
+    snprintf(a[4], sizeof(a[4]), "--client_ttl=%d", 4);
+    char *argv[] = {bin, a[0], a[1], a[2], a[3], a[4], "--rpc_address=127.0.0.1",
+                    "--enable_http_metadata_server=true", "--http_metadata_server_host=127.0.0.1",
+                    "--rpc_thread_num=2", NULL};
+    snprintf(log, sizeof(log), "%s/master.log", mc.dir);
+    mc.master = spawn(log, argv);
+    for (double t0 = now_s(); !port_open(mc.master_port) || !port_open(mc.meta_port);) {
+        if (now_s() - t0 > 20) {
+            dump_logs();
+            cr_assert_fail("mooncake_master did not listen within 20 s");
+        }
+        usleep(50000);
+    }
+}
+
+static void start_cluster(const char *lease, const char *extra_params)
+{
+    char cmd[512], log[128];
+    FILE *p;
+
+    snprintf(cmd, sizeof(cmd), "%s -c 'import mooncake.store, os; "
+             "print(os.path.dirname(mooncake.__file__))' 2>/dev/null", python());
+    p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    if (fgets(mc.pkg, sizeof(mc.pkg), p) == NULL)
+        mc.pkg[0] = '\0';
+    if (pclose(p) != 0 || mc.pkg[0] == '\0')
+        cr_skip_test("Mooncake is not installed for python3 (make test installs it: pip install "
+                     "mooncake-transfer-engine-non-cuda; it also needs libibverbs1)");
+    mc.pkg[strcspn(mc.pkg, "\n")] = '\0';
+    snprintf(mc.dir, sizeof(mc.dir), "/tmp/pinpool-mc-XXXXXX");
+    cr_assert_not_null(mkdtemp(mc.dir));
+    mc.master_port = free_port();
+    mc.meta_port = free_port();
+    mc.metrics_port = free_port();
+    mc.client_port = free_port();
+    snprintf(mc.master_addr, sizeof(mc.master_addr), "127.0.0.1:%d", mc.master_port);
+    snprintf(mc.metadata, sizeof(mc.metadata), "http://127.0.0.1:%d/metadata", mc.meta_port);
+    start_master(lease);
+
+    /* the process that contributes the memory objects live in */
+    char bin[600], a[4][160];
+    snprintf(bin, sizeof(bin), "%s/mooncake_client", mc.pkg);
+    snprintf(a[0], sizeof(a[0]), "--port=%d", mc.client_port);
+    snprintf(a[1], sizeof(a[1]), "--master_server_address=%s", mc.master_addr);
+    snprintf(a[2], sizeof(a[2]), "--metadata_server=%s", mc.metadata);
+    snprintf(a[3], sizeof(a[3]), "--global_segment_size=%s", "512MB");
+    char *argv[] = {bin, a[0], a[1], a[2], a[3], "--host=127.0.0.1", "--protocol=tcp", NULL};
+    snprintf(log, sizeof(log), "%s/client.log", mc.dir);
+    mc.client = spawn(log, argv);
+    for (double t0 = now_s();;) {
+        snprintf(cmd, sizeof(cmd), "grep -qs 'Starting real client service' %s", log);
+        if (system(cmd) == 0)
+            break;
+        if (now_s() - t0 > 20 || waitpid(mc.client, NULL, WNOHANG) != 0) {
+            dump_logs();
+            cr_assert_fail("mooncake_client did not start within 20 s");
+        }
+        usleep(50000);
+    }
+    snprintf(mc.uri, sizeof(mc.uri),
+             "mooncake://%s?metadata=%s&buffer=4MiB&timeout_ms=15000&log=%s/adapter.log%s%s",
+             mc.master_addr, mc.metadata, mc.dir, extra_params[0] ? "&" : "", extra_params);
+}
+
+static void mc_teardown(void)
+{
+    stop(&mc.client);
+    stop(&mc.master);
+    if (mc.dir[0] != '\0')
+        rm_rf(mc.dir);
+}
+
+TestSuite(mooncake, .fini = mc_teardown, .timeout = 110);
+
+Test(mooncake, put_get_exists_remove_byte_exact)
+{
+    start_cluster("1000", "");
+    tier_t *t = open_ok(mc.uri);
+    static const size_t sizes[] = {1, 4096, 100000, 3 << 20, 9 << 20}; /* the last > buffer */
+    char key[32];
+    uint64_t got, size;
+
+    cr_assert_str_eq(tier_scheme(t), "mooncake");
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        size_t n = sizes[i];
+        char *in = malloc(n), *out = malloc(n + 16);
+
+        fill(in, n, (unsigned)i + 100);
+        snprintf(key, sizeof(key), "mc-%zu", n);
+        cr_assert_eq(tier_exists(t, key, strlen(key)), 0);
+        cr_assert_eq(tier_put(t, key, strlen(key), in, n), 0, "put %zu: %s", n, tier_errmsg());
+        cr_assert_eq(tier_exists(t, key, strlen(key)), 1);
+        cr_assert_eq(tier_size(t, key, strlen(key), &size), 0);
+        cr_assert_eq(size, n);
+        memset(out, 0, n + 16);
+        cr_assert_eq(tier_get(t, key, strlen(key), out, n + 16, &got), 0, "get %zu: %s", n,
+                     tier_errmsg());
+        cr_assert_eq(got, n);
+        cr_assert_eq(memcmp(in, out, n), 0, "%zu bytes differ", n);
+        if (n > 1) {
+            cr_assert_eq(tier_get(t, key, strlen(key), out, n - 1, &got), -ENOBUFS);
+            cr_assert_eq(got, n);
+        }
+        free(in);
+        free(out);
+    }
+    /* put replaces (Mooncake's own put would keep the old bytes) */
+    cr_assert_eq(tier_put(t, "mc-1", 4, "new bytes", 9), 0, "%s", tier_errmsg());
+    char out[32];
+    cr_assert_eq(tier_get(t, "mc-1", 4, out, sizeof(out), &got), 0);
+    cr_assert_eq(got, 9);
+    cr_assert_eq(memcmp(out, "new bytes", 9), 0);
+
+    /* binary keys round-trip and stay distinct */
+    cr_assert_eq(tier_put(t, "a\0b", 3, "one", 3), 0);
+    cr_assert_eq(tier_put(t, "a\0c", 3, "two", 3), 0);
+    cr_assert_eq(tier_put(t, "a%00b", 5, "three", 5), 0);
+    cr_assert_eq(tier_get(t, "a\0b", 3, out, sizeof(out), &got), 0);
+    cr_assert_eq(memcmp(out, "one", 3), 0);
+    cr_assert_eq(tier_get(t, "a%00b", 5, out, sizeof(out), &got), 0);
+    cr_assert_eq(memcmp(out, "three", 5), 0);
+
+    /* a get grants a lease: remove says BUSY until it ends (1 s here) */
+    cr_assert_eq(tier_remove(t, "mc-4096", 7), PINPOOL_EBUSY, "%s", tier_errmsg());
+    cr_assert(strstr(tier_errmsg(), "lease") != NULL, "%s", tier_errmsg());
+    cr_assert_eq(tier_exists(t, "mc-4096", 7), 1, "a refused remove leaves the object");
+    usleep(1300000);
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        snprintf(key, sizeof(key), "mc-%zu", sizes[i]);
+        int rc = tier_remove(t, key, strlen(key));
+        cr_assert_eq(rc, 0, "remove %s: %s %s", key, pinpool_err_name(rc), tier_errmsg());
+        cr_assert_eq(tier_exists(t, key, strlen(key)), 0);
+    }
+    cr_assert_eq(tier_get(t, "mc-1", 4, out, sizeof(out), &got), PINPOOL_ENOKEY);
+    cr_assert_eq(tier_remove(t, "mc-1", 4), PINPOOL_ENOKEY);
+    tier_close(t);
+}
+
+Test(mooncake, batches_and_lease_wait)
+{
+    start_cluster("1000", "lease_wait_ms=5000");
+    tier_t *t = open_ok(mc.uri);
+    enum { N = 40 };
+    tier_item_t it[N + 1];
+    char keys[N + 1][16];
+    char *in[N], *out[N];
+
+    for (int i = 0; i < N; i++) {
+        size_t n = 50000 + (size_t)i * 7919; /* several groups in the 4 MiB buffer */
+        snprintf(keys[i], sizeof(keys[i]), "batch-%d", i);
+        in[i] = malloc(n);
+        out[i] = malloc(n);
+        fill(in[i], n, (unsigned)i + 300);
+        it[i] = (tier_item_t){.key = keys[i], .keylen = strlen(keys[i]), .buf = in[i], .len = n};
+    }
+    cr_assert_eq(tier_put_batch(t, it, N), 0, "%s", tier_errmsg());
+    snprintf(keys[N], sizeof(keys[N]), "missing");
+    for (int i = 0; i <= N; i++)
+        it[i] = (tier_item_t){.key = keys[i], .keylen = strlen(keys[i])};
+    cr_assert_eq(tier_exists_batch(t, it, N + 1), 0, "%s", tier_errmsg());
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(it[i].rc, 1, "item %d", i);
+    cr_assert_eq(it[N].rc, 0);
+    for (int i = 0; i < N; i++)
+        it[i] = (tier_item_t){.key = keys[i], .keylen = strlen(keys[i]), .buf = out[i],
+                              .len = 50000 + (uint64_t)i * 7919};
+    cr_assert_eq(tier_get_batch(t, it, N), 0, "%s", tier_errmsg());
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(it[i].got, it[i].len);
+        cr_assert_eq(memcmp(in[i], out[i], it[i].len), 0, "item %d differs", i);
+    }
+    /* leased by the get above: remove waits (lease_wait_ms) and then succeeds */
+    for (int i = 0; i <= N; i++)
+        it[i] = (tier_item_t){.key = keys[i], .keylen = strlen(keys[i])};
+    double t0 = now_s();
+    cr_assert_eq(tier_remove_batch(t, it, N + 1), PINPOOL_ENOKEY, "%s", tier_errmsg());
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(it[i].rc, 0, "item %d: %s", i, pinpool_err_name(it[i].rc));
+    cr_assert_lt(now_s() - t0, 5.0);
+    for (int i = 0; i < N; i++) {
+        free(in[i]);
+        free(out[i]);
+    }
+    tier_close(t);
+}
+
+static int run_peer(const char *op, const char *key, const char *path)
+{
+    char cmd[2048];
+    int st;
+
+    snprintf(cmd, sizeof(cmd), "timeout 60 %s tests/mooncake_peer.py %s %s %s '%s' %s "
+             ">>%s/peer.log 2>&1", python(), mc.master_addr, mc.metadata, op, key, path, mc.dir);
+    st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+Test(mooncake, an_independent_client_reads_what_the_tier_wrote)
+{
+    start_cluster("1000", "prefix=pinpool%2F");
+    tier_t *t = open_ok(mc.uri);
+    size_t n = (size_t)6 << 20;
+    char *in = malloc(n), *out = malloc(n), path[128];
+    uint64_t got;
+    FILE *f;
+
+    fill(in, n, 77);
+    cr_assert_eq(tier_put(t, "weights/layer.0", 15, in, n), 0, "%s", tier_errmsg());
+    snprintf(path, sizeof(path), "%s/peer.bin", mc.dir);
+    cr_assert_eq(run_peer("get", "pinpool/weights/layer.0", path), 0,
+                 "the Python client could not read the key (see peer.log)");
+    f = fopen(path, "rb");
+    cr_assert_not_null(f);
+    memset(out, 0, n);
+    cr_assert_eq(fread(out, 1, n + 1, f), n, "the Python client read another size");
+    fclose(f);
+    cr_assert_eq(memcmp(in, out, n), 0, "the Python client read other bytes");
+
+    /* and the other way: what it writes, the tier reads */
+    fill(in, n / 3, 78);
+    f = fopen(path, "wb");
+    cr_assert_eq(fwrite(in, 1, n / 3, f), n / 3);
+    fclose(f);
+    cr_assert_eq(run_peer("put", "pinpool/from-python", path), 0);
+    cr_assert_eq(tier_get(t, "from-python", 11, out, n, &got), 0, "%s", tier_errmsg());
+    cr_assert_eq(got, n / 3);
+    cr_assert_eq(memcmp(in, out, n / 3), 0);
+    free(in);
+    free(out);
+    tier_close(t);
+}
+
+struct killer {
+    double delay;
+    pid_t *pid;
+};
+
+static void *kill_later(void *arg)
+{
+    struct killer *k = arg;
+
+    usleep((useconds_t)(k->delay * 1e6));
+    stop(k->pid);
+    return NULL;
+}
+
+Test(mooncake, master_killed_mid_batch_errors_then_recovers, .timeout = 150)
+{
+    start_cluster("1000", "timeout_ms=8000");
+    tier_t *t = open_ok(mc.uri);
+    enum { N = 48 };
+    size_t n = 1 << 20; /* 48 MiB a batch: 12 commands through the 4 MiB buffer */
+    char *in = malloc(n * N), *out = malloc(n);
+    tier_item_t it[N];
+    char keys[N][32];
+    double worst = 0, first = 0;
+    int ok_items = 0, failed_items = 0, rc;
+    uint64_t got;
+
+    fill(in, n * N, 9);
+    for (int round = 0; round < 3; round++) {
+        pthread_t th;
+        struct killer k = {.pid = &mc.master};
+
+        for (int i = 0; i < N; i++) {
+            snprintf(keys[i], sizeof(keys[i]), "spill-%d-%d", round, i);
+            it[i] = (tier_item_t){.key = keys[i], .keylen = strlen(keys[i]),
+                                  .buf = in + (size_t)i * n, .len = n};
+        }
+        if (round == 1) { /* kill the master halfway through this batch */
+            k.delay = first / 2;
+            pthread_create(&th, NULL, kill_later, &k);
+        }
+        double t0 = now_s();
+        rc = tier_put_batch(t, it, N);
+        double dt = now_s() - t0;
+        if (round == 0) {
+            cr_assert_eq(rc, 0, "%s", tier_errmsg());
+            first = dt;
+            continue;
+        }
+        if (round == 1)
+            pthread_join(th, NULL);
+        worst = dt > worst ? dt : worst;
+        for (int i = 0; i < N; i++) {
+            ok_items += it[i].rc == 0;
+            failed_items += it[i].rc != 0;
+            cr_assert(it[i].rc == 0 || it[i].rc == PINPOOL_ETIER || it[i].rc == -ETIMEDOUT,
+                      "item %d: %s", i, pinpool_err_name(it[i].rc));
+        }
+        cr_log_info("round %d (master killed after %.3f s of a %.3f s batch): %s, %s, %.1f s",
+                    round, first / 2, first, pinpool_err_name(rc), tier_errmsg(), dt);
+    }
+    cr_log_info("after the kill: %d items stored, %d failed", ok_items, failed_items);
+    cr_assert_geq(failed_items, N, "a whole batch without a master must fail");
+    cr_assert_lt(worst, 8.0 + 3.0, "a batch took %.1f s (timeout_ms 8000)", worst);
+
+    /* a new master on the same ports: puts work again (bounded wait) */
+    start_master("1000");
+    rc = -1;
+    for (double t0 = now_s(); now_s() - t0 < 45;) {
+        rc = tier_put(t, "after", 5, in, n);
+        if (rc == 0)
+            break;
+        usleep(500000);
+    }
+    cr_assert_eq(rc, 0, "puts did not resume after the master came back: %s", tier_errmsg());
+    cr_assert_eq(tier_get(t, "after", 5, out, n, &got), 0, "%s", tier_errmsg());
+    cr_assert_eq(got, n);
+    cr_assert_eq(memcmp(in, out, n), 0);
+    for (int i = 0; i < N; i++)
+        it[i].buf = in + (size_t)i * n;
+    cr_assert_eq(tier_put_batch(t, it, N), 0, "a whole batch after recovery: %s", tier_errmsg());
+    free(in);
+    free(out);
+    tier_close(t);
+}
+
+Test(mooncake, adapter_killed_is_restarted_and_bad_configs_fail_fast)
+{
+    start_cluster("1000", "");
+    tier_t *t = open_ok(mc.uri), *t2 = NULL;
+    struct statcount s = {0};
+    char err[512], u[1200];
+    pid_t apid;
+    uint64_t got;
+    char out[16];
+
+    cr_assert_eq(tier_put(t, "k", 1, "v1", 2), 0);
+    tier_report_stats(t, add_stat, &s);
+    cr_assert_gt(s.n, 15);
+    apid = 0;
+    {
+        char cmd[256];
+        FILE *p;
+        snprintf(cmd, sizeof(cmd), "pgrep -P %d -f mooncake_adapter.py", (int)getpid());
+        p = popen(cmd, "r");
+        if (fscanf(p, "%d", &apid) != 1)
+            apid = 0;
+        pclose(p);
+    }
+    cr_assert_gt(apid, 0, "no adapter process");
+    kill(apid, SIGKILL);
+    usleep(100000);
+    int rc = tier_get(t, "k", 1, out, sizeof(out), &got);
+    cr_assert_neq(rc, 0, "a call on a dead adapter fails");
+    cr_assert_eq(rc, PINPOOL_ETIER, "%s: %s", pinpool_err_name(rc), tier_errmsg());
+    rc = tier_get(t, "k", 1, out, sizeof(out), &got);
+    cr_assert_eq(rc, 0, "the next call restarts it: %s", tier_errmsg());
+    cr_assert_eq(memcmp(out, "v1", 2), 0);
+    tier_close(t);
+
+    /* nothing listens there: open fails within its timeout, with a reason */
+    snprintf(u, sizeof(u),
+             "mooncake://127.0.0.1:%d?metadata=%s&timeout_ms=10000&log=%s/nomaster.log",
+             free_port(), mc.metadata, mc.dir);
+    double t0 = now_s();
+    rc = tier_open(&t2, u, err, sizeof(err));
+    cr_assert_neq(rc, 0);
+    cr_assert_lt(now_s() - t0, 12.0);
+    cr_log_info("open with no master: %s: %s", pinpool_err_name(rc), err);
+    cr_assert_neq(err[0], '\0');
+
+    snprintf(u, sizeof(u), "mooncake://%s?mode=dlopen&lib=/nonexistent/libmooncake_store.so",
+             mc.master_addr);
+    cr_assert_eq(tier_open(&t2, u, err, sizeof(err)), PINPOOL_ETIER);
+    cr_assert(strstr(err, "WITH_STORE_C_SHARED") != NULL, "%s", err);
+    cr_assert_eq(tier_open(&t2, "mooncake://nohostport", err, sizeof(err)), PINPOOL_EINVAL);
+    snprintf(u, sizeof(u), "mooncake://%s?bogus=1", mc.master_addr);
+    cr_assert_eq(tier_open(&t2, u, err, sizeof(err)), PINPOOL_EINVAL);
+}

@@ -148,7 +148,7 @@ test: $(BUILD)/.deps-ok $(BUILD)/.mooncake-ok
 	  PINPOOL_PYTHON=$(PYTHON) \
 	  tests/run $(TEST_BIN)
 
-bench: $(BUILD)/.deps-ok
+bench: $(BUILD)/.deps-ok $(BUILD)/.mooncake-ok
 	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BENCH_BIN)
 	$(Q)PINPOOL_BIN=$(abspath $(BUILD)/pinpool) bench/run $(BUILD)
 

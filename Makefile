@@ -19,10 +19,13 @@ DEBUG    ?=
 
 # Debian packages the build and the tests need (README says why each).
 DEB_PACKAGES := libgrpc-dev protobuf-c-compiler libprotobuf-c-dev libev-dev \
-                libcriterion-dev libbsd-dev pkg-config
+                libcriterion-dev libbsd-dev pkg-config libibverbs1
 # PyPI packages the Python tests and benchmark need (test-python installs them).
 PY_PACKAGES := grpcio grpcio-tools numpy pytest pytest-timeout
 PYTHON ?= python3
+# The Mooncake spill tier (server/tier_mooncake.c) drives Mooncake's PyPI wheel
+# through server/mooncake_adapter.py; the tests start a real Mooncake from it.
+MOONCAKE_PIP := mooncake-transfer-engine-non-cuda
 
 ifeq ($(V),1)
 Q :=
@@ -99,6 +102,13 @@ $(BUILD)/.deps-ok: Makefile
 	fi
 	$(Q)mkdir -p $(BUILD) && touch $@
 
+# pip install only when the wheel does not import yet.
+$(BUILD)/.mooncake-ok: $(BUILD)/.deps-ok
+	$(Q)$(PYTHON) -c 'import mooncake.store' 2>/dev/null || { \
+	  echo "pinpool: installing $(MOONCAKE_PIP) with pip"; \
+	  $(PYTHON) -m pip install -q --root-user-action=ignore $(MOONCAKE_PIP) || exit 1; }
+	$(Q)$(PYTHON) -c 'import mooncake.store' && touch $@
+
 $(BUILD)/gen/pinpool.pb-c.c $(BUILD)/gen/pinpool.pb-c.h: proto/pinpool.proto
 	$(Q)mkdir -p $(BUILD)/gen
 	@echo "  PROTOC  $<"
@@ -153,11 +163,11 @@ serve: all
 
 # Each test binary runs on its own; the summary line of each is Criterion's.
 # Then the Python suite; either failing fails the target.
-test: $(BUILD)/.deps-ok
+test: $(BUILD)/.deps-ok $(BUILD)/.mooncake-ok
 	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BUILD)/libpinpool.so $(TEST_BIN) \
 	  $(BUILD)/tests/gpu_client $(BENCH_BIN)
 	$(Q)rc=0; PINPOOL_BIN=$(abspath $(BUILD)/pinpool) LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp) \
-	  tests/run $(TEST_BIN) || rc=1; \
+	  PINPOOL_PYTHON=$(PYTHON) tests/run $(TEST_BIN) || rc=1; \
 	  $(MAKE) --no-print-directory test-python || rc=1; exit $$rc
 
 # Installs the PyPI packages with pip only when one is missing (Debian marks its
@@ -177,7 +187,7 @@ test-python: $(BUILD)/.deps-ok py-deps
 	  PINPOOL_LIB=$(abspath $(BUILD)/libpinpool.so) $(PY_SAN_ENV) \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider --timeout 300 tests/python
 
-bench: $(BUILD)/.deps-ok py-deps
+bench: $(BUILD)/.deps-ok $(BUILD)/.mooncake-ok py-deps
 	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BUILD)/libpinpool.so $(BENCH_BIN)
 	$(Q)PINPOOL_BIN=$(abspath $(BUILD)/pinpool) PINPOOL_LIB=$(abspath $(BUILD)/libpinpool.so) \
 	  PYTHONPATH=$(abspath client/python) PYTHON=$(PYTHON) bench/run $(BUILD)

@@ -52,8 +52,11 @@ extern "C" {
     XX(INTERNAL, -1011, INTERNAL, "internal error")                                  \
     XX(CUDA, -1012, FAILED_PRECONDITION, "CUDA call failed")                         \
     XX(CLOSED, -1013, FAILED_PRECONDITION, "the context is not connected")           \
-    XX(TIMEOUT, -1014, DEADLINE_EXCEEDED, "the daemon did not answer in time")              \
-    XX(EXIST, -1015, ALREADY_EXISTS, "a slice is already kept under that tag")
+    XX(TIMEOUT, -1014, DEADLINE_EXCEEDED, "the daemon did not answer in time")       \
+    XX(EXIST, -1015, ALREADY_EXISTS, "a slice is already kept under that tag")      \
+    XX(NOKEY, -1016, NOT_FOUND, "no object under that key")                          \
+    XX(TIER, -1017, UNAVAILABLE, "the spill tier failed")                            \
+    XX(BUSY, -1018, UNAVAILABLE, "the object is leased by a reader; retry later")
 
 enum {
 #define PINPOOL_XX_(name, value, status, msg) PINPOOL_E##name = (value),

@@ -1,0 +1,153 @@
+/*
+ * tier.h - the spill tier: where the daemon puts slices it evicts, as objects
+ * under keys.  The operations are modelled on Mooncake Store's object API
+ * (put from a buffer, get into a buffer, exists, remove, size, and batch forms).
+ *
+ * Owns: one open tier (a backend chosen by URI scheme) and its statistics.
+ * Never: touches the pool, gRPC or libev; it moves bytes between caller
+ * buffers and the backend and nothing else.
+ * Locking: every call may come from any thread.  The generic layer (tier.c)
+ * keeps the statistics under its own mutex; a backend serialises what it must
+ * (the Mooncake adapter has one command in flight at a time).  Calls may block
+ * (disk I/O, the network): never call them while holding srv->lock.
+ *
+ * URIs
+ *   file:///ABS/DIR              one file per object in DIR (made if missing);
+ *                                see tier_file.c.  "file:" + an absolute path
+ *                                without "//" is accepted too.
+ *   mooncake://HOST:PORT?k=v&... a real Mooncake Store whose master listens on
+ *                                HOST:PORT; parameters and the two ways of
+ *                                reaching it (adapter process or dlopen of
+ *                                libmooncake_store.so) are in tier_mooncake.c.
+ *
+ * Keys are any byte string of 1..TIER_KEY_MAX bytes (NUL and '/' included);
+ * each backend encodes them (file names, Mooncake key strings) so that
+ * distinct keys never collide and no key can name a path outside the tier.
+ *
+ * The contract, identical for every backend:
+ *   put     creates the object (1 byte or more) or replaces it whole.  A reader sees the old
+ *           bytes or the new ones, never a mix.  When put fails, the old object
+ *           (if any) is still there, unchanged.  Mooncake's own put is a no-op
+ *           on an existing key; the Mooncake backend replaces with upsert (or
+ *           remove + put through the C API), so callers never need to remove
+ *           first.
+ *   get     copies the whole object into buf when it fits (len >= its size)
+ *           and sets *got to its size; -ENOBUFS with *got = its size when it
+ *           does not (buf unchanged or partly written).  PINPOOL_ENOKEY if absent.
+ *   exists  1 or 0.
+ *   size    0 and *size, or PINPOOL_ENOKEY.
+ *   remove  0, or PINPOOL_ENOKEY if absent, or PINPOOL_EBUSY while a reader
+ *           holds a lease on it (Mooncake grants one for ~10 s after every
+ *           get/exists); retry later, the object is unchanged.
+ * Errors are negative: PINPOOL_E* (INVAL for a bad key or URI, NOKEY, BUSY,
+ * TIER for a backend failure with the backend's words in tier_errmsg) or
+ * -errno (-ENOBUFS, -ETIMEDOUT when the backend did not answer in time,
+ * -ENOSPC, -EIO...).  A timeout never leaves a half-done call behind: the
+ * backend is reset and the next call starts afresh.
+ *
+ * Batch forms take an array of items and fill each item's rc (and got); they
+ * return 0 when every item succeeded, else the first item error.  exists_batch
+ * sets rc to 1/0/-error per item and returns 0 unless one failed.
+ */
+#ifndef PINPOOL_TIER_H
+#define PINPOOL_TIER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TIER_KEY_MAX 512
+#define TIER_ERRMSG_LEN 256
+
+typedef struct tier tier_t;
+
+typedef struct tier_item {
+    const void *key;
+    size_t keylen;
+    void *buf;    /* put: the bytes; get: where they go */
+    uint64_t len; /* put: object size; get: room in buf */
+    uint64_t got; /* get, size: the object's size */
+    int rc;       /* per item: 0 / -error (exists: 1 / 0 / -error) */
+} tier_item_t;
+
+/*
+ * A backend: what tier.c calls after validating arguments.  Batch functions
+ * may be NULL (tier.c loops over the single ones).  Each returns as above.
+ */
+typedef struct tier_ops {
+    const char *scheme; /* "file", "mooncake" */
+    /* Parse uri, connect, set *impl.  On failure a message in err, nothing left open. */
+    int (*open)(void **impl, const char *uri, char *err, size_t errlen);
+    void (*close)(void *impl);
+    int (*put)(void *impl, const void *key, size_t keylen, const void *buf, uint64_t len);
+    int (*get)(void *impl, const void *key, size_t keylen, void *buf, uint64_t len, uint64_t *got);
+    int (*exists)(void *impl, const void *key, size_t keylen);
+    int (*size)(void *impl, const void *key, size_t keylen, uint64_t *size);
+    int (*remove)(void *impl, const void *key, size_t keylen);
+    int (*put_batch)(void *impl, tier_item_t *items, size_t n);
+    int (*get_batch)(void *impl, tier_item_t *items, size_t n);
+    int (*exists_batch)(void *impl, tier_item_t *items, size_t n);
+    int (*remove_batch)(void *impl, tier_item_t *items, size_t n);
+    /* Objects the backend holds for this tier (-1: unknown); may be NULL. */
+    int64_t (*count)(void *impl);
+    /* Extra "name value" facts for the stats callback (path, mode); may be NULL. */
+    void (*describe)(void *impl, void (*add)(const char *name, const char *value, void *arg),
+                     void *arg);
+} tier_ops_t;
+
+extern const tier_ops_t tier_file_ops;
+extern const tier_ops_t tier_mooncake_ops;
+
+/*
+ * Open the tier that uri names.  Returns 0 and *out, or an error with a
+ * message in err (PINPOOL_EINVAL for an unknown scheme or a bad parameter,
+ * PINPOOL_ETIER / -errno when the backend cannot be reached).
+ */
+int tier_open(tier_t **out, const char *uri, char *err, size_t errlen);
+/* Close the backend (stopping any process it started) and free t.  NULL ok. */
+void tier_close(tier_t *t);
+
+const char *tier_scheme(const tier_t *t);
+/* The explanation of the calling thread's last failed tier call ("" if none). */
+const char *tier_errmsg(void);
+
+int tier_put(tier_t *t, const void *key, size_t keylen, const void *buf, uint64_t len);
+int tier_get(tier_t *t, const void *key, size_t keylen, void *buf, uint64_t len, uint64_t *got);
+int tier_exists(tier_t *t, const void *key, size_t keylen);
+int tier_size(tier_t *t, const void *key, size_t keylen, uint64_t *size);
+int tier_remove(tier_t *t, const void *key, size_t keylen);
+
+int tier_put_batch(tier_t *t, tier_item_t *items, size_t n);
+int tier_get_batch(tier_t *t, tier_item_t *items, size_t n);
+int tier_exists_batch(tier_t *t, tier_item_t *items, size_t n);
+int tier_remove_batch(tier_t *t, tier_item_t *items, size_t n);
+
+/* Counters since open. */
+typedef struct tier_stats {
+    uint64_t puts, gets, exists, removes, sizes; /* calls (one per batch item) */
+    uint64_t put_bytes, get_bytes;               /* bytes written / read back */
+    uint64_t errors;                             /* items that failed (NOKEY/BUSY excluded) */
+    uint64_t not_found, busy;                    /* NOKEY, BUSY results */
+    uint64_t put_ns, get_ns;                     /* wall time in put / get calls */
+    uint64_t put_ns_max, get_ns_max;             /* slowest single call (a batch is one) */
+    int64_t objects;                             /* in the tier, -1 if the backend cannot say */
+} tier_stats_t;
+
+void tier_get_stats(tier_t *t, tier_stats_t *out);
+
+/*
+ * The statistics as named values (memcached's ADD_STAT): add is called once
+ * per counter ("puts", "put_bytes", "put_gbps", "put_avg_us", ...) and once per
+ * fact the backend describes ("scheme", "path", "mode"...).  Only server/ turns
+ * them into protobuf or text.
+ */
+void tier_report_stats(tier_t *t, void (*add)(const char *name, const char *value, void *arg),
+                       void *arg);
+
+/* Helpers shared by the backends (tier.c). */
+/* Set the calling thread's tier message (what tier_errmsg returns); returns rc. */
+int tier__fail(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* "%XX" escapes for every byte outside [A-Za-z0-9_.-] (and a leading '.');
+ * returns the length written (dst needs 3 * keylen + 1), or -1 if dstlen is short. */
+int tier__escape_key(const void *key, size_t keylen, char *dst, size_t dstlen, const char *keep);
+
+#endif /* PINPOOL_TIER_H */

@@ -1,0 +1,45 @@
+#!/usr/bin/env python3
+"""mooncake_peer.py - an independent Mooncake client for the tier tests.
+
+It uses the wheel's own Python client (mooncake.store.MooncakeDistributedStore)
+and nothing of pinpool, to check that what the tier wrote is what any Mooncake
+client reads, and the other way round.
+
+  mooncake_peer.py MASTER METADATA get KEY OUTFILE   -> writes the object's bytes
+  mooncake_peer.py MASTER METADATA put KEY INFILE    -> stores the file's bytes
+Exit 0 on success, 2 when the key is missing, 1 on any other failure.
+"""
+import sys
+
+from mooncake.store import MooncakeDistributedStore
+
+
+def main():
+    master, metadata, op, key, path = sys.argv[1:6]
+    store = MooncakeDistributedStore()
+    rc = store.setup("127.0.0.1", metadata, 0, 64 << 20, "tcp", "", master)
+    if rc != 0:
+        print("setup failed: %d" % rc, file=sys.stderr)
+        return 1
+    try:
+        if op == "get":
+            if store.is_exist(key) != 1:
+                return 2
+            data = store.get(key)
+            with open(path, "wb") as f:
+                f.write(data)
+            return 0 if len(data) > 0 else 1
+        if op == "put":
+            with open(path, "rb") as f:
+                data = f.read()
+            rc = store.put(key, data)
+            if rc != 0:
+                print("put failed: %d" % rc, file=sys.stderr)
+            return 0 if rc == 0 else 1
+        return 1
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,7 +3,12 @@
 #   make            build build/pinpool and build/libpinpool.so (installs deps if missing)
 #   make serve      run the daemon with the embedded defaults
 #   make test       build and run every test (Criterion)
-#   make bench      run the benchmarks
+#   make bench      run the benchmarks (make load: the 64-process load test)
+#   make fuzz       build the libFuzzer targets, run each FUZZ_SECONDS (60)
+#   make soak       the crash test with SOAK_CYCLES (10000) killed clients
+#   make valgrind   a daemon run under valgrind (errors and leaks fail it)
+#   make install    PREFIX=/usr/local DESTDIR=: binary, library, header,
+#                   pinpool.pc and the systemd unit
 #   make clean
 #
 # Options: SANITIZE=address|undefined|thread, WERROR=1 (CI), DEBUG=1 (-O0),
@@ -26,6 +31,7 @@ Q :=
 else
 Q := @
 endif
+comma := ,
 
 WARN := -Wall -Wextra -Wstrict-prototypes -Wmissing-prototypes -Wshadow -Wformat=2
 ifeq ($(WERROR),1)
@@ -37,6 +43,11 @@ CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) -fPIC -pthread -MMD -MP 
 ifneq ($(SANITIZE),)
 CFLAGS_BASE += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
 LDFLAGS_SAN := -fsanitize=$(SANITIZE)
+endif
+ifneq ($(filter undefined,$(subst $(comma), ,$(SANITIZE))),)
+# UBSan reports must fail the run, not scroll past.
+CFLAGS_BASE += -fno-sanitize-recover=undefined
+LDFLAGS_SAN += -fno-sanitize-recover=undefined
 endif
 
 # pkg-config is only asked once the deps are there (see `deps`).
@@ -67,7 +78,7 @@ TOBJ       := $(addprefix $(BUILD)/tobj/,$(addsuffix .o,$(basename $(COMMON_SRC)
 TEST_BIN   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 BENCH_BIN  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all deps serve test bench clean
+.PHONY: all deps serve test bench clean fuzz soak load valgrind install
 .SECONDARY:
 .DEFAULT_GOAL := all
 
@@ -133,7 +144,7 @@ serve: all
 test: $(BUILD)/.deps-ok
 	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BUILD)/libpinpool.so $(TEST_BIN)
 	$(Q)PINPOOL_BIN=$(abspath $(BUILD)/pinpool) LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp) \
-	  tests/run $(TEST_BIN)
+	  PINPOOL_TEST_SANITIZE=$(SANITIZE) tests/run $(TEST_BIN)
 
 bench: $(BUILD)/.deps-ok
 	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BENCH_BIN)
@@ -141,5 +152,7 @@ bench: $(BUILD)/.deps-ok
 
 clean:
 	rm -rf $(BUILD)
+
+include tests/ops.mk
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

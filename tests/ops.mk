@@ -64,7 +64,7 @@ soak: $(BUILD)/.deps-ok
 	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BUILD)/tests/test_crash
 	$(Q)PINPOOL_BIN=$(abspath $(BUILD)/pinpool) CRASH_CYCLES=$(SOAK_CYCLES) \
 	  LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp) \
-	  tests/run $(BUILD)/tests/test_crash --filter 'crash/*' --timeout 3600
+	  $(BUILD)/tests/test_crash --filter 'crash/*' --timeout 3600 --verbose
 
 # ---- the load test: 64 processes x 10,000 operations -----------------------------
 LOAD_PROCS ?= 64

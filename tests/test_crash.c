@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -37,9 +38,39 @@
 
 static test_daemon_t d;
 
+/* Counters the clients bump in shared memory: how far they got before the kill. */
+typedef struct progress {
+    volatile long connected, allocs, frees, infos;
+} progress_t;
+
+static progress_t *progress;
+
+/* The daemon says "pool ready" once every chunk exists (and has its fd). */
+static bool wait_pool_ready(const test_daemon_t *dm, double timeout)
+{
+    char line[512];
+
+    for (double t = 0; t < timeout; t += 0.02) {
+        FILE *f = fopen(dm->log, "r");
+        bool ready = false;
+        while (f != NULL && !ready && fgets(line, sizeof(line), f) != NULL)
+            ready = strstr(line, "pool ready") != NULL;
+        if (f != NULL)
+            fclose(f);
+        if (ready)
+            return true;
+        usleep(20000);
+    }
+    return false;
+}
+
 static void start(void)
 {
     cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "256MiB", "--chunk-size", "16MiB", NULL), 0);
+    cr_assert(wait_pool_ready(&d, 20.0), "the daemon never said 'pool ready'");
+    progress = mmap(NULL, sizeof(*progress), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(progress, MAP_FAILED);
+    memset((void *)progress, 0, sizeof(*progress));
 }
 
 static void stop(void)
@@ -86,6 +117,16 @@ static long proc_status_kib(pid_t pid, const char *field)
     return v;
 }
 
+/* On failure: what the daemon's descriptors point to, and its sockets. */
+static void dump_fds(pid_t pid)
+{
+    char cmd[160];
+
+    snprintf(cmd, sizeof(cmd), "ls -l /proc/%d/fd | sed 's/^.*[0-9] \\([0-9]* ->\\)/  \\1/' >&2", (int)pid);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cannot list the daemon's descriptors\n");
+}
+
 /* 256 B .. 24 MiB, spread evenly over the powers of two. */
 static uint64_t random_size(unsigned *seed)
 {
@@ -115,6 +156,7 @@ static void __attribute__((noreturn)) busy_client(const char *sock, unsigned see
         why = 1;
         goto out;
     }
+    __atomic_add_fetch(&progress->connected, 1, __ATOMIC_RELAXED);
     for (unsigned i = 0;; i++) {
         int op = rand_r(&seed) % 10;
         if (op < 5 && n < MAX_HELD) {
@@ -130,6 +172,7 @@ static void __attribute__((noreturn)) busy_client(const char *sock, unsigned see
             memset(s.ptr, (int)(s.id & 0xff), touch);
             ((volatile char *)s.ptr)[s.size - 1] = (char)s.id;
             held[n++] = s;
+            __atomic_add_fetch(&progress->allocs, 1, __ATOMIC_RELAXED);
         } else if (op < 9 && n > 0) {
             int k = rand_r(&seed) % n;
             if (((volatile unsigned char *)held[k].ptr)[0] != (unsigned char)(held[k].id & 0xff)) {
@@ -142,6 +185,7 @@ static void __attribute__((noreturn)) busy_client(const char *sock, unsigned see
                 break;
             }
             held[k] = held[--n];
+            __atomic_add_fetch(&progress->frees, 1, __ATOMIC_RELAXED);
         } else if (i % 4 == 0) {
             pinpool_pool_info_t info;
             rc = pinpool_pool_info(ctx, &info);
@@ -150,6 +194,7 @@ static void __attribute__((noreturn)) busy_client(const char *sock, unsigned see
                 break;
             }
             pinpool_pool_info_free(&info);
+            __atomic_add_fetch(&progress->infos, 1, __ATOMIC_RELAXED);
         }
     }
 out:
@@ -231,7 +276,13 @@ Test(crash, sigkill_cycles, .init = start, .fini = stop)
     cr_log_info("crash: %ld cycles in %.1f s (%.0f/s); daemon fds %d (before %ld); "
                 "RssAnon %ld KiB after warm-up, %ld KiB at the end",
                 cycles, secs, (double)cycles / secs, fds, fds_before, rss_warm, rss_end);
+    cr_log_info("crash: the clients connected %ld times and made %ld allocations (mapped, "
+                "written), %ld frees and %ld info calls before their kills",
+                progress->connected, progress->allocs, progress->frees, progress->infos);
+    cr_expect_gt(progress->allocs, cycles, "most clients must get as far as allocating");
     cr_expect_eq(early, 0);
+    if (fds != fds_before)
+        dump_fds(d.pid);
     cr_expect_eq(fds, fds_before, "the daemon holds %d descriptors, %ld before the first client",
                  fds, fds_before);
     /* Stable: bounded growth after the warm-up (allocator caches, gRPC pools). */

@@ -144,7 +144,7 @@ serve: all
 test: $(BUILD)/.deps-ok
 	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BUILD)/libpinpool.so $(TEST_BIN)
 	$(Q)PINPOOL_BIN=$(abspath $(BUILD)/pinpool) LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp) \
-	  PINPOOL_TEST_SANITIZE=$(SANITIZE) tests/run $(TEST_BIN)
+	  PINPOOL_BUILD=$(BUILD) PINPOOL_TEST_SANITIZE=$(SANITIZE) tests/run $(TEST_BIN)
 
 bench: $(BUILD)/.deps-ok
 	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BENCH_BIN)

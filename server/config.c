@@ -34,6 +34,7 @@ typedef struct srv_option {
 } srv_option_t;
 
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
+static const char *const log_formats[] = {"text", "json", NULL};
 static const char *const host_backends[] = {"auto", "memfd", NULL};
 
 #define STR_FIELD(f) offsetof(srv_config_t, f), sizeof(((srv_config_t *)0)->f)
@@ -61,6 +62,9 @@ static const srv_option_t options[] = {
      STR_FIELD(host_backend), 0, 0, 0, host_backends},
     {"log-level", OPT_CHOICE, "info", "LEVEL", "error, warn, info or debug",
      STR_FIELD(log_level), 0, 0, 0, log_levels},
+    {"log-format", OPT_CHOICE, "text", "FORMAT",
+     "text, or json: one object per line with ts, pid, level and msg",
+     STR_FIELD(log_format), 0, 0, 0, log_formats},
 };
 
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))

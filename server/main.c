@@ -201,6 +201,7 @@ static int serve(int argc, char **argv)
         return 2;
     }
     srv_log_level = srv_log_parse_level(d.cfg.log_level);
+    srv_log_format = strcmp(d.cfg.log_format, "json") == 0 ? SRV_LOG_JSON : SRV_LOG_TEXT;
     signal(SIGPIPE, SIG_IGN);
     d.tty = isatty(STDERR_FILENO);
     d.exit_code = 1;

@@ -31,12 +31,20 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static srv_t *srv;
+static long granted, refused; /* MAP_RESPs seen, for FUZZ_STATS=1 */
+
+static void print_stats(void)
+{
+    fprintf(stderr, "fuzz_fdsock: %ld maps granted, %ld refused\n", granted, refused);
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
     srv = fuzz_srv_create();
+    if (getenv("FUZZ_STATS") != NULL)
+        atexit(print_stats);
     return 0;
 }
 
@@ -64,7 +72,9 @@ static void drain(int fd, const uint64_t *ours, size_t nours, uint64_t victim_sl
             fuzz_check(mine);
             fuzz_check(asked != victim_slice);
             fuzz_check(nfds > 0);
+            granted++;
         } else {
+            refused++;
             fuzz_check(nfds == 0);
         }
         for (size_t i = 0; i < nfds; i++)

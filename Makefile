@@ -3,7 +3,14 @@
 #   make            build build/pinpool and build/libpinpool.so (installs deps if missing)
 #   make serve      run the daemon with the embedded defaults
 #   make test       build and run every test (Criterion, then pytest: test-python)
-#   make bench      run the benchmarks
+#   make test-gpu   the GPU tests (they say so and pass where there is no GPU)
+#   make dist       a relocatable tree in build/dist for GPU machines
+#   make bench      run the benchmarks (make load: the 64-process load test)
+#   make fuzz       build the libFuzzer targets, run each FUZZ_SECONDS (60)
+#   make soak       the crash test with SOAK_CYCLES (10000) killed clients
+#   make valgrind   a daemon run under valgrind (errors and leaks fail it)
+#   make install    PREFIX=/usr/local DESTDIR=: binary, library, header,
+#                   pinpool.pc and the systemd unit
 #   make clean
 #
 # Options: SANITIZE=address|undefined|thread, WERROR=1 (CI), DEBUG=1 (-O0),
@@ -32,6 +39,7 @@ Q :=
 else
 Q := @
 endif
+comma := ,
 
 WARN := -Wall -Wextra -Wstrict-prototypes -Wmissing-prototypes -Wshadow -Wformat=2
 ifeq ($(WERROR),1)
@@ -52,6 +60,11 @@ endif
 CUDA_HOME ?= /usr/local/cuda
 ifneq ($(wildcard $(CUDA_HOME)/include/cuda.h),)
 CFLAGS_BASE += -DPINPOOL_HAVE_CUDA -isystem $(CUDA_HOME)/include
+endif
+ifneq ($(filter undefined,$(subst $(comma), ,$(SANITIZE))),)
+# UBSan reports must fail the run, not scroll past.
+CFLAGS_BASE += -fno-sanitize-recover=undefined
+LDFLAGS_SAN += -fno-sanitize-recover=undefined
 endif
 
 # pkg-config is only asked once the deps are there (see `deps`).
@@ -82,7 +95,7 @@ TOBJ       := $(addprefix $(BUILD)/tobj/,$(addsuffix .o,$(basename $(COMMON_SRC)
 TEST_BIN   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 BENCH_BIN  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all deps serve test test-python test-gpu py-deps bench dist clean
+.PHONY: all deps serve test test-python test-gpu py-deps bench dist clean fuzz soak load valgrind install
 .SECONDARY:
 .DEFAULT_GOAL := all
 
@@ -167,7 +180,8 @@ test: $(BUILD)/.deps-ok $(BUILD)/.mooncake-ok
 	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BUILD)/libpinpool.so $(TEST_BIN) \
 	  $(BUILD)/tests/gpu_client $(BENCH_BIN)
 	$(Q)rc=0; PINPOOL_BIN=$(abspath $(BUILD)/pinpool) LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp) \
-	  PINPOOL_PYTHON=$(PYTHON) tests/run $(TEST_BIN) || rc=1; \
+	  PINPOOL_PYTHON=$(PYTHON) PINPOOL_BUILD=$(BUILD) PINPOOL_TEST_SANITIZE=$(SANITIZE) \
+	  tests/run $(TEST_BIN) || rc=1; \
 	  $(MAKE) --no-print-directory test-python || rc=1; exit $$rc
 
 # Installs the PyPI packages with pip only when one is missing (Debian marks its
@@ -216,5 +230,7 @@ dist: $(BUILD)/.deps-ok
 
 clean:
 	rm -rf $(BUILD)
+
+include tests/ops.mk
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

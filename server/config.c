@@ -34,6 +34,7 @@ typedef struct srv_option {
 } srv_option_t;
 
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
+static const char *const log_formats[] = {"text", "json", NULL};
 static const char *const host_backends[] = {"auto", "vmm", "register", "memfd", NULL};
 
 #define STR_FIELD(f) offsetof(srv_config_t, f), sizeof(((srv_config_t *)0)->f)
@@ -68,6 +69,9 @@ static const srv_option_t options[] = {
      "GPUs that get a device pool: all, or ordinals like 0,1", STR_FIELD(devices), 0, 0, 0, NULL},
     {"log-level", OPT_CHOICE, "info", "LEVEL", "error, warn, info or debug",
      STR_FIELD(log_level), 0, 0, 0, log_levels},
+    {"log-format", OPT_CHOICE, "text", "FORMAT",
+     "text, or json: one object per line with ts, pid, level and msg",
+     STR_FIELD(log_format), 0, 0, 0, log_formats},
 };
 
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))

@@ -25,6 +25,7 @@ typedef struct srv_config {
     char listen[256];
     char host_backend[16];
     char log_level[8];
+    char log_format[8];
 } srv_config_t;
 
 /* Fill cfg with the embedded defaults. */

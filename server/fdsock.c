@@ -56,28 +56,28 @@ static void session_close(session_t *s)
     free(s);
 }
 
-static int answer_map(session_t *s, const ipc_map_req_t *req)
+static int answer_map(srv_t *srv, srv_client_t *client, const char *id, int fd,
+                      const ipc_map_req_t *req)
 {
     ipc_map_resp_t resp;
     int fds[IPC_MAX_FDS];
     char msg[256] = "";
     int rc;
 
-    rc = srv_session_chunk_fds(s->fs->srv, s->client, req->slice_id, req->first_chunk, req->count,
-                               fds, msg, sizeof(msg));
+    rc = srv_session_chunk_fds(srv, client, req->slice_id, req->first_chunk, req->count, fds, msg,
+                               sizeof(msg));
     if (rc != 0)
-        srv_debug("client %s: map of slice %" PRIu64 " refused: %s", s->id, req->slice_id, msg);
+        srv_debug("client %s: map of slice %" PRIu64 " refused: %s", id, req->slice_id, msg);
     memset(&resp, 0, sizeof(resp));
     ipc_hdr_init(&resp.hdr, IPC_MSG_MAP_RESP, req->hdr.seq, sizeof(resp));
     resp.status = rc;
     resp.first_chunk = req->first_chunk;
     resp.count = rc == 0 ? req->count : 0;
-    return ipc_send_msg(s->io.fd, &resp, sizeof(resp), fds, resp.count);
+    return ipc_send_msg(fd, &resp, sizeof(resp), fds, resp.count);
 }
 
-static void on_session(struct ev_loop *loop, ev_io *w, int revents)
+bool srv_fdsock_session_read(srv_t *srv, srv_client_t *client, const char *id, int fd)
 {
-    session_t *s = (session_t *)w;
     union {
         ipc_hdr_t hdr;
         ipc_map_req_t map;
@@ -87,29 +87,36 @@ static void on_session(struct ev_loop *loop, ev_io *w, int revents)
     ssize_t n;
     int rc;
 
-    (void)loop;
-    (void)revents;
-    n = ipc_recv_msg(w->fd, &m, sizeof(m), NULL, 0, &nfds);
+    n = ipc_recv_msg(fd, &m, sizeof(m), NULL, 0, &nfds);
     if (n == -EAGAIN || n == -EWOULDBLOCK)
-        return;
+        return true;
     if (n <= 0) {
         if (n < 0 && n != -ECONNRESET)
-            srv_warn("client %s: %s; ending its session", s->id, pinpool_strerror((int)n));
-        session_close(s);
-        return;
+            srv_warn("client %s: %s; ending its session", id, pinpool_strerror((int)n));
+        return false;
     }
     rc = ipc_msg_check(&m, (size_t)n);
     if (rc != IPC_MSG_MAP_REQ) {
-        srv_warn("client %s sent a malformed message (%zd bytes); ending its session", s->id, n);
-        session_close(s);
-        return;
+        srv_warn("client %s sent a malformed message (%zd bytes); ending its session", id, n);
+        return false;
     }
-    rc = answer_map(s, &m.map);
+    rc = answer_map(srv, client, id, fd, &m.map);
     if (rc != 0) {
-        srv_warn("client %s: cannot send descriptors (%s); ending its session", s->id,
+        srv_warn("client %s: cannot send descriptors (%s); ending its session", id,
                  pinpool_strerror(rc));
-        session_close(s);
+        return false;
     }
+    return true;
+}
+
+static void on_session(struct ev_loop *loop, ev_io *w, int revents)
+{
+    session_t *s = (session_t *)w;
+
+    (void)loop;
+    (void)revents;
+    if (!srv_fdsock_session_read(s->fs->srv, s->client, s->id, w->fd))
+        session_close(s);
 }
 
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents)

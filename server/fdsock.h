@@ -9,6 +9,7 @@
 #define PINPOOL_SRV_FDSOCK_H
 
 #include <ev.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "srv.h"
@@ -23,5 +24,14 @@ void srv_fdsock_stop_accepting(srv_fdsock_t *fs);
 /* Close every session (their slices return to the pool), the listener, and
  * remove the socket file.  NULL is a no-op. */
 void srv_fdsock_close(srv_fdsock_t *fs);
+
+/*
+ * The loop-free core of a session: read one message from fd (non-blocking)
+ * and answer it for client (called id in the log).  Returns false when the
+ * session must end (the peer left, a malformed message, a reply that cannot
+ * be sent); the caller then closes fd and calls srv_session_close.  Any
+ * thread; the fuzzer (tests/fuzz/fuzz_fdsock.c) drives it over a socketpair.
+ */
+bool srv_fdsock_session_read(srv_t *srv, srv_client_t *client, const char *id, int fd);
 
 #endif

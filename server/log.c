@@ -12,12 +12,42 @@
 #include <unistd.h>
 
 int srv_log_level = SRV_LOG_INFO;
+int srv_log_format = SRV_LOG_TEXT;
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
+/* msg as the body of a JSON string into out (at most len bytes, NUL
+ * included); cuts at a character boundary of the escapes.  Returns the length. */
+static size_t json_escape(char *out, size_t len, const char *msg)
+{
+    size_t n = 0;
+
+    for (const unsigned char *p = (const unsigned char *)msg; *p != '\0'; p++) {
+        char esc[8];
+        size_t k;
+
+        if (*p == '"' || *p == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)*p;
+            k = 2;
+        } else if (*p < 0x20) {
+            k = (size_t)snprintf(esc, sizeof(esc), "\\u%04x", *p);
+        } else {
+            esc[0] = (char)*p;
+            k = 1;
+        }
+        if (n + k + 1 > len)
+            break;
+        memcpy(out + n, esc, k);
+        n += k;
+    }
+    out[n] = '\0';
+    return n;
+}
+
 void srv_log_write(int level, const char *fmt, ...)
 {
-    char line[1024];
+    char line[1024], msg[768], ts[40];
     struct timeval tv;
     struct tm tm;
     size_t n;
@@ -25,13 +55,21 @@ void srv_log_write(int level, const char *fmt, ...)
 
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
-    n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
-    n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03dZ pinpool[%d] %s: ",
-                          (int)(tv.tv_usec / 1000), (int)getpid(), level_names[level]);
+    n = strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(ts + n, sizeof(ts) - n, ".%03dZ", (int)(tv.tv_usec / 1000));
     va_start(ap, fmt);
-    if (n < sizeof(line))
-        n += (size_t)vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    if (srv_log_format == SRV_LOG_JSON) {
+        char body[sizeof(line) - 96];
+        json_escape(body, sizeof(body), msg);
+        n = (size_t)snprintf(line, sizeof(line),
+                             "{\"ts\":\"%s\",\"pid\":%d,\"level\":\"%s\",\"msg\":\"%s\"}", ts,
+                             (int)getpid(), level_names[level], body);
+    } else {
+        n = (size_t)snprintf(line, sizeof(line), "%s pinpool[%d] %s: %s", ts, (int)getpid(),
+                             level_names[level], msg);
+    }
     if (n >= sizeof(line) - 1)
         n = sizeof(line) - 2;
     line[n++] = '\n';

@@ -228,6 +228,7 @@ static int serve(int argc, char **argv)
         return 2;
     }
     srv_log_level = srv_log_parse_level(d.cfg.log_level);
+    srv_log_format = strcmp(d.cfg.log_format, "json") == 0 ? SRV_LOG_JSON : SRV_LOG_TEXT;
     signal(SIGPIPE, SIG_IGN);
     install_crash_handlers();
     d.tty = isatty(STDERR_FILENO);

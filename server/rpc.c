@@ -131,22 +131,19 @@ static grpc_slice read_payload(grpc_byte_buffer *bb)
     return s;
 }
 
-/* Run the method and build the reply in c. Returns the pinpool error (0 = OK). */
-static int run_method(rpc_call_t *c, char *text, size_t textlen)
+int rpc_dispatch(const rpc_method_t *m, void *app, const uint8_t *data, size_t len,
+                 grpc_slice *out, char *text, size_t textlen)
 {
-    const rpc_method_t *m = &c->rs->methods[c->method];
-    grpc_slice in = read_payload(c->payload);
     ProtobufCMessage *req;
     rpc_reply_t reply = {.msg = NULL};
     int rc;
 
-    req = protobuf_c_message_unpack(m->request, NULL, GRPC_SLICE_LENGTH(in), GRPC_SLICE_START_PTR(in));
-    grpc_slice_unref(in);
+    req = protobuf_c_message_unpack(m->request, NULL, len, data);
     if (req == NULL) {
         snprintf(text, textlen, "cannot decode the %s request", m->request->name);
         return PINPOOL_EINVAL;
     }
-    rc = m->handle(c->rs->app, req, &reply);
+    rc = m->handle(app, req, &reply);
     protobuf_c_message_free_unpacked(req, NULL);
     if (rc != 0) {
         snprintf(text, textlen, "%s", reply.text[0] != '\0' ? reply.text : pinpool_strerror(rc));
@@ -154,13 +151,27 @@ static int run_method(rpc_call_t *c, char *text, size_t textlen)
             m->done(&reply);
         return rc;
     }
-    size_t len = protobuf_c_message_get_packed_size(reply.msg);
-    grpc_slice out = grpc_slice_malloc(len);
-    protobuf_c_message_pack(reply.msg, GRPC_SLICE_START_PTR(out));
-    c->reply = grpc_raw_byte_buffer_create(&out, 1);
-    grpc_slice_unref(out);
+    size_t n = protobuf_c_message_get_packed_size(reply.msg);
+    *out = grpc_slice_malloc(n);
+    protobuf_c_message_pack(reply.msg, GRPC_SLICE_START_PTR(*out));
     if (m->done != NULL)
         m->done(&reply);
+    return 0;
+}
+
+/* Run the method and build the reply in c. Returns the pinpool error (0 = OK). */
+static int run_method(rpc_call_t *c, char *text, size_t textlen)
+{
+    grpc_slice in = read_payload(c->payload), out;
+    int rc;
+
+    rc = rpc_dispatch(&c->rs->methods[c->method], c->rs->app, GRPC_SLICE_START_PTR(in),
+                      GRPC_SLICE_LENGTH(in), &out, text, textlen);
+    grpc_slice_unref(in);
+    if (rc != 0)
+        return rc;
+    c->reply = grpc_raw_byte_buffer_create(&out, 1);
+    grpc_slice_unref(out);
     return 0;
 }
 

@@ -12,6 +12,7 @@
 #ifndef PINPOOL_SRV_RPC_H
 #define PINPOOL_SRV_RPC_H
 
+#include <grpc/slice.h>
 #include <protobuf-c/protobuf-c.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -34,6 +35,16 @@ typedef struct rpc_method {
 } rpc_method_t;
 
 typedef struct rpc_server rpc_server_t;
+
+/*
+ * One call of method m without the transport: unpack len bytes of data as
+ * m's request, run its handler with app, pack the reply into *out (the
+ * caller unrefs it).  Returns 0, or the pinpool error with a message in text
+ * (*out untouched).  The server runs every call through here; so do the
+ * fuzzers (tests/fuzz/fuzz_rpc.c).
+ */
+int rpc_dispatch(const rpc_method_t *m, void *app, const uint8_t *data, size_t len,
+                 grpc_slice *out, char *text, size_t textlen);
 
 /* methods must outlive the server.  Returns 0 or an error with err. */
 int rpc_server_create(rpc_server_t **out, const rpc_method_t *methods, size_t nmethods,

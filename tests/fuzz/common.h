@@ -1,0 +1,121 @@
+/*
+ * common.h - what the two libFuzzer targets share: a small real srv_t (memfd
+ * chunks, 8 MiB in 2 MiB chunks, every chunk made before the first input) and
+ * checks of our own resources between inputs.
+ *
+ * Owns: the process-wide srv of a fuzzer (fuzzers are single processes; this
+ * is the one place outside server/main.c with a global).
+ * Never: prints for an input that is handled; a broken invariant aborts, so
+ * that libFuzzer keeps the input as a crash.
+ */
+#ifndef PINPOOL_FUZZ_COMMON_H
+#define PINPOOL_FUZZ_COMMON_H
+
+#include <dirent.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "srv.h"
+
+#define FUZZ_CHUNK (2ull << 20)
+
+#define fuzz_check(cond)                                                                  \
+    do {                                                                                  \
+        if (!(cond)) {                                                                    \
+            fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, __LINE__, #cond);  \
+            abort();                                                                      \
+        }                                                                                 \
+    } while (0)
+
+static inline srv_t *fuzz_srv_create(void)
+{
+    srv_config_t cfg;
+    char err[256];
+    srv_t *srv;
+
+    srv_log_level = -1; /* not even errors: malformed input is the point */
+    srv_config_defaults(&cfg);
+    if (srv_config_set(&cfg, "mem-pool-size", "8MiB", err, sizeof(err)) != 0 ||
+        srv_config_set(&cfg, "chunk-size", "2MiB", err, sizeof(err)) != 0 ||
+        srv_config_set(&cfg, "pin-threads", "1", err, sizeof(err)) != 0 ||
+        srv_create(&srv, &cfg, err, sizeof(err)) != 0 || srv_start_chunks(srv) != 0 ||
+        srv_wait_chunks(srv, UINT32_MAX, err, sizeof(err)) != 0) {
+        fprintf(stderr, "fuzz: cannot make the srv: %s\n", err);
+        exit(1);
+    }
+    return srv;
+}
+
+typedef struct fuzz_ids {
+    char id[16][SRV_CLIENT_ID_LEN];
+    size_t n;
+} fuzz_ids_t;
+
+static inline void fuzz_collect(const srv_client_usage_t *u, void *arg)
+{
+    fuzz_ids_t *ids = arg;
+
+    if (ids->n < sizeof(ids->id) / sizeof(ids->id[0]))
+        snprintf(ids->id[ids->n++], SRV_CLIENT_ID_LEN, "%s", u->client_id);
+}
+
+/* Free every detached client's slices; then nothing may be left in use. */
+static inline void fuzz_reset(srv_t *srv)
+{
+    srv_pool_info_t info;
+    fuzz_ids_t ids;
+    char msg[256];
+
+    do {
+        ids.n = 0;
+        srv_pool_info(srv, &info, fuzz_collect, &ids);
+        for (size_t i = 0; i < ids.n; i++) {
+            uint64_t freed;
+            uint32_t n;
+            fuzz_check(srv_free(srv, ids.id[i], 0, &freed, &n, msg, sizeof(msg)) == 0);
+        }
+    } while (ids.n == sizeof(ids.id) / sizeof(ids.id[0]));
+    srv_pool_info(srv, &info, NULL, NULL);
+    fuzz_check(info.stats.used == 0);
+    fuzz_check(info.stats.num_slices == 0);
+    fuzz_check(info.num_clients == 0);
+    fuzz_check(info.stats.free == info.stats.ready);
+}
+
+/* Our open descriptors; list them on stderr when show is true. */
+static inline int fuzz_nfds_show(int show)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int n = 0;
+
+    if (d == NULL)
+        return -1;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        n++;
+        if (show) {
+            char path[300], target[256];
+            ssize_t len;
+            snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+            len = readlink(path, target, sizeof(target) - 1);
+            target[len > 0 ? len : 0] = '\0';
+            fprintf(stderr, "  fd %s -> %s\n", e->d_name, target);
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+static inline int fuzz_nfds(void)
+{
+    return fuzz_nfds_show(0);
+}
+
+#endif

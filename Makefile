@@ -222,7 +222,10 @@ dist: $(BUILD)/.deps-ok
 	$(Q)cp $(DIST_BIN) $(DIST)/bin/
 	$(Q)cp $(BUILD)/libpinpool.so $(DIST)/lib/libpinpool.so.0 && ln -s libpinpool.so.0 $(DIST)/lib/libpinpool.so
 	$(Q)cp client/pinpool.h $(DIST)/include/
-	$(Q)cp tests/gpu/run $(DIST)/tests/run-gpu && cp bench/gpu_run bench/run $(DIST)/bench/
+	$(Q)cp tests/gpu/run $(DIST)/tests/run-gpu && cp tests/gpu/test_torch.py $(DIST)/tests/ && \
+	  cp bench/gpu_run bench/run $(DIST)/bench/
+	$(Q)mkdir -p $(DIST)/python && cp -r client/python/pinpool $(DIST)/python/ && \
+	  find $(DIST)/python -name __pycache__ -prune -exec rm -rf {} +
 	$(Q)ldd $(DIST_BIN) $(BUILD)/libpinpool.so | awk '/=> \// {print $$3}' | sort -u | \
 	  grep -Ev '/(libc|libm|libdl|libpthread|librt|libresolv|ld-linux[^/]*|libcuda)\.so' | \
 	  xargs -r cp -L -t $(DIST)/lib/

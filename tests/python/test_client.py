@@ -67,3 +67,24 @@ def test_connect_without_daemon_says_why(tmp_path):
     with pytest.raises(pinpool.ConnectError, match="pinpool serve") as e:
         pinpool.Client(str(tmp_path / "nothing.sock"))
     assert isinstance(e.value, ConnectionError)
+
+
+def test_kept_slice_attached_by_another_client(daemon):
+    with pinpool.Client(daemon.socket) as a:
+        s = a.alloc(MiB, tag="py-kept", flags=pinpool.ALLOC_KEEP)
+        s.as_array()[:] = 42
+    with pinpool.Client(daemon.socket) as b:
+        t = b.attach("py-kept")
+        assert t.size == MiB and int(t.as_array()[12345]) == 42
+        with pytest.raises(pinpool.NotFoundError):
+            b.attach("no-such-tag")
+        b.detach(t)
+        t = b.attach("py-kept")
+        assert b.free(t) >= MiB
+    assert daemon.used() == 0
+
+
+def test_device_slice_without_gpu_is_refused(daemon):
+    with pinpool.Client(daemon.socket) as c:
+        with pytest.raises(pinpool.InvalidArgumentError, match="no device pool"):
+            c.alloc(MiB, device_id=0)

@@ -14,7 +14,7 @@ another process can attach to.
 
 from ._lib import (ConnectError, InvalidArgumentError, NotFoundError, OutOfPoolMemoryError,
                    PermissionDeniedError, PinpoolError)
-from .client import HOST, Client, Slice
+from .client import ALLOC_GPU_ONLY, ALLOC_KEEP, HOST, Client, Slice
 from .pool import ServerPinnedMemoryPool
 
 __version__ = "0.1.0"
@@ -27,6 +27,6 @@ def library_version():
     return _lib.lib().pinpool_version().decode()
 
 
-__all__ = ["Client", "Slice", "HOST", "ServerPinnedMemoryPool", "PinpoolError",
+__all__ = ["Client", "Slice", "HOST", "ALLOC_GPU_ONLY", "ALLOC_KEEP", "ServerPinnedMemoryPool", "PinpoolError",
            "InvalidArgumentError", "OutOfPoolMemoryError", "NotFoundError",
            "PermissionDeniedError", "ConnectError", "library_version", "__version__"]

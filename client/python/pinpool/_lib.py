@@ -187,6 +187,8 @@ def _declare(L):
         "pinpool_alloc": (ctypes.c_int, [vp, c_u64, P(AllocOpts_t), P(Slice_t)]),
         "pinpool_free": (ctypes.c_int, [vp, c_u64, P(c_u64)]),
         "pinpool_free_all": (ctypes.c_int, [vp, P(c_u64)]),
+        "pinpool_attach": (ctypes.c_int, [vp, ctypes.c_char_p, c_u32, P(Slice_t)]),
+        "pinpool_detach": (ctypes.c_int, [vp, c_u64]),
         "pinpool_pool_info": (ctypes.c_int, [vp, P(PoolInfo_t)]),
         "pinpool_pool_info_free": (None, [P(PoolInfo_t)]),
         "pinpool_ping": (ctypes.c_int, [vp]),

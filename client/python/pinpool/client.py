@@ -12,6 +12,8 @@ from . import _lib
 from ._lib import ConnectError, error
 
 HOST = -1  # device_id of host slices (PINPOOL_HOST)
+ALLOC_GPU_ONLY = 0x1  # PINPOOL_ALLOC_GPU_ONLY: a host slice for CUDA copies only
+ALLOC_KEEP = 0x2      # PINPOOL_ALLOC_KEEP: kept under its tag past this process
 
 
 class Slice:
@@ -28,8 +30,33 @@ class Slice:
 
     def buffer(self):
         """A writable ctypes array (supports the buffer protocol: memoryview,
-        numpy.frombuffer, torch.frombuffer) over the slice's bytes."""
+        numpy.frombuffer, torch.frombuffer) over the slice's bytes.  Host slices only."""
+        if self.device_id != HOST:
+            raise ValueError("a device slice has no CPU buffer; use __cuda_array_interface__"
+                             " or as_tensor()")
         return (ctypes.c_uint8 * self.size).from_address(self.ptr)
+
+    @property
+    def __cuda_array_interface__(self):
+        """Device slices as 1-D uint8 CUDA arrays (torch.as_tensor(s, device="cuda"),
+        CuPy, Numba).  Version 3; no stream synchronisation is implied."""
+        if self.device_id == HOST:
+            raise AttributeError("__cuda_array_interface__ is for device slices")
+        return {"shape": (self.size,), "typestr": "|u1", "data": (self.ptr, False),
+                "version": 3, "strides": None}
+
+    def as_tensor(self, dtype=None):
+        """A 1-D torch tensor over the slice (needs torch): a CPU tensor for host
+        slices, a CUDA tensor on the slice's GPU for device slices."""
+        import torch
+
+        dtype = dtype or torch.uint8
+        if self.device_id == HOST:
+            t = torch.frombuffer(self.buffer(), dtype=torch.uint8)
+        else:
+            t = torch.as_tensor(self, device=f"cuda:{self.device_id}")
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        return t[: self.size // itemsize * itemsize].view(dtype)
 
     def as_array(self, dtype="uint8"):
         """A 1-D numpy array of dtype over the slice (needs numpy)."""
@@ -78,14 +105,32 @@ class Client:
         return self._L.pinpool_client_id(self._handle()).decode()
 
     # -- calls --
-    def alloc(self, size, alignment=0, tag=None, device_id=HOST):
-        """Allocate and map size bytes; returns a Slice."""
-        opts = _lib.AllocOpts_t(device_id, alignment, tag.encode() if tag else None)
+    def alloc(self, size, alignment=0, tag=None, device_id=HOST, flags=0):
+        """Allocate and map size bytes; returns a Slice.  device_id >= 0: a slice of
+        that GPU's device pool.  flags: ALLOC_GPU_ONLY, ALLOC_KEEP (needs tag)."""
+        opts = _lib.AllocOpts_t(device_id, alignment, tag.encode() if tag else None, flags)
         out = _lib.Slice_t()
         rc = self._L.pinpool_alloc(self._handle(), size, ctypes.byref(opts), ctypes.byref(out))
         if rc != 0:
             raise self._fail(rc)
         return Slice(out)
+
+    def attach(self, tag, flags=0):
+        """Map the slice kept under tag (alloc with ALLOC_KEEP, perhaps by another
+        process that has exited); returns a Slice.  It stays kept: detach() unmaps,
+        free() frees it."""
+        out = _lib.Slice_t()
+        rc = self._L.pinpool_attach(self._handle(), tag.encode(), flags, ctypes.byref(out))
+        if rc != 0:
+            raise self._fail(rc)
+        return Slice(out)
+
+    def detach(self, slice_or_id):
+        """Unmap a slice from this process without freeing it."""
+        sid = slice_or_id.id if isinstance(slice_or_id, Slice) else int(slice_or_id)
+        rc = self._L.pinpool_detach(self._handle(), sid)
+        if rc != 0:
+            raise self._fail(rc)
 
     def free(self, slice_or_id):
         """Free one slice of this client (a Slice or its id); returns the bytes freed.

@@ -23,6 +23,7 @@
 
 struct pinpool__rpc {
     grpc_channel *channel;
+    char token[64];
     pthread_mutex_t lock;
     grpc_completion_queue *idle[MAX_IDLE_CQS];
     int nidle;
@@ -61,6 +62,11 @@ void pinpool__rpc_close(pinpool__rpc_t *rpc)
     pthread_mutex_destroy(&rpc->lock);
     free(rpc);
     grpc_shutdown();
+}
+
+void pinpool__rpc_set_token(pinpool__rpc_t *rpc, const char *token)
+{
+    snprintf(rpc->token, sizeof(rpc->token), "%s", token);
 }
 
 static grpc_completion_queue *cq_get(pinpool__rpc_t *rpc)
@@ -154,7 +160,11 @@ int pinpool__rpc_call(pinpool__rpc_t *rpc, const char *method, const ProtobufCMe
     call = grpc_channel_create_call(rpc->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
                                     grpc_slice_from_static_string(method), NULL, deadline, NULL);
     memset(ops, 0, sizeof(ops));
+    grpc_metadata md = {.key = grpc_slice_from_static_string("pinpool-token"),
+                        .value = grpc_slice_from_static_string(rpc->token)};
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = rpc->token[0] != '\0' ? 1 : 0;
+    ops[0].data.send_initial_metadata.metadata = &md;
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = send;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;

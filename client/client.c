@@ -79,6 +79,7 @@ struct pinpool_ctx {
     int err;
     char errmsg[MSG_LEN]; /* why connecting failed */
     char client_id[IPC_CLIENT_ID_LEN];
+    char token[IPC_TOKEN_LEN]; /* the session's secret; every call carries it */
     pinpool__rpc_t *rpc;
     int fd; /* the fd socket: our lease; -1 without a session */
     const ipc_host_ops_t *host;
@@ -186,6 +187,13 @@ static void open_session(pinpool_ctx_t *ctx, const char *path)
     struct timeval tv = {.tv_sec = HELLO_TIMEOUT_S};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     n = ipc_recv_msg(fd, &hello, sizeof(hello), NULL, 0, &nfds);
+    if (n > 0 && ipc_msg_check(&hello, (size_t)n) == IPC_MSG_HELLO && hello.status != 0) {
+        ctx->err = hello.status;
+        snprintf(ctx->errmsg, sizeof(ctx->errmsg), "the pinpool daemon refused this process: %s",
+                 hello.reason);
+        close(fd);
+        return;
+    }
     if (n <= 0 || ipc_msg_check(&hello, (size_t)n) != IPC_MSG_HELLO) {
         ctx->err = PINPOOL_EPROTO;
         snprintf(ctx->errmsg, sizeof(ctx->errmsg), "%s did not greet us as a pinpool daemon does (%s)",
@@ -216,6 +224,7 @@ static void open_session(pinpool_ctx_t *ctx, const char *path)
     ctx->fd = fd;
     ctx->chunk_size = hello.chunk_size;
     snprintf(ctx->client_id, sizeof(ctx->client_id), "%s", hello.client_id);
+    snprintf(ctx->token, sizeof(ctx->token), "%s", hello.token);
 }
 
 static pinpool_ctx_t *connect_ctx(const char *socket_path, bool session)
@@ -238,6 +247,8 @@ static pinpool_ctx_t *connect_ctx(const char *socket_path, bool session)
             return ctx;
     }
     rc = pinpool__rpc_open(&ctx->rpc, path);
+    if (rc == 0)
+        pinpool__rpc_set_token(ctx->rpc, ctx->token);
     if (rc != 0) {
         ctx->err = rc;
         snprintf(ctx->errmsg, sizeof(ctx->errmsg), "cannot open a gRPC channel: %s",

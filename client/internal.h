@@ -17,6 +17,8 @@ typedef struct pinpool__rpc pinpool__rpc_t;
  * "tcp:HOST:PORT"), with a stack of completion queues for concurrent calls. */
 int pinpool__rpc_open(pinpool__rpc_t **out, const char *socket_path);
 void pinpool__rpc_close(pinpool__rpc_t *rpc);
+/* Every later call carries token as "pinpool-token" metadata (the session's secret). */
+void pinpool__rpc_set_token(pinpool__rpc_t *rpc, const char *token);
 
 /*
  * One unary call of method ("/pinpool.v1.PinPool/Ping").  On success *resp is

@@ -141,7 +141,7 @@ typedef struct pinpool_pool_info {
 /*
  * Connect to the daemon at socket_path (the gRPC socket; the fd socket is the
  * same path with ".fd" appended).  NULL means $PINPOOL_SOCKET, else
- * $XDG_RUNTIME_DIR/pinpool.sock, else /tmp/pinpool-$UID.sock.
+ * $XDG_RUNTIME_DIR/pinpool.sock, else /tmp/pinpool-$UID/pinpool.sock.
  *
  * Always returns a context (NULL only when out of memory); check pinpool_err().
  * The fd-socket connection is this process's lease: when the context is closed

@@ -64,8 +64,9 @@ int ipc_connect_seqpacket(const char *path);
  * are on one machine).
  */
 #define IPC_MAGIC 0x44465050u /* "PPFD" */
-#define IPC_VERSION 1u
+#define IPC_VERSION 2u
 #define IPC_CLIENT_ID_LEN 48
+#define IPC_TOKEN_LEN 48
 #define IPC_NAME_LEN 16
 
 enum ipc_msg_type {
@@ -84,11 +85,13 @@ typedef struct ipc_hdr {
 
 typedef struct ipc_hello {
     ipc_hdr_t hdr;
-    char client_id[IPC_CLIENT_ID_LEN]; /* NUL-terminated */
+    char client_id[IPC_CLIENT_ID_LEN]; /* NUL-terminated; public (GetPoolInfo lists it) */
+    char token[IPC_TOKEN_LEN];         /* NUL-terminated; secret: gRPC calls carry it */
     char backend[IPC_NAME_LEN];        /* host backend name, NUL-terminated */
     uint64_t chunk_size;
     uint32_t num_chunks;
-    uint32_t flags;
+    int32_t status;   /* 0, or why the daemon refuses the session (then it hangs up) */
+    char reason[128]; /* NUL-terminated; for a refusal */
 } ipc_hello_t;
 
 typedef struct ipc_map_req {

@@ -16,7 +16,7 @@ int ipc_default_socket(char *buf, size_t len)
     if (dir != NULL && dir[0] != '\0')
         n = snprintf(buf, len, "%s/pinpool.sock", dir);
     else
-        n = snprintf(buf, len, "/tmp/pinpool-%u.sock", (unsigned)getuid());
+        n = snprintf(buf, len, "/tmp/pinpool-%u/pinpool.sock", (unsigned)getuid());
     return n < 0 || (size_t)n >= len ? -ENAMETOOLONG : 0;
 }
 

@@ -7,7 +7,8 @@
 #include <stddef.h>
 
 /* $XDG_RUNTIME_DIR/pinpool.sock when that directory is set, else
- * /tmp/pinpool-$UID.sock.  Returns 0, or -ENAMETOOLONG. */
+ * /tmp/pinpool-$UID/pinpool.sock (the daemon makes the directory, 0700).
+ * Returns 0, or -ENAMETOOLONG. */
 int ipc_default_socket(char *buf, size_t len);
 
 /* The fd socket that goes with a gRPC socket path: path + ".fd". */

@@ -61,6 +61,8 @@ int ipc_msg_check(const void *buf, size_t n)
 
         memcpy(&hello, buf, sizeof(hello));
         if (memchr(hello.client_id, '\0', sizeof(hello.client_id)) == NULL ||
+            memchr(hello.token, '\0', sizeof(hello.token)) == NULL ||
+            memchr(hello.reason, '\0', sizeof(hello.reason)) == NULL ||
             memchr(hello.backend, '\0', sizeof(hello.backend)) == NULL)
             return PINPOOL_EPROTO;
     }

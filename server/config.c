@@ -35,6 +35,7 @@ typedef struct srv_option {
 
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
 static const char *const log_formats[] = {"text", "json", NULL};
+static const char *const yes_no[] = {"yes", "no", NULL};
 static const char *const host_backends[] = {"auto", "vmm", "register", "memfd", NULL};
 
 #define STR_FIELD(f) offsetof(srv_config_t, f), sizeof(((srv_config_t *)0)->f)
@@ -52,8 +53,22 @@ static const srv_option_t options[] = {
      NUM_FIELD(pin_threads), 1, 64, 0, NULL},
     {"socket", OPT_STRING, NULL, "PATH",
      "gRPC unix socket; the fd socket is PATH.fd "
-     "(default $XDG_RUNTIME_DIR/pinpool.sock, else /tmp/pinpool-$UID.sock)",
+     "(default $XDG_RUNTIME_DIR/pinpool.sock, else /tmp/pinpool-$UID/pinpool.sock); a missing "
+     "directory is made 0700 (0750 with --allow-gid), the sockets are 0660",
      STR_FIELD(socket), 0, 0, 0, NULL},
+    {"allow-uid", OPT_STRING, "", "LIST",
+     "only these uids (comma-separated) may open a session; empty: any user who can reach "
+     "the sockets (0660 in a 0700 directory)", STR_FIELD(allow_uid), 0, 0, 0, NULL},
+    {"allow-gid", OPT_STRING, "", "LIST", "as --allow-uid, for the peer's primary group",
+     STR_FIELD(allow_gid), 0, 0, 0, NULL},
+    {"detached-clients", OPT_CHOICE, "yes", "yes|no",
+     "accept gRPC callers without an fd-socket session (a stock gRPC client); they cannot "
+     "be identified, so --allow-uid/--allow-gid turn them off", STR_FIELD(detached_clients), 0,
+     0, 0, yes_no},
+    {"client-quota", OPT_SIZE, "0", "SIZE", "most bytes one client may hold (0: no limit)",
+     NUM_FIELD(client_quota), 0, 1ull << 50, 0, NULL},
+    {"max-clients", OPT_UINT, "0", "N", "most clients at once (0: no limit)",
+     NUM_FIELD(max_clients), 0, 1u << 20, 0, NULL},
     {"listen", OPT_STRING, "", "HOST:PORT",
      "also serve gRPC over TCP on this address (off by default; e.g. 127.0.0.1:50051)",
      STR_FIELD(listen), 0, 0, 0, NULL},

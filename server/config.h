@@ -20,6 +20,11 @@ typedef struct srv_config {
     uint64_t chunk_size;
     uint64_t pin_threads;
     uint64_t device_pool_size;
+    uint64_t client_quota;
+    uint64_t max_clients;
+    char allow_uid[128];
+    char allow_gid[128];
+    char detached_clients[4];
     char devices[128];
     char socket[SRV_PATH_MAX];
     char listen[256];
@@ -52,7 +57,7 @@ void srv_config_foreach(const srv_config_t *cfg,
                                    const char *help, void *arg),
                         void *arg);
 
-/* The default socket: $XDG_RUNTIME_DIR/pinpool.sock, else /tmp/pinpool-$UID.sock. */
+/* The default socket: $XDG_RUNTIME_DIR/pinpool.sock, else /tmp/pinpool-$UID/pinpool.sock. */
 void srv_default_socket(char *buf, size_t len);
 
 #endif

@@ -139,14 +139,25 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
     s = calloc(1, sizeof(*s));
     if (s == NULL || ipc_peer_cred(fd, &cred) != 0)
         goto fail;
+    memset(&hello, 0, sizeof(hello));
+    ipc_hdr_init(&hello.hdr, IPC_MSG_HELLO, 0, sizeof(hello));
+    hello.status = srv_session_admit(fs->srv, &cred, hello.reason, sizeof(hello.reason));
+    if (hello.status != 0) {
+        /* Say why, then hang up. */
+        srv_warn("fd socket: refused pid %d uid %u: %s", (int)cred.pid, (unsigned)cred.uid,
+                 hello.reason);
+        ipc_send_msg(fd, &hello, sizeof(hello), NULL, 0);
+        free(s);
+        close(fd);
+        return;
+    }
     s->client = srv_session_open(fs->srv, &cred, s->id, sizeof(s->id));
     if (s->client == NULL)
         goto fail;
     s->fs = fs;
 
-    memset(&hello, 0, sizeof(hello));
-    ipc_hdr_init(&hello.hdr, IPC_MSG_HELLO, 0, sizeof(hello));
     snprintf(hello.client_id, sizeof(hello.client_id), "%s", s->id);
+    snprintf(hello.token, sizeof(hello.token), "%s", srv_session_token(s->client));
     snprintf(hello.backend, sizeof(hello.backend), "%s", host->name);
     hello.chunk_size = cfg->chunk_size;
     hello.num_chunks = (uint32_t)((cfg->mem_pool_size + cfg->chunk_size - 1) / cfg->chunk_size);

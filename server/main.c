@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -90,6 +91,24 @@ static void install_crash_handlers(void)
     signal(SIGBUS, on_fatal);
     signal(SIGFPE, on_fatal);
     signal(SIGILL, on_fatal);
+}
+
+/* The sockets' directory: made if missing, 0700 (0750 when a group may come in). */
+static int make_socket_dir(const daemon_t *d)
+{
+    char dir[SRV_PATH_MAX];
+    char *slash;
+
+    snprintf(dir, sizeof(dir), "%s", d->cfg.socket);
+    slash = strrchr(dir, '/');
+    if (slash == NULL || slash == dir)
+        return 0;
+    *slash = '\0';
+    if (mkdir(dir, d->cfg.allow_gid[0] != '\0' ? 0750 : 0700) != 0 && errno != EEXIST) {
+        srv_error("cannot make the socket directory %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    return 0;
 }
 
 /* Refuse a second daemon on the same socket: gRPC would silently take it over. */
@@ -234,7 +253,7 @@ static int serve(int argc, char **argv)
     d.tty = isatty(STDERR_FILENO);
     d.exit_code = 1;
 
-    if (take_lock(&d) != 0)
+    if (make_socket_dir(&d) != 0 || take_lock(&d) != 0)
         return 1;
     rc = srv_create(&d.srv, &d.cfg, err, sizeof(err));
     if (rc != 0) {
@@ -263,6 +282,8 @@ static int serve(int argc, char **argv)
         srv_error("%s", err);
         goto out;
     }
+    if (chmod(d.cfg.socket, 0660) != 0)
+        srv_warn("cannot make %s 0660: %s", d.cfg.socket, strerror(errno));
     d.loop = ev_default_loop(EVFLAG_AUTO);
     ipc_fd_socket_path(d.cfg.socket, d.fd_path, sizeof(d.fd_path));
     rc = srv_fdsock_start(&d.fdsock, d.loop, d.srv, d.fd_path, err, sizeof(err));

@@ -131,11 +131,11 @@ static grpc_slice read_payload(grpc_byte_buffer *bb)
     return s;
 }
 
-int rpc_dispatch(const rpc_method_t *m, void *app, const uint8_t *data, size_t len,
-                 grpc_slice *out, char *text, size_t textlen)
+int rpc_dispatch(const rpc_method_t *m, void *app, const char *token, const uint8_t *data,
+                 size_t len, grpc_slice *out, char *text, size_t textlen)
 {
     ProtobufCMessage *req;
-    rpc_reply_t reply = {.msg = NULL};
+    rpc_reply_t reply = {.token = token != NULL ? token : "", .msg = NULL};
     int rc;
 
     req = protobuf_c_message_unpack(m->request, NULL, len, data);
@@ -163,9 +163,19 @@ int rpc_dispatch(const rpc_method_t *m, void *app, const uint8_t *data, size_t l
 static int run_method(rpc_call_t *c, char *text, size_t textlen)
 {
     grpc_slice in = read_payload(c->payload), out;
+    char token[64] = "";
     int rc;
 
-    rc = rpc_dispatch(&c->rs->methods[c->method], c->rs->app, GRPC_SLICE_START_PTR(in),
+    /* The session token, if the caller sent one (too long: ignored, so refused). */
+    for (size_t i = 0; i < c->request_md.count; i++) {
+        const grpc_metadata *md = &c->request_md.metadata[i];
+        size_t n = GRPC_SLICE_LENGTH(md->value);
+        if (grpc_slice_str_cmp(md->key, RPC_TOKEN_KEY) == 0 && n < sizeof(token)) {
+            memcpy(token, GRPC_SLICE_START_PTR(md->value), n);
+            token[n] = '\0';
+        }
+    }
+    rc = rpc_dispatch(&c->rs->methods[c->method], c->rs->app, token, GRPC_SLICE_START_PTR(in),
                       GRPC_SLICE_LENGTH(in), &out, text, textlen);
     grpc_slice_unref(in);
     if (rc != 0)

@@ -19,7 +19,10 @@
 
 #define RPC_ERROR_KEY "pinpool-error"
 
+#define RPC_TOKEN_KEY "pinpool-token"
+
 typedef struct rpc_reply {
+    const char *token;     /* in: the caller's RPC_TOKEN_KEY metadata, "" if none */
     ProtobufCMessage *msg; /* the response to send, when the handler returns 0 */
     char text[512];        /* the status message, when it returns an error */
 } rpc_reply_t;
@@ -43,8 +46,8 @@ typedef struct rpc_server rpc_server_t;
  * (*out untouched).  The server runs every call through here; so do the
  * fuzzers (tests/fuzz/fuzz_rpc.c).
  */
-int rpc_dispatch(const rpc_method_t *m, void *app, const uint8_t *data, size_t len,
-                 grpc_slice *out, char *text, size_t textlen);
+int rpc_dispatch(const rpc_method_t *m, void *app, const char *token, const uint8_t *data,
+                 size_t len, grpc_slice *out, char *text, size_t textlen);
 
 /* methods must outlive the server.  Returns 0 or an error with err. */
 int rpc_server_create(rpc_server_t **out, const rpc_method_t *methods, size_t nmethods,

@@ -87,6 +87,9 @@ static int handle_alloc(void *app, const ProtobufCMessage *m, rpc_reply_t *reply
     srv_slice_t s;
     int rc;
 
+    rc = srv_authorize(app, req->client_id, reply->token, reply->text, sizeof(reply->text));
+    if (rc != 0)
+        return rc;
     rc = srv_alloc(srv, req->client_id, req->device_id, req->size_bytes, req->alignment, req->tag,
                    req->keep, &s, reply->text, sizeof(reply->text));
     if (rc != 0)
@@ -107,6 +110,9 @@ static int handle_attach(void *app, const ProtobufCMessage *m, rpc_reply_t *repl
     srv_slice_t s;
     int rc;
 
+    rc = srv_authorize(app, req->client_id, reply->token, reply->text, sizeof(reply->text));
+    if (rc != 0)
+        return rc;
     rc = srv_attach(app, req->client_id, req->tag, &s, reply->text, sizeof(reply->text));
     return rc != 0 ? rc : build_slice_reply(app, &s, reply);
 }
@@ -130,6 +136,9 @@ static int handle_free(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
     uint32_t n;
     int rc;
 
+    rc = srv_authorize(app, req->client_id, reply->token, reply->text, sizeof(reply->text));
+    if (rc != 0)
+        return rc;
     rc = srv_free(app, req->client_id, req->slice_id, &freed, &n, reply->text, sizeof(reply->text));
     if (rc != 0)
         return rc;

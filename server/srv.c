@@ -46,6 +46,7 @@ struct srv_client {
     bool session;
     bool kept;
     ipc_cred_t cred;
+    char token[IPC_TOKEN_LEN]; /* sessions: the secret their calls carry */
 };
 
 static int client_cmp(const struct srv_client *a, const struct srv_client *b)
@@ -498,6 +499,11 @@ static int do_get_client(srv_t *srv, const char *id, struct srv_client **out, ch
                      "reconnect to get a new one", id);
             return PINPOOL_EPERM;
         }
+        if (srv->cfg.max_clients != 0 && srv->nclients - srv->nkept >= srv->cfg.max_clients) {
+            snprintf(msg, msglen, "the daemon already has %" PRIu32 " clients (--max-clients %"
+                     PRIu64 ")", srv->nclients - srv->nkept, srv->cfg.max_clients);
+            return PINPOOL_ENOSPC;
+        }
         c = do_add_client(srv, id, false);
         if (c == NULL) {
             snprintf(msg, msglen, "out of memory");
@@ -682,6 +688,17 @@ int srv_alloc(srv_t *srv, const char *client_id, int32_t device_id, uint64_t siz
             if (rc != 0)
                 break;
         }
+        if (srv->cfg.client_quota != 0 && !keep &&
+            do_owner_bytes(srv, c->owner, NULL, NULL) + size > srv->cfg.client_quota) {
+            char a[32], b[32], q[32];
+            snprintf(msg, msglen, "client %s would hold %s with this %s; --client-quota is %s",
+                     c->id, pool_format_size(do_owner_bytes(srv, c->owner, NULL, NULL) + size, a, sizeof(a)),
+                     pool_format_size(size, b, sizeof(b)),
+                     pool_format_size(srv->cfg.client_quota, q, sizeof(q)));
+            do_drop_if_idle(srv, c);
+            rc = PINPOOL_ENOSPC;
+            break;
+        }
         rc = pool_alloc(srv->pools[pool], c->owner, size, alignment, &info);
         if (rc == 0) {
             describe(srv, pool, &info, out);
@@ -817,27 +834,109 @@ void srv_pool_info(srv_t *srv, srv_pool_info_t *info,
 
 /* ---- sessions ------------------------------------------------------------------- */
 
+/* Is id in the comma-separated list? */
+static bool in_list(const char *list, unsigned id)
+{
+    char copy[128], *save = NULL;
+
+    snprintf(copy, sizeof(copy), "%s", list);
+    for (char *t = strtok_r(copy, ",", &save); t != NULL; t = strtok_r(NULL, ",", &save))
+        if (strtoul(t, NULL, 10) == id)
+            return true;
+    return false;
+}
+
+int srv_session_admit(srv_t *srv, const ipc_cred_t *cred, char *msg, size_t msglen)
+{
+    const srv_config_t *cfg = &srv->cfg;
+    int rc = 0;
+
+    if ((cfg->allow_uid[0] != '\0' || cfg->allow_gid[0] != '\0') &&
+        !(cfg->allow_uid[0] != '\0' && in_list(cfg->allow_uid, (unsigned)cred->uid)) &&
+        !(cfg->allow_gid[0] != '\0' && in_list(cfg->allow_gid, (unsigned)cred->gid))) {
+        snprintf(msg, msglen, "uid %u / gid %u is not in --allow-uid / --allow-gid",
+                 (unsigned)cred->uid, (unsigned)cred->gid);
+        return PINPOOL_EPERM;
+    }
+    pthread_mutex_lock(&srv->lock);
+    if (cfg->max_clients != 0 && srv->nclients - srv->nkept >= cfg->max_clients) {
+        snprintf(msg, msglen, "the daemon already has %" PRIu32 " clients (--max-clients %" PRIu64 ")",
+                 srv->nclients - srv->nkept, cfg->max_clients);
+        rc = PINPOOL_ENOSPC;
+    }
+    pthread_mutex_unlock(&srv->lock);
+    return rc;
+}
+
+static void random_hex(char *out, size_t bytes)
+{
+    uint8_t rnd[32];
+
+    if (bytes > sizeof(rnd) || getrandom(rnd, bytes, 0) != (ssize_t)bytes)
+        abort(); /* the kernel's CSPRNG does not fail for small reads */
+    for (size_t i = 0; i < bytes; i++)
+        sprintf(out + 2 * i, "%02x", rnd[i]);
+}
+
 srv_client_t *srv_session_open(srv_t *srv, const ipc_cred_t *cred, char *id, size_t idlen)
 {
-    uint8_t rnd[12];
-    char name[SRV_CLIENT_ID_LEN];
-    int n;
+    char hex[25], name[SRV_CLIENT_ID_LEN];
     struct srv_client *c;
 
-    if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
-        return NULL;
-    n = snprintf(name, sizeof(name), SESSION_PREFIX "%d-", (int)cred->pid);
-    for (size_t i = 0; i < sizeof(rnd) && n + 2 < (int)sizeof(name); i++)
-        n += snprintf(name + n, sizeof(name) - (size_t)n, "%02x", rnd[i]);
-
+    random_hex(hex, 12);
+    snprintf(name, sizeof(name), SESSION_PREFIX "%d-%s", (int)cred->pid, hex);
     pthread_mutex_lock(&srv->lock);
     c = do_add_client(srv, name, true);
-    if (c != NULL)
+    if (c != NULL) {
         c->cred = *cred;
+        random_hex(c->token, 16);
+    }
     pthread_mutex_unlock(&srv->lock);
     if (c != NULL)
         snprintf(id, idlen, "%s", c->id);
     return c;
+}
+
+const char *srv_session_token(const srv_client_t *c)
+{
+    return c->token;
+}
+
+/* Compare without an early exit, so that timing says nothing about the token. */
+static bool same_token(const char *a, const char *b)
+{
+    size_t na = strlen(a), nb = strlen(b);
+    unsigned char diff = (unsigned char)(na != nb);
+
+    for (size_t i = 0; i < na && i < nb; i++)
+        diff |= (unsigned char)(a[i] ^ b[i]);
+    return diff == 0;
+}
+
+int srv_authorize(srv_t *srv, const char *client_id, const char *token, char *msg, size_t msglen)
+{
+    const srv_config_t *cfg = &srv->cfg;
+    struct srv_client *c;
+    int rc = 0;
+
+    if (strncmp(client_id, SESSION_PREFIX, strlen(SESSION_PREFIX)) != 0) {
+        if (strcmp(cfg->detached_clients, "no") == 0 || cfg->allow_uid[0] != '\0' ||
+            cfg->allow_gid[0] != '\0') {
+            snprintf(msg, msglen, "this daemon serves only clients with an fd-socket session "
+                     "(libpinpool does that); client_id '%s' has none", client_id);
+            return PINPOOL_EPERM;
+        }
+        return 0;
+    }
+    pthread_mutex_lock(&srv->lock);
+    c = do_find_client(srv, client_id);
+    if (c != NULL && !same_token(c->token, token != NULL ? token : "")) {
+        snprintf(msg, msglen, "calls for session '%s' must carry its token (the '%s' metadata "
+                 "from the fd socket's greeting)", client_id, "pinpool-token");
+        rc = PINPOOL_EPERM;
+    }
+    pthread_mutex_unlock(&srv->lock);
+    return rc; /* an ended session is refused by the call itself */
 }
 
 void srv_session_close(srv_t *srv, srv_client_t *c)

@@ -129,6 +129,18 @@ const ipc_host_ops_t *srv_host_backend(const srv_t *srv);
  * holds and forgets it.
  */
 srv_client_t *srv_session_open(srv_t *srv, const ipc_cred_t *cred, char *id, size_t idlen);
+/* The secret token of a session (for its HELLO): calls for the session must carry it. */
+const char *srv_session_token(const srv_client_t *client);
+/* Why a peer may not open a session (--allow-uid/--allow-gid, --max-clients):
+ * 0, or PINPOOL_EPERM / PINPOOL_ENOSPC with msg. */
+int srv_session_admit(srv_t *srv, const ipc_cred_t *cred, char *msg, size_t msglen);
+
+/*
+ * May a call that names client_id and carries token act for that client?  A
+ * session's id needs its token; other ids (detached clients) need none, unless
+ * --detached-clients no or an allow list is set.  0, or PINPOOL_EPERM + msg.
+ */
+int srv_authorize(srv_t *srv, const char *client_id, const char *token, char *msg, size_t msglen);
 void srv_session_close(srv_t *srv, srv_client_t *client);
 
 /*

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -73,6 +74,9 @@ typedef struct raw_result {
     uint64_t slice_id;
 } raw_result_t;
 
+/* The token raw calls carry (a raw session's, from its HELLO), "" for none. */
+static char raw_token[64];
+
 static raw_result_t raw_alloc(const char *client, int32_t device, uint64_t size, uint64_t align)
 {
     Pinpool__V1__AllocatePoolMemoryRequest req = PINPOOL__V1__ALLOCATE_POOL_MEMORY_REQUEST__INIT;
@@ -81,6 +85,7 @@ static raw_result_t raw_alloc(const char *client, int32_t device, uint64_t size,
     raw_result_t r = {0};
 
     cr_assert_eq(pinpool__rpc_open(&rpc, d.socket), 0);
+    pinpool__rpc_set_token(rpc, raw_token);
     req.client_id = (char *)client;
     req.device_id = device;
     req.size_bytes = size;
@@ -104,6 +109,7 @@ static raw_result_t raw_free(const char *client, uint64_t slice)
     raw_result_t r = {0};
 
     cr_assert_eq(pinpool__rpc_open(&rpc, d.socket), 0);
+    pinpool__rpc_set_token(rpc, raw_token);
     req.client_id = (char *)client;
     req.slice_id = slice;
     r.code = pinpool__rpc_call(rpc, METHOD("FreePoolMemory"), &req.base,
@@ -470,12 +476,16 @@ Test(daemon, no_descriptor_leak_over_many_sessions)
     }
     for (int i = 0; i < 100 && test_daemon_used(&d) != 0; i++)
         usleep(10000);
+    /* gRPC closes its side of a client's connection a little after the client. */
+    for (int i = 0; i < 300 && test_daemon_nfds(&d) != before; i++)
+        usleep(10000);
     cr_expect_eq(test_daemon_nfds(&d), before);
 }
 
 /* ---- the fd socket, spoken by hand --------------------------------------------------------- */
 
-static int raw_session(char *id)
+/* A session opened by hand; its token goes to *token (may be NULL). */
+static int raw_session_tok(char *id, char *token)
 {
     char path[160];
     ipc_hello_t hello;
@@ -489,7 +499,14 @@ static int raw_session(char *id)
     cr_expect_str_eq(hello.backend, "memfd");
     cr_expect_eq(hello.chunk_size, 16 * MiB);
     strcpy(id, hello.client_id);
+    if (token != NULL)
+        strcpy(token, hello.token);
     return fd;
+}
+
+static int raw_session(char *id)
+{
+    return raw_session_tok(id, NULL);
 }
 
 static int32_t raw_map(int fd, uint64_t slice, uint32_t first, uint32_t count, size_t *nfds)
@@ -513,12 +530,13 @@ static int32_t raw_map(int fd, uint64_t slice, uint32_t first, uint32_t count, s
 Test(daemon, fd_socket_hands_out_only_your_own_chunks)
 {
     char alice[64], bob[64];
-    int fa = raw_session(alice), fb = raw_session(bob);
+    int fa = raw_session_tok(alice, raw_token), fb = raw_session(bob);
     size_t nfds;
 
     cr_expect_neq(strcmp(alice, bob), 0);
     raw_result_t a = raw_alloc(alice, -1, 20 * MiB, 0); /* chunks 0 and 1 */
     cr_assert_eq(a.code, 0, "%s", a.msg);
+    raw_token[0] = '\0';
     cr_expect_eq(raw_map(fa, a.slice_id, 0, 2, &nfds), 0);
     cr_expect_eq(nfds, 2);
     cr_expect_eq(raw_map(fb, a.slice_id, 0, 2, &nfds), PINPOOL_EPERM);
@@ -801,4 +819,96 @@ Test(daemon, cpu_only_daemon_says_so)
     raw_result_t r = raw_alloc("job", 0, MiB, 0);
     if (strstr(d.ready, "mode=cpu-only") != NULL)
         expect_error(r, GRPC_STATUS_INVALID_ARGUMENT, PINPOOL_ENODEV, "no device pool");
+}
+
+/* ---- identity and access ------------------------------------------------------------------ */
+
+Test(daemon, a_session_id_without_its_token_is_refused)
+{
+    char alice[64], token[64];
+    int fa = raw_session_tok(alice, token);
+
+    cr_expect_gt(strlen(token), 16);
+    raw_result_t r = raw_alloc(alice, -1, MiB, 0);
+    expect_error(r, GRPC_STATUS_PERMISSION_DENIED, PINPOOL_EPERM, "must carry its token");
+    snprintf(raw_token, sizeof(raw_token), "%s", "0123456789abcdef0123456789abcdef");
+    r = raw_alloc(alice, -1, MiB, 0);
+    expect_error(r, GRPC_STATUS_PERMISSION_DENIED, PINPOOL_EPERM, "must carry its token");
+    snprintf(raw_token, sizeof(raw_token), "%s", token);
+    r = raw_alloc(alice, -1, MiB, 0);
+    cr_expect_eq(r.code, 0, "with the token: %s", r.msg);
+    raw_token[0] = '\0';
+    r = raw_free(alice, r.slice_id);
+    expect_error(r, GRPC_STATUS_PERMISSION_DENIED, PINPOOL_EPERM, "must carry its token");
+    close(fa); /* the lease frees it */
+    for (int i = 0; i < 100 && test_daemon_used(&d) != 0; i++)
+        usleep(10000);
+}
+
+Test(access, client_quota_and_max_clients, .timeout = 60)
+{
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB",
+                                   "--client-quota", "8MiB", "--max-clients", "2", NULL), 0);
+    pinpool_ctx_t *a = pinpool_connect(d.socket), *b = pinpool_connect(d.socket);
+    cr_assert_eq(pinpool_err(a), 0, "%s", pinpool_errmsg(a));
+    cr_assert_eq(pinpool_err(b), 0, "%s", pinpool_errmsg(b));
+    pinpool_slice_t s;
+    cr_expect_eq(pinpool_alloc(a, 6 * MiB, NULL, &s), 0);
+    cr_expect_eq(pinpool_alloc(a, 4 * MiB, NULL, &s), PINPOOL_ENOSPC);
+    cr_expect(strstr(pinpool_errmsg(a), "--client-quota is 8.00 MiB") != NULL, "%s", pinpool_errmsg(a));
+    cr_expect_eq(pinpool_alloc(b, 8 * MiB, NULL, &s), 0, "the quota is per client");
+
+    pinpool_ctx_t *c = pinpool_connect(d.socket);
+    cr_expect_eq(pinpool_err(c), PINPOOL_ENOSPC);
+    cr_expect(strstr(pinpool_errmsg(c), "--max-clients 2") != NULL, "%s", pinpool_errmsg(c));
+    pinpool_close(c);
+    raw_result_t r = raw_alloc("batch-job", -1, MiB, 0);
+    expect_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED, PINPOOL_ENOSPC, "--max-clients 2");
+    pinpool_close(a);
+    pinpool_close(b);
+    for (int i = 0; i < 100 && test_daemon_used(&d) != 0; i++)
+        usleep(10000);
+    cr_expect_eq(test_daemon_used(&d), 0);
+    cr_expect_eq(test_daemon_stop(&d), 0);
+}
+
+Test(access, allow_uid_refuses_other_users_and_detached_callers, .timeout = 60)
+{
+    char other[16];
+
+    snprintf(other, sizeof(other), "%u", (unsigned)getuid() + 4242);
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "32MiB", "--chunk-size", "16MiB",
+                                   "--allow-uid", other, NULL), 0);
+    pinpool_ctx_t *ctx = pinpool_connect(d.socket);
+    cr_expect_eq(pinpool_err(ctx), PINPOOL_EPERM);
+    cr_expect(strstr(pinpool_errmsg(ctx), "is not in --allow-uid") != NULL, "%s", pinpool_errmsg(ctx));
+    pinpool_close(ctx);
+    raw_result_t r = raw_alloc("batch-job", -1, MiB, 0);
+    expect_error(r, GRPC_STATUS_PERMISSION_DENIED, PINPOOL_EPERM, "only clients with an fd-socket session");
+    cr_expect_eq(test_daemon_stop(&d), 0);
+
+    snprintf(other, sizeof(other), "%u", (unsigned)getuid());
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "32MiB", "--chunk-size", "16MiB",
+                                   "--allow-uid", other, NULL), 0);
+    ctx = pinpool_connect(d.socket);
+    cr_expect_eq(pinpool_err(ctx), 0, "our own uid is allowed: %s", pinpool_errmsg(ctx));
+    pinpool_close(ctx);
+    cr_expect_eq(test_daemon_stop(&d), 0);
+}
+
+Test(access, sockets_are_0660, .timeout = 60)
+{
+    struct stat st;
+    char fdpath[160];
+
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "32MiB", "--chunk-size", "16MiB",
+                                   "--detached-clients", "no", NULL), 0);
+    ipc_fd_socket_path(d.socket, fdpath, sizeof(fdpath));
+    cr_assert_eq(stat(d.socket, &st), 0);
+    cr_expect_eq(st.st_mode & 0777, 0660, "gRPC socket mode %o", st.st_mode & 0777);
+    cr_assert_eq(stat(fdpath, &st), 0);
+    cr_expect_eq(st.st_mode & 0777, 0660, "fd socket mode %o", st.st_mode & 0777);
+    raw_result_t r = raw_alloc("batch-job", -1, MiB, 0);
+    expect_error(r, GRPC_STATUS_PERMISSION_DENIED, PINPOOL_EPERM, "only clients with an fd-socket session");
+    cr_expect_eq(test_daemon_stop(&d), 0);
 }

@@ -58,7 +58,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         if (len > size - at)
             len = size - at;
-        int rc = rpc_dispatch(&methods[m], srv, data + at, len, &out, text, sizeof(text));
+        int rc = rpc_dispatch(&methods[m], srv, "", data + at, len, &out, text, sizeof(text));
         at += len;
         if (rc != 0) {
             fuzz_check(rc < 0);

@@ -111,11 +111,13 @@ def test_interop_with_the_library(daemon, stub):
         with pytest.raises(grpc.RpcError) as e:
             s.FreePoolMemory(pb2.FreePoolMemoryRequest(client_id="other", slice_id=own.id))
         assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
-        # a stock client may act for the session (same client_id): the library then
-        # finds its slice gone and says so
-        s.FreePoolMemory(pb2.FreePoolMemoryRequest(client_id=c.client_id, slice_id=own.id))
-        with pytest.raises(pinpool.NotFoundError):
-            c.free(own)
+        # knowing a session's client_id is not enough: its calls carry the
+        # session's secret token (the fd socket's greeting), which a stock client lacks
+        with pytest.raises(grpc.RpcError) as e:
+            s.FreePoolMemory(pb2.FreePoolMemoryRequest(client_id=c.client_id, slice_id=own.id))
+        assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "must carry its token" in e.value.details()
+        assert c.free(own) == 2 * MiB
         stock = s.AllocatePoolMemory(pb2.AllocatePoolMemoryRequest(
             client_id="stock", device_id=-1, size_bytes=MiB))
         assert c.info()["clients"] and any(u["client_id"] == "stock" for u in c.info()["clients"])

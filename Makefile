@@ -26,7 +26,7 @@ DEBUG    ?=
 
 # Debian packages the build and the tests need (README says why each).
 DEB_PACKAGES := libgrpc-dev protobuf-c-compiler libprotobuf-c-dev libev-dev \
-                libcriterion-dev libbsd-dev pkg-config libibverbs1
+                libcriterion-dev libbsd-dev libmicrohttpd-dev pkg-config libibverbs1
 # PyPI packages the Python tests and benchmark need (test-python installs them).
 PY_PACKAGES := grpcio grpcio-tools numpy pytest pytest-timeout
 PYTHON ?= python3
@@ -68,9 +68,11 @@ LDFLAGS_SAN += -fno-sanitize-recover=undefined
 endif
 
 # pkg-config is only asked once the deps are there (see `deps`).
-GRPC_CFLAGS = $(shell $(PKG) --cflags grpc libprotobuf-c 2>/dev/null)
+GRPC_CFLAGS = $(shell $(PKG) --cflags grpc libprotobuf-c libmicrohttpd 2>/dev/null)
 GRPC_LIBS   = $(shell $(PKG) --libs grpc libprotobuf-c 2>/dev/null)
+MHD_LIBS    = $(shell $(PKG) --libs libmicrohttpd 2>/dev/null)
 LIBS        = $(GRPC_LIBS) -lev -ldl -lpthread $(LDFLAGS_SAN)
+SRV_LIBS    = $(LIBS) $(MHD_LIBS)
 CRIT_LIBS   = $(shell $(PKG) --libs criterion 2>/dev/null)
 
 CFLAGS  = $(CFLAGS_BASE) $(GRPC_CFLAGS) $(EXTRA_CFLAGS)
@@ -149,7 +151,7 @@ RPATH_LIB := -Wl,--disable-new-dtags -Wl,-rpath,'$$ORIGIN'
 
 $(BUILD)/pinpool: $(SRV_OBJ) $(MAIN_OBJ) Makefile
 	@echo "  LD      $@"
-	$(Q)$(CC) $(RPATH_EXE) -o $@ $(filter %.o,$^) $(LIBS)
+	$(Q)$(CC) $(RPATH_EXE) -o $@ $(filter %.o,$^) $(SRV_LIBS)
 
 $(BUILD)/libpinpool.so: $(LIB_OBJ) Makefile
 	@echo "  LD      $@"
@@ -159,17 +161,17 @@ $(BUILD)/libpinpool.so: $(LIB_OBJ) Makefile
 $(BUILD)/tests/%: tests/%.c $(TOBJ) $(BUILD)/pinpool
 	$(Q)mkdir -p $(dir $@)
 	@echo "  TEST    $@"
-	$(Q)$(CC) $(CFLAGS) -DPOOL_DEBUG -Itests -o $@ $< $(TOBJ) $(CRIT_LIBS) $(LIBS)
+	$(Q)$(CC) $(CFLAGS) -DPOOL_DEBUG -Itests -o $@ $< $(TOBJ) $(CRIT_LIBS) $(SRV_LIBS)
 
 $(BUILD)/bench/%: bench/%.c $(SRV_OBJ)
 	$(Q)mkdir -p $(dir $@)
 	@echo "  BENCH   $@"
-	$(Q)$(CC) $(CFLAGS) $(RPATH_EXE) -Ibench -o $@ $< $(SRV_OBJ) $(LIBS)
+	$(Q)$(CC) $(CFLAGS) $(RPATH_EXE) -Ibench -o $@ $< $(SRV_OBJ) $(SRV_LIBS)
 
 $(BUILD)/tests/gpu_client: tests/gpu/gpu_client.c $(SRV_OBJ)
 	$(Q)mkdir -p $(dir $@)
 	@echo "  GPU     $@"
-	$(Q)$(CC) $(CFLAGS) $(RPATH_EXE) -o $@ $< $(SRV_OBJ) $(LIBS)
+	$(Q)$(CC) $(CFLAGS) $(RPATH_EXE) -o $@ $< $(SRV_OBJ) $(SRV_LIBS)
 
 serve: all
 	$(BUILD)/pinpool serve $(ARGS)

@@ -69,6 +69,9 @@ static const srv_option_t options[] = {
      NUM_FIELD(client_quota), 0, 1ull << 50, 0, NULL},
     {"max-clients", OPT_UINT, "0", "N", "most clients at once (0: no limit)",
      NUM_FIELD(max_clients), 0, 1u << 20, 0, NULL},
+    {"metrics", OPT_STRING, "", "HOST:PORT",
+     "serve Prometheus metrics at http://HOST:PORT/metrics (off by default; use a loopback "
+     "address, e.g. 127.0.0.1:9464; port 0 picks one)", STR_FIELD(metrics), 0, 0, 0, NULL},
     {"listen", OPT_STRING, "", "HOST:PORT",
      "also serve gRPC over TCP on this address (off by default; e.g. 127.0.0.1:50051)",
      STR_FIELD(listen), 0, 0, 0, NULL},

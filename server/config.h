@@ -28,6 +28,7 @@ typedef struct srv_config {
     char devices[128];
     char socket[SRV_PATH_MAX];
     char listen[256];
+    char metrics[64];
     char host_backend[16];
     char log_level[8];
     char log_format[8];

@@ -22,6 +22,7 @@
 #include "config.h"
 #include "fdsock.h"
 #include "log.h"
+#include "metrics.h"
 #include "paths.h"
 #include "pinpool.h"
 #include "rpc.h"
@@ -37,6 +38,7 @@ typedef struct daemon {
     srv_t *srv;
     rpc_server_t *rpc;
     srv_fdsock_t *fdsock;
+    srv_metrics_t *metrics;
     struct ev_loop *loop;
     ev_signal sigint, sigterm;
     ev_timer progress;
@@ -232,6 +234,8 @@ static int serve(int argc, char **argv)
     char size[32], chunk[32];
     size_t nmethods;
     const rpc_method_t *methods;
+    unsigned metrics_port = 0;
+    char metrics_at[128] = "";
     int rc;
 
     srv_config_defaults(&d.cfg);
@@ -276,6 +280,12 @@ static int serve(int argc, char **argv)
     }
     if (rc == 0 && d.cfg.listen[0] != '\0')
         rc = rpc_server_add_port(d.rpc, d.cfg.listen, err, sizeof(err));
+    if (rc == 0 && d.cfg.metrics[0] != '\0') {
+        rc = srv_metrics_start(&d.metrics, d.srv, methods, nmethods, d.cfg.metrics, &metrics_port,
+                               err, sizeof(err));
+        if (rc == 0)
+            rpc_server_set_observer(d.rpc, srv_metrics_observe, d.metrics);
+    }
     if (rc == 0)
         rc = rpc_server_start(d.rpc, 2);
     if (rc != 0) {
@@ -308,8 +318,14 @@ static int serve(int argc, char **argv)
     for (uint32_t i = 0, n = 0; i < info.ndevices && n < sizeof(devs); i++)
         n += (size_t)snprintf(devs + n, sizeof(devs) - n, "%s%d", i ? "," : " gpus=",
                               (int)info.devices[i].device_id);
-    printf("pinpool ready: grpc=unix:%s fd=%s%s%s pool=%s chunk=%s backend=%s mode=%s%s pid=%d\n",
-           d.cfg.socket, d.fd_path, d.cfg.listen[0] ? " tcp=" : "", d.cfg.listen,
+    if (d.metrics != NULL) {
+        char host[64];
+        snprintf(host, sizeof(host), "%s", d.cfg.metrics);
+        *strrchr(host, ':') = '\0';
+        snprintf(metrics_at, sizeof(metrics_at), " metrics=http://%s:%u/metrics", host, metrics_port);
+    }
+    printf("pinpool ready: grpc=unix:%s fd=%s%s%s%s pool=%s chunk=%s backend=%s mode=%s%s pid=%d\n",
+           d.cfg.socket, d.fd_path, d.cfg.listen[0] ? " tcp=" : "", d.cfg.listen, metrics_at,
            pool_format_size(d.cfg.mem_pool_size, size, sizeof(size)),
            pool_format_size(d.cfg.chunk_size, chunk, sizeof(chunk)), info.host_backend, info.mode,
            devs, (int)getpid());
@@ -323,6 +339,7 @@ out:
         srv_begin_shutdown(d.srv);
     srv_fdsock_stop_accepting(d.fdsock);
     rpc_server_stop(d.rpc, SHUTDOWN_GRACE_S);
+    srv_metrics_stop(d.metrics);
     srv_fdsock_close(d.fdsock);
     srv_destroy(d.srv);
     if (d.loop != NULL)

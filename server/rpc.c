@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 #include "pinpool.h"
@@ -69,6 +70,8 @@ struct rpc_server {
     bool shutdown_done;
     void (*on_shutdown)(void *arg);
     void *on_shutdown_arg;
+    rpc_observer_fn observer;
+    void *observer_arg;
 };
 
 static int shutdown_tag;
@@ -195,7 +198,14 @@ static void reply(rpc_call_t *c)
     int rc;
 
     if (c->method >= 0) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         rc = atomic_load(&rs->stopping) ? PINPOOL_ESHUTDOWN : run_method(c, text, sizeof(text));
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        if (rs->observer != NULL)
+            rs->observer(c->method, rc,
+                         (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9,
+                         rs->observer_arg);
         if (rc == PINPOOL_ESHUTDOWN && text[0] == '\0')
             snprintf(text, sizeof(text), "the daemon is shutting down");
         status = srv_grpc_status(rc);
@@ -300,6 +310,12 @@ int rpc_server_create(rpc_server_t **out, const rpc_method_t *methods, size_t nm
     }
     *out = rs;
     return 0;
+}
+
+void rpc_server_set_observer(rpc_server_t *rs, rpc_observer_fn fn, void *arg)
+{
+    rs->observer = fn;
+    rs->observer_arg = arg;
 }
 
 int rpc_server_add_port(rpc_server_t *rs, const char *addr, char *err, size_t errlen)

@@ -49,6 +49,11 @@ typedef struct rpc_server rpc_server_t;
 int rpc_dispatch(const rpc_method_t *m, void *app, const char *token, const uint8_t *data,
                  size_t len, grpc_slice *out, char *text, size_t textlen);
 
+/* Called after each call of method index m with its pinpool error (0 = OK) and
+ * the seconds spent handling it, from a queue thread.  Set before start. */
+typedef void (*rpc_observer_fn)(int m, int err, double seconds, void *arg);
+void rpc_server_set_observer(rpc_server_t *rs, rpc_observer_fn fn, void *arg);
+
 /* methods must outlive the server.  Returns 0 or an error with err. */
 int rpc_server_create(rpc_server_t **out, const rpc_method_t *methods, size_t nmethods,
                       void *app, char *err, size_t errlen);

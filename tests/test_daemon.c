@@ -912,3 +912,62 @@ Test(access, sockets_are_0660, .timeout = 60)
     expect_error(r, GRPC_STATUS_PERMISSION_DENIED, PINPOOL_EPERM, "only clients with an fd-socket session");
     cr_expect_eq(test_daemon_stop(&d), 0);
 }
+
+/* ---- metrics ----------------------------------------------------------------------------------- */
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+/* GET path from 127.0.0.1:port into buf; returns the HTTP status. */
+static int http_get(unsigned port, const char *path, char *buf, size_t len)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    char req[256];
+    size_t n = 0;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0, "connect: %s", strerror(errno));
+    snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n", path);
+    cr_assert_eq(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+    for (ssize_t r; n < len - 1 && (r = read(fd, buf + n, len - 1 - n)) > 0;)
+        n += (size_t)r;
+    buf[n] = '\0';
+    close(fd);
+    int status = 0;
+    sscanf(buf, "HTTP/1.%*d %d", &status);
+    return status;
+}
+
+Test(access, prometheus_metrics_on_loopback, .timeout = 60)
+{
+    static char page[1 << 16];
+    unsigned port = 0;
+
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "32MiB", "--chunk-size", "16MiB",
+                                   "--metrics", "127.0.0.1:0", NULL), 0);
+    const char *at = strstr(d.ready, "metrics=http://127.0.0.1:");
+    cr_assert_not_null(at, "%s", d.ready);
+    cr_assert_eq(sscanf(at, "metrics=http://127.0.0.1:%u/metrics", &port), 1);
+
+    pinpool_ctx_t *ctx = pinpool_connect(d.socket);
+    pinpool_slice_t s;
+    cr_assert_eq(pinpool_alloc(ctx, 3 * MiB, NULL, &s), 0);
+    cr_expect_eq(pinpool_alloc(ctx, 0, NULL, &s), PINPOOL_EINVAL);
+    cr_expect_eq(http_get(port, "/metrics", page, sizeof(page)), 200, "%s", page);
+    cr_expect(strstr(page, "pinpool_capacity_bytes{pool=\"host\"} 33554432\n") != NULL, "%s", page);
+    cr_expect(strstr(page, "pinpool_used_bytes{pool=\"host\"} 3145728\n") != NULL, "%s", page);
+    char want[160];
+    snprintf(want, sizeof(want), "pinpool_client_bytes{client=\"%s\",pool=\"host\",pid=\"%d\"} 3145728\n",
+             pinpool_client_id(ctx), (int)getpid());
+    cr_expect(strstr(page, want) != NULL, "%s", page);
+    cr_expect(strstr(page, "pinpool_rpc_seconds_count{method=\"AllocatePoolMemory\"} 2\n") != NULL, "%s", page);
+    cr_expect(strstr(page, "pinpool_rpc_errors_total{method=\"AllocatePoolMemory\"} 1\n") != NULL, "%s", page);
+    cr_expect(strstr(page, "pinpool_rpc_seconds_bucket{method=\"AllocatePoolMemory\",le=\"+Inf\"} 2\n") != NULL, "%s", page);
+    cr_expect_eq(http_get(port, "/other", page, sizeof(page)), 404);
+    pinpool_close(ctx);
+    for (int i = 0; i < 100 && test_daemon_used(&d) != 0; i++)
+        usleep(10000);
+    cr_expect_eq(test_daemon_stop(&d), 0);
+}

@@ -610,6 +610,43 @@ int pinpool_attach(pinpool_ctx_t *ctx, const char *tag, uint32_t flags, pinpool_
     return rc;
 }
 
+int pinpool_acquire(pinpool_ctx_t *ctx, const char *key, uint32_t flags, pinpool_slice_t *out)
+{
+    Pinpool__V1__AcquirePoolMemoryRequest req = PINPOOL__V1__ACQUIRE_POOL_MEMORY_REQUEST__INIT;
+    Pinpool__V1__AllocatePoolMemoryResponse *resp = NULL;
+    char msg[MSG_LEN];
+    int rc;
+
+    rc = check_ctx(ctx, true);
+    if (rc != 0)
+        return rc;
+    if (key == NULL || out == NULL)
+        return fail(ctx, PINPOOL_EINVAL, "key and out must not be NULL");
+    req.client_id = ctx->client_id;
+    req.key = (char *)key;
+    rc = pinpool__rpc_call(ctx->rpc, METHOD("AcquirePoolMemory"), &req.base,
+                           &pinpool__v1__allocate_pool_memory_response__descriptor,
+                           (ProtobufCMessage **)&resp, NULL, msg, sizeof(msg));
+    if (rc != 0)
+        return fail(ctx, rc, "%s", msg);
+    rc = take_slice(ctx, resp, flags, out);
+    if (rc != 0) {
+        /* Not mapped here: give it back under the same key rather than lose it. */
+        Pinpool__V1__ReleasePoolMemoryRequest rel = PINPOOL__V1__RELEASE_POOL_MEMORY_REQUEST__INIT;
+        ProtobufCMessage *r2 = NULL;
+        char m2[MSG_LEN];
+        rel.client_id = ctx->client_id;
+        rel.slice_id = resp->slice_id;
+        rel.key = (char *)key;
+        if (pinpool__rpc_call(ctx->rpc, METHOD("ReleasePoolMemory"), &rel.base,
+                              &pinpool__v1__release_pool_memory_response__descriptor, &r2, NULL,
+                              m2, sizeof(m2)) == 0)
+            protobuf_c_message_free_unpacked(r2, NULL);
+    }
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rc;
+}
+
 /* Forget slice rec locally (lock held). */
 static void drop_slice(pinpool_ctx_t *ctx, slice_rec_t *rec)
 {
@@ -641,6 +678,140 @@ int pinpool_free(pinpool_ctx_t *ctx, uint64_t slice_id, uint64_t *freed_bytes)
         drop_slice(ctx, rec);
     pthread_mutex_unlock(&ctx->lock);
     return rc;
+}
+
+int pinpool_release(pinpool_ctx_t *ctx, uint64_t slice_id, const char *key, uint64_t ttl_ms)
+{
+    Pinpool__V1__ReleasePoolMemoryRequest req = PINPOOL__V1__RELEASE_POOL_MEMORY_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    slice_rec_t k = {.id = slice_id}, *rec;
+    char msg[MSG_LEN];
+    int rc;
+
+    rc = check_ctx(ctx, true);
+    if (rc != 0)
+        return rc;
+    if (key == NULL)
+        return fail(ctx, PINPOOL_EINVAL, "key must not be NULL");
+    pthread_mutex_lock(&ctx->lock);
+    rec = RB_FIND(slice_tree, &ctx->slices, &k);
+    pthread_mutex_unlock(&ctx->lock);
+    if (rec == NULL)
+        return fail(ctx, PINPOOL_ENOENT, "slice %" PRIu64 " is not one of this context's", slice_id);
+    req.client_id = ctx->client_id;
+    req.slice_id = slice_id;
+    req.key = (char *)key;
+    req.ttl_ms = ttl_ms;
+    rc = pinpool__rpc_call(ctx->rpc, METHOD("ReleasePoolMemory"), &req.base,
+                           &pinpool__v1__release_pool_memory_response__descriptor, &resp, NULL,
+                           msg, sizeof(msg));
+    if (rc != 0)
+        return fail(ctx, rc, "%s", msg);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    pthread_mutex_lock(&ctx->lock);
+    rec = RB_FIND(slice_tree, &ctx->slices, &k);
+    if (rec != NULL)
+        drop_slice(ctx, rec);
+    pthread_mutex_unlock(&ctx->lock);
+    return 0;
+}
+
+int pinpool_put(pinpool_ctx_t *ctx, const char *key, const void *data, uint64_t len,
+                uint64_t ttl_ms)
+{
+    Pinpool__V1__PutRequest req = PINPOOL__V1__PUT_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    char msg[MSG_LEN];
+    int rc;
+
+    rc = check_ctx(ctx, false);
+    if (rc != 0)
+        return rc;
+    if (key == NULL || (data == NULL && len > 0))
+        return fail(ctx, PINPOOL_EINVAL, "key and data must not be NULL");
+    req.key = (char *)key;
+    req.data.data = (uint8_t *)data;
+    req.data.len = len;
+    req.ttl_ms = ttl_ms;
+    rc = pinpool__rpc_call(ctx->rpc, METHOD("Put"), &req.base, &pinpool__v1__put_response__descriptor,
+                           &resp, NULL, msg, sizeof(msg));
+    if (rc != 0)
+        return fail(ctx, rc, "%s", msg);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return 0;
+}
+
+int pinpool_get(pinpool_ctx_t *ctx, const char *key, void *buf, uint64_t len, uint64_t *got)
+{
+    Pinpool__V1__GetRequest req = PINPOOL__V1__GET_REQUEST__INIT;
+    Pinpool__V1__GetResponse *resp = NULL;
+    char msg[MSG_LEN];
+    int rc;
+
+    rc = check_ctx(ctx, false);
+    if (rc != 0)
+        return rc;
+    if (key == NULL || (buf == NULL && len > 0))
+        return fail(ctx, PINPOOL_EINVAL, "key and buf must not be NULL");
+    req.key = (char *)key;
+    rc = pinpool__rpc_call(ctx->rpc, METHOD("Get"), &req.base, &pinpool__v1__get_response__descriptor,
+                           (ProtobufCMessage **)&resp, NULL, msg, sizeof(msg));
+    if (rc != 0)
+        return fail(ctx, rc, "%s", msg);
+    if (got != NULL)
+        *got = resp->data.len;
+    if (resp->data.len > len)
+        rc = fail(ctx, -ENOBUFS, "the object is %zu bytes; the buffer %" PRIu64, resp->data.len,
+                  len);
+    else if (resp->data.len > 0)
+        memcpy(buf, resp->data.data, resp->data.len);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rc;
+}
+
+int pinpool_exists(pinpool_ctx_t *ctx, const char *key)
+{
+    Pinpool__V1__ExistsRequest req = PINPOOL__V1__EXISTS_REQUEST__INIT;
+    Pinpool__V1__ExistsResponse *resp = NULL;
+    char msg[MSG_LEN];
+    int rc;
+
+    rc = check_ctx(ctx, false);
+    if (rc != 0)
+        return rc;
+    if (key == NULL)
+        return fail(ctx, PINPOOL_EINVAL, "key must not be NULL");
+    req.key = (char *)key;
+    rc = pinpool__rpc_call(ctx->rpc, METHOD("Exists"), &req.base,
+                           &pinpool__v1__exists_response__descriptor, (ProtobufCMessage **)&resp,
+                           NULL, msg, sizeof(msg));
+    if (rc != 0)
+        return fail(ctx, rc, "%s", msg);
+    rc = resp->exists ? 1 : 0;
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rc;
+}
+
+int pinpool_remove(pinpool_ctx_t *ctx, const char *key)
+{
+    Pinpool__V1__RemoveRequest req = PINPOOL__V1__REMOVE_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    char msg[MSG_LEN];
+    int rc;
+
+    rc = check_ctx(ctx, false);
+    if (rc != 0)
+        return rc;
+    if (key == NULL)
+        return fail(ctx, PINPOOL_EINVAL, "key must not be NULL");
+    req.key = (char *)key;
+    rc = pinpool__rpc_call(ctx->rpc, METHOD("Remove"), &req.base,
+                           &pinpool__v1__remove_response__descriptor, &resp, NULL, msg,
+                           sizeof(msg));
+    if (rc != 0)
+        return fail(ctx, rc, "%s", msg);
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return 0;
 }
 
 int pinpool_detach(pinpool_ctx_t *ctx, uint64_t slice_id)
@@ -755,6 +926,29 @@ int pinpool_pool_info(pinpool_ctx_t *ctx, pinpool_pool_info_t *out)
         u->slices = r->clients[i]->slices;
         u->pid = r->clients[i]->pid;
         u->uid = r->clients[i]->uid;
+    }
+    if (r->spill != NULL) {
+        const Pinpool__V1__SpillInfo *p = r->spill;
+        pinpool_spill_info_t *q = &out->spill;
+        snprintf(q->tier, sizeof(q->tier), "%s", p->tier);
+        q->objects = p->objects;
+        q->objects_resident = p->objects_resident;
+        q->objects_spilled = p->objects_spilled;
+        q->resident_bytes = p->resident_bytes;
+        q->spilled_bytes_now = p->spilled_bytes_now;
+        q->spills = p->spills;
+        q->bytes_spilled = p->bytes_spilled;
+        q->spill_failures = p->spill_failures;
+        q->restores = p->restores;
+        q->bytes_restored = p->bytes_restored;
+        q->restore_failures = p->restore_failures;
+        q->spill_gbps = p->spill_gbps;
+        q->restore_gbps = p->restore_gbps;
+        q->spill_avg_ms = p->spill_avg_ms;
+        q->restore_avg_ms = p->restore_avg_ms;
+        q->expired = p->expired;
+        q->low_watermark_bytes = p->low_watermark_bytes;
+        snprintf(q->last_error, sizeof(q->last_error), "%s", p->last_error);
     }
     protobuf_c_message_free_unpacked(&r->base, NULL);
     return 0;

@@ -117,6 +117,23 @@ typedef struct pinpool_device_info {
     uint32_t num_slices;
 } pinpool_device_info_t;
 
+/* The spill tier and the named objects (pinpool_pool_info_t.spill). */
+typedef struct pinpool_spill_info {
+    char tier[16];             /* "file", "mooncake" or "none" */
+    uint32_t objects;          /* named objects (released slices and puts), all states */
+    uint32_t objects_resident; /* in the pool (being spilled included) */
+    uint32_t objects_spilled;  /* only in the tier (being restored included) */
+    uint64_t resident_bytes;   /* spillable bytes in the pool */
+    uint64_t spilled_bytes_now;
+    uint64_t spills, bytes_spilled, spill_failures;     /* since start */
+    uint64_t restores, bytes_restored, restore_failures;
+    double spill_gbps, restore_gbps;       /* GB/s (1e9) over the time in tier calls */
+    double spill_avg_ms, restore_avg_ms;   /* per object */
+    uint64_t expired;                      /* objects dropped by their TTL */
+    uint64_t low_watermark_bytes;
+    char last_error[256];                  /* the last tier failure, "" if none */
+} pinpool_spill_info_t;
+
 typedef struct pinpool_pool_info {
     uint64_t capacity_bytes; /* the whole pool, ready or not */
     uint64_t ready_bytes;    /* the part that can be handed out now */
@@ -136,6 +153,7 @@ typedef struct pinpool_pool_info {
     pinpool_device_info_t devices[PINPOOL_MAX_DEVICES];
     uint32_t num_usage;
     pinpool_client_usage_t *usage; /* num_usage entries; freed by pinpool_pool_info_free */
+    pinpool_spill_info_t spill;    /* last: the fields above keep their offsets */
 } pinpool_pool_info_t;
 
 /*
@@ -183,6 +201,41 @@ PINPOOL_EXPORT int pinpool_detach(pinpool_ctx_t *ctx, uint64_t slice_id);
 PINPOOL_EXPORT int pinpool_free(pinpool_ctx_t *ctx, uint64_t slice_id, uint64_t *freed_bytes);
 /* Free every slice this context holds. */
 PINPOOL_EXPORT int pinpool_free_all(pinpool_ctx_t *ctx, uint64_t *freed_bytes);
+
+/*
+ * Named objects.  Keys are 1-512 printable ASCII characters without spaces.
+ *
+ * pinpool_release gives slice_id (a host slice of this context) to the daemon
+ * under key: the slice is unmapped here (do not touch its pointer once you
+ * call this) and becomes a released object that the daemon may spill to its
+ * tier when the pool needs room.  ttl_ms 0: it stays until acquired or
+ * removed.  PINPOOL_EEXIST when key is taken.  On failure the slice stays
+ * mapped and this context's.
+ *
+ * pinpool_acquire makes the object under key a slice of this context again,
+ * restored from the tier if it was spilled (perhaps at another offset), and
+ * maps it like pinpool_alloc (flags: PINPOOL_ALLOC_GPU_ONLY).  The object
+ * leaves the table: free the slice, or release it again.  PINPOOL_ENOKEY if
+ * there is none; PINPOOL_ENOSPC if it does not fit even after spilling others.
+ */
+PINPOOL_EXPORT int pinpool_release(pinpool_ctx_t *ctx, uint64_t slice_id, const char *key,
+                                   uint64_t ttl_ms);
+PINPOOL_EXPORT int pinpool_acquire(pinpool_ctx_t *ctx, const char *key, uint32_t flags,
+                                   pinpool_slice_t *out);
+/*
+ * The object API (Mooncake Store's): the bytes travel in the RPC, so keep these
+ * for small objects (gRPC's default limit is 4 MiB a message).  put replaces
+ * an object under key; get copies it into buf when len is enough (*got = its
+ * size) and returns -ENOBUFS with *got otherwise; exists returns 1 or 0;
+ * remove returns 0 or PINPOOL_ENOKEY.  Objects made by put can be acquired
+ * too, and released slices read with get.
+ */
+PINPOOL_EXPORT int pinpool_put(pinpool_ctx_t *ctx, const char *key, const void *data, uint64_t len,
+                               uint64_t ttl_ms);
+PINPOOL_EXPORT int pinpool_get(pinpool_ctx_t *ctx, const char *key, void *buf, uint64_t len,
+                               uint64_t *got);
+PINPOOL_EXPORT int pinpool_exists(pinpool_ctx_t *ctx, const char *key);
+PINPOOL_EXPORT int pinpool_remove(pinpool_ctx_t *ctx, const char *key);
 
 /* GetPoolInfo.  On success the caller frees out with pinpool_pool_info_free. */
 PINPOOL_EXPORT int pinpool_pool_info(pinpool_ctx_t *ctx, pinpool_pool_info_t *out);

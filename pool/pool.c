@@ -724,6 +724,56 @@ int pool_free(pool_t *pool, uint64_t id, uint64_t owner, uint64_t *freed)
     return 0;
 }
 
+int pool_set_owner(pool_t *pool, uint64_t id, uint64_t owner, uint64_t new_owner)
+{
+    struct owner *o, *n;
+    struct slice *s, *at;
+
+    if (pool == NULL)
+        return PINPOOL_EINVAL;
+    s = table_find_id(&pool->table, id);
+    if (s == NULL)
+        return PINPOOL_ENOENT;
+    if (s->info.owner != owner)
+        return PINPOOL_EPERM;
+    if (owner == new_owner)
+        return 0;
+    o = s->owner;
+    n = do_find_owner(pool, new_owner);
+    if (n == NULL) {
+        if ((n = malloc(sizeof(*n))) == NULL)
+            return -ENOMEM;
+        n->id = new_owner;
+        n->bytes = 0;
+        n->nslices = 0;
+        TAILQ_INIT(&n->slices);
+        RB_INSERT(owner_by_id, &pool->owner_by_id, n);
+        pool->nowners++;
+    }
+    /* Keep the new owner's list in id order: find the last slice below id. */
+    TAILQ_FOREACH_REVERSE(at, &n->slices, slice_list, owner_link)
+        if (at->info.id < id)
+            break;
+    TAILQ_REMOVE(&o->slices, s, owner_link);
+    if (at == NULL)
+        TAILQ_INSERT_HEAD(&n->slices, s, owner_link);
+    else
+        TAILQ_INSERT_AFTER(&n->slices, at, s, owner_link);
+    o->bytes -= s->info.extent;
+    o->nslices--;
+    n->bytes += s->info.extent;
+    n->nslices++;
+    s->owner = n;
+    s->info.owner = new_owner;
+    if (o->nslices == 0) {
+        RB_REMOVE(owner_by_id, &pool->owner_by_id, o);
+        free(o);
+        pool->nowners--;
+    }
+    debug_check(pool, "pool_set_owner");
+    return 0;
+}
+
 int pool_free_owner(pool_t *pool, uint64_t owner, uint64_t *freed)
 {
     struct owner *o;

@@ -87,6 +87,10 @@ int pool_alloc(pool_t *pool, uint64_t owner, uint64_t size, uint64_t align,
  * pool unchanged on error.  *freed (may be NULL) gets the extent size. */
 int pool_free(pool_t *pool, uint64_t id, uint64_t owner, uint64_t *freed);
 
+/* Give slice id of owner to new_owner (same extent, same id).  PINPOOL_ENOENT,
+ * PINPOOL_EPERM (other owner), -ENOMEM; the pool unchanged on error. */
+int pool_set_owner(pool_t *pool, uint64_t id, uint64_t owner, uint64_t new_owner);
+
 /* Free every slice of owner.  Returns the number of slices freed (>= 0). */
 int pool_free_owner(pool_t *pool, uint64_t owner, uint64_t *freed);
 

@@ -9,6 +9,8 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "paths.h"
@@ -85,6 +87,20 @@ static const srv_option_t options[] = {
      NUM_FIELD(device_pool_size), 0, 1ull << 50, 2 * MiB, NULL},
     {"devices", OPT_STRING, "all", "LIST",
      "GPUs that get a device pool: all, or ordinals like 0,1", STR_FIELD(devices), 0, 0, 0, NULL},
+    {"state-dir", OPT_STRING, "auto", "DIR",
+     "where the daemon keeps its state (the default spill directory); auto: "
+     "$XDG_STATE_HOME/pinpool, else /var/tmp/pinpool-$UID (made with mode 0700)",
+     STR_FIELD(state_dir), 0, 0, 0, NULL},
+    {"spill-tier", OPT_STRING, "auto", "URI",
+     "where released objects go when the pool needs room: file:///DIR, "
+     "mooncake://MASTER:PORT?metadata=...&..., none (never spill), or auto: "
+     "file://STATE_DIR/spill/<socket path>",
+     STR_FIELD(spill_tier), 0, 0, 0, NULL},
+    {"spill-low-watermark", OPT_STRING, "0.05", "FRACTION|SIZE",
+     "spill released objects in the background while free space is below this "
+     "(a fraction of the pool like 0.05, or a size like 2GiB; 0: only when an allocation "
+     "does not fit)",
+     STR_FIELD(spill_low_watermark), 0, 0, 0, NULL},
     {"log-level", OPT_CHOICE, "info", "LEVEL", "error, warn, info or debug",
      STR_FIELD(log_level), 0, 0, 0, log_levels},
     {"log-format", OPT_CHOICE, "text", "FORMAT",
@@ -273,9 +289,101 @@ int srv_config_validate(const srv_config_t *cfg, char *err, size_t errlen)
                  "a unix socket address)", SRV_PATH_MAX - 4);
         return PINPOOL_EINVAL;
     }
+    uint64_t wm;
+    if (srv_config_watermark(cfg, cfg->mem_pool_size, &wm, err, errlen) != 0)
+        return PINPOOL_EINVAL;
     if (cfg->listen[0] != '\0' && strchr(cfg->listen, ':') == NULL) {
         snprintf(err, errlen, "--listen: '%s' is not HOST:PORT", cfg->listen);
         return PINPOOL_EINVAL;
+    }
+    return 0;
+}
+
+int srv_config_watermark(const srv_config_t *cfg, uint64_t capacity, uint64_t *bytes, char *err,
+                         size_t errlen)
+{
+    const char *v = cfg->spill_low_watermark;
+    char *end;
+    double f;
+
+    if (strchr(v, '.') != NULL || strcmp(v, "0") == 0 || strcmp(v, "1") == 0) {
+        errno = 0;
+        f = strtod(v, &end);
+        if (errno != 0 || end == v || *end != '\0' || !(f >= 0 && f <= 1)) {
+            snprintf(err, errlen, "--spill-low-watermark: '%s' is not a fraction in 0..1", v);
+            return PINPOOL_EINVAL;
+        }
+        *bytes = (uint64_t)(f * (double)capacity);
+        return 0;
+    }
+    if (pool_parse_size(v, bytes) != 0) {
+        snprintf(err, errlen, "--spill-low-watermark: '%s' is neither a fraction (0.05) nor a "
+                 "size (2GiB)", v);
+        return PINPOOL_EINVAL;
+    }
+    if (*bytes > capacity)
+        *bytes = capacity;
+    return 0;
+}
+
+/* mkdir -p; the directories made get mode. */
+static int make_dirs(const char *path, mode_t mode)
+{
+    char buf[512];
+    size_t n = strlen(path);
+
+    if (n == 0 || n >= sizeof(buf))
+        return -ENAMETOOLONG;
+    memcpy(buf, path, n + 1);
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || *p == '\0') {
+            char c = *p;
+            *p = '\0';
+            if (mkdir(buf, mode) != 0 && errno != EEXIST)
+                return -errno;
+            *p = c;
+            if (c == '\0')
+                break;
+        }
+    }
+    return 0;
+}
+
+int srv_config_resolve(srv_config_t *cfg, char *err, size_t errlen)
+{
+    int rc;
+
+    if (strcmp(cfg->state_dir, "auto") == 0) {
+        const char *xdg = getenv("XDG_STATE_HOME");
+        int n;
+        if (xdg != NULL && xdg[0] == '/')
+            n = snprintf(cfg->state_dir, sizeof(cfg->state_dir), "%s/pinpool", xdg);
+        else
+            n = snprintf(cfg->state_dir, sizeof(cfg->state_dir), "/var/tmp/pinpool-%u",
+                         (unsigned)getuid());
+        if (n < 0 || (size_t)n >= sizeof(cfg->state_dir)) {
+            snprintf(err, errlen, "--state-dir: $XDG_STATE_HOME is too long; pass --state-dir");
+            return PINPOOL_EINVAL;
+        }
+    }
+    if (cfg->state_dir[0] != '/') {
+        snprintf(err, errlen, "--state-dir: '%s' must be an absolute path", cfg->state_dir);
+        return PINPOOL_EINVAL;
+    }
+    rc = make_dirs(cfg->state_dir, 0700);
+    if (rc != 0) {
+        snprintf(err, errlen, "--state-dir %s: cannot create it: %s", cfg->state_dir,
+                 strerror(-rc));
+        return rc;
+    }
+    if (strcmp(cfg->spill_tier, "auto") == 0) {
+        char sock[SRV_PATH_MAX];
+        snprintf(sock, sizeof(sock), "%s", cfg->socket);
+        for (char *p = sock; *p != '\0'; p++)
+            if (*p == '/')
+                *p = '_';
+        snprintf(cfg->spill_tier, sizeof(cfg->spill_tier), "file://%s/spill/%s", cfg->state_dir,
+                 sock);
     }
     return 0;
 }

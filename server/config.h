@@ -32,6 +32,9 @@ typedef struct srv_config {
     char host_backend[16];
     char log_level[8];
     char log_format[8];
+    char state_dir[256];
+    char spill_tier[1024];
+    char spill_low_watermark[32];
 } srv_config_t;
 
 /* Fill cfg with the embedded defaults. */
@@ -48,6 +51,19 @@ int srv_config_parse_args(srv_config_t *cfg, int argc, char **argv, char *err, s
 
 /* Checks between options (pool vs chunk size).  0 or PINPOOL_EINVAL + err. */
 int srv_config_validate(const srv_config_t *cfg, char *err, size_t errlen);
+
+/*
+ * Resolve the "auto" values: --state-dir becomes $XDG_STATE_HOME/pinpool, else
+ * /var/tmp/pinpool-$UID (made 0700 if missing); --spill-tier becomes
+ * file://STATE_DIR/spill/<the socket path, '/' as '_'> (one directory per
+ * daemon, since a file tier is locked by one).  0 or an error with err.
+ */
+int srv_config_resolve(srv_config_t *cfg, char *err, size_t errlen);
+
+/* --spill-low-watermark in bytes for a pool of capacity bytes (a fraction
+ * like 0.05, or a size like 2GiB).  0 or PINPOOL_EINVAL with err. */
+int srv_config_watermark(const srv_config_t *cfg, uint64_t capacity, uint64_t *bytes, char *err,
+                         size_t errlen);
 
 /* The options with their help and defaults, for `pinpool serve --help`. */
 void srv_config_print_help(FILE *out);

@@ -165,8 +165,16 @@ typedef struct info_client {
     char id[SRV_CLIENT_ID_LEN];
 } info_client_t;
 
+#define MAX_TIER_STATS 48
+
 typedef struct info_reply {
     Pinpool__V1__GetPoolInfoResponse msg;
+    Pinpool__V1__SpillInfo spill;
+    srv_spill_info_t sp;
+    Pinpool__V1__TierStat stats[MAX_TIER_STATS];
+    Pinpool__V1__TierStat *stat_refs[MAX_TIER_STATS];
+    char stat_text[MAX_TIER_STATS][2][128];
+    size_t nstats;
     srv_pool_info_t info;
     Pinpool__V1__DevicePoolInfo devices[SRV_MAX_DEVICES];
     Pinpool__V1__DevicePoolInfo *device_refs[SRV_MAX_DEVICES];
@@ -198,6 +206,53 @@ static void add_client(const srv_client_usage_t *u, void *arg)
     c->msg.slices = u->slices;
     c->msg.pid = u->pid;
     c->msg.uid = u->uid;
+}
+
+static void add_tier_stat(const char *name, const char *value, void *arg)
+{
+    info_reply_t *r = arg;
+    Pinpool__V1__TierStat *t;
+
+    if (r->nstats == MAX_TIER_STATS)
+        return;
+    t = &r->stats[r->nstats];
+    pinpool__v1__tier_stat__init(t);
+    snprintf(r->stat_text[r->nstats][0], sizeof(r->stat_text[0][0]), "%s", name);
+    snprintf(r->stat_text[r->nstats][1], sizeof(r->stat_text[0][1]), "%s", value);
+    t->name = r->stat_text[r->nstats][0];
+    t->value = r->stat_text[r->nstats][1];
+    r->stat_refs[r->nstats++] = t;
+}
+
+static void fill_spill(info_reply_t *r, srv_t *srv)
+{
+    Pinpool__V1__SpillInfo *s = &r->spill;
+    const srv_spill_info_t *p = &r->sp;
+
+    srv_spill_info(srv, &r->sp, add_tier_stat, r);
+    pinpool__v1__spill_info__init(s);
+    s->tier = (char *)p->tier;
+    s->objects = p->objects;
+    s->objects_resident = p->resident + p->spilling;
+    s->objects_spilled = p->spilled + p->restoring;
+    s->resident_bytes = p->resident_bytes;
+    s->spilled_bytes_now = p->spilled_bytes_now;
+    s->spills = p->spills;
+    s->bytes_spilled = p->spilled_bytes;
+    s->spill_failures = p->spill_failures;
+    s->restores = p->restores;
+    s->bytes_restored = p->restored_bytes;
+    s->restore_failures = p->restore_failures;
+    s->spill_gbps = p->spill_ns ? (double)p->spilled_bytes / (double)p->spill_ns : 0;
+    s->restore_gbps = p->restore_ns ? (double)p->restored_bytes / (double)p->restore_ns : 0;
+    s->spill_avg_ms = p->spills ? (double)p->spill_ns / 1e6 / (double)p->spills : 0;
+    s->restore_avg_ms = p->restores ? (double)p->restore_ns / 1e6 / (double)p->restores : 0;
+    s->expired = p->expired;
+    s->low_watermark_bytes = p->low_watermark;
+    s->last_error = r->sp.last_error;
+    s->n_tier_stats = r->nstats;
+    s->tier_stats = r->stat_refs;
+    r->msg.spill = s;
 }
 
 static int handle_info(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
@@ -249,6 +304,7 @@ static int handle_info(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
     }
     r->msg.n_clients = r->n;
     r->msg.clients = r->refs;
+    fill_spill(r, app);
     return 0;
 }
 
@@ -316,6 +372,249 @@ static void done_plain(rpc_reply_t *reply)
     free(reply->msg);
 }
 
+/* ---- named objects ---------------------------------------------------------------- */
+
+static int handle_release(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+{
+    const Pinpool__V1__ReleasePoolMemoryRequest *req = (const void *)m;
+    Pinpool__V1__ReleasePoolMemoryResponse *r;
+    uint64_t size = 0;
+    int rc;
+
+    rc = srv_release(app, req->client_id, req->slice_id, req->key, req->ttl_ms, &size,
+                     reply->text, sizeof(reply->text));
+    if (rc != 0)
+        return rc;
+    r = malloc(sizeof(*r));
+    if (r == NULL)
+        return -ENOMEM;
+    pinpool__v1__release_pool_memory_response__init(r);
+    r->size_bytes = size;
+    reply->msg = &r->base;
+    return 0;
+}
+
+static int handle_acquire(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+{
+    const Pinpool__V1__AcquirePoolMemoryRequest *req = (const void *)m;
+    srv_slice_t s;
+    int rc;
+
+    rc = srv_acquire(app, req->client_id, req->key, &s, reply->text, sizeof(reply->text));
+    if (rc != 0)
+        return rc;
+    rc = build_slice_reply(app, &s, reply);
+    if (rc != 0) {
+        uint64_t freed;
+        uint32_t n;
+        char ignored[64];
+        srv_free(app, req->client_id, s.info.id, &freed, &n, ignored, sizeof(ignored));
+    }
+    return rc;
+}
+
+static int handle_put(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+{
+    static const Pinpool__V1__PutResponse ok = PINPOOL__V1__PUT_RESPONSE__INIT;
+    const Pinpool__V1__PutRequest *req = (const void *)m;
+    int rc;
+
+    rc = srv_obj_put(app, req->key, req->data.data, req->data.len, req->ttl_ms, reply->text,
+                     sizeof(reply->text));
+    if (rc == 0)
+        reply->msg = (ProtobufCMessage *)&ok.base;
+    return rc;
+}
+
+typedef struct get_reply {
+    Pinpool__V1__GetResponse msg;
+    void *data;
+} get_reply_t;
+
+static int handle_get(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+{
+    const Pinpool__V1__GetRequest *req = (const void *)m;
+    get_reply_t *r = calloc(1, sizeof(*r));
+    uint64_t len = 0;
+    int rc;
+
+    if (r == NULL)
+        return -ENOMEM;
+    rc = srv_obj_get(app, req->key, &r->data, &len, reply->text, sizeof(reply->text));
+    if (rc != 0) {
+        free(r);
+        return rc;
+    }
+    pinpool__v1__get_response__init(&r->msg);
+    r->msg.data.data = r->data;
+    r->msg.data.len = len;
+    reply->msg = &r->msg.base;
+    return 0;
+}
+
+static void done_get(rpc_reply_t *reply)
+{
+    get_reply_t *r = (get_reply_t *)reply->msg;
+
+    if (r != NULL) {
+        free(r->data);
+        free(r);
+    }
+}
+
+static int handle_exists(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+{
+    const Pinpool__V1__ExistsRequest *req = (const void *)m;
+    Pinpool__V1__ExistsResponse *r;
+    int rc = srv_obj_exists(app, req->key, reply->text, sizeof(reply->text));
+
+    if (rc < 0)
+        return rc;
+    r = malloc(sizeof(*r));
+    if (r == NULL)
+        return -ENOMEM;
+    pinpool__v1__exists_response__init(r);
+    r->exists = rc == 1;
+    reply->msg = &r->base;
+    return 0;
+}
+
+static int handle_remove(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+{
+    static const Pinpool__V1__RemoveResponse ok = PINPOOL__V1__REMOVE_RESPONSE__INIT;
+    const Pinpool__V1__RemoveRequest *req = (const void *)m;
+    int rc = srv_obj_remove(app, req->key, reply->text, sizeof(reply->text));
+
+    if (rc == 0)
+        reply->msg = (ProtobufCMessage *)&ok.base;
+    return rc;
+}
+
+/* Batch replies: one heap block with n results (and data for BatchGet). */
+typedef struct batch_reply {
+    union {
+        Pinpool__V1__BatchResponse batch;
+        Pinpool__V1__BatchGetResponse get;
+    } msg;
+    size_t n;
+    Pinpool__V1__ItemResult **refs;
+    Pinpool__V1__ItemResult *items;
+    ProtobufCBinaryData *data;
+    char (*text)[256];
+} batch_reply_t;
+
+static batch_reply_t *batch_new(size_t n, bool get)
+{
+    batch_reply_t *r = calloc(1, sizeof(*r));
+
+    if (r == NULL)
+        return NULL;
+    r->n = n;
+    r->refs = calloc(n + 1, sizeof(*r->refs));
+    r->items = calloc(n + 1, sizeof(*r->items));
+    r->text = calloc(n + 1, sizeof(*r->text));
+    r->data = get ? calloc(n + 1, sizeof(*r->data)) : NULL;
+    if (r->refs == NULL || r->items == NULL || r->text == NULL || (get && r->data == NULL)) {
+        free(r->refs);
+        free(r->items);
+        free(r->text);
+        free(r->data);
+        free(r);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        pinpool__v1__item_result__init(&r->items[i]);
+        r->items[i].message = r->text[i];
+        r->refs[i] = &r->items[i];
+    }
+    if (get) {
+        pinpool__v1__batch_get_response__init(&r->msg.get);
+        r->msg.get.n_results = n;
+        r->msg.get.results = r->refs;
+        r->msg.get.n_data = n;
+        r->msg.get.data = r->data;
+    } else {
+        pinpool__v1__batch_response__init(&r->msg.batch);
+        r->msg.batch.n_results = n;
+        r->msg.batch.results = r->refs;
+    }
+    return r;
+}
+
+static void done_batch(rpc_reply_t *reply)
+{
+    batch_reply_t *r = (batch_reply_t *)reply->msg;
+
+    if (r == NULL)
+        return;
+    for (size_t i = 0; r->data != NULL && i < r->n; i++)
+        free(r->data[i].data);
+    free(r->refs);
+    free(r->items);
+    free(r->text);
+    free(r->data);
+    free(r);
+}
+
+static int handle_batch_put(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+{
+    const Pinpool__V1__BatchPutRequest *req = (const void *)m;
+    batch_reply_t *r = batch_new(req->n_items, false);
+
+    if (r == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < req->n_items; i++) {
+        const Pinpool__V1__PutRequest *it = req->items[i];
+        r->items[i].code = srv_obj_put(app, it->key, it->data.data, it->data.len, it->ttl_ms,
+                                       r->text[i], sizeof(r->text[i]));
+    }
+    reply->msg = &r->msg.batch.base;
+    return 0;
+}
+
+static int handle_batch_get(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+{
+    const Pinpool__V1__BatchKeysRequest *req = (const void *)m;
+    batch_reply_t *r = batch_new(req->n_keys, true);
+
+    if (r == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < req->n_keys; i++) {
+        void *data = NULL;
+        uint64_t len = 0;
+        r->items[i].code = srv_obj_get(app, req->keys[i], &data, &len, r->text[i],
+                                       sizeof(r->text[i]));
+        r->data[i].data = data;
+        r->data[i].len = r->items[i].code == 0 ? len : 0;
+    }
+    reply->msg = &r->msg.get.base;
+    return 0;
+}
+
+static int handle_batch_keys(void *app, const ProtobufCMessage *m, rpc_reply_t *reply,
+                             int (*op)(srv_t *, const char *, char *, size_t))
+{
+    const Pinpool__V1__BatchKeysRequest *req = (const void *)m;
+    batch_reply_t *r = batch_new(req->n_keys, false);
+
+    if (r == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < req->n_keys; i++)
+        r->items[i].code = op(app, req->keys[i], r->text[i], sizeof(r->text[i]));
+    reply->msg = &r->msg.batch.base;
+    return 0;
+}
+
+static int handle_batch_exists(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+{
+    return handle_batch_keys(app, m, reply, srv_obj_exists);
+}
+
+static int handle_batch_remove(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+{
+    return handle_batch_keys(app, m, reply, srv_obj_remove);
+}
+
 /* ---- Ping ------------------------------------------------------------------------ */
 
 static int handle_ping(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
@@ -339,6 +638,22 @@ static const rpc_method_t methods[] = {
     {METHOD("Ping"), &pinpool__v1__ping_request__descriptor, handle_ping, NULL},
     {METHOD("AttachPoolMemory"), &pinpool__v1__attach_pool_memory_request__descriptor,
      handle_attach, done_alloc},
+    {METHOD("ReleasePoolMemory"), &pinpool__v1__release_pool_memory_request__descriptor,
+     handle_release, done_plain},
+    {METHOD("AcquirePoolMemory"), &pinpool__v1__acquire_pool_memory_request__descriptor,
+     handle_acquire, done_alloc},
+    {METHOD("Put"), &pinpool__v1__put_request__descriptor, handle_put, NULL},
+    {METHOD("Get"), &pinpool__v1__get_request__descriptor, handle_get, done_get},
+    {METHOD("Exists"), &pinpool__v1__exists_request__descriptor, handle_exists, done_plain},
+    {METHOD("Remove"), &pinpool__v1__remove_request__descriptor, handle_remove, NULL},
+    {METHOD("BatchPut"), &pinpool__v1__batch_put_request__descriptor, handle_batch_put,
+     done_batch},
+    {METHOD("BatchGet"), &pinpool__v1__batch_keys_request__descriptor, handle_batch_get,
+     done_batch},
+    {METHOD("BatchExists"), &pinpool__v1__batch_keys_request__descriptor, handle_batch_exists,
+     done_batch},
+    {METHOD("BatchRemove"), &pinpool__v1__batch_keys_request__descriptor, handle_batch_remove,
+     done_batch},
 };
 
 const rpc_method_t *srv_service_methods(size_t *n)

@@ -19,6 +19,7 @@
 #include "devmem.h"
 #include "ipc.h"
 #include "pool.h"
+#include "tier.h"
 
 typedef struct srv srv_t;
 typedef struct srv_client srv_client_t;
@@ -54,6 +55,18 @@ typedef struct srv_client_usage {
     int32_t pid; /* 0: no session */
     uint32_t uid;
 } srv_client_usage_t;
+
+/* The spill tier and the named objects, for GetPoolInfo. */
+typedef struct srv_spill_info {
+    const char *tier;      /* "file", "mooncake", or "none" */
+    uint32_t objects, resident, spilling, spilled, restoring;
+    uint64_t resident_bytes, spilled_bytes_now; /* object bytes in those states */
+    uint64_t spills, spilled_bytes, spill_failures, spill_ns;
+    uint64_t restores, restored_bytes, restore_failures, restore_ns;
+    uint64_t expired;
+    uint64_t low_watermark;
+    char last_error[256];
+} srv_spill_info_t;
 
 typedef struct srv_pool_info {
     pool_stats_t stats;
@@ -150,5 +163,34 @@ void srv_session_close(srv_t *srv, srv_client_t *client);
  */
 int srv_session_chunk_fds(srv_t *srv, srv_client_t *client, uint64_t slice_id,
                           uint32_t first, uint32_t count, int *fds, char *msg, size_t msglen);
+
+/* ---- named objects and the spill tier (see srv.c, "Objects") ----------------- */
+
+/*
+ * ReleasePoolMemory: client_id gives up host slice slice_id, which becomes the
+ * object key (resident, most recently used; spillable).  ttl_ms 0: no expiry.
+ * PINPOOL_EEXIST if key is taken, ENOENT/EPERM for the slice.
+ */
+int srv_release(srv_t *srv, const char *client_id, uint64_t slice_id, const char *key,
+                uint64_t ttl_ms, uint64_t *size, char *msg, size_t msglen);
+/*
+ * AcquirePoolMemory: the object key becomes a slice of client_id again (restored
+ * from the tier if it was spilled, perhaps at a new offset) and leaves the
+ * object table.  Waits (bounded) while another thread spills or restores it.
+ */
+int srv_acquire(srv_t *srv, const char *client_id, const char *key, srv_slice_t *out, char *msg,
+                size_t msglen);
+/* Put: store len bytes under key (replacing an object there). */
+int srv_obj_put(srv_t *srv, const char *key, const void *data, uint64_t len, uint64_t ttl_ms,
+                char *msg, size_t msglen);
+/* Get: *data (malloc'd, the caller frees) and *len.  PINPOOL_ENOKEY if absent. */
+int srv_obj_get(srv_t *srv, const char *key, void **data, uint64_t *len, char *msg, size_t msglen);
+/* 1, 0, or an error. */
+int srv_obj_exists(srv_t *srv, const char *key, char *msg, size_t msglen);
+int srv_obj_remove(srv_t *srv, const char *key, char *msg, size_t msglen);
+
+/* The spill counters; add (may be NULL) gets the tier's own named stats. */
+void srv_spill_info(srv_t *srv, srv_spill_info_t *out,
+                    void (*add)(const char *name, const char *value, void *arg), void *arg);
 
 #endif

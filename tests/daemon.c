@@ -29,6 +29,18 @@ static const char *daemon_bin(void)
     return bin != NULL ? bin : "build/pinpool";
 }
 
+/* The state directory: spill/<name>/{.lock, objects}; nothing deeper. */
+static void rm_state(const char *state)
+{
+    char cmd[300];
+
+    if (state[0] == '\0' || strncmp(state, "/tmp/pinpool-test-", 18) != 0)
+        return;
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", state);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cannot remove %s\n", state);
+}
+
 static int start_v(test_daemon_t *d, bool again, va_list ap)
 {
     const char *argv[32];
@@ -46,10 +58,13 @@ static int start_v(test_daemon_t *d, bool again, va_list ap)
     }
     snprintf(d->socket, sizeof(d->socket), "%s/pinpool.sock", d->dir);
     snprintf(d->log, sizeof(d->log), "%s/daemon.log", d->dir);
+    snprintf(d->state, sizeof(d->state), "%s/state", d->dir);
     argv[argc++] = daemon_bin();
     argv[argc++] = "serve";
     argv[argc++] = "--socket";
     argv[argc++] = d->socket;
+    argv[argc++] = "--state-dir"; /* its default spill tier lives there */
+    argv[argc++] = d->state;
     for (const char *a; argc < 30 && (a = va_arg(ap, const char *)) != NULL;)
         argv[argc++] = a;
     argv[argc] = NULL;
@@ -126,6 +141,7 @@ int test_daemon_stop(test_daemon_t *d)
         if (r == d->pid) {
             d->pid = 0;
             unlink(d->log);
+            rm_state(d->state);
             rmdir(d->dir); /* fails, and keeps the evidence, if anything else is left */
             return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
         }

@@ -16,6 +16,7 @@ typedef struct test_daemon {
     char socket[128];
     char ready[512]; /* the ready line */
     char log[160];   /* its stderr goes here */
+    char state[96];  /* --state-dir: DIR/state (the default file spill tier) */
 } test_daemon_t;
 
 /* Start `pinpool serve --socket DIR/pinpool.sock ARGS...` (NULL-terminated

@@ -43,6 +43,7 @@ static inline srv_t *fuzz_srv_create(void)
     if (srv_config_set(&cfg, "mem-pool-size", "8MiB", err, sizeof(err)) != 0 ||
         srv_config_set(&cfg, "chunk-size", "2MiB", err, sizeof(err)) != 0 ||
         srv_config_set(&cfg, "pin-threads", "1", err, sizeof(err)) != 0 ||
+        srv_config_set(&cfg, "spill-tier", "none", err, sizeof(err)) != 0 ||
         srv_create(&srv, &cfg, err, sizeof(err)) != 0 || srv_start_chunks(srv) != 0 ||
         srv_wait_chunks(srv, UINT32_MAX, err, sizeof(err)) != 0) {
         fprintf(stderr, "fuzz: cannot make the srv: %s\n", err);

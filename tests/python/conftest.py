@@ -39,7 +39,8 @@ class Daemon:
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 [BIN, "serve", "--socket", self.socket, "--mem-pool-size", "256MiB",
-                 "--chunk-size", "16MiB", *args],
+                 "--chunk-size", "16MiB", "--state-dir", os.path.join(self.dir, "state"),
+                 *args],
                 stdout=subprocess.PIPE, stderr=log, env=env)
         self.ready = self._read_ready()
 

@@ -69,6 +69,7 @@ _CLASSES = {
     ENODEV: InvalidArgumentError,
     ENOSPC: OutOfPoolMemoryError,
     ENOENT: NotFoundError,
+    ENOKEY: NotFoundError,
     EPERM: PermissionDeniedError,
     ECONNECT: ConnectError,
     ECLOSED: ConnectError,
@@ -119,6 +120,17 @@ class DeviceInfo_t(ctypes.Structure):
 MAX_DEVICES = 16
 
 
+class SpillInfo_t(ctypes.Structure):
+    _fields_ = [("tier", ctypes.c_char * 16), ("objects", c_u32), ("objects_resident", c_u32),
+                ("objects_spilled", c_u32), ("resident_bytes", c_u64),
+                ("spilled_bytes_now", c_u64), ("spills", c_u64), ("bytes_spilled", c_u64),
+                ("spill_failures", c_u64), ("restores", c_u64), ("bytes_restored", c_u64),
+                ("restore_failures", c_u64), ("spill_gbps", ctypes.c_double),
+                ("restore_gbps", ctypes.c_double), ("spill_avg_ms", ctypes.c_double),
+                ("restore_avg_ms", ctypes.c_double), ("expired", c_u64),
+                ("low_watermark_bytes", c_u64), ("last_error", ctypes.c_char * 256)]
+
+
 class PoolInfo_t(ctypes.Structure):
     _fields_ = [("capacity_bytes", c_u64), ("ready_bytes", c_u64), ("used_bytes", c_u64),
                 ("free_bytes", c_u64), ("largest_free_extent", c_u64), ("chunk_size", c_u64),
@@ -127,7 +139,7 @@ class PoolInfo_t(ctypes.Structure):
                 ("mode", ctypes.c_char * 16), ("num_kept", c_u32),
                 ("pin_seconds", ctypes.c_double), ("num_devices", c_u32),
                 ("devices", DeviceInfo_t * MAX_DEVICES), ("num_usage", c_u32),
-                ("usage", ctypes.POINTER(ClientUsage_t))]
+                ("usage", ctypes.POINTER(ClientUsage_t)), ("spill", SpillInfo_t)]
 
 
 class ArenaOpts_t(ctypes.Structure):
@@ -192,6 +204,12 @@ def _declare(L):
         "pinpool_pool_info": (ctypes.c_int, [vp, P(PoolInfo_t)]),
         "pinpool_pool_info_free": (None, [P(PoolInfo_t)]),
         "pinpool_ping": (ctypes.c_int, [vp]),
+        "pinpool_release": (ctypes.c_int, [vp, c_u64, ctypes.c_char_p, c_u64]),
+        "pinpool_acquire": (ctypes.c_int, [vp, ctypes.c_char_p, c_u32, P(Slice_t)]),
+        "pinpool_put": (ctypes.c_int, [vp, ctypes.c_char_p, ctypes.c_char_p, c_u64, c_u64]),
+        "pinpool_get": (ctypes.c_int, [vp, ctypes.c_char_p, vp, c_u64, P(c_u64)]),
+        "pinpool_exists": (ctypes.c_int, [vp, ctypes.c_char_p]),
+        "pinpool_remove": (ctypes.c_int, [vp, ctypes.c_char_p]),
         "pinpool_arena_create": (ctypes.c_int, [vp, c_u64, P(ArenaOpts_t), P(vp)]),
         "pinpool_arena_alloc": (ctypes.c_int, [vp, c_u64, c_u64, P(vp)]),
         "pinpool_arena_alloc_block": (ctypes.c_int, [vp, c_u64, c_u64, P(ArenaBlock_t)]),

@@ -7,9 +7,10 @@ and ctypes releases the GIL during the call).
 """
 
 import ctypes
+import errno
 
 from . import _lib
-from ._lib import ConnectError, error
+from ._lib import ConnectError, NotFoundError, error
 
 HOST = -1  # device_id of host slices (PINPOOL_HOST)
 ALLOC_GPU_ONLY = 0x1  # PINPOOL_ALLOC_GPU_ONLY: a host slice for CUDA copies only
@@ -159,7 +160,7 @@ class Client:
         try:
             out = {name: getattr(pi, name) for name, _ in _lib.PoolInfo_t._fields_
                    if name not in ("usage", "num_usage", "host_backend", "mode", "devices",
-                                   "num_devices")}
+                                   "num_devices", "spill")}
             out["host_backend"] = pi.host_backend.decode()
             out["mode"] = pi.mode.decode()
             out["devices"] = [{"device_id": d.device_id, "name": d.name.decode(),
@@ -172,9 +173,92 @@ class Client:
                                "device_bytes": u.device_bytes, "slices": u.slices,
                                "pid": u.pid, "uid": u.uid}
                               for u in (pi.usage[i] for i in range(pi.num_usage))]
+            sp = pi.spill
+            out["spill"] = {name: getattr(sp, name) for name, _ in _lib.SpillInfo_t._fields_}
+            out["spill"]["tier"] = sp.tier.decode()
+            out["spill"]["last_error"] = sp.last_error.decode(errors="replace")
         finally:
             self._L.pinpool_pool_info_free(ctypes.byref(pi))
         return out
+
+    # -- named objects --
+    def release(self, slice_or_id, key, ttl_ms=0):
+        """Give a host slice to the daemon under key (it may spill it); the slice's
+        memory must not be used afterwards.  AlreadyExists-style PinpoolError if key is taken."""
+        sid = slice_or_id.id if isinstance(slice_or_id, Slice) else int(slice_or_id)
+        rc = self._L.pinpool_release(self._handle(), sid, key.encode(), ttl_ms)
+        if rc != 0:
+            raise self._fail(rc)
+
+    def acquire(self, key):
+        """The object under key as a Slice of this client again (restored if spilled)."""
+        out = _lib.Slice_t()
+        rc = self._L.pinpool_acquire(self._handle(), key.encode(), 0, ctypes.byref(out))
+        if rc != 0:
+            raise self._fail(rc)
+        return Slice(out)
+
+    def put(self, key, data, ttl_ms=0):
+        """Store bytes under key (replacing); small objects (the RPC carries them)."""
+        data = bytes(data)
+        rc = self._L.pinpool_put(self._handle(), key.encode(), data, len(data), ttl_ms)
+        if rc != 0:
+            raise self._fail(rc)
+
+    def get(self, key):
+        """The bytes under key; NotFoundError if there is none."""
+        got = _lib.c_u64()
+        rc = self._L.pinpool_get(self._handle(), key.encode(), None, 0, ctypes.byref(got))
+        if rc == 0:
+            return b""
+        if rc != -errno.ENOBUFS:
+            raise self._fail(rc)
+        buf = ctypes.create_string_buffer(got.value)
+        rc = self._L.pinpool_get(self._handle(), key.encode(), buf, got.value, ctypes.byref(got))
+        if rc != 0:
+            raise self._fail(rc)
+        return buf.raw[:got.value]
+
+    def exists(self, key):
+        rc = self._L.pinpool_exists(self._handle(), key.encode())
+        if rc < 0:
+            raise self._fail(rc)
+        return rc == 1
+
+    def remove(self, key):
+        """Remove the object under key; NotFoundError if there is none."""
+        rc = self._L.pinpool_remove(self._handle(), key.encode())
+        if rc != 0:
+            raise self._fail(rc)
+
+    def batch_put(self, items, ttl_ms=0):
+        """{key: bytes}: put each (one call per item)."""
+        for k, v in dict(items).items():
+            self.put(k, v, ttl_ms)
+
+    def batch_get(self, keys):
+        """[bytes or None per key] (None where absent)."""
+        out = []
+        for k in keys:
+            try:
+                out.append(self.get(k))
+            except NotFoundError:
+                out.append(None)
+        return out
+
+    def batch_exists(self, keys):
+        return [self.exists(k) for k in keys]
+
+    def batch_remove(self, keys):
+        """Remove each key; returns how many were there."""
+        n = 0
+        for k in keys:
+            try:
+                self.remove(k)
+                n += 1
+            except NotFoundError:
+                pass
+        return n
 
     def ping(self):
         rc = self._L.pinpool_ping(self._handle())

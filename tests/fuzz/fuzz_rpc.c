@@ -12,6 +12,7 @@
 #include <grpc/slice.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "common.h"
 #include "pinpool.pb-c.h"
@@ -25,21 +26,26 @@ static srv_t *srv;
 static const rpc_method_t *methods;
 static size_t nmethods;
 
-static const ProtobufCMessageDescriptor *const replies[] = {
-    &pinpool__v1__allocate_pool_memory_response__descriptor,
-    &pinpool__v1__free_pool_memory_response__descriptor,
-    &pinpool__v1__get_pool_info_response__descriptor,
-    &pinpool__v1__get_server_config_response__descriptor,
-    &pinpool__v1__ping_response__descriptor,
-};
+#define MAX_METHODS 64
+/* Each method's reply type, from the proto's own service descriptor. */
+static const ProtobufCMessageDescriptor *replies[MAX_METHODS];
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
+    const ProtobufCServiceDescriptor *svc = &pinpool__v1__pin_pool__descriptor;
+
     (void)argc;
     (void)argv;
     srv = fuzz_srv_create();
     methods = srv_service_methods(&nmethods);
-    fuzz_check(nmethods == sizeof(replies) / sizeof(replies[0]));
+    fuzz_check(nmethods <= MAX_METHODS);
+    for (size_t m = 0; m < nmethods; m++) {
+        const char *name = strrchr(methods[m].path, '/') + 1;
+        for (unsigned i = 0; i < svc->n_methods; i++)
+            if (strcmp(svc->methods[i].name, name) == 0)
+                replies[m] = svc->methods[i].output;
+        fuzz_check(replies[m] != NULL); /* every served method is in the proto */
+    }
     return 0;
 }
 

@@ -3,7 +3,8 @@
 #   make            build build/pinpool and build/libpinpool.so (installs deps if missing)
 #   make serve      run the daemon with the embedded defaults
 #   make test       build and run every test (Criterion, then pytest: test-python)
-#   make test-gpu   the GPU tests (they say so and pass where there is no GPU)
+#   make test-gpu   the GPU tests (they say so and pass where there is no GPU;
+#                   tests/gpu/run-multi: the multi-GPU ones, with >= 2 GPUs)
 #   make dist       a relocatable tree in build/dist for GPU machines
 #   make bench      run the benchmarks (make load: the 64-process load test)
 #   make fuzz       build the libFuzzer targets, run each FUZZ_SECONDS (60)
@@ -60,6 +61,10 @@ endif
 CUDA_HOME ?= /usr/local/cuda
 ifneq ($(wildcard $(CUDA_HOME)/include/cuda.h),)
 CFLAGS_BASE += -DPINPOOL_HAVE_CUDA -isystem $(CUDA_HOME)/include
+# NCCL likewise: its header only; libnccl.so.2 is loaded at run time (ipc/ncclload.c).
+ifneq ($(wildcard $(CUDA_HOME)/include/nccl.h),)
+CFLAGS_BASE += -DPINPOOL_HAVE_NCCL
+endif
 endif
 ifneq ($(filter undefined,$(subst $(comma), ,$(SANITIZE))),)
 # UBSan reports must fail the run, not scroll past.
@@ -211,21 +216,23 @@ bench: $(BUILD)/.deps-ok $(BUILD)/.mooncake-ok py-deps
 # The GPU tests; without a GPU they say so and pass.
 test-gpu: $(BUILD)/.deps-ok
 	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BUILD)/tests/gpu_client
-	$(Q)tests/gpu/run $(BUILD)
+	$(Q)rc=0; tests/gpu/run $(BUILD) || rc=1; tests/gpu/run-multi $(BUILD) || rc=1; exit $$rc
 
 # A relocatable tree for GPU machines that have only the NVIDIA driver:
 # binaries, libpinpool, the header, and private copies of every shared library
 # they need except glibc's and the driver's.
 DIST ?= $(BUILD)/dist
-DIST_BIN := $(BUILD)/pinpool $(BUILD)/tests/gpu_client $(BUILD)/bench/gpu_bench $(BUILD)/bench/rpc_latency
+DIST_BIN := $(BUILD)/pinpool $(BUILD)/tests/gpu_client $(BUILD)/bench/gpu_bench $(BUILD)/bench/rpc_latency \
+            $(BUILD)/bench/fanout
 dist: $(BUILD)/.deps-ok
 	$(Q)$(MAKE) --no-print-directory $(DIST_BIN) $(BUILD)/libpinpool.so
 	$(Q)rm -rf $(DIST) && mkdir -p $(DIST)/bin $(DIST)/lib $(DIST)/include $(DIST)/tests $(DIST)/bench
 	$(Q)cp $(DIST_BIN) $(DIST)/bin/
 	$(Q)cp $(BUILD)/libpinpool.so $(DIST)/lib/libpinpool.so.0 && ln -s libpinpool.so.0 $(DIST)/lib/libpinpool.so
 	$(Q)cp client/pinpool.h $(DIST)/include/
-	$(Q)cp tests/gpu/run $(DIST)/tests/run-gpu && cp tests/gpu/test_torch.py $(DIST)/tests/ && \
-	  cp bench/gpu_run bench/run $(DIST)/bench/
+	$(Q)cp tests/gpu/run $(DIST)/tests/run-gpu && cp tests/gpu/run-multi $(DIST)/tests/run-gpu-multi && \
+	  cp tests/gpu/test_torch.py $(DIST)/tests/
+	$(Q)cp bench/gpu_run bench/fanout_run bench/run $(DIST)/bench/
 	$(Q)mkdir -p $(DIST)/python && cp -r client/python/pinpool $(DIST)/python/ && \
 	  find $(DIST)/python -name __pycache__ -prune -exec rm -rf {} +
 	$(Q)ldd $(DIST_BIN) $(BUILD)/libpinpool.so | awk '/=> \// {print $$3}' | sort -u | \

@@ -90,6 +90,7 @@ struct pinpool_ctx {
     struct run_tree runs;
     struct slice_tree slices;
     dev_pool_t devs[PINPOOL_MAX_DEVICES];
+    pinpool__fanout_t *fanout; /* fanout.c */
 };
 
 /* The calling thread's last failure message, and the context it was on. */
@@ -111,6 +112,11 @@ __attribute__((format(printf, 3, 4))) static int fail(const pinpool_ctx_t *ctx, 
 int pinpool__fail(const pinpool_ctx_t *ctx, int err, const char *msg)
 {
     return fail(ctx, err, "%s", msg);
+}
+
+pinpool__fanout_t *pinpool__ctx_fanout(pinpool_ctx_t *ctx)
+{
+    return ctx->fanout;
 }
 
 int pinpool_err(const pinpool_ctx_t *ctx)
@@ -145,6 +151,7 @@ static pinpool_ctx_t *ctx_new(void)
     pthread_mutex_init(&ctx->fd_lock, NULL);
     RB_INIT(&ctx->runs);
     RB_INIT(&ctx->slices);
+    ctx->fanout = pinpool__fanout_new(); /* NULL: pinpool_fanout says out of memory */
     return ctx;
 }
 
@@ -284,6 +291,7 @@ void pinpool_close(pinpool_ctx_t *ctx)
 
     if (ctx == NULL)
         return;
+    pinpool__fanout_free(ctx->fanout); /* before the device pools close */
     RB_FOREACH_SAFE(s, slice_tree, &ctx->slices, snext) {
         RB_REMOVE(slice_tree, &ctx->slices, s);
         free(s);

@@ -39,4 +39,12 @@ pinpool_ctx_t *pinpool__connect_rpc_only(const char *socket_path);
  * says) and return err: for the library's other files (arena.c). */
 int pinpool__fail(const pinpool_ctx_t *ctx, int err, const char *msg);
 
+/* fanout.c's per-context state (streams, NCCL communicators, AUTO's
+ * measurements): made with the context, freed by pinpool_close. */
+typedef struct pinpool__fanout pinpool__fanout_t;
+pinpool__fanout_t *pinpool__fanout_new(void);
+void pinpool__fanout_free(pinpool__fanout_t *f);
+/* ctx's fan-out state; NULL if it could not be allocated. */
+pinpool__fanout_t *pinpool__ctx_fanout(pinpool_ctx_t *ctx);
+
 #endif

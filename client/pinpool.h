@@ -182,7 +182,8 @@ PINPOOL_EXPORT void pinpool_close(pinpool_ctx_t *ctx);
  *
  * Host slices: out->ptr is usable by the CPU (unless PINPOOL_ALLOC_GPU_ONLY)
  * and, when the daemon runs in CUDA mode, is already pinned for CUDA copies in
- * this process, on the calling thread's current GPU (else GPU 0).  Device
+ * this process, by every visible GPU (vmm backend: $PINPOOL_HOST_ACCESS=current
+ * limits that to the calling thread's current GPU, else GPU 0).  Device
  * slices (opts->device_id >= 0): out->ptr is a CUdeviceptr on that GPU, opened
  * from the daemon's CUDA IPC handle (once per GPU, then cached).
  */
@@ -252,6 +253,62 @@ PINPOOL_EXPORT int pinpool_ping(pinpool_ctx_t *ctx);
 PINPOOL_EXPORT int pinpool_parse_size(const char *text, uint64_t *out);
 /* "1.50 GiB", "512.00 MiB", "100 B" into buf; returns buf. */
 PINPOOL_EXPORT char *pinpool_format_size(uint64_t bytes, char *buf, size_t len);
+
+/* ==================================================================================
+ * Fan-out: one host buffer onto several GPUs
+ *
+ * pinpool_fanout copies bytes from host_src (best a pinned pool slice) to
+ * dst_ptrs[i] (a CUdeviceptr on GPU devices[i]: a device slice or the caller's
+ * own cuMemAlloc) for every i, byte-exact, and returns when all copies are
+ * done.  It runs in this process, on streams of its own, one per GPU; the
+ * daemon is not involved.  Methods (flags):
+ *   DIRECT          one H2D copy per GPU, all at once (K crossings of PCIe);
+ *   NCCL            H2D to devices[0], then ncclBroadcast to the others over
+ *                   the GPU-to-GPU links (one communicator per GPU set, made
+ *                   once with ncclCommInitAll and kept in ctx);
+ *   NCCL_PIPELINED  the same in chunks: the H2D of chunk i+1 overlaps the
+ *                   broadcast of chunk i ($PINPOOL_FANOUT_CHUNK, 64 MiB);
+ *   AUTO            the fastest of those as measured: the first call for a GPU
+ *                   set and size class (<4 MiB, <64 MiB, <1 GiB, larger) times
+ *                   each method on this call's own buffers (twice, best kept;
+ *                   up to 1 GiB each), keeps the winner in ctx and then runs
+ *                   it over the whole buffer.  $PINPOOL_FANOUT=direct|nccl|
+ *                   pipelined forces the choice.  Without NCCL: DIRECT.
+ * NCCL is loaded with dlopen (libnccl.so.2: $PINPOOL_NCCL_LIB, the loader's
+ * path, the CUDA toolkit, a Python nvidia-nccl wheel); NCCL_NVLS_ENABLE=0 is
+ * set unless already set.  With one GPU every method is one H2D copy.
+ *
+ * ctx need not be connected (no RPC is made).  Calls on one ctx run one at a
+ * time.  The calling thread's current CUDA context is restored on return.
+ * Returns 0; PINPOOL_EINVAL (NULL pointers, ndev outside 1..PINPOOL_MAX_DEVICES,
+ * a GPU listed twice, unknown flags); PINPOOL_ECUDA (no driver or GPU, or a
+ * copy failed); PINPOOL_ENODEV (a GPU that this process cannot see);
+ * -ELIBACC (NCCL asked for but not found); PINPOOL_EINTERNAL (an NCCL call
+ * failed).  pinpool_errmsg(ctx) says more.  After a failure the destinations
+ * hold unspecified bytes.
+ * ================================================================================== */
+
+#define PINPOOL_FANOUT_AUTO 0u
+#define PINPOOL_FANOUT_DIRECT 1u
+#define PINPOOL_FANOUT_NCCL 2u
+#define PINPOOL_FANOUT_NCCL_PIPELINED 3u
+#define PINPOOL_FANOUT_NMETHODS 4
+
+PINPOOL_EXPORT int pinpool_fanout(pinpool_ctx_t *ctx, const void *host_src, uint64_t bytes,
+                                  int ndev, const int *devices, void *const *dst_ptrs,
+                                  unsigned flags);
+/*
+ * What AUTO decided for this GPU set and the size class of bytes: 0 and
+ * *method (and, when gbps is not NULL, gbps[m] = the GB/s measured for method
+ * m, 0 where not measured), or PINPOOL_ENOENT when nothing was measured yet.
+ */
+PINPOOL_EXPORT int pinpool_fanout_choice(pinpool_ctx_t *ctx, int ndev, const int *devices,
+                                         uint64_t bytes, unsigned *method,
+                                         double gbps[PINPOOL_FANOUT_NMETHODS]);
+/* "auto", "direct", "nccl", "nccl-pipelined"; "?" otherwise. */
+PINPOOL_EXPORT const char *pinpool_fanout_method_name(unsigned method);
+/* "2.28.5 (/usr/lib/x86_64-linux-gnu/libnccl.so.2)" or "missing: why", into buf. */
+PINPOOL_EXPORT const char *pinpool_nccl_describe(char *buf, size_t len);
 
 /* ==================================================================================
  * Arena

@@ -35,7 +35,8 @@
     X(cuMemcpyHtoD) X(cuMemcpyDtoH) X(cuMemcpyDtoD) X(cuMemcpyHtoDAsync) X(cuMemcpyDtoHAsync)  \
     X(cuMemcpyDtoDAsync) X(cuMemcpyPeerAsync) X(cuMemsetD8) X(cuMemsetD32) X(cuStreamCreate)   \
     X(cuStreamDestroy) X(cuStreamSynchronize) X(cuEventCreate) X(cuEventRecord)                \
-    X(cuEventSynchronize) X(cuEventElapsedTime) X(cuEventDestroy)
+    X(cuEventSynchronize) X(cuEventElapsedTime) X(cuEventDestroy) X(cuStreamWaitEvent)     \
+    X(cuDeviceGetPCIBusId)
 
 typedef struct ipc_cuda {
 #define IPC_CUDA_FIELD(f) __typeof__(f) *f;

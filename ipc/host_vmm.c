@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -86,16 +87,28 @@ static int vmm_probe(char *err, size_t errlen)
     return 0;
 }
 
-/* Grant access to [addr, addr + bytes): the device, and the CPU when asked. */
+/*
+ * Grant access to [addr, addr + bytes): the GPUs, and the CPU when asked.
+ * device >= 0: every GPU visible in this process, so that any of them can
+ * copy from the slice (pinpool_fanout, a process driving several GPUs), as a
+ * portable cuMemHostAlloc would; each GPU adds ~8 ms/GiB to the mapping.
+ * $PINPOOL_HOST_ACCESS=current grants only device (the calling thread's GPU).
+ */
 static CUresult set_access(CUdeviceptr addr, uint64_t bytes, int device, bool cpu)
 {
-    CUmemAccessDesc desc[2];
+    CUmemAccessDesc desc[1 + 64];
+    const char *env = getenv("PINPOOL_HOST_ACCESS");
+    int ngpus = ipc_cuda_device_count();
     size_t n = 0;
 
     memset(desc, 0, sizeof(desc));
-    if (device >= 0) {
+    if (ngpus > 64)
+        ngpus = 64;
+    for (int d = 0; device >= 0 && d < ngpus; d++) {
+        if (d != device && env != NULL && strcmp(env, "current") == 0)
+            continue;
         desc[n].location.type = CU_MEM_LOCATION_TYPE_DEVICE;
-        desc[n].location.id = device;
+        desc[n].location.id = d;
         desc[n].flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
         n++;
     }

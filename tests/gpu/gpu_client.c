@@ -7,6 +7,10 @@
  *   gpu_client SOCKET dev-verify  TAG GPU BYTES SEED         attach it, check, free
  *   gpu_client SOCKET hold BYTES                             allocate, print "held", sleep
  *   gpu_client SOCKET used                                   print the pool's used bytes
+ *   gpu_client SOCKET devinfo                                print each GPU pool's use
+ *   gpu_client SOCKET fanout METHOD BYTES GPUS [SEED]        host slice -> device slices on
+ *                      GPUS (e.g. 0,1) with pinpool_fanout (auto|direct|nccl|pipelined),
+ *                      then check every GPU byte for byte and free
  *
  * Each command is its own process (CUDA and gRPC are never forked).  Prints
  * one line "ok ..." and exits 0, or "FAIL ..." and exits 1.
@@ -63,6 +67,66 @@ static pinpool_ctx_t *connect_or_die(const char *socket)
     return ctx;
 }
 
+/* The fan-out test: a host slice onto device slices of GPUS, checked on each. */
+static int fanout(const char *socket, const char *method, uint64_t bytes, const char *gpus,
+                  uint64_t seed)
+{
+    int devs[PINPOOL_MAX_DEVICES], n = 0;
+    void *dst[PINPOOL_MAX_DEVICES];
+    pinpool_slice_t hs, ds[PINPOOL_MAX_DEVICES];
+    unsigned flags = PINPOOL_FANOUT_AUTO;
+    char list[64], *save = NULL;
+
+    for (unsigned m = 0; m < PINPOOL_FANOUT_NMETHODS; m++)
+        if (strcmp(method, pinpool_fanout_method_name(m)) == 0 ||
+            (m == PINPOOL_FANOUT_NCCL_PIPELINED && strcmp(method, "pipelined") == 0))
+            flags = m;
+    snprintf(list, sizeof(list), "%s", gpus);
+    for (char *t = strtok_r(list, ",", &save); t != NULL && n < PINPOOL_MAX_DEVICES;
+         t = strtok_r(NULL, ",", &save))
+        devs[n++] = atoi(t);
+    pinpool_ctx_t *ctx = connect_or_die(socket);
+    if (pinpool_alloc(ctx, bytes, NULL, &hs) != 0)
+        FAIL("host alloc: %s", pinpool_errmsg(ctx));
+    fill(hs.ptr, bytes, seed);
+    for (int i = 0; i < n; i++) {
+        pinpool_alloc_opts_t o = {.device_id = devs[i], .tag = "fanout-test"};
+        if (pinpool_alloc(ctx, bytes, &o, &ds[i]) != 0)
+            FAIL("device alloc on GPU %d: %s", devs[i], pinpool_errmsg(ctx));
+        dst[i] = ds[i].ptr;
+        ipc_cuda_use_device(devs[i]);
+        CU(ipc_cu.cuMemsetD8((CUdeviceptr)(uintptr_t)dst[i], 0xa5, bytes));
+        CU(ipc_cu.cuCtxSynchronize());
+    }
+    if (pinpool_fanout(ctx, hs.ptr, bytes, n, devs, dst, flags) != 0)
+        FAIL("fanout %s: %s", method, pinpool_errmsg(ctx));
+    /* Twice: the second call reuses the streams, communicator and AUTO's choice. */
+    if (pinpool_fanout(ctx, hs.ptr, bytes, n, devs, dst, flags) != 0)
+        FAIL("fanout %s (again): %s", method, pinpool_errmsg(ctx));
+    uint64_t *back = malloc(bytes);
+    if (back == NULL)
+        FAIL("out of memory");
+    unsigned chosen = flags;
+    pinpool_fanout_choice(ctx, n, devs, bytes, &chosen, NULL);
+    for (int i = 0; i < n; i++) {
+        memset(back, 0, bytes);
+        ipc_cuda_use_device(devs[i]);
+        CU(ipc_cu.cuMemcpyDtoH(back, (CUdeviceptr)(uintptr_t)dst[i], bytes));
+        uint64_t bad = count_bad(back, hs.ptr, bytes);
+        if (bad != 0)
+            FAIL("fanout %s: GPU %d: %" PRIu64 " words differ", method, devs[i], bad);
+    }
+    for (int i = 0; i < n; i++)
+        if (pinpool_free(ctx, ds[i].id, NULL) != 0)
+            FAIL("free: %s", pinpool_errmsg(ctx));
+    pinpool_free(ctx, hs.id, NULL);
+    printf("ok fanout %s (ran %s) of %" PRIu64 " bytes to GPUs %s: byte-exact on each\n", method,
+           pinpool_fanout_method_name(chosen), bytes, gpus);
+    free(back);
+    pinpool_close(ctx);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     char why[256];
@@ -84,6 +148,25 @@ int main(int argc, char **argv)
         pinpool_close(ctx);
         return 0;
     }
+    if (strcmp(cmd, "devinfo") == 0) {
+        pinpool_ctx_t *ctx = connect_or_die(socket);
+        pinpool_pool_info_t info;
+        if (pinpool_pool_info(ctx, &info) != 0)
+            FAIL("info: %s", pinpool_errmsg(ctx));
+        printf("ok gpus=%" PRIu32, info.num_devices);
+        for (uint32_t i = 0; i < info.num_devices; i++)
+            printf(" gpu%d_used=%" PRIu64 " gpu%d_slices=%" PRIu32 " gpu%d_cap=%" PRIu64,
+                   (int)info.devices[i].device_id, info.devices[i].used_bytes,
+                   (int)info.devices[i].device_id, info.devices[i].num_slices,
+                   (int)info.devices[i].device_id, info.devices[i].capacity_bytes);
+        printf("\n");
+        pinpool_pool_info_free(&info);
+        pinpool_close(ctx);
+        return 0;
+    }
+    if (strcmp(cmd, "fanout") == 0 && argc >= 6)
+        return fanout(socket, argv[3], strtoull(argv[4], NULL, 0), argv[5],
+                      argc > 6 ? strtoull(argv[6], NULL, 0) : 9);
     if (strcmp(cmd, "hold") == 0 && argc >= 4) {
         pinpool_ctx_t *ctx = connect_or_die(socket);
         pinpool_slice_t s;

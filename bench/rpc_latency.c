@@ -86,7 +86,9 @@ int main(int argc, char **argv)
     Pinpool__V1__PingRequest preq = PINPOOL__V1__PING_REQUEST__INIT;
     Pinpool__V1__AllocatePoolMemoryRequest areq = PINPOOL__V1__ALLOCATE_POOL_MEMORY_REQUEST__INIT;
     Pinpool__V1__FreePoolMemoryRequest freq = PINPOOL__V1__FREE_POOL_MEMORY_REQUEST__INIT;
-    areq.client_id = freq.client_id = (char *)pinpool_client_id(ctx);
+    /* Raw calls act as a detached client (a session's id would need the session's
+     * token, which the public API keeps to itself); the server path is the same. */
+    areq.client_id = freq.client_id = (char *)"rpc-latency-bench";
     areq.device_id = -1;
     areq.size_bytes = 1 << 20;
 

@@ -60,6 +60,7 @@ static void usage(FILE *out)
             "\n"
             "usage: pinpool serve [OPTIONS]     run the daemon\n"
             "       pinpool info [--socket PATH] show the pool's capacity and usage\n"
+            "       pinpool status [--socket PATH] the daemon's version and options, and info\n"
             "       pinpool version\n"
             "       pinpool help\n"
             "\n"
@@ -362,6 +363,8 @@ int main(int argc, char **argv)
         return serve(argc - 2, argv + 2);
     if (strcmp(cmd, "info") == 0)
         return cli_info(argc - 2, argv + 2);
+    if (strcmp(cmd, "status") == 0)
+        return cli_status(argc - 2, argv + 2);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("pinpool %s\n", PINPOOL_VERSION_STRING);
         return 0;

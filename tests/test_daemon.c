@@ -654,6 +654,20 @@ Test(daemon, info_command_prints_a_table)
     cr_expect(strstr(out, "cpu-only") != NULL, "%s", out);
 }
 
+Test(daemon, status_command_prints_options_and_the_pool)
+{
+    char out[8192], args[256];
+
+    snprintf(args, sizeof(args), "status --socket %s", d.socket);
+    cr_expect_eq(run_cli(out, sizeof(out), args), 0, "%s", out);
+    cr_expect(strstr(out, "pinpool " PINPOOL_VERSION_STRING " at ") != NULL, "%s", out);
+    cr_expect(strstr(out, "--mem-pool-size        64.00 MiB") != NULL, "%s", out);
+    cr_expect(strstr(out, "(default: 1GiB)") != NULL, "%s", out);
+    cr_expect(strstr(out, "--pin-threads          2\n") != NULL, "defaults unmarked: %s", out);
+    cr_expect(strstr(out, "capacity               64.00 MiB") != NULL, "%s", out);
+    cr_expect(strstr(out, "spill tier") != NULL, "%s", out);
+}
+
 Test(daemon, second_daemon_on_the_same_socket_is_refused)
 {
     char out[4096], args[256];

@@ -558,6 +558,18 @@ static int take_slice(pinpool_ctx_t *ctx, const Pinpool__V1__AllocatePoolMemoryR
     return 0;
 }
 
+/* A call whose reply describes a slice (Allocate, Attach, Acquire). */
+static int slice_call(pinpool_ctx_t *ctx, const char *method, const ProtobufCMessage *req,
+                      Pinpool__V1__AllocatePoolMemoryResponse **resp)
+{
+    char msg[MSG_LEN];
+    int rc = pinpool__rpc_call(ctx->rpc, method, req,
+                               &pinpool__v1__allocate_pool_memory_response__descriptor,
+                               (ProtobufCMessage **)resp, NULL, msg, sizeof(msg));
+
+    return rc != 0 ? fail(ctx, rc, "%s", msg) : 0;
+}
+
 int pinpool_alloc(pinpool_ctx_t *ctx, uint64_t size, const pinpool_alloc_opts_t *opts,
                   pinpool_slice_t *out)
 {
@@ -577,11 +589,9 @@ int pinpool_alloc(pinpool_ctx_t *ctx, uint64_t size, const pinpool_alloc_opts_t 
     req.alignment = opts != NULL ? opts->alignment : 0;
     req.tag = opts != NULL && opts->tag != NULL ? (char *)opts->tag : (char *)"";
     req.keep = opts != NULL && (opts->flags & PINPOOL_ALLOC_KEEP) != 0;
-    rc = pinpool__rpc_call(ctx->rpc, METHOD("AllocatePoolMemory"), &req.base,
-                           &pinpool__v1__allocate_pool_memory_response__descriptor,
-                           (ProtobufCMessage **)&resp, NULL, msg, sizeof(msg));
+    rc = slice_call(ctx, METHOD("AllocatePoolMemory"), &req.base, &resp);
     if (rc != 0)
-        return fail(ctx, rc, "%s", msg);
+        return rc;
     rc = take_slice(ctx, resp, opts != NULL ? opts->flags : 0, out);
     if (rc != 0) {
         /* The daemon counts the slice: give it back, keeping the first
@@ -598,7 +608,6 @@ int pinpool_attach(pinpool_ctx_t *ctx, const char *tag, uint32_t flags, pinpool_
 {
     Pinpool__V1__AttachPoolMemoryRequest req = PINPOOL__V1__ATTACH_POOL_MEMORY_REQUEST__INIT;
     Pinpool__V1__AllocatePoolMemoryResponse *resp = NULL;
-    char msg[MSG_LEN];
     int rc;
 
     rc = check_ctx(ctx, true);
@@ -608,11 +617,9 @@ int pinpool_attach(pinpool_ctx_t *ctx, const char *tag, uint32_t flags, pinpool_
         return fail(ctx, PINPOOL_EINVAL, "tag and out must not be NULL");
     req.client_id = ctx->client_id;
     req.tag = (char *)tag;
-    rc = pinpool__rpc_call(ctx->rpc, METHOD("AttachPoolMemory"), &req.base,
-                           &pinpool__v1__allocate_pool_memory_response__descriptor,
-                           (ProtobufCMessage **)&resp, NULL, msg, sizeof(msg));
+    rc = slice_call(ctx, METHOD("AttachPoolMemory"), &req.base, &resp);
     if (rc != 0)
-        return fail(ctx, rc, "%s", msg);
+        return rc;
     rc = take_slice(ctx, resp, flags, out);
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     return rc;
@@ -622,7 +629,6 @@ int pinpool_acquire(pinpool_ctx_t *ctx, const char *key, uint32_t flags, pinpool
 {
     Pinpool__V1__AcquirePoolMemoryRequest req = PINPOOL__V1__ACQUIRE_POOL_MEMORY_REQUEST__INIT;
     Pinpool__V1__AllocatePoolMemoryResponse *resp = NULL;
-    char msg[MSG_LEN];
     int rc;
 
     rc = check_ctx(ctx, true);
@@ -632,11 +638,9 @@ int pinpool_acquire(pinpool_ctx_t *ctx, const char *key, uint32_t flags, pinpool
         return fail(ctx, PINPOOL_EINVAL, "key and out must not be NULL");
     req.client_id = ctx->client_id;
     req.key = (char *)key;
-    rc = pinpool__rpc_call(ctx->rpc, METHOD("AcquirePoolMemory"), &req.base,
-                           &pinpool__v1__allocate_pool_memory_response__descriptor,
-                           (ProtobufCMessage **)&resp, NULL, msg, sizeof(msg));
+    rc = slice_call(ctx, METHOD("AcquirePoolMemory"), &req.base, &resp);
     if (rc != 0)
-        return fail(ctx, rc, "%s", msg);
+        return rc;
     rc = take_slice(ctx, resp, flags, out);
     if (rc != 0) {
         /* Not mapped here: give it back under the same key rather than lose it. */

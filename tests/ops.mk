@@ -13,17 +13,6 @@ FUZZ_OBJ     := $(addprefix $(BUILD)/fuzz/obj/,$(addsuffix .o,$(basename $(COMMO
 FUZZ_TARGETS := rpc fdsock
 FUZZ_BIN     := $(patsubst %,$(BUILD)/fuzz/fuzz_%,$(FUZZ_TARGETS))
 
-# $(call apt_missing,PACKAGES): install those that are not installed.
-define apt_missing
-missing=""; for p in $(1); do \
-  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; \
-done; \
-if [ -n "$$missing" ]; then \
-  echo "pinpool: installing Debian packages:$$missing"; \
-  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
-  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing || exit 1; \
-fi
-endef
 
 $(BUILD)/.fuzz-deps-ok: tests/ops.mk $(BUILD)/.deps-ok
 	$(Q)$(call apt_missing,$(FUZZ_PACKAGES))

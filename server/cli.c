@@ -49,8 +49,8 @@ static void print_info(const pinpool_pool_info_t *info)
 
     printf("%-22s %s\n", "mode", info->mode);
     printf("%-22s %s\n", "host backend", info->host_backend);
-    printf("%-22s %s (%" PRIu32 " chunks of %s)\n", "capacity", size(info->capacity_bytes, a),
-           info->num_chunks, size(info->chunk_size, b));
+    printf("%-22s %s (%" PRIu32 " chunk%s of %s)\n", "capacity", size(info->capacity_bytes, a),
+           info->num_chunks, info->num_chunks == 1 ? "" : "s", size(info->chunk_size, b));
     printf("%-22s %s\n", "ready", size(info->ready_bytes, a));
     printf("%-22s %s (%.1f%%)\n", "used", size(info->used_bytes, a),
            info->capacity_bytes ? 100.0 * (double)info->used_bytes / (double)info->capacity_bytes

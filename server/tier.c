@@ -195,12 +195,20 @@ static int check_key(const void *key, size_t keylen)
     return 0;
 }
 
+/* Every call starts with an empty message: a failure without words of its own
+ * (PINPOOL_ENOKEY) must not show an earlier call's. */
+static int begin_call(const void *key, size_t keylen)
+{
+    last_err[0] = '\0';
+    return check_key(key, keylen);
+}
+
 /* ---- single calls --------------------------------------------------------------- */
 
 int tier_put(tier_t *t, const void *key, size_t keylen, const void *buf, uint64_t len)
 {
     uint64_t t0 = now_ns();
-    int rc = check_key(key, keylen);
+    int rc = begin_call(key, keylen);
 
     if (rc == 0 && (buf == NULL || len == 0))
         rc = tier__fail(PINPOOL_EINVAL, "put of %" PRIu64 " bytes from %p: an object has at "
@@ -214,7 +222,7 @@ int tier_put(tier_t *t, const void *key, size_t keylen, const void *buf, uint64_
 int tier_get(tier_t *t, const void *key, size_t keylen, void *buf, uint64_t len, uint64_t *got)
 {
     uint64_t t0 = now_ns(), g = 0;
-    int rc = check_key(key, keylen);
+    int rc = begin_call(key, keylen);
 
     if (rc == 0 && (buf == NULL || len == 0))
         rc = tier__fail(PINPOOL_EINVAL, "get into a NULL or empty buffer");
@@ -228,7 +236,7 @@ int tier_get(tier_t *t, const void *key, size_t keylen, void *buf, uint64_t len,
 
 int tier_exists(tier_t *t, const void *key, size_t keylen)
 {
-    int rc = check_key(key, keylen);
+    int rc = begin_call(key, keylen);
 
     if (rc == 0)
         rc = t->ops->exists(t->impl, key, keylen);
@@ -239,7 +247,7 @@ int tier_exists(tier_t *t, const void *key, size_t keylen)
 int tier_size(tier_t *t, const void *key, size_t keylen, uint64_t *size)
 {
     uint64_t s = 0;
-    int rc = check_key(key, keylen);
+    int rc = begin_call(key, keylen);
 
     if (rc == 0)
         rc = t->ops->size(t->impl, key, keylen, &s);
@@ -251,7 +259,7 @@ int tier_size(tier_t *t, const void *key, size_t keylen, uint64_t *size)
 
 int tier_remove(tier_t *t, const void *key, size_t keylen)
 {
-    int rc = check_key(key, keylen);
+    int rc = begin_call(key, keylen);
 
     if (rc == 0)
         rc = t->ops->remove(t->impl, key, keylen);
@@ -295,7 +303,7 @@ typedef int (*batch_fn)(void *impl, tier_item_t *items, size_t n);
 static int run_batch(tier_t *t, enum op op, batch_fn fn, tier_item_t *items, size_t n)
 {
     uint64_t t0 = now_ns(), bytes = 0;
-    size_t good = check_items(items, n, op == OP_PUT || op == OP_GET);
+    size_t good = (last_err[0] = '\0', check_items(items, n, op == OP_PUT || op == OP_GET));
     tier_item_t *sub = NULL;
     size_t *where = NULL;
 

@@ -2,7 +2,8 @@
  * test_tier.c - the spill tier: the file backend (unit tests, crashes between
  * write and rename) and the Mooncake backend against a real Mooncake Store
  * started here on loopback (mooncake_master + a mooncake_client process that
- * contributes the memory), read back by an independent Mooncake client.
+ * contributes the memory; tests/mooncake.c), read back by an independent
+ * Mooncake client.
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -20,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mooncake.h"
 #include "pinpool.h"
 #include "tier.h"
 
@@ -545,175 +547,13 @@ Test(file, stats_callback_names_counters_and_backend_facts)
     tier_close(t);
 }
 
-/* ---- Mooncake: a real store on loopback ------------------------------------------- */
-
-typedef struct cluster {
-    char pkg[512];  /* the mooncake package directory (its binaries) */
-    char dir[64];   /* logs */
-    int master_port, meta_port, metrics_port, client_port;
-    pid_t master, client;
-    char uri[1024];
-    char master_addr[64], metadata[128];
-} cluster_t;
-
-static cluster_t mc;
-
-static const char *python(void)
-{
-    const char *p = getenv("PINPOOL_PYTHON");
-
-    return p != NULL ? p : "python3";
-}
-
-static int free_port(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof(a);
-    int s = socket(AF_INET, SOCK_STREAM, 0), port;
-
-    cr_assert_geq(s, 0);
-    cr_assert_eq(bind(s, (struct sockaddr *)&a, sizeof(a)), 0);
-    cr_assert_eq(getsockname(s, (struct sockaddr *)&a, &len), 0);
-    port = ntohs(a.sin_port);
-    close(s);
-    return port;
-}
-
-static bool port_open(int port)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    bool ok = connect(s, (struct sockaddr *)&a, sizeof(a)) == 0;
-
-    close(s);
-    return ok;
-}
-
-static pid_t spawn(const char *log, char *const argv[])
-{
-    pid_t pid = fork();
-
-    cr_assert_geq(pid, 0);
-    if (pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
-
-        dup2(fd, 1);
-        dup2(fd, 2);
-        setpgid(0, 0);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    return pid;
-}
-
-static void stop(pid_t *pid)
-{
-    int status;
-
-    if (*pid <= 0)
-        return;
-    kill(*pid, SIGKILL);
-    waitpid(*pid, &status, 0);
-    *pid = 0;
-}
-
-static void dump_logs(void)
-{
-    char cmd[256];
-
-    snprintf(cmd, sizeof(cmd), "tail -n 15 %s/*.log >&2", mc.dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "no logs\n");
-}
-
-static void start_master(const char *lease)
-{
-    char bin[600], a[5][128], log[128];
-
-    snprintf(bin, sizeof(bin), "%s/mooncake_master", mc.pkg);
-    snprintf(a[0], sizeof(a[0]), "--rpc_port=%d", mc.master_port);
-    snprintf(a[1], sizeof(a[1]), "--http_metadata_server_port=%d", mc.meta_port);
-    snprintf(a[2], sizeof(a[2]), "--metrics_port=%d", mc.metrics_port);
-    snprintf(a[3], sizeof(a[3]), "--default_kv_lease_ttl=%s", lease);
-    snprintf(a[4], sizeof(a[4]), "--client_ttl=%d", 4);
-    char *argv[] = {bin, a[0], a[1], a[2], a[3], a[4], "--rpc_address=127.0.0.1",
-                    "--enable_http_metadata_server=true", "--http_metadata_server_host=127.0.0.1",
-                    "--rpc_thread_num=2", NULL};
-    snprintf(log, sizeof(log), "%s/master.log", mc.dir);
-    mc.master = spawn(log, argv);
-    for (double t0 = now_s(); !port_open(mc.master_port) || !port_open(mc.meta_port);) {
-        if (now_s() - t0 > 20) {
-            dump_logs();
-            cr_assert_fail("mooncake_master did not listen within 20 s");
-        }
-        usleep(50000);
-    }
-}
-
-static void start_cluster(const char *lease, const char *extra_params)
-{
-    char cmd[512], log[128];
-    FILE *p;
-
-    snprintf(cmd, sizeof(cmd), "%s -c 'import mooncake.store, os; "
-             "print(os.path.dirname(mooncake.__file__))' 2>/dev/null", python());
-    p = popen(cmd, "r");
-    cr_assert_not_null(p);
-    if (fgets(mc.pkg, sizeof(mc.pkg), p) == NULL)
-        mc.pkg[0] = '\0';
-    if (pclose(p) != 0 || mc.pkg[0] == '\0')
-        cr_skip_test("Mooncake is not installed for python3 (make test installs it: pip install "
-                     "mooncake-transfer-engine-non-cuda; it also needs libibverbs1)");
-    mc.pkg[strcspn(mc.pkg, "\n")] = '\0';
-    snprintf(mc.dir, sizeof(mc.dir), "/tmp/pinpool-mc-XXXXXX");
-    cr_assert_not_null(mkdtemp(mc.dir));
-    mc.master_port = free_port();
-    mc.meta_port = free_port();
-    mc.metrics_port = free_port();
-    mc.client_port = free_port();
-    snprintf(mc.master_addr, sizeof(mc.master_addr), "127.0.0.1:%d", mc.master_port);
-    snprintf(mc.metadata, sizeof(mc.metadata), "http://127.0.0.1:%d/metadata", mc.meta_port);
-    start_master(lease);
-
-    /* the process that contributes the memory objects live in */
-    char bin[600], a[4][160];
-    snprintf(bin, sizeof(bin), "%s/mooncake_client", mc.pkg);
-    snprintf(a[0], sizeof(a[0]), "--port=%d", mc.client_port);
-    snprintf(a[1], sizeof(a[1]), "--master_server_address=%s", mc.master_addr);
-    snprintf(a[2], sizeof(a[2]), "--metadata_server=%s", mc.metadata);
-    snprintf(a[3], sizeof(a[3]), "--global_segment_size=%s", "512MB");
-    char *argv[] = {bin, a[0], a[1], a[2], a[3], "--host=127.0.0.1", "--protocol=tcp", NULL};
-    snprintf(log, sizeof(log), "%s/client.log", mc.dir);
-    mc.client = spawn(log, argv);
-    for (double t0 = now_s();;) {
-        snprintf(cmd, sizeof(cmd), "grep -qs 'Starting real client service' %s", log);
-        if (system(cmd) == 0)
-            break;
-        if (now_s() - t0 > 20 || waitpid(mc.client, NULL, WNOHANG) != 0) {
-            dump_logs();
-            cr_assert_fail("mooncake_client did not start within 20 s");
-        }
-        usleep(50000);
-    }
-    snprintf(mc.uri, sizeof(mc.uri),
-             "mooncake://%s?metadata=%s&buffer=4MiB&timeout_ms=15000&log=%s/adapter.log%s%s",
-             mc.master_addr, mc.metadata, mc.dir, extra_params[0] ? "&" : "", extra_params);
-}
-
-static void mc_teardown(void)
-{
-    stop(&mc.client);
-    stop(&mc.master);
-    if (mc.dir[0] != '\0')
-        rm_rf(mc.dir);
-}
+/* ---- Mooncake: a real store on loopback (tests/mooncake.c) ----------------------- */
 
 TestSuite(mooncake, .fini = mc_teardown, .timeout = 110);
 
 Test(mooncake, put_get_exists_remove_byte_exact)
 {
-    start_cluster("1000", "");
+    mc_start_cluster("1000", "");
     tier_t *t = open_ok(mc.uri);
     static const size_t sizes[] = {1, 4096, 100000, 3 << 20, 9 << 20}; /* the last > buffer */
     char key[32];
@@ -777,7 +617,7 @@ Test(mooncake, put_get_exists_remove_byte_exact)
 
 Test(mooncake, batches_and_lease_wait)
 {
-    start_cluster("1000", "lease_wait_ms=5000");
+    mc_start_cluster("1000", "lease_wait_ms=5000");
     tier_t *t = open_ok(mc.uri);
     enum { N = 40 };
     tier_item_t it[N + 1];
@@ -823,20 +663,9 @@ Test(mooncake, batches_and_lease_wait)
     tier_close(t);
 }
 
-static int run_peer(const char *op, const char *key, const char *path)
-{
-    char cmd[2048];
-    int st;
-
-    snprintf(cmd, sizeof(cmd), "timeout 60 %s tests/mooncake_peer.py %s %s %s '%s' %s "
-             ">>%s/peer.log 2>&1", python(), mc.master_addr, mc.metadata, op, key, path, mc.dir);
-    st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 Test(mooncake, an_independent_client_reads_what_the_tier_wrote)
 {
-    start_cluster("1000", "prefix=pinpool%2F");
+    mc_start_cluster("1000", "prefix=pinpool%2F");
     tier_t *t = open_ok(mc.uri);
     size_t n = (size_t)6 << 20;
     char *in = malloc(n), *out = malloc(n), path[128];
@@ -846,7 +675,7 @@ Test(mooncake, an_independent_client_reads_what_the_tier_wrote)
     fill(in, n, 77);
     cr_assert_eq(tier_put(t, "weights/layer.0", 15, in, n), 0, "%s", tier_errmsg());
     snprintf(path, sizeof(path), "%s/peer.bin", mc.dir);
-    cr_assert_eq(run_peer("get", "pinpool/weights/layer.0", path), 0,
+    cr_assert_eq(mc_run_peer("get", "pinpool/weights/layer.0", path), 0,
                  "the Python client could not read the key (see peer.log)");
     f = fopen(path, "rb");
     cr_assert_not_null(f);
@@ -860,7 +689,7 @@ Test(mooncake, an_independent_client_reads_what_the_tier_wrote)
     f = fopen(path, "wb");
     cr_assert_eq(fwrite(in, 1, n / 3, f), n / 3);
     fclose(f);
-    cr_assert_eq(run_peer("put", "pinpool/from-python", path), 0);
+    cr_assert_eq(mc_run_peer("put", "pinpool/from-python", path), 0);
     cr_assert_eq(tier_get(t, "from-python", 11, out, n, &got), 0, "%s", tier_errmsg());
     cr_assert_eq(got, n / 3);
     cr_assert_eq(memcmp(in, out, n / 3), 0);
@@ -879,13 +708,13 @@ static void *kill_later(void *arg)
     struct killer *k = arg;
 
     usleep((useconds_t)(k->delay * 1e6));
-    stop(k->pid);
+    mc_stop(k->pid);
     return NULL;
 }
 
 Test(mooncake, master_killed_mid_batch_errors_then_recovers, .timeout = 150)
 {
-    start_cluster("1000", "timeout_ms=8000");
+    mc_start_cluster("1000", "timeout_ms=8000");
     tier_t *t = open_ok(mc.uri);
     enum { N = 48 };
     size_t n = 1 << 20; /* 48 MiB a batch: 12 commands through the 4 MiB buffer */
@@ -935,7 +764,7 @@ Test(mooncake, master_killed_mid_batch_errors_then_recovers, .timeout = 150)
     cr_assert_lt(worst, 8.0 + 3.0, "a batch took %.1f s (timeout_ms 8000)", worst);
 
     /* a new master on the same ports: puts work again (bounded wait) */
-    start_master("1000");
+    mc_start_master("1000");
     rc = -1;
     for (double t0 = now_s(); now_s() - t0 < 45;) {
         rc = tier_put(t, "after", 5, in, n);
@@ -957,7 +786,7 @@ Test(mooncake, master_killed_mid_batch_errors_then_recovers, .timeout = 150)
 
 Test(mooncake, adapter_killed_is_restarted_and_bad_configs_fail_fast)
 {
-    start_cluster("1000", "");
+    mc_start_cluster("1000", "");
     tier_t *t = open_ok(mc.uri), *t2 = NULL;
     struct statcount s = {0};
     char err[512], u[1200];
@@ -992,7 +821,7 @@ Test(mooncake, adapter_killed_is_restarted_and_bad_configs_fail_fast)
     /* nothing listens there: open fails within its timeout, with a reason */
     snprintf(u, sizeof(u),
              "mooncake://127.0.0.1:%d?metadata=%s&timeout_ms=10000&log=%s/nomaster.log",
-             free_port(), mc.metadata, mc.dir);
+             mc_free_port(), mc.metadata, mc.dir);
     double t0 = now_s();
     rc = tier_open(&t2, u, err, sizeof(err));
     cr_assert_neq(rc, 0);

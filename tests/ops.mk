@@ -7,9 +7,10 @@ FUZZ_CC      ?= clang
 FUZZ_PACKAGES := clang libclang-rt-14-dev
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_CFLAGS   = $(CFLAGS_BASE) $(GRPC_CFLAGS) -DPOOL_DEBUG -Itests/fuzz $(FUZZ_SAN)
-FUZZ_SRV_SRC := server/srv.c server/rpc.c server/service.c server/fdsock.c server/log.c \
-                server/config.c server/status.c client/errors.c
-FUZZ_OBJ     := $(addprefix $(BUILD)/fuzz/obj/,$(addsuffix .o,$(basename $(COMMON_SRC) $(FUZZ_SRV_SRC))))
+# The daemon's objects as the binary has them (and the client library's), so
+# that a new file in server/ cannot be forgotten here.
+FUZZ_SRV_SRC  = $(SRV_SRC) $(CLI_SRC)
+FUZZ_OBJ      = $(addprefix $(BUILD)/fuzz/obj/,$(addsuffix .o,$(basename $(COMMON_SRC) $(FUZZ_SRV_SRC))))
 FUZZ_TARGETS := rpc fdsock
 FUZZ_BIN     := $(patsubst %,$(BUILD)/fuzz/fuzz_%,$(FUZZ_TARGETS))
 

@@ -156,7 +156,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     close(sv[0]);
     close(sv[1]);
     srv_session_close(srv, client);
-    fuzz_reset(srv);
+    fuzz_reset(&srv);
     if (fuzz_nfds() != start_fds)
         fuzz_nfds_show(1);
     fuzz_check(fuzz_nfds() == start_fds);

@@ -77,6 +77,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         protobuf_c_message_free_unpacked(r, NULL);
         grpc_slice_unref(out);
     }
-    fuzz_reset(srv);
+    fuzz_reset(&srv);
     return 0;
 }

@@ -91,6 +91,7 @@ struct pinpool_ctx {
     struct slice_tree slices;
     dev_pool_t devs[PINPOOL_MAX_DEVICES];
     pinpool__fanout_t *fanout; /* fanout.c */
+    struct pinpool__swap *swap; /* swap.c's tags; NULL until the first swap call */
 };
 
 /* The calling thread's last failure message, and the context it was on. */
@@ -136,6 +137,16 @@ const char *pinpool_errmsg(const pinpool_ctx_t *ctx)
 const char *pinpool_client_id(const pinpool_ctx_t *ctx)
 {
     return ctx != NULL ? ctx->client_id : "";
+}
+
+struct pinpool__swap **pinpool__swap_slot(pinpool_ctx_t *ctx)
+{
+    return &ctx->swap;
+}
+
+int pinpool__ctx_cuda_host(const pinpool_ctx_t *ctx)
+{
+    return ctx != NULL && ctx->host != NULL && ctx->host->cuda;
 }
 
 /* ---- connect / close -------------------------------------------------------------- */
@@ -291,6 +302,7 @@ void pinpool_close(pinpool_ctx_t *ctx)
 
     if (ctx == NULL)
         return;
+    pinpool__swap_close(ctx); /* device memory of swap tags; kept host copies stay */
     pinpool__fanout_free(ctx->fanout); /* before the device pools close */
     RB_FOREACH_SAFE(s, slice_tree, &ctx->slices, snext) {
         RB_REMOVE(slice_tree, &ctx->slices, s);

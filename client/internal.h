@@ -47,4 +47,13 @@ void pinpool__fanout_free(pinpool__fanout_t *f);
 /* ctx's fan-out state; NULL if it could not be allocated. */
 pinpool__fanout_t *pinpool__ctx_fanout(pinpool_ctx_t *ctx);
 
+/* swap.c's per-context state: the slot in the context that holds it, and its
+ * teardown (pinpool_close calls it before anything else is torn down). */
+struct pinpool__swap;
+struct pinpool__swap **pinpool__swap_slot(pinpool_ctx_t *ctx);
+void pinpool__swap_close(pinpool_ctx_t *ctx);
+/* 1 when the daemon's host memory is pinned for CUDA (vmm, register), 0 when
+ * it is plain memfd (CPU-only daemon) or ctx has no session. */
+int pinpool__ctx_cuda_host(const pinpool_ctx_t *ctx);
+
 #endif

@@ -404,6 +404,122 @@ PINPOOL_EXPORT int pinpool_arena_stats(pinpool_arena_t *arena, pinpool_arena_sta
  * becomes invalid.  NULL is a no-op. */
 PINPOOL_EXPORT void pinpool_arena_destroy(pinpool_arena_t *arena);
 
+/* ==================================================================================
+ * Swap: pause and resume the GPU memory of a model (torch_memory_saver's
+ * region/pause/resume, with the host copy in the daemon)
+ *
+ * Device buffers are grouped under a tag (a model).  pinpool_swap_pause copies
+ * every buffer of the tag into one pool host slice on the caller's stream
+ * (D2H) and, with PINPOOL_SWAP_RELEASE, gives their GPU memory back;
+ * pinpool_swap_resume maps GPU memory again and copies the bytes back (H2D).
+ * Both only enqueue work: later work on the same stream sees its result without
+ * a host synchronisation; pinpool_swap_wait blocks until it is done and
+ * finishes the step (releases device memory after a pause, frees the host copy
+ * after a resume).  Any other call on a tag with a step in flight waits first.
+ *
+ * Device memory: buffers made by pinpool_swap_alloc are CUDA VMM memory: the
+ * tag reserves their virtual addresses once; a release unmaps and frees the
+ * physical memory, a resume maps fresh physical memory at the same addresses,
+ * so pointers held by the caller (tensors, CUDA graphs) stay valid.  Buffers
+ * the caller allocated itself (pinpool_swap_register) are copied but never
+ * freed: pinpool does not own them.
+ *
+ * The host copy is a slice kept by the daemon under the key "swap:TAG" (the
+ * tag is at most PINPOOL_SWAP_TAG_MAX printable ASCII characters), so it
+ * survives this process: another process that registers the same buffers
+ * (same sizes, same order) under the same tag and calls pinpool_swap_resume
+ * gets the bytes back.  Large buffers are copied in pieces over several
+ * streams when pinpool_swap_config (or $PINPOOL_SWAP_STREAMS and
+ * $PINPOOL_SWAP_CHUNK) asks for it.
+ *
+ * Every call needs CUDA in this process and a daemon whose host memory is
+ * pinned (vmm or register backend); otherwise it returns PINPOOL_ECUDA and
+ * pinpool_errmsg says why.  Calls on one context's tags are serialised; the
+ * device's primary context becomes current in the calling thread.
+ * pinpool_close frees the device memory of pinpool_swap_alloc buffers; kept
+ * host copies stay in the daemon until pinpool_swap_drop with
+ * PINPOOL_SWAP_FREE_HOST (or pinpool_attach + pinpool_free of "swap:TAG").
+ * ================================================================================== */
+
+#define PINPOOL_SWAP_TAG_MAX 37       /* "swap:" + tag fits the daemon's names */
+#define PINPOOL_SWAP_KEY_PREFIX "swap:"
+
+/* flags of pinpool_swap_pause */
+#define PINPOOL_SWAP_RELEASE 0x1u   /* give the GPU memory of pinpool_swap_alloc buffers back
+                                     * (at pinpool_swap_wait, once the copies are done) */
+/* flags of pinpool_swap_resume */
+#define PINPOOL_SWAP_KEEP_HOST 0x2u /* keep the host copy mapped after the resume: the next
+                                     * pause reuses it with no RPC and no mapping (the pool
+                                     * keeps those bytes in use); default: freed at wait */
+/* flags of pinpool_swap_drop */
+#define PINPOOL_SWAP_FREE_HOST 0x4u /* also free the host copy kept in the daemon */
+
+typedef enum pinpool_swap_state {
+    PINPOOL_SWAP_RESIDENT = 0, /* the device buffers hold the data */
+    PINPOOL_SWAP_PAUSING = 1,  /* a pause is in flight (pinpool_swap_wait finishes it) */
+    PINPOOL_SWAP_PAUSED = 2,   /* the host copy holds the data */
+    PINPOOL_SWAP_RESUMING = 3, /* a resume is in flight */
+} pinpool_swap_state_t;
+
+typedef struct pinpool_swap_info {
+    pinpool_swap_state_t state;
+    int32_t device_id;
+    uint32_t num_buffers;   /* registered + allocated */
+    uint64_t bytes;         /* what a pause copies */
+    uint64_t device_bytes;  /* GPU memory the tag's pinpool_swap_alloc buffers map now */
+    uint64_t host_slice_id; /* the host copy mapped in this process; 0 if none */
+    int32_t released;       /* 1: the device memory is given back (paused with RELEASE) */
+} pinpool_swap_info_t;
+
+/*
+ * Allocate bytes of device memory on GPU device under tag (CUDA VMM; buffers
+ * smaller than half the allocation granularity share granules).  *dptr is a
+ * CUdeviceptr, stable until pinpool_swap_drop or pinpool_close.  0, or
+ * PINPOOL_EINVAL (bad tag, bytes 0, another device than the tag's, a step in
+ * flight or the tag paused), PINPOOL_ECUDA, -ENOMEM; *dptr untouched then.
+ * Changing a tag's buffers frees a host copy it still holds in this process.
+ */
+PINPOOL_EXPORT int pinpool_swap_alloc(pinpool_ctx_t *ctx, const char *tag, int32_t device,
+                                      uint64_t bytes, uint64_t *dptr);
+/* Add a buffer the caller owns (dptr, bytes on GPU device) to tag: it is
+ * copied by pause/resume, never freed.  Errors as pinpool_swap_alloc. */
+PINPOOL_EXPORT int pinpool_swap_register(pinpool_ctx_t *ctx, const char *tag, int32_t device,
+                                         uint64_t dptr, uint64_t bytes);
+/*
+ * Enqueue the copy of every buffer of tag into its host copy (allocated on the
+ * first pause: a slice kept as "swap:TAG") on stream (a CUstream; NULL: the
+ * default stream).  flags: PINPOOL_SWAP_RELEASE.  0, or an error and the tag
+ * unchanged: PINPOOL_EINVAL (unknown tag, already paused), PINPOOL_EEXIST
+ * (another process keeps a copy under the key: resume or drop it first),
+ * PINPOOL_ENOSPC, PINPOOL_ECUDA.
+ */
+PINPOOL_EXPORT int pinpool_swap_pause(pinpool_ctx_t *ctx, const char *tag, void *stream,
+                                      uint32_t flags);
+/*
+ * Map device memory again where it was released and enqueue the copy back on
+ * stream.  The tag must be paused, or resident with no host copy in this
+ * process (a copy another process paused: it is attached, and must be exactly
+ * as large as the tag's buffers).  flags: PINPOOL_SWAP_KEEP_HOST.  0, or
+ * PINPOOL_EINVAL (not paused, sizes differ), PINPOOL_ENOKEY (nothing kept under
+ * the key), PINPOOL_ECUDA (out of GPU memory: the tag stays paused).
+ */
+PINPOOL_EXPORT int pinpool_swap_resume(pinpool_ctx_t *ctx, const char *tag, void *stream,
+                                       uint32_t flags);
+/* Block until tag's step in flight is done and finish it; 0 when none is. */
+PINPOOL_EXPORT int pinpool_swap_wait(pinpool_ctx_t *ctx, const char *tag);
+/* Forget tag: wait, free its pinpool_swap_alloc buffers, unregister the rest,
+ * unmap its host copy (freed in the daemon with PINPOOL_SWAP_FREE_HOST, also
+ * when only another process had it).  PINPOOL_EINVAL for an unknown tag. */
+PINPOOL_EXPORT int pinpool_swap_drop(pinpool_ctx_t *ctx, const char *tag, uint32_t flags);
+PINPOOL_EXPORT int pinpool_swap_info(pinpool_ctx_t *ctx, const char *tag, pinpool_swap_info_t *out);
+/*
+ * How pause and resume copy: over streams helper streams (1..16; 1 = on the
+ * caller's stream only), in pieces of chunk_bytes (0 = whole buffers),
+ * dealt round robin.  Defaults: $PINPOOL_SWAP_STREAMS, $PINPOOL_SWAP_CHUNK
+ * ("64MiB"), else 1 and 0.  Applies to the next pause or resume.
+ */
+PINPOOL_EXPORT int pinpool_swap_config(pinpool_ctx_t *ctx, uint32_t streams, uint64_t chunk_bytes);
+
 #ifdef __cplusplus
 }
 #endif

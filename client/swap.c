@@ -1,0 +1,897 @@
+/*
+ * swap.c - pause and resume the GPU memory of a model through the pool
+ * (pinpool_swap_* in pinpool.h).
+ *
+ * Owns: per context, the swap tags: their device buffers (CUDA VMM
+ * allocations this file made, and buffers the caller registered), the host
+ * copy of each tag (a pool slice), the events of a step in flight and a few
+ * helper streams per GPU.
+ * Never: frees a buffer it did not allocate; releases device memory or frees a
+ * host copy while a copy that uses it may still run (both happen in
+ * finish(), after the step's events completed); links libcuda (ipc_cu).
+ * Locking: sw->lock serialises every call on the context's tags, including a
+ * wait; it is taken before the context's own locks (pinpool_alloc & co.).
+ *
+ * Where the host copy lives is decided in four functions only (host_*),
+ * so that moving from a kept slice (PINPOOL_ALLOC_KEEP + pinpool_attach) to
+ * the daemon's release/acquire with spilling to a tier is a change there:
+ * host_for_pause -> acquire-or-alloc, host_after_pause -> release(key),
+ * host_for_resume -> acquire(key) (the daemon restores a spilled copy),
+ * host_after_resume / host_free_key -> free.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cudaload.h"
+#include "internal.h"
+#include "pinpool.h"
+
+#define MAX_STREAMS 16
+#define HOST_ALIGN 4096u /* each buffer's place in the host copy */
+#define MSG 512
+
+__attribute__((format(printf, 3, 4))) static int sfail(const pinpool_ctx_t *ctx, int err,
+                                                       const char *fmt, ...)
+{
+    char msg[MSG];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    return pinpool__fail(ctx, err, msg);
+}
+
+static int check_tag(const pinpool_ctx_t *ctx, const char *tag)
+{
+    size_t n;
+
+    if (ctx == NULL)
+        return -EINVAL;
+    if (tag == NULL)
+        return sfail(ctx, PINPOOL_EINVAL, "tag must not be NULL");
+    n = strlen(tag);
+    if (n == 0 || n > PINPOOL_SWAP_TAG_MAX)
+        return sfail(ctx, PINPOOL_EINVAL, "a swap tag is 1 to %d characters (got %zu)",
+                     PINPOOL_SWAP_TAG_MAX, n);
+    for (size_t i = 0; i < n; i++)
+        if (tag[i] < 0x21 || tag[i] > 0x7e)
+            return sfail(ctx, PINPOOL_EINVAL, "a swap tag is printable ASCII without spaces");
+    if (pinpool_err(ctx) != 0)
+        return sfail(ctx, PINPOOL_ECLOSED, "not connected: %s", pinpool_errmsg(ctx));
+    return 0;
+}
+
+#ifndef PINPOOL_HAVE_CUDA
+
+/* Built without cuda.h: the API exists and says why it cannot work. */
+static int no_cuda(const pinpool_ctx_t *ctx, const char *tag)
+{
+    int rc = check_tag(ctx, tag);
+    if (rc != 0)
+        return rc;
+    return sfail(ctx, PINPOOL_ECUDA, "the swap API needs CUDA, and this libpinpool was built "
+                 "without CUDA support");
+}
+
+struct pinpool__swap {
+    int unused;
+};
+
+void pinpool__swap_close(pinpool_ctx_t *ctx)
+{
+    (void)ctx;
+}
+
+int pinpool_swap_alloc(pinpool_ctx_t *ctx, const char *tag, int32_t device, uint64_t bytes,
+                       uint64_t *dptr)
+{
+    (void)device, (void)bytes, (void)dptr;
+    return no_cuda(ctx, tag);
+}
+
+int pinpool_swap_register(pinpool_ctx_t *ctx, const char *tag, int32_t device, uint64_t dptr,
+                          uint64_t bytes)
+{
+    (void)device, (void)bytes, (void)dptr;
+    return no_cuda(ctx, tag);
+}
+
+int pinpool_swap_pause(pinpool_ctx_t *ctx, const char *tag, void *stream, uint32_t flags)
+{
+    (void)stream, (void)flags;
+    return no_cuda(ctx, tag);
+}
+
+int pinpool_swap_resume(pinpool_ctx_t *ctx, const char *tag, void *stream, uint32_t flags)
+{
+    (void)stream, (void)flags;
+    return no_cuda(ctx, tag);
+}
+
+int pinpool_swap_wait(pinpool_ctx_t *ctx, const char *tag)
+{
+    return no_cuda(ctx, tag);
+}
+
+int pinpool_swap_drop(pinpool_ctx_t *ctx, const char *tag, uint32_t flags)
+{
+    (void)flags;
+    return no_cuda(ctx, tag);
+}
+
+int pinpool_swap_info(pinpool_ctx_t *ctx, const char *tag, pinpool_swap_info_t *out)
+{
+    (void)out;
+    return no_cuda(ctx, tag);
+}
+
+int pinpool_swap_config(pinpool_ctx_t *ctx, uint32_t streams, uint64_t chunk_bytes)
+{
+    (void)streams, (void)chunk_bytes;
+    return no_cuda(ctx, "config");
+}
+
+#else
+
+/* One VMM allocation: a reserved range and, while mapped, its physical memory. */
+typedef struct vmm {
+    CUdeviceptr va;
+    uint64_t size; /* reserved = mapped bytes (granularity multiple) */
+    uint64_t used; /* bytes handed out (a small block fills up) */
+    CUmemGenericAllocationHandle h;
+    bool mapped;
+    bool small;    /* shared by buffers below half a granule */
+    uint32_t unit; /* its copy unit */
+} vmm_t;
+
+/* What a pause copies: a whole allocation's used bytes, or a registered buffer. */
+typedef struct unit {
+    CUdeviceptr dptr;
+    uint64_t bytes;
+    uint64_t host_off;
+} unit_t;
+
+typedef struct tag {
+    struct tag *next;
+    char name[PINPOOL_SWAP_TAG_MAX + 1];
+    char key[PINPOOL_SWAP_TAG_MAX + sizeof(PINPOOL_SWAP_KEY_PREFIX)];
+    int device;
+    pinpool_swap_state_t state;
+    bool released;
+    uint32_t step_flags; /* of the step in flight */
+    uint32_t nbuf;
+    vmm_t *vmm;
+    uint32_t nvmm, capvmm;
+    unit_t *units;
+    uint32_t nunits, capunits;
+    uint64_t host_bytes; /* layout of the host copy, valid while units do not change */
+    bool have_host;
+    pinpool_slice_t host;
+    bool events;
+    CUevent fork, done[MAX_STREAMS];
+    uint32_t ndone;
+} tag_t;
+
+struct pinpool__swap {
+    pthread_mutex_t lock;
+    tag_t *tags;
+    uint32_t streams;
+    uint64_t chunk;
+    uint64_t gran[PINPOOL_MAX_DEVICES];
+    CUstream helper[PINPOOL_MAX_DEVICES][MAX_STREAMS];
+};
+
+/* Creating the per-context state once, whichever thread comes first. */
+static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int cu_fail(const pinpool_ctx_t *ctx, CUresult r, const char *call, const char *what)
+{
+    char b[160];
+    return sfail(ctx, PINPOOL_ECUDA, "%s: %s", what, ipc_cuda_strerror(r, call, b, sizeof(b)));
+}
+
+#define CU_OR(ctx, call, what)                                                                 \
+    do {                                                                                       \
+        CUresult r_ = (call);                                                                  \
+        if (r_ != CUDA_SUCCESS)                                                                \
+            return cu_fail((ctx), r_, #call, (what));                                          \
+    } while (0)
+
+/* The context's swap state, with CUDA and a pinned host pool checked. */
+static int get_state(pinpool_ctx_t *ctx, struct pinpool__swap **out)
+{
+    struct pinpool__swap **slot = pinpool__swap_slot(ctx);
+    char why[256];
+    int rc = 0;
+
+    if (ipc_cuda_load(why, sizeof(why)) != 0)
+        return sfail(ctx, PINPOOL_ECUDA, "the swap API needs CUDA in this process: %s", why);
+    if (!pinpool__ctx_cuda_host(ctx))
+        return sfail(ctx, PINPOOL_ECUDA,
+                     "the daemon's host memory is not pinned for CUDA (it runs CPU-only, memfd "
+                     "backend): start `pinpool serve` with --host-backend vmm for the swap API");
+    pthread_mutex_lock(&init_lock);
+    if (*slot == NULL) {
+        struct pinpool__swap *sw = calloc(1, sizeof(*sw));
+        const char *e;
+        if (sw == NULL) {
+            rc = sfail(ctx, -ENOMEM, "out of memory");
+        } else {
+            pthread_mutex_init(&sw->lock, NULL);
+            sw->streams = 1;
+            e = getenv("PINPOOL_SWAP_STREAMS");
+            if (e != NULL && atoi(e) >= 1 && atoi(e) <= MAX_STREAMS)
+                sw->streams = (uint32_t)atoi(e);
+            e = getenv("PINPOOL_SWAP_CHUNK");
+            if (e != NULL)
+                pinpool_parse_size(e, &sw->chunk);
+            *slot = sw;
+        }
+    }
+    *out = *slot;
+    pthread_mutex_unlock(&init_lock);
+    return rc;
+}
+
+static tag_t *find_tag(struct pinpool__swap *sw, const char *name)
+{
+    for (tag_t *t = sw->tags; t != NULL; t = t->next)
+        if (strcmp(t->name, name) == 0)
+            return t;
+    return NULL;
+}
+
+static int use_device(pinpool_ctx_t *ctx, int device)
+{
+    if (ipc_cuda_use_device(device) != 0)
+        return sfail(ctx, PINPOOL_ENODEV, "GPU %d is not usable (%d visible)", device,
+                     ipc_cuda_device_count());
+    return 0;
+}
+
+static CUmemAllocationProp dev_prop(int device)
+{
+    CUmemAllocationProp p;
+
+    memset(&p, 0, sizeof(p));
+    p.type = CU_MEM_ALLOCATION_TYPE_PINNED;
+    p.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    p.location.id = device;
+    return p;
+}
+
+/* Back v with fresh physical memory, readable and writable by its GPU. */
+static int vmm_map(pinpool_ctx_t *ctx, int device, vmm_t *v)
+{
+    CUmemAllocationProp p = dev_prop(device);
+    CUmemAccessDesc a;
+    CUresult r;
+
+    r = ipc_cu.cuMemCreate(&v->h, v->size, &p, 0);
+    if (r != CUDA_SUCCESS)
+        return cu_fail(ctx, r, "cuMemCreate", "cannot get GPU memory for a swap buffer");
+    r = ipc_cu.cuMemMap(v->va, v->size, 0, v->h, 0);
+    if (r != CUDA_SUCCESS) {
+        ipc_cu.cuMemRelease(v->h);
+        return cu_fail(ctx, r, "cuMemMap", "cannot map a swap buffer");
+    }
+    memset(&a, 0, sizeof(a));
+    a.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    a.location.id = device;
+    a.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+    r = ipc_cu.cuMemSetAccess(v->va, v->size, &a, 1);
+    if (r != CUDA_SUCCESS) {
+        ipc_cu.cuMemUnmap(v->va, v->size);
+        ipc_cu.cuMemRelease(v->h);
+        return cu_fail(ctx, r, "cuMemSetAccess", "cannot give the GPU access to a swap buffer");
+    }
+    v->mapped = true;
+    return 0;
+}
+
+static void vmm_unmap(vmm_t *v)
+{
+    if (!v->mapped)
+        return;
+    ipc_cu.cuMemUnmap(v->va, v->size);
+    ipc_cu.cuMemRelease(v->h);
+    v->mapped = false;
+}
+
+static int grow(void **arr, uint32_t *cap, uint32_t n, size_t elem)
+{
+    if (n < *cap)
+        return 0;
+    uint32_t ncap = *cap ? *cap * 2 : 16;
+    void *p = realloc(*arr, (size_t)ncap * elem);
+    if (p == NULL)
+        return -ENOMEM;
+    *arr = p;
+    *cap = ncap;
+    return 0;
+}
+
+/* ---- the host copy (see the file comment) ------------------------------------------ */
+
+/* A host copy of t->host_bytes for a pause: the one this process holds, or a
+ * new slice kept under t->key. */
+static int host_for_pause(pinpool_ctx_t *ctx, tag_t *t)
+{
+    pinpool_alloc_opts_t o = {.device_id = PINPOOL_HOST, .tag = t->key,
+                              .flags = PINPOOL_ALLOC_KEEP | PINPOOL_ALLOC_GPU_ONLY};
+    int rc;
+
+    if (t->have_host)
+        return 0;
+    rc = pinpool_alloc(ctx, t->host_bytes, &o, &t->host);
+    if (rc == PINPOOL_EEXIST)
+        return sfail(ctx, rc, "a host copy is already kept under '%s' (another process paused "
+                     "tag '%s'): resume it, or drop it with PINPOOL_SWAP_FREE_HOST", t->key, t->name);
+    if (rc != 0)
+        return rc; /* pinpool_alloc's message */
+    t->have_host = true;
+    return 0;
+}
+
+/* After a pause's copies completed.  Today the slice stays kept and mapped;
+ * with release/acquire this is where the slice would be released under the key. */
+static void host_after_pause(pinpool_ctx_t *ctx, tag_t *t)
+{
+    (void)ctx, (void)t;
+}
+
+/* The host copy for a resume: the one this process holds, or the one kept
+ * under t->key by another process (attached; it must have the tag's size). */
+static int host_for_resume(pinpool_ctx_t *ctx, tag_t *t)
+{
+    int rc;
+
+    if (t->have_host)
+        return 0;
+    rc = pinpool_attach(ctx, t->key, PINPOOL_ALLOC_GPU_ONLY, &t->host);
+    if (rc == PINPOOL_ENOENT || rc == PINPOOL_ENOKEY)
+        return sfail(ctx, PINPOOL_ENOKEY, "tag '%s' is not paused: nothing is kept under '%s'",
+                     t->name, t->key);
+    if (rc != 0)
+        return rc;
+    if (t->host.size != t->host_bytes) {
+        uint64_t got = t->host.size;
+        pinpool_detach(ctx, t->host.id);
+        return sfail(ctx, PINPOOL_EINVAL, "the copy kept under '%s' holds %" PRIu64 " bytes but "
+                     "the %" PRIu32 " buffers of tag '%s' need %" PRIu64 ": register the same "
+                     "buffers in the same order as the process that paused it", t->key, got,
+                     t->nbuf, t->name, t->host_bytes);
+    }
+    t->have_host = true;
+    return 0;
+}
+
+/* After a resume's copies completed: free the copy unless asked to keep it. */
+static void host_after_resume(pinpool_ctx_t *ctx, tag_t *t, bool keep)
+{
+    if (keep || !t->have_host)
+        return;
+    pinpool_free(ctx, t->host.id, NULL);
+    t->have_host = false;
+}
+
+/* Free the copy in the daemon, whoever made it. */
+static void host_free_key(pinpool_ctx_t *ctx, tag_t *t)
+{
+    if (!t->have_host && pinpool_attach(ctx, t->key, PINPOOL_ALLOC_GPU_ONLY, &t->host) == 0)
+        t->have_host = true;
+    if (t->have_host)
+        pinpool_free(ctx, t->host.id, NULL);
+    t->have_host = false;
+}
+
+/* ---- steps --------------------------------------------------------------------------- */
+
+/* The buffers changed: a host copy held for the old layout is stale. */
+static void layout_changed(pinpool_ctx_t *ctx, tag_t *t)
+{
+    uint64_t off = 0;
+
+    if (t->have_host) {
+        pinpool_free(ctx, t->host.id, NULL);
+        t->have_host = false;
+    }
+    for (uint32_t i = 0; i < t->nunits; i++) {
+        t->units[i].host_off = off;
+        off += (t->units[i].bytes + HOST_ALIGN - 1) / HOST_ALIGN * HOST_ALIGN;
+    }
+    t->host_bytes = off;
+}
+
+/* Block until t's step in flight is done and finish it (lock held). */
+static int finish(pinpool_ctx_t *ctx, tag_t *t)
+{
+    CUresult r = CUDA_SUCCESS, r1;
+
+    if (t->state != PINPOOL_SWAP_PAUSING && t->state != PINPOOL_SWAP_RESUMING)
+        return 0;
+    for (uint32_t i = 0; i < t->ndone; i++) {
+        r1 = ipc_cu.cuEventSynchronize(t->done[i]);
+        if (r1 != CUDA_SUCCESS && r == CUDA_SUCCESS)
+            r = r1;
+    }
+    if (r != CUDA_SUCCESS)
+        return cu_fail(ctx, r, "cuEventSynchronize", "a swap copy failed");
+    if (t->state == PINPOOL_SWAP_PAUSING) {
+        if (t->step_flags & PINPOOL_SWAP_RELEASE) {
+            for (uint32_t i = 0; i < t->nvmm; i++)
+                vmm_unmap(&t->vmm[i]);
+            t->released = true;
+        }
+        host_after_pause(ctx, t);
+        t->state = PINPOOL_SWAP_PAUSED;
+    } else {
+        host_after_resume(ctx, t, (t->step_flags & PINPOOL_SWAP_KEEP_HOST) != 0);
+        t->state = PINPOOL_SWAP_RESIDENT;
+    }
+    return 0;
+}
+
+/* Enqueue every unit's copy, after the work already on st; later work on st
+ * waits for all of them.  On failure waits for what was enqueued. */
+static int enqueue(pinpool_ctx_t *ctx, struct pinpool__swap *sw, tag_t *t, CUstream st, bool d2h)
+{
+    uint32_t ns = sw->streams, k = 0;
+    CUstream *h = sw->helper[t->device];
+    CUresult r = CUDA_SUCCESS;
+    const char *call = "";
+
+    if (!t->events) {
+        CU_OR(ctx, ipc_cu.cuEventCreate(&t->fork, CU_EVENT_DISABLE_TIMING), "swap events");
+        for (uint32_t i = 0; i < MAX_STREAMS; i++)
+            if ((r = ipc_cu.cuEventCreate(&t->done[i], CU_EVENT_DISABLE_TIMING)) != CUDA_SUCCESS) {
+                while (i-- > 0)
+                    ipc_cu.cuEventDestroy(t->done[i]);
+                ipc_cu.cuEventDestroy(t->fork);
+                return cu_fail(ctx, r, "cuEventCreate", "swap events");
+            }
+        t->events = true;
+    }
+    if (ns > 1) {
+        for (uint32_t i = 0; i < ns; i++)
+            if (h[i] == NULL)
+                CU_OR(ctx, ipc_cu.cuStreamCreate(&h[i], CU_STREAM_NON_BLOCKING), "swap streams");
+        CU_OR(ctx, ipc_cu.cuEventRecord(t->fork, st), "swap fork");
+        for (uint32_t i = 0; i < ns; i++)
+            CU_OR(ctx, ipc_cu.cuStreamWaitEvent(h[i], t->fork, 0), "swap fork");
+    }
+    for (uint32_t u = 0; u < t->nunits && r == CUDA_SUCCESS; u++) {
+        const unit_t *un = &t->units[u];
+        for (uint64_t off = 0; off < un->bytes && r == CUDA_SUCCESS;) {
+            uint64_t n = un->bytes - off;
+            if (sw->chunk != 0 && n > sw->chunk)
+                n = sw->chunk;
+            CUstream s = ns > 1 ? h[k++ % ns] : st;
+            char *host = (char *)t->host.ptr + un->host_off + off;
+            if (d2h) {
+                call = "cuMemcpyDtoHAsync";
+                r = ipc_cu.cuMemcpyDtoHAsync(host, un->dptr + off, n, s);
+            } else {
+                call = "cuMemcpyHtoDAsync";
+                r = ipc_cu.cuMemcpyHtoDAsync(un->dptr + off, host, n, s);
+            }
+            off += n;
+        }
+    }
+    if (r != CUDA_SUCCESS) {
+        ipc_cu.cuCtxSynchronize();
+        return cu_fail(ctx, r, call, d2h ? "cannot enqueue a pause's copy" : "cannot enqueue a resume's copy");
+    }
+    if (ns > 1) {
+        for (uint32_t i = 0; i < ns; i++) {
+            CU_OR(ctx, ipc_cu.cuEventRecord(t->done[i], h[i]), "swap join");
+            CU_OR(ctx, ipc_cu.cuStreamWaitEvent(st, t->done[i], 0), "swap join");
+        }
+        t->ndone = ns;
+    } else {
+        CU_OR(ctx, ipc_cu.cuEventRecord(t->done[0], st), "swap done");
+        t->ndone = 1;
+    }
+    return 0;
+}
+
+/* ---- the calls ----------------------------------------------------------------------- */
+
+/* Common start of a call: arguments, state, lock, device.  On 0 the lock is held. */
+static int begin(pinpool_ctx_t *ctx, const char *name, struct pinpool__swap **swp, tag_t **tp,
+                 bool must_exist)
+{
+    struct pinpool__swap *sw;
+    tag_t *t;
+    int rc;
+
+    rc = check_tag(ctx, name);
+    if (rc == 0)
+        rc = get_state(ctx, &sw);
+    if (rc != 0)
+        return rc;
+    pthread_mutex_lock(&sw->lock);
+    t = find_tag(sw, name);
+    if (t == NULL && must_exist) {
+        pthread_mutex_unlock(&sw->lock);
+        return sfail(ctx, PINPOOL_EINVAL, "no swap tag '%s' in this context (pinpool_swap_alloc "
+                     "or pinpool_swap_register makes one)", name);
+    }
+    if (t != NULL && (rc = use_device(ctx, t->device)) != 0) {
+        pthread_mutex_unlock(&sw->lock);
+        return rc;
+    }
+    *swp = sw;
+    *tp = t;
+    return 0;
+}
+
+/* The tag to add a buffer to (made if new); lock held. */
+static int tag_for_add(pinpool_ctx_t *ctx, struct pinpool__swap *sw, tag_t **tp, const char *name,
+                       int32_t device, uint64_t bytes)
+{
+    tag_t *t = *tp;
+    int rc;
+
+    if (bytes == 0)
+        return sfail(ctx, PINPOOL_EINVAL, "a swap buffer of 0 bytes");
+    if (device < 0 || device >= ipc_cuda_device_count() || device >= PINPOOL_MAX_DEVICES)
+        return sfail(ctx, PINPOOL_ENODEV, "GPU %d does not exist (%d visible)", device,
+                     ipc_cuda_device_count());
+    if (t != NULL) {
+        if (t->device != device)
+            return sfail(ctx, PINPOOL_EINVAL, "tag '%s' is on GPU %d, not %d", name, t->device, device);
+        rc = finish(ctx, t);
+        if (rc != 0)
+            return rc;
+        if (t->state != PINPOOL_SWAP_RESIDENT)
+            return sfail(ctx, PINPOOL_EINVAL, "tag '%s' is paused: resume it before adding buffers",
+                         name);
+        return 0;
+    }
+    rc = use_device(ctx, device);
+    if (rc != 0)
+        return rc;
+    t = calloc(1, sizeof(*t));
+    if (t == NULL)
+        return sfail(ctx, -ENOMEM, "out of memory");
+    snprintf(t->name, sizeof(t->name), "%s", name);
+    snprintf(t->key, sizeof(t->key), PINPOOL_SWAP_KEY_PREFIX "%s", name);
+    t->device = device;
+    t->next = sw->tags;
+    sw->tags = t;
+    *tp = t;
+    return 0;
+}
+
+static int add_unit(pinpool_ctx_t *ctx, tag_t *t, CUdeviceptr dptr, uint64_t bytes, uint32_t *idx)
+{
+    if (grow((void **)&t->units, &t->capunits, t->nunits, sizeof(unit_t)) != 0)
+        return sfail(ctx, -ENOMEM, "out of memory");
+    t->units[t->nunits] = (unit_t){.dptr = dptr, .bytes = bytes};
+    *idx = t->nunits++;
+    return 0;
+}
+
+int pinpool_swap_alloc(pinpool_ctx_t *ctx, const char *tag, int32_t device, uint64_t bytes,
+                       uint64_t *dptr)
+{
+    struct pinpool__swap *sw;
+    tag_t *t;
+    int rc;
+
+    rc = begin(ctx, tag, &sw, &t, false);
+    if (rc != 0)
+        return rc;
+    if (dptr == NULL) {
+        rc = sfail(ctx, PINPOOL_EINVAL, "dptr must not be NULL");
+        goto out;
+    }
+    rc = tag_for_add(ctx, sw, &t, tag, device, bytes);
+    if (rc != 0)
+        goto out;
+    if (sw->gran[device] == 0) {
+        CUmemAllocationProp p = dev_prop(device);
+        size_t g = 0;
+        CUresult r = ipc_cu.cuMemGetAllocationGranularity(&g, &p, CU_MEM_ALLOC_GRANULARITY_MINIMUM);
+        if (r != CUDA_SUCCESS) {
+            rc = cu_fail(ctx, r, "cuMemGetAllocationGranularity", "CUDA VMM is not usable on this GPU");
+            goto out;
+        }
+        sw->gran[device] = g;
+    }
+    uint64_t gran = sw->gran[device], need = (bytes + 255) / 256 * 256;
+    if (bytes < gran / 2 && t->nvmm > 0) { /* the last small block, if it has room */
+        for (uint32_t i = t->nvmm; i-- > 0;) {
+            vmm_t *v = &t->vmm[i];
+            if (v->small && v->used + need <= v->size) {
+                *dptr = v->va + v->used;
+                v->used += need;
+                t->units[v->unit].bytes = v->used;
+                t->nbuf++;
+                layout_changed(ctx, t);
+                goto out;
+            }
+            if (v->small)
+                break;
+        }
+    }
+    if (grow((void **)&t->vmm, &t->capvmm, t->nvmm, sizeof(vmm_t)) != 0) {
+        rc = sfail(ctx, -ENOMEM, "out of memory");
+        goto out;
+    }
+    vmm_t *v = &t->vmm[t->nvmm];
+    memset(v, 0, sizeof(*v));
+    v->size = (bytes + gran - 1) / gran * gran;
+    v->small = bytes < gran / 2;
+    v->used = v->small ? need : bytes;
+    CUresult r = ipc_cu.cuMemAddressReserve(&v->va, v->size, 0, 0, 0);
+    if (r != CUDA_SUCCESS) {
+        rc = cu_fail(ctx, r, "cuMemAddressReserve", "cannot reserve addresses for a swap buffer");
+        goto out;
+    }
+    rc = vmm_map(ctx, device, v); /* the tag is resident (tag_for_add) */
+    if (rc == 0)
+        rc = add_unit(ctx, t, v->va, v->used, &v->unit);
+    if (rc != 0) {
+        vmm_unmap(v);
+        ipc_cu.cuMemAddressFree(v->va, v->size);
+        goto out;
+    }
+    t->nvmm++;
+    t->nbuf++;
+    *dptr = v->va;
+    layout_changed(ctx, t);
+out:
+    pthread_mutex_unlock(&sw->lock);
+    return rc;
+}
+
+int pinpool_swap_register(pinpool_ctx_t *ctx, const char *tag, int32_t device, uint64_t dptr,
+                          uint64_t bytes)
+{
+    struct pinpool__swap *sw;
+    uint32_t idx;
+    tag_t *t;
+    int rc;
+
+    rc = begin(ctx, tag, &sw, &t, false);
+    if (rc != 0)
+        return rc;
+    if (dptr == 0) {
+        rc = sfail(ctx, PINPOOL_EINVAL, "dptr must not be 0");
+        goto out;
+    }
+    rc = tag_for_add(ctx, sw, &t, tag, device, bytes);
+    if (rc == 0)
+        rc = add_unit(ctx, t, (CUdeviceptr)dptr, bytes, &idx);
+    if (rc == 0) {
+        t->nbuf++;
+        layout_changed(ctx, t);
+    }
+out:
+    pthread_mutex_unlock(&sw->lock);
+    return rc;
+}
+
+int pinpool_swap_pause(pinpool_ctx_t *ctx, const char *tag, void *stream, uint32_t flags)
+{
+    struct pinpool__swap *sw;
+    tag_t *t;
+    int rc;
+
+    rc = begin(ctx, tag, &sw, &t, true);
+    if (rc != 0)
+        return rc;
+    if ((flags & ~PINPOOL_SWAP_RELEASE) != 0) {
+        rc = sfail(ctx, PINPOOL_EINVAL, "pause flags: PINPOOL_SWAP_RELEASE only (got 0x%x)", flags);
+        goto out;
+    }
+    rc = finish(ctx, t);
+    if (rc != 0)
+        goto out;
+    if (t->state != PINPOOL_SWAP_RESIDENT) {
+        rc = sfail(ctx, PINPOOL_EINVAL, "tag '%s' is already paused", tag);
+        goto out;
+    }
+    rc = host_for_pause(ctx, t);
+    if (rc == 0)
+        rc = enqueue(ctx, sw, t, (CUstream)stream, true);
+    if (rc != 0)
+        goto out;
+    t->step_flags = flags;
+    t->state = PINPOOL_SWAP_PAUSING;
+out:
+    pthread_mutex_unlock(&sw->lock);
+    return rc;
+}
+
+int pinpool_swap_resume(pinpool_ctx_t *ctx, const char *tag, void *stream, uint32_t flags)
+{
+    struct pinpool__swap *sw;
+    uint32_t mapped = 0;
+    tag_t *t;
+    int rc;
+
+    rc = begin(ctx, tag, &sw, &t, true);
+    if (rc != 0)
+        return rc;
+    if ((flags & ~PINPOOL_SWAP_KEEP_HOST) != 0) {
+        rc = sfail(ctx, PINPOOL_EINVAL, "resume flags: PINPOOL_SWAP_KEEP_HOST only (got 0x%x)", flags);
+        goto out;
+    }
+    rc = finish(ctx, t);
+    if (rc != 0)
+        goto out;
+    if (t->state != PINPOOL_SWAP_PAUSED && (t->state != PINPOOL_SWAP_RESIDENT || t->have_host)) {
+        rc = sfail(ctx, PINPOOL_EINVAL, "tag '%s' is not paused", tag);
+        goto out;
+    }
+    rc = host_for_resume(ctx, t);
+    if (rc != 0)
+        goto out;
+    if (t->released) {
+        for (; mapped < t->nvmm; mapped++)
+            if ((rc = vmm_map(ctx, t->device, &t->vmm[mapped])) != 0)
+                break;
+        if (rc != 0) { /* stays paused and released */
+            while (mapped-- > 0)
+                vmm_unmap(&t->vmm[mapped]);
+            goto out;
+        }
+        t->released = false;
+    }
+    rc = enqueue(ctx, sw, t, (CUstream)stream, false);
+    if (rc != 0)
+        goto out; /* the device holds partial data; the host copy is intact: resume again */
+    t->step_flags = flags;
+    t->state = PINPOOL_SWAP_RESUMING;
+out:
+    pthread_mutex_unlock(&sw->lock);
+    return rc;
+}
+
+int pinpool_swap_wait(pinpool_ctx_t *ctx, const char *tag)
+{
+    struct pinpool__swap *sw;
+    tag_t *t;
+    int rc;
+
+    rc = begin(ctx, tag, &sw, &t, true);
+    if (rc != 0)
+        return rc;
+    rc = finish(ctx, t);
+    pthread_mutex_unlock(&sw->lock);
+    return rc;
+}
+
+static void free_tag(tag_t *t)
+{
+    for (uint32_t i = 0; i < t->nvmm; i++) {
+        vmm_unmap(&t->vmm[i]);
+        ipc_cu.cuMemAddressFree(t->vmm[i].va, t->vmm[i].size);
+    }
+    if (t->events) {
+        ipc_cu.cuEventDestroy(t->fork);
+        for (uint32_t i = 0; i < MAX_STREAMS; i++)
+            ipc_cu.cuEventDestroy(t->done[i]);
+    }
+    free(t->vmm);
+    free(t->units);
+    free(t);
+}
+
+int pinpool_swap_drop(pinpool_ctx_t *ctx, const char *tag, uint32_t flags)
+{
+    struct pinpool__swap *sw;
+    tag_t *t, **pp;
+    int rc;
+
+    rc = begin(ctx, tag, &sw, &t, true);
+    if (rc != 0)
+        return rc;
+    if ((flags & ~PINPOOL_SWAP_FREE_HOST) != 0) {
+        rc = sfail(ctx, PINPOOL_EINVAL, "drop flags: PINPOOL_SWAP_FREE_HOST only (got 0x%x)", flags);
+        goto out;
+    }
+    rc = finish(ctx, t);
+    if (rc != 0)
+        ipc_cu.cuCtxSynchronize(); /* nothing may still use the memory freed below */
+    if (flags & PINPOOL_SWAP_FREE_HOST)
+        host_free_key(ctx, t);
+    else if (t->have_host)
+        pinpool_detach(ctx, t->host.id);
+    for (pp = &sw->tags; *pp != t; pp = &(*pp)->next)
+        ;
+    *pp = t->next;
+    free_tag(t);
+out:
+    pthread_mutex_unlock(&sw->lock);
+    return rc;
+}
+
+int pinpool_swap_info(pinpool_ctx_t *ctx, const char *tag, pinpool_swap_info_t *out)
+{
+    struct pinpool__swap *sw;
+    tag_t *t;
+    int rc;
+
+    rc = begin(ctx, tag, &sw, &t, true);
+    if (rc != 0)
+        return rc;
+    if (out == NULL) {
+        rc = sfail(ctx, PINPOOL_EINVAL, "out must not be NULL");
+        goto out;
+    }
+    memset(out, 0, sizeof(*out));
+    out->state = t->state;
+    out->device_id = t->device;
+    out->num_buffers = t->nbuf;
+    out->bytes = t->host_bytes;
+    for (uint32_t i = 0; i < t->nvmm; i++)
+        out->device_bytes += t->vmm[i].mapped ? t->vmm[i].size : 0;
+    out->host_slice_id = t->have_host ? t->host.id : 0;
+    out->released = t->released;
+out:
+    pthread_mutex_unlock(&sw->lock);
+    return rc;
+}
+
+int pinpool_swap_config(pinpool_ctx_t *ctx, uint32_t streams, uint64_t chunk_bytes)
+{
+    struct pinpool__swap *sw;
+    int rc;
+
+    rc = check_tag(ctx, "config");
+    if (rc != 0)
+        return rc;
+    if (streams < 1 || streams > MAX_STREAMS)
+        return sfail(ctx, PINPOOL_EINVAL, "streams must be 1 to %d (got %" PRIu32 ")", MAX_STREAMS,
+                     streams);
+    if (chunk_bytes != 0 && chunk_bytes < (1u << 20))
+        return sfail(ctx, PINPOOL_EINVAL, "chunk_bytes must be 0 or at least 1 MiB");
+    rc = get_state(ctx, &sw);
+    if (rc != 0)
+        return rc;
+    pthread_mutex_lock(&sw->lock);
+    sw->streams = streams;
+    sw->chunk = chunk_bytes;
+    pthread_mutex_unlock(&sw->lock);
+    return 0;
+}
+
+void pinpool__swap_close(pinpool_ctx_t *ctx)
+{
+    struct pinpool__swap *sw = *pinpool__swap_slot(ctx);
+
+    if (sw == NULL)
+        return;
+    pthread_mutex_lock(&sw->lock);
+    while (sw->tags != NULL) {
+        tag_t *t = sw->tags;
+        ipc_cuda_use_device(t->device);
+        if (finish(ctx, t) != 0)
+            ipc_cu.cuCtxSynchronize();
+        sw->tags = t->next;
+        free_tag(t); /* the host copy stays kept in the daemon */
+    }
+    for (int d = 0; d < PINPOOL_MAX_DEVICES; d++)
+        for (int i = 0; i < MAX_STREAMS; i++)
+            if (sw->helper[d][i] != NULL) {
+                ipc_cuda_use_device(d);
+                ipc_cu.cuStreamDestroy(sw->helper[d][i]);
+            }
+    pthread_mutex_unlock(&sw->lock);
+    pthread_mutex_destroy(&sw->lock);
+    free(sw);
+    *pinpool__swap_slot(ctx) = NULL;
+}
+
+#endif

@@ -228,7 +228,7 @@ test-gpu: $(BUILD)/.deps-ok
 # they need except glibc's and the driver's.
 DIST ?= $(BUILD)/dist
 DIST_BIN := $(BUILD)/pinpool $(BUILD)/tests/gpu_client $(BUILD)/bench/gpu_bench $(BUILD)/bench/rpc_latency \
-            $(BUILD)/bench/fanout
+            $(BUILD)/bench/fanout $(BUILD)/bench/swap
 dist: $(BUILD)/.deps-ok
 	$(Q)$(MAKE) --no-print-directory $(DIST_BIN) $(BUILD)/libpinpool.so
 	$(Q)rm -rf $(DIST) && mkdir -p $(DIST)/bin $(DIST)/lib $(DIST)/include $(DIST)/tests $(DIST)/bench
@@ -237,7 +237,7 @@ dist: $(BUILD)/.deps-ok
 	$(Q)cp client/pinpool.h $(DIST)/include/
 	$(Q)cp tests/gpu/run $(DIST)/tests/run-gpu && cp tests/gpu/run-multi $(DIST)/tests/run-gpu-multi && \
 	  cp tests/gpu/test_torch.py $(DIST)/tests/
-	$(Q)cp bench/gpu_run bench/fanout_run bench/run $(DIST)/bench/
+	$(Q)cp bench/gpu_run bench/fanout_run bench/run bench/swap_run bench/swap_plot $(DIST)/bench/
 	$(Q)mkdir -p $(DIST)/python && cp -r client/python/pinpool $(DIST)/python/ && \
 	  find $(DIST)/python -name __pycache__ -prune -exec rm -rf {} +
 	$(Q)ldd $(DIST_BIN) $(BUILD)/libpinpool.so | awk '/=> \// {print $$3}' | sort -u | \

@@ -11,6 +11,11 @@
  *   gpu_client SOCKET fanout METHOD BYTES GPUS [SEED]        host slice -> device slices on
  *                      GPUS (e.g. 0,1) with pinpool_fanout (auto|direct|nccl|pipelined),
  *                      then check every GPU byte for byte and free
+ *   gpu_client SOCKET swap-pause  TAG BYTES SEED   swap buffers (BYTES is the large one): fill,
+ *                                 pause (release), resume here, check, pause again, exit
+ *   gpu_client SOCKET swap-resume TAG BYTES SEED   the same buffers made anew: resume the copy the
+ *                                 other process left (4 streams, 1 MiB pieces), check, drop it
+ *   gpu_client SOCKET swap-none   TAG              resume of a tag nobody paused: PINPOOL_ENOKEY
  *
  * Each command is its own process (CUDA and gRPC are never forked).  Prints
  * one line "ok ..." and exits 0, or "FAIL ..." and exits 1.
@@ -127,6 +132,119 @@ static int fanout(const char *socket, const char *method, uint64_t bytes, const 
     return 0;
 }
 
+/* The swap test's buffers: two small ones (sharing a granule), a large one of
+ * BYTES, and one the process allocates itself (registered, never released). */
+#define SWAP_NBUF 4
+static const uint64_t swap_small[2] = {4096, 100004};
+#define SWAP_EXT_BYTES (8u << 20)
+
+static uint64_t swap_size(int i, uint64_t bytes)
+{
+    return i < 2 ? swap_small[i] : i == 2 ? bytes : SWAP_EXT_BYTES;
+}
+
+static void swap_make(pinpool_ctx_t *ctx, const char *tag, uint64_t bytes, uint64_t *d)
+{
+    for (int i = 0; i < SWAP_NBUF - 1; i++)
+        if (pinpool_swap_alloc(ctx, tag, 0, swap_size(i, bytes), &d[i]) != 0)
+            FAIL("pinpool_swap_alloc: %s", pinpool_errmsg(ctx));
+    CUdeviceptr ext;
+    CU(ipc_cu.cuMemAlloc(&ext, SWAP_EXT_BYTES));
+    d[SWAP_NBUF - 1] = ext;
+    if (pinpool_swap_register(ctx, tag, 0, d[SWAP_NBUF - 1], SWAP_EXT_BYTES) != 0)
+        FAIL("pinpool_swap_register: %s", pinpool_errmsg(ctx));
+}
+
+/* Words of the buffers that differ from the pattern of seed. */
+static uint64_t swap_check(const uint64_t *d, uint64_t bytes, uint64_t seed)
+{
+    uint64_t bad = 0;
+    for (int i = 0; i < SWAP_NBUF; i++) {
+        uint64_t n = swap_size(i, bytes);
+        uint64_t *want = calloc(1, n + 8), *back = calloc(1, n + 8);
+        if (want == NULL || back == NULL)
+            FAIL("out of memory");
+        fill(want, n, seed + (uint64_t)i);
+        CU(ipc_cu.cuMemcpyDtoH(back, d[i], n));
+        bad += count_bad(back, want, n);
+        bad += memcmp((char *)back + n / 8 * 8, (char *)want + n / 8 * 8, n % 8) != 0;
+        free(want);
+        free(back);
+    }
+    return bad;
+}
+
+static int swap_cmd(const char *socket, const char *cmd, const char *tag, uint64_t bytes, uint64_t seed)
+{
+    pinpool_ctx_t *ctx = connect_or_die(socket);
+    uint64_t d[SWAP_NBUF];
+    pinpool_swap_info_t info;
+    CUstream st;
+    uint64_t bad;
+
+    CU(ipc_cu.cuStreamCreate(&st, CU_STREAM_NON_BLOCKING));
+    if (strcmp(cmd, "swap-none") == 0) {
+        uint64_t p;
+        if (pinpool_swap_alloc(ctx, tag, 0, 4096, &p) != 0)
+            FAIL("pinpool_swap_alloc: %s", pinpool_errmsg(ctx));
+        int rc = pinpool_swap_resume(ctx, tag, st, 0);
+        if (rc != PINPOOL_ENOKEY)
+            FAIL("resume of a tag nobody paused: %s, want PINPOOL_ENOKEY", pinpool_err_name(rc));
+        printf("ok resume of an unknown tag: %s (%s)\n", pinpool_err_name(rc), pinpool_errmsg(ctx));
+        pinpool_swap_drop(ctx, tag, 0);
+        pinpool_close(ctx);
+        return 0;
+    }
+    swap_make(ctx, tag, bytes, d);
+    if (strcmp(cmd, "swap-pause") == 0) {
+        for (int i = 0; i < SWAP_NBUF; i++) {
+            uint64_t n = swap_size(i, bytes);
+            uint64_t *w = calloc(1, n + 8);
+            fill(w, n, seed + (uint64_t)i);
+            CU(ipc_cu.cuMemcpyHtoD(d[i], w, n));
+            free(w);
+        }
+        if (pinpool_swap_pause(ctx, tag, st, PINPOOL_SWAP_RELEASE) != 0 || pinpool_swap_wait(ctx, tag) != 0)
+            FAIL("pause: %s", pinpool_errmsg(ctx));
+        if (pinpool_swap_info(ctx, tag, &info) != 0 || info.state != PINPOOL_SWAP_PAUSED ||
+            !info.released || info.device_bytes != 0 || info.host_slice_id == 0)
+            FAIL("after pause: state %d released %d device_bytes %" PRIu64, info.state, info.released,
+                 info.device_bytes);
+        CU(ipc_cu.cuMemsetD8(d[SWAP_NBUF - 1], 0, SWAP_EXT_BYTES)); /* ours: clobber it */
+        if (pinpool_swap_pause(ctx, tag, st, 0) != PINPOOL_EINVAL)
+            FAIL("a second pause was not refused");
+        if (pinpool_swap_resume(ctx, tag, st, PINPOOL_SWAP_KEEP_HOST) != 0 || pinpool_swap_wait(ctx, tag) != 0)
+            FAIL("resume: %s", pinpool_errmsg(ctx));
+        bad = swap_check(d, bytes, seed); /* same addresses, fresh device memory */
+        if (bad != 0)
+            FAIL("%" PRIu64 " words differ after pause/resume in one process", bad);
+        if (pinpool_swap_pause(ctx, tag, st, PINPOOL_SWAP_RELEASE) != 0 || pinpool_swap_wait(ctx, tag) != 0)
+            FAIL("pause again: %s", pinpool_errmsg(ctx));
+        printf("ok paused tag %s: %" PRIu64 " bytes in %d buffers, round trip in-process intact\n", tag,
+               info.bytes, SWAP_NBUF);
+        pinpool_close(ctx); /* exits with the copy kept in the daemon */
+        return 0;
+    }
+    CU(ipc_cu.cuMemsetD8(d[2], 0xee, bytes));
+    if (pinpool_swap_config(ctx, 4, 1u << 20) != 0)
+        FAIL("config: %s", pinpool_errmsg(ctx));
+    if (pinpool_swap_resume(ctx, tag, st, 0) != 0)
+        FAIL("resume across processes: %s", pinpool_errmsg(ctx));
+    if (pinpool_swap_wait(ctx, tag) != 0)
+        FAIL("wait: %s", pinpool_errmsg(ctx));
+    bad = swap_check(d, bytes, seed);
+    if (bad != 0)
+        FAIL("%" PRIu64 " words differ after a resume in another process", bad);
+    if (pinpool_swap_info(ctx, tag, &info) != 0 || info.state != PINPOOL_SWAP_RESIDENT || info.host_slice_id != 0)
+        FAIL("after resume: state %d host slice %" PRIu64, info.state, info.host_slice_id);
+    if (pinpool_swap_drop(ctx, tag, PINPOOL_SWAP_FREE_HOST) != 0)
+        FAIL("drop: %s", pinpool_errmsg(ctx));
+    ipc_cu.cuMemFree(d[SWAP_NBUF - 1]);
+    printf("ok resumed tag %s in a new process over 4 streams, %d buffers intact\n", tag, SWAP_NBUF);
+    pinpool_close(ctx);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     char why[256];
@@ -179,6 +297,9 @@ int main(int argc, char **argv)
         for (;;)
             pause();
     }
+    if (strncmp(cmd, "swap-", 5) == 0 && argc >= 4)
+        return swap_cmd(socket, cmd, argv[3], argc > 4 ? strtoull(argv[4], NULL, 0) : 0,
+                        argc > 5 ? strtoull(argv[5], NULL, 0) : 0);
     bool host = strncmp(cmd, "host-", 5) == 0, dev = strncmp(cmd, "dev-", 4) == 0;
     if ((!host && !dev) || argc < (host ? 6 : 7))
         FAIL("unknown command or missing arguments: %s", cmd);

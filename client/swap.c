@@ -156,6 +156,7 @@ typedef struct unit {
     CUdeviceptr dptr;
     uint64_t bytes;
     uint64_t host_off;
+    int32_t vmm; /* its allocation in t->vmm, or -1 for a registered buffer */
 } unit_t;
 
 typedef struct tag {
@@ -440,8 +441,12 @@ static int finish(pinpool_ctx_t *ctx, tag_t *t)
 }
 
 /* Enqueue every unit's copy, after the work already on st; later work on st
- * waits for all of them.  On failure waits for what was enqueued. */
-static int enqueue(pinpool_ctx_t *ctx, struct pinpool__swap *sw, tag_t *t, CUstream st, bool d2h)
+ * waits for all of them.  A resume of a released tag (map) maps each
+ * allocation just before its copy, so that the GPU copies the first buffers
+ * while the CPU maps the next ones.  On failure waits for what was enqueued
+ * (and unmaps everything again when mapping). */
+static int enqueue(pinpool_ctx_t *ctx, struct pinpool__swap *sw, tag_t *t, CUstream st, bool d2h,
+                   bool map)
 {
     uint32_t ns = sw->streams, k = 0;
     CUstream *h = sw->helper[t->device];
@@ -469,6 +474,15 @@ static int enqueue(pinpool_ctx_t *ctx, struct pinpool__swap *sw, tag_t *t, CUstr
     }
     for (uint32_t u = 0; u < t->nunits && r == CUDA_SUCCESS; u++) {
         const unit_t *un = &t->units[u];
+        if (map && un->vmm >= 0 && !t->vmm[un->vmm].mapped) {
+            int rc = vmm_map(ctx, t->device, &t->vmm[un->vmm]);
+            if (rc != 0) { /* out of GPU memory, say: stays paused and released */
+                ipc_cu.cuCtxSynchronize();
+                for (uint32_t i = 0; i < t->nvmm; i++)
+                    vmm_unmap(&t->vmm[i]);
+                return rc;
+            }
+        }
         for (uint64_t off = 0; off < un->bytes && r == CUDA_SUCCESS;) {
             uint64_t n = un->bytes - off;
             if (sw->chunk != 0 && n > sw->chunk)
@@ -487,6 +501,9 @@ static int enqueue(pinpool_ctx_t *ctx, struct pinpool__swap *sw, tag_t *t, CUstr
     }
     if (r != CUDA_SUCCESS) {
         ipc_cu.cuCtxSynchronize();
+        if (map)
+            for (uint32_t i = 0; i < t->nvmm; i++)
+                vmm_unmap(&t->vmm[i]);
         return cu_fail(ctx, r, call, d2h ? "cannot enqueue a pause's copy" : "cannot enqueue a resume's copy");
     }
     if (ns > 1) {
@@ -575,7 +592,7 @@ static int add_unit(pinpool_ctx_t *ctx, tag_t *t, CUdeviceptr dptr, uint64_t byt
 {
     if (grow((void **)&t->units, &t->capunits, t->nunits, sizeof(unit_t)) != 0)
         return sfail(ctx, -ENOMEM, "out of memory");
-    t->units[t->nunits] = (unit_t){.dptr = dptr, .bytes = bytes};
+    t->units[t->nunits] = (unit_t){.dptr = dptr, .bytes = bytes, .vmm = -1};
     *idx = t->nunits++;
     return 0;
 }
@@ -640,6 +657,8 @@ int pinpool_swap_alloc(pinpool_ctx_t *ctx, const char *tag, int32_t device, uint
     rc = vmm_map(ctx, device, v); /* the tag is resident (tag_for_add) */
     if (rc == 0)
         rc = add_unit(ctx, t, v->va, v->used, &v->unit);
+    if (rc == 0)
+        t->units[v->unit].vmm = (int32_t)t->nvmm;
     if (rc != 0) {
         vmm_unmap(v);
         ipc_cu.cuMemAddressFree(v->va, v->size);
@@ -703,7 +722,7 @@ int pinpool_swap_pause(pinpool_ctx_t *ctx, const char *tag, void *stream, uint32
     }
     rc = host_for_pause(ctx, t);
     if (rc == 0)
-        rc = enqueue(ctx, sw, t, (CUstream)stream, true);
+        rc = enqueue(ctx, sw, t, (CUstream)stream, true, false);
     if (rc != 0)
         goto out;
     t->step_flags = flags;
@@ -716,7 +735,6 @@ out:
 int pinpool_swap_resume(pinpool_ctx_t *ctx, const char *tag, void *stream, uint32_t flags)
 {
     struct pinpool__swap *sw;
-    uint32_t mapped = 0;
     tag_t *t;
     int rc;
 
@@ -737,20 +755,11 @@ int pinpool_swap_resume(pinpool_ctx_t *ctx, const char *tag, void *stream, uint3
     rc = host_for_resume(ctx, t);
     if (rc != 0)
         goto out;
-    if (t->released) {
-        for (; mapped < t->nvmm; mapped++)
-            if ((rc = vmm_map(ctx, t->device, &t->vmm[mapped])) != 0)
-                break;
-        if (rc != 0) { /* stays paused and released */
-            while (mapped-- > 0)
-                vmm_unmap(&t->vmm[mapped]);
-            goto out;
-        }
-        t->released = false;
-    }
-    rc = enqueue(ctx, sw, t, (CUstream)stream, false);
+    rc = enqueue(ctx, sw, t, (CUstream)stream, false, t->released);
     if (rc != 0)
-        goto out; /* the device holds partial data; the host copy is intact: resume again */
+        goto out; /* released: still so; else partial data on the device, the host copy
+                   * intact: resume again */
+    t->released = false;
     t->step_flags = flags;
     t->state = PINPOOL_SWAP_RESUMING;
 out:

@@ -687,6 +687,7 @@ static int child_attach(const char *socket, const char *tag, long long t0_ns)
     double a = now_s();
     if (ipc_cuda_load(why, sizeof(why)) != 0 || ipc_cuda_use_device(0) != 0)
         die("child: no GPU: %s", why);
+    gpu = true;
     t_cuda = (now_s() - a) * 1e3;
     a = now_s();
     pinpool_ctx_t *c = pinpool_connect(socket);
@@ -728,6 +729,7 @@ static void run_attach(const model_t *m, const char *self)
     CU(ipc_cu.cuCtxSynchronize());
 #endif
     sample_pool(r);
+    reset_hwm();
     double tot[8], att[8];
     int c = 0;
     r->verified = true;
@@ -766,6 +768,7 @@ static void run_attach(const model_t *m, const char *self)
         r->verified &= w == pattern(0, 0);
         tot[c] = total, att[c] = attach, c++;
     }
+    read_mem(r);
     r->resume_ms = median(tot, c);
     r->call_ms = median(att, c);
     r->cycles = c;
@@ -845,11 +848,13 @@ static void output(const model_t *ms, int k)
         printf("limit (cuMemHostAlloc memory): H2D %.2f GB/s, D2H %.2f GB/s\n\n", lim_h2d, lim_d2h);
     else
         printf("limit (cuMemHostAlloc memory): n/a without a GPU\n\n");
-    printf("%-2s %-66s %8s %8s %6s %6s %10s %9s %9s %9s %4s  %s\n", "#", "strategy", "out GB/s", "in GB/s",
-           "out/lim", "in/lim", "resume ms", "HWM GiB", "RSS GiB", "pool GiB", "ok", "status");
+    printf("%-2s %-66s %8s %8s %6s %6s %10s %8s %9s %9s %9s %4s  %s\n", "#", "strategy", "out GB/s", "in GB/s",
+           "out/lim", "in/lim", "resume ms", "call ms", "HWM GiB", "RSS GiB", "pool GiB", "ok", "status");
     for (int i = 0; i < nrows; i++) {
         const row_t *r = &rows[i];
-        char o[16] = "-", in[16] = "-", orat[16] = "-", irat[16] = "-", res[16] = "-";
+        char o[16] = "-", in[16] = "-", orat[16] = "-", irat[16] = "-", res[16] = "-", call[16] = "-";
+        if (r->call_ms >= 0)
+            snprintf(call, sizeof(call), "%.2f", r->call_ms);
         if (r->out_gbs >= 0)
             snprintf(o, sizeof(o), "%.2f", r->out_gbs);
         if (r->in_gbs >= 0)
@@ -861,14 +866,16 @@ static void output(const model_t *ms, int k)
         if (r->resume_ms >= 0)
             snprintf(res, sizeof(res), "%.1f", r->resume_ms);
         bool ran = strncmp(r->status, "ok", 2) == 0;
-        printf("%-2s %-66s %8s %8s %6s %6s %10s %9.2f %9.2f %9.2f %4s  %s\n", r->id, r->name, o, in, orat, irat,
-               res, (double)r->hwm / GiB, (double)r->rss / GiB,
+        printf("%-2s %-66s %8s %8s %6s %6s %10s %8s %9.2f %9.2f %9.2f %4s  %s\n", r->id, r->name, o, in, orat,
+               irat, res, call, (double)r->hwm / GiB, (double)r->rss / GiB,
                (double)(r->id[0] == '6' ? r->dev_pool_used : r->pool_used) / GiB,
                ran ? (r->verified ? "yes" : "NO") : "-", r->status);
     }
     printf("\nout: pause until the bytes are safe on the host (strategy 1: pause + wait, device memory released);\n"
            "in: until every tensor is usable on the GPU (strategy 1: resume + wait; the first tensor is usable no\n"
            "sooner on the caller's stream); resume ms: the slowest swap-in; 6: exec to first tensor usable.\n"
+           "call ms: until pinpool_swap_resume returned (the copies run on; work queued on the stream after\n"
+           "it waits for them); 6: pinpool_attach in the new process.\n"
            "HWM/RSS: this process's peak and current resident memory for the strategy; pool: daemon's host\n"
            "pool bytes in use (strategy 6: the device pool's).  Medians over the cycles.\n");
 
@@ -1002,7 +1009,9 @@ int main(int argc, char **argv)
     run_file(&ms[0]);
     snprintf(new_row("5", "pinpool resume of a copy spilled to the tier")->status, sizeof(rows[0].status),
              "n/a until issue 5 lands (release/acquire with spilling)");
-    run_attach(&ms[0], argv[0][0] == '/' ? argv[0] : realpath("/proc/self/exe", NULL));
+    char *self = realpath("/proc/self/exe", NULL);
+    run_attach(&ms[0], self != NULL ? self : argv[0]);
+    free(self);
 
     output(ms, k);
     for (int m = 0; m < k; m++) {
@@ -1018,6 +1027,10 @@ int main(int argc, char **argv)
     }
     free(ms);
     pinpool_close(ctx);
+#ifdef PINPOOL_HAVE_CUDA
+    if (gpu)
+        ipc_cu.cuStreamDestroy(stream);
+#endif
     for (int i = 0; i < nrows; i++)
         if (strncmp(rows[i].status, "ok", 2) == 0 && !rows[i].verified)
             return 2;

@@ -193,6 +193,7 @@ static int swap_cmd(const char *socket, const char *cmd, const char *tag, uint64
         printf("ok resume of an unknown tag: %s (%s)\n", pinpool_err_name(rc), pinpool_errmsg(ctx));
         pinpool_swap_drop(ctx, tag, 0);
         pinpool_close(ctx);
+        ipc_cu.cuStreamDestroy(st);
         return 0;
     }
     swap_make(ctx, tag, bytes, d);
@@ -223,6 +224,8 @@ static int swap_cmd(const char *socket, const char *cmd, const char *tag, uint64
         printf("ok paused tag %s: %" PRIu64 " bytes in %d buffers, round trip in-process intact\n", tag,
                info.bytes, SWAP_NBUF);
         pinpool_close(ctx); /* exits with the copy kept in the daemon */
+        ipc_cu.cuMemFree(d[SWAP_NBUF - 1]);
+        ipc_cu.cuStreamDestroy(st);
         return 0;
     }
     CU(ipc_cu.cuMemsetD8(d[2], 0xee, bytes));
@@ -242,6 +245,7 @@ static int swap_cmd(const char *socket, const char *cmd, const char *tag, uint64
     ipc_cu.cuMemFree(d[SWAP_NBUF - 1]);
     printf("ok resumed tag %s in a new process over 4 streams, %d buffers intact\n", tag, SWAP_NBUF);
     pinpool_close(ctx);
+    ipc_cu.cuStreamDestroy(st);
     return 0;
 }
 

@@ -178,6 +178,15 @@ $(BUILD)/bench/%: bench/%.c $(SRV_OBJ)
 	@echo "  BENCH   $@"
 	$(Q)$(CC) $(CFLAGS) $(RPATH_EXE) -Ibench -o $@ $< $(SRV_OBJ) $(SRV_LIBS)
 
+# A stand-in libcuda.so.1 over host memory (tests/mock/libcuda.c): `make test` drives
+# the CUDA code paths (swap API, VMM, device pool) with it where there is no GPU.
+MOCK_CUDA := $(if $(wildcard $(CUDA_HOME)/include/cuda.h),$(BUILD)/mockcuda/libcuda.so.1)
+$(BUILD)/mockcuda/libcuda.so.1: tests/mock/libcuda.c
+	$(Q)mkdir -p $(dir $@)
+	@echo "  MOCK    $@"
+	$(Q)$(CC) -std=c11 -D_GNU_SOURCE -O1 -g -Wall -Wextra $(if $(filter 1,$(WERROR)),-Werror) -fPIC \
+	  -shared -Wl,-soname,libcuda.so.1 -isystem $(CUDA_HOME)/include -o $@ $< -lpthread
+
 $(BUILD)/tests/gpu_client: tests/gpu/gpu_client.c $(SRV_OBJ)
 	$(Q)mkdir -p $(dir $@)
 	@echo "  GPU     $@"
@@ -190,7 +199,7 @@ serve: all
 # Then the Python suite; either failing fails the target.
 test: $(BUILD)/.deps-ok $(BUILD)/.mooncake-ok
 	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BUILD)/libpinpool.so $(TEST_BIN) \
-	  $(BUILD)/tests/gpu_client $(BENCH_BIN)
+	  $(BUILD)/tests/gpu_client $(BENCH_BIN) $(MOCK_CUDA)
 	$(Q)rc=0; PINPOOL_BIN=$(abspath $(BUILD)/pinpool) LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp) \
 	  PINPOOL_PYTHON=$(PYTHON) PINPOOL_BUILD=$(BUILD) PINPOOL_TEST_SANITIZE=$(SANITIZE) \
 	  tests/run $(TEST_BIN) || rc=1; \

@@ -4,14 +4,20 @@
  * a reason when CUDA or a pinned daemon is missing, and nothing leaks into
  * the pool.  Then the model-swap benchmark's CPU-only smoke run (bench/swap
  * with tiny models: the strategies that need CUDA say so, the others run and
- * check their bytes, the JSON is written).  The GPU side is tests/gpu/run.
+ * check their bytes, the JSON is written).  Then the CUDA paths against the
+ * stand-in driver (tests/mock/libcuda.c; copies are synchronous there, so
+ * stream ordering is for tests/gpu/run on a real GPU): states, layout,
+ * addresses stable across release, the key taken, a resume in another
+ * process, the benchmark with every strategy.
  */
 #include <criterion/criterion.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "daemon.h"
@@ -147,4 +153,156 @@ Test(swap, bench_cpu_only_smoke, .timeout = 60)
               "unexpected JSON: %.200s", cmd);
     unlink(json);
     unlink(out);
+}
+
+/* ---- the CUDA paths against the stand-in driver (tests/mock/libcuda.c) ----------------- */
+
+static char mock_dir[512];
+
+/* Put the stand-in libcuda.so.1 on LD_LIBRARY_PATH for every process started
+ * from here (the daemon, gpu_client, bench/swap); skip where it is not built. */
+static void use_mock(void)
+{
+    const char *build = getenv("PINPOOL_BUILD");
+    char lib[600];
+
+    snprintf(mock_dir, sizeof(mock_dir), "%s/mockcuda", build != NULL ? build : "build");
+    snprintf(lib, sizeof(lib), "%s/libcuda.so.1", mock_dir);
+    if (access(lib, R_OK) != 0)
+        cr_skip_test("no stand-in driver at %s (built only where cuda.h is)", lib);
+    char *abs = realpath(mock_dir, NULL);
+    cr_assert_not_null(abs);
+    setenv("LD_LIBRARY_PATH", abs, 1);
+    free(abs);
+    /* This process too: the library's dlopen("libcuda.so.1") finds it by soname. */
+    abs = realpath(lib, NULL);
+    cr_assert_not_null(dlopen(abs, RTLD_NOW | RTLD_GLOBAL), "%s", dlerror());
+    free(abs);
+}
+
+/* Run a command; its output (first line kept in out) goes to stderr too. */
+static int run_cmd(const char *cmd, char *out, size_t outlen)
+{
+    char line[1024];
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    out[0] = '\0';
+    while (fgets(line, sizeof(line), p) != NULL) {
+        fprintf(stderr, "  | %s", line);
+        if (out[0] == '\0' || strncmp(line, "FAIL", 4) == 0)
+            snprintf(out, outlen, "%s", line);
+    }
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+TestSuite(swap_mock, .timeout = 90);
+
+Test(swap_mock, pause_release_resume_in_another_process)
+{
+    const char *build = getenv("PINPOOL_BUILD");
+    char client[512], cmd[1536], out[1024];
+
+    use_mock();
+    snprintf(client, sizeof(client), "%s/tests/gpu_client", build != NULL ? build : "build");
+    cr_assert_eq(access(client, X_OK), 0, "%s is not built", client);
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "256MiB", "--chunk-size", "16MiB", "--host-backend",
+                                   "vmm", "--device-pool-size", "64MiB", NULL), 0);
+    cr_expect(strstr(d.ready, "mode=cuda") != NULL, "ready line: %s", d.ready);
+    /* a 40 MiB + 4 buffer spans chunks; pause releases the device memory; the
+     * second process resumes over 4 streams in 1 MiB pieces */
+    snprintf(cmd, sizeof(cmd), "%s %s swap-pause m1 41943044 5 2>&1", client, d.socket);
+    cr_expect_eq(run_cmd(cmd, out, sizeof(out)), 0, "swap-pause: %s", out);
+    cr_expect(test_daemon_used(&d) > 41943040, "the paused copy is not kept in the daemon");
+    snprintf(cmd, sizeof(cmd), "%s %s swap-resume m1 41943044 5 2>&1", client, d.socket);
+    cr_expect_eq(run_cmd(cmd, out, sizeof(out)), 0, "swap-resume: %s", out);
+    snprintf(cmd, sizeof(cmd), "%s %s swap-none m2 2>&1", client, d.socket);
+    cr_expect_eq(run_cmd(cmd, out, sizeof(out)), 0, "swap-none: %s", out);
+    stop();
+}
+
+Test(swap_mock, api_states_and_errors)
+{
+    use_mock();
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB", "--host-backend",
+                                   "vmm", NULL), 0);
+    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_swap_info_t info;
+    uint64_t a = 0, b = 0, c = 0;
+
+    cr_assert_eq(pinpool_swap_alloc(ctx, "t", 0, 1000, &a), 0, "%s", pinpool_errmsg(ctx));
+    cr_assert_eq(pinpool_swap_alloc(ctx, "t", 0, 3000, &b), 0, "%s", pinpool_errmsg(ctx));
+    cr_assert_eq(pinpool_swap_alloc(ctx, "t", 0, 3u << 20, &c), 0, "%s", pinpool_errmsg(ctx));
+    cr_expect_eq(b, a + 1024, "small buffers share a granule, 256-byte aligned");
+    EXPECT_ERR(pinpool_swap_alloc(ctx, "t", 1, 4096, &a), PINPOOL_ENODEV, "GPU 1");
+    EXPECT_ERR(pinpool_swap_alloc(ctx, "t", 0, 0, &a), PINPOOL_EINVAL, "0 bytes");
+    EXPECT_ERR(pinpool_swap_pause(ctx, "unknown", NULL, 0), PINPOOL_EINVAL, "no swap tag");
+    EXPECT_ERR(pinpool_swap_pause(ctx, "t", NULL, 0x80), PINPOOL_EINVAL, "flags");
+    EXPECT_ERR(pinpool_swap_resume(ctx, "t", NULL, 0), PINPOOL_ENOKEY, "not paused");
+    memset((void *)(uintptr_t)a, 0xab, 1000); /* the stand-in's device memory is host memory */
+    memset((void *)(uintptr_t)c, 0xcd, 3u << 20);
+
+    cr_assert_eq(pinpool_swap_pause(ctx, "t", NULL, PINPOOL_SWAP_RELEASE), 0, "%s", pinpool_errmsg(ctx));
+    cr_assert_eq(pinpool_swap_info(ctx, "t", &info), 0);
+    cr_expect_eq(info.state, PINPOOL_SWAP_PAUSING);
+    cr_expect_eq(info.num_buffers, 3);
+    cr_expect_eq(info.bytes, 4096 + (3u << 20), "layout: one granule of small buffers, one large");
+    EXPECT_ERR(pinpool_swap_alloc(ctx, "t", 0, 4096, &a), PINPOOL_EINVAL, "paused"); /* waits first */
+    cr_assert_eq(pinpool_swap_info(ctx, "t", &info), 0);
+    cr_expect_eq(info.state, PINPOOL_SWAP_PAUSED);
+    cr_expect_eq(info.released, 1);
+    cr_expect_eq(info.device_bytes, 0);
+    EXPECT_ERR(pinpool_swap_pause(ctx, "t", NULL, 0), PINPOOL_EINVAL, "already paused");
+
+    pinpool_ctx_t *other = connect_ok(); /* the key is taken while the copy is kept */
+    uint64_t o;
+    cr_assert_eq(pinpool_swap_alloc(other, "t", 0, 4096, &o), 0, "%s", pinpool_errmsg(other));
+    int rc = pinpool_swap_pause(other, "t", NULL, 0);
+    cr_expect_eq(rc, PINPOOL_EEXIST, "%s: %s", pinpool_err_name(rc), pinpool_errmsg(other));
+    rc = pinpool_swap_resume(other, "t", NULL, 0); /* sizes differ */
+    cr_expect_eq(rc, PINPOOL_EINVAL, "%s: %s", pinpool_err_name(rc), pinpool_errmsg(other));
+    cr_expect(strstr(pinpool_errmsg(other), "same order") != NULL, "%s", pinpool_errmsg(other));
+    pinpool_close(other); /* frees its VMM buffer; the kept copy stays */
+
+    cr_assert_eq(pinpool_swap_resume(ctx, "t", NULL, PINPOOL_SWAP_KEEP_HOST), 0, "%s", pinpool_errmsg(ctx));
+    cr_assert_eq(pinpool_swap_wait(ctx, "t"), 0);
+    cr_assert_eq(pinpool_swap_wait(ctx, "t"), 0, "a second wait is a no-op");
+    cr_assert_eq(pinpool_swap_info(ctx, "t", &info), 0);
+    cr_expect_eq(info.state, PINPOOL_SWAP_RESIDENT);
+    cr_expect_neq(info.host_slice_id, 0, "KEEP_HOST keeps the copy mapped");
+    cr_expect_eq(info.device_bytes, 3 * (2u << 20), "a granule of small buffers, 3 MiB in two granules");
+    const unsigned char *pa = (const void *)(uintptr_t)a, *pc = (const void *)(uintptr_t)c;
+    cr_expect(pa[0] == 0xab && pa[999] == 0xab && pc[0] == 0xcd && pc[(3u << 20) - 1] == 0xcd,
+              "bytes back at the same addresses");
+
+    cr_assert_eq(pinpool_swap_config(ctx, 3, 1u << 20), 0);
+    cr_assert_eq(pinpool_swap_pause(ctx, "t", NULL, 0), 0, "%s", pinpool_errmsg(ctx)); /* reuses the copy */
+    cr_assert_eq(pinpool_swap_resume(ctx, "t", NULL, 0), 0, "%s", pinpool_errmsg(ctx));
+    cr_assert_eq(pinpool_swap_wait(ctx, "t"), 0);
+    cr_assert_eq(pinpool_swap_info(ctx, "t", &info), 0);
+    cr_expect_eq(info.host_slice_id, 0, "without KEEP_HOST the copy is freed at wait");
+    cr_expect_eq(test_daemon_used(&d), 0);
+
+    cr_assert_eq(pinpool_swap_pause(ctx, "t", NULL, PINPOOL_SWAP_RELEASE), 0);
+    cr_assert_eq(pinpool_swap_drop(ctx, "t", PINPOOL_SWAP_FREE_HOST), 0, "%s", pinpool_errmsg(ctx));
+    EXPECT_ERR(pinpool_swap_info(ctx, "t", &info), PINPOOL_EINVAL, "no swap tag");
+    cr_assert_eq(pinpool_swap_register(ctx, "r", 0, 0x1000, 64), 0, "%s", pinpool_errmsg(ctx));
+    cr_assert_eq(pinpool_swap_drop(ctx, "r", 0), 0);
+    pinpool_close(ctx);
+    stop();
+}
+
+Test(swap_mock, bench_smoke)
+{
+    const char *build = getenv("PINPOOL_BUILD");
+    char cmd[2048], out[1024];
+
+    use_mock();
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "128MiB", "--chunk-size", "16MiB", "--host-backend",
+                                   "vmm", "--device-pool-size", "32MiB", NULL), 0);
+    snprintf(cmd, sizeof(cmd), "%s/bench/swap --socket %s --size 8MiB --models 2 --reps 1 --streams 1,2 "
+             "--chunk 1MiB --dir %s 2>&1 | grep -c ' yes  ok'", build != NULL ? build : "build", d.socket, d.dir);
+    cr_expect_eq(run_cmd(cmd, out, sizeof(out)), 0);
+    cr_expect_eq(atoi(out), 9, "every strategy but 5 runs and verifies its bytes (%s rows)", out);
+    stop();
 }

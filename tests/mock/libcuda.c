@@ -1,0 +1,157 @@
+/*
+ * libcuda.c - a stand-in libcuda.so.1 over host memory, for tests only.
+ *
+ * `make test` builds it as build/mockcuda/libcuda.so.1 and puts it on
+ * LD_LIBRARY_PATH for the processes of tests/test_swap.c's swap_mock suite, so
+ * that the CUDA code paths (swap API, VMM host and device memory, the device
+ * pool's IPC handles, bench/swap) run on machines without a GPU.
+ * What it models: device memory is host memory at the same address; VMM
+ * physical memory is a memfd (so exported handles are fds), an unmapped range
+ * is PROT_NONE (a use after release faults); IPC handles name the owner's fd
+ * through /proc.  What it does not: copies are synchronous and streams and
+ * events order nothing, so stream-ordering bugs stay invisible; timings mean
+ * nothing.  The real test is tests/gpu/run on a GPU.
+ */
+#include <cuda.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#define OK CUDA_SUCCESS
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+typedef struct { void *p; size_t n; int fd; } dalloc_t;
+static dalloc_t dal[4096];
+
+CUresult cuInit(unsigned f) { (void)f; return OK; }
+CUresult cuDriverGetVersion(int *v) { *v = 13000; return OK; }
+CUresult cuGetErrorString(CUresult e, const char **s) { (void)e; *s = "mock error"; return OK; }
+CUresult cuGetErrorName(CUresult e, const char **s) { static char b[32]; snprintf(b, 32, "MOCK_%d", (int)e); *s = b; return OK; }
+CUresult cuDeviceGetCount(int *n) { *n = 1; return OK; }
+CUresult cuDeviceGet(CUdevice *d, int o) { *d = o; return o == 0 ? OK : CUDA_ERROR_INVALID_DEVICE; }
+CUresult cuDeviceGetName(char *n, int len, CUdevice d) { (void)d; snprintf(n, (size_t)len, "Mock GPU"); return OK; }
+CUresult cuDeviceGetPCIBusId(char *b, int len, CUdevice d) { snprintf(b, (size_t)len, "0000:%02x:00.0", d + 1); return OK; }
+CUresult cuDeviceGetAttribute(int *v, CUdevice_attribute a, CUdevice d) { (void)a, (void)d; *v = 1; return OK; }
+static int ctxobj;
+CUresult cuDevicePrimaryCtxRetain(CUcontext *c, CUdevice d) { (void)d; *c = (CUcontext)&ctxobj; return OK; }
+CUresult cuDevicePrimaryCtxRelease(CUdevice d) { (void)d; return OK; }
+CUresult cuCtxSetCurrent(CUcontext c) { (void)c; return OK; }
+CUresult cuCtxGetCurrent(CUcontext *c) { *c = (CUcontext)&ctxobj; return OK; }
+CUresult cuCtxGetDevice(CUdevice *d) { *d = 0; return OK; }
+CUresult cuCtxSynchronize(void) { return OK; }
+CUresult cuCtxEnablePeerAccess(CUcontext c, unsigned f) { (void)c, (void)f; return OK; }
+CUresult cuDeviceCanAccessPeer(int *v, CUdevice a, CUdevice b) { (void)a, (void)b; *v = 0; return OK; }
+CUresult cuMemGetAllocationGranularity(size_t *g, const CUmemAllocationProp *p, CUmemAllocationGranularity_flags f)
+{ (void)p, (void)f; *g = 2 << 20; return OK; }
+CUresult cuMemCreate(CUmemGenericAllocationHandle *h, size_t n, const CUmemAllocationProp *p, unsigned long long f)
+{
+    (void)p, (void)f;
+    int fd = memfd_create("mockvmm", MFD_CLOEXEC);
+    if (fd < 0 || ftruncate(fd, (off_t)n) != 0) return CUDA_ERROR_OUT_OF_MEMORY;
+    *h = (CUmemGenericAllocationHandle)fd;
+    return OK;
+}
+CUresult cuMemRelease(CUmemGenericAllocationHandle h) { close((int)h); return OK; }
+CUresult cuMemExportToShareableHandle(void *out, CUmemGenericAllocationHandle h, CUmemAllocationHandleType t, unsigned long long f)
+{ (void)t, (void)f; *(int *)out = dup((int)h); return OK; }
+CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle *h, void *os, CUmemAllocationHandleType t)
+{ (void)t; *h = (CUmemGenericAllocationHandle)dup((int)(intptr_t)os); return OK; }
+CUresult cuMemAddressReserve(CUdeviceptr *p, size_t n, size_t a, CUdeviceptr addr, unsigned long long f)
+{
+    (void)a, (void)addr, (void)f;
+    void *m = mmap(NULL, n, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) return CUDA_ERROR_OUT_OF_MEMORY;
+    *p = (CUdeviceptr)(uintptr_t)m;
+    return OK;
+}
+CUresult cuMemAddressFree(CUdeviceptr p, size_t n) { munmap((void *)(uintptr_t)p, n); return OK; }
+CUresult cuMemMap(CUdeviceptr p, size_t n, size_t off, CUmemGenericAllocationHandle h, unsigned long long f)
+{
+    (void)f;
+    void *m = mmap((void *)(uintptr_t)p, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, (int)h, (off_t)off);
+    return m == MAP_FAILED ? CUDA_ERROR_INVALID_VALUE : OK;
+}
+CUresult cuMemUnmap(CUdeviceptr p, size_t n)
+{
+    mmap((void *)(uintptr_t)p, n, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+    return OK;
+}
+CUresult cuMemSetAccess(CUdeviceptr p, size_t n, const CUmemAccessDesc *d, size_t c) { (void)p, (void)n, (void)d, (void)c; return OK; }
+CUresult cuMemHostRegister(void *p, size_t n, unsigned f) { (void)p, (void)n, (void)f; return OK; }
+CUresult cuMemHostUnregister(void *p) { (void)p; return OK; }
+CUresult cuMemHostAlloc(void **p, size_t n, unsigned f) { (void)f; return posix_memalign(p, 4096, n) ? CUDA_ERROR_OUT_OF_MEMORY : OK; }
+CUresult cuMemFreeHost(void *p) { free(p); return OK; }
+/* Device memory: shared memfd mappings, so that IPC handles can name them. */
+CUresult cuMemAlloc(CUdeviceptr *p, size_t n)
+{
+    int fd = memfd_create("mockdev", 0);
+    if (fd < 0 || ftruncate(fd, (off_t)n) != 0) return CUDA_ERROR_OUT_OF_MEMORY;
+    void *m = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED) return CUDA_ERROR_OUT_OF_MEMORY;
+    pthread_mutex_lock(&mu);
+    for (int i = 0; i < 4096; i++) if (dal[i].p == NULL) { dal[i] = (dalloc_t){m, n, fd}; break; }
+    pthread_mutex_unlock(&mu);
+    *p = (CUdeviceptr)(uintptr_t)m;
+    return OK;
+}
+CUresult cuMemFree(CUdeviceptr p)
+{
+    pthread_mutex_lock(&mu);
+    for (int i = 0; i < 4096; i++) if (dal[i].p == (void *)(uintptr_t)p) { munmap(dal[i].p, dal[i].n); close(dal[i].fd); dal[i].p = NULL; break; }
+    pthread_mutex_unlock(&mu);
+    return OK;
+}
+CUresult cuMemGetInfo(size_t *f, size_t *t) { *f = *t = 80ull << 30; return OK; }
+CUresult cuIpcGetMemHandle(CUipcMemHandle *h, CUdeviceptr p)
+{
+    memset(h, 0, sizeof(*h));
+    for (int i = 0; i < 4096; i++) if (dal[i].p == (void *)(uintptr_t)p) {
+        long v[3] = {getpid(), dal[i].fd, (long)dal[i].n};
+        memcpy(h->reserved, v, sizeof(v));
+        return OK;
+    }
+    return CUDA_ERROR_INVALID_VALUE;
+}
+CUresult cuIpcOpenMemHandle(CUdeviceptr *p, CUipcMemHandle h, unsigned f)
+{
+    (void)f;
+    long v[3];
+    char path[64];
+    memcpy(v, h.reserved, sizeof(v));
+    snprintf(path, sizeof(path), "/proc/%ld/fd/%ld", v[0], v[1]);
+    int fd = open(path, O_RDWR);
+    if (fd < 0) return CUDA_ERROR_INVALID_HANDLE;
+    void *m = mmap(NULL, (size_t)v[2], PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (m == MAP_FAILED) return CUDA_ERROR_INVALID_HANDLE;
+    *p = (CUdeviceptr)(uintptr_t)m;
+    return OK;
+}
+CUresult cuIpcCloseMemHandle(CUdeviceptr p) { (void)p; return OK; }
+#define PTR(x) ((void *)(uintptr_t)(x))
+CUresult cuMemcpyHtoD(CUdeviceptr d, const void *s, size_t n) { memcpy(PTR(d), s, n); return OK; }
+CUresult cuMemcpyDtoH(void *d, CUdeviceptr s, size_t n) { memcpy(d, PTR(s), n); return OK; }
+CUresult cuMemcpyDtoD(CUdeviceptr d, CUdeviceptr s, size_t n) { memcpy(PTR(d), PTR(s), n); return OK; }
+CUresult cuMemcpyHtoDAsync(CUdeviceptr d, const void *s, size_t n, CUstream st) { (void)st; memcpy(PTR(d), s, n); return OK; }
+CUresult cuMemcpyDtoHAsync(void *d, CUdeviceptr s, size_t n, CUstream st) { (void)st; memcpy(d, PTR(s), n); return OK; }
+CUresult cuMemcpyDtoDAsync(CUdeviceptr d, CUdeviceptr s, size_t n, CUstream st) { (void)st; memcpy(PTR(d), PTR(s), n); return OK; }
+CUresult cuMemcpyPeerAsync(CUdeviceptr d, CUcontext dc, CUdeviceptr s, CUcontext sc, size_t n, CUstream st)
+{ (void)dc, (void)sc, (void)st; memcpy(PTR(d), PTR(s), n); return OK; }
+CUresult cuMemsetD8(CUdeviceptr d, unsigned char v, size_t n) { memset(PTR(d), v, n); return OK; }
+CUresult cuMemsetD32(CUdeviceptr d, unsigned v, size_t n) { unsigned *w = PTR(d); for (size_t i = 0; i < n; i++) w[i] = v; return OK; }
+CUresult cuStreamCreate(CUstream *s, unsigned f) { (void)f; *s = malloc(8); return OK; }
+CUresult cuStreamDestroy(CUstream s) { free(s); return OK; }
+CUresult cuStreamSynchronize(CUstream s) { (void)s; return OK; }
+CUresult cuStreamWaitEvent(CUstream s, CUevent e, unsigned f) { (void)s, (void)e, (void)f; return OK; }
+CUresult cuEventCreate(CUevent *e, unsigned f) { (void)f; *e = calloc(1, sizeof(double)); return OK; }
+CUresult cuEventRecord(CUevent e, CUstream s)
+{ (void)s; struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); *(double *)e = t.tv_sec * 1e3 + t.tv_nsec / 1e6; return OK; }
+CUresult cuEventSynchronize(CUevent e) { (void)e; return OK; }
+CUresult cuEventQuery(CUevent e) { (void)e; return OK; }
+CUresult cuEventElapsedTime(float *ms, CUevent a, CUevent b) { *ms = (float)(*(double *)b - *(double *)a); if (*ms <= 0) *ms = 1e-3f; return OK; }
+CUresult cuEventDestroy(CUevent e) { free(e); return OK; }

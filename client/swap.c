@@ -178,6 +178,9 @@ typedef struct tag {
     bool events;
     CUevent fork, done[MAX_STREAMS];
     uint32_t ndone;
+    CUevent *uev;   /* per unit: its copy is done (a released pause on one stream) */
+    uint32_t nuev;
+    bool tracked;   /* the step in flight recorded uev */
 } tag_t;
 
 struct pinpool__swap {
@@ -418,6 +421,13 @@ static int finish(pinpool_ctx_t *ctx, tag_t *t)
 
     if (t->state != PINPOOL_SWAP_PAUSING && t->state != PINPOOL_SWAP_RESUMING)
         return 0;
+    if (t->tracked) { /* give each allocation back as soon as its copy is done,
+                       * while the later copies run on */
+        for (uint32_t u = 0; u < t->nunits && r == CUDA_SUCCESS; u++)
+            if (t->units[u].vmm >= 0 && (r = ipc_cu.cuEventSynchronize(t->uev[u])) == CUDA_SUCCESS)
+                vmm_unmap(&t->vmm[t->units[u].vmm]);
+        t->tracked = false;
+    }
     for (uint32_t i = 0; i < t->ndone; i++) {
         r1 = ipc_cu.cuEventSynchronize(t->done[i]);
         if (r1 != CUDA_SUCCESS && r == CUDA_SUCCESS)
@@ -446,7 +456,7 @@ static int finish(pinpool_ctx_t *ctx, tag_t *t)
  * while the CPU maps the next ones.  On failure waits for what was enqueued
  * (and unmaps everything again when mapping). */
 static int enqueue(pinpool_ctx_t *ctx, struct pinpool__swap *sw, tag_t *t, CUstream st, bool d2h,
-                   bool map)
+                   bool map, bool track)
 {
     uint32_t ns = sw->streams, k = 0;
     CUstream *h = sw->helper[t->device];
@@ -463,6 +473,15 @@ static int enqueue(pinpool_ctx_t *ctx, struct pinpool__swap *sw, tag_t *t, CUstr
                 return cu_fail(ctx, r, "cuEventCreate", "swap events");
             }
         t->events = true;
+    }
+    track = track && ns == 1; /* with pieces over several streams, only the join tells */
+    if (track && t->nuev < t->nunits) {
+        CUevent *e = realloc(t->uev, t->nunits * sizeof(*e));
+        if (e == NULL)
+            return sfail(ctx, -ENOMEM, "out of memory");
+        t->uev = e;
+        for (; t->nuev < t->nunits; t->nuev++)
+            CU_OR(ctx, ipc_cu.cuEventCreate(&t->uev[t->nuev], CU_EVENT_DISABLE_TIMING), "swap events");
     }
     if (ns > 1) {
         for (uint32_t i = 0; i < ns; i++)
@@ -498,6 +517,8 @@ static int enqueue(pinpool_ctx_t *ctx, struct pinpool__swap *sw, tag_t *t, CUstr
             }
             off += n;
         }
+        if (track && un->vmm >= 0 && r == CUDA_SUCCESS)
+            r = ipc_cu.cuEventRecord(t->uev[u], st), call = "cuEventRecord";
     }
     if (r != CUDA_SUCCESS) {
         ipc_cu.cuCtxSynchronize();
@@ -722,9 +743,10 @@ int pinpool_swap_pause(pinpool_ctx_t *ctx, const char *tag, void *stream, uint32
     }
     rc = host_for_pause(ctx, t);
     if (rc == 0)
-        rc = enqueue(ctx, sw, t, (CUstream)stream, true, false);
+        rc = enqueue(ctx, sw, t, (CUstream)stream, true, false, (flags & PINPOOL_SWAP_RELEASE) != 0);
     if (rc != 0)
         goto out;
+    t->tracked = (flags & PINPOOL_SWAP_RELEASE) != 0 && sw->streams == 1;
     t->step_flags = flags;
     t->state = PINPOOL_SWAP_PAUSING;
 out:
@@ -755,7 +777,7 @@ int pinpool_swap_resume(pinpool_ctx_t *ctx, const char *tag, void *stream, uint3
     rc = host_for_resume(ctx, t);
     if (rc != 0)
         goto out;
-    rc = enqueue(ctx, sw, t, (CUstream)stream, false, t->released);
+    rc = enqueue(ctx, sw, t, (CUstream)stream, false, t->released, false);
     if (rc != 0)
         goto out; /* released: still so; else partial data on the device, the host copy
                    * intact: resume again */
@@ -792,6 +814,9 @@ static void free_tag(tag_t *t)
         for (uint32_t i = 0; i < MAX_STREAMS; i++)
             ipc_cu.cuEventDestroy(t->done[i]);
     }
+    for (uint32_t i = 0; i < t->nuev; i++)
+        ipc_cu.cuEventDestroy(t->uev[i]);
+    free(t->uev);
     free(t->vmm);
     free(t->units);
     free(t);

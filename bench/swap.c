@@ -93,7 +93,7 @@ static int nrows;
 static double lim_h2d = -1, lim_d2h = -1;
 static char devname[128] = "cpu-only";
 
-static void die(const char *fmt, ...)
+__attribute__((format(printf, 1, 2), noreturn)) static void die(const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);

@@ -3,7 +3,9 @@
 Pure Python over libpinpool.so (ctypes); the library is loaded on first use, so
 importing needs neither the library, numpy, torch, a GPU, nor a running daemon.
 
-    pinpool.Client(socket=None)                  alloc / free / free_all / info / ping
+    pinpool.Client(socket=None)                  alloc / free / free_all / info / ping,
+                                                 swap_alloc / swap_register / swap_pause /
+                                                 swap_resume / swap_wait / swap_drop / swap_info
     pinpool.ServerPinnedMemoryPool(dtype, pool_size=2, chunk_size_mb=1)
                                                  drop-in for lpllm's PinnedMemoryPool
 

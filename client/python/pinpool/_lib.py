@@ -160,6 +160,18 @@ class ArenaStats_t(ctypes.Structure):
                 ("fragmentation", ctypes.c_double), ("allocs", c_u64), ("frees", c_u64)]
 
 
+class SwapInfo_t(ctypes.Structure):
+    _fields_ = [("state", ctypes.c_int), ("device_id", c_i32), ("num_buffers", c_u32),
+                ("bytes", c_u64), ("device_bytes", c_u64), ("host_slice_id", c_u64),
+                ("released", c_i32)]
+
+
+SWAP_RELEASE = 0x1
+SWAP_KEEP_HOST = 0x2
+SWAP_FREE_HOST = 0x4
+SWAP_STATES = ("resident", "pausing", "paused", "resuming")
+
+
 # ---- loading --------------------------------------------------------------------------
 
 _lib = None
@@ -216,6 +228,14 @@ def _declare(L):
         "pinpool_arena_free": (ctypes.c_int, [vp, vp]),
         "pinpool_arena_stats": (ctypes.c_int, [vp, P(ArenaStats_t)]),
         "pinpool_arena_destroy": (None, [vp]),
+        "pinpool_swap_alloc": (ctypes.c_int, [vp, ctypes.c_char_p, c_i32, c_u64, P(c_u64)]),
+        "pinpool_swap_register": (ctypes.c_int, [vp, ctypes.c_char_p, c_i32, c_u64, c_u64]),
+        "pinpool_swap_pause": (ctypes.c_int, [vp, ctypes.c_char_p, vp, c_u32]),
+        "pinpool_swap_resume": (ctypes.c_int, [vp, ctypes.c_char_p, vp, c_u32]),
+        "pinpool_swap_wait": (ctypes.c_int, [vp, ctypes.c_char_p]),
+        "pinpool_swap_drop": (ctypes.c_int, [vp, ctypes.c_char_p, c_u32]),
+        "pinpool_swap_info": (ctypes.c_int, [vp, ctypes.c_char_p, P(SwapInfo_t)]),
+        "pinpool_swap_config": (ctypes.c_int, [vp, c_u32, c_u64]),
     }
     for name, (res, args) in sig.items():
         f = getattr(L, name)

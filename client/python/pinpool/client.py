@@ -260,6 +260,63 @@ class Client:
                 pass
         return n
 
+    # -- swap (pinpool_swap_*: pause/resume the GPU memory of a model) --
+    # stream: a CUstream as an int (torch: torch.cuda.current_stream().cuda_stream) or
+    # None (the default stream).  Every call raises PinpoolError (code ECUDA) without
+    # CUDA in this process or with a CPU-only daemon.
+    def _swap(self, fn, tag, *args):
+        if not isinstance(tag, str):
+            raise TypeError("a swap tag is a str")
+        rc = fn(self._handle(), tag.encode(), *args)
+        if rc != 0:
+            raise self._fail(rc)
+
+    def swap_alloc(self, tag, size, device=0):
+        """Device memory (CUDA VMM) under tag; returns its address (an int, a CUdeviceptr),
+        stable across pause/resume."""
+        out = _lib.c_u64()
+        self._swap(self._L.pinpool_swap_alloc, tag, device, size, ctypes.byref(out))
+        return out.value
+
+    def swap_register(self, tag, ptr, size, device=0):
+        """Add a device buffer you own (e.g. tensor.data_ptr(), tensor.nbytes) to tag:
+        copied by pause/resume, never freed."""
+        self._swap(self._L.pinpool_swap_register, tag, device, ptr, size)
+
+    def swap_pause(self, tag, stream=None, release=True):
+        """Queue the copy of tag's buffers into its host copy on stream; with release,
+        their GPU memory is given back at swap_wait."""
+        self._swap(self._L.pinpool_swap_pause, tag, stream, _lib.SWAP_RELEASE if release else 0)
+
+    def swap_resume(self, tag, stream=None, keep_host=False):
+        """Map GPU memory again and queue the copy back on stream (also of a copy
+        another process paused under tag)."""
+        self._swap(self._L.pinpool_swap_resume, tag, stream,
+                   _lib.SWAP_KEEP_HOST if keep_host else 0)
+
+    def swap_wait(self, tag):
+        """Block until tag's pause or resume is done and finish it."""
+        self._swap(self._L.pinpool_swap_wait, tag)
+
+    def swap_drop(self, tag, free_host=False):
+        """Forget tag (frees its swap_alloc memory); free_host also frees the kept copy."""
+        self._swap(self._L.pinpool_swap_drop, tag, _lib.SWAP_FREE_HOST if free_host else 0)
+
+    def swap_info(self, tag):
+        """The tag's state as a dict."""
+        out = _lib.SwapInfo_t()
+        self._swap(self._L.pinpool_swap_info, tag, ctypes.byref(out))
+        return {"state": _lib.SWAP_STATES[out.state], "device_id": out.device_id,
+                "num_buffers": out.num_buffers, "bytes": out.bytes,
+                "device_bytes": out.device_bytes, "host_slice_id": out.host_slice_id,
+                "released": bool(out.released)}
+
+    def swap_config(self, streams=1, chunk_bytes=0):
+        """Copy over streams helper streams in pieces of chunk_bytes (0: whole buffers)."""
+        rc = self._L.pinpool_swap_config(self._handle(), streams, chunk_bytes)
+        if rc != 0:
+            raise self._fail(rc)
+
     def ping(self):
         rc = self._L.pinpool_ping(self._handle())
         if rc != 0:

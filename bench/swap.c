@@ -9,7 +9,8 @@
  * --size (whole layers; dimensions shrink only when one layer does not fit),
  * are swapped out and in by each strategy in the same run:
  *   1  pinpool_swap_pause/resume (RELEASE the device memory, keep the host copy;
- *      per --streams value), and with the host copy freed on resume
+ *      per --streams value); with the device memory kept (as the baselines);
+ *      with the host copy freed on resume (each pause allocates and maps it)
  *   2  per pause cuMemHostAlloc per buffer + cuMemcpyDtoH, cuMemcpyHtoD +
  *      cuMemFreeHost on resume (torch_memory_saver's CPU backup)
  *   3  pageable malloc + cuMemcpy
@@ -378,12 +379,12 @@ static void put_buffers(model_t *m, bool *swap_api, char *why, size_t whylen)
 
 /* ---- strategy 1: pinpool ------------------------------------------------------------------ */
 
-static void run_pinpool(model_t *ms, int k, uint32_t streams, bool keep_host)
+static void run_pinpool(model_t *ms, int k, uint32_t streams, bool keep_host, bool release)
 {
 #ifdef PINPOOL_HAVE_CUDA
     char name[96];
-    snprintf(name, sizeof(name), "pinpool pause/resume, %u stream%s%s", streams, streams > 1 ? "s" : "",
-             keep_host ? "" : ", host copy freed on resume");
+    snprintf(name, sizeof(name), "pinpool pause/resume, %u stream%s%s%s", streams, streams > 1 ? "s" : "",
+             keep_host ? "" : ", host copy freed on resume", release ? "" : ", device memory kept");
     row_t *r = new_row("1", name);
     int n = opt.reps * k, c = 0;
     double *out = calloc((size_t)n, sizeof(double)), *in = calloc((size_t)n, sizeof(double)),
@@ -397,11 +398,13 @@ static void run_pinpool(model_t *ms, int k, uint32_t streams, bool keep_host)
     for (int rep = -1; rep < opt.reps; rep++) /* rep -1: warm-up (allocates the host copies) */
         for (int m = 0; m < k; m++) {
             double t0 = now_s();
-            if (pinpool_swap_pause(ctx, ms[m].tag, stream, PINPOOL_SWAP_RELEASE) != 0 ||
+            if (pinpool_swap_pause(ctx, ms[m].tag, stream, release ? PINPOOL_SWAP_RELEASE : 0) != 0 ||
                 pinpool_swap_wait(ctx, ms[m].tag) != 0)
                 die("pause %s: %s", ms[m].tag, pinpool_errmsg(ctx));
             double t1 = now_s();
             sample_pool(r);
+            if (!release)
+                clobber(&ms[m]); /* as the baselines: the bytes must come back */
             double t2 = now_s();
             if (pinpool_swap_resume(ctx, ms[m].tag, stream, rflags) != 0)
                 die("resume %s: %s", ms[m].tag, pinpool_errmsg(ctx));
@@ -425,7 +428,7 @@ static void run_pinpool(model_t *ms, int k, uint32_t streams, bool keep_host)
     r->cycles = c;
     free(out), free(in), free(call);
 #else
-    (void)ms, (void)k, (void)streams, (void)keep_host;
+    (void)ms, (void)k, (void)streams, (void)keep_host, (void)release;
 #endif
 }
 
@@ -997,8 +1000,9 @@ int main(int argc, char **argv)
         run_limit();
     if (swap_api) {
         for (int i = 0; i < opt.nstreams; i++)
-            run_pinpool(ms, k, (uint32_t)opt.streams[i], true);
-        run_pinpool(ms, k, 1, false);
+            run_pinpool(ms, k, (uint32_t)opt.streams[i], true, true);
+        run_pinpool(ms, k, 1, true, false);
+        run_pinpool(ms, k, 1, false, true);
     } else {
         row_t *r = new_row("1", "pinpool pause/resume");
         snprintf(r->status, sizeof(r->status), "skipped: %s%.170s", gpu ? "" : "no GPU: ", why);

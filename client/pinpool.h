@@ -425,8 +425,9 @@ PINPOOL_EXPORT void pinpool_arena_destroy(pinpool_arena_t *arena);
  * freed: pinpool does not own them.
  *
  * The host copy is a slice kept by the daemon under the key "swap:TAG" (the
- * tag is at most PINPOOL_SWAP_TAG_MAX printable ASCII characters), so it
- * survives this process: another process that registers the same buffers
+ * tag is at most PINPOOL_SWAP_TAG_MAX printable ASCII characters), or with
+ * PINPOOL_SWAP_SPILLABLE a released object under that key; either survives
+ * this process: another process that registers the same buffers
  * (same sizes, same order) under the same tag and calls pinpool_swap_resume
  * gets the bytes back.  Large buffers are copied in pieces over several
  * streams when pinpool_swap_config (or $PINPOOL_SWAP_STREAMS and
@@ -447,6 +448,10 @@ PINPOOL_EXPORT void pinpool_arena_destroy(pinpool_arena_t *arena);
 /* flags of pinpool_swap_pause */
 #define PINPOOL_SWAP_RELEASE 0x1u   /* give the GPU memory of pinpool_swap_alloc buffers back
                                      * (at pinpool_swap_wait, once the copies are done) */
+#define PINPOOL_SWAP_SPILLABLE 0x8u /* the host copy is a plain slice released under the key
+                                     * at pinpool_swap_wait (pinpool_release): the daemon may
+                                     * spill it to its tier; resume acquires it (restored from
+                                     * the tier if spilled), mapping it again */
 /* flags of pinpool_swap_resume */
 #define PINPOOL_SWAP_KEEP_HOST 0x2u /* keep the host copy mapped after the resume: the next
                                      * pause reuses it with no RPC and no mapping (the pool
@@ -488,7 +493,9 @@ PINPOOL_EXPORT int pinpool_swap_register(pinpool_ctx_t *ctx, const char *tag, in
 /*
  * Enqueue the copy of every buffer of tag into its host copy (allocated on the
  * first pause: a slice kept as "swap:TAG") on stream (a CUstream; NULL: the
- * default stream).  flags: PINPOOL_SWAP_RELEASE.  0, or an error and the tag
+ * default stream).  flags: PINPOOL_SWAP_RELEASE, PINPOOL_SWAP_SPILLABLE.  (A
+ * failed release at pinpool_swap_wait leaves the tag paused with the copy
+ * mapped here.)  0, or an error and the tag
  * unchanged: PINPOOL_EINVAL (unknown tag, already paused), PINPOOL_EEXIST
  * (another process keeps a copy under the key: resume or drop it first),
  * PINPOOL_ENOSPC, PINPOOL_ECUDA.
@@ -498,8 +505,8 @@ PINPOOL_EXPORT int pinpool_swap_pause(pinpool_ctx_t *ctx, const char *tag, void 
 /*
  * Map device memory again where it was released and enqueue the copy back on
  * stream.  The tag must be paused, or resident with no host copy in this
- * process (a copy another process paused: it is attached, and must be exactly
- * as large as the tag's buffers).  flags: PINPOOL_SWAP_KEEP_HOST.  0, or
+ * process (a copy another process paused: it is acquired or attached, and
+ * must be exactly as large as the tag's buffers).  flags: PINPOOL_SWAP_KEEP_HOST.  0, or
  * PINPOOL_EINVAL (not paused, sizes differ), PINPOOL_ENOKEY (nothing kept under
  * the key), PINPOOL_ECUDA (out of GPU memory: the tag stays paused).
  */

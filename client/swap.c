@@ -12,12 +12,12 @@
  * Locking: sw->lock serialises every call on the context's tags, including a
  * wait; it is taken before the context's own locks (pinpool_alloc & co.).
  *
- * Where the host copy lives is decided in four functions only (host_*),
- * so that moving from a kept slice (PINPOOL_ALLOC_KEEP + pinpool_attach) to
- * the daemon's release/acquire with spilling to a tier is a change there:
- * host_for_pause -> acquire-or-alloc, host_after_pause -> release(key),
- * host_for_resume -> acquire(key) (the daemon restores a spilled copy),
- * host_after_resume / host_free_key -> free.
+ * Where the host copy lives is decided in the host_* functions only: a slice
+ * kept under the key (PINPOOL_ALLOC_KEEP, found again by pinpool_attach; it
+ * stays mapped here between steps, so a pause costs no RPC), or, with
+ * PINPOOL_SWAP_SPILLABLE, a plain slice released under the key after the
+ * pause (pinpool_release: the daemon may spill it to its tier) and acquired
+ * again by the resume (pinpool_acquire restores it from the tier).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -174,6 +174,7 @@ typedef struct tag {
     uint32_t nunits, capunits;
     uint64_t host_bytes; /* layout of the host copy, valid while units do not change */
     bool have_host;
+    bool host_kept; /* the slice was made with PINPOOL_ALLOC_KEEP (not releasable) */
     pinpool_slice_t host;
     bool events;
     CUevent fork, done[MAX_STREAMS];
@@ -325,15 +326,23 @@ static int grow(void **arr, uint32_t *cap, uint32_t n, size_t elem)
 /* ---- the host copy (see the file comment) ------------------------------------------ */
 
 /* A host copy of t->host_bytes for a pause: the one this process holds, or a
- * new slice kept under t->key. */
-static int host_for_pause(pinpool_ctx_t *ctx, tag_t *t)
+ * new slice, kept under t->key or (spillable) plain, to be released under it. */
+static int host_for_pause(pinpool_ctx_t *ctx, tag_t *t, bool spillable)
 {
     pinpool_alloc_opts_t o = {.device_id = PINPOOL_HOST, .tag = t->key,
-                              .flags = PINPOOL_ALLOC_KEEP | PINPOOL_ALLOC_GPU_ONLY};
+                              .flags = PINPOOL_ALLOC_GPU_ONLY | (spillable ? 0 : PINPOOL_ALLOC_KEEP)};
     int rc;
 
-    if (t->have_host)
+    if (t->have_host && t->host_kept == !spillable)
         return 0;
+    if (spillable && pinpool_exists(ctx, t->key) == 1)
+        return sfail(ctx, PINPOOL_EEXIST, "a released copy is already under '%s' (another "
+                     "process paused tag '%s' spillable): resume it, or drop it with "
+                     "PINPOOL_SWAP_FREE_HOST", t->key, t->name);
+    if (t->have_host) { /* the other kind: a kept slice cannot be released */
+        pinpool_free(ctx, t->host.id, NULL);
+        t->have_host = false;
+    }
     rc = pinpool_alloc(ctx, t->host_bytes, &o, &t->host);
     if (rc == PINPOOL_EEXIST)
         return sfail(ctx, rc, "a host copy is already kept under '%s' (another process paused "
@@ -341,14 +350,24 @@ static int host_for_pause(pinpool_ctx_t *ctx, tag_t *t)
     if (rc != 0)
         return rc; /* pinpool_alloc's message */
     t->have_host = true;
+    t->host_kept = !spillable;
     return 0;
 }
 
-/* After a pause's copies completed.  Today the slice stays kept and mapped;
- * with release/acquire this is where the slice would be released under the key. */
-static void host_after_pause(pinpool_ctx_t *ctx, tag_t *t)
+/* After a pause's copies completed: a kept slice stays mapped here; a
+ * spillable one is released under the key (the daemon may spill it).  On
+ * failure the copy stays mapped here, whole. */
+static int host_after_pause(pinpool_ctx_t *ctx, tag_t *t, bool spillable)
 {
-    (void)ctx, (void)t;
+    int rc;
+
+    if (!spillable || !t->have_host)
+        return 0;
+    rc = pinpool_release(ctx, t->host.id, t->key, 0);
+    if (rc != 0)
+        return rc;
+    t->have_host = false;
+    return 0;
 }
 
 /* The host copy for a resume: the one this process holds, or the one kept
@@ -359,15 +378,24 @@ static int host_for_resume(pinpool_ctx_t *ctx, tag_t *t)
 
     if (t->have_host)
         return 0;
-    rc = pinpool_attach(ctx, t->key, PINPOOL_ALLOC_GPU_ONLY, &t->host);
+    /* A released copy first (restored from the tier if it was spilled), else a kept one. */
+    rc = pinpool_acquire(ctx, t->key, PINPOOL_ALLOC_GPU_ONLY, &t->host);
+    t->host_kept = false;
+    if (rc == PINPOOL_ENOKEY || rc == PINPOOL_ENOENT) {
+        rc = pinpool_attach(ctx, t->key, PINPOOL_ALLOC_GPU_ONLY, &t->host);
+        t->host_kept = true;
+    }
     if (rc == PINPOOL_ENOENT || rc == PINPOOL_ENOKEY)
-        return sfail(ctx, PINPOOL_ENOKEY, "tag '%s' is not paused: nothing is kept under '%s'",
-                     t->name, t->key);
+        return sfail(ctx, PINPOOL_ENOKEY, "tag '%s' is not paused: nothing is kept or released "
+                     "under '%s'", t->name, t->key);
     if (rc != 0)
         return rc;
     if (t->host.size != t->host_bytes) {
         uint64_t got = t->host.size;
-        pinpool_detach(ctx, t->host.id);
+        if (t->host_kept)
+            pinpool_detach(ctx, t->host.id);
+        else /* give it back as it was */
+            pinpool_release(ctx, t->host.id, t->key, 0);
         return sfail(ctx, PINPOOL_EINVAL, "the copy kept under '%s' holds %" PRIu64 " bytes but "
                      "the %" PRIu32 " buffers of tag '%s' need %" PRIu64 ": register the same "
                      "buffers in the same order as the process that paused it", t->key, got,
@@ -386,14 +414,15 @@ static void host_after_resume(pinpool_ctx_t *ctx, tag_t *t, bool keep)
     t->have_host = false;
 }
 
-/* Free the copy in the daemon, whoever made it. */
+/* Free the copy in the daemon, whoever made it, kept or released. */
 static void host_free_key(pinpool_ctx_t *ctx, tag_t *t)
 {
-    if (!t->have_host && pinpool_attach(ctx, t->key, PINPOOL_ALLOC_GPU_ONLY, &t->host) == 0)
-        t->have_host = true;
     if (t->have_host)
         pinpool_free(ctx, t->host.id, NULL);
     t->have_host = false;
+    if (pinpool_attach(ctx, t->key, PINPOOL_ALLOC_GPU_ONLY, &t->host) == 0)
+        pinpool_free(ctx, t->host.id, NULL);
+    pinpool_remove(ctx, t->key); /* PINPOOL_ENOKEY when there is none */
 }
 
 /* ---- steps --------------------------------------------------------------------------- */
@@ -441,8 +470,8 @@ static int finish(pinpool_ctx_t *ctx, tag_t *t)
                 vmm_unmap(&t->vmm[i]);
             t->released = true;
         }
-        host_after_pause(ctx, t);
-        t->state = PINPOOL_SWAP_PAUSED;
+        t->state = PINPOOL_SWAP_PAUSED; /* the bytes are safe in the host copy */
+        return host_after_pause(ctx, t, (t->step_flags & PINPOOL_SWAP_SPILLABLE) != 0);
     } else {
         host_after_resume(ctx, t, (t->step_flags & PINPOOL_SWAP_KEEP_HOST) != 0);
         t->state = PINPOOL_SWAP_RESIDENT;
@@ -730,8 +759,9 @@ int pinpool_swap_pause(pinpool_ctx_t *ctx, const char *tag, void *stream, uint32
     rc = begin(ctx, tag, &sw, &t, true);
     if (rc != 0)
         return rc;
-    if ((flags & ~PINPOOL_SWAP_RELEASE) != 0) {
-        rc = sfail(ctx, PINPOOL_EINVAL, "pause flags: PINPOOL_SWAP_RELEASE only (got 0x%x)", flags);
+    if ((flags & ~(PINPOOL_SWAP_RELEASE | PINPOOL_SWAP_SPILLABLE)) != 0) {
+        rc = sfail(ctx, PINPOOL_EINVAL, "pause flags: PINPOOL_SWAP_RELEASE, PINPOOL_SWAP_SPILLABLE "
+                   "(got 0x%x)", flags);
         goto out;
     }
     rc = finish(ctx, t);
@@ -741,7 +771,7 @@ int pinpool_swap_pause(pinpool_ctx_t *ctx, const char *tag, void *stream, uint32
         rc = sfail(ctx, PINPOOL_EINVAL, "tag '%s' is already paused", tag);
         goto out;
     }
-    rc = host_for_pause(ctx, t);
+    rc = host_for_pause(ctx, t, (flags & PINPOOL_SWAP_SPILLABLE) != 0);
     if (rc == 0)
         rc = enqueue(ctx, sw, t, (CUstream)stream, true, false, (flags & PINPOOL_SWAP_RELEASE) != 0);
     if (rc != 0)

@@ -122,7 +122,7 @@ Test(swap, bench_cpu_only_smoke, .timeout = 60)
 {
     const char *build = getenv("PINPOOL_BUILD");
     char bin[512], json[256], cmd[2048], line[1024], out[256];
-    int saw_skip = 0, saw_ok = 0, saw_na = 0;
+    int saw_skip = 0, saw_ok = 0;
 
     snprintf(bin, sizeof(bin), "%s/bench/swap", build != NULL ? build : "build");
     cr_assert_eq(access(bin, X_OK), 0, "%s is not built (make test builds it)", bin);
@@ -137,13 +137,11 @@ Test(swap, bench_cpu_only_smoke, .timeout = 60)
         fprintf(stderr, "  | %s", line);
         saw_skip += strstr(line, "skipped: no GPU") != NULL;
         saw_ok += strstr(line, " yes  ok") != NULL;
-        saw_na += strstr(line, "n/a until issue 5 lands") != NULL;
     }
     fclose(f);
     cr_assert_eq(rc, 0, "bench/swap exited with %d", rc);
-    cr_expect_geq(saw_skip, 3, "the CUDA strategies (1, 2, 6) must say 'skipped: no GPU'");
+    cr_expect_geq(saw_skip, 4, "the CUDA strategies (1, 2, 5, 6) must say 'skipped: no GPU'");
     cr_expect_geq(saw_ok, 4, "strategies 3 and 4 (three reads) must run and verify their bytes");
-    cr_expect_eq(saw_na, 1, "strategy 5 must be marked n/a");
     f = fopen(json, "r");
     cr_assert_not_null(f, "no JSON at %s", json);
     size_t n = fread(cmd, 1, sizeof(cmd) - 1, f);
@@ -283,6 +281,19 @@ Test(swap_mock, api_states_and_errors)
     cr_expect_eq(info.host_slice_id, 0, "without KEEP_HOST the copy is freed at wait");
     cr_expect_eq(test_daemon_used(&d), 0);
 
+    /* spillable: the copy is released under the key at wait, acquired again by resume */
+    cr_assert_eq(pinpool_swap_pause(ctx, "t", NULL, PINPOOL_SWAP_RELEASE | PINPOOL_SWAP_SPILLABLE), 0,
+                 "%s", pinpool_errmsg(ctx));
+    cr_assert_eq(pinpool_swap_wait(ctx, "t"), 0, "%s", pinpool_errmsg(ctx));
+    cr_assert_eq(pinpool_swap_info(ctx, "t", &info), 0);
+    cr_expect(info.state == PINPOOL_SWAP_PAUSED && info.host_slice_id == 0 && info.released);
+    cr_expect_eq(pinpool_exists(ctx, "swap:t"), 1, "the copy is a released object");
+    cr_assert_eq(pinpool_swap_resume(ctx, "t", NULL, 0), 0, "%s", pinpool_errmsg(ctx));
+    cr_assert_eq(pinpool_swap_wait(ctx, "t"), 0, "%s", pinpool_errmsg(ctx));
+    cr_expect(pa[0] == 0xab && pa[999] == 0xab && pc[(3u << 20) - 1] == 0xcd, "bytes back after acquire");
+    cr_expect_eq(pinpool_exists(ctx, "swap:t"), 0, "acquired: the object left the table");
+    cr_expect_eq(test_daemon_used(&d), 0);
+
     cr_assert_eq(pinpool_swap_pause(ctx, "t", NULL, PINPOOL_SWAP_RELEASE), 0);
     cr_assert_eq(pinpool_swap_drop(ctx, "t", PINPOOL_SWAP_FREE_HOST), 0, "%s", pinpool_errmsg(ctx));
     EXPECT_ERR(pinpool_swap_info(ctx, "t", &info), PINPOOL_EINVAL, "no swap tag");
@@ -303,6 +314,6 @@ Test(swap_mock, bench_smoke)
     snprintf(cmd, sizeof(cmd), "%s/bench/swap --socket %s --size 8MiB --models 2 --reps 1 --streams 1,2 "
              "--chunk 1MiB --dir %s 2>&1 | grep -c ' yes  ok'", build != NULL ? build : "build", d.socket, d.dir);
     cr_expect_eq(run_cmd(cmd, out, sizeof(out)), 0);
-    cr_expect_eq(atoi(out), 10, "every strategy but 5 runs and verifies its bytes (%s rows)", out);
+    cr_expect_eq(atoi(out), 11, "every strategy runs and verifies its bytes (%s rows)", out);
     stop();
 }

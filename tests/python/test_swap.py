@@ -44,6 +44,12 @@ CHILD = textwrap.dedent("""
     c.swap_wait("py")
     assert c.swap_info("py")["state"] == "resident"
     assert ctypes.string_at(a, 16) == b"\\x5a" * 16 and ctypes.string_at(a + (3 << 20) - 1, 1) == b"\\x5a"
+    c.swap_pause("py", spillable=True)         # the copy goes to the daemon as a released object
+    c.swap_wait("py")
+    assert c.swap_info("py")["host_slice_id"] == 0 and c.exists("swap:py")
+    c.swap_resume("py")
+    c.swap_wait("py")
+    assert ctypes.string_at(a, 16) == b"\\x5a" * 16
     c.swap_drop("py", free_host=True)
     assert c.info()["used_bytes"] == 0
     c.close()

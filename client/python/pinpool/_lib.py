@@ -169,6 +169,7 @@ class SwapInfo_t(ctypes.Structure):
 SWAP_RELEASE = 0x1
 SWAP_KEEP_HOST = 0x2
 SWAP_FREE_HOST = 0x4
+SWAP_SPILLABLE = 0x8
 SWAP_STATES = ("resident", "pausing", "paused", "resuming")
 
 

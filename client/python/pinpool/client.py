@@ -283,10 +283,12 @@ class Client:
         copied by pause/resume, never freed."""
         self._swap(self._L.pinpool_swap_register, tag, device, ptr, size)
 
-    def swap_pause(self, tag, stream=None, release=True):
+    def swap_pause(self, tag, stream=None, release=True, spillable=False):
         """Queue the copy of tag's buffers into its host copy on stream; with release,
-        their GPU memory is given back at swap_wait."""
-        self._swap(self._L.pinpool_swap_pause, tag, stream, _lib.SWAP_RELEASE if release else 0)
+        their GPU memory is given back at swap_wait; with spillable, the host copy is
+        released to the daemon, which may spill it to its tier."""
+        self._swap(self._L.pinpool_swap_pause, tag, stream,
+                   (_lib.SWAP_RELEASE if release else 0) | (_lib.SWAP_SPILLABLE if spillable else 0))
 
     def swap_resume(self, tag, stream=None, keep_host=False):
         """Map GPU memory again and queue the copy back on stream (also of a copy

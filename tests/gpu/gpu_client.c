@@ -11,8 +11,9 @@
  *   gpu_client SOCKET fanout METHOD BYTES GPUS [SEED]        host slice -> device slices on
  *                      GPUS (e.g. 0,1) with pinpool_fanout (auto|direct|nccl|pipelined),
  *                      then check every GPU byte for byte and free
- *   gpu_client SOCKET swap-pause  TAG BYTES SEED   swap buffers (BYTES is the large one): fill,
- *                                 pause (release), resume here, check, pause again, exit
+ *   gpu_client SOCKET swap-pause  TAG BYTES SEED [spillable]   swap buffers (BYTES is the large
+ *                                 one): fill, pause (release), resume here, check, pause again
+ *                                 (spillable: the copy released to the daemon), exit
  *   gpu_client SOCKET swap-resume TAG BYTES SEED   the same buffers made anew: resume the copy the
  *                                 other process left (4 streams, 1 MiB pieces), check, drop it
  *   gpu_client SOCKET swap-none   TAG              resume of a tag nobody paused: PINPOOL_ENOKEY
@@ -174,7 +175,8 @@ static uint64_t swap_check(const uint64_t *d, uint64_t bytes, uint64_t seed)
     return bad;
 }
 
-static int swap_cmd(const char *socket, const char *cmd, const char *tag, uint64_t bytes, uint64_t seed)
+static int swap_cmd(const char *socket, const char *cmd, const char *tag, uint64_t bytes, uint64_t seed,
+                    bool spillable)
 {
     pinpool_ctx_t *ctx = connect_or_die(socket);
     uint64_t d[SWAP_NBUF];
@@ -219,11 +221,16 @@ static int swap_cmd(const char *socket, const char *cmd, const char *tag, uint64
         bad = swap_check(d, bytes, seed); /* same addresses, fresh device memory */
         if (bad != 0)
             FAIL("%" PRIu64 " words differ after pause/resume in one process", bad);
-        if (pinpool_swap_pause(ctx, tag, st, PINPOOL_SWAP_RELEASE) != 0 || pinpool_swap_wait(ctx, tag) != 0)
+        uint32_t last = PINPOOL_SWAP_RELEASE | (spillable ? PINPOOL_SWAP_SPILLABLE : 0);
+        if (pinpool_swap_pause(ctx, tag, st, last) != 0 || pinpool_swap_wait(ctx, tag) != 0)
             FAIL("pause again: %s", pinpool_errmsg(ctx));
-        printf("ok paused tag %s: %" PRIu64 " bytes in %d buffers, round trip in-process intact\n", tag,
-               info.bytes, SWAP_NBUF);
-        pinpool_close(ctx); /* exits with the copy kept in the daemon */
+        char key[64];
+        snprintf(key, sizeof(key), PINPOOL_SWAP_KEY_PREFIX "%s", tag);
+        if (spillable && pinpool_exists(ctx, key) != 1)
+            FAIL("the spillable copy is not a released object under %s", key);
+        printf("ok paused tag %s: %" PRIu64 " bytes in %d buffers, round trip in-process intact%s\n", tag,
+               info.bytes, SWAP_NBUF, spillable ? ", copy released to the daemon" : "");
+        pinpool_close(ctx); /* exits with the copy kept (or released) in the daemon */
         ipc_cu.cuMemFree(d[SWAP_NBUF - 1]);
         ipc_cu.cuStreamDestroy(st);
         return 0;
@@ -303,7 +310,8 @@ int main(int argc, char **argv)
     }
     if (strncmp(cmd, "swap-", 5) == 0 && argc >= 4)
         return swap_cmd(socket, cmd, argv[3], argc > 4 ? strtoull(argv[4], NULL, 0) : 0,
-                        argc > 5 ? strtoull(argv[5], NULL, 0) : 0);
+                        argc > 5 ? strtoull(argv[5], NULL, 0) : 0,
+                        argc > 6 && strcmp(argv[6], "spillable") == 0);
     bool host = strncmp(cmd, "host-", 5) == 0, dev = strncmp(cmd, "dev-", 4) == 0;
     if ((!host && !dev) || argc < (host ? 6 : 7))
         FAIL("unknown command or missing arguments: %s", cmd);

@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "cudaload.h"
+#include "benchutil.h"
 #include "pinpool.h"
 
 #define GiB (1024.0 * 1024 * 1024)
@@ -43,19 +44,6 @@ static void die(const char *what, const char *msg)
         if (r_ != CUDA_SUCCESS)                                                                \
             die("CUDA", ipc_cuda_strerror(r_, #call, b_, sizeof(b_)));                         \
     } while (0)
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 static void fill(uint64_t *p, uint64_t bytes)
 {

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "internal.h"
+#include "benchutil.h"
 #include "pinpool.h"
 #include "pinpool.pb-c.h"
 
@@ -25,12 +26,6 @@ static double now_us(void)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec * 1e6 + (double)t.tv_nsec / 1e3;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
 }
 
 typedef struct series {

@@ -45,6 +45,7 @@
 #include <unistd.h>
 
 #include "cudaload.h"
+#include "benchutil.h"
 #include "pinpool.h"
 
 #define MiB (1024ull * 1024)
@@ -105,19 +106,6 @@ __attribute__((format(printf, 1, 2), noreturn)) static void die(const char *fmt,
     fprintf(stderr, "\n");
     va_end(ap);
     exit(1);
-}
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
 }
 
 static double median(double *v, int n)

@@ -131,6 +131,7 @@ $(BUILD)/.deps-ok: Makefile
 $(BUILD)/.mooncake-ok: $(BUILD)/.deps-ok
 	$(Q)$(PYTHON) -c 'import mooncake.store' 2>/dev/null || { \
 	  echo "pinpool: installing $(MOONCAKE_PIP) with pip"; \
+	  PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
 	  $(PYTHON) -m pip install -q --root-user-action=ignore $(MOONCAKE_PIP) || exit 1; }
 	$(Q)$(PYTHON) -c 'import mooncake.store' && touch $@
 

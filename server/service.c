@@ -80,6 +80,22 @@ static int build_slice_reply(srv_t *srv, const srv_slice_t *s, rpc_reply_t *repl
     return 0;
 }
 
+/* The reply for a slice the caller now owns; if it cannot be built, the slice
+ * goes back rather than stay allocated to a caller who never heard of it. */
+static int reply_or_free(srv_t *srv, const char *client_id, const srv_slice_t *s,
+                         rpc_reply_t *reply)
+{
+    int rc = build_slice_reply(srv, s, reply);
+
+    if (rc != 0) {
+        uint64_t freed;
+        uint32_t n;
+        char ignored[64];
+        srv_free(srv, client_id, s->info.id, &freed, &n, ignored, sizeof(ignored));
+    }
+    return rc;
+}
+
 static int handle_alloc(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
 {
     const Pinpool__V1__AllocatePoolMemoryRequest *req = (const void *)m;
@@ -94,14 +110,7 @@ static int handle_alloc(void *app, const ProtobufCMessage *m, rpc_reply_t *reply
                    req->keep, &s, reply->text, sizeof(reply->text));
     if (rc != 0)
         return rc;
-    rc = build_slice_reply(srv, &s, reply);
-    if (rc != 0) {
-        uint64_t freed;
-        uint32_t n;
-        char ignored[64];
-        srv_free(srv, req->client_id, s.info.id, &freed, &n, ignored, sizeof(ignored));
-    }
-    return rc;
+    return reply_or_free(srv, req->client_id, &s, reply);
 }
 
 static int handle_attach(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
@@ -403,14 +412,7 @@ static int handle_acquire(void *app, const ProtobufCMessage *m, rpc_reply_t *rep
     rc = srv_acquire(app, req->client_id, req->key, &s, reply->text, sizeof(reply->text));
     if (rc != 0)
         return rc;
-    rc = build_slice_reply(app, &s, reply);
-    if (rc != 0) {
-        uint64_t freed;
-        uint32_t n;
-        char ignored[64];
-        srv_free(app, req->client_id, s.info.id, &freed, &n, ignored, sizeof(ignored));
-    }
-    return rc;
+    return reply_or_free(app, req->client_id, &s, reply);
 }
 
 static int handle_put(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)

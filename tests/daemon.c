@@ -17,6 +17,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <criterion/criterion.h>
+#include <inttypes.h>
+
 #include "internal.h"
 #include "pinpool.h"
 
@@ -206,4 +209,22 @@ void test_daemon_dump_log(const test_daemon_t *d)
     while (fgets(line, sizeof(line), f) != NULL)
         fprintf(stderr, "  | %s", line);
     fclose(f);
+}
+
+void test_daemon_finish(test_daemon_t *d)
+{
+    if (d->pid <= 0)
+        return;
+    uint64_t used = test_daemon_used(d);
+    int rc = test_daemon_stop(d);
+    cr_expect_eq(used, 0, "the pool still has %" PRIu64 " bytes in use at the end", used);
+    cr_expect_eq(rc, 0, "the daemon exited with %d on SIGTERM", rc);
+}
+
+pinpool_ctx_t *test_connect(const test_daemon_t *d)
+{
+    pinpool_ctx_t *ctx = pinpool_connect(d->socket);
+    cr_assert_not_null(ctx);
+    cr_assert_eq(pinpool_err(ctx), 0, "connect: %s", pinpool_errmsg(ctx));
+    return ctx;
 }

@@ -27,6 +27,11 @@ int test_daemon_start(test_daemon_t *d, ...);
 int test_daemon_restart(test_daemon_t *d, ...);
 /* SIGTERM, wait; returns the exit status (or -1 if it had to be killed). */
 int test_daemon_stop(test_daemon_t *d);
+/* Suite teardown: stop the daemon (if running) and expect the pool empty and
+ * exit 0 on SIGTERM.  Uses Criterion's expectations. */
+void test_daemon_finish(test_daemon_t *d);
+/* A connected libpinpool context (the test fails otherwise). */
+struct pinpool_ctx *test_connect(const test_daemon_t *d);
 /* Used bytes according to GetPoolInfo (UINT64_MAX on error). */
 uint64_t test_daemon_used(const test_daemon_t *d);
 /* Number of open descriptors of the daemon (/proc/PID/fd). */

@@ -28,22 +28,14 @@ static void start(void)
 
 static void stop(void)
 {
-    if (d.pid <= 0)
-        return;
-    uint64_t used = test_daemon_used(&d);
-    int rc = test_daemon_stop(&d);
-    cr_expect_eq(used, 0, "the pool still has %" PRIu64 " bytes in use at the end", used);
-    cr_expect_eq(rc, 0, "the daemon exited with %d on SIGTERM", rc);
+    test_daemon_finish(&d);
 }
 
 TestSuite(arena, .init = start, .fini = stop, .timeout = 60);
 
 static pinpool_ctx_t *connect_ok(void)
 {
-    pinpool_ctx_t *ctx = pinpool_connect(d.socket);
-    cr_assert_not_null(ctx);
-    cr_assert_eq(pinpool_err(ctx), 0, "connect: %s", pinpool_errmsg(ctx));
-    return ctx;
+    return test_connect(&d);
 }
 
 static pinpool_arena_t *arena_ok(pinpool_ctx_t *ctx, uint64_t lease, const pinpool_arena_opts_t *o)

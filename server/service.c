@@ -390,6 +390,9 @@ static int handle_release(void *app, const ProtobufCMessage *m, rpc_reply_t *rep
     uint64_t size = 0;
     int rc;
 
+    rc = srv_authorize(app, req->client_id, reply->token, reply->text, sizeof(reply->text));
+    if (rc != 0)
+        return rc;
     rc = srv_release(app, req->client_id, req->slice_id, req->key, req->ttl_ms, &size,
                      reply->text, sizeof(reply->text));
     if (rc != 0)
@@ -409,6 +412,9 @@ static int handle_acquire(void *app, const ProtobufCMessage *m, rpc_reply_t *rep
     srv_slice_t s;
     int rc;
 
+    rc = srv_authorize(app, req->client_id, reply->token, reply->text, sizeof(reply->text));
+    if (rc != 0)
+        return rc;
     rc = srv_acquire(app, req->client_id, req->key, &s, reply->text, sizeof(reply->text));
     if (rc != 0)
         return rc;

@@ -998,3 +998,25 @@ Test(access, prometheus_metrics_on_loopback, .timeout = 60)
         usleep(10000);
     cr_expect_eq(test_daemon_stop(&d), 0);
 }
+
+Test(daemon, release_and_acquire_need_the_session_token_too)
+{
+    char alice[64], token[64];
+    int fa = raw_session_tok(alice, token);
+    Pinpool__V1__AcquirePoolMemoryRequest req = PINPOOL__V1__ACQUIRE_POOL_MEMORY_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    pinpool__rpc_t *rpc;
+    char msg[512];
+    int status;
+
+    cr_assert_eq(pinpool__rpc_open(&rpc, d.socket), 0);
+    req.client_id = alice;
+    req.key = (char *)"weights";
+    int rc = pinpool__rpc_call(rpc, METHOD("AcquirePoolMemory"), &req.base,
+                               &pinpool__v1__allocate_pool_memory_response__descriptor, &resp,
+                               &status, msg, sizeof(msg));
+    cr_expect_eq(rc, PINPOOL_EPERM, "%s", msg);
+    cr_expect(strstr(msg, "must carry its token") != NULL, "%s", msg);
+    pinpool__rpc_close(rpc);
+    close(fa);
+}

@@ -36,11 +36,9 @@
  * signalled: it drops expired objects and spills LRU-first while free space is
  * below --spill-low-watermark.
  *
- * Chunks.  pin_threads threads take chunk numbers in order and create them
- * through the host backend; a chunk joins the host pool once all chunks before
- * it exist, so the ready part of the pool is always a prefix.
+ * Chunks: chunks.c.  struct srv and the lock rules: srv_int.h.
  */
-#include "srv.h"
+#include "srv_int.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -57,119 +55,28 @@
 #include "pinpool.h"
 #include "rbtree.h"
 
-#define SESSION_PREFIX "s-"
-#define KEPT_PREFIX "kept:"
-#define HOST_POOL 0
-#define MAINT_PERIOD_MS 100
-#define TIER_BACKOFF_MS 1000
-#define OBJ_WAIT_MAX_S 120 /* longest wait for another thread's spill or restore */
-
-struct srv_client {
-    RB_ENTRY(srv_client) node;
-    char id[SRV_CLIENT_ID_LEN];
-    uint64_t owner;
-    bool session;
-    bool kept;
-    ipc_cred_t cred;
-    char token[IPC_TOKEN_LEN]; /* sessions: the secret their calls carry */
-};
-
 static int client_cmp(const struct srv_client *a, const struct srv_client *b)
 {
     return strcmp(a->id, b->id);
 }
 
-RB_HEAD(client_tree, srv_client);
 RB_GENERATE_STATIC(client_tree, srv_client, node, client_cmp)
 #include "rbtree_end.h"
 
-struct srv {
-    pthread_mutex_t lock;
-    pthread_cond_t chunks_cv; /* signalled when chunks join or creation ends */
-    srv_config_t cfg;
-    const ipc_host_ops_t *host;
-    pool_t *pools[1 + SRV_MAX_DEVICES];
-    ipc_devmem_t devs[SRV_MAX_DEVICES];
-    uint32_t ndevs;
-
-    /* Chunks: the daemon maps chunk i at base + i * chunk_size. */
-    void *base;
-    uint64_t capacity;
-    uint32_t nchunks;
-    ipc_chunk_t *chunks;
-    bool *created;
-    uint32_t ready;      /* chunks [0, ready) are in the pool */
-    uint32_t next_chunk; /* the next one a thread takes */
-    int chunk_err;       /* first creation error, 0 if none */
-    char chunk_errmsg[256];
-    bool stop_chunks;
-    pthread_t *threads;
-    uint32_t nthreads;
-    struct timespec chunks_started;
-    double chunks_seconds; /* time to create them all, once done */
-
-    bool shutting_down;
-    /* Objects and the spill tier (see "Objects" above). */
-    tier_t *tier;              /* NULL: --spill-tier none */
-    objs_t *objs;
-    uint64_t obj_owner;        /* the pool owner of every object's slice */
-    pthread_cond_t obj_cv;     /* an object settled (left SPILLING/RESTORING) */
-    pthread_cond_t maint_cv;   /* wakes the maintenance thread */
-    pthread_t maint;
-    bool maint_started, stop_maint;
-    uint32_t spilling_now;     /* spills in flight */
-    uint64_t tier_backoff_ns;  /* no on-demand spill before this (after a failure) */
-    uint64_t low_watermark;
-    srv_spill_info_t sp;       /* counters (the object counts come from objs) */
-    struct client_tree clients;
-    uint32_t nclients;
-    uint32_t nkept;
-    uint64_t next_owner;
-};
-
-static double elapsed_since(const struct timespec *t0)
-{
-    struct timespec t;
-
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
-}
-
-static uint64_t mono_ns(void)
-{
-    struct timespec t;
-
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
-}
-
 static void *maint_thread(void *arg);
 
-/* ---- life cycle ----------------------------------------------------------- */
-
-/* --host-backend: the one asked for, or auto's pick (saying why in the log). */
-static int pick_backend(srv_t *srv, char *err, size_t errlen)
+/*
+ * Start the chunk threads (chunks.c) and the maintenance thread (below):
+ * srv_create starts no thread, so that a failed start-up has none to stop.
+ */
+int srv_start_chunks(srv_t *srv)
 {
-    const char *name = srv->cfg.host_backend;
-    char why[512];
-    int rc;
-
-    if (strcmp(name, "auto") == 0) {
-        srv->host = ipc_host_auto(why, sizeof(why));
-        if (!srv->host->cuda)
-            srv_info("no CUDA host backend here (%s): running CPU-only on memfd chunks", why);
-        return 0;
-    }
-    srv->host = ipc_host_backend(name);
-    if (srv->host == NULL) {
-        snprintf(err, errlen, "--host-backend %s is not known", name);
-        return PINPOOL_EINVAL;
-    }
-    rc = srv->host->probe(why, sizeof(why));
-    if (rc != 0)
-        snprintf(err, errlen, "--host-backend %s cannot work here: %s", name, why);
-    return rc;
+    if (!srv->maint_started && pthread_create(&srv->maint, NULL, maint_thread, srv) == 0)
+        srv->maint_started = true;
+    return srv_chunks_start(srv);
 }
+
+/* ---- life cycle ----------------------------------------------------------- */
 
 /* --devices / --device-pool-size: one pool per GPU. */
 static int make_device_pools(srv_t *srv, char *err, size_t errlen)
@@ -267,11 +174,9 @@ int srv_create(srv_t **out, const srv_config_t *cfg, char *err, size_t errlen)
             goto fail;
         srv_info("spill tier: %s", srv->cfg.spill_tier);
     }
-    rc = pick_backend(srv, err, errlen);
+    rc = srv_chunks_open(srv, err, errlen);
     if (rc != 0)
         goto fail;
-    srv->nchunks = (uint32_t)((cfg->mem_pool_size + cfg->chunk_size - 1) / cfg->chunk_size);
-    srv->capacity = (uint64_t)srv->nchunks * cfg->chunk_size;
     rc = srv_config_watermark(&srv->cfg, srv->capacity, &srv->low_watermark, err, errlen);
     if (rc != 0)
         goto fail;
@@ -287,21 +192,9 @@ int srv_create(srv_t **out, const srv_config_t *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "cannot create the pool: %s", pinpool_strerror(rc));
         goto fail;
     }
-    srv->chunks = calloc(srv->nchunks, sizeof(*srv->chunks));
-    srv->created = calloc(srv->nchunks, sizeof(*srv->created));
-    if (srv->chunks == NULL || srv->created == NULL) {
-        rc = -ENOMEM;
-        snprintf(err, errlen, "out of memory for %" PRIu32 " chunk records", srv->nchunks);
+    rc = srv_chunks_reserve(srv, err, errlen);
+    if (rc != 0)
         goto fail;
-    }
-    rc = srv->host->reserve(srv->capacity, &srv->base);
-    if (rc != 0) {
-        char sz[32];
-        snprintf(err, errlen, "cannot reserve %s of address space: %s",
-                 pool_format_size(srv->capacity, sz, sizeof(sz)), pinpool_strerror(rc));
-        srv->base = NULL;
-        goto fail;
-    }
     rc = make_device_pools(srv, err, errlen);
     if (rc != 0)
         goto fail;
@@ -326,14 +219,7 @@ void srv_destroy(srv_t *srv)
     pthread_mutex_unlock(&srv->lock);
     if (srv->maint_started)
         pthread_join(srv->maint, NULL);
-    for (uint32_t i = 0; i < srv->nthreads; i++)
-        pthread_join(srv->threads[i], NULL);
-    free(srv->threads);
-    for (uint32_t i = 0; srv->created != NULL && i < srv->nchunks; i++)
-        if (srv->created[i])
-            srv->host->chunk_destroy(&srv->chunks[i]);
-    if (srv->base != NULL)
-        srv->host->release(srv->base, srv->capacity);
+    srv_chunks_close(srv);
     for (uint32_t i = 0; i < srv->ndevs; i++)
         ipc_devmem_destroy(&srv->devs[i]);
     RB_FOREACH_SAFE(c, client_tree, &srv->clients, next) {
@@ -342,8 +228,6 @@ void srv_destroy(srv_t *srv)
     }
     for (uint32_t i = 0; i <= SRV_MAX_DEVICES; i++)
         pool_destroy(srv->pools[i]);
-    free(srv->chunks);
-    free(srv->created);
     objs_destroy(srv->objs);
     tier_close(srv->tier);
     pthread_cond_destroy(&srv->obj_cv);
@@ -351,104 +235,6 @@ void srv_destroy(srv_t *srv)
     pthread_cond_destroy(&srv->chunks_cv);
     pthread_mutex_destroy(&srv->lock);
     free(srv);
-}
-
-/* ---- chunk creation --------------------------------------------------------- */
-
-static void *chunk_thread(void *arg)
-{
-    srv_t *srv = arg;
-    uint64_t size = srv->cfg.chunk_size;
-
-    for (;;) {
-        ipc_chunk_t chunk;
-        char msg[256] = "";
-        uint32_t i, n;
-        int rc;
-
-        pthread_mutex_lock(&srv->lock);
-        if (srv->stop_chunks || srv->chunk_err != 0 || srv->next_chunk >= srv->nchunks) {
-            pthread_mutex_unlock(&srv->lock);
-            return NULL;
-        }
-        i = srv->next_chunk++;
-        pthread_mutex_unlock(&srv->lock);
-
-        rc = srv->host->chunk_create(&chunk, (char *)srv->base + (uint64_t)i * size, size, i, msg,
-                                     sizeof(msg));
-
-        pthread_mutex_lock(&srv->lock);
-        if (rc != 0) {
-            if (srv->chunk_err == 0) {
-                srv->chunk_err = rc;
-                snprintf(srv->chunk_errmsg, sizeof(srv->chunk_errmsg), "%s",
-                         msg[0] != '\0' ? msg : pinpool_strerror(rc));
-            }
-        } else {
-            srv->chunks[i] = chunk;
-            srv->created[i] = true;
-            for (n = 0; srv->ready + n < srv->nchunks && srv->created[srv->ready + n]; n++)
-                ;
-            if (n > 0 && pool_add_chunks(srv->pools[HOST_POOL], n) == 0)
-                srv->ready += n;
-            if (srv->ready == srv->nchunks)
-                srv->chunks_seconds = elapsed_since(&srv->chunks_started);
-        }
-        pthread_cond_broadcast(&srv->chunks_cv);
-        pthread_mutex_unlock(&srv->lock);
-        if (rc != 0)
-            return NULL;
-    }
-}
-
-int srv_start_chunks(srv_t *srv)
-{
-    uint32_t want = (uint32_t)srv->cfg.pin_threads;
-
-    if (want > srv->nchunks)
-        want = srv->nchunks;
-    srv->threads = calloc(want, sizeof(*srv->threads));
-    if (srv->threads == NULL)
-        return -ENOMEM;
-    clock_gettime(CLOCK_MONOTONIC, &srv->chunks_started);
-    if (!srv->maint_started && pthread_create(&srv->maint, NULL, maint_thread, srv) == 0)
-        srv->maint_started = true;
-    for (uint32_t i = 0; i < want; i++) {
-        int rc = pthread_create(&srv->threads[i], NULL, chunk_thread, srv);
-        if (rc != 0) {
-            if (srv->nthreads == 0)
-                return -rc;
-            break; /* fewer threads, same work */
-        }
-        srv->nthreads++;
-    }
-    return 0;
-}
-
-int srv_wait_chunks(srv_t *srv, uint32_t n, char *err, size_t errlen)
-{
-    int rc;
-
-    pthread_mutex_lock(&srv->lock);
-    if (n > srv->nchunks)
-        n = srv->nchunks;
-    while (srv->ready < n && srv->chunk_err == 0)
-        pthread_cond_wait(&srv->chunks_cv, &srv->lock);
-    rc = srv->chunk_err;
-    if (rc != 0)
-        snprintf(err, errlen, "%s", srv->chunk_errmsg);
-    pthread_mutex_unlock(&srv->lock);
-    return rc;
-}
-
-void srv_chunk_progress(srv_t *srv, uint32_t *ready, uint32_t *total, double *seconds)
-{
-    pthread_mutex_lock(&srv->lock);
-    *ready = srv->ready;
-    *total = srv->nchunks;
-    *seconds = srv->ready == srv->nchunks ? srv->chunks_seconds
-                                          : elapsed_since(&srv->chunks_started);
-    pthread_mutex_unlock(&srv->lock);
 }
 
 void srv_begin_shutdown(srv_t *srv)
@@ -808,8 +594,7 @@ int srv_alloc(srv_t *srv, const char *client_id, int32_t device_id, uint64_t siz
         if (rc == PINPOOL_ENOSPC && pool == HOST_POOL && do_make_room(srv))
             continue;
         /* Not enough room yet: wait for host chunks that are still being made. */
-        if (rc != PINPOOL_ENOSPC || pool != HOST_POOL || srv->ready == srv->nchunks ||
-            srv->chunk_err != 0) {
+        if (rc != PINPOOL_ENOSPC || pool != HOST_POOL || !do_chunks_coming(srv)) {
             explain_alloc_error(srv, pool, rc, size, alignment, msg, msglen);
             break;
         }
@@ -1202,7 +987,7 @@ static int do_alloc_obj(srv_t *srv, uint64_t size, pool_slice_info_t *info, char
             return 0;
         if (rc == PINPOOL_ENOSPC && do_make_room(srv))
             continue;
-        if (rc == PINPOOL_ENOSPC && srv->ready < srv->nchunks && srv->chunk_err == 0) {
+        if (rc == PINPOOL_ENOSPC && do_chunks_coming(srv)) {
             pthread_cond_wait(&srv->chunks_cv, &srv->lock);
             continue;
         }

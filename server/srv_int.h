@@ -1,0 +1,165 @@
+/*
+ * srv_int.h - what the rooms of the daemon's state share: struct srv, the
+ * client record, and the helpers that one room calls in another.  Included by
+ * the rooms only (srv.c, chunks.c); every other file uses srv.h.
+ *
+ * The rooms, each owning the fields marked with its name below:
+ *   srv.c       composes them: srv_create/srv_destroy, shutdown, the config
+ *               accessors, srv_pool_info
+ *   chunks.c    the host backend and the chunks: the threads that make them,
+ *               srv_wait_chunks, srv_chunk_progress
+ *
+ * Locking, written down once for every room.
+ *   One mutex, srv->lock.  The srv_* functions of srv.h take it themselves
+ *   (their callers never hold it); the helpers below named do_* are called
+ *   with it held and return with it held.
+ *   Fields marked (fixed) are set by srv_create before any other thread runs
+ *   and never change until srv_destroy: read them without the lock.  Every
+ *   other field is read and written under srv->lock only.
+ *   Lock order: srv->lock is the outermost lock of the daemon.  Under it a
+ *   thread may call pool_* and objs_* (no locks of their own), the log, and
+ *   tier_scheme/tier_errmsg (no lock); it must never call tier_put, tier_get,
+ *   tier_remove or tier_report_stats (they block, and take the tier's own
+ *   locks), nor a host backend's chunk_create (it pins gigabytes).
+ *
+ *   Where the lock is dropped (and taken again before the function returns):
+ *     chunk_thread      around chunk_create.
+ *     do_spill          around tier_put (the object is SPILLING meanwhile).
+ *     do_restore        around tier_get (the object is RESTORING), and inside
+ *                       do_alloc_obj.
+ *     do_wait_obj       waits on obj_cv (bounded, re-checking every 200 ms).
+ *     do_make_room      in do_spill or do_wait_obj.
+ *     do_alloc_obj      in do_make_room, or waiting on chunks_cv.
+ *     do_settled        in do_wait_obj.
+ *     srv_alloc         in do_make_room, or waiting on chunks_cv.
+ *     srv_acquire       in do_settled and do_restore; tier_forget runs after
+ *                       the unlock.
+ *     srv_obj_put       in do_settled and do_alloc_obj; the same tier_forget.
+ *     srv_obj_get       in do_settled; reads a SPILLED object with tier_get
+ *                       after the unlock.
+ *     srv_obj_remove    in do_settled; the same tier_forget.
+ *     srv_wait_chunks   waits on chunks_cv.
+ *     the maintenance thread: waits on maint_cv, spills (do_spill), and drops
+ *                       the lock around tier_forget of an expired object.
+ *   After the lock was dropped a thread may rely on two things only: an
+ *   object that it put into SPILLING or RESTORING is still there, at the same
+ *   address, in that state (no other thread changes such an object or frees
+ *   its slice: they wait on obj_cv until it settles; only srv_obj_get reads a
+ *   SPILLING object's bytes, which stay whole), and the (fixed) fields.  Everything else
+ *   must be looked up again: a client record (a detached client goes when it
+ *   holds nothing), slices and their owners, other objects, free space,
+ *   shutting_down.
+ *
+ *   Condition variables, all used with srv->lock:
+ *     chunks_cv  broadcast by a chunk thread when chunks join the pool or
+ *                creation fails, and by srv_begin_shutdown.  Waited on by
+ *                srv_wait_chunks, and by srv_alloc and do_alloc_obj when a
+ *                host slice would fit once the chunks still being made exist.
+ *     obj_cv     (CLOCK_MONOTONIC) broadcast when an object leaves SPILLING or
+ *                RESTORING or the table, and by srv_begin_shutdown.  Waited
+ *                on, bounded by OBJ_WAIT_MAX_S, in do_wait_obj: by do_settled
+ *                (a call on an object another thread spills or restores) and
+ *                do_make_room (a spill in flight that may free room).
+ *     maint_cv   (CLOCK_MONOTONIC) signalled by srv_release and srv_obj_put (a
+ *                new resident object: the watermark may want a spill),
+ *                broadcast by srv_destroy.  Waited on, every MAINT_PERIOD_MS
+ *                at most, by the maintenance thread only.
+ */
+#ifndef PINPOOL_SRV_INT_H
+#define PINPOOL_SRV_INT_H
+
+#include <bsd/sys/tree.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "objects.h"
+#include "srv.h"
+
+#define SESSION_PREFIX "s-"
+#define KEPT_PREFIX "kept:"
+#define HOST_POOL 0
+#define MAINT_PERIOD_MS 100
+#define TIER_BACKOFF_MS 1000
+#define OBJ_WAIT_MAX_S 120 /* longest wait for another thread's spill or restore */
+
+struct srv_client {
+    RB_ENTRY(srv_client) node;
+    char id[SRV_CLIENT_ID_LEN];
+    uint64_t owner;
+    bool session;
+    bool kept;
+    ipc_cred_t cred;
+    char token[IPC_TOKEN_LEN]; /* sessions: the secret their calls carry */
+};
+
+RB_HEAD(client_tree, srv_client);
+
+struct srv {
+    pthread_mutex_t lock;
+    srv_config_t cfg; /* (fixed) */
+    bool shutting_down;
+
+    /* chunks.c: the daemon maps chunk i at base + i * chunk_size. */
+    const ipc_host_ops_t *host; /* (fixed) */
+    void *base;                 /* (fixed) */
+    uint64_t capacity;          /* (fixed) */
+    uint32_t nchunks;           /* (fixed) */
+    ipc_chunk_t *chunks;        /* the arrays are (fixed), their entries are not */
+    bool *created;
+    uint32_t ready;      /* chunks [0, ready) are in the pool */
+    uint32_t next_chunk; /* the next one a thread takes */
+    int chunk_err;       /* first creation error, 0 if none */
+    char chunk_errmsg[256];
+    bool stop_chunks;
+    pthread_t *threads; /* srv_start_chunks and srv_destroy only */
+    uint32_t nthreads;
+    struct timespec chunks_started;
+    double chunks_seconds; /* time to create them all, once done */
+    pthread_cond_t chunks_cv;
+
+    pool_t *pools[1 + SRV_MAX_DEVICES];
+    ipc_devmem_t devs[SRV_MAX_DEVICES];
+    uint32_t ndevs;
+
+    /* Objects and the spill tier. */
+    tier_t *tier;              /* NULL: --spill-tier none */
+    objs_t *objs;
+    uint64_t obj_owner;        /* the pool owner of every object's slice */
+    pthread_cond_t obj_cv;     /* an object settled (left SPILLING/RESTORING) */
+    pthread_cond_t maint_cv;   /* wakes the maintenance thread */
+    pthread_t maint;
+    bool maint_started, stop_maint;
+    uint32_t spilling_now;     /* spills in flight */
+    uint64_t tier_backoff_ns;  /* no on-demand spill before this (after a failure) */
+    uint64_t low_watermark;
+    srv_spill_info_t sp;       /* counters (the object counts come from objs) */
+    struct client_tree clients;
+    uint32_t nclients;
+    uint32_t nkept;
+    uint64_t next_owner;
+};
+
+static inline uint64_t mono_ns(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* ---- chunks.c ------------------------------------------------------------------ */
+
+/* srv_create: pick the host backend, count the chunks (nchunks, capacity). */
+int srv_chunks_open(srv_t *srv, char *err, size_t errlen);
+/* srv_create: the chunk records and the pool's address space. */
+int srv_chunks_reserve(srv_t *srv, char *err, size_t errlen);
+/* srv_start_chunks: the threads that make the chunks. */
+int srv_chunks_start(srv_t *srv);
+/* srv_destroy, after stop_chunks was set: join the threads, unmap every chunk. */
+void srv_chunks_close(srv_t *srv);
+/* Are host chunks still being made (so that waiting on chunks_cv may help)? */
+bool do_chunks_coming(const srv_t *srv);
+
+#endif

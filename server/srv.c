@@ -1,16 +1,8 @@
 /*
  * srv.c - the daemon's state (see srv.h for what it owns and its lock).
  *
- * Clients.  Every client has an owner number in the pool.  A session client is
- * made by srv_session_open for an fd-socket connection; its id is random and
- * starts with "s-", and it lives as long as the connection.  Any other id names
- * a detached client (a stock gRPC caller): it appears on its first allocation
- * and goes when it holds nothing.  An "s-" id whose session is gone is refused,
- * so that a call racing a dying client cannot leave memory without a lease.
- *
- * Kept slices belong to a client named "kept:<tag>" that has no session; it
- * holds that one slice and goes with it.  Any client may attach, map and free
- * a kept slice; ordinary clients cannot use the "kept:" prefix.
+ * Kept slices belong to a client named "kept:<tag>" (sessions.c).  Any client
+ * may attach, map and free a kept slice.
  *
  * Pools.  pools[0] is the host pool, pools[k] the device pool of devs[k - 1].
  * A slice id carries its pool's index in its top bits (SRV_POOL_SHIFT).
@@ -36,7 +28,8 @@
  * signalled: it drops expired objects and spills LRU-first while free space is
  * below --spill-low-watermark.
  *
- * Chunks: chunks.c.  struct srv and the lock rules: srv_int.h.
+ * Chunks: chunks.c.  Clients and sessions: sessions.c.  struct srv and the
+ * lock rules: srv_int.h.
  */
 #include "srv_int.h"
 
@@ -46,22 +39,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 
 #include "cudaload.h"
 #include "log.h"
 #include "objects.h"
 #include "pinpool.h"
-#include "rbtree.h"
-
-static int client_cmp(const struct srv_client *a, const struct srv_client *b)
-{
-    return strcmp(a->id, b->id);
-}
-
-RB_GENERATE_STATIC(client_tree, srv_client, node, client_cmp)
-#include "rbtree_end.h"
 
 static void *maint_thread(void *arg);
 
@@ -208,8 +191,6 @@ fail:
 
 void srv_destroy(srv_t *srv)
 {
-    struct srv_client *c, *next;
-
     if (srv == NULL)
         return;
     pthread_mutex_lock(&srv->lock);
@@ -222,10 +203,7 @@ void srv_destroy(srv_t *srv)
     srv_chunks_close(srv);
     for (uint32_t i = 0; i < srv->ndevs; i++)
         ipc_devmem_destroy(&srv->devs[i]);
-    RB_FOREACH_SAFE(c, client_tree, &srv->clients, next) {
-        RB_REMOVE(client_tree, &srv->clients, c);
-        free(c);
-    }
+    srv_clients_close(srv);
     for (uint32_t i = 0; i <= SRV_MAX_DEVICES; i++)
         pool_destroy(srv->pools[i]);
     objs_destroy(srv->objs);
@@ -256,41 +234,10 @@ const ipc_host_ops_t *srv_host_backend(const srv_t *srv)
     return srv->host;
 }
 
-/* ---- clients (lock held) ----------------------------------------------------- */
-
-static struct srv_client *do_find_client(srv_t *srv, const char *id)
-{
-    struct srv_client key;
-
-    if (strlen(id) >= sizeof(key.id))
-        return NULL;
-    strcpy(key.id, id);
-    return RB_FIND(client_tree, &srv->clients, &key);
-}
-
-static struct srv_client *do_add_client(srv_t *srv, const char *id, bool session)
-{
-    struct srv_client *c = calloc(1, sizeof(*c));
-
-    if (c == NULL)
-        return NULL;
-    snprintf(c->id, sizeof(c->id), "%s", id);
-    c->owner = srv->next_owner++;
-    c->session = session;
-    RB_INSERT(client_tree, &srv->clients, c);
-    srv->nclients++;
-    return c;
-}
-
-static void do_remove_client(srv_t *srv, struct srv_client *c)
-{
-    RB_REMOVE(client_tree, &srv->clients, c);
-    srv->nclients--;
-    free(c);
-}
+/* ---- slices across pools (lock held) ----------------------------------------------- */
 
 /* Bytes and slices owner holds in every pool. */
-static uint64_t do_owner_bytes(srv_t *srv, uint64_t owner, uint32_t *slices, uint64_t *device_bytes)
+uint64_t do_owner_bytes(srv_t *srv, uint64_t owner, uint32_t *slices, uint64_t *device_bytes)
 {
     uint64_t host = 0, dev = 0;
     uint32_t n = 0;
@@ -311,78 +258,20 @@ static uint64_t do_owner_bytes(srv_t *srv, uint64_t owner, uint32_t *slices, uin
     return host + dev;
 }
 
-/* A client without a session goes when it holds nothing. */
-static void do_drop_if_idle(srv_t *srv, struct srv_client *c)
+uint32_t do_free_owner(srv_t *srv, uint64_t owner, uint64_t *bytes)
 {
-    uint32_t n;
+    uint32_t n = 0;
 
-    if (c->session)
-        return;
-    do_owner_bytes(srv, c->owner, &n, NULL);
-    if (n == 0) {
-        if (c->kept)
-            srv->nkept--;
-        do_remove_client(srv, c);
+    *bytes = 0;
+    for (uint32_t i = 0; i <= srv->ndevs; i++) {
+        uint64_t b = 0;
+        int k = pool_free_owner(srv->pools[i], owner, &b);
+        *bytes += b;
+        n += k > 0 ? (uint32_t)k : 0;
     }
+    return n;
 }
 
-static int check_name(const char *what, const char *id, size_t max, char *msg, size_t msglen)
-{
-    size_t n = strlen(id);
-
-    if (n == 0 || n > max) {
-        snprintf(msg, msglen, "%s must be 1 to %zu characters (got %zu)", what, max, n);
-        return PINPOOL_EINVAL;
-    }
-    for (size_t i = 0; i < n; i++)
-        if (id[i] < 0x21 || id[i] > 0x7e) {
-            snprintf(msg, msglen, "%s must be printable ASCII without spaces", what);
-            return PINPOOL_EINVAL;
-        }
-    return 0;
-}
-
-static int check_client_id(const char *id, char *msg, size_t msglen)
-{
-    int rc = check_name("client_id", id, SRV_CLIENT_ID_LEN - 1, msg, msglen);
-
-    if (rc == 0 && strncmp(id, KEPT_PREFIX, strlen(KEPT_PREFIX)) == 0) {
-        snprintf(msg, msglen, "client_id may not start with '%s' (reserved for kept slices)",
-                 KEPT_PREFIX);
-        return PINPOOL_EINVAL;
-    }
-    return rc;
-}
-
-/* The client called id, made if it is a new detached one.  Errors: a closed
- * session's id (PINPOOL_EPERM), -ENOMEM. */
-static int do_get_client(srv_t *srv, const char *id, struct srv_client **out, char *msg,
-                         size_t msglen)
-{
-    struct srv_client *c = do_find_client(srv, id);
-
-    if (c == NULL) {
-        if (strncmp(id, SESSION_PREFIX, strlen(SESSION_PREFIX)) == 0) {
-            snprintf(msg, msglen, "client_id '%s' names an fd-socket session that has ended; "
-                     "reconnect to get a new one", id);
-            return PINPOOL_EPERM;
-        }
-        if (srv->cfg.max_clients != 0 && srv->nclients - srv->nkept >= srv->cfg.max_clients) {
-            snprintf(msg, msglen, "the daemon already has %" PRIu32 " clients (--max-clients %"
-                     PRIu64 ")", srv->nclients - srv->nkept, srv->cfg.max_clients);
-            return PINPOOL_ENOSPC;
-        }
-        c = do_add_client(srv, id, false);
-        if (c == NULL) {
-            snprintf(msg, msglen, "out of memory");
-            return -ENOMEM;
-        }
-    }
-    *out = c;
-    return 0;
-}
-
-/* ---- slices across pools (lock held) ----------------------------------------------- */
 
 static uint64_t global_id(uint32_t pool, uint64_t local)
 {
@@ -527,14 +416,14 @@ int srv_alloc(srv_t *srv, const char *client_id, int32_t device_id, uint64_t siz
     pool_slice_info_t info;
     int pool, rc;
 
-    rc = check_client_id(client_id, msg, msglen);
+    rc = srv_check_client_id(client_id, msg, msglen);
     if (rc != 0)
         return rc;
     pool = pool_for_device(srv, device_id, msg, msglen);
     if (pool < 0)
         return PINPOOL_ENODEV;
     if (keep) {
-        rc = check_name("tag", tag != NULL ? tag : "",
+        rc = srv_check_name("tag", tag != NULL ? tag : "",
                         SRV_CLIENT_ID_LEN - 1 - strlen(KEPT_PREFIX), msg, msglen);
         if (rc != 0)
             return rc;
@@ -558,13 +447,11 @@ int srv_alloc(srv_t *srv, const char *client_id, int32_t device_id, uint64_t siz
             if (rc != 0)
                 break;
             do_drop_if_idle(srv, c);
-            c = do_add_client(srv, kept_name, false);
+            c = do_add_kept(srv, kept_name);
             if (c == NULL) {
                 rc = -ENOMEM;
                 break;
             }
-            c->kept = true;
-            srv->nkept++;
         } else {
             rc = do_get_client(srv, client_id, &c, msg, msglen);
             if (rc != 0)
@@ -612,9 +499,9 @@ int srv_attach(srv_t *srv, const char *client_id, const char *tag, srv_slice_t *
     pool_slice_info_t info;
     int pool, rc;
 
-    rc = check_client_id(client_id, msg, msglen);
+    rc = srv_check_client_id(client_id, msg, msglen);
     if (rc == 0)
-        rc = check_name("tag", tag, SRV_CLIENT_ID_LEN - 1 - strlen(KEPT_PREFIX), msg, msglen);
+        rc = srv_check_name("tag", tag, SRV_CLIENT_ID_LEN - 1 - strlen(KEPT_PREFIX), msg, msglen);
     if (rc != 0)
         return rc;
     snprintf(kept_name, sizeof(kept_name), KEPT_PREFIX "%s", tag);
@@ -633,26 +520,22 @@ int srv_attach(srv_t *srv, const char *client_id, const char *tag, srv_slice_t *
 int srv_free(srv_t *srv, const char *client_id, uint64_t slice_id, uint64_t *freed_bytes,
              uint32_t *freed_slices, char *msg, size_t msglen)
 {
-    struct srv_client *c, *owner = NULL, key;
+    struct srv_client *c, *owner;
     pool_slice_info_t info;
     int pool, rc = 0;
 
     *freed_bytes = 0;
     *freed_slices = 0;
-    rc = check_client_id(client_id, msg, msglen);
+    rc = srv_check_client_id(client_id, msg, msglen);
     if (rc != 0)
         return rc;
     pthread_mutex_lock(&srv->lock);
     c = do_find_client(srv, client_id);
     if (slice_id == 0) {
-        for (uint32_t i = 0; c != NULL && i <= srv->ndevs; i++) {
-            uint64_t b = 0;
-            int n = pool_free_owner(srv->pools[i], c->owner, &b);
-            *freed_bytes += b;
-            *freed_slices += n > 0 ? (uint32_t)n : 0;
-        }
-        if (c != NULL)
+        if (c != NULL) {
+            *freed_slices = do_free_owner(srv, c->owner, freed_bytes);
             do_drop_if_idle(srv, c);
+        }
         pthread_mutex_unlock(&srv->lock);
         return 0;
     }
@@ -662,10 +545,7 @@ int srv_free(srv_t *srv, const char *client_id, uint64_t slice_id, uint64_t *fre
         goto out;
     }
     /* Kept slices are anyone's to free; others only their owner's. */
-    RB_FOREACH(owner, client_tree, &srv->clients)
-        if (owner->owner == info.owner)
-            break;
-    (void)key;
+    owner = do_client_of_owner(srv, info.owner);
     if (owner == NULL || (owner != c && !owner->kept)) {
         snprintf(msg, msglen, "slice %" PRIu64 " belongs to another client", slice_id);
         rc = PINPOOL_EPERM;
@@ -685,8 +565,6 @@ out:
 void srv_pool_info(srv_t *srv, srv_pool_info_t *info,
                    void (*fn)(const srv_client_usage_t *usage, void *arg), void *arg)
 {
-    struct srv_client *c;
-
     memset(info, 0, sizeof(*info));
     pthread_mutex_lock(&srv->lock);
     pool_get_stats(srv->pools[HOST_POOL], &info->stats);
@@ -703,143 +581,8 @@ void srv_pool_info(srv_t *srv, srv_pool_info_t *info,
         snprintf(info->devices[i].name, sizeof(info->devices[i].name), "%s", srv->devs[i].name);
         pool_get_stats(srv->pools[i + 1], &info->devices[i].stats);
     }
-    if (fn != NULL) {
-        RB_FOREACH(c, client_tree, &srv->clients) {
-            srv_client_usage_t u = {.client_id = c->id};
-            uint64_t dev = 0;
-            u.bytes = do_owner_bytes(srv, c->owner, &u.slices, &dev) - dev;
-            u.device_bytes = dev;
-            u.pid = c->session ? (int32_t)c->cred.pid : 0;
-            u.uid = c->session ? (uint32_t)c->cred.uid : 0;
-            fn(&u, arg);
-        }
-    }
-    pthread_mutex_unlock(&srv->lock);
-}
-
-/* ---- sessions ------------------------------------------------------------------- */
-
-/* Is id in the comma-separated list? */
-static bool in_list(const char *list, unsigned id)
-{
-    char copy[128], *save = NULL;
-
-    snprintf(copy, sizeof(copy), "%s", list);
-    for (char *t = strtok_r(copy, ",", &save); t != NULL; t = strtok_r(NULL, ",", &save))
-        if (strtoul(t, NULL, 10) == id)
-            return true;
-    return false;
-}
-
-int srv_session_admit(srv_t *srv, const ipc_cred_t *cred, char *msg, size_t msglen)
-{
-    const srv_config_t *cfg = &srv->cfg;
-    int rc = 0;
-
-    if ((cfg->allow_uid[0] != '\0' || cfg->allow_gid[0] != '\0') &&
-        !(cfg->allow_uid[0] != '\0' && in_list(cfg->allow_uid, (unsigned)cred->uid)) &&
-        !(cfg->allow_gid[0] != '\0' && in_list(cfg->allow_gid, (unsigned)cred->gid))) {
-        snprintf(msg, msglen, "uid %u / gid %u is not in --allow-uid / --allow-gid",
-                 (unsigned)cred->uid, (unsigned)cred->gid);
-        return PINPOOL_EPERM;
-    }
-    pthread_mutex_lock(&srv->lock);
-    if (cfg->max_clients != 0 && srv->nclients - srv->nkept >= cfg->max_clients) {
-        snprintf(msg, msglen, "the daemon already has %" PRIu32 " clients (--max-clients %" PRIu64 ")",
-                 srv->nclients - srv->nkept, cfg->max_clients);
-        rc = PINPOOL_ENOSPC;
-    }
-    pthread_mutex_unlock(&srv->lock);
-    return rc;
-}
-
-static void random_hex(char *out, size_t bytes)
-{
-    uint8_t rnd[32];
-
-    if (bytes > sizeof(rnd) || getrandom(rnd, bytes, 0) != (ssize_t)bytes)
-        abort(); /* the kernel's CSPRNG does not fail for small reads */
-    for (size_t i = 0; i < bytes; i++)
-        sprintf(out + 2 * i, "%02x", rnd[i]);
-}
-
-srv_client_t *srv_session_open(srv_t *srv, const ipc_cred_t *cred, char *id, size_t idlen)
-{
-    char hex[25], name[SRV_CLIENT_ID_LEN];
-    struct srv_client *c;
-
-    random_hex(hex, 12);
-    snprintf(name, sizeof(name), SESSION_PREFIX "%d-%s", (int)cred->pid, hex);
-    pthread_mutex_lock(&srv->lock);
-    c = do_add_client(srv, name, true);
-    if (c != NULL) {
-        c->cred = *cred;
-        random_hex(c->token, 16);
-    }
-    pthread_mutex_unlock(&srv->lock);
-    if (c != NULL)
-        snprintf(id, idlen, "%s", c->id);
-    return c;
-}
-
-const char *srv_session_token(const srv_client_t *c)
-{
-    return c->token;
-}
-
-/* Compare without an early exit, so that timing says nothing about the token. */
-static bool same_token(const char *a, const char *b)
-{
-    size_t na = strlen(a), nb = strlen(b);
-    unsigned char diff = (unsigned char)(na != nb);
-
-    for (size_t i = 0; i < na && i < nb; i++)
-        diff |= (unsigned char)(a[i] ^ b[i]);
-    return diff == 0;
-}
-
-int srv_authorize(srv_t *srv, const char *client_id, const char *token, char *msg, size_t msglen)
-{
-    const srv_config_t *cfg = &srv->cfg;
-    struct srv_client *c;
-    int rc = 0;
-
-    if (strncmp(client_id, SESSION_PREFIX, strlen(SESSION_PREFIX)) != 0) {
-        if (strcmp(cfg->detached_clients, "no") == 0 || cfg->allow_uid[0] != '\0' ||
-            cfg->allow_gid[0] != '\0') {
-            snprintf(msg, msglen, "this daemon serves only clients with an fd-socket session "
-                     "(libpinpool does that); client_id '%s' has none", client_id);
-            return PINPOOL_EPERM;
-        }
-        return 0;
-    }
-    pthread_mutex_lock(&srv->lock);
-    c = do_find_client(srv, client_id);
-    if (c != NULL && !same_token(c->token, token != NULL ? token : "")) {
-        snprintf(msg, msglen, "calls for session '%s' must carry its token (the '%s' metadata "
-                 "from the fd socket's greeting)", client_id, "pinpool-token");
-        rc = PINPOOL_EPERM;
-    }
-    pthread_mutex_unlock(&srv->lock);
-    return rc; /* an ended session is refused by the call itself */
-}
-
-void srv_session_close(srv_t *srv, srv_client_t *c)
-{
-    uint64_t freed = 0;
-    int n = 0;
-    char sz[32];
-
-    pthread_mutex_lock(&srv->lock);
-    for (uint32_t i = 0; i <= srv->ndevs; i++) {
-        uint64_t b = 0;
-        int k = pool_free_owner(srv->pools[i], c->owner, &b);
-        freed += b;
-        n += k > 0 ? k : 0;
-    }
-    srv_info("client %s (pid %d) left; %d slice%s (%s) back to the pool", c->id, (int)c->cred.pid,
-             n, n == 1 ? "" : "s", pool_format_size(freed, sz, sizeof(sz)));
-    do_remove_client(srv, c);
+    if (fn != NULL)
+        do_foreach_usage(srv, fn, arg);
     pthread_mutex_unlock(&srv->lock);
 }
 
@@ -856,9 +599,7 @@ int srv_session_chunk_fds(srv_t *srv, srv_client_t *c, uint64_t slice_id, uint32
         rc = PINPOOL_ENOENT;
         goto out;
     }
-    RB_FOREACH(owner, client_tree, &srv->clients)
-        if (owner->owner == info.owner)
-            break;
+    owner = do_client_of_owner(srv, info.owner);
     if (owner == NULL || (owner != c && !owner->kept)) {
         snprintf(msg, msglen, "slice %" PRIu64 " belongs to another client", slice_id);
         rc = PINPOOL_EPERM;
@@ -885,7 +626,7 @@ static void *host_addr(const srv_t *srv, uint64_t offset)
 
 static int check_key(const char *key, char *msg, size_t msglen)
 {
-    return check_name("key", key != NULL ? key : "", OBJ_KEY_MAX, msg, msglen);
+    return srv_check_name("key", key != NULL ? key : "", OBJ_KEY_MAX, msg, msglen);
 }
 
 static void note_tier_error(srv_t *srv, const char *what, const char *key, int rc)
@@ -1066,7 +807,7 @@ int srv_release(srv_t *srv, const char *client_id, uint64_t slice_id, const char
     pool_slice_info_t info;
     int pool, rc;
 
-    rc = check_client_id(client_id, msg, msglen);
+    rc = srv_check_client_id(client_id, msg, msglen);
     if (rc == 0)
         rc = check_key(key, msg, msglen);
     if (rc != 0)
@@ -1158,7 +899,7 @@ int srv_acquire(srv_t *srv, const char *client_id, const char *key, srv_slice_t 
     obj_t *o;
     int rc;
 
-    rc = check_client_id(client_id, msg, msglen);
+    rc = srv_check_client_id(client_id, msg, msglen);
     if (rc == 0)
         rc = check_key(key, msg, msglen);
     if (rc != 0)

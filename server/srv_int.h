@@ -1,13 +1,15 @@
 /*
  * srv_int.h - what the rooms of the daemon's state share: struct srv, the
  * client record, and the helpers that one room calls in another.  Included by
- * the rooms only (srv.c, chunks.c); every other file uses srv.h.
+ * the rooms only (srv.c, chunks.c, sessions.c); every other file uses srv.h.
  *
  * The rooms, each owning the fields marked with its name below:
  *   srv.c       composes them: srv_create/srv_destroy, shutdown, the config
  *               accessors, srv_pool_info
  *   chunks.c    the host backend and the chunks: the threads that make them,
  *               srv_wait_chunks, srv_chunk_progress
+ *   sessions.c  the client table, sessions and their tokens, srv_authorize,
+ *               admission (--allow-uid/--allow-gid, --max-clients)
  *
  * Locking, written down once for every room.
  *   One mutex, srv->lock.  The srv_* functions of srv.h take it themselves
@@ -135,8 +137,10 @@ struct srv {
     uint64_t tier_backoff_ns;  /* no on-demand spill before this (after a failure) */
     uint64_t low_watermark;
     srv_spill_info_t sp;       /* counters (the object counts come from objs) */
+
+    /* sessions.c */
     struct client_tree clients;
-    uint32_t nclients;
+    uint32_t nclients; /* kept clients included */
     uint32_t nkept;
     uint64_t next_owner;
 };
@@ -161,5 +165,37 @@ int srv_chunks_start(srv_t *srv);
 void srv_chunks_close(srv_t *srv);
 /* Are host chunks still being made (so that waiting on chunks_cv may help)? */
 bool do_chunks_coming(const srv_t *srv);
+
+/* ---- sessions.c ------------------------------------------------------------------- */
+
+/* The client called id, or NULL. */
+struct srv_client *do_find_client(srv_t *srv, const char *id);
+/* The client called id, made if it is a new detached one.  Errors with msg: a
+ * closed session's id (PINPOOL_EPERM), --max-clients (PINPOOL_ENOSPC), -ENOMEM. */
+int do_get_client(srv_t *srv, const char *id, struct srv_client **out, char *msg, size_t msglen);
+/* A new client for a kept slice, named name ("kept:<tag>", not taken); NULL: no memory. */
+struct srv_client *do_add_kept(srv_t *srv, const char *name);
+/* A client without a session goes when it holds nothing (c may be freed). */
+void do_drop_if_idle(srv_t *srv, struct srv_client *c);
+/* The client whose owner number is owner, or NULL. */
+struct srv_client *do_client_of_owner(srv_t *srv, uint64_t owner);
+/* srv_pool_info's fn for every client (under the lock; fn must not call srv). */
+void do_foreach_usage(srv_t *srv, void (*fn)(const srv_client_usage_t *usage, void *arg),
+                      void *arg);
+/* srv_destroy: free every client record. */
+void srv_clients_close(srv_t *srv);
+/* No lock: what is 1 to max printable ASCII characters without spaces?
+ * 0, or PINPOOL_EINVAL with msg naming what. */
+int srv_check_name(const char *what, const char *id, size_t max, char *msg, size_t msglen);
+/* No lock: a valid client_id (srv_check_name, and not "kept:..."). */
+int srv_check_client_id(const char *id, char *msg, size_t msglen);
+
+/* ---- slices (srv.c for now) --------------------------------------------------------- */
+
+/* Bytes owner holds in every pool (*slices: how many slices, *device_bytes:
+ * the bytes in device pools; either may be NULL). */
+uint64_t do_owner_bytes(srv_t *srv, uint64_t owner, uint32_t *slices, uint64_t *device_bytes);
+/* Free every slice of owner in every pool; returns how many, *bytes how much. */
+uint32_t do_free_owner(srv_t *srv, uint64_t owner, uint64_t *bytes);
 
 #endif

@@ -1,13 +1,14 @@
 /*
  * srv_int.h - what the rooms of the daemon's state share: struct srv, the
  * client record, and the helpers that one room calls in another.  Included by
- * the rooms only (srv.c, chunks.c, sessions.c); every other file uses srv.h.
+ * the rooms only (srv.c, chunks.c, slices.c, sessions.c); every other file uses srv.h.
  *
  * The rooms, each owning the fields marked with its name below:
  *   srv.c       composes them: srv_create/srv_destroy, shutdown, the config
  *               accessors, srv_pool_info
  *   chunks.c    the host backend and the chunks: the threads that make them,
  *               srv_wait_chunks, srv_chunk_progress
+ *   slices.c    the pools: alloc, attach and free, kept slices, chunk fds
  *   sessions.c  the client table, sessions and their tokens, srv_authorize,
  *               admission (--allow-uid/--allow-gid, --max-clients)
  *
@@ -121,9 +122,10 @@ struct srv {
     double chunks_seconds; /* time to create them all, once done */
     pthread_cond_t chunks_cv;
 
+    /* slices.c: the pool pointers and devices are (fixed), the pools are not. */
     pool_t *pools[1 + SRV_MAX_DEVICES];
-    ipc_devmem_t devs[SRV_MAX_DEVICES];
-    uint32_t ndevs;
+    ipc_devmem_t devs[SRV_MAX_DEVICES]; /* (fixed) */
+    uint32_t ndevs;                     /* (fixed) */
 
     /* Objects and the spill tier. */
     tier_t *tier;              /* NULL: --spill-tier none */
@@ -190,12 +192,32 @@ int srv_check_name(const char *what, const char *id, size_t max, char *msg, size
 /* No lock: a valid client_id (srv_check_name, and not "kept:..."). */
 int srv_check_client_id(const char *id, char *msg, size_t msglen);
 
-/* ---- slices (srv.c for now) --------------------------------------------------------- */
+/* ---- slices.c ------------------------------------------------------------------------ */
 
+/* srv_create: the host pool (no chunks yet), then the device pools. */
+int srv_slices_open_host(srv_t *srv, char *err, size_t errlen);
+int srv_slices_open_devices(srv_t *srv, char *err, size_t errlen);
+/* srv_destroy: the device memory and every pool. */
+void srv_slices_close(srv_t *srv);
 /* Bytes owner holds in every pool (*slices: how many slices, *device_bytes:
  * the bytes in device pools; either may be NULL). */
 uint64_t do_owner_bytes(srv_t *srv, uint64_t owner, uint32_t *slices, uint64_t *device_bytes);
 /* Free every slice of owner in every pool; returns how many, *bytes how much. */
 uint32_t do_free_owner(srv_t *srv, uint64_t owner, uint64_t *bytes);
+/* The slice with daemon-wide id: 0 with its pool's index and info, or PINPOOL_ENOENT. */
+int do_lookup(srv_t *srv, uint64_t id, int *pool, pool_slice_info_t *info);
+/* The client's view of slice info of pool (daemon-wide id, address, IPC handle). */
+void do_describe(const srv_t *srv, int pool, const pool_slice_info_t *info, srv_slice_t *out);
+/* Why pool_alloc of size in pool failed with rc, for a person (with the
+ * spillable objects and the last spill error for the host pool). */
+void do_explain_alloc_error(srv_t *srv, int pool, int rc, uint64_t size, uint64_t alignment,
+                            char *msg, size_t msglen);
+
+/* ---- objects (srv.c for now) ------------------------------------------------------ */
+
+/* The host pool is short of room: spill the least recently used released
+ * object, or wait for a spill in flight.  Drops the lock meanwhile.  Returns
+ * true when trying again may succeed. */
+bool do_make_room(srv_t *srv);
 
 #endif

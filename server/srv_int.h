@@ -1,7 +1,7 @@
 /*
  * srv_int.h - what the rooms of the daemon's state share: struct srv, the
  * client record, and the helpers that one room calls in another.  Included by
- * the rooms only (srv.c, chunks.c, slices.c, sessions.c); every other file uses srv.h.
+ * the rooms only; every other file uses srv.h.
  *
  * The rooms, each owning the fields marked with its name below:
  *   srv.c       composes them: srv_create/srv_destroy, shutdown, the config
@@ -11,6 +11,9 @@
  *   slices.c    the pools: alloc, attach and free, kept slices, chunk fds
  *   sessions.c  the client table, sessions and their tokens, srv_authorize,
  *               admission (--allow-uid/--allow-gid, --max-clients)
+ *   objstore.c  named objects: Release/Acquire, Put/Get/Exists/Remove
+ *   spill.c     the spill tier: spilling, restoring, making room, and the
+ *               maintenance thread (TTL expiry, the low watermark)
  *
  * Locking, written down once for every room.
  *   One mutex, srv->lock.  The srv_* functions of srv.h take it themselves
@@ -127,17 +130,19 @@ struct srv {
     ipc_devmem_t devs[SRV_MAX_DEVICES]; /* (fixed) */
     uint32_t ndevs;                     /* (fixed) */
 
-    /* Objects and the spill tier. */
-    tier_t *tier;              /* NULL: --spill-tier none */
+    /* objstore.c: the object table (the pointer is fixed, the table is not). */
     objs_t *objs;
-    uint64_t obj_owner;        /* the pool owner of every object's slice */
+    uint64_t obj_owner;        /* (fixed) the pool owner of every object's slice */
     pthread_cond_t obj_cv;     /* an object settled (left SPILLING/RESTORING) */
+
+    /* spill.c */
+    tier_t *tier;              /* (fixed) NULL: --spill-tier none */
     pthread_cond_t maint_cv;   /* wakes the maintenance thread */
     pthread_t maint;
     bool maint_started, stop_maint;
     uint32_t spilling_now;     /* spills in flight */
     uint64_t tier_backoff_ns;  /* no on-demand spill before this (after a failure) */
-    uint64_t low_watermark;
+    uint64_t low_watermark;    /* (fixed) */
     srv_spill_info_t sp;       /* counters (the object counts come from objs) */
 
     /* sessions.c */
@@ -146,6 +151,12 @@ struct srv {
     uint32_t nkept;
     uint64_t next_owner;
 };
+
+/* The daemon's address of host pool offset (base is fixed). */
+static inline void *host_addr(const srv_t *srv, uint64_t offset)
+{
+    return (char *)srv->base + offset;
+}
 
 static inline uint64_t mono_ns(void)
 {
@@ -213,11 +224,37 @@ void do_describe(const srv_t *srv, int pool, const pool_slice_info_t *info, srv_
 void do_explain_alloc_error(srv_t *srv, int pool, int rc, uint64_t size, uint64_t alignment,
                             char *msg, size_t msglen);
 
-/* ---- objects (srv.c for now) ------------------------------------------------------ */
+/* ---- objstore.c ------------------------------------------------------------------- */
 
+/* Drop o (settled) from the table and the pool; its tier copy, if any, is
+ * the caller's to remove after unlocking (*tier_copy set). */
+void do_drop_obj(srv_t *srv, obj_t *o, bool *tier_copy);
+
+/* ---- spill.c --------------------------------------------------------------------- */
+
+/* srv_create: resolve --spill-tier auto and open the tier (none: no tier). */
+int srv_spill_open(srv_t *srv, char *err, size_t errlen);
+/* srv_start_chunks: start the maintenance thread (if it can: without it
+ * nothing expires or spills by the watermark, but the daemon serves). */
+void srv_maint_start(srv_t *srv);
+/* srv_destroy, after stop_maint was set and maint_cv broadcast. */
+void srv_maint_join(srv_t *srv);
 /* The host pool is short of room: spill the least recently used released
  * object, or wait for a spill in flight.  Drops the lock meanwhile.  Returns
  * true when trying again may succeed. */
 bool do_make_room(srv_t *srv);
+/* A host slice of size for an object, spilling others if need be (drops the
+ * lock meanwhile).  0 and *info, or an error with msg. */
+int do_alloc_obj(srv_t *srv, uint64_t size, pool_slice_info_t *info, char *msg, size_t msglen);
+/* Bring SPILLED o back into a fresh slice (drops the lock during the get and
+ * in do_alloc_obj; o stays this thread's, RESTORING).  0: o is RESIDENT.  Else
+ * o is SPILLED again with msg. */
+int do_restore(srv_t *srv, obj_t *o, char *msg, size_t msglen);
+/* Wait on obj_cv for an object to settle, at most until deadline_ns (and
+ * 200 ms at a time); false once past it or shutting down. */
+bool do_wait_obj(srv_t *srv, uint64_t deadline_ns);
+/* No lock: remove key's tier copy.  Mooncake refuses during a reader's lease
+ * (PINPOOL_EBUSY): the copy stays until a later put replaces it. */
+void srv_tier_forget(srv_t *srv, const char *key);
 
 #endif

@@ -70,9 +70,12 @@ static obj_t *do_settled(srv_t *srv, const char *key, bool resident_ok_while_spi
         if (o != NULL)
             o->waiters--;
         if (!more) {
-            snprintf(msg, msglen, srv->shutting_down ? "the daemon is shutting down"
-                     : "object '%s' is still being spilled or restored; retry", key);
-            *rc = srv->shutting_down ? PINPOOL_ESHUTDOWN : PINPOOL_ETIMEOUT;
+            *rc = do_shutdown_error(srv, msg, msglen);
+            if (*rc == 0) {
+                snprintf(msg, msglen, "object '%s' is still being spilled or restored; retry",
+                         key);
+                *rc = PINPOOL_ETIMEOUT;
+            }
             return NULL;
         }
     }
@@ -152,11 +155,9 @@ int srv_acquire(srv_t *srv, const char *client_id, const char *key, srv_slice_t 
         return rc;
     pthread_mutex_lock(&srv->lock);
     for (;;) {
-        if (srv->shutting_down) {
-            snprintf(msg, msglen, "the daemon is shutting down");
-            rc = PINPOOL_ESHUTDOWN;
+        rc = do_shutdown_error(srv, msg, msglen);
+        if (rc != 0)
             break;
-        }
         o = do_settled(srv, key, false, &rc, msg, msglen);
         if (o == NULL)
             break;

@@ -320,11 +320,9 @@ int srv_alloc(srv_t *srv, const char *client_id, int32_t device_id, uint64_t siz
     }
     pthread_mutex_lock(&srv->lock);
     for (;;) {
-        if (srv->shutting_down) {
-            snprintf(msg, msglen, "the daemon is shutting down");
-            rc = PINPOOL_ESHUTDOWN;
+        rc = do_shutdown_error(srv, msg, msglen);
+        if (rc != 0)
             break;
-        }
         if (keep) {
             if (do_find_client(srv, kept_name) != NULL) {
                 snprintf(msg, msglen, "a slice is already kept under tag '%s'", tag);

@@ -160,10 +160,9 @@ int do_alloc_obj(srv_t *srv, uint64_t size, pool_slice_info_t *info, char *msg, 
     int rc;
 
     for (;;) {
-        if (srv->shutting_down) {
-            snprintf(msg, msglen, "the daemon is shutting down");
-            return PINPOOL_ESHUTDOWN;
-        }
+        rc = do_shutdown_error(srv, msg, msglen);
+        if (rc != 0)
+            return rc;
         rc = pool_alloc(srv->pools[HOST_POOL], srv->obj_owner, size, 0, info);
         if (rc == 0)
             return 0;

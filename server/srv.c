@@ -120,6 +120,14 @@ void srv_begin_shutdown(srv_t *srv)
     pthread_mutex_unlock(&srv->lock);
 }
 
+int do_shutdown_error(const srv_t *srv, char *msg, size_t msglen)
+{
+    if (!srv->shutting_down)
+        return 0;
+    snprintf(msg, msglen, "the daemon is shutting down");
+    return PINPOOL_ESHUTDOWN;
+}
+
 const srv_config_t *srv_config(const srv_t *srv)
 {
     return &srv->cfg;

@@ -166,6 +166,12 @@ static inline uint64_t mono_ns(void)
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
+/* ---- srv.c ------------------------------------------------------------------------- */
+
+/* PINPOOL_ESHUTDOWN with msg once srv_begin_shutdown ran, else 0: the first
+ * test of every call that would allocate, and of each of its retries. */
+int do_shutdown_error(const srv_t *srv, char *msg, size_t msglen);
+
 /* ---- chunks.c ------------------------------------------------------------------ */
 
 /* srv_create: pick the host backend, count the chunks (nchunks, capacity). */

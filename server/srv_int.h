@@ -17,13 +17,21 @@
  *
  * Locking, written down once for every room.
  *   One mutex, srv->lock.  The srv_* functions of srv.h take it themselves
- *   (their callers never hold it); the helpers below named do_* are called
- *   with it held and return with it held.
+ *   (their callers never hold it), except srv_config, srv_host_backend and
+ *   srv_session_token, which read what never changes.  The helpers below
+ *   named do_* (memcached's convention) are called with it held and return
+ *   with it held; the srv_* helpers below say when they run.
+ *   Threads that come in: the gRPC queue threads (service.c: every call on
+ *   slices and objects), the libev loop (fdsock.c: sessions and chunk fds;
+ *   main.c: start-up progress, shutdown), the metrics HTTP thread
+ *   (srv_pool_info), and two kinds started here: the chunk threads
+ *   (chunks.c, at start-up) and the maintenance thread (spill.c).
  *   Fields marked (fixed) are set by srv_create before any other thread runs
  *   and never change until srv_destroy: read them without the lock.  Every
  *   other field is read and written under srv->lock only.
  *   Lock order: srv->lock is the outermost lock of the daemon.  Under it a
- *   thread may call pool_* and objs_* (no locks of their own), the log, and
+ *   thread may call pool_* and objs_* (no locks of their own), the log
+ *   (stdio's lock), the callback of srv_pool_info, and
  *   tier_scheme/tier_errmsg (no lock); it must never call tier_put, tier_get,
  *   tier_remove or tier_report_stats (they block, and take the tier's own
  *   locks), nor a host backend's chunk_create (it pins gigabytes).
@@ -38,23 +46,26 @@
  *     do_alloc_obj      in do_make_room, or waiting on chunks_cv.
  *     do_settled        in do_wait_obj.
  *     srv_alloc         in do_make_room, or waiting on chunks_cv.
- *     srv_acquire       in do_settled and do_restore; tier_forget runs after
- *                       the unlock.
- *     srv_obj_put       in do_settled and do_alloc_obj; the same tier_forget.
+ *     srv_acquire       in do_settled and do_restore; srv_tier_forget runs
+ *                       after the unlock.
+ *     srv_obj_put       in do_settled and do_alloc_obj; the same
+ *                       srv_tier_forget.
  *     srv_obj_get       in do_settled; reads a SPILLED object with tier_get
  *                       after the unlock.
- *     srv_obj_remove    in do_settled; the same tier_forget.
+ *     srv_obj_remove    in do_settled; the same srv_tier_forget.
  *     srv_wait_chunks   waits on chunks_cv.
  *     the maintenance thread: waits on maint_cv, spills (do_spill), and drops
- *                       the lock around tier_forget of an expired object.
+ *                       the lock around srv_tier_forget of an expired
+ *                       object.
+ *     srv_spill_info    calls tier_report_stats after the unlock.
  *   After the lock was dropped a thread may rely on two things only: an
  *   object that it put into SPILLING or RESTORING is still there, at the same
  *   address, in that state (no other thread changes such an object or frees
  *   its slice: they wait on obj_cv until it settles; only srv_obj_get reads a
- *   SPILLING object's bytes, which stay whole), and the (fixed) fields.  Everything else
- *   must be looked up again: a client record (a detached client goes when it
- *   holds nothing), slices and their owners, other objects, free space,
- *   shutting_down.
+ *   SPILLING object's bytes, which stay whole), and the (fixed) fields.
+ *   Everything else must be looked up again: a client record (a detached
+ *   client goes when it holds nothing), slices and their owners, other
+ *   objects, free space, shutting_down.
  *
  *   Condition variables, all used with srv->lock:
  *     chunks_cv  broadcast by a chunk thread when chunks join the pool or

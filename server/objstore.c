@@ -39,9 +39,25 @@ static int check_key(const char *key, char *msg, size_t msglen)
     return srv_check_name("key", key != NULL ? key : "", OBJ_KEY_MAX, msg, msglen);
 }
 
+/* A call for client_id on key: are both names valid?  0, or PINPOOL_EINVAL with msg. */
+static int check_client_and_key(const char *client_id, const char *key, char *msg, size_t msglen)
+{
+    int rc = srv_check_client_id(client_id, msg, msglen);
+
+    return rc != 0 ? rc : check_key(key, msg, msglen);
+}
+
 static uint64_t expiry(uint64_t ttl_ms)
 {
     return ttl_ms != 0 ? mono_ns() + ttl_ms * 1000000ull : 0;
+}
+
+int srv_objects_open(srv_t *srv, char *err, size_t errlen)
+{
+    (void)err;
+    (void)errlen;
+    srv->obj_owner = srv->next_owner++;
+    return objs_create(&srv->objs);
 }
 
 /*
@@ -99,9 +115,7 @@ int srv_release(srv_t *srv, const char *client_id, uint64_t slice_id, const char
     pool_slice_info_t info;
     int pool, rc;
 
-    rc = srv_check_client_id(client_id, msg, msglen);
-    if (rc == 0)
-        rc = check_key(key, msg, msglen);
+    rc = check_client_and_key(client_id, key, msg, msglen);
     if (rc != 0)
         return rc;
     pthread_mutex_lock(&srv->lock);
@@ -148,9 +162,7 @@ int srv_acquire(srv_t *srv, const char *client_id, const char *key, srv_slice_t 
     obj_t *o;
     int rc;
 
-    rc = srv_check_client_id(client_id, msg, msglen);
-    if (rc == 0)
-        rc = check_key(key, msg, msglen);
+    rc = check_client_and_key(client_id, key, msg, msglen);
     if (rc != 0)
         return rc;
     pthread_mutex_lock(&srv->lock);

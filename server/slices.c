@@ -209,13 +209,29 @@ void do_describe(const srv_t *srv, int pool, const pool_slice_info_t *info, srv_
     }
 }
 
-/* The client that holds a slice of owner, if c may use it (free it, map its
- * chunks): c's own slices and kept ones.  NULL: c may not. */
-static struct srv_client *do_holder(srv_t *srv, const struct srv_client *c, uint64_t owner)
+/*
+ * Slice slice_id, if c may use it (free it, map its chunks): c's own, or a
+ * kept one (c may be NULL: kept slices only).  0 with *pool, *info and
+ * *holder (the client that holds it), or PINPOOL_ENOENT (no such slice; with
+ * host_only, no such host slice) or PINPOOL_EPERM with msg.
+ */
+static int do_usable_slice(srv_t *srv, const struct srv_client *c, uint64_t slice_id,
+                           bool host_only, int *pool, pool_slice_info_t *info,
+                           struct srv_client **holder, char *msg, size_t msglen)
 {
-    struct srv_client *h = do_client_of_owner(srv, owner);
-
-    return h != NULL && (h == c || h->kept) ? h : NULL;
+    if (do_lookup(srv, slice_id, pool, info) != 0 || (host_only && *pool != HOST_POOL)) {
+        if (host_only)
+            snprintf(msg, msglen, "no host slice %" PRIu64, slice_id);
+        else
+            snprintf(msg, msglen, "no slice %" PRIu64 " in the pool", slice_id);
+        return PINPOOL_ENOENT;
+    }
+    *holder = do_client_of_owner(srv, info->owner);
+    if (*holder == NULL || (*holder != c && !(*holder)->kept)) {
+        snprintf(msg, msglen, "slice %" PRIu64 " belongs to another client", slice_id);
+        return PINPOOL_EPERM;
+    }
+    return 0;
 }
 
 /* The one slice of a kept client, in *pool / *info. */
@@ -426,22 +442,13 @@ int srv_free(srv_t *srv, const char *client_id, uint64_t slice_id, uint64_t *fre
         pthread_mutex_unlock(&srv->lock);
         return 0;
     }
-    if (do_lookup(srv, slice_id, &pool, &info) != 0) {
-        snprintf(msg, msglen, "no slice %" PRIu64 " in the pool", slice_id);
-        rc = PINPOOL_ENOENT;
-        goto out;
+    rc = do_usable_slice(srv, c, slice_id, false, &pool, &info, &owner, msg, msglen);
+    if (rc == 0) {
+        rc = pool_free(srv->pools[pool], info.id, info.owner, freed_bytes);
+        if (rc == 0)
+            *freed_slices = 1;
+        do_drop_if_idle(srv, owner);
     }
-    owner = do_holder(srv, c, info.owner);
-    if (owner == NULL) {
-        snprintf(msg, msglen, "slice %" PRIu64 " belongs to another client", slice_id);
-        rc = PINPOOL_EPERM;
-        goto out;
-    }
-    rc = pool_free(srv->pools[pool], info.id, info.owner, freed_bytes);
-    if (rc == 0)
-        *freed_slices = 1;
-    do_drop_if_idle(srv, owner);
-out:
     if (rc != 0 && msg[0] == '\0')
         snprintf(msg, msglen, "%s", pinpool_strerror(rc));
     pthread_mutex_unlock(&srv->lock);
@@ -453,28 +460,19 @@ int srv_session_chunk_fds(srv_t *srv, srv_client_t *c, uint64_t slice_id, uint32
 {
     struct srv_client *owner;
     pool_slice_info_t info;
-    int pool, rc = 0;
+    int pool, rc;
 
     pthread_mutex_lock(&srv->lock);
-    if (do_lookup(srv, slice_id, &pool, &info) != 0 || pool != HOST_POOL) {
-        snprintf(msg, msglen, "no host slice %" PRIu64, slice_id);
-        rc = PINPOOL_ENOENT;
-        goto out;
-    }
-    owner = do_holder(srv, c, info.owner);
-    if (owner == NULL) {
-        snprintf(msg, msglen, "slice %" PRIu64 " belongs to another client", slice_id);
-        rc = PINPOOL_EPERM;
-    } else if (count == 0 || count > IPC_MAX_FDS || first < info.first_chunk ||
-               (uint64_t)first + count > (uint64_t)info.first_chunk + info.nchunks) {
+    rc = do_usable_slice(srv, c, slice_id, true, &pool, &info, &owner, msg, msglen);
+    if (rc == 0 && (count == 0 || count > IPC_MAX_FDS || first < info.first_chunk ||
+                    (uint64_t)first + count > (uint64_t)info.first_chunk + info.nchunks)) {
         snprintf(msg, msglen, "chunks %" PRIu32 "+%" PRIu32 " are not those of slice %" PRIu64,
                  first, count, slice_id);
         rc = PINPOOL_EINVAL;
-    } else {
+    } else if (rc == 0) {
         for (uint32_t i = 0; i < count; i++)
             fds[i] = srv->chunks[first + i].fd;
     }
-out:
     pthread_mutex_unlock(&srv->lock);
     return rc;
 }

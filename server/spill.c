@@ -55,6 +55,11 @@ int srv_spill_open(srv_t *srv, char *err, size_t errlen)
     return 0;
 }
 
+int srv_spill_watermark(srv_t *srv, char *err, size_t errlen)
+{
+    return srv_config_watermark(&srv->cfg, srv->capacity, &srv->low_watermark, err, errlen);
+}
+
 static void *maint_thread(void *arg);
 
 void srv_maint_start(srv_t *srv)

@@ -29,10 +29,24 @@
 
 /* ---- life cycle ----------------------------------------------------------- */
 
+/*
+ * The rooms open in this order, which decides the error a person sees first
+ * when several options are wrong.  Each step leaves what it made for
+ * srv_destroy to free.
+ */
+static int (*const open_steps[])(srv_t *srv, char *err, size_t errlen) = {
+    srv_objects_open,        /* the object table */
+    srv_spill_open,          /* --spill-tier */
+    srv_chunks_open,         /* --host-backend, the number of chunks */
+    srv_spill_watermark,     /* --spill-low-watermark, a share of that capacity */
+    srv_slices_open_host,    /* the host pool, empty until chunks join it */
+    srv_chunks_reserve,      /* the chunk records and the address space */
+    srv_slices_open_devices, /* --devices, --device-pool-size */
+};
+
 int srv_create(srv_t **out, const srv_config_t *cfg, char *err, size_t errlen)
 {
     srv_t *srv;
-    int rc;
 
     srv = calloc(1, sizeof(*srv));
     if (srv == NULL)
@@ -48,35 +62,15 @@ int srv_create(srv_t **out, const srv_config_t *cfg, char *err, size_t errlen)
     pthread_condattr_destroy(&ca);
     RB_INIT(&srv->clients);
     srv->next_owner = 1;
-    srv->obj_owner = srv->next_owner++;
-    rc = objs_create(&srv->objs);
-    if (rc != 0)
-        goto fail;
-    rc = srv_spill_open(srv, err, errlen);
-    if (rc != 0)
-        goto fail;
-    rc = srv_chunks_open(srv, err, errlen);
-    if (rc != 0)
-        goto fail;
-    rc = srv_config_watermark(&srv->cfg, srv->capacity, &srv->low_watermark, err, errlen);
-    if (rc != 0)
-        goto fail;
-
-    rc = srv_slices_open_host(srv, err, errlen);
-    if (rc != 0)
-        goto fail;
-    rc = srv_chunks_reserve(srv, err, errlen);
-    if (rc != 0)
-        goto fail;
-    rc = srv_slices_open_devices(srv, err, errlen);
-    if (rc != 0)
-        goto fail;
+    for (size_t i = 0; i < sizeof(open_steps) / sizeof(open_steps[0]); i++) {
+        int rc = open_steps[i](srv, err, errlen);
+        if (rc != 0) {
+            srv_destroy(srv);
+            return rc;
+        }
+    }
     *out = srv;
     return 0;
-
-fail:
-    srv_destroy(srv);
-    return rc;
 }
 
 void srv_destroy(srv_t *srv)

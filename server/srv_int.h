@@ -243,6 +243,10 @@ void do_explain_alloc_error(srv_t *srv, int pool, int rc, uint64_t size, uint64_
 
 /* ---- objstore.c ------------------------------------------------------------------- */
 
+/* srv_create: the object table and the owner number of its slices (err unused:
+ * the one failure is -ENOMEM). */
+int srv_objects_open(srv_t *srv, char *err, size_t errlen);
+
 /* Drop o (settled) from the table and the pool; its tier copy, if any, is
  * the caller's to remove after unlocking (*tier_copy set). */
 void do_drop_obj(srv_t *srv, obj_t *o, bool *tier_copy);
@@ -251,6 +255,8 @@ void do_drop_obj(srv_t *srv, obj_t *o, bool *tier_copy);
 
 /* srv_create: resolve --spill-tier auto and open the tier (none: no tier). */
 int srv_spill_open(srv_t *srv, char *err, size_t errlen);
+/* srv_create, once the capacity is known: --spill-low-watermark in bytes. */
+int srv_spill_watermark(srv_t *srv, char *err, size_t errlen);
 /* srv_start_chunks: start the maintenance thread (if it can: without it
  * nothing expires or spills by the watermark, but the daemon serves). */
 void srv_maint_start(srv_t *srv);

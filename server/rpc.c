@@ -161,7 +161,9 @@ int rpc_dispatch(const rpc_method_t *m, void *app, const char *token, const uint
         snprintf(text, textlen, "cannot decode the %s request", m->request->name);
         return PINPOOL_EINVAL;
     }
-    rc = m->handle(app, req, &reply);
+    rc = m->check != NULL ? m->check(app, req, &reply) : 0;
+    if (rc == 0)
+        rc = m->handle(app, req, &reply);
     protobuf_c_message_free_unpacked(req, NULL);
     if (rc != 0) {
         snprintf(text, textlen, "%s", reply.text[0] != '\0' ? reply.text : pinpool_strerror(rc));

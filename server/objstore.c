@@ -1,7 +1,7 @@
 /*
  * objstore.c - named objects: released slices and Put objects.
  *
- * Owns: srv->objs as the calls see it.  Named objects (Put) and released
+ * Owns: the object table (srv->objs) and the calls on it.  Named objects (Put) and released
  * slices (ReleasePoolMemory) are one thing: a host-pool slice owned by
  * srv->obj_owner (no client) and a record in srv->objs (pool/objects.c, which
  * holds the state machine and the LRU order).  ReleasePoolMemory turns a

@@ -19,8 +19,10 @@
  * Never: allocates or frees slices itself (slices.c does; srv_session_close
  * frees a session's through it), or holds a client record across a dropped
  * lock: a detached client may be gone after it.
- * Locking (see srv_int.h): the srv_* functions here take srv->lock and never
- * drop it; the do_* helpers run under it.  A session's record stays valid
+ * Locking (see srv_int.h): srv_session_open/close/admit and srv_authorize
+ * take srv->lock and never drop it; srv_session_token reads a token that
+ * never changes; srv_check_name and srv_check_client_id touch no state; the
+ * do_* helpers run under the lock.  A session's record stays valid
  * until srv_session_close, which only the fd socket's thread calls.
  */
 #include "srv_int.h"

@@ -9,7 +9,8 @@
  * slice's chunks for the fd socket (srv_session_chunk_fds), and the message
  * that says why an allocation failed.
  * Kept slices belong to a client named "kept:<tag>" (sessions.c).  Any client
- * may attach, map and free a kept slice; only its owner may free any other.
+ * may attach, map and free a kept slice; only its holder may map or free any
+ * other.
  * Never: decides what is spilled (spill.c does; srv_alloc asks it for room),
  * or makes host chunks (chunks.c; srv_alloc waits for them).
  * Locking (see srv_int.h): every srv_* function here takes srv->lock.  Only

@@ -5,9 +5,8 @@
  * Owns: struct srv as a whole (its mutex and condition variables are made and
  * destroyed here) and shutting_down.  Every other part of it belongs to one
  * room, listed in srv_int.h: chunks.c, sessions.c, slices.c, objstore.c and
- * spill.c.  srv_create opens the rooms in the order that decides which error
- * a person sees first (object table, spill tier, host backend, watermark,
- * host pool, address space, device pools); srv_destroy stops the threads
+ * spill.c.  srv_create opens the rooms in the order (open_steps) that decides
+ * which error a person sees first; srv_destroy stops the threads
  * (the maintenance thread before the chunks that a spill in flight reads)
  * and then closes the rooms.
  * Never: does a room's work itself.

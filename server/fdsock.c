@@ -7,6 +7,16 @@
  * frees every slice of its client.  A session never blocks the loop: its
  * socket is non-blocking, and a reply that does not fit the socket buffer
  * ends the session.
+ *
+ * Threads and locks: everything here runs on the libev loop's thread (the
+ * daemon's main thread, see main.c), one callback at a time, so the listener
+ * and the session list need no lock of their own.  It calls into srv only
+ * through srv_session_admit, srv_session_open, srv_session_token,
+ * srv_session_chunk_fds and srv_session_close: each takes srv->lock for a
+ * short hold and none of them waits (for chunks, a spill or the tier), so a
+ * slow gRPC call never stalls the loop.  srv_fdsock_session_read, the loop-free
+ * core, may run on any thread (the fuzzer's) as long as one thread at a time
+ * uses a given session's fd and client.
  */
 #include "fdsock.h"
 

@@ -1,10 +1,23 @@
 /*
- * main.c - the `pinpool` command: serve, info, version, help.
+ * main.c - the `pinpool` command: serve, info, status, version, help.
  *
  * `pinpool serve` wires the pieces together: srv (pool and chunks), the gRPC
  * server (rpc.c + service.c, on its own threads), and the libev loop on the
  * main thread (fd socket, signals, the start-up progress timer).  The only
  * process-wide state of the daemon lives here.
+ *
+ * Threads: the main thread parses the options, makes srv, waits for its first
+ * chunk, starts the gRPC server and runs the libev loop: the fd socket
+ * (fdsock.c), SIGINT/SIGTERM, the progress timer (srv_chunk_progress,
+ * srv_wait_chunks without waiting) and the shutdown grace timer; after the
+ * loop it stops the rest and frees everything.  Other
+ * threads: the gRPC queue threads (rpc.c, two), the chunk threads and the
+ * maintenance thread (srv), and the metrics HTTP thread (metrics.c).  The
+ * daemon_t belongs to the main thread; the one call into it from another
+ * thread is rpc_drained, which a gRPC queue thread runs when the last call
+ * has finished and which only does ev_async_send to wake the loop.  The crash
+ * handler (on_fatal) runs on whichever thread crashed and uses only
+ * async-signal-safe calls.
  */
 #include <errno.h>
 #include <ev.h>

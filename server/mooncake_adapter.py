@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """mooncake_adapter.py - the Mooncake spill tier's helper process.
 
-The daemon (server/tier_mooncake.c) starts this with one end of a unix
+The daemon (server/tier_mooncake_adapter.c) starts this with one end of a unix
 SOCK_SEQPACKET socket pair as fd 3.  Commands arrive on that socket; payload
 bytes never do: they lie in a shared staging buffer (a memfd the daemon sends
 with SCM_RIGHTS), which this process maps and registers with Mooncake, so
@@ -16,7 +16,7 @@ Owns: one MooncakeDistributedStore client and the mapping of the staging buffer.
 Never: writes to stdout (the daemon does not read it), or outlives the daemon
 (EOF on fd 3 ends it; the daemon also sets PR_SET_PDEATHSIG).
 
-Wire format (native little endian; tier_mooncake.c has the same table):
+Wire format (native little endian; tier_mooncake_adapter.c has the same table):
   request  = <HHIQ op flags n seq> then per op:
      HELLO   JSON config (utf-8)
      SETBUF  <Q size>, the memfd attached

@@ -9,6 +9,21 @@
  *
  * Every call has a context that lives until its reply batch completes: the
  * batch points into it (status details, trailing metadata, "cancelled").
+ *
+ * Threads and locks: rpc_server_start starts nthreads threads (the daemon asks
+ * for two) that take events from the one completion queue; a request is
+ * handled, and its handler (service.c, then srv_*) run, on the thread that
+ * took it, so as many calls run at once as there are threads.  A handler that
+ * waits (srv_alloc for chunks or a spill, a restore, the tier) holds its
+ * thread meanwhile: with two threads, two waiting calls hold back every other
+ * call until one returns.  The observer (metrics.c) and the on_shutdown
+ * callback also run on a queue thread.  rpc_server_t is set up before start
+ * and only read afterwards, except stopping (an atomic, read by every thread)
+ * and shutdown_done, which the thread that receives the shutdown tag sets
+ * under rs->lock and rpc_server_stop waits for on rs->cv; rs->lock is a leaf
+ * (nothing else is called under it).  rpc_server_create, _add_port, _start,
+ * _begin_shutdown, _cancel_all and _stop are called from the daemon's main
+ * thread only.  rpc_dispatch holds no state and runs on any thread.
  */
 #include "rpc.h"
 
@@ -146,7 +161,9 @@ int rpc_dispatch(const rpc_method_t *m, void *app, const char *token, const uint
         snprintf(text, textlen, "cannot decode the %s request", m->request->name);
         return PINPOOL_EINVAL;
     }
-    rc = m->handle(app, req, &reply);
+    rc = m->check != NULL ? m->check(app, req, &reply) : 0;
+    if (rc == 0)
+        rc = m->handle(app, req, &reply);
     protobuf_c_message_free_unpacked(req, NULL);
     if (rc != 0) {
         snprintf(text, textlen, "%s", reply.text[0] != '\0' ? reply.text : pinpool_strerror(rc));

@@ -30,6 +30,10 @@ typedef struct rpc_reply {
 typedef struct rpc_method {
     const char *path; /* "/pinpool.v1.PinPool/GetPoolInfo" */
     const ProtobufCMessageDescriptor *request;
+    /* May this request run (who the caller may act for)?  Called after
+     * decoding, before handle; a pinpool error with reply->text refuses the
+     * call without running handle.  NULL: every request may. */
+    int (*check)(void *app, const ProtobufCMessage *request, rpc_reply_t *reply);
     /* Fill reply->msg (which the handler owns and frees in done), or return a
      * pinpool error with reply->text. */
     int (*handle)(void *app, const ProtobufCMessage *request, rpc_reply_t *reply);
@@ -41,7 +45,7 @@ typedef struct rpc_server rpc_server_t;
 
 /*
  * One call of method m without the transport: unpack len bytes of data as
- * m's request, run its handler with app, pack the reply into *out (the
+ * m's request, run its check and handler with app, pack the reply into *out (the
  * caller unrefs it).  Returns 0, or the pinpool error with a message in text
  * (*out untouched).  The server runs every call through here; so do the
  * fuzzers (tests/fuzz/fuzz_rpc.c).

@@ -1,7 +1,9 @@
 /*
  * service.c - the PinPool gRPC methods: protobuf in, srv_* calls, protobuf out.
  *
- * Owns: turning requests into srv_* calls and their results into replies.
+ * Owns: turning requests into srv_* calls and their results into replies, and
+ * which methods act for a client: those whose row has authorize as its check
+ * (every request with a client_id field).
  * Never: holds state of its own or takes srv's lock directly.
  * Each reply is built in one heap block (struct *_reply) freed by its done().
  */
@@ -18,6 +20,27 @@
 #include "srv.h"
 
 #define METHOD(name) "/pinpool.v1.PinPool/" name
+
+/*
+ * The check of every method whose request names a client (its client_id
+ * field, found through the message's descriptor): may the caller act for
+ * it?  A session's id needs the session's token (srv_authorize).
+ */
+static int authorize(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+{
+    const ProtobufCFieldDescriptor *f =
+        protobuf_c_message_descriptor_get_field_by_name(m->descriptor, "client_id");
+    const char *id;
+
+    if (f == NULL || f->type != PROTOBUF_C_TYPE_STRING || f->label == PROTOBUF_C_LABEL_REPEATED) {
+        snprintf(reply->text, sizeof(reply->text), "%s names no client to authorize",
+                 m->descriptor->name);
+        return PINPOOL_EINTERNAL;
+    }
+    id = *(char *const *)(const void *)((const char *)m + f->offset);
+    return srv_authorize(app, id != NULL ? id : "", reply->token, reply->text,
+                         sizeof(reply->text));
+}
 
 /* ---- AllocatePoolMemory ------------------------------------------------------ */
 
@@ -103,9 +126,6 @@ static int handle_alloc(void *app, const ProtobufCMessage *m, rpc_reply_t *reply
     srv_slice_t s;
     int rc;
 
-    rc = srv_authorize(app, req->client_id, reply->token, reply->text, sizeof(reply->text));
-    if (rc != 0)
-        return rc;
     rc = srv_alloc(srv, req->client_id, req->device_id, req->size_bytes, req->alignment, req->tag,
                    req->keep, &s, reply->text, sizeof(reply->text));
     if (rc != 0)
@@ -119,9 +139,6 @@ static int handle_attach(void *app, const ProtobufCMessage *m, rpc_reply_t *repl
     srv_slice_t s;
     int rc;
 
-    rc = srv_authorize(app, req->client_id, reply->token, reply->text, sizeof(reply->text));
-    if (rc != 0)
-        return rc;
     rc = srv_attach(app, req->client_id, req->tag, &s, reply->text, sizeof(reply->text));
     return rc != 0 ? rc : build_slice_reply(app, &s, reply);
 }
@@ -145,9 +162,6 @@ static int handle_free(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
     uint32_t n;
     int rc;
 
-    rc = srv_authorize(app, req->client_id, reply->token, reply->text, sizeof(reply->text));
-    if (rc != 0)
-        return rc;
     rc = srv_free(app, req->client_id, req->slice_id, &freed, &n, reply->text, sizeof(reply->text));
     if (rc != 0)
         return rc;
@@ -390,9 +404,6 @@ static int handle_release(void *app, const ProtobufCMessage *m, rpc_reply_t *rep
     uint64_t size = 0;
     int rc;
 
-    rc = srv_authorize(app, req->client_id, reply->token, reply->text, sizeof(reply->text));
-    if (rc != 0)
-        return rc;
     rc = srv_release(app, req->client_id, req->slice_id, req->key, req->ttl_ms, &size,
                      reply->text, sizeof(reply->text));
     if (rc != 0)
@@ -412,9 +423,6 @@ static int handle_acquire(void *app, const ProtobufCMessage *m, rpc_reply_t *rep
     srv_slice_t s;
     int rc;
 
-    rc = srv_authorize(app, req->client_id, reply->token, reply->text, sizeof(reply->text));
-    if (rc != 0)
-        return rc;
     rc = srv_acquire(app, req->client_id, req->key, &s, reply->text, sizeof(reply->text));
     if (rc != 0)
         return rc;
@@ -635,33 +643,35 @@ static int handle_ping(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
     return 0;
 }
 
+/* path, request, check (authorize: the request names a client), handle, done */
 static const rpc_method_t methods[] = {
     {METHOD("AllocatePoolMemory"), &pinpool__v1__allocate_pool_memory_request__descriptor,
-     handle_alloc, done_alloc},
-    {METHOD("FreePoolMemory"), &pinpool__v1__free_pool_memory_request__descriptor, handle_free,
-     done_free},
-    {METHOD("GetPoolInfo"), &pinpool__v1__get_pool_info_request__descriptor, handle_info, done_info},
-    {METHOD("GetServerConfig"), &pinpool__v1__get_server_config_request__descriptor, handle_config,
-     done_plain},
-    {METHOD("Ping"), &pinpool__v1__ping_request__descriptor, handle_ping, NULL},
-    {METHOD("AttachPoolMemory"), &pinpool__v1__attach_pool_memory_request__descriptor,
+     authorize, handle_alloc, done_alloc},
+    {METHOD("FreePoolMemory"), &pinpool__v1__free_pool_memory_request__descriptor, authorize,
+     handle_free, done_free},
+    {METHOD("GetPoolInfo"), &pinpool__v1__get_pool_info_request__descriptor, NULL, handle_info,
+     done_info},
+    {METHOD("GetServerConfig"), &pinpool__v1__get_server_config_request__descriptor, NULL,
+     handle_config, done_plain},
+    {METHOD("Ping"), &pinpool__v1__ping_request__descriptor, NULL, handle_ping, NULL},
+    {METHOD("AttachPoolMemory"), &pinpool__v1__attach_pool_memory_request__descriptor, authorize,
      handle_attach, done_alloc},
     {METHOD("ReleasePoolMemory"), &pinpool__v1__release_pool_memory_request__descriptor,
-     handle_release, done_plain},
+     authorize, handle_release, done_plain},
     {METHOD("AcquirePoolMemory"), &pinpool__v1__acquire_pool_memory_request__descriptor,
-     handle_acquire, done_alloc},
-    {METHOD("Put"), &pinpool__v1__put_request__descriptor, handle_put, NULL},
-    {METHOD("Get"), &pinpool__v1__get_request__descriptor, handle_get, done_get},
-    {METHOD("Exists"), &pinpool__v1__exists_request__descriptor, handle_exists, done_plain},
-    {METHOD("Remove"), &pinpool__v1__remove_request__descriptor, handle_remove, NULL},
-    {METHOD("BatchPut"), &pinpool__v1__batch_put_request__descriptor, handle_batch_put,
+     authorize, handle_acquire, done_alloc},
+    {METHOD("Put"), &pinpool__v1__put_request__descriptor, NULL, handle_put, NULL},
+    {METHOD("Get"), &pinpool__v1__get_request__descriptor, NULL, handle_get, done_get},
+    {METHOD("Exists"), &pinpool__v1__exists_request__descriptor, NULL, handle_exists, done_plain},
+    {METHOD("Remove"), &pinpool__v1__remove_request__descriptor, NULL, handle_remove, NULL},
+    {METHOD("BatchPut"), &pinpool__v1__batch_put_request__descriptor, NULL, handle_batch_put,
      done_batch},
-    {METHOD("BatchGet"), &pinpool__v1__batch_keys_request__descriptor, handle_batch_get,
+    {METHOD("BatchGet"), &pinpool__v1__batch_keys_request__descriptor, NULL, handle_batch_get,
      done_batch},
-    {METHOD("BatchExists"), &pinpool__v1__batch_keys_request__descriptor, handle_batch_exists,
-     done_batch},
-    {METHOD("BatchRemove"), &pinpool__v1__batch_keys_request__descriptor, handle_batch_remove,
-     done_batch},
+    {METHOD("BatchExists"), &pinpool__v1__batch_keys_request__descriptor, NULL,
+     handle_batch_exists, done_batch},
+    {METHOD("BatchRemove"), &pinpool__v1__batch_keys_request__descriptor, NULL,
+     handle_batch_remove, done_batch},
 };
 
 const rpc_method_t *srv_service_methods(size_t *n)

@@ -1,12 +1,39 @@
 /*
- * srv.h - the daemon's state: the pool, its chunks, and the clients.
+ * srv.h - the daemon's state: the pools, the host chunks, the clients, the
+ * named objects and the spill tier.
  *
- * Owns: the pool_t, the host chunks (through an ipc_host_ops_t backend), the
- * table of clients (fd-socket sessions and detached gRPC-only clients), and the
- * threads that create the chunks at start-up.
- * Never: speaks gRPC or touches libev; server/rpc.c and server/fdsock.c call in.
- * Locking: one mutex, srv->lock, taken by every srv_* function below for its
- * whole run; nothing here calls out while holding it.  Callable from any thread.
+ * Owns: the host pool and the device pools (pool_t), the host chunks (through
+ * an ipc_host_ops_t backend), the table of clients (fd-socket sessions and
+ * detached gRPC-only clients), the named objects and the spill tier, and the
+ * threads that make the chunks at start-up and look after the objects (TTL
+ * expiry, the low watermark).  The code lives in one file per subsystem
+ * (srv_int.h lists them); this header is what the rest of the daemon calls.
+ * Never: speaks gRPC or touches libev; server/service.c (on the gRPC threads),
+ * server/fdsock.c (on the libev loop) and server/metrics.c (on its HTTP
+ * thread) call in.
+ * Locking: one mutex inside, srv->lock.  Every srv_* function below takes it
+ * itself (a caller never holds it; srv_config, srv_host_backend and
+ * srv_session_token read what never changes and take nothing) and calls
+ * nothing of the caller's while holding it, except srv_pool_info's fn.  The
+ * functions may be called from any thread, many at once, except srv_create,
+ * srv_start_chunks and srv_destroy (one thread; srv_destroy once every other
+ * call has returned).
+ * Most return after one short hold of the lock.  These wait, or do slow
+ * work, with the lock released, and may take long:
+ *   srv_wait_chunks         until the chunks it asks for are made;
+ *   srv_alloc               for host chunks still being made, and for a spill
+ *                           that makes room (tier I/O, or another call's spill);
+ *   srv_acquire             to restore a spilled object (tier I/O), and for an
+ *                           object that another call spills or restores;
+ *   srv_obj_put, srv_obj_get, srv_obj_remove
+ *                           for an object that another call spills or
+ *                           restores; get reads a spilled object from the
+ *                           tier, put and remove delete its stale tier copy;
+ *   srv_spill_info          asks the tier for its statistics after unlocking.
+ * A wait for another call's object is bounded (120 s, then PINPOOL_ETIMEOUT);
+ * srv_begin_shutdown ends the waits (PINPOOL_ESHUTDOWN).  What a call may
+ * rely on after it dropped the lock, the condition variables and the lock
+ * order are written down in srv_int.h.
  */
 #ifndef PINPOOL_SRV_H
 #define PINPOOL_SRV_H
@@ -92,7 +119,8 @@ void srv_destroy(srv_t *srv);
 
 /*
  * Start cfg->pin_threads threads that create the chunks; each chunk joins the
- * pool as soon as it and all chunks before it exist.  Returns at once.
+ * pool as soon as it and all chunks before it exist.  Starts the maintenance
+ * thread too (TTL expiry, the low watermark).  Returns at once.
  */
 int srv_start_chunks(srv_t *srv);
 /* Wait until at least n chunks are ready, all are, or creation failed.
@@ -164,7 +192,7 @@ void srv_session_close(srv_t *srv, srv_client_t *client);
 int srv_session_chunk_fds(srv_t *srv, srv_client_t *client, uint64_t slice_id,
                           uint32_t first, uint32_t count, int *fds, char *msg, size_t msglen);
 
-/* ---- named objects and the spill tier (see srv.c, "Objects") ----------------- */
+/* ---- named objects (objstore.c) and the spill tier (spill.c) ---------------- */
 
 /*
  * ReleasePoolMemory: client_id gives up host slice slice_id, which becomes the

@@ -234,14 +234,21 @@ int tier_get(tier_t *t, const void *key, size_t keylen, void *buf, uint64_t len,
     return rc;
 }
 
-int tier_exists(tier_t *t, const void *key, size_t keylen)
+/* A call that names a key and moves no bytes (exists, remove). */
+static int key_call(tier_t *t, enum op op, int (*fn)(void *impl, const void *key, size_t keylen),
+                    const void *key, size_t keylen)
 {
     int rc = begin_call(key, keylen);
 
     if (rc == 0)
-        rc = t->ops->exists(t->impl, key, keylen);
-    account(t, OP_EXISTS, &rc, 0, 1, 0, 0);
+        rc = fn(t->impl, key, keylen);
+    account(t, op, &rc, 0, 1, 0, 0);
     return rc;
+}
+
+int tier_exists(tier_t *t, const void *key, size_t keylen)
+{
+    return key_call(t, OP_EXISTS, t->ops->exists, key, keylen);
 }
 
 int tier_size(tier_t *t, const void *key, size_t keylen, uint64_t *size)
@@ -259,12 +266,7 @@ int tier_size(tier_t *t, const void *key, size_t keylen, uint64_t *size)
 
 int tier_remove(tier_t *t, const void *key, size_t keylen)
 {
-    int rc = begin_call(key, keylen);
-
-    if (rc == 0)
-        rc = t->ops->remove(t->impl, key, keylen);
-    account(t, OP_REMOVE, &rc, 0, 1, 0, 0);
-    return rc;
+    return key_call(t, OP_REMOVE, t->ops->remove, key, keylen);
 }
 
 /* ---- batches -------------------------------------------------------------------- */

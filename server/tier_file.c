@@ -112,46 +112,39 @@ static bool is_object_name(const char *n)
 
 /* ---- I/O helpers -------------------------------------------------------------------- */
 
-static int pwrite_all(int fd, const void *buf, uint64_t len, uint64_t off)
-{
-    const char *p = buf;
-
-    while (len > 0) {
-        size_t chunk = len > (1u << 30) ? (1u << 30) : (size_t)len;
-        ssize_t w = pwrite(fd, p, chunk, (off_t)off);
-
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += w;
-        off += (uint64_t)w;
-        len -= (uint64_t)w;
-    }
-    return 0;
-}
-
-static int pread_all(int fd, void *buf, uint64_t len, uint64_t off)
+/* All of len bytes at off, written (write) or read, in pieces of at most
+ * 1 GiB; EINTR is retried.  0, -errno, or -EIO when a read ends early (the
+ * file is shorter than its header says). */
+static int pio_all(int fd, void *buf, uint64_t len, uint64_t off, bool write)
 {
     char *p = buf;
 
     while (len > 0) {
         size_t chunk = len > (1u << 30) ? (1u << 30) : (size_t)len;
-        ssize_t r = pread(fd, p, chunk, (off_t)off);
+        ssize_t n = write ? pwrite(fd, p, chunk, (off_t)off) : pread(fd, p, chunk, (off_t)off);
 
-        if (r < 0) {
+        if (n < 0) {
             if (errno == EINTR)
                 continue;
             return -errno;
         }
-        if (r == 0)
-            return -EIO; /* shorter than its header says */
-        p += r;
-        off += (uint64_t)r;
-        len -= (uint64_t)r;
+        if (n == 0 && !write)
+            return -EIO;
+        p += n;
+        off += (uint64_t)n;
+        len -= (uint64_t)n;
     }
     return 0;
+}
+
+static int pwrite_all(int fd, const void *buf, uint64_t len, uint64_t off)
+{
+    return pio_all(fd, (void *)(uintptr_t)buf, len, off, true);
+}
+
+static int pread_all(int fd, void *buf, uint64_t len, uint64_t off)
+{
+    return pio_all(fd, buf, len, off, false);
 }
 
 static uint32_t header_len(size_t keylen)

@@ -41,6 +41,14 @@
  *            stay in a memfd staging buffer mapped by both processes and
  *            registered with Mooncake: no payload crosses a pipe.
  *   auto picks dlopen when the library loads, else the adapter.
+ * Each driver is a file of its own: tier_mooncake_dlopen.c and
+ * tier_mooncake_adapter.c; tier_mooncake.h is what the three files share.
+ *
+ * Owns (this file): the options parsed from the URI, key encoding, the
+ * mapping of Mooncake's results to pinpool errors, the staging buffer (grown
+ * on demand), the batch engine that packs items into commands, and the
+ * tier_ops_t table.
+ * Never: talks to Mooncake itself: every command goes through a driver.
  *
  * Mooncake's facts and what this file does about them:
  *   - put on an existing key is a no-op: put = upsert (adapter) or remove +
@@ -57,108 +65,21 @@
  * flight).  Keys: prefix + the key with bytes outside printable ASCII, and
  * '%', written %XX, so printable keys read the same from any Mooncake client.
  */
-#include "tier.h"
+#include "tier_mooncake.h"
 
 #include <dlfcn.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <poll.h>
-#include <pthread.h>
-#include <signal.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "ipc.h"
 #include "pinpool.h"
 #include "pool.h"
 
-enum { OP_HELLO = 1, OP_SETBUF, OP_PUT, OP_GET, OP_EXISTS, OP_SIZE, OP_REMOVE };
-#define FLAG_FORCE 1u
-
-/* Mooncake's error codes (mooncake-store/include/types.h) that we act on. */
-#define MC_INVALID_PARAMS (-600)
-#define MC_NO_AVAILABLE_HANDLE (-200)
-#define MC_OBJECT_NOT_FOUND (-704)
-#define MC_OBJECT_HAS_LEASE (-706)
-
-#define REQ_MAX (64 * 1024)  /* one command message */
-#define BATCH_MAX 512        /* items per command */
-#define REQ_HDR 16
-#define ITEM_HDR 20
-#define REP_HDR 16
-#define KEYBUF (3 * TIER_KEY_MAX + 256 + 1)
-
-typedef struct mc_item {
-    char key[KEYBUF]; /* encoded: prefix + escaped key */
-    uint32_t keylen;
-    uint64_t off, len;  /* in the staging buffer */
-    int64_t rc, aux;
-} mc_item_t;
-
-/* The C API of store_c.h, bound with dlsym. */
-typedef struct mc_capi {
-    void *(*create)(void);
-    void (*destroy)(void *);
-    int (*setup)(void *, const char *, const char *, uint64_t, uint64_t, const char *,
-                 const char *, const char *);
-    int (*put_from)(void *, const char *, void *, size_t, const void *);
-    int64_t (*get_into)(void *, const char *, void *, size_t);
-    int (*is_exist)(void *, const char *);
-    int64_t (*get_size)(void *, const char *);
-    int (*remove)(void *, const char *, int);
-    int (*register_buffer)(void *, void *, size_t);
-    int (*unregister_buffer)(void *, void *);
-    int (*batch_put_from)(void *, const char **, void **, const size_t *, size_t, const void *,
-                          int *);
-    int (*batch_get_into)(void *, const char **, void **, const size_t *, size_t, int64_t *);
-    int (*batch_is_exist)(void *, const char **, size_t, int *);
-} mc_capi_t;
-
-typedef struct mc {
-    pthread_mutex_t lock;
-    /* configuration */
-    char master[256], metadata[512], protocol[16], device[128], hostname[256], prefix[256];
-    char lib[1024], python[1024], adapter[4096], log[1024];
-    uint64_t segment, local_buffer, buffer;
-    int timeout_ms, lease_wait_ms;
-    bool force_remove, use_dlopen;
-    /* staging buffer, mapped here */
-    void *stage;
-    uint64_t stage_len;
-    /* adapter */
-    pid_t pid;
-    int sock, memfd;
-    uint64_t seq;
-    bool dead; /* start a new adapter before the next call */
-    char replace[32];
-    uint32_t restarts;
-    /* dlopen */
-    void *dl;
-    mc_capi_t c;
-    void *store;
-    /* one command and its reply (under lock) */
-    char req[REQ_MAX];
-    char rep[REP_HDR + BATCH_MAX * 16 + 4096 + 64];
-} mc_t;
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static const char *mc_code_name(int64_t rc)
+const char *tier_mc_code_name(int64_t rc)
 {
     switch (rc) {
     case -1: return "INTERNAL_ERROR";
@@ -198,7 +119,7 @@ static int mc_error(int64_t rc, const char *what, const char *key)
                           what, key);
     default:
         return tier__fail(PINPOOL_ETIER, "mooncake %s '%s': %s (%" PRId64 ")", what, key,
-                          mc_code_name(rc), rc);
+                          tier_mc_code_name(rc), rc);
     }
 }
 
@@ -366,129 +287,9 @@ static int encode_key(const mc_t *m, const void *key, size_t keylen, mc_item_t *
     return 0;
 }
 
-/* ---- the adapter process ------------------------------------------------------------- */
+/* ---- the staging buffer -------------------------------------------------------------- */
 
-/* Stop the adapter: EOF asks it to go (gently: after 2 s it is killed), or
- * SIGKILL at once when it no longer answers. */
-static void adapter_stop(mc_t *m, bool gently)
-{
-    if (m->sock >= 0)
-        close(m->sock);
-    m->sock = -1;
-    if (m->pid > 0) {
-        int status;
-        uint64_t t0 = now_ms();
-
-        if (!gently)
-            kill(m->pid, SIGKILL);
-        while (waitpid(m->pid, &status, WNOHANG) == 0) {
-            if (now_ms() - t0 > 2000) {
-                kill(m->pid, SIGKILL);
-                waitpid(m->pid, &status, 0);
-                break;
-            }
-            usleep(10000);
-        }
-    }
-    m->pid = 0;
-    m->dead = true;
-}
-
-static int find_adapter(mc_t *m)
-{
-    char exe[4096];
-    ssize_t n;
-    static const char *const rel[] = {"/mooncake_adapter.py", "/../server/mooncake_adapter.py",
-                                      "/../../server/mooncake_adapter.py"};
-
-    if (m->adapter[0] != '\0')
-        return access(m->adapter, R_OK) == 0 ? 0 : -errno;
-    n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (n <= 0)
-        return -ENOENT;
-    exe[n] = '\0';
-    *strrchr(exe, '/') = '\0';
-    for (size_t i = 0; i < sizeof(rel) / sizeof(rel[0]); i++) {
-        snprintf(m->adapter, sizeof(m->adapter), "%s%s", exe, rel[i]);
-        if (access(m->adapter, R_OK) == 0)
-            return 0;
-    }
-    m->adapter[0] = '\0';
-    return -ENOENT;
-}
-
-/* Send one request (with an optional fd) and wait for its reply, at most until
- * deadline.  On timeout or a broken adapter it is killed and the call fails. */
-static int adapter_call(mc_t *m, const void *req, size_t reqlen, int fd, void *rep, size_t replen,
-                        size_t *got, uint64_t deadline)
-{
-    uint64_t seq;
-    int rc;
-
-    memcpy(&seq, (const char *)req + 8, 8);
-    rc = ipc_send_msg(m->sock, req, reqlen, fd >= 0 ? &fd : NULL, fd >= 0 ? 1 : 0);
-    if (rc < 0) {
-        adapter_stop(m, false);
-        return tier__fail(PINPOOL_ETIER, "mooncake adapter: send: %s (it is restarted on the "
-                          "next call)", strerror(-rc));
-    }
-    for (;;) {
-        struct pollfd pfd = {.fd = m->sock, .events = POLLIN};
-        uint64_t now = now_ms();
-        ssize_t r;
-        uint64_t rseq;
-
-        if (now >= deadline) {
-            adapter_stop(m, false);
-            return tier__fail(-ETIMEDOUT, "mooncake: no answer within timeout_ms=%d (master "
-                              "%s unreachable?); the adapter was stopped and restarts on the "
-                              "next call", m->timeout_ms, m->master);
-        }
-        rc = poll(&pfd, 1, (int)(deadline - now));
-        if (rc < 0 && errno != EINTR) {
-            rc = -errno;
-            adapter_stop(m, false);
-            return tier__fail(PINPOOL_ETIER, "mooncake adapter: poll: %s", strerror(-rc));
-        }
-        if (rc <= 0)
-            continue;
-        r = recv(m->sock, rep, replen, 0);
-        if (r < (ssize_t)REP_HDR) {
-            adapter_stop(m, false);
-            return tier__fail(PINPOOL_ETIER, "mooncake adapter %s (see its log%s%s)",
-                              r == 0 ? "exited" : "sent a short reply",
-                              m->log[0] ? " " : "", m->log);
-        }
-        memcpy(&rseq, rep, 8);
-        if (rseq != seq) {
-            adapter_stop(m, false);
-            return tier__fail(PINPOOL_ETIER, "mooncake adapter: reply out of order");
-        }
-        *got = (size_t)r;
-        return 0;
-    }
-}
-
-static void put_req_hdr(char *buf, uint16_t op, uint16_t flags, uint32_t n, uint64_t seq)
-{
-    memcpy(buf, &op, 2);
-    memcpy(buf + 2, &flags, 2);
-    memcpy(buf + 4, &n, 4);
-    memcpy(buf + 8, &seq, 8);
-}
-
-/* A reply's status and message; returns the status. */
-static int32_t rep_status(const char *rep, size_t len, uint32_t n, char *msg, size_t msglen)
-{
-    int32_t st;
-    size_t off = REP_HDR + (size_t)n * 16;
-
-    memcpy(&st, rep + 8, 4);
-    snprintf(msg, msglen, "%.*s", off < len ? (int)(len - off) : 0, off < len ? rep + off : "");
-    return st;
-}
-
-static int stage_map(mc_t *m, uint64_t len, int *fdout, void **mapout)
+int tier_mc_stage_map(mc_t *m, uint64_t len, int *fdout, void **mapout)
 {
     int fd = -1;
     void *p;
@@ -517,288 +318,6 @@ static int stage_map(mc_t *m, uint64_t len, int *fdout, void **mapout)
     return 0;
 }
 
-/* Give the adapter a staging buffer of len bytes (replacing the old one). */
-static int adapter_setbuf(mc_t *m, uint64_t len)
-{
-    char req[REQ_HDR + 8], rep[4096 + REP_HDR], msg[512];
-    size_t got;
-    int fd, rc;
-    void *p;
-
-    rc = stage_map(m, len, &fd, &p);
-    if (rc != 0)
-        return tier__fail(rc, "staging buffer of %" PRIu64 " bytes: %s", len, strerror(-rc));
-    put_req_hdr(req, OP_SETBUF, 0, 0, ++m->seq);
-    memcpy(req + REQ_HDR, &len, 8);
-    rc = adapter_call(m, req, sizeof(req), fd, rep, sizeof(rep), &got,
-                      now_ms() + (uint64_t)m->timeout_ms);
-    if (rc == 0 && (rc = rep_status(rep, got, 0, msg, sizeof(msg))) != 0)
-        rc = tier__fail(PINPOOL_ETIER, "mooncake adapter: %s", msg);
-    if (rc != 0) {
-        munmap(p, len);
-        close(fd);
-        return rc;
-    }
-    if (m->stage != NULL)
-        munmap(m->stage, m->stage_len);
-    if (m->memfd >= 0)
-        close(m->memfd);
-    m->stage = p;
-    m->stage_len = len;
-    m->memfd = fd;
-    return 0;
-}
-
-static int adapter_start(mc_t *m, char *err, size_t errlen)
-{
-    int sv[2], rc, logfd = -1;
-    pid_t pid;
-    char json[2048], req[REQ_HDR + sizeof(json)], rep[4096 + REP_HDR], msg[1024];
-    char *argv[] = {m->python, "-u", m->adapter, NULL};
-    size_t got;
-    int n;
-    uint64_t len = m->stage_len != 0 ? m->stage_len : m->buffer;
-
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
-        return -errno;
-    if (m->log[0] != '\0')
-        logfd = open(m->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    pid = fork();
-    if (pid < 0) {
-        rc = -errno;
-        close(sv[0]);
-        close(sv[1]);
-        if (logfd >= 0)
-            close(logfd);
-        return rc;
-    }
-    if (pid == 0) {
-        /* Only async-signal-safe calls from here to exec. */
-        sigset_t all;
-
-        sigemptyset(&all);
-        sigprocmask(SIG_SETMASK, &all, NULL);
-        signal(SIGTERM, SIG_DFL);
-        signal(SIGINT, SIG_DFL);
-        signal(SIGHUP, SIG_DFL);
-        signal(SIGPIPE, SIG_DFL);
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        setsid(); /* the terminal's ^C is the daemon's to handle */
-        if (dup2(sv[1], 3) != 3)
-            _exit(127);
-        if (logfd >= 0)
-            dup2(logfd, 2);
-        execvp(argv[0], argv);
-        _exit(127);
-    }
-    close(sv[1]);
-    if (logfd >= 0)
-        close(logfd);
-    m->pid = pid;
-    m->sock = sv[0];
-    m->dead = false;
-
-    n = snprintf(json, sizeof(json),
-                 "{\"master\":\"%s\",\"metadata_server\":\"%s\",\"protocol\":\"%s\","
-                 "\"device\":\"%s\",\"local_hostname\":\"%s\",\"segment\":%" PRIu64 ","
-                 "\"local_buffer\":%" PRIu64 "}",
-                 m->master, m->metadata, m->protocol, m->device, m->hostname, m->segment,
-                 m->local_buffer);
-    if (n < 0 || (size_t)n >= sizeof(json) || strpbrk(m->master, "\"\\") ||
-        strpbrk(m->metadata, "\"\\") || strpbrk(m->hostname, "\"\\") ||
-        strpbrk(m->device, "\"\\") || strpbrk(m->protocol, "\"\\")) {
-        adapter_stop(m, false);
-        snprintf(err, errlen, "mooncake: parameters contain quotes or are too long");
-        return PINPOOL_EINVAL;
-    }
-    put_req_hdr(req, OP_HELLO, 0, 0, ++m->seq);
-    memcpy(req + REQ_HDR, json, (size_t)n);
-    rc = adapter_call(m, req, REQ_HDR + (size_t)n, -1, rep, sizeof(rep), &got,
-                      now_ms() + (uint64_t)m->timeout_ms);
-    if (rc != 0) {
-        snprintf(err, errlen, "mooncake adapter (%s %s) did not start: %s", m->python, m->adapter,
-                 tier_errmsg());
-        return rc;
-    }
-    if (rep_status(rep, got, 0, msg, sizeof(msg)) != 0) {
-        adapter_stop(m, false);
-        snprintf(err, errlen, "mooncake: %s", msg);
-        return PINPOOL_ETIER;
-    }
-    snprintf(m->replace, sizeof(m->replace), "%.31s", msg);
-    if (m->stage != NULL) { /* a restart: a fresh buffer of the same size */
-        munmap(m->stage, m->stage_len);
-        close(m->memfd);
-        m->stage = NULL;
-        m->memfd = -1;
-    }
-    rc = adapter_setbuf(m, len);
-    if (rc != 0) {
-        snprintf(err, errlen, "mooncake: %s", tier_errmsg());
-        adapter_stop(m, false);
-        return rc;
-    }
-    return 0;
-}
-
-/* Run op over items (all in the staging buffer) through the adapter. */
-static int adapter_run(mc_t *m, uint16_t op, uint16_t flags, mc_item_t *items, uint32_t n,
-                       uint64_t deadline)
-{
-    char *req = m->req, *rep = m->rep;
-    size_t len = REQ_HDR, got;
-    char msg[512];
-    int rc;
-
-    if (m->dead) {
-        char err[512];
-
-        m->restarts++;
-        rc = adapter_start(m, err, sizeof(err));
-        if (rc != 0)
-            return tier__fail(rc, "%s", err);
-    }
-    put_req_hdr(req, op, flags, n, ++m->seq);
-    for (uint32_t i = 0; i < n; i++) {
-        memcpy(req + len, &items[i].off, 8);
-        memcpy(req + len + 8, &items[i].len, 8);
-        memcpy(req + len + 16, &items[i].keylen, 4);
-        memcpy(req + len + ITEM_HDR, items[i].key, items[i].keylen);
-        len += ITEM_HDR + items[i].keylen;
-    }
-    rc = adapter_call(m, req, len, -1, rep, sizeof(m->rep), &got, deadline);
-    if (rc != 0)
-        return rc;
-    if (rep_status(rep, got, 0, msg, sizeof(msg)) != 0)
-        return tier__fail(PINPOOL_ETIER, "mooncake adapter: %s", msg);
-    {
-        uint32_t rn;
-
-        memcpy(&rn, rep + 12, 4);
-        if (rn != n || got < REP_HDR + (size_t)n * 16) {
-            adapter_stop(m, false);
-            return tier__fail(PINPOOL_ETIER, "mooncake adapter: %u results for %u items", rn, n);
-        }
-    }
-    for (uint32_t i = 0; i < n; i++) {
-        memcpy(&items[i].rc, rep + REP_HDR + (size_t)i * 16, 8);
-        memcpy(&items[i].aux, rep + REP_HDR + (size_t)i * 16 + 8, 8);
-    }
-    return 0;
-}
-
-/* ---- the C API (dlopen) ------------------------------------------------------------- */
-
-static int capi_open(mc_t *m, char *err, size_t errlen)
-{
-    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
-    struct sigaction saved[3];
-    int rc;
-
-    m->dl = dlopen(m->lib, RTLD_NOW | RTLD_LOCAL);
-    if (m->dl == NULL) {
-        snprintf(err, errlen, "mooncake: dlopen %s: %s (build Mooncake with "
-                 "-DWITH_STORE_C_SHARED=ON, or use mode=adapter)", m->lib, dlerror());
-        return PINPOOL_ETIER;
-    }
-#define SYM(field, name)                                                                  \
-    do {                                                                                  \
-        *(void **)&m->c.field = dlsym(m->dl, name);                                       \
-        if (m->c.field == NULL) {                                                         \
-            snprintf(err, errlen, "mooncake: %s has no %s: not Mooncake's store C API",   \
-                     m->lib, name);                                                       \
-            return PINPOOL_ETIER;                                                         \
-        }                                                                                 \
-    } while (0)
-    SYM(create, "mooncake_store_create");
-    SYM(destroy, "mooncake_store_destroy");
-    SYM(setup, "mooncake_store_setup");
-    SYM(put_from, "mooncake_store_put_from");
-    SYM(get_into, "mooncake_store_get_into");
-    SYM(is_exist, "mooncake_store_is_exist");
-    SYM(get_size, "mooncake_store_get_size");
-    SYM(remove, "mooncake_store_remove");
-    SYM(register_buffer, "mooncake_store_register_buffer");
-    SYM(unregister_buffer, "mooncake_store_unregister_buffer");
-    SYM(batch_put_from, "mooncake_store_batch_put_from");
-    SYM(batch_get_into, "mooncake_store_batch_get_into");
-    SYM(batch_is_exist, "mooncake_store_batch_is_exist");
-#undef SYM
-    m->store = m->c.create();
-    if (m->store == NULL) {
-        snprintf(err, errlen, "mooncake: mooncake_store_create failed");
-        return PINPOOL_ETIER;
-    }
-    /* The client installs its own SIGINT/SIGTERM/SIGHUP handlers: keep ours. */
-    for (int i = 0; i < 3; i++)
-        sigaction(sigs[i], NULL, &saved[i]);
-    rc = m->c.setup(m->store, m->hostname, m->metadata, m->segment, m->local_buffer, m->protocol,
-                    m->device, m->master);
-    for (int i = 0; i < 3; i++)
-        sigaction(sigs[i], &saved[i], NULL);
-    if (rc != 0) {
-        snprintf(err, errlen, "mooncake: mooncake_store_setup(master %s, metadata %s) returned "
-                 "%d (%s)", m->master, m->metadata, rc, mc_code_name(rc));
-        return PINPOOL_ETIER;
-    }
-    snprintf(m->replace, sizeof(m->replace), "remove+put");
-    return 0;
-}
-
-static int capi_setbuf(mc_t *m, uint64_t len)
-{
-    void *p;
-    int fd, rc = stage_map(m, len, &fd, &p);
-
-    if (rc != 0)
-        return tier__fail(rc, "staging buffer of %" PRIu64 " bytes: %s", len, strerror(-rc));
-    rc = m->c.register_buffer(m->store, p, len);
-    if (rc != 0) {
-        munmap(p, len);
-        return tier__fail(PINPOOL_ETIER, "mooncake_store_register_buffer: %d", rc);
-    }
-    if (m->stage != NULL) {
-        m->c.unregister_buffer(m->store, m->stage);
-        munmap(m->stage, m->stage_len);
-    }
-    m->stage = p;
-    m->stage_len = len;
-    return 0;
-}
-
-static int capi_run(mc_t *m, uint16_t op, uint16_t flags, mc_item_t *items, uint32_t n)
-{
-    char *base = m->stage;
-
-    for (uint32_t i = 0; i < n; i++) {
-        mc_item_t *it = &items[i];
-
-        it->aux = 0;
-        switch (op) {
-        case OP_PUT:
-            it->rc = m->c.remove(m->store, it->key, (flags & FLAG_FORCE) != 0);
-            if (it->rc == 0 || it->rc == MC_OBJECT_NOT_FOUND)
-                it->rc = m->c.put_from(m->store, it->key, base + it->off, it->len, NULL);
-            break;
-        case OP_GET:
-            it->rc = m->c.get_into(m->store, it->key, base + it->off, it->len);
-            if (it->rc == MC_INVALID_PARAMS)
-                it->aux = m->c.get_size(m->store, it->key);
-            break;
-        case OP_EXISTS:
-            it->rc = m->c.is_exist(m->store, it->key);
-            break;
-        case OP_SIZE:
-            it->rc = m->c.get_size(m->store, it->key);
-            break;
-        case OP_REMOVE:
-            it->rc = m->c.remove(m->store, it->key, (flags & FLAG_FORCE) != 0);
-            break;
-        }
-    }
-    return 0;
-}
-
 /* ---- one path over both drivers ------------------------------------------------------- */
 
 /* The dlopen driver cannot be interrupted: its calls end when Mooncake's own
@@ -808,8 +327,8 @@ static int run(mc_t *m, uint16_t op, mc_item_t *items, uint32_t n, uint64_t dead
     uint16_t flags = m->force_remove ? FLAG_FORCE : 0;
 
     if (m->use_dlopen)
-        return capi_run(m, op, flags, items, n);
-    return adapter_run(m, op, flags, items, n, deadline);
+        return tier_mc_dlopen_run(m, op, flags, items, n);
+    return tier_mc_adapter_run(m, op, flags, items, n, deadline);
 }
 
 static int grow_stage(mc_t *m, uint64_t need)
@@ -822,17 +341,17 @@ static int grow_stage(mc_t *m, uint64_t need)
         len = len * 2;
     len = (len + 4095) & ~(uint64_t)4095;
     if (m->use_dlopen)
-        return capi_setbuf(m, len);
+        return tier_mc_dlopen_setbuf(m, len);
     if (m->dead) { /* the restart maps a buffer of stage_len */
         char err[512];
         int rc;
 
         m->restarts++;
-        rc = adapter_start(m, err, sizeof(err));
+        rc = tier_mc_adapter_start(m, err, sizeof(err));
         if (rc != 0)
             return tier__fail(rc, "%s", err);
     }
-    return adapter_setbuf(m, len);
+    return tier_mc_adapter_setbuf(m, len);
 }
 
 static int mc_open(void **impl, const char *uri, char *err, size_t errlen)
@@ -848,11 +367,11 @@ static int mc_open(void **impl, const char *uri, char *err, size_t errlen)
     if (rc != 0)
         goto fail;
     if (m->use_dlopen) {
-        rc = capi_open(m, err, errlen);
-        if (rc == 0 && (rc = capi_setbuf(m, m->buffer)) != 0)
+        rc = tier_mc_dlopen_open(m, err, errlen);
+        if (rc == 0 && (rc = tier_mc_dlopen_setbuf(m, m->buffer)) != 0)
             snprintf(err, errlen, "mooncake: %s", tier_errmsg());
     } else {
-        rc = find_adapter(m);
+        rc = tier_mc_adapter_find(m);
         if (rc != 0) {
             snprintf(err, errlen, "mooncake: cannot find mooncake_adapter.py (%s); set "
                      "adapter=PATH or $PINPOOL_MOONCAKE_ADAPTER",
@@ -860,7 +379,7 @@ static int mc_open(void **impl, const char *uri, char *err, size_t errlen)
             rc = PINPOOL_ETIER;
             goto fail;
         }
-        rc = adapter_start(m, err, errlen);
+        rc = tier_mc_adapter_start(m, err, errlen);
     }
     if (rc != 0)
         goto fail;
@@ -869,7 +388,7 @@ static int mc_open(void **impl, const char *uri, char *err, size_t errlen)
 
 fail:
     if (m->pid > 0)
-        adapter_stop(m, false);
+        tier_mc_adapter_stop(m, false);
     if (m->store != NULL)
         m->c.destroy(m->store);
     if (m->stage != NULL)
@@ -893,7 +412,7 @@ static void mc_close(void *impl)
         m->c.destroy(m->store);
         /* The library keeps threads and handlers: it is never dlclose'd. */
     } else {
-        adapter_stop(m, true);
+        tier_mc_adapter_stop(m, true);
         if (m->memfd >= 0)
             close(m->memfd);
     }
@@ -913,7 +432,7 @@ static int mc_batch(mc_t *m, uint16_t op, tier_item_t *items, size_t n)
     mc_item_t *mi = calloc(n < BATCH_MAX ? n : BATCH_MAX, sizeof(*mi));
     size_t i = 0;
     int rc = 0;
-    uint64_t deadline = now_ms() + (uint64_t)m->timeout_ms; /* for the whole call */
+    uint64_t deadline = tier_mc_now_ms() + (uint64_t)m->timeout_ms; /* for the whole call */
 
     if (mi == NULL)
         return -ENOMEM;
@@ -1061,11 +580,11 @@ static int mc_exists_batch(void *impl, tier_item_t *items, size_t n)
 static int mc_remove_batch(void *impl, tier_item_t *items, size_t n)
 {
     mc_t *m = impl;
-    uint64_t deadline = now_ms() + (uint64_t)m->lease_wait_ms;
+    uint64_t deadline = tier_mc_now_ms() + (uint64_t)m->lease_wait_ms;
     int rc = mc_batch(m, OP_REMOVE, items, n);
 
     /* Leased objects: retry those alone until the lease ends or lease_wait_ms. */
-    while (rc != 0 && m->lease_wait_ms > 0 && now_ms() < deadline) {
+    while (rc != 0 && m->lease_wait_ms > 0 && tier_mc_now_ms() < deadline) {
         bool again = false;
 
         usleep(100000);

@@ -1,0 +1,204 @@
+/*
+ * chunks.c - the host backend and the host pool's chunks.
+ *
+ * Owns: the choice of host backend (--host-backend; auto falls back to memfd,
+ * saying why in the log), the pool's reserved address space, the chunk
+ * records, and the pin_threads threads that make the chunks at start-up.
+ * Those threads take chunk numbers in order and create them through the host
+ * backend; a chunk joins the host pool once all chunks before it exist, so the
+ * ready part of the pool is always a prefix.
+ * Never: hands out slices or looks at clients; a chunk, once made, stays until
+ * srv_destroy.
+ * Locking (see srv_int.h): a chunk thread takes srv->lock to pick its chunk
+ * number and again to record the result, and makes the chunk in between
+ * without it (pinning a chunk takes long).  It broadcasts chunks_cv after
+ * every result.  base, capacity, nchunks and the record arrays are fixed after
+ * srv_create; the records' entries, ready and chunk_err change under the lock.
+ */
+#include "srv_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "pinpool.h"
+
+static double elapsed_since(const struct timespec *t0)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* --host-backend: the one asked for, or auto's pick (saying why in the log). */
+static int pick_backend(srv_t *srv, char *err, size_t errlen)
+{
+    const char *name = srv->cfg.host_backend;
+    char why[512];
+    int rc;
+
+    if (strcmp(name, "auto") == 0) {
+        srv->host = ipc_host_auto(why, sizeof(why));
+        if (!srv->host->cuda)
+            srv_info("no CUDA host backend here (%s): running CPU-only on memfd chunks", why);
+        return 0;
+    }
+    srv->host = ipc_host_backend(name);
+    if (srv->host == NULL) {
+        snprintf(err, errlen, "--host-backend %s is not known", name);
+        return PINPOOL_EINVAL;
+    }
+    rc = srv->host->probe(why, sizeof(why));
+    if (rc != 0)
+        snprintf(err, errlen, "--host-backend %s cannot work here: %s", name, why);
+    return rc;
+}
+
+int srv_chunks_open(srv_t *srv, char *err, size_t errlen)
+{
+    const srv_config_t *cfg = &srv->cfg;
+    int rc = pick_backend(srv, err, errlen);
+
+    if (rc != 0)
+        return rc;
+    srv->nchunks = (uint32_t)((cfg->mem_pool_size + cfg->chunk_size - 1) / cfg->chunk_size);
+    srv->capacity = (uint64_t)srv->nchunks * cfg->chunk_size;
+    return 0;
+}
+
+int srv_chunks_reserve(srv_t *srv, char *err, size_t errlen)
+{
+    int rc;
+
+    srv->chunks = calloc(srv->nchunks, sizeof(*srv->chunks));
+    srv->created = calloc(srv->nchunks, sizeof(*srv->created));
+    if (srv->chunks == NULL || srv->created == NULL) {
+        snprintf(err, errlen, "out of memory for %" PRIu32 " chunk records", srv->nchunks);
+        return -ENOMEM;
+    }
+    rc = srv->host->reserve(srv->capacity, &srv->base);
+    if (rc != 0) {
+        char sz[32];
+        snprintf(err, errlen, "cannot reserve %s of address space: %s",
+                 pool_format_size(srv->capacity, sz, sizeof(sz)), pinpool_strerror(rc));
+        srv->base = NULL;
+    }
+    return rc;
+}
+
+void srv_chunks_close(srv_t *srv)
+{
+    for (uint32_t i = 0; i < srv->nthreads; i++)
+        pthread_join(srv->threads[i], NULL);
+    free(srv->threads);
+    for (uint32_t i = 0; srv->created != NULL && i < srv->nchunks; i++)
+        if (srv->created[i])
+            srv->host->chunk_destroy(&srv->chunks[i]);
+    if (srv->base != NULL)
+        srv->host->release(srv->base, srv->capacity);
+    free(srv->chunks);
+    free(srv->created);
+}
+
+static void *chunk_thread(void *arg)
+{
+    srv_t *srv = arg;
+    uint64_t size = srv->cfg.chunk_size;
+
+    for (;;) {
+        ipc_chunk_t chunk;
+        char msg[256] = "";
+        uint32_t i, n;
+        int rc;
+
+        pthread_mutex_lock(&srv->lock);
+        if (srv->stop_chunks || srv->chunk_err != 0 || srv->next_chunk >= srv->nchunks) {
+            pthread_mutex_unlock(&srv->lock);
+            return NULL;
+        }
+        i = srv->next_chunk++;
+        pthread_mutex_unlock(&srv->lock);
+
+        rc = srv->host->chunk_create(&chunk, (char *)srv->base + (uint64_t)i * size, size, i, msg,
+                                     sizeof(msg));
+
+        pthread_mutex_lock(&srv->lock);
+        if (rc != 0) {
+            if (srv->chunk_err == 0) {
+                srv->chunk_err = rc;
+                snprintf(srv->chunk_errmsg, sizeof(srv->chunk_errmsg), "%s",
+                         msg[0] != '\0' ? msg : pinpool_strerror(rc));
+            }
+        } else {
+            srv->chunks[i] = chunk;
+            srv->created[i] = true;
+            for (n = 0; srv->ready + n < srv->nchunks && srv->created[srv->ready + n]; n++)
+                ;
+            if (n > 0 && pool_add_chunks(srv->pools[HOST_POOL], n) == 0)
+                srv->ready += n;
+            if (srv->ready == srv->nchunks)
+                srv->chunks_seconds = elapsed_since(&srv->chunks_started);
+        }
+        pthread_cond_broadcast(&srv->chunks_cv);
+        pthread_mutex_unlock(&srv->lock);
+        if (rc != 0)
+            return NULL;
+    }
+}
+
+int srv_chunks_start(srv_t *srv)
+{
+    uint32_t want = (uint32_t)srv->cfg.pin_threads;
+
+    if (want > srv->nchunks)
+        want = srv->nchunks;
+    srv->threads = calloc(want, sizeof(*srv->threads));
+    if (srv->threads == NULL)
+        return -ENOMEM;
+    clock_gettime(CLOCK_MONOTONIC, &srv->chunks_started);
+    for (uint32_t i = 0; i < want; i++) {
+        int rc = pthread_create(&srv->threads[i], NULL, chunk_thread, srv);
+        if (rc != 0) {
+            if (srv->nthreads == 0)
+                return -rc;
+            break; /* fewer threads, same work */
+        }
+        srv->nthreads++;
+    }
+    return 0;
+}
+
+bool do_chunks_coming(const srv_t *srv)
+{
+    return srv->ready < srv->nchunks && srv->chunk_err == 0;
+}
+
+int srv_wait_chunks(srv_t *srv, uint32_t n, char *err, size_t errlen)
+{
+    int rc;
+
+    pthread_mutex_lock(&srv->lock);
+    if (n > srv->nchunks)
+        n = srv->nchunks;
+    while (srv->ready < n && srv->chunk_err == 0)
+        pthread_cond_wait(&srv->chunks_cv, &srv->lock);
+    rc = srv->chunk_err;
+    if (rc != 0)
+        snprintf(err, errlen, "%s", srv->chunk_errmsg);
+    pthread_mutex_unlock(&srv->lock);
+    return rc;
+}
+
+void srv_chunk_progress(srv_t *srv, uint32_t *ready, uint32_t *total, double *seconds)
+{
+    pthread_mutex_lock(&srv->lock);
+    *ready = srv->ready;
+    *total = srv->nchunks;
+    *seconds = srv->ready == srv->nchunks ? srv->chunks_seconds
+                                          : elapsed_since(&srv->chunks_started);
+    pthread_mutex_unlock(&srv->lock);
+}

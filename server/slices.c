@@ -1,0 +1,479 @@
+/*
+ * slices.c - the pools and the slices clients hold in them.
+ *
+ * Owns: srv->pools and the device memory behind the device pools.  pools[0]
+ * is the host pool, pools[k] the device pool of devs[k - 1].  A slice id
+ * carries its pool's index in its top bits (SRV_POOL_SHIFT), so ids are
+ * unique across the daemon.  AllocatePoolMemory, AttachPoolMemory and
+ * FreePoolMemory (srv_alloc, srv_attach, srv_free), the descriptors of a host
+ * slice's chunks for the fd socket (srv_session_chunk_fds), and the message
+ * that says why an allocation failed.
+ * Kept slices belong to a client named "kept:<tag>" (sessions.c).  Any client
+ * may attach, map and free a kept slice; only its holder may map or free any
+ * other.
+ * Never: decides what is spilled (spill.c does; srv_alloc asks it for room),
+ * or makes host chunks (chunks.c; srv_alloc waits for them).
+ * Locking (see srv_int.h): every srv_* function here takes srv->lock.  Only
+ * srv_alloc drops it: in do_make_room (a spill, or waiting for one) and while
+ * waiting on chunks_cv for chunks still being made; it looks its client up
+ * again after either.
+ */
+#include "srv_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cudaload.h"
+#include "log.h"
+#include "pinpool.h"
+
+/* ---- the pools (srv_create and srv_destroy) ----------------------------------------- */
+
+int srv_slices_open_host(srv_t *srv, char *err, size_t errlen)
+{
+    pool_params_t params = {
+        .chunk_size = srv->cfg.chunk_size,
+        .max_chunks = srv->nchunks,
+        .quantum = 256,
+        .allow_multi_chunk = true,
+    };
+    int rc = pool_create(&srv->pools[HOST_POOL], &params);
+
+    if (rc != 0)
+        snprintf(err, errlen, "cannot create the pool: %s", pinpool_strerror(rc));
+    return rc;
+}
+
+/* --devices / --device-pool-size: one pool per GPU. */
+int srv_slices_open_devices(srv_t *srv, char *err, size_t errlen)
+{
+    int list[SRV_MAX_DEVICES], n = 0;
+    char msg[256];
+    int rc;
+
+    if (srv->cfg.device_pool_size == 0)
+        return 0;
+    rc = ipc_cuda_load(msg, sizeof(msg));
+    if (rc != 0) {
+        snprintf(err, errlen, "--device-pool-size needs a GPU: %s", msg);
+        return rc;
+    }
+    if (strcmp(srv->cfg.devices, "all") == 0) {
+        for (n = 0; n < ipc_cuda_device_count() && n < SRV_MAX_DEVICES; n++)
+            list[n] = n;
+    } else {
+        char copy[sizeof(srv->cfg.devices)], *save = NULL;
+        snprintf(copy, sizeof(copy), "%s", srv->cfg.devices);
+        for (char *t = strtok_r(copy, ",", &save); t != NULL; t = strtok_r(NULL, ",", &save)) {
+            char *end;
+            long d = strtol(t, &end, 10);
+            if (*end != '\0' || d < 0 || d >= ipc_cuda_device_count() || n == SRV_MAX_DEVICES) {
+                snprintf(err, errlen, "--devices: '%s' is not a GPU here (%d visible: 0..%d)", t,
+                         ipc_cuda_device_count(), ipc_cuda_device_count() - 1);
+                return PINPOOL_ENODEV;
+            }
+            for (int i = 0; i < n; i++)
+                if (list[i] == (int)d) {
+                    snprintf(err, errlen, "--devices: GPU %ld is listed twice", d);
+                    return PINPOOL_EINVAL;
+                }
+            list[n++] = (int)d;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        pool_params_t params = {
+            .chunk_size = srv->cfg.device_pool_size,
+            .max_chunks = 1,
+            .quantum = 256,
+            .allow_multi_chunk = false,
+        };
+        rc = ipc_devmem_create(&srv->devs[i], list[i], srv->cfg.device_pool_size, err, errlen);
+        if (rc != 0)
+            return rc;
+        srv->ndevs++;
+        rc = pool_create(&srv->pools[1 + i], &params);
+        if (rc == 0)
+            rc = pool_add_chunks(srv->pools[1 + i], 1);
+        if (rc != 0) {
+            snprintf(err, errlen, "cannot create the device pool of GPU %d: %s", list[i],
+                     pinpool_strerror(rc));
+            return rc;
+        }
+        char sz[32];
+        srv_info("GPU %d (%s): device pool of %s", list[i], srv->devs[i].name,
+                 pool_format_size(srv->cfg.device_pool_size, sz, sizeof(sz)));
+    }
+    return 0;
+}
+
+void srv_slices_close(srv_t *srv)
+{
+    for (uint32_t i = 0; i < srv->ndevs; i++)
+        ipc_devmem_destroy(&srv->devs[i]);
+    for (uint32_t i = 0; i <= SRV_MAX_DEVICES; i++)
+        pool_destroy(srv->pools[i]);
+}
+
+/* ---- slices across pools (lock held) ----------------------------------------------- */
+
+/* Bytes and slices owner holds in every pool. */
+uint64_t do_owner_bytes(srv_t *srv, uint64_t owner, uint32_t *slices, uint64_t *device_bytes)
+{
+    uint64_t host = 0, dev = 0;
+    uint32_t n = 0;
+
+    for (uint32_t i = 0; i <= srv->ndevs; i++) {
+        uint32_t k = 0;
+        uint64_t b = pool_owner_bytes(srv->pools[i], owner, &k);
+        if (i == HOST_POOL)
+            host = b;
+        else
+            dev += b;
+        n += k;
+    }
+    if (slices != NULL)
+        *slices = n;
+    if (device_bytes != NULL)
+        *device_bytes = dev;
+    return host + dev;
+}
+
+uint32_t do_free_owner(srv_t *srv, uint64_t owner, uint64_t *bytes)
+{
+    uint32_t n = 0;
+
+    *bytes = 0;
+    for (uint32_t i = 0; i <= srv->ndevs; i++) {
+        uint64_t b = 0;
+        int k = pool_free_owner(srv->pools[i], owner, &b);
+        *bytes += b;
+        n += k > 0 ? (uint32_t)k : 0;
+    }
+    return n;
+}
+
+
+static uint64_t global_id(uint32_t pool, uint64_t local)
+{
+    return ((uint64_t)pool << SRV_POOL_SHIFT) | local;
+}
+
+/* The pool index of a daemon-wide id, or -1 if it names no pool. */
+static int pool_of(const srv_t *srv, uint64_t id)
+{
+    uint64_t p = id >> SRV_POOL_SHIFT;
+
+    return p <= srv->ndevs ? (int)p : -1;
+}
+
+int do_lookup(srv_t *srv, uint64_t id, int *pool, pool_slice_info_t *info)
+{
+    *pool = pool_of(srv, id);
+    if (*pool < 0)
+        return PINPOOL_ENOENT;
+    return pool_lookup(srv->pools[*pool], id & ((1ull << SRV_POOL_SHIFT) - 1), info);
+}
+
+/* The pool of device_id (-1: host), or -1 with msg. */
+static int pool_for_device(const srv_t *srv, int32_t device_id, char *msg, size_t msglen)
+{
+    if (device_id == -1)
+        return HOST_POOL;
+    for (uint32_t i = 0; i < srv->ndevs; i++)
+        if (srv->devs[i].device == device_id)
+            return (int)i + 1;
+    if (srv->ndevs == 0)
+        snprintf(msg, msglen, "device %" PRId32 ": this daemon has no device pool (host slices "
+                 "use device_id -1; start it with --device-pool-size)", device_id);
+    else
+        snprintf(msg, msglen, "device %" PRId32 ": no device pool on that GPU (see --devices)",
+                 device_id);
+    return -1;
+}
+
+void do_describe(const srv_t *srv, int pool, const pool_slice_info_t *info, srv_slice_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->info = *info;
+    out->info.id = global_id((uint32_t)pool, info->id);
+    if (pool == HOST_POOL) {
+        out->device_id = -1;
+        out->memory_ptr = (uint64_t)(uintptr_t)srv->base + info->offset;
+    } else {
+        const ipc_devmem_t *dm = &srv->devs[pool - 1];
+        out->device_id = dm->device;
+        out->memory_ptr = dm->base + info->offset;
+        memcpy(out->ipc_handle, dm->handle, IPC_HANDLE_BYTES);
+    }
+}
+
+/*
+ * Slice slice_id, if c may use it (free it, map its chunks): c's own, or a
+ * kept one (c may be NULL: kept slices only).  0 with *pool, *info and
+ * *holder (the client that holds it), or PINPOOL_ENOENT (no such slice; with
+ * host_only, no such host slice) or PINPOOL_EPERM with msg.
+ */
+static int do_usable_slice(srv_t *srv, const struct srv_client *c, uint64_t slice_id,
+                           bool host_only, int *pool, pool_slice_info_t *info,
+                           struct srv_client **holder, char *msg, size_t msglen)
+{
+    if (do_lookup(srv, slice_id, pool, info) != 0 || (host_only && *pool != HOST_POOL)) {
+        if (host_only)
+            snprintf(msg, msglen, "no host slice %" PRIu64, slice_id);
+        else
+            snprintf(msg, msglen, "no slice %" PRIu64 " in the pool", slice_id);
+        return PINPOOL_ENOENT;
+    }
+    *holder = do_client_of_owner(srv, info->owner);
+    if (*holder == NULL || (*holder != c && !(*holder)->kept)) {
+        snprintf(msg, msglen, "slice %" PRIu64 " belongs to another client", slice_id);
+        return PINPOOL_EPERM;
+    }
+    return 0;
+}
+
+/* The one slice of a kept client, in *pool / *info. */
+typedef struct find_one {
+    pool_slice_info_t info;
+    bool found;
+} find_one_t;
+
+static void take_first(const pool_slice_info_t *slice, void *arg)
+{
+    find_one_t *f = arg;
+    if (!f->found) {
+        f->info = *slice;
+        f->found = true;
+    }
+}
+
+static bool do_kept_slice(srv_t *srv, const struct srv_client *c, int *pool, pool_slice_info_t *info)
+{
+    for (uint32_t i = 0; i <= srv->ndevs; i++) {
+        find_one_t f = {.found = false};
+        pool_foreach_slice(srv->pools[i], c->owner, false, take_first, &f);
+        if (f.found) {
+            *pool = (int)i;
+            *info = f.info;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ---- the calls ------------------------------------------------------------------ */
+
+void do_explain_alloc_error(srv_t *srv, int pool, int rc, uint64_t size, uint64_t alignment,
+                                char *msg, size_t msglen)
+{
+    pool_stats_t st;
+    char a[32], b[32], c[32], d[32], where[32] = "";
+
+    pool_get_stats(srv->pools[pool], &st);
+    pool_format_size(size, a, sizeof(a));
+    if (pool != HOST_POOL)
+        snprintf(where, sizeof(where), " on GPU %d", srv->devs[pool - 1].device);
+    switch (rc) {
+    case PINPOOL_EINVAL:
+        snprintf(msg, msglen, "size_bytes must be greater than 0");
+        break;
+    case PINPOOL_ETOOBIG:
+        snprintf(msg, msglen, "cannot allocate %s%s: the whole pool is %s", a, where,
+                 pool_format_size(st.capacity, b, sizeof(b)));
+        break;
+    case PINPOOL_EALIGN:
+        snprintf(msg, msglen, "alignment %" PRIu64 " must be a power of two that divides the "
+                 "chunk size (%s)", alignment,
+                 pool_format_size(pool_chunk_size(srv->pools[pool]), b, sizeof(b)));
+        break;
+    case PINPOOL_ENOSPC: {
+        int n = snprintf(msg, msglen, "cannot allocate %s%s: the largest free extent is %s (%s "
+                         "free of %s)", a, where, pool_format_size(st.largest_free, b, sizeof(b)),
+                         pool_format_size(st.free, c, sizeof(c)),
+                         pool_format_size(st.capacity, d, sizeof(d)));
+        if (pool == HOST_POOL && n > 0 && (size_t)n < msglen) {
+            objs_stats_t os;
+            objs_get_stats(srv->objs, &os);
+            n += snprintf(msg + n, msglen - (size_t)n, "; spillable (released, resident): %s in "
+                          "%" PRIu32 " object%s; spill tier: %s", pool_format_size(
+                              os.bytes[OBJ_RESIDENT], b, sizeof(b)), os.count[OBJ_RESIDENT],
+                          os.count[OBJ_RESIDENT] == 1 ? "" : "s",
+                          srv->tier != NULL ? tier_scheme(srv->tier) : "none");
+            if (srv->sp.last_error[0] != '\0' && n > 0 && (size_t)n < msglen)
+                snprintf(msg + n, msglen - (size_t)n, "; last spill error: %s", srv->sp.last_error);
+        }
+        break;
+    }
+    default:
+        snprintf(msg, msglen, "cannot allocate %s%s: %s", a, where, pinpool_strerror(rc));
+        break;
+    }
+}
+
+int srv_alloc(srv_t *srv, const char *client_id, int32_t device_id, uint64_t size,
+              uint64_t alignment, const char *tag, bool keep, srv_slice_t *out, char *msg,
+              size_t msglen)
+{
+    struct srv_client *c;
+    char kept_name[SRV_CLIENT_ID_LEN];
+    pool_slice_info_t info;
+    int pool, rc;
+
+    rc = srv_check_client_id(client_id, msg, msglen);
+    if (rc != 0)
+        return rc;
+    pool = pool_for_device(srv, device_id, msg, msglen);
+    if (pool < 0)
+        return PINPOOL_ENODEV;
+    if (keep) {
+        rc = srv_check_name("tag", tag != NULL ? tag : "",
+                        SRV_CLIENT_ID_LEN - 1 - strlen(KEPT_PREFIX), msg, msglen);
+        if (rc != 0)
+            return rc;
+        snprintf(kept_name, sizeof(kept_name), KEPT_PREFIX "%s", tag);
+    }
+    pthread_mutex_lock(&srv->lock);
+    for (;;) {
+        rc = do_shutdown_error(srv, msg, msglen);
+        if (rc != 0)
+            break;
+        if (keep) {
+            if (do_find_client(srv, kept_name) != NULL) {
+                snprintf(msg, msglen, "a slice is already kept under tag '%s'", tag);
+                rc = PINPOOL_EEXIST;
+                break;
+            }
+            /* The caller must be a client in good standing all the same. */
+            rc = do_get_client(srv, client_id, &c, msg, msglen);
+            if (rc != 0)
+                break;
+            do_drop_if_idle(srv, c);
+            c = do_add_kept(srv, kept_name);
+            if (c == NULL) {
+                rc = -ENOMEM;
+                break;
+            }
+        } else {
+            rc = do_get_client(srv, client_id, &c, msg, msglen);
+            if (rc != 0)
+                break;
+        }
+        if (srv->cfg.client_quota != 0 && !keep &&
+            do_owner_bytes(srv, c->owner, NULL, NULL) + size > srv->cfg.client_quota) {
+            char a[32], b[32], q[32];
+            snprintf(msg, msglen, "client %s would hold %s with this %s; --client-quota is %s",
+                     c->id, pool_format_size(do_owner_bytes(srv, c->owner, NULL, NULL) + size, a, sizeof(a)),
+                     pool_format_size(size, b, sizeof(b)),
+                     pool_format_size(srv->cfg.client_quota, q, sizeof(q)));
+            do_drop_if_idle(srv, c);
+            rc = PINPOOL_ENOSPC;
+            break;
+        }
+        rc = pool_alloc(srv->pools[pool], c->owner, size, alignment, &info);
+        if (rc == 0) {
+            do_describe(srv, pool, &info, out);
+            srv_debug("client %s: slice %" PRIx64 " of %" PRIu64 " bytes at %" PRIu64 " tag '%s'",
+                      c->id, out->info.id, size, info.offset, tag != NULL ? tag : "");
+            break;
+        }
+        do_drop_if_idle(srv, c); /* c may be gone now */
+        /* Released objects can make room: spill one (the lock drops meanwhile,
+         * so everything is looked up again) and try again. */
+        if (rc == PINPOOL_ENOSPC && pool == HOST_POOL && do_make_room(srv))
+            continue;
+        /* Not enough room yet: wait for host chunks that are still being made. */
+        if (rc != PINPOOL_ENOSPC || pool != HOST_POOL || !do_chunks_coming(srv)) {
+            do_explain_alloc_error(srv, pool, rc, size, alignment, msg, msglen);
+            break;
+        }
+        pthread_cond_wait(&srv->chunks_cv, &srv->lock);
+    }
+    pthread_mutex_unlock(&srv->lock);
+    return rc;
+}
+
+int srv_attach(srv_t *srv, const char *client_id, const char *tag, srv_slice_t *out, char *msg,
+               size_t msglen)
+{
+    char kept_name[SRV_CLIENT_ID_LEN];
+    struct srv_client *c;
+    pool_slice_info_t info;
+    int pool, rc;
+
+    rc = srv_check_client_id(client_id, msg, msglen);
+    if (rc == 0)
+        rc = srv_check_name("tag", tag, SRV_CLIENT_ID_LEN - 1 - strlen(KEPT_PREFIX), msg, msglen);
+    if (rc != 0)
+        return rc;
+    snprintf(kept_name, sizeof(kept_name), KEPT_PREFIX "%s", tag);
+    pthread_mutex_lock(&srv->lock);
+    c = do_find_client(srv, kept_name);
+    if (c == NULL || !do_kept_slice(srv, c, &pool, &info)) {
+        snprintf(msg, msglen, "no slice is kept under tag '%s'", tag);
+        rc = PINPOOL_ENOENT;
+    } else {
+        do_describe(srv, pool, &info, out);
+    }
+    pthread_mutex_unlock(&srv->lock);
+    return rc;
+}
+
+int srv_free(srv_t *srv, const char *client_id, uint64_t slice_id, uint64_t *freed_bytes,
+             uint32_t *freed_slices, char *msg, size_t msglen)
+{
+    struct srv_client *c, *owner;
+    pool_slice_info_t info;
+    int pool, rc = 0;
+
+    *freed_bytes = 0;
+    *freed_slices = 0;
+    rc = srv_check_client_id(client_id, msg, msglen);
+    if (rc != 0)
+        return rc;
+    pthread_mutex_lock(&srv->lock);
+    c = do_find_client(srv, client_id);
+    if (slice_id == 0) {
+        if (c != NULL) {
+            *freed_slices = do_free_owner(srv, c->owner, freed_bytes);
+            do_drop_if_idle(srv, c);
+        }
+        pthread_mutex_unlock(&srv->lock);
+        return 0;
+    }
+    rc = do_usable_slice(srv, c, slice_id, false, &pool, &info, &owner, msg, msglen);
+    if (rc == 0) {
+        rc = pool_free(srv->pools[pool], info.id, info.owner, freed_bytes);
+        if (rc == 0)
+            *freed_slices = 1;
+        do_drop_if_idle(srv, owner);
+    }
+    if (rc != 0 && msg[0] == '\0')
+        snprintf(msg, msglen, "%s", pinpool_strerror(rc));
+    pthread_mutex_unlock(&srv->lock);
+    return rc;
+}
+
+int srv_session_chunk_fds(srv_t *srv, srv_client_t *c, uint64_t slice_id, uint32_t first,
+                          uint32_t count, int *fds, char *msg, size_t msglen)
+{
+    struct srv_client *owner;
+    pool_slice_info_t info;
+    int pool, rc;
+
+    pthread_mutex_lock(&srv->lock);
+    rc = do_usable_slice(srv, c, slice_id, true, &pool, &info, &owner, msg, msglen);
+    if (rc == 0 && (count == 0 || count > IPC_MAX_FDS || first < info.first_chunk ||
+                    (uint64_t)first + count > (uint64_t)info.first_chunk + info.nchunks)) {
+        snprintf(msg, msglen, "chunks %" PRIu32 "+%" PRIu32 " are not those of slice %" PRIu64,
+                 first, count, slice_id);
+        rc = PINPOOL_EINVAL;
+    } else if (rc == 0) {
+        for (uint32_t i = 0; i < count; i++)
+            fds[i] = srv->chunks[first + i].fd;
+    }
+    pthread_mutex_unlock(&srv->lock);
+    return rc;
+}

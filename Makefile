@@ -193,17 +193,28 @@ $(BUILD)/tests/gpu_client: tests/gpu/gpu_client.c $(SRV_OBJ)
 	@echo "  GPU     $@"
 	$(Q)$(CC) $(CFLAGS) $(RPATH_EXE) -o $@ $< $(SRV_OBJ) $(SRV_LIBS)
 
+# tests/test_runner.c runs tests/run over this Criterion binary (tests/run's own test).
+TEST_FIXTURES := $(BUILD)/tests/fixtures/suites
+$(BUILD)/tests/fixtures/%: tests/fixtures/%.c
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS_BASE) -o $@ $< $(CRIT_LIBS) $(LDFLAGS_SAN)
+
+# Suites that may run no test here, with why: tests/run fails on any other suite
+# whose every test skipped.
+TEST_MAY_SKIP := $(if $(MOCK_CUDA),,--may-skip 'swap_mock=built without cuda.h, so no stand-in driver')
+
 serve: all
 	$(BUILD)/pinpool serve $(ARGS)
 
-# Each test binary runs on its own; the summary line of each is Criterion's.
+# Each test binary runs on its own; tests/run prints each one's counts, skipped
+# tests included, and fails on a suite that ran no test (TEST_MAY_SKIP excepted).
 # Then the Python suite; either failing fails the target.
 test: $(BUILD)/.deps-ok $(BUILD)/.mooncake-ok
 	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BUILD)/libpinpool.so $(TEST_BIN) \
-	  $(BUILD)/tests/gpu_client $(BENCH_BIN) $(MOCK_CUDA)
+	  $(BUILD)/tests/gpu_client $(BENCH_BIN) $(MOCK_CUDA) $(TEST_FIXTURES)
 	$(Q)rc=0; PINPOOL_BIN=$(abspath $(BUILD)/pinpool) LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp) \
 	  PINPOOL_PYTHON=$(PYTHON) PINPOOL_BUILD=$(BUILD) PINPOOL_TEST_SANITIZE=$(SANITIZE) \
-	  tests/run $(TEST_BIN) || rc=1; \
+	  tests/run $(TEST_MAY_SKIP) $(TEST_BIN) || rc=1; \
 	  $(MAKE) --no-print-directory test-python || rc=1; exit $$rc
 
 # Installs the PyPI packages with pip only when one is missing (Debian marks its

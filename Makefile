@@ -191,7 +191,7 @@ $(BUILD)/mockcuda/libcuda.so.1: tests/mock/libcuda.c
 $(BUILD)/tests/gpu_client: tests/gpu/gpu_client.c $(SRV_OBJ)
 	$(Q)mkdir -p $(dir $@)
 	@echo "  GPU     $@"
-	$(Q)$(CC) $(CFLAGS) $(RPATH_EXE) -o $@ $< $(SRV_OBJ) $(SRV_LIBS)
+	$(Q)$(CC) $(CFLAGS) $(RPATH_EXE) -Ibench -o $@ $< $(SRV_OBJ) $(SRV_LIBS)
 
 # tests/test_runner.c runs tests/run over this Criterion binary (tests/run's own test).
 TEST_FIXTURES := $(BUILD)/tests/fixtures/suites

@@ -1,6 +1,8 @@
 /*
- * benchutil.h - the small helpers every benchmark in bench/ uses: a monotonic
- * clock and a comparison for sorting timings.
+ * benchutil.h - the small helpers the benchmarks in bench/ (and the GPU test
+ * client, tests/gpu/gpu_client.c) share: a monotonic clock, a comparison for
+ * sorting timings, and CU(), the check of a CUDA driver call.
+ * Header only; owns no state.
  */
 #ifndef PINPOOL_BENCHUTIL_H
 #define PINPOOL_BENCHUTIL_H
@@ -21,5 +23,20 @@ static inline int cmp_double(const void *a, const void *b)
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
 }
+
+#ifdef PINPOOL_HAVE_CUDA
+#include "cudaload.h"
+
+/* CU(call): a CUDA driver call (through ipc_cu) that must succeed.  On failure
+ * the message ("call: CUDA_ERROR_...: text") goes to CU_FAIL(msg), which the
+ * including file defines: how that program reports a failure and exits. */
+#define CU(call)                                                                               \
+    do {                                                                                       \
+        CUresult r_ = (call);                                                                  \
+        char b_[160];                                                                          \
+        if (r_ != CUDA_SUCCESS)                                                                \
+            CU_FAIL(ipc_cuda_strerror(r_, #call, b_, sizeof(b_)));                             \
+    } while (0)
+#endif
 
 #endif

@@ -246,13 +246,7 @@ static uint32_t pattern(int k, int i)
 }
 
 #ifdef PINPOOL_HAVE_CUDA
-#define CU(call)                                                                               \
-    do {                                                                                       \
-        CUresult r_ = (call);                                                                  \
-        char b_[160];                                                                          \
-        if (r_ != CUDA_SUCCESS)                                                                \
-            die("%s", ipc_cuda_strerror(r_, #call, b_, sizeof(b_)));                           \
-    } while (0)
+#define CU_FAIL(msg) die("%s", msg)
 static CUstream stream;
 #endif
 

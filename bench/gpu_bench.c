@@ -47,14 +47,7 @@ static float timed_copy(CUstream st, CUevent e0, CUevent e1, CUdeviceptr dev, vo
                         bool h2d)
 {
     float ms;
-    CU(ipc_cu.cuEventRecord(e0, st));
-    if (h2d)
-        CU(ipc_cu.cuMemcpyHtoDAsync(dev, host, n, st));
-    else
-        CU(ipc_cu.cuMemcpyDtoHAsync(host, dev, n, st));
-    CU(ipc_cu.cuEventRecord(e1, st));
-    CU(ipc_cu.cuEventSynchronize(e1));
-    CU(ipc_cu.cuEventElapsedTime(&ms, e0, e1));
+    CU(cu_timed_copy(st, e0, e1, dev, host, n, h2d, &ms));
     return ms;
 }
 

@@ -26,36 +26,13 @@
 #include "ipc.h"
 #include "paths.h"
 #include "pinpool.h"
+#include "util.h"
 #include "pinpool.pb-c.h"
 
 #define MiB (1024ull * 1024)
 #define METHOD(name) "/pinpool.v1.PinPool/" name
 
-static test_daemon_t d;
-
-static void start(void)
-{
-    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB", NULL), 0);
-}
-
-static void stop(void)
-{
-    test_daemon_finish(&d);
-}
-
-TestSuite(daemon, .init = start, .fini = stop, .timeout = 60);
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
-static pinpool_ctx_t *connect_ok(void)
-{
-    return test_connect(&d);
-}
+TEST_DAEMON_SUITE(daemon);
 
 /* ---- raw gRPC calls: the status codes on the wire ---------------------------------- */
 
@@ -164,14 +141,14 @@ Test(daemon, unknown_method_is_unimplemented_at_once)
     pinpool__rpc_t *rpc;
     char msg[256];
     int status;
-    double t0 = now();
+    double t0 = test_now_s();
 
     cr_assert_eq(pinpool__rpc_open(&rpc, d.socket), 0);
     pinpool__rpc_call(rpc, "/pinpool.v1.PinPool/NoSuchMethod", &req.base,
                       &pinpool__v1__ping_response__descriptor, &resp, &status, msg, sizeof(msg));
     pinpool__rpc_close(rpc);
     cr_expect_eq(status, GRPC_STATUS_UNIMPLEMENTED, "status %d: %s", status, msg);
-    cr_expect_lt(now() - t0, 2.0);
+    cr_expect_lt(test_now_s() - t0, 2.0);
 }
 
 Test(daemon, detached_client_frees_everything_with_slice_zero)
@@ -191,7 +168,7 @@ Test(daemon, detached_client_frees_everything_with_slice_zero)
 
 Test(daemon, alloc_write_free_through_the_library)
 {
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     pinpool_slice_t s[3];
     uint64_t sizes[3] = {4096, 3 * MiB + 17, 16 * MiB};
 
@@ -218,7 +195,7 @@ Test(daemon, alloc_write_free_through_the_library)
 
 Test(daemon, library_reports_errors_with_messages)
 {
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     pinpool_slice_t s;
     pinpool_alloc_opts_t opts = {.device_id = PINPOOL_HOST, .alignment = 5};
 
@@ -233,7 +210,7 @@ Test(daemon, library_reports_errors_with_messages)
 
 Test(daemon, slice_larger_than_a_chunk_is_contiguous)
 {
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     pinpool_slice_t s;
     uint64_t size = 40 * MiB;
 
@@ -265,7 +242,7 @@ static int chunk_mappings(void)
 
 Test(daemon, chunk_mapping_is_shared_and_dropped_with_the_last_slice)
 {
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     pinpool_slice_t a, b;
 
     cr_assert_eq(pinpool_alloc(ctx, MiB, NULL, &a), 0);
@@ -280,7 +257,7 @@ Test(daemon, chunk_mapping_is_shared_and_dropped_with_the_last_slice)
 
 Test(daemon, free_all_and_close_give_everything_back)
 {
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     pinpool_slice_t s;
     uint64_t freed = 0;
 
@@ -338,7 +315,7 @@ static void *hammer_thread(void *arg)
 
 Test(daemon, one_context_many_threads)
 {
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     pthread_t t[4];
     hammer_t h[4];
 
@@ -446,21 +423,21 @@ Test(daemon, killed_client_memory_returns_within_a_second)
     }
     cr_assert_eq(read(up[0], &ready, 1), 1);
     cr_assert_eq(test_daemon_used(&d), 24 * MiB);
-    double t0 = now();
+    double t0 = test_now_s();
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
-    while (test_daemon_used(&d) != 0 && now() - t0 < 1.0)
+    while (test_daemon_used(&d) != 0 && test_now_s() - t0 < 1.0)
         usleep(2000);
     cr_expect_eq(test_daemon_used(&d), 0, "memory of a killed client came back in %.3f s",
-                 now() - t0);
-    cr_expect_lt(now() - t0, 1.0);
+                 test_now_s() - t0);
+    cr_expect_lt(test_now_s() - t0, 1.0);
 }
 
 /* A few sessions: alloc, close. */
 static void session_cycles(int n)
 {
     for (int i = 0; i < n; i++) {
-        pinpool_ctx_t *ctx = connect_ok();
+        pinpool_ctx_t *ctx = test_connect(&d);
         pinpool_slice_t s;
         cr_assert_eq(pinpool_alloc(ctx, MiB, NULL, &s), 0);
         pinpool_close(ctx);
@@ -571,7 +548,7 @@ Test(daemon, malformed_fd_message_ends_only_that_session)
     cr_assert_eq(ipc_send_msg(fd, junk, sizeof(junk), NULL, 0), 0);
     cr_expect_eq(ipc_recv_msg(fd, junk, sizeof(junk), NULL, 0, &nfds), 0, "the daemon hangs up");
     close(fd);
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     cr_expect_eq(pinpool_ping(ctx), 0, "and goes on serving others");
     pinpool_close(ctx);
 }
@@ -580,7 +557,7 @@ Test(daemon, malformed_fd_message_ends_only_that_session)
 
 Test(daemon, pool_info_and_server_config)
 {
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     pinpool_pool_info_t info;
     pinpool_slice_t s;
 
@@ -688,7 +665,7 @@ Test(daemon, second_daemon_on_the_same_socket_is_refused)
     snprintf(args, sizeof(args), "serve --socket %s --mem-pool-size 16MiB --chunk-size 16MiB", d.socket);
     cr_expect_eq(run_cli(out, sizeof(out), args), 1, "%s", out);
     cr_expect(strstr(out, "another pinpool daemon") != NULL, "%s", out);
-    pinpool_ctx_t *ctx = connect_ok(); /* the first one still serves */
+    pinpool_ctx_t *ctx = test_connect(&d); /* the first one still serves */
     cr_expect_eq(pinpool_ping(ctx), 0);
     pinpool_close(ctx);
 }
@@ -747,10 +724,10 @@ Test(shutdown, sigterm_during_calls_exits_cleanly, .timeout = 60)
     }
     cr_assert_eq(read(up[0], &ready, 1), 1);
     usleep(300000);
-    double t0 = now();
+    double t0 = test_now_s();
     int rc = test_daemon_stop(&d);
     cr_expect_eq(rc, 0, "exit status %d", rc);
-    cr_expect_lt(now() - t0, 6.0);
+    cr_expect_lt(test_now_s() - t0, 6.0);
     int status;
     waitpid(pid, &status, 0);
     cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "client status %d", status);
@@ -790,7 +767,7 @@ Test(daemon, kept_slice_outlives_its_client_and_is_attached_by_another)
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "writer status %d", status);
     cr_expect_eq(test_daemon_used(&d), 5 * MiB, "the kept slice survives its writer");
 
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     pinpool_pool_info_t info;
     cr_assert_eq(pinpool_pool_info(ctx, &info), 0);
     cr_expect_eq(info.num_kept, 1);

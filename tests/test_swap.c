@@ -24,24 +24,7 @@
 #include "daemon.h"
 #include "pinpool.h"
 
-static test_daemon_t d;
-
-static void start(void)
-{
-    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB", NULL), 0);
-}
-
-static void stop(void)
-{
-    test_daemon_finish(&d);
-}
-
-TestSuite(swap, .init = start, .fini = stop, .timeout = 60);
-
-static pinpool_ctx_t *connect_ok(void)
-{
-    return test_connect(&d);
-}
+TEST_DAEMON_SUITE(swap);
 
 #define EXPECT_ERR(call, want, needle)                                                         \
     do {                                                                                       \
@@ -56,7 +39,7 @@ static pinpool_ctx_t *connect_ok(void)
 
 Test(swap, bad_arguments_come_first)
 {
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     uint64_t p = 0;
     char long_tag[PINPOOL_SWAP_TAG_MAX + 2];
 
@@ -78,7 +61,7 @@ Test(swap, bad_arguments_come_first)
 
 Test(swap, without_cuda_every_call_says_why)
 {
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     pinpool_swap_info_t info;
     uint64_t p = 0;
 
@@ -227,7 +210,7 @@ Test(swap_mock, api_states_and_errors)
     use_mock();
     cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB", "--host-backend",
                                    "vmm", NULL), 0);
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     pinpool_swap_info_t info;
     uint64_t a = 0, b = 0, c = 0;
 
@@ -255,7 +238,7 @@ Test(swap_mock, api_states_and_errors)
     cr_expect_eq(info.device_bytes, 0);
     EXPECT_ERR(pinpool_swap_pause(ctx, "t", NULL, 0), PINPOOL_EINVAL, "already paused");
 
-    pinpool_ctx_t *other = connect_ok(); /* the key is taken while the copy is kept */
+    pinpool_ctx_t *other = test_connect(&d); /* the key is taken while the copy is kept */
     uint64_t o;
     cr_assert_eq(pinpool_swap_alloc(other, "t", 0, 4096, &o), 0, "%s", pinpool_errmsg(other));
     int rc = pinpool_swap_pause(other, "t", NULL, 0);

@@ -1,0 +1,56 @@
+/*
+ * util.c - see util.h.
+ */
+#include "util.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+double test_now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void test_rm_rf(const char *path)
+{
+    char cmd[600];
+
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", path);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cannot remove %s\n", path);
+}
+
+void test_fill(void *buf, size_t len, unsigned seed)
+{
+    uint64_t x = 0x9E3779B97F4A7C15ull * (seed + 1ull);
+    unsigned char *p = buf;
+
+    for (size_t i = 0; i < len; i += 8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if (len - i >= 8)
+            memcpy(p + i, &x, 8);
+        else
+            memcpy(p + i, &x, len - i);
+    }
+}
+
+bool test_same(const void *buf, size_t len, unsigned seed)
+{
+    void *want = malloc(len);
+    bool ok;
+
+    if (want == NULL)
+        return false;
+    test_fill(want, len, seed);
+    ok = memcmp(buf, want, len) == 0;
+    free(want);
+    return ok;
+}

@@ -89,6 +89,16 @@ def _err_name(code):
         return str(code)
 
 
+class Closable:
+    """A with block closes it: the subclass defines close() (idempotent) and closed."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 # ---- structures (pinpool.h) -----------------------------------------------------------
 
 c_u64 = ctypes.c_uint64

@@ -41,7 +41,7 @@ def _release(L, arena, client, own_client):
         client.close()
 
 
-class ServerPinnedMemoryPool:
+class ServerPinnedMemoryPool(_lib.Closable):
     """Pinned host memory from the pinpool daemon, with lpllm's PinnedMemoryPool calls.
 
     ServerPinnedMemoryPool(dtype=torch.bfloat16, pool_size=2, chunk_size_mb=1,
@@ -240,12 +240,6 @@ class ServerPinnedMemoryPool:
     @property
     def closed(self):
         return self._arena is None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     # -- helpers -----------------------------------------------------------------------
 

@@ -195,9 +195,9 @@ $(BUILD)/tests/gpu_client: tests/gpu/gpu_client.c $(SRV_OBJ)
 
 # tests/test_runner.c runs tests/run over this Criterion binary (tests/run's own test).
 TEST_FIXTURES := $(BUILD)/tests/fixtures/suites
-$(BUILD)/tests/fixtures/%: tests/fixtures/%.c
+$(BUILD)/tests/fixtures/%: tests/fixtures/%.c tests/util.c tests/util.h
 	$(Q)mkdir -p $(dir $@)
-	$(Q)$(CC) $(CFLAGS_BASE) -o $@ $< $(CRIT_LIBS) $(LDFLAGS_SAN)
+	$(Q)$(CC) $(CFLAGS_BASE) -Itests -o $@ $< tests/util.c $(CRIT_LIBS) $(LDFLAGS_SAN)
 
 # Suites that may run no test here, with why: tests/run fails on any other suite
 # whose every test skipped.

@@ -202,8 +202,8 @@ void test_daemon_finish(test_daemon_t *d)
         return;
     uint64_t used = test_daemon_used(d);
     int rc = test_daemon_stop(d);
-    cr_expect_eq(used, 0, "the pool still has %" PRIu64 " bytes in use at the end", used);
-    cr_expect_eq(rc, 0, "the daemon exited with %d on SIGTERM", rc);
+    test_fini_check(used == 0, "the pool still has %" PRIu64 " bytes in use at the end", used);
+    test_fini_check(rc == 0, "the daemon exited with %d on SIGTERM", rc);
 }
 
 pinpool_ctx_t *test_connect(const test_daemon_t *d)

@@ -29,8 +29,9 @@ int test_daemon_spawn(test_daemon_t *d, bool again, ...);
 #define test_daemon_restart(d, ...) test_daemon_spawn((d), true, __VA_ARGS__)
 /* SIGTERM, wait; returns the exit status (or -1 if it had to be killed). */
 int test_daemon_stop(test_daemon_t *d);
-/* Suite teardown: stop the daemon (if running) and expect the pool empty and
- * exit 0 on SIGTERM.  Uses Criterion's expectations. */
+/* Suite teardown (or a test's end): stop the daemon (if running); the pool
+ * must have been empty and SIGTERM must make it exit 0 (test_fini_check: a
+ * failure fails the test even in .fini). */
 void test_daemon_finish(test_daemon_t *d);
 /* A connected libpinpool context (the test fails otherwise). */
 struct pinpool_ctx *test_connect(const test_daemon_t *d);

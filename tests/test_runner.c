@@ -1,6 +1,7 @@
 /*
  * test_runner.c - tests/run itself: the counts, the skipped tests it lists,
- * its total lines, and that it fails when a suite runs no test.  It runs
+ * its total lines, and that it fails when a suite runs no test or a test's
+ * teardown check fails (which Criterion 2.4 alone counts as passed).  It runs
  * tests/run (from the repository root, where make test runs) over
  * $PINPOOL_BUILD/tests/fixtures/suites (tests/fixtures/suites.c: passing,
  * skipping and failing tests chosen by the environment) and over two fake
@@ -31,6 +32,7 @@ static void setup(void)
     unsetenv("BXFI_MAP");
     unsetenv("FIXTURE_GPU");
     unsetenv("FIXTURE_FAIL");
+    unsetenv("FIXTURE_TEARDOWN_FAIL");
 }
 
 TestSuite(runner, .init = setup, .timeout = 60);
@@ -79,10 +81,10 @@ Test(runner, counts_skipped_tests_and_lists_them)
     setenv("FIXTURE_GPU", "1", 1);
     snprintf(args, sizeof(args), "%s", fixture);
     cr_expect_eq(run(args), 0, "%s", out);
-    EXPECT_OUT("suites: 4 passed, 1 skipped, 0 failed");
+    EXPECT_OUT("suites: 5 passed, 1 skipped, 0 failed");
     EXPECT_OUT("skipped: basic::skips: skipped on purpose");
     EXPECT_OUT("| Skipped: 1 ");
-    cr_expect_str_eq(last_line(), "4 passed, 0 failed");
+    cr_expect_str_eq(last_line(), "5 passed, 0 failed");
 }
 
 Test(runner, fails_when_every_test_of_a_suite_skips)
@@ -91,11 +93,11 @@ Test(runner, fails_when_every_test_of_a_suite_skips)
 
     snprintf(args, sizeof(args), "%s", fixture);
     cr_expect_eq(run(args), 1, "%s", out);
-    EXPECT_OUT("suites: 2 passed, 3 skipped, 0 failed");
+    EXPECT_OUT("suites: 3 passed, 3 skipped, 0 failed");
     EXPECT_OUT("skipped: gpu::first: no GPU here");
     EXPECT_OUT("FAIL: gpu ran no test");
     cr_expect(strstr(out, "FAIL: basic") == NULL, "basic ran a test:\n%s", out);
-    cr_expect_str_eq(last_line(), "2 passed, 0 failed");
+    cr_expect_str_eq(last_line(), "3 passed, 0 failed");
 }
 
 Test(runner, a_suite_declared_may_skip_passes_with_its_reason)
@@ -120,9 +122,23 @@ Test(runner, a_failed_test_fails_the_run)
     setenv("FIXTURE_FAIL", "1", 1);
     snprintf(args, sizeof(args), "%s %s", fixture, fixture);
     cr_expect_eq(run(args), 1, "%s", out);
-    EXPECT_OUT("suites: 3 passed, 1 skipped, 1 failed");
+    EXPECT_OUT("suites: 4 passed, 1 skipped, 1 failed");
     EXPECT_OUT("| Skipped: 2 ");
-    cr_expect_str_eq(last_line(), "6 passed, 2 failed");
+    cr_expect_str_eq(last_line(), "8 passed, 2 failed");
+}
+
+/* Criterion 2.4 counts a test whose .fini failed as passed; tests/run does not. */
+Test(runner, a_failed_teardown_fails_the_run)
+{
+    char args[600];
+
+    setenv("FIXTURE_GPU", "1", 1);
+    setenv("FIXTURE_TEARDOWN_FAIL", "1", 1);
+    snprintf(args, sizeof(args), "%s", fixture);
+    cr_expect_eq(run(args), 1, "%s", out);
+    EXPECT_OUT("FAIL: teardown::passes_then_its_fini_checks failed in its setup or teardown");
+    EXPECT_OUT("suites: 4 passed, 1 skipped, 1 failed");
+    cr_expect_str_eq(last_line(), "4 passed, 1 failed");
 }
 
 /* A fake binary in a temp dir: a shell script with body. */

@@ -3,11 +3,15 @@
  */
 #include "util.h"
 
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
 
 double test_now_s(void)
 {
@@ -53,4 +57,20 @@ bool test_same(const void *buf, size_t len, unsigned seed)
     ok = memcmp(buf, want, len) == 0;
     free(want);
     return ok;
+}
+
+void test_fini_check(bool ok, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+
+    if (ok)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "teardown check failed: %s\n", msg);
+    cr_expect(false, "%s", msg);
+    fflush(NULL);
+    _exit(1);
 }

@@ -8,6 +8,7 @@
  * binaries written here: one that reports no test, one that reports nothing.
  * Owns: a temp directory per test for the fakes.  Never runs a real suite.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,12 +38,17 @@ static void setup(void)
 
 TestSuite(runner, .init = setup, .timeout = 60);
 
-/* tests/run ARGS; its stdout and stderr in out[]; returns its exit status. */
-static int run(const char *args)
+/* tests/run with the arguments that fmt formats; its stdout and stderr in
+ * out[]; returns its exit status. */
+__attribute__((format(printf, 1, 2))) static int run(const char *fmt, ...)
 {
-    char cmd[1400];
+    char args[1200], cmd[1400];
     size_t n = 0;
+    va_list ap;
 
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof(args), fmt, ap);
+    va_end(ap);
     snprintf(cmd, sizeof(cmd), "tests/run %s 2>&1", args);
     FILE *p = popen(cmd, "r");
     cr_assert_not_null(p);
@@ -76,11 +82,8 @@ static const char *last_line(void)
 
 Test(runner, counts_skipped_tests_and_lists_them)
 {
-    char args[600];
-
     setenv("FIXTURE_GPU", "1", 1);
-    snprintf(args, sizeof(args), "%s", fixture);
-    cr_expect_eq(run(args), 0, "%s", out);
+    cr_expect_eq(run("%s", fixture), 0, "%s", out);
     EXPECT_OUT("suites: 5 passed, 1 skipped, 0 failed");
     EXPECT_OUT("skipped: basic::skips: skipped on purpose");
     EXPECT_OUT("| Skipped: 1 ");
@@ -89,10 +92,7 @@ Test(runner, counts_skipped_tests_and_lists_them)
 
 Test(runner, fails_when_every_test_of_a_suite_skips)
 {
-    char args[600];
-
-    snprintf(args, sizeof(args), "%s", fixture);
-    cr_expect_eq(run(args), 1, "%s", out);
+    cr_expect_eq(run("%s", fixture), 1, "%s", out);
     EXPECT_OUT("suites: 3 passed, 3 skipped, 0 failed");
     EXPECT_OUT("skipped: gpu::first: no GPU here");
     EXPECT_OUT("FAIL: gpu ran no test");
@@ -102,26 +102,19 @@ Test(runner, fails_when_every_test_of_a_suite_skips)
 
 Test(runner, a_suite_declared_may_skip_passes_with_its_reason)
 {
-    char args[700];
-
-    snprintf(args, sizeof(args), "--may-skip 'gpu=no GPU on this machine' %s", fixture);
-    cr_expect_eq(run(args), 0, "%s", out);
+    cr_expect_eq(run("--may-skip 'gpu=no GPU on this machine' %s", fixture), 0, "%s", out);
     EXPECT_OUT("gpu ran no test, allowed: no GPU on this machine");
     EXPECT_OUT("| Skipped: 3 ");
     /* Declaring another suite does not excuse this one. */
-    snprintf(args, sizeof(args), "--may-skip 'basic=reason' %s", fixture);
-    cr_expect_eq(run(args), 1, "%s", out);
+    cr_expect_eq(run("--may-skip 'basic=reason' %s", fixture), 1, "%s", out);
     EXPECT_OUT("FAIL: gpu ran no test");
 }
 
 Test(runner, a_failed_test_fails_the_run)
 {
-    char args[1100];
-
     setenv("FIXTURE_GPU", "1", 1);
     setenv("FIXTURE_FAIL", "1", 1);
-    snprintf(args, sizeof(args), "%s %s", fixture, fixture);
-    cr_expect_eq(run(args), 1, "%s", out);
+    cr_expect_eq(run("%s %s", fixture, fixture), 1, "%s", out);
     EXPECT_OUT("suites: 4 passed, 1 skipped, 1 failed");
     EXPECT_OUT("| Skipped: 2 ");
     cr_expect_str_eq(last_line(), "8 passed, 2 failed");
@@ -130,12 +123,9 @@ Test(runner, a_failed_test_fails_the_run)
 /* Criterion 2.4 counts a test whose .fini failed as passed; tests/run does not. */
 Test(runner, a_failed_teardown_fails_the_run)
 {
-    char args[600];
-
     setenv("FIXTURE_GPU", "1", 1);
     setenv("FIXTURE_TEARDOWN_FAIL", "1", 1);
-    snprintf(args, sizeof(args), "%s", fixture);
-    cr_expect_eq(run(args), 1, "%s", out);
+    cr_expect_eq(run("%s", fixture), 1, "%s", out);
     EXPECT_OUT("FAIL: teardown::passes_then_its_fini_checks failed in its setup or teardown");
     EXPECT_OUT("suites: 4 passed, 1 skipped, 1 failed");
     cr_expect_str_eq(last_line(), "4 passed, 1 failed");
@@ -154,7 +144,7 @@ static void fake(char *path, size_t len, const char *dir, const char *name, cons
 
 Test(runner, a_binary_with_no_test_or_no_report_fails)
 {
-    char dir[] = "/tmp/pinpool-runner-XXXXXX", empty[128], silent[128], args[600];
+    char dir[] = "/tmp/pinpool-runner-XXXXXX", empty[128], silent[128];
 
     cr_assert_not_null(mkdtemp(dir));
     /* What a Criterion 2.4 binary without a test prints and writes. */
@@ -162,12 +152,11 @@ Test(runner, a_binary_with_no_test_or_no_report_fails)
          "for a; do case $a in --tap=*) printf 'TAP version 13\\n1..0\\n# Criterion v2.4.1\\n' >\"${a#--tap=}\";; esac; done\n"
          "echo '[====] Synthesis: Tested: 0 | Passing: 0 | Failing: 0 | Crashing: 0 ' >&2");
     fake(silent, sizeof(silent), dir, "silent", "exit 0");
-    cr_expect_eq(run(empty), 1, "%s", out);
+    cr_expect_eq(run("%s", empty), 1, "%s", out);
     EXPECT_OUT("empty: 0 passed, 0 skipped, 0 failed");
     EXPECT_OUT("FAIL: empty ran no test");
-    snprintf(args, sizeof(args), "--may-skip 'empty=nothing to test' %s", empty);
-    cr_expect_eq(run(args), 0, "%s", out);
-    cr_expect_eq(run(silent), 1, "%s", out);
+    cr_expect_eq(run("--may-skip 'empty=nothing to test' %s", empty), 0, "%s", out);
+    cr_expect_eq(run("%s", silent), 1, "%s", out);
     EXPECT_OUT("silent: no Criterion summary or TAP report (exit 0)");
     unlink(empty);
     unlink(silent);

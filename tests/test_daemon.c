@@ -12,6 +12,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -616,14 +617,19 @@ Test(daemon, pool_info_and_server_config)
     pinpool_close(ctx);
 }
 
-/* Run the pinpool binary with args; its stdout+stderr into out. Returns exit code. */
-static int run_cli(char *out, size_t len, const char *args)
+/* Run the pinpool binary with the arguments fmt formats; its stdout+stderr
+ * into out. Returns exit code. */
+__attribute__((format(printf, 3, 4))) static int run_cli(char *out, size_t len, const char *fmt, ...)
 {
-    char cmd[1024];
+    char cmd[1024], args[768];
     const char *bin = getenv("PINPOOL_BIN") ? getenv("PINPOOL_BIN") : "build/pinpool";
     FILE *p;
     size_t n;
+    va_list ap;
 
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof(args), fmt, ap);
+    va_end(ap);
     snprintf(cmd, sizeof(cmd), "GRPC_VERBOSITY=NONE %s %s 2>&1", bin, args);
     p = popen(cmd, "r");
     cr_assert_not_null(p);
@@ -633,38 +639,38 @@ static int run_cli(char *out, size_t len, const char *args)
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+#define EXPECT_IN(text, needle)                                                                \
+    cr_expect(strstr((text), (needle)) != NULL, "no '%s' in:\n%s", (const char *)(needle), (text))
+
 Test(daemon, info_command_prints_a_table)
 {
-    char out[4096], args[256];
+    char out[4096];
 
-    snprintf(args, sizeof(args), "info --socket %s", d.socket);
-    cr_expect_eq(run_cli(out, sizeof(out), args), 0, "%s", out);
-    cr_expect(strstr(out, "capacity               64.00 MiB (4 chunks of 16.00 MiB)") != NULL, "%s", out);
-    cr_expect(strstr(out, "used                   0 B") != NULL, "%s", out);
-    cr_expect(strstr(out, "cpu-only") != NULL, "%s", out);
+    cr_expect_eq(run_cli(out, sizeof(out), "info --socket %s", d.socket), 0, "%s", out);
+    EXPECT_IN(out, "capacity               64.00 MiB (4 chunks of 16.00 MiB)");
+    EXPECT_IN(out, "used                   0 B");
+    EXPECT_IN(out, "cpu-only");
 }
 
 Test(daemon, status_command_prints_options_and_the_pool)
 {
-    char out[8192], args[256];
+    char out[8192];
 
-    snprintf(args, sizeof(args), "status --socket %s", d.socket);
-    cr_expect_eq(run_cli(out, sizeof(out), args), 0, "%s", out);
-    cr_expect(strstr(out, "pinpool " PINPOOL_VERSION_STRING " at ") != NULL, "%s", out);
-    cr_expect(strstr(out, "--mem-pool-size        64.00 MiB") != NULL, "%s", out);
-    cr_expect(strstr(out, "(default: 1GiB)") != NULL, "%s", out);
-    cr_expect(strstr(out, "--pin-threads          2\n") != NULL, "defaults unmarked: %s", out);
-    cr_expect(strstr(out, "capacity               64.00 MiB") != NULL, "%s", out);
-    cr_expect(strstr(out, "spill tier") != NULL, "%s", out);
+    cr_expect_eq(run_cli(out, sizeof(out), "status --socket %s", d.socket), 0, "%s", out);
+    EXPECT_IN(out, "pinpool " PINPOOL_VERSION_STRING " at ");
+    EXPECT_IN(out, "--mem-pool-size        64.00 MiB");
+    EXPECT_IN(out, "(default: 1GiB)");
+    EXPECT_IN(out, "--pin-threads          2\n"); /* a default is not marked */
+    EXPECT_IN(out, "capacity               64.00 MiB");
+    EXPECT_IN(out, "spill tier");
 }
 
 Test(daemon, second_daemon_on_the_same_socket_is_refused)
 {
-    char out[4096], args[256];
+    char out[4096];
 
-    snprintf(args, sizeof(args), "serve --socket %s --mem-pool-size 16MiB --chunk-size 16MiB", d.socket);
-    cr_expect_eq(run_cli(out, sizeof(out), args), 1, "%s", out);
-    cr_expect(strstr(out, "another pinpool daemon") != NULL, "%s", out);
+    cr_expect_eq(run_cli(out, sizeof(out), "serve --socket %s --mem-pool-size 16MiB --chunk-size 16MiB", d.socket), 1, "%s", out);
+    EXPECT_IN(out, "another pinpool daemon");
     pinpool_ctx_t *ctx = test_connect(&d); /* the first one still serves */
     cr_expect_eq(pinpool_ping(ctx), 0);
     pinpool_close(ctx);
@@ -675,20 +681,20 @@ Test(cli, bad_options_and_help)
     char out[8192];
 
     cr_expect_eq(run_cli(out, sizeof(out), "serve --mem-pool-size 12XB"), 2);
-    cr_expect(strstr(out, "--mem-pool-size: '12XB' is not a size") != NULL, "%s", out);
+    EXPECT_IN(out, "--mem-pool-size: '12XB' is not a size");
     cr_expect_eq(run_cli(out, sizeof(out), "serve --chunk-size 3MB"), 2);
-    cr_expect(strstr(out, "not a multiple of 2.00 MiB") != NULL, "%s", out);
+    EXPECT_IN(out, "not a multiple of 2.00 MiB");
     cr_expect_eq(run_cli(out, sizeof(out), "serve --mem-pool-size 4MiB --chunk-size 8MiB"), 2);
-    cr_expect(strstr(out, "smaller than --chunk-size") != NULL, "%s", out);
+    EXPECT_IN(out, "smaller than --chunk-size");
     cr_expect_eq(run_cli(out, sizeof(out), "serve --bogus 1"), 2);
-    cr_expect(strstr(out, "unknown option --bogus") != NULL, "%s", out);
+    EXPECT_IN(out, "unknown option --bogus");
     cr_expect_eq(run_cli(out, sizeof(out), "serve --log-level loud"), 2);
     cr_expect_eq(run_cli(out, sizeof(out), "serve --help"), 0);
-    cr_expect(strstr(out, "--mem-pool-size SIZE") != NULL, "%s", out);
-    cr_expect(strstr(out, "(default: 1GiB)") != NULL, "%s", out);
+    EXPECT_IN(out, "--mem-pool-size SIZE");
+    EXPECT_IN(out, "(default: 1GiB)");
     cr_expect_eq(run_cli(out, sizeof(out), "frobnicate"), 2);
     cr_expect_eq(run_cli(out, sizeof(out), "info --socket /tmp/pinpool-nowhere.sock"), 1);
-    cr_expect(strstr(out, "pinpool serve") != NULL, "%s", out);
+    EXPECT_IN(out, "pinpool serve");
 }
 
 /* ---- shutdown -------------------------------------------------------------------------------- */
@@ -803,17 +809,16 @@ Test(daemon, kept_and_reserved_names_are_checked)
 
 Test(cli, cuda_options_without_a_gpu_fail_cleanly)
 {
-    char out[4096], args[256], why[256];
+    char out[4096], why[256];
 
     if (ipc_cuda_load(why, sizeof(why)) == 0)
         cr_skip_test("a GPU is visible here");
-    snprintf(args, sizeof(args), "serve --socket /tmp/pinpool-cli-%d.sock --host-backend vmm", getpid());
-    cr_expect_eq(run_cli(out, sizeof(out), args), 1, "%s", out);
-    cr_expect(strstr(out, "--host-backend vmm cannot work here") != NULL, "%s", out);
-    snprintf(args, sizeof(args), "serve --socket /tmp/pinpool-cli-%d.sock --device-pool-size 1GiB",
-             getpid());
-    cr_expect_eq(run_cli(out, sizeof(out), args), 1, "%s", out);
-    cr_expect(strstr(out, "--device-pool-size needs a GPU") != NULL, "%s", out);
+    cr_expect_eq(run_cli(out, sizeof(out), "serve --socket /tmp/pinpool-cli-%d.sock --host-backend vmm",
+                         getpid()), 1, "%s", out);
+    EXPECT_IN(out, "--host-backend vmm cannot work here");
+    cr_expect_eq(run_cli(out, sizeof(out), "serve --socket /tmp/pinpool-cli-%d.sock --device-pool-size 1GiB",
+                         getpid()), 1, "%s", out);
+    EXPECT_IN(out, "--device-pool-size needs a GPU");
 }
 
 Test(daemon, cpu_only_daemon_says_so)

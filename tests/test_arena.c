@@ -15,6 +15,7 @@
 
 #include "daemon.h"
 #include "pinpool.h"
+#include "util.h"
 
 #define KiB (1024ull)
 #define MiB (1024ull * 1024)
@@ -292,17 +293,13 @@ Test(arena, threads_share_one_arena)
 {
     pinpool_ctx_t *ctx = test_connect(&d);
     pinpool_arena_t *a = arena_ok(ctx, 1 * MiB, NULL);
-    pthread_t t[4];
     worker_t w[4];
 
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 4; i++)
         w[i] = (worker_t){.arena = a, .id = i + 1, .rounds = 20000};
-        pthread_create(&t[i], NULL, worker, &w[i]);
-    }
-    for (int i = 0; i < 4; i++) {
-        pthread_join(t[i], NULL);
+    test_threads(4, worker, w, sizeof(w[0]));
+    for (int i = 0; i < 4; i++)
         cr_expect_eq(w[i].failures, 0, "thread %d: %d failures", i, w[i].failures);
-    }
     pinpool_arena_stats_t st = stats(a);
     cr_expect_eq(st.num_blocks, 0);
     cr_expect_eq(st.used_bytes, 0);

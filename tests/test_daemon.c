@@ -317,17 +317,13 @@ static void *hammer_thread(void *arg)
 Test(daemon, one_context_many_threads)
 {
     pinpool_ctx_t *ctx = test_connect(&d);
-    pthread_t t[4];
     hammer_t h[4];
 
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 4; i++)
         h[i] = (hammer_t){.ctx = ctx, .id = i + 1, .rounds = 300};
-        pthread_create(&t[i], NULL, hammer_thread, &h[i]);
-    }
-    for (int i = 0; i < 4; i++) {
-        pthread_join(t[i], NULL);
+    test_threads(4, hammer_thread, h, sizeof(h[0]));
+    for (int i = 0; i < 4; i++)
         cr_expect_eq(h[i].failures, 0, "thread %d: %d failures", i, h[i].failures);
-    }
     cr_expect_eq(chunk_mappings(), 0);
     pinpool_close(ctx);
 }

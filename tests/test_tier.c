@@ -323,20 +323,28 @@ static void crash_now(void)
     _exit(0);
 }
 
+/* Fork; in the child, *child gets the tier opened anew on uri (it _exits 3 if
+ * it cannot).  Returns the pid (0 in the child). */
+static pid_t fork_with_tier(tier_t **child)
+{
+    pid_t pid = fork();
+    char err[256];
+
+    cr_assert_geq(pid, 0);
+    if (pid == 0 && tier_open(child, uri, err, sizeof(err)) != 0)
+        _exit(3);
+    return pid;
+}
+
 /* A child puts key (a new object, or over an old one) and dies between the
  * write of the temp file and the rename. */
 static void crash_during_put(const char *key, const void *val, size_t len)
 {
-    pid_t pid = fork();
+    tier_t *t = NULL;
+    pid_t pid = fork_with_tier(&t);
     int status;
 
-    cr_assert_geq(pid, 0);
     if (pid == 0) {
-        tier_t *t = NULL;
-        char err[256];
-
-        if (tier_open(&t, uri, err, sizeof(err)) != 0)
-            _exit(3);
         tier_file_test_before_rename = crash_now;
         tier_put(t, key, strlen(key), val, len);
         _exit(4); /* the hook did not run */
@@ -394,16 +402,11 @@ Test(file, killed_mid_write_leaves_old_or_new_never_a_mix, .timeout = 120)
     cr_assert_eq(tier_put(t, "obj", 3, a, n), 0);
     tier_close(t);
     for (int round = 0; round < 3; round++) {
-        pid_t pid = fork();
+        tier_t *ct = NULL;
+        pid_t pid = fork_with_tier(&ct);
         int objs, temps, others, status;
 
-        cr_assert_geq(pid, 0);
         if (pid == 0) {
-            tier_t *ct = NULL;
-            char err[256];
-
-            if (tier_open(&ct, uri, err, sizeof(err)) != 0)
-                _exit(3);
             for (;;)
                 tier_put(ct, "obj", 3, (round & 1) ? a : b, n);
         }
@@ -465,21 +468,17 @@ static void *race(void *arg)
 
 Test(file, concurrent_replace_never_shows_a_torn_object)
 {
-    pthread_t th[4];
     struct racer r[4];
     char u[160];
     tier_t *t;
 
     snprintf(u, sizeof(u), "%s?fsync=0", uri);
     t = open_ok(u);
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 4; i++)
         r[i] = (struct racer){.t = t, .id = i};
-        pthread_create(&th[i], NULL, race, &r[i]);
-    }
-    for (int i = 0; i < 4; i++) {
-        pthread_join(th[i], NULL);
+    test_threads(4, race, r, sizeof(r[0]));
+    for (int i = 0; i < 4; i++)
         cr_assert_eq(r[i].bad, 0, "thread %d saw %d bad results", i, r[i].bad);
-    }
     int objs, temps, others;
     count_names(&objs, &temps, &others);
     cr_assert_eq(objs, 1);

@@ -3,6 +3,7 @@
  */
 #include "util.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -57,6 +58,20 @@ bool test_same(const void *buf, size_t len, unsigned seed)
     ok = memcmp(buf, want, len) == 0;
     free(want);
     return ok;
+}
+
+void test_threads(int n, void *(*fn)(void *), void *arg, size_t size)
+{
+    pthread_t th[64];
+
+    cr_assert(n > 0 && n <= 64, "test_threads: %d threads", n);
+    for (int i = 0; i < n; i++) {
+        int rc = pthread_create(&th[i], NULL, fn, (char *)arg + (size_t)i * size);
+
+        cr_assert_eq(rc, 0, "pthread_create: %s", strerror(rc));
+    }
+    for (int i = 0; i < n; i++)
+        pthread_join(th[i], NULL);
 }
 
 void test_fini_check(bool ok, const char *fmt, ...)

@@ -19,6 +19,10 @@ void test_fill(void *buf, size_t len, unsigned seed);
 /* Whether buf holds exactly test_fill's pattern of seed. */
 bool test_same(const void *buf, size_t len, unsigned seed);
 
+/* Run fn on n threads at once, thread i with arg + i * size (an array of n
+ * argument structs), and join them all; the test fails if one cannot start. */
+void test_threads(int n, void *(*fn)(void *), void *arg, size_t size);
+
 /*
  * A check for a suite's .fini (or a test's end): Criterion 2.4 ignores
  * assertions in .fini (a failed cr_expect there is printed and the test still

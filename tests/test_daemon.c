@@ -47,27 +47,37 @@ typedef struct raw_result {
 /* The token raw calls carry (a raw session's, from its HELLO), "" for none. */
 static char raw_token[64];
 
-static raw_result_t raw_alloc(const char *client, int32_t device, uint64_t size, uint64_t align)
+/* One call of method on a connection of its own that carries raw_token; *resp
+ * (NULL on failure) is the caller's to free. */
+static raw_result_t raw_call(const char *method, const ProtobufCMessage *req,
+                             const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp)
 {
-    Pinpool__V1__AllocatePoolMemoryRequest req = PINPOOL__V1__ALLOCATE_POOL_MEMORY_REQUEST__INIT;
-    Pinpool__V1__AllocatePoolMemoryResponse *resp = NULL;
     pinpool__rpc_t *rpc;
     raw_result_t r = {0};
 
     cr_assert_eq(pinpool__rpc_open(&rpc, d.socket), 0);
     pinpool__rpc_set_token(rpc, raw_token);
+    r.code = pinpool__rpc_call(rpc, method, req, resp_desc, resp, &r.status, r.msg, sizeof(r.msg));
+    pinpool__rpc_close(rpc);
+    return r;
+}
+
+static raw_result_t raw_alloc(const char *client, int32_t device, uint64_t size, uint64_t align)
+{
+    Pinpool__V1__AllocatePoolMemoryRequest req = PINPOOL__V1__ALLOCATE_POOL_MEMORY_REQUEST__INIT;
+    Pinpool__V1__AllocatePoolMemoryResponse *resp = NULL;
+
     req.client_id = (char *)client;
     req.device_id = device;
     req.size_bytes = size;
     req.alignment = align;
-    r.code = pinpool__rpc_call(rpc, METHOD("AllocatePoolMemory"), &req.base,
-                               &pinpool__v1__allocate_pool_memory_response__descriptor,
-                               (ProtobufCMessage **)&resp, &r.status, r.msg, sizeof(r.msg));
+    raw_result_t r = raw_call(METHOD("AllocatePoolMemory"), &req.base,
+                              &pinpool__v1__allocate_pool_memory_response__descriptor,
+                              (ProtobufCMessage **)&resp);
     if (r.code == 0) {
         r.slice_id = resp->slice_id;
         protobuf_c_message_free_unpacked(&resp->base, NULL);
     }
-    pinpool__rpc_close(rpc);
     return r;
 }
 
@@ -75,19 +85,13 @@ static raw_result_t raw_free(const char *client, uint64_t slice)
 {
     Pinpool__V1__FreePoolMemoryRequest req = PINPOOL__V1__FREE_POOL_MEMORY_REQUEST__INIT;
     ProtobufCMessage *resp = NULL;
-    pinpool__rpc_t *rpc;
-    raw_result_t r = {0};
 
-    cr_assert_eq(pinpool__rpc_open(&rpc, d.socket), 0);
-    pinpool__rpc_set_token(rpc, raw_token);
     req.client_id = (char *)client;
     req.slice_id = slice;
-    r.code = pinpool__rpc_call(rpc, METHOD("FreePoolMemory"), &req.base,
-                               &pinpool__v1__free_pool_memory_response__descriptor, &resp,
-                               &r.status, r.msg, sizeof(r.msg));
+    raw_result_t r = raw_call(METHOD("FreePoolMemory"), &req.base,
+                              &pinpool__v1__free_pool_memory_response__descriptor, &resp);
     if (resp != NULL)
         protobuf_c_message_free_unpacked(resp, NULL);
-    pinpool__rpc_close(rpc);
     return r;
 }
 
@@ -139,16 +143,11 @@ Test(daemon, unknown_method_is_unimplemented_at_once)
 {
     Pinpool__V1__PingRequest req = PINPOOL__V1__PING_REQUEST__INIT;
     ProtobufCMessage *resp = NULL;
-    pinpool__rpc_t *rpc;
-    char msg[256];
-    int status;
     double t0 = test_now_s();
 
-    cr_assert_eq(pinpool__rpc_open(&rpc, d.socket), 0);
-    pinpool__rpc_call(rpc, "/pinpool.v1.PinPool/NoSuchMethod", &req.base,
-                      &pinpool__v1__ping_response__descriptor, &resp, &status, msg, sizeof(msg));
-    pinpool__rpc_close(rpc);
-    cr_expect_eq(status, GRPC_STATUS_UNIMPLEMENTED, "status %d: %s", status, msg);
+    raw_result_t r = raw_call("/pinpool.v1.PinPool/NoSuchMethod", &req.base,
+                              &pinpool__v1__ping_response__descriptor, &resp);
+    cr_expect_eq(r.status, GRPC_STATUS_UNIMPLEMENTED, "status %d: %s", r.status, r.msg);
     cr_expect_lt(test_now_s() - t0, 2.0);
 }
 
@@ -402,23 +401,19 @@ Test(daemon, two_processes_get_disjoint_slices)
 Test(daemon, killed_client_memory_returns_within_a_second)
 {
     int up[2];
-    pid_t pid;
-    char ready;
+    pid_t pid = test_fork_ready(up);
 
-    cr_assert_eq(pipe(up), 0);
-    pid = fork();
     if (pid == 0) {
         pinpool_ctx_t *ctx = pinpool_connect(d.socket);
         pinpool_slice_t s;
         for (int i = 0; i < 3; i++)
             if (pinpool_alloc(ctx, 8 * MiB, NULL, &s) == 0)
                 memset(s.ptr, 1, s.size);
-        if (write(up[1], "r", 1) != 1)
-            _exit(1);
+        test_child_ready(up);
         pause();
         _exit(0);
     }
-    cr_assert_eq(read(up[0], &ready, 1), 1);
+    test_wait_ready(up);
     cr_assert_eq(test_daemon_used(&d), 24 * MiB);
     double t0 = test_now_s();
     kill(pid, SIGKILL);
@@ -698,18 +693,14 @@ Test(cli, bad_options_and_help)
 Test(shutdown, sigterm_during_calls_exits_cleanly, .timeout = 60)
 {
     int up[2];
-    pid_t pid;
-    char ready;
 
     cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB", NULL), 0);
-    cr_assert_eq(pipe(up), 0);
-    pid = fork();
+    pid_t pid = test_fork_ready(up);
     if (pid == 0) {
         /* Keep calling until the daemon is gone; every failure must be a clean error. */
         pinpool_ctx_t *ctx = pinpool_connect(d.socket);
         int ok = 0, rc = 0;
-        if (write(up[1], "r", 1) != 1)
-            _exit(1);
+        test_child_ready(up);
         for (;;) {
             pinpool_slice_t s;
             rc = pinpool_alloc(ctx, 64 * 1024, NULL, &s);
@@ -724,7 +715,7 @@ Test(shutdown, sigterm_during_calls_exits_cleanly, .timeout = 60)
         pinpool_close(ctx);
         _exit(clean && ok > 0 ? 0 : 2);
     }
-    cr_assert_eq(read(up[0], &ready, 1), 1);
+    test_wait_ready(up);
     usleep(300000);
     double t0 = test_now_s();
     int rc = test_daemon_stop(&d);
@@ -745,12 +736,9 @@ Test(shutdown, sigterm_during_calls_exits_cleanly, .timeout = 60)
 
 Test(daemon, kept_slice_outlives_its_client_and_is_attached_by_another)
 {
-    int up[2];
-    pid_t pid;
-    char done;
+    pid_t pid = fork();
 
-    cr_assert_eq(pipe(up), 0);
-    pid = fork();
+    cr_assert_geq(pid, 0);
     if (pid == 0) {
         pinpool_ctx_t *ctx = pinpool_connect(d.socket);
         pinpool_alloc_opts_t keep = {.device_id = PINPOOL_HOST, .tag = "weights", .flags = PINPOOL_ALLOC_KEEP};
@@ -791,7 +779,6 @@ Test(daemon, kept_slice_outlives_its_client_and_is_attached_by_another)
     cr_assert_eq(pinpool_attach(ctx, "weights", 0, &s), 0);
     cr_expect_eq(pinpool_free(ctx, s.id, NULL), 0, "anyone may free a kept slice");
     cr_expect_eq(pinpool_attach(ctx, "weights", 0, &s), PINPOOL_ENOENT);
-    (void)done;
     pinpool_close(ctx);
 }
 
@@ -850,6 +837,16 @@ Test(daemon, a_session_id_without_its_token_is_refused)
         usleep(10000);
 }
 
+/* A connection to d is refused with code, and the reason says text. */
+static void expect_connect_refused(int code, const char *text)
+{
+    pinpool_ctx_t *c = pinpool_connect(d.socket);
+
+    cr_expect_eq(pinpool_err(c), code, "%s: %s", pinpool_err_name(pinpool_err(c)), pinpool_errmsg(c));
+    EXPECT_IN(pinpool_errmsg(c), text);
+    pinpool_close(c);
+}
+
 Test(access, client_quota_and_max_clients, .timeout = 60)
 {
     cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB",
@@ -863,10 +860,7 @@ Test(access, client_quota_and_max_clients, .timeout = 60)
     cr_expect(strstr(pinpool_errmsg(a), "--client-quota is 8.00 MiB") != NULL, "%s", pinpool_errmsg(a));
     cr_expect_eq(pinpool_alloc(b, 8 * MiB, NULL, &s), 0, "the quota is per client");
 
-    pinpool_ctx_t *c = pinpool_connect(d.socket);
-    cr_expect_eq(pinpool_err(c), PINPOOL_ENOSPC);
-    cr_expect(strstr(pinpool_errmsg(c), "--max-clients 2") != NULL, "%s", pinpool_errmsg(c));
-    pinpool_close(c);
+    expect_connect_refused(PINPOOL_ENOSPC, "--max-clients 2");
     raw_result_t r = raw_alloc("batch-job", -1, MiB, 0);
     expect_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED, PINPOOL_ENOSPC, "--max-clients 2");
     pinpool_close(a);
@@ -884,10 +878,7 @@ Test(access, allow_uid_refuses_other_users_and_detached_callers, .timeout = 60)
     snprintf(other, sizeof(other), "%u", (unsigned)getuid() + 4242);
     cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "32MiB", "--chunk-size", "16MiB",
                                    "--allow-uid", other, NULL), 0);
-    pinpool_ctx_t *ctx = pinpool_connect(d.socket);
-    cr_expect_eq(pinpool_err(ctx), PINPOOL_EPERM);
-    cr_expect(strstr(pinpool_errmsg(ctx), "is not in --allow-uid") != NULL, "%s", pinpool_errmsg(ctx));
-    pinpool_close(ctx);
+    expect_connect_refused(PINPOOL_EPERM, "is not in --allow-uid");
     raw_result_t r = raw_alloc("batch-job", -1, MiB, 0);
     expect_error(r, GRPC_STATUS_PERMISSION_DENIED, PINPOOL_EPERM, "only clients with an fd-socket session");
     cr_expect_eq(test_daemon_stop(&d), 0);
@@ -895,7 +886,7 @@ Test(access, allow_uid_refuses_other_users_and_detached_callers, .timeout = 60)
     snprintf(other, sizeof(other), "%u", (unsigned)getuid());
     cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "32MiB", "--chunk-size", "16MiB",
                                    "--allow-uid", other, NULL), 0);
-    ctx = pinpool_connect(d.socket);
+    pinpool_ctx_t *ctx = pinpool_connect(d.socket);
     cr_expect_eq(pinpool_err(ctx), 0, "our own uid is allowed: %s", pinpool_errmsg(ctx));
     pinpool_close(ctx);
     cr_expect_eq(test_daemon_stop(&d), 0);

@@ -3,6 +3,7 @@
  */
 #include "util.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -58,6 +59,30 @@ bool test_same(const void *buf, size_t len, unsigned seed)
     ok = memcmp(buf, want, len) == 0;
     free(want);
     return ok;
+}
+
+pid_t test_fork_ready(int p[2])
+{
+    cr_assert_eq(pipe(p), 0, "pipe: %s", strerror(errno));
+    pid_t pid = fork();
+
+    cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
+    return pid;
+}
+
+void test_child_ready(const int p[2])
+{
+    if (write(p[1], "r", 1) != 1)
+        _exit(1);
+}
+
+void test_wait_ready(const int p[2])
+{
+    char ready;
+
+    cr_assert_eq(read(p[0], &ready, 1), 1, "the child died before it was ready");
+    close(p[0]);
+    close(p[1]);
 }
 
 void test_threads(int n, void *(*fn)(void *), void *arg, size_t size)

@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 /* Seconds on the monotonic clock. */
 double test_now_s(void);
@@ -18,6 +19,14 @@ void test_rm_rf(const char *path);
 void test_fill(void *buf, size_t len, unsigned seed);
 /* Whether buf holds exactly test_fill's pattern of seed. */
 bool test_same(const void *buf, size_t len, unsigned seed);
+
+/* A child process that says when it is ready: test_fork_ready makes the pipe
+ * and forks (0 in the child, the child's pid in the parent); the child calls
+ * test_child_ready(p) when it is (it _exits 1 if it cannot say so), and the
+ * parent's test_wait_ready(p) returns then, and closes the pipe. */
+pid_t test_fork_ready(int p[2]);
+void test_child_ready(const int p[2]);
+void test_wait_ready(const int p[2]);
 
 /* Run fn on n threads at once, thread i with arg + i * size (an array of n
  * argument structs), and join them all; the test fails if one cannot start. */

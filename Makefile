@@ -279,7 +279,7 @@ dist: $(BUILD)/.deps-ok
 
 # libpinpool.so with the same private copies, in one folder (PYLIB): the Python
 # package's build backend (client/python/_build) runs this and puts them in the
-# wheel beside the modules, where the library's RPATH ($$ORIGIN) finds them.
+# wheel beside the modules, where the library's RPATH ($ORIGIN) finds them.
 PYLIB ?= $(BUILD)/python-lib
 python-lib: $(BUILD)/.deps-ok
 	$(Q)$(MAKE) --no-print-directory $(BUILD)/libpinpool.so

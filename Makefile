@@ -102,7 +102,7 @@ TOBJ       := $(addprefix $(BUILD)/tobj/,$(addsuffix .o,$(basename $(COMMON_SRC)
 TEST_BIN   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 BENCH_BIN  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all deps serve test test-python test-gpu py-deps bench dist clean fuzz soak load valgrind install
+.PHONY: all deps serve test test-python test-gpu py-deps python-lib bench dist clean fuzz soak load valgrind install
 .SECONDARY:
 .DEFAULT_GOAL := all
 
@@ -191,36 +191,52 @@ $(BUILD)/mockcuda/libcuda.so.1: tests/mock/libcuda.c
 $(BUILD)/tests/gpu_client: tests/gpu/gpu_client.c $(SRV_OBJ)
 	$(Q)mkdir -p $(dir $@)
 	@echo "  GPU     $@"
-	$(Q)$(CC) $(CFLAGS) $(RPATH_EXE) -o $@ $< $(SRV_OBJ) $(SRV_LIBS)
+	$(Q)$(CC) $(CFLAGS) $(RPATH_EXE) -Ibench -o $@ $< $(SRV_OBJ) $(SRV_LIBS)
+
+# tests/test_runner.c runs tests/run over this Criterion binary (tests/run's own test).
+TEST_FIXTURES := $(BUILD)/tests/fixtures/suites
+$(BUILD)/tests/fixtures/%: tests/fixtures/%.c tests/util.c tests/util.h
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(CC) $(CFLAGS_BASE) -Itests -o $@ $< tests/util.c $(CRIT_LIBS) $(LDFLAGS_SAN)
+
+# Suites that may run no test here, with why: tests/run fails on any other suite
+# whose every test skipped.
+TEST_MAY_SKIP := $(if $(MOCK_CUDA),,--may-skip 'swap_mock=built without cuda.h, so no stand-in driver')
 
 serve: all
 	$(BUILD)/pinpool serve $(ARGS)
 
-# Each test binary runs on its own; the summary line of each is Criterion's.
+# Each test binary runs on its own; tests/run prints each one's counts, skipped
+# tests included, and fails on a suite that ran no test (TEST_MAY_SKIP excepted).
 # Then the Python suite; either failing fails the target.
 test: $(BUILD)/.deps-ok $(BUILD)/.mooncake-ok
 	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BUILD)/libpinpool.so $(TEST_BIN) \
-	  $(BUILD)/tests/gpu_client $(BENCH_BIN) $(MOCK_CUDA)
+	  $(BUILD)/tests/gpu_client $(BENCH_BIN) $(MOCK_CUDA) $(TEST_FIXTURES)
 	$(Q)rc=0; PINPOOL_BIN=$(abspath $(BUILD)/pinpool) LSAN_OPTIONS=suppressions=$(abspath tests/lsan.supp) \
 	  PINPOOL_PYTHON=$(PYTHON) PINPOOL_BUILD=$(BUILD) PINPOOL_TEST_SANITIZE=$(SANITIZE) \
-	  tests/run $(TEST_BIN) || rc=1; \
+	  tests/run $(TEST_MAY_SKIP) $(TEST_BIN) || rc=1; \
 	  $(MAKE) --no-print-directory test-python || rc=1; exit $$rc
 
 # Installs the PyPI packages with pip only when one is missing (Debian marks its
-# python3 externally managed: allow pip there, as CI runs on a throwaway machine).
+# python3 externally managed: allow pip there, as CI runs on a throwaway machine),
+# and python3-venv where $(PYTHON) has no ensurepip (Debian's python3 without it
+# cannot make the venv that tests/python/test_venv.py installs the package into).
 py-deps:
+	$(Q)$(PYTHON) -c 'import ensurepip' 2>/dev/null || { $(call apt_missing,python3-venv); }
 	$(Q)$(PYTHON) -c 'import grpc, grpc_tools, numpy, pytest, pytest_timeout' 2>/dev/null || { \
 	  echo "pinpool: installing Python packages: $(PY_PACKAGES)"; \
 	  PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
 	  $(PYTHON) -m pip install -q $(PY_PACKAGES); }
 
-# pytest against the real daemon and library (the package from client/python).
+# pytest against the real daemon and library (the package from client/python;
+# test_venv.py also pip-installs it into a fresh venv, building the same BUILD).
 # Under SANITIZE the library needs its runtime preloaded into python.
 test-python: $(BUILD)/.deps-ok py-deps
 	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BUILD)/libpinpool.so
 	@echo "== pytest tests/python"
 	$(Q)PYTHONPATH=$(abspath client/python) PINPOOL_BIN=$(abspath $(BUILD)/pinpool) \
-	  PINPOOL_LIB=$(abspath $(BUILD)/libpinpool.so) $(PY_SAN_ENV) \
+	  PINPOOL_LIB=$(abspath $(BUILD)/libpinpool.so) PINPOOL_BUILD=$(BUILD) \
+	  PINPOOL_TEST_SANITIZE=$(SANITIZE) $(PY_SAN_ENV) \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider --timeout 300 tests/python
 
 bench: $(BUILD)/.deps-ok $(BUILD)/.mooncake-ok py-deps
@@ -232,6 +248,14 @@ bench: $(BUILD)/.deps-ok $(BUILD)/.mooncake-ok py-deps
 test-gpu: $(BUILD)/.deps-ok
 	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BUILD)/tests/gpu_client
 	$(Q)rc=0; tests/gpu/run $(BUILD) || rc=1; tests/gpu/run-multi $(BUILD) || rc=1; exit $$rc
+
+# $(call copy_private_libs,FILES,DIR): copy into DIR every shared library that
+# FILES need, except glibc's and the NVIDIA driver's (every machine has those).
+define copy_private_libs
+ldd $(1) | awk '/=> \// {print $$3}' | sort -u | \
+  grep -Ev '/(libc|libm|libdl|libpthread|librt|libresolv|ld-linux[^/]*|libcuda)\.so' | \
+  xargs -r cp -L -t $(2)/
+endef
 
 # A relocatable tree for GPU machines that have only the NVIDIA driver:
 # binaries, libpinpool, the header, and private copies of every shared library
@@ -250,10 +274,19 @@ dist: $(BUILD)/.deps-ok
 	$(Q)cp bench/gpu_run bench/fanout_run bench/run bench/swap_run bench/swap_plot $(DIST)/bench/
 	$(Q)mkdir -p $(DIST)/python && cp -r client/python/pinpool $(DIST)/python/ && \
 	  find $(DIST)/python -name __pycache__ -prune -exec rm -rf {} +
-	$(Q)ldd $(DIST_BIN) $(BUILD)/libpinpool.so | awk '/=> \// {print $$3}' | sort -u | \
-	  grep -Ev '/(libc|libm|libdl|libpthread|librt|libresolv|ld-linux[^/]*|libcuda)\.so' | \
-	  xargs -r cp -L -t $(DIST)/lib/
+	$(Q)$(call copy_private_libs,$(DIST_BIN) $(BUILD)/libpinpool.so,$(DIST)/lib)
 	@echo "  DIST    $(DIST): $$(ls $(DIST)/lib | wc -l) libraries, $$(du -sh $(DIST) | cut -f1)"
+
+# libpinpool.so with the same private copies, in one folder (PYLIB): the Python
+# package's build backend (client/python/_build) runs this and puts them in the
+# wheel beside the modules, where the library's RPATH ($ORIGIN) finds them.
+PYLIB ?= $(BUILD)/python-lib
+python-lib: $(BUILD)/.deps-ok
+	$(Q)$(MAKE) --no-print-directory $(BUILD)/libpinpool.so
+	$(Q)rm -rf $(PYLIB) && mkdir -p $(PYLIB)
+	$(Q)cp $(BUILD)/libpinpool.so $(PYLIB)/
+	$(Q)$(call copy_private_libs,$(BUILD)/libpinpool.so,$(PYLIB))
+	@echo "  PYLIB   $(PYLIB): libpinpool.so and $$(($$(ls $(PYLIB) | wc -l) - 1)) libraries"
 
 clean:
 	rm -rf $(BUILD)

@@ -37,13 +37,7 @@ static void die(const char *what, const char *msg)
 
 #ifdef PINPOOL_HAVE_CUDA
 
-#define CU(call)                                                                               \
-    do {                                                                                       \
-        CUresult r_ = (call);                                                                  \
-        char b_[160];                                                                          \
-        if (r_ != CUDA_SUCCESS)                                                                \
-            die("CUDA", ipc_cuda_strerror(r_, #call, b_, sizeof(b_)));                         \
-    } while (0)
+#define CU_FAIL(msg) die("CUDA", msg)
 
 static void fill(uint64_t *p, uint64_t bytes)
 {

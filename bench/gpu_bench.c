@@ -32,13 +32,7 @@ static void die(const char *what, const char *msg)
 
 #ifdef PINPOOL_HAVE_CUDA
 
-#define CU(call)                                                                               \
-    do {                                                                                       \
-        CUresult r_ = (call);                                                                  \
-        char b_[160];                                                                          \
-        if (r_ != CUDA_SUCCESS)                                                                \
-            die("CUDA", ipc_cuda_strerror(r_, #call, b_, sizeof(b_)));                         \
-    } while (0)
+#define CU_FAIL(msg) die("CUDA", msg)
 
 static pinpool_ctx_t *connect_or_die(const char *socket)
 {
@@ -53,14 +47,7 @@ static float timed_copy(CUstream st, CUevent e0, CUevent e1, CUdeviceptr dev, vo
                         bool h2d)
 {
     float ms;
-    CU(ipc_cu.cuEventRecord(e0, st));
-    if (h2d)
-        CU(ipc_cu.cuMemcpyHtoDAsync(dev, host, n, st));
-    else
-        CU(ipc_cu.cuMemcpyDtoHAsync(host, dev, n, st));
-    CU(ipc_cu.cuEventRecord(e1, st));
-    CU(ipc_cu.cuEventSynchronize(e1));
-    CU(ipc_cu.cuEventElapsedTime(&ms, e0, e1));
+    CU(cu_timed_copy(st, e0, e1, dev, host, n, h2d, &ms));
     return ms;
 }
 

@@ -20,7 +20,6 @@ With the PyPI wheel the daemon reaches Mooncake through
 server/mooncake_adapter.py (README, "Which way to Mooncake").
 """
 import ctypes
-import mmap
 import os
 import subprocess
 import sys
@@ -28,10 +27,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tier_bench import PKG, free_port, wait_port  # noqa: E402
+from mooncake_bench import Mooncake, raw_zero_copy  # noqa: E402
 
 import pinpool  # noqa: E402
-from mooncake.store import MooncakeDistributedStore  # noqa: E402
 
 BUILD = sys.argv[1] if len(sys.argv) > 1 else "build"
 POOL = 256 << 20
@@ -71,77 +69,56 @@ def through_pinpool(cl, size, count, data):
             rate(before, mid, "spill", "spilled"), rate(mid, after, "restore", "restored"))
 
 
-def raw(store, size, count, buf, addr, data):
-    keys = ["raw-%d-%d" % (size, i) for i in range(count)]
-    buf[0:size] = data[0]
-    t0 = time.perf_counter()
-    for k in keys:
-        assert store.put_from(k, addr, size) == 0
-    t1 = time.perf_counter()
-    for k in keys:
-        assert store.get_into(k, addr + size, size) == size
-    t2 = time.perf_counter()
-    assert buf[size:2 * size] == data[0]
-    return size * count / (t1 - t0) / 1e9, size * count / (t2 - t1) / 1e9
+def start_daemon(tmp, uri):
+    """`pinpool serve` on the store; (process, socket) once it is ready."""
+    sock = os.path.join(tmp, "pinpool.sock")
+    dlog = open(os.path.join(tmp, "daemon.log"), "w")
+    dout = open(os.path.join(tmp, "daemon.out"), "w")
+    proc = subprocess.Popen(
+        [os.environ.get("PINPOOL_BIN", os.path.join(BUILD, "pinpool")), "serve",
+         "--socket", sock, "--state-dir", os.path.join(tmp, "state"),
+         "--mem-pool-size", str(POOL), "--chunk-size", str(CHUNK),
+         "--spill-low-watermark", "0", "--spill-tier", uri],
+        stdout=dout, stderr=dlog, env=dict(os.environ, GRPC_VERBOSITY="NONE"))
+    end = time.time() + 30
+    while time.time() < end:
+        if open(dout.name).read().startswith("pinpool ready"):
+            return proc, sock
+        if proc.poll() is not None:
+            raise RuntimeError("the daemon exited: " + open(dlog.name).read()[-2000:])
+        time.sleep(0.1)
+    stop_daemon(proc)
+    raise RuntimeError("the daemon did not get ready")
+
+
+def stop_daemon(proc):
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def main():
     tmp = tempfile.mkdtemp(prefix="pinpool-spillbench-")
-    mp, hp, xp, cp = free_port(), free_port(), free_port(), free_port()
-    meta = "http://127.0.0.1:%d/metadata" % hp
-    log = open(os.path.join(tmp, "mooncake.log"), "w")
-    procs = [subprocess.Popen([os.path.join(PKG, "mooncake_master"), "--rpc_port=%d" % mp,
-                               "--rpc_address=127.0.0.1", "--enable_http_metadata_server=true",
-                               "--http_metadata_server_host=127.0.0.1",
-                               "--http_metadata_server_port=%d" % hp, "--metrics_port=%d" % xp,
-                               "--default_kv_lease_ttl=1000"], stdout=log, stderr=log)]
     try:
-        wait_port(mp)
-        wait_port(hp)
-        procs.append(subprocess.Popen([os.path.join(PKG, "mooncake_client"), "--port=%d" % cp,
-                                       "--host=127.0.0.1", "--master_server_address=127.0.0.1:%d" % mp,
-                                       "--metadata_server=" + meta, "--global_segment_size=2GB",
-                                       "--protocol=tcp"], stdout=log, stderr=log))
-        wait_port(cp)
-        time.sleep(0.5)
-        sock = os.path.join(tmp, "pinpool.sock")
-        uri = "mooncake://127.0.0.1:%d?metadata=%s&log=%s/adapter.log" % (mp, meta, tmp)
-        dlog = open(os.path.join(tmp, "daemon.log"), "w")
-        dout = open(os.path.join(tmp, "daemon.out"), "w")
-        procs.append(subprocess.Popen(
-            [os.environ.get("PINPOOL_BIN", os.path.join(BUILD, "pinpool")), "serve",
-             "--socket", sock, "--state-dir", os.path.join(tmp, "state"),
-             "--mem-pool-size", str(POOL), "--chunk-size", str(CHUNK),
-             "--spill-low-watermark", "0", "--spill-tier", uri],
-            stdout=dout, stderr=dlog, env=dict(os.environ, GRPC_VERBOSITY="NONE")))
-        end = time.time() + 30
-        while time.time() < end:
-            if open(os.path.join(tmp, "daemon.out")).read().startswith("pinpool ready"):
-                break
-            if procs[-1].poll() is not None:
-                break
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("the daemon did not get ready")
-        if procs[-1].poll() is not None:
-            raise RuntimeError("the daemon exited: " + open(dlog.name).read()[-2000:])
-
-        store = MooncakeDistributedStore()
-        assert store.setup("127.0.0.1", meta, 0, 256 << 20, "tcp", "", "127.0.0.1:%d" % mp) == 0
-        big = max(s for s, _ in SIZES)
-        m = mmap.mmap(-1, 2 * big)
-        addr = ctypes.addressof(ctypes.c_char.from_buffer(m))
-        assert store.register_buffer(addr, 2 * big) == 0
-        cl = pinpool.Client(sock)
-        rows = []
-        for size, count in SIZES:
-            print("size %d MiB" % (size >> 20), file=sys.stderr)
-            data = [os.urandom(size) for _ in range(2)]
-            ps, pr, ds, dr = through_pinpool(cl, size, count, data)
-            rs, rg = raw(store, size, count, m, addr, data)
-            rows.append((size, count, ps, pr, ds, dr, rs, rg))
-        cl.close()
-        store.close()
+        with Mooncake(tmp) as mc:
+            daemon, sock = start_daemon(tmp, mc.uri(tmp))
+            try:
+                store, m, addr = mc.client(2 * max(s for s, _ in SIZES))
+                cl = pinpool.Client(sock)
+                rows = []
+                for size, count in SIZES:
+                    print("size %d MiB" % (size >> 20), file=sys.stderr)
+                    data = [os.urandom(size) for _ in range(2)]
+                    ps, pr, ds, dr = through_pinpool(cl, size, count, data)
+                    rs, rg = raw_zero_copy(store, size, count, m, addr, data[0])
+                    rows.append((size, count, ps, pr, ds, dr, rs, rg))
+                cl.close()
+                store.close()
+            finally:
+                stop_daemon(daemon)
         print("| object | objects | pinpool spill GB/s | pinpool restore GB/s | "
               "(daemon: in tier calls) | raw Mooncake put_from GB/s | raw get_into GB/s | "
               "spill / put | restore / get |")
@@ -150,20 +127,8 @@ def main():
             print("| %d MiB | %d | %.2f | %.2f | %.2f / %.2f | %.2f | %.2f | %.2f | %.2f |" % (
                 size >> 20, count, ps, pr, ds, dr, rs, rg, ps / rs, pr / rg))
     finally:
-        for p in reversed(procs):
-            if p.args[1:2] == ["serve"]:
-                p.terminate()
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
-            else:
-                p.kill()
-                p.wait()
         subprocess.run(["rm", "-rf", tmp])
     os._exit(0)
-
 
 if __name__ == "__main__":
     main()

@@ -246,13 +246,7 @@ static uint32_t pattern(int k, int i)
 }
 
 #ifdef PINPOOL_HAVE_CUDA
-#define CU(call)                                                                               \
-    do {                                                                                       \
-        CUresult r_ = (call);                                                                  \
-        char b_[160];                                                                          \
-        if (r_ != CUDA_SUCCESS)                                                                \
-            die("%s", ipc_cuda_strerror(r_, #call, b_, sizeof(b_)));                           \
-    } while (0)
+#define CU_FAIL(msg) die("%s", msg)
 static CUstream stream;
 #endif
 
@@ -862,14 +856,7 @@ static void run_limit(void)
     for (int dir = 0; dir < 2; dir++)
         for (int i = -2; i < 7; i++) {
             float ms;
-            CU(ipc_cu.cuEventRecord(e0, stream));
-            if (dir == 0)
-                CU(ipc_cu.cuMemcpyHtoDAsync(d, h, n, stream));
-            else
-                CU(ipc_cu.cuMemcpyDtoHAsync(h, d, n, stream));
-            CU(ipc_cu.cuEventRecord(e1, stream));
-            CU(ipc_cu.cuEventSynchronize(e1));
-            CU(ipc_cu.cuEventElapsedTime(&ms, e0, e1));
+            CU(cu_timed_copy(stream, e0, e1, d, h, n, dir == 0, &ms));
             if (i >= 0)
                 v[dir][i] = (double)n / (ms / 1e3) / 1e9;
         }

@@ -10,28 +10,42 @@
  * wheel's own Python client.
  */
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "benchutil.h"
 #include "pinpool.h"
 #include "pool.h"
 #include "tier.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static int die(const char *what, int rc)
 {
     fprintf(stderr, "tier_bench: %s: %s: %s\n", what, pinpool_err_name(rc), tier_errmsg());
     return 1;
+}
+
+/* Put (or get) count objects of size bytes, object i at buf + i * size under
+ * keys[i]: one call each, or one batch call (items is count long). */
+static int transfer(tier_t *t, bool put, bool batch, char **keys, tier_item_t *items,
+                    unsigned char *buf, uint64_t size, int count)
+{
+    uint64_t got;
+    int rc = 0;
+
+    for (int i = 0; i < count && rc == 0; i++) {
+        items[i] = (tier_item_t){.key = keys[i], .keylen = strlen(keys[i]),
+                                 .buf = buf + (uint64_t)i * size, .len = size};
+        if (!batch)
+            rc = put ? tier_put(t, keys[i], items[i].keylen, items[i].buf, size)
+                     : tier_get(t, keys[i], items[i].keylen, items[i].buf, size, &got);
+    }
+    if (batch && rc == 0)
+        rc = put ? tier_put_batch(t, items, (size_t)count) : tier_get_batch(t, items, (size_t)count);
+    return rc;
 }
 
 int main(int argc, char **argv)
@@ -75,33 +89,13 @@ int main(int argc, char **argv)
         double t0, tput, tget;
 
         t0 = now_s();
-        if (mode == 0) {
-            for (int i = 0; i < count; i++)
-                if ((rc = tier_put(t, keys[i], strlen(keys[i]), in + (uint64_t)i * size,
-                                   size)) != 0)
-                    return die("put", rc);
-        } else {
-            for (int i = 0; i < count; i++)
-                items[i] = (tier_item_t){.key = keys[i], .keylen = strlen(keys[i]),
-                                         .buf = in + (uint64_t)i * size, .len = size};
-            if ((rc = tier_put_batch(t, items, (size_t)count)) != 0)
-                return die("put_batch", rc);
-        }
+        if ((rc = transfer(t, true, mode == 1, keys, items, in, size, count)) != 0)
+            return die(mode == 0 ? "put" : "put_batch", rc);
         tput = now_s() - t0;
         memset(out, 0, size * (uint64_t)count);
         t0 = now_s();
-        if (mode == 0) {
-            for (int i = 0; i < count; i++)
-                if ((rc = tier_get(t, keys[i], strlen(keys[i]), out + (uint64_t)i * size, size,
-                                   &got)) != 0)
-                    return die("get", rc);
-        } else {
-            for (int i = 0; i < count; i++)
-                items[i] = (tier_item_t){.key = keys[i], .keylen = strlen(keys[i]),
-                                         .buf = out + (uint64_t)i * size, .len = size};
-            if ((rc = tier_get_batch(t, items, (size_t)count)) != 0)
-                return die("get_batch", rc);
-        }
+        if ((rc = transfer(t, false, mode == 1, keys, items, out, size, count)) != 0)
+            return die(mode == 0 ? "get" : "get_batch", rc);
         tget = now_s() - t0;
         if (memcmp(in, out, size * (uint64_t)count) != 0)
             return die("verify", -5);

@@ -22,6 +22,7 @@
 
 #include "internal.h"
 #include "pinpool.h"
+#include "util.h"
 
 #define READY_TIMEOUT_MS 20000
 #define STOP_TIMEOUT_MS 10000
@@ -35,13 +36,8 @@ static const char *daemon_bin(void)
 /* The state directory: spill/<name>/{.lock, objects}; nothing deeper. */
 static void rm_state(const char *state)
 {
-    char cmd[300];
-
-    if (state[0] == '\0' || strncmp(state, "/tmp/pinpool-test-", 18) != 0)
-        return;
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", state);
-    if (system(cmd) != 0)
-        fprintf(stderr, "cannot remove %s\n", state);
+    if (state[0] != '\0' && strncmp(state, "/tmp/pinpool-test-", 18) == 0)
+        test_rm_rf(state);
 }
 
 static int start_v(test_daemon_t *d, bool again, va_list ap)
@@ -110,24 +106,13 @@ static int start_v(test_daemon_t *d, bool again, va_list ap)
     return 0;
 }
 
-int test_daemon_start(test_daemon_t *d, ...)
+int test_daemon_spawn(test_daemon_t *d, bool again, ...)
 {
     va_list ap;
     int rc;
 
-    va_start(ap, d);
-    rc = start_v(d, false, ap);
-    va_end(ap);
-    return rc;
-}
-
-int test_daemon_restart(test_daemon_t *d, ...)
-{
-    va_list ap;
-    int rc;
-
-    va_start(ap, d);
-    rc = start_v(d, true, ap);
+    va_start(ap, again);
+    rc = start_v(d, again, ap);
     va_end(ap);
     return rc;
 }
@@ -217,8 +202,8 @@ void test_daemon_finish(test_daemon_t *d)
         return;
     uint64_t used = test_daemon_used(d);
     int rc = test_daemon_stop(d);
-    cr_expect_eq(used, 0, "the pool still has %" PRIu64 " bytes in use at the end", used);
-    cr_expect_eq(rc, 0, "the daemon exited with %d on SIGTERM", rc);
+    test_fini_check(used == 0, "the pool still has %" PRIu64 " bytes in use at the end", used);
+    test_fini_check(rc == 0, "the daemon exited with %d on SIGTERM", rc);
 }
 
 pinpool_ctx_t *test_connect(const test_daemon_t *d)
@@ -227,4 +212,10 @@ pinpool_ctx_t *test_connect(const test_daemon_t *d)
     cr_assert_not_null(ctx);
     cr_assert_eq(pinpool_err(ctx), 0, "connect: %s", pinpool_errmsg(ctx));
     return ctx;
+}
+
+void test_pool_info(pinpool_ctx_t *ctx, pinpool_pool_info_t *out)
+{
+    cr_assert_eq(pinpool_pool_info(ctx, out), 0, "%s", pinpool_errmsg(ctx));
+    pinpool_pool_info_free(out);
 }

@@ -2,6 +2,7 @@
  * mooncake.c - see mooncake.h.
  */
 #include "mooncake.h"
+#include "util.h"
 
 #include <criterion/criterion.h>
 #include <fcntl.h>
@@ -16,23 +17,6 @@
 #include <unistd.h>
 
 mc_cluster_t mc;
-
-double mc_now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void mc_rm_rf(const char *path)
-{
-    char cmd[256];
-
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", path);
-    if (system(cmd) != 0)
-        fprintf(stderr, "cannot remove %s\n", path);
-}
 
 const char *mc_python(void)
 {
@@ -118,8 +102,8 @@ void mc_start_master(const char *lease)
                     "--rpc_thread_num=2", NULL};
     snprintf(log, sizeof(log), "%s/master.log", mc.dir);
     mc.master = mc_spawn(log, argv);
-    for (double t0 = mc_now_s(); !mc_port_open(mc.master_port) || !mc_port_open(mc.meta_port);) {
-        if (mc_now_s() - t0 > 20) {
+    for (double t0 = test_now_s(); !mc_port_open(mc.master_port) || !mc_port_open(mc.meta_port);) {
+        if (test_now_s() - t0 > 20) {
             mc_dump_logs();
             cr_assert_fail("mooncake_master did not listen within 20 s");
         }
@@ -162,11 +146,11 @@ void mc_start_cluster(const char *lease, const char *extra_params)
     char *argv[] = {bin, a[0], a[1], a[2], a[3], "--host=127.0.0.1", "--protocol=tcp", NULL};
     snprintf(log, sizeof(log), "%s/client.log", mc.dir);
     mc.client = mc_spawn(log, argv);
-    for (double t0 = mc_now_s();;) {
+    for (double t0 = test_now_s();;) {
         snprintf(cmd, sizeof(cmd), "grep -qs 'Starting real client service' %s", log);
         if (system(cmd) == 0)
             break;
-        if (mc_now_s() - t0 > 20 || waitpid(mc.client, NULL, WNOHANG) != 0) {
+        if (test_now_s() - t0 > 20 || waitpid(mc.client, NULL, WNOHANG) != 0) {
             mc_dump_logs();
             cr_assert_fail("mooncake_client did not start within 20 s");
         }
@@ -182,7 +166,7 @@ void mc_teardown(void)
     mc_stop(&mc.client);
     mc_stop(&mc.master);
     if (mc.dir[0] != '\0')
-        mc_rm_rf(mc.dir);
+        test_rm_rf(mc.dir);
     mc.dir[0] = '\0';
 }
 

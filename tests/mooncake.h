@@ -25,7 +25,6 @@ extern mc_cluster_t mc;
 
 /* $PINPOOL_PYTHON, else python3. */
 const char *mc_python(void);
-double mc_now_s(void);
 int mc_free_port(void);
 bool mc_port_open(int port);
 /* fork + execv argv with stdout and stderr appended to log, in its own group. */

@@ -15,28 +15,12 @@
 
 #include "daemon.h"
 #include "pinpool.h"
+#include "util.h"
 
 #define KiB (1024ull)
 #define MiB (1024ull * 1024)
 
-static test_daemon_t d;
-
-static void start(void)
-{
-    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB", NULL), 0);
-}
-
-static void stop(void)
-{
-    test_daemon_finish(&d);
-}
-
-TestSuite(arena, .init = start, .fini = stop, .timeout = 60);
-
-static pinpool_ctx_t *connect_ok(void)
-{
-    return test_connect(&d);
-}
+TEST_DAEMON_SUITE(arena);
 
 static pinpool_arena_t *arena_ok(pinpool_ctx_t *ctx, uint64_t lease, const pinpool_arena_opts_t *o)
 {
@@ -68,7 +52,7 @@ static void *alloc_ok(pinpool_arena_t *a, pinpool_ctx_t *ctx, uint64_t size, uin
 
 Test(arena, first_lease_blocks_write_and_free)
 {
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     pinpool_arena_t *a = arena_ok(ctx, 4 * MiB, NULL);
     pinpool_arena_stats_t st = stats(a);
     unsigned char *p[8];
@@ -108,7 +92,7 @@ Test(arena, first_lease_blocks_write_and_free)
 
 Test(arena, grows_by_further_leases_when_full)
 {
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     pinpool_arena_t *a = arena_ok(ctx, 1 * MiB, NULL);
     void *p[14];
 
@@ -142,7 +126,7 @@ Test(arena, grows_by_further_leases_when_full)
 
 Test(arena, free_finds_the_block_by_pointer_and_refuses_others)
 {
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     pinpool_arena_t *a = arena_ok(ctx, 1 * MiB, NULL);
     pinpool_arena_t *b = arena_ok(ctx, 1 * MiB, NULL);
     char *p = alloc_ok(a, ctx, 4096, 0);
@@ -174,7 +158,7 @@ Test(arena, free_finds_the_block_by_pointer_and_refuses_others)
 
 Test(arena, bad_arguments)
 {
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     pinpool_arena_t *a = NULL;
     pinpool_arena_opts_t o = {.quantum = 100};
     void *p = NULL;
@@ -203,7 +187,7 @@ Test(arena, bad_arguments)
 
 Test(arena, large_blocks_get_a_lease_of_their_own)
 {
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     pinpool_arena_t *a = arena_ok(ctx, 1 * MiB, NULL);
     pinpool_arena_stats_t st;
     unsigned char *big = alloc_ok(a, ctx, 20 * MiB + 5, 0);
@@ -235,7 +219,7 @@ Test(arena, large_blocks_get_a_lease_of_their_own)
 
 Test(arena, caps_and_a_full_daemon_say_enospc)
 {
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     pinpool_arena_opts_t o = {.max_bytes = 2 * MiB};
     pinpool_arena_t *a = arena_ok(ctx, 1 * MiB, &o);
     void *p[3], *q = NULL;
@@ -307,19 +291,15 @@ static void *worker(void *arg)
 
 Test(arena, threads_share_one_arena)
 {
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     pinpool_arena_t *a = arena_ok(ctx, 1 * MiB, NULL);
-    pthread_t t[4];
     worker_t w[4];
 
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 4; i++)
         w[i] = (worker_t){.arena = a, .id = i + 1, .rounds = 20000};
-        pthread_create(&t[i], NULL, worker, &w[i]);
-    }
-    for (int i = 0; i < 4; i++) {
-        pthread_join(t[i], NULL);
+    test_threads(4, worker, w, sizeof(w[0]));
+    for (int i = 0; i < 4; i++)
         cr_expect_eq(w[i].failures, 0, "thread %d: %d failures", i, w[i].failures);
-    }
     pinpool_arena_stats_t st = stats(a);
     cr_expect_eq(st.num_blocks, 0);
     cr_expect_eq(st.used_bytes, 0);
@@ -335,7 +315,7 @@ Test(arena, threads_share_one_arena)
 
 Test(arena, destroy_gives_back_every_lease_large_ones_too)
 {
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     pinpool_arena_t *a = arena_ok(ctx, 2 * MiB, NULL);
 
     alloc_ok(a, ctx, 5 * MiB, 0);

@@ -31,6 +31,7 @@
 
 #include "daemon.h"
 #include "pinpool.h"
+#include "util.h"
 
 #define MiB (1024ull * 1024)
 #define MAX_PARALLEL 64
@@ -76,13 +77,6 @@ static void start(void)
 static void stop(void)
 {
     test_daemon_finish(&d);
-}
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
 static long env_long(const char *name, long def)
@@ -218,7 +212,7 @@ Test(crash, sigkill_cycles, .init = start, .fini = stop)
     unsigned seed = (unsigned)env_long("CRASH_SEED", (long)time(NULL));
     long started = 0, finished = 0, early = 0;
     long rss_warm = -1, rss_end, fds_before = test_daemon_nfds(&d);
-    double t0 = now();
+    double t0 = test_now_s();
 
     if (parallel < 1 || parallel > MAX_PARALLEL)
         parallel = 8;
@@ -235,7 +229,7 @@ Test(crash, sigkill_cycles, .init = start, .fini = stop)
             if (pid == 0)
                 busy_client(d.socket, child_seed, -1, false);
             slots[i].pid = pid;
-            slots[i].kill_at = now() + delay;
+            slots[i].kill_at = test_now_s() + delay;
             started++;
         }
         /* Kill the next one due. */
@@ -243,7 +237,7 @@ Test(crash, sigkill_cycles, .init = start, .fini = stop)
         for (int i = 0; i < parallel; i++)
             if (slots[i].pid != 0 && (next < 0 || slots[i].kill_at < slots[next].kill_at))
                 next = i;
-        double wait = slots[next].kill_at - now();
+        double wait = slots[next].kill_at - test_now_s();
         if (wait > 0)
             usleep((useconds_t)(wait * 1e6));
         kill(slots[next].pid, SIGKILL);
@@ -259,12 +253,12 @@ Test(crash, sigkill_cycles, .init = start, .fini = stop)
         if (finished == (cycles < 200 ? cycles / 2 : 200))
             rss_warm = proc_status_kib(d.pid, "RssAnon");
     }
-    double secs = now() - t0;
+    double secs = test_now_s() - t0;
 
     /* Every lease ends within a second of its process; let the gRPC side
      * notice its connections are gone too. */
     int fds = -1;
-    for (double t = now(); now() - t < 10.0; usleep(20000))
+    for (double t = test_now_s(); test_now_s() - t < 10.0; usleep(20000))
         if ((fds = test_daemon_nfds(&d)) == fds_before)
             break;
     rss_end = proc_status_kib(d.pid, "RssAnon");
@@ -289,7 +283,7 @@ Test(crash, sigkill_cycles, .init = start, .fini = stop)
                       "daemon anonymous memory grew from %ld to %ld KiB", rss_warm, rss_end);
     /* gRPC from here on: the last fork is behind us. */
     uint64_t used = UINT64_MAX;
-    for (double t = now(); now() - t < 3.0; usleep(20000))
+    for (double t = test_now_s(); test_now_s() - t < 3.0; usleep(20000))
         if ((used = test_daemon_used(&d)) == 0)
             break;
     cr_expect_eq(used, 0, "%" PRIu64 " bytes still in use after every client was killed", used);
@@ -315,10 +309,10 @@ Test(shutdown, sigterm_under_load, .init = start)
     for (int i = 0; i < NCLIENTS; i++)
         cr_assert_eq(read(up[0], &ready, 1), 1);
     usleep(400000); /* under load */
-    double t0 = now();
+    double t0 = test_now_s();
     int rc = test_daemon_stop(&d);
     cr_expect_eq(rc, 0, "the daemon exited with %d on SIGTERM under load", rc);
-    cr_expect_lt(now() - t0, 6.0, "stopping took %.1f s", now() - t0);
+    cr_expect_lt(test_now_s() - t0, 6.0, "stopping took %.1f s", test_now_s() - t0);
     for (int i = 0; i < NCLIENTS; i++) {
         int msg[2] = {0, 0}, status;
         cr_expect_eq(read(up[0], msg, sizeof(msg)), (ssize_t)sizeof(msg));

@@ -12,6 +12,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,36 +27,13 @@
 #include "ipc.h"
 #include "paths.h"
 #include "pinpool.h"
+#include "util.h"
 #include "pinpool.pb-c.h"
 
 #define MiB (1024ull * 1024)
 #define METHOD(name) "/pinpool.v1.PinPool/" name
 
-static test_daemon_t d;
-
-static void start(void)
-{
-    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB", NULL), 0);
-}
-
-static void stop(void)
-{
-    test_daemon_finish(&d);
-}
-
-TestSuite(daemon, .init = start, .fini = stop, .timeout = 60);
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
-static pinpool_ctx_t *connect_ok(void)
-{
-    return test_connect(&d);
-}
+TEST_DAEMON_SUITE(daemon);
 
 /* ---- raw gRPC calls: the status codes on the wire ---------------------------------- */
 
@@ -69,27 +47,37 @@ typedef struct raw_result {
 /* The token raw calls carry (a raw session's, from its HELLO), "" for none. */
 static char raw_token[64];
 
-static raw_result_t raw_alloc(const char *client, int32_t device, uint64_t size, uint64_t align)
+/* One call of method on a connection of its own that carries raw_token; *resp
+ * (NULL on failure) is the caller's to free. */
+static raw_result_t raw_call(const char *method, const ProtobufCMessage *req,
+                             const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp)
 {
-    Pinpool__V1__AllocatePoolMemoryRequest req = PINPOOL__V1__ALLOCATE_POOL_MEMORY_REQUEST__INIT;
-    Pinpool__V1__AllocatePoolMemoryResponse *resp = NULL;
     pinpool__rpc_t *rpc;
     raw_result_t r = {0};
 
     cr_assert_eq(pinpool__rpc_open(&rpc, d.socket), 0);
     pinpool__rpc_set_token(rpc, raw_token);
+    r.code = pinpool__rpc_call(rpc, method, req, resp_desc, resp, &r.status, r.msg, sizeof(r.msg));
+    pinpool__rpc_close(rpc);
+    return r;
+}
+
+static raw_result_t raw_alloc(const char *client, int32_t device, uint64_t size, uint64_t align)
+{
+    Pinpool__V1__AllocatePoolMemoryRequest req = PINPOOL__V1__ALLOCATE_POOL_MEMORY_REQUEST__INIT;
+    Pinpool__V1__AllocatePoolMemoryResponse *resp = NULL;
+
     req.client_id = (char *)client;
     req.device_id = device;
     req.size_bytes = size;
     req.alignment = align;
-    r.code = pinpool__rpc_call(rpc, METHOD("AllocatePoolMemory"), &req.base,
-                               &pinpool__v1__allocate_pool_memory_response__descriptor,
-                               (ProtobufCMessage **)&resp, &r.status, r.msg, sizeof(r.msg));
+    raw_result_t r = raw_call(METHOD("AllocatePoolMemory"), &req.base,
+                              &pinpool__v1__allocate_pool_memory_response__descriptor,
+                              (ProtobufCMessage **)&resp);
     if (r.code == 0) {
         r.slice_id = resp->slice_id;
         protobuf_c_message_free_unpacked(&resp->base, NULL);
     }
-    pinpool__rpc_close(rpc);
     return r;
 }
 
@@ -97,19 +85,13 @@ static raw_result_t raw_free(const char *client, uint64_t slice)
 {
     Pinpool__V1__FreePoolMemoryRequest req = PINPOOL__V1__FREE_POOL_MEMORY_REQUEST__INIT;
     ProtobufCMessage *resp = NULL;
-    pinpool__rpc_t *rpc;
-    raw_result_t r = {0};
 
-    cr_assert_eq(pinpool__rpc_open(&rpc, d.socket), 0);
-    pinpool__rpc_set_token(rpc, raw_token);
     req.client_id = (char *)client;
     req.slice_id = slice;
-    r.code = pinpool__rpc_call(rpc, METHOD("FreePoolMemory"), &req.base,
-                               &pinpool__v1__free_pool_memory_response__descriptor, &resp,
-                               &r.status, r.msg, sizeof(r.msg));
+    raw_result_t r = raw_call(METHOD("FreePoolMemory"), &req.base,
+                              &pinpool__v1__free_pool_memory_response__descriptor, &resp);
     if (resp != NULL)
         protobuf_c_message_free_unpacked(resp, NULL);
-    pinpool__rpc_close(rpc);
     return r;
 }
 
@@ -161,17 +143,12 @@ Test(daemon, unknown_method_is_unimplemented_at_once)
 {
     Pinpool__V1__PingRequest req = PINPOOL__V1__PING_REQUEST__INIT;
     ProtobufCMessage *resp = NULL;
-    pinpool__rpc_t *rpc;
-    char msg[256];
-    int status;
-    double t0 = now();
+    double t0 = test_now_s();
 
-    cr_assert_eq(pinpool__rpc_open(&rpc, d.socket), 0);
-    pinpool__rpc_call(rpc, "/pinpool.v1.PinPool/NoSuchMethod", &req.base,
-                      &pinpool__v1__ping_response__descriptor, &resp, &status, msg, sizeof(msg));
-    pinpool__rpc_close(rpc);
-    cr_expect_eq(status, GRPC_STATUS_UNIMPLEMENTED, "status %d: %s", status, msg);
-    cr_expect_lt(now() - t0, 2.0);
+    raw_result_t r = raw_call("/pinpool.v1.PinPool/NoSuchMethod", &req.base,
+                              &pinpool__v1__ping_response__descriptor, &resp);
+    cr_expect_eq(r.status, GRPC_STATUS_UNIMPLEMENTED, "status %d: %s", r.status, r.msg);
+    cr_expect_lt(test_now_s() - t0, 2.0);
 }
 
 Test(daemon, detached_client_frees_everything_with_slice_zero)
@@ -191,7 +168,7 @@ Test(daemon, detached_client_frees_everything_with_slice_zero)
 
 Test(daemon, alloc_write_free_through_the_library)
 {
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     pinpool_slice_t s[3];
     uint64_t sizes[3] = {4096, 3 * MiB + 17, 16 * MiB};
 
@@ -218,7 +195,7 @@ Test(daemon, alloc_write_free_through_the_library)
 
 Test(daemon, library_reports_errors_with_messages)
 {
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     pinpool_slice_t s;
     pinpool_alloc_opts_t opts = {.device_id = PINPOOL_HOST, .alignment = 5};
 
@@ -233,7 +210,7 @@ Test(daemon, library_reports_errors_with_messages)
 
 Test(daemon, slice_larger_than_a_chunk_is_contiguous)
 {
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     pinpool_slice_t s;
     uint64_t size = 40 * MiB;
 
@@ -265,7 +242,7 @@ static int chunk_mappings(void)
 
 Test(daemon, chunk_mapping_is_shared_and_dropped_with_the_last_slice)
 {
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     pinpool_slice_t a, b;
 
     cr_assert_eq(pinpool_alloc(ctx, MiB, NULL, &a), 0);
@@ -280,7 +257,7 @@ Test(daemon, chunk_mapping_is_shared_and_dropped_with_the_last_slice)
 
 Test(daemon, free_all_and_close_give_everything_back)
 {
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     pinpool_slice_t s;
     uint64_t freed = 0;
 
@@ -338,18 +315,14 @@ static void *hammer_thread(void *arg)
 
 Test(daemon, one_context_many_threads)
 {
-    pinpool_ctx_t *ctx = connect_ok();
-    pthread_t t[4];
+    pinpool_ctx_t *ctx = test_connect(&d);
     hammer_t h[4];
 
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 4; i++)
         h[i] = (hammer_t){.ctx = ctx, .id = i + 1, .rounds = 300};
-        pthread_create(&t[i], NULL, hammer_thread, &h[i]);
-    }
-    for (int i = 0; i < 4; i++) {
-        pthread_join(t[i], NULL);
+    test_threads(4, hammer_thread, h, sizeof(h[0]));
+    for (int i = 0; i < 4; i++)
         cr_expect_eq(h[i].failures, 0, "thread %d: %d failures", i, h[i].failures);
-    }
     cr_expect_eq(chunk_mappings(), 0);
     pinpool_close(ctx);
 }
@@ -428,39 +401,35 @@ Test(daemon, two_processes_get_disjoint_slices)
 Test(daemon, killed_client_memory_returns_within_a_second)
 {
     int up[2];
-    pid_t pid;
-    char ready;
+    pid_t pid = test_fork_ready(up);
 
-    cr_assert_eq(pipe(up), 0);
-    pid = fork();
     if (pid == 0) {
         pinpool_ctx_t *ctx = pinpool_connect(d.socket);
         pinpool_slice_t s;
         for (int i = 0; i < 3; i++)
             if (pinpool_alloc(ctx, 8 * MiB, NULL, &s) == 0)
                 memset(s.ptr, 1, s.size);
-        if (write(up[1], "r", 1) != 1)
-            _exit(1);
+        test_child_ready(up);
         pause();
         _exit(0);
     }
-    cr_assert_eq(read(up[0], &ready, 1), 1);
+    test_wait_ready(up);
     cr_assert_eq(test_daemon_used(&d), 24 * MiB);
-    double t0 = now();
+    double t0 = test_now_s();
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
-    while (test_daemon_used(&d) != 0 && now() - t0 < 1.0)
+    while (test_daemon_used(&d) != 0 && test_now_s() - t0 < 1.0)
         usleep(2000);
     cr_expect_eq(test_daemon_used(&d), 0, "memory of a killed client came back in %.3f s",
-                 now() - t0);
-    cr_expect_lt(now() - t0, 1.0);
+                 test_now_s() - t0);
+    cr_expect_lt(test_now_s() - t0, 1.0);
 }
 
 /* A few sessions: alloc, close. */
 static void session_cycles(int n)
 {
     for (int i = 0; i < n; i++) {
-        pinpool_ctx_t *ctx = connect_ok();
+        pinpool_ctx_t *ctx = test_connect(&d);
         pinpool_slice_t s;
         cr_assert_eq(pinpool_alloc(ctx, MiB, NULL, &s), 0);
         pinpool_close(ctx);
@@ -571,7 +540,7 @@ Test(daemon, malformed_fd_message_ends_only_that_session)
     cr_assert_eq(ipc_send_msg(fd, junk, sizeof(junk), NULL, 0), 0);
     cr_expect_eq(ipc_recv_msg(fd, junk, sizeof(junk), NULL, 0, &nfds), 0, "the daemon hangs up");
     close(fd);
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     cr_expect_eq(pinpool_ping(ctx), 0, "and goes on serving others");
     pinpool_close(ctx);
 }
@@ -580,7 +549,7 @@ Test(daemon, malformed_fd_message_ends_only_that_session)
 
 Test(daemon, pool_info_and_server_config)
 {
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     pinpool_pool_info_t info;
     pinpool_slice_t s;
 
@@ -639,14 +608,19 @@ Test(daemon, pool_info_and_server_config)
     pinpool_close(ctx);
 }
 
-/* Run the pinpool binary with args; its stdout+stderr into out. Returns exit code. */
-static int run_cli(char *out, size_t len, const char *args)
+/* Run the pinpool binary with the arguments fmt formats; its stdout+stderr
+ * into out. Returns exit code. */
+__attribute__((format(printf, 3, 4))) static int run_cli(char *out, size_t len, const char *fmt, ...)
 {
-    char cmd[1024];
+    char cmd[1024], args[768];
     const char *bin = getenv("PINPOOL_BIN") ? getenv("PINPOOL_BIN") : "build/pinpool";
     FILE *p;
     size_t n;
+    va_list ap;
 
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof(args), fmt, ap);
+    va_end(ap);
     snprintf(cmd, sizeof(cmd), "GRPC_VERBOSITY=NONE %s %s 2>&1", bin, args);
     p = popen(cmd, "r");
     cr_assert_not_null(p);
@@ -656,39 +630,39 @@ static int run_cli(char *out, size_t len, const char *args)
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+#define EXPECT_IN(text, needle)                                                                \
+    cr_expect(strstr((text), (needle)) != NULL, "no '%s' in:\n%s", (const char *)(needle), (text))
+
 Test(daemon, info_command_prints_a_table)
 {
-    char out[4096], args[256];
+    char out[4096];
 
-    snprintf(args, sizeof(args), "info --socket %s", d.socket);
-    cr_expect_eq(run_cli(out, sizeof(out), args), 0, "%s", out);
-    cr_expect(strstr(out, "capacity               64.00 MiB (4 chunks of 16.00 MiB)") != NULL, "%s", out);
-    cr_expect(strstr(out, "used                   0 B") != NULL, "%s", out);
-    cr_expect(strstr(out, "cpu-only") != NULL, "%s", out);
+    cr_expect_eq(run_cli(out, sizeof(out), "info --socket %s", d.socket), 0, "%s", out);
+    EXPECT_IN(out, "capacity               64.00 MiB (4 chunks of 16.00 MiB)");
+    EXPECT_IN(out, "used                   0 B");
+    EXPECT_IN(out, "cpu-only");
 }
 
 Test(daemon, status_command_prints_options_and_the_pool)
 {
-    char out[8192], args[256];
+    char out[8192];
 
-    snprintf(args, sizeof(args), "status --socket %s", d.socket);
-    cr_expect_eq(run_cli(out, sizeof(out), args), 0, "%s", out);
-    cr_expect(strstr(out, "pinpool " PINPOOL_VERSION_STRING " at ") != NULL, "%s", out);
-    cr_expect(strstr(out, "--mem-pool-size        64.00 MiB") != NULL, "%s", out);
-    cr_expect(strstr(out, "(default: 1GiB)") != NULL, "%s", out);
-    cr_expect(strstr(out, "--pin-threads          2\n") != NULL, "defaults unmarked: %s", out);
-    cr_expect(strstr(out, "capacity               64.00 MiB") != NULL, "%s", out);
-    cr_expect(strstr(out, "spill tier") != NULL, "%s", out);
+    cr_expect_eq(run_cli(out, sizeof(out), "status --socket %s", d.socket), 0, "%s", out);
+    EXPECT_IN(out, "pinpool " PINPOOL_VERSION_STRING " at ");
+    EXPECT_IN(out, "--mem-pool-size        64.00 MiB");
+    EXPECT_IN(out, "(default: 1GiB)");
+    EXPECT_IN(out, "--pin-threads          2\n"); /* a default is not marked */
+    EXPECT_IN(out, "capacity               64.00 MiB");
+    EXPECT_IN(out, "spill tier");
 }
 
 Test(daemon, second_daemon_on_the_same_socket_is_refused)
 {
-    char out[4096], args[256];
+    char out[4096];
 
-    snprintf(args, sizeof(args), "serve --socket %s --mem-pool-size 16MiB --chunk-size 16MiB", d.socket);
-    cr_expect_eq(run_cli(out, sizeof(out), args), 1, "%s", out);
-    cr_expect(strstr(out, "another pinpool daemon") != NULL, "%s", out);
-    pinpool_ctx_t *ctx = connect_ok(); /* the first one still serves */
+    cr_expect_eq(run_cli(out, sizeof(out), "serve --socket %s --mem-pool-size 16MiB --chunk-size 16MiB", d.socket), 1, "%s", out);
+    EXPECT_IN(out, "another pinpool daemon");
+    pinpool_ctx_t *ctx = test_connect(&d); /* the first one still serves */
     cr_expect_eq(pinpool_ping(ctx), 0);
     pinpool_close(ctx);
 }
@@ -698,20 +672,20 @@ Test(cli, bad_options_and_help)
     char out[8192];
 
     cr_expect_eq(run_cli(out, sizeof(out), "serve --mem-pool-size 12XB"), 2);
-    cr_expect(strstr(out, "--mem-pool-size: '12XB' is not a size") != NULL, "%s", out);
+    EXPECT_IN(out, "--mem-pool-size: '12XB' is not a size");
     cr_expect_eq(run_cli(out, sizeof(out), "serve --chunk-size 3MB"), 2);
-    cr_expect(strstr(out, "not a multiple of 2.00 MiB") != NULL, "%s", out);
+    EXPECT_IN(out, "not a multiple of 2.00 MiB");
     cr_expect_eq(run_cli(out, sizeof(out), "serve --mem-pool-size 4MiB --chunk-size 8MiB"), 2);
-    cr_expect(strstr(out, "smaller than --chunk-size") != NULL, "%s", out);
+    EXPECT_IN(out, "smaller than --chunk-size");
     cr_expect_eq(run_cli(out, sizeof(out), "serve --bogus 1"), 2);
-    cr_expect(strstr(out, "unknown option --bogus") != NULL, "%s", out);
+    EXPECT_IN(out, "unknown option --bogus");
     cr_expect_eq(run_cli(out, sizeof(out), "serve --log-level loud"), 2);
     cr_expect_eq(run_cli(out, sizeof(out), "serve --help"), 0);
-    cr_expect(strstr(out, "--mem-pool-size SIZE") != NULL, "%s", out);
-    cr_expect(strstr(out, "(default: 1GiB)") != NULL, "%s", out);
+    EXPECT_IN(out, "--mem-pool-size SIZE");
+    EXPECT_IN(out, "(default: 1GiB)");
     cr_expect_eq(run_cli(out, sizeof(out), "frobnicate"), 2);
     cr_expect_eq(run_cli(out, sizeof(out), "info --socket /tmp/pinpool-nowhere.sock"), 1);
-    cr_expect(strstr(out, "pinpool serve") != NULL, "%s", out);
+    EXPECT_IN(out, "pinpool serve");
 }
 
 /* ---- shutdown -------------------------------------------------------------------------------- */
@@ -719,18 +693,14 @@ Test(cli, bad_options_and_help)
 Test(shutdown, sigterm_during_calls_exits_cleanly, .timeout = 60)
 {
     int up[2];
-    pid_t pid;
-    char ready;
 
     cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB", NULL), 0);
-    cr_assert_eq(pipe(up), 0);
-    pid = fork();
+    pid_t pid = test_fork_ready(up);
     if (pid == 0) {
         /* Keep calling until the daemon is gone; every failure must be a clean error. */
         pinpool_ctx_t *ctx = pinpool_connect(d.socket);
         int ok = 0, rc = 0;
-        if (write(up[1], "r", 1) != 1)
-            _exit(1);
+        test_child_ready(up);
         for (;;) {
             pinpool_slice_t s;
             rc = pinpool_alloc(ctx, 64 * 1024, NULL, &s);
@@ -745,12 +715,12 @@ Test(shutdown, sigterm_during_calls_exits_cleanly, .timeout = 60)
         pinpool_close(ctx);
         _exit(clean && ok > 0 ? 0 : 2);
     }
-    cr_assert_eq(read(up[0], &ready, 1), 1);
+    test_wait_ready(up);
     usleep(300000);
-    double t0 = now();
+    double t0 = test_now_s();
     int rc = test_daemon_stop(&d);
     cr_expect_eq(rc, 0, "exit status %d", rc);
-    cr_expect_lt(now() - t0, 6.0);
+    cr_expect_lt(test_now_s() - t0, 6.0);
     int status;
     waitpid(pid, &status, 0);
     cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "client status %d", status);
@@ -766,12 +736,9 @@ Test(shutdown, sigterm_during_calls_exits_cleanly, .timeout = 60)
 
 Test(daemon, kept_slice_outlives_its_client_and_is_attached_by_another)
 {
-    int up[2];
-    pid_t pid;
-    char done;
+    pid_t pid = fork();
 
-    cr_assert_eq(pipe(up), 0);
-    pid = fork();
+    cr_assert_geq(pid, 0);
     if (pid == 0) {
         pinpool_ctx_t *ctx = pinpool_connect(d.socket);
         pinpool_alloc_opts_t keep = {.device_id = PINPOOL_HOST, .tag = "weights", .flags = PINPOOL_ALLOC_KEEP};
@@ -790,7 +757,7 @@ Test(daemon, kept_slice_outlives_its_client_and_is_attached_by_another)
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "writer status %d", status);
     cr_expect_eq(test_daemon_used(&d), 5 * MiB, "the kept slice survives its writer");
 
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     pinpool_pool_info_t info;
     cr_assert_eq(pinpool_pool_info(ctx, &info), 0);
     cr_expect_eq(info.num_kept, 1);
@@ -812,7 +779,6 @@ Test(daemon, kept_slice_outlives_its_client_and_is_attached_by_another)
     cr_assert_eq(pinpool_attach(ctx, "weights", 0, &s), 0);
     cr_expect_eq(pinpool_free(ctx, s.id, NULL), 0, "anyone may free a kept slice");
     cr_expect_eq(pinpool_attach(ctx, "weights", 0, &s), PINPOOL_ENOENT);
-    (void)done;
     pinpool_close(ctx);
 }
 
@@ -826,17 +792,16 @@ Test(daemon, kept_and_reserved_names_are_checked)
 
 Test(cli, cuda_options_without_a_gpu_fail_cleanly)
 {
-    char out[4096], args[256], why[256];
+    char out[4096], why[256];
 
     if (ipc_cuda_load(why, sizeof(why)) == 0)
         cr_skip_test("a GPU is visible here");
-    snprintf(args, sizeof(args), "serve --socket /tmp/pinpool-cli-%d.sock --host-backend vmm", getpid());
-    cr_expect_eq(run_cli(out, sizeof(out), args), 1, "%s", out);
-    cr_expect(strstr(out, "--host-backend vmm cannot work here") != NULL, "%s", out);
-    snprintf(args, sizeof(args), "serve --socket /tmp/pinpool-cli-%d.sock --device-pool-size 1GiB",
-             getpid());
-    cr_expect_eq(run_cli(out, sizeof(out), args), 1, "%s", out);
-    cr_expect(strstr(out, "--device-pool-size needs a GPU") != NULL, "%s", out);
+    cr_expect_eq(run_cli(out, sizeof(out), "serve --socket /tmp/pinpool-cli-%d.sock --host-backend vmm",
+                         getpid()), 1, "%s", out);
+    EXPECT_IN(out, "--host-backend vmm cannot work here");
+    cr_expect_eq(run_cli(out, sizeof(out), "serve --socket /tmp/pinpool-cli-%d.sock --device-pool-size 1GiB",
+                         getpid()), 1, "%s", out);
+    EXPECT_IN(out, "--device-pool-size needs a GPU");
 }
 
 Test(daemon, cpu_only_daemon_says_so)
@@ -872,6 +837,16 @@ Test(daemon, a_session_id_without_its_token_is_refused)
         usleep(10000);
 }
 
+/* A connection to d is refused with code, and the reason says text. */
+static void expect_connect_refused(int code, const char *text)
+{
+    pinpool_ctx_t *c = pinpool_connect(d.socket);
+
+    cr_expect_eq(pinpool_err(c), code, "%s: %s", pinpool_err_name(pinpool_err(c)), pinpool_errmsg(c));
+    EXPECT_IN(pinpool_errmsg(c), text);
+    pinpool_close(c);
+}
+
 Test(access, client_quota_and_max_clients, .timeout = 60)
 {
     cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB",
@@ -885,10 +860,7 @@ Test(access, client_quota_and_max_clients, .timeout = 60)
     cr_expect(strstr(pinpool_errmsg(a), "--client-quota is 8.00 MiB") != NULL, "%s", pinpool_errmsg(a));
     cr_expect_eq(pinpool_alloc(b, 8 * MiB, NULL, &s), 0, "the quota is per client");
 
-    pinpool_ctx_t *c = pinpool_connect(d.socket);
-    cr_expect_eq(pinpool_err(c), PINPOOL_ENOSPC);
-    cr_expect(strstr(pinpool_errmsg(c), "--max-clients 2") != NULL, "%s", pinpool_errmsg(c));
-    pinpool_close(c);
+    expect_connect_refused(PINPOOL_ENOSPC, "--max-clients 2");
     raw_result_t r = raw_alloc("batch-job", -1, MiB, 0);
     expect_error(r, GRPC_STATUS_RESOURCE_EXHAUSTED, PINPOOL_ENOSPC, "--max-clients 2");
     pinpool_close(a);
@@ -906,10 +878,7 @@ Test(access, allow_uid_refuses_other_users_and_detached_callers, .timeout = 60)
     snprintf(other, sizeof(other), "%u", (unsigned)getuid() + 4242);
     cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "32MiB", "--chunk-size", "16MiB",
                                    "--allow-uid", other, NULL), 0);
-    pinpool_ctx_t *ctx = pinpool_connect(d.socket);
-    cr_expect_eq(pinpool_err(ctx), PINPOOL_EPERM);
-    cr_expect(strstr(pinpool_errmsg(ctx), "is not in --allow-uid") != NULL, "%s", pinpool_errmsg(ctx));
-    pinpool_close(ctx);
+    expect_connect_refused(PINPOOL_EPERM, "is not in --allow-uid");
     raw_result_t r = raw_alloc("batch-job", -1, MiB, 0);
     expect_error(r, GRPC_STATUS_PERMISSION_DENIED, PINPOOL_EPERM, "only clients with an fd-socket session");
     cr_expect_eq(test_daemon_stop(&d), 0);
@@ -917,7 +886,7 @@ Test(access, allow_uid_refuses_other_users_and_detached_callers, .timeout = 60)
     snprintf(other, sizeof(other), "%u", (unsigned)getuid());
     cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "32MiB", "--chunk-size", "16MiB",
                                    "--allow-uid", other, NULL), 0);
-    ctx = pinpool_connect(d.socket);
+    pinpool_ctx_t *ctx = pinpool_connect(d.socket);
     cr_expect_eq(pinpool_err(ctx), 0, "our own uid is allowed: %s", pinpool_errmsg(ctx));
     pinpool_close(ctx);
     cr_expect_eq(test_daemon_stop(&d), 0);

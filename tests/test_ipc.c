@@ -13,6 +13,9 @@
 
 #include "ipc.h"
 
+#include "daemon.h"
+#include "util.h"
+
 #include "pinpool.h"
 
 #include <criterion/criterion.h>
@@ -37,19 +40,20 @@
 
 /* ---- helpers --------------------------------------------------------------- */
 
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *e;
-    int n = 0;
+/* Every test ends with as many descriptors open as it began with: the suites'
+ * .init counts them, their .fini compares. */
+static int base;
 
-    cr_assert_not_null(d);
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] != '.')
-            n++;
-    }
-    closedir(d);
-    return n; /* includes d's own descriptor, the same every time */
+static void fds_before(void)
+{
+    base = test_nfds();
+}
+
+static void fds_after(void)
+{
+    int now = test_nfds();
+
+    test_fini_check(now == base, "%d descriptors open at the end, %d at the start", now, base);
 }
 
 static void seqpair(int sv[2])
@@ -145,9 +149,10 @@ static int check(const void *p, size_t bytes, uint64_t seed)
 
 /* ---- descriptor passing ------------------------------------------------------ */
 
+TestSuite(fdpass, .init = fds_before, .fini = fds_after);
+
 Test(fdpass, one_fd, .timeout = 10)
 {
-    int base = count_fds();
     int sv[2], f, got[4];
     size_t nfds = 99;
     char buf[64];
@@ -167,12 +172,10 @@ Test(fdpass, one_fd, .timeout = 10)
     close(f);
     close(sv[0]);
     close(sv[1]);
-    cr_assert_eq(count_fds(), base);
 }
 
 Test(fdpass, max_fds, .timeout = 10)
 {
-    int base = count_fds();
     int sv[2], f[IPC_MAX_FDS], got[IPC_MAX_FDS];
     size_t nfds = 0;
     uint32_t msg = 0xdeadbeef, in = 0;
@@ -192,12 +195,10 @@ Test(fdpass, max_fds, .timeout = 10)
     close_all(f, IPC_MAX_FDS);
     close(sv[0]);
     close(sv[1]);
-    cr_assert_eq(count_fds(), base);
 }
 
 Test(fdpass, no_fds, .timeout = 10)
 {
-    int base = count_fds();
     int sv[2], got[2] = {-1, -1};
     size_t nfds = 7;
     char buf[16];
@@ -213,12 +214,10 @@ Test(fdpass, no_fds, .timeout = 10)
     cr_assert_eq(nfds, 0);
     close(sv[0]);
     close(sv[1]);
-    cr_assert_eq(count_fds(), base);
 }
 
 Test(fdpass, more_fds_than_maxfds, .timeout = 10)
 {
-    int base = count_fds();
     int sv[2], f[4], got[2] = {-1, -1};
     size_t nfds = 5;
     char buf[16];
@@ -240,7 +239,6 @@ Test(fdpass, more_fds_than_maxfds, .timeout = 10)
     close_all(f, 4);
     close(sv[0]);
     close(sv[1]);
-    cr_assert_eq(count_fds(), base);
 }
 
 /* More descriptors than IPC_MAX_FDS, sent around ipc_send_msg: the kernel
@@ -248,7 +246,6 @@ Test(fdpass, more_fds_than_maxfds, .timeout = 10)
 Test(fdpass, control_truncated, .timeout = 10)
 {
     enum { N = IPC_MAX_FDS + 10 };
-    int base = count_fds();
     int sv[2], f, got[IPC_MAX_FDS];
     union {
         struct cmsghdr align;
@@ -283,12 +280,10 @@ Test(fdpass, control_truncated, .timeout = 10)
     close(f);
     close(sv[0]);
     close(sv[1]);
-    cr_assert_eq(count_fds(), base);
 }
 
 Test(fdpass, oversize_payload, .timeout = 10)
 {
-    int base = count_fds();
     int sv[2], f[2], got[2];
     size_t nfds = 1;
     char big[200], buf[100];
@@ -315,12 +310,10 @@ Test(fdpass, oversize_payload, .timeout = 10)
     close_all(f, 2);
     close(sv[0]);
     close(sv[1]);
-    cr_assert_eq(count_fds(), base);
 }
 
 Test(fdpass, bad_arguments, .timeout = 10)
 {
-    int base = count_fds();
     int sv[2], f;
     size_t nfds;
     char buf[8];
@@ -335,12 +328,10 @@ Test(fdpass, bad_arguments, .timeout = 10)
     close(f);
     close(sv[0]);
     close(sv[1]);
-    cr_assert_eq(count_fds(), base);
 }
 
 Test(fdpass, peer_closed, .timeout = 10)
 {
-    int base = count_fds();
     int sv[2], got[1];
     size_t nfds = 4;
     char buf[8];
@@ -352,12 +343,10 @@ Test(fdpass, peer_closed, .timeout = 10)
     /* Sending to a closed peer is EPIPE, never SIGPIPE. */
     cr_assert_eq(ipc_send_msg(sv[1], "x", 1, NULL, 0), -EPIPE);
     close(sv[1]);
-    cr_assert_eq(count_fds(), base);
 }
 
 Test(fdpass, nonblocking_empty, .timeout = 10)
 {
-    int base = count_fds();
     int sv[2];
     size_t nfds;
     char buf[8];
@@ -366,12 +355,10 @@ Test(fdpass, nonblocking_empty, .timeout = 10)
     cr_assert_eq(ipc_recv_msg(sv[1], buf, sizeof(buf), NULL, 0, &nfds), -EAGAIN);
     close(sv[0]);
     close(sv[1]);
-    cr_assert_eq(count_fds(), base);
 }
 
 Test(fdpass, peer_cred, .timeout = 10)
 {
-    int base = count_fds();
     int sv[2];
     ipc_cred_t cred;
 
@@ -383,14 +370,14 @@ Test(fdpass, peer_cred, .timeout = 10)
     cr_assert_eq(ipc_peer_cred(sv[0], NULL), -EINVAL);
     close(sv[0]);
     close(sv[1]);
-    cr_assert_eq(count_fds(), base);
 }
 
 /* ---- unix sockets ------------------------------------------------------------- */
 
+TestSuite(sock, .init = fds_before, .fini = fds_after);
+
 Test(sock, listen_connect, .timeout = 10)
 {
-    int base = count_fds();
     char dir[] = "/tmp/pinpool-test-XXXXXX";
     char path[PATH_MAX];
     struct stat st;
@@ -442,12 +429,10 @@ Test(sock, listen_connect, .timeout = 10)
     cr_assert_eq(ipc_connect_seqpacket(path), -ENOENT);
 
     cr_assert_eq(rmdir(dir), 0);
-    cr_assert_eq(count_fds(), base);
 }
 
 Test(sock, refuses_non_socket, .timeout = 10)
 {
-    int base = count_fds();
     char dir[] = "/tmp/pinpool-test-XXXXXX";
     char path[PATH_MAX], sub[PATH_MAX], longp[200], buf[16];
     int f;
@@ -480,7 +465,6 @@ Test(sock, refuses_non_socket, .timeout = 10)
     cr_assert_eq(ipc_listen_seqpacket("", 1), -EINVAL);
 
     cr_assert_eq(rmdir(dir), 0);
-    cr_assert_eq(count_fds(), base);
 }
 
 /* ---- the wire protocol ---------------------------------------------------------- */
@@ -498,9 +482,10 @@ static ipc_hello_t good_hello(void)
     return h;
 }
 
+TestSuite(proto, .init = fds_before, .fini = fds_after);
+
 Test(proto, accepts_good, .timeout = 10)
 {
-    int base = count_fds();
     ipc_hello_t h = good_hello();
     ipc_map_req_t req;
     ipc_map_resp_t resp;
@@ -516,12 +501,10 @@ Test(proto, accepts_good, .timeout = 10)
     cr_assert_eq(ipc_msg_check(&resp, sizeof(resp)), IPC_MSG_MAP_RESP);
     memcpy(unaligned + 1, &h, sizeof(h));
     cr_assert_eq(ipc_msg_check(unaligned + 1, sizeof(h)), IPC_MSG_HELLO);
-    cr_assert_eq(count_fds(), base);
 }
 
 Test(proto, rejects_bad, .timeout = 10)
 {
-    int base = count_fds();
     ipc_hello_t good = good_hello(), h;
     ipc_map_req_t req;
     char big[sizeof(ipc_hello_t) + 8];
@@ -572,10 +555,14 @@ Test(proto, rejects_bad, .timeout = 10)
     /* MAP_REQ carrying HELLO's size in its header. */
     ipc_hdr_init(&req.hdr, IPC_MSG_MAP_REQ, 1, sizeof(ipc_hello_t));
     cr_assert_eq(ipc_msg_check(&req, sizeof(req)), PINPOOL_EPROTO, "map_req len");
-    cr_assert_eq(count_fds(), base);
 }
 
 /* ---- the memfd backend ------------------------------------------------------------ */
+
+/* The backend under test (ipc_host_backend("memfd"), checked by registry). */
+static const ipc_host_ops_t *const ops = &ipc_host_memfd;
+
+TestSuite(memfd, .init = fds_before, .fini = fds_after);
 
 Test(memfd, registry, .timeout = 10)
 {
@@ -590,8 +577,6 @@ Test(memfd, registry, .timeout = 10)
  * pattern and writes its own, which the daemon then sees. */
 Test(memfd, share_with_child, .timeout = 30)
 {
-    const ipc_host_ops_t *ops = ipc_host_backend("memfd");
-    int base = count_fds();
     ipc_chunk_t c[2];
     char err[256] = "";
     void *range;
@@ -601,7 +586,6 @@ Test(memfd, share_with_child, .timeout = 30)
     char done;
     size_t nfds;
 
-    cr_assert_not_null(ops);
     cr_assert_eq(ops->reserve(2 * CHUNK, &range), 0);
     for (uint32_t i = 0; i < 2; i++) {
         int rc = ops->chunk_create(&c[i], (char *)range + i * CHUNK, CHUNK, i, err, sizeof(err));
@@ -629,7 +613,7 @@ Test(memfd, share_with_child, .timeout = 30)
         for (int i = 0; i < 2; i++)
             ops->chunk_destroy(&c[i]); /* the daemon's copies are not the client's */
         ops->release(range, 2 * CHUNK);
-        child_base = count_fds();
+        child_base = test_nfds();
         if (ipc_recv_msg(sv[1], &in, sizeof(in), got, IPC_MAX_FDS, &nfds) != (ssize_t)sizeof(in))
             _exit(10);
         if (ipc_msg_check(&in, sizeof(in)) != IPC_MSG_MAP_RESP || in.count != 2 || nfds != 2)
@@ -639,7 +623,7 @@ Test(memfd, share_with_child, .timeout = 30)
         rc = ops->map(at, CHUNK, got, (uint32_t)nfds, IPC_MAP_CPU);
         if (rc != 0)
             _exit(13);
-        if (count_fds() != child_base) /* map closed the descriptors */
+        if (test_nfds() != child_base) /* map closed the descriptors */
             _exit(14);
         if (!check(at, 2 * CHUNK, 0x1111))
             _exit(15);
@@ -649,7 +633,7 @@ Test(memfd, share_with_child, .timeout = 30)
         if (ipc_send_msg(sv[1], "d", 1, NULL, 0) != 0)
             _exit(16);
         close(sv[1]);
-        if (count_fds() != child_base - 1)
+        if (test_nfds() != child_base - 1)
             _exit(17);
         _exit(0);
     }
@@ -668,15 +652,12 @@ Test(memfd, share_with_child, .timeout = 30)
         ops->chunk_destroy(&c[i]);
     ops->release(range, 2 * CHUNK);
     close(sv[0]);
-    cr_assert_eq(count_fds(), base);
 }
 
 /* A chunk cannot be resized by anyone: not through a received descriptor,
  * not by the daemon itself, and no more seals can be changed. */
 Test(memfd, sealed, .timeout = 10)
 {
-    const ipc_host_ops_t *ops = &ipc_host_memfd;
-    int base = count_fds();
     ipc_chunk_t c;
     char err[256] = "", link[128], path[64];
     void *range;
@@ -725,13 +706,10 @@ Test(memfd, sealed, .timeout = 10)
     close(sv[1]);
     ops->chunk_destroy(&c);
     ops->release(range, CHUNK);
-    cr_assert_eq(count_fds(), base);
 }
 
 Test(memfd, destroy_keeps_reservation, .timeout = 10)
 {
-    const ipc_host_ops_t *ops = &ipc_host_memfd;
-    int base = count_fds();
     ipc_chunk_t c[2];
     char err[256];
     void *range;
@@ -740,14 +718,14 @@ Test(memfd, destroy_keeps_reservation, .timeout = 10)
     assert_perms(range, "---p");
     for (uint32_t i = 0; i < 2; i++)
         cr_assert_eq(ops->chunk_create(&c[i], (char *)range + i * CHUNK, CHUNK, i, err, sizeof(err)), 0);
-    cr_assert_eq(count_fds(), base + 2);
+    cr_assert_eq(test_nfds(), base + 2);
     assert_perms(range, "rw-s");
     assert_perms((char *)range + CHUNK, "rw-s");
 
     ops->chunk_destroy(&c[0]);
     cr_assert_eq(c[0].fd, -1);
     cr_assert_null(c[0].addr);
-    cr_assert_eq(count_fds(), base + 1);
+    cr_assert_eq(test_nfds(), base + 1);
     assert_perms(range, "---p");
     assert_perms((char *)range + CHUNK - 1, "---p");
     assert_perms((char *)range + CHUNK, "rw-s");
@@ -763,13 +741,10 @@ Test(memfd, destroy_keeps_reservation, .timeout = 10)
     ops->release(range, 2 * CHUNK);
     assert_perms(range, "");
     assert_perms((char *)range + CHUNK, "");
-    cr_assert_eq(count_fds(), base);
 }
 
 Test(memfd, create_fails_cleanly, .timeout = 10)
 {
-    const ipc_host_ops_t *ops = &ipc_host_memfd;
-    int base = count_fds();
     ipc_chunk_t c, before;
     char err[256];
     void *range;
@@ -798,20 +773,17 @@ Test(memfd, create_fails_cleanly, .timeout = 10)
     cr_assert_not_null(strstr(err, "chunk 7"), "%s", err);
     cr_assert_eq(memcmp(&c, &before, sizeof(c)), 0, "a failed create wrote *c");
     assert_perms(range, "---p");
-    cr_assert_eq(count_fds(), base);
+    cr_assert_eq(test_nfds(), base);
     cr_assert_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
 
     cr_assert_eq(ops->chunk_create(&c, range, CHUNK, 7, err, sizeof(err)), 0, "%s", err);
     ops->chunk_destroy(&c);
     ops->release(range, CHUNK);
-    cr_assert_eq(count_fds(), base);
 }
 
 /* The client side, in one process: map, see the daemon's bytes, unmap. */
 Test(memfd, map_unmap, .timeout = 10)
 {
-    const ipc_host_ops_t *ops = &ipc_host_memfd;
-    int base = count_fds();
     ipc_chunk_t c[2];
     char err[256];
     void *drange, *crange;
@@ -826,7 +798,7 @@ Test(memfd, map_unmap, .timeout = 10)
     for (int i = 0; i < 2; i++)
         fds[i] = fcntl(c[i].fd, F_DUPFD_CLOEXEC, 0);
     cr_assert_eq(ops->map(crange, CHUNK, fds, 2, IPC_MAP_CPU | IPC_MAP_GPU), 0);
-    cr_assert_eq(count_fds(), base + 2); /* only the chunks' own */
+    cr_assert_eq(test_nfds(), base + 2); /* only the chunks' own */
     assert_perms(crange, "rw-s");
     cr_assert(check(crange, 2 * CHUNK, 0x3333));
     ((volatile uint64_t *)crange)[CHUNK / 8] = 77;
@@ -839,14 +811,11 @@ Test(memfd, map_unmap, .timeout = 10)
     for (int i = 0; i < 2; i++)
         ops->chunk_destroy(&c[i]);
     ops->release(drange, 2 * CHUNK);
-    cr_assert_eq(count_fds(), base);
 }
 
 /* map() owns the descriptors on every path and undoes a half-done mapping. */
 Test(memfd, map_fails_cleanly, .timeout = 10)
 {
-    const ipc_host_ops_t *ops = &ipc_host_memfd;
-    int base = count_fds();
     ipc_chunk_t c;
     char err[256];
     void *drange, *crange;
@@ -864,14 +833,14 @@ Test(memfd, map_fails_cleanly, .timeout = 10)
     cr_assert_eq(ops->map(crange, CHUNK, fds, 3, IPC_MAP_CPU), PINPOOL_EPROTO);
     assert_perms(crange, "---p");
     assert_perms((char *)crange + 3 * CHUNK - 1, "---p");
-    cr_assert_eq(count_fds(), base + 1);
+    cr_assert_eq(test_nfds(), base + 1);
 
     /* A descriptor that is not a file at all. */
     fds[0] = fcntl(c.fd, F_DUPFD_CLOEXEC, 0);
     cr_assert_eq(pipe2(&fds[1], O_CLOEXEC), 0);
     cr_assert_eq(ops->map(crange, CHUNK, fds, 3, 0), PINPOOL_EPROTO);
     assert_perms(crange, "---p");
-    cr_assert_eq(count_fds(), base + 1);
+    cr_assert_eq(test_nfds(), base + 1);
 
     /* Bad arguments: the descriptors are still taken. */
     fds[0] = fcntl(c.fd, F_DUPFD_CLOEXEC, 0);
@@ -879,10 +848,9 @@ Test(memfd, map_fails_cleanly, .timeout = 10)
     fds[0] = fcntl(c.fd, F_DUPFD_CLOEXEC, 0);
     cr_assert_eq(ops->map(crange, CHUNK + 1, fds, 1, 0), -EINVAL);
     cr_assert_eq(ops->map(crange, CHUNK, NULL, 0, 0), 0); /* nothing to map */
-    cr_assert_eq(count_fds(), base + 1);
+    cr_assert_eq(test_nfds(), base + 1);
 
     ops->release(crange, 3 * CHUNK);
     ops->chunk_destroy(&c);
     ops->release(drange, CHUNK);
-    cr_assert_eq(count_fds(), base);
 }

@@ -14,6 +14,7 @@
 
 #include "daemon.h"
 #include "pinpool.h"
+#include "util.h"
 
 #define MiB (1024ull * 1024)
 #define SLICE (12 * MiB) /* one per 16 MiB chunk */
@@ -22,46 +23,9 @@ static test_daemon_t d;
 
 static void stop(void)
 {
-    if (d.pid > 0)
-        cr_expect_eq(test_daemon_stop(&d), 0, "the daemon must exit 0 on SIGTERM");
-}
+    int rc = d.pid > 0 ? test_daemon_stop(&d) : 0;
 
-static void fill(void *p, size_t len, unsigned seed)
-{
-    uint64_t x = 0x9E3779B97F4A7C15ull * (seed + 1);
-    uint64_t *q = p;
-
-    for (size_t i = 0; i < len / 8; i++) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        q[i] = x;
-    }
-}
-
-static bool same(const void *p, size_t len, unsigned seed)
-{
-    void *want = malloc(len);
-    bool ok;
-
-    fill(want, len, seed);
-    ok = memcmp(p, want, len) == 0;
-    free(want);
-    return ok;
-}
-
-static pinpool_ctx_t *connect_ok(void)
-{
-    pinpool_ctx_t *ctx = pinpool_connect(d.socket);
-
-    cr_assert_eq(pinpool_err(ctx), 0, "%s", pinpool_errmsg(ctx));
-    return ctx;
-}
-
-static void info(pinpool_ctx_t *ctx, pinpool_pool_info_t *out)
-{
-    cr_assert_eq(pinpool_pool_info(ctx, out), 0, "%s", pinpool_errmsg(ctx));
-    pinpool_pool_info_free(out);
+    test_fini_check(rc == 0, "the daemon exited with %d on SIGTERM, not 0", rc);
 }
 
 TestSuite(spill, .fini = stop, .timeout = 60);
@@ -76,16 +40,16 @@ Test(spill, release_spill_acquire_byte_exact)
 
     cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB",
                                    "--spill-low-watermark", "0", NULL), 0);
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     for (unsigned i = 0; i < 4; i++) {
         cr_assert_eq(pinpool_alloc(ctx, SLICE, NULL, &s[i]), 0, "%s", pinpool_errmsg(ctx));
-        fill(s[i].ptr, SLICE, i);
+        test_fill(s[i].ptr, SLICE, i);
         snprintf(key, sizeof(key), "obj-%u", i);
         cr_assert_eq(pinpool_release(ctx, s[i].id, key, 0), 0, "%s", pinpool_errmsg(ctx));
     }
     cr_expect_eq(pinpool_release(ctx, s[0].id, "again", 0), PINPOOL_ENOENT,
                  "a released slice is no longer the client's");
-    info(ctx, &pi);
+    test_pool_info(ctx, &pi);
     cr_expect_eq(pi.spill.objects_resident, 4);
     cr_expect_str_eq(pi.spill.tier, "file");
     cr_expect_eq(pi.spill.spills, 0);
@@ -93,9 +57,9 @@ Test(spill, release_spill_acquire_byte_exact)
     /* The pool is full of released objects: in-use allocations spill them. */
     for (unsigned i = 0; i < 4; i++) {
         cr_assert_eq(pinpool_alloc(ctx, SLICE, NULL, &a[i]), 0, "%s", pinpool_errmsg(ctx));
-        fill(a[i].ptr, SLICE, 100 + i);
+        test_fill(a[i].ptr, SLICE, 100 + i);
     }
-    info(ctx, &pi);
+    test_pool_info(ctx, &pi);
     cr_expect_eq(pi.spill.spills, 4);
     cr_expect_eq(pi.spill.bytes_spilled, 4 * SLICE);
     cr_expect_eq(pi.spill.objects_spilled, 4);
@@ -109,20 +73,20 @@ Test(spill, release_spill_acquire_byte_exact)
     rc = pinpool_alloc(ctx, SLICE, NULL, &r);
     cr_assert_eq(rc, PINPOOL_ENOSPC, "%s", pinpool_errmsg(ctx));
     for (unsigned i = 0; i < 4; i++)
-        cr_expect(same(a[i].ptr, SLICE, 100 + i), "in-use slice %u changed", i);
+        cr_expect(test_same(a[i].ptr, SLICE, 100 + i), "in-use slice %u changed", i);
 
     /* Room again: acquire restores the bytes. */
     cr_assert_eq(pinpool_free(ctx, a[0].id, NULL), 0);
     cr_assert_eq(pinpool_acquire(ctx, "obj-0", 0, &r), 0, "%s", pinpool_errmsg(ctx));
     cr_expect_eq(r.size, SLICE);
-    cr_expect(same(r.ptr, SLICE, 0), "obj-0 came back different");
+    cr_expect(test_same(r.ptr, SLICE, 0), "obj-0 came back different");
     cr_expect_eq(pinpool_exists(ctx, "obj-0"), 0, "acquired: no longer an object");
 
     /* Release it again; acquiring obj-1 spills obj-0 (the only released one). */
     cr_assert_eq(pinpool_release(ctx, r.id, "obj-0", 0), 0, "%s", pinpool_errmsg(ctx));
     cr_assert_eq(pinpool_acquire(ctx, "obj-1", 0, &r), 0, "%s", pinpool_errmsg(ctx));
-    cr_expect(same(r.ptr, SLICE, 1), "obj-1 came back different");
-    info(ctx, &pi);
+    cr_expect(test_same(r.ptr, SLICE, 1), "obj-1 came back different");
+    test_pool_info(ctx, &pi);
     cr_expect_eq(pi.spill.restores, 2);
     cr_expect_eq(pi.spill.bytes_restored, 2 * SLICE);
     cr_expect_eq(pi.spill.spills, 5);
@@ -132,12 +96,12 @@ Test(spill, release_spill_acquire_byte_exact)
         if (i == 1)
             continue;
         cr_assert_eq(pinpool_acquire(ctx, key, 0, &r), 0, "%s: %s", key, pinpool_errmsg(ctx));
-        cr_expect(same(r.ptr, SLICE, i), "%s came back different", key);
+        cr_expect(test_same(r.ptr, SLICE, i), "%s came back different", key);
         cr_assert_eq(pinpool_free(ctx, r.id, NULL), 0);
     }
     for (unsigned i = 1; i < 4; i++)
         cr_assert_eq(pinpool_free(ctx, a[i].id, NULL), 0);
-    info(ctx, &pi);
+    test_pool_info(ctx, &pi);
     cr_expect_eq(pi.used_bytes, 0);
     cr_expect_eq(pi.spill.objects, 0);
     cr_expect_eq(pi.spill.spill_failures, 0);
@@ -151,8 +115,8 @@ Test(spill, put_get_exists_remove_ttl)
     pinpool_pool_info_t pi;
 
     cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "32MiB", "--chunk-size", "16MiB", NULL), 0);
-    pinpool_ctx_t *ctx = connect_ok();
-    fill(data, sizeof(data), 7);
+    pinpool_ctx_t *ctx = test_connect(&d);
+    test_fill(data, sizeof(data), 7);
     cr_assert_eq(pinpool_put(ctx, "k", data, sizeof(data), 0), 0, "%s", pinpool_errmsg(ctx));
     cr_expect_eq(pinpool_exists(ctx, "k"), 1);
     cr_expect_eq(pinpool_exists(ctx, "nope"), 0);
@@ -176,7 +140,7 @@ Test(spill, put_get_exists_remove_ttl)
         usleep(20000);
     cr_expect_lt(i, 100, "the TTL object did not expire in 2 s");
     usleep(300000); /* the maintenance thread drops it from the pool too */
-    info(ctx, &pi);
+    test_pool_info(ctx, &pi);
     cr_expect_eq(pi.spill.expired, 1);
     cr_expect_eq(pi.used_bytes, 0);
     pinpool_close(ctx);
@@ -190,13 +154,13 @@ Test(spill, low_watermark_spills_in_background)
 
     cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "32MiB", "--chunk-size", "16MiB",
                                    "--spill-low-watermark", "24MiB", NULL), 0);
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     cr_assert_eq(pinpool_alloc(ctx, SLICE, NULL, &s), 0);
-    fill(s.ptr, SLICE, 3);
+    test_fill(s.ptr, SLICE, 3);
     cr_assert_eq(pinpool_release(ctx, s.id, "wm", 0), 0);
     int i;
     for (i = 0; i < 200; i++) {
-        info(ctx, &pi);
+        test_pool_info(ctx, &pi);
         if (pi.spill.objects_spilled == 1)
             break;
         usleep(10000);
@@ -205,7 +169,7 @@ Test(spill, low_watermark_spills_in_background)
     cr_expect_eq(pi.used_bytes, 0);
     cr_expect_eq(pi.spill.low_watermark_bytes, 24 * MiB);
     cr_assert_eq(pinpool_acquire(ctx, "wm", 0, &s), 0, "%s", pinpool_errmsg(ctx));
-    cr_expect(same(s.ptr, SLICE, 3));
+    cr_expect(test_same(s.ptr, SLICE, 3));
     cr_assert_eq(pinpool_free(ctx, s.id, NULL), 0);
     pinpool_close(ctx);
 }

@@ -21,6 +21,7 @@
 #include "daemon.h"
 #include "mooncake.h"
 #include "pinpool.h"
+#include "util.h"
 
 #define MiB (1024ull * 1024)
 #define SLICE (12 * MiB) /* one per 16 MiB chunk: 4 fit in the 64 MiB pool */
@@ -29,33 +30,10 @@ static test_daemon_t d;
 
 static void teardown(void)
 {
-    if (d.pid > 0)
-        cr_expect_eq(test_daemon_stop(&d), 0, "the daemon must exit 0 on SIGTERM");
+    int rc = d.pid > 0 ? test_daemon_stop(&d) : 0;
+
     mc_teardown();
-}
-
-static void fill(void *p, size_t len, unsigned seed)
-{
-    uint64_t x = 0x9E3779B97F4A7C15ull * (seed + 1);
-    uint64_t *q = p;
-
-    for (size_t i = 0; i < len / 8; i++) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        q[i] = x;
-    }
-}
-
-static bool same(const void *p, size_t len, unsigned seed)
-{
-    void *want = malloc(len);
-    bool ok;
-
-    fill(want, len, seed);
-    ok = memcmp(p, want, len) == 0;
-    free(want);
-    return ok;
+    test_fini_check(rc == 0, "the daemon exited with %d on SIGTERM, not 0", rc);
 }
 
 /* Mooncake on loopback, then the daemon spilling to it (64 MiB pool). */
@@ -69,20 +47,6 @@ static void start(const char *extra_params)
     }
 }
 
-static pinpool_ctx_t *connect_ok(void)
-{
-    pinpool_ctx_t *ctx = pinpool_connect(d.socket);
-
-    cr_assert_eq(pinpool_err(ctx), 0, "%s", pinpool_errmsg(ctx));
-    return ctx;
-}
-
-static void info(pinpool_ctx_t *ctx, pinpool_pool_info_t *out)
-{
-    cr_assert_eq(pinpool_pool_info(ctx, out), 0, "%s", pinpool_errmsg(ctx));
-    pinpool_pool_info_free(out);
-}
-
 /* alloc + fill with seed + release under "obj-SEED" */
 static void put_released(pinpool_ctx_t *ctx, unsigned seed)
 {
@@ -91,7 +55,7 @@ static void put_released(pinpool_ctx_t *ctx, unsigned seed)
     int rc = pinpool_alloc(ctx, SLICE, NULL, &s);
 
     cr_assert_eq(rc, 0, "alloc for obj-%u: %s", seed, pinpool_errmsg(ctx));
-    fill(s.ptr, SLICE, seed);
+    test_fill(s.ptr, SLICE, seed);
     snprintf(key, sizeof(key), "obj-%u", seed);
     cr_assert_eq(pinpool_release(ctx, s.id, key, 0), 0, "%s", pinpool_errmsg(ctx));
 }
@@ -110,7 +74,7 @@ static void check_acquired(pinpool_ctx_t *ctx, unsigned seed)
         cr_assert_fail("acquire %s: %s: %s", key, pinpool_err_name(rc), pinpool_errmsg(ctx));
     }
     cr_assert_eq(r.size, SLICE);
-    cr_assert(same(r.ptr, SLICE, seed), "%s came back different", key);
+    cr_assert(test_same(r.ptr, SLICE, seed), "%s came back different", key);
     cr_assert_eq(pinpool_free(ctx, r.id, NULL), 0, "%s", pinpool_errmsg(ctx));
 }
 
@@ -124,10 +88,10 @@ Test(spill_mooncake, beyond_capacity_spills_to_mooncake_and_acquire_restores)
     pinpool_pool_info_t pi;
 
     start("");
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     for (unsigned i = 0; i < N; i++)
         put_released(ctx, i);
-    info(ctx, &pi);
+    test_pool_info(ctx, &pi);
     cr_expect_str_eq(pi.spill.tier, "mooncake");
     cr_expect_eq(pi.spill.objects, N);
     cr_expect_eq(pi.spill.objects_spilled, 4, "%u spilled", pi.spill.objects_spilled);
@@ -141,7 +105,7 @@ Test(spill_mooncake, beyond_capacity_spills_to_mooncake_and_acquire_restores)
 
     for (unsigned i = 0; i < N; i++)
         check_acquired(ctx, i);
-    info(ctx, &pi);
+    test_pool_info(ctx, &pi);
     cr_expect_geq(pi.spill.restores, 4);
     cr_expect_eq(pi.spill.bytes_restored, pi.spill.restores * SLICE);
     cr_expect_eq(pi.spill.bytes_spilled, pi.spill.spills * SLICE);
@@ -165,10 +129,10 @@ Test(spill_mooncake, an_independent_client_reads_a_spilled_key)
     FILE *f;
 
     start("prefix=pinpool%2Fspill%2F");
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     for (unsigned i = 0; i < 5; i++) /* the 5th spills obj-0, the least recently used */
         put_released(ctx, i);
-    info(ctx, &pi);
+    test_pool_info(ctx, &pi);
     cr_assert_eq(pi.spill.spills, 1, "%s", pi.spill.last_error);
 
     snprintf(path, sizeof(path), "%s/peer.bin", mc.dir);
@@ -178,7 +142,7 @@ Test(spill_mooncake, an_independent_client_reads_a_spilled_key)
     cr_assert_not_null(f);
     cr_assert_eq(fread(got, 1, SLICE + 1, f), SLICE, "the Python client read another size");
     fclose(f);
-    cr_assert(same(got, SLICE, 0), "the Python client read other bytes");
+    cr_assert(test_same(got, SLICE, 0), "the Python client read other bytes");
     cr_expect_eq(mc_run_peer("get", "pinpool/spill/obj-1", path), 2,
                  "obj-1 is resident: not in Mooncake");
     free(got);
@@ -201,12 +165,12 @@ static void *alloc_one(void *arg)
     struct allocator *a = arg;
     pinpool_ctx_t *ctx = pinpool_connect(a->socket);
     pinpool_slice_t s;
-    double t0 = mc_now_s();
+    double t0 = test_now_s();
 
     a->rc = pinpool_err(ctx);
     if (a->rc == 0)
         a->rc = pinpool_alloc(ctx, SLICE, NULL, &s);
-    a->secs = mc_now_s() - t0;
+    a->secs = test_now_s() - t0;
     snprintf(a->msg, sizeof(a->msg), "%s", pinpool_errmsg(ctx));
     if (a->rc == 0)
         pinpool_free(ctx, s.id, NULL);
@@ -241,10 +205,10 @@ Test(spill_mooncake, master_killed_mid_spill_loses_nothing_and_spilling_resumes,
     int rc;
 
     start("timeout_ms=10000");
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     for (unsigned i = 0; i < 4; i++) /* the pool is full of released objects */
         put_released(ctx, i);
-    info(ctx, &pi);
+    test_pool_info(ctx, &pi);
     cr_assert_eq(pi.spill.spills, 0);
 
     cr_assert_eq(kill(mc.client, SIGSTOP), 0);
@@ -252,12 +216,12 @@ Test(spill_mooncake, master_killed_mid_spill_loses_nothing_and_spilling_resumes,
     cr_assert_eq(pthread_create(&th, NULL, alloc_one, &al), 0);
     usleep(1500000); /* an unstalled 12 MiB spill takes well under 0.2 s */
     bool in_flight = !__atomic_load_n(&al.done, __ATOMIC_ACQUIRE);
-    info(ctx, &pi);
+    test_pool_info(ctx, &pi);
     uint64_t spills_before_kill = pi.spill.spills;
     mc_stop(&mc.master); /* SIGKILL */
     kill(mc.client, SIGCONT);
-    for (double t0 = mc_now_s(); !__atomic_load_n(&al.done, __ATOMIC_ACQUIRE);) {
-        if (mc_now_s() - t0 > 40) {
+    for (double t0 = test_now_s(); !__atomic_load_n(&al.done, __ATOMIC_ACQUIRE);) {
+        if (test_now_s() - t0 > 40) {
             test_daemon_dump_log(&d);
             cr_assert_fail("the allocation waiting on the spill did not return within 40 s "
                            "(timeout_ms is 10 s)");
@@ -273,7 +237,7 @@ Test(spill_mooncake, master_killed_mid_spill_loses_nothing_and_spilling_resumes,
     cr_assert_eq(al.rc, PINPOOL_ENOSPC, "%s: %s", pinpool_err_name(al.rc), al.msg);
     cr_expect(strstr(al.msg, "spill") != NULL, "%s", al.msg);
 
-    info(ctx, &pi);
+    test_pool_info(ctx, &pi);
     cr_assert_eq(pi.spill.spills, 0, "a spill was counted although the master died in it");
     cr_expect_geq(pi.spill.spill_failures, 1);
     cr_expect_neq(pi.spill.last_error[0], '\0');
@@ -288,21 +252,21 @@ Test(spill_mooncake, master_killed_mid_spill_loses_nothing_and_spilling_resumes,
         char key[16];
         snprintf(key, sizeof(key), "obj-%u", i);
         cr_assert_eq(pinpool_acquire(ctx, key, 0, &r), 0, "%s", pinpool_errmsg(ctx));
-        cr_assert(same(r.ptr, SLICE, i), "%s changed while the master was down", key);
+        cr_assert(test_same(r.ptr, SLICE, i), "%s changed while the master was down", key);
         cr_assert_eq(pinpool_release(ctx, r.id, key, 0), 0, "%s", pinpool_errmsg(ctx));
     }
-    double t0 = mc_now_s();
+    double t0 = test_now_s();
     rc = pinpool_alloc(ctx, SLICE, NULL, &r);
     cr_assert_eq(rc, PINPOOL_ENOSPC, "%s: %s", pinpool_err_name(rc), pinpool_errmsg(ctx));
-    cr_assert_lt(mc_now_s() - t0, 12.0, "an allocation without a master took %.1f s",
-                 mc_now_s() - t0);
+    cr_assert_lt(test_now_s() - t0, 12.0, "an allocation without a master took %.1f s",
+                 test_now_s() - t0);
 
     /* A master on the same ports: spilling resumes (bounded wait). */
     mc_start_master("1000");
-    t0 = mc_now_s();
+    t0 = test_now_s();
     for (;;) {
         rc = pinpool_alloc(ctx, SLICE, NULL, &a[0]);
-        if (rc == 0 || mc_now_s() - t0 > 60)
+        if (rc == 0 || test_now_s() - t0 > 60)
             break;
         usleep(500000);
     }
@@ -312,17 +276,17 @@ Test(spill_mooncake, master_killed_mid_spill_loses_nothing_and_spilling_resumes,
     }
     cr_assert_eq(rc, 0, "spilling did not resume within 60 s of the master's restart: %s",
                  pinpool_errmsg(ctx));
-    cr_log_info("spilling resumed %.1f s after the master's restart", mc_now_s() - t0);
+    cr_log_info("spilling resumed %.1f s after the master's restart", test_now_s() - t0);
     for (unsigned i = 1; i < 4; i++)
         cr_assert_eq(pinpool_alloc(ctx, SLICE, NULL, &a[i]), 0, "%s", pinpool_errmsg(ctx));
-    info(ctx, &pi);
+    test_pool_info(ctx, &pi);
     cr_expect_eq(pi.spill.spills, 4);
     cr_expect_eq(pi.spill.objects_spilled, 4, "every object went to Mooncake");
     for (unsigned i = 0; i < 4; i++)
         cr_assert_eq(pinpool_free(ctx, a[i].id, NULL), 0);
     for (unsigned i = 0; i < 4; i++)
         check_acquired(ctx, i);
-    info(ctx, &pi);
+    test_pool_info(ctx, &pi);
     cr_expect_eq(pi.spill.restores, 4);
     cr_expect_eq(pi.used_bytes, 0);
     cr_expect_eq(pi.spill.objects, 0);
@@ -345,28 +309,28 @@ Test(spill_mooncake, objects_spilled_before_a_master_restart_are_gone_and_acquir
     int rc;
 
     start("timeout_ms=10000");
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     for (unsigned i = 0; i < 5; i++) /* obj-0 spills */
         put_released(ctx, i);
-    info(ctx, &pi);
+    test_pool_info(ctx, &pi);
     cr_assert_eq(pi.spill.spills, 1, "%s", pi.spill.last_error);
     mc_stop(&mc.master);
     mc_start_master("1000");
     /* the restarted master does not know obj-0 (bounded: the first calls may
      * still fail while the clients reconnect) */
-    double t0 = mc_now_s();
+    double t0 = test_now_s();
     do {
         rc = pinpool_acquire(ctx, "obj-0", 0, &r);
         if (rc != PINPOOL_ENOKEY)
             usleep(500000);
-    } while (rc != 0 && rc != PINPOOL_ENOKEY && mc_now_s() - t0 < 60);
+    } while (rc != 0 && rc != PINPOOL_ENOKEY && test_now_s() - t0 < 60);
     cr_log_info("acquire of an object spilled before the restart: %s: %s", pinpool_err_name(rc),
                 pinpool_errmsg(ctx));
     cr_assert_eq(rc, PINPOOL_ENOKEY, "%s: %s", pinpool_err_name(rc), pinpool_errmsg(ctx));
     cr_expect(strstr(pinpool_errmsg(ctx), "cannot restore") != NULL, "%s", pinpool_errmsg(ctx));
     cr_expect(strstr(pinpool_errmsg(ctx), "RPC_FAIL") == NULL,
               "no words of an earlier tier call: %s", pinpool_errmsg(ctx));
-    info(ctx, &pi);
+    test_pool_info(ctx, &pi);
     cr_expect_geq(pi.spill.restore_failures, 1);
     cr_expect_eq(pinpool_remove(ctx, "obj-0"), 0, "the lost object can be removed");
     for (unsigned i = 1; i < 5; i++) /* the resident ones are whole */

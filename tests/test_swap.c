@@ -14,6 +14,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,24 +24,7 @@
 #include "daemon.h"
 #include "pinpool.h"
 
-static test_daemon_t d;
-
-static void start(void)
-{
-    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB", NULL), 0);
-}
-
-static void stop(void)
-{
-    test_daemon_finish(&d);
-}
-
-TestSuite(swap, .init = start, .fini = stop, .timeout = 60);
-
-static pinpool_ctx_t *connect_ok(void)
-{
-    return test_connect(&d);
-}
+TEST_DAEMON_SUITE(swap);
 
 #define EXPECT_ERR(call, want, needle)                                                         \
     do {                                                                                       \
@@ -55,7 +39,7 @@ static pinpool_ctx_t *connect_ok(void)
 
 Test(swap, bad_arguments_come_first)
 {
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     uint64_t p = 0;
     char long_tag[PINPOOL_SWAP_TAG_MAX + 2];
 
@@ -77,7 +61,7 @@ Test(swap, bad_arguments_come_first)
 
 Test(swap, without_cuda_every_call_says_why)
 {
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     pinpool_swap_info_t info;
     uint64_t p = 0;
 
@@ -108,13 +92,30 @@ Test(swap, closed_context)
     pinpool_close(ctx);
 }
 
+/* The lines of the file at path that hold needle; with echo, every line of it
+ * goes to stderr too. */
+static int count_lines(const char *path, const char *needle, bool echo)
+{
+    char line[1024];
+    int n = 0;
+    FILE *f = fopen(path, "r");
+
+    cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (echo)
+            fprintf(stderr, "  | %s", line);
+        n += strstr(line, needle) != NULL;
+    }
+    fclose(f);
+    return n;
+}
+
 /* The benchmark harness in CPU-only mode, tiny: must finish, skip what needs a
  * GPU with a reason, run and verify the rest, and write its JSON. */
 Test(swap, bench_cpu_only_smoke, .timeout = 60)
 {
     const char *build = getenv("PINPOOL_BUILD");
-    char bin[512], json[256], cmd[2048], line[1024], out[256];
-    int saw_skip = 0, saw_ok = 0;
+    char bin[512], json[256], cmd[2048], out[256];
 
     snprintf(bin, sizeof(bin), "%s/bench/swap", build != NULL ? build : "build");
     cr_assert_eq(access(bin, X_OK), 0, "%s is not built (make test builds it)", bin);
@@ -123,18 +124,11 @@ Test(swap, bench_cpu_only_smoke, .timeout = 60)
     snprintf(cmd, sizeof(cmd), "%s --socket %s --size 4MiB --models 2 --reps 1 --dir %s --json %s >%s 2>&1",
              bin, d.socket, d.dir, json, out);
     int rc = system(cmd);
-    FILE *f = fopen(out, "r");
-    cr_assert_not_null(f);
-    while (fgets(line, sizeof(line), f) != NULL) {
-        fprintf(stderr, "  | %s", line);
-        saw_skip += strstr(line, "skipped: no GPU") != NULL;
-        saw_ok += strstr(line, " yes  ok") != NULL;
-    }
-    fclose(f);
+    int saw_skip = count_lines(out, "skipped: no GPU", true), saw_ok = count_lines(out, " yes  ok", false);
     cr_assert_eq(rc, 0, "bench/swap exited with %d", rc);
     cr_expect_geq(saw_skip, 4, "the CUDA strategies (1, 2, 5, 6) must say 'skipped: no GPU'");
     cr_expect_geq(saw_ok, 4, "strategies 3 and 4 (three reads) must run and verify their bytes");
-    f = fopen(json, "r");
+    FILE *f = fopen(json, "r");
     cr_assert_not_null(f, "no JSON at %s", json);
     size_t n = fread(cmd, 1, sizeof(cmd) - 1, f);
     cmd[n] = '\0';
@@ -216,7 +210,7 @@ Test(swap_mock, api_states_and_errors)
     use_mock();
     cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB", "--host-backend",
                                    "vmm", NULL), 0);
-    pinpool_ctx_t *ctx = connect_ok();
+    pinpool_ctx_t *ctx = test_connect(&d);
     pinpool_swap_info_t info;
     uint64_t a = 0, b = 0, c = 0;
 
@@ -244,7 +238,7 @@ Test(swap_mock, api_states_and_errors)
     cr_expect_eq(info.device_bytes, 0);
     EXPECT_ERR(pinpool_swap_pause(ctx, "t", NULL, 0), PINPOOL_EINVAL, "already paused");
 
-    pinpool_ctx_t *other = connect_ok(); /* the key is taken while the copy is kept */
+    pinpool_ctx_t *other = test_connect(&d); /* the key is taken while the copy is kept */
     uint64_t o;
     cr_assert_eq(pinpool_swap_alloc(other, "t", 0, 4096, &o), 0, "%s", pinpool_errmsg(other));
     int rc = pinpool_swap_pause(other, "t", NULL, 0);
@@ -298,14 +292,20 @@ Test(swap_mock, api_states_and_errors)
 Test(swap_mock, bench_smoke)
 {
     const char *build = getenv("PINPOOL_BUILD");
-    char cmd[2048], out[1024];
+    char cmd[2048], out[256];
 
     use_mock();
     cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "128MiB", "--chunk-size", "16MiB", "--host-backend",
                                    "vmm", "--device-pool-size", "32MiB", NULL), 0);
+    snprintf(out, sizeof(out), "%s/swap.out", d.dir);
     snprintf(cmd, sizeof(cmd), "%s/bench/swap --socket %s --size 8MiB --models 2 --reps 1 --streams 1,2 "
-             "--chunk 1MiB --dir %s 2>&1 | grep -c ' yes  ok'", build != NULL ? build : "build", d.socket, d.dir);
-    cr_expect_eq(run_cmd(cmd, out, sizeof(out)), 0);
-    cr_expect_eq(atoi(out), 11, "every strategy runs and verifies its bytes (%s rows)", out);
+             "--chunk 1MiB --dir %s >%s 2>&1", build != NULL ? build : "build", d.socket, d.dir, out);
+    int rc = system(cmd);
+    int rows = count_lines(out, " yes  ok", false);
+    if (rc != 0 || rows != 11)
+        count_lines(out, "", true); /* the table, to see which strategy failed */
+    cr_expect_eq(rc, 0, "bench/swap exited with %d", rc);
+    cr_expect_eq(rows, 11, "every strategy runs and verifies its bytes (%d rows)", rows);
+    unlink(out);
     stop();
 }

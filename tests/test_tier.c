@@ -24,41 +24,12 @@
 #include "mooncake.h"
 #include "pinpool.h"
 #include "tier.h"
+#include "util.h"
 
 extern void (*tier_file_test_before_rename)(void);
 
 static char dir[64];
 static char uri[128];
-
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void rm_rf(const char *path)
-{
-    char cmd[256];
-
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", path);
-    if (system(cmd) != 0)
-        fprintf(stderr, "cannot remove %s\n", path);
-}
-
-static void fill(void *buf, size_t len, unsigned seed)
-{
-    uint64_t x = seed * 0x9e3779b97f4a7c15ull + 1;
-    unsigned char *p = buf;
-
-    for (size_t i = 0; i < len; i++) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        p[i] = (unsigned char)x;
-    }
-}
 
 /* Names in the tier directory: objects, temp files, others (not .lock). */
 static void count_names(int *objects, int *temps, int *others)
@@ -95,7 +66,7 @@ static void file_teardown(void)
     char *slash = strrchr(dir, '/');
 
     *slash = '\0';
-    rm_rf(dir);
+    test_rm_rf(dir);
 }
 
 static tier_t *open_ok(const char *u)
@@ -122,7 +93,7 @@ Test(file, put_get_exists_size_remove_round_trip)
         char *in = malloc(n), *out = malloc(n + 100);
         uint64_t got = 0, size = 0;
 
-        fill(in, n, (unsigned)i);
+        test_fill(in, n, (unsigned)i);
         snprintf(key, sizeof(key), "obj-%zu", n);
         cr_assert_eq(tier_exists(t, key, strlen(key)), 0);
         cr_assert_eq(tier_put(t, key, strlen(key), in, n), 0, "%s", tier_errmsg());
@@ -161,8 +132,8 @@ Test(file, put_replaces_whole_and_objects_survive_reopen)
     char big[10000], small[10], out[10000];
     uint64_t got;
 
-    fill(big, sizeof(big), 1);
-    fill(small, sizeof(small), 2);
+    test_fill(big, sizeof(big), 1);
+    test_fill(small, sizeof(small), 2);
     cr_assert_eq(tier_put(t, "k", 1, big, sizeof(big)), 0);
     cr_assert_eq(tier_put(t, "k", 1, small, sizeof(small)), 0);
     cr_assert_eq(tier_get(t, "k", 1, out, sizeof(out), &got), 0);
@@ -254,7 +225,7 @@ Test(file, errors_are_exact)
     cr_assert_eq(tier_put(t, "k", 1, NULL, 5), PINPOOL_EINVAL);
     cr_assert_eq(tier_put(t, longkey, TIER_KEY_MAX, "x", 1), 0, "the longest key works");
 
-    fill(buf, sizeof(buf), 3);
+    test_fill(buf, sizeof(buf), 3);
     cr_assert_eq(tier_put(t, "k", 1, buf, sizeof(buf)), 0);
     cr_assert_eq(tier_get(t, "k", 1, buf, 99, &got), -ENOBUFS);
     cr_assert_eq(got, 100, "a short buffer learns the size");
@@ -289,7 +260,7 @@ Test(file, batches_report_per_item)
 
     for (int i = 0; i < N; i++) {
         snprintf(keys[i], sizeof(keys[i]), "b%d", i);
-        fill(in[i], sizeof(in[i]), (unsigned)i + 10);
+        test_fill(in[i], sizeof(in[i]), (unsigned)i + 10);
         it[i] = (tier_item_t){.key = keys[i], .keylen = strlen(keys[i]), .buf = in[i],
                               .len = 1000 + (uint64_t)i * 30};
     }
@@ -335,7 +306,7 @@ Test(file, big_object, .timeout = 120)
     uint64_t got;
 
     cr_assert(in != NULL && out != NULL);
-    fill(in, n, 42);
+    test_fill(in, n, 42);
     cr_assert_eq(tier_put(t, "big", 3, in, n), 0, "%s", tier_errmsg());
     memset(out, 0, n);
     cr_assert_eq(tier_get(t, "big", 3, out, n, &got), 0, "%s", tier_errmsg());
@@ -352,20 +323,28 @@ static void crash_now(void)
     _exit(0);
 }
 
+/* Fork; in the child, *child gets the tier opened anew on uri (it _exits 3 if
+ * it cannot).  Returns the pid (0 in the child). */
+static pid_t fork_with_tier(tier_t **child)
+{
+    pid_t pid = fork();
+    char err[256];
+
+    cr_assert_geq(pid, 0);
+    if (pid == 0 && tier_open(child, uri, err, sizeof(err)) != 0)
+        _exit(3);
+    return pid;
+}
+
 /* A child puts key (a new object, or over an old one) and dies between the
  * write of the temp file and the rename. */
 static void crash_during_put(const char *key, const void *val, size_t len)
 {
-    pid_t pid = fork();
+    tier_t *t = NULL;
+    pid_t pid = fork_with_tier(&t);
     int status;
 
-    cr_assert_geq(pid, 0);
     if (pid == 0) {
-        tier_t *t = NULL;
-        char err[256];
-
-        if (tier_open(&t, uri, err, sizeof(err)) != 0)
-            _exit(3);
         tier_file_test_before_rename = crash_now;
         tier_put(t, key, strlen(key), val, len);
         _exit(4); /* the hook did not run */
@@ -381,8 +360,8 @@ Test(file, crash_between_write_and_rename_leaves_no_object)
     int objs, temps, others;
     tier_t *t;
 
-    fill(old, sizeof(old), 5);
-    fill(new, sizeof(new), 6);
+    test_fill(old, sizeof(old), 5);
+    test_fill(new, sizeof(new), 6);
     t = open_ok(uri);
     cr_assert_eq(tier_put(t, "kept", 4, old, sizeof(old)), 0);
     tier_close(t);
@@ -417,31 +396,26 @@ Test(file, killed_mid_write_leaves_old_or_new_never_a_mix, .timeout = 120)
     uint64_t got;
     tier_t *t;
 
-    fill(a, n, 7);
-    fill(b, n, 8);
+    test_fill(a, n, 7);
+    test_fill(b, n, 8);
     t = open_ok(uri);
     cr_assert_eq(tier_put(t, "obj", 3, a, n), 0);
     tier_close(t);
     for (int round = 0; round < 3; round++) {
-        pid_t pid = fork();
+        tier_t *ct = NULL;
+        pid_t pid = fork_with_tier(&ct);
         int objs, temps, others, status;
 
-        cr_assert_geq(pid, 0);
         if (pid == 0) {
-            tier_t *ct = NULL;
-            char err[256];
-
-            if (tier_open(&ct, uri, err, sizeof(err)) != 0)
-                _exit(3);
             for (;;)
                 tier_put(ct, "obj", 3, (round & 1) ? a : b, n);
         }
         /* kill it as soon as a temp file is being written (or after 2 s) */
-        double t0 = now_s();
+        double t0 = test_now_s();
         do {
             count_names(&objs, &temps, &others);
             usleep(500);
-        } while (temps == 0 && now_s() - t0 < 2);
+        } while (temps == 0 && test_now_s() - t0 < 2);
         usleep((useconds_t)(round * 3000));
         kill(pid, SIGKILL);
         cr_assert_eq(waitpid(pid, &status, 0), pid);
@@ -494,21 +468,17 @@ static void *race(void *arg)
 
 Test(file, concurrent_replace_never_shows_a_torn_object)
 {
-    pthread_t th[4];
     struct racer r[4];
     char u[160];
     tier_t *t;
 
     snprintf(u, sizeof(u), "%s?fsync=0", uri);
     t = open_ok(u);
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 4; i++)
         r[i] = (struct racer){.t = t, .id = i};
-        pthread_create(&th[i], NULL, race, &r[i]);
-    }
-    for (int i = 0; i < 4; i++) {
-        pthread_join(th[i], NULL);
+    test_threads(4, race, r, sizeof(r[0]));
+    for (int i = 0; i < 4; i++)
         cr_assert_eq(r[i].bad, 0, "thread %d saw %d bad results", i, r[i].bad);
-    }
     int objs, temps, others;
     count_names(&objs, &temps, &others);
     cr_assert_eq(objs, 1);
@@ -564,7 +534,7 @@ Test(mooncake, put_get_exists_remove_byte_exact)
         size_t n = sizes[i];
         char *in = malloc(n), *out = malloc(n + 16);
 
-        fill(in, n, (unsigned)i + 100);
+        test_fill(in, n, (unsigned)i + 100);
         snprintf(key, sizeof(key), "mc-%zu", n);
         cr_assert_eq(tier_exists(t, key, strlen(key)), 0);
         cr_assert_eq(tier_put(t, key, strlen(key), in, n), 0, "put %zu: %s", n, tier_errmsg());
@@ -629,7 +599,7 @@ Test(mooncake, batches_and_lease_wait)
         snprintf(keys[i], sizeof(keys[i]), "batch-%d", i);
         in[i] = malloc(n);
         out[i] = malloc(n);
-        fill(in[i], n, (unsigned)i + 300);
+        test_fill(in[i], n, (unsigned)i + 300);
         it[i] = (tier_item_t){.key = keys[i], .keylen = strlen(keys[i]), .buf = in[i], .len = n};
     }
     cr_assert_eq(tier_put_batch(t, it, N), 0, "%s", tier_errmsg());
@@ -651,11 +621,11 @@ Test(mooncake, batches_and_lease_wait)
     /* leased by the get above: remove waits (lease_wait_ms) and then succeeds */
     for (int i = 0; i <= N; i++)
         it[i] = (tier_item_t){.key = keys[i], .keylen = strlen(keys[i])};
-    double t0 = now_s();
+    double t0 = test_now_s();
     cr_assert_eq(tier_remove_batch(t, it, N + 1), PINPOOL_ENOKEY, "%s", tier_errmsg());
     for (int i = 0; i < N; i++)
         cr_assert_eq(it[i].rc, 0, "item %d: %s", i, pinpool_err_name(it[i].rc));
-    cr_assert_lt(now_s() - t0, 5.0);
+    cr_assert_lt(test_now_s() - t0, 5.0);
     for (int i = 0; i < N; i++) {
         free(in[i]);
         free(out[i]);
@@ -672,7 +642,7 @@ Test(mooncake, an_independent_client_reads_what_the_tier_wrote)
     uint64_t got;
     FILE *f;
 
-    fill(in, n, 77);
+    test_fill(in, n, 77);
     cr_assert_eq(tier_put(t, "weights/layer.0", 15, in, n), 0, "%s", tier_errmsg());
     snprintf(path, sizeof(path), "%s/peer.bin", mc.dir);
     cr_assert_eq(mc_run_peer("get", "pinpool/weights/layer.0", path), 0,
@@ -685,7 +655,7 @@ Test(mooncake, an_independent_client_reads_what_the_tier_wrote)
     cr_assert_eq(memcmp(in, out, n), 0, "the Python client read other bytes");
 
     /* and the other way: what it writes, the tier reads */
-    fill(in, n / 3, 78);
+    test_fill(in, n / 3, 78);
     f = fopen(path, "wb");
     cr_assert_eq(fwrite(in, 1, n / 3, f), n / 3);
     fclose(f);
@@ -725,7 +695,7 @@ Test(mooncake, master_killed_mid_batch_errors_then_recovers, .timeout = 150)
     int ok_items = 0, failed_items = 0, rc;
     uint64_t got;
 
-    fill(in, n * N, 9);
+    test_fill(in, n * N, 9);
     for (int round = 0; round < 3; round++) {
         pthread_t th;
         struct killer k = {.pid = &mc.master};
@@ -739,9 +709,9 @@ Test(mooncake, master_killed_mid_batch_errors_then_recovers, .timeout = 150)
             k.delay = first / 2;
             pthread_create(&th, NULL, kill_later, &k);
         }
-        double t0 = now_s();
+        double t0 = test_now_s();
         rc = tier_put_batch(t, it, N);
-        double dt = now_s() - t0;
+        double dt = test_now_s() - t0;
         if (round == 0) {
             cr_assert_eq(rc, 0, "%s", tier_errmsg());
             first = dt;
@@ -766,7 +736,7 @@ Test(mooncake, master_killed_mid_batch_errors_then_recovers, .timeout = 150)
     /* a new master on the same ports: puts work again (bounded wait) */
     mc_start_master("1000");
     rc = -1;
-    for (double t0 = now_s(); now_s() - t0 < 45;) {
+    for (double t0 = test_now_s(); test_now_s() - t0 < 45;) {
         rc = tier_put(t, "after", 5, in, n);
         if (rc == 0)
             break;
@@ -822,10 +792,10 @@ Test(mooncake, adapter_killed_is_restarted_and_bad_configs_fail_fast)
     snprintf(u, sizeof(u),
              "mooncake://127.0.0.1:%d?metadata=%s&timeout_ms=10000&log=%s/nomaster.log",
              mc_free_port(), mc.metadata, mc.dir);
-    double t0 = now_s();
+    double t0 = test_now_s();
     rc = tier_open(&t2, u, err, sizeof(err));
     cr_assert_neq(rc, 0);
-    cr_assert_lt(now_s() - t0, 12.0);
+    cr_assert_lt(test_now_s() - t0, 12.0);
     cr_log_info("open with no master: %s: %s", pinpool_err_name(rc), err);
     cr_assert_neq(err[0], '\0');
 

@@ -39,6 +39,15 @@ static void call(uint8_t *buf, size_t *n, uint8_t method, const ProtobufCMessage
     *n += len;
 }
 
+/* Append one fd-socket message [flags][length][MAP_REQ] (fuzz_fdsock.c) to buf at *n. */
+static void add_step(uint8_t *buf, size_t *n, uint8_t flags, const ipc_map_req_t *req)
+{
+    buf[(*n)++] = flags;
+    buf[(*n)++] = sizeof(*req);
+    memcpy(buf + *n, req, sizeof(*req));
+    *n += sizeof(*req);
+}
+
 int main(int argc, char **argv)
 {
     char rpc[400], fds[400];
@@ -99,25 +108,13 @@ int main(int argc, char **argv)
     ipc_hdr_init(&req.hdr, IPC_MSG_MAP_REQ, 1, sizeof(req));
     req.first_chunk = 0;
     req.count = 1;
-    buf[n++] = 0x01;
-    buf[n++] = sizeof(req);
-    memcpy(buf + n, &req, sizeof(req));
-    n += sizeof(req);
+    add_step(buf, &n, 0x01, &req);
     req.first_chunk = 1;
     req.count = 2;
-    buf[n++] = 0x11;
-    buf[n++] = sizeof(req);
-    memcpy(buf + n, &req, sizeof(req));
-    n += sizeof(req);
-    buf[n++] = 0x09;
-    buf[n++] = sizeof(req);
-    memcpy(buf + n, &req, sizeof(req));
-    n += sizeof(req);
+    add_step(buf, &n, 0x11, &req);
+    add_step(buf, &n, 0x09, &req);
     put(fds, "maps", buf, n);
-    buf[n++] = 0x02;
-    buf[n++] = sizeof(req);
-    memcpy(buf + n, &req, sizeof(req));
-    n += sizeof(req);
+    add_step(buf, &n, 0x02, &req);
     put(fds, "maps_then_fd", buf, n);
     return 0;
 }

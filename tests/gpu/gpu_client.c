@@ -27,6 +27,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "benchutil.h"
 #include "cudaload.h"
 #include "pinpool.h"
 
@@ -40,13 +41,7 @@
 
 #ifdef PINPOOL_HAVE_CUDA
 
-#define CU(call)                                                                               \
-    do {                                                                                       \
-        CUresult r_ = (call);                                                                  \
-        char b_[160];                                                                          \
-        if (r_ != CUDA_SUCCESS)                                                                \
-            FAIL("%s", ipc_cuda_strerror(r_, #call, b_, sizeof(b_)));                          \
-    } while (0)
+#define CU_FAIL(msg) FAIL("%s", msg)
 
 static void fill(uint64_t *p, uint64_t bytes, uint64_t seed)
 {

@@ -97,6 +97,49 @@ def test_usage_info(pool):
     assert pool.get_usage_info()["fragmentation"] == 1
 
 
+def test_usage_info_comes_from_the_daemon(daemon):
+    """A pool may ask for more than the daemon has: what it reports is what the
+    daemon (256 MiB here) and its own leases can give, not pool_size."""
+    with pinpool.ServerPinnedMemoryPool(dtype=np.uint8, pool_size=2, socket=daemon.socket,
+                                        lease_mb=8) as p:
+        info = p.get_usage_info()
+        assert info["total_gb"] == 0.25, "capped by the daemon's capacity"
+        assert info["free_mb"] == 256, "8 MiB free in its lease + the daemon's other 248 MiB"
+        with pinpool.Client(daemon.socket) as other:
+            s = other.alloc(100 * MiB)
+            b = p.alloc(3 * MiB)
+            info = p.get_usage_info()
+            assert info["allocated_mb"] == 3
+            assert info["free_mb"] == 256 - 100 - 3, "another client's slice is not free"
+            p.free(b)
+            other.free(s)
+
+
+@pytest.mark.parametrize("pool_size", [1e-9, 0.001, 0.01, 0.05, 0.1])
+def test_any_positive_pool_size_works(daemon, pool_size):
+    """Small pools lease smaller: one lease of the whole pool, in whole 4 KiB pages
+    (at least one page)."""
+    with pinpool.ServerPinnedMemoryPool(dtype=np.uint8, pool_size=pool_size,
+                                        socket=daemon.socket) as p:
+        assert 4096 <= p.lease_size <= max(p.max_bytes, 4096)
+        assert p.lease_size % 4096 == 0
+        assert p.lease_size == min(64 * MiB, p.max_bytes // 4096 * 4096) or p.lease_size == 4096
+        b = p.alloc(p.lease_size)  # a block as large as the lease fits it
+        b[:] = 7
+        assert int(b[-1]) == 7
+        with pytest.raises(MemoryError):
+            p.alloc(p.max_bytes + 1)
+        p.free(b)
+        assert p.get_usage_info()["allocated_mb"] == 0
+        assert p.get_usage_info()["leased_mb"] * MiB == p.lease_size
+
+
+def test_pool_size_must_be_positive(daemon):
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="pool_size"):
+            pinpool.ServerPinnedMemoryPool(dtype=np.uint8, pool_size=bad, socket=daemon.socket)
+
+
 def test_no_rpc_per_block(daemon, pool):
     before = daemon.info()
     for _ in range(2000):

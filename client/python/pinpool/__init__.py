@@ -1,17 +1,21 @@
 """pinpool: Python client of the node-local pinned-memory daemon `pinpool serve`.
 
-Pure Python over libpinpool.so (ctypes); the library is loaded on first use, so
-importing needs neither the library, numpy, torch, a GPU, nor a running daemon.
+Pure Python over libpinpool.so (ctypes; `pip install ./client/python` puts the
+library and its private libraries in the package); the library is loaded on first
+use, so importing needs neither the library, numpy, torch, a GPU, nor a running daemon.
 
-    pinpool.Client(socket=None)                  alloc / free / free_all / info / ping,
-                                                 swap_alloc / swap_register / swap_pause /
-                                                 swap_resume / swap_wait / swap_drop / swap_info
+    pinpool.Client(socket=None)                  alloc / free / free_all / attach / detach /
+                                                 info / ping; named objects: release /
+                                                 acquire / put / get / exists / remove and
+                                                 batch_*; swap_alloc / swap_register /
+                                                 swap_pause / swap_resume / swap_wait /
+                                                 swap_drop / swap_info / swap_config
+    pinpool.Slice                                host slices: buffer(), as_array(); device
+                                                 slices: __cuda_array_interface__; as_tensor()
     pinpool.ServerPinnedMemoryPool(dtype, pool_size=2, chunk_size_mb=1)
                                                  drop-in for lpllm's PinnedMemoryPool
 
-Not here yet (needs the CUDA data plane): device slices (device_id >= 0) as
-torch/cupy arrays through __cuda_array_interface__ or DLPack; named slices that
-another process can attach to.
+client/python/README.md lists every call.
 """
 
 from ._lib import (ConnectError, InvalidArgumentError, NotFoundError, OutOfPoolMemoryError,

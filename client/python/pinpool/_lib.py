@@ -89,6 +89,16 @@ def _err_name(code):
         return str(code)
 
 
+class Closable:
+    """A with block closes it: the subclass defines close() (idempotent) and closed."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 # ---- structures (pinpool.h) -----------------------------------------------------------
 
 c_u64 = ctypes.c_uint64
@@ -180,7 +190,9 @@ _lock = threading.Lock()
 
 
 def candidates():
-    """Where the library is looked for, in order."""
+    """Where the library is looked for, in order: $PINPOOL_LIB; the package's own
+    copy (pip install puts libpinpool.so and its private libraries there); the
+    repository's build/ (the package used from the source tree); the system's."""
     out = []
     env = os.environ.get("PINPOOL_LIB")
     if env:
@@ -265,7 +277,8 @@ def lib():
                 _lib = L
                 break
             else:
-                raise OSError("libpinpool.so not found; build it with `make` or set PINPOOL_LIB."
+                raise OSError("libpinpool.so not found: pip install ./client/python (the package"
+                              " then carries it), build it with `make`, or set PINPOOL_LIB."
                               " Tried: " + "; ".join(tried))
     return _lib
 

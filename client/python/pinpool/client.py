@@ -72,7 +72,11 @@ class Slice:
                 f" start_offset={self.start_offset})")
 
 
-class Client:
+def _slice_id(slice_or_id):
+    return slice_or_id.id if isinstance(slice_or_id, Slice) else int(slice_or_id)
+
+
+class Client(_lib.Closable):
     """A connection to `pinpool serve` at socket (None: $PINPOOL_SOCKET, else the
     default path).  Raises ConnectError, with the library's reason, when the daemon
     cannot be reached."""
@@ -100,6 +104,12 @@ class Client:
     def _fail(self, rc):
         return error(rc, self._L.pinpool_errmsg(self._ctx).decode())
 
+    def _call(self, fn, *args):
+        """fn(the context, *args); raises the error for a nonzero result."""
+        rc = fn(self._handle(), *args)
+        if rc != 0:
+            raise self._fail(rc)
+
     @property
     def client_id(self):
         """The id the daemon gave this session ("s-<pid>-<hex>")."""
@@ -111,9 +121,7 @@ class Client:
         that GPU's device pool.  flags: ALLOC_GPU_ONLY, ALLOC_KEEP (needs tag)."""
         opts = _lib.AllocOpts_t(device_id, alignment, tag.encode() if tag else None, flags)
         out = _lib.Slice_t()
-        rc = self._L.pinpool_alloc(self._handle(), size, ctypes.byref(opts), ctypes.byref(out))
-        if rc != 0:
-            raise self._fail(rc)
+        self._call(self._L.pinpool_alloc, size, ctypes.byref(opts), ctypes.byref(out))
         return Slice(out)
 
     def attach(self, tag, flags=0):
@@ -121,42 +129,30 @@ class Client:
         process that has exited); returns a Slice.  It stays kept: detach() unmaps,
         free() frees it."""
         out = _lib.Slice_t()
-        rc = self._L.pinpool_attach(self._handle(), tag.encode(), flags, ctypes.byref(out))
-        if rc != 0:
-            raise self._fail(rc)
+        self._call(self._L.pinpool_attach, tag.encode(), flags, ctypes.byref(out))
         return Slice(out)
 
     def detach(self, slice_or_id):
         """Unmap a slice from this process without freeing it."""
-        sid = slice_or_id.id if isinstance(slice_or_id, Slice) else int(slice_or_id)
-        rc = self._L.pinpool_detach(self._handle(), sid)
-        if rc != 0:
-            raise self._fail(rc)
+        self._call(self._L.pinpool_detach, _slice_id(slice_or_id))
 
     def free(self, slice_or_id):
         """Free one slice of this client (a Slice or its id); returns the bytes freed.
         NotFoundError when it is not one of this client's."""
-        sid = slice_or_id.id if isinstance(slice_or_id, Slice) else int(slice_or_id)
         freed = _lib.c_u64()
-        rc = self._L.pinpool_free(self._handle(), sid, ctypes.byref(freed))
-        if rc != 0:
-            raise self._fail(rc)
+        self._call(self._L.pinpool_free, _slice_id(slice_or_id), ctypes.byref(freed))
         return freed.value
 
     def free_all(self):
         """Free every slice of this client; returns the bytes freed."""
         freed = _lib.c_u64()
-        rc = self._L.pinpool_free_all(self._handle(), ctypes.byref(freed))
-        if rc != 0:
-            raise self._fail(rc)
+        self._call(self._L.pinpool_free_all, ctypes.byref(freed))
         return freed.value
 
     def info(self):
         """GetPoolInfo as a dict (sizes in bytes; "clients": a list of dicts)."""
         pi = _lib.PoolInfo_t()
-        rc = self._L.pinpool_pool_info(self._handle(), ctypes.byref(pi))
-        if rc != 0:
-            raise self._fail(rc)
+        self._call(self._L.pinpool_pool_info, ctypes.byref(pi))
         try:
             out = {name: getattr(pi, name) for name, _ in _lib.PoolInfo_t._fields_
                    if name not in ("usage", "num_usage", "host_backend", "mode", "devices",
@@ -185,25 +181,18 @@ class Client:
     def release(self, slice_or_id, key, ttl_ms=0):
         """Give a host slice to the daemon under key (it may spill it); the slice's
         memory must not be used afterwards.  AlreadyExists-style PinpoolError if key is taken."""
-        sid = slice_or_id.id if isinstance(slice_or_id, Slice) else int(slice_or_id)
-        rc = self._L.pinpool_release(self._handle(), sid, key.encode(), ttl_ms)
-        if rc != 0:
-            raise self._fail(rc)
+        self._call(self._L.pinpool_release, _slice_id(slice_or_id), key.encode(), ttl_ms)
 
     def acquire(self, key):
         """The object under key as a Slice of this client again (restored if spilled)."""
         out = _lib.Slice_t()
-        rc = self._L.pinpool_acquire(self._handle(), key.encode(), 0, ctypes.byref(out))
-        if rc != 0:
-            raise self._fail(rc)
+        self._call(self._L.pinpool_acquire, key.encode(), 0, ctypes.byref(out))
         return Slice(out)
 
     def put(self, key, data, ttl_ms=0):
         """Store bytes under key (replacing); small objects (the RPC carries them)."""
         data = bytes(data)
-        rc = self._L.pinpool_put(self._handle(), key.encode(), data, len(data), ttl_ms)
-        if rc != 0:
-            raise self._fail(rc)
+        self._call(self._L.pinpool_put, key.encode(), data, len(data), ttl_ms)
 
     def get(self, key):
         """The bytes under key; NotFoundError if there is none."""
@@ -214,9 +203,7 @@ class Client:
         if rc != -errno.ENOBUFS:
             raise self._fail(rc)
         buf = ctypes.create_string_buffer(got.value)
-        rc = self._L.pinpool_get(self._handle(), key.encode(), buf, got.value, ctypes.byref(got))
-        if rc != 0:
-            raise self._fail(rc)
+        self._call(self._L.pinpool_get, key.encode(), buf, got.value, ctypes.byref(got))
         return buf.raw[:got.value]
 
     def exists(self, key):
@@ -227,9 +214,7 @@ class Client:
 
     def remove(self, key):
         """Remove the object under key; NotFoundError if there is none."""
-        rc = self._L.pinpool_remove(self._handle(), key.encode())
-        if rc != 0:
-            raise self._fail(rc)
+        self._call(self._L.pinpool_remove, key.encode())
 
     def batch_put(self, items, ttl_ms=0):
         """{key: bytes}: put each (one call per item)."""
@@ -267,9 +252,7 @@ class Client:
     def _swap(self, fn, tag, *args):
         if not isinstance(tag, str):
             raise TypeError("a swap tag is a str")
-        rc = fn(self._handle(), tag.encode(), *args)
-        if rc != 0:
-            raise self._fail(rc)
+        self._call(fn, tag.encode(), *args)
 
     def swap_alloc(self, tag, size, device=0):
         """Device memory (CUDA VMM) under tag; returns its address (an int, a CUdeviceptr),
@@ -315,14 +298,10 @@ class Client:
 
     def swap_config(self, streams=1, chunk_bytes=0):
         """Copy over streams helper streams in pieces of chunk_bytes (0: whole buffers)."""
-        rc = self._L.pinpool_swap_config(self._handle(), streams, chunk_bytes)
-        if rc != 0:
-            raise self._fail(rc)
+        self._call(self._L.pinpool_swap_config, streams, chunk_bytes)
 
     def ping(self):
-        rc = self._L.pinpool_ping(self._handle())
-        if rc != 0:
-            raise self._fail(rc)
+        self._call(self._L.pinpool_ping)
 
     def close(self):
         """Unmap everything and end the lease (the daemon frees this client's slices).
@@ -334,12 +313,6 @@ class Client:
     @property
     def closed(self):
         return self._ctx is None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def __repr__(self):
         return f"Client(socket={self.socket!r}, closed={self.closed})"

@@ -20,6 +20,7 @@ from .client import Client
 MiB = 1 << 20
 GiB = 1 << 30
 DEFAULT_LEASE_MB = 64
+PAGE = 4096  # PINPOOL_ARENA_MAX_ALIGN: the arena leases whole pages
 
 
 def _torch():
@@ -40,7 +41,7 @@ def _release(L, arena, client, own_client):
         client.close()
 
 
-class ServerPinnedMemoryPool:
+class ServerPinnedMemoryPool(_lib.Closable):
     """Pinned host memory from the pinpool daemon, with lpllm's PinnedMemoryPool calls.
 
     ServerPinnedMemoryPool(dtype=torch.bfloat16, pool_size=2, chunk_size_mb=1,
@@ -49,9 +50,10 @@ class ServerPinnedMemoryPool:
     dtype: a torch dtype (blocks are torch tensors) or anything numpy.dtype accepts
         (blocks are numpy arrays).  Default: torch.bfloat16 when torch is importable,
         else numpy.float16 (the same 2-byte elements; numpy has no bfloat16).
-    pool_size: GiB this pool may hold at most (a float is fine).  Memory is leased
-        from the daemon as needed, lease_mb at a time (default min(64, pool_size)),
-        not all at construction.
+    pool_size: GiB this pool may hold at most (any positive float; at least one
+        4 KiB page).  Memory is leased from the daemon as needed, lease_mb at a time
+        (default 64, and never more than pool_size: a small pool takes one lease of
+        its whole size), in whole 4 KiB pages; the first lease at construction.
     chunk_size_mb: accepted for compatibility and otherwise unused: the daemon
         chooses its chunks, and unlike the old pool a block may be larger than
         chunk_size_mb (it then gets a lease of its own).
@@ -91,19 +93,22 @@ class ServerPinnedMemoryPool:
         self.dtype = dtype
         if 256 % self.element_size != 0:  # blocks start on 256-byte boundaries
             raise ValueError(f"the element size ({self.element_size}) must divide 256")
-        if pool_size <= 0:
-            raise ValueError("pool_size must be greater than 0 (GiB)")
+        if not pool_size > 0:
+            raise ValueError(f"pool_size must be greater than 0 (GiB), not {pool_size}")
+        if lease_mb is not None and not lease_mb > 0:
+            raise ValueError(f"lease_mb must be greater than 0, not {lease_mb}")
         self.pool_size = pool_size
         self.chunk_size_mb = chunk_size_mb
-        self.max_bytes = int(pool_size * GiB)
+        self.max_bytes = max(int(pool_size * GiB), PAGE)
         lease = int((lease_mb if lease_mb is not None else DEFAULT_LEASE_MB) * MiB)
-        self.lease_size = max(4096, min(lease, self.max_bytes))
+        # Whole pages, rounded down so that one lease never passes max_bytes (the
+        # arena would round up, past the cap).
+        self.lease_size = max(PAGE, min(lease, self.max_bytes) // PAGE * PAGE)
 
         self._L = L = _lib.lib()
         own = client is None
         self._client = Client(socket) if own else client
-        opts = _lib.ArenaOpts_t(max_bytes=max(self.max_bytes, self.lease_size),
-                                tag=b"ServerPinnedMemoryPool")
+        opts = _lib.ArenaOpts_t(max_bytes=self.max_bytes, tag=b"ServerPinnedMemoryPool")
         arena = ctypes.c_void_p()
         rc = L.pinpool_arena_create(self._client._handle(), self.lease_size,
                                     ctypes.byref(opts), ctypes.byref(arena))
@@ -190,13 +195,25 @@ class ServerPinnedMemoryPool:
             raise error(rc, self._L.pinpool_errmsg(self._client._handle()).decode())
 
     def get_usage_info(self):
-        """{"total_gb", "allocated_mb", "free_mb", "fragmentation", ...}; see the class
-        docstring for fragmentation."""
+        """What the pool holds and can still give, from the arena's counters and the
+        daemon's (one GetPoolInfo call):
+        total_gb: pool_size, or the daemon's capacity where that is smaller;
+        allocated_mb: asked for by live blocks;
+        free_mb: free in this pool's leases, plus what it may still lease: what the
+            daemon's pool does not hold in slices (its capacity less its used bytes:
+            other clients' slices and released objects are not free; memory the
+            daemon has still to pin is), up to pool_size;
+        fragmentation, fragmentation_ratio: see the class docstring;
+        leased_mb, num_leases, num_blocks: the arena's.
+        The daemon's per-client quota (--client-quota) is not counted in free_mb."""
         st = self.stats()
+        daemon = self._client.info()
+        unused = max(daemon["capacity_bytes"] - daemon["used_bytes"], 0)
+        room = min(max(self.max_bytes - st["leased_bytes"], 0), unused)
         return {
-            "total_gb": self.pool_size,
+            "total_gb": min(self.max_bytes, daemon["capacity_bytes"]) / GiB,
             "allocated_mb": st["requested_bytes"] / MiB,
-            "free_mb": max(self.max_bytes - st["used_bytes"], 0) / MiB,
+            "free_mb": (st["free_bytes"] + room) / MiB,
             "fragmentation": st["num_free_extents"],
             "fragmentation_ratio": st["fragmentation"],
             "leased_mb": st["leased_bytes"] / MiB,
@@ -223,12 +240,6 @@ class ServerPinnedMemoryPool:
     @property
     def closed(self):
         return self._arena is None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     # -- helpers -----------------------------------------------------------------------
 

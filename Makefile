@@ -10,7 +10,7 @@
 #   make fuzz       build the libFuzzer targets, run each FUZZ_SECONDS (60)
 #   make soak       the crash test with SOAK_CYCLES (10000) killed clients
 #   make valgrind   a daemon run under valgrind (errors and leaks fail it)
-#   make install    PREFIX=/usr/local DESTDIR=: binary, library, header,
+#   make install    PREFIX=/usr/local DESTDIR=: binary, library, headers,
 #                   pinpool.pc and the systemd unit
 #   make clean
 #
@@ -81,8 +81,15 @@ SRV_LIBS    = $(LIBS) $(MHD_LIBS)
 CRIT_LIBS   = $(shell $(PKG) --libs criterion 2>/dev/null)
 
 CFLAGS  = $(CFLAGS_BASE) $(GRPC_CFLAGS) $(EXTRA_CFLAGS)
+# Layers point down only: pool/ and ipc/ are compiled without the include
+# paths of the layers above them, so that an include of one does not build.
+ABOVE_pool := -Iclient -Iipc -Iserver -I$(BUILD)/gen
+ABOVE_ipc  := -Iclient -Iserver -I$(BUILD)/gen
+layer = $(filter-out $(ABOVE_$(firstword $(subst /, ,$<))),$(1))
 
 GEN_SRC := $(BUILD)/gen/pinpool.pb-c.c
+# libpinpool's public headers: pinpool.h includes the error list from pool/.
+PUBLIC_HEADERS := client/pinpool.h pool/pinpool_errors.h
 POOL_SRC := $(wildcard pool/*.c)
 IPC_SRC  := $(wildcard ipc/*.c)
 SRV_SRC  := $(filter-out server/main.c,$(wildcard server/*.c))
@@ -144,13 +151,13 @@ $(BUILD)/gen/pinpool.pb-c.c $(BUILD)/gen/pinpool.pb-c.h: proto/pinpool.proto
 $(BUILD)/obj/%.o: %.c $(BUILD)/gen/pinpool.pb-c.h
 	$(Q)mkdir -p $(dir $@)
 	@echo "  CC      $<"
-	$(Q)$(CC) $(CFLAGS) -DPINPOOL_BUILDING -fvisibility=hidden -c $< -o $@
+	$(Q)$(CC) $(call layer,$(CFLAGS)) -DPINPOOL_BUILDING -fvisibility=hidden -c $< -o $@
 $(BUILD)/obj/$(BUILD)/gen/%.o: $(BUILD)/gen/%.c
 	$(Q)mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) -fvisibility=hidden -w -c $< -o $@
 $(BUILD)/tobj/%.o: %.c $(BUILD)/gen/pinpool.pb-c.h
 	$(Q)mkdir -p $(dir $@)
-	$(Q)$(CC) $(CFLAGS) -DPOOL_DEBUG -DPINPOOL_BUILDING -c $< -o $@
+	$(Q)$(CC) $(call layer,$(CFLAGS)) -DPOOL_DEBUG -DPINPOOL_BUILDING -c $< -o $@
 $(BUILD)/tobj/$(BUILD)/gen/%.o: $(BUILD)/gen/%.c
 	$(Q)mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) -w -c $< -o $@
@@ -244,7 +251,7 @@ dist: $(BUILD)/.deps-ok
 	$(Q)rm -rf $(DIST) && mkdir -p $(DIST)/bin $(DIST)/lib $(DIST)/include $(DIST)/tests $(DIST)/bench
 	$(Q)cp $(DIST_BIN) $(DIST)/bin/
 	$(Q)cp $(BUILD)/libpinpool.so $(DIST)/lib/libpinpool.so.0 && ln -s libpinpool.so.0 $(DIST)/lib/libpinpool.so
-	$(Q)cp client/pinpool.h $(DIST)/include/
+	$(Q)cp $(PUBLIC_HEADERS) $(DIST)/include/
 	$(Q)cp tests/gpu/run $(DIST)/tests/run-gpu && cp tests/gpu/run-multi $(DIST)/tests/run-gpu-multi && \
 	  cp tests/gpu/test_torch.py $(DIST)/tests/
 	$(Q)cp bench/gpu_run bench/fanout_run bench/run bench/swap_run bench/swap_plot $(DIST)/bench/

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "cudaload.h"
-#include "pinpool.h"
+#include "pinpool_errors.h"
 
 #ifndef PINPOOL_HAVE_CUDA
 

@@ -22,7 +22,7 @@
 
 #include "ipc.h"
 
-#include "pinpool.h"
+#include "pinpool_errors.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -17,7 +17,7 @@
 #include <sys/mman.h>
 
 #include "cudaload.h"
-#include "pinpool.h"
+#include "pinpool_errors.h"
 
 #ifndef PINPOOL_HAVE_CUDA
 

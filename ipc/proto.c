@@ -8,7 +8,7 @@
  */
 #include "ipc.h"
 
-#include "pinpool.h"
+#include "pinpool_errors.h"
 
 #include <string.h>
 

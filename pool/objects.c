@@ -13,7 +13,7 @@
 #include <string.h>
 #include <sys/queue.h>
 
-#include "pinpool.h"
+#include "pinpool_errors.h"
 #include "rbtree.h"
 
 struct node {

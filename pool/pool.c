@@ -31,7 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pinpool.h"
+#include "pinpool_errors.h"
 
 #include <bsd/sys/queue.h>
 #include "rbtree.h"

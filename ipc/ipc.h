@@ -53,7 +53,7 @@ int ipc_listen_seqpacket(const char *path, int backlog);
 /* A blocking, close-on-exec SOCK_SEQPACKET connection to path, or -errno. */
 int ipc_connect_seqpacket(const char *path);
 
-/* ---- the fd-socket protocol ---------------------------------------------- */
+/* ---- the fd-socket protocol (fdproto.c) ---------------------------------- */
 /*
  * One SOCK_SEQPACKET connection per client process; the connection is the
  * client's lease.  The daemon speaks first:

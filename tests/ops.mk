@@ -29,7 +29,7 @@ $(BUILD)/fuzz/obj/$(BUILD)/gen/%.o: $(BUILD)/gen/%.c $(BUILD)/.fuzz-deps-ok
 $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/common.h $(FUZZ_OBJ)
 	@echo "  FUZZ    $@"
 	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJ) $(GRPC_LIBS) $(MHD_LIBS) -lev -ldl -lpthread
-$(BUILD)/fuzz/seeds: tests/fuzz/seeds.c $(BUILD)/obj/$(BUILD)/gen/pinpool.pb-c.o $(BUILD)/obj/ipc/proto.o
+$(BUILD)/fuzz/seeds: tests/fuzz/seeds.c $(BUILD)/obj/$(BUILD)/gen/pinpool.pb-c.o $(BUILD)/obj/ipc/fdproto.o
 	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(GRPC_LIBS)
 
 # Each target runs FUZZ_SECONDS from the seeds plus what earlier runs found

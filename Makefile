@@ -48,7 +48,7 @@ WARN += -Werror
 endif
 OPT := $(if $(DEBUG),-O0,-O2)
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) -fPIC -pthread -MMD -MP \
-               -Iclient -Ipool -Iipc -Iserver -I$(BUILD)/gen
+               -Iclient -Ipool -Iipc -Iproto -Iserver -I$(BUILD)/gen
 ifneq ($(SANITIZE),)
 CFLAGS_BASE += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
 LDFLAGS_SAN := -fsanitize=$(SANITIZE)
@@ -83,8 +83,8 @@ CRIT_LIBS   = $(shell $(PKG) --libs criterion 2>/dev/null)
 CFLAGS  = $(CFLAGS_BASE) $(GRPC_CFLAGS) $(EXTRA_CFLAGS)
 # Layers point down only: pool/ and ipc/ are compiled without the include
 # paths of the layers above them, so that an include of one does not build.
-ABOVE_pool := -Iclient -Iipc -Iserver -I$(BUILD)/gen
-ABOVE_ipc  := -Iclient -Iserver -I$(BUILD)/gen
+ABOVE_pool := -Iclient -Iipc -Iproto -Iserver -I$(BUILD)/gen
+ABOVE_ipc  := -Iclient -Iproto -Iserver -I$(BUILD)/gen
 layer = $(filter-out $(ABOVE_$(firstword $(subst /, ,$<))),$(1))
 
 GEN_SRC := $(BUILD)/gen/pinpool.pb-c.c
@@ -92,6 +92,8 @@ GEN_SRC := $(BUILD)/gen/pinpool.pb-c.c
 PUBLIC_HEADERS := client/pinpool.h pool/pinpool_errors.h
 POOL_SRC := $(wildcard pool/*.c)
 IPC_SRC  := $(wildcard ipc/*.c)
+# The gRPC contract's C side (proto/status.c: errors <-> statuses), for both ends.
+PROTO_SRC := $(wildcard proto/*.c)
 SRV_SRC  := $(filter-out server/main.c,$(wildcard server/*.c))
 CLI_SRC  := $(wildcard client/*.c)
 TEST_SRC := $(wildcard tests/test_*.c)
@@ -101,7 +103,7 @@ BENCH_SRC := $(wildcard bench/*.c)
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(notdir $(1)))
 # Objects for the shipped binaries, and a second set built with POOL_DEBUG
 # (allocator invariants checked after every operation) for the tests.
-COMMON_SRC := $(POOL_SRC) $(IPC_SRC) $(GEN_SRC)
+COMMON_SRC := $(POOL_SRC) $(IPC_SRC) $(PROTO_SRC) $(GEN_SRC)
 LIB_OBJ    := $(addprefix $(BUILD)/obj/,$(addsuffix .o,$(basename $(COMMON_SRC) $(CLI_SRC))))
 SRV_OBJ    := $(addprefix $(BUILD)/obj/,$(addsuffix .o,$(basename $(COMMON_SRC) $(SRV_SRC) $(CLI_SRC))))
 MAIN_OBJ   := $(BUILD)/obj/server/main.o

@@ -30,9 +30,12 @@ extern "C" {
 #endif
 
 /*
- * The error list.  XX(name, value, grpc_status, message): the server maps each
- * code to the named gRPC status (server/status.c, the only place that does);
- * the client maps it back from the call's trailing metadata.
+ * The error list.  XX(name, value, grpc_status, message): the daemon answers
+ * each code with the named gRPC status and the code itself in the trailing
+ * metadata, which a client reads back.  A failure that carries no code (gRPC's
+ * own: the daemon unreachable, a deadline) is mapped back from its status to
+ * the FIRST code listed with it (proto/status.c does both directions), so
+ * the order matters: CONNECT before SHUTDOWN, INVAL first of INVALID_ARGUMENT.
  */
 #define PINPOOL_ERRNO_MAP(XX)                                                        \
     XX(INVAL, -1001, INVALID_ARGUMENT, "invalid argument")                           \
@@ -43,8 +46,8 @@ extern "C" {
     XX(NOSPC, -1005, RESOURCE_EXHAUSTED, "no free extent is large enough")           \
     XX(NOENT, -1006, NOT_FOUND, "no such slice")                                     \
     XX(PERM, -1007, PERMISSION_DENIED, "the slice belongs to another client")        \
-    XX(SHUTDOWN, -1008, UNAVAILABLE, "the daemon is shutting down")                  \
     XX(CONNECT, -1009, UNAVAILABLE, "cannot reach the pinpool daemon")               \
+    XX(SHUTDOWN, -1008, UNAVAILABLE, "the daemon is shutting down")                  \
     XX(PROTO, -1010, INTERNAL, "protocol error between client and daemon")           \
     XX(INTERNAL, -1011, INTERNAL, "internal error")                                  \
     XX(CUDA, -1012, FAILED_PRECONDITION, "CUDA call failed")                         \

@@ -3,11 +3,14 @@
  *
  * Owns: the fd-socket session (the lease), the slices this process holds and
  * the mappings of the chunk runs behind them.  A run is mapped once, on the
- * first slice that needs it, and unmapped when its last slice is freed.
+ * first slice that needs it, and unmapped when its last slice is freed.  The
+ * slots where the library's other parts (swap.c, fanout.c) keep their state
+ * per context (pinpool__ext_get), which pinpool_close tears down first.
  * Never: frees a slice locally that the daemon still counts, or the reverse,
- * except when the daemon says the slice is gone.
- * Locking: ctx->lock guards the slice and map tables and is held across a
- * run's descriptor fetch and mapping (so that a run is mapped once);
+ * except when the daemon says the slice is gone; calls into swap.c or
+ * fanout.c other than through their pinpool__ext_t.
+ * Locking: ctx->lock guards the slice, map and extension tables and is held
+ * across a run's descriptor fetch and mapping (so that a run is mapped once);
  * ctx->fd_lock serialises request/answer pairs on the fd socket and is taken
  * inside ctx->lock.  gRPC calls run without either.
  */
@@ -90,8 +93,11 @@ struct pinpool_ctx {
     struct run_tree runs;
     struct slice_tree slices;
     dev_pool_t devs[PINPOOL_MAX_DEVICES];
-    pinpool__fanout_t *fanout; /* fanout.c */
-    struct pinpool__swap *swap; /* swap.c's tags; NULL until the first swap call */
+    struct {
+        const pinpool__ext_t *ext;
+        void *state;
+    } ext[PINPOOL__MAX_EXT]; /* the states of swap.c, fanout.c (under lock) */
+    int next;
 };
 
 /* The calling thread's last failure message, and the context it was on. */
@@ -115,11 +121,6 @@ int pinpool__fail(const pinpool_ctx_t *ctx, int err, const char *msg)
     return fail(ctx, err, "%s", msg);
 }
 
-pinpool__fanout_t *pinpool__ctx_fanout(pinpool_ctx_t *ctx)
-{
-    return ctx->fanout;
-}
-
 int pinpool_err(const pinpool_ctx_t *ctx)
 {
     return ctx == NULL ? -ENOMEM : ctx->err;
@@ -139,9 +140,40 @@ const char *pinpool_client_id(const pinpool_ctx_t *ctx)
     return ctx != NULL ? ctx->client_id : "";
 }
 
-struct pinpool__swap **pinpool__swap_slot(pinpool_ctx_t *ctx)
+int pinpool__ext_get(pinpool_ctx_t *ctx, const pinpool__ext_t *ext, void **state)
 {
-    return &ctx->swap;
+    int rc = 0, i;
+
+    pthread_mutex_lock(&ctx->lock);
+    for (i = 0; i < ctx->next && ctx->ext[i].ext != ext; i++)
+        ;
+    if (i == ctx->next) {
+        void *made = NULL;
+        if (i == PINPOOL__MAX_EXT)
+            rc = fail(ctx, PINPOOL_EINTERNAL, "%s: no room for its state in the context", ext->name);
+        else
+            rc = ext->make(ctx, &made);
+        if (rc == 0) {
+            ctx->ext[i].ext = ext;
+            ctx->ext[i].state = made;
+            ctx->next++;
+        }
+    }
+    *state = rc == 0 ? ctx->ext[i].state : NULL;
+    pthread_mutex_unlock(&ctx->lock);
+    return rc;
+}
+
+void *pinpool__ext_find(pinpool_ctx_t *ctx, const pinpool__ext_t *ext)
+{
+    void *state = NULL;
+
+    pthread_mutex_lock(&ctx->lock);
+    for (int i = 0; i < ctx->next; i++)
+        if (ctx->ext[i].ext == ext)
+            state = ctx->ext[i].state;
+    pthread_mutex_unlock(&ctx->lock);
+    return state;
 }
 
 int pinpool__ctx_cuda_host(const pinpool_ctx_t *ctx)
@@ -162,7 +194,6 @@ static pinpool_ctx_t *ctx_new(void)
     pthread_mutex_init(&ctx->fd_lock, NULL);
     RB_INIT(&ctx->runs);
     RB_INIT(&ctx->slices);
-    ctx->fanout = pinpool__fanout_new(); /* NULL: pinpool_fanout says out of memory */
     return ctx;
 }
 
@@ -302,8 +333,12 @@ void pinpool_close(pinpool_ctx_t *ctx)
 
     if (ctx == NULL)
         return;
-    pinpool__swap_close(ctx); /* device memory of swap tags; kept host copies stay */
-    pinpool__fanout_free(ctx->fanout); /* before the device pools close */
+    /* First the other parts' states (swap tags: their device memory and their
+     * host copies' mappings; fan-out streams, before the device pools close). */
+    while (ctx->next > 0) {
+        ctx->next--;
+        ctx->ext[ctx->next].ext->destroy(ctx, ctx->ext[ctx->next].state);
+    }
     RB_FOREACH_SAFE(s, slice_tree, &ctx->slices, snext) {
         RB_REMOVE(slice_tree, &ctx->slices, s);
         free(s);

@@ -82,28 +82,15 @@ typedef struct fo_set {
     double gbps[NCLASSES][PINPOOL_FANOUT_NMETHODS];
 } fo_set_t;
 
-struct pinpool__fanout {
+/* A context's fan-out state (pinpool__ext_get makes it on the first call). */
+typedef struct fanout {
     pthread_mutex_t lock;
     fo_dev_t dev[PINPOOL_MAX_DEVICES];
     fo_set_t sets[MAX_SETS];
     int nsets;
-};
-
-#else
-
-struct pinpool__fanout {
-    pthread_mutex_t lock;
-};
+} fanout_t;
 
 #endif
-
-pinpool__fanout_t *pinpool__fanout_new(void)
-{
-    pinpool__fanout_t *f = calloc(1, sizeof(*f));
-    if (f != NULL)
-        pthread_mutex_init(&f->lock, NULL);
-    return f;
-}
 
 /* Checks that need no GPU; 0 or PINPOOL_EINVAL with the message. */
 static int check_args(pinpool_ctx_t *ctx, const void *host_src, int ndev, const int *devices,
@@ -136,14 +123,6 @@ static int check_args(pinpool_ctx_t *ctx, const void *host_src, int ndev, const 
 }
 
 #ifndef PINPOOL_HAVE_CUDA
-
-void pinpool__fanout_free(pinpool__fanout_t *f)
-{
-    if (f != NULL) {
-        pthread_mutex_destroy(&f->lock);
-        free(f);
-    }
-}
 
 int pinpool_fanout(pinpool_ctx_t *ctx, const void *host_src, uint64_t bytes, int ndev,
                    const int *devices, void *const *dst_ptrs, unsigned flags)
@@ -207,7 +186,7 @@ static int use(pinpool_ctx_t *ctx, int dev)
 }
 
 /* The streams and event of GPU dev, made once.  Lock held. */
-static int dev_ready(pinpool_ctx_t *ctx, pinpool__fanout_t *f, int dev)
+static int dev_ready(pinpool_ctx_t *ctx, fanout_t *f, int dev)
 {
     fo_dev_t *d = &f->dev[dev];
     int rc;
@@ -224,7 +203,7 @@ static int dev_ready(pinpool_ctx_t *ctx, pinpool__fanout_t *f, int dev)
     return 0;
 }
 
-static fo_set_t *find_set(pinpool__fanout_t *f, uint64_t mask, int ndev, const int *devices)
+static fo_set_t *find_set(fanout_t *f, uint64_t mask, int ndev, const int *devices)
 {
     fo_set_t *s;
 
@@ -252,7 +231,7 @@ static int rank_of(const fo_set_t *s, int dev)
     return -1;
 }
 
-static int sync_all(pinpool_ctx_t *ctx, pinpool__fanout_t *f, int ndev, const int *devices)
+static int sync_all(pinpool_ctx_t *ctx, fanout_t *f, int ndev, const int *devices)
 {
     int rc = 0;
 
@@ -273,7 +252,7 @@ static int sync_all(pinpool_ctx_t *ctx, pinpool__fanout_t *f, int ndev, const in
 }
 
 /* K independent H2D copies, one per GPU on its own stream, all in flight at once. */
-static int run_direct(pinpool_ctx_t *ctx, pinpool__fanout_t *f, const void *src, uint64_t bytes,
+static int run_direct(pinpool_ctx_t *ctx, fanout_t *f, const void *src, uint64_t bytes,
                       int ndev, const int *devices, void *const *dst)
 {
     for (int i = 0; i < ndev; i++) {
@@ -317,7 +296,7 @@ static int comm_ready(pinpool_ctx_t *ctx, fo_set_t *s)
 /* Broadcast [off, off + len) of the root's buffer to every GPU of the set,
  * each on its main stream.  The caller has ordered the root's stream after
  * the bytes landed. */
-static int bcast(pinpool_ctx_t *ctx, pinpool__fanout_t *f, fo_set_t *s, int root_rank, int ndev,
+static int bcast(pinpool_ctx_t *ctx, fanout_t *f, fo_set_t *s, int root_rank, int ndev,
                  const int *devices, void *const *dst, uint64_t off, uint64_t len)
 {
     ncclResult_t r, r2;
@@ -355,7 +334,7 @@ static uint64_t chunk_bytes(void)
  * broadcast of chunk i on the main streams; an event orders each broadcast
  * after its chunk's copy).
  */
-static int run_nccl(pinpool_ctx_t *ctx, pinpool__fanout_t *f, fo_set_t *s, bool pipelined,
+static int run_nccl(pinpool_ctx_t *ctx, fanout_t *f, fo_set_t *s, bool pipelined,
                     const void *src, uint64_t bytes, int ndev, const int *devices,
                     void *const *dst)
 {
@@ -403,7 +382,7 @@ static int run_nccl(pinpool_ctx_t *ctx, pinpool__fanout_t *f, fo_set_t *s, bool 
 
 #else
 
-static int run_nccl(pinpool_ctx_t *ctx, pinpool__fanout_t *f, fo_set_t *s, bool pipelined,
+static int run_nccl(pinpool_ctx_t *ctx, fanout_t *f, fo_set_t *s, bool pipelined,
                     const void *src, uint64_t bytes, int ndev, const int *devices,
                     void *const *dst)
 {
@@ -414,7 +393,7 @@ static int run_nccl(pinpool_ctx_t *ctx, pinpool__fanout_t *f, fo_set_t *s, bool 
 
 #endif
 
-static int run_method(pinpool_ctx_t *ctx, pinpool__fanout_t *f, fo_set_t *s, unsigned m,
+static int run_method(pinpool_ctx_t *ctx, fanout_t *f, fo_set_t *s, unsigned m,
                       const void *src, uint64_t bytes, int ndev, const int *devices,
                       void *const *dst)
 {
@@ -444,7 +423,7 @@ static unsigned forced_method(void)
  * methods are warmed up first (communicator, connections) so that set-up is
  * not counted.  Without NCCL only DIRECT is measured.  Lock held.
  */
-static int calibrate(pinpool_ctx_t *ctx, pinpool__fanout_t *f, fo_set_t *s, int cls,
+static int calibrate(pinpool_ctx_t *ctx, fanout_t *f, fo_set_t *s, int cls,
                      const void *src, uint64_t bytes, int ndev, const int *devices,
                      void *const *dst)
 {
@@ -485,10 +464,23 @@ static int calibrate(pinpool_ctx_t *ctx, pinpool__fanout_t *f, fo_set_t *s, int 
     return 0;
 }
 
-void pinpool__fanout_free(pinpool__fanout_t *f)
+static int fanout_make(pinpool_ctx_t *ctx, void **state)
 {
+    fanout_t *f = calloc(1, sizeof(*f));
+
     if (f == NULL)
-        return;
+        return pinpool__fail(ctx, -ENOMEM, "out of memory");
+    pthread_mutex_init(&f->lock, NULL);
+    *state = f;
+    return 0;
+}
+
+/* pinpool_close, before the context's device pools close. */
+static void fanout_destroy(pinpool_ctx_t *ctx, void *state)
+{
+    fanout_t *f = state;
+
+    (void)ctx;
 #ifdef PINPOOL_HAVE_NCCL
     for (int i = 0; i < f->nsets; i++)
         if (f->sets[i].have_comm)
@@ -509,10 +501,14 @@ void pinpool__fanout_free(pinpool__fanout_t *f)
     free(f);
 }
 
+static const pinpool__ext_t fanout_ext = {.name = "fanout", .make = fanout_make,
+                                          .destroy = fanout_destroy};
+
 int pinpool_fanout(pinpool_ctx_t *ctx, const void *host_src, uint64_t bytes, int ndev,
                    const int *devices, void *const *dst_ptrs, unsigned flags)
 {
-    pinpool__fanout_t *f;
+    fanout_t *f;
+    void *state;
     CUcontext saved = NULL;
     fo_set_t *s;
     char why[256];
@@ -524,9 +520,10 @@ int pinpool_fanout(pinpool_ctx_t *ctx, const void *host_src, uint64_t bytes, int
     rc = check_args(ctx, host_src, ndev, devices, dst_ptrs, flags);
     if (rc != 0 || bytes == 0)
         return rc;
-    f = pinpool__ctx_fanout(ctx);
-    if (f == NULL)
-        return pinpool__fail(ctx, -ENOMEM, "out of memory");
+    rc = pinpool__ext_get(ctx, &fanout_ext, &state);
+    if (rc != 0)
+        return rc;
+    f = state;
     rc = ipc_cuda_load(why, sizeof(why));
     if (rc != 0)
         return pinpool__fail(ctx, rc, why);
@@ -573,7 +570,7 @@ out:
 int pinpool_fanout_choice(pinpool_ctx_t *ctx, int ndev, const int *devices, uint64_t bytes,
                           unsigned *method, double gbps[PINPOOL_FANOUT_NMETHODS])
 {
-    pinpool__fanout_t *f;
+    fanout_t *f;
     int rc = PINPOOL_ENOENT, cls = size_class(bytes);
 
     if (ctx == NULL)
@@ -583,19 +580,19 @@ int pinpool_fanout_choice(pinpool_ctx_t *ctx, int ndev, const int *devices, uint
     for (int i = 0; i < ndev; i++)
         if (devices[i] < 0 || devices[i] >= 64)
             return pinpool__fail(ctx, PINPOOL_EINVAL, "pinpool_fanout_choice: bad device");
-    f = pinpool__ctx_fanout(ctx);
-    if (f == NULL)
-        return pinpool__fail(ctx, PINPOOL_ENOENT, "nothing measured yet");
+    f = pinpool__ext_find(ctx, &fanout_ext); /* NULL: no fan-out on ctx yet */
     uint64_t mask = set_mask(ndev, devices);
-    pthread_mutex_lock(&f->lock);
-    for (int i = 0; i < f->nsets; i++)
-        if (f->sets[i].mask == mask && f->sets[i].measured[cls]) {
-            *method = f->sets[i].choice[cls];
-            if (gbps != NULL)
-                memcpy(gbps, f->sets[i].gbps[cls], sizeof(f->sets[i].gbps[cls]));
-            rc = 0;
-        }
-    pthread_mutex_unlock(&f->lock);
+    if (f != NULL) {
+        pthread_mutex_lock(&f->lock);
+        for (int i = 0; i < f->nsets; i++)
+            if (f->sets[i].mask == mask && f->sets[i].measured[cls]) {
+                *method = f->sets[i].choice[cls];
+                if (gbps != NULL)
+                    memcpy(gbps, f->sets[i].gbps[cls], sizeof(f->sets[i].gbps[cls]));
+                rc = 0;
+            }
+        pthread_mutex_unlock(&f->lock);
+    }
     if (rc != 0)
         return pinpool__fail(ctx, rc, "nothing measured yet for that GPU set and size class");
     return 0;

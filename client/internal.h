@@ -39,19 +39,28 @@ pinpool_ctx_t *pinpool__connect_rpc_only(const char *socket_path);
  * says) and return err: for the library's other files (arena.c). */
 int pinpool__fail(const pinpool_ctx_t *ctx, int err, const char *msg);
 
-/* fanout.c's per-context state (streams, NCCL communicators, AUTO's
- * measurements): made with the context, freed by pinpool_close. */
-typedef struct pinpool__fanout pinpool__fanout_t;
-pinpool__fanout_t *pinpool__fanout_new(void);
-void pinpool__fanout_free(pinpool__fanout_t *f);
-/* ctx's fan-out state; NULL if it could not be allocated. */
-pinpool__fanout_t *pinpool__ctx_fanout(pinpool_ctx_t *ctx);
+/*
+ * Per-context state of the library's other parts (swap.c's tags, fanout.c's
+ * streams and communicators), without the core knowing them: each part
+ * describes its state with a static pinpool__ext_t and asks for it with
+ * pinpool__ext_get, which makes it on first use.  pinpool_close destroys
+ * every state made, in the reverse order of making, before anything else of
+ * the context is torn down (the mappings, the device pools, the session).
+ */
+typedef struct pinpool__ext {
+    const char *name;
+    /* Make the state; 0, or an error with its message (pinpool__fail).  Runs
+     * under the context's lock: it must not call the context. */
+    int (*make)(pinpool_ctx_t *ctx, void **state);
+    /* Tear it down; the context still works (it may call pinpool_free & co.). */
+    void (*destroy)(pinpool_ctx_t *ctx, void *state);
+} pinpool__ext_t;
+#define PINPOOL__MAX_EXT 4
+/* ext's state in ctx, made if needed: 0 and *state, or make's error. */
+int pinpool__ext_get(pinpool_ctx_t *ctx, const pinpool__ext_t *ext, void **state);
+/* ext's state in ctx if it was made, else NULL. */
+void *pinpool__ext_find(pinpool_ctx_t *ctx, const pinpool__ext_t *ext);
 
-/* swap.c's per-context state: the slot in the context that holds it, and its
- * teardown (pinpool_close calls it before anything else is torn down). */
-struct pinpool__swap;
-struct pinpool__swap **pinpool__swap_slot(pinpool_ctx_t *ctx);
-void pinpool__swap_close(pinpool_ctx_t *ctx);
 /* 1 when the daemon's host memory is pinned for CUDA (vmm, register), 0 when
  * it is plain memfd (CPU-only daemon) or ctx has no session. */
 int pinpool__ctx_cuda_host(const pinpool_ctx_t *ctx);

@@ -80,15 +80,6 @@ static int no_cuda(const pinpool_ctx_t *ctx, const char *tag)
                  "without CUDA support");
 }
 
-struct pinpool__swap {
-    int unused;
-};
-
-void pinpool__swap_close(pinpool_ctx_t *ctx)
-{
-    (void)ctx;
-}
-
 int pinpool_swap_alloc(pinpool_ctx_t *ctx, const char *tag, int32_t device, uint64_t bytes,
                        uint64_t *dptr)
 {
@@ -184,17 +175,19 @@ typedef struct tag {
     bool tracked;   /* the step in flight recorded uev */
 } tag_t;
 
-struct pinpool__swap {
+/* A context's swap state (pinpool__ext_get makes it on the first swap call). */
+typedef struct swap {
     pthread_mutex_t lock;
     tag_t *tags;
     uint32_t streams;
     uint64_t chunk;
     uint64_t gran[PINPOOL_MAX_DEVICES];
     CUstream helper[PINPOOL_MAX_DEVICES][MAX_STREAMS];
-};
+} swap_t;
 
-/* Creating the per-context state once, whichever thread comes first. */
-static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
+static int swap_make(pinpool_ctx_t *ctx, void **state);
+static void swap_destroy(pinpool_ctx_t *ctx, void *state);
+static const pinpool__ext_t swap_ext = {.name = "swap", .make = swap_make, .destroy = swap_destroy};
 
 static int cu_fail(const pinpool_ctx_t *ctx, CUresult r, const char *call, const char *what)
 {
@@ -210,11 +203,11 @@ static int cu_fail(const pinpool_ctx_t *ctx, CUresult r, const char *call, const
     } while (0)
 
 /* The context's swap state, with CUDA and a pinned host pool checked. */
-static int get_state(pinpool_ctx_t *ctx, struct pinpool__swap **out)
+static int get_state(pinpool_ctx_t *ctx, swap_t **out)
 {
-    struct pinpool__swap **slot = pinpool__swap_slot(ctx);
+    void *state = NULL;
     char why[256];
-    int rc = 0;
+    int rc;
 
     if (ipc_cuda_load(why, sizeof(why)) != 0)
         return sfail(ctx, PINPOOL_ECUDA, "the swap API needs CUDA in this process: %s", why);
@@ -222,30 +215,31 @@ static int get_state(pinpool_ctx_t *ctx, struct pinpool__swap **out)
         return sfail(ctx, PINPOOL_ECUDA,
                      "the daemon's host memory is not pinned for CUDA (it runs CPU-only, memfd "
                      "backend): start `pinpool serve` with --host-backend vmm for the swap API");
-    pthread_mutex_lock(&init_lock);
-    if (*slot == NULL) {
-        struct pinpool__swap *sw = calloc(1, sizeof(*sw));
-        const char *e;
-        if (sw == NULL) {
-            rc = sfail(ctx, -ENOMEM, "out of memory");
-        } else {
-            pthread_mutex_init(&sw->lock, NULL);
-            sw->streams = 1;
-            e = getenv("PINPOOL_SWAP_STREAMS");
-            if (e != NULL && atoi(e) >= 1 && atoi(e) <= MAX_STREAMS)
-                sw->streams = (uint32_t)atoi(e);
-            e = getenv("PINPOOL_SWAP_CHUNK");
-            if (e != NULL)
-                pinpool_parse_size(e, &sw->chunk);
-            *slot = sw;
-        }
-    }
-    *out = *slot;
-    pthread_mutex_unlock(&init_lock);
+    rc = pinpool__ext_get(ctx, &swap_ext, &state);
+    *out = state;
     return rc;
 }
 
-static tag_t *find_tag(struct pinpool__swap *sw, const char *name)
+static int swap_make(pinpool_ctx_t *ctx, void **state)
+{
+    swap_t *sw = calloc(1, sizeof(*sw));
+    const char *e;
+
+    if (sw == NULL)
+        return sfail(ctx, -ENOMEM, "out of memory");
+    pthread_mutex_init(&sw->lock, NULL);
+    sw->streams = 1;
+    e = getenv("PINPOOL_SWAP_STREAMS");
+    if (e != NULL && atoi(e) >= 1 && atoi(e) <= MAX_STREAMS)
+        sw->streams = (uint32_t)atoi(e);
+    e = getenv("PINPOOL_SWAP_CHUNK");
+    if (e != NULL)
+        pinpool_parse_size(e, &sw->chunk);
+    *state = sw;
+    return 0;
+}
+
+static tag_t *find_tag(swap_t *sw, const char *name)
 {
     for (tag_t *t = sw->tags; t != NULL; t = t->next)
         if (strcmp(t->name, name) == 0)
@@ -484,7 +478,7 @@ static int finish(pinpool_ctx_t *ctx, tag_t *t)
  * allocation just before its copy, so that the GPU copies the first buffers
  * while the CPU maps the next ones.  On failure waits for what was enqueued
  * (and unmaps everything again when mapping). */
-static int enqueue(pinpool_ctx_t *ctx, struct pinpool__swap *sw, tag_t *t, CUstream st, bool d2h,
+static int enqueue(pinpool_ctx_t *ctx, swap_t *sw, tag_t *t, CUstream st, bool d2h,
                    bool map, bool track)
 {
     uint32_t ns = sw->streams, k = 0;
@@ -572,10 +566,10 @@ static int enqueue(pinpool_ctx_t *ctx, struct pinpool__swap *sw, tag_t *t, CUstr
 /* ---- the calls ----------------------------------------------------------------------- */
 
 /* Common start of a call: arguments, state, lock, device.  On 0 the lock is held. */
-static int begin(pinpool_ctx_t *ctx, const char *name, struct pinpool__swap **swp, tag_t **tp,
+static int begin(pinpool_ctx_t *ctx, const char *name, swap_t **swp, tag_t **tp,
                  bool must_exist)
 {
-    struct pinpool__swap *sw;
+    swap_t *sw;
     tag_t *t;
     int rc;
 
@@ -601,7 +595,7 @@ static int begin(pinpool_ctx_t *ctx, const char *name, struct pinpool__swap **sw
 }
 
 /* The tag to add a buffer to (made if new); lock held. */
-static int tag_for_add(pinpool_ctx_t *ctx, struct pinpool__swap *sw, tag_t **tp, const char *name,
+static int tag_for_add(pinpool_ctx_t *ctx, swap_t *sw, tag_t **tp, const char *name,
                        int32_t device, uint64_t bytes)
 {
     tag_t *t = *tp;
@@ -650,7 +644,7 @@ static int add_unit(pinpool_ctx_t *ctx, tag_t *t, CUdeviceptr dptr, uint64_t byt
 int pinpool_swap_alloc(pinpool_ctx_t *ctx, const char *tag, int32_t device, uint64_t bytes,
                        uint64_t *dptr)
 {
-    struct pinpool__swap *sw;
+    swap_t *sw;
     tag_t *t;
     int rc;
 
@@ -726,7 +720,7 @@ out:
 int pinpool_swap_register(pinpool_ctx_t *ctx, const char *tag, int32_t device, uint64_t dptr,
                           uint64_t bytes)
 {
-    struct pinpool__swap *sw;
+    swap_t *sw;
     uint32_t idx;
     tag_t *t;
     int rc;
@@ -752,7 +746,7 @@ out:
 
 int pinpool_swap_pause(pinpool_ctx_t *ctx, const char *tag, void *stream, uint32_t flags)
 {
-    struct pinpool__swap *sw;
+    swap_t *sw;
     tag_t *t;
     int rc;
 
@@ -786,7 +780,7 @@ out:
 
 int pinpool_swap_resume(pinpool_ctx_t *ctx, const char *tag, void *stream, uint32_t flags)
 {
-    struct pinpool__swap *sw;
+    swap_t *sw;
     tag_t *t;
     int rc;
 
@@ -821,7 +815,7 @@ out:
 
 int pinpool_swap_wait(pinpool_ctx_t *ctx, const char *tag)
 {
-    struct pinpool__swap *sw;
+    swap_t *sw;
     tag_t *t;
     int rc;
 
@@ -854,7 +848,7 @@ static void free_tag(tag_t *t)
 
 int pinpool_swap_drop(pinpool_ctx_t *ctx, const char *tag, uint32_t flags)
 {
-    struct pinpool__swap *sw;
+    swap_t *sw;
     tag_t *t, **pp;
     int rc;
 
@@ -883,7 +877,7 @@ out:
 
 int pinpool_swap_info(pinpool_ctx_t *ctx, const char *tag, pinpool_swap_info_t *out)
 {
-    struct pinpool__swap *sw;
+    swap_t *sw;
     tag_t *t;
     int rc;
 
@@ -910,7 +904,7 @@ out:
 
 int pinpool_swap_config(pinpool_ctx_t *ctx, uint32_t streams, uint64_t chunk_bytes)
 {
-    struct pinpool__swap *sw;
+    swap_t *sw;
     int rc;
 
     rc = check_tag(ctx, "config");
@@ -931,12 +925,11 @@ int pinpool_swap_config(pinpool_ctx_t *ctx, uint32_t streams, uint64_t chunk_byt
     return 0;
 }
 
-void pinpool__swap_close(pinpool_ctx_t *ctx)
+/* pinpool_close: the tags' device memory goes; their host copies stay kept. */
+static void swap_destroy(pinpool_ctx_t *ctx, void *state)
 {
-    struct pinpool__swap *sw = *pinpool__swap_slot(ctx);
+    swap_t *sw = state;
 
-    if (sw == NULL)
-        return;
     pthread_mutex_lock(&sw->lock);
     while (sw->tags != NULL) {
         tag_t *t = sw->tags;
@@ -955,7 +948,6 @@ void pinpool__swap_close(pinpool_ctx_t *ctx)
     pthread_mutex_unlock(&sw->lock);
     pthread_mutex_destroy(&sw->lock);
     free(sw);
-    *pinpool__swap_slot(ctx) = NULL;
 }
 
 #endif

@@ -104,21 +104,31 @@ struct pinpool_ctx {
 static __thread char tls_msg[MSG_LEN];
 static __thread const pinpool_ctx_t *tls_ctx;
 
-__attribute__((format(printf, 3, 4))) static int fail(const pinpool_ctx_t *ctx, int err,
-                                                      const char *fmt, ...)
+int pinpool__fail(const pinpool_ctx_t *ctx, int err, const char *fmt, ...)
 {
+    char msg[MSG_LEN]; /* an argument may be tls_msg itself (pinpool_errmsg) */
     va_list ap;
 
     va_start(ap, fmt);
-    vsnprintf(tls_msg, sizeof(tls_msg), fmt, ap);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    memcpy(tls_msg, msg, sizeof(tls_msg));
     tls_ctx = ctx;
     return err;
 }
 
-int pinpool__fail(const pinpool_ctx_t *ctx, int err, const char *msg)
+/* Why connecting failed: ctx->err and the message pinpool_errmsg gives on
+ * every thread (a context that could not connect keeps its reason). */
+__attribute__((format(printf, 3, 4))) static int connect_fail(pinpool_ctx_t *ctx, int err,
+                                                              const char *fmt, ...)
 {
-    return fail(ctx, err, "%s", msg);
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(ctx->errmsg, sizeof(ctx->errmsg), fmt, ap);
+    va_end(ap);
+    ctx->err = err;
+    return err;
 }
 
 int pinpool_err(const pinpool_ctx_t *ctx)
@@ -150,7 +160,8 @@ int pinpool__ext_get(pinpool_ctx_t *ctx, const pinpool__ext_t *ext, void **state
     if (i == ctx->next) {
         void *made = NULL;
         if (i == PINPOOL__MAX_EXT)
-            rc = fail(ctx, PINPOOL_EINTERNAL, "%s: no room for its state in the context", ext->name);
+            rc = pinpool__fail(ctx, PINPOOL_EINTERNAL,
+                               "%s: no room for its state in the context", ext->name);
         else
             rc = ext->make(ctx, &made);
         if (rc == 0) {
@@ -210,70 +221,51 @@ static int resolve_path(const char *socket_path, char *buf, size_t len)
     return 0;
 }
 
-/* Open the fd socket and read the daemon's HELLO.  Sets ctx->err on failure. */
-static void open_session(pinpool_ctx_t *ctx, const char *path)
+/* Open the fd socket and read the daemon's HELLO.  0, or the error (connect_fail). */
+static int open_session(pinpool_ctx_t *ctx, const char *path)
 {
-    char fdpath[128];
+    char fdpath[128], why[256];
     ipc_hello_t hello;
     size_t nfds = 0;
     ssize_t n;
-    int fd;
+    int fd, rc = 0;
 
-    if (ipc_fd_socket_path(path, fdpath, sizeof(fdpath)) != 0) {
-        ctx->err = -ENAMETOOLONG;
-        snprintf(ctx->errmsg, sizeof(ctx->errmsg), "socket path too long: %s", path);
-        return;
-    }
+    if (ipc_fd_socket_path(path, fdpath, sizeof(fdpath)) != 0)
+        return connect_fail(ctx, -ENAMETOOLONG, "socket path too long: %s", path);
     fd = ipc_connect_seqpacket(fdpath);
-    if (fd < 0) {
-        ctx->err = PINPOOL_ECONNECT;
-        snprintf(ctx->errmsg, sizeof(ctx->errmsg),
-                 "cannot connect to the pinpool daemon at %s: %s (is `pinpool serve` running? "
-                 "set PINPOOL_SOCKET or pass its --socket path)",
-                 fdpath, strerror(-fd));
-        return;
-    }
+    if (fd < 0)
+        return connect_fail(ctx, PINPOOL_ECONNECT,
+                            "cannot connect to the pinpool daemon at %s: %s (is `pinpool serve` "
+                            "running? set PINPOOL_SOCKET or pass its --socket path)",
+                            fdpath, strerror(-fd));
     struct timeval tv = {.tv_sec = HELLO_TIMEOUT_S};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     n = ipc_recv_msg(fd, &hello, sizeof(hello), NULL, 0, &nfds);
-    if (n > 0 && ipc_msg_check(&hello, (size_t)n) == IPC_MSG_HELLO && hello.status != 0) {
-        ctx->err = hello.status;
-        snprintf(ctx->errmsg, sizeof(ctx->errmsg), "the pinpool daemon refused this process: %s",
-                 hello.reason);
+    if (n > 0 && ipc_msg_check(&hello, (size_t)n) == IPC_MSG_HELLO && hello.status != 0)
+        rc = connect_fail(ctx, hello.status, "the pinpool daemon refused this process: %s",
+                          hello.reason);
+    else if (n <= 0 || ipc_msg_check(&hello, (size_t)n) != IPC_MSG_HELLO)
+        rc = connect_fail(ctx, PINPOOL_EPROTO, "%s did not greet us as a pinpool daemon does (%s)",
+                          fdpath, n < 0    ? strerror((int)-n)
+                                  : n == 0 ? "it closed the connection"
+                                           : "bad message");
+    else if ((ctx->host = ipc_host_backend(hello.backend)) == NULL)
+        rc = connect_fail(ctx, PINPOOL_EPROTO,
+                          "the daemon's host backend '%s' is not supported by this libpinpool %s",
+                          hello.backend, PINPOOL_VERSION_STRING);
+    else if (ctx->host->cuda && ipc_cuda_load(why, sizeof(why)) != 0)
+        rc = connect_fail(ctx, PINPOOL_ECUDA,
+                          "the daemon's host memory is CUDA memory (%s) but this process cannot "
+                          "use CUDA: %s", hello.backend, why);
+    if (rc != 0) {
         close(fd);
-        return;
-    }
-    if (n <= 0 || ipc_msg_check(&hello, (size_t)n) != IPC_MSG_HELLO) {
-        ctx->err = PINPOOL_EPROTO;
-        snprintf(ctx->errmsg, sizeof(ctx->errmsg), "%s did not greet us as a pinpool daemon does (%s)",
-                 fdpath, n < 0 ? strerror((int)-n) : n == 0 ? "it closed the connection" : "bad message");
-        close(fd);
-        return;
-    }
-    ctx->host = ipc_host_backend(hello.backend);
-    if (ctx->host == NULL) {
-        ctx->err = PINPOOL_EPROTO;
-        snprintf(ctx->errmsg, sizeof(ctx->errmsg),
-                 "the daemon's host backend '%s' is not supported by this libpinpool %s",
-                 hello.backend, PINPOOL_VERSION_STRING);
-        close(fd);
-        return;
-    }
-    if (ctx->host->cuda) {
-        char why[256];
-        if (ipc_cuda_load(why, sizeof(why)) != 0) {
-            ctx->err = PINPOOL_ECUDA;
-            snprintf(ctx->errmsg, sizeof(ctx->errmsg),
-                     "the daemon's host memory is CUDA memory (%s) but this process cannot use "
-                     "CUDA: %s", hello.backend, why);
-            close(fd);
-            return;
-        }
+        return rc;
     }
     ctx->fd = fd;
     ctx->chunk_size = hello.chunk_size;
     snprintf(ctx->client_id, sizeof(ctx->client_id), "%s", hello.client_id);
     snprintf(ctx->token, sizeof(ctx->token), "%s", hello.token);
+    return 0;
 }
 
 static pinpool_ctx_t *connect_ctx(const char *socket_path, bool session)
@@ -286,23 +278,16 @@ static pinpool_ctx_t *connect_ctx(const char *socket_path, bool session)
         return NULL;
     rc = resolve_path(socket_path, path, sizeof(path));
     if (rc != 0) {
-        ctx->err = rc;
-        snprintf(ctx->errmsg, sizeof(ctx->errmsg), "socket path too long");
+        connect_fail(ctx, rc, "socket path too long");
         return ctx;
     }
-    if (session) {
-        open_session(ctx, path);
-        if (ctx->err != 0)
-            return ctx;
-    }
+    if (session && open_session(ctx, path) != 0)
+        return ctx;
     rc = pinpool__rpc_open(&ctx->rpc, path);
-    if (rc == 0)
+    if (rc != 0)
+        connect_fail(ctx, rc, "cannot open a gRPC channel: %s", pinpool_strerror(rc));
+    else
         pinpool__rpc_set_token(ctx->rpc, ctx->token);
-    if (rc != 0) {
-        ctx->err = rc;
-        snprintf(ctx->errmsg, sizeof(ctx->errmsg), "cannot open a gRPC channel: %s",
-                 pinpool_strerror(rc));
-    }
     return ctx;
 }
 
@@ -381,7 +366,8 @@ static int fetch_fds(pinpool_ctx_t *ctx, uint64_t id, uint32_t first, uint32_t n
         req.count = count;
         rc = ipc_send_msg(ctx->fd, &req, sizeof(req), NULL, 0);
         if (rc != 0) {
-            rc = fail(ctx, PINPOOL_ECONNECT, "lost the fd socket to the daemon: %s", strerror(-rc));
+            rc = pinpool__fail(ctx, PINPOOL_ECONNECT,
+                               "lost the fd socket to the daemon: %s", strerror(-rc));
             break;
         }
         len = ipc_recv_msg(ctx->fd, &resp, sizeof(resp), fds + got, count, &nfds);
@@ -390,18 +376,19 @@ static int fetch_fds(pinpool_ctx_t *ctx, uint64_t id, uint32_t first, uint32_t n
             for (size_t i = 0; i < nfds; i++)
                 close(fds[got + i]);
             if (len == 0 || len == -ECONNRESET || len == -EPIPE)
-                rc = fail(ctx, PINPOOL_ECONNECT, "the daemon closed the fd socket (it stopped?)");
+                rc = pinpool__fail(ctx, PINPOOL_ECONNECT,
+                                   "the daemon closed the fd socket (it stopped?)");
             else
-                rc = fail(ctx, PINPOOL_EPROTO, "bad answer on the fd socket (%s)",
-                          len < 0 ? strerror((int)-len) : "malformed");
+                rc = pinpool__fail(ctx, PINPOOL_EPROTO, "bad answer on the fd socket (%s)",
+                                   len < 0 ? strerror((int)-len) : "malformed");
             break;
         }
         if (resp.status != 0 || nfds != count || resp.count != count) {
             for (size_t i = 0; i < nfds; i++)
                 close(fds[got + i]);
-            rc = fail(ctx, resp.status != 0 ? resp.status : PINPOOL_EPROTO,
-                      "the daemon refused the chunks of slice %" PRIu64 ": %s", id,
-                      pinpool_strerror(resp.status != 0 ? resp.status : PINPOOL_EPROTO));
+            rc = pinpool__fail(ctx, resp.status != 0 ? resp.status : PINPOOL_EPROTO,
+                               "the daemon refused the chunks of slice %" PRIu64 ": %s", id,
+                               pinpool_strerror(resp.status != 0 ? resp.status : PINPOOL_EPROTO));
             break;
         }
         got += count;
@@ -426,8 +413,9 @@ static int get_run(pinpool_ctx_t *ctx, uint64_t id, uint32_t first, uint32_t n, 
         if ((m->access & access) != access) { /* mapped GPU-only; now the CPU too */
             rc = ctx->host->access(m->addr, (uint64_t)n * ctx->chunk_size, m->access | access);
             if (rc != 0)
-                return fail(ctx, rc, "cannot widen the access to slice %" PRIu64 ": %s", id,
-                            pinpool_strerror(rc));
+                return pinpool__fail(ctx, rc,
+                                     "cannot widen the access to slice %" PRIu64 ": %s", id,
+                                     pinpool_strerror(rc));
             m->access |= access;
         }
         *out = m;
@@ -436,7 +424,7 @@ static int get_run(pinpool_ctx_t *ctx, uint64_t id, uint32_t first, uint32_t n, 
     m = calloc(1, sizeof(*m));
     fds = calloc(n, sizeof(*fds));
     if (m == NULL || fds == NULL) {
-        rc = fail(ctx, -ENOMEM, "out of memory");
+        rc = pinpool__fail(ctx, -ENOMEM, "out of memory");
         goto fail;
     }
     m->first = first;
@@ -448,8 +436,8 @@ static int get_run(pinpool_ctx_t *ctx, uint64_t id, uint32_t first, uint32_t n, 
     if (rc != 0) {
         for (uint32_t i = 0; i < n; i++)
             close(fds[i]);
-        rc = fail(ctx, rc, "cannot reserve address space for %" PRIu32 " chunks: %s", n,
-                  pinpool_strerror(rc));
+        rc = pinpool__fail(ctx, rc, "cannot reserve address space for %" PRIu32 " chunks: %s", n,
+                           pinpool_strerror(rc));
         goto fail;
     }
     /* Backends without an access() op map with every access at once. */
@@ -457,8 +445,8 @@ static int get_run(pinpool_ctx_t *ctx, uint64_t id, uint32_t first, uint32_t n, 
     rc = ctx->host->map(m->addr, ctx->chunk_size, fds, n, access);
     if (rc != 0) {
         ctx->host->release(m->addr, (uint64_t)n * ctx->chunk_size);
-        rc = fail(ctx, rc, "cannot map the chunks of slice %" PRIu64 ": %s", id,
-                  pinpool_strerror(rc));
+        rc = pinpool__fail(ctx, rc, "cannot map the chunks of slice %" PRIu64 ": %s", id,
+                           pinpool_strerror(rc));
         goto fail;
     }
     free(fds);
@@ -479,9 +467,9 @@ static int check_ctx(const pinpool_ctx_t *ctx, bool need_session)
     if (ctx == NULL)
         return -EINVAL;
     if (ctx->err != 0)
-        return fail(ctx, PINPOOL_ECLOSED, "not connected: %s", ctx->errmsg);
+        return pinpool__fail(ctx, PINPOOL_ECLOSED, "not connected: %s", ctx->errmsg);
     if (need_session && ctx->fd < 0)
-        return fail(ctx, PINPOOL_ECLOSED, "this context has no fd-socket session");
+        return pinpool__fail(ctx, PINPOOL_ECLOSED, "this context has no fd-socket session");
     return 0;
 }
 
@@ -498,7 +486,7 @@ static int rpc_free(pinpool_ctx_t *ctx, uint64_t id, uint64_t *freed, uint32_t *
                            &pinpool__v1__free_pool_memory_response__descriptor,
                            (ProtobufCMessage **)&resp, NULL, msg, sizeof(msg));
     if (rc != 0)
-        return fail(ctx, rc, "%s", msg);
+        return pinpool__fail(ctx, rc, "%s", msg);
     if (freed != NULL)
         *freed = resp->freed_bytes;
     if (nfreed != NULL)
@@ -516,7 +504,8 @@ static int device_base(pinpool_ctx_t *ctx, int32_t device, const ProtobufCBinary
     int rc = 0;
 
     if (handle->len != IPC_HANDLE_BYTES)
-        return fail(ctx, PINPOOL_EPROTO, "the daemon sent a %zu-byte CUDA IPC handle", handle->len);
+        return pinpool__fail(ctx, PINPOOL_EPROTO,
+                             "the daemon sent a %zu-byte CUDA IPC handle", handle->len);
     pthread_mutex_lock(&ctx->lock);
     for (int i = 0; i < PINPOOL_MAX_DEVICES; i++) {
         dev_pool_t *d = &ctx->devs[i];
@@ -528,12 +517,12 @@ static int device_base(pinpool_ctx_t *ctx, int32_t device, const ProtobufCBinary
             free_slot = d;
     }
     if (free_slot == NULL) {
-        rc = fail(ctx, PINPOOL_ENODEV, "too many device pools open");
+        rc = pinpool__fail(ctx, PINPOOL_ENODEV, "too many device pools open");
         goto out;
     }
     rc = ipc_devmem_open(device, handle->data, base, why, sizeof(why));
     if (rc != 0) {
-        rc = fail(ctx, rc, "%s", why);
+        rc = pinpool__fail(ctx, rc, "%s", why);
         goto out;
     }
     free_slot->open = true;
@@ -562,21 +551,23 @@ static int take_slice(pinpool_ctx_t *ctx, const Pinpool__V1__AllocatePoolMemoryR
             return rc;
         ptr = (void *)(uintptr_t)(base + resp->start_offset);
     } else if (resp->n_chunks == 0 || resp->chunk_size != ctx->chunk_size) {
-        return fail(ctx, PINPOOL_EPROTO, "the daemon's reply for slice %" PRIu64 " has no chunks",
-                    resp->slice_id);
+        return pinpool__fail(ctx, PINPOOL_EPROTO,
+                             "the daemon's reply for slice %" PRIu64 " has no chunks",
+                             resp->slice_id);
     } else {
         ptr = NULL; /* below, under the lock */
     }
     rec = calloc(1, sizeof(*rec));
     if (rec == NULL)
-        return fail(ctx, -ENOMEM, "out of memory");
+        return pinpool__fail(ctx, -ENOMEM, "out of memory");
     rec->id = resp->slice_id;
     pthread_mutex_lock(&ctx->lock);
     if (RB_FIND(slice_tree, &ctx->slices, rec) != NULL) {
         pthread_mutex_unlock(&ctx->lock);
         free(rec);
-        return fail(ctx, PINPOOL_EEXIST, "slice %" PRIu64 " is already mapped in this process",
-                    resp->slice_id);
+        return pinpool__fail(ctx, PINPOOL_EEXIST,
+                             "slice %" PRIu64 " is already mapped in this process",
+                             resp->slice_id);
     }
     rc = 0;
     if (resp->device_id < 0) {
@@ -614,7 +605,7 @@ static int slice_call(pinpool_ctx_t *ctx, const char *method, const ProtobufCMes
                                &pinpool__v1__allocate_pool_memory_response__descriptor,
                                (ProtobufCMessage **)resp, NULL, msg, sizeof(msg));
 
-    return rc != 0 ? fail(ctx, rc, "%s", msg) : 0;
+    return rc != 0 ? pinpool__fail(ctx, rc, "%s", msg) : 0;
 }
 
 int pinpool_alloc(pinpool_ctx_t *ctx, uint64_t size, const pinpool_alloc_opts_t *opts,
@@ -629,7 +620,7 @@ int pinpool_alloc(pinpool_ctx_t *ctx, uint64_t size, const pinpool_alloc_opts_t 
     if (rc != 0)
         return rc;
     if (out == NULL)
-        return fail(ctx, PINPOOL_EINVAL, "out must not be NULL");
+        return pinpool__fail(ctx, PINPOOL_EINVAL, "out must not be NULL");
     req.client_id = ctx->client_id;
     req.device_id = opts != NULL ? opts->device_id : PINPOOL_HOST;
     req.size_bytes = size;
@@ -645,7 +636,7 @@ int pinpool_alloc(pinpool_ctx_t *ctx, uint64_t size, const pinpool_alloc_opts_t 
          * failure's message. */
         memcpy(msg, tls_msg, sizeof(msg));
         rpc_free(ctx, resp->slice_id, NULL, NULL);
-        fail(ctx, rc, "%s", msg);
+        pinpool__fail(ctx, rc, "%s", msg);
     }
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     return rc;
@@ -661,7 +652,7 @@ int pinpool_attach(pinpool_ctx_t *ctx, const char *tag, uint32_t flags, pinpool_
     if (rc != 0)
         return rc;
     if (tag == NULL || out == NULL)
-        return fail(ctx, PINPOOL_EINVAL, "tag and out must not be NULL");
+        return pinpool__fail(ctx, PINPOOL_EINVAL, "tag and out must not be NULL");
     req.client_id = ctx->client_id;
     req.tag = (char *)tag;
     rc = slice_call(ctx, METHOD("AttachPoolMemory"), &req.base, &resp);
@@ -682,7 +673,7 @@ int pinpool_acquire(pinpool_ctx_t *ctx, const char *key, uint32_t flags, pinpool
     if (rc != 0)
         return rc;
     if (key == NULL || out == NULL)
-        return fail(ctx, PINPOOL_EINVAL, "key and out must not be NULL");
+        return pinpool__fail(ctx, PINPOOL_EINVAL, "key and out must not be NULL");
     req.client_id = ctx->client_id;
     req.key = (char *)key;
     rc = slice_call(ctx, METHOD("AcquirePoolMemory"), &req.base, &resp);
@@ -727,7 +718,8 @@ int pinpool_free(pinpool_ctx_t *ctx, uint64_t slice_id, uint64_t *freed_bytes)
     rec = RB_FIND(slice_tree, &ctx->slices, &key);
     pthread_mutex_unlock(&ctx->lock);
     if (rec == NULL)
-        return fail(ctx, PINPOOL_ENOENT, "slice %" PRIu64 " is not one of this context's", slice_id);
+        return pinpool__fail(ctx, PINPOOL_ENOENT,
+                             "slice %" PRIu64 " is not one of this context's", slice_id);
     rc = rpc_free(ctx, slice_id, freed_bytes, NULL);
     if (rc != 0 && rc != PINPOOL_ENOENT)
         return rc; /* the daemon still counts it: keep the mapping */
@@ -751,12 +743,13 @@ int pinpool_release(pinpool_ctx_t *ctx, uint64_t slice_id, const char *key, uint
     if (rc != 0)
         return rc;
     if (key == NULL)
-        return fail(ctx, PINPOOL_EINVAL, "key must not be NULL");
+        return pinpool__fail(ctx, PINPOOL_EINVAL, "key must not be NULL");
     pthread_mutex_lock(&ctx->lock);
     rec = RB_FIND(slice_tree, &ctx->slices, &k);
     pthread_mutex_unlock(&ctx->lock);
     if (rec == NULL)
-        return fail(ctx, PINPOOL_ENOENT, "slice %" PRIu64 " is not one of this context's", slice_id);
+        return pinpool__fail(ctx, PINPOOL_ENOENT,
+                             "slice %" PRIu64 " is not one of this context's", slice_id);
     req.client_id = ctx->client_id;
     req.slice_id = slice_id;
     req.key = (char *)key;
@@ -765,7 +758,7 @@ int pinpool_release(pinpool_ctx_t *ctx, uint64_t slice_id, const char *key, uint
                            &pinpool__v1__release_pool_memory_response__descriptor, &resp, NULL,
                            msg, sizeof(msg));
     if (rc != 0)
-        return fail(ctx, rc, "%s", msg);
+        return pinpool__fail(ctx, rc, "%s", msg);
     protobuf_c_message_free_unpacked(resp, NULL);
     pthread_mutex_lock(&ctx->lock);
     rec = RB_FIND(slice_tree, &ctx->slices, &k);
@@ -787,7 +780,7 @@ int pinpool_put(pinpool_ctx_t *ctx, const char *key, const void *data, uint64_t 
     if (rc != 0)
         return rc;
     if (key == NULL || (data == NULL && len > 0))
-        return fail(ctx, PINPOOL_EINVAL, "key and data must not be NULL");
+        return pinpool__fail(ctx, PINPOOL_EINVAL, "key and data must not be NULL");
     req.key = (char *)key;
     req.data.data = (uint8_t *)data;
     req.data.len = len;
@@ -795,7 +788,7 @@ int pinpool_put(pinpool_ctx_t *ctx, const char *key, const void *data, uint64_t 
     rc = pinpool__rpc_call(ctx->rpc, METHOD("Put"), &req.base, &pinpool__v1__put_response__descriptor,
                            &resp, NULL, msg, sizeof(msg));
     if (rc != 0)
-        return fail(ctx, rc, "%s", msg);
+        return pinpool__fail(ctx, rc, "%s", msg);
     protobuf_c_message_free_unpacked(resp, NULL);
     return 0;
 }
@@ -811,17 +804,18 @@ int pinpool_get(pinpool_ctx_t *ctx, const char *key, void *buf, uint64_t len, ui
     if (rc != 0)
         return rc;
     if (key == NULL || (buf == NULL && len > 0))
-        return fail(ctx, PINPOOL_EINVAL, "key and buf must not be NULL");
+        return pinpool__fail(ctx, PINPOOL_EINVAL, "key and buf must not be NULL");
     req.key = (char *)key;
     rc = pinpool__rpc_call(ctx->rpc, METHOD("Get"), &req.base, &pinpool__v1__get_response__descriptor,
                            (ProtobufCMessage **)&resp, NULL, msg, sizeof(msg));
     if (rc != 0)
-        return fail(ctx, rc, "%s", msg);
+        return pinpool__fail(ctx, rc, "%s", msg);
     if (got != NULL)
         *got = resp->data.len;
     if (resp->data.len > len)
-        rc = fail(ctx, -ENOBUFS, "the object is %zu bytes; the buffer %" PRIu64, resp->data.len,
-                  len);
+        rc = pinpool__fail(ctx, -ENOBUFS,
+                           "the object is %zu bytes; the buffer %" PRIu64, resp->data.len,
+                           len);
     else if (resp->data.len > 0)
         memcpy(buf, resp->data.data, resp->data.len);
     protobuf_c_message_free_unpacked(&resp->base, NULL);
@@ -839,13 +833,13 @@ int pinpool_exists(pinpool_ctx_t *ctx, const char *key)
     if (rc != 0)
         return rc;
     if (key == NULL)
-        return fail(ctx, PINPOOL_EINVAL, "key must not be NULL");
+        return pinpool__fail(ctx, PINPOOL_EINVAL, "key must not be NULL");
     req.key = (char *)key;
     rc = pinpool__rpc_call(ctx->rpc, METHOD("Exists"), &req.base,
                            &pinpool__v1__exists_response__descriptor, (ProtobufCMessage **)&resp,
                            NULL, msg, sizeof(msg));
     if (rc != 0)
-        return fail(ctx, rc, "%s", msg);
+        return pinpool__fail(ctx, rc, "%s", msg);
     rc = resp->exists ? 1 : 0;
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     return rc;
@@ -862,13 +856,13 @@ int pinpool_remove(pinpool_ctx_t *ctx, const char *key)
     if (rc != 0)
         return rc;
     if (key == NULL)
-        return fail(ctx, PINPOOL_EINVAL, "key must not be NULL");
+        return pinpool__fail(ctx, PINPOOL_EINVAL, "key must not be NULL");
     req.key = (char *)key;
     rc = pinpool__rpc_call(ctx->rpc, METHOD("Remove"), &req.base,
                            &pinpool__v1__remove_response__descriptor, &resp, NULL, msg,
                            sizeof(msg));
     if (rc != 0)
-        return fail(ctx, rc, "%s", msg);
+        return pinpool__fail(ctx, rc, "%s", msg);
     protobuf_c_message_free_unpacked(resp, NULL);
     return 0;
 }
@@ -887,7 +881,8 @@ int pinpool_detach(pinpool_ctx_t *ctx, uint64_t slice_id)
         drop_slice(ctx, rec);
     pthread_mutex_unlock(&ctx->lock);
     if (rec == NULL)
-        return fail(ctx, PINPOOL_ENOENT, "slice %" PRIu64 " is not mapped in this process", slice_id);
+        return pinpool__fail(ctx, PINPOOL_ENOENT,
+                             "slice %" PRIu64 " is not mapped in this process", slice_id);
     return 0;
 }
 
@@ -923,7 +918,7 @@ int pinpool_ping(pinpool_ctx_t *ctx)
                            &pinpool__v1__ping_response__descriptor, &resp, NULL, msg,
                            sizeof(msg));
     if (rc != 0)
-        return fail(ctx, rc, "%s", msg);
+        return pinpool__fail(ctx, rc, "%s", msg);
     protobuf_c_message_free_unpacked(resp, NULL);
     return 0;
 }
@@ -942,13 +937,13 @@ int pinpool_pool_info(pinpool_ctx_t *ctx, pinpool_pool_info_t *out)
                            &pinpool__v1__get_pool_info_response__descriptor,
                            (ProtobufCMessage **)&r, NULL, msg, sizeof(msg));
     if (rc != 0)
-        return fail(ctx, rc, "%s", msg);
+        return pinpool__fail(ctx, rc, "%s", msg);
     memset(out, 0, sizeof(*out));
     if (r->n_clients > 0) {
         out->usage = calloc(r->n_clients, sizeof(*out->usage));
         if (out->usage == NULL) {
             protobuf_c_message_free_unpacked(&r->base, NULL);
-            return fail(ctx, -ENOMEM, "out of memory");
+            return pinpool__fail(ctx, -ENOMEM, "out of memory");
         }
     }
     out->capacity_bytes = r->capacity_bytes;

@@ -104,20 +104,15 @@ static int check_args(pinpool_ctx_t *ctx, const void *host_src, int ndev, const 
     if (flags >= PINPOOL_FANOUT_NMETHODS)
         return pinpool__fail(ctx, PINPOOL_EINVAL, "pinpool_fanout: unknown flags");
     for (int i = 0; i < ndev; i++) {
-        char msg[128];
-        if (devices[i] < 0 || devices[i] >= 64) {
-            snprintf(msg, sizeof(msg), "pinpool_fanout: device %d is not a GPU ordinal", devices[i]);
-            return pinpool__fail(ctx, PINPOOL_EINVAL, msg);
-        }
-        if (dst_ptrs[i] == NULL) {
-            snprintf(msg, sizeof(msg), "pinpool_fanout: dst_ptrs[%d] is NULL", i);
-            return pinpool__fail(ctx, PINPOOL_EINVAL, msg);
-        }
+        if (devices[i] < 0 || devices[i] >= 64)
+            return pinpool__fail(ctx, PINPOOL_EINVAL,
+                                 "pinpool_fanout: device %d is not a GPU ordinal", devices[i]);
+        if (dst_ptrs[i] == NULL)
+            return pinpool__fail(ctx, PINPOOL_EINVAL, "pinpool_fanout: dst_ptrs[%d] is NULL", i);
         for (int k = 0; k < i; k++)
-            if (devices[k] == devices[i]) {
-                snprintf(msg, sizeof(msg), "pinpool_fanout: GPU %d is listed twice", devices[i]);
-                return pinpool__fail(ctx, PINPOOL_EINVAL, msg);
-            }
+            if (devices[k] == devices[i])
+                return pinpool__fail(ctx, PINPOOL_EINVAL, "pinpool_fanout: GPU %d is listed twice",
+                                     devices[i]);
     }
     return 0;
 }
@@ -136,7 +131,7 @@ int pinpool_fanout(pinpool_ctx_t *ctx, const void *host_src, uint64_t bytes, int
     if (rc != 0 || bytes == 0)
         return rc;
     rc = ipc_cuda_load(why, sizeof(why));
-    return pinpool__fail(ctx, rc, why);
+    return pinpool__fail(ctx, rc, "%s", why);
 }
 
 int pinpool_fanout_choice(pinpool_ctx_t *ctx, int ndev, const int *devices, uint64_t bytes,
@@ -150,8 +145,6 @@ int pinpool_fanout_choice(pinpool_ctx_t *ctx, int ndev, const int *devices, uint
 
 #else
 
-#define MSG 512
-
 static double now_s(void)
 {
     struct timespec t;
@@ -162,10 +155,9 @@ static double now_s(void)
 /* A failed CUDA call: PINPOOL_ECUDA with the message in ctx. */
 static int cu_fail(pinpool_ctx_t *ctx, CUresult r, const char *call, int dev)
 {
-    char buf[200], msg[MSG];
-    snprintf(msg, sizeof(msg), "pinpool_fanout: GPU %d: %s", dev,
-             ipc_cuda_strerror(r, call, buf, sizeof(buf)));
-    return pinpool__fail(ctx, PINPOOL_ECUDA, msg);
+    char buf[200];
+    return pinpool__fail(ctx, PINPOOL_ECUDA, "pinpool_fanout: GPU %d: %s", dev,
+                         ipc_cuda_strerror(r, call, buf, sizeof(buf)));
 }
 
 #define CU(dev, call)                                                                          \
@@ -177,12 +169,11 @@ static int cu_fail(pinpool_ctx_t *ctx, CUresult r, const char *call, int dev)
 
 static int use(pinpool_ctx_t *ctx, int dev)
 {
-    char msg[MSG];
     if (ipc_cuda_use_device(dev) == 0)
         return 0;
-    snprintf(msg, sizeof(msg), "pinpool_fanout: GPU %d is not usable in this process (%d visible; "
-             "CUDA_VISIBLE_DEVICES?)", dev, ipc_cuda_device_count());
-    return pinpool__fail(ctx, PINPOOL_ENODEV, msg);
+    return pinpool__fail(ctx, PINPOOL_ENODEV,
+                         "pinpool_fanout: GPU %d is not usable in this process "
+                         "(%d visible; CUDA_VISIBLE_DEVICES?)", dev, ipc_cuda_device_count());
 }
 
 /* The streams and event of GPU dev, made once.  Lock held. */
@@ -269,9 +260,8 @@ static int run_direct(pinpool_ctx_t *ctx, fanout_t *f, const void *src, uint64_t
 
 static int nccl_fail(pinpool_ctx_t *ctx, ncclResult_t r, const char *call)
 {
-    char msg[MSG];
-    snprintf(msg, sizeof(msg), "pinpool_fanout: %s: %s", call, ipc_nccl.ncclGetErrorString(r));
-    return pinpool__fail(ctx, PINPOOL_EINTERNAL, msg);
+    return pinpool__fail(ctx, PINPOOL_EINTERNAL, "pinpool_fanout: %s: %s", call,
+                         ipc_nccl.ncclGetErrorString(r));
 }
 
 /* The communicator of set s, made once (ncclCommInitAll over its GPUs). */
@@ -285,7 +275,7 @@ static int comm_ready(pinpool_ctx_t *ctx, fo_set_t *s)
         return 0;
     rc = ipc_nccl_load(why, sizeof(why));
     if (rc != 0)
-        return pinpool__fail(ctx, rc, why);
+        return pinpool__fail(ctx, rc, "%s", why);
     r = ipc_nccl.ncclCommInitAll(s->comms, s->ndev, s->devs);
     if (r != ncclSuccess)
         return nccl_fail(ctx, r, "ncclCommInitAll");
@@ -388,7 +378,7 @@ static int run_nccl(pinpool_ctx_t *ctx, fanout_t *f, fo_set_t *s, bool pipelined
 {
     char why[256];
     (void)f, (void)s, (void)pipelined, (void)src, (void)bytes, (void)ndev, (void)devices, (void)dst;
-    return pinpool__fail(ctx, ipc_nccl_load(why, sizeof(why)), why);
+    return pinpool__fail(ctx, ipc_nccl_load(why, sizeof(why)), "%s", why);
 }
 
 #endif
@@ -526,14 +516,12 @@ int pinpool_fanout(pinpool_ctx_t *ctx, const void *host_src, uint64_t bytes, int
     f = state;
     rc = ipc_cuda_load(why, sizeof(why));
     if (rc != 0)
-        return pinpool__fail(ctx, rc, why);
+        return pinpool__fail(ctx, rc, "%s", why);
     for (int i = 0; i < ndev; i++)
-        if (devices[i] >= ipc_cuda_device_count() || devices[i] >= PINPOOL_MAX_DEVICES) {
-            char msg[MSG];
-            snprintf(msg, sizeof(msg), "pinpool_fanout: GPU %d is not visible in this process "
-                     "(%d visible; CUDA_VISIBLE_DEVICES?)", devices[i], ipc_cuda_device_count());
-            return pinpool__fail(ctx, PINPOOL_ENODEV, msg);
-        }
+        if (devices[i] >= ipc_cuda_device_count() || devices[i] >= PINPOOL_MAX_DEVICES)
+            return pinpool__fail(ctx, PINPOOL_ENODEV, "pinpool_fanout: GPU %d is not visible in "
+                                 "this process (%d visible; CUDA_VISIBLE_DEVICES?)", devices[i],
+                                 ipc_cuda_device_count());
     ipc_cu.cuCtxGetCurrent(&saved);
     pthread_mutex_lock(&f->lock);
     for (int i = 0; i < ndev && rc == 0; i++)

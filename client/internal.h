@@ -35,9 +35,15 @@ int pinpool__rpc_call(pinpool__rpc_t *rpc, const char *method, const ProtobufCMe
  * (`pinpool info` uses it, so that it does not show up as a client). */
 pinpool_ctx_t *pinpool__connect_rpc_only(const char *socket_path);
 
-/* Record msg as the calling thread's last failure on ctx (what pinpool_errmsg
- * says) and return err: for the library's other files (arena.c). */
-int pinpool__fail(const pinpool_ctx_t *ctx, int err, const char *msg);
+/*
+ * The one way a failure carries its message in libpinpool: where it is found,
+ * pinpool__fail(ctx, err, "printf format", ...) records the message as the
+ * calling thread's last failure on ctx (what pinpool_errmsg says) and returns
+ * err, so that `return pinpool__fail(...)` ends the call.  A caller that only
+ * passes an error up leaves the message as it is.
+ */
+int pinpool__fail(const pinpool_ctx_t *ctx, int err, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /*
  * Per-context state of the library's other parts (swap.c's tags, fanout.c's

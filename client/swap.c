@@ -22,7 +22,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,19 +33,6 @@
 
 #define MAX_STREAMS 16
 #define HOST_ALIGN 4096u /* each buffer's place in the host copy */
-#define MSG 512
-
-__attribute__((format(printf, 3, 4))) static int sfail(const pinpool_ctx_t *ctx, int err,
-                                                       const char *fmt, ...)
-{
-    char msg[MSG];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    return pinpool__fail(ctx, err, msg);
-}
 
 static int check_tag(const pinpool_ctx_t *ctx, const char *tag)
 {
@@ -55,16 +41,17 @@ static int check_tag(const pinpool_ctx_t *ctx, const char *tag)
     if (ctx == NULL)
         return -EINVAL;
     if (tag == NULL)
-        return sfail(ctx, PINPOOL_EINVAL, "tag must not be NULL");
+        return pinpool__fail(ctx, PINPOOL_EINVAL, "tag must not be NULL");
     n = strlen(tag);
     if (n == 0 || n > PINPOOL_SWAP_TAG_MAX)
-        return sfail(ctx, PINPOOL_EINVAL, "a swap tag is 1 to %d characters (got %zu)",
-                     PINPOOL_SWAP_TAG_MAX, n);
+        return pinpool__fail(ctx, PINPOOL_EINVAL, "a swap tag is 1 to %d characters (got %zu)",
+                             PINPOOL_SWAP_TAG_MAX, n);
     for (size_t i = 0; i < n; i++)
         if (tag[i] < 0x21 || tag[i] > 0x7e)
-            return sfail(ctx, PINPOOL_EINVAL, "a swap tag is printable ASCII without spaces");
+            return pinpool__fail(ctx, PINPOOL_EINVAL,
+                                 "a swap tag is printable ASCII without spaces");
     if (pinpool_err(ctx) != 0)
-        return sfail(ctx, PINPOOL_ECLOSED, "not connected: %s", pinpool_errmsg(ctx));
+        return pinpool__fail(ctx, PINPOOL_ECLOSED, "not connected: %s", pinpool_errmsg(ctx));
     return 0;
 }
 
@@ -76,8 +63,9 @@ static int no_cuda(const pinpool_ctx_t *ctx, const char *tag)
     int rc = check_tag(ctx, tag);
     if (rc != 0)
         return rc;
-    return sfail(ctx, PINPOOL_ECUDA, "the swap API needs CUDA, and this libpinpool was built "
-                 "without CUDA support");
+    return pinpool__fail(ctx, PINPOOL_ECUDA,
+                         "the swap API needs CUDA, and this libpinpool was built "
+                         "without CUDA support");
 }
 
 int pinpool_swap_alloc(pinpool_ctx_t *ctx, const char *tag, int32_t device, uint64_t bytes,
@@ -192,7 +180,8 @@ static const pinpool__ext_t swap_ext = {.name = "swap", .make = swap_make, .dest
 static int cu_fail(const pinpool_ctx_t *ctx, CUresult r, const char *call, const char *what)
 {
     char b[160];
-    return sfail(ctx, PINPOOL_ECUDA, "%s: %s", what, ipc_cuda_strerror(r, call, b, sizeof(b)));
+    return pinpool__fail(ctx, PINPOOL_ECUDA,
+                         "%s: %s", what, ipc_cuda_strerror(r, call, b, sizeof(b)));
 }
 
 #define CU_OR(ctx, call, what)                                                                 \
@@ -210,11 +199,13 @@ static int get_state(pinpool_ctx_t *ctx, swap_t **out)
     int rc;
 
     if (ipc_cuda_load(why, sizeof(why)) != 0)
-        return sfail(ctx, PINPOOL_ECUDA, "the swap API needs CUDA in this process: %s", why);
+        return pinpool__fail(ctx, PINPOOL_ECUDA,
+                             "the swap API needs CUDA in this process: %s", why);
     if (!pinpool__ctx_cuda_host(ctx))
-        return sfail(ctx, PINPOOL_ECUDA,
-                     "the daemon's host memory is not pinned for CUDA (it runs CPU-only, memfd "
-                     "backend): start `pinpool serve` with --host-backend vmm for the swap API");
+        return pinpool__fail(ctx, PINPOOL_ECUDA,
+                             "the daemon's host memory is not pinned for CUDA (it runs CPU-only, "
+                             "memfd backend): start `pinpool serve` with --host-backend vmm for "
+                             "the swap API");
     rc = pinpool__ext_get(ctx, &swap_ext, &state);
     *out = state;
     return rc;
@@ -226,7 +217,7 @@ static int swap_make(pinpool_ctx_t *ctx, void **state)
     const char *e;
 
     if (sw == NULL)
-        return sfail(ctx, -ENOMEM, "out of memory");
+        return pinpool__fail(ctx, -ENOMEM, "out of memory");
     pthread_mutex_init(&sw->lock, NULL);
     sw->streams = 1;
     e = getenv("PINPOOL_SWAP_STREAMS");
@@ -250,8 +241,8 @@ static tag_t *find_tag(swap_t *sw, const char *name)
 static int use_device(pinpool_ctx_t *ctx, int device)
 {
     if (ipc_cuda_use_device(device) != 0)
-        return sfail(ctx, PINPOOL_ENODEV, "GPU %d is not usable (%d visible)", device,
-                     ipc_cuda_device_count());
+        return pinpool__fail(ctx, PINPOOL_ENODEV, "GPU %d is not usable (%d visible)", device,
+                             ipc_cuda_device_count());
     return 0;
 }
 
@@ -330,17 +321,19 @@ static int host_for_pause(pinpool_ctx_t *ctx, tag_t *t, bool spillable)
     if (t->have_host && t->host_kept == !spillable)
         return 0;
     if (spillable && pinpool_exists(ctx, t->key) == 1)
-        return sfail(ctx, PINPOOL_EEXIST, "a released copy is already under '%s' (another "
-                     "process paused tag '%s' spillable): resume it, or drop it with "
-                     "PINPOOL_SWAP_FREE_HOST", t->key, t->name);
+        return pinpool__fail(ctx, PINPOOL_EEXIST, "a released copy is already under '%s' (another "
+                             "process paused tag '%s' spillable): resume it, or drop it with "
+                             "PINPOOL_SWAP_FREE_HOST", t->key, t->name);
     if (t->have_host) { /* the other kind: a kept slice cannot be released */
         pinpool_free(ctx, t->host.id, NULL);
         t->have_host = false;
     }
     rc = pinpool_alloc(ctx, t->host_bytes, &o, &t->host);
     if (rc == PINPOOL_EEXIST)
-        return sfail(ctx, rc, "a host copy is already kept under '%s' (another process paused "
-                     "tag '%s'): resume it, or drop it with PINPOOL_SWAP_FREE_HOST", t->key, t->name);
+        return pinpool__fail(ctx, rc,
+                             "a host copy is already kept under '%s' (another process paused "
+                             "tag '%s'): resume it, or drop it with PINPOOL_SWAP_FREE_HOST", t->key,
+                             t->name);
     if (rc != 0)
         return rc; /* pinpool_alloc's message */
     t->have_host = true;
@@ -380,8 +373,9 @@ static int host_for_resume(pinpool_ctx_t *ctx, tag_t *t)
         t->host_kept = true;
     }
     if (rc == PINPOOL_ENOENT || rc == PINPOOL_ENOKEY)
-        return sfail(ctx, PINPOOL_ENOKEY, "tag '%s' is not paused: nothing is kept or released "
-                     "under '%s'", t->name, t->key);
+        return pinpool__fail(ctx, PINPOOL_ENOKEY,
+                             "tag '%s' is not paused: nothing is kept or released "
+                             "under '%s'", t->name, t->key);
     if (rc != 0)
         return rc;
     if (t->host.size != t->host_bytes) {
@@ -390,10 +384,11 @@ static int host_for_resume(pinpool_ctx_t *ctx, tag_t *t)
             pinpool_detach(ctx, t->host.id);
         else /* give it back as it was */
             pinpool_release(ctx, t->host.id, t->key, 0);
-        return sfail(ctx, PINPOOL_EINVAL, "the copy kept under '%s' holds %" PRIu64 " bytes but "
-                     "the %" PRIu32 " buffers of tag '%s' need %" PRIu64 ": register the same "
-                     "buffers in the same order as the process that paused it", t->key, got,
-                     t->nbuf, t->name, t->host_bytes);
+        return pinpool__fail(ctx, PINPOOL_EINVAL,
+                             "the copy kept under '%s' holds %" PRIu64 " bytes but the %" PRIu32
+                             " buffers of tag '%s' need %" PRIu64 ": register the same buffers in "
+                             "the same order as the process that paused it", t->key, got,
+                             t->nbuf, t->name, t->host_bytes);
     }
     t->have_host = true;
     return 0;
@@ -501,7 +496,7 @@ static int enqueue(pinpool_ctx_t *ctx, swap_t *sw, tag_t *t, CUstream st, bool d
     if (track && t->nuev < t->nunits) {
         CUevent *e = realloc(t->uev, t->nunits * sizeof(*e));
         if (e == NULL)
-            return sfail(ctx, -ENOMEM, "out of memory");
+            return pinpool__fail(ctx, -ENOMEM, "out of memory");
         t->uev = e;
         for (; t->nuev < t->nunits; t->nuev++)
             CU_OR(ctx, ipc_cu.cuEventCreate(&t->uev[t->nuev], CU_EVENT_DISABLE_TIMING), "swap events");
@@ -582,8 +577,9 @@ static int begin(pinpool_ctx_t *ctx, const char *name, swap_t **swp, tag_t **tp,
     t = find_tag(sw, name);
     if (t == NULL && must_exist) {
         pthread_mutex_unlock(&sw->lock);
-        return sfail(ctx, PINPOOL_EINVAL, "no swap tag '%s' in this context (pinpool_swap_alloc "
-                     "or pinpool_swap_register makes one)", name);
+        return pinpool__fail(ctx, PINPOOL_EINVAL,
+                             "no swap tag '%s' in this context (pinpool_swap_alloc "
+                             "or pinpool_swap_register makes one)", name);
     }
     if (t != NULL && (rc = use_device(ctx, t->device)) != 0) {
         pthread_mutex_unlock(&sw->lock);
@@ -602,19 +598,21 @@ static int tag_for_add(pinpool_ctx_t *ctx, swap_t *sw, tag_t **tp, const char *n
     int rc;
 
     if (bytes == 0)
-        return sfail(ctx, PINPOOL_EINVAL, "a swap buffer of 0 bytes");
+        return pinpool__fail(ctx, PINPOOL_EINVAL, "a swap buffer of 0 bytes");
     if (device < 0 || device >= ipc_cuda_device_count() || device >= PINPOOL_MAX_DEVICES)
-        return sfail(ctx, PINPOOL_ENODEV, "GPU %d does not exist (%d visible)", device,
-                     ipc_cuda_device_count());
+        return pinpool__fail(ctx, PINPOOL_ENODEV, "GPU %d does not exist (%d visible)", device,
+                             ipc_cuda_device_count());
     if (t != NULL) {
         if (t->device != device)
-            return sfail(ctx, PINPOOL_EINVAL, "tag '%s' is on GPU %d, not %d", name, t->device, device);
+            return pinpool__fail(ctx, PINPOOL_EINVAL,
+                                 "tag '%s' is on GPU %d, not %d", name, t->device, device);
         rc = finish(ctx, t);
         if (rc != 0)
             return rc;
         if (t->state != PINPOOL_SWAP_RESIDENT)
-            return sfail(ctx, PINPOOL_EINVAL, "tag '%s' is paused: resume it before adding buffers",
-                         name);
+            return pinpool__fail(ctx, PINPOOL_EINVAL,
+                                 "tag '%s' is paused: resume it before adding buffers",
+                                 name);
         return 0;
     }
     rc = use_device(ctx, device);
@@ -622,7 +620,7 @@ static int tag_for_add(pinpool_ctx_t *ctx, swap_t *sw, tag_t **tp, const char *n
         return rc;
     t = calloc(1, sizeof(*t));
     if (t == NULL)
-        return sfail(ctx, -ENOMEM, "out of memory");
+        return pinpool__fail(ctx, -ENOMEM, "out of memory");
     snprintf(t->name, sizeof(t->name), "%s", name);
     snprintf(t->key, sizeof(t->key), PINPOOL_SWAP_KEY_PREFIX "%s", name);
     t->device = device;
@@ -635,7 +633,7 @@ static int tag_for_add(pinpool_ctx_t *ctx, swap_t *sw, tag_t **tp, const char *n
 static int add_unit(pinpool_ctx_t *ctx, tag_t *t, CUdeviceptr dptr, uint64_t bytes, uint32_t *idx)
 {
     if (grow((void **)&t->units, &t->capunits, t->nunits, sizeof(unit_t)) != 0)
-        return sfail(ctx, -ENOMEM, "out of memory");
+        return pinpool__fail(ctx, -ENOMEM, "out of memory");
     t->units[t->nunits] = (unit_t){.dptr = dptr, .bytes = bytes, .vmm = -1};
     *idx = t->nunits++;
     return 0;
@@ -652,7 +650,7 @@ int pinpool_swap_alloc(pinpool_ctx_t *ctx, const char *tag, int32_t device, uint
     if (rc != 0)
         return rc;
     if (dptr == NULL) {
-        rc = sfail(ctx, PINPOOL_EINVAL, "dptr must not be NULL");
+        rc = pinpool__fail(ctx, PINPOOL_EINVAL, "dptr must not be NULL");
         goto out;
     }
     rc = tag_for_add(ctx, sw, &t, tag, device, bytes);
@@ -685,7 +683,7 @@ int pinpool_swap_alloc(pinpool_ctx_t *ctx, const char *tag, int32_t device, uint
         }
     }
     if (grow((void **)&t->vmm, &t->capvmm, t->nvmm, sizeof(vmm_t)) != 0) {
-        rc = sfail(ctx, -ENOMEM, "out of memory");
+        rc = pinpool__fail(ctx, -ENOMEM, "out of memory");
         goto out;
     }
     vmm_t *v = &t->vmm[t->nvmm];
@@ -729,7 +727,7 @@ int pinpool_swap_register(pinpool_ctx_t *ctx, const char *tag, int32_t device, u
     if (rc != 0)
         return rc;
     if (dptr == 0) {
-        rc = sfail(ctx, PINPOOL_EINVAL, "dptr must not be 0");
+        rc = pinpool__fail(ctx, PINPOOL_EINVAL, "dptr must not be 0");
         goto out;
     }
     rc = tag_for_add(ctx, sw, &t, tag, device, bytes);
@@ -754,15 +752,16 @@ int pinpool_swap_pause(pinpool_ctx_t *ctx, const char *tag, void *stream, uint32
     if (rc != 0)
         return rc;
     if ((flags & ~(PINPOOL_SWAP_RELEASE | PINPOOL_SWAP_SPILLABLE)) != 0) {
-        rc = sfail(ctx, PINPOOL_EINVAL, "pause flags: PINPOOL_SWAP_RELEASE, PINPOOL_SWAP_SPILLABLE "
-                   "(got 0x%x)", flags);
+        rc = pinpool__fail(ctx, PINPOOL_EINVAL,
+                           "pause flags: PINPOOL_SWAP_RELEASE, PINPOOL_SWAP_SPILLABLE "
+                           "(got 0x%x)", flags);
         goto out;
     }
     rc = finish(ctx, t);
     if (rc != 0)
         goto out;
     if (t->state != PINPOOL_SWAP_RESIDENT) {
-        rc = sfail(ctx, PINPOOL_EINVAL, "tag '%s' is already paused", tag);
+        rc = pinpool__fail(ctx, PINPOOL_EINVAL, "tag '%s' is already paused", tag);
         goto out;
     }
     rc = host_for_pause(ctx, t, (flags & PINPOOL_SWAP_SPILLABLE) != 0);
@@ -788,14 +787,15 @@ int pinpool_swap_resume(pinpool_ctx_t *ctx, const char *tag, void *stream, uint3
     if (rc != 0)
         return rc;
     if ((flags & ~PINPOOL_SWAP_KEEP_HOST) != 0) {
-        rc = sfail(ctx, PINPOOL_EINVAL, "resume flags: PINPOOL_SWAP_KEEP_HOST only (got 0x%x)", flags);
+        rc = pinpool__fail(ctx, PINPOOL_EINVAL,
+                           "resume flags: PINPOOL_SWAP_KEEP_HOST only (got 0x%x)", flags);
         goto out;
     }
     rc = finish(ctx, t);
     if (rc != 0)
         goto out;
     if (t->state != PINPOOL_SWAP_PAUSED && (t->state != PINPOOL_SWAP_RESIDENT || t->have_host)) {
-        rc = sfail(ctx, PINPOOL_EINVAL, "tag '%s' is not paused", tag);
+        rc = pinpool__fail(ctx, PINPOOL_EINVAL, "tag '%s' is not paused", tag);
         goto out;
     }
     rc = host_for_resume(ctx, t);
@@ -856,7 +856,8 @@ int pinpool_swap_drop(pinpool_ctx_t *ctx, const char *tag, uint32_t flags)
     if (rc != 0)
         return rc;
     if ((flags & ~PINPOOL_SWAP_FREE_HOST) != 0) {
-        rc = sfail(ctx, PINPOOL_EINVAL, "drop flags: PINPOOL_SWAP_FREE_HOST only (got 0x%x)", flags);
+        rc = pinpool__fail(ctx, PINPOOL_EINVAL,
+                           "drop flags: PINPOOL_SWAP_FREE_HOST only (got 0x%x)", flags);
         goto out;
     }
     rc = finish(ctx, t);
@@ -885,7 +886,7 @@ int pinpool_swap_info(pinpool_ctx_t *ctx, const char *tag, pinpool_swap_info_t *
     if (rc != 0)
         return rc;
     if (out == NULL) {
-        rc = sfail(ctx, PINPOOL_EINVAL, "out must not be NULL");
+        rc = pinpool__fail(ctx, PINPOOL_EINVAL, "out must not be NULL");
         goto out;
     }
     memset(out, 0, sizeof(*out));
@@ -911,10 +912,11 @@ int pinpool_swap_config(pinpool_ctx_t *ctx, uint32_t streams, uint64_t chunk_byt
     if (rc != 0)
         return rc;
     if (streams < 1 || streams > MAX_STREAMS)
-        return sfail(ctx, PINPOOL_EINVAL, "streams must be 1 to %d (got %" PRIu32 ")", MAX_STREAMS,
-                     streams);
+        return pinpool__fail(ctx, PINPOOL_EINVAL,
+                             "streams must be 1 to %d (got %" PRIu32 ")", MAX_STREAMS,
+                             streams);
     if (chunk_bytes != 0 && chunk_bytes < (1u << 20))
-        return sfail(ctx, PINPOOL_EINVAL, "chunk_bytes must be 0 or at least 1 MiB");
+        return pinpool__fail(ctx, PINPOOL_EINVAL, "chunk_bytes must be 0 or at least 1 MiB");
     rc = get_state(ctx, &sw);
     if (rc != 0)
         return rc;

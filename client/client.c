@@ -460,41 +460,6 @@ fail:
     return rc;
 }
 
-/* ---- the calls --------------------------------------------------------------------------- */
-
-static int check_ctx(const pinpool_ctx_t *ctx, bool need_session)
-{
-    if (ctx == NULL)
-        return -EINVAL;
-    if (ctx->err != 0)
-        return pinpool__fail(ctx, PINPOOL_ECLOSED, "not connected: %s", ctx->errmsg);
-    if (need_session && ctx->fd < 0)
-        return pinpool__fail(ctx, PINPOOL_ECLOSED, "this context has no fd-socket session");
-    return 0;
-}
-
-static int rpc_free(pinpool_ctx_t *ctx, uint64_t id, uint64_t *freed, uint32_t *nfreed)
-{
-    Pinpool__V1__FreePoolMemoryRequest req = PINPOOL__V1__FREE_POOL_MEMORY_REQUEST__INIT;
-    Pinpool__V1__FreePoolMemoryResponse *resp = NULL;
-    char msg[MSG_LEN];
-    int rc;
-
-    req.client_id = ctx->client_id;
-    req.slice_id = id;
-    rc = pinpool__rpc_call(ctx->rpc, METHOD("FreePoolMemory"), &req.base,
-                           &pinpool__v1__free_pool_memory_response__descriptor,
-                           (ProtobufCMessage **)&resp, NULL, msg, sizeof(msg));
-    if (rc != 0)
-        return pinpool__fail(ctx, rc, "%s", msg);
-    if (freed != NULL)
-        *freed = resp->freed_bytes;
-    if (nfreed != NULL)
-        *nfreed = resp->freed_slices;
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    return 0;
-}
-
 /* This process's address of the device pool of GPU device (opened once). */
 static int device_base(pinpool_ctx_t *ctx, int32_t device, const ProtobufCBinaryData *handle,
                        uint64_t *base)
@@ -596,107 +561,6 @@ static int take_slice(pinpool_ctx_t *ctx, const Pinpool__V1__AllocatePoolMemoryR
     return 0;
 }
 
-/* A call whose reply describes a slice (Allocate, Attach, Acquire). */
-static int slice_call(pinpool_ctx_t *ctx, const char *method, const ProtobufCMessage *req,
-                      Pinpool__V1__AllocatePoolMemoryResponse **resp)
-{
-    char msg[MSG_LEN];
-    int rc = pinpool__rpc_call(ctx->rpc, method, req,
-                               &pinpool__v1__allocate_pool_memory_response__descriptor,
-                               (ProtobufCMessage **)resp, NULL, msg, sizeof(msg));
-
-    return rc != 0 ? pinpool__fail(ctx, rc, "%s", msg) : 0;
-}
-
-int pinpool_alloc(pinpool_ctx_t *ctx, uint64_t size, const pinpool_alloc_opts_t *opts,
-                  pinpool_slice_t *out)
-{
-    Pinpool__V1__AllocatePoolMemoryRequest req = PINPOOL__V1__ALLOCATE_POOL_MEMORY_REQUEST__INIT;
-    Pinpool__V1__AllocatePoolMemoryResponse *resp = NULL;
-    char msg[MSG_LEN];
-    int rc;
-
-    rc = check_ctx(ctx, true);
-    if (rc != 0)
-        return rc;
-    if (out == NULL)
-        return pinpool__fail(ctx, PINPOOL_EINVAL, "out must not be NULL");
-    req.client_id = ctx->client_id;
-    req.device_id = opts != NULL ? opts->device_id : PINPOOL_HOST;
-    req.size_bytes = size;
-    req.alignment = opts != NULL ? opts->alignment : 0;
-    req.tag = opts != NULL && opts->tag != NULL ? (char *)opts->tag : (char *)"";
-    req.keep = opts != NULL && (opts->flags & PINPOOL_ALLOC_KEEP) != 0;
-    rc = slice_call(ctx, METHOD("AllocatePoolMemory"), &req.base, &resp);
-    if (rc != 0)
-        return rc;
-    rc = take_slice(ctx, resp, opts != NULL ? opts->flags : 0, out);
-    if (rc != 0) {
-        /* The daemon counts the slice: give it back, keeping the first
-         * failure's message. */
-        memcpy(msg, tls_msg, sizeof(msg));
-        rpc_free(ctx, resp->slice_id, NULL, NULL);
-        pinpool__fail(ctx, rc, "%s", msg);
-    }
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    return rc;
-}
-
-int pinpool_attach(pinpool_ctx_t *ctx, const char *tag, uint32_t flags, pinpool_slice_t *out)
-{
-    Pinpool__V1__AttachPoolMemoryRequest req = PINPOOL__V1__ATTACH_POOL_MEMORY_REQUEST__INIT;
-    Pinpool__V1__AllocatePoolMemoryResponse *resp = NULL;
-    int rc;
-
-    rc = check_ctx(ctx, true);
-    if (rc != 0)
-        return rc;
-    if (tag == NULL || out == NULL)
-        return pinpool__fail(ctx, PINPOOL_EINVAL, "tag and out must not be NULL");
-    req.client_id = ctx->client_id;
-    req.tag = (char *)tag;
-    rc = slice_call(ctx, METHOD("AttachPoolMemory"), &req.base, &resp);
-    if (rc != 0)
-        return rc;
-    rc = take_slice(ctx, resp, flags, out);
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    return rc;
-}
-
-int pinpool_acquire(pinpool_ctx_t *ctx, const char *key, uint32_t flags, pinpool_slice_t *out)
-{
-    Pinpool__V1__AcquirePoolMemoryRequest req = PINPOOL__V1__ACQUIRE_POOL_MEMORY_REQUEST__INIT;
-    Pinpool__V1__AllocatePoolMemoryResponse *resp = NULL;
-    int rc;
-
-    rc = check_ctx(ctx, true);
-    if (rc != 0)
-        return rc;
-    if (key == NULL || out == NULL)
-        return pinpool__fail(ctx, PINPOOL_EINVAL, "key and out must not be NULL");
-    req.client_id = ctx->client_id;
-    req.key = (char *)key;
-    rc = slice_call(ctx, METHOD("AcquirePoolMemory"), &req.base, &resp);
-    if (rc != 0)
-        return rc;
-    rc = take_slice(ctx, resp, flags, out);
-    if (rc != 0) {
-        /* Not mapped here: give it back under the same key rather than lose it. */
-        Pinpool__V1__ReleasePoolMemoryRequest rel = PINPOOL__V1__RELEASE_POOL_MEMORY_REQUEST__INIT;
-        ProtobufCMessage *r2 = NULL;
-        char m2[MSG_LEN];
-        rel.client_id = ctx->client_id;
-        rel.slice_id = resp->slice_id;
-        rel.key = (char *)key;
-        if (pinpool__rpc_call(ctx->rpc, METHOD("ReleasePoolMemory"), &rel.base,
-                              &pinpool__v1__release_pool_memory_response__descriptor, &r2, NULL,
-                              m2, sizeof(m2)) == 0)
-            protobuf_c_message_free_unpacked(r2, NULL);
-    }
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    return rc;
-}
-
 /* Forget slice rec locally (lock held). */
 static void drop_slice(pinpool_ctx_t *ctx, slice_rec_t *rec)
 {
@@ -706,116 +570,290 @@ static void drop_slice(pinpool_ctx_t *ctx, slice_rec_t *rec)
     free(rec);
 }
 
-int pinpool_free(pinpool_ctx_t *ctx, uint64_t slice_id, uint64_t *freed_bytes)
+/* ---- the calls --------------------------------------------------------------------------- */
+
+/* The daemon's methods this file calls, each with the type of its reply. */
+#define REPLY(name) &pinpool__v1__##name##_response__descriptor
+typedef enum {
+    M_ALLOCATE, M_ATTACH, M_ACQUIRE, M_FREE, M_RELEASE,
+    M_PUT, M_GET, M_EXISTS, M_REMOVE, M_PING, M_INFO
+} method_t;
+
+static const struct {
+    const char *path;
+    const ProtobufCMessageDescriptor *reply;
+} methods[] = {
+    [M_ALLOCATE] = {METHOD("AllocatePoolMemory"), REPLY(allocate_pool_memory)},
+    [M_ATTACH] = {METHOD("AttachPoolMemory"), REPLY(allocate_pool_memory)},
+    [M_ACQUIRE] = {METHOD("AcquirePoolMemory"), REPLY(allocate_pool_memory)},
+    [M_FREE] = {METHOD("FreePoolMemory"), REPLY(free_pool_memory)},
+    [M_RELEASE] = {METHOD("ReleasePoolMemory"), REPLY(release_pool_memory)},
+    [M_PUT] = {METHOD("Put"), REPLY(put)},
+    [M_GET] = {METHOD("Get"), REPLY(get)},
+    [M_EXISTS] = {METHOD("Exists"), REPLY(exists)},
+    [M_REMOVE] = {METHOD("Remove"), REPLY(remove)},
+    [M_PING] = {METHOD("Ping"), REPLY(ping)},
+    [M_INFO] = {METHOD("GetPoolInfo"), REPLY(get_pool_info)},
+};
+
+/*
+ * The start of every call: ctx usable (connected; with an fd-socket session
+ * when session is true) and the caller's pointers there (args_ok, else
+ * PINPOOL_EINVAL: "<args> must not be NULL").
+ */
+static int check_ctx(const pinpool_ctx_t *ctx, bool session, bool args_ok, const char *args)
 {
-    slice_rec_t key = {.id = slice_id}, *rec;
+    if (ctx == NULL)
+        return -EINVAL;
+    if (ctx->err != 0)
+        return pinpool__fail(ctx, PINPOOL_ECLOSED, "not connected: %s", ctx->errmsg);
+    if (session && ctx->fd < 0)
+        return pinpool__fail(ctx, PINPOOL_ECLOSED, "this context has no fd-socket session");
+    if (!args_ok)
+        return pinpool__fail(ctx, PINPOOL_EINVAL, "%s must not be NULL", args);
+    return 0;
+}
+
+/*
+ * One call of method m: 0 and the reply in *(T **)reply, which the caller
+ * frees with protobuf_c_message_free_unpacked (reply NULL: freed here); or
+ * the error, with the daemon's message recorded.
+ */
+static int call(pinpool_ctx_t *ctx, method_t m, const ProtobufCMessage *req, void *reply)
+{
+    ProtobufCMessage *r = NULL;
+    char msg[MSG_LEN];
     int rc;
 
-    rc = check_ctx(ctx, true);
+    rc = pinpool__rpc_call(ctx->rpc, methods[m].path, req, methods[m].reply, &r, NULL, msg,
+                           sizeof(msg));
+    if (rc != 0)
+        return pinpool__fail(ctx, rc, "%s", msg);
+    if (reply != NULL)
+        *(ProtobufCMessage **)reply = r;
+    else
+        protobuf_c_message_free_unpacked(r, NULL);
+    return 0;
+}
+
+static int rpc_free(pinpool_ctx_t *ctx, uint64_t id, uint64_t *freed)
+{
+    Pinpool__V1__FreePoolMemoryRequest req = PINPOOL__V1__FREE_POOL_MEMORY_REQUEST__INIT;
+    Pinpool__V1__FreePoolMemoryResponse *resp = NULL;
+    int rc;
+
+    req.client_id = ctx->client_id;
+    req.slice_id = id;
+    rc = call(ctx, M_FREE, &req.base, &resp);
     if (rc != 0)
         return rc;
+    if (freed != NULL)
+        *freed = resp->freed_bytes;
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return 0;
+}
+
+static int rpc_release(pinpool_ctx_t *ctx, uint64_t id, const char *key, uint64_t ttl_ms)
+{
+    Pinpool__V1__ReleasePoolMemoryRequest req = PINPOOL__V1__RELEASE_POOL_MEMORY_REQUEST__INIT;
+
+    req.client_id = ctx->client_id;
+    req.slice_id = id;
+    req.key = (char *)key;
+    req.ttl_ms = ttl_ms;
+    return call(ctx, M_RELEASE, &req.base, NULL);
+}
+
+/*
+ * A call whose reply describes a slice (Allocate, Attach, Acquire): the slice
+ * is mapped and recorded and *out filled.  When it cannot be mapped here, the
+ * daemon gets it back unless it is a kept slice (attach): freed, or released
+ * again under give_back_key (acquire, so that the object is not lost); the
+ * mapping's message stays the one pinpool_errmsg says.
+ */
+static int slice_call(pinpool_ctx_t *ctx, method_t m, const ProtobufCMessage *req,
+                      uint32_t flags, pinpool_slice_t *out, const char *give_back_key)
+{
+    Pinpool__V1__AllocatePoolMemoryResponse *resp = NULL;
+    int rc = call(ctx, m, req, &resp);
+
+    if (rc != 0)
+        return rc;
+    rc = take_slice(ctx, resp, flags, out);
+    if (rc != 0 && m != M_ATTACH) {
+        char msg[MSG_LEN];
+
+        memcpy(msg, tls_msg, sizeof(msg));
+        if (give_back_key != NULL)
+            rpc_release(ctx, resp->slice_id, give_back_key, 0);
+        else
+            rpc_free(ctx, resp->slice_id, NULL);
+        pinpool__fail(ctx, rc, "%s", msg);
+    }
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rc;
+}
+
+/* PINPOOL_ENOENT unless slice id is one of this context's. */
+static int own_slice(pinpool_ctx_t *ctx, uint64_t id)
+{
+    slice_rec_t key = {.id = id};
+    bool found;
+
+    pthread_mutex_lock(&ctx->lock);
+    found = RB_FIND(slice_tree, &ctx->slices, &key) != NULL;
+    pthread_mutex_unlock(&ctx->lock);
+    if (!found)
+        return pinpool__fail(ctx, PINPOOL_ENOENT, "slice %" PRIu64 " is not one of this context's",
+                             id);
+    return 0;
+}
+
+/* Forget slice id here (its run unmapped with its last slice); false when it
+ * was not recorded (another thread may have forgotten it first). */
+static bool forget_slice(pinpool_ctx_t *ctx, uint64_t id)
+{
+    slice_rec_t key = {.id = id}, *rec;
+
     pthread_mutex_lock(&ctx->lock);
     rec = RB_FIND(slice_tree, &ctx->slices, &key);
-    pthread_mutex_unlock(&ctx->lock);
-    if (rec == NULL)
-        return pinpool__fail(ctx, PINPOOL_ENOENT,
-                             "slice %" PRIu64 " is not one of this context's", slice_id);
-    rc = rpc_free(ctx, slice_id, freed_bytes, NULL);
-    if (rc != 0 && rc != PINPOOL_ENOENT)
-        return rc; /* the daemon still counts it: keep the mapping */
-    pthread_mutex_lock(&ctx->lock);
-    rec = RB_FIND(slice_tree, &ctx->slices, &key); /* another thread may have freed it */
     if (rec != NULL)
         drop_slice(ctx, rec);
     pthread_mutex_unlock(&ctx->lock);
+    return rec != NULL;
+}
+
+int pinpool_alloc(pinpool_ctx_t *ctx, uint64_t size, const pinpool_alloc_opts_t *opts,
+                  pinpool_slice_t *out)
+{
+    Pinpool__V1__AllocatePoolMemoryRequest req = PINPOOL__V1__ALLOCATE_POOL_MEMORY_REQUEST__INIT;
+    int rc = check_ctx(ctx, true, out != NULL, "out");
+
+    if (rc != 0)
+        return rc;
+    req.client_id = ctx->client_id;
+    req.device_id = opts != NULL ? opts->device_id : PINPOOL_HOST;
+    req.size_bytes = size;
+    req.alignment = opts != NULL ? opts->alignment : 0;
+    req.tag = opts != NULL && opts->tag != NULL ? (char *)opts->tag : (char *)"";
+    req.keep = opts != NULL && (opts->flags & PINPOOL_ALLOC_KEEP) != 0;
+    return slice_call(ctx, M_ALLOCATE, &req.base, opts != NULL ? opts->flags : 0, out, NULL);
+}
+
+/* Attach (the slice kept under name) or acquire (the object under name). */
+static int slice_by_name(pinpool_ctx_t *ctx, method_t m, const char *name, uint32_t flags,
+                         pinpool_slice_t *out)
+{
+    Pinpool__V1__AttachPoolMemoryRequest attach = PINPOOL__V1__ATTACH_POOL_MEMORY_REQUEST__INIT;
+    Pinpool__V1__AcquirePoolMemoryRequest acquire = PINPOOL__V1__ACQUIRE_POOL_MEMORY_REQUEST__INIT;
+    int rc = check_ctx(ctx, true, name != NULL && out != NULL,
+                       m == M_ATTACH ? "tag and out" : "key and out");
+
+    if (rc != 0)
+        return rc;
+    attach.client_id = acquire.client_id = ctx->client_id;
+    attach.tag = acquire.key = (char *)name;
+    return slice_call(ctx, m, m == M_ATTACH ? &attach.base : &acquire.base, flags, out,
+                      m == M_ACQUIRE ? name : NULL);
+}
+
+int pinpool_attach(pinpool_ctx_t *ctx, const char *tag, uint32_t flags, pinpool_slice_t *out)
+{
+    return slice_by_name(ctx, M_ATTACH, tag, flags, out);
+}
+
+int pinpool_acquire(pinpool_ctx_t *ctx, const char *key, uint32_t flags, pinpool_slice_t *out)
+{
+    return slice_by_name(ctx, M_ACQUIRE, key, flags, out);
+}
+
+int pinpool_free(pinpool_ctx_t *ctx, uint64_t slice_id, uint64_t *freed_bytes)
+{
+    int rc = check_ctx(ctx, true, true, NULL);
+
+    if (rc == 0)
+        rc = own_slice(ctx, slice_id);
+    if (rc != 0)
+        return rc;
+    rc = rpc_free(ctx, slice_id, freed_bytes);
+    if (rc != 0 && rc != PINPOOL_ENOENT)
+        return rc; /* the daemon still counts it: keep the mapping */
+    forget_slice(ctx, slice_id);
     return rc;
 }
 
 int pinpool_release(pinpool_ctx_t *ctx, uint64_t slice_id, const char *key, uint64_t ttl_ms)
 {
-    Pinpool__V1__ReleasePoolMemoryRequest req = PINPOOL__V1__RELEASE_POOL_MEMORY_REQUEST__INIT;
-    ProtobufCMessage *resp = NULL;
-    slice_rec_t k = {.id = slice_id}, *rec;
-    char msg[MSG_LEN];
-    int rc;
+    int rc = check_ctx(ctx, true, key != NULL, "key");
 
-    rc = check_ctx(ctx, true);
+    if (rc == 0)
+        rc = own_slice(ctx, slice_id);
+    if (rc == 0)
+        rc = rpc_release(ctx, slice_id, key, ttl_ms);
+    if (rc == 0)
+        forget_slice(ctx, slice_id);
+    return rc;
+}
+
+int pinpool_detach(pinpool_ctx_t *ctx, uint64_t slice_id)
+{
+    int rc = check_ctx(ctx, true, true, NULL);
+
+    if (rc == 0 && !forget_slice(ctx, slice_id))
+        rc = pinpool__fail(ctx, PINPOOL_ENOENT, "slice %" PRIu64 " is not mapped in this process",
+                           slice_id);
+    return rc;
+}
+
+int pinpool_free_all(pinpool_ctx_t *ctx, uint64_t *freed_bytes)
+{
+    slice_rec_t *rec, *next;
+    int rc = check_ctx(ctx, true, true, NULL);
+
+    if (rc == 0)
+        rc = rpc_free(ctx, 0, freed_bytes);
     if (rc != 0)
         return rc;
-    if (key == NULL)
-        return pinpool__fail(ctx, PINPOOL_EINVAL, "key must not be NULL");
     pthread_mutex_lock(&ctx->lock);
-    rec = RB_FIND(slice_tree, &ctx->slices, &k);
-    pthread_mutex_unlock(&ctx->lock);
-    if (rec == NULL)
-        return pinpool__fail(ctx, PINPOOL_ENOENT,
-                             "slice %" PRIu64 " is not one of this context's", slice_id);
-    req.client_id = ctx->client_id;
-    req.slice_id = slice_id;
-    req.key = (char *)key;
-    req.ttl_ms = ttl_ms;
-    rc = pinpool__rpc_call(ctx->rpc, METHOD("ReleasePoolMemory"), &req.base,
-                           &pinpool__v1__release_pool_memory_response__descriptor, &resp, NULL,
-                           msg, sizeof(msg));
-    if (rc != 0)
-        return pinpool__fail(ctx, rc, "%s", msg);
-    protobuf_c_message_free_unpacked(resp, NULL);
-    pthread_mutex_lock(&ctx->lock);
-    rec = RB_FIND(slice_tree, &ctx->slices, &k);
-    if (rec != NULL)
+    RB_FOREACH_SAFE(rec, slice_tree, &ctx->slices, next)
         drop_slice(ctx, rec);
     pthread_mutex_unlock(&ctx->lock);
     return 0;
 }
 
+/* The object calls: no session needed (the bytes travel in the RPC). */
+
 int pinpool_put(pinpool_ctx_t *ctx, const char *key, const void *data, uint64_t len,
                 uint64_t ttl_ms)
 {
     Pinpool__V1__PutRequest req = PINPOOL__V1__PUT_REQUEST__INIT;
-    ProtobufCMessage *resp = NULL;
-    char msg[MSG_LEN];
-    int rc;
+    int rc = check_ctx(ctx, false, key != NULL && (data != NULL || len == 0), "key and data");
 
-    rc = check_ctx(ctx, false);
     if (rc != 0)
         return rc;
-    if (key == NULL || (data == NULL && len > 0))
-        return pinpool__fail(ctx, PINPOOL_EINVAL, "key and data must not be NULL");
     req.key = (char *)key;
     req.data.data = (uint8_t *)data;
     req.data.len = len;
     req.ttl_ms = ttl_ms;
-    rc = pinpool__rpc_call(ctx->rpc, METHOD("Put"), &req.base, &pinpool__v1__put_response__descriptor,
-                           &resp, NULL, msg, sizeof(msg));
-    if (rc != 0)
-        return pinpool__fail(ctx, rc, "%s", msg);
-    protobuf_c_message_free_unpacked(resp, NULL);
-    return 0;
+    return call(ctx, M_PUT, &req.base, NULL);
 }
 
 int pinpool_get(pinpool_ctx_t *ctx, const char *key, void *buf, uint64_t len, uint64_t *got)
 {
     Pinpool__V1__GetRequest req = PINPOOL__V1__GET_REQUEST__INIT;
     Pinpool__V1__GetResponse *resp = NULL;
-    char msg[MSG_LEN];
-    int rc;
+    int rc = check_ctx(ctx, false, key != NULL && (buf != NULL || len == 0), "key and buf");
 
-    rc = check_ctx(ctx, false);
+    req.key = (char *)key;
+    if (rc == 0)
+        rc = call(ctx, M_GET, &req.base, &resp);
     if (rc != 0)
         return rc;
-    if (key == NULL || (buf == NULL && len > 0))
-        return pinpool__fail(ctx, PINPOOL_EINVAL, "key and buf must not be NULL");
-    req.key = (char *)key;
-    rc = pinpool__rpc_call(ctx->rpc, METHOD("Get"), &req.base, &pinpool__v1__get_response__descriptor,
-                           (ProtobufCMessage **)&resp, NULL, msg, sizeof(msg));
-    if (rc != 0)
-        return pinpool__fail(ctx, rc, "%s", msg);
     if (got != NULL)
         *got = resp->data.len;
     if (resp->data.len > len)
-        rc = pinpool__fail(ctx, -ENOBUFS,
-                           "the object is %zu bytes; the buffer %" PRIu64, resp->data.len,
-                           len);
+        rc = pinpool__fail(ctx, -ENOBUFS, "the object is %zu bytes; the buffer %" PRIu64,
+                           resp->data.len, len);
     else if (resp->data.len > 0)
         memcpy(buf, resp->data.data, resp->data.len);
     protobuf_c_message_free_unpacked(&resp->base, NULL);
@@ -826,20 +864,13 @@ int pinpool_exists(pinpool_ctx_t *ctx, const char *key)
 {
     Pinpool__V1__ExistsRequest req = PINPOOL__V1__EXISTS_REQUEST__INIT;
     Pinpool__V1__ExistsResponse *resp = NULL;
-    char msg[MSG_LEN];
-    int rc;
+    int rc = check_ctx(ctx, false, key != NULL, "key");
 
-    rc = check_ctx(ctx, false);
+    req.key = (char *)key;
+    if (rc == 0)
+        rc = call(ctx, M_EXISTS, &req.base, &resp);
     if (rc != 0)
         return rc;
-    if (key == NULL)
-        return pinpool__fail(ctx, PINPOOL_EINVAL, "key must not be NULL");
-    req.key = (char *)key;
-    rc = pinpool__rpc_call(ctx->rpc, METHOD("Exists"), &req.base,
-                           &pinpool__v1__exists_response__descriptor, (ProtobufCMessage **)&resp,
-                           NULL, msg, sizeof(msg));
-    if (rc != 0)
-        return pinpool__fail(ctx, rc, "%s", msg);
     rc = resp->exists ? 1 : 0;
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     return rc;
@@ -848,96 +879,48 @@ int pinpool_exists(pinpool_ctx_t *ctx, const char *key)
 int pinpool_remove(pinpool_ctx_t *ctx, const char *key)
 {
     Pinpool__V1__RemoveRequest req = PINPOOL__V1__REMOVE_REQUEST__INIT;
-    ProtobufCMessage *resp = NULL;
-    char msg[MSG_LEN];
-    int rc;
+    int rc = check_ctx(ctx, false, key != NULL, "key");
 
-    rc = check_ctx(ctx, false);
-    if (rc != 0)
-        return rc;
-    if (key == NULL)
-        return pinpool__fail(ctx, PINPOOL_EINVAL, "key must not be NULL");
     req.key = (char *)key;
-    rc = pinpool__rpc_call(ctx->rpc, METHOD("Remove"), &req.base,
-                           &pinpool__v1__remove_response__descriptor, &resp, NULL, msg,
-                           sizeof(msg));
-    if (rc != 0)
-        return pinpool__fail(ctx, rc, "%s", msg);
-    protobuf_c_message_free_unpacked(resp, NULL);
-    return 0;
-}
-
-int pinpool_detach(pinpool_ctx_t *ctx, uint64_t slice_id)
-{
-    slice_rec_t key = {.id = slice_id}, *rec;
-    int rc;
-
-    rc = check_ctx(ctx, true);
-    if (rc != 0)
-        return rc;
-    pthread_mutex_lock(&ctx->lock);
-    rec = RB_FIND(slice_tree, &ctx->slices, &key);
-    if (rec != NULL)
-        drop_slice(ctx, rec);
-    pthread_mutex_unlock(&ctx->lock);
-    if (rec == NULL)
-        return pinpool__fail(ctx, PINPOOL_ENOENT,
-                             "slice %" PRIu64 " is not mapped in this process", slice_id);
-    return 0;
-}
-
-int pinpool_free_all(pinpool_ctx_t *ctx, uint64_t *freed_bytes)
-{
-    slice_rec_t *rec, *next;
-    int rc;
-
-    rc = check_ctx(ctx, true);
-    if (rc != 0)
-        return rc;
-    rc = rpc_free(ctx, 0, freed_bytes, NULL);
-    if (rc != 0)
-        return rc;
-    pthread_mutex_lock(&ctx->lock);
-    RB_FOREACH_SAFE(rec, slice_tree, &ctx->slices, next)
-        drop_slice(ctx, rec);
-    pthread_mutex_unlock(&ctx->lock);
-    return 0;
+    return rc != 0 ? rc : call(ctx, M_REMOVE, &req.base, NULL);
 }
 
 int pinpool_ping(pinpool_ctx_t *ctx)
 {
     Pinpool__V1__PingRequest req = PINPOOL__V1__PING_REQUEST__INIT;
-    ProtobufCMessage *resp = NULL;
-    char msg[MSG_LEN];
-    int rc;
+    int rc = check_ctx(ctx, false, true, NULL);
 
-    rc = check_ctx(ctx, false);
-    if (rc != 0)
-        return rc;
-    rc = pinpool__rpc_call(ctx->rpc, METHOD("Ping"), &req.base,
-                           &pinpool__v1__ping_response__descriptor, &resp, NULL, msg,
-                           sizeof(msg));
-    if (rc != 0)
-        return pinpool__fail(ctx, rc, "%s", msg);
-    protobuf_c_message_free_unpacked(resp, NULL);
-    return 0;
+    return rc != 0 ? rc : call(ctx, M_PING, &req.base, NULL);
 }
+
+/* The fields of GetPoolInfo's reply that pinpool.h mirrors one to one, by
+ * name: N(field) a number, S(field) a string (a char array in pinpool.h). */
+#define INFO_FIELDS(N, S)                                                                      \
+    N(capacity_bytes) N(ready_bytes) N(used_bytes) N(free_bytes) N(largest_free_extent)        \
+    N(chunk_size) N(num_chunks) N(num_slices) N(num_clients) N(fragmentation) S(host_backend)  \
+    S(mode) N(num_kept) N(pin_seconds)
+#define DEVICE_FIELDS(N, S)                                                                    \
+    N(device_id) S(name) N(capacity_bytes) N(used_bytes) N(free_bytes) N(largest_free_extent)  \
+    N(num_slices)
+#define USAGE_FIELDS(N, S) S(client_id) N(bytes) N(device_bytes) N(slices) N(pid) N(uid)
+#define SPILL_FIELDS(N, S)                                                                     \
+    S(tier) N(objects) N(objects_resident) N(objects_spilled) N(resident_bytes)                \
+    N(spilled_bytes_now) N(spills) N(bytes_spilled) N(spill_failures) N(restores)              \
+    N(bytes_restored) N(restore_failures) N(spill_gbps) N(restore_gbps) N(spill_avg_ms)        \
+    N(restore_avg_ms) N(expired) N(low_watermark_bytes) S(last_error)
+#define COPY_NUMBER(f) dst->f = src->f;
+#define COPY_STRING(f) snprintf(dst->f, sizeof(dst->f), "%s", src->f);
 
 int pinpool_pool_info(pinpool_ctx_t *ctx, pinpool_pool_info_t *out)
 {
     Pinpool__V1__GetPoolInfoRequest req = PINPOOL__V1__GET_POOL_INFO_REQUEST__INIT;
     Pinpool__V1__GetPoolInfoResponse *r = NULL;
-    char msg[MSG_LEN];
-    int rc;
+    int rc = check_ctx(ctx, false, true, NULL);
 
-    rc = check_ctx(ctx, false);
+    if (rc == 0)
+        rc = call(ctx, M_INFO, &req.base, &r);
     if (rc != 0)
         return rc;
-    rc = pinpool__rpc_call(ctx->rpc, METHOD("GetPoolInfo"), &req.base,
-                           &pinpool__v1__get_pool_info_response__descriptor,
-                           (ProtobufCMessage **)&r, NULL, msg, sizeof(msg));
-    if (rc != 0)
-        return pinpool__fail(ctx, rc, "%s", msg);
     memset(out, 0, sizeof(*out));
     if (r->n_clients > 0) {
         out->usage = calloc(r->n_clients, sizeof(*out->usage));
@@ -946,63 +929,27 @@ int pinpool_pool_info(pinpool_ctx_t *ctx, pinpool_pool_info_t *out)
             return pinpool__fail(ctx, -ENOMEM, "out of memory");
         }
     }
-    out->capacity_bytes = r->capacity_bytes;
-    out->ready_bytes = r->ready_bytes;
-    out->used_bytes = r->used_bytes;
-    out->free_bytes = r->free_bytes;
-    out->largest_free_extent = r->largest_free_extent;
-    out->chunk_size = r->chunk_size;
-    out->num_chunks = r->num_chunks;
-    out->num_slices = r->num_slices;
-    out->num_clients = r->num_clients;
-    out->fragmentation = r->fragmentation;
-    snprintf(out->host_backend, sizeof(out->host_backend), "%s", r->host_backend);
-    snprintf(out->mode, sizeof(out->mode), "%s", r->mode);
-    out->num_kept = r->num_kept;
-    out->pin_seconds = r->pin_seconds;
+    {
+        const Pinpool__V1__GetPoolInfoResponse *src = r;
+        pinpool_pool_info_t *dst = out;
+        INFO_FIELDS(COPY_NUMBER, COPY_STRING)
+    }
     out->num_devices = (uint32_t)(r->n_devices < PINPOOL_MAX_DEVICES ? r->n_devices : PINPOOL_MAX_DEVICES);
     for (uint32_t i = 0; i < out->num_devices; i++) {
-        pinpool_device_info_t *d = &out->devices[i];
-        d->device_id = r->devices[i]->device_id;
-        snprintf(d->name, sizeof(d->name), "%s", r->devices[i]->name);
-        d->capacity_bytes = r->devices[i]->capacity_bytes;
-        d->used_bytes = r->devices[i]->used_bytes;
-        d->free_bytes = r->devices[i]->free_bytes;
-        d->largest_free_extent = r->devices[i]->largest_free_extent;
-        d->num_slices = r->devices[i]->num_slices;
+        const Pinpool__V1__DevicePoolInfo *src = r->devices[i];
+        pinpool_device_info_t *dst = &out->devices[i];
+        DEVICE_FIELDS(COPY_NUMBER, COPY_STRING)
     }
     out->num_usage = (uint32_t)r->n_clients;
     for (size_t i = 0; i < r->n_clients; i++) {
-        pinpool_client_usage_t *u = &out->usage[i];
-        snprintf(u->client_id, sizeof(u->client_id), "%s", r->clients[i]->client_id);
-        u->bytes = r->clients[i]->bytes;
-        u->device_bytes = r->clients[i]->device_bytes;
-        u->slices = r->clients[i]->slices;
-        u->pid = r->clients[i]->pid;
-        u->uid = r->clients[i]->uid;
+        const Pinpool__V1__ClientUsage *src = r->clients[i];
+        pinpool_client_usage_t *dst = &out->usage[i];
+        USAGE_FIELDS(COPY_NUMBER, COPY_STRING)
     }
     if (r->spill != NULL) {
-        const Pinpool__V1__SpillInfo *p = r->spill;
-        pinpool_spill_info_t *q = &out->spill;
-        snprintf(q->tier, sizeof(q->tier), "%s", p->tier);
-        q->objects = p->objects;
-        q->objects_resident = p->objects_resident;
-        q->objects_spilled = p->objects_spilled;
-        q->resident_bytes = p->resident_bytes;
-        q->spilled_bytes_now = p->spilled_bytes_now;
-        q->spills = p->spills;
-        q->bytes_spilled = p->bytes_spilled;
-        q->spill_failures = p->spill_failures;
-        q->restores = p->restores;
-        q->bytes_restored = p->bytes_restored;
-        q->restore_failures = p->restore_failures;
-        q->spill_gbps = p->spill_gbps;
-        q->restore_gbps = p->restore_gbps;
-        q->spill_avg_ms = p->spill_avg_ms;
-        q->restore_avg_ms = p->restore_avg_ms;
-        q->expired = p->expired;
-        q->low_watermark_bytes = p->low_watermark_bytes;
-        snprintf(q->last_error, sizeof(q->last_error), "%s", p->last_error);
+        const Pinpool__V1__SpillInfo *src = r->spill;
+        pinpool_spill_info_t *dst = &out->spill;
+        SPILL_FIELDS(COPY_NUMBER, COPY_STRING)
     }
     protobuf_c_message_free_unpacked(&r->base, NULL);
     return 0;

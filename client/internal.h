@@ -25,7 +25,10 @@ void pinpool__rpc_set_token(pinpool__rpc_t *rpc, const char *token);
  * the unpacked reply (free it with protobuf_c_message_free_unpacked) and 0 is
  * returned; otherwise the pinpool error (from the "pinpool-error" trailer, or
  * mapped from the gRPC status) with the daemon's message in msg.  *grpc_status
- * (may be NULL) gets the call's gRPC status code.
+ * (may be NULL) gets the call's gRPC status code.  The channel has no context,
+ * hence the buffer: for tools that hold no context (server/cli.c, bench/,
+ * tests/); inside the library, client.c's call() is the one caller and turns
+ * msg into pinpool__fail.
  */
 int pinpool__rpc_call(pinpool__rpc_t *rpc, const char *method, const ProtobufCMessage *req,
                       const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,

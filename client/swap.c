@@ -560,9 +560,22 @@ static int enqueue(pinpool_ctx_t *ctx, swap_t *sw, tag_t *t, CUstream st, bool d
 
 /* ---- the calls ----------------------------------------------------------------------- */
 
-/* Common start of a call: arguments, state, lock, device.  On 0 the lock is held. */
-static int begin(pinpool_ctx_t *ctx, const char *name, swap_t **swp, tag_t **tp,
-                 bool must_exist)
+/* What a call accepts besides the tag's name: the tag must exist (or is made
+ * by the call); flags within allowed (else "<flag_names> (got 0x..)"); its
+ * pointer argument (args_ok, else the message args_wrong).  finish: the
+ * tag's step in flight is finished first (its failure ends the call). */
+typedef struct want {
+    bool tag_exists, finish;
+    uint32_t allowed;
+    const char *flag_names;
+    bool args_ok;
+    const char *args_wrong;
+} want_t;
+
+/* Common start of a call: the name, state, lock, tag, device, then flags and
+ * arguments as w says.  On 0 the lock is held: the call ends with end(). */
+static int begin(pinpool_ctx_t *ctx, const char *name, uint32_t flags, const want_t *w,
+                 swap_t **swp, tag_t **tp)
 {
     swap_t *sw;
     tag_t *t;
@@ -575,13 +588,19 @@ static int begin(pinpool_ctx_t *ctx, const char *name, swap_t **swp, tag_t **tp,
         return rc;
     pthread_mutex_lock(&sw->lock);
     t = find_tag(sw, name);
-    if (t == NULL && must_exist) {
-        pthread_mutex_unlock(&sw->lock);
-        return pinpool__fail(ctx, PINPOOL_EINVAL,
-                             "no swap tag '%s' in this context (pinpool_swap_alloc "
-                             "or pinpool_swap_register makes one)", name);
-    }
-    if (t != NULL && (rc = use_device(ctx, t->device)) != 0) {
+    if (t == NULL && w->tag_exists)
+        rc = pinpool__fail(ctx, PINPOOL_EINVAL,
+                           "no swap tag '%s' in this context (pinpool_swap_alloc "
+                           "or pinpool_swap_register makes one)", name);
+    else if (t != NULL)
+        rc = use_device(ctx, t->device);
+    if (rc == 0 && (flags & ~w->allowed) != 0)
+        rc = pinpool__fail(ctx, PINPOOL_EINVAL, "%s (got 0x%x)", w->flag_names, flags);
+    else if (rc == 0 && !w->args_ok)
+        rc = pinpool__fail(ctx, PINPOOL_EINVAL, "%s", w->args_wrong);
+    if (rc == 0 && w->finish)
+        rc = finish(ctx, t);
+    if (rc != 0) {
         pthread_mutex_unlock(&sw->lock);
         return rc;
     }
@@ -589,6 +608,13 @@ static int begin(pinpool_ctx_t *ctx, const char *name, swap_t **swp, tag_t **tp,
     *tp = t;
     return 0;
 }
+
+static int end(swap_t *sw, int rc)
+{
+    pthread_mutex_unlock(&sw->lock);
+    return rc;
+}
+
 
 /* The tag to add a buffer to (made if new); lock held. */
 static int tag_for_add(pinpool_ctx_t *ctx, swap_t *sw, tag_t **tp, const char *name,
@@ -639,31 +665,20 @@ static int add_unit(pinpool_ctx_t *ctx, tag_t *t, CUdeviceptr dptr, uint64_t byt
     return 0;
 }
 
-int pinpool_swap_alloc(pinpool_ctx_t *ctx, const char *tag, int32_t device, uint64_t bytes,
-                       uint64_t *dptr)
+/* A new buffer of t on device: in the last small block when it has room,
+ * else a VMM allocation of its own.  Lock held; t resident (tag_for_add). */
+static int add_vmm(pinpool_ctx_t *ctx, swap_t *sw, tag_t *t, int32_t device, uint64_t bytes,
+                   uint64_t *dptr)
 {
-    swap_t *sw;
-    tag_t *t;
     int rc;
 
-    rc = begin(ctx, tag, &sw, &t, false);
-    if (rc != 0)
-        return rc;
-    if (dptr == NULL) {
-        rc = pinpool__fail(ctx, PINPOOL_EINVAL, "dptr must not be NULL");
-        goto out;
-    }
-    rc = tag_for_add(ctx, sw, &t, tag, device, bytes);
-    if (rc != 0)
-        goto out;
     if (sw->gran[device] == 0) {
         CUmemAllocationProp p = dev_prop(device);
         size_t g = 0;
         CUresult r = ipc_cu.cuMemGetAllocationGranularity(&g, &p, CU_MEM_ALLOC_GRANULARITY_MINIMUM);
-        if (r != CUDA_SUCCESS) {
-            rc = cu_fail(ctx, r, "cuMemGetAllocationGranularity", "CUDA VMM is not usable on this GPU");
-            goto out;
-        }
+        if (r != CUDA_SUCCESS)
+            return cu_fail(ctx, r, "cuMemGetAllocationGranularity",
+                           "CUDA VMM is not usable on this GPU");
         sw->gran[device] = g;
     }
     uint64_t gran = sw->gran[device], need = (bytes + 255) / 256 * 256;
@@ -674,157 +689,135 @@ int pinpool_swap_alloc(pinpool_ctx_t *ctx, const char *tag, int32_t device, uint
                 *dptr = v->va + v->used;
                 v->used += need;
                 t->units[v->unit].bytes = v->used;
-                t->nbuf++;
-                layout_changed(ctx, t);
-                goto out;
+                return 0;
             }
             if (v->small)
                 break;
         }
     }
-    if (grow((void **)&t->vmm, &t->capvmm, t->nvmm, sizeof(vmm_t)) != 0) {
-        rc = pinpool__fail(ctx, -ENOMEM, "out of memory");
-        goto out;
-    }
+    if (grow((void **)&t->vmm, &t->capvmm, t->nvmm, sizeof(vmm_t)) != 0)
+        return pinpool__fail(ctx, -ENOMEM, "out of memory");
     vmm_t *v = &t->vmm[t->nvmm];
     memset(v, 0, sizeof(*v));
     v->size = (bytes + gran - 1) / gran * gran;
     v->small = bytes < gran / 2;
     v->used = v->small ? need : bytes;
     CUresult r = ipc_cu.cuMemAddressReserve(&v->va, v->size, 0, 0, 0);
-    if (r != CUDA_SUCCESS) {
-        rc = cu_fail(ctx, r, "cuMemAddressReserve", "cannot reserve addresses for a swap buffer");
-        goto out;
-    }
-    rc = vmm_map(ctx, device, v); /* the tag is resident (tag_for_add) */
+    if (r != CUDA_SUCCESS)
+        return cu_fail(ctx, r, "cuMemAddressReserve", "cannot reserve addresses for a swap buffer");
+    rc = vmm_map(ctx, device, v);
     if (rc == 0)
         rc = add_unit(ctx, t, v->va, v->used, &v->unit);
-    if (rc == 0)
-        t->units[v->unit].vmm = (int32_t)t->nvmm;
     if (rc != 0) {
         vmm_unmap(v);
         ipc_cu.cuMemAddressFree(v->va, v->size);
-        goto out;
+        return rc;
     }
+    t->units[v->unit].vmm = (int32_t)t->nvmm;
     t->nvmm++;
-    t->nbuf++;
     *dptr = v->va;
-    layout_changed(ctx, t);
-out:
-    pthread_mutex_unlock(&sw->lock);
-    return rc;
+    return 0;
+}
+
+/* Add a buffer to tag (made if new): a VMM allocation of ours (allocate:
+ * *dptr gets its address) or the caller's buffer at *dptr (register). */
+static int add_buffer(pinpool_ctx_t *ctx, const char *tag, int32_t device, uint64_t bytes,
+                      uint64_t *dptr, bool allocate)
+{
+    const want_t w = {.args_ok = dptr != NULL && (allocate || *dptr != 0),
+                      .args_wrong = allocate ? "dptr must not be NULL" : "dptr must not be 0"};
+    swap_t *sw;
+    uint32_t idx;
+    tag_t *t;
+    int rc = begin(ctx, tag, 0, &w, &sw, &t);
+
+    if (rc != 0)
+        return rc;
+    rc = tag_for_add(ctx, sw, &t, tag, device, bytes);
+    if (rc == 0)
+        rc = allocate ? add_vmm(ctx, sw, t, device, bytes, dptr)
+                      : add_unit(ctx, t, (CUdeviceptr)*dptr, bytes, &idx);
+    if (rc == 0) {
+        t->nbuf++;
+        layout_changed(ctx, t);
+    }
+    return end(sw, rc);
+}
+
+int pinpool_swap_alloc(pinpool_ctx_t *ctx, const char *tag, int32_t device, uint64_t bytes,
+                       uint64_t *dptr)
+{
+    return add_buffer(ctx, tag, device, bytes, dptr, true);
 }
 
 int pinpool_swap_register(pinpool_ctx_t *ctx, const char *tag, int32_t device, uint64_t dptr,
                           uint64_t bytes)
 {
-    swap_t *sw;
-    uint32_t idx;
-    tag_t *t;
-    int rc;
-
-    rc = begin(ctx, tag, &sw, &t, false);
-    if (rc != 0)
-        return rc;
-    if (dptr == 0) {
-        rc = pinpool__fail(ctx, PINPOOL_EINVAL, "dptr must not be 0");
-        goto out;
-    }
-    rc = tag_for_add(ctx, sw, &t, tag, device, bytes);
-    if (rc == 0)
-        rc = add_unit(ctx, t, (CUdeviceptr)dptr, bytes, &idx);
-    if (rc == 0) {
-        t->nbuf++;
-        layout_changed(ctx, t);
-    }
-out:
-    pthread_mutex_unlock(&sw->lock);
-    return rc;
+    return add_buffer(ctx, tag, device, bytes, &dptr, false);
 }
 
 int pinpool_swap_pause(pinpool_ctx_t *ctx, const char *tag, void *stream, uint32_t flags)
 {
+    static const want_t w = {
+        .tag_exists = true, .finish = true, .args_ok = true,
+        .allowed = PINPOOL_SWAP_RELEASE | PINPOOL_SWAP_SPILLABLE,
+        .flag_names = "pause flags: PINPOOL_SWAP_RELEASE, PINPOOL_SWAP_SPILLABLE"};
+    bool release = (flags & PINPOOL_SWAP_RELEASE) != 0;
     swap_t *sw;
     tag_t *t;
-    int rc;
+    int rc = begin(ctx, tag, flags, &w, &sw, &t);
 
-    rc = begin(ctx, tag, &sw, &t, true);
     if (rc != 0)
         return rc;
-    if ((flags & ~(PINPOOL_SWAP_RELEASE | PINPOOL_SWAP_SPILLABLE)) != 0) {
-        rc = pinpool__fail(ctx, PINPOOL_EINVAL,
-                           "pause flags: PINPOOL_SWAP_RELEASE, PINPOOL_SWAP_SPILLABLE "
-                           "(got 0x%x)", flags);
-        goto out;
-    }
-    rc = finish(ctx, t);
-    if (rc != 0)
-        goto out;
-    if (t->state != PINPOOL_SWAP_RESIDENT) {
+    if (t->state != PINPOOL_SWAP_RESIDENT)
         rc = pinpool__fail(ctx, PINPOOL_EINVAL, "tag '%s' is already paused", tag);
-        goto out;
-    }
-    rc = host_for_pause(ctx, t, (flags & PINPOOL_SWAP_SPILLABLE) != 0);
     if (rc == 0)
-        rc = enqueue(ctx, sw, t, (CUstream)stream, true, false, (flags & PINPOOL_SWAP_RELEASE) != 0);
-    if (rc != 0)
-        goto out;
-    t->tracked = (flags & PINPOOL_SWAP_RELEASE) != 0 && sw->streams == 1;
-    t->step_flags = flags;
-    t->state = PINPOOL_SWAP_PAUSING;
-out:
-    pthread_mutex_unlock(&sw->lock);
-    return rc;
+        rc = host_for_pause(ctx, t, (flags & PINPOOL_SWAP_SPILLABLE) != 0);
+    if (rc == 0)
+        rc = enqueue(ctx, sw, t, (CUstream)stream, true, false, release);
+    if (rc == 0) {
+        t->tracked = release && sw->streams == 1;
+        t->step_flags = flags;
+        t->state = PINPOOL_SWAP_PAUSING;
+    }
+    return end(sw, rc);
 }
 
 int pinpool_swap_resume(pinpool_ctx_t *ctx, const char *tag, void *stream, uint32_t flags)
 {
+    static const want_t w = {.tag_exists = true, .finish = true, .args_ok = true,
+                             .allowed = PINPOOL_SWAP_KEEP_HOST,
+                             .flag_names = "resume flags: PINPOOL_SWAP_KEEP_HOST only"};
     swap_t *sw;
     tag_t *t;
-    int rc;
+    int rc = begin(ctx, tag, flags, &w, &sw, &t);
 
-    rc = begin(ctx, tag, &sw, &t, true);
     if (rc != 0)
         return rc;
-    if ((flags & ~PINPOOL_SWAP_KEEP_HOST) != 0) {
-        rc = pinpool__fail(ctx, PINPOOL_EINVAL,
-                           "resume flags: PINPOOL_SWAP_KEEP_HOST only (got 0x%x)", flags);
-        goto out;
-    }
-    rc = finish(ctx, t);
-    if (rc != 0)
-        goto out;
-    if (t->state != PINPOOL_SWAP_PAUSED && (t->state != PINPOOL_SWAP_RESIDENT || t->have_host)) {
+    if (t->state != PINPOOL_SWAP_PAUSED && (t->state != PINPOOL_SWAP_RESIDENT || t->have_host))
         rc = pinpool__fail(ctx, PINPOOL_EINVAL, "tag '%s' is not paused", tag);
-        goto out;
+    if (rc == 0)
+        rc = host_for_resume(ctx, t);
+    /* When the enqueue fails, a released tag stays so; else the device holds
+     * partial data and the host copy is intact: resume again. */
+    if (rc == 0)
+        rc = enqueue(ctx, sw, t, (CUstream)stream, false, t->released, false);
+    if (rc == 0) {
+        t->released = false;
+        t->step_flags = flags;
+        t->state = PINPOOL_SWAP_RESUMING;
     }
-    rc = host_for_resume(ctx, t);
-    if (rc != 0)
-        goto out;
-    rc = enqueue(ctx, sw, t, (CUstream)stream, false, t->released, false);
-    if (rc != 0)
-        goto out; /* released: still so; else partial data on the device, the host copy
-                   * intact: resume again */
-    t->released = false;
-    t->step_flags = flags;
-    t->state = PINPOOL_SWAP_RESUMING;
-out:
-    pthread_mutex_unlock(&sw->lock);
-    return rc;
+    return end(sw, rc);
 }
 
 int pinpool_swap_wait(pinpool_ctx_t *ctx, const char *tag)
 {
+    static const want_t w = {.tag_exists = true, .finish = true, .args_ok = true};
     swap_t *sw;
     tag_t *t;
-    int rc;
+    int rc = begin(ctx, tag, 0, &w, &sw, &t);
 
-    rc = begin(ctx, tag, &sw, &t, true);
-    if (rc != 0)
-        return rc;
-    rc = finish(ctx, t);
-    pthread_mutex_unlock(&sw->lock);
-    return rc;
+    return rc != 0 ? rc : end(sw, 0);
 }
 
 static void free_tag(tag_t *t)
@@ -848,18 +841,15 @@ static void free_tag(tag_t *t)
 
 int pinpool_swap_drop(pinpool_ctx_t *ctx, const char *tag, uint32_t flags)
 {
+    static const want_t w = {.tag_exists = true, .args_ok = true,
+                             .allowed = PINPOOL_SWAP_FREE_HOST,
+                             .flag_names = "drop flags: PINPOOL_SWAP_FREE_HOST only"};
     swap_t *sw;
     tag_t *t, **pp;
-    int rc;
+    int rc = begin(ctx, tag, flags, &w, &sw, &t);
 
-    rc = begin(ctx, tag, &sw, &t, true);
     if (rc != 0)
         return rc;
-    if ((flags & ~PINPOOL_SWAP_FREE_HOST) != 0) {
-        rc = pinpool__fail(ctx, PINPOOL_EINVAL,
-                           "drop flags: PINPOOL_SWAP_FREE_HOST only (got 0x%x)", flags);
-        goto out;
-    }
     rc = finish(ctx, t);
     if (rc != 0)
         ipc_cu.cuCtxSynchronize(); /* nothing may still use the memory freed below */
@@ -871,24 +861,19 @@ int pinpool_swap_drop(pinpool_ctx_t *ctx, const char *tag, uint32_t flags)
         ;
     *pp = t->next;
     free_tag(t);
-out:
-    pthread_mutex_unlock(&sw->lock);
-    return rc;
+    return end(sw, rc);
 }
 
 int pinpool_swap_info(pinpool_ctx_t *ctx, const char *tag, pinpool_swap_info_t *out)
 {
+    const want_t w = {.tag_exists = true, .args_ok = out != NULL,
+                      .args_wrong = "out must not be NULL"};
     swap_t *sw;
     tag_t *t;
-    int rc;
+    int rc = begin(ctx, tag, 0, &w, &sw, &t);
 
-    rc = begin(ctx, tag, &sw, &t, true);
     if (rc != 0)
         return rc;
-    if (out == NULL) {
-        rc = pinpool__fail(ctx, PINPOOL_EINVAL, "out must not be NULL");
-        goto out;
-    }
     memset(out, 0, sizeof(*out));
     out->state = t->state;
     out->device_id = t->device;
@@ -898,9 +883,7 @@ int pinpool_swap_info(pinpool_ctx_t *ctx, const char *tag, pinpool_swap_info_t *
         out->device_bytes += t->vmm[i].mapped ? t->vmm[i].size : 0;
     out->host_slice_id = t->have_host ? t->host.id : 0;
     out->released = t->released;
-out:
-    pthread_mutex_unlock(&sw->lock);
-    return rc;
+    return end(sw, 0);
 }
 
 int pinpool_swap_config(pinpool_ctx_t *ctx, uint32_t streams, uint64_t chunk_bytes)

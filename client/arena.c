@@ -242,12 +242,7 @@ int pinpool_arena_create(pinpool_ctx_t *ctx, uint64_t lease_size,
     return 0;
 
 fail:
-    pool_destroy(arena->pool);
-    free(arena->by_chunk);
-    free(arena->sorted);
-    pthread_mutex_destroy(&arena->grow_lock);
-    pthread_mutex_destroy(&arena->lock);
-    free(arena);
+    pinpool_arena_destroy(arena); /* no lease in it: the first went back above */
     return rc;
 }
 

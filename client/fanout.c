@@ -117,10 +117,10 @@ static int check_args(pinpool_ctx_t *ctx, const void *host_src, int ndev, const 
     return 0;
 }
 
-#ifndef PINPOOL_HAVE_CUDA
-
-int pinpool_fanout(pinpool_ctx_t *ctx, const void *host_src, uint64_t bytes, int ndev,
-                   const int *devices, void *const *dst_ptrs, unsigned flags)
+/* The start of pinpool_fanout: the arguments, then the driver.  0: go on;
+ * 1: nothing to copy (bytes 0); else the error, with its message. */
+static int fanout_begin(pinpool_ctx_t *ctx, const void *host_src, uint64_t bytes, int ndev,
+                        const int *devices, void *const *dst_ptrs, unsigned flags)
 {
     char why[256];
     int rc;
@@ -128,10 +128,22 @@ int pinpool_fanout(pinpool_ctx_t *ctx, const void *host_src, uint64_t bytes, int
     if (ctx == NULL)
         return -EINVAL;
     rc = check_args(ctx, host_src, ndev, devices, dst_ptrs, flags);
-    if (rc != 0 || bytes == 0)
+    if (rc != 0)
         return rc;
+    if (bytes == 0)
+        return 1;
     rc = ipc_cuda_load(why, sizeof(why));
-    return pinpool__fail(ctx, rc, "%s", why);
+    return rc != 0 ? pinpool__fail(ctx, rc, "%s", why) : 0;
+}
+
+#ifndef PINPOOL_HAVE_CUDA
+
+int pinpool_fanout(pinpool_ctx_t *ctx, const void *host_src, uint64_t bytes, int ndev,
+                   const int *devices, void *const *dst_ptrs, unsigned flags)
+{
+    int rc = fanout_begin(ctx, host_src, bytes, ndev, devices, dst_ptrs, flags);
+
+    return rc == 1 ? 0 : rc; /* the driver cannot load in this build */
 }
 
 int pinpool_fanout_choice(pinpool_ctx_t *ctx, int ndev, const int *devices, uint64_t bytes,
@@ -501,22 +513,15 @@ int pinpool_fanout(pinpool_ctx_t *ctx, const void *host_src, uint64_t bytes, int
     void *state;
     CUcontext saved = NULL;
     fo_set_t *s;
-    char why[256];
     unsigned m = flags;
-    int rc;
+    int rc = fanout_begin(ctx, host_src, bytes, ndev, devices, dst_ptrs, flags);
 
-    if (ctx == NULL)
-        return -EINVAL;
-    rc = check_args(ctx, host_src, ndev, devices, dst_ptrs, flags);
-    if (rc != 0 || bytes == 0)
-        return rc;
+    if (rc != 0)
+        return rc == 1 ? 0 : rc;
     rc = pinpool__ext_get(ctx, &fanout_ext, &state);
     if (rc != 0)
         return rc;
     f = state;
-    rc = ipc_cuda_load(why, sizeof(why));
-    if (rc != 0)
-        return pinpool__fail(ctx, rc, "%s", why);
     for (int i = 0; i < ndev; i++)
         if (devices[i] >= ipc_cuda_device_count() || devices[i] >= PINPOOL_MAX_DEVICES)
             return pinpool__fail(ctx, PINPOOL_ENODEV, "pinpool_fanout: GPU %d is not visible in "

@@ -45,6 +45,8 @@ const char *pinpool_nccl_describe(char *buf, size_t len)
     return ipc_nccl_describe(buf, len);
 }
 
+#ifdef PINPOOL_HAVE_CUDA
+
 /* Size classes of AUTO: <4 MiB, <64 MiB, <1 GiB, larger. */
 static int size_class(uint64_t bytes)
 {
@@ -59,8 +61,6 @@ static uint64_t set_mask(int ndev, const int *devices)
         m |= 1ull << devices[i];
     return m;
 }
-
-#ifdef PINPOOL_HAVE_CUDA
 
 typedef struct fo_dev {
     bool ready;
@@ -172,12 +172,7 @@ static int cu_fail(pinpool_ctx_t *ctx, CUresult r, const char *call, int dev)
                          ipc_cuda_strerror(r, call, buf, sizeof(buf)));
 }
 
-#define CU(dev, call)                                                                          \
-    do {                                                                                       \
-        CUresult r_ = (call);                                                                  \
-        if (r_ != CUDA_SUCCESS)                                                                \
-            return cu_fail(ctx, r_, #call, (dev));                                             \
-    } while (0)
+#define CU(dev, call) IPC_CU_CHECK(call, return cu_fail(ctx, ipc_cu_r, #call, (dev)))
 
 static int use(pinpool_ctx_t *ctx, int dev)
 {

@@ -184,12 +184,7 @@ static int cu_fail(const pinpool_ctx_t *ctx, CUresult r, const char *call, const
                          "%s: %s", what, ipc_cuda_strerror(r, call, b, sizeof(b)));
 }
 
-#define CU_OR(ctx, call, what)                                                                 \
-    do {                                                                                       \
-        CUresult r_ = (call);                                                                  \
-        if (r_ != CUDA_SUCCESS)                                                                \
-            return cu_fail((ctx), r_, #call, (what));                                          \
-    } while (0)
+#define CU_OR(ctx, call, what) IPC_CU_CHECK(call, return cu_fail((ctx), ipc_cu_r, #call, (what)))
 
 /* The context's swap state, with CUDA and a pinned host pool checked. */
 static int get_state(pinpool_ctx_t *ctx, swap_t **out)

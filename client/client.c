@@ -1,5 +1,8 @@
 /*
- * client.c - libpinpool's context: connect, alloc, free, info, close.
+ * client.c - libpinpool's context: connect and close, the failure messages,
+ * the calls to the daemon (one method table, pinpool__call) and the slices
+ * (alloc, attach, acquire, release, free: their mapping in this process).
+ * The calls without a session are objects.c's.
  *
  * Owns: the fd-socket session (the lease), the slices this process holds and
  * the mappings of the chunk runs behind them.  A run is mapped once, on the
@@ -572,36 +575,26 @@ static void drop_slice(pinpool_ctx_t *ctx, slice_rec_t *rec)
 
 /* ---- the calls --------------------------------------------------------------------------- */
 
-/* The daemon's methods this file calls, each with the type of its reply. */
+/* Each method the library calls, with the type of its reply. */
 #define REPLY(name) &pinpool__v1__##name##_response__descriptor
-typedef enum {
-    M_ALLOCATE, M_ATTACH, M_ACQUIRE, M_FREE, M_RELEASE,
-    M_PUT, M_GET, M_EXISTS, M_REMOVE, M_PING, M_INFO
-} method_t;
-
 static const struct {
     const char *path;
     const ProtobufCMessageDescriptor *reply;
 } methods[] = {
-    [M_ALLOCATE] = {METHOD("AllocatePoolMemory"), REPLY(allocate_pool_memory)},
-    [M_ATTACH] = {METHOD("AttachPoolMemory"), REPLY(allocate_pool_memory)},
-    [M_ACQUIRE] = {METHOD("AcquirePoolMemory"), REPLY(allocate_pool_memory)},
-    [M_FREE] = {METHOD("FreePoolMemory"), REPLY(free_pool_memory)},
-    [M_RELEASE] = {METHOD("ReleasePoolMemory"), REPLY(release_pool_memory)},
-    [M_PUT] = {METHOD("Put"), REPLY(put)},
-    [M_GET] = {METHOD("Get"), REPLY(get)},
-    [M_EXISTS] = {METHOD("Exists"), REPLY(exists)},
-    [M_REMOVE] = {METHOD("Remove"), REPLY(remove)},
-    [M_PING] = {METHOD("Ping"), REPLY(ping)},
-    [M_INFO] = {METHOD("GetPoolInfo"), REPLY(get_pool_info)},
+    [PINPOOL__M_ALLOCATE] = {METHOD("AllocatePoolMemory"), REPLY(allocate_pool_memory)},
+    [PINPOOL__M_ATTACH] = {METHOD("AttachPoolMemory"), REPLY(allocate_pool_memory)},
+    [PINPOOL__M_ACQUIRE] = {METHOD("AcquirePoolMemory"), REPLY(allocate_pool_memory)},
+    [PINPOOL__M_FREE] = {METHOD("FreePoolMemory"), REPLY(free_pool_memory)},
+    [PINPOOL__M_RELEASE] = {METHOD("ReleasePoolMemory"), REPLY(release_pool_memory)},
+    [PINPOOL__M_PUT] = {METHOD("Put"), REPLY(put)},
+    [PINPOOL__M_GET] = {METHOD("Get"), REPLY(get)},
+    [PINPOOL__M_EXISTS] = {METHOD("Exists"), REPLY(exists)},
+    [PINPOOL__M_REMOVE] = {METHOD("Remove"), REPLY(remove)},
+    [PINPOOL__M_PING] = {METHOD("Ping"), REPLY(ping)},
+    [PINPOOL__M_INFO] = {METHOD("GetPoolInfo"), REPLY(get_pool_info)},
 };
 
-/*
- * The start of every call: ctx usable (connected; with an fd-socket session
- * when session is true) and the caller's pointers there (args_ok, else
- * PINPOOL_EINVAL: "<args> must not be NULL").
- */
-static int check_ctx(const pinpool_ctx_t *ctx, bool session, bool args_ok, const char *args)
+int pinpool__check(const pinpool_ctx_t *ctx, bool session, bool args_ok, const char *args)
 {
     if (ctx == NULL)
         return -EINVAL;
@@ -614,12 +607,8 @@ static int check_ctx(const pinpool_ctx_t *ctx, bool session, bool args_ok, const
     return 0;
 }
 
-/*
- * One call of method m: 0 and the reply in *(T **)reply, which the caller
- * frees with protobuf_c_message_free_unpacked (reply NULL: freed here); or
- * the error, with the daemon's message recorded.
- */
-static int call(pinpool_ctx_t *ctx, method_t m, const ProtobufCMessage *req, void *reply)
+int pinpool__call(pinpool_ctx_t *ctx, pinpool__method_t m, const ProtobufCMessage *req,
+                  void *reply)
 {
     ProtobufCMessage *r = NULL;
     char msg[MSG_LEN];
@@ -644,7 +633,7 @@ static int rpc_free(pinpool_ctx_t *ctx, uint64_t id, uint64_t *freed)
 
     req.client_id = ctx->client_id;
     req.slice_id = id;
-    rc = call(ctx, M_FREE, &req.base, &resp);
+    rc = pinpool__call(ctx, PINPOOL__M_FREE, &req.base, &resp);
     if (rc != 0)
         return rc;
     if (freed != NULL)
@@ -661,7 +650,7 @@ static int rpc_release(pinpool_ctx_t *ctx, uint64_t id, const char *key, uint64_
     req.slice_id = id;
     req.key = (char *)key;
     req.ttl_ms = ttl_ms;
-    return call(ctx, M_RELEASE, &req.base, NULL);
+    return pinpool__call(ctx, PINPOOL__M_RELEASE, &req.base, NULL);
 }
 
 /*
@@ -671,16 +660,16 @@ static int rpc_release(pinpool_ctx_t *ctx, uint64_t id, const char *key, uint64_
  * again under give_back_key (acquire, so that the object is not lost); the
  * mapping's message stays the one pinpool_errmsg says.
  */
-static int slice_call(pinpool_ctx_t *ctx, method_t m, const ProtobufCMessage *req,
+static int slice_call(pinpool_ctx_t *ctx, pinpool__method_t m, const ProtobufCMessage *req,
                       uint32_t flags, pinpool_slice_t *out, const char *give_back_key)
 {
     Pinpool__V1__AllocatePoolMemoryResponse *resp = NULL;
-    int rc = call(ctx, m, req, &resp);
+    int rc = pinpool__call(ctx, m, req, &resp);
 
     if (rc != 0)
         return rc;
     rc = take_slice(ctx, resp, flags, out);
-    if (rc != 0 && m != M_ATTACH) {
+    if (rc != 0 && m != PINPOOL__M_ATTACH) {
         char msg[MSG_LEN];
 
         memcpy(msg, tls_msg, sizeof(msg));
@@ -727,7 +716,7 @@ int pinpool_alloc(pinpool_ctx_t *ctx, uint64_t size, const pinpool_alloc_opts_t 
                   pinpool_slice_t *out)
 {
     Pinpool__V1__AllocatePoolMemoryRequest req = PINPOOL__V1__ALLOCATE_POOL_MEMORY_REQUEST__INIT;
-    int rc = check_ctx(ctx, true, out != NULL, "out");
+    int rc = pinpool__check(ctx, true, out != NULL, "out");
 
     if (rc != 0)
         return rc;
@@ -737,39 +726,40 @@ int pinpool_alloc(pinpool_ctx_t *ctx, uint64_t size, const pinpool_alloc_opts_t 
     req.alignment = opts != NULL ? opts->alignment : 0;
     req.tag = opts != NULL && opts->tag != NULL ? (char *)opts->tag : (char *)"";
     req.keep = opts != NULL && (opts->flags & PINPOOL_ALLOC_KEEP) != 0;
-    return slice_call(ctx, M_ALLOCATE, &req.base, opts != NULL ? opts->flags : 0, out, NULL);
+    return slice_call(ctx, PINPOOL__M_ALLOCATE, &req.base, opts != NULL ? opts->flags : 0, out,
+                      NULL);
 }
 
 /* Attach (the slice kept under name) or acquire (the object under name). */
-static int slice_by_name(pinpool_ctx_t *ctx, method_t m, const char *name, uint32_t flags,
-                         pinpool_slice_t *out)
+static int slice_by_name(pinpool_ctx_t *ctx, pinpool__method_t m, const char *name,
+                         uint32_t flags, pinpool_slice_t *out)
 {
     Pinpool__V1__AttachPoolMemoryRequest attach = PINPOOL__V1__ATTACH_POOL_MEMORY_REQUEST__INIT;
     Pinpool__V1__AcquirePoolMemoryRequest acquire = PINPOOL__V1__ACQUIRE_POOL_MEMORY_REQUEST__INIT;
-    int rc = check_ctx(ctx, true, name != NULL && out != NULL,
-                       m == M_ATTACH ? "tag and out" : "key and out");
+    int rc = pinpool__check(ctx, true, name != NULL && out != NULL,
+                       m == PINPOOL__M_ATTACH ? "tag and out" : "key and out");
 
     if (rc != 0)
         return rc;
     attach.client_id = acquire.client_id = ctx->client_id;
     attach.tag = acquire.key = (char *)name;
-    return slice_call(ctx, m, m == M_ATTACH ? &attach.base : &acquire.base, flags, out,
-                      m == M_ACQUIRE ? name : NULL);
+    return slice_call(ctx, m, m == PINPOOL__M_ATTACH ? &attach.base : &acquire.base, flags, out,
+                      m == PINPOOL__M_ACQUIRE ? name : NULL);
 }
 
 int pinpool_attach(pinpool_ctx_t *ctx, const char *tag, uint32_t flags, pinpool_slice_t *out)
 {
-    return slice_by_name(ctx, M_ATTACH, tag, flags, out);
+    return slice_by_name(ctx, PINPOOL__M_ATTACH, tag, flags, out);
 }
 
 int pinpool_acquire(pinpool_ctx_t *ctx, const char *key, uint32_t flags, pinpool_slice_t *out)
 {
-    return slice_by_name(ctx, M_ACQUIRE, key, flags, out);
+    return slice_by_name(ctx, PINPOOL__M_ACQUIRE, key, flags, out);
 }
 
 int pinpool_free(pinpool_ctx_t *ctx, uint64_t slice_id, uint64_t *freed_bytes)
 {
-    int rc = check_ctx(ctx, true, true, NULL);
+    int rc = pinpool__check(ctx, true, true, NULL);
 
     if (rc == 0)
         rc = own_slice(ctx, slice_id);
@@ -784,7 +774,7 @@ int pinpool_free(pinpool_ctx_t *ctx, uint64_t slice_id, uint64_t *freed_bytes)
 
 int pinpool_release(pinpool_ctx_t *ctx, uint64_t slice_id, const char *key, uint64_t ttl_ms)
 {
-    int rc = check_ctx(ctx, true, key != NULL, "key");
+    int rc = pinpool__check(ctx, true, key != NULL, "key");
 
     if (rc == 0)
         rc = own_slice(ctx, slice_id);
@@ -797,7 +787,7 @@ int pinpool_release(pinpool_ctx_t *ctx, uint64_t slice_id, const char *key, uint
 
 int pinpool_detach(pinpool_ctx_t *ctx, uint64_t slice_id)
 {
-    int rc = check_ctx(ctx, true, true, NULL);
+    int rc = pinpool__check(ctx, true, true, NULL);
 
     if (rc == 0 && !forget_slice(ctx, slice_id))
         rc = pinpool__fail(ctx, PINPOOL_ENOENT, "slice %" PRIu64 " is not mapped in this process",
@@ -808,7 +798,7 @@ int pinpool_detach(pinpool_ctx_t *ctx, uint64_t slice_id)
 int pinpool_free_all(pinpool_ctx_t *ctx, uint64_t *freed_bytes)
 {
     slice_rec_t *rec, *next;
-    int rc = check_ctx(ctx, true, true, NULL);
+    int rc = pinpool__check(ctx, true, true, NULL);
 
     if (rc == 0)
         rc = rpc_free(ctx, 0, freed_bytes);
@@ -819,147 +809,4 @@ int pinpool_free_all(pinpool_ctx_t *ctx, uint64_t *freed_bytes)
         drop_slice(ctx, rec);
     pthread_mutex_unlock(&ctx->lock);
     return 0;
-}
-
-/* The object calls: no session needed (the bytes travel in the RPC). */
-
-int pinpool_put(pinpool_ctx_t *ctx, const char *key, const void *data, uint64_t len,
-                uint64_t ttl_ms)
-{
-    Pinpool__V1__PutRequest req = PINPOOL__V1__PUT_REQUEST__INIT;
-    int rc = check_ctx(ctx, false, key != NULL && (data != NULL || len == 0), "key and data");
-
-    if (rc != 0)
-        return rc;
-    req.key = (char *)key;
-    req.data.data = (uint8_t *)data;
-    req.data.len = len;
-    req.ttl_ms = ttl_ms;
-    return call(ctx, M_PUT, &req.base, NULL);
-}
-
-int pinpool_get(pinpool_ctx_t *ctx, const char *key, void *buf, uint64_t len, uint64_t *got)
-{
-    Pinpool__V1__GetRequest req = PINPOOL__V1__GET_REQUEST__INIT;
-    Pinpool__V1__GetResponse *resp = NULL;
-    int rc = check_ctx(ctx, false, key != NULL && (buf != NULL || len == 0), "key and buf");
-
-    req.key = (char *)key;
-    if (rc == 0)
-        rc = call(ctx, M_GET, &req.base, &resp);
-    if (rc != 0)
-        return rc;
-    if (got != NULL)
-        *got = resp->data.len;
-    if (resp->data.len > len)
-        rc = pinpool__fail(ctx, -ENOBUFS, "the object is %zu bytes; the buffer %" PRIu64,
-                           resp->data.len, len);
-    else if (resp->data.len > 0)
-        memcpy(buf, resp->data.data, resp->data.len);
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    return rc;
-}
-
-int pinpool_exists(pinpool_ctx_t *ctx, const char *key)
-{
-    Pinpool__V1__ExistsRequest req = PINPOOL__V1__EXISTS_REQUEST__INIT;
-    Pinpool__V1__ExistsResponse *resp = NULL;
-    int rc = check_ctx(ctx, false, key != NULL, "key");
-
-    req.key = (char *)key;
-    if (rc == 0)
-        rc = call(ctx, M_EXISTS, &req.base, &resp);
-    if (rc != 0)
-        return rc;
-    rc = resp->exists ? 1 : 0;
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    return rc;
-}
-
-int pinpool_remove(pinpool_ctx_t *ctx, const char *key)
-{
-    Pinpool__V1__RemoveRequest req = PINPOOL__V1__REMOVE_REQUEST__INIT;
-    int rc = check_ctx(ctx, false, key != NULL, "key");
-
-    req.key = (char *)key;
-    return rc != 0 ? rc : call(ctx, M_REMOVE, &req.base, NULL);
-}
-
-int pinpool_ping(pinpool_ctx_t *ctx)
-{
-    Pinpool__V1__PingRequest req = PINPOOL__V1__PING_REQUEST__INIT;
-    int rc = check_ctx(ctx, false, true, NULL);
-
-    return rc != 0 ? rc : call(ctx, M_PING, &req.base, NULL);
-}
-
-/* The fields of GetPoolInfo's reply that pinpool.h mirrors one to one, by
- * name: N(field) a number, S(field) a string (a char array in pinpool.h). */
-#define INFO_FIELDS(N, S)                                                                      \
-    N(capacity_bytes) N(ready_bytes) N(used_bytes) N(free_bytes) N(largest_free_extent)        \
-    N(chunk_size) N(num_chunks) N(num_slices) N(num_clients) N(fragmentation) S(host_backend)  \
-    S(mode) N(num_kept) N(pin_seconds)
-#define DEVICE_FIELDS(N, S)                                                                    \
-    N(device_id) S(name) N(capacity_bytes) N(used_bytes) N(free_bytes) N(largest_free_extent)  \
-    N(num_slices)
-#define USAGE_FIELDS(N, S) S(client_id) N(bytes) N(device_bytes) N(slices) N(pid) N(uid)
-#define SPILL_FIELDS(N, S)                                                                     \
-    S(tier) N(objects) N(objects_resident) N(objects_spilled) N(resident_bytes)                \
-    N(spilled_bytes_now) N(spills) N(bytes_spilled) N(spill_failures) N(restores)              \
-    N(bytes_restored) N(restore_failures) N(spill_gbps) N(restore_gbps) N(spill_avg_ms)        \
-    N(restore_avg_ms) N(expired) N(low_watermark_bytes) S(last_error)
-#define COPY_NUMBER(f) dst->f = src->f;
-#define COPY_STRING(f) snprintf(dst->f, sizeof(dst->f), "%s", src->f);
-
-int pinpool_pool_info(pinpool_ctx_t *ctx, pinpool_pool_info_t *out)
-{
-    Pinpool__V1__GetPoolInfoRequest req = PINPOOL__V1__GET_POOL_INFO_REQUEST__INIT;
-    Pinpool__V1__GetPoolInfoResponse *r = NULL;
-    int rc = check_ctx(ctx, false, true, NULL);
-
-    if (rc == 0)
-        rc = call(ctx, M_INFO, &req.base, &r);
-    if (rc != 0)
-        return rc;
-    memset(out, 0, sizeof(*out));
-    if (r->n_clients > 0) {
-        out->usage = calloc(r->n_clients, sizeof(*out->usage));
-        if (out->usage == NULL) {
-            protobuf_c_message_free_unpacked(&r->base, NULL);
-            return pinpool__fail(ctx, -ENOMEM, "out of memory");
-        }
-    }
-    {
-        const Pinpool__V1__GetPoolInfoResponse *src = r;
-        pinpool_pool_info_t *dst = out;
-        INFO_FIELDS(COPY_NUMBER, COPY_STRING)
-    }
-    out->num_devices = (uint32_t)(r->n_devices < PINPOOL_MAX_DEVICES ? r->n_devices : PINPOOL_MAX_DEVICES);
-    for (uint32_t i = 0; i < out->num_devices; i++) {
-        const Pinpool__V1__DevicePoolInfo *src = r->devices[i];
-        pinpool_device_info_t *dst = &out->devices[i];
-        DEVICE_FIELDS(COPY_NUMBER, COPY_STRING)
-    }
-    out->num_usage = (uint32_t)r->n_clients;
-    for (size_t i = 0; i < r->n_clients; i++) {
-        const Pinpool__V1__ClientUsage *src = r->clients[i];
-        pinpool_client_usage_t *dst = &out->usage[i];
-        USAGE_FIELDS(COPY_NUMBER, COPY_STRING)
-    }
-    if (r->spill != NULL) {
-        const Pinpool__V1__SpillInfo *src = r->spill;
-        pinpool_spill_info_t *dst = &out->spill;
-        SPILL_FIELDS(COPY_NUMBER, COPY_STRING)
-    }
-    protobuf_c_message_free_unpacked(&r->base, NULL);
-    return 0;
-}
-
-void pinpool_pool_info_free(pinpool_pool_info_t *info)
-{
-    if (info != NULL) {
-        free(info->usage);
-        info->usage = NULL;
-        info->num_usage = 0;
-    }
 }

@@ -7,6 +7,7 @@
 
 #include <grpc/grpc.h>
 #include <protobuf-c/protobuf-c.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "pinpool.h"
@@ -33,6 +34,29 @@ void pinpool__rpc_set_token(pinpool__rpc_t *rpc, const char *token);
 int pinpool__rpc_call(pinpool__rpc_t *rpc, const char *method, const ProtobufCMessage *req,
                       const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
                       int *grpc_status, char *msg, size_t msglen);
+
+/* The daemon's methods the library calls (client.c's table knows each one's
+ * path and reply type). */
+typedef enum {
+    PINPOOL__M_ALLOCATE, PINPOOL__M_ATTACH, PINPOOL__M_ACQUIRE, PINPOOL__M_FREE,
+    PINPOOL__M_RELEASE, PINPOOL__M_PUT, PINPOOL__M_GET, PINPOOL__M_EXISTS, PINPOOL__M_REMOVE,
+    PINPOOL__M_PING, PINPOOL__M_INFO
+} pinpool__method_t;
+
+/*
+ * The start of every call on a context: ctx usable (connected; with an
+ * fd-socket session when session is true) and the caller's pointers there
+ * (args_ok, else PINPOOL_EINVAL: "<args> must not be NULL").  0 or the error,
+ * with its message.
+ */
+int pinpool__check(const pinpool_ctx_t *ctx, bool session, bool args_ok, const char *args);
+/*
+ * One call of method m on ctx's channel: 0 and the reply in *(T **)reply,
+ * which the caller frees with protobuf_c_message_free_unpacked (reply NULL:
+ * freed here); or the error, with the daemon's message recorded.
+ */
+int pinpool__call(pinpool_ctx_t *ctx, pinpool__method_t m, const ProtobufCMessage *req,
+                  void *reply);
 
 /* A context with only the gRPC channel: no fd-socket session, no lease
  * (`pinpool info` uses it, so that it does not show up as a client). */

@@ -3,6 +3,8 @@
  *
  * Owns: the channel and a stack of pluck completion queues, one per call in
  * flight, so that any number of threads can call at once.
+ * Never: maps gRPC statuses to pinpool codes itself (proto/status.c does, from
+ * the one list) or knows a context (its message goes to the caller's buffer).
  * Locking: rpc->lock guards the stack only; a call runs without it.
  */
 #include <errno.h>

@@ -10,7 +10,7 @@
 #   make fuzz       build the libFuzzer targets, run each FUZZ_SECONDS (60)
 #   make soak       the crash test with SOAK_CYCLES (10000) killed clients
 #   make valgrind   a daemon run under valgrind (errors and leaks fail it)
-#   make install    PREFIX=/usr/local DESTDIR=: binary, library, header,
+#   make install    PREFIX=/usr/local DESTDIR=: binary, library, headers,
 #                   pinpool.pc and the systemd unit
 #   make clean
 #
@@ -48,7 +48,7 @@ WARN += -Werror
 endif
 OPT := $(if $(DEBUG),-O0,-O2)
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -g $(OPT) $(WARN) -fPIC -pthread -MMD -MP \
-               -Iclient -Ipool -Iipc -Iserver -I$(BUILD)/gen
+               -Iclient -Ipool -Iipc -Iproto -Iserver -I$(BUILD)/gen
 ifneq ($(SANITIZE),)
 CFLAGS_BASE += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer
 LDFLAGS_SAN := -fsanitize=$(SANITIZE)
@@ -81,10 +81,19 @@ SRV_LIBS    = $(LIBS) $(MHD_LIBS)
 CRIT_LIBS   = $(shell $(PKG) --libs criterion 2>/dev/null)
 
 CFLAGS  = $(CFLAGS_BASE) $(GRPC_CFLAGS) $(EXTRA_CFLAGS)
+# Layers point down only: pool/ and ipc/ are compiled without the include
+# paths of the layers above them, so that an include of one does not build.
+ABOVE_pool := -Iclient -Iipc -Iproto -Iserver -I$(BUILD)/gen
+ABOVE_ipc  := -Iclient -Iproto -Iserver -I$(BUILD)/gen
+layer = $(filter-out $(ABOVE_$(firstword $(subst /, ,$<))),$(1))
 
 GEN_SRC := $(BUILD)/gen/pinpool.pb-c.c
+# libpinpool's public headers: pinpool.h includes the error list from pool/.
+PUBLIC_HEADERS := client/pinpool.h pool/pinpool_errors.h
 POOL_SRC := $(wildcard pool/*.c)
 IPC_SRC  := $(wildcard ipc/*.c)
+# The gRPC contract's C side (proto/status.c: errors <-> statuses), for both ends.
+PROTO_SRC := $(wildcard proto/*.c)
 SRV_SRC  := $(filter-out server/main.c,$(wildcard server/*.c))
 CLI_SRC  := $(wildcard client/*.c)
 TEST_SRC := $(wildcard tests/test_*.c)
@@ -94,7 +103,7 @@ BENCH_SRC := $(wildcard bench/*.c)
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(notdir $(1)))
 # Objects for the shipped binaries, and a second set built with POOL_DEBUG
 # (allocator invariants checked after every operation) for the tests.
-COMMON_SRC := $(POOL_SRC) $(IPC_SRC) $(GEN_SRC)
+COMMON_SRC := $(POOL_SRC) $(IPC_SRC) $(PROTO_SRC) $(GEN_SRC)
 LIB_OBJ    := $(addprefix $(BUILD)/obj/,$(addsuffix .o,$(basename $(COMMON_SRC) $(CLI_SRC))))
 SRV_OBJ    := $(addprefix $(BUILD)/obj/,$(addsuffix .o,$(basename $(COMMON_SRC) $(SRV_SRC) $(CLI_SRC))))
 MAIN_OBJ   := $(BUILD)/obj/server/main.o
@@ -144,13 +153,13 @@ $(BUILD)/gen/pinpool.pb-c.c $(BUILD)/gen/pinpool.pb-c.h: proto/pinpool.proto
 $(BUILD)/obj/%.o: %.c $(BUILD)/gen/pinpool.pb-c.h
 	$(Q)mkdir -p $(dir $@)
 	@echo "  CC      $<"
-	$(Q)$(CC) $(CFLAGS) -DPINPOOL_BUILDING -fvisibility=hidden -c $< -o $@
+	$(Q)$(CC) $(call layer,$(CFLAGS)) -DPINPOOL_BUILDING -fvisibility=hidden -c $< -o $@
 $(BUILD)/obj/$(BUILD)/gen/%.o: $(BUILD)/gen/%.c
 	$(Q)mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) -fvisibility=hidden -w -c $< -o $@
 $(BUILD)/tobj/%.o: %.c $(BUILD)/gen/pinpool.pb-c.h
 	$(Q)mkdir -p $(dir $@)
-	$(Q)$(CC) $(CFLAGS) -DPOOL_DEBUG -DPINPOOL_BUILDING -c $< -o $@
+	$(Q)$(CC) $(call layer,$(CFLAGS)) -DPOOL_DEBUG -DPINPOOL_BUILDING -c $< -o $@
 $(BUILD)/tobj/$(BUILD)/gen/%.o: $(BUILD)/gen/%.c
 	$(Q)mkdir -p $(dir $@)
 	$(Q)$(CC) $(CFLAGS) -w -c $< -o $@
@@ -268,7 +277,7 @@ dist: $(BUILD)/.deps-ok
 	$(Q)rm -rf $(DIST) && mkdir -p $(DIST)/bin $(DIST)/lib $(DIST)/include $(DIST)/tests $(DIST)/bench
 	$(Q)cp $(DIST_BIN) $(DIST)/bin/
 	$(Q)cp $(BUILD)/libpinpool.so $(DIST)/lib/libpinpool.so.0 && ln -s libpinpool.so.0 $(DIST)/lib/libpinpool.so
-	$(Q)cp client/pinpool.h $(DIST)/include/
+	$(Q)cp $(PUBLIC_HEADERS) $(DIST)/include/
 	$(Q)cp tests/gpu/run $(DIST)/tests/run-gpu && cp tests/gpu/run-multi $(DIST)/tests/run-gpu-multi && \
 	  cp tests/gpu/test_torch.py $(DIST)/tests/
 	$(Q)cp bench/gpu_run bench/fanout_run bench/run bench/swap_run bench/swap_plot $(DIST)/bench/

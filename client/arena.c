@@ -17,7 +17,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +29,6 @@
 #define ARENA_OWNER 1        /* the pool_t's only owner */
 #define ARENA_DEFAULT_LEASES 4096
 #define ARENA_TAG_LEN 64
-#define ARENA_MSG_LEN 256
 
 typedef struct lease {
     char *base;
@@ -62,18 +60,6 @@ struct pinpool_arena {
     uint64_t requested;   /* by live blocks in the pool */
     uint64_t allocs, frees;
 };
-
-__attribute__((format(printf, 3, 4))) static int arena_fail(const pinpool_arena_t *arena,
-                                                            int err, const char *fmt, ...)
-{
-    char msg[ARENA_MSG_LEN];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    return pinpool__fail(arena->ctx, err, msg);
-}
 
 static bool is_pow2(uint64_t x)
 {
@@ -163,7 +149,7 @@ static int take_lease(pinpool_arena_t *arena, uint64_t size, uint64_t align, lea
     int rc;
 
     if (l == NULL)
-        return arena_fail(arena, -ENOMEM, "out of memory");
+        return pinpool__fail(arena->ctx, -ENOMEM, "out of memory");
     rc = pinpool_alloc(arena->ctx, size, &opts, &s);
     if (rc != 0) {
         free(l); /* pinpool_alloc said why */
@@ -256,12 +242,7 @@ int pinpool_arena_create(pinpool_ctx_t *ctx, uint64_t lease_size,
     return 0;
 
 fail:
-    pool_destroy(arena->pool);
-    free(arena->by_chunk);
-    free(arena->sorted);
-    pthread_mutex_destroy(&arena->grow_lock);
-    pthread_mutex_destroy(&arena->lock);
-    free(arena);
+    pinpool_arena_destroy(arena); /* no lease in it: the first went back above */
     return rc;
 }
 
@@ -311,15 +292,16 @@ static int alloc_large(pinpool_arena_t *arena, uint64_t size, uint64_t align,
     int rc;
 
     if (bytes < size)
-        return arena_fail(arena, PINPOOL_ETOOBIG, "arena: %" PRIu64 " bytes is too large", size);
+        return pinpool__fail(arena->ctx, PINPOOL_ETOOBIG,
+                             "arena: %" PRIu64 " bytes is too large", size);
     pthread_mutex_lock(&arena->lock);
     if (over_cap(arena, bytes)) {
         uint64_t leased = arena->leased;
 
         pthread_mutex_unlock(&arena->lock);
-        return arena_fail(arena, PINPOOL_ENOSPC, "arena: a block of %" PRIu64 " bytes would"
-                          " pass max_bytes %" PRIu64 " (%" PRIu64 " bytes leased)", size,
-                          arena->max_bytes, leased);
+        return pinpool__fail(arena->ctx, PINPOOL_ENOSPC, "arena: a block of %" PRIu64 " bytes would"
+                             " pass max_bytes %" PRIu64 " (%" PRIu64 " bytes leased)", size,
+                             arena->max_bytes, leased);
     }
     rc = reserve_sorted(arena, 1);
     if (rc == 0) {
@@ -328,7 +310,7 @@ static int alloc_large(pinpool_arena_t *arena, uint64_t size, uint64_t align,
     }
     pthread_mutex_unlock(&arena->lock);
     if (rc != 0)
-        return arena_fail(arena, rc, "out of memory");
+        return pinpool__fail(arena->ctx, rc, "out of memory");
 
     rc = take_lease(arena, bytes, align > arena->quantum ? align : arena->quantum, &l);
 
@@ -374,14 +356,14 @@ static bool grow(pinpool_arena_t *arena, uint32_t nchunks_seen, uint64_t size, u
         uint64_t leased = arena->leased;
 
         pthread_mutex_unlock(&arena->lock);
-        *rc = arena_fail(arena, PINPOOL_ENOSPC, "arena: no room for %" PRIu64 " bytes and"
-                         " at its cap (%" PRIu32 " leases of %" PRIu64 " bytes, %" PRIu64
-                         " bytes leased)", size, arena->nchunks, arena->lease_size, leased);
+        *rc = pinpool__fail(arena->ctx, PINPOOL_ENOSPC, "arena: no room for %" PRIu64 " bytes and"
+                            " at its cap (%" PRIu32 " leases of %" PRIu64 " bytes, %" PRIu64
+                            " bytes leased)", size, arena->nchunks, arena->lease_size, leased);
         pthread_mutex_unlock(&arena->grow_lock);
         return true;
     } else if ((*rc = reserve_sorted(arena, 1)) != 0) {
         pthread_mutex_unlock(&arena->lock);
-        *rc = arena_fail(arena, *rc, "out of memory");
+        *rc = pinpool__fail(arena->ctx, *rc, "out of memory");
         pthread_mutex_unlock(&arena->grow_lock);
         return true;
     } else {
@@ -415,7 +397,7 @@ static bool grow(pinpool_arena_t *arena, uint32_t nchunks_seen, uint64_t size, u
             pthread_mutex_unlock(&arena->lock);
             give_back(arena, l);
             pthread_mutex_lock(&arena->lock);
-            *rc = arena_fail(arena, *rc, "out of memory");
+            *rc = pinpool__fail(arena->ctx, *rc, "out of memory");
         }
     }
     pthread_mutex_unlock(&arena->lock);
@@ -433,15 +415,15 @@ int pinpool_arena_alloc_block(pinpool_arena_t *arena, uint64_t size, uint64_t al
     if (arena == NULL || out == NULL)
         return -EINVAL;
     if (size == 0)
-        return arena_fail(arena, PINPOOL_EINVAL, "arena: the size must be greater than 0");
+        return pinpool__fail(arena->ctx, PINPOOL_EINVAL, "arena: the size must be greater than 0");
     if (align != 0 && !is_pow2(align))
-        return arena_fail(arena, PINPOOL_EALIGN, "arena: alignment %" PRIu64
-                          " is not a power of two", align);
+        return pinpool__fail(arena->ctx, PINPOOL_EALIGN, "arena: alignment %" PRIu64
+                             " is not a power of two", align);
     if (size > arena->lease_size) /* lease_size is a multiple of the quantum */
         return alloc_large(arena, size, align, out);
     if (align > PINPOOL_ARENA_MAX_ALIGN)
-        return arena_fail(arena, PINPOOL_EALIGN, "arena: alignment %" PRIu64
-                          " is more than %d", align, PINPOOL_ARENA_MAX_ALIGN);
+        return pinpool__fail(arena->ctx, PINPOOL_EALIGN, "arena: alignment %" PRIu64
+                             " is more than %d", align, PINPOOL_ARENA_MAX_ALIGN);
     for (;;) {
         pthread_mutex_lock(&arena->lock);
         rc = pool_alloc(arena->pool, ARENA_OWNER, size, align, &s);
@@ -453,7 +435,7 @@ int pinpool_arena_alloc_block(pinpool_arena_t *arena, uint64_t size, uint64_t al
         nchunks = arena->nchunks;
         pthread_mutex_unlock(&arena->lock);
         if (rc != PINPOOL_ENOSPC)
-            return rc == 0 ? 0 : arena_fail(arena, rc, "arena: %s", pinpool_strerror(rc));
+            return rc == 0 ? 0 : pinpool__fail(arena->ctx, rc, "arena: %s", pinpool_strerror(rc));
         if (grow(arena, nchunks, size, align, out, &rc))
             return rc;
     }
@@ -496,13 +478,14 @@ int pinpool_arena_free(pinpool_arena_t *arena, void *ptr)
         }
         pthread_mutex_unlock(&arena->lock);
         if (rc != 0)
-            return arena_fail(arena, PINPOOL_ENOENT, "arena: %p is not a live block of this"
-                              " arena (it lies inside lease %" PRIu64 ")", ptr, l->slice_id);
+            return pinpool__fail(arena->ctx, PINPOOL_ENOENT, "arena: %p is not a live block of this"
+                                 " arena (it lies inside lease %" PRIu64 ")", ptr, l->slice_id);
         return 0;
     }
     if (l == NULL || (char *)ptr != l->base) {
         pthread_mutex_unlock(&arena->lock);
-        return arena_fail(arena, PINPOOL_ENOENT, "arena: %p is not a block of this arena", ptr);
+        return pinpool__fail(arena->ctx, PINPOOL_ENOENT,
+                             "arena: %p is not a block of this arena", ptr);
     }
     /* A large block: its lease goes back to the daemon. */
     remove_sorted(arena, l);

@@ -3,6 +3,8 @@
  *
  * Owns: the channel and a stack of pluck completion queues, one per call in
  * flight, so that any number of threads can call at once.
+ * Never: maps gRPC statuses to pinpool codes itself (proto/status.c does, from
+ * the one list) or knows a context (its message goes to the caller's buffer).
  * Locking: rpc->lock guards the stack only; a call runs without it.
  */
 #include <errno.h>
@@ -17,6 +19,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "status.h"
 
 #define CALL_TIMEOUT_MS 120000 /* an allocation may wait for chunks being pinned */
 #define MAX_IDLE_CQS 16
@@ -94,7 +97,8 @@ static void cq_put(pinpool__rpc_t *rpc, grpc_completion_queue *cq)
     }
 }
 
-/* The pinpool code a failed call carries, else one mapped from its status. */
+/* The pinpool code a failed call carries, else one mapped back from its
+ * status (proto/status.c: UNAVAILABLE is PINPOOL_ECONNECT, ...). */
 static int call_error(grpc_status_code status, const grpc_metadata_array *trailer)
 {
     for (size_t i = 0; i < trailer->count; i++) {
@@ -111,23 +115,9 @@ static int call_error(grpc_status_code status, const grpc_metadata_array *traile
             }
         }
     }
-    switch (status) {
-    case GRPC_STATUS_UNAVAILABLE:
-    case GRPC_STATUS_CANCELLED: /* we never cancel: the daemon went away mid-call */
-        return PINPOOL_ECONNECT;
-    case GRPC_STATUS_DEADLINE_EXCEEDED:
-        return PINPOOL_ETIMEOUT;
-    case GRPC_STATUS_INVALID_ARGUMENT:
-        return PINPOOL_EINVAL;
-    case GRPC_STATUS_NOT_FOUND:
-        return PINPOOL_ENOENT;
-    case GRPC_STATUS_PERMISSION_DENIED:
-        return PINPOOL_EPERM;
-    case GRPC_STATUS_RESOURCE_EXHAUSTED:
-        return PINPOOL_ENOSPC;
-    default:
-        return PINPOOL_EPROTO;
-    }
+    if (status == GRPC_STATUS_CANCELLED) /* we never cancel: the daemon went away mid-call */
+        status = GRPC_STATUS_UNAVAILABLE;
+    return proto_error_of(status);
 }
 
 int pinpool__rpc_call(pinpool__rpc_t *rpc, const char *method, const ProtobufCMessage *req,

@@ -1,13 +1,19 @@
 /*
- * client.c - libpinpool's context: connect, alloc, free, info, close.
+ * client.c - libpinpool's context: connect and close, the failure messages,
+ * the calls to the daemon (one method table, pinpool__call) and the slices
+ * (alloc, attach, acquire, release, free: their mapping in this process).
+ * The calls without a session are objects.c's.
  *
  * Owns: the fd-socket session (the lease), the slices this process holds and
  * the mappings of the chunk runs behind them.  A run is mapped once, on the
- * first slice that needs it, and unmapped when its last slice is freed.
+ * first slice that needs it, and unmapped when its last slice is freed.  The
+ * slots where the library's other parts (swap.c, fanout.c) keep their state
+ * per context (pinpool__ext_get), which pinpool_close tears down first.
  * Never: frees a slice locally that the daemon still counts, or the reverse,
- * except when the daemon says the slice is gone.
- * Locking: ctx->lock guards the slice and map tables and is held across a
- * run's descriptor fetch and mapping (so that a run is mapped once);
+ * except when the daemon says the slice is gone; calls into swap.c or
+ * fanout.c other than through their pinpool__ext_t.
+ * Locking: ctx->lock guards the slice, map and extension tables and is held
+ * across a run's descriptor fetch and mapping (so that a run is mapped once);
  * ctx->fd_lock serialises request/answer pairs on the fd socket and is taken
  * inside ctx->lock.  gRPC calls run without either.
  */
@@ -90,34 +96,42 @@ struct pinpool_ctx {
     struct run_tree runs;
     struct slice_tree slices;
     dev_pool_t devs[PINPOOL_MAX_DEVICES];
-    pinpool__fanout_t *fanout; /* fanout.c */
-    struct pinpool__swap *swap; /* swap.c's tags; NULL until the first swap call */
+    struct {
+        const pinpool__ext_t *ext;
+        void *state;
+    } ext[PINPOOL__MAX_EXT]; /* the states of swap.c, fanout.c (under lock) */
+    int next;
 };
 
 /* The calling thread's last failure message, and the context it was on. */
 static __thread char tls_msg[MSG_LEN];
 static __thread const pinpool_ctx_t *tls_ctx;
 
-__attribute__((format(printf, 3, 4))) static int fail(const pinpool_ctx_t *ctx, int err,
-                                                      const char *fmt, ...)
+int pinpool__fail(const pinpool_ctx_t *ctx, int err, const char *fmt, ...)
 {
+    char msg[MSG_LEN]; /* an argument may be tls_msg itself (pinpool_errmsg) */
     va_list ap;
 
     va_start(ap, fmt);
-    vsnprintf(tls_msg, sizeof(tls_msg), fmt, ap);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    memcpy(tls_msg, msg, sizeof(tls_msg));
     tls_ctx = ctx;
     return err;
 }
 
-int pinpool__fail(const pinpool_ctx_t *ctx, int err, const char *msg)
+/* Why connecting failed: ctx->err and the message pinpool_errmsg gives on
+ * every thread (a context that could not connect keeps its reason). */
+__attribute__((format(printf, 3, 4))) static int connect_fail(pinpool_ctx_t *ctx, int err,
+                                                              const char *fmt, ...)
 {
-    return fail(ctx, err, "%s", msg);
-}
+    va_list ap;
 
-pinpool__fanout_t *pinpool__ctx_fanout(pinpool_ctx_t *ctx)
-{
-    return ctx->fanout;
+    va_start(ap, fmt);
+    vsnprintf(ctx->errmsg, sizeof(ctx->errmsg), fmt, ap);
+    va_end(ap);
+    ctx->err = err;
+    return err;
 }
 
 int pinpool_err(const pinpool_ctx_t *ctx)
@@ -139,9 +153,41 @@ const char *pinpool_client_id(const pinpool_ctx_t *ctx)
     return ctx != NULL ? ctx->client_id : "";
 }
 
-struct pinpool__swap **pinpool__swap_slot(pinpool_ctx_t *ctx)
+int pinpool__ext_get(pinpool_ctx_t *ctx, const pinpool__ext_t *ext, void **state)
 {
-    return &ctx->swap;
+    int rc = 0, i;
+
+    pthread_mutex_lock(&ctx->lock);
+    for (i = 0; i < ctx->next && ctx->ext[i].ext != ext; i++)
+        ;
+    if (i == ctx->next) {
+        void *made = NULL;
+        if (i == PINPOOL__MAX_EXT)
+            rc = pinpool__fail(ctx, PINPOOL_EINTERNAL,
+                               "%s: no room for its state in the context", ext->name);
+        else
+            rc = ext->make(ctx, &made);
+        if (rc == 0) {
+            ctx->ext[i].ext = ext;
+            ctx->ext[i].state = made;
+            ctx->next++;
+        }
+    }
+    *state = rc == 0 ? ctx->ext[i].state : NULL;
+    pthread_mutex_unlock(&ctx->lock);
+    return rc;
+}
+
+void *pinpool__ext_find(pinpool_ctx_t *ctx, const pinpool__ext_t *ext)
+{
+    void *state = NULL;
+
+    pthread_mutex_lock(&ctx->lock);
+    for (int i = 0; i < ctx->next; i++)
+        if (ctx->ext[i].ext == ext)
+            state = ctx->ext[i].state;
+    pthread_mutex_unlock(&ctx->lock);
+    return state;
 }
 
 int pinpool__ctx_cuda_host(const pinpool_ctx_t *ctx)
@@ -162,7 +208,6 @@ static pinpool_ctx_t *ctx_new(void)
     pthread_mutex_init(&ctx->fd_lock, NULL);
     RB_INIT(&ctx->runs);
     RB_INIT(&ctx->slices);
-    ctx->fanout = pinpool__fanout_new(); /* NULL: pinpool_fanout says out of memory */
     return ctx;
 }
 
@@ -179,70 +224,51 @@ static int resolve_path(const char *socket_path, char *buf, size_t len)
     return 0;
 }
 
-/* Open the fd socket and read the daemon's HELLO.  Sets ctx->err on failure. */
-static void open_session(pinpool_ctx_t *ctx, const char *path)
+/* Open the fd socket and read the daemon's HELLO.  0, or the error (connect_fail). */
+static int open_session(pinpool_ctx_t *ctx, const char *path)
 {
-    char fdpath[128];
+    char fdpath[128], why[256];
     ipc_hello_t hello;
     size_t nfds = 0;
     ssize_t n;
-    int fd;
+    int fd, rc = 0;
 
-    if (ipc_fd_socket_path(path, fdpath, sizeof(fdpath)) != 0) {
-        ctx->err = -ENAMETOOLONG;
-        snprintf(ctx->errmsg, sizeof(ctx->errmsg), "socket path too long: %s", path);
-        return;
-    }
+    if (ipc_fd_socket_path(path, fdpath, sizeof(fdpath)) != 0)
+        return connect_fail(ctx, -ENAMETOOLONG, "socket path too long: %s", path);
     fd = ipc_connect_seqpacket(fdpath);
-    if (fd < 0) {
-        ctx->err = PINPOOL_ECONNECT;
-        snprintf(ctx->errmsg, sizeof(ctx->errmsg),
-                 "cannot connect to the pinpool daemon at %s: %s (is `pinpool serve` running? "
-                 "set PINPOOL_SOCKET or pass its --socket path)",
-                 fdpath, strerror(-fd));
-        return;
-    }
+    if (fd < 0)
+        return connect_fail(ctx, PINPOOL_ECONNECT,
+                            "cannot connect to the pinpool daemon at %s: %s (is `pinpool serve` "
+                            "running? set PINPOOL_SOCKET or pass its --socket path)",
+                            fdpath, strerror(-fd));
     struct timeval tv = {.tv_sec = HELLO_TIMEOUT_S};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     n = ipc_recv_msg(fd, &hello, sizeof(hello), NULL, 0, &nfds);
-    if (n > 0 && ipc_msg_check(&hello, (size_t)n) == IPC_MSG_HELLO && hello.status != 0) {
-        ctx->err = hello.status;
-        snprintf(ctx->errmsg, sizeof(ctx->errmsg), "the pinpool daemon refused this process: %s",
-                 hello.reason);
+    if (n > 0 && ipc_msg_check(&hello, (size_t)n) == IPC_MSG_HELLO && hello.status != 0)
+        rc = connect_fail(ctx, hello.status, "the pinpool daemon refused this process: %s",
+                          hello.reason);
+    else if (n <= 0 || ipc_msg_check(&hello, (size_t)n) != IPC_MSG_HELLO)
+        rc = connect_fail(ctx, PINPOOL_EPROTO, "%s did not greet us as a pinpool daemon does (%s)",
+                          fdpath, n < 0    ? strerror((int)-n)
+                                  : n == 0 ? "it closed the connection"
+                                           : "bad message");
+    else if ((ctx->host = ipc_host_backend(hello.backend)) == NULL)
+        rc = connect_fail(ctx, PINPOOL_EPROTO,
+                          "the daemon's host backend '%s' is not supported by this libpinpool %s",
+                          hello.backend, PINPOOL_VERSION_STRING);
+    else if (ctx->host->cuda && ipc_cuda_load(why, sizeof(why)) != 0)
+        rc = connect_fail(ctx, PINPOOL_ECUDA,
+                          "the daemon's host memory is CUDA memory (%s) but this process cannot "
+                          "use CUDA: %s", hello.backend, why);
+    if (rc != 0) {
         close(fd);
-        return;
-    }
-    if (n <= 0 || ipc_msg_check(&hello, (size_t)n) != IPC_MSG_HELLO) {
-        ctx->err = PINPOOL_EPROTO;
-        snprintf(ctx->errmsg, sizeof(ctx->errmsg), "%s did not greet us as a pinpool daemon does (%s)",
-                 fdpath, n < 0 ? strerror((int)-n) : n == 0 ? "it closed the connection" : "bad message");
-        close(fd);
-        return;
-    }
-    ctx->host = ipc_host_backend(hello.backend);
-    if (ctx->host == NULL) {
-        ctx->err = PINPOOL_EPROTO;
-        snprintf(ctx->errmsg, sizeof(ctx->errmsg),
-                 "the daemon's host backend '%s' is not supported by this libpinpool %s",
-                 hello.backend, PINPOOL_VERSION_STRING);
-        close(fd);
-        return;
-    }
-    if (ctx->host->cuda) {
-        char why[256];
-        if (ipc_cuda_load(why, sizeof(why)) != 0) {
-            ctx->err = PINPOOL_ECUDA;
-            snprintf(ctx->errmsg, sizeof(ctx->errmsg),
-                     "the daemon's host memory is CUDA memory (%s) but this process cannot use "
-                     "CUDA: %s", hello.backend, why);
-            close(fd);
-            return;
-        }
+        return rc;
     }
     ctx->fd = fd;
     ctx->chunk_size = hello.chunk_size;
     snprintf(ctx->client_id, sizeof(ctx->client_id), "%s", hello.client_id);
     snprintf(ctx->token, sizeof(ctx->token), "%s", hello.token);
+    return 0;
 }
 
 static pinpool_ctx_t *connect_ctx(const char *socket_path, bool session)
@@ -255,23 +281,16 @@ static pinpool_ctx_t *connect_ctx(const char *socket_path, bool session)
         return NULL;
     rc = resolve_path(socket_path, path, sizeof(path));
     if (rc != 0) {
-        ctx->err = rc;
-        snprintf(ctx->errmsg, sizeof(ctx->errmsg), "socket path too long");
+        connect_fail(ctx, rc, "socket path too long");
         return ctx;
     }
-    if (session) {
-        open_session(ctx, path);
-        if (ctx->err != 0)
-            return ctx;
-    }
+    if (session && open_session(ctx, path) != 0)
+        return ctx;
     rc = pinpool__rpc_open(&ctx->rpc, path);
-    if (rc == 0)
+    if (rc != 0)
+        connect_fail(ctx, rc, "cannot open a gRPC channel: %s", pinpool_strerror(rc));
+    else
         pinpool__rpc_set_token(ctx->rpc, ctx->token);
-    if (rc != 0) {
-        ctx->err = rc;
-        snprintf(ctx->errmsg, sizeof(ctx->errmsg), "cannot open a gRPC channel: %s",
-                 pinpool_strerror(rc));
-    }
     return ctx;
 }
 
@@ -302,8 +321,12 @@ void pinpool_close(pinpool_ctx_t *ctx)
 
     if (ctx == NULL)
         return;
-    pinpool__swap_close(ctx); /* device memory of swap tags; kept host copies stay */
-    pinpool__fanout_free(ctx->fanout); /* before the device pools close */
+    /* First the other parts' states (swap tags: their device memory and their
+     * host copies' mappings; fan-out streams, before the device pools close). */
+    while (ctx->next > 0) {
+        ctx->next--;
+        ctx->ext[ctx->next].ext->destroy(ctx, ctx->ext[ctx->next].state);
+    }
     RB_FOREACH_SAFE(s, slice_tree, &ctx->slices, snext) {
         RB_REMOVE(slice_tree, &ctx->slices, s);
         free(s);
@@ -346,7 +369,8 @@ static int fetch_fds(pinpool_ctx_t *ctx, uint64_t id, uint32_t first, uint32_t n
         req.count = count;
         rc = ipc_send_msg(ctx->fd, &req, sizeof(req), NULL, 0);
         if (rc != 0) {
-            rc = fail(ctx, PINPOOL_ECONNECT, "lost the fd socket to the daemon: %s", strerror(-rc));
+            rc = pinpool__fail(ctx, PINPOOL_ECONNECT,
+                               "lost the fd socket to the daemon: %s", strerror(-rc));
             break;
         }
         len = ipc_recv_msg(ctx->fd, &resp, sizeof(resp), fds + got, count, &nfds);
@@ -355,18 +379,19 @@ static int fetch_fds(pinpool_ctx_t *ctx, uint64_t id, uint32_t first, uint32_t n
             for (size_t i = 0; i < nfds; i++)
                 close(fds[got + i]);
             if (len == 0 || len == -ECONNRESET || len == -EPIPE)
-                rc = fail(ctx, PINPOOL_ECONNECT, "the daemon closed the fd socket (it stopped?)");
+                rc = pinpool__fail(ctx, PINPOOL_ECONNECT,
+                                   "the daemon closed the fd socket (it stopped?)");
             else
-                rc = fail(ctx, PINPOOL_EPROTO, "bad answer on the fd socket (%s)",
-                          len < 0 ? strerror((int)-len) : "malformed");
+                rc = pinpool__fail(ctx, PINPOOL_EPROTO, "bad answer on the fd socket (%s)",
+                                   len < 0 ? strerror((int)-len) : "malformed");
             break;
         }
         if (resp.status != 0 || nfds != count || resp.count != count) {
             for (size_t i = 0; i < nfds; i++)
                 close(fds[got + i]);
-            rc = fail(ctx, resp.status != 0 ? resp.status : PINPOOL_EPROTO,
-                      "the daemon refused the chunks of slice %" PRIu64 ": %s", id,
-                      pinpool_strerror(resp.status != 0 ? resp.status : PINPOOL_EPROTO));
+            rc = pinpool__fail(ctx, resp.status != 0 ? resp.status : PINPOOL_EPROTO,
+                               "the daemon refused the chunks of slice %" PRIu64 ": %s", id,
+                               pinpool_strerror(resp.status != 0 ? resp.status : PINPOOL_EPROTO));
             break;
         }
         got += count;
@@ -391,8 +416,9 @@ static int get_run(pinpool_ctx_t *ctx, uint64_t id, uint32_t first, uint32_t n, 
         if ((m->access & access) != access) { /* mapped GPU-only; now the CPU too */
             rc = ctx->host->access(m->addr, (uint64_t)n * ctx->chunk_size, m->access | access);
             if (rc != 0)
-                return fail(ctx, rc, "cannot widen the access to slice %" PRIu64 ": %s", id,
-                            pinpool_strerror(rc));
+                return pinpool__fail(ctx, rc,
+                                     "cannot widen the access to slice %" PRIu64 ": %s", id,
+                                     pinpool_strerror(rc));
             m->access |= access;
         }
         *out = m;
@@ -401,7 +427,7 @@ static int get_run(pinpool_ctx_t *ctx, uint64_t id, uint32_t first, uint32_t n, 
     m = calloc(1, sizeof(*m));
     fds = calloc(n, sizeof(*fds));
     if (m == NULL || fds == NULL) {
-        rc = fail(ctx, -ENOMEM, "out of memory");
+        rc = pinpool__fail(ctx, -ENOMEM, "out of memory");
         goto fail;
     }
     m->first = first;
@@ -413,8 +439,8 @@ static int get_run(pinpool_ctx_t *ctx, uint64_t id, uint32_t first, uint32_t n, 
     if (rc != 0) {
         for (uint32_t i = 0; i < n; i++)
             close(fds[i]);
-        rc = fail(ctx, rc, "cannot reserve address space for %" PRIu32 " chunks: %s", n,
-                  pinpool_strerror(rc));
+        rc = pinpool__fail(ctx, rc, "cannot reserve address space for %" PRIu32 " chunks: %s", n,
+                           pinpool_strerror(rc));
         goto fail;
     }
     /* Backends without an access() op map with every access at once. */
@@ -422,8 +448,8 @@ static int get_run(pinpool_ctx_t *ctx, uint64_t id, uint32_t first, uint32_t n, 
     rc = ctx->host->map(m->addr, ctx->chunk_size, fds, n, access);
     if (rc != 0) {
         ctx->host->release(m->addr, (uint64_t)n * ctx->chunk_size);
-        rc = fail(ctx, rc, "cannot map the chunks of slice %" PRIu64 ": %s", id,
-                  pinpool_strerror(rc));
+        rc = pinpool__fail(ctx, rc, "cannot map the chunks of slice %" PRIu64 ": %s", id,
+                           pinpool_strerror(rc));
         goto fail;
     }
     free(fds);
@@ -437,41 +463,6 @@ fail:
     return rc;
 }
 
-/* ---- the calls --------------------------------------------------------------------------- */
-
-static int check_ctx(const pinpool_ctx_t *ctx, bool need_session)
-{
-    if (ctx == NULL)
-        return -EINVAL;
-    if (ctx->err != 0)
-        return fail(ctx, PINPOOL_ECLOSED, "not connected: %s", ctx->errmsg);
-    if (need_session && ctx->fd < 0)
-        return fail(ctx, PINPOOL_ECLOSED, "this context has no fd-socket session");
-    return 0;
-}
-
-static int rpc_free(pinpool_ctx_t *ctx, uint64_t id, uint64_t *freed, uint32_t *nfreed)
-{
-    Pinpool__V1__FreePoolMemoryRequest req = PINPOOL__V1__FREE_POOL_MEMORY_REQUEST__INIT;
-    Pinpool__V1__FreePoolMemoryResponse *resp = NULL;
-    char msg[MSG_LEN];
-    int rc;
-
-    req.client_id = ctx->client_id;
-    req.slice_id = id;
-    rc = pinpool__rpc_call(ctx->rpc, METHOD("FreePoolMemory"), &req.base,
-                           &pinpool__v1__free_pool_memory_response__descriptor,
-                           (ProtobufCMessage **)&resp, NULL, msg, sizeof(msg));
-    if (rc != 0)
-        return fail(ctx, rc, "%s", msg);
-    if (freed != NULL)
-        *freed = resp->freed_bytes;
-    if (nfreed != NULL)
-        *nfreed = resp->freed_slices;
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    return 0;
-}
-
 /* This process's address of the device pool of GPU device (opened once). */
 static int device_base(pinpool_ctx_t *ctx, int32_t device, const ProtobufCBinaryData *handle,
                        uint64_t *base)
@@ -481,7 +472,8 @@ static int device_base(pinpool_ctx_t *ctx, int32_t device, const ProtobufCBinary
     int rc = 0;
 
     if (handle->len != IPC_HANDLE_BYTES)
-        return fail(ctx, PINPOOL_EPROTO, "the daemon sent a %zu-byte CUDA IPC handle", handle->len);
+        return pinpool__fail(ctx, PINPOOL_EPROTO,
+                             "the daemon sent a %zu-byte CUDA IPC handle", handle->len);
     pthread_mutex_lock(&ctx->lock);
     for (int i = 0; i < PINPOOL_MAX_DEVICES; i++) {
         dev_pool_t *d = &ctx->devs[i];
@@ -493,12 +485,12 @@ static int device_base(pinpool_ctx_t *ctx, int32_t device, const ProtobufCBinary
             free_slot = d;
     }
     if (free_slot == NULL) {
-        rc = fail(ctx, PINPOOL_ENODEV, "too many device pools open");
+        rc = pinpool__fail(ctx, PINPOOL_ENODEV, "too many device pools open");
         goto out;
     }
     rc = ipc_devmem_open(device, handle->data, base, why, sizeof(why));
     if (rc != 0) {
-        rc = fail(ctx, rc, "%s", why);
+        rc = pinpool__fail(ctx, rc, "%s", why);
         goto out;
     }
     free_slot->open = true;
@@ -527,21 +519,23 @@ static int take_slice(pinpool_ctx_t *ctx, const Pinpool__V1__AllocatePoolMemoryR
             return rc;
         ptr = (void *)(uintptr_t)(base + resp->start_offset);
     } else if (resp->n_chunks == 0 || resp->chunk_size != ctx->chunk_size) {
-        return fail(ctx, PINPOOL_EPROTO, "the daemon's reply for slice %" PRIu64 " has no chunks",
-                    resp->slice_id);
+        return pinpool__fail(ctx, PINPOOL_EPROTO,
+                             "the daemon's reply for slice %" PRIu64 " has no chunks",
+                             resp->slice_id);
     } else {
         ptr = NULL; /* below, under the lock */
     }
     rec = calloc(1, sizeof(*rec));
     if (rec == NULL)
-        return fail(ctx, -ENOMEM, "out of memory");
+        return pinpool__fail(ctx, -ENOMEM, "out of memory");
     rec->id = resp->slice_id;
     pthread_mutex_lock(&ctx->lock);
     if (RB_FIND(slice_tree, &ctx->slices, rec) != NULL) {
         pthread_mutex_unlock(&ctx->lock);
         free(rec);
-        return fail(ctx, PINPOOL_EEXIST, "slice %" PRIu64 " is already mapped in this process",
-                    resp->slice_id);
+        return pinpool__fail(ctx, PINPOOL_EEXIST,
+                             "slice %" PRIu64 " is already mapped in this process",
+                             resp->slice_id);
     }
     rc = 0;
     if (resp->device_id < 0) {
@@ -570,107 +564,6 @@ static int take_slice(pinpool_ctx_t *ctx, const Pinpool__V1__AllocatePoolMemoryR
     return 0;
 }
 
-/* A call whose reply describes a slice (Allocate, Attach, Acquire). */
-static int slice_call(pinpool_ctx_t *ctx, const char *method, const ProtobufCMessage *req,
-                      Pinpool__V1__AllocatePoolMemoryResponse **resp)
-{
-    char msg[MSG_LEN];
-    int rc = pinpool__rpc_call(ctx->rpc, method, req,
-                               &pinpool__v1__allocate_pool_memory_response__descriptor,
-                               (ProtobufCMessage **)resp, NULL, msg, sizeof(msg));
-
-    return rc != 0 ? fail(ctx, rc, "%s", msg) : 0;
-}
-
-int pinpool_alloc(pinpool_ctx_t *ctx, uint64_t size, const pinpool_alloc_opts_t *opts,
-                  pinpool_slice_t *out)
-{
-    Pinpool__V1__AllocatePoolMemoryRequest req = PINPOOL__V1__ALLOCATE_POOL_MEMORY_REQUEST__INIT;
-    Pinpool__V1__AllocatePoolMemoryResponse *resp = NULL;
-    char msg[MSG_LEN];
-    int rc;
-
-    rc = check_ctx(ctx, true);
-    if (rc != 0)
-        return rc;
-    if (out == NULL)
-        return fail(ctx, PINPOOL_EINVAL, "out must not be NULL");
-    req.client_id = ctx->client_id;
-    req.device_id = opts != NULL ? opts->device_id : PINPOOL_HOST;
-    req.size_bytes = size;
-    req.alignment = opts != NULL ? opts->alignment : 0;
-    req.tag = opts != NULL && opts->tag != NULL ? (char *)opts->tag : (char *)"";
-    req.keep = opts != NULL && (opts->flags & PINPOOL_ALLOC_KEEP) != 0;
-    rc = slice_call(ctx, METHOD("AllocatePoolMemory"), &req.base, &resp);
-    if (rc != 0)
-        return rc;
-    rc = take_slice(ctx, resp, opts != NULL ? opts->flags : 0, out);
-    if (rc != 0) {
-        /* The daemon counts the slice: give it back, keeping the first
-         * failure's message. */
-        memcpy(msg, tls_msg, sizeof(msg));
-        rpc_free(ctx, resp->slice_id, NULL, NULL);
-        fail(ctx, rc, "%s", msg);
-    }
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    return rc;
-}
-
-int pinpool_attach(pinpool_ctx_t *ctx, const char *tag, uint32_t flags, pinpool_slice_t *out)
-{
-    Pinpool__V1__AttachPoolMemoryRequest req = PINPOOL__V1__ATTACH_POOL_MEMORY_REQUEST__INIT;
-    Pinpool__V1__AllocatePoolMemoryResponse *resp = NULL;
-    int rc;
-
-    rc = check_ctx(ctx, true);
-    if (rc != 0)
-        return rc;
-    if (tag == NULL || out == NULL)
-        return fail(ctx, PINPOOL_EINVAL, "tag and out must not be NULL");
-    req.client_id = ctx->client_id;
-    req.tag = (char *)tag;
-    rc = slice_call(ctx, METHOD("AttachPoolMemory"), &req.base, &resp);
-    if (rc != 0)
-        return rc;
-    rc = take_slice(ctx, resp, flags, out);
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    return rc;
-}
-
-int pinpool_acquire(pinpool_ctx_t *ctx, const char *key, uint32_t flags, pinpool_slice_t *out)
-{
-    Pinpool__V1__AcquirePoolMemoryRequest req = PINPOOL__V1__ACQUIRE_POOL_MEMORY_REQUEST__INIT;
-    Pinpool__V1__AllocatePoolMemoryResponse *resp = NULL;
-    int rc;
-
-    rc = check_ctx(ctx, true);
-    if (rc != 0)
-        return rc;
-    if (key == NULL || out == NULL)
-        return fail(ctx, PINPOOL_EINVAL, "key and out must not be NULL");
-    req.client_id = ctx->client_id;
-    req.key = (char *)key;
-    rc = slice_call(ctx, METHOD("AcquirePoolMemory"), &req.base, &resp);
-    if (rc != 0)
-        return rc;
-    rc = take_slice(ctx, resp, flags, out);
-    if (rc != 0) {
-        /* Not mapped here: give it back under the same key rather than lose it. */
-        Pinpool__V1__ReleasePoolMemoryRequest rel = PINPOOL__V1__RELEASE_POOL_MEMORY_REQUEST__INIT;
-        ProtobufCMessage *r2 = NULL;
-        char m2[MSG_LEN];
-        rel.client_id = ctx->client_id;
-        rel.slice_id = resp->slice_id;
-        rel.key = (char *)key;
-        if (pinpool__rpc_call(ctx->rpc, METHOD("ReleasePoolMemory"), &rel.base,
-                              &pinpool__v1__release_pool_memory_response__descriptor, &r2, NULL,
-                              m2, sizeof(m2)) == 0)
-            protobuf_c_message_free_unpacked(r2, NULL);
-    }
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    return rc;
-}
-
 /* Forget slice rec locally (lock held). */
 static void drop_slice(pinpool_ctx_t *ctx, slice_rec_t *rec)
 {
@@ -680,191 +573,235 @@ static void drop_slice(pinpool_ctx_t *ctx, slice_rec_t *rec)
     free(rec);
 }
 
-int pinpool_free(pinpool_ctx_t *ctx, uint64_t slice_id, uint64_t *freed_bytes)
+/* ---- the calls --------------------------------------------------------------------------- */
+
+/* Each method the library calls, with the type of its reply. */
+#define REPLY(name) &pinpool__v1__##name##_response__descriptor
+static const struct {
+    const char *path;
+    const ProtobufCMessageDescriptor *reply;
+} methods[] = {
+    [PINPOOL__M_ALLOCATE] = {METHOD("AllocatePoolMemory"), REPLY(allocate_pool_memory)},
+    [PINPOOL__M_ATTACH] = {METHOD("AttachPoolMemory"), REPLY(allocate_pool_memory)},
+    [PINPOOL__M_ACQUIRE] = {METHOD("AcquirePoolMemory"), REPLY(allocate_pool_memory)},
+    [PINPOOL__M_FREE] = {METHOD("FreePoolMemory"), REPLY(free_pool_memory)},
+    [PINPOOL__M_RELEASE] = {METHOD("ReleasePoolMemory"), REPLY(release_pool_memory)},
+    [PINPOOL__M_PUT] = {METHOD("Put"), REPLY(put)},
+    [PINPOOL__M_GET] = {METHOD("Get"), REPLY(get)},
+    [PINPOOL__M_EXISTS] = {METHOD("Exists"), REPLY(exists)},
+    [PINPOOL__M_REMOVE] = {METHOD("Remove"), REPLY(remove)},
+    [PINPOOL__M_PING] = {METHOD("Ping"), REPLY(ping)},
+    [PINPOOL__M_INFO] = {METHOD("GetPoolInfo"), REPLY(get_pool_info)},
+};
+
+int pinpool__check(const pinpool_ctx_t *ctx, bool session, bool args_ok, const char *args)
 {
-    slice_rec_t key = {.id = slice_id}, *rec;
+    if (ctx == NULL)
+        return -EINVAL;
+    if (ctx->err != 0)
+        return pinpool__fail(ctx, PINPOOL_ECLOSED, "not connected: %s", ctx->errmsg);
+    if (session && ctx->fd < 0)
+        return pinpool__fail(ctx, PINPOOL_ECLOSED, "this context has no fd-socket session");
+    if (!args_ok)
+        return pinpool__fail(ctx, PINPOOL_EINVAL, "%s must not be NULL", args);
+    return 0;
+}
+
+int pinpool__call(pinpool_ctx_t *ctx, pinpool__method_t m, const ProtobufCMessage *req,
+                  void *reply)
+{
+    ProtobufCMessage *r = NULL;
+    char msg[MSG_LEN];
     int rc;
 
-    rc = check_ctx(ctx, true);
+    rc = pinpool__rpc_call(ctx->rpc, methods[m].path, req, methods[m].reply, &r, NULL, msg,
+                           sizeof(msg));
+    if (rc != 0)
+        return pinpool__fail(ctx, rc, "%s", msg);
+    if (reply != NULL)
+        *(ProtobufCMessage **)reply = r;
+    else
+        protobuf_c_message_free_unpacked(r, NULL);
+    return 0;
+}
+
+static int rpc_free(pinpool_ctx_t *ctx, uint64_t id, uint64_t *freed)
+{
+    Pinpool__V1__FreePoolMemoryRequest req = PINPOOL__V1__FREE_POOL_MEMORY_REQUEST__INIT;
+    Pinpool__V1__FreePoolMemoryResponse *resp = NULL;
+    int rc;
+
+    req.client_id = ctx->client_id;
+    req.slice_id = id;
+    rc = pinpool__call(ctx, PINPOOL__M_FREE, &req.base, &resp);
     if (rc != 0)
         return rc;
+    if (freed != NULL)
+        *freed = resp->freed_bytes;
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return 0;
+}
+
+static int rpc_release(pinpool_ctx_t *ctx, uint64_t id, const char *key, uint64_t ttl_ms)
+{
+    Pinpool__V1__ReleasePoolMemoryRequest req = PINPOOL__V1__RELEASE_POOL_MEMORY_REQUEST__INIT;
+
+    req.client_id = ctx->client_id;
+    req.slice_id = id;
+    req.key = (char *)key;
+    req.ttl_ms = ttl_ms;
+    return pinpool__call(ctx, PINPOOL__M_RELEASE, &req.base, NULL);
+}
+
+/*
+ * A call whose reply describes a slice (Allocate, Attach, Acquire): the slice
+ * is mapped and recorded and *out filled.  When it cannot be mapped here, the
+ * daemon gets it back unless it is a kept slice (attach): freed, or released
+ * again under give_back_key (acquire, so that the object is not lost); the
+ * mapping's message stays the one pinpool_errmsg says.
+ */
+static int slice_call(pinpool_ctx_t *ctx, pinpool__method_t m, const ProtobufCMessage *req,
+                      uint32_t flags, pinpool_slice_t *out, const char *give_back_key)
+{
+    Pinpool__V1__AllocatePoolMemoryResponse *resp = NULL;
+    int rc = pinpool__call(ctx, m, req, &resp);
+
+    if (rc != 0)
+        return rc;
+    rc = take_slice(ctx, resp, flags, out);
+    if (rc != 0 && m != PINPOOL__M_ATTACH) {
+        char msg[MSG_LEN];
+
+        memcpy(msg, tls_msg, sizeof(msg));
+        if (give_back_key != NULL)
+            rpc_release(ctx, resp->slice_id, give_back_key, 0);
+        else
+            rpc_free(ctx, resp->slice_id, NULL);
+        pinpool__fail(ctx, rc, "%s", msg);
+    }
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return rc;
+}
+
+/* PINPOOL_ENOENT unless slice id is one of this context's. */
+static int own_slice(pinpool_ctx_t *ctx, uint64_t id)
+{
+    slice_rec_t key = {.id = id};
+    bool found;
+
+    pthread_mutex_lock(&ctx->lock);
+    found = RB_FIND(slice_tree, &ctx->slices, &key) != NULL;
+    pthread_mutex_unlock(&ctx->lock);
+    if (!found)
+        return pinpool__fail(ctx, PINPOOL_ENOENT, "slice %" PRIu64 " is not one of this context's",
+                             id);
+    return 0;
+}
+
+/* Forget slice id here (its run unmapped with its last slice); false when it
+ * was not recorded (another thread may have forgotten it first). */
+static bool forget_slice(pinpool_ctx_t *ctx, uint64_t id)
+{
+    slice_rec_t key = {.id = id}, *rec;
+
     pthread_mutex_lock(&ctx->lock);
     rec = RB_FIND(slice_tree, &ctx->slices, &key);
-    pthread_mutex_unlock(&ctx->lock);
-    if (rec == NULL)
-        return fail(ctx, PINPOOL_ENOENT, "slice %" PRIu64 " is not one of this context's", slice_id);
-    rc = rpc_free(ctx, slice_id, freed_bytes, NULL);
-    if (rc != 0 && rc != PINPOOL_ENOENT)
-        return rc; /* the daemon still counts it: keep the mapping */
-    pthread_mutex_lock(&ctx->lock);
-    rec = RB_FIND(slice_tree, &ctx->slices, &key); /* another thread may have freed it */
     if (rec != NULL)
         drop_slice(ctx, rec);
     pthread_mutex_unlock(&ctx->lock);
+    return rec != NULL;
+}
+
+int pinpool_alloc(pinpool_ctx_t *ctx, uint64_t size, const pinpool_alloc_opts_t *opts,
+                  pinpool_slice_t *out)
+{
+    Pinpool__V1__AllocatePoolMemoryRequest req = PINPOOL__V1__ALLOCATE_POOL_MEMORY_REQUEST__INIT;
+    int rc = pinpool__check(ctx, true, out != NULL, "out");
+
+    if (rc != 0)
+        return rc;
+    req.client_id = ctx->client_id;
+    req.device_id = opts != NULL ? opts->device_id : PINPOOL_HOST;
+    req.size_bytes = size;
+    req.alignment = opts != NULL ? opts->alignment : 0;
+    req.tag = opts != NULL && opts->tag != NULL ? (char *)opts->tag : (char *)"";
+    req.keep = opts != NULL && (opts->flags & PINPOOL_ALLOC_KEEP) != 0;
+    return slice_call(ctx, PINPOOL__M_ALLOCATE, &req.base, opts != NULL ? opts->flags : 0, out,
+                      NULL);
+}
+
+/* Attach (the slice kept under name) or acquire (the object under name). */
+static int slice_by_name(pinpool_ctx_t *ctx, pinpool__method_t m, const char *name,
+                         uint32_t flags, pinpool_slice_t *out)
+{
+    Pinpool__V1__AttachPoolMemoryRequest attach = PINPOOL__V1__ATTACH_POOL_MEMORY_REQUEST__INIT;
+    Pinpool__V1__AcquirePoolMemoryRequest acquire = PINPOOL__V1__ACQUIRE_POOL_MEMORY_REQUEST__INIT;
+    int rc = pinpool__check(ctx, true, name != NULL && out != NULL,
+                       m == PINPOOL__M_ATTACH ? "tag and out" : "key and out");
+
+    if (rc != 0)
+        return rc;
+    attach.client_id = acquire.client_id = ctx->client_id;
+    attach.tag = acquire.key = (char *)name;
+    return slice_call(ctx, m, m == PINPOOL__M_ATTACH ? &attach.base : &acquire.base, flags, out,
+                      m == PINPOOL__M_ACQUIRE ? name : NULL);
+}
+
+int pinpool_attach(pinpool_ctx_t *ctx, const char *tag, uint32_t flags, pinpool_slice_t *out)
+{
+    return slice_by_name(ctx, PINPOOL__M_ATTACH, tag, flags, out);
+}
+
+int pinpool_acquire(pinpool_ctx_t *ctx, const char *key, uint32_t flags, pinpool_slice_t *out)
+{
+    return slice_by_name(ctx, PINPOOL__M_ACQUIRE, key, flags, out);
+}
+
+int pinpool_free(pinpool_ctx_t *ctx, uint64_t slice_id, uint64_t *freed_bytes)
+{
+    int rc = pinpool__check(ctx, true, true, NULL);
+
+    if (rc == 0)
+        rc = own_slice(ctx, slice_id);
+    if (rc != 0)
+        return rc;
+    rc = rpc_free(ctx, slice_id, freed_bytes);
+    if (rc != 0 && rc != PINPOOL_ENOENT)
+        return rc; /* the daemon still counts it: keep the mapping */
+    forget_slice(ctx, slice_id);
     return rc;
 }
 
 int pinpool_release(pinpool_ctx_t *ctx, uint64_t slice_id, const char *key, uint64_t ttl_ms)
 {
-    Pinpool__V1__ReleasePoolMemoryRequest req = PINPOOL__V1__RELEASE_POOL_MEMORY_REQUEST__INIT;
-    ProtobufCMessage *resp = NULL;
-    slice_rec_t k = {.id = slice_id}, *rec;
-    char msg[MSG_LEN];
-    int rc;
+    int rc = pinpool__check(ctx, true, key != NULL, "key");
 
-    rc = check_ctx(ctx, true);
-    if (rc != 0)
-        return rc;
-    if (key == NULL)
-        return fail(ctx, PINPOOL_EINVAL, "key must not be NULL");
-    pthread_mutex_lock(&ctx->lock);
-    rec = RB_FIND(slice_tree, &ctx->slices, &k);
-    pthread_mutex_unlock(&ctx->lock);
-    if (rec == NULL)
-        return fail(ctx, PINPOOL_ENOENT, "slice %" PRIu64 " is not one of this context's", slice_id);
-    req.client_id = ctx->client_id;
-    req.slice_id = slice_id;
-    req.key = (char *)key;
-    req.ttl_ms = ttl_ms;
-    rc = pinpool__rpc_call(ctx->rpc, METHOD("ReleasePoolMemory"), &req.base,
-                           &pinpool__v1__release_pool_memory_response__descriptor, &resp, NULL,
-                           msg, sizeof(msg));
-    if (rc != 0)
-        return fail(ctx, rc, "%s", msg);
-    protobuf_c_message_free_unpacked(resp, NULL);
-    pthread_mutex_lock(&ctx->lock);
-    rec = RB_FIND(slice_tree, &ctx->slices, &k);
-    if (rec != NULL)
-        drop_slice(ctx, rec);
-    pthread_mutex_unlock(&ctx->lock);
-    return 0;
-}
-
-int pinpool_put(pinpool_ctx_t *ctx, const char *key, const void *data, uint64_t len,
-                uint64_t ttl_ms)
-{
-    Pinpool__V1__PutRequest req = PINPOOL__V1__PUT_REQUEST__INIT;
-    ProtobufCMessage *resp = NULL;
-    char msg[MSG_LEN];
-    int rc;
-
-    rc = check_ctx(ctx, false);
-    if (rc != 0)
-        return rc;
-    if (key == NULL || (data == NULL && len > 0))
-        return fail(ctx, PINPOOL_EINVAL, "key and data must not be NULL");
-    req.key = (char *)key;
-    req.data.data = (uint8_t *)data;
-    req.data.len = len;
-    req.ttl_ms = ttl_ms;
-    rc = pinpool__rpc_call(ctx->rpc, METHOD("Put"), &req.base, &pinpool__v1__put_response__descriptor,
-                           &resp, NULL, msg, sizeof(msg));
-    if (rc != 0)
-        return fail(ctx, rc, "%s", msg);
-    protobuf_c_message_free_unpacked(resp, NULL);
-    return 0;
-}
-
-int pinpool_get(pinpool_ctx_t *ctx, const char *key, void *buf, uint64_t len, uint64_t *got)
-{
-    Pinpool__V1__GetRequest req = PINPOOL__V1__GET_REQUEST__INIT;
-    Pinpool__V1__GetResponse *resp = NULL;
-    char msg[MSG_LEN];
-    int rc;
-
-    rc = check_ctx(ctx, false);
-    if (rc != 0)
-        return rc;
-    if (key == NULL || (buf == NULL && len > 0))
-        return fail(ctx, PINPOOL_EINVAL, "key and buf must not be NULL");
-    req.key = (char *)key;
-    rc = pinpool__rpc_call(ctx->rpc, METHOD("Get"), &req.base, &pinpool__v1__get_response__descriptor,
-                           (ProtobufCMessage **)&resp, NULL, msg, sizeof(msg));
-    if (rc != 0)
-        return fail(ctx, rc, "%s", msg);
-    if (got != NULL)
-        *got = resp->data.len;
-    if (resp->data.len > len)
-        rc = fail(ctx, -ENOBUFS, "the object is %zu bytes; the buffer %" PRIu64, resp->data.len,
-                  len);
-    else if (resp->data.len > 0)
-        memcpy(buf, resp->data.data, resp->data.len);
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    if (rc == 0)
+        rc = own_slice(ctx, slice_id);
+    if (rc == 0)
+        rc = rpc_release(ctx, slice_id, key, ttl_ms);
+    if (rc == 0)
+        forget_slice(ctx, slice_id);
     return rc;
-}
-
-int pinpool_exists(pinpool_ctx_t *ctx, const char *key)
-{
-    Pinpool__V1__ExistsRequest req = PINPOOL__V1__EXISTS_REQUEST__INIT;
-    Pinpool__V1__ExistsResponse *resp = NULL;
-    char msg[MSG_LEN];
-    int rc;
-
-    rc = check_ctx(ctx, false);
-    if (rc != 0)
-        return rc;
-    if (key == NULL)
-        return fail(ctx, PINPOOL_EINVAL, "key must not be NULL");
-    req.key = (char *)key;
-    rc = pinpool__rpc_call(ctx->rpc, METHOD("Exists"), &req.base,
-                           &pinpool__v1__exists_response__descriptor, (ProtobufCMessage **)&resp,
-                           NULL, msg, sizeof(msg));
-    if (rc != 0)
-        return fail(ctx, rc, "%s", msg);
-    rc = resp->exists ? 1 : 0;
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    return rc;
-}
-
-int pinpool_remove(pinpool_ctx_t *ctx, const char *key)
-{
-    Pinpool__V1__RemoveRequest req = PINPOOL__V1__REMOVE_REQUEST__INIT;
-    ProtobufCMessage *resp = NULL;
-    char msg[MSG_LEN];
-    int rc;
-
-    rc = check_ctx(ctx, false);
-    if (rc != 0)
-        return rc;
-    if (key == NULL)
-        return fail(ctx, PINPOOL_EINVAL, "key must not be NULL");
-    req.key = (char *)key;
-    rc = pinpool__rpc_call(ctx->rpc, METHOD("Remove"), &req.base,
-                           &pinpool__v1__remove_response__descriptor, &resp, NULL, msg,
-                           sizeof(msg));
-    if (rc != 0)
-        return fail(ctx, rc, "%s", msg);
-    protobuf_c_message_free_unpacked(resp, NULL);
-    return 0;
 }
 
 int pinpool_detach(pinpool_ctx_t *ctx, uint64_t slice_id)
 {
-    slice_rec_t key = {.id = slice_id}, *rec;
-    int rc;
+    int rc = pinpool__check(ctx, true, true, NULL);
 
-    rc = check_ctx(ctx, true);
-    if (rc != 0)
-        return rc;
-    pthread_mutex_lock(&ctx->lock);
-    rec = RB_FIND(slice_tree, &ctx->slices, &key);
-    if (rec != NULL)
-        drop_slice(ctx, rec);
-    pthread_mutex_unlock(&ctx->lock);
-    if (rec == NULL)
-        return fail(ctx, PINPOOL_ENOENT, "slice %" PRIu64 " is not mapped in this process", slice_id);
-    return 0;
+    if (rc == 0 && !forget_slice(ctx, slice_id))
+        rc = pinpool__fail(ctx, PINPOOL_ENOENT, "slice %" PRIu64 " is not mapped in this process",
+                           slice_id);
+    return rc;
 }
 
 int pinpool_free_all(pinpool_ctx_t *ctx, uint64_t *freed_bytes)
 {
     slice_rec_t *rec, *next;
-    int rc;
+    int rc = pinpool__check(ctx, true, true, NULL);
 
-    rc = check_ctx(ctx, true);
-    if (rc != 0)
-        return rc;
-    rc = rpc_free(ctx, 0, freed_bytes, NULL);
+    if (rc == 0)
+        rc = rpc_free(ctx, 0, freed_bytes);
     if (rc != 0)
         return rc;
     pthread_mutex_lock(&ctx->lock);
@@ -872,117 +809,4 @@ int pinpool_free_all(pinpool_ctx_t *ctx, uint64_t *freed_bytes)
         drop_slice(ctx, rec);
     pthread_mutex_unlock(&ctx->lock);
     return 0;
-}
-
-int pinpool_ping(pinpool_ctx_t *ctx)
-{
-    Pinpool__V1__PingRequest req = PINPOOL__V1__PING_REQUEST__INIT;
-    ProtobufCMessage *resp = NULL;
-    char msg[MSG_LEN];
-    int rc;
-
-    rc = check_ctx(ctx, false);
-    if (rc != 0)
-        return rc;
-    rc = pinpool__rpc_call(ctx->rpc, METHOD("Ping"), &req.base,
-                           &pinpool__v1__ping_response__descriptor, &resp, NULL, msg,
-                           sizeof(msg));
-    if (rc != 0)
-        return fail(ctx, rc, "%s", msg);
-    protobuf_c_message_free_unpacked(resp, NULL);
-    return 0;
-}
-
-int pinpool_pool_info(pinpool_ctx_t *ctx, pinpool_pool_info_t *out)
-{
-    Pinpool__V1__GetPoolInfoRequest req = PINPOOL__V1__GET_POOL_INFO_REQUEST__INIT;
-    Pinpool__V1__GetPoolInfoResponse *r = NULL;
-    char msg[MSG_LEN];
-    int rc;
-
-    rc = check_ctx(ctx, false);
-    if (rc != 0)
-        return rc;
-    rc = pinpool__rpc_call(ctx->rpc, METHOD("GetPoolInfo"), &req.base,
-                           &pinpool__v1__get_pool_info_response__descriptor,
-                           (ProtobufCMessage **)&r, NULL, msg, sizeof(msg));
-    if (rc != 0)
-        return fail(ctx, rc, "%s", msg);
-    memset(out, 0, sizeof(*out));
-    if (r->n_clients > 0) {
-        out->usage = calloc(r->n_clients, sizeof(*out->usage));
-        if (out->usage == NULL) {
-            protobuf_c_message_free_unpacked(&r->base, NULL);
-            return fail(ctx, -ENOMEM, "out of memory");
-        }
-    }
-    out->capacity_bytes = r->capacity_bytes;
-    out->ready_bytes = r->ready_bytes;
-    out->used_bytes = r->used_bytes;
-    out->free_bytes = r->free_bytes;
-    out->largest_free_extent = r->largest_free_extent;
-    out->chunk_size = r->chunk_size;
-    out->num_chunks = r->num_chunks;
-    out->num_slices = r->num_slices;
-    out->num_clients = r->num_clients;
-    out->fragmentation = r->fragmentation;
-    snprintf(out->host_backend, sizeof(out->host_backend), "%s", r->host_backend);
-    snprintf(out->mode, sizeof(out->mode), "%s", r->mode);
-    out->num_kept = r->num_kept;
-    out->pin_seconds = r->pin_seconds;
-    out->num_devices = (uint32_t)(r->n_devices < PINPOOL_MAX_DEVICES ? r->n_devices : PINPOOL_MAX_DEVICES);
-    for (uint32_t i = 0; i < out->num_devices; i++) {
-        pinpool_device_info_t *d = &out->devices[i];
-        d->device_id = r->devices[i]->device_id;
-        snprintf(d->name, sizeof(d->name), "%s", r->devices[i]->name);
-        d->capacity_bytes = r->devices[i]->capacity_bytes;
-        d->used_bytes = r->devices[i]->used_bytes;
-        d->free_bytes = r->devices[i]->free_bytes;
-        d->largest_free_extent = r->devices[i]->largest_free_extent;
-        d->num_slices = r->devices[i]->num_slices;
-    }
-    out->num_usage = (uint32_t)r->n_clients;
-    for (size_t i = 0; i < r->n_clients; i++) {
-        pinpool_client_usage_t *u = &out->usage[i];
-        snprintf(u->client_id, sizeof(u->client_id), "%s", r->clients[i]->client_id);
-        u->bytes = r->clients[i]->bytes;
-        u->device_bytes = r->clients[i]->device_bytes;
-        u->slices = r->clients[i]->slices;
-        u->pid = r->clients[i]->pid;
-        u->uid = r->clients[i]->uid;
-    }
-    if (r->spill != NULL) {
-        const Pinpool__V1__SpillInfo *p = r->spill;
-        pinpool_spill_info_t *q = &out->spill;
-        snprintf(q->tier, sizeof(q->tier), "%s", p->tier);
-        q->objects = p->objects;
-        q->objects_resident = p->objects_resident;
-        q->objects_spilled = p->objects_spilled;
-        q->resident_bytes = p->resident_bytes;
-        q->spilled_bytes_now = p->spilled_bytes_now;
-        q->spills = p->spills;
-        q->bytes_spilled = p->bytes_spilled;
-        q->spill_failures = p->spill_failures;
-        q->restores = p->restores;
-        q->bytes_restored = p->bytes_restored;
-        q->restore_failures = p->restore_failures;
-        q->spill_gbps = p->spill_gbps;
-        q->restore_gbps = p->restore_gbps;
-        q->spill_avg_ms = p->spill_avg_ms;
-        q->restore_avg_ms = p->restore_avg_ms;
-        q->expired = p->expired;
-        q->low_watermark_bytes = p->low_watermark_bytes;
-        snprintf(q->last_error, sizeof(q->last_error), "%s", p->last_error);
-    }
-    protobuf_c_message_free_unpacked(&r->base, NULL);
-    return 0;
-}
-
-void pinpool_pool_info_free(pinpool_pool_info_t *info)
-{
-    if (info != NULL) {
-        free(info->usage);
-        info->usage = NULL;
-        info->num_usage = 0;
-    }
 }

@@ -45,6 +45,8 @@ const char *pinpool_nccl_describe(char *buf, size_t len)
     return ipc_nccl_describe(buf, len);
 }
 
+#ifdef PINPOOL_HAVE_CUDA
+
 /* Size classes of AUTO: <4 MiB, <64 MiB, <1 GiB, larger. */
 static int size_class(uint64_t bytes)
 {
@@ -59,8 +61,6 @@ static uint64_t set_mask(int ndev, const int *devices)
         m |= 1ull << devices[i];
     return m;
 }
-
-#ifdef PINPOOL_HAVE_CUDA
 
 typedef struct fo_dev {
     bool ready;
@@ -82,28 +82,15 @@ typedef struct fo_set {
     double gbps[NCLASSES][PINPOOL_FANOUT_NMETHODS];
 } fo_set_t;
 
-struct pinpool__fanout {
+/* A context's fan-out state (pinpool__ext_get makes it on the first call). */
+typedef struct fanout {
     pthread_mutex_t lock;
     fo_dev_t dev[PINPOOL_MAX_DEVICES];
     fo_set_t sets[MAX_SETS];
     int nsets;
-};
-
-#else
-
-struct pinpool__fanout {
-    pthread_mutex_t lock;
-};
+} fanout_t;
 
 #endif
-
-pinpool__fanout_t *pinpool__fanout_new(void)
-{
-    pinpool__fanout_t *f = calloc(1, sizeof(*f));
-    if (f != NULL)
-        pthread_mutex_init(&f->lock, NULL);
-    return f;
-}
 
 /* Checks that need no GPU; 0 or PINPOOL_EINVAL with the message. */
 static int check_args(pinpool_ctx_t *ctx, const void *host_src, int ndev, const int *devices,
@@ -117,36 +104,23 @@ static int check_args(pinpool_ctx_t *ctx, const void *host_src, int ndev, const 
     if (flags >= PINPOOL_FANOUT_NMETHODS)
         return pinpool__fail(ctx, PINPOOL_EINVAL, "pinpool_fanout: unknown flags");
     for (int i = 0; i < ndev; i++) {
-        char msg[128];
-        if (devices[i] < 0 || devices[i] >= 64) {
-            snprintf(msg, sizeof(msg), "pinpool_fanout: device %d is not a GPU ordinal", devices[i]);
-            return pinpool__fail(ctx, PINPOOL_EINVAL, msg);
-        }
-        if (dst_ptrs[i] == NULL) {
-            snprintf(msg, sizeof(msg), "pinpool_fanout: dst_ptrs[%d] is NULL", i);
-            return pinpool__fail(ctx, PINPOOL_EINVAL, msg);
-        }
+        if (devices[i] < 0 || devices[i] >= 64)
+            return pinpool__fail(ctx, PINPOOL_EINVAL,
+                                 "pinpool_fanout: device %d is not a GPU ordinal", devices[i]);
+        if (dst_ptrs[i] == NULL)
+            return pinpool__fail(ctx, PINPOOL_EINVAL, "pinpool_fanout: dst_ptrs[%d] is NULL", i);
         for (int k = 0; k < i; k++)
-            if (devices[k] == devices[i]) {
-                snprintf(msg, sizeof(msg), "pinpool_fanout: GPU %d is listed twice", devices[i]);
-                return pinpool__fail(ctx, PINPOOL_EINVAL, msg);
-            }
+            if (devices[k] == devices[i])
+                return pinpool__fail(ctx, PINPOOL_EINVAL, "pinpool_fanout: GPU %d is listed twice",
+                                     devices[i]);
     }
     return 0;
 }
 
-#ifndef PINPOOL_HAVE_CUDA
-
-void pinpool__fanout_free(pinpool__fanout_t *f)
-{
-    if (f != NULL) {
-        pthread_mutex_destroy(&f->lock);
-        free(f);
-    }
-}
-
-int pinpool_fanout(pinpool_ctx_t *ctx, const void *host_src, uint64_t bytes, int ndev,
-                   const int *devices, void *const *dst_ptrs, unsigned flags)
+/* The start of pinpool_fanout: the arguments, then the driver.  0: go on;
+ * 1: nothing to copy (bytes 0); else the error, with its message. */
+static int fanout_begin(pinpool_ctx_t *ctx, const void *host_src, uint64_t bytes, int ndev,
+                        const int *devices, void *const *dst_ptrs, unsigned flags)
 {
     char why[256];
     int rc;
@@ -154,10 +128,22 @@ int pinpool_fanout(pinpool_ctx_t *ctx, const void *host_src, uint64_t bytes, int
     if (ctx == NULL)
         return -EINVAL;
     rc = check_args(ctx, host_src, ndev, devices, dst_ptrs, flags);
-    if (rc != 0 || bytes == 0)
+    if (rc != 0)
         return rc;
+    if (bytes == 0)
+        return 1;
     rc = ipc_cuda_load(why, sizeof(why));
-    return pinpool__fail(ctx, rc, why);
+    return rc != 0 ? pinpool__fail(ctx, rc, "%s", why) : 0;
+}
+
+#ifndef PINPOOL_HAVE_CUDA
+
+int pinpool_fanout(pinpool_ctx_t *ctx, const void *host_src, uint64_t bytes, int ndev,
+                   const int *devices, void *const *dst_ptrs, unsigned flags)
+{
+    int rc = fanout_begin(ctx, host_src, bytes, ndev, devices, dst_ptrs, flags);
+
+    return rc == 1 ? 0 : rc; /* the driver cannot load in this build */
 }
 
 int pinpool_fanout_choice(pinpool_ctx_t *ctx, int ndev, const int *devices, uint64_t bytes,
@@ -171,8 +157,6 @@ int pinpool_fanout_choice(pinpool_ctx_t *ctx, int ndev, const int *devices, uint
 
 #else
 
-#define MSG 512
-
 static double now_s(void)
 {
     struct timespec t;
@@ -183,31 +167,24 @@ static double now_s(void)
 /* A failed CUDA call: PINPOOL_ECUDA with the message in ctx. */
 static int cu_fail(pinpool_ctx_t *ctx, CUresult r, const char *call, int dev)
 {
-    char buf[200], msg[MSG];
-    snprintf(msg, sizeof(msg), "pinpool_fanout: GPU %d: %s", dev,
-             ipc_cuda_strerror(r, call, buf, sizeof(buf)));
-    return pinpool__fail(ctx, PINPOOL_ECUDA, msg);
+    char buf[200];
+    return pinpool__fail(ctx, PINPOOL_ECUDA, "pinpool_fanout: GPU %d: %s", dev,
+                         ipc_cuda_strerror(r, call, buf, sizeof(buf)));
 }
 
-#define CU(dev, call)                                                                          \
-    do {                                                                                       \
-        CUresult r_ = (call);                                                                  \
-        if (r_ != CUDA_SUCCESS)                                                                \
-            return cu_fail(ctx, r_, #call, (dev));                                             \
-    } while (0)
+#define CU(dev, call) IPC_CU_CHECK(call, return cu_fail(ctx, ipc_cu_r, #call, (dev)))
 
 static int use(pinpool_ctx_t *ctx, int dev)
 {
-    char msg[MSG];
     if (ipc_cuda_use_device(dev) == 0)
         return 0;
-    snprintf(msg, sizeof(msg), "pinpool_fanout: GPU %d is not usable in this process (%d visible; "
-             "CUDA_VISIBLE_DEVICES?)", dev, ipc_cuda_device_count());
-    return pinpool__fail(ctx, PINPOOL_ENODEV, msg);
+    return pinpool__fail(ctx, PINPOOL_ENODEV,
+                         "pinpool_fanout: GPU %d is not usable in this process "
+                         "(%d visible; CUDA_VISIBLE_DEVICES?)", dev, ipc_cuda_device_count());
 }
 
 /* The streams and event of GPU dev, made once.  Lock held. */
-static int dev_ready(pinpool_ctx_t *ctx, pinpool__fanout_t *f, int dev)
+static int dev_ready(pinpool_ctx_t *ctx, fanout_t *f, int dev)
 {
     fo_dev_t *d = &f->dev[dev];
     int rc;
@@ -224,7 +201,7 @@ static int dev_ready(pinpool_ctx_t *ctx, pinpool__fanout_t *f, int dev)
     return 0;
 }
 
-static fo_set_t *find_set(pinpool__fanout_t *f, uint64_t mask, int ndev, const int *devices)
+static fo_set_t *find_set(fanout_t *f, uint64_t mask, int ndev, const int *devices)
 {
     fo_set_t *s;
 
@@ -252,7 +229,7 @@ static int rank_of(const fo_set_t *s, int dev)
     return -1;
 }
 
-static int sync_all(pinpool_ctx_t *ctx, pinpool__fanout_t *f, int ndev, const int *devices)
+static int sync_all(pinpool_ctx_t *ctx, fanout_t *f, int ndev, const int *devices)
 {
     int rc = 0;
 
@@ -273,7 +250,7 @@ static int sync_all(pinpool_ctx_t *ctx, pinpool__fanout_t *f, int ndev, const in
 }
 
 /* K independent H2D copies, one per GPU on its own stream, all in flight at once. */
-static int run_direct(pinpool_ctx_t *ctx, pinpool__fanout_t *f, const void *src, uint64_t bytes,
+static int run_direct(pinpool_ctx_t *ctx, fanout_t *f, const void *src, uint64_t bytes,
                       int ndev, const int *devices, void *const *dst)
 {
     for (int i = 0; i < ndev; i++) {
@@ -290,9 +267,8 @@ static int run_direct(pinpool_ctx_t *ctx, pinpool__fanout_t *f, const void *src,
 
 static int nccl_fail(pinpool_ctx_t *ctx, ncclResult_t r, const char *call)
 {
-    char msg[MSG];
-    snprintf(msg, sizeof(msg), "pinpool_fanout: %s: %s", call, ipc_nccl.ncclGetErrorString(r));
-    return pinpool__fail(ctx, PINPOOL_EINTERNAL, msg);
+    return pinpool__fail(ctx, PINPOOL_EINTERNAL, "pinpool_fanout: %s: %s", call,
+                         ipc_nccl.ncclGetErrorString(r));
 }
 
 /* The communicator of set s, made once (ncclCommInitAll over its GPUs). */
@@ -306,7 +282,7 @@ static int comm_ready(pinpool_ctx_t *ctx, fo_set_t *s)
         return 0;
     rc = ipc_nccl_load(why, sizeof(why));
     if (rc != 0)
-        return pinpool__fail(ctx, rc, why);
+        return pinpool__fail(ctx, rc, "%s", why);
     r = ipc_nccl.ncclCommInitAll(s->comms, s->ndev, s->devs);
     if (r != ncclSuccess)
         return nccl_fail(ctx, r, "ncclCommInitAll");
@@ -317,7 +293,7 @@ static int comm_ready(pinpool_ctx_t *ctx, fo_set_t *s)
 /* Broadcast [off, off + len) of the root's buffer to every GPU of the set,
  * each on its main stream.  The caller has ordered the root's stream after
  * the bytes landed. */
-static int bcast(pinpool_ctx_t *ctx, pinpool__fanout_t *f, fo_set_t *s, int root_rank, int ndev,
+static int bcast(pinpool_ctx_t *ctx, fanout_t *f, fo_set_t *s, int root_rank, int ndev,
                  const int *devices, void *const *dst, uint64_t off, uint64_t len)
 {
     ncclResult_t r, r2;
@@ -355,7 +331,7 @@ static uint64_t chunk_bytes(void)
  * broadcast of chunk i on the main streams; an event orders each broadcast
  * after its chunk's copy).
  */
-static int run_nccl(pinpool_ctx_t *ctx, pinpool__fanout_t *f, fo_set_t *s, bool pipelined,
+static int run_nccl(pinpool_ctx_t *ctx, fanout_t *f, fo_set_t *s, bool pipelined,
                     const void *src, uint64_t bytes, int ndev, const int *devices,
                     void *const *dst)
 {
@@ -403,18 +379,18 @@ static int run_nccl(pinpool_ctx_t *ctx, pinpool__fanout_t *f, fo_set_t *s, bool 
 
 #else
 
-static int run_nccl(pinpool_ctx_t *ctx, pinpool__fanout_t *f, fo_set_t *s, bool pipelined,
+static int run_nccl(pinpool_ctx_t *ctx, fanout_t *f, fo_set_t *s, bool pipelined,
                     const void *src, uint64_t bytes, int ndev, const int *devices,
                     void *const *dst)
 {
     char why[256];
     (void)f, (void)s, (void)pipelined, (void)src, (void)bytes, (void)ndev, (void)devices, (void)dst;
-    return pinpool__fail(ctx, ipc_nccl_load(why, sizeof(why)), why);
+    return pinpool__fail(ctx, ipc_nccl_load(why, sizeof(why)), "%s", why);
 }
 
 #endif
 
-static int run_method(pinpool_ctx_t *ctx, pinpool__fanout_t *f, fo_set_t *s, unsigned m,
+static int run_method(pinpool_ctx_t *ctx, fanout_t *f, fo_set_t *s, unsigned m,
                       const void *src, uint64_t bytes, int ndev, const int *devices,
                       void *const *dst)
 {
@@ -444,7 +420,7 @@ static unsigned forced_method(void)
  * methods are warmed up first (communicator, connections) so that set-up is
  * not counted.  Without NCCL only DIRECT is measured.  Lock held.
  */
-static int calibrate(pinpool_ctx_t *ctx, pinpool__fanout_t *f, fo_set_t *s, int cls,
+static int calibrate(pinpool_ctx_t *ctx, fanout_t *f, fo_set_t *s, int cls,
                      const void *src, uint64_t bytes, int ndev, const int *devices,
                      void *const *dst)
 {
@@ -485,10 +461,23 @@ static int calibrate(pinpool_ctx_t *ctx, pinpool__fanout_t *f, fo_set_t *s, int 
     return 0;
 }
 
-void pinpool__fanout_free(pinpool__fanout_t *f)
+static int fanout_make(pinpool_ctx_t *ctx, void **state)
 {
+    fanout_t *f = calloc(1, sizeof(*f));
+
     if (f == NULL)
-        return;
+        return pinpool__fail(ctx, -ENOMEM, "out of memory");
+    pthread_mutex_init(&f->lock, NULL);
+    *state = f;
+    return 0;
+}
+
+/* pinpool_close, before the context's device pools close. */
+static void fanout_destroy(pinpool_ctx_t *ctx, void *state)
+{
+    fanout_t *f = state;
+
+    (void)ctx;
 #ifdef PINPOOL_HAVE_NCCL
     for (int i = 0; i < f->nsets; i++)
         if (f->sets[i].have_comm)
@@ -509,34 +498,30 @@ void pinpool__fanout_free(pinpool__fanout_t *f)
     free(f);
 }
 
+static const pinpool__ext_t fanout_ext = {.name = "fanout", .make = fanout_make,
+                                          .destroy = fanout_destroy};
+
 int pinpool_fanout(pinpool_ctx_t *ctx, const void *host_src, uint64_t bytes, int ndev,
                    const int *devices, void *const *dst_ptrs, unsigned flags)
 {
-    pinpool__fanout_t *f;
+    fanout_t *f;
+    void *state;
     CUcontext saved = NULL;
     fo_set_t *s;
-    char why[256];
     unsigned m = flags;
-    int rc;
+    int rc = fanout_begin(ctx, host_src, bytes, ndev, devices, dst_ptrs, flags);
 
-    if (ctx == NULL)
-        return -EINVAL;
-    rc = check_args(ctx, host_src, ndev, devices, dst_ptrs, flags);
-    if (rc != 0 || bytes == 0)
-        return rc;
-    f = pinpool__ctx_fanout(ctx);
-    if (f == NULL)
-        return pinpool__fail(ctx, -ENOMEM, "out of memory");
-    rc = ipc_cuda_load(why, sizeof(why));
     if (rc != 0)
-        return pinpool__fail(ctx, rc, why);
+        return rc == 1 ? 0 : rc;
+    rc = pinpool__ext_get(ctx, &fanout_ext, &state);
+    if (rc != 0)
+        return rc;
+    f = state;
     for (int i = 0; i < ndev; i++)
-        if (devices[i] >= ipc_cuda_device_count() || devices[i] >= PINPOOL_MAX_DEVICES) {
-            char msg[MSG];
-            snprintf(msg, sizeof(msg), "pinpool_fanout: GPU %d is not visible in this process "
-                     "(%d visible; CUDA_VISIBLE_DEVICES?)", devices[i], ipc_cuda_device_count());
-            return pinpool__fail(ctx, PINPOOL_ENODEV, msg);
-        }
+        if (devices[i] >= ipc_cuda_device_count() || devices[i] >= PINPOOL_MAX_DEVICES)
+            return pinpool__fail(ctx, PINPOOL_ENODEV, "pinpool_fanout: GPU %d is not visible in "
+                                 "this process (%d visible; CUDA_VISIBLE_DEVICES?)", devices[i],
+                                 ipc_cuda_device_count());
     ipc_cu.cuCtxGetCurrent(&saved);
     pthread_mutex_lock(&f->lock);
     for (int i = 0; i < ndev && rc == 0; i++)
@@ -573,7 +558,7 @@ out:
 int pinpool_fanout_choice(pinpool_ctx_t *ctx, int ndev, const int *devices, uint64_t bytes,
                           unsigned *method, double gbps[PINPOOL_FANOUT_NMETHODS])
 {
-    pinpool__fanout_t *f;
+    fanout_t *f;
     int rc = PINPOOL_ENOENT, cls = size_class(bytes);
 
     if (ctx == NULL)
@@ -583,19 +568,19 @@ int pinpool_fanout_choice(pinpool_ctx_t *ctx, int ndev, const int *devices, uint
     for (int i = 0; i < ndev; i++)
         if (devices[i] < 0 || devices[i] >= 64)
             return pinpool__fail(ctx, PINPOOL_EINVAL, "pinpool_fanout_choice: bad device");
-    f = pinpool__ctx_fanout(ctx);
-    if (f == NULL)
-        return pinpool__fail(ctx, PINPOOL_ENOENT, "nothing measured yet");
+    f = pinpool__ext_find(ctx, &fanout_ext); /* NULL: no fan-out on ctx yet */
     uint64_t mask = set_mask(ndev, devices);
-    pthread_mutex_lock(&f->lock);
-    for (int i = 0; i < f->nsets; i++)
-        if (f->sets[i].mask == mask && f->sets[i].measured[cls]) {
-            *method = f->sets[i].choice[cls];
-            if (gbps != NULL)
-                memcpy(gbps, f->sets[i].gbps[cls], sizeof(f->sets[i].gbps[cls]));
-            rc = 0;
-        }
-    pthread_mutex_unlock(&f->lock);
+    if (f != NULL) {
+        pthread_mutex_lock(&f->lock);
+        for (int i = 0; i < f->nsets; i++)
+            if (f->sets[i].mask == mask && f->sets[i].measured[cls]) {
+                *method = f->sets[i].choice[cls];
+                if (gbps != NULL)
+                    memcpy(gbps, f->sets[i].gbps[cls], sizeof(f->sets[i].gbps[cls]));
+                rc = 0;
+            }
+        pthread_mutex_unlock(&f->lock);
+    }
     if (rc != 0)
         return pinpool__fail(ctx, rc, "nothing measured yet for that GPU set and size class");
     return 0;

@@ -7,15 +7,18 @@
  * calling process.  Every call is thread-safe; a context may be shared by any
  * number of threads.
  *
- * Errors are negative numbers: either one of PINPOOL_E* below or -errno from a
- * system call.  pinpool_strerror() and pinpool_err_name() know both kinds.
- * pinpool_errmsg() gives the full message of the calling thread's last failure.
+ * Errors are negative numbers: either one of PINPOOL_E* (pinpool_errors.h,
+ * included here) or -errno from a system call.  pinpool_strerror() and
+ * pinpool_err_name() know both kinds.  pinpool_errmsg() gives the full message
+ * of the calling thread's last failure.
  */
 #ifndef PINPOOL_H
 #define PINPOOL_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "pinpool_errors.h" /* the error codes, PINPOOL_EXPORT; installed next to this one */
 
 #ifdef __cplusplus
 extern "C" {
@@ -26,48 +29,6 @@ extern "C" {
 #define PINPOOL_VERSION_PATCH 0
 #define PINPOOL_VERSION_STRING "0.1.0"
 
-#if defined(__GNUC__) && defined(PINPOOL_BUILDING)
-#define PINPOOL_EXPORT __attribute__((visibility("default")))
-#else
-#define PINPOOL_EXPORT
-#endif
-
-/*
- * The error list.  XX(name, value, grpc_status, message): the server maps each
- * code to the named gRPC status (server/status.c, the only place that does);
- * the client maps it back from the call's trailing metadata.
- */
-#define PINPOOL_ERRNO_MAP(XX)                                                        \
-    XX(INVAL, -1001, INVALID_ARGUMENT, "invalid argument")                           \
-    XX(TOOBIG, -1002, INVALID_ARGUMENT, "size is larger than the pool")              \
-    XX(ALIGN, -1003, INVALID_ARGUMENT,                                               \
-       "alignment must be a power of two that divides the chunk size")               \
-    XX(NODEV, -1004, INVALID_ARGUMENT, "no such device in the pool")                 \
-    XX(NOSPC, -1005, RESOURCE_EXHAUSTED, "no free extent is large enough")           \
-    XX(NOENT, -1006, NOT_FOUND, "no such slice")                                     \
-    XX(PERM, -1007, PERMISSION_DENIED, "the slice belongs to another client")        \
-    XX(SHUTDOWN, -1008, UNAVAILABLE, "the daemon is shutting down")                  \
-    XX(CONNECT, -1009, UNAVAILABLE, "cannot reach the pinpool daemon")               \
-    XX(PROTO, -1010, INTERNAL, "protocol error between client and daemon")           \
-    XX(INTERNAL, -1011, INTERNAL, "internal error")                                  \
-    XX(CUDA, -1012, FAILED_PRECONDITION, "CUDA call failed")                         \
-    XX(CLOSED, -1013, FAILED_PRECONDITION, "the context is not connected")           \
-    XX(TIMEOUT, -1014, DEADLINE_EXCEEDED, "the daemon did not answer in time")       \
-    XX(EXIST, -1015, ALREADY_EXISTS, "a slice is already kept under that tag")      \
-    XX(NOKEY, -1016, NOT_FOUND, "no object under that key")                          \
-    XX(TIER, -1017, UNAVAILABLE, "the spill tier failed")                            \
-    XX(BUSY, -1018, UNAVAILABLE, "the object is leased by a reader; retry later")
-
-enum {
-#define PINPOOL_XX_(name, value, status, msg) PINPOOL_E##name = (value),
-    PINPOOL_ERRNO_MAP(PINPOOL_XX_)
-#undef PINPOOL_XX_
-};
-
-/* "no free extent is large enough", or strerror(-err) for -errno values. */
-PINPOOL_EXPORT const char *pinpool_strerror(int err);
-/* "PINPOOL_ENOSPC", "ENOMEM", ... ; "UNKNOWN" for anything else. */
-PINPOOL_EXPORT const char *pinpool_err_name(int err);
 PINPOOL_EXPORT const char *pinpool_version(void);
 
 /* Where pinpool_alloc's memory lives.  Host slices are device_id -1. */

@@ -22,7 +22,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,19 +33,6 @@
 
 #define MAX_STREAMS 16
 #define HOST_ALIGN 4096u /* each buffer's place in the host copy */
-#define MSG 512
-
-__attribute__((format(printf, 3, 4))) static int sfail(const pinpool_ctx_t *ctx, int err,
-                                                       const char *fmt, ...)
-{
-    char msg[MSG];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    return pinpool__fail(ctx, err, msg);
-}
 
 static int check_tag(const pinpool_ctx_t *ctx, const char *tag)
 {
@@ -55,16 +41,17 @@ static int check_tag(const pinpool_ctx_t *ctx, const char *tag)
     if (ctx == NULL)
         return -EINVAL;
     if (tag == NULL)
-        return sfail(ctx, PINPOOL_EINVAL, "tag must not be NULL");
+        return pinpool__fail(ctx, PINPOOL_EINVAL, "tag must not be NULL");
     n = strlen(tag);
     if (n == 0 || n > PINPOOL_SWAP_TAG_MAX)
-        return sfail(ctx, PINPOOL_EINVAL, "a swap tag is 1 to %d characters (got %zu)",
-                     PINPOOL_SWAP_TAG_MAX, n);
+        return pinpool__fail(ctx, PINPOOL_EINVAL, "a swap tag is 1 to %d characters (got %zu)",
+                             PINPOOL_SWAP_TAG_MAX, n);
     for (size_t i = 0; i < n; i++)
         if (tag[i] < 0x21 || tag[i] > 0x7e)
-            return sfail(ctx, PINPOOL_EINVAL, "a swap tag is printable ASCII without spaces");
+            return pinpool__fail(ctx, PINPOOL_EINVAL,
+                                 "a swap tag is printable ASCII without spaces");
     if (pinpool_err(ctx) != 0)
-        return sfail(ctx, PINPOOL_ECLOSED, "not connected: %s", pinpool_errmsg(ctx));
+        return pinpool__fail(ctx, PINPOOL_ECLOSED, "not connected: %s", pinpool_errmsg(ctx));
     return 0;
 }
 
@@ -76,17 +63,9 @@ static int no_cuda(const pinpool_ctx_t *ctx, const char *tag)
     int rc = check_tag(ctx, tag);
     if (rc != 0)
         return rc;
-    return sfail(ctx, PINPOOL_ECUDA, "the swap API needs CUDA, and this libpinpool was built "
-                 "without CUDA support");
-}
-
-struct pinpool__swap {
-    int unused;
-};
-
-void pinpool__swap_close(pinpool_ctx_t *ctx)
-{
-    (void)ctx;
+    return pinpool__fail(ctx, PINPOOL_ECUDA,
+                         "the swap API needs CUDA, and this libpinpool was built "
+                         "without CUDA support");
 }
 
 int pinpool_swap_alloc(pinpool_ctx_t *ctx, const char *tag, int32_t device, uint64_t bytes,
@@ -184,68 +163,69 @@ typedef struct tag {
     bool tracked;   /* the step in flight recorded uev */
 } tag_t;
 
-struct pinpool__swap {
+/* A context's swap state (pinpool__ext_get makes it on the first swap call). */
+typedef struct swap {
     pthread_mutex_t lock;
     tag_t *tags;
     uint32_t streams;
     uint64_t chunk;
     uint64_t gran[PINPOOL_MAX_DEVICES];
     CUstream helper[PINPOOL_MAX_DEVICES][MAX_STREAMS];
-};
+} swap_t;
 
-/* Creating the per-context state once, whichever thread comes first. */
-static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
+static int swap_make(pinpool_ctx_t *ctx, void **state);
+static void swap_destroy(pinpool_ctx_t *ctx, void *state);
+static const pinpool__ext_t swap_ext = {.name = "swap", .make = swap_make, .destroy = swap_destroy};
 
 static int cu_fail(const pinpool_ctx_t *ctx, CUresult r, const char *call, const char *what)
 {
     char b[160];
-    return sfail(ctx, PINPOOL_ECUDA, "%s: %s", what, ipc_cuda_strerror(r, call, b, sizeof(b)));
+    return pinpool__fail(ctx, PINPOOL_ECUDA,
+                         "%s: %s", what, ipc_cuda_strerror(r, call, b, sizeof(b)));
 }
 
-#define CU_OR(ctx, call, what)                                                                 \
-    do {                                                                                       \
-        CUresult r_ = (call);                                                                  \
-        if (r_ != CUDA_SUCCESS)                                                                \
-            return cu_fail((ctx), r_, #call, (what));                                          \
-    } while (0)
+#define CU_OR(ctx, call, what) IPC_CU_CHECK(call, return cu_fail((ctx), ipc_cu_r, #call, (what)))
 
 /* The context's swap state, with CUDA and a pinned host pool checked. */
-static int get_state(pinpool_ctx_t *ctx, struct pinpool__swap **out)
+static int get_state(pinpool_ctx_t *ctx, swap_t **out)
 {
-    struct pinpool__swap **slot = pinpool__swap_slot(ctx);
+    void *state = NULL;
     char why[256];
-    int rc = 0;
+    int rc;
 
     if (ipc_cuda_load(why, sizeof(why)) != 0)
-        return sfail(ctx, PINPOOL_ECUDA, "the swap API needs CUDA in this process: %s", why);
+        return pinpool__fail(ctx, PINPOOL_ECUDA,
+                             "the swap API needs CUDA in this process: %s", why);
     if (!pinpool__ctx_cuda_host(ctx))
-        return sfail(ctx, PINPOOL_ECUDA,
-                     "the daemon's host memory is not pinned for CUDA (it runs CPU-only, memfd "
-                     "backend): start `pinpool serve` with --host-backend vmm for the swap API");
-    pthread_mutex_lock(&init_lock);
-    if (*slot == NULL) {
-        struct pinpool__swap *sw = calloc(1, sizeof(*sw));
-        const char *e;
-        if (sw == NULL) {
-            rc = sfail(ctx, -ENOMEM, "out of memory");
-        } else {
-            pthread_mutex_init(&sw->lock, NULL);
-            sw->streams = 1;
-            e = getenv("PINPOOL_SWAP_STREAMS");
-            if (e != NULL && atoi(e) >= 1 && atoi(e) <= MAX_STREAMS)
-                sw->streams = (uint32_t)atoi(e);
-            e = getenv("PINPOOL_SWAP_CHUNK");
-            if (e != NULL)
-                pinpool_parse_size(e, &sw->chunk);
-            *slot = sw;
-        }
-    }
-    *out = *slot;
-    pthread_mutex_unlock(&init_lock);
+        return pinpool__fail(ctx, PINPOOL_ECUDA,
+                             "the daemon's host memory is not pinned for CUDA (it runs CPU-only, "
+                             "memfd backend): start `pinpool serve` with --host-backend vmm for "
+                             "the swap API");
+    rc = pinpool__ext_get(ctx, &swap_ext, &state);
+    *out = state;
     return rc;
 }
 
-static tag_t *find_tag(struct pinpool__swap *sw, const char *name)
+static int swap_make(pinpool_ctx_t *ctx, void **state)
+{
+    swap_t *sw = calloc(1, sizeof(*sw));
+    const char *e;
+
+    if (sw == NULL)
+        return pinpool__fail(ctx, -ENOMEM, "out of memory");
+    pthread_mutex_init(&sw->lock, NULL);
+    sw->streams = 1;
+    e = getenv("PINPOOL_SWAP_STREAMS");
+    if (e != NULL && atoi(e) >= 1 && atoi(e) <= MAX_STREAMS)
+        sw->streams = (uint32_t)atoi(e);
+    e = getenv("PINPOOL_SWAP_CHUNK");
+    if (e != NULL)
+        pinpool_parse_size(e, &sw->chunk);
+    *state = sw;
+    return 0;
+}
+
+static tag_t *find_tag(swap_t *sw, const char *name)
 {
     for (tag_t *t = sw->tags; t != NULL; t = t->next)
         if (strcmp(t->name, name) == 0)
@@ -256,8 +236,8 @@ static tag_t *find_tag(struct pinpool__swap *sw, const char *name)
 static int use_device(pinpool_ctx_t *ctx, int device)
 {
     if (ipc_cuda_use_device(device) != 0)
-        return sfail(ctx, PINPOOL_ENODEV, "GPU %d is not usable (%d visible)", device,
-                     ipc_cuda_device_count());
+        return pinpool__fail(ctx, PINPOOL_ENODEV, "GPU %d is not usable (%d visible)", device,
+                             ipc_cuda_device_count());
     return 0;
 }
 
@@ -336,17 +316,19 @@ static int host_for_pause(pinpool_ctx_t *ctx, tag_t *t, bool spillable)
     if (t->have_host && t->host_kept == !spillable)
         return 0;
     if (spillable && pinpool_exists(ctx, t->key) == 1)
-        return sfail(ctx, PINPOOL_EEXIST, "a released copy is already under '%s' (another "
-                     "process paused tag '%s' spillable): resume it, or drop it with "
-                     "PINPOOL_SWAP_FREE_HOST", t->key, t->name);
+        return pinpool__fail(ctx, PINPOOL_EEXIST, "a released copy is already under '%s' (another "
+                             "process paused tag '%s' spillable): resume it, or drop it with "
+                             "PINPOOL_SWAP_FREE_HOST", t->key, t->name);
     if (t->have_host) { /* the other kind: a kept slice cannot be released */
         pinpool_free(ctx, t->host.id, NULL);
         t->have_host = false;
     }
     rc = pinpool_alloc(ctx, t->host_bytes, &o, &t->host);
     if (rc == PINPOOL_EEXIST)
-        return sfail(ctx, rc, "a host copy is already kept under '%s' (another process paused "
-                     "tag '%s'): resume it, or drop it with PINPOOL_SWAP_FREE_HOST", t->key, t->name);
+        return pinpool__fail(ctx, rc,
+                             "a host copy is already kept under '%s' (another process paused "
+                             "tag '%s'): resume it, or drop it with PINPOOL_SWAP_FREE_HOST", t->key,
+                             t->name);
     if (rc != 0)
         return rc; /* pinpool_alloc's message */
     t->have_host = true;
@@ -386,8 +368,9 @@ static int host_for_resume(pinpool_ctx_t *ctx, tag_t *t)
         t->host_kept = true;
     }
     if (rc == PINPOOL_ENOENT || rc == PINPOOL_ENOKEY)
-        return sfail(ctx, PINPOOL_ENOKEY, "tag '%s' is not paused: nothing is kept or released "
-                     "under '%s'", t->name, t->key);
+        return pinpool__fail(ctx, PINPOOL_ENOKEY,
+                             "tag '%s' is not paused: nothing is kept or released "
+                             "under '%s'", t->name, t->key);
     if (rc != 0)
         return rc;
     if (t->host.size != t->host_bytes) {
@@ -396,10 +379,11 @@ static int host_for_resume(pinpool_ctx_t *ctx, tag_t *t)
             pinpool_detach(ctx, t->host.id);
         else /* give it back as it was */
             pinpool_release(ctx, t->host.id, t->key, 0);
-        return sfail(ctx, PINPOOL_EINVAL, "the copy kept under '%s' holds %" PRIu64 " bytes but "
-                     "the %" PRIu32 " buffers of tag '%s' need %" PRIu64 ": register the same "
-                     "buffers in the same order as the process that paused it", t->key, got,
-                     t->nbuf, t->name, t->host_bytes);
+        return pinpool__fail(ctx, PINPOOL_EINVAL,
+                             "the copy kept under '%s' holds %" PRIu64 " bytes but the %" PRIu32
+                             " buffers of tag '%s' need %" PRIu64 ": register the same buffers in "
+                             "the same order as the process that paused it", t->key, got,
+                             t->nbuf, t->name, t->host_bytes);
     }
     t->have_host = true;
     return 0;
@@ -484,7 +468,7 @@ static int finish(pinpool_ctx_t *ctx, tag_t *t)
  * allocation just before its copy, so that the GPU copies the first buffers
  * while the CPU maps the next ones.  On failure waits for what was enqueued
  * (and unmaps everything again when mapping). */
-static int enqueue(pinpool_ctx_t *ctx, struct pinpool__swap *sw, tag_t *t, CUstream st, bool d2h,
+static int enqueue(pinpool_ctx_t *ctx, swap_t *sw, tag_t *t, CUstream st, bool d2h,
                    bool map, bool track)
 {
     uint32_t ns = sw->streams, k = 0;
@@ -507,7 +491,7 @@ static int enqueue(pinpool_ctx_t *ctx, struct pinpool__swap *sw, tag_t *t, CUstr
     if (track && t->nuev < t->nunits) {
         CUevent *e = realloc(t->uev, t->nunits * sizeof(*e));
         if (e == NULL)
-            return sfail(ctx, -ENOMEM, "out of memory");
+            return pinpool__fail(ctx, -ENOMEM, "out of memory");
         t->uev = e;
         for (; t->nuev < t->nunits; t->nuev++)
             CU_OR(ctx, ipc_cu.cuEventCreate(&t->uev[t->nuev], CU_EVENT_DISABLE_TIMING), "swap events");
@@ -571,11 +555,24 @@ static int enqueue(pinpool_ctx_t *ctx, struct pinpool__swap *sw, tag_t *t, CUstr
 
 /* ---- the calls ----------------------------------------------------------------------- */
 
-/* Common start of a call: arguments, state, lock, device.  On 0 the lock is held. */
-static int begin(pinpool_ctx_t *ctx, const char *name, struct pinpool__swap **swp, tag_t **tp,
-                 bool must_exist)
+/* What a call accepts besides the tag's name: the tag must exist (or is made
+ * by the call); flags within allowed (else "<flag_names> (got 0x..)"); its
+ * pointer argument (args_ok, else the message args_wrong).  finish: the
+ * tag's step in flight is finished first (its failure ends the call). */
+typedef struct want {
+    bool tag_exists, finish;
+    uint32_t allowed;
+    const char *flag_names;
+    bool args_ok;
+    const char *args_wrong;
+} want_t;
+
+/* Common start of a call: the name, state, lock, tag, device, then flags and
+ * arguments as w says.  On 0 the lock is held: the call ends with end(). */
+static int begin(pinpool_ctx_t *ctx, const char *name, uint32_t flags, const want_t *w,
+                 swap_t **swp, tag_t **tp)
 {
-    struct pinpool__swap *sw;
+    swap_t *sw;
     tag_t *t;
     int rc;
 
@@ -586,12 +583,19 @@ static int begin(pinpool_ctx_t *ctx, const char *name, struct pinpool__swap **sw
         return rc;
     pthread_mutex_lock(&sw->lock);
     t = find_tag(sw, name);
-    if (t == NULL && must_exist) {
-        pthread_mutex_unlock(&sw->lock);
-        return sfail(ctx, PINPOOL_EINVAL, "no swap tag '%s' in this context (pinpool_swap_alloc "
-                     "or pinpool_swap_register makes one)", name);
-    }
-    if (t != NULL && (rc = use_device(ctx, t->device)) != 0) {
+    if (t == NULL && w->tag_exists)
+        rc = pinpool__fail(ctx, PINPOOL_EINVAL,
+                           "no swap tag '%s' in this context (pinpool_swap_alloc "
+                           "or pinpool_swap_register makes one)", name);
+    else if (t != NULL)
+        rc = use_device(ctx, t->device);
+    if (rc == 0 && (flags & ~w->allowed) != 0)
+        rc = pinpool__fail(ctx, PINPOOL_EINVAL, "%s (got 0x%x)", w->flag_names, flags);
+    else if (rc == 0 && !w->args_ok)
+        rc = pinpool__fail(ctx, PINPOOL_EINVAL, "%s", w->args_wrong);
+    if (rc == 0 && w->finish)
+        rc = finish(ctx, t);
+    if (rc != 0) {
         pthread_mutex_unlock(&sw->lock);
         return rc;
     }
@@ -600,27 +604,36 @@ static int begin(pinpool_ctx_t *ctx, const char *name, struct pinpool__swap **sw
     return 0;
 }
 
+static int end(swap_t *sw, int rc)
+{
+    pthread_mutex_unlock(&sw->lock);
+    return rc;
+}
+
+
 /* The tag to add a buffer to (made if new); lock held. */
-static int tag_for_add(pinpool_ctx_t *ctx, struct pinpool__swap *sw, tag_t **tp, const char *name,
+static int tag_for_add(pinpool_ctx_t *ctx, swap_t *sw, tag_t **tp, const char *name,
                        int32_t device, uint64_t bytes)
 {
     tag_t *t = *tp;
     int rc;
 
     if (bytes == 0)
-        return sfail(ctx, PINPOOL_EINVAL, "a swap buffer of 0 bytes");
+        return pinpool__fail(ctx, PINPOOL_EINVAL, "a swap buffer of 0 bytes");
     if (device < 0 || device >= ipc_cuda_device_count() || device >= PINPOOL_MAX_DEVICES)
-        return sfail(ctx, PINPOOL_ENODEV, "GPU %d does not exist (%d visible)", device,
-                     ipc_cuda_device_count());
+        return pinpool__fail(ctx, PINPOOL_ENODEV, "GPU %d does not exist (%d visible)", device,
+                             ipc_cuda_device_count());
     if (t != NULL) {
         if (t->device != device)
-            return sfail(ctx, PINPOOL_EINVAL, "tag '%s' is on GPU %d, not %d", name, t->device, device);
+            return pinpool__fail(ctx, PINPOOL_EINVAL,
+                                 "tag '%s' is on GPU %d, not %d", name, t->device, device);
         rc = finish(ctx, t);
         if (rc != 0)
             return rc;
         if (t->state != PINPOOL_SWAP_RESIDENT)
-            return sfail(ctx, PINPOOL_EINVAL, "tag '%s' is paused: resume it before adding buffers",
-                         name);
+            return pinpool__fail(ctx, PINPOOL_EINVAL,
+                                 "tag '%s' is paused: resume it before adding buffers",
+                                 name);
         return 0;
     }
     rc = use_device(ctx, device);
@@ -628,7 +641,7 @@ static int tag_for_add(pinpool_ctx_t *ctx, struct pinpool__swap *sw, tag_t **tp,
         return rc;
     t = calloc(1, sizeof(*t));
     if (t == NULL)
-        return sfail(ctx, -ENOMEM, "out of memory");
+        return pinpool__fail(ctx, -ENOMEM, "out of memory");
     snprintf(t->name, sizeof(t->name), "%s", name);
     snprintf(t->key, sizeof(t->key), PINPOOL_SWAP_KEY_PREFIX "%s", name);
     t->device = device;
@@ -641,37 +654,26 @@ static int tag_for_add(pinpool_ctx_t *ctx, struct pinpool__swap *sw, tag_t **tp,
 static int add_unit(pinpool_ctx_t *ctx, tag_t *t, CUdeviceptr dptr, uint64_t bytes, uint32_t *idx)
 {
     if (grow((void **)&t->units, &t->capunits, t->nunits, sizeof(unit_t)) != 0)
-        return sfail(ctx, -ENOMEM, "out of memory");
+        return pinpool__fail(ctx, -ENOMEM, "out of memory");
     t->units[t->nunits] = (unit_t){.dptr = dptr, .bytes = bytes, .vmm = -1};
     *idx = t->nunits++;
     return 0;
 }
 
-int pinpool_swap_alloc(pinpool_ctx_t *ctx, const char *tag, int32_t device, uint64_t bytes,
-                       uint64_t *dptr)
+/* A new buffer of t on device: in the last small block when it has room,
+ * else a VMM allocation of its own.  Lock held; t resident (tag_for_add). */
+static int add_vmm(pinpool_ctx_t *ctx, swap_t *sw, tag_t *t, int32_t device, uint64_t bytes,
+                   uint64_t *dptr)
 {
-    struct pinpool__swap *sw;
-    tag_t *t;
     int rc;
 
-    rc = begin(ctx, tag, &sw, &t, false);
-    if (rc != 0)
-        return rc;
-    if (dptr == NULL) {
-        rc = sfail(ctx, PINPOOL_EINVAL, "dptr must not be NULL");
-        goto out;
-    }
-    rc = tag_for_add(ctx, sw, &t, tag, device, bytes);
-    if (rc != 0)
-        goto out;
     if (sw->gran[device] == 0) {
         CUmemAllocationProp p = dev_prop(device);
         size_t g = 0;
         CUresult r = ipc_cu.cuMemGetAllocationGranularity(&g, &p, CU_MEM_ALLOC_GRANULARITY_MINIMUM);
-        if (r != CUDA_SUCCESS) {
-            rc = cu_fail(ctx, r, "cuMemGetAllocationGranularity", "CUDA VMM is not usable on this GPU");
-            goto out;
-        }
+        if (r != CUDA_SUCCESS)
+            return cu_fail(ctx, r, "cuMemGetAllocationGranularity",
+                           "CUDA VMM is not usable on this GPU");
         sw->gran[device] = g;
     }
     uint64_t gran = sw->gran[device], need = (bytes + 255) / 256 * 256;
@@ -682,155 +684,135 @@ int pinpool_swap_alloc(pinpool_ctx_t *ctx, const char *tag, int32_t device, uint
                 *dptr = v->va + v->used;
                 v->used += need;
                 t->units[v->unit].bytes = v->used;
-                t->nbuf++;
-                layout_changed(ctx, t);
-                goto out;
+                return 0;
             }
             if (v->small)
                 break;
         }
     }
-    if (grow((void **)&t->vmm, &t->capvmm, t->nvmm, sizeof(vmm_t)) != 0) {
-        rc = sfail(ctx, -ENOMEM, "out of memory");
-        goto out;
-    }
+    if (grow((void **)&t->vmm, &t->capvmm, t->nvmm, sizeof(vmm_t)) != 0)
+        return pinpool__fail(ctx, -ENOMEM, "out of memory");
     vmm_t *v = &t->vmm[t->nvmm];
     memset(v, 0, sizeof(*v));
     v->size = (bytes + gran - 1) / gran * gran;
     v->small = bytes < gran / 2;
     v->used = v->small ? need : bytes;
     CUresult r = ipc_cu.cuMemAddressReserve(&v->va, v->size, 0, 0, 0);
-    if (r != CUDA_SUCCESS) {
-        rc = cu_fail(ctx, r, "cuMemAddressReserve", "cannot reserve addresses for a swap buffer");
-        goto out;
-    }
-    rc = vmm_map(ctx, device, v); /* the tag is resident (tag_for_add) */
+    if (r != CUDA_SUCCESS)
+        return cu_fail(ctx, r, "cuMemAddressReserve", "cannot reserve addresses for a swap buffer");
+    rc = vmm_map(ctx, device, v);
     if (rc == 0)
         rc = add_unit(ctx, t, v->va, v->used, &v->unit);
-    if (rc == 0)
-        t->units[v->unit].vmm = (int32_t)t->nvmm;
     if (rc != 0) {
         vmm_unmap(v);
         ipc_cu.cuMemAddressFree(v->va, v->size);
-        goto out;
+        return rc;
     }
+    t->units[v->unit].vmm = (int32_t)t->nvmm;
     t->nvmm++;
-    t->nbuf++;
     *dptr = v->va;
-    layout_changed(ctx, t);
-out:
-    pthread_mutex_unlock(&sw->lock);
-    return rc;
+    return 0;
+}
+
+/* Add a buffer to tag (made if new): a VMM allocation of ours (allocate:
+ * *dptr gets its address) or the caller's buffer at *dptr (register). */
+static int add_buffer(pinpool_ctx_t *ctx, const char *tag, int32_t device, uint64_t bytes,
+                      uint64_t *dptr, bool allocate)
+{
+    const want_t w = {.args_ok = dptr != NULL && (allocate || *dptr != 0),
+                      .args_wrong = allocate ? "dptr must not be NULL" : "dptr must not be 0"};
+    swap_t *sw;
+    uint32_t idx;
+    tag_t *t;
+    int rc = begin(ctx, tag, 0, &w, &sw, &t);
+
+    if (rc != 0)
+        return rc;
+    rc = tag_for_add(ctx, sw, &t, tag, device, bytes);
+    if (rc == 0)
+        rc = allocate ? add_vmm(ctx, sw, t, device, bytes, dptr)
+                      : add_unit(ctx, t, (CUdeviceptr)*dptr, bytes, &idx);
+    if (rc == 0) {
+        t->nbuf++;
+        layout_changed(ctx, t);
+    }
+    return end(sw, rc);
+}
+
+int pinpool_swap_alloc(pinpool_ctx_t *ctx, const char *tag, int32_t device, uint64_t bytes,
+                       uint64_t *dptr)
+{
+    return add_buffer(ctx, tag, device, bytes, dptr, true);
 }
 
 int pinpool_swap_register(pinpool_ctx_t *ctx, const char *tag, int32_t device, uint64_t dptr,
                           uint64_t bytes)
 {
-    struct pinpool__swap *sw;
-    uint32_t idx;
-    tag_t *t;
-    int rc;
-
-    rc = begin(ctx, tag, &sw, &t, false);
-    if (rc != 0)
-        return rc;
-    if (dptr == 0) {
-        rc = sfail(ctx, PINPOOL_EINVAL, "dptr must not be 0");
-        goto out;
-    }
-    rc = tag_for_add(ctx, sw, &t, tag, device, bytes);
-    if (rc == 0)
-        rc = add_unit(ctx, t, (CUdeviceptr)dptr, bytes, &idx);
-    if (rc == 0) {
-        t->nbuf++;
-        layout_changed(ctx, t);
-    }
-out:
-    pthread_mutex_unlock(&sw->lock);
-    return rc;
+    return add_buffer(ctx, tag, device, bytes, &dptr, false);
 }
 
 int pinpool_swap_pause(pinpool_ctx_t *ctx, const char *tag, void *stream, uint32_t flags)
 {
-    struct pinpool__swap *sw;
+    static const want_t w = {
+        .tag_exists = true, .finish = true, .args_ok = true,
+        .allowed = PINPOOL_SWAP_RELEASE | PINPOOL_SWAP_SPILLABLE,
+        .flag_names = "pause flags: PINPOOL_SWAP_RELEASE, PINPOOL_SWAP_SPILLABLE"};
+    bool release = (flags & PINPOOL_SWAP_RELEASE) != 0;
+    swap_t *sw;
     tag_t *t;
-    int rc;
+    int rc = begin(ctx, tag, flags, &w, &sw, &t);
 
-    rc = begin(ctx, tag, &sw, &t, true);
     if (rc != 0)
         return rc;
-    if ((flags & ~(PINPOOL_SWAP_RELEASE | PINPOOL_SWAP_SPILLABLE)) != 0) {
-        rc = sfail(ctx, PINPOOL_EINVAL, "pause flags: PINPOOL_SWAP_RELEASE, PINPOOL_SWAP_SPILLABLE "
-                   "(got 0x%x)", flags);
-        goto out;
-    }
-    rc = finish(ctx, t);
-    if (rc != 0)
-        goto out;
-    if (t->state != PINPOOL_SWAP_RESIDENT) {
-        rc = sfail(ctx, PINPOOL_EINVAL, "tag '%s' is already paused", tag);
-        goto out;
-    }
-    rc = host_for_pause(ctx, t, (flags & PINPOOL_SWAP_SPILLABLE) != 0);
+    if (t->state != PINPOOL_SWAP_RESIDENT)
+        rc = pinpool__fail(ctx, PINPOOL_EINVAL, "tag '%s' is already paused", tag);
     if (rc == 0)
-        rc = enqueue(ctx, sw, t, (CUstream)stream, true, false, (flags & PINPOOL_SWAP_RELEASE) != 0);
-    if (rc != 0)
-        goto out;
-    t->tracked = (flags & PINPOOL_SWAP_RELEASE) != 0 && sw->streams == 1;
-    t->step_flags = flags;
-    t->state = PINPOOL_SWAP_PAUSING;
-out:
-    pthread_mutex_unlock(&sw->lock);
-    return rc;
+        rc = host_for_pause(ctx, t, (flags & PINPOOL_SWAP_SPILLABLE) != 0);
+    if (rc == 0)
+        rc = enqueue(ctx, sw, t, (CUstream)stream, true, false, release);
+    if (rc == 0) {
+        t->tracked = release && sw->streams == 1;
+        t->step_flags = flags;
+        t->state = PINPOOL_SWAP_PAUSING;
+    }
+    return end(sw, rc);
 }
 
 int pinpool_swap_resume(pinpool_ctx_t *ctx, const char *tag, void *stream, uint32_t flags)
 {
-    struct pinpool__swap *sw;
+    static const want_t w = {.tag_exists = true, .finish = true, .args_ok = true,
+                             .allowed = PINPOOL_SWAP_KEEP_HOST,
+                             .flag_names = "resume flags: PINPOOL_SWAP_KEEP_HOST only"};
+    swap_t *sw;
     tag_t *t;
-    int rc;
+    int rc = begin(ctx, tag, flags, &w, &sw, &t);
 
-    rc = begin(ctx, tag, &sw, &t, true);
     if (rc != 0)
         return rc;
-    if ((flags & ~PINPOOL_SWAP_KEEP_HOST) != 0) {
-        rc = sfail(ctx, PINPOOL_EINVAL, "resume flags: PINPOOL_SWAP_KEEP_HOST only (got 0x%x)", flags);
-        goto out;
+    if (t->state != PINPOOL_SWAP_PAUSED && (t->state != PINPOOL_SWAP_RESIDENT || t->have_host))
+        rc = pinpool__fail(ctx, PINPOOL_EINVAL, "tag '%s' is not paused", tag);
+    if (rc == 0)
+        rc = host_for_resume(ctx, t);
+    /* When the enqueue fails, a released tag stays so; else the device holds
+     * partial data and the host copy is intact: resume again. */
+    if (rc == 0)
+        rc = enqueue(ctx, sw, t, (CUstream)stream, false, t->released, false);
+    if (rc == 0) {
+        t->released = false;
+        t->step_flags = flags;
+        t->state = PINPOOL_SWAP_RESUMING;
     }
-    rc = finish(ctx, t);
-    if (rc != 0)
-        goto out;
-    if (t->state != PINPOOL_SWAP_PAUSED && (t->state != PINPOOL_SWAP_RESIDENT || t->have_host)) {
-        rc = sfail(ctx, PINPOOL_EINVAL, "tag '%s' is not paused", tag);
-        goto out;
-    }
-    rc = host_for_resume(ctx, t);
-    if (rc != 0)
-        goto out;
-    rc = enqueue(ctx, sw, t, (CUstream)stream, false, t->released, false);
-    if (rc != 0)
-        goto out; /* released: still so; else partial data on the device, the host copy
-                   * intact: resume again */
-    t->released = false;
-    t->step_flags = flags;
-    t->state = PINPOOL_SWAP_RESUMING;
-out:
-    pthread_mutex_unlock(&sw->lock);
-    return rc;
+    return end(sw, rc);
 }
 
 int pinpool_swap_wait(pinpool_ctx_t *ctx, const char *tag)
 {
-    struct pinpool__swap *sw;
+    static const want_t w = {.tag_exists = true, .finish = true, .args_ok = true};
+    swap_t *sw;
     tag_t *t;
-    int rc;
+    int rc = begin(ctx, tag, 0, &w, &sw, &t);
 
-    rc = begin(ctx, tag, &sw, &t, true);
-    if (rc != 0)
-        return rc;
-    rc = finish(ctx, t);
-    pthread_mutex_unlock(&sw->lock);
-    return rc;
+    return rc != 0 ? rc : end(sw, 0);
 }
 
 static void free_tag(tag_t *t)
@@ -854,17 +836,15 @@ static void free_tag(tag_t *t)
 
 int pinpool_swap_drop(pinpool_ctx_t *ctx, const char *tag, uint32_t flags)
 {
-    struct pinpool__swap *sw;
+    static const want_t w = {.tag_exists = true, .args_ok = true,
+                             .allowed = PINPOOL_SWAP_FREE_HOST,
+                             .flag_names = "drop flags: PINPOOL_SWAP_FREE_HOST only"};
+    swap_t *sw;
     tag_t *t, **pp;
-    int rc;
+    int rc = begin(ctx, tag, flags, &w, &sw, &t);
 
-    rc = begin(ctx, tag, &sw, &t, true);
     if (rc != 0)
         return rc;
-    if ((flags & ~PINPOOL_SWAP_FREE_HOST) != 0) {
-        rc = sfail(ctx, PINPOOL_EINVAL, "drop flags: PINPOOL_SWAP_FREE_HOST only (got 0x%x)", flags);
-        goto out;
-    }
     rc = finish(ctx, t);
     if (rc != 0)
         ipc_cu.cuCtxSynchronize(); /* nothing may still use the memory freed below */
@@ -876,24 +856,19 @@ int pinpool_swap_drop(pinpool_ctx_t *ctx, const char *tag, uint32_t flags)
         ;
     *pp = t->next;
     free_tag(t);
-out:
-    pthread_mutex_unlock(&sw->lock);
-    return rc;
+    return end(sw, rc);
 }
 
 int pinpool_swap_info(pinpool_ctx_t *ctx, const char *tag, pinpool_swap_info_t *out)
 {
-    struct pinpool__swap *sw;
+    const want_t w = {.tag_exists = true, .args_ok = out != NULL,
+                      .args_wrong = "out must not be NULL"};
+    swap_t *sw;
     tag_t *t;
-    int rc;
+    int rc = begin(ctx, tag, 0, &w, &sw, &t);
 
-    rc = begin(ctx, tag, &sw, &t, true);
     if (rc != 0)
         return rc;
-    if (out == NULL) {
-        rc = sfail(ctx, PINPOOL_EINVAL, "out must not be NULL");
-        goto out;
-    }
     memset(out, 0, sizeof(*out));
     out->state = t->state;
     out->device_id = t->device;
@@ -903,24 +878,23 @@ int pinpool_swap_info(pinpool_ctx_t *ctx, const char *tag, pinpool_swap_info_t *
         out->device_bytes += t->vmm[i].mapped ? t->vmm[i].size : 0;
     out->host_slice_id = t->have_host ? t->host.id : 0;
     out->released = t->released;
-out:
-    pthread_mutex_unlock(&sw->lock);
-    return rc;
+    return end(sw, 0);
 }
 
 int pinpool_swap_config(pinpool_ctx_t *ctx, uint32_t streams, uint64_t chunk_bytes)
 {
-    struct pinpool__swap *sw;
+    swap_t *sw;
     int rc;
 
     rc = check_tag(ctx, "config");
     if (rc != 0)
         return rc;
     if (streams < 1 || streams > MAX_STREAMS)
-        return sfail(ctx, PINPOOL_EINVAL, "streams must be 1 to %d (got %" PRIu32 ")", MAX_STREAMS,
-                     streams);
+        return pinpool__fail(ctx, PINPOOL_EINVAL,
+                             "streams must be 1 to %d (got %" PRIu32 ")", MAX_STREAMS,
+                             streams);
     if (chunk_bytes != 0 && chunk_bytes < (1u << 20))
-        return sfail(ctx, PINPOOL_EINVAL, "chunk_bytes must be 0 or at least 1 MiB");
+        return pinpool__fail(ctx, PINPOOL_EINVAL, "chunk_bytes must be 0 or at least 1 MiB");
     rc = get_state(ctx, &sw);
     if (rc != 0)
         return rc;
@@ -931,12 +905,11 @@ int pinpool_swap_config(pinpool_ctx_t *ctx, uint32_t streams, uint64_t chunk_byt
     return 0;
 }
 
-void pinpool__swap_close(pinpool_ctx_t *ctx)
+/* pinpool_close: the tags' device memory goes; their host copies stay kept. */
+static void swap_destroy(pinpool_ctx_t *ctx, void *state)
 {
-    struct pinpool__swap *sw = *pinpool__swap_slot(ctx);
+    swap_t *sw = state;
 
-    if (sw == NULL)
-        return;
     pthread_mutex_lock(&sw->lock);
     while (sw->tags != NULL) {
         tag_t *t = sw->tags;
@@ -955,7 +928,6 @@ void pinpool__swap_close(pinpool_ctx_t *ctx)
     pthread_mutex_unlock(&sw->lock);
     pthread_mutex_destroy(&sw->lock);
     free(sw);
-    *pinpool__swap_slot(ctx) = NULL;
 }
 
 #endif

@@ -3,7 +3,8 @@
  *
  * Owns: the table below and ipc_host_backend().  A new backend is one file,
  * ipc/host_<name>.c, defining a const ipc_host_ops_t ipc_host_<name> (declared
- * in ipc.h), plus one line in this table.
+ * in ipc.h; IPC_HOST_OPS fills it from the file's <name>_* functions), plus
+ * one line in this table.
  * Never: creates or initialises a backend; whether one works here is its own
  * probe()'s business.
  * Locking: none; the table is constant.

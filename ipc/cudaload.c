@@ -7,7 +7,8 @@
 #include <pthread.h>
 #include <stdio.h>
 
-#include "pinpool.h"
+#include "once.h"
+#include "pinpool_errors.h"
 
 #ifndef PINPOOL_HAVE_CUDA
 
@@ -42,9 +43,7 @@ bool ipc_cuda_built(void)
 
 ipc_cuda_t ipc_cu;
 
-static pthread_once_t load_once = PTHREAD_ONCE_INIT;
-static int load_rc;
-static char load_msg[256];
+static ipc_once_t loaded = IPC_ONCE_INIT;
 static pthread_mutex_t ctx_lock = PTHREAD_MUTEX_INITIALIZER;
 static CUcontext primary[MAX_DEVICES];
 
@@ -82,55 +81,53 @@ static void load(void)
     CUresult r;
     char buf[160];
 
-    load_rc = PINPOOL_ECUDA;
+    loaded.rc = PINPOOL_ECUDA;
     if (lib == NULL) {
-        snprintf(load_msg, sizeof(load_msg), "no NVIDIA driver (libcuda.so.1 not found)");
+        snprintf(loaded.msg, sizeof(loaded.msg), "no NVIDIA driver (libcuda.so.1 not found)");
         return;
     }
 #define RESOLVE(f)                                                                             \
     ipc_cu.f = (__typeof__(ipc_cu.f))dlsym(lib, XSTR(f));                                      \
     if (ipc_cu.f == NULL) {                                                                    \
-        snprintf(load_msg, sizeof(load_msg), "the NVIDIA driver lacks %s (too old for CUDA %d)", \
-                 XSTR(f), CUDA_VERSION / 1000);                                                \
+        snprintf(loaded.msg, sizeof(loaded.msg),                                               \
+                 "the NVIDIA driver lacks %s (too old for CUDA %d)", XSTR(f),                  \
+                 CUDA_VERSION / 1000);                                                         \
         return;                                                                                \
     }
     IPC_CUDA_FUNCS(RESOLVE)
 #undef RESOLVE
     r = ipc_cu.cuInit(0);
     if (r != CUDA_SUCCESS) {
-        snprintf(load_msg, sizeof(load_msg), "no usable GPU: %s",
+        snprintf(loaded.msg, sizeof(loaded.msg), "no usable GPU: %s",
                  ipc_cuda_strerror(r, "cuInit", buf, sizeof(buf)));
         return;
     }
     ipc_cu.cuDriverGetVersion(&ipc_cu.driver_version);
     if (ipc_cu.cuDeviceGetCount(&ipc_cu.ndevices) != CUDA_SUCCESS || ipc_cu.ndevices == 0) {
         ipc_cu.ndevices = 0;
-        snprintf(load_msg, sizeof(load_msg), "no GPU visible (check CUDA_VISIBLE_DEVICES)");
+        snprintf(loaded.msg, sizeof(loaded.msg), "no GPU visible (check CUDA_VISIBLE_DEVICES)");
         return;
     }
     if (ipc_cu.ndevices > MAX_DEVICES)
         ipc_cu.ndevices = MAX_DEVICES;
-    load_rc = 0;
+    loaded.rc = 0;
 }
 
 int ipc_cuda_load(char *err, size_t errlen)
 {
-    pthread_once(&load_once, load);
-    if (load_rc != 0)
-        snprintf(err, errlen, "%s", load_msg);
-    return load_rc;
+    return ipc_once(&loaded, load, err, errlen);
 }
 
 int ipc_cuda_device_count(void)
 {
-    return load_rc == 0 ? ipc_cu.ndevices : 0;
+    return loaded.rc == 0 ? ipc_cu.ndevices : 0;
 }
 
 int ipc_cuda_use_device(int dev)
 {
     CUcontext ctx;
 
-    if (load_rc != 0 || dev < 0 || dev >= ipc_cu.ndevices)
+    if (loaded.rc != 0 || dev < 0 || dev >= ipc_cu.ndevices)
         return PINPOOL_ENODEV;
     pthread_mutex_lock(&ctx_lock);
     if (primary[dev] == NULL) {

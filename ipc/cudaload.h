@@ -51,6 +51,23 @@ extern ipc_cuda_t ipc_cu;
 
 /* A CUDA error as text: "cuMemCreate: CUDA_ERROR_OUT_OF_MEMORY (out of memory)". */
 const char *ipc_cuda_strerror(CUresult r, const char *call, char *buf, size_t len);
+
+/*
+ * The check around a driver call, one definition for every file that makes
+ * them: evaluate call; when it fails, run the statement on_fail with
+ * ipc_cu_r (the CUresult) and ipc_cu_msg (ipc_cuda_strerror's text, naming
+ * the call as written) in scope.  A file wraps it in its own one-line CU():
+ *   #define CU(call) IPC_CU_CHECK(call, return my_fail(ctx, ipc_cu_msg))
+ */
+#define IPC_CU_CHECK(call, on_fail)                                                            \
+    do {                                                                                       \
+        CUresult ipc_cu_r = (call);                                                            \
+        if (ipc_cu_r != CUDA_SUCCESS) {                                                        \
+            char ipc_cu_msg[256];                                                              \
+            ipc_cuda_strerror(ipc_cu_r, #call, ipc_cu_msg, sizeof(ipc_cu_msg));                \
+            on_fail;                                                                           \
+        }                                                                                      \
+    } while (0)
 #endif
 
 /*

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "cudaload.h"
-#include "pinpool.h"
+#include "pinpool_errors.h"
 
 #ifndef PINPOOL_HAVE_CUDA
 
@@ -37,6 +37,24 @@ void ipc_devmem_close(int device, uint64_t base)
 
 #else
 
+/* The driver loaded and GPU device current in this thread: 0, or the error
+ * with why in err (in a client's words, who sees the GPUs that
+ * CUDA_VISIBLE_DEVICES lets it; else the daemon's). */
+static int use_gpu(int device, bool client, char *err, size_t errlen)
+{
+    int rc = ipc_cuda_load(err, errlen);
+
+    if (rc != 0 || ipc_cuda_use_device(device) == 0)
+        return rc;
+    if (client)
+        snprintf(err, errlen, "GPU %d is not visible in this process (CUDA_VISIBLE_DEVICES?)",
+                 device);
+    else
+        snprintf(err, errlen, "GPU %d does not exist (%d visible)", device,
+                 ipc_cuda_device_count());
+    return PINPOOL_ENODEV;
+}
+
 int ipc_devmem_create(ipc_devmem_t *dm, int device, uint64_t size, char *err, size_t errlen)
 {
     CUdeviceptr p = 0;
@@ -45,15 +63,10 @@ int ipc_devmem_create(ipc_devmem_t *dm, int device, uint64_t size, char *err, si
     size_t free_b = 0, total_b = 0;
     char buf[160];
     CUresult r;
-    int rc;
+    int rc = use_gpu(device, false, err, errlen);
 
-    rc = ipc_cuda_load(err, errlen);
     if (rc != 0)
         return rc;
-    if (ipc_cuda_use_device(device) != 0) {
-        snprintf(err, errlen, "GPU %d does not exist (%d visible)", device, ipc_cuda_device_count());
-        return PINPOOL_ENODEV;
-    }
     memset(dm, 0, sizeof(*dm));
     ipc_cu.cuDeviceGet(&d, device);
     ipc_cu.cuDeviceGetName(dm->name, sizeof(dm->name), d);
@@ -93,15 +106,10 @@ int ipc_devmem_open(int device, const uint8_t handle[IPC_HANDLE_BYTES], uint64_t
     CUdeviceptr p = 0;
     char buf[160];
     CUresult r;
-    int rc;
+    int rc = use_gpu(device, true, err, errlen);
 
-    rc = ipc_cuda_load(err, errlen);
     if (rc != 0)
         return rc;
-    if (ipc_cuda_use_device(device) != 0) {
-        snprintf(err, errlen, "GPU %d is not visible in this process (CUDA_VISIBLE_DEVICES?)", device);
-        return PINPOOL_ENODEV;
-    }
     memcpy(h.reserved, handle, IPC_HANDLE_BYTES);
     r = ipc_cu.cuIpcOpenMemHandle(&p, h, CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS);
     if (r != CUDA_SUCCESS) {

@@ -6,7 +6,7 @@
  * ipc_connect_seqpacket.
  * Never: leaks a received descriptor (every error path closes all of them),
  * receives one without close-on-exec, raises SIGPIPE, knows what a message
- * means (proto.c does).
+ * means (fdproto.c does).
  * Locking: none; each call works only on its arguments.  Two threads may use
  * one socket, one message per call, as the kernel keeps messages whole.
  */

@@ -22,7 +22,7 @@
 
 #include "ipc.h"
 
-#include "pinpool.h"
+#include "pinpool_errors.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -263,14 +263,4 @@ static int memfd_probe(char *err, size_t errlen)
     return 0;
 }
 
-const ipc_host_ops_t ipc_host_memfd = {
-    .name = "memfd",
-    .cuda = false,
-    .probe = memfd_probe,
-    .chunk_create = memfd_chunk_create,
-    .chunk_destroy = memfd_chunk_destroy,
-    .reserve = memfd_reserve,
-    .release = memfd_release,
-    .map = memfd_map,
-    .unmap = memfd_unmap,
-};
+const ipc_host_ops_t ipc_host_memfd = {IPC_HOST_OPS(memfd, false)};

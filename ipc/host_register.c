@@ -17,7 +17,7 @@
 #include <sys/mman.h>
 
 #include "cudaload.h"
-#include "pinpool.h"
+#include "pinpool_errors.h"
 
 #ifndef PINPOOL_HAVE_CUDA
 
@@ -107,16 +107,6 @@ static void register_unmap(void *addr, uint64_t chunk_size, uint32_t n)
     ipc_host_memfd.unmap(addr, chunk_size, n);
 }
 
-const ipc_host_ops_t ipc_host_register = {
-    .name = "register",
-    .cuda = true,
-    .probe = register_probe,
-    .chunk_create = register_chunk_create,
-    .chunk_destroy = register_chunk_destroy,
-    .reserve = register_reserve,
-    .release = register_release,
-    .map = register_map,
-    .unmap = register_unmap,
-};
+const ipc_host_ops_t ipc_host_register = {IPC_HOST_OPS(register, true)};
 
 #endif

@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 #include "cudaload.h"
-#include "pinpool.h"
+#include "pinpool_errors.h"
 
 #ifndef PINPOOL_HAVE_CUDA
 
@@ -247,17 +247,6 @@ static void vmm_unmap(void *addr, uint64_t chunk_size, uint32_t n)
     ipc_cu.cuMemUnmap((CUdeviceptr)(uintptr_t)addr, chunk_size * n);
 }
 
-const ipc_host_ops_t ipc_host_vmm = {
-    .name = "vmm",
-    .cuda = true,
-    .probe = vmm_probe,
-    .chunk_create = vmm_chunk_create,
-    .chunk_destroy = vmm_chunk_destroy,
-    .reserve = vmm_reserve,
-    .release = vmm_release,
-    .map = vmm_map,
-    .access = vmm_access,
-    .unmap = vmm_unmap,
-};
+const ipc_host_ops_t ipc_host_vmm = {IPC_HOST_OPS(vmm, true), .access = vmm_access};
 
 #endif

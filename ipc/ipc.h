@@ -53,7 +53,7 @@ int ipc_listen_seqpacket(const char *path, int backlog);
 /* A blocking, close-on-exec SOCK_SEQPACKET connection to path, or -errno. */
 int ipc_connect_seqpacket(const char *path);
 
-/* ---- the fd-socket protocol ---------------------------------------------- */
+/* ---- the fd-socket protocol (fdproto.c) ---------------------------------- */
 /*
  * One SOCK_SEQPACKET connection per client process; the connection is the
  * client's lease.  The daemon speaks first:
@@ -157,6 +157,19 @@ typedef struct ipc_host_ops {
     /* Client: undo map (the range stays reserved). */
     void (*unmap)(void *addr, uint64_t chunk_size, uint32_t n);
 } ipc_host_ops_t;
+
+/*
+ * The table of backend NAME, whose file (host_NAME.c) names its functions
+ * NAME_probe, NAME_chunk_create, NAME_chunk_destroy, NAME_reserve,
+ * NAME_release, NAME_map and NAME_unmap, as every ae_*.c of redis defines the
+ * same aeApi* functions.  A backend with an access() op adds it after:
+ *   const ipc_host_ops_t ipc_host_vmm = {IPC_HOST_OPS(vmm, true), .access = vmm_access};
+ */
+#define IPC_HOST_OPS(NAME, needs_cuda)                                                         \
+    .name = #NAME, .cuda = (needs_cuda), .probe = NAME##_probe,                                \
+    .chunk_create = NAME##_chunk_create, .chunk_destroy = NAME##_chunk_destroy,                \
+    .reserve = NAME##_reserve, .release = NAME##_release, .map = NAME##_map,                   \
+    .unmap = NAME##_unmap
 
 extern const ipc_host_ops_t ipc_host_memfd;    /* sealed memfds, no CUDA */
 extern const ipc_host_ops_t ipc_host_vmm;      /* CUDA VMM host memory exported as fds */

@@ -33,15 +33,14 @@ const char *ipc_nccl_describe(char *buf, size_t len)
 
 #include <dlfcn.h>
 #include <glob.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "once.h"
+
 ipc_nccl_t ipc_nccl;
 
-static pthread_once_t load_once = PTHREAD_ONCE_INIT;
-static int load_rc;
-static char load_msg[1024];
+static ipc_once_t loaded = IPC_ONCE_INIT;
 
 static void *try_open(const char *path, char *tried, size_t triedlen)
 {
@@ -120,37 +119,34 @@ static void load(void)
     char tried[768] = "";
     void *lib;
 
-    load_rc = -ELIBACC;
+    loaded.rc = -ELIBACC;
     /* Before NCCL reads its environment: never NVLink multicast (NVLS). */
     setenv("NCCL_NVLS_ENABLE", "0", 0);
     lib = search(tried, sizeof(tried));
     if (lib == NULL) {
-        snprintf(load_msg, sizeof(load_msg),
+        snprintf(loaded.msg, sizeof(loaded.msg),
                  "NCCL not found (libnccl.so.2; tried %s); set PINPOOL_NCCL_LIB to its path", tried);
         return;
     }
 #define RESOLVE(f)                                                                             \
     ipc_nccl.f = (__typeof__(ipc_nccl.f))dlsym(lib, XSTR(f));                                  \
     if (ipc_nccl.f == NULL) {                                                                  \
-        snprintf(load_msg, sizeof(load_msg), "%s lacks %s (too old an NCCL)", ipc_nccl.path,   \
-                 XSTR(f));                                                                     \
+        snprintf(loaded.msg, sizeof(loaded.msg), "%s lacks %s (too old an NCCL)",              \
+                 ipc_nccl.path, XSTR(f));                                                      \
         return;                                                                                \
     }
     IPC_NCCL_FUNCS(RESOLVE)
 #undef RESOLVE
     if (ipc_nccl.ncclGetVersion(&ipc_nccl.version) != ncclSuccess) {
-        snprintf(load_msg, sizeof(load_msg), "%s: ncclGetVersion failed", ipc_nccl.path);
+        snprintf(loaded.msg, sizeof(loaded.msg), "%s: ncclGetVersion failed", ipc_nccl.path);
         return;
     }
-    load_rc = 0;
+    loaded.rc = 0;
 }
 
 int ipc_nccl_load(char *err, size_t errlen)
 {
-    pthread_once(&load_once, load);
-    if (load_rc != 0)
-        snprintf(err, errlen, "%s", load_msg);
-    return load_rc;
+    return ipc_once(&loaded, load, err, errlen);
 }
 
 const char *ipc_nccl_describe(char *buf, size_t len)

@@ -13,7 +13,8 @@
 #include <string.h>
 #include <sys/queue.h>
 
-#include "pinpool.h"
+#include "invariants.h"
+#include "pinpool_errors.h"
 #include "rbtree.h"
 
 struct node {
@@ -45,19 +46,7 @@ static struct node *node_of(obj_t *o)
     return (struct node *)((char *)o - offsetof(struct node, o));
 }
 
-#ifdef POOL_DEBUG
-static void debug_check(const objs_t *t, const char *op)
-{
-    char msg[256];
-
-    if (objs_check(t, msg, sizeof(msg)) != 0) {
-        fprintf(stderr, "objects: invariant broken after %s: %s\n", op, msg);
-        abort();
-    }
-}
-#else
-#define debug_check(t, op) ((void)0)
-#endif
+#define debug_check(t, op) POOL_CHECK_AFTER(objs_check, t, "objects", op)
 
 int objs_create(objs_t **out)
 {

@@ -31,7 +31,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pinpool.h"
+#include "invariants.h"
+#include "pinpool_errors.h"
 
 #include <bsd/sys/queue.h>
 #include "rbtree.h"
@@ -147,19 +148,7 @@ static pool_t *unconst(const pool_t *pool)
     return (pool_t *)(uintptr_t)pool;
 }
 
-#ifdef POOL_DEBUG
-static void debug_check(const pool_t *pool, const char *op)
-{
-    char msg[256];
-
-    if (pool_check(pool, msg, sizeof(msg)) != 0) {
-        fprintf(stderr, "pool: invariant broken after %s: %s\n", op, msg);
-        abort();
-    }
-}
-#else
-#define debug_check(pool, op) ((void)0)
-#endif
+#define debug_check(pool, op) POOL_CHECK_AFTER(pool_check, pool, "pool", op)
 
 static bool is_pow2(uint64_t x)
 {
@@ -528,6 +517,17 @@ static struct owner *do_find_owner(pool_t *pool, uint64_t id)
     return RB_FIND(owner_by_id, &pool->owner_by_id, &key);
 }
 
+/* Make o (allocated by the caller) the empty record of owner id. */
+static void do_add_owner(pool_t *pool, struct owner *o, uint64_t id)
+{
+    o->id = id;
+    o->bytes = 0;
+    o->nslices = 0;
+    TAILQ_INIT(&o->slices);
+    RB_INSERT(owner_by_id, &pool->owner_by_id, o);
+    pool->nowners++;
+}
+
 /*
  * Cut [at, at + len) out of free extent e.  What is left before and after it
  * stays free: e keeps one piece, tail (given when both pieces are non-empty)
@@ -609,14 +609,8 @@ int pool_alloc(pool_t *pool, uint64_t owner, uint64_t size, uint64_t align,
         spare = e;
 
     do_take(pool, e, at, extent, tail);
-    if (new_owner) {
-        o->id = owner;
-        o->bytes = 0;
-        o->nslices = 0;
-        TAILQ_INIT(&o->slices);
-        RB_INSERT(owner_by_id, &pool->owner_by_id, o);
-        pool->nowners++;
-    }
+    if (new_owner)
+        do_add_owner(pool, o, owner);
     memset(s, 0, sizeof(*s));
     s->owner = o;
     s->spare = spare;
@@ -705,10 +699,10 @@ static uint64_t do_release(pool_t *pool, struct slice *s)
     return len;
 }
 
-int pool_free(pool_t *pool, uint64_t id, uint64_t owner, uint64_t *freed)
+/* Slice id, if owner has it: PINPOOL_ENOENT, PINPOOL_EPERM otherwise. */
+static int find_owned(pool_t *pool, uint64_t id, uint64_t owner, struct slice **out)
 {
     struct slice *s;
-    uint64_t len;
 
     if (pool == NULL)
         return PINPOOL_EINVAL;
@@ -717,6 +711,18 @@ int pool_free(pool_t *pool, uint64_t id, uint64_t owner, uint64_t *freed)
         return PINPOOL_ENOENT;
     if (s->info.owner != owner)
         return PINPOOL_EPERM;
+    *out = s;
+    return 0;
+}
+
+int pool_free(pool_t *pool, uint64_t id, uint64_t owner, uint64_t *freed)
+{
+    struct slice *s;
+    uint64_t len;
+    int rc = find_owned(pool, id, owner, &s);
+
+    if (rc != 0)
+        return rc;
     len = do_release(pool, s);
     if (freed != NULL)
         *freed = len;
@@ -728,14 +734,10 @@ int pool_set_owner(pool_t *pool, uint64_t id, uint64_t owner, uint64_t new_owner
 {
     struct owner *o, *n;
     struct slice *s, *at;
+    int rc = find_owned(pool, id, owner, &s);
 
-    if (pool == NULL)
-        return PINPOOL_EINVAL;
-    s = table_find_id(&pool->table, id);
-    if (s == NULL)
-        return PINPOOL_ENOENT;
-    if (s->info.owner != owner)
-        return PINPOOL_EPERM;
+    if (rc != 0)
+        return rc;
     if (owner == new_owner)
         return 0;
     o = s->owner;
@@ -743,12 +745,7 @@ int pool_set_owner(pool_t *pool, uint64_t id, uint64_t owner, uint64_t new_owner
     if (n == NULL) {
         if ((n = malloc(sizeof(*n))) == NULL)
             return -ENOMEM;
-        n->id = new_owner;
-        n->bytes = 0;
-        n->nslices = 0;
-        TAILQ_INIT(&n->slices);
-        RB_INSERT(owner_by_id, &pool->owner_by_id, n);
-        pool->nowners++;
+        do_add_owner(pool, n, new_owner);
     }
     /* Keep the new owner's list in id order: find the last slice below id. */
     TAILQ_FOREACH_REVERSE(at, &n->slices, slice_list, owner_link)
@@ -797,13 +794,9 @@ int pool_free_owner(pool_t *pool, uint64_t owner, uint64_t *freed)
 /* ------------------------------------------------------------------------ */
 /* Queries                                                                  */
 
-int pool_lookup(const pool_t *pool, uint64_t id, pool_slice_info_t *out)
+/* A lookup's answer: s (NULL: PINPOOL_ENOENT) into *out (may be NULL). */
+static int found(const struct slice *s, pool_slice_info_t *out)
 {
-    struct slice *s;
-
-    if (pool == NULL)
-        return PINPOOL_EINVAL;
-    s = table_find_id(&pool->table, id);
     if (s == NULL)
         return PINPOOL_ENOENT;
     if (out != NULL)
@@ -811,18 +804,14 @@ int pool_lookup(const pool_t *pool, uint64_t id, pool_slice_info_t *out)
     return 0;
 }
 
+int pool_lookup(const pool_t *pool, uint64_t id, pool_slice_info_t *out)
+{
+    return pool == NULL ? PINPOOL_EINVAL : found(table_find_id(&pool->table, id), out);
+}
+
 int pool_lookup_offset(const pool_t *pool, uint64_t offset, pool_slice_info_t *out)
 {
-    struct slice *s;
-
-    if (pool == NULL)
-        return PINPOOL_EINVAL;
-    s = table_find_off(&pool->table, offset);
-    if (s == NULL)
-        return PINPOOL_ENOENT;
-    if (out != NULL)
-        *out = s->info;
-    return 0;
+    return pool == NULL ? PINPOOL_EINVAL : found(table_find_off(&pool->table, offset), out);
 }
 
 uint64_t pool_owner_bytes(const pool_t *pool, uint64_t owner, uint32_t *slices)

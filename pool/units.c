@@ -13,7 +13,7 @@
 #include <stdio.h>
 #include <strings.h>
 
-#include "pinpool.h"
+#include "pinpool_errors.h"
 
 #define KiB (1ull << 10)
 #define MiB (1ull << 20)

@@ -225,7 +225,7 @@ static void reply(rpc_call_t *c)
                          rs->observer_arg);
         if (rc == PINPOOL_ESHUTDOWN && text[0] == '\0')
             snprintf(text, sizeof(text), "the daemon is shutting down");
-        status = srv_grpc_status(rc);
+        status = proto_status_of(rc);
         if (rc != 0)
             srv_debug("%s: %s (%s)", rs->methods[c->method].path, text, pinpool_err_name(rc));
     } else {

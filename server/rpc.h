@@ -6,7 +6,7 @@
  * Never: knows what a method does; each method is a row of rpc_method_t.
  * Threads: handlers run on the queue's threads (several at once when
  * nthreads > 1) and must be thread-safe.  Errors become the gRPC status that
- * server/status.c names, with the message as status details and the pinpool
+ * proto/status.c names, with the message as status details and the pinpool
  * code in the trailing metadata key "pinpool-error".
  */
 #ifndef PINPOOL_SRV_RPC_H

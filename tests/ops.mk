@@ -22,14 +22,14 @@ $(BUILD)/.fuzz-deps-ok: tests/ops.mk $(BUILD)/.deps-ok
 $(BUILD)/fuzz/obj/%.o: %.c $(BUILD)/gen/pinpool.pb-c.h $(BUILD)/.fuzz-deps-ok
 	$(Q)mkdir -p $(dir $@)
 	@echo "  FUZZCC  $<"
-	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -DPINPOOL_BUILDING -fsanitize=fuzzer-no-link -c $< -o $@
+	$(Q)$(FUZZ_CC) $(call layer,$(FUZZ_CFLAGS)) -DPINPOOL_BUILDING -fsanitize=fuzzer-no-link -c $< -o $@
 $(BUILD)/fuzz/obj/$(BUILD)/gen/%.o: $(BUILD)/gen/%.c $(BUILD)/.fuzz-deps-ok
 	$(Q)mkdir -p $(dir $@)
 	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -w -c $< -o $@
 $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/common.h $(FUZZ_OBJ)
 	@echo "  FUZZ    $@"
 	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJ) $(GRPC_LIBS) $(MHD_LIBS) -lev -ldl -lpthread
-$(BUILD)/fuzz/seeds: tests/fuzz/seeds.c $(BUILD)/obj/$(BUILD)/gen/pinpool.pb-c.o $(BUILD)/obj/ipc/proto.o
+$(BUILD)/fuzz/seeds: tests/fuzz/seeds.c $(BUILD)/obj/$(BUILD)/gen/pinpool.pb-c.o $(BUILD)/obj/ipc/fdproto.o
 	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(GRPC_LIBS)
 
 # Each target runs FUZZ_SECONDS from the seeds plus what earlier runs found
@@ -97,7 +97,7 @@ install: all $(BUILD)/pinpool.pc $(BUILD)/pinpool.service
 	$(Q)install -m 0755 $(BUILD)/libpinpool.so $(DESTDIR)$(LIBDIR)/libpinpool.so.$(VERSION)
 	$(Q)ln -sf libpinpool.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libpinpool.so.0
 	$(Q)ln -sf libpinpool.so.0 $(DESTDIR)$(LIBDIR)/libpinpool.so
-	$(Q)install -m 0644 client/pinpool.h $(DESTDIR)$(INCLUDEDIR)/pinpool.h
+	$(Q)install -m 0644 $(PUBLIC_HEADERS) $(DESTDIR)$(INCLUDEDIR)/
 	$(Q)install -m 0644 $(BUILD)/pinpool.pc $(DESTDIR)$(PKGCONFIGDIR)/pinpool.pc
 	$(Q)install -m 0644 $(BUILD)/pinpool.service $(DESTDIR)$(UNITDIR)/pinpool.service
-	@echo "  INSTALL $(DESTDIR)$(PREFIX): bin/pinpool lib/libpinpool.so.$(VERSION) include/pinpool.h pinpool.pc pinpool.service"
+	@echo "  INSTALL $(DESTDIR)$(PREFIX): bin/pinpool lib/libpinpool.so.$(VERSION) $(addprefix include/,$(notdir $(PUBLIC_HEADERS))) pinpool.pc pinpool.service"

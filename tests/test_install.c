@@ -1,7 +1,8 @@
 /*
  * test_install.c - `make install` into a temp DESTDIR, then a tiny program
- * built against the installed tree with pkg-config alone, run against the
- * installed daemon.
+ * built against the installed tree with pkg-config alone (both public
+ * headers: pinpool.h includes pinpool_errors.h), run against the installed
+ * daemon.
  *
  * Owns: its temp directory (removed at the end) and the daemon it starts.
  * Needs: the build directory as $PINPOOL_BUILD and the sanitizer as
@@ -65,6 +66,8 @@ static const char prog[] =
     "int main(int argc, char **argv) {\n"
     "    char buf[32];\n"
     "    printf(\"version %s %s\\n\", pinpool_version(), pinpool_format_size(3u << 20, buf, sizeof(buf)));\n"
+    "    printf(\"error %d %s: %s\\n\", PINPOOL_ENOSPC, pinpool_err_name(PINPOOL_ENOSPC),\n"
+    "           pinpool_strerror(PINPOOL_ENOSPC));\n"
     "    if (argc < 2) return 0;\n"
     "    pinpool_ctx_t *ctx = pinpool_connect(argv[1]);\n"
     "    pinpool_slice_t s;\n"
@@ -98,6 +101,7 @@ Test(install, destdir_tree_builds_and_links_a_client, .timeout = 300)
     cr_expect(exists("/usr/local/lib/libpinpool.so.0", S_IFREG), "libpinpool.so.0 resolves to the library");
     cr_expect(exists("/usr/local/lib/libpinpool.so", S_IFREG));
     cr_expect(exists("/usr/local/include/pinpool.h", S_IFREG));
+    cr_expect(exists("/usr/local/include/pinpool_errors.h", S_IFREG), "pinpool.h includes it");
     cr_expect(exists("/usr/local/lib/pkgconfig/pinpool.pc", S_IFREG));
     cr_expect(exists("/usr/local/lib/systemd/system/pinpool.service", S_IFREG));
 
@@ -137,6 +141,9 @@ Test(install, destdir_tree_builds_and_links_a_client, .timeout = 300)
     cr_expect_eq(rc, 0, "%s", out);
     cr_expect(strstr(out, "version " PINPOOL_VERSION_STRING " 3.00 MiB") != NULL, "%s", out);
     cr_expect(strstr(out, "alloc+free ok") != NULL, "%s", out);
+    cr_expect(strstr(out, "error -1005 PINPOOL_ENOSPC: no free extent is large enough") != NULL,
+              "the error list and its functions come with the installed header and library: %s",
+              out);
     cr_expect_eq(stop, 0);
     run(out, sizeof(out), "rm -rf %s", tmp);
 }

@@ -1,5 +1,5 @@
 /*
- * proto.c - the fd-socket wire protocol: message headers and their checks.
+ * fdproto.c - the fd-socket wire protocol: message headers and their checks.
  *
  * Owns: ipc_hdr_init, ipc_msg_check.
  * Never: does I/O, touches descriptors, or trusts a field of a received
@@ -8,7 +8,7 @@
  */
 #include "ipc.h"
 
-#include "pinpool.h"
+#include "pinpool_errors.h"
 
 #include <string.h>
 

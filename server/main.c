@@ -129,6 +129,8 @@ static int take_lock(daemon_t *d)
     if (flock(d->lock_fd, LOCK_EX | LOCK_NB) != 0) {
         n = (int)read(d->lock_fd, pid, sizeof(pid) - 1);
         pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\r\n")] = '\0';
+        n = (int)strlen(pid);
         srv_error("another pinpool daemon (pid %s) is serving %s; stop it or pass another --socket",
                   n > 0 ? pid : "?", d->cfg.socket);
         close(d->lock_fd);
@@ -327,7 +329,7 @@ static int serve(int argc, char **argv)
     }
     printf("pinpool ready: grpc=unix:%s fd=%s%s%s%s pool=%s chunk=%s backend=%s mode=%s%s pid=%d\n",
            d.cfg.socket, d.fd_path, d.cfg.listen[0] ? " tcp=" : "", d.cfg.listen, metrics_at,
-           pool_format_size(d.cfg.mem_pool_size, size, sizeof(size)),
+           pool_format_size(info.stats.capacity, size, sizeof(size)),
            pool_format_size(d.cfg.chunk_size, chunk, sizeof(chunk)), info.host_backend, info.mode,
            devs, (int)getpid());
     fflush(stdout);

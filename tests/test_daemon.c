@@ -708,7 +708,7 @@ Test(cli, bad_options_and_help)
     cr_expect_eq(run_cli(out, sizeof(out), "serve --log-level loud"), 2);
     cr_expect_eq(run_cli(out, sizeof(out), "serve --help"), 0);
     cr_expect(strstr(out, "--mem-pool-size SIZE") != NULL, "%s", out);
-    cr_expect(strstr(out, "(default: 1GiB)") != NULL, "%s", out);
+    cr_expect(strstr(out, "(default: 1GiB;") != NULL, "%s", out);
     cr_expect_eq(run_cli(out, sizeof(out), "frobnicate"), 2);
     cr_expect_eq(run_cli(out, sizeof(out), "info --socket /tmp/pinpool-nowhere.sock"), 1);
     cr_expect(strstr(out, "pinpool serve") != NULL, "%s", out);

@@ -5,6 +5,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -49,10 +50,11 @@ static const srv_option_t options[] = {
     {"mem-pool-size", OPT_SIZE, "1GiB", "SIZE",
      "size of the pinned host pool (140GB, 64GiB, 512MB or bytes); rounded up to whole chunks",
      NUM_FIELD(mem_pool_size), 2 * MiB, 1ull << 50, 0, NULL, NULL},
-    {"chunk-size", OPT_SIZE, "1GiB", "SIZE",
-     "the pool is made of chunks of this size (a multiple of 2 MiB); a slice larger than a chunk "
-     "covers a run of whole chunks",
-     NUM_FIELD(chunk_size), 2 * MiB, 64 * GiB, 2 * MiB, NULL, NULL},
+    {"chunk-size", OPT_SIZE, "auto", "SIZE",
+     "the pool is made of chunks of this size (rounded up to a multiple of 2 MiB); a slice larger "
+     "than a chunk covers a run of whole chunks; a chunk holds one user's slices at a time; auto: "
+     "a sixteenth of the pool in a power of two, 2 MiB .. 1 GiB",
+     NUM_FIELD(chunk_size), 2 * MiB, 64 * GiB, 2 * MiB, NULL, "auto"},
     {"pin-threads", OPT_UINT, "2", "N", "threads that create (and pin) the pool's chunks at start-up",
      NUM_FIELD(pin_threads), 1, 64, 0, NULL, NULL},
     {"socket", OPT_STRING, NULL, "PATH",
@@ -121,18 +123,35 @@ static const srv_option_t *find_option(const char *name)
     return NULL;
 }
 
+/* Append a line to cfg->notes (dropped when full: notes are for a person). */
+__attribute__((format(printf, 2, 3))) static void add_note(srv_config_t *cfg, const char *fmt, ...)
+{
+    size_t n = strlen(cfg->notes);
+    va_list ap;
+
+    if (n + 2 >= sizeof(cfg->notes))
+        return;
+    if (n > 0)
+        cfg->notes[n++] = '\n';
+    va_start(ap, fmt);
+    vsnprintf(cfg->notes + n, sizeof(cfg->notes) - n, fmt, ap);
+    va_end(ap);
+}
+
 static int set_option(srv_config_t *cfg, const srv_option_t *o, const char *value,
                       char *err, size_t errlen)
 {
     char *field = (char *)cfg + o->offset;
-    char a[32], b[32];
+    char a[32], b[32], m[32];
     uint64_t n;
 
     switch (o->type) {
     case OPT_SIZE:
     case OPT_UINT:
         if (o->type == OPT_SIZE) {
-            if (pool_parse_size(value, &n) != 0) {
+            if (o->zero != NULL && strcmp(value, o->zero) == 0) {
+                n = 0;
+            } else if (pool_parse_size(value, &n) != 0) {
                 snprintf(err, errlen, "--%s: '%s' is not a size (try 64GiB, 140GB, 512MB or bytes)",
                          o->name, value);
                 return PINPOOL_EINVAL;
@@ -146,6 +165,17 @@ static int set_option(srv_config_t *cfg, const srv_option_t *o, const char *valu
                 return PINPOOL_EINVAL;
             }
             n = v;
+        }
+        if (n == 0 && o->zero != NULL && strcmp(o->zero, "auto") == 0) {
+            memcpy(field, &n, sizeof(n)); /* resolved by srv_config_validate */
+            return 0;
+        }
+        if (o->multiple != 0 && n % o->multiple != 0 && n <= o->max - o->multiple) {
+            uint64_t up = (n / o->multiple + 1) * o->multiple;
+            add_note(cfg, "--%s %s (%s) rounded up to %s, a multiple of %s", o->name, value,
+                     pool_format_size(n, a, sizeof(a)), pool_format_size(up, b, sizeof(b)),
+                     pool_format_size(o->multiple, m, sizeof(m)));
+            n = up;
         }
         if (n < o->min || n > o->max) {
             if (o->type == OPT_SIZE)
@@ -275,9 +305,24 @@ int srv_config_parse_args(srv_config_t *cfg, int argc, char **argv, char *err, s
     return 0;
 }
 
-int srv_config_validate(const srv_config_t *cfg, char *err, size_t errlen)
+/* --chunk-size auto: a sixteenth of the pool (so that up to 16 users can hold
+ * slices at once, a chunk being one user's at a time), as a power of two in
+ * 2 MiB .. 1 GiB (1 GiB chunks attach fastest; DESIGN.md). */
+static uint64_t auto_chunk_size(uint64_t pool)
+{
+    uint64_t c = 2 * MiB;
+
+    while (c < GiB && c * 16 < pool)
+        c *= 2;
+    return c;
+}
+
+int srv_config_validate(srv_config_t *cfg, char *err, size_t errlen)
 {
     char a[32], b[32];
+
+    if (cfg->chunk_size == 0)
+        cfg->chunk_size = auto_chunk_size(cfg->mem_pool_size);
 
     if (cfg->mem_pool_size < cfg->chunk_size) {
         snprintf(err, errlen, "--mem-pool-size %s is smaller than --chunk-size %s",

@@ -255,6 +255,10 @@ static int serve(int argc, char **argv)
     }
     srv_log_level = srv_log_parse_level(d.cfg.log_level);
     srv_log_format = strcmp(d.cfg.log_format, "json") == 0 ? SRV_LOG_JSON : SRV_LOG_TEXT;
+    for (char *note = d.cfg.notes, *end; note[0] != '\0'; note = end + (*end != '\0')) {
+        end = note + strcspn(note, "\n");
+        srv_info("note: %.*s", (int)(end - note), note);
+    }
     signal(SIGPIPE, SIG_IGN);
     install_crash_handlers();
     d.tty = isatty(STDERR_FILENO);

@@ -37,7 +37,7 @@ Test(cli, help_shows_every_option_with_its_default_and_bounds)
     static char out[16384];
 
     cr_assert_eq(pinpool_cmd(out, sizeof(out), "serve --help"), 0, "%s", out);
-    cr_expect(strstr(out, "(default: 1GiB; 2.00 MiB .. 64.00 GiB, a multiple of 2.00 MiB)") != NULL,
+    cr_expect(strstr(out, "(default: auto; 2.00 MiB .. 64.00 GiB, a multiple of 2.00 MiB)") != NULL,
               "--chunk-size bounds: %s", out);
     cr_expect(strstr(out, "(default: 2; 1 .. 64)") != NULL, "--pin-threads bounds: %s", out);
     cr_expect(strstr(out, "(default: info; error, warn, info, debug)") != NULL, "%s", out);
@@ -115,4 +115,41 @@ Test(build, protoc_runs_once_for_both_generated_files)
     for (const char *s = out; (s = strstr(s, "protoc-c ")) != NULL; s++)
         runs++;
     cr_expect_eq(runs, 1, "protoc-c ran %d times: %s", runs, out);
+}
+
+/* Read the daemon's log into buf. */
+static void read_log(const test_daemon_t *d, char *buf, size_t len)
+{
+    FILE *f = fopen(d->log, "r");
+    size_t n = f != NULL ? fread(buf, 1, len - 1, f) : 0;
+
+    buf[n] = '\0';
+    if (f != NULL)
+        fclose(f);
+}
+
+Test(cli, a_small_pool_just_works_its_chunks_follow_its_size, .timeout = 60)
+{
+    test_daemon_t d;
+
+    /* No --chunk-size: a sixteenth of the pool, in a power of two. */
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MB", NULL), 0);
+    cr_expect(strstr(d.ready, " pool=64.00 MiB chunk=4.00 MiB ") != NULL, "%s", d.ready);
+    test_daemon_finish(&d);
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "4GiB", NULL), 0);
+    cr_expect(strstr(d.ready, " pool=4.00 GiB chunk=256.00 MiB ") != NULL, "%s", d.ready);
+    test_daemon_finish(&d);
+}
+
+Test(cli, sizes_off_the_2mib_grid_round_up_with_a_note, .timeout = 60)
+{
+    test_daemon_t d;
+    char log[8192];
+
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MB", "--chunk-size", "3MB", NULL), 0);
+    cr_expect(strstr(d.ready, " chunk=4.00 MiB ") != NULL, "%s", d.ready);
+    read_log(&d, log, sizeof(log));
+    cr_expect(strstr(log, "note: --chunk-size 3MB (2.86 MiB) rounded up to 4.00 MiB, a multiple of "
+                          "2.00 MiB") != NULL, "%s", log);
+    test_daemon_finish(&d);
 }

@@ -699,8 +699,8 @@ Test(cli, bad_options_and_help)
 
     cr_expect_eq(run_cli(out, sizeof(out), "serve --mem-pool-size 12XB"), 2);
     cr_expect(strstr(out, "--mem-pool-size: '12XB' is not a size") != NULL, "%s", out);
-    cr_expect_eq(run_cli(out, sizeof(out), "serve --chunk-size 3MB"), 2);
-    cr_expect(strstr(out, "not a multiple of 2.00 MiB") != NULL, "%s", out);
+    cr_expect_eq(run_cli(out, sizeof(out), "serve --chunk-size 128GiB"), 2);
+    cr_expect(strstr(out, "--chunk-size: 128GiB is outside 2.00 MiB .. 64.00 GiB") != NULL, "%s", out);
     cr_expect_eq(run_cli(out, sizeof(out), "serve --mem-pool-size 4MiB --chunk-size 8MiB"), 2);
     cr_expect(strstr(out, "smaller than --chunk-size") != NULL, "%s", out);
     cr_expect_eq(run_cli(out, sizeof(out), "serve --bogus 1"), 2);

@@ -144,7 +144,8 @@ $(BUILD)/.mooncake-ok: $(BUILD)/.deps-ok
 	  $(PYTHON) -m pip install -q --root-user-action=ignore $(MOONCAKE_PIP) || exit 1; }
 	$(Q)$(PYTHON) -c 'import mooncake.store' && touch $@
 
-$(BUILD)/gen/pinpool.pb-c.c $(BUILD)/gen/pinpool.pb-c.h: proto/pinpool.proto
+# One run of protoc-c makes both files (a grouped target: make 4.3).
+$(BUILD)/gen/pinpool.pb-c.c $(BUILD)/gen/pinpool.pb-c.h &: proto/pinpool.proto
 	$(Q)mkdir -p $(BUILD)/gen
 	@echo "  PROTOC  $<"
 	$(Q)$(PROTOC_C) --proto_path=proto --c_out=$(BUILD)/gen $<

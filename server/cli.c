@@ -25,7 +25,12 @@ static const char *size(uint64_t n, char *buf)
 static int parse(const char *cmd, const char *what, int argc, char **argv, const char **socket)
 {
     for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc) {
+        if (strcmp(argv[i], "--socket") == 0) {
+            if (i + 1 >= argc || argv[i + 1][0] == '\0') {
+                fprintf(stderr, "pinpool %s: --socket needs a value: the daemon's socket path "
+                        "(see --help)\n", cmd);
+                return 2;
+            }
             *socket = argv[++i];
         } else if (strncmp(argv[i], "--socket=", 9) == 0) {
             *socket = argv[i] + 9;

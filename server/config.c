@@ -5,6 +5,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 #include "pool.h"
 
 #define MiB (1024ull * 1024)
+#define HELP_WIDTH 70 /* columns of help text, after the option's 29 */
 #define GiB (1024ull * MiB)
 
 enum opt_type { OPT_SIZE, OPT_UINT, OPT_STRING, OPT_CHOICE };
@@ -33,6 +35,7 @@ typedef struct srv_option {
     uint64_t min, max;  /* OPT_SIZE, OPT_UINT */
     uint64_t multiple;  /* OPT_SIZE: must be a multiple of this */
     const char *const *choices; /* OPT_CHOICE, NULL-terminated */
+    const char *zero;   /* OPT_SIZE, OPT_UINT: what 0 means ("no limit"), shown instead of 0 */
 } srv_option_t;
 
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
@@ -46,66 +49,68 @@ static const char *const host_backends[] = {"auto", "vmm", "register", "memfd", 
 static const srv_option_t options[] = {
     {"mem-pool-size", OPT_SIZE, "1GiB", "SIZE",
      "size of the pinned host pool (140GB, 64GiB, 512MB or bytes); rounded up to whole chunks",
-     NUM_FIELD(mem_pool_size), 2 * MiB, 1ull << 50, 0, NULL},
-    {"chunk-size", OPT_SIZE, "1GiB", "SIZE",
-     "the pool is made of chunks of this size (a multiple of 2 MiB); a slice larger than a chunk "
-     "covers a run of whole chunks",
-     NUM_FIELD(chunk_size), 2 * MiB, 64 * GiB, 2 * MiB, NULL},
+     NUM_FIELD(mem_pool_size), 2 * MiB, 1ull << 50, 0, NULL, NULL},
+    {"chunk-size", OPT_SIZE, "auto", "SIZE",
+     "the pool is made of chunks of this size (rounded up to a multiple of 2 MiB); a slice larger "
+     "than a chunk covers a run of whole chunks; a chunk holds one user's slices at a time; auto: "
+     "a sixteenth of the pool in a power of two, 2 MiB .. 1 GiB",
+     NUM_FIELD(chunk_size), 2 * MiB, 64 * GiB, 2 * MiB, NULL, "auto"},
     {"pin-threads", OPT_UINT, "2", "N", "threads that create (and pin) the pool's chunks at start-up",
-     NUM_FIELD(pin_threads), 1, 64, 0, NULL},
+     NUM_FIELD(pin_threads), 1, 64, 0, NULL, NULL},
     {"socket", OPT_STRING, NULL, "PATH",
      "gRPC unix socket; the fd socket is PATH.fd "
      "(default $XDG_RUNTIME_DIR/pinpool.sock, else /tmp/pinpool-$UID/pinpool.sock); a missing "
      "directory is made 0700 (0750 with --allow-gid), the sockets are 0660",
-     STR_FIELD(socket), 0, 0, 0, NULL},
+     STR_FIELD(socket), 0, 0, 0, NULL, NULL},
     {"allow-uid", OPT_STRING, "", "LIST",
      "only these uids (comma-separated) may open a session; empty: any user who can reach "
-     "the sockets (0660 in a 0700 directory)", STR_FIELD(allow_uid), 0, 0, 0, NULL},
+     "the sockets (0660 in a 0700 directory)", STR_FIELD(allow_uid), 0, 0, 0, NULL, NULL},
     {"allow-gid", OPT_STRING, "", "LIST", "as --allow-uid, for the peer's primary group",
-     STR_FIELD(allow_gid), 0, 0, 0, NULL},
+     STR_FIELD(allow_gid), 0, 0, 0, NULL, NULL},
     {"detached-clients", OPT_CHOICE, "yes", "yes|no",
      "accept gRPC callers without an fd-socket session (a stock gRPC client); they cannot "
      "be identified, so --allow-uid/--allow-gid turn them off", STR_FIELD(detached_clients), 0,
-     0, 0, yes_no},
+     0, 0, yes_no, NULL},
     {"client-quota", OPT_SIZE, "0", "SIZE", "most bytes one client may hold (0: no limit)",
-     NUM_FIELD(client_quota), 0, 1ull << 50, 0, NULL},
+     NUM_FIELD(client_quota), 0, 1ull << 50, 0, NULL, "no limit"},
     {"max-clients", OPT_UINT, "0", "N", "most clients at once (0: no limit)",
-     NUM_FIELD(max_clients), 0, 1u << 20, 0, NULL},
+     NUM_FIELD(max_clients), 0, 1u << 20, 0, NULL, "no limit"},
     {"metrics", OPT_STRING, "", "HOST:PORT",
      "serve Prometheus metrics at http://HOST:PORT/metrics (off by default; use a loopback "
-     "address, e.g. 127.0.0.1:9464; port 0 picks one)", STR_FIELD(metrics), 0, 0, 0, NULL},
+     "address, e.g. 127.0.0.1:9464; port 0 picks one)", STR_FIELD(metrics), 0, 0, 0, NULL, NULL},
     {"listen", OPT_STRING, "", "HOST:PORT",
      "also serve gRPC over TCP on this address (off by default; e.g. 127.0.0.1:50051)",
-     STR_FIELD(listen), 0, 0, 0, NULL},
+     STR_FIELD(listen), 0, 0, 0, NULL, NULL},
     {"host-backend", OPT_CHOICE, "auto", "NAME",
      "how host chunks are made and pinned: vmm (CUDA VMM host memory shared as fds; pinned once), "
      "register (memfds pinned by cuMemHostRegister in every process), memfd (CPU-only), "
      "auto (the first of these that works here)",
-     STR_FIELD(host_backend), 0, 0, 0, host_backends},
+     STR_FIELD(host_backend), 0, 0, 0, host_backends, NULL},
     {"device-pool-size", OPT_SIZE, "0", "SIZE",
      "GPU memory per GPU kept by the daemon and shared by CUDA IPC handles (0: no device pool)",
-     NUM_FIELD(device_pool_size), 0, 1ull << 50, 2 * MiB, NULL},
+     NUM_FIELD(device_pool_size), 0, 1ull << 50, 2 * MiB, NULL, "none"},
     {"devices", OPT_STRING, "all", "LIST",
-     "GPUs that get a device pool: all, or ordinals like 0,1", STR_FIELD(devices), 0, 0, 0, NULL},
+     "GPUs that get a device pool: all, or ordinals like 0,1", STR_FIELD(devices), 0, 0, 0, NULL,
+     NULL},
     {"state-dir", OPT_STRING, "auto", "DIR",
      "where the daemon keeps its state (the default spill directory); auto: "
      "$XDG_STATE_HOME/pinpool, else /var/tmp/pinpool-$UID (made with mode 0700)",
-     STR_FIELD(state_dir), 0, 0, 0, NULL},
+     STR_FIELD(state_dir), 0, 0, 0, NULL, NULL},
     {"spill-tier", OPT_STRING, "auto", "URI",
      "where released objects go when the pool needs room: file:///DIR, "
      "mooncake://MASTER:PORT?metadata=...&..., none (never spill), or auto: "
      "file://STATE_DIR/spill/<socket path>",
-     STR_FIELD(spill_tier), 0, 0, 0, NULL},
+     STR_FIELD(spill_tier), 0, 0, 0, NULL, NULL},
     {"spill-low-watermark", OPT_STRING, "0.05", "FRACTION|SIZE",
      "spill released objects in the background while free space is below this "
      "(a fraction of the pool like 0.05, or a size like 2GiB; 0: only when an allocation "
      "does not fit)",
-     STR_FIELD(spill_low_watermark), 0, 0, 0, NULL},
+     STR_FIELD(spill_low_watermark), 0, 0, 0, NULL, NULL},
     {"log-level", OPT_CHOICE, "info", "LEVEL", "error, warn, info or debug",
-     STR_FIELD(log_level), 0, 0, 0, log_levels},
+     STR_FIELD(log_level), 0, 0, 0, log_levels, NULL},
     {"log-format", OPT_CHOICE, "text", "FORMAT",
      "text, or json: one object per line with ts, pid, level and msg",
-     STR_FIELD(log_format), 0, 0, 0, log_formats},
+     STR_FIELD(log_format), 0, 0, 0, log_formats, NULL},
 };
 
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
@@ -118,18 +123,35 @@ static const srv_option_t *find_option(const char *name)
     return NULL;
 }
 
+/* Append a line to cfg->notes (dropped when full: notes are for a person). */
+__attribute__((format(printf, 2, 3))) static void add_note(srv_config_t *cfg, const char *fmt, ...)
+{
+    size_t n = strlen(cfg->notes);
+    va_list ap;
+
+    if (n + 2 >= sizeof(cfg->notes))
+        return;
+    if (n > 0)
+        cfg->notes[n++] = '\n';
+    va_start(ap, fmt);
+    vsnprintf(cfg->notes + n, sizeof(cfg->notes) - n, fmt, ap);
+    va_end(ap);
+}
+
 static int set_option(srv_config_t *cfg, const srv_option_t *o, const char *value,
                       char *err, size_t errlen)
 {
     char *field = (char *)cfg + o->offset;
-    char a[32], b[32];
+    char a[32], b[32], m[32];
     uint64_t n;
 
     switch (o->type) {
     case OPT_SIZE:
     case OPT_UINT:
         if (o->type == OPT_SIZE) {
-            if (pool_parse_size(value, &n) != 0) {
+            if (o->zero != NULL && strcmp(value, o->zero) == 0) {
+                n = 0;
+            } else if (pool_parse_size(value, &n) != 0) {
                 snprintf(err, errlen, "--%s: '%s' is not a size (try 64GiB, 140GB, 512MB or bytes)",
                          o->name, value);
                 return PINPOOL_EINVAL;
@@ -143,6 +165,17 @@ static int set_option(srv_config_t *cfg, const srv_option_t *o, const char *valu
                 return PINPOOL_EINVAL;
             }
             n = v;
+        }
+        if (n == 0 && o->zero != NULL && strcmp(o->zero, "auto") == 0) {
+            memcpy(field, &n, sizeof(n)); /* resolved by srv_config_validate */
+            return 0;
+        }
+        if (o->multiple != 0 && n % o->multiple != 0 && n <= o->max - o->multiple) {
+            uint64_t up = (n / o->multiple + 1) * o->multiple;
+            add_note(cfg, "--%s %s (%s) rounded up to %s, a multiple of %s", o->name, value,
+                     pool_format_size(n, a, sizeof(a)), pool_format_size(up, b, sizeof(b)),
+                     pool_format_size(o->multiple, m, sizeof(m)));
+            n = up;
         }
         if (n < o->min || n > o->max) {
             if (o->type == OPT_SIZE)
@@ -189,10 +222,12 @@ static const char *show_option(const srv_config_t *cfg, const srv_option_t *o, c
 
     switch (o->type) {
     case OPT_SIZE:
-        memcpy(&n, field, sizeof(n));
-        return pool_format_size(n, buf, len);
     case OPT_UINT:
         memcpy(&n, field, sizeof(n));
+        if (n == 0 && o->zero != NULL)
+            return o->zero;
+        if (o->type == OPT_SIZE)
+            return pool_format_size(n, buf, len);
         snprintf(buf, len, "%" PRIu64, n);
         return buf;
     default:
@@ -270,9 +305,24 @@ int srv_config_parse_args(srv_config_t *cfg, int argc, char **argv, char *err, s
     return 0;
 }
 
-int srv_config_validate(const srv_config_t *cfg, char *err, size_t errlen)
+/* --chunk-size auto: a sixteenth of the pool (so that up to 16 users can hold
+ * slices at once, a chunk being one user's at a time), as a power of two in
+ * 2 MiB .. 1 GiB (1 GiB chunks attach fastest; DESIGN.md). */
+static uint64_t auto_chunk_size(uint64_t pool)
+{
+    uint64_t c = 2 * MiB;
+
+    while (c < GiB && c * 16 < pool)
+        c *= 2;
+    return c;
+}
+
+int srv_config_validate(srv_config_t *cfg, char *err, size_t errlen)
 {
     char a[32], b[32];
+
+    if (cfg->chunk_size == 0)
+        cfg->chunk_size = auto_chunk_size(cfg->mem_pool_size);
 
     if (cfg->mem_pool_size < cfg->chunk_size) {
         snprintf(err, errlen, "--mem-pool-size %s is smaller than --chunk-size %s",
@@ -388,19 +438,86 @@ int srv_config_resolve(srv_config_t *cfg, char *err, size_t errlen)
     return 0;
 }
 
+/* "1 .. 64", "2.00 MiB .. 64.00 GiB, a multiple of 2.00 MiB", or the choices, into buf. */
+static const char *describe_bounds(const srv_option_t *o, char *buf, size_t len)
+{
+    char a[32], b[32], m[32];
+
+    switch (o->type) {
+    case OPT_SIZE:
+        snprintf(buf, len, "%s .. %s%s%s", pool_format_size(o->min, a, sizeof(a)),
+                 pool_format_size(o->max, b, sizeof(b)), o->multiple ? ", a multiple of " : "",
+                 o->multiple ? pool_format_size(o->multiple, m, sizeof(m)) : "");
+        return buf;
+    case OPT_UINT:
+        snprintf(buf, len, "%" PRIu64 " .. %" PRIu64, o->min, o->max);
+        return buf;
+    case OPT_CHOICE: {
+        size_t n = 0;
+        buf[0] = '\0';
+        for (const char *const *c = o->choices; *c != NULL && n < len; c++)
+            n += (size_t)snprintf(buf + n, len - n, "%s%s", c == o->choices ? "" : ", ", *c);
+        return buf;
+    }
+    case OPT_STRING:
+        snprintf(buf, len, "at most %zu characters", o->size - 1);
+        return buf;
+    }
+    return "";
+}
+
+/* The default as the table has it ("1GiB"), or as shown where it is computed
+ * (the socket) or where 0 has a meaning ("no limit"). */
+static const char *default_text(const srv_config_t *defaults, const srv_option_t *o, char *buf,
+                                size_t len)
+{
+    if (o->defval != NULL && o->zero == NULL)
+        return o->defval;
+    return show_option(defaults, o, buf, len);
+}
+
+/* text word-wrapped to width columns, each line after the first indented by indent. */
+static void print_wrapped(FILE *out, const char *text, int indent, int width)
+{
+    const char *p = text;
+
+    while (*p != '\0') {
+        int n = (int)strlen(p);
+        if (n > width) {
+            n = width;
+            while (n > 0 && p[n] != ' ')
+                n--;
+            if (n == 0) /* one long word: break it where it ends */
+                n = (int)strcspn(p, " ");
+        }
+        fprintf(out, "%.*s\n", n, p);
+        p += n;
+        while (*p == ' ')
+            p++;
+        if (*p != '\0')
+            fprintf(out, "%*s", indent, "");
+    }
+}
+
 void srv_config_print_help(FILE *out)
 {
-    char socket[SRV_PATH_MAX];
+    srv_config_t defaults;
 
-    srv_default_socket(socket, sizeof(socket));
+    srv_config_defaults(&defaults);
     for (size_t i = 0; i < NOPTIONS; i++) {
         const srv_option_t *o = &options[i];
-        char left[64];
+        char left[64], val[SRV_PATH_MAX + 16], bounds[160];
+        const char *dv = default_text(&defaults, o, val, sizeof(val));
+
+        char line[SRV_PATH_MAX + 256];
 
         snprintf(left, sizeof(left), "--%s %s", o->name, o->metavar);
-        fprintf(out, "  %-26s %s\n", left, o->help);
-        fprintf(out, "  %-26s (default: %s)\n", "",
-                o->defval == NULL ? socket : o->defval[0] == '\0' ? "off" : o->defval);
+        fprintf(out, "  %-26s ", left);
+        print_wrapped(out, o->help, 29, HELP_WIDTH);
+        snprintf(line, sizeof(line), "(default: %s; %s)", dv[0] == '\0' ? "off" : dv,
+                 describe_bounds(o, bounds, sizeof(bounds)));
+        fprintf(out, "%29s", "");
+        print_wrapped(out, line, 29, HELP_WIDTH);
     }
 }
 
@@ -409,12 +526,12 @@ void srv_config_foreach(const srv_config_t *cfg,
                                    const char *help, void *arg),
                         void *arg)
 {
-    char socket[SRV_PATH_MAX];
+    srv_config_t defaults;
 
-    srv_default_socket(socket, sizeof(socket));
+    srv_config_defaults(&defaults);
     for (size_t i = 0; i < NOPTIONS; i++) {
-        char buf[64];
+        char buf[SRV_PATH_MAX + 16], dbuf[SRV_PATH_MAX + 16];
         fn(options[i].name, show_option(cfg, &options[i], buf, sizeof(buf)),
-           options[i].defval != NULL ? options[i].defval : socket, options[i].help, arg);
+           default_text(&defaults, &options[i], dbuf, sizeof(dbuf)), options[i].help, arg);
     }
 }

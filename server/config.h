@@ -35,6 +35,9 @@ typedef struct srv_config {
     char state_dir[256];
     char spill_tier[1024];
     char spill_low_watermark[32];
+    /* Not options: what parsing changed and a person should hear about ("--chunk-size
+     * 64MB rounded up to 62.00 MiB"), one per line; main.c logs them at start. */
+    char notes[512];
 } srv_config_t;
 
 /* Fill cfg with the embedded defaults. */
@@ -49,8 +52,9 @@ int srv_config_set(srv_config_t *cfg, const char *name, const char *value,
  * was asked for, or PINPOOL_EINVAL with a message in err. */
 int srv_config_parse_args(srv_config_t *cfg, int argc, char **argv, char *err, size_t errlen);
 
-/* Checks between options (pool vs chunk size).  0 or PINPOOL_EINVAL + err. */
-int srv_config_validate(const srv_config_t *cfg, char *err, size_t errlen);
+/* Checks between options (pool vs chunk size); --chunk-size auto (0) becomes
+ * the size that follows the pool's (see config.c).  0 or PINPOOL_EINVAL + err. */
+int srv_config_validate(srv_config_t *cfg, char *err, size_t errlen);
 
 /*
  * Resolve the "auto" values: --state-dir becomes $XDG_STATE_HOME/pinpool, else

@@ -142,6 +142,8 @@ static int take_lock(daemon_t *d)
     if (flock(d->lock_fd, LOCK_EX | LOCK_NB) != 0) {
         n = (int)read(d->lock_fd, pid, sizeof(pid) - 1);
         pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\r\n")] = '\0';
+        n = (int)strlen(pid);
         srv_error("another pinpool daemon (pid %s) is serving %s; stop it or pass another --socket",
                   n > 0 ? pid : "?", d->cfg.socket);
         close(d->lock_fd);
@@ -266,6 +268,10 @@ static int serve(int argc, char **argv)
     }
     srv_log_level = srv_log_parse_level(d.cfg.log_level);
     srv_log_format = strcmp(d.cfg.log_format, "json") == 0 ? SRV_LOG_JSON : SRV_LOG_TEXT;
+    for (char *note = d.cfg.notes, *end; note[0] != '\0'; note = end + (*end != '\0')) {
+        end = note + strcspn(note, "\n");
+        srv_info("note: %.*s", (int)(end - note), note);
+    }
     signal(SIGPIPE, SIG_IGN);
     install_crash_handlers();
     d.tty = isatty(STDERR_FILENO);
@@ -340,7 +346,7 @@ static int serve(int argc, char **argv)
     }
     printf("pinpool ready: grpc=unix:%s fd=%s%s%s%s pool=%s chunk=%s backend=%s mode=%s%s pid=%d\n",
            d.cfg.socket, d.fd_path, d.cfg.listen[0] ? " tcp=" : "", d.cfg.listen, metrics_at,
-           pool_format_size(d.cfg.mem_pool_size, size, sizeof(size)),
+           pool_format_size(info.stats.capacity, size, sizeof(size)),
            pool_format_size(d.cfg.chunk_size, chunk, sizeof(chunk)), info.host_backend, info.mode,
            devs, (int)getpid());
     fflush(stdout);

@@ -673,8 +673,8 @@ Test(cli, bad_options_and_help)
 
     cr_expect_eq(run_cli(out, sizeof(out), "serve --mem-pool-size 12XB"), 2);
     EXPECT_IN(out, "--mem-pool-size: '12XB' is not a size");
-    cr_expect_eq(run_cli(out, sizeof(out), "serve --chunk-size 3MB"), 2);
-    EXPECT_IN(out, "not a multiple of 2.00 MiB");
+    cr_expect_eq(run_cli(out, sizeof(out), "serve --chunk-size 128GiB"), 2);
+    EXPECT_IN(out, "--chunk-size: 128GiB is outside 2.00 MiB .. 64.00 GiB");
     cr_expect_eq(run_cli(out, sizeof(out), "serve --mem-pool-size 4MiB --chunk-size 8MiB"), 2);
     EXPECT_IN(out, "smaller than --chunk-size");
     cr_expect_eq(run_cli(out, sizeof(out), "serve --bogus 1"), 2);
@@ -682,7 +682,7 @@ Test(cli, bad_options_and_help)
     cr_expect_eq(run_cli(out, sizeof(out), "serve --log-level loud"), 2);
     cr_expect_eq(run_cli(out, sizeof(out), "serve --help"), 0);
     EXPECT_IN(out, "--mem-pool-size SIZE");
-    EXPECT_IN(out, "(default: 1GiB)");
+    EXPECT_IN(out, "(default: 1GiB;");
     cr_expect_eq(run_cli(out, sizeof(out), "frobnicate"), 2);
     cr_expect_eq(run_cli(out, sizeof(out), "info --socket /tmp/pinpool-nowhere.sock"), 1);
     EXPECT_IN(out, "pinpool serve");

@@ -219,3 +219,22 @@ void test_pool_info(pinpool_ctx_t *ctx, pinpool_pool_info_t *out)
     cr_assert_eq(pinpool_pool_info(ctx, out), 0, "%s", pinpool_errmsg(ctx));
     pinpool_pool_info_free(out);
 }
+
+int test_pinpool(char *out, size_t len, const char *fmt, ...)
+{
+    char cmd[1024], args[768];
+    va_list ap;
+    FILE *p;
+    size_t n;
+
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof(args), fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof(cmd), "GRPC_VERBOSITY=NONE %s %s 2>&1", daemon_bin(), args);
+    p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    n = fread(out, 1, len - 1, p);
+    out[n] = '\0';
+    int status = pclose(p);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}

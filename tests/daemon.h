@@ -8,6 +8,7 @@
 #define PINPOOL_TEST_DAEMON_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -67,5 +68,12 @@ void test_daemon_dump_log(const test_daemon_t *d);
         test_daemon_finish(&d);                                                                \
     }                                                                                          \
     TestSuite(suite, .init = start, .fini = stop, .timeout = 60)
+
+/* Run the pinpool binary ($PINPOOL_BIN) with the arguments fmt formats (split
+ * by the shell); its stdout and stderr into out.  Returns its exit code. */
+int test_pinpool(char *out, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Expect needle in text, showing text when it is not there. */
+#define TEST_EXPECT_IN(text, needle)                                                           \
+    cr_expect(strstr((text), (needle)) != NULL, "no '%s' in:\n%s", (const char *)(needle), (text))
 
 #endif

@@ -15,28 +15,12 @@
 #include "daemon.h"
 #include "pinpool.h"
 
-/* Run `pinpool ARGS`; stdout+stderr into out.  Returns the exit code. */
-static int pinpool_cmd(char *out, size_t len, const char *args)
-{
-    char cmd[1024];
-    const char *bin = getenv("PINPOOL_BIN") ? getenv("PINPOOL_BIN") : "build/pinpool";
-    FILE *p;
-    size_t n;
-
-    snprintf(cmd, sizeof(cmd), "GRPC_VERBOSITY=NONE %s %s 2>&1", bin, args);
-    p = popen(cmd, "r");
-    cr_assert_not_null(p);
-    n = fread(out, 1, len - 1, p);
-    out[n] = '\0';
-    int status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
 
 Test(cli, help_shows_every_option_with_its_default_and_bounds)
 {
     static char out[16384];
 
-    cr_assert_eq(pinpool_cmd(out, sizeof(out), "serve --help"), 0, "%s", out);
+    cr_assert_eq(test_pinpool(out, sizeof(out), "serve --help"), 0, "%s", out);
     cr_expect(strstr(out, "(default: auto; 2.00 MiB .. 64.00 GiB, a multiple of 2.00 MiB)") != NULL,
               "--chunk-size bounds: %s", out);
     cr_expect(strstr(out, "(default: 2; 1 .. 64)") != NULL, "--pin-threads bounds: %s", out);
@@ -57,10 +41,10 @@ Test(cli, info_socket_without_a_value_says_so)
 {
     char out[4096];
 
-    cr_expect_eq(pinpool_cmd(out, sizeof(out), "info --socket"), 2, "%s", out);
+    cr_expect_eq(test_pinpool(out, sizeof(out), "info --socket"), 2, "%s", out);
     cr_expect(strstr(out, "--socket needs a value") != NULL, "%s", out);
     cr_expect(strstr(out, "unexpected argument") == NULL, "%s", out);
-    cr_expect_eq(pinpool_cmd(out, sizeof(out), "status --socket"), 2, "%s", out);
+    cr_expect_eq(test_pinpool(out, sizeof(out), "status --socket"), 2, "%s", out);
     cr_expect(strstr(out, "--socket needs a value") != NULL, "%s", out);
 }
 
@@ -73,11 +57,11 @@ Test(cli, ready_line_and_status_say_what_the_daemon_has, .timeout = 60)
     cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "40MB", "--chunk-size", "16MiB", NULL), 0);
     cr_expect(strstr(d.ready, " pool=48.00 MiB ") != NULL, "%s", d.ready);
     snprintf(args, sizeof(args), "info --socket %s", d.socket);
-    cr_expect_eq(pinpool_cmd(out, sizeof(out), args), 0, "%s", out);
+    cr_expect_eq(test_pinpool(out, sizeof(out), "%s", args), 0, "%s", out);
     cr_expect(strstr(out, "capacity               48.00 MiB") != NULL, "%s", out);
 
     snprintf(args, sizeof(args), "status --socket %s", d.socket);
-    cr_expect_eq(pinpool_cmd(out, sizeof(out), args), 0, "%s", out);
+    cr_expect_eq(test_pinpool(out, sizeof(out), "%s", args), 0, "%s", out);
     cr_expect(strstr(out, "--client-quota         no limit\n") != NULL, "%s", out);
     cr_expect(strstr(out, "--max-clients          no limit\n") != NULL, "%s", out);
     cr_expect(strstr(out, "0 B") == NULL || strstr(out, "--client-quota         0 B") == NULL, "%s",
@@ -93,7 +77,7 @@ Test(cli, second_daemon_names_the_first_ones_pid_on_one_line, .timeout = 60)
     cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "16MiB", "--chunk-size", "16MiB", NULL), 0);
     snprintf(args, sizeof(args), "serve --socket %s --mem-pool-size 16MiB --chunk-size 16MiB",
              d.socket);
-    cr_expect_eq(pinpool_cmd(out, sizeof(out), args), 1, "%s", out);
+    cr_expect_eq(test_pinpool(out, sizeof(out), "%s", args), 1, "%s", out);
     char want[64];
     snprintf(want, sizeof(want), "another pinpool daemon (pid %d) is serving", (int)d.pid);
     cr_expect(strstr(out, want) != NULL, "wanted '%s' in: %s", want, out);

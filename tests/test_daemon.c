@@ -608,60 +608,36 @@ Test(daemon, pool_info_and_server_config)
     pinpool_close(ctx);
 }
 
-/* Run the pinpool binary with the arguments fmt formats; its stdout+stderr
- * into out. Returns exit code. */
-__attribute__((format(printf, 3, 4))) static int run_cli(char *out, size_t len, const char *fmt, ...)
-{
-    char cmd[1024], args[768];
-    const char *bin = getenv("PINPOOL_BIN") ? getenv("PINPOOL_BIN") : "build/pinpool";
-    FILE *p;
-    size_t n;
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof(args), fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof(cmd), "GRPC_VERBOSITY=NONE %s %s 2>&1", bin, args);
-    p = popen(cmd, "r");
-    cr_assert_not_null(p);
-    n = fread(out, 1, len - 1, p);
-    out[n] = '\0';
-    int status = pclose(p);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-#define EXPECT_IN(text, needle)                                                                \
-    cr_expect(strstr((text), (needle)) != NULL, "no '%s' in:\n%s", (const char *)(needle), (text))
 
 Test(daemon, info_command_prints_a_table)
 {
     char out[4096];
 
-    cr_expect_eq(run_cli(out, sizeof(out), "info --socket %s", d.socket), 0, "%s", out);
-    EXPECT_IN(out, "capacity               64.00 MiB (4 chunks of 16.00 MiB)");
-    EXPECT_IN(out, "used                   0 B");
-    EXPECT_IN(out, "cpu-only");
+    cr_expect_eq(test_pinpool(out, sizeof(out), "info --socket %s", d.socket), 0, "%s", out);
+    TEST_EXPECT_IN(out, "capacity               64.00 MiB (4 chunks of 16.00 MiB)");
+    TEST_EXPECT_IN(out, "used                   0 B");
+    TEST_EXPECT_IN(out, "cpu-only");
 }
 
 Test(daemon, status_command_prints_options_and_the_pool)
 {
     char out[8192];
 
-    cr_expect_eq(run_cli(out, sizeof(out), "status --socket %s", d.socket), 0, "%s", out);
-    EXPECT_IN(out, "pinpool " PINPOOL_VERSION_STRING " at ");
-    EXPECT_IN(out, "--mem-pool-size        64.00 MiB");
-    EXPECT_IN(out, "(default: 1GiB)");
-    EXPECT_IN(out, "--pin-threads          2\n"); /* a default is not marked */
-    EXPECT_IN(out, "capacity               64.00 MiB");
-    EXPECT_IN(out, "spill tier");
+    cr_expect_eq(test_pinpool(out, sizeof(out), "status --socket %s", d.socket), 0, "%s", out);
+    TEST_EXPECT_IN(out, "pinpool " PINPOOL_VERSION_STRING " at ");
+    TEST_EXPECT_IN(out, "--mem-pool-size        64.00 MiB");
+    TEST_EXPECT_IN(out, "(default: 1GiB)");
+    TEST_EXPECT_IN(out, "--pin-threads          2\n"); /* a default is not marked */
+    TEST_EXPECT_IN(out, "capacity               64.00 MiB");
+    TEST_EXPECT_IN(out, "spill tier");
 }
 
 Test(daemon, second_daemon_on_the_same_socket_is_refused)
 {
     char out[4096];
 
-    cr_expect_eq(run_cli(out, sizeof(out), "serve --socket %s --mem-pool-size 16MiB --chunk-size 16MiB", d.socket), 1, "%s", out);
-    EXPECT_IN(out, "another pinpool daemon");
+    cr_expect_eq(test_pinpool(out, sizeof(out), "serve --socket %s --mem-pool-size 16MiB --chunk-size 16MiB", d.socket), 1, "%s", out);
+    TEST_EXPECT_IN(out, "another pinpool daemon");
     pinpool_ctx_t *ctx = test_connect(&d); /* the first one still serves */
     cr_expect_eq(pinpool_ping(ctx), 0);
     pinpool_close(ctx);
@@ -671,21 +647,21 @@ Test(cli, bad_options_and_help)
 {
     char out[8192];
 
-    cr_expect_eq(run_cli(out, sizeof(out), "serve --mem-pool-size 12XB"), 2);
-    EXPECT_IN(out, "--mem-pool-size: '12XB' is not a size");
-    cr_expect_eq(run_cli(out, sizeof(out), "serve --chunk-size 128GiB"), 2);
-    EXPECT_IN(out, "--chunk-size: 128GiB is outside 2.00 MiB .. 64.00 GiB");
-    cr_expect_eq(run_cli(out, sizeof(out), "serve --mem-pool-size 4MiB --chunk-size 8MiB"), 2);
-    EXPECT_IN(out, "smaller than --chunk-size");
-    cr_expect_eq(run_cli(out, sizeof(out), "serve --bogus 1"), 2);
-    EXPECT_IN(out, "unknown option --bogus");
-    cr_expect_eq(run_cli(out, sizeof(out), "serve --log-level loud"), 2);
-    cr_expect_eq(run_cli(out, sizeof(out), "serve --help"), 0);
-    EXPECT_IN(out, "--mem-pool-size SIZE");
-    EXPECT_IN(out, "(default: 1GiB;");
-    cr_expect_eq(run_cli(out, sizeof(out), "frobnicate"), 2);
-    cr_expect_eq(run_cli(out, sizeof(out), "info --socket /tmp/pinpool-nowhere.sock"), 1);
-    EXPECT_IN(out, "pinpool serve");
+    cr_expect_eq(test_pinpool(out, sizeof(out), "serve --mem-pool-size 12XB"), 2);
+    TEST_EXPECT_IN(out, "--mem-pool-size: '12XB' is not a size");
+    cr_expect_eq(test_pinpool(out, sizeof(out), "serve --chunk-size 128GiB"), 2);
+    TEST_EXPECT_IN(out, "--chunk-size: 128GiB is outside 2.00 MiB .. 64.00 GiB");
+    cr_expect_eq(test_pinpool(out, sizeof(out), "serve --mem-pool-size 4MiB --chunk-size 8MiB"), 2);
+    TEST_EXPECT_IN(out, "smaller than --chunk-size");
+    cr_expect_eq(test_pinpool(out, sizeof(out), "serve --bogus 1"), 2);
+    TEST_EXPECT_IN(out, "unknown option --bogus");
+    cr_expect_eq(test_pinpool(out, sizeof(out), "serve --log-level loud"), 2);
+    cr_expect_eq(test_pinpool(out, sizeof(out), "serve --help"), 0);
+    TEST_EXPECT_IN(out, "--mem-pool-size SIZE");
+    TEST_EXPECT_IN(out, "(default: 1GiB;");
+    cr_expect_eq(test_pinpool(out, sizeof(out), "frobnicate"), 2);
+    cr_expect_eq(test_pinpool(out, sizeof(out), "info --socket /tmp/pinpool-nowhere.sock"), 1);
+    TEST_EXPECT_IN(out, "pinpool serve");
 }
 
 /* ---- shutdown -------------------------------------------------------------------------------- */
@@ -796,12 +772,12 @@ Test(cli, cuda_options_without_a_gpu_fail_cleanly)
 
     if (ipc_cuda_load(why, sizeof(why)) == 0)
         cr_skip_test("a GPU is visible here");
-    cr_expect_eq(run_cli(out, sizeof(out), "serve --socket /tmp/pinpool-cli-%d.sock --host-backend vmm",
+    cr_expect_eq(test_pinpool(out, sizeof(out), "serve --socket /tmp/pinpool-cli-%d.sock --host-backend vmm",
                          getpid()), 1, "%s", out);
-    EXPECT_IN(out, "--host-backend vmm cannot work here");
-    cr_expect_eq(run_cli(out, sizeof(out), "serve --socket /tmp/pinpool-cli-%d.sock --device-pool-size 1GiB",
+    TEST_EXPECT_IN(out, "--host-backend vmm cannot work here");
+    cr_expect_eq(test_pinpool(out, sizeof(out), "serve --socket /tmp/pinpool-cli-%d.sock --device-pool-size 1GiB",
                          getpid()), 1, "%s", out);
-    EXPECT_IN(out, "--device-pool-size needs a GPU");
+    TEST_EXPECT_IN(out, "--device-pool-size needs a GPU");
 }
 
 Test(daemon, cpu_only_daemon_says_so)
@@ -843,7 +819,7 @@ static void expect_connect_refused(int code, const char *text)
     pinpool_ctx_t *c = pinpool_connect(d.socket);
 
     cr_expect_eq(pinpool_err(c), code, "%s: %s", pinpool_err_name(pinpool_err(c)), pinpool_errmsg(c));
-    EXPECT_IN(pinpool_errmsg(c), text);
+    TEST_EXPECT_IN(pinpool_errmsg(c), text);
     pinpool_close(c);
 }
 
@@ -968,24 +944,49 @@ Test(access, prometheus_metrics_on_loopback, .timeout = 60)
     cr_expect_eq(test_daemon_stop(&d), 0);
 }
 
-Test(daemon, release_and_acquire_need_the_session_token_too)
+/* Every method that names a client refuses a session's id without its token
+ * (the method table's authorize column): one request of each, naming alice. */
+Test(daemon, every_method_naming_a_session_needs_its_token)
 {
     char alice[64], token[64];
     int fa = raw_session_tok(alice, token);
-    Pinpool__V1__AcquirePoolMemoryRequest req = PINPOOL__V1__ACQUIRE_POOL_MEMORY_REQUEST__INIT;
-    ProtobufCMessage *resp = NULL;
-    pinpool__rpc_t *rpc;
-    char msg[512];
-    int status;
+    Pinpool__V1__AllocatePoolMemoryRequest alloc = PINPOOL__V1__ALLOCATE_POOL_MEMORY_REQUEST__INIT;
+    Pinpool__V1__FreePoolMemoryRequest free_ = PINPOOL__V1__FREE_POOL_MEMORY_REQUEST__INIT;
+    Pinpool__V1__AttachPoolMemoryRequest attach = PINPOOL__V1__ATTACH_POOL_MEMORY_REQUEST__INIT;
+    Pinpool__V1__ReleasePoolMemoryRequest release = PINPOOL__V1__RELEASE_POOL_MEMORY_REQUEST__INIT;
+    Pinpool__V1__AcquirePoolMemoryRequest acquire = PINPOOL__V1__ACQUIRE_POOL_MEMORY_REQUEST__INIT;
+    const struct {
+        const char *method;
+        ProtobufCMessage *req;
+        const ProtobufCMessageDescriptor *resp;
+    } calls[] = {
+        {"AllocatePoolMemory", &alloc.base, &pinpool__v1__allocate_pool_memory_response__descriptor},
+        {"FreePoolMemory", &free_.base, &pinpool__v1__free_pool_memory_response__descriptor},
+        {"AttachPoolMemory", &attach.base, &pinpool__v1__allocate_pool_memory_response__descriptor},
+        {"ReleasePoolMemory", &release.base, &pinpool__v1__release_pool_memory_response__descriptor},
+        {"AcquirePoolMemory", &acquire.base, &pinpool__v1__allocate_pool_memory_response__descriptor},
+    };
 
-    cr_assert_eq(pinpool__rpc_open(&rpc, d.socket), 0);
-    req.client_id = alice;
-    req.key = (char *)"weights";
-    int rc = pinpool__rpc_call(rpc, METHOD("AcquirePoolMemory"), &req.base,
-                               &pinpool__v1__allocate_pool_memory_response__descriptor, &resp,
-                               &status, msg, sizeof(msg));
-    cr_expect_eq(rc, PINPOOL_EPERM, "%s", msg);
-    cr_expect(strstr(msg, "must carry its token") != NULL, "%s", msg);
-    pinpool__rpc_close(rpc);
+    alloc.client_id = free_.client_id = attach.client_id = release.client_id = acquire.client_id =
+        alice;
+    alloc.size_bytes = 4096;
+    alloc.device_id = -1;
+    free_.slice_id = 0;
+    attach.tag = (char *)"weights";
+    release.slice_id = 1;
+    release.key = acquire.key = (char *)"weights";
+    for (size_t i = 0; i < sizeof(calls) / sizeof(calls[0]); i++) {
+        char path[96];
+        ProtobufCMessage *resp = NULL;
+        snprintf(path, sizeof(path), METHOD("%s"), calls[i].method);
+        raw_token[0] = '\0';
+        raw_result_t r = raw_call(path, calls[i].req, calls[i].resp, &resp);
+        cr_expect_eq(r.code, PINPOOL_EPERM, "%s without a token: %s", calls[i].method, r.msg);
+        cr_expect(strstr(r.msg, "must carry its token") != NULL, "%s: %s", calls[i].method, r.msg);
+        snprintf(raw_token, sizeof(raw_token), "%s", "0123456789abcdef0123456789abcdef");
+        r = raw_call(path, calls[i].req, calls[i].resp, &resp);
+        cr_expect_eq(r.code, PINPOOL_EPERM, "%s with a wrong token: %s", calls[i].method, r.msg);
+    }
+    raw_token[0] = '\0';
     close(fa);
 }

@@ -90,9 +90,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     ipc_cred_t cred = {.pid = getpid(), .uid = getuid(), .gid = getgid()};
     char id[SRV_CLIENT_ID_LEN], msg[256];
-    uint64_t ours[4], victim = 0, ptr;
+    uint64_t ours[4], victim = 0;
     size_t nours = 0, at = 0;
-    pool_slice_info_t info;
+    srv_slice_t slice;
     srv_client_t *client;
     int sv[2];
 
@@ -101,8 +101,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_check(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == 0);
     client = srv_session_open(srv, &cred, id, sizeof(id));
     fuzz_check(client != NULL);
-    if (srv_alloc(srv, "victim", -1, 300 << 10, 0, "", &info, &ptr, msg, sizeof(msg)) == 0)
-        victim = info.id;
+    if (srv_alloc(srv, "victim", -1, 300 << 10, 0, "", false, &slice, msg, sizeof(msg)) == 0)
+        victim = slice.info.id;
 
     /* Our slices: up to 3 bytes each, 1 byte .. 16 MiB (larger than the pool fails). */
     if (at < size) {
@@ -110,8 +110,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (size_t i = 0; i < want && at + 3 <= size; i++, at += 3) {
             uint64_t bytes = 1 + ((uint64_t)data[at] | (uint64_t)data[at + 1] << 8 |
                                   (uint64_t)data[at + 2] << 16);
-            if (srv_alloc(srv, id, -1, bytes, 0, "", &info, &ptr, msg, sizeof(msg)) == 0)
-                ours[nours++] = info.id;
+            if (srv_alloc(srv, id, -1, bytes, 0, "", false, &slice, msg, sizeof(msg)) == 0)
+                ours[nours++] = slice.info.id;
         }
     }
 

@@ -4,7 +4,7 @@
  * Owns: one record per key (its state, size, where its bytes are, its TTL) and
  * the least-recently-used order of the objects that could be spilled.
  * Never: touches memory, the pool, the tier, threads or time sources; the
- * caller (srv.c) moves bytes and passes "now" in.  Pure C, testable alone.
+ * caller (server/objstore.c, server/spill.c) moves bytes and passes "now" in.  Pure C, testable alone.
  * Locking: none; the caller holds its own lock around every call.
  *
  * States and the only transitions allowed (objs_set_state refuses the rest):

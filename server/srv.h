@@ -217,6 +217,14 @@ int srv_obj_get(srv_t *srv, const char *key, void **data, uint64_t *len, char *m
 int srv_obj_exists(srv_t *srv, const char *key, char *msg, size_t msglen);
 int srv_obj_remove(srv_t *srv, const char *key, char *msg, size_t msglen);
 
+/*
+ * At a clean exit (after the last call and session ended, before
+ * srv_destroy): spill every resident object to the tier, so that a restart on
+ * the same tier finds it (recover.c).  Logs its progress; a SIGTERM or SIGINT
+ * while it runs stops it, and the objects not yet written are then lost.
+ */
+void srv_persist_objects(srv_t *srv);
+
 /* The spill counters; add (may be NULL) gets the tier's own named stats. */
 void srv_spill_info(srv_t *srv, srv_spill_info_t *out,
                     void (*add)(const char *name, const char *value, void *arg), void *arg);

@@ -603,10 +603,14 @@ static int mc_remove_batch(void *impl, tier_item_t *items, size_t n)
     return rc;
 }
 
-static int mc_put(void *impl, const void *key, size_t keylen, const void *buf, uint64_t len)
+/* meta: the tier's index keeps it (Mooncake holds only the bytes). */
+static int mc_put(void *impl, const void *key, size_t keylen, const void *buf, uint64_t len,
+                  const void *meta, uint32_t metalen)
 {
     tier_item_t it = {.key = key, .keylen = keylen, .buf = (void *)(uintptr_t)buf, .len = len};
 
+    (void)meta;
+    (void)metalen;
     return mc_put_batch(impl, &it, 1);
 }
 

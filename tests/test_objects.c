@@ -22,13 +22,13 @@ Test(objects, insert_find_remove, .timeout = 10)
     objs_t *t;
     obj_t *o;
 
-    cr_assert_eq(objs_create(&t), 0);
-    cr_assert_eq(objs_insert(t, "a", 100, 1, 0, 256, 0, &o), 0);
+    cr_assert_eq(objs_create(&t, 0), 0);
+    cr_assert_eq(objs_insert(t, "a", 1000, 100, 1, 0, 256, 0, &o), 0);
     cr_assert_eq(o->state, OBJ_RESIDENT);
-    cr_assert_eq(objs_insert(t, "a", 100, 2, 256, 256, 0, NULL), PINPOOL_EEXIST);
-    cr_assert_eq(objs_insert(t, "", 100, 2, 256, 256, 0, NULL), PINPOOL_EINVAL);
-    cr_assert_eq(objs_insert(t, "b", 0, 2, 256, 256, 0, NULL), PINPOOL_EINVAL);
-    cr_assert_eq(objs_insert(t, "b", 10, 0, 256, 256, 0, NULL), PINPOOL_EINVAL);
+    cr_assert_eq(objs_insert(t, "a", 1000, 100, 2, 256, 256, 0, NULL), PINPOOL_EEXIST);
+    cr_assert_eq(objs_insert(t, "", 1000, 100, 2, 256, 256, 0, NULL), PINPOOL_EINVAL);
+    cr_assert_eq(objs_insert(t, "b", 1000, 0, 2, 256, 256, 0, NULL), PINPOOL_EINVAL);
+    cr_assert_eq(objs_insert(t, "b", 1000, 10, 0, 256, 256, 0, NULL), PINPOOL_EINVAL);
     cr_assert_eq(objs_find(t, "a"), o);
     cr_assert_null(objs_find(t, "b"));
     check(t);
@@ -43,10 +43,10 @@ Test(objects, lru_order_and_touch, .timeout = 10)
     objs_t *t;
     obj_t *a, *b, *c;
 
-    objs_create(&t);
-    objs_insert(t, "a", 1, 1, 0, 256, 0, &a);
-    objs_insert(t, "b", 1, 2, 256, 256, 0, &b);
-    objs_insert(t, "c", 1, 3, 512, 256, 0, &c);
+    objs_create(&t, 0);
+    objs_insert(t, "a", 1000, 1, 1, 0, 256, 0, &a);
+    objs_insert(t, "b", 1000, 1, 2, 256, 256, 0, &b);
+    objs_insert(t, "c", 1000, 1, 3, 512, 256, 0, &c);
     cr_assert_eq(objs_lru(t), a);
     objs_touch(t, a);
     cr_assert_eq(objs_lru(t), b);
@@ -63,9 +63,9 @@ Test(objects, state_machine, .timeout = 10)
     obj_t *a, *b;
     objs_stats_t st;
 
-    objs_create(&t);
-    objs_insert(t, "a", 1000, 7, 4096, 1024, 0, &a);
-    objs_insert(t, "b", 10, 8, 0, 256, 0, &b);
+    objs_create(&t, 0);
+    objs_insert(t, "a", 1000, 1000, 7, 4096, 1024, 0, &a);
+    objs_insert(t, "b", 1000, 10, 8, 0, 256, 0, &b);
     /* Only the allowed edges. */
     cr_assert_eq(objs_set_state(t, a, OBJ_SPILLED, 0, 0, 0), PINPOOL_EINVAL);
     cr_assert_eq(objs_set_state(t, a, OBJ_RESTORING, 0, 0, 0), PINPOOL_EINVAL);
@@ -111,9 +111,9 @@ Test(objects, ttl, .timeout = 10)
     objs_t *t;
     obj_t *a, *b;
 
-    objs_create(&t);
-    objs_insert(t, "a", 1, 1, 0, 256, 500, &a);
-    objs_insert(t, "b", 1, 2, 256, 256, 0, &b);
+    objs_create(&t, 0);
+    objs_insert(t, "a", 1000, 1, 1, 0, 256, 500, &a);
+    objs_insert(t, "b", 1000, 1, 2, 256, 256, 0, &b);
     cr_assert_eq(objs_next_expiry(t), 500);
     cr_assert_null(objs_expired(t, 499));
     cr_assert_eq(objs_expired(t, 500), a);
@@ -133,13 +133,13 @@ Test(objects, random_walk, .timeout = 30)
     objs_t *t;
     char key[16];
 
-    objs_create(&t);
+    objs_create(&t, 0);
     srand(5);
     for (int i = 0; i < 20000; i++) {
         snprintf(key, sizeof(key), "k%d", rand() % 64);
         obj_t *o = objs_find(t, key);
         if (o == NULL) {
-            cr_assert_eq(objs_insert(t, key, 1 + (uint64_t)(rand() % 1000), 1 + (uint64_t)i, 0,
+            cr_assert_eq(objs_insert(t, key, 1000, 1 + (uint64_t)(rand() % 1000), 1 + (uint64_t)i, 0,
                                      1024, 0, NULL), 0);
             continue;
         }

@@ -219,7 +219,7 @@ Test(file, errors_are_exact)
     cr_assert_eq(tier_size(t, "none", 4, &size), PINPOOL_ENOKEY);
     cr_assert_eq(tier_remove(t, "none", 4), PINPOOL_ENOKEY);
     cr_assert_eq(tier_put(t, longkey, sizeof(longkey), "x", 1), PINPOOL_EINVAL);
-    cr_assert(strstr(tier_errmsg(), "1 to 512 bytes") != NULL, "%s", tier_errmsg());
+    cr_assert(strstr(tier_errmsg(), "1 to 640 bytes") != NULL, "%s", tier_errmsg());
     cr_assert_eq(tier_put(t, "", 0, "x", 1), PINPOOL_EINVAL);
     cr_assert_eq(tier_put(t, "k", 1, "x", 0), PINPOOL_EINVAL);
     cr_assert_eq(tier_put(t, "k", 1, NULL, 5), PINPOOL_EINVAL);

@@ -170,6 +170,13 @@ int srv_release(srv_t *srv, const char *client_id, uint64_t slice_id, const char
     if (rc != 0)
         return rc;
     pthread_mutex_lock(&srv->lock);
+    /* An object under key that is being spilled or restored: wait for it, and
+     * drop it if its TTL passed (any other is the EEXIST below). */
+    if (do_settled(srv, key, false, &rc, msg, msglen) == NULL && rc != PINPOOL_ENOKEY) {
+        pthread_mutex_unlock(&srv->lock);
+        return rc;
+    }
+    rc = 0;
     do_drop_expired(srv, key, &copy);
     c = do_find_client(srv, client_id);
     if (do_lookup(srv, slice_id, &pool, &info) != 0) {

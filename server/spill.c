@@ -213,7 +213,8 @@ int do_spill(srv_t *srv, obj_t *o)
         srv->sp.spills++;
         srv->sp.spilled_bytes += size;
         srv->sp.spill_ns += t0;
-        srv_debug("spilled '%s' (%" PRIu64 " bytes) in %.3f ms", key, size, (double)t0 / 1e6);
+        srv_debug("spilled '%s' (%" PRIu64 " bytes) as '%s' in %.3f ms", key, size, copy.s,
+                  (double)t0 / 1e6);
     } else {
         objs_set_state(srv->objs, o, OBJ_RESIDENT, slice, off, extent);
         srv->sp.spill_failures++;

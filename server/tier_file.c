@@ -356,6 +356,7 @@ static int sweep(tfile_t *tf, char *err, size_t errlen)
         snprintf(err, errlen, "spill tier: cannot list %s: %s", tf->path, strerror(-rc));
         return rc;
     }
+    rewinddir(d); /* the dup shares dirfd's offset */
     while ((e = readdir(d)) != NULL) {
         if (strncmp(e->d_name, TMP_PREFIX, strlen(TMP_PREFIX)) == 0) {
             if (unlinkat(tf->dirfd, e->d_name, 0) == 0)
@@ -594,6 +595,7 @@ static int tfile_list(void *impl, tier_list_fn fn, void *arg)
             close(fd);
         return tier__fail(rc, "cannot list %s: %s", tf->path, strerror(-rc));
     }
+    rewinddir(d); /* the dup shares dirfd's offset, where the last listing ended */
     while (rc == 0 && (e = readdir(d)) != NULL) {
         char where[sizeof(tf->path) + 258];
         tier_entry_t te = {.where = where};

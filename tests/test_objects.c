@@ -190,3 +190,36 @@ Test(objects, pool_set_owner, .timeout = 10)
     cr_assert_eq(pool_check(p, msg, sizeof(msg)), 0, "%s", msg);
     pool_destroy(p);
 }
+
+/* Every record gets a new generation, larger than any before it or seen in a
+ * spilled insert; the table refuses records beyond its limit. */
+Test(objects, generations_and_limit, .timeout = 10)
+{
+    objs_t *t;
+    obj_t *a, *b, *c, *s;
+
+    cr_assert_eq(objs_create(&t, 3), 0);
+    cr_assert_eq(objs_max(t), 3);
+    objs_seed_gen(t, 100);
+    cr_assert_eq(objs_insert(t, "a", 7, 1, 1, 0, 256, 0, &a), 0);
+    cr_assert_eq(a->gen, 101);
+    cr_assert_eq(a->uid, 7);
+    cr_assert_eq(objs_insert_spilled(t, "s", 8, 500, 42, 0, &s), 0);
+    cr_assert_eq(s->state, OBJ_SPILLED);
+    cr_assert(s->in_tier);
+    cr_assert_eq(s->gen, 500);
+    cr_assert_eq(objs_insert_spilled(t, "z", 8, 0, 42, 0, NULL), PINPOOL_EINVAL);
+    cr_assert_eq(objs_insert(t, "b", 7, 1, 2, 256, 256, 0, &b), 0);
+    cr_assert_eq(b->gen, 501, "after a spilled insert of 500");
+    cr_assert_eq(objs_count(t), 3);
+    cr_assert_eq(objs_insert(t, "c", 7, 1, 3, 512, 256, 0, NULL), PINPOOL_ENOSPC);
+    cr_assert_eq(objs_insert_spilled(t, "c", 7, 900, 1, 0, NULL), PINPOOL_ENOSPC);
+    objs_remove(t, a);
+    cr_assert_eq(objs_insert(t, "a", 7, 1, 1, 0, 256, 0, &c), 0);
+    cr_assert_eq(c->gen, 502, "a new record under an old key is a new generation");
+    objs_seed_gen(t, 10); /* never backwards */
+    cr_assert_eq(objs_last_gen(t), 502);
+    check(t);
+    cr_assert_lt(objs_record_bytes(OBJ_KEY_MAX), 720, "the bound --max-objects' help states");
+    objs_destroy(t);
+}

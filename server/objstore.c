@@ -164,20 +164,14 @@ int srv_release(srv_t *srv, const char *client_id, uint64_t slice_id, const char
     struct srv_client *c;
     pool_slice_info_t info;
     srv_tkey_t copy = {.len = 0};
+    obj_t *o;
     int pool, rc;
 
     rc = check_client_and_key(client_id, key, msg, msglen);
     if (rc != 0)
         return rc;
     pthread_mutex_lock(&srv->lock);
-    /* An object under key that is being spilled or restored: wait for it, and
-     * drop it if its TTL passed (any other is the EEXIST below). */
-    if (do_settled(srv, key, false, &rc, msg, msglen) == NULL && rc != PINPOOL_ENOKEY) {
-        pthread_mutex_unlock(&srv->lock);
-        return rc;
-    }
-    rc = 0;
-    do_drop_expired(srv, key, &copy);
+    do_drop_expired(srv, key, &copy); /* its TTL passed: the key is free */
     c = do_find_client(srv, client_id);
     if (do_lookup(srv, slice_id, &pool, &info) != 0) {
         snprintf(msg, msglen, "no slice %" PRIu64 " in the pool", slice_id);
@@ -190,7 +184,12 @@ int srv_release(srv_t *srv, const char *client_id, uint64_t slice_id, const char
         snprintf(msg, msglen, "slice %" PRIu64 " is a device slice: only host slices can be "
                  "released and spilled", slice_id);
         rc = PINPOOL_EINVAL;
-    } else if (objs_find(srv->objs, key) != NULL) {
+    } else if ((o = objs_find(srv->objs, key)) != NULL && o->expires_ns != 0 &&
+               o->expires_ns <= mono_ns()) { /* expired while a spill was writing it */
+        snprintf(msg, msglen, "the object under key '%s' expired while it was being spilled; "
+                 "retry", key);
+        rc = PINPOOL_EBUSY;
+    } else if (o != NULL) {
         snprintf(msg, msglen, "an object already exists under key '%s' (remove or acquire it "
                  "first)", key);
         rc = PINPOOL_EEXIST;

@@ -241,6 +241,25 @@ bool do_wait_obj(srv_t *srv, uint64_t deadline_ns)
     return true;
 }
 
+/* A spill victim whose TTL passed is dropped instead (its room is free at
+ * once, and no expired object is ever in flight): true if it was (lock held,
+ * dropped while its old copy is removed). */
+static bool do_drop_if_expired(srv_t *srv, obj_t *o)
+{
+    srv_tkey_t copy;
+
+    if (o->expires_ns == 0 || o->expires_ns > mono_ns())
+        return false;
+    do_drop_obj(srv, o, &copy);
+    srv->sp.expired++;
+    if (copy.len > 0) {
+        pthread_mutex_unlock(&srv->lock);
+        srv_tier_forget(srv, &copy);
+        pthread_mutex_lock(&srv->lock);
+    }
+    return true;
+}
+
 /*
  * The host pool is short of room: spill the least recently used released
  * object, or wait for a spill in flight.  Lock held; dropped meanwhile.
@@ -253,6 +272,8 @@ bool do_make_room(srv_t *srv)
     if (srv->tier == NULL || srv->shutting_down)
         return false;
     o = objs_lru(srv->objs);
+    if (o != NULL && do_drop_if_expired(srv, o))
+        return true;
     if (o != NULL && mono_ns() >= srv->tier_backoff_ns)
         return do_spill(srv, o) == 0;
     if (srv->spilling_now > 0)
@@ -468,8 +489,9 @@ static void *maint_thread(void *arg)
                srv->low_watermark > 0 && srv->ready == srv->nchunks) {
             pool_stats_t st;
             pool_get_stats(srv->pools[HOST_POOL], &st);
-            if (st.free >= srv->low_watermark || (o = objs_lru(srv->objs)) == NULL ||
-                do_spill(srv, o) != 0)
+            if (st.free >= srv->low_watermark || (o = objs_lru(srv->objs)) == NULL)
+                break;
+            if (!do_drop_if_expired(srv, o) && do_spill(srv, o) != 0)
                 break;
         }
     }

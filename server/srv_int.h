@@ -45,7 +45,8 @@
  *     do_restore        around tier_get (the object is RESTORING), and inside
  *                       do_alloc_obj.
  *     do_wait_obj       waits on obj_cv (bounded, re-checking every 200 ms).
- *     do_make_room      in do_spill or do_wait_obj.
+ *     do_make_room      in do_spill or do_wait_obj, or around srv_tier_forget
+ *                       of an expired victim (dropped instead of spilled).
  *     do_alloc_obj      in do_make_room, or waiting on chunks_cv.
  *     do_settled        in do_wait_obj.
  *     srv_alloc         in do_make_room, or waiting on chunks_cv.
@@ -58,6 +59,8 @@
  *     srv_obj_get       in do_settled; reads a SPILLED object with tier_get
  *                       after the unlock.
  *     srv_obj_remove    in do_settled; the same srv_tier_forget.
+ *     srv_release       never; srv_tier_forget (of an expired object under
+ *                       the key) runs after the unlock.
  *     srv_wait_chunks   waits on chunks_cv.
  *     the maintenance thread: waits on maint_cv, spills (do_spill), and drops
  *                       the lock around srv_tier_forget of an expired

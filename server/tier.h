@@ -7,7 +7,8 @@
  * Never: touches the pool, gRPC or libev; it moves bytes between caller
  * buffers and the backend and nothing else.
  * Locking: every call may come from any thread.  The generic layer (tier.c)
- * keeps the statistics under its own mutex; a backend serialises what it must
+ * keeps the statistics under its own mutex, the index (if any) under its own
+ * (held across the index's writes; tier_index.c); a backend serialises what it must
  * (the Mooncake adapter has one command in flight at a time).  Calls may block
  * (disk I/O, the network): never call them while holding srv->lock.
  *
@@ -60,7 +61,7 @@
  * Errors are negative: PINPOOL_E* (INVAL for a bad key or URI, NOKEY, BUSY,
  * TIER for a backend failure with the backend's words in tier_errmsg) or
  * -errno (-ENOBUFS, -ETIMEDOUT when the backend did not answer in time,
- * -ENOSPC, -EIO...).  A timeout never leaves a half-done call behind: the
+ * -ENOSPC, -EIO, -EBADMSG for a damaged copy...).  A timeout never leaves a half-done call behind: the
  * backend is reset and the next call starts afresh.
  *
  * Batch forms take an array of items and fill each item's rc (and got); they

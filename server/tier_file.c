@@ -6,7 +6,11 @@
  * or a restart sees the old object or the new one) but a power loss may lose
  * recent puts.  Default fsync=1.
  *
- * Owns: the directory, its lock file and every file in it.
+ * Owns: the directory, its lock file and every file in it.  Its functions
+ * come in two kinds: the directory's (parse_uri, make_dirs, tfile_open: where
+ * it is, that it may be used, the lock) and the objects' (sweep, the names,
+ * the header, put/get/size/exists/remove/list), which never check the
+ * directory itself.
  * Never: follows a name out of the directory: every name is made by
  * escaping the key (below) and used relative to the directory's fd.
  * Locking: no lock of its own; the file system orders concurrent calls (a put

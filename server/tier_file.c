@@ -616,6 +616,14 @@ static int tfile_list(void *impl, tier_list_fn fn, void *arg)
         if (ofd >= 0)
             close(ofd);
         if (hrc == 0) {
+            char own[NAME_MAX_LEN + 1];
+            bool hashed;
+
+            key_name(h.key, h.keylen, own, &hashed);
+            if (strcmp(own, e->d_name) != 0) /* copied or renamed: not where its key lives */
+                hrc = tier__fail(-EBADMSG, "%s is damaged: its key belongs in %s", where, own);
+        }
+        if (hrc == 0) {
             te.key = h.key;
             te.keylen = h.keylen;
             te.size = h.size;

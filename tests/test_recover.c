@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "daemon.h"
 #include "pinpool.h"
@@ -255,5 +256,87 @@ Test(recover, after_sigterm_resident_objects_are_back)
     cr_expect_eq(count_copies(), 0);
     test_pool_info(ctx, &pi);
     cr_expect_eq(pi.spill.objects, 0);
+    pinpool_close(ctx);
+}
+
+/* A copy of key as the file tier writes it (server/tier_file.c's PPTIER2
+ * format, named by the daemon's "UID/GEN/KEY"), with no TTL. */
+static void write_copy(uint64_t gen, const char *key, const void *data, uint32_t len)
+{
+    char name[128], path[512];
+    unsigned char hdr[4096] = {0}, meta[16] = {1};
+    uint64_t size = len;
+    uint32_t keylen, hlen = 4096, metalen = 16, crc, zero = 0;
+    int n, fd;
+
+    n = snprintf(name, sizeof(name), "%u/%016" PRIx64 "/%s", (unsigned)geteuid(), gen, key);
+    keylen = (uint32_t)n;
+    memcpy(hdr, "PPTIER2\n", 8);
+    memcpy(hdr + 8, &size, 8);
+    memcpy(hdr + 16, &keylen, 4);
+    memcpy(hdr + 20, &hlen, 4);
+    memcpy(hdr + 24, &metalen, 4);
+    crc = (uint32_t)crc32(0, data, len);
+    memcpy(hdr + 28, &crc, 4);
+    memcpy(hdr + 32, &zero, 4);
+    memcpy(hdr + 40, name, keylen);
+    memcpy(hdr + 40 + keylen, meta, metalen);
+    crc = (uint32_t)crc32(0, hdr, 40 + keylen + metalen);
+    memcpy(hdr + 32, &crc, 4);
+    spill_dir(path, sizeof(path));
+    n = (int)strlen(path);
+    snprintf(path + n, sizeof(path) - (size_t)n, "/o.%u%%2F%016" PRIx64 "%%2F%s",
+             (unsigned)geteuid(), gen, key);
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    cr_assert_geq(fd, 0, "%s", path);
+    cr_assert_eq(write(fd, hdr, sizeof(hdr)), (ssize_t)sizeof(hdr));
+    cr_assert_eq(write(fd, data, len), (ssize_t)len);
+    close(fd);
+}
+
+/* Two generations of one key in the tier (a removal of the old one did not
+ * happen before a crash): the newer is the object, the older is removed.  A
+ * copy of an older daemon's run (a lower generation, no newer one) comes back. */
+Test(recover, the_newer_generation_wins_and_the_older_copy_goes)
+{
+    char old[5000], other[5000];
+
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "32MiB", "--chunk-size", "16MiB",
+                                   "--spill-low-watermark", "1", "--log-level", "debug", NULL), 0);
+    pinpool_ctx_t *ctx = test_connect(&d);
+    put_value(ctx, "k", 21, 0);
+    for (int i = 0; i < 500 && count_copies() < 1; i++)
+        usleep(10000);
+    pinpool_close(ctx);
+    cr_assert_eq(stop_keeping_state(SIGKILL), 128 + SIGKILL);
+    cr_assert_eq(count_copies(), 1);
+    test_fill(old, sizeof(old), 22);
+    write_copy(1, "k", old, sizeof(old));   /* k's older generation */
+    test_fill(other, sizeof(other), 23);
+    write_copy(2, "k2", other, sizeof(other)); /* another key, from long ago */
+    cr_assert_eq(count_copies(), 3);
+
+    cr_assert_eq(test_daemon_restart(&d, "--mem-pool-size", "32MiB", "--chunk-size", "16MiB",
+                                     "--spill-low-watermark", "1", "--log-level", "debug",
+                                     NULL), 0);
+    ctx = test_connect(&d);
+    expect_value(ctx, "k", 21);
+    expect_value(ctx, "k2", 23);
+    cr_expect(log_has("2 objects recovered"), "the summary counts k and k2");
+    cr_expect(log_has("1 older generations"), "the summary counts k's older copy");
+    cr_expect_eq(count_copies(), 2, "k's older copy is gone");
+    cr_expect_eq(pinpool_remove(ctx, "k"), 0);
+    cr_expect_eq(pinpool_remove(ctx, "k2"), 0);
+    cr_expect_eq(count_copies(), 0);
+    /* new objects get generations past every one found */
+    put_value(ctx, "k", 24, 0);
+    for (int i = 0; i < 500 && count_copies() < 1; i++)
+        usleep(10000);
+    char path[512];
+    copy_file("k", path, sizeof(path));
+    const char *g = strstr(path, "%2F");
+    cr_assert_not_null(g, "%s", path);
+    cr_expect_gt(strtoull(g + 3, NULL, 16), 2, "%s", path);
+    cr_expect_eq(pinpool_remove(ctx, "k"), 0);
     pinpool_close(ctx);
 }

@@ -28,7 +28,9 @@
  *   srv_obj_put, srv_obj_get, srv_obj_remove
  *                           for an object that another call spills or
  *                           restores; get reads a spilled object from the
- *                           tier, put and remove delete its stale tier copy;
+ *                           tier, put and remove delete its stale tier copy
+ *                           (and release that of an expired object);
+ *   srv_persist_objects     writes every resident object to the tier;
  *   srv_spill_info          asks the tier for its statistics after unlocking.
  * A wait for another call's object is bounded (120 s, then PINPOOL_ETIMEOUT);
  * srv_begin_shutdown ends the waits (PINPOOL_ESHUTDOWN).  What a call may

@@ -49,6 +49,7 @@
 #define SHARD_HDR 16
 #define ENTRY_HDR 24
 #define FLAG_DEAD 1u
+#define LIST_BATCH 256 /* entries asked about in one exists batch */
 
 struct entry {
     RB_ENTRY(entry) node;
@@ -481,32 +482,49 @@ int tier_index_list(tier_index_t *x, tier_list_fn fn, void *arg)
         x->lost_shards = 0;
         rc = fn(&te, arg);
     }
-    for (e = RB_MIN(entry_tree, &x->tree); e != NULL && rc == 0; e = next) {
-        next = RB_NEXT(entry_tree, &x->tree, e);
-        if (e->dead) {
-            int r = x->ops->remove(x->impl, e->key, e->keylen);
+    /* In groups, each asked about in one exists batch. */
+    for (e = RB_MIN(entry_tree, &x->tree); e != NULL && rc == 0;) {
+        struct entry *group[LIST_BATCH];
+        tier_item_t items[LIST_BATCH];
+        size_t n = 0;
 
-            if (r == 0 || r == PINPOOL_ENOKEY) {
-                rc = report(e, "removed before the restart, its copy left behind then "
-                               "(a reader's lease): deleted now", fn, arg);
-                drop(x, e);
+        for (; e != NULL && n < LIST_BATCH && rc == 0; e = next) {
+            next = RB_NEXT(entry_tree, &x->tree, e);
+            if (e->dead) {
+                int r = x->ops->remove(x->impl, e->key, e->keylen);
+
+                if (r == 0 || r == PINPOOL_ENOKEY) {
+                    rc = report(e, "removed before the restart, its copy left behind then "
+                                   "(a reader's lease): deleted now", fn, arg);
+                    drop(x, e);
+                }
+                continue;
             }
-            continue;
+            items[n] = (tier_item_t){.key = e->key, .keylen = e->keylen};
+            group[n++] = e;
         }
-        int r = x->ops->exists(x->impl, e->key, e->keylen);
-        if (r == 0) {
-            rc = report(e, "gone from the tier (evicted, or lost with the tier's master)", fn,
-                        arg);
-            drop(x, e);
-        } else if (r == 1) {
-            char where[TIER_KEY_MAX + 1];
-            tier_entry_t te = {.key = e->key, .keylen = e->keylen, .size = e->size,
-                               .meta = e->meta, .metalen = e->metalen, .where = where};
+        if (x->ops->exists_batch != NULL && n > 0)
+            x->ops->exists_batch(x->impl, items, n);
+        else
+            for (size_t i = 0; i < n; i++)
+                items[i].rc = x->ops->exists(x->impl, items[i].key, items[i].keylen);
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            struct entry *g = group[i];
 
-            snprintf(where, sizeof(where), "%.*s", (int)e->keylen, (const char *)e->key);
-            rc = fn(&te, arg);
-        } else {
-            rc = r; /* the backend failed: stop, say why */
+            if (items[i].rc == 0) {
+                rc = report(g, "gone from the tier (evicted, or lost with the tier's master)",
+                            fn, arg);
+                drop(x, g);
+            } else if (items[i].rc == 1) {
+                char where[TIER_KEY_MAX + 1];
+                tier_entry_t te = {.key = g->key, .keylen = g->keylen, .size = g->size,
+                                   .meta = g->meta, .metalen = g->metalen, .where = where};
+
+                snprintf(where, sizeof(where), "%.*s", (int)g->keylen, (const char *)g->key);
+                rc = fn(&te, arg);
+            } else {
+                rc = items[i].rc; /* the backend failed: stop, say why */
+            }
         }
     }
     write_dirty(x);

@@ -340,3 +340,42 @@ Test(recover, the_newer_generation_wins_and_the_older_copy_goes)
     cr_expect_eq(pinpool_remove(ctx, "k"), 0);
     pinpool_close(ctx);
 }
+
+/* A copy whose bytes were damaged while the daemon was down passes the
+ * header checks at start; its first read finds the CRC wrong: Get answers
+ * NOT_FOUND saying so, and the object and its copy are gone (never other
+ * bytes). */
+Test(recover, a_damaged_payload_is_caught_at_its_first_read)
+{
+    char path[512];
+    char buf[6000];
+    uint64_t got = 0;
+    int fd, rc;
+
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "32MiB", "--chunk-size", "16MiB",
+                                   "--spill-low-watermark", "1", NULL), 0);
+    pinpool_ctx_t *ctx = test_connect(&d);
+    put_value(ctx, "bad", 31, 0);
+    for (int i = 0; i < 500 && count_copies() < 1; i++)
+        usleep(10000);
+    pinpool_close(ctx);
+    cr_assert_eq(stop_keeping_state(SIGKILL), 128 + SIGKILL);
+    copy_file("bad", path, sizeof(path));
+    cr_assert_neq(path[0], '\0');
+    fd = open(path, O_WRONLY);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(pwrite(fd, "??", 2, 4096 + 1000), 2);
+    close(fd);
+
+    cr_assert_eq(test_daemon_restart(&d, "--mem-pool-size", "32MiB", "--chunk-size", "16MiB",
+                                     "--spill-low-watermark", "1", NULL), 0);
+    ctx = test_connect(&d);
+    cr_assert_eq(pinpool_exists(ctx, "bad"), 1, "its header is whole: it is listed");
+    rc = pinpool_get(ctx, "bad", buf, sizeof(buf), &got);
+    cr_expect_eq(rc, PINPOOL_ENOKEY, "%s: %s", pinpool_err_name(rc), pinpool_errmsg(ctx));
+    TEST_EXPECT_IN(pinpool_errmsg(ctx), "damaged");
+    cr_expect_eq(pinpool_exists(ctx, "bad"), 0, "the object is gone");
+    cr_expect_eq(count_copies(), 0, "and its copy");
+    cr_expect(log_has("is damaged"), "the log says so");
+    pinpool_close(ctx);
+}

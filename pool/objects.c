@@ -21,6 +21,7 @@ struct node {
     RB_ENTRY(node) by_key;
     TAILQ_ENTRY(node) lru;
     obj_t o; /* handed out as obj_t *; node_of() gets back */
+    char key[]; /* o.key points here */
 };
 
 static int node_cmp(const struct node *a, const struct node *b)
@@ -38,6 +39,8 @@ struct objs {
     struct obj_tree tree;
     struct lru_list lru; /* head: least recently used */
     uint64_t clock;
+    uint64_t gen; /* the largest generation handed out or seen */
+    uint32_t max; /* records at most; 0: no limit */
     objs_stats_t st;
 };
 
@@ -48,7 +51,7 @@ static struct node *node_of(obj_t *o)
 
 #define debug_check(t, op) POOL_CHECK_AFTER(objs_check, t, "objects", op)
 
-int objs_create(objs_t **out)
+int objs_create(objs_t **out, uint32_t max_objects)
 {
     objs_t *t = calloc(1, sizeof(*t));
 
@@ -56,8 +59,35 @@ int objs_create(objs_t **out)
         return -ENOMEM;
     RB_INIT(&t->tree);
     TAILQ_INIT(&t->lru);
+    t->max = max_objects;
     *out = t;
     return 0;
+}
+
+size_t objs_record_bytes(size_t keylen)
+{
+    return sizeof(struct node) + keylen + 1;
+}
+
+void objs_seed_gen(objs_t *t, uint64_t gen)
+{
+    if (gen > t->gen)
+        t->gen = gen;
+}
+
+uint64_t objs_last_gen(const objs_t *t)
+{
+    return t->gen;
+}
+
+uint32_t objs_max(const objs_t *t)
+{
+    return t->max;
+}
+
+uint32_t objs_count(const objs_t *t)
+{
+    return t->st.total;
 }
 
 void objs_destroy(objs_t *t)
@@ -87,7 +117,7 @@ obj_t *objs_find(objs_t *t, const char *key)
 
     if (len == 0 || len > OBJ_KEY_MAX)
         return NULL;
-    memcpy(k.o.key, key, len + 1);
+    k.o.key = key;
     n = RB_FIND(obj_tree, &t->tree, &k);
     return n != NULL ? &n->o : NULL;
 }
@@ -98,36 +128,62 @@ static void count(objs_t *t, const obj_t *o, int sign)
     t->st.bytes[o->state] += (uint64_t)(int64_t)sign * o->size;
 }
 
-int objs_insert(objs_t *t, const char *key, uint64_t size, uint64_t slice, uint64_t offset,
-                uint64_t extent, uint64_t expires_ns, obj_t **out)
+/* A new record in state (RESIDENT: in the LRU list), or an error. */
+static int insert(objs_t *t, const char *key, uint32_t uid, uint64_t gen, obj_state_t state,
+                  uint64_t size, uint64_t slice, uint64_t offset, uint64_t extent,
+                  uint64_t expires_ns, obj_t **out)
 {
     struct node *n;
     size_t len = key != NULL ? strlen(key) : 0;
 
-    if (len == 0 || len > OBJ_KEY_MAX || size == 0 || slice == 0 || extent < size)
+    if (len == 0 || len > OBJ_KEY_MAX || size == 0 || (state == OBJ_RESIDENT && slice == 0) ||
+        (slice != 0 && extent < size))
         return PINPOOL_EINVAL;
     if (objs_find(t, key) != NULL)
         return PINPOOL_EEXIST;
-    n = calloc(1, sizeof(*n));
+    if (t->max != 0 && t->st.total >= t->max)
+        return PINPOOL_ENOSPC;
+    n = calloc(1, objs_record_bytes(len));
     if (n == NULL)
         return -ENOMEM;
-    memcpy(n->o.key, key, len + 1);
+    memcpy(n->key, key, len + 1);
+    n->o.key = n->key;
     n->o.keylen = len;
-    n->o.state = OBJ_RESIDENT;
+    n->o.uid = uid;
+    n->o.gen = gen;
+    n->o.state = state;
     n->o.size = size;
     n->o.slice = slice;
-    n->o.offset = offset;
-    n->o.extent = extent;
+    n->o.offset = slice != 0 ? offset : 0;
+    n->o.extent = slice != 0 ? extent : 0;
     n->o.expires_ns = expires_ns;
+    n->o.in_tier = state == OBJ_SPILLED;
     n->o.last_use = ++t->clock;
     RB_INSERT(obj_tree, &t->tree, n);
-    TAILQ_INSERT_TAIL(&t->lru, n, lru);
+    if (state == OBJ_RESIDENT)
+        TAILQ_INSERT_TAIL(&t->lru, n, lru);
     count(t, &n->o, 1);
     t->st.total++;
+    objs_seed_gen(t, gen);
     if (out != NULL)
         *out = &n->o;
     debug_check(t, "objs_insert");
     return 0;
+}
+
+int objs_insert(objs_t *t, const char *key, uint32_t uid, uint64_t size, uint64_t slice,
+                uint64_t offset, uint64_t extent, uint64_t expires_ns, obj_t **out)
+{
+    return insert(t, key, uid, t->gen + 1, OBJ_RESIDENT, size, slice, offset, extent,
+                  expires_ns, out);
+}
+
+int objs_insert_spilled(objs_t *t, const char *key, uint32_t uid, uint64_t gen, uint64_t size,
+                        uint64_t expires_ns, obj_t **out)
+{
+    if (gen == 0)
+        return PINPOOL_EINVAL;
+    return insert(t, key, uid, gen, OBJ_SPILLED, size, 0, 0, 0, expires_ns, out);
 }
 
 void objs_remove(objs_t *t, obj_t *o)
@@ -273,6 +329,9 @@ int objs_check(const objs_t *t, char *msg, size_t msglen)
             FAIL("object '%s' is %s without a slice", o->key, objs_state_name(o->state));
         if (o->state == OBJ_SPILLED && o->slice != 0)
             FAIL("object '%s' is spilled but holds slice %" PRIu64, o->key, o->slice);
+        if (o->gen == 0 || o->gen > u->gen)
+            FAIL("object '%s': generation %" PRIu64 " outside 1..%" PRIu64, o->key, o->gen,
+                 u->gen);
         if (o->slice != 0 && o->extent < o->size)
             FAIL("object '%s': extent %" PRIu64 " < size %" PRIu64, o->key, o->extent, o->size);
         st.count[o->state]++;

@@ -47,8 +47,10 @@ typedef struct objs objs_t;
 
 /* A record; the caller may read every field, and change none directly. */
 typedef struct obj {
-    char key[OBJ_KEY_MAX + 1]; /* NUL-terminated */
+    const char *key;     /* NUL-terminated, 1..OBJ_KEY_MAX bytes (stored with the record) */
     size_t keylen;
+    uint32_t uid;        /* the owner's uid */
+    uint64_t gen;        /* generation: unique to this record, larger is newer (see below) */
     obj_state_t state;
     uint64_t size;       /* bytes of the object */
     uint64_t slice;      /* the pool slice holding the bytes, 0 if none */
@@ -60,13 +62,33 @@ typedef struct obj {
     bool in_tier;        /* a copy is in the tier (spilled, or restored and not yet removed) */
 } obj_t;
 
+/*
+ * Generations.  Every record gets one when it is made: one more than the
+ * largest the table has handed out or been told of (objs_seed_gen, and every
+ * objs_insert_spilled), so a generation names one record, never a later one
+ * under the same key.  The caller names tier copies by it.
+ *
+ * Limit.  objs_create's max_objects bounds the records (0: none): an insert
+ * beyond it fails with PINPOOL_ENOSPC, so the table's memory is at most
+ * max_objects * objs_record_bytes(OBJ_KEY_MAX).
+ */
+
 typedef struct objs_stats {
     uint32_t count[OBJ_NSTATES];
     uint64_t bytes[OBJ_NSTATES]; /* object sizes per state */
     uint32_t total;
 } objs_stats_t;
 
-int objs_create(objs_t **out);
+int objs_create(objs_t **out, uint32_t max_objects);
+/* Bytes one record with a key of keylen bytes takes (the limit's arithmetic). */
+size_t objs_record_bytes(size_t keylen);
+/* Every later generation is larger than gen. */
+void objs_seed_gen(objs_t *t, uint64_t gen);
+/* The largest generation handed out or seen so far. */
+uint64_t objs_last_gen(const objs_t *t);
+uint32_t objs_max(const objs_t *t);
+/* Records in the table. */
+uint32_t objs_count(const objs_t *t);
 /* Frees every record (their slices are the caller's business). NULL ok. */
 void objs_destroy(objs_t *t);
 
@@ -75,11 +97,19 @@ const char *objs_state_name(obj_state_t s);
 /* The record under key, or NULL. */
 obj_t *objs_find(objs_t *t, const char *key);
 /*
- * A new RESIDENT record for key holding slice (offset, extent), most recently
- * used.  PINPOOL_EINVAL (bad key or size 0, slice 0), PINPOOL_EEXIST, -ENOMEM.
+ * A new RESIDENT record for key (owned by uid, a new generation) holding slice
+ * (offset, extent), most recently used.  PINPOOL_EINVAL (bad key or size 0,
+ * slice 0), PINPOOL_EEXIST, PINPOOL_ENOSPC (max_objects), -ENOMEM.
  */
-int objs_insert(objs_t *t, const char *key, uint64_t size, uint64_t slice, uint64_t offset,
-                uint64_t extent, uint64_t expires_ns, obj_t **out);
+int objs_insert(objs_t *t, const char *key, uint32_t uid, uint64_t size, uint64_t slice,
+                uint64_t offset, uint64_t extent, uint64_t expires_ns, obj_t **out);
+/*
+ * A new SPILLED record (its copy is in the tier: in_tier) of generation gen,
+ * which must be new (larger generations follow it).  For copies found in the
+ * tier at start.  Errors as objs_insert (PINPOOL_EINVAL for gen 0).
+ */
+int objs_insert_spilled(objs_t *t, const char *key, uint32_t uid, uint64_t gen, uint64_t size,
+                        uint64_t expires_ns, obj_t **out);
 /* Forget o (any state; the caller has dealt with its slice and tier copy). */
 void objs_remove(objs_t *t, obj_t *o);
 /* Mark o most recently used (RESIDENT only; others have no LRU place). */

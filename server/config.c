@@ -75,6 +75,11 @@ static const srv_option_t options[] = {
      NUM_FIELD(client_quota), 0, 1ull << 50, 0, NULL, "no limit"},
     {"max-clients", OPT_UINT, "0", "N", "most clients at once (0: no limit)",
      NUM_FIELD(max_clients), 0, 1u << 20, 0, NULL, "no limit"},
+    {"max-objects", OPT_UINT, "1048576", "N",
+     "most named objects (released slices and Put objects, resident or spilled) at once; "
+     "beyond it Put and Release fail with RESOURCE_EXHAUSTED. A record takes at most 0.7 KiB "
+     "of the daemon's heap (keys are at most 512 bytes; ~0.2 KiB with short keys), so the "
+     "default bounds the object table to 700 MiB", NUM_FIELD(max_objects), 1, 1u << 26, 0, NULL, NULL},
     {"metrics", OPT_STRING, "", "HOST:PORT",
      "serve Prometheus metrics at http://HOST:PORT/metrics (off by default; use a loopback "
      "address, e.g. 127.0.0.1:9464; port 0 picks one)", STR_FIELD(metrics), 0, 0, 0, NULL, NULL},

@@ -22,6 +22,7 @@ typedef struct srv_config {
     uint64_t device_pool_size;
     uint64_t client_quota;
     uint64_t max_clients;
+    uint64_t max_objects;
     char allow_uid[128];
     char allow_gid[128];
     char detached_clients[4];

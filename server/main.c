@@ -361,6 +361,7 @@ out:
     rpc_server_stop(d.rpc, SHUTDOWN_GRACE_S);
     srv_metrics_stop(d.metrics);
     srv_fdsock_close(d.fdsock);
+    srv_persist_objects(d.srv); /* resident objects to the tier, for the next start */
     srv_destroy(d.srv);
     if (d.loop != NULL)
         ev_loop_destroy(d.loop);

@@ -11,7 +11,12 @@
  * copy bytes in and out.  Kept slices ("kept:<tag>", slices.c) are the other
  * kind of named memory: always resident, never spilled, mapped by anyone.
  * A TTL makes an object invisible once it passes; the maintenance thread
- * (spill.c) removes it.
+ * (spill.c) removes it.  TTLs saturate: 0 is none, and one whose expiry lies
+ * past what the monotonic clock counts (2^64 ns, ~584 years) never passes.
+ * Every object has an owner uid (the daemon's own until callers carry one)
+ * and a generation (pool/objects.c) that names its tier copy.  The table
+ * holds --max-objects objects at most: a Put or Release beyond fails with
+ * PINPOOL_ENOSPC (RESOURCE_EXHAUSTED) naming the limit.
  * Never: spills or restores (spill.c does, with do_restore for Acquire), or
  * writes to the tier; it reads a spilled object for Get itself (without
  * restoring it) and has spill.c remove stale tier copies (srv_tier_forget).
@@ -31,6 +36,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include "log.h"
 #include "pinpool.h"
 
@@ -47,9 +54,33 @@ static int check_client_and_key(const char *client_id, const char *key, char *ms
     return rc != 0 ? rc : check_key(key, msg, msglen);
 }
 
+/* The monotonic expiry of a TTL: 0 none; saturated at UINT64_MAX (never). */
 static uint64_t expiry(uint64_t ttl_ms)
 {
-    return ttl_ms != 0 ? mono_ns() + ttl_ms * 1000000ull : 0;
+    uint64_t now = mono_ns();
+
+    if (ttl_ms == 0)
+        return 0;
+    if (ttl_ms > (UINT64_MAX - now) / 1000000ull)
+        return UINT64_MAX;
+    return now + ttl_ms * 1000000ull;
+}
+
+/* The uid that owns a new object: the daemon's own for now (wave 3: the
+ * caller's, c->uid). */
+static uint32_t owner_uid(void)
+{
+    return (uint32_t)geteuid();
+}
+
+/* objs_insert's error for a person (lock held). */
+static void explain_insert_error(srv_t *srv, const char *key, int rc, char *msg, size_t msglen)
+{
+    if (rc == PINPOOL_ENOSPC)
+        snprintf(msg, msglen, "cannot store object '%s': the daemon holds --max-objects %" PRIu32
+                 " objects already (remove some, or raise the limit)", key, objs_max(srv->objs));
+    else
+        snprintf(msg, msglen, "cannot record object '%s': %s", key, pinpool_strerror(rc));
 }
 
 int srv_objects_open(srv_t *srv, char *err, size_t errlen)
@@ -57,7 +88,7 @@ int srv_objects_open(srv_t *srv, char *err, size_t errlen)
     (void)err;
     (void)errlen;
     srv->obj_owner = srv->next_owner++;
-    return objs_create(&srv->objs);
+    return objs_create(&srv->objs, (uint32_t)srv->cfg.max_objects);
 }
 
 /*
@@ -72,36 +103,55 @@ static obj_t *do_settled(srv_t *srv, const char *key, bool resident_ok_while_spi
 
     for (;;) {
         obj_t *o = objs_find(srv->objs, key);
+        if (o != NULL && o->state != OBJ_RESIDENT && o->state != OBJ_SPILLED &&
+            !(resident_ok_while_spilling && o->state == OBJ_SPILLING)) {
+            o->waiters++;
+            bool more = do_wait_obj(srv, deadline);
+            o = objs_find(srv->objs, key);
+            if (o != NULL)
+                o->waiters--;
+            if (!more) {
+                *rc = do_shutdown_error(srv, msg, msglen);
+                if (*rc == 0) {
+                    snprintf(msg, msglen, "object '%s' is still being spilled or restored; "
+                             "retry", key);
+                    *rc = PINPOOL_ETIMEOUT;
+                }
+                return NULL;
+            }
+            continue;
+        }
+        /* Settled (or absent); an expired one is absent to every caller. */
         if (o == NULL || (o->expires_ns != 0 && o->expires_ns <= mono_ns())) {
             snprintf(msg, msglen, "no object under key '%s'", key);
             *rc = PINPOOL_ENOKEY;
             return NULL;
         }
-        if (o->state == OBJ_RESIDENT || o->state == OBJ_SPILLED ||
-            (resident_ok_while_spilling && o->state == OBJ_SPILLING))
-            return o;
-        o->waiters++;
-        bool more = do_wait_obj(srv, deadline);
-        o = objs_find(srv->objs, key);
-        if (o != NULL)
-            o->waiters--;
-        if (!more) {
-            *rc = do_shutdown_error(srv, msg, msglen);
-            if (*rc == 0) {
-                snprintf(msg, msglen, "object '%s' is still being spilled or restored; retry",
-                         key);
-                *rc = PINPOOL_ETIMEOUT;
-            }
-            return NULL;
-        }
+        return o;
+    }
+}
+
+/* An object under key whose TTL passed but that the maintenance thread has
+ * not dropped yet goes now (lock held), so that a new one can take the key;
+ * its copy's name into *copy. */
+static void do_drop_expired(srv_t *srv, const char *key, srv_tkey_t *copy)
+{
+    obj_t *o = objs_find(srv->objs, key);
+
+    if (o != NULL && o->expires_ns != 0 && o->expires_ns <= mono_ns() &&
+        (o->state == OBJ_RESIDENT || o->state == OBJ_SPILLED)) {
+        do_drop_obj(srv, o, copy);
+        srv->sp.expired++;
     }
 }
 
 /* Drop o (settled) from the table and the pool; its tier copy, if any, is
- * removed by the caller after unlocking (*tier_copy set). */
-void do_drop_obj(srv_t *srv, obj_t *o, bool *tier_copy)
+ * removed by the caller after unlocking (copy). */
+void do_drop_obj(srv_t *srv, obj_t *o, srv_tkey_t *copy)
 {
-    *tier_copy = o->in_tier;
+    copy->len = 0;
+    if (o->in_tier)
+        do_tier_key(o, copy);
     if (o->slice != 0)
         pool_free(srv->pools[HOST_POOL], o->slice, srv->obj_owner, NULL);
     objs_remove(srv->objs, o);
@@ -113,12 +163,15 @@ int srv_release(srv_t *srv, const char *client_id, uint64_t slice_id, const char
 {
     struct srv_client *c;
     pool_slice_info_t info;
+    srv_tkey_t copy = {.len = 0};
+    obj_t *o;
     int pool, rc;
 
     rc = check_client_and_key(client_id, key, msg, msglen);
     if (rc != 0)
         return rc;
     pthread_mutex_lock(&srv->lock);
+    do_drop_expired(srv, key, &copy); /* its TTL passed: the key is free */
     c = do_find_client(srv, client_id);
     if (do_lookup(srv, slice_id, &pool, &info) != 0) {
         snprintf(msg, msglen, "no slice %" PRIu64 " in the pool", slice_id);
@@ -131,13 +184,18 @@ int srv_release(srv_t *srv, const char *client_id, uint64_t slice_id, const char
         snprintf(msg, msglen, "slice %" PRIu64 " is a device slice: only host slices can be "
                  "released and spilled", slice_id);
         rc = PINPOOL_EINVAL;
-    } else if (objs_find(srv->objs, key) != NULL) {
+    } else if ((o = objs_find(srv->objs, key)) != NULL && o->expires_ns != 0 &&
+               o->expires_ns <= mono_ns()) { /* expired while a spill was writing it */
+        snprintf(msg, msglen, "the object under key '%s' expired while it was being spilled; "
+                 "retry", key);
+        rc = PINPOOL_EBUSY;
+    } else if (o != NULL) {
         snprintf(msg, msglen, "an object already exists under key '%s' (remove or acquire it "
                  "first)", key);
         rc = PINPOOL_EEXIST;
-    } else if ((rc = objs_insert(srv->objs, key, info.size, info.id, info.offset, info.extent,
-                                 expiry(ttl_ms), NULL)) != 0) {
-        snprintf(msg, msglen, "cannot record object '%s': %s", key, pinpool_strerror(rc));
+    } else if ((rc = objs_insert(srv->objs, key, owner_uid(), info.size, info.id, info.offset,
+                                 info.extent, expiry(ttl_ms), NULL)) != 0) {
+        explain_insert_error(srv, key, rc, msg, msglen);
     } else if ((rc = pool_set_owner(srv->pools[HOST_POOL], info.id, c->owner, srv->obj_owner)) !=
                0) {
         objs_remove(srv->objs, objs_find(srv->objs, key));
@@ -150,6 +208,7 @@ int srv_release(srv_t *srv, const char *client_id, uint64_t slice_id, const char
         srv_debug("client %s released slice %" PRIx64 " as '%s'", client_id, slice_id, key);
     }
     pthread_mutex_unlock(&srv->lock);
+    srv_tier_forget(srv, &copy);
     return rc;
 }
 
@@ -158,7 +217,7 @@ int srv_acquire(srv_t *srv, const char *client_id, const char *key, srv_slice_t 
 {
     struct srv_client *c;
     pool_slice_info_t info;
-    bool tier_copy = false;
+    srv_tkey_t copy = {.len = 0};
     obj_t *o;
     int rc;
 
@@ -195,15 +254,16 @@ int srv_acquire(srv_t *srv, const char *client_id, const char *key, srv_slice_t 
         }
         pool_lookup(srv->pools[HOST_POOL], o->slice, &info);
         do_describe(srv, HOST_POOL, &info, out);
-        tier_copy = o->in_tier;
+        if (o->in_tier)
+            do_tier_key(o, &copy);
         objs_remove(srv->objs, o);
         pthread_cond_broadcast(&srv->obj_cv);
         srv_debug("client %s acquired '%s' as slice %" PRIx64, client_id, key, out->info.id);
         break;
     }
     pthread_mutex_unlock(&srv->lock);
-    if (rc == 0 && tier_copy)
-        srv_tier_forget(srv, key);
+    if (rc == 0)
+        srv_tier_forget(srv, &copy);
     return rc;
 }
 
@@ -211,7 +271,7 @@ int srv_obj_put(srv_t *srv, const char *key, const void *data, uint64_t len, uin
                 char *msg, size_t msglen)
 {
     pool_slice_info_t info;
-    bool tier_copy = false;
+    srv_tkey_t copy = {.len = 0};
     obj_t *o;
     int rc;
 
@@ -226,9 +286,16 @@ int srv_obj_put(srv_t *srv, const char *key, const void *data, uint64_t len, uin
     /* Replace: drop what is there first (Mooncake's put would ignore it). */
     o = do_settled(srv, key, false, &rc, msg, msglen);
     if (o != NULL)
-        do_drop_obj(srv, o, &tier_copy);
+        do_drop_obj(srv, o, &copy);
     else if (rc != PINPOOL_ENOKEY)
         goto out;
+    else
+        do_drop_expired(srv, key, &copy); /* settled now, if there */
+    if (o == NULL && objs_max(srv->objs) != 0 && objs_count(srv->objs) >= objs_max(srv->objs)) {
+        explain_insert_error(srv, key, PINPOOL_ENOSPC, msg, msglen); /* before any copying */
+        rc = PINPOOL_ENOSPC;
+        goto out;
+    }
     msg[0] = '\0';
     rc = do_alloc_obj(srv, len, &info, msg, msglen);
     if (rc != 0)
@@ -240,23 +307,24 @@ int srv_obj_put(srv_t *srv, const char *key, const void *data, uint64_t len, uin
         goto out;
     }
     memcpy(host_addr(srv, info.offset), data, len);
-    rc = objs_insert(srv->objs, key, len, info.id, info.offset, info.extent, expiry(ttl_ms), NULL);
+    rc = objs_insert(srv->objs, key, owner_uid(), len, info.id, info.offset, info.extent,
+                     expiry(ttl_ms), NULL);
     if (rc != 0) {
         pool_free(srv->pools[HOST_POOL], info.id, srv->obj_owner, NULL);
-        snprintf(msg, msglen, "cannot record object '%s': %s", key, pinpool_strerror(rc));
+        explain_insert_error(srv, key, rc, msg, msglen);
     }
     pthread_cond_signal(&srv->maint_cv);
 out:
     pthread_mutex_unlock(&srv->lock);
-    /* The old tier copy: a spill of the new object would replace it anyway. */
-    if (tier_copy)
-        srv_tier_forget(srv, key);
+    /* The old object's copy: its generation's, never the new object's. */
+    srv_tier_forget(srv, &copy);
     return rc;
 }
 
 int srv_obj_get(srv_t *srv, const char *key, void **data, uint64_t *len, char *msg, size_t msglen)
 {
-    uint64_t size, got = 0;
+    uint64_t size, got = 0, gen;
+    srv_tkey_t copy;
     void *buf;
     obj_t *o;
     int rc;
@@ -283,15 +351,28 @@ int srv_obj_get(srv_t *srv, const char *key, void **data, uint64_t *len, char *m
         objs_touch(srv->objs, o);
         pthread_mutex_unlock(&srv->lock);
     } else {
-        /* Read it from the tier without restoring it (a reader, not an owner). */
+        /* Read it from the tier without restoring it (a reader, not an owner):
+         * the copy of this generation (a removal meanwhile ends in ENOKEY). */
+        do_tier_key(o, &copy);
+        gen = o->gen;
         pthread_mutex_unlock(&srv->lock);
-        rc = tier_get(srv->tier, key, strlen(key), buf, size, &got);
+        rc = tier_get(srv->tier, copy.s, copy.len, buf, size, &got);
         if (rc == 0 && got != size)
             rc = PINPOOL_ETIER;
         if (rc != 0) {
             free(buf);
-            snprintf(msg, msglen, "cannot read '%s' from the spill tier: %s%s%s", key,
-                     pinpool_strerror(rc), tier_errmsg()[0] ? ": " : "", tier_errmsg());
+            snprintf(msg, msglen, "cannot read '%s' from the spill tier: %s%s%s%s", key,
+                     pinpool_strerror(rc), tier_errmsg()[0] ? ": " : "", tier_errmsg(),
+                     rc == -EBADMSG ? "; the object is removed" : "");
+            if (rc == -EBADMSG) {
+                pthread_mutex_lock(&srv->lock);
+                o = objs_find(srv->objs, key);
+                if (o != NULL && o->gen == gen && o->state == OBJ_SPILLED)
+                    do_drop_damaged(srv, o, &copy);
+                pthread_mutex_unlock(&srv->lock);
+                srv_tier_forget(srv, &copy);
+                return PINPOOL_ENOKEY;
+            }
             return rc == PINPOOL_ENOKEY ? rc : PINPOOL_ETIER;
         }
     }
@@ -316,7 +397,7 @@ int srv_obj_exists(srv_t *srv, const char *key, char *msg, size_t msglen)
 
 int srv_obj_remove(srv_t *srv, const char *key, char *msg, size_t msglen)
 {
-    bool tier_copy = false;
+    srv_tkey_t copy = {.len = 0};
     obj_t *o;
     int rc = check_key(key, msg, msglen);
 
@@ -325,11 +406,10 @@ int srv_obj_remove(srv_t *srv, const char *key, char *msg, size_t msglen)
     pthread_mutex_lock(&srv->lock);
     o = do_settled(srv, key, false, &rc, msg, msglen);
     if (o != NULL) {
-        do_drop_obj(srv, o, &tier_copy);
+        do_drop_obj(srv, o, &copy);
         rc = 0;
     }
     pthread_mutex_unlock(&srv->lock);
-    if (tier_copy)
-        srv_tier_forget(srv, key);
+    srv_tier_forget(srv, &copy);
     return rc;
 }

@@ -2,9 +2,16 @@
  * spill.c - moving objects to the spill tier and back, and the maintenance
  * thread.
  *
- * Owns: srv->tier, the spill counters (srv->sp), the spill back-off, and the
- * maintenance thread.  A released object may be spilled to srv->tier when
- * room is needed; slices in use never are.
+ * Owns: srv->tier, the spill counters (srv->sp), the spill back-off, the
+ * names of tier copies and what is stored with them, the queue of removals
+ * to retry (srv->stale), and the maintenance thread.  A released object may
+ * be spilled to srv->tier when room is needed; slices in use never are.
+ * Copies are versioned: an object's copy is named "UID/GEN/KEY" (srv_int.h),
+ * GEN the generation the object got when it was made, so every removal names
+ * exactly the copy it removes and no late removal (after the lock was
+ * dropped) can delete the copy of a newer object under the same key.  With
+ * each copy goes its expiry as wall-clock time (SRV_TMETA_LEN bytes), for
+ * recover.c to bring it back after a restart.
  * Spilling (do_spill): mark SPILLING, drop srv->lock, tier_put from the slice,
  * take the lock again, and only then free the slice (SPILLED); if the put
  * failed the object is RESIDENT again and nothing is lost.  Restoring
@@ -16,13 +23,14 @@
  * TIER_BACKOFF_MS (allocations fail fast with the reason) and the maintenance
  * thread retries.
  * The maintenance thread (maint_thread) wakes every MAINT_PERIOD_MS or when
- * signalled: it drops expired objects and spills LRU-first while free space is
- * below --spill-low-watermark (once every chunk is made).
+ * signalled: it drops expired objects, spills LRU-first while free space is
+ * below --spill-low-watermark (once every chunk is made), and retries the
+ * removals that failed (every TIER_BACKOFF_MS).
  * Never: chooses a slice in use, or calls the tier with srv->lock held.
  * Locking (see srv_int.h): do_spill, do_restore, do_make_room, do_alloc_obj and
  * do_wait_obj are called with srv->lock held and drop it meanwhile (the list
  * there says where); the maintenance thread holds it except while it waits,
- * spills, or removes an expired object's tier copy.
+ * spills, or removes tier copies.
  */
 #include "srv_int.h"
 
@@ -34,6 +42,11 @@
 
 #include "log.h"
 #include "pinpool.h"
+
+struct srv_stale {
+    struct srv_stale *next;
+    srv_tkey_t copy;
+};
 
 /* ---- life cycle ------------------------------------------------------------------ */
 
@@ -52,6 +65,89 @@ int srv_spill_open(srv_t *srv, char *err, size_t errlen)
             return rc;
         srv_info("spill tier: %s", srv->cfg.spill_tier);
     }
+    return srv_reconcile(srv, err, errlen);
+}
+
+static void srv_stale_close(srv_t *srv)
+{
+    while (srv->stale != NULL) {
+        struct srv_stale *s = srv->stale;
+
+        srv->stale = s->next;
+        free(s);
+    }
+    srv->nstale = 0;
+}
+
+/* ---- names and metadata of tier copies --------------------------------------------- */
+
+void do_tier_key(const obj_t *o, srv_tkey_t *out)
+{
+    int n = snprintf(out->s, sizeof(out->s), "%" PRIu32 "/%016" PRIx64 "/", o->uid, o->gen);
+
+    memcpy(out->s + n, o->key, o->keylen + 1);
+    out->len = (size_t)n + o->keylen;
+}
+
+int srv_tier_key_parse(const void *name, size_t len, uint32_t *uid, uint64_t *gen, char *key)
+{
+    const char *p = name, *end = p + len;
+    uint64_t u = 0, g = 0;
+    size_t i = 0;
+
+    for (; p < end && *p >= '0' && *p <= '9' && i < 10; p++, i++)
+        u = u * 10 + (uint64_t)(*p - '0');
+    if (i == 0 || u > UINT32_MAX || p == end || *p++ != '/')
+        return -1;
+    for (i = 0; i < 16; i++, p++) {
+        if (p == end || !((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+            return -1;
+        g = g * 16 + (uint64_t)(*p <= '9' ? *p - '0' : *p - 'a' + 10);
+    }
+    if (p == end || *p++ != '/' || end - p < 1 || end - p > OBJ_KEY_MAX || g == 0 ||
+        memchr(p, '\0', (size_t)(end - p)) != NULL)
+        return -1;
+    *uid = (uint32_t)u;
+    *gen = g;
+    memcpy(key, p, (size_t)(end - p));
+    key[end - p] = '\0';
+    return 0;
+}
+
+static uint64_t wall_ms(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
+}
+
+/* Version 1: u8 1, 7 bytes 0, u64 expiry in ms since the epoch (0: none;
+ * UINT64_MAX: later than the clocks can say, i.e. never). */
+void do_tier_meta(const obj_t *o, unsigned char meta[SRV_TMETA_LEN])
+{
+    uint64_t exp = 0, now = mono_ns();
+
+    if (o->expires_ns == UINT64_MAX)
+        exp = UINT64_MAX;
+    else if (o->expires_ns != 0) {
+        uint64_t left_ms = o->expires_ns > now ? (o->expires_ns - now + 999999) / 1000000u : 0;
+        uint64_t w = wall_ms();
+
+        exp = left_ms > UINT64_MAX - 1 - w ? UINT64_MAX : w + (left_ms > 0 ? left_ms : 1);
+    }
+    memset(meta, 0, SRV_TMETA_LEN);
+    meta[0] = 1;
+    memcpy(meta + 8, &exp, 8);
+}
+
+int srv_tier_meta_parse(const void *meta, uint32_t len, uint64_t *expires_ms)
+{
+    const unsigned char *m = meta;
+
+    if (len != SRV_TMETA_LEN || m[0] != 1)
+        return -1;
+    memcpy(expires_ms, m + 8, 8);
     return 0;
 }
 
@@ -72,6 +168,7 @@ void srv_maint_join(srv_t *srv)
 {
     if (srv->maint_started)
         pthread_join(srv->maint, NULL);
+    srv_stale_close(srv); /* the copies stay in the tier (the log said so) */
 }
 
 /* ---- spilling and restoring (lock held) ------------------------------------------------ */
@@ -90,18 +187,22 @@ static void note_tier_error(srv_t *srv, const char *what, const char *key, int r
  * during the put.  0: o is SPILLED and its slice is free.  Else o is RESIDENT
  * again, unchanged, and on-demand spilling backs off for a while.
  */
-static int do_spill(srv_t *srv, obj_t *o)
+int do_spill(srv_t *srv, obj_t *o)
 {
     uint64_t slice = o->slice, off = o->offset, extent = o->extent, size = o->size, t0;
-    char key[OBJ_KEY_MAX + 1];
+    unsigned char meta[SRV_TMETA_LEN];
+    const char *key = o->key; /* o stays ours, at the same address */
+    srv_tkey_t copy;
     int rc;
 
-    memcpy(key, o->key, o->keylen + 1);
+    do_tier_key(o, &copy);
+    do_tier_meta(o, meta);
     objs_set_state(srv->objs, o, OBJ_SPILLING, 0, 0, 0);
     srv->spilling_now++;
     pthread_mutex_unlock(&srv->lock);
     t0 = mono_ns();
-    rc = tier_put(srv->tier, key, strlen(key), host_addr(srv, off), size);
+    rc = tier_put_meta(srv->tier, copy.s, copy.len, host_addr(srv, off), size, meta,
+                       sizeof(meta));
     t0 = mono_ns() - t0;
     pthread_mutex_lock(&srv->lock);
     srv->spilling_now--;
@@ -112,7 +213,8 @@ static int do_spill(srv_t *srv, obj_t *o)
         srv->sp.spills++;
         srv->sp.spilled_bytes += size;
         srv->sp.spill_ns += t0;
-        srv_debug("spilled '%s' (%" PRIu64 " bytes) in %.3f ms", key, size, (double)t0 / 1e6);
+        srv_debug("spilled '%s' (%" PRIu64 " bytes) as '%s' in %.3f ms", key, size, copy.s,
+                  (double)t0 / 1e6);
     } else {
         objs_set_state(srv->objs, o, OBJ_RESIDENT, slice, off, extent);
         srv->sp.spill_failures++;
@@ -139,6 +241,25 @@ bool do_wait_obj(srv_t *srv, uint64_t deadline_ns)
     return true;
 }
 
+/* A spill victim whose TTL passed is dropped instead (its room is free at
+ * once, and no expired object is ever in flight): true if it was (lock held,
+ * dropped while its old copy is removed). */
+static bool do_drop_if_expired(srv_t *srv, obj_t *o)
+{
+    srv_tkey_t copy;
+
+    if (o->expires_ns == 0 || o->expires_ns > mono_ns())
+        return false;
+    do_drop_obj(srv, o, &copy);
+    srv->sp.expired++;
+    if (copy.len > 0) {
+        pthread_mutex_unlock(&srv->lock);
+        srv_tier_forget(srv, &copy);
+        pthread_mutex_lock(&srv->lock);
+    }
+    return true;
+}
+
 /*
  * The host pool is short of room: spill the least recently used released
  * object, or wait for a spill in flight.  Lock held; dropped meanwhile.
@@ -151,6 +272,8 @@ bool do_make_room(srv_t *srv)
     if (srv->tier == NULL || srv->shutting_down)
         return false;
     o = objs_lru(srv->objs);
+    if (o != NULL && do_drop_if_expired(srv, o))
+        return true;
     if (o != NULL && mono_ns() >= srv->tier_backoff_ns)
         return do_spill(srv, o) == 0;
     if (srv->spilling_now > 0)
@@ -188,18 +311,19 @@ int do_alloc_obj(srv_t *srv, uint64_t size, pool_slice_info_t *info, char *msg, 
  */
 int do_restore(srv_t *srv, obj_t *o, char *msg, size_t msglen)
 {
-    char key[OBJ_KEY_MAX + 1];
+    const char *key = o->key; /* o stays ours, at the same address */
     pool_slice_info_t info;
     uint64_t got = 0, t0, size = o->size;
+    srv_tkey_t copy;
     int rc;
 
-    memcpy(key, o->key, o->keylen + 1);
+    do_tier_key(o, &copy);
     objs_set_state(srv->objs, o, OBJ_RESTORING, 0, 0, 0);
     rc = do_alloc_obj(srv, size, &info, msg, msglen); /* may drop the lock: o stays ours */
     if (rc == 0) {
         pthread_mutex_unlock(&srv->lock);
         t0 = mono_ns();
-        rc = tier_get(srv->tier, key, strlen(key), host_addr(srv, info.offset), size, &got);
+        rc = tier_get(srv->tier, copy.s, copy.len, host_addr(srv, info.offset), size, &got);
         t0 = mono_ns() - t0;
         if (rc == 0 && got != size)
             rc = tier__fail(PINPOOL_ETIER, "the tier holds %" PRIu64 " bytes, not %" PRIu64, got,
@@ -211,31 +335,99 @@ int do_restore(srv_t *srv, obj_t *o, char *msg, size_t msglen)
             srv->sp.restored_bytes += size;
             srv->sp.restore_ns += t0;
         } else {
+            bool damaged = rc == -EBADMSG;
+
             pool_free(srv->pools[HOST_POOL], info.id, srv->obj_owner, NULL);
             srv->sp.restore_failures++;
             note_tier_error(srv, "get", key, rc);
-            snprintf(msg, msglen, "cannot restore '%s' from the spill tier: %s", key,
-                     srv->sp.last_error);
-            rc = rc == -ETIMEDOUT ? PINPOOL_ETIMEOUT : rc == PINPOOL_ENOKEY ? rc : PINPOOL_ETIER;
+            snprintf(msg, msglen, "cannot restore '%s' from the spill tier: %s%s", key,
+                     srv->sp.last_error, damaged ? "; the object is removed" : "");
+            rc = damaged ? -EBADMSG : rc == -ETIMEDOUT ? PINPOOL_ETIMEOUT
+                 : rc == PINPOOL_ENOKEY ? rc : PINPOOL_ETIER;
         }
     }
     if (rc != 0)
         objs_set_state(srv->objs, o, OBJ_SPILLED, 0, 0, 0);
+    if (rc == -EBADMSG) { /* it will never read back: the object goes */
+        do_drop_damaged(srv, o, &copy);
+        pthread_mutex_unlock(&srv->lock);
+        srv_tier_forget(srv, &copy);
+        pthread_mutex_lock(&srv->lock);
+        rc = PINPOOL_ENOKEY;
+    }
     pthread_cond_broadcast(&srv->obj_cv);
     return rc;
 }
 
-/* Remove key's tier copy (no lock held).  Mooncake refuses during a reader's
- * lease (PINPOOL_EBUSY): the copy stays until a later put replaces it. */
-void srv_tier_forget(srv_t *srv, const char *key)
+void do_drop_damaged(srv_t *srv, obj_t *o, srv_tkey_t *copy)
 {
+    srv_error("spill tier: the copy of '%s' is damaged (%s): the object is removed", o->key,
+              tier_errmsg()[0] ? tier_errmsg() : "its bytes do not match their checksum");
+    do_drop_obj(srv, o, copy);
+}
+
+/* Queue copy for another removal (lock held); false when the queue is full. */
+static bool do_queue_stale(srv_t *srv, const srv_tkey_t *copy)
+{
+    struct srv_stale *s;
+
+    if (srv->nstale >= STALE_MAX || (s = malloc(sizeof(*s))) == NULL)
+        return false;
+    s->copy = *copy;
+    s->next = srv->stale;
+    srv->stale = s;
+    srv->nstale++;
+    return true;
+}
+
+void srv_tier_forget(srv_t *srv, const srv_tkey_t *copy)
+{
+    bool queued;
     int rc;
 
-    if (srv->tier == NULL)
+    if (srv->tier == NULL || copy->len == 0)
         return;
-    rc = tier_remove(srv->tier, key, strlen(key));
-    if (rc != 0 && rc != PINPOOL_ENOKEY)
-        srv_debug("spill tier: remove '%s': %s (the stale copy stays)", key, pinpool_strerror(rc));
+    rc = tier_remove(srv->tier, copy->s, copy->len);
+    if (rc == 0 || rc == PINPOOL_ENOKEY)
+        return;
+    pthread_mutex_lock(&srv->lock);
+    queued = do_queue_stale(srv, copy);
+    pthread_mutex_unlock(&srv->lock);
+    if (queued)
+        srv_debug("spill tier: remove '%s': %s (retried later)", copy->s, pinpool_strerror(rc));
+    else
+        srv_warn("spill tier: remove '%s': %s; %u removals wait already: this copy stays in "
+                 "the tier", copy->s, pinpool_strerror(rc), STALE_MAX);
+}
+
+/* The maintenance thread (lock held, dropped meanwhile): try the queued
+ * removals again; the ones that fail again go back on the queue. */
+void do_retry_stale(srv_t *srv)
+{
+    struct srv_stale *list = srv->stale, *s;
+
+    if (list == NULL || mono_ns() < srv->stale_retry_ns)
+        return;
+    srv->stale = NULL;
+    srv->nstale = 0;
+    srv->stale_retry_ns = mono_ns() + TIER_BACKOFF_MS * 1000000ull;
+    pthread_mutex_unlock(&srv->lock);
+    for (s = list; s != NULL; s = s->next) {
+        int rc = tier_remove(srv->tier, s->copy.s, s->copy.len);
+
+        s->copy.len = rc == 0 || rc == PINPOOL_ENOKEY ? 0 : s->copy.len;
+    }
+    pthread_mutex_lock(&srv->lock);
+    while ((s = list) != NULL) {
+        list = s->next;
+        if (s->copy.len == 0 || srv->nstale >= STALE_MAX) {
+            free(s);
+        } else {
+            s->next = srv->stale;
+            srv->stale = s;
+            srv->nstale++;
+        }
+    }
 }
 
 void srv_spill_info(srv_t *srv, srv_spill_info_t *out,
@@ -279,25 +471,27 @@ static void *maint_thread(void *arg)
             break;
         /* Expired objects go, one at a time (the tier copy outside the lock). */
         while (!srv->stop_maint && (o = objs_expired(srv->objs, mono_ns())) != NULL) {
-            char key[OBJ_KEY_MAX + 1];
-            bool tier_copy;
-            memcpy(key, o->key, o->keylen + 1);
-            do_drop_obj(srv, o, &tier_copy);
+            srv_tkey_t copy;
+
+            do_drop_obj(srv, o, &copy);
             srv->sp.expired++;
-            if (tier_copy) {
+            if (copy.len > 0) {
                 pthread_mutex_unlock(&srv->lock);
-                srv_tier_forget(srv, key);
+                srv_tier_forget(srv, &copy);
                 pthread_mutex_lock(&srv->lock);
             }
         }
+        if (!srv->stop_maint)
+            do_retry_stale(srv);
         /* Below the watermark: spill LRU-first; stop at the first failure
          * (the next period retries: a tier that is back resumes spilling). */
         while (!srv->stop_maint && !srv->shutting_down && srv->tier != NULL &&
                srv->low_watermark > 0 && srv->ready == srv->nchunks) {
             pool_stats_t st;
             pool_get_stats(srv->pools[HOST_POOL], &st);
-            if (st.free >= srv->low_watermark || (o = objs_lru(srv->objs)) == NULL ||
-                do_spill(srv, o) != 0)
+            if (st.free >= srv->low_watermark || (o = objs_lru(srv->objs)) == NULL)
+                break;
+            if (!do_drop_if_expired(srv, o) && do_spill(srv, o) != 0)
                 break;
         }
     }

@@ -28,7 +28,9 @@
  *   srv_obj_put, srv_obj_get, srv_obj_remove
  *                           for an object that another call spills or
  *                           restores; get reads a spilled object from the
- *                           tier, put and remove delete its stale tier copy;
+ *                           tier, put and remove delete its stale tier copy
+ *                           (and release that of an expired object);
+ *   srv_persist_objects     writes every resident object to the tier;
  *   srv_spill_info          asks the tier for its statistics after unlocking.
  * A wait for another call's object is bounded (120 s, then PINPOOL_ETIMEOUT);
  * srv_begin_shutdown ends the waits (PINPOOL_ESHUTDOWN).  What a call may
@@ -216,6 +218,14 @@ int srv_obj_get(srv_t *srv, const char *key, void **data, uint64_t *len, char *m
 /* 1, 0, or an error. */
 int srv_obj_exists(srv_t *srv, const char *key, char *msg, size_t msglen);
 int srv_obj_remove(srv_t *srv, const char *key, char *msg, size_t msglen);
+
+/*
+ * At a clean exit (after the last call and session ended, before
+ * srv_destroy): spill every resident object to the tier, so that a restart on
+ * the same tier finds it (recover.c).  Logs its progress; a SIGTERM or SIGINT
+ * while it runs stops it, and the objects not yet written are then lost.
+ */
+void srv_persist_objects(srv_t *srv);
 
 /* The spill counters; add (may be NULL) gets the tier's own named stats. */
 void srv_spill_info(srv_t *srv, srv_spill_info_t *out,

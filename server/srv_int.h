@@ -12,8 +12,11 @@
  *   sessions.c  the client table, sessions and their tokens, srv_authorize,
  *               admission (--allow-uid/--allow-gid, --max-clients)
  *   objstore.c  named objects: Release/Acquire, Put/Get/Exists/Remove
- *   spill.c     the spill tier: spilling, restoring, making room, and the
- *               maintenance thread (TTL expiry, the low watermark)
+ *   spill.c     the spill tier: spilling, restoring, making room, the names
+ *               of tier copies, removing them, and the maintenance thread
+ *               (TTL expiry, the low watermark, removals to retry)
+ *   recover.c   the tier across restarts: reconcile at start (copies in the
+ *               tier become spilled objects again), persist at a clean exit
  *
  * Locking, written down once for every room.
  *   One mutex, srv->lock.  The srv_* functions of srv.h take it themselves
@@ -42,22 +45,30 @@
  *     do_restore        around tier_get (the object is RESTORING), and inside
  *                       do_alloc_obj.
  *     do_wait_obj       waits on obj_cv (bounded, re-checking every 200 ms).
- *     do_make_room      in do_spill or do_wait_obj.
+ *     do_make_room      in do_spill or do_wait_obj, or around srv_tier_forget
+ *                       of an expired victim (dropped instead of spilled).
  *     do_alloc_obj      in do_make_room, or waiting on chunks_cv.
  *     do_settled        in do_wait_obj.
  *     srv_alloc         in do_make_room, or waiting on chunks_cv.
  *     srv_acquire       in do_settled and do_restore; srv_tier_forget runs
- *                       after the unlock.
+ *                       after the unlock (every srv_tier_forget names the
+ *                       copy's generation, taken under the lock: a late
+ *                       removal never reaches a newer object's copy).
  *     srv_obj_put       in do_settled and do_alloc_obj; the same
  *                       srv_tier_forget.
  *     srv_obj_get       in do_settled; reads a SPILLED object with tier_get
  *                       after the unlock.
  *     srv_obj_remove    in do_settled; the same srv_tier_forget.
+ *     srv_release       never; srv_tier_forget (of an expired object under
+ *                       the key) runs after the unlock.
  *     srv_wait_chunks   waits on chunks_cv.
  *     the maintenance thread: waits on maint_cv, spills (do_spill), and drops
  *                       the lock around srv_tier_forget of an expired
  *                       object.
  *     srv_spill_info    calls tier_report_stats after the unlock.
+ *     srv_tier_forget   takes the lock only to queue a removal to retry.
+ *     srv_persist_objects  in do_spill, one object at a time.
+ *     the maintenance thread, again: around the retried removals.
  *   After the lock was dropped a thread may rely on two things only: an
  *   object that it put into SPILLING or RESTORING is still there, at the same
  *   address, in that state (no other thread changes such an object or frees
@@ -100,6 +111,24 @@
 #define MAINT_PERIOD_MS 100
 #define TIER_BACKOFF_MS 1000
 #define OBJ_WAIT_MAX_S 120 /* longest wait for another thread's spill or restore */
+#define STALE_MAX 4096     /* tier copies whose removal is retried, at most */
+
+/*
+ * The name of an object's copy in the tier (spill.c): "UID/GEN/KEY", UID in
+ * decimal, GEN the object's generation as 16 lowercase hex digits, KEY its key
+ * as is (any bytes: each tier encodes names).  A copy is removed by this name
+ * only, so a removal can never reach another generation's copy.
+ */
+#define SRV_TKEY_MAX (10 + 1 + 16 + 1 + OBJ_KEY_MAX)
+typedef struct srv_tkey {
+    char s[SRV_TKEY_MAX + 1];
+    size_t len; /* 0: no copy */
+} srv_tkey_t;
+
+/* What the daemon stores with a copy (tier metadata), version 1. */
+#define SRV_TMETA_LEN 16
+
+struct srv_stale; /* a removal to retry (spill.c) */
 
 struct srv_client {
     RB_ENTRY(srv_client) node;
@@ -155,6 +184,9 @@ struct srv {
     uint64_t tier_backoff_ns;  /* no on-demand spill before this (after a failure) */
     uint64_t low_watermark;    /* (fixed) */
     srv_spill_info_t sp;       /* counters (the object counts come from objs) */
+    struct srv_stale *stale;   /* tier copies to remove again (a failed removal) */
+    uint32_t nstale;
+    uint64_t stale_retry_ns;   /* no retry before this */
 
     /* sessions.c */
     struct client_tree clients;
@@ -243,13 +275,13 @@ void do_explain_alloc_error(srv_t *srv, int pool, int rc, uint64_t size, uint64_
 
 /* ---- objstore.c ------------------------------------------------------------------- */
 
-/* srv_create: the object table and the owner number of its slices (err unused:
- * the one failure is -ENOMEM). */
+/* srv_create: the object table (--max-objects) and the owner number of its
+ * slices (err unused: the one failure is -ENOMEM). */
 int srv_objects_open(srv_t *srv, char *err, size_t errlen);
 
 /* Drop o (settled) from the table and the pool; its tier copy, if any, is
- * the caller's to remove after unlocking (*tier_copy set). */
-void do_drop_obj(srv_t *srv, obj_t *o, bool *tier_copy);
+ * the caller's to remove after unlocking (copy: its name, len 0 if none). */
+void do_drop_obj(srv_t *srv, obj_t *o, srv_tkey_t *copy);
 
 /* ---- spill.c --------------------------------------------------------------------- */
 
@@ -260,7 +292,8 @@ int srv_spill_watermark(srv_t *srv, char *err, size_t errlen);
 /* srv_start_chunks: start the maintenance thread (if it can: without it
  * nothing expires or spills by the watermark, but the daemon serves). */
 void srv_maint_start(srv_t *srv);
-/* srv_destroy, after stop_maint was set and maint_cv broadcast. */
+/* srv_destroy, after stop_maint was set and maint_cv broadcast; frees the
+ * queue of removals to retry. */
 void srv_maint_join(srv_t *srv);
 /* The host pool is short of room: spill the least recently used released
  * object, or wait for a spill in flight.  Drops the lock meanwhile.  Returns
@@ -271,13 +304,39 @@ bool do_make_room(srv_t *srv);
 int do_alloc_obj(srv_t *srv, uint64_t size, pool_slice_info_t *info, char *msg, size_t msglen);
 /* Bring SPILLED o back into a fresh slice (drops the lock during the get and
  * in do_alloc_obj; o stays this thread's, RESTORING).  0: o is RESIDENT.  Else
- * o is SPILLED again with msg. */
+ * o is SPILLED again with msg, or, PINPOOL_ENOKEY after a damaged copy,
+ * gone (o freed). */
 int do_restore(srv_t *srv, obj_t *o, char *msg, size_t msglen);
 /* Wait on obj_cv for an object to settle, at most until deadline_ns (and
  * 200 ms at a time); false once past it or shutting down. */
 bool do_wait_obj(srv_t *srv, uint64_t deadline_ns);
-/* No lock: remove key's tier copy.  Mooncake refuses during a reader's lease
- * (PINPOOL_EBUSY): the copy stays until a later put replaces it. */
-void srv_tier_forget(srv_t *srv, const char *key);
+/* The name of o's tier copy (lock held). */
+void do_tier_key(const obj_t *o, srv_tkey_t *out);
+/* Parse a copy's name: 0 with *uid, *gen and the key (NUL-terminated, into
+ * key[OBJ_KEY_MAX + 1]), or -1 when it is not one of the daemon's names. */
+int srv_tier_key_parse(const void *name, size_t len, uint32_t *uid, uint64_t *gen, char *key);
+/* o's metadata for the tier (its expiry as wall-clock ms), into meta (lock held). */
+void do_tier_meta(const obj_t *o, unsigned char meta[SRV_TMETA_LEN]);
+/* Read a copy's metadata: 0 and *expires_ms (0: none), or -1. */
+int srv_tier_meta_parse(const void *meta, uint32_t len, uint64_t *expires_ms);
+/* No lock: remove the copy named copy (nothing if copy->len is 0).  A removal
+ * that fails (Mooncake refuses during a reader's lease: PINPOOL_EBUSY) is
+ * queued and retried by the maintenance thread. */
+void srv_tier_forget(srv_t *srv, const srv_tkey_t *copy);
+/* An object whose copy turned out damaged (-EBADMSG, lock held): drop it and
+ * log why; its copy's name into *copy, for the caller to forget after unlocking. */
+void do_drop_damaged(srv_t *srv, obj_t *o, srv_tkey_t *copy);
+/* Spill o (RESIDENT; lock held, dropped during the put).  0: SPILLED. */
+int do_spill(srv_t *srv, obj_t *o);
+/* Try the queued removals again now (lock held, dropped meanwhile; not before
+ * stale_retry_ns); the ones that fail again stay queued. */
+void do_retry_stale(srv_t *srv);
+
+/* ---- recover.c --------------------------------------------------------------------- */
+
+/* srv_spill_open, once the tier is open: the copies in the tier become
+ * SPILLED objects (damaged, expired and superseded ones are removed), and
+ * generations start past every one found.  0, or an error with err. */
+int srv_reconcile(srv_t *srv, char *err, size_t errlen);
 
 #endif

@@ -2,12 +2,15 @@
  * tier.c - the generic spill-tier layer (see tier.h for the contract).
  *
  * Owns: choosing the backend by URI scheme, checking arguments before a
- * backend sees them, timing every call, the statistics, and the calling
- * thread's last error message.
+ * backend sees them, timing every call, the statistics, the calling
+ * thread's last error message, and, for a backend that cannot list its
+ * objects, the index (t->index, tier_index.c) that every put, get and remove
+ * goes through.
  * Never: knows how a backend stores bytes.
  * Locking: t->lock guards only the counters; it is never held across a
  * backend call, so calls on one tier from many threads run concurrently as
- * far as the backend allows.
+ * far as the backend allows.  The index has its own lock (tier_index.c),
+ * taken before any lock of the backend's.
  */
 #include "tier.h"
 
@@ -20,8 +23,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <zlib.h>
 
 #include "pinpool.h"
+#include "tier_index.h"
 
 static const tier_ops_t *const backends[] = {&tier_file_ops, &tier_mooncake_ops};
 
@@ -30,6 +35,7 @@ struct tier {
     void *impl;
     pthread_mutex_t lock;
     tier_stats_t st;
+    tier_index_t *index; /* NULL: the backend lists its objects */
 };
 
 static __thread char last_err[TIER_ERRMSG_LEN];
@@ -47,6 +53,11 @@ int tier__fail(int rc, const char *fmt, ...)
 const char *tier_errmsg(void)
 {
     return last_err;
+}
+
+uint32_t tier__crc32(uint32_t crc, const void *buf, uint64_t len)
+{
+    return (uint32_t)crc32_z(crc, buf, (size_t)len);
 }
 
 int tier__escape_key(const void *key, size_t keylen, char *dst, size_t dstlen, const char *keep)
@@ -123,6 +134,12 @@ int tier_open(tier_t **out, const char *uri, char *err, size_t errlen)
         free(t);
         return rc;
     }
+    if (ops->list == NULL && (rc = tier_index_open(&t->index, ops, t->impl, err, errlen)) != 0) {
+        ops->close(t->impl);
+        pthread_mutex_destroy(&t->lock);
+        free(t);
+        return rc;
+    }
     *out = t;
     return 0;
 }
@@ -131,6 +148,7 @@ void tier_close(tier_t *t)
 {
     if (t == NULL)
         return;
+    tier_index_close(t->index); /* writes what it has not yet */
     t->ops->close(t->impl);
     pthread_mutex_destroy(&t->lock);
     free(t);
@@ -192,6 +210,9 @@ static int check_key(const void *key, size_t keylen)
     if (key == NULL || keylen == 0 || keylen > TIER_KEY_MAX)
         return tier__fail(PINPOOL_EINVAL, "a key is 1 to %d bytes (got %zu)", TIER_KEY_MAX,
                           key == NULL ? (size_t)0 : keylen);
+    if (keylen >= strlen(TIER_RESERVED) && memcmp(key, TIER_RESERVED, strlen(TIER_RESERVED)) == 0)
+        return tier__fail(PINPOOL_EINVAL, "keys that begin with '%s' are the tier's own",
+                          TIER_RESERVED);
     return 0;
 }
 
@@ -205,7 +226,26 @@ static int begin_call(const void *key, size_t keylen)
 
 /* ---- single calls --------------------------------------------------------------- */
 
+/* A put through the index, if there is one: recorded before it is stored. */
+static int put_one(tier_t *t, const void *key, size_t keylen, const void *buf, uint64_t len,
+                   const void *meta, uint32_t metalen)
+{
+    int rc = tier_index_put(t->index, key, keylen, buf, len, meta, metalen);
+
+    if (rc == 0)
+        rc = t->ops->put(t->impl, key, keylen, buf, len, meta, metalen);
+    if (rc != 0)
+        tier_index_put_failed(t->index, key, keylen);
+    return rc;
+}
+
 int tier_put(tier_t *t, const void *key, size_t keylen, const void *buf, uint64_t len)
+{
+    return tier_put_meta(t, key, keylen, buf, len, NULL, 0);
+}
+
+int tier_put_meta(tier_t *t, const void *key, size_t keylen, const void *buf, uint64_t len,
+                  const void *meta, uint32_t metalen)
 {
     uint64_t t0 = now_ns();
     int rc = begin_call(key, keylen);
@@ -213,10 +253,21 @@ int tier_put(tier_t *t, const void *key, size_t keylen, const void *buf, uint64_
     if (rc == 0 && (buf == NULL || len == 0))
         rc = tier__fail(PINPOOL_EINVAL, "put of %" PRIu64 " bytes from %p: an object has at "
                         "least one byte", len, buf);
+    if (rc == 0 && (metalen > TIER_META_MAX || (metalen > 0 && meta == NULL)))
+        rc = tier__fail(PINPOOL_EINVAL, "metadata of %u bytes: at most %d", metalen,
+                        TIER_META_MAX);
     if (rc == 0)
-        rc = t->ops->put(t->impl, key, keylen, buf, len);
+        rc = put_one(t, key, keylen, buf, len, meta, metalen);
     account(t, OP_PUT, &rc, 0, 1, rc == 0 ? len : 0, now_ns() - t0);
     return rc;
+}
+
+int tier_list(tier_t *t, tier_list_fn fn, void *arg)
+{
+    last_err[0] = '\0';
+    if (t->index != NULL)
+        return tier_index_list(t->index, fn, arg);
+    return t->ops->list(t->impl, fn, arg);
 }
 
 int tier_get(tier_t *t, const void *key, size_t keylen, void *buf, uint64_t len, uint64_t *got)
@@ -228,6 +279,8 @@ int tier_get(tier_t *t, const void *key, size_t keylen, void *buf, uint64_t len,
         rc = tier__fail(PINPOOL_EINVAL, "get into a NULL or empty buffer");
     if (rc == 0)
         rc = t->ops->get(t->impl, key, keylen, buf, len, &g);
+    if (rc == 0)
+        rc = tier_index_check(t->index, key, keylen, buf, g);
     if (got != NULL)
         *got = g;
     account(t, OP_GET, &rc, 0, 1, rc == 0 ? g : 0, now_ns() - t0);
@@ -266,7 +319,11 @@ int tier_size(tier_t *t, const void *key, size_t keylen, uint64_t *size)
 
 int tier_remove(tier_t *t, const void *key, size_t keylen)
 {
-    return key_call(t, OP_REMOVE, t->ops->remove, key, keylen);
+    int rc = key_call(t, OP_REMOVE, t->ops->remove, key, keylen);
+
+    if (rc != PINPOOL_EINVAL)
+        tier_index_removed(t->index, key, keylen, rc);
+    return rc;
 }
 
 /* ---- batches -------------------------------------------------------------------- */
@@ -282,6 +339,10 @@ static size_t check_items(tier_item_t *items, size_t n, bool need_buf)
         items[i].rc = check_key(items[i].key, items[i].keylen);
         if (items[i].rc == 0 && need_buf && (items[i].buf == NULL || items[i].len == 0))
             items[i].rc = tier__fail(PINPOOL_EINVAL, "batch item %zu: NULL buffer or 0 bytes", i);
+        if (items[i].rc == 0 && (items[i].metalen > TIER_META_MAX ||
+                                 (items[i].metalen > 0 && items[i].meta == NULL)))
+            items[i].rc = tier__fail(PINPOOL_EINVAL, "batch item %zu: metadata of %u bytes "
+                                     "(at most %d)", i, items[i].metalen, TIER_META_MAX);
         if (items[i].rc == 0)
             good++;
     }
@@ -309,6 +370,12 @@ static int run_batch(tier_t *t, enum op op, batch_fn fn, tier_item_t *items, siz
     tier_item_t *sub = NULL;
     size_t *where = NULL;
 
+    if (op == OP_PUT && t->index != NULL) { /* recorded before stored */
+        tier_index_put_many(t->index, items, n);
+        good = 0;
+        for (size_t i = 0; i < n; i++)
+            good += items[i].rc == 0;
+    }
     if (good > 0 && fn != NULL) {
         sub = malloc(good * sizeof(*sub));
         where = malloc(good * sizeof(*where));
@@ -337,7 +404,8 @@ static int run_batch(tier_t *t, enum op op, batch_fn fn, tier_item_t *items, siz
                 continue;
             switch (op) {
             case OP_PUT:
-                it->rc = t->ops->put(t->impl, it->key, it->keylen, it->buf, it->len);
+                it->rc = t->ops->put(t->impl, it->key, it->keylen, it->buf, it->len, it->meta,
+                                     it->metalen);
                 break;
             case OP_GET:
                 it->rc = t->ops->get(t->impl, it->key, it->keylen, it->buf, it->len, &it->got);
@@ -352,6 +420,16 @@ static int run_batch(tier_t *t, enum op op, batch_fn fn, tier_item_t *items, siz
                 break;
             }
         }
+    }
+    for (size_t i = 0; i < n && t->index != NULL; i++) {
+        tier_item_t *it = &items[i];
+
+        if (op == OP_PUT && it->rc != 0)
+            tier_index_put_failed(t->index, it->key, it->keylen);
+        else if (op == OP_GET && it->rc == 0)
+            it->rc = tier_index_check(t->index, it->key, it->keylen, it->buf, it->got);
+        else if (op == OP_REMOVE && it->rc != PINPOOL_EINVAL)
+            tier_index_removed(t->index, it->key, it->keylen, it->rc);
     }
     for (size_t i = 0; i < n; i++)
         if (items[i].rc == 0)
@@ -387,7 +465,8 @@ void tier_get_stats(tier_t *t, tier_stats_t *out)
     pthread_mutex_lock(&t->lock);
     *out = t->st;
     pthread_mutex_unlock(&t->lock);
-    out->objects = t->ops->count != NULL ? t->ops->count(t->impl) : -1;
+    out->objects = t->index != NULL ? tier_index_count(t->index)
+                   : t->ops->count != NULL ? t->ops->count(t->impl) : -1;
 }
 
 void tier_report_stats(tier_t *t, void (*add)(const char *name, const char *value, void *arg),

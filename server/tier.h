@@ -7,7 +7,8 @@
  * Never: touches the pool, gRPC or libev; it moves bytes between caller
  * buffers and the backend and nothing else.
  * Locking: every call may come from any thread.  The generic layer (tier.c)
- * keeps the statistics under its own mutex; a backend serialises what it must
+ * keeps the statistics under its own mutex, the index (if any) under its own
+ * (held across the index's writes; tier_index.c); a backend serialises what it must
  * (the Mooncake adapter has one command in flight at a time).  Calls may block
  * (disk I/O, the network): never call them while holding srv->lock.
  *
@@ -20,9 +21,25 @@
  *                                reaching it (adapter process or dlopen of
  *                                libmooncake_store.so) are in tier_mooncake.c.
  *
- * Keys are any byte string of 1..TIER_KEY_MAX bytes (NUL and '/' included);
- * each backend encodes them (file names, Mooncake key strings) so that
- * distinct keys never collide and no key can name a path outside the tier.
+ * Keys are any byte string of 1..TIER_KEY_MAX bytes (NUL and '/' included)
+ * except those that begin with TIER_RESERVED (".pinpool."), which the tier
+ * keeps for itself (the index, below); each backend encodes them (file names,
+ * Mooncake key strings) so that distinct keys never collide and no key can
+ * name a path outside the tier.  What a key means is the caller's: the daemon
+ * names a copy "UID/GENERATION/KEY" (server/spill.c).
+ *
+ * Every object carries up to TIER_META_MAX bytes of the caller's metadata
+ * (put_meta; the daemon stores the object's expiry there) and a CRC-32 of its
+ * bytes, checked on every get: a copy whose bytes or header do not match
+ * fails with -EBADMSG, and will never read back.
+ *
+ * Listing (tier_list) walks every object with its size and metadata, for the
+ * daemon's reconcile at start.  A backend that can list its objects does so
+ * (file: the directory, every file's header checked; damaged files are removed
+ * and reported).  One that cannot (Mooncake: its client has no listing) gets
+ * an index kept by the tier itself (tier_index.c): objects under the reserved
+ * keys ".pinpool.index.NN", written before each put so that nothing stored is
+ * ever unknown to it.
  *
  * The contract, identical for every backend:
  *   put     creates the object (1 byte or more) or replaces it whole.  A reader sees the old
@@ -36,13 +53,15 @@
  *           does not (buf unchanged or partly written).  PINPOOL_ENOKEY if absent.
  *   exists  1 or 0.
  *   size    0 and *size, or PINPOOL_ENOKEY.
+ *   list    calls fn for every object (see tier_entry_t), damaged ones
+ *           included (the tier has removed those); fn returns 0 to go on.
  *   remove  0, or PINPOOL_ENOKEY if absent, or PINPOOL_EBUSY while a reader
  *           holds a lease on it (Mooncake grants one for ~10 s after every
  *           get/exists); retry later, the object is unchanged.
  * Errors are negative: PINPOOL_E* (INVAL for a bad key or URI, NOKEY, BUSY,
  * TIER for a backend failure with the backend's words in tier_errmsg) or
  * -errno (-ENOBUFS, -ETIMEDOUT when the backend did not answer in time,
- * -ENOSPC, -EIO...).  A timeout never leaves a half-done call behind: the
+ * -ENOSPC, -EIO, -EBADMSG for a damaged copy...).  A timeout never leaves a half-done call behind: the
  * backend is reset and the next call starts afresh.
  *
  * Batch forms take an array of items and fill each item's rc (and got); they
@@ -55,8 +74,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TIER_KEY_MAX 512
+#define TIER_KEY_MAX 640
+#define TIER_META_MAX 64
 #define TIER_ERRMSG_LEN 256
+#define TIER_RESERVED ".pinpool."
 
 typedef struct tier tier_t;
 
@@ -65,9 +86,24 @@ typedef struct tier_item {
     size_t keylen;
     void *buf;    /* put: the bytes; get: where they go */
     uint64_t len; /* put: object size; get: room in buf */
+    const void *meta; /* put: the caller's metadata (may be NULL) */
+    uint32_t metalen; /* put: its length, 0..TIER_META_MAX */
     uint64_t got; /* get, size: the object's size */
     int rc;       /* per item: 0 / -error (exists: 1 / 0 / -error) */
 } tier_item_t;
+
+/* One object as tier_list reports it. */
+typedef struct tier_entry {
+    const void *key; /* NULL: a copy too damaged to name its key */
+    size_t keylen;
+    uint64_t size;
+    const void *meta;
+    uint32_t metalen;
+    const char *where;  /* for a person: the file, or the Mooncake key */
+    const char *damage; /* NULL: readable; else why not (the tier removed it) */
+} tier_entry_t;
+
+typedef int (*tier_list_fn)(const tier_entry_t *e, void *arg);
 
 /*
  * A backend: what tier.c calls after validating arguments.  Batch functions
@@ -78,7 +114,8 @@ typedef struct tier_ops {
     /* Parse uri, connect, set *impl.  On failure a message in err, nothing left open. */
     int (*open)(void **impl, const char *uri, char *err, size_t errlen);
     void (*close)(void *impl);
-    int (*put)(void *impl, const void *key, size_t keylen, const void *buf, uint64_t len);
+    int (*put)(void *impl, const void *key, size_t keylen, const void *buf, uint64_t len,
+               const void *meta, uint32_t metalen);
     int (*get)(void *impl, const void *key, size_t keylen, void *buf, uint64_t len, uint64_t *got);
     int (*exists)(void *impl, const void *key, size_t keylen);
     int (*size)(void *impl, const void *key, size_t keylen, uint64_t *size);
@@ -87,6 +124,8 @@ typedef struct tier_ops {
     int (*get_batch)(void *impl, tier_item_t *items, size_t n);
     int (*exists_batch)(void *impl, tier_item_t *items, size_t n);
     int (*remove_batch)(void *impl, tier_item_t *items, size_t n);
+    /* Every object (see tier_entry_t); NULL: the tier keeps an index. */
+    int (*list)(void *impl, tier_list_fn fn, void *arg);
     /* Objects the backend holds for this tier (-1: unknown); may be NULL. */
     int64_t (*count)(void *impl);
     /* Extra "name value" facts for the stats callback (path, mode); may be NULL. */
@@ -111,6 +150,12 @@ const char *tier_scheme(const tier_t *t);
 const char *tier_errmsg(void);
 
 int tier_put(tier_t *t, const void *key, size_t keylen, const void *buf, uint64_t len);
+/* put with up to TIER_META_MAX bytes of metadata, which tier_list returns. */
+int tier_put_meta(tier_t *t, const void *key, size_t keylen, const void *buf, uint64_t len,
+                  const void *meta, uint32_t metalen);
+/* Every object in the tier, to fn (see tier_entry_t); stops at fn's first
+ * non-zero return and returns it; else 0 or the tier's error. */
+int tier_list(tier_t *t, tier_list_fn fn, void *arg);
 int tier_get(tier_t *t, const void *key, size_t keylen, void *buf, uint64_t len, uint64_t *got);
 int tier_exists(tier_t *t, const void *key, size_t keylen);
 int tier_size(tier_t *t, const void *key, size_t keylen, uint64_t *size);
@@ -144,6 +189,8 @@ void tier_report_stats(tier_t *t, void (*add)(const char *name, const char *valu
                        void *arg);
 
 /* Helpers shared by the backends (tier.c). */
+/* CRC-32 (zlib's) of len bytes, continuing from crc (0 to start). */
+uint32_t tier__crc32(uint32_t crc, const void *buf, uint64_t len);
 /* Set the calling thread's tier message (what tier_errmsg returns); returns rc. */
 int tier__fail(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* "%XX" escapes for every byte outside [A-Za-z0-9_.-] (and a leading '.');

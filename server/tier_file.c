@@ -6,7 +6,11 @@
  * or a restart sees the old object or the new one) but a power loss may lose
  * recent puts.  Default fsync=1.
  *
- * Owns: the directory, its lock file and every file in it.
+ * Owns: the directory, its lock file and every file in it.  Its functions
+ * come in two kinds: the directory's (parse_uri, make_dirs, tfile_open: where
+ * it is, that it may be used, the lock) and the objects' (sweep, the names,
+ * the header, put/get/size/exists/remove/list), which never check the
+ * directory itself.
  * Never: follows a name out of the directory: every name is made by
  * escaping the key (below) and used relative to the directory's fd.
  * Locking: no lock of its own; the file system orders concurrent calls (a put
@@ -21,9 +25,16 @@
  * carries the key, which get/exists/size compare, so a collision can never
  * return another key's bytes (a put that collides fails with PINPOOL_ETIER).
  *
- * File format: a header (magic "PPTIER1\n", u64 payload size, u32 key length,
- * u32 header length), the key, zeros up to the header length (a multiple of
- * 4096, so the payload is page aligned), then the payload.
+ * File format (little endian): a header of 40 bytes (magic "PPTIER2\n", u64
+ * payload size, u32 key length, u32 header length, u32 metadata length, u32
+ * CRC-32 of the payload, u32 CRC-32 of the header up to the end of the
+ * metadata with this field 0, u32 0), the key, the caller's metadata, zeros up
+ * to the header length (a multiple of 4096, so the payload is page aligned),
+ * then the payload.  Every open checks the header (magic, lengths against the
+ * file's size, its CRC); every get checks the payload's CRC.  A file that
+ * fails either is damaged (-EBADMSG); list removes the damaged ones it finds
+ * (truncated, torn, of another format such as an older pinpool's PPTIER1)
+ * and reports them; a damaged payload shows at its first get.
  *
  * Atomic put: write ".tmp.<random>" in the directory, fsync it, rename it onto
  * the object's name, fsync the directory.  A crash before the rename leaves
@@ -48,8 +59,9 @@
 
 #include "pinpool.h"
 
-#define MAGIC "PPTIER1\n"
-#define HDR_FIXED 24
+#define MAGIC "PPTIER2\n"
+#define HDR_FIXED 40
+#define HDR_MAX (HDR_FIXED + TIER_KEY_MAX + TIER_META_MAX)
 #define HDR_ALIGN 4096u
 #define NAME_MAX_LEN 240
 #define TMP_PREFIX ".tmp."
@@ -147,24 +159,100 @@ static int pread_all(int fd, void *buf, uint64_t len, uint64_t off)
     return pio_all(fd, buf, len, off, false);
 }
 
-static uint32_t header_len(size_t keylen)
+static uint32_t header_len(size_t keylen, uint32_t metalen)
 {
-    return (uint32_t)((HDR_FIXED + keylen + HDR_ALIGN - 1) / HDR_ALIGN * HDR_ALIGN);
+    return (uint32_t)((HDR_FIXED + keylen + metalen + HDR_ALIGN - 1) / HDR_ALIGN * HDR_ALIGN);
+}
+
+/* A header as read from a file. */
+typedef struct hdr {
+    unsigned char raw[HDR_MAX];
+    uint64_t size;
+    uint32_t keylen, hdrlen, metalen, crc;
+    const unsigned char *key, *meta; /* into raw */
+} hdr_t;
+
+/* Fill raw with the header of an object (CRC included); returns its length. */
+static size_t make_header(unsigned char *raw, const void *key, uint32_t keylen, const void *meta,
+                          uint32_t metalen, uint64_t size, uint32_t crc)
+{
+    uint32_t hlen = header_len(keylen, metalen), hcrc, zero = 0;
+    size_t n = HDR_FIXED + keylen + metalen;
+
+    memset(raw, 0, HDR_FIXED);
+    memcpy(raw, MAGIC, 8);
+    memcpy(raw + 8, &size, 8);
+    memcpy(raw + 16, &keylen, 4);
+    memcpy(raw + 20, &hlen, 4);
+    memcpy(raw + 24, &metalen, 4);
+    memcpy(raw + 28, &crc, 4);
+    memcpy(raw + 32, &zero, 4);
+    memcpy(raw + HDR_FIXED, key, keylen);
+    if (metalen > 0)
+        memcpy(raw + HDR_FIXED + keylen, meta, metalen);
+    hcrc = tier__crc32(0, raw, n);
+    memcpy(raw + 32, &hcrc, 4);
+    return n;
+}
+
+/* Read and check the header of the open file fd (name, for messages).
+ * 0, or -EBADMSG with the reason (damaged or foreign), or -errno. */
+static int read_header(tfile_t *tf, int fd, const char *name, hdr_t *h)
+{
+    struct stat st;
+    uint32_t hcrc, zero = 0;
+    size_t want;
+    ssize_t n;
+    const char *why;
+
+    if (fstat(fd, &st) != 0)
+        return tier__fail(-errno, "stat %s/%s: %s", tf->path, name, strerror(errno));
+    want = (uint64_t)st.st_size < sizeof(h->raw) ? (size_t)st.st_size : sizeof(h->raw);
+    do
+        n = pread(fd, h->raw, want, 0);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return tier__fail(-errno, "read %s/%s: %s", tf->path, name, strerror(errno));
+    why = "shorter than a header";
+    if ((size_t)n < HDR_FIXED)
+        goto bad;
+    why = "not a pinpool tier object of this format (no PPTIER2 header)";
+    if (memcmp(h->raw, MAGIC, 8) != 0)
+        goto bad;
+    memcpy(&h->size, h->raw + 8, 8);
+    memcpy(&h->keylen, h->raw + 16, 4);
+    memcpy(&h->hdrlen, h->raw + 20, 4);
+    memcpy(&h->metalen, h->raw + 24, 4);
+    memcpy(&h->crc, h->raw + 28, 4);
+    memcpy(&hcrc, h->raw + 32, 4);
+    why = "a header with impossible lengths";
+    if (h->keylen == 0 || h->keylen > TIER_KEY_MAX || h->metalen > TIER_META_MAX ||
+        h->hdrlen != header_len(h->keylen, h->metalen) ||
+        (size_t)n < HDR_FIXED + h->keylen + h->metalen)
+        goto bad;
+    memcpy(h->raw + 32, &zero, 4);
+    why = "a header whose CRC does not match (torn or overwritten)";
+    if (tier__crc32(0, h->raw, HDR_FIXED + h->keylen + h->metalen) != hcrc)
+        goto bad;
+    memcpy(h->raw + 32, &hcrc, 4);
+    why = "truncated (or longer than its header says)";
+    if ((uint64_t)st.st_size != h->hdrlen + h->size)
+        goto bad;
+    h->key = h->raw + HDR_FIXED;
+    h->meta = h->raw + HDR_FIXED + h->keylen;
+    return 0;
+bad:
+    return tier__fail(-EBADMSG, "%s/%s is damaged: %s", tf->path, name, why);
 }
 
 /*
  * Open the object of key and check its header.  Returns the fd and fills
- * *size and *hdrlen, or PINPOOL_ENOKEY / -EIO (corrupt) / -errno.
+ * *h, or PINPOOL_ENOKEY / -EBADMSG (damaged) / -errno.
  */
-static int open_object(tfile_t *tf, const void *key, size_t keylen, uint64_t *size,
-                       uint32_t *hdrlen)
+static int open_object(tfile_t *tf, const void *key, size_t keylen, hdr_t *h)
 {
     char name[NAME_MAX_LEN + 1];
-    unsigned char hdr[HDR_FIXED + TIER_KEY_MAX];
     bool hashed;
-    uint32_t klen, hlen;
-    uint64_t sz;
-    struct stat st;
     int fd, rc;
 
     key_name(key, keylen, name, &hashed);
@@ -174,39 +262,18 @@ static int open_object(tfile_t *tf, const void *key, size_t keylen, uint64_t *si
             return PINPOOL_ENOKEY;
         return tier__fail(-errno, "open %s/%s: %s", tf->path, name, strerror(errno));
     }
-    if (fstat(fd, &st) != 0) {
-        rc = -errno;
-        goto fail;
-    }
-    rc = pread_all(fd, hdr, HDR_FIXED + keylen > (uint64_t)st.st_size ? (uint64_t)st.st_size
-                                                                         : HDR_FIXED + keylen, 0);
-    if (rc != 0)
-        goto fail;
-    rc = -EIO;
-    if ((uint64_t)st.st_size < HDR_FIXED + keylen || memcmp(hdr, MAGIC, 8) != 0)
-        goto corrupt;
-    memcpy(&sz, hdr + 8, 8);
-    memcpy(&klen, hdr + 16, 4);
-    memcpy(&hlen, hdr + 20, 4);
-    if (hlen != header_len(klen) || (uint64_t)st.st_size != hlen + sz)
-        goto corrupt;
-    if (klen != keylen || memcmp(hdr + HDR_FIXED, key, keylen) != 0) {
+    rc = read_header(tf, fd, name, h);
+    if (rc != 0) {
         close(fd);
+        return rc;
+    }
+    if (h->keylen != keylen || memcmp(h->key, key, keylen) != 0) {
+        close(fd);
+        if (!hashed) /* a plain name is the key's own: another key inside is damage */
+            return tier__fail(-EBADMSG, "%s/%s holds another key", tf->path, name);
         return PINPOOL_ENOKEY; /* a hash name held by another key */
     }
-    *size = sz;
-    *hdrlen = hlen;
     return fd;
-
-corrupt:
-    tier__fail(rc, "%s/%s is not a pinpool tier object of its key (corrupt or foreign)",
-               tf->path, name);
-    close(fd);
-    return rc;
-fail:
-    tier__fail(rc, "read %s/%s: %s", tf->path, name, strerror(-rc));
-    close(fd);
-    return rc;
 }
 
 /* ---- the operations ------------------------------------------------------------------ */
@@ -276,14 +343,43 @@ static int make_dirs(char *path)
     }
 }
 
+/* Delete the temp files a crash left behind (the lock says no one else is
+ * writing) and count the objects.  0, or an error with err. */
+static int sweep(tfile_t *tf, char *err, size_t errlen)
+{
+    DIR *d = NULL;
+    struct dirent *e;
+    int64_t objects = 0;
+    uint32_t stale = 0;
+    int fd = dup(tf->dirfd), rc;
+
+    if (fd < 0 || (d = fdopendir(fd)) == NULL) {
+        rc = -errno;
+        if (fd >= 0)
+            close(fd);
+        snprintf(err, errlen, "spill tier: cannot list %s: %s", tf->path, strerror(-rc));
+        return rc;
+    }
+    rewinddir(d); /* the dup shares dirfd's offset */
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, TMP_PREFIX, strlen(TMP_PREFIX)) == 0) {
+            if (unlinkat(tf->dirfd, e->d_name, 0) == 0)
+                stale++;
+        } else if (is_object_name(e->d_name)) {
+            objects++;
+        }
+    }
+    closedir(d);
+    if (stale > 0 && tf->fsync)
+        fsync(tf->dirfd);
+    atomic_init(&tf->objects, objects);
+    return 0;
+}
+
 static int tfile_open(void **impl, const char *uri, char *err, size_t errlen)
 {
     tfile_t *tf = calloc(1, sizeof(*tf));
-    DIR *d = NULL;
-    struct dirent *e;
-    int rc, fd;
-    int64_t objects = 0;
-    uint32_t stale = 0;
+    int rc;
 
     if (tf == NULL)
         return -ENOMEM;
@@ -310,27 +406,9 @@ static int tfile_open(void **impl, const char *uri, char *err, size_t errlen)
                                         "daemon?)" : strerror(errno));
         goto fail;
     }
-    /* Delete what a crash left behind, count the objects. */
-    fd = dup(tf->dirfd);
-    if (fd < 0 || (d = fdopendir(fd)) == NULL) {
-        rc = -errno;
-        if (fd >= 0)
-            close(fd);
-        snprintf(err, errlen, "spill tier: cannot list %s: %s", tf->path, strerror(-rc));
+    rc = sweep(tf, err, errlen);
+    if (rc != 0)
         goto fail;
-    }
-    while ((e = readdir(d)) != NULL) {
-        if (strncmp(e->d_name, TMP_PREFIX, strlen(TMP_PREFIX)) == 0) {
-            if (unlinkat(tf->dirfd, e->d_name, 0) == 0)
-                stale++;
-        } else if (is_object_name(e->d_name)) {
-            objects++;
-        }
-    }
-    closedir(d);
-    if (stale > 0 && tf->fsync)
-        fsync(tf->dirfd);
-    atomic_init(&tf->objects, objects);
     *impl = tf;
     return 0;
 
@@ -352,21 +430,22 @@ static void tfile_close(void *impl)
     free(tf);
 }
 
-static int tfile_put(void *impl, const void *key, size_t keylen, const void *buf, uint64_t len)
+static int tfile_put(void *impl, const void *key, size_t keylen, const void *buf, uint64_t len,
+                     const void *meta, uint32_t metalen)
 {
     tfile_t *tf = impl;
     char name[NAME_MAX_LEN + 1], tmp[64];
-    unsigned char hdr[HDR_FIXED + TIER_KEY_MAX];
-    uint32_t hlen = header_len(keylen), klen = (uint32_t)keylen;
+    unsigned char hdr[HDR_MAX];
+    uint32_t hlen = header_len(keylen, metalen);
     uint64_t rnd[2];
+    size_t n;
     bool hashed, existed = false;
     int fd, rc;
 
     key_name(key, keylen, name, &hashed);
     if (hashed) {
-        uint64_t sz;
-        uint32_t h;
-        int ofd = open_object(tf, key, keylen, &sz, &h);
+        hdr_t h;
+        int ofd = open_object(tf, key, keylen, &h);
 
         if (ofd >= 0) {
             close(ofd);
@@ -382,13 +461,8 @@ static int tfile_put(void *impl, const void *key, size_t keylen, const void *buf
     if (fd < 0)
         return tier__fail(-errno, "create %s/%s: %s", tf->path, tmp, strerror(errno));
 
-    memset(hdr, 0, sizeof(hdr));
-    memcpy(hdr, MAGIC, 8);
-    memcpy(hdr + 8, &len, 8);
-    memcpy(hdr + 16, &klen, 4);
-    memcpy(hdr + 20, &hlen, 4);
-    memcpy(hdr + HDR_FIXED, key, keylen);
-    rc = pwrite_all(fd, hdr, HDR_FIXED + keylen, 0);
+    n = make_header(hdr, key, (uint32_t)keylen, meta, metalen, len, tier__crc32(0, buf, len));
+    rc = pwrite_all(fd, hdr, n, 0);
     if (rc == 0 && ftruncate(fd, (off_t)hlen) != 0) /* the padding, without writing it */
         rc = -errno;
     if (rc == 0)
@@ -435,32 +509,35 @@ static int tfile_get(void *impl, const void *key, size_t keylen, void *buf, uint
                      uint64_t *got)
 {
     tfile_t *tf = impl;
-    uint64_t size;
-    uint32_t hlen;
-    int fd = open_object(tf, key, keylen, &size, &hlen), rc;
+    hdr_t h;
+    int fd = open_object(tf, key, keylen, &h), rc;
 
     if (fd < 0)
         return fd;
-    *got = size;
-    if (size > len) {
+    *got = h.size;
+    if (h.size > len) {
         close(fd);
-        return tier__fail(-ENOBUFS, "the object is %" PRIu64 " bytes, the buffer %" PRIu64, size,
-                          len);
+        return tier__fail(-ENOBUFS, "the object is %" PRIu64 " bytes, the buffer %" PRIu64,
+                          h.size, len);
     }
-    rc = pread_all(fd, buf, size, hlen);
+    rc = pread_all(fd, buf, h.size, h.hdrlen);
     close(fd);
     if (rc != 0)
         return tier__fail(rc, "read from %s: %s", tf->path, strerror(-rc));
+    if (tier__crc32(0, buf, h.size) != h.crc)
+        return tier__fail(-EBADMSG, "the object in %s is damaged: its bytes do not match "
+                          "their CRC-32", tf->path);
     return 0;
 }
 
 static int tfile_size(void *impl, const void *key, size_t keylen, uint64_t *size)
 {
-    uint32_t hlen;
-    int fd = open_object(impl, key, keylen, size, &hlen);
+    hdr_t h;
+    int fd = open_object(impl, key, keylen, &h);
 
     if (fd < 0)
         return fd;
+    *size = h.size;
     close(fd);
     return 0;
 }
@@ -494,7 +571,7 @@ static int tfile_remove(void *impl, const void *key, size_t keylen)
     if (hashed) {
         int rc = tfile_exists(impl, key, keylen);
 
-        if (rc <= 0)
+        if (rc <= 0 && rc != -EBADMSG) /* a damaged file goes too */
             return rc == 0 ? PINPOOL_ENOKEY : rc;
     }
     if (unlinkat(tf->dirfd, name, 0) != 0) {
@@ -506,6 +583,67 @@ static int tfile_remove(void *impl, const void *key, size_t keylen)
     if (tf->fsync)
         fsync(tf->dirfd);
     return 0;
+}
+
+/* Every object in the directory, to fn; damaged ones are removed, then reported. */
+static int tfile_list(void *impl, tier_list_fn fn, void *arg)
+{
+    tfile_t *tf = impl;
+    DIR *d = NULL;
+    struct dirent *e;
+    int fd = dup(tf->dirfd), rc = 0;
+
+    if (fd < 0 || (d = fdopendir(fd)) == NULL) {
+        rc = -errno;
+        if (fd >= 0)
+            close(fd);
+        return tier__fail(rc, "cannot list %s: %s", tf->path, strerror(-rc));
+    }
+    rewinddir(d); /* the dup shares dirfd's offset, where the last listing ended */
+    while (rc == 0 && (e = readdir(d)) != NULL) {
+        char where[sizeof(tf->path) + 258];
+        tier_entry_t te = {.where = where};
+        hdr_t h;
+        int ofd;
+
+        if (!is_object_name(e->d_name))
+            continue;
+        snprintf(where, sizeof(where), "%s/%s", tf->path, e->d_name);
+        ofd = openat(tf->dirfd, e->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (ofd < 0 && errno == ENOENT)
+            continue;
+        int hrc = ofd < 0 ? -errno : read_header(tf, ofd, e->d_name, &h);
+        if (ofd >= 0)
+            close(ofd);
+        if (hrc == 0) {
+            char own[NAME_MAX_LEN + 1];
+            bool hashed;
+
+            key_name(h.key, h.keylen, own, &hashed);
+            if (strcmp(own, e->d_name) != 0) /* copied or renamed: not where its key lives */
+                hrc = tier__fail(-EBADMSG, "%s is damaged: its key belongs in %s", where, own);
+        }
+        if (hrc == 0) {
+            te.key = h.key;
+            te.keylen = h.keylen;
+            te.size = h.size;
+            te.meta = h.meta;
+            te.metalen = h.metalen;
+        } else if (hrc == -EBADMSG || hrc == -ELOOP) {
+            te.damage = hrc == -ELOOP ? "a symbolic link, not a file" : tier_errmsg();
+            if (unlinkat(tf->dirfd, e->d_name, 0) == 0) {
+                atomic_fetch_sub(&tf->objects, 1);
+            }
+        } else {
+            rc = tier__fail(hrc, "read %s: %s", where, strerror(-hrc));
+            break;
+        }
+        rc = fn(&te, arg);
+    }
+    closedir(d);
+    if (tf->fsync)
+        fsync(tf->dirfd);
+    return rc;
 }
 
 static int64_t tfile_count(void *impl)
@@ -533,6 +671,7 @@ const tier_ops_t tier_file_ops = {
     .exists = tfile_exists,
     .size = tfile_size,
     .remove = tfile_remove,
+    .list = tfile_list,
     .count = tfile_count,
     .describe = tfile_describe,
 };

@@ -61,6 +61,10 @@
  *     that passes timeout_ms kills the adapter (the next call starts a new
  *     one), so nothing waits longer than timeout_ms.
  *
+ * Objects hold the bytes only, so that any Mooncake client reads them as
+ * they were put; the metadata and CRC of each, and the list of them all (the
+ * wheel's client cannot list keys), are in the index that tier.c keeps under
+ * the prefix (tier_index.c), whose ops->list is therefore NULL here.
  * Locking: m->lock serialises calls (one staging buffer, one command in
  * flight).  Keys: prefix + the key with bytes outside printable ASCII, and
  * '%', written %XX, so printable keys read the same from any Mooncake client.
@@ -603,10 +607,14 @@ static int mc_remove_batch(void *impl, tier_item_t *items, size_t n)
     return rc;
 }
 
-static int mc_put(void *impl, const void *key, size_t keylen, const void *buf, uint64_t len)
+/* meta: the tier's index keeps it (Mooncake holds only the bytes). */
+static int mc_put(void *impl, const void *key, size_t keylen, const void *buf, uint64_t len,
+                  const void *meta, uint32_t metalen)
 {
     tier_item_t it = {.key = key, .keylen = keylen, .buf = (void *)(uintptr_t)buf, .len = len};
 
+    (void)meta;
+    (void)metalen;
     return mc_put_batch(impl, &it, 1);
 }
 

@@ -22,13 +22,13 @@ Test(objects, insert_find_remove, .timeout = 10)
     objs_t *t;
     obj_t *o;
 
-    cr_assert_eq(objs_create(&t), 0);
-    cr_assert_eq(objs_insert(t, "a", 100, 1, 0, 256, 0, &o), 0);
+    cr_assert_eq(objs_create(&t, 0), 0);
+    cr_assert_eq(objs_insert(t, "a", 1000, 100, 1, 0, 256, 0, &o), 0);
     cr_assert_eq(o->state, OBJ_RESIDENT);
-    cr_assert_eq(objs_insert(t, "a", 100, 2, 256, 256, 0, NULL), PINPOOL_EEXIST);
-    cr_assert_eq(objs_insert(t, "", 100, 2, 256, 256, 0, NULL), PINPOOL_EINVAL);
-    cr_assert_eq(objs_insert(t, "b", 0, 2, 256, 256, 0, NULL), PINPOOL_EINVAL);
-    cr_assert_eq(objs_insert(t, "b", 10, 0, 256, 256, 0, NULL), PINPOOL_EINVAL);
+    cr_assert_eq(objs_insert(t, "a", 1000, 100, 2, 256, 256, 0, NULL), PINPOOL_EEXIST);
+    cr_assert_eq(objs_insert(t, "", 1000, 100, 2, 256, 256, 0, NULL), PINPOOL_EINVAL);
+    cr_assert_eq(objs_insert(t, "b", 1000, 0, 2, 256, 256, 0, NULL), PINPOOL_EINVAL);
+    cr_assert_eq(objs_insert(t, "b", 1000, 10, 0, 256, 256, 0, NULL), PINPOOL_EINVAL);
     cr_assert_eq(objs_find(t, "a"), o);
     cr_assert_null(objs_find(t, "b"));
     check(t);
@@ -43,10 +43,10 @@ Test(objects, lru_order_and_touch, .timeout = 10)
     objs_t *t;
     obj_t *a, *b, *c;
 
-    objs_create(&t);
-    objs_insert(t, "a", 1, 1, 0, 256, 0, &a);
-    objs_insert(t, "b", 1, 2, 256, 256, 0, &b);
-    objs_insert(t, "c", 1, 3, 512, 256, 0, &c);
+    objs_create(&t, 0);
+    objs_insert(t, "a", 1000, 1, 1, 0, 256, 0, &a);
+    objs_insert(t, "b", 1000, 1, 2, 256, 256, 0, &b);
+    objs_insert(t, "c", 1000, 1, 3, 512, 256, 0, &c);
     cr_assert_eq(objs_lru(t), a);
     objs_touch(t, a);
     cr_assert_eq(objs_lru(t), b);
@@ -63,9 +63,9 @@ Test(objects, state_machine, .timeout = 10)
     obj_t *a, *b;
     objs_stats_t st;
 
-    objs_create(&t);
-    objs_insert(t, "a", 1000, 7, 4096, 1024, 0, &a);
-    objs_insert(t, "b", 10, 8, 0, 256, 0, &b);
+    objs_create(&t, 0);
+    objs_insert(t, "a", 1000, 1000, 7, 4096, 1024, 0, &a);
+    objs_insert(t, "b", 1000, 10, 8, 0, 256, 0, &b);
     /* Only the allowed edges. */
     cr_assert_eq(objs_set_state(t, a, OBJ_SPILLED, 0, 0, 0), PINPOOL_EINVAL);
     cr_assert_eq(objs_set_state(t, a, OBJ_RESTORING, 0, 0, 0), PINPOOL_EINVAL);
@@ -111,9 +111,9 @@ Test(objects, ttl, .timeout = 10)
     objs_t *t;
     obj_t *a, *b;
 
-    objs_create(&t);
-    objs_insert(t, "a", 1, 1, 0, 256, 500, &a);
-    objs_insert(t, "b", 1, 2, 256, 256, 0, &b);
+    objs_create(&t, 0);
+    objs_insert(t, "a", 1000, 1, 1, 0, 256, 500, &a);
+    objs_insert(t, "b", 1000, 1, 2, 256, 256, 0, &b);
     cr_assert_eq(objs_next_expiry(t), 500);
     cr_assert_null(objs_expired(t, 499));
     cr_assert_eq(objs_expired(t, 500), a);
@@ -133,13 +133,13 @@ Test(objects, random_walk, .timeout = 30)
     objs_t *t;
     char key[16];
 
-    objs_create(&t);
+    objs_create(&t, 0);
     srand(5);
     for (int i = 0; i < 20000; i++) {
         snprintf(key, sizeof(key), "k%d", rand() % 64);
         obj_t *o = objs_find(t, key);
         if (o == NULL) {
-            cr_assert_eq(objs_insert(t, key, 1 + (uint64_t)(rand() % 1000), 1 + (uint64_t)i, 0,
+            cr_assert_eq(objs_insert(t, key, 1000, 1 + (uint64_t)(rand() % 1000), 1 + (uint64_t)i, 0,
                                      1024, 0, NULL), 0);
             continue;
         }
@@ -189,4 +189,37 @@ Test(objects, pool_set_owner, .timeout = 10)
     cr_assert_eq(pool_free_owner(p, 2, NULL), 3);
     cr_assert_eq(pool_check(p, msg, sizeof(msg)), 0, "%s", msg);
     pool_destroy(p);
+}
+
+/* Every record gets a new generation, larger than any before it or seen in a
+ * spilled insert; the table refuses records beyond its limit. */
+Test(objects, generations_and_limit, .timeout = 10)
+{
+    objs_t *t;
+    obj_t *a, *b, *c, *s;
+
+    cr_assert_eq(objs_create(&t, 3), 0);
+    cr_assert_eq(objs_max(t), 3);
+    objs_seed_gen(t, 100);
+    cr_assert_eq(objs_insert(t, "a", 7, 1, 1, 0, 256, 0, &a), 0);
+    cr_assert_eq(a->gen, 101);
+    cr_assert_eq(a->uid, 7);
+    cr_assert_eq(objs_insert_spilled(t, "s", 8, 500, 42, 0, &s), 0);
+    cr_assert_eq(s->state, OBJ_SPILLED);
+    cr_assert(s->in_tier);
+    cr_assert_eq(s->gen, 500);
+    cr_assert_eq(objs_insert_spilled(t, "z", 8, 0, 42, 0, NULL), PINPOOL_EINVAL);
+    cr_assert_eq(objs_insert(t, "b", 7, 1, 2, 256, 256, 0, &b), 0);
+    cr_assert_eq(b->gen, 501, "after a spilled insert of 500");
+    cr_assert_eq(objs_count(t), 3);
+    cr_assert_eq(objs_insert(t, "c", 7, 1, 3, 512, 256, 0, NULL), PINPOOL_ENOSPC);
+    cr_assert_eq(objs_insert_spilled(t, "c", 7, 900, 1, 0, NULL), PINPOOL_ENOSPC);
+    objs_remove(t, a);
+    cr_assert_eq(objs_insert(t, "a", 7, 1, 1, 0, 256, 0, &c), 0);
+    cr_assert_eq(c->gen, 502, "a new record under an old key is a new generation");
+    objs_seed_gen(t, 10); /* never backwards */
+    cr_assert_eq(objs_last_gen(t), 502);
+    check(t);
+    cr_assert_lt(objs_record_bytes(OBJ_KEY_MAX), 720, "the bound --max-objects' help states");
+    objs_destroy(t);
 }

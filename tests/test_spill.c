@@ -193,3 +193,66 @@ Test(spill, bad_tier_exits_1)
     cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %d: %s", status, out);
     cr_expect(strstr(out, "spill tier") != NULL, "%s", out);
 }
+
+/* TTLs saturate: 2^64-1 ms (and anything from 18446744073710 ms up, where
+ * ttl * 10^6 ns used to wrap) means "as long as the clock counts", not 0.3 s. */
+Test(spill, huge_ttl_saturates_and_the_object_stays)
+{
+    static const uint64_t ttls[] = {UINT64_MAX, 18446744073710ull, 18446744073709551ull};
+    pinpool_slice_t s;
+    char key[32];
+
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "32MiB", "--chunk-size", "16MiB", NULL), 0);
+    pinpool_ctx_t *ctx = test_connect(&d);
+    for (size_t i = 0; i < sizeof(ttls) / sizeof(ttls[0]); i++) {
+        snprintf(key, sizeof(key), "forever-%zu", i);
+        cr_assert_eq(pinpool_put(ctx, key, "abc", 3, ttls[i]), 0, "%s", pinpool_errmsg(ctx));
+    }
+    cr_assert_eq(pinpool_alloc(ctx, 4096, NULL, &s), 0, "%s", pinpool_errmsg(ctx));
+    cr_assert_eq(pinpool_release(ctx, s.id, "released-forever", UINT64_MAX), 0, "%s",
+                 pinpool_errmsg(ctx));
+    usleep(1000000);
+    for (size_t i = 0; i < sizeof(ttls) / sizeof(ttls[0]); i++) {
+        snprintf(key, sizeof(key), "forever-%zu", i);
+        cr_expect_eq(pinpool_exists(ctx, key), 1, "ttl %" PRIu64 " ms: gone after 1 s", ttls[i]);
+        cr_expect_eq(pinpool_remove(ctx, key), 0);
+    }
+    cr_expect_eq(pinpool_exists(ctx, "released-forever"), 1, "released with ttl 2^64-1: gone");
+    cr_assert_eq(pinpool_acquire(ctx, "released-forever", 0, &s), 0, "%s", pinpool_errmsg(ctx));
+    cr_assert_eq(pinpool_free(ctx, s.id, NULL), 0);
+    pinpool_close(ctx);
+}
+
+/* --max-objects bounds the table: beyond it Put and Release fail with
+ * RESOURCE_EXHAUSTED naming the limit, before any byte is copied; replacing
+ * an object, or a Put after a Remove, still works. */
+Test(spill, max_objects_refuses_beyond_the_limit)
+{
+    pinpool_slice_t s;
+    char key[32];
+    int rc;
+
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "32MiB", "--chunk-size", "16MiB",
+                                   "--max-objects", "10", NULL), 0);
+    pinpool_ctx_t *ctx = test_connect(&d);
+    for (int i = 0; i < 10; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        cr_assert_eq(pinpool_put(ctx, key, "x", 1, 0), 0, "%s", pinpool_errmsg(ctx));
+    }
+    rc = pinpool_put(ctx, "k10", "x", 1, 0);
+    cr_assert_eq(rc, PINPOOL_ENOSPC, "%s: %s", pinpool_err_name(rc), pinpool_errmsg(ctx));
+    TEST_EXPECT_IN(pinpool_errmsg(ctx), "--max-objects 10");
+    cr_assert_eq(pinpool_alloc(ctx, 4096, NULL, &s), 0, "%s", pinpool_errmsg(ctx));
+    rc = pinpool_release(ctx, s.id, "k10", 0);
+    cr_assert_eq(rc, PINPOOL_ENOSPC, "%s: %s", pinpool_err_name(rc), pinpool_errmsg(ctx));
+    TEST_EXPECT_IN(pinpool_errmsg(ctx), "--max-objects 10");
+    cr_assert_eq(pinpool_free(ctx, s.id, NULL), 0, "the slice stays the client's");
+    cr_expect_eq(pinpool_put(ctx, "k3", "yy", 2, 0), 0, "replacing: %s", pinpool_errmsg(ctx));
+    cr_expect_eq(pinpool_remove(ctx, "k0"), 0);
+    cr_expect_eq(pinpool_put(ctx, "k10", "x", 1, 0), 0, "%s", pinpool_errmsg(ctx));
+    for (int i = 1; i <= 10; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        cr_expect_eq(pinpool_remove(ctx, key), 0, "%s", key);
+    }
+    pinpool_close(ctx);
+}

@@ -16,8 +16,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "churn.h"
 #include "daemon.h"
 #include "mooncake.h"
 #include "pinpool.h"
@@ -41,7 +43,8 @@ static void start(const char *extra_params)
 {
     mc_start_cluster("1000", extra_params);
     if (test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB",
-                          "--spill-low-watermark", "0", "--spill-tier", mc.uri, NULL) != 0) {
+                          "--spill-low-watermark", "0", "--spill-tier", mc.uri, "--log-level",
+                          "debug", NULL) != 0) {
         mc_dump_logs();
         cr_assert_fail("the daemon did not start with --spill-tier %s", mc.uri);
     }
@@ -76,6 +79,28 @@ static void check_acquired(pinpool_ctx_t *ctx, unsigned seed)
     cr_assert_eq(r.size, SLICE);
     cr_assert(test_same(r.ptr, SLICE, seed), "%s came back different", key);
     cr_assert_eq(pinpool_free(ctx, r.id, NULL), 0, "%s", pinpool_errmsg(ctx));
+}
+
+/* The Mooncake key the daemon spilled key to, from its debug log: the prefix
+ * + "UID/GEN/KEY". */
+static void spilled_name(const char *key, char *name, size_t len)
+{
+    char cmd[512];
+    FILE *p;
+
+    snprintf(cmd, sizeof(cmd), "sed -n \"s/.*spilled '%s' ([0-9]* bytes) as '\\([^']*\\)'.*/\\1/p\" "
+             "'%s' | tail -n 1", key, d.log);
+    p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    name[0] = '\0';
+    if (fgets(name, (int)len, p) == NULL)
+        name[0] = '\0';
+    pclose(p);
+    name[strcspn(name, "\n")] = '\0';
+    cr_assert_neq(name[0], '\0', "the daemon's log names no spill of %s", key);
+    /* the tier's prefix (the URI's prefix=) comes first */
+    memmove(name + 14, name, strlen(name) + 1);
+    memcpy(name, "pinpool/spill/", 14);
 }
 
 TestSuite(spill_mooncake, .fini = teardown, .timeout = 150);
@@ -118,9 +143,11 @@ Test(spill_mooncake, beyond_capacity_spills_to_mooncake_and_acquire_restores)
     pinpool_close(ctx);
 }
 
-/* The tier's key for object K is prefix + K (bytes outside printable ASCII and
- * '%' written %XX: server/tier_mooncake.c); Mooncake's own Python client reads
- * a spilled object there, byte for byte. */
+/* The tier's key for object K is prefix + UID/GEN/K (the owner's uid, the
+ * object's generation in 16 hex digits: server/spill.c; bytes outside
+ * printable ASCII and '%' written %XX: server/tier_mooncake.c), which the
+ * daemon's debug log names; Mooncake's own Python client reads a spilled
+ * object there, byte for byte. */
 Test(spill_mooncake, an_independent_client_reads_a_spilled_key)
 {
     pinpool_pool_info_t pi;
@@ -135,16 +162,20 @@ Test(spill_mooncake, an_independent_client_reads_a_spilled_key)
     test_pool_info(ctx, &pi);
     cr_assert_eq(pi.spill.spills, 1, "%s", pi.spill.last_error);
 
+    char name[256];
+    spilled_name("obj-0", name, sizeof(name));
+    cr_log_info("obj-0 is in Mooncake as %s", name);
+    cr_assert(strncmp(name, "pinpool/spill/", 14) == 0, "%s", name);
     snprintf(path, sizeof(path), "%s/peer.bin", mc.dir);
-    cr_assert_eq(mc_run_peer("get", "pinpool/spill/obj-0", path), 0,
-                 "Mooncake's Python client could not read pinpool/spill/obj-0 (see peer.log)");
+    cr_assert_eq(mc_run_peer("get", name, path), 0,
+                 "Mooncake's Python client could not read %s (see peer.log)", name);
     f = fopen(path, "rb");
     cr_assert_not_null(f);
     cr_assert_eq(fread(got, 1, SLICE + 1, f), SLICE, "the Python client read another size");
     fclose(f);
     cr_assert(test_same(got, SLICE, 0), "the Python client read other bytes");
-    cr_expect_eq(mc_run_peer("get", "pinpool/spill/obj-1", path), 2,
-                 "obj-1 is resident: not in Mooncake");
+    name[strlen(name) - 1] = '1'; /* obj-1 under obj-0's generation: no such key */
+    cr_expect_eq(mc_run_peer("get", name, path), 2, "%s is not in Mooncake", name);
     free(got);
     /* and the daemon still restores it after the other client's read */
     check_acquired(ctx, 0);
@@ -335,5 +366,72 @@ Test(spill_mooncake, objects_spilled_before_a_master_restart_are_gone_and_acquir
     cr_expect_eq(pinpool_remove(ctx, "obj-0"), 0, "the lost object can be removed");
     for (unsigned i = 1; i < 5; i++) /* the resident ones are whole */
         check_acquired(ctx, i);
+    pinpool_close(ctx);
+}
+
+/* The race of test_spill_race.c against the real Mooncake tier, shorter:
+ * every object spills as soon as it can, no value is lost. */
+Test(spill_mooncake, put_get_and_mixed_calls_lose_nothing_while_everything_spills,
+     .timeout = 150)
+{
+    pinpool_pool_info_t pi;
+    churn_result_t r;
+
+    mc_start_cluster("1000", "");
+    if (test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB",
+                          "--spill-low-watermark", "1", "--spill-tier", mc.uri, NULL) != 0) {
+        mc_dump_logs();
+        cr_assert_fail("the daemon did not start with --spill-tier %s", mc.uri);
+    }
+    churn_put_get(d.socket, 300, &r);
+    cr_log_info("one client, 300 x Put; Get through Mooncake: %" PRIu64 " lost, %" PRIu64
+                " wrong%s%s", r.lost, r.unexpected, r.first[0] ? ": " : "", r.first);
+    cr_expect_eq(r.lost + r.unexpected, 0, "%s", r.first);
+    churn_mixed(d.socket, 8, 5.0, &r);
+    cr_log_info("8 clients, 5 s of mixed calls through Mooncake: %" PRIu64 " calls, %" PRIu64
+                " lost, %" PRIu64 " wrong%s%s", r.ops, r.lost, r.unexpected,
+                r.first[0] ? ": " : "", r.first);
+    cr_expect_eq(r.lost + r.unexpected, 0, "%s", r.first);
+    pinpool_ctx_t *ctx = test_connect(&d);
+    test_pool_info(ctx, &pi);
+    cr_expect_gt(pi.spill.spills, 50, "hardly spilled (%" PRIu64 "): proves nothing",
+                 pi.spill.spills);
+    pinpool_close(ctx);
+}
+
+/*
+ * The daemon killed (-9) with objects spilled to Mooncake, restarted on the
+ * same tier: the tier's index (".pinpool.index.NN" under the prefix: the
+ * wheel's client cannot list keys) names them, and they come back byte-exact.
+ */
+Test(spill_mooncake, after_kill_9_the_index_brings_spilled_objects_back, .timeout = 150)
+{
+    pinpool_pool_info_t pi;
+    int status;
+
+    start("prefix=pinpool%2Fspill%2F");
+    pinpool_ctx_t *ctx = test_connect(&d);
+    for (unsigned i = 0; i < 6; i++) /* obj-0 and obj-1 spill */
+        put_released(ctx, i);
+    test_pool_info(ctx, &pi);
+    cr_assert_eq(pi.spill.spills, 2, "%s", pi.spill.last_error);
+    pinpool_close(ctx);
+    kill(d.pid, SIGKILL);
+    waitpid(d.pid, &status, 0);
+    d.pid = 0;
+    if (test_daemon_restart(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB",
+                            "--spill-low-watermark", "0", "--spill-tier", mc.uri, "--log-level",
+                            "debug", NULL) != 0) {
+        mc_dump_logs();
+        cr_assert_fail("the daemon did not restart");
+    }
+    ctx = test_connect(&d);
+    test_pool_info(ctx, &pi);
+    cr_expect_eq(pi.spill.objects_spilled, 2, "obj-0 and obj-1 are back: %u",
+                 pi.spill.objects_spilled);
+    cr_expect(log_has("2 objects recovered"), "the log has the summary");
+    check_acquired(ctx, 0);
+    check_acquired(ctx, 1);
+    cr_expect_eq(pinpool_exists(ctx, "obj-2"), 0, "resident at the kill: lost");
     pinpool_close(ctx);
 }

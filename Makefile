@@ -211,7 +211,8 @@ $(BUILD)/tests/fixtures/%: tests/fixtures/%.c tests/util.c tests/util.h
 
 # Suites that may run no test here, with why: tests/run fails on any other suite
 # whose every test skipped.
-TEST_MAY_SKIP := $(if $(MOCK_CUDA),,--may-skip 'swap_mock=built without cuda.h, so no stand-in driver')
+TEST_MAY_SKIP := $(if $(MOCK_CUDA),,--may-skip 'swap_mock=built without cuda.h, so no stand-in driver' \
+                 --may-skip 'tms=built without cuda.h, so no stand-in driver')
 # The tests that act as other users (tests/users.c) need root to make and become them.
 TEST_MAY_SKIP += $(if $(filter 0,$(shell id -u)),,--may-skip 'users=not root: cannot act as another user')
 

@@ -364,6 +364,14 @@ static void across_processes(const char *tag, const char *backup)
     snprintf(cmd, sizeof(cmd), "%s %s tms-pause %s 12582916 21 %s 2>&1", client, d.socket, tag, backup);
     cr_assert_eq(test_run_cmd(cmd, out, sizeof(out)), 0, "tms-pause: %s", out);
     cr_expect_gt(test_daemon_used(&d), 12 * MiB, "the paused copy outlives its process");
+    if (strcmp(backup, "cpu") == 0) { /* `pinpool info` shows it under its tag */
+        char info[8192];
+        cr_expect_eq(test_pinpool(info, sizeof(info), "info --socket %s", d.socket), 0, "%s", info);
+        TEST_EXPECT_IN(info, "swap copy (tag)");
+        char row[128];
+        snprintf(row, sizeof(row), "\n%-40s %12s\n", tag, "18.01 MiB"); /* 2 MiB + 12 MiB + 4 KiB + 4 MiB + 4 KiB */
+        TEST_EXPECT_IN(info, row);
+    }
     snprintf(cmd, sizeof(cmd), "%s %s tms-resume %s 12582916 21 %s other 2>&1", client, d.socket, tag,
              backup);
     cr_expect_eq(test_run_cmd(cmd, out, sizeof(out)), 0, "tms-resume with other sizes: %s", out);

@@ -384,7 +384,7 @@ PINPOOL_EXPORT void pinpool_arena_destroy(pinpool_arena_t *arena);
  * physical memory, a resume maps fresh physical memory at the same addresses,
  * so pointers held by the caller (tensors, CUDA graphs) stay valid.  Buffers
  * the caller allocated itself (pinpool_swap_register) are copied but never
- * freed: pinpool does not own them.
+ * freed: pinpool does not own them.  pinpool_swap_free takes one buffer out.
  *
  * The host copy is a slice kept by the daemon under the key "swap:TAG" (the
  * tag is at most PINPOOL_SWAP_TAG_MAX printable ASCII characters), or with

@@ -472,22 +472,13 @@ static int wait_all(const char *tag, bool *queued, int rc)
     return rc;
 }
 
-int pinpool_tms_pause(const char *tag)
+/* Check the tags of a pause, synchronise their GPUs, queue their pauses. */
+static int pause_steps(const char *tag, bool *queued)
 {
+    bool synced[PINPOOL_MAX_DEVICES] = {false};
     pinpool_swap_info_t info;
     int rc = 0;
 
-    if (tag != NULL && (rc = check_tms_tag(tag)) != 0)
-        return rc;
-    pthread_mutex_lock(&lock);
-    if (ctx == NULL) { /* nothing was ever allocated */
-        pthread_mutex_unlock(&lock);
-        return 0;
-    }
-    bool *queued = calloc(nstags + 1, sizeof(bool)), synced[PINPOOL_MAX_DEVICES] = {false};
-    CUcontext c = saved();
-    if (queued == NULL)
-        rc = fail(-ENOMEM, "out of memory");
     for (uint32_t i = 0; i < nstags && rc == 0; i++)
         if (selected(&stags[i], tag) && (rc = info_of(&stags[i], &info)) == 0 &&
             info.state != PINPOOL_SWAP_RESIDENT)
@@ -498,9 +489,8 @@ int pinpool_tms_pause(const char *tag)
         if (selected(s, tag) && !synced[s->device] && ipc_cuda_use_device(s->device) == 0) {
             CUresult r = ipc_cu.cuCtxSynchronize();
             if (r != CUDA_SUCCESS)
-                rc = pinpool__swap_cu_fail(ctx, r, "cuCtxSynchronize", "GPU work before a pause failed");
-            if (rc != 0)
-                rc = from_ctx(rc, "pause");
+                rc = from_ctx(pinpool__swap_cu_fail(ctx, r, "cuCtxSynchronize",
+                                                    "GPU work before a pause failed"), "pause");
             synced[s->device] = true;
         }
     }
@@ -517,30 +507,16 @@ int pinpool_tms_pause(const char *tag)
         else
             queued[i] = true;
     }
-    if (queued != NULL)
-        rc = wait_all(tag, queued, rc);
-    restore(c);
-    free(queued);
-    pthread_mutex_unlock(&lock);
     return rc;
 }
 
-int pinpool_tms_resume(const char *tag)
+/* Check the tags of a resume and queue their resumes. */
+static int resume_steps(const char *tag, bool *queued)
 {
+    bool keep = retaining();
     pinpool_swap_info_t info;
     int rc = 0;
 
-    if (tag != NULL && (rc = check_tms_tag(tag)) != 0)
-        return rc;
-    pthread_mutex_lock(&lock);
-    if (ctx == NULL) {
-        pthread_mutex_unlock(&lock);
-        return 0;
-    }
-    bool keep = retaining(), *queued = calloc(nstags + 1, sizeof(bool));
-    CUcontext c = saved();
-    if (queued == NULL)
-        rc = fail(-ENOMEM, "out of memory");
     for (uint32_t i = 0; i < nstags && rc == 0; i++) {
         const stag_t *s = &stags[i];
         if (selected(s, tag) && (rc = info_of(s, &info)) == 0 && info.state == PINPOOL_SWAP_RESIDENT &&
@@ -562,12 +538,39 @@ int pinpool_tms_resume(const char *tag)
         else
             queued[i] = true;
     }
-    if (queued != NULL)
-        rc = wait_all(tag, queued, rc);
+    return rc;
+}
+
+/* A pause or a resume: the tag checked, the lock held, the steps that fn
+ * queued (a flag per swap tag) waited for, the caller's CUDA context kept. */
+static int step(const char *tag, int (*fn)(const char *tag, bool *queued))
+{
+    int rc;
+
+    if (tag != NULL && (rc = check_tms_tag(tag)) != 0)
+        return rc;
+    pthread_mutex_lock(&lock);
+    if (ctx == NULL) { /* nothing was ever allocated */
+        pthread_mutex_unlock(&lock);
+        return 0;
+    }
+    bool *queued = calloc(nstags + 1, sizeof(bool));
+    CUcontext c = saved();
+    rc = queued == NULL ? fail(-ENOMEM, "out of memory") : wait_all(tag, queued, fn(tag, queued));
     restore(c);
     free(queued);
     pthread_mutex_unlock(&lock);
     return rc;
+}
+
+int pinpool_tms_pause(const char *tag)
+{
+    return step(tag, pause_steps);
+}
+
+int pinpool_tms_resume(const char *tag)
+{
+    return step(tag, resume_steps);
 }
 
 /* ---- settings and views --------------------------------------------------------------- */

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import pinpool
-from conftest import REPO, Daemon
+from conftest import REPO, mock_cuda_daemon
 
 HERE = Path(__file__).resolve().parent
 STUB = HERE / "torch_stub"
@@ -255,31 +255,12 @@ CHILD = textwrap.dedent(r"""
 """)
 
 
-def _stand_in_env():
-    build = Path(os.environ.get("PINPOOL_BUILD", REPO / "build"))
-    mock = (build if build.is_absolute() else REPO / build) / "mockcuda"
-    if not (mock / "libcuda.so.1").exists():
-        pytest.skip(f"no stand-in driver in {mock} (built where cuda.h is)")
-    if has_torch():
-        pytest.skip("torch is installed: the stand-in torch would not be the one imported")
-    return mock
-
-
 @pytest.fixture
 def mock_daemon():
-    mock = _stand_in_env()
-    old = os.environ.get("LD_LIBRARY_PATH")
-    os.environ["LD_LIBRARY_PATH"] = str(mock)  # the daemon's too
-    try:
-        d = Daemon("--host-backend", "vmm")
-    finally:
-        if old is None:
-            del os.environ["LD_LIBRARY_PATH"]
-        else:
-            os.environ["LD_LIBRARY_PATH"] = old
-    assert "mode=cuda" in d.ready
-    d.env = dict(os.environ, LD_LIBRARY_PATH=str(mock), PYTHONPATH=os.pathsep.join(
-        [str(STUB), str(REPO / "client" / "python")] + sys.path))
+    if has_torch():
+        pytest.skip("torch is installed: the stand-in torch would not be the one imported")
+    d, env = mock_cuda_daemon()
+    d.env = dict(env, PYTHONPATH=os.pathsep.join([str(STUB), str(REPO / "client" / "python")] + sys.path))
     yield d
     try:
         _child(d, "empty")  # the pool back to 0 bytes, no copy kept

@@ -202,6 +202,7 @@ def run(sock, bindir):
             t = torch.empty(256 * MiB, dtype=torch.uint8, device="cuda")
     had = tms.usage("freed")["allocations"]
     del t, pool
+    torch.cuda.empty_cache()  # a destroyed pool's segments go back to its allocator here
     torch.cuda.synchronize()
     check("torch freeing a pool's segments frees the VMM allocations", had >= 1 and
           tms.usage("freed")["allocations"] == 0, f"{had} -> {tms.usage('freed')['allocations']}")

@@ -302,7 +302,8 @@ def lib():
                     tried.append(f"{path} ({e})")
                     continue
                 _declare(L)
-                L.pinpool_path = path  # torch's CUDAPluggableAllocator loads it by this path
+                # torch's CUDAPluggableAllocator loads it again by this path: the same one
+                L.pinpool_path = os.path.abspath(path) if os.sep in path else path
                 _lib = L
                 break
             else:

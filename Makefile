@@ -211,7 +211,8 @@ $(BUILD)/tests/fixtures/%: tests/fixtures/%.c tests/util.c tests/util.h
 
 # Suites that may run no test here, with why: tests/run fails on any other suite
 # whose every test skipped.
-TEST_MAY_SKIP := $(if $(MOCK_CUDA),,--may-skip 'swap_mock=built without cuda.h, so no stand-in driver')
+TEST_MAY_SKIP := $(if $(MOCK_CUDA),,--may-skip 'swap_mock=built without cuda.h, so no stand-in driver' \
+                 --may-skip 'tms=built without cuda.h, so no stand-in driver')
 # The tests that act as other users (tests/users.c) need root to make and become them.
 TEST_MAY_SKIP += $(if $(filter 0,$(shell id -u)),,--may-skip 'users=not root: cannot act as another user')
 
@@ -282,8 +283,9 @@ dist: $(BUILD)/.deps-ok
 	$(Q)cp $(BUILD)/libpinpool.so $(DIST)/lib/libpinpool.so.0 && ln -s libpinpool.so.0 $(DIST)/lib/libpinpool.so
 	$(Q)cp $(PUBLIC_HEADERS) $(DIST)/include/
 	$(Q)cp tests/gpu/run $(DIST)/tests/run-gpu && cp tests/gpu/run-multi $(DIST)/tests/run-gpu-multi && \
-	  cp tests/gpu/test_torch.py $(DIST)/tests/
-	$(Q)cp bench/gpu_run bench/fanout_run bench/run bench/swap_run bench/swap_plot $(DIST)/bench/
+	  cp tests/gpu/test_torch.py tests/gpu/test_tms.py $(DIST)/tests/
+	$(Q)cp bench/gpu_run bench/fanout_run bench/run bench/swap_run bench/swap_plot bench/tms_run bench/tms.py \
+	  $(DIST)/bench/
 	$(Q)mkdir -p $(DIST)/python && cp -r client/python/pinpool $(DIST)/python/ && \
 	  find $(DIST)/python -name __pycache__ -prune -exec rm -rf {} +
 	$(Q)$(call copy_private_libs,$(DIST_BIN) $(BUILD)/libpinpool.so,$(DIST)/lib)

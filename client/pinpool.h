@@ -17,6 +17,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h> /* ssize_t */
 
 #include "pinpool_errors.h" /* the error codes, PINPOOL_EXPORT; installed next to this one */
 
@@ -383,7 +384,7 @@ PINPOOL_EXPORT void pinpool_arena_destroy(pinpool_arena_t *arena);
  * physical memory, a resume maps fresh physical memory at the same addresses,
  * so pointers held by the caller (tensors, CUDA graphs) stay valid.  Buffers
  * the caller allocated itself (pinpool_swap_register) are copied but never
- * freed: pinpool does not own them.
+ * freed: pinpool does not own them.  pinpool_swap_free takes one buffer out.
  *
  * The host copy is a slice kept by the daemon under the key "swap:TAG" (the
  * tag is at most PINPOOL_SWAP_TAG_MAX printable ASCII characters), or with
@@ -401,6 +402,11 @@ PINPOOL_EXPORT void pinpool_arena_destroy(pinpool_arena_t *arena);
  * pinpool_close frees the device memory of pinpool_swap_alloc buffers; kept
  * host copies stay in the daemon until pinpool_swap_drop with
  * PINPOOL_SWAP_FREE_HOST (or pinpool_attach + pinpool_free of "swap:TAG").
+ *
+ * A resume of a released tag maps its memory piece by piece ($PINPOOL_SWAP_MAP_CHUNK,
+ * default 64 MiB, rounded up to the allocation granularity; "0": each allocation in
+ * one piece), each piece just before its copy is queued, so that the copies of the
+ * first pieces run while the next ones are mapped.
  * ================================================================================== */
 
 #define PINPOOL_SWAP_TAG_MAX 37       /* "swap:" + tag fits the daemon's names */
@@ -413,6 +419,11 @@ PINPOOL_EXPORT void pinpool_arena_destroy(pinpool_arena_t *arena);
                                      * at pinpool_swap_wait (pinpool_release): the daemon may
                                      * spill it to its tier; resume acquires it (restored from
                                      * the tier if spilled), mapping it again */
+#define PINPOOL_SWAP_DISCARD 0x10u /* keep no copy: the contents are lost (with RELEASE the
+                                     * GPU memory is given back; a resume maps fresh memory
+                                     * of undefined contents); not with SPILLABLE */
+#define PINPOOL_SWAP_REPLACE 0x20u  /* a copy another process left under the key (kept or
+                                     * released) is freed first instead of PINPOOL_EEXIST */
 /* flags of pinpool_swap_resume */
 #define PINPOOL_SWAP_KEEP_HOST 0x2u /* keep the host copy mapped after the resume: the next
                                      * pause reuses it with no RPC and no mapping (the pool
@@ -481,12 +492,124 @@ PINPOOL_EXPORT int pinpool_swap_wait(pinpool_ctx_t *ctx, const char *tag);
 PINPOOL_EXPORT int pinpool_swap_drop(pinpool_ctx_t *ctx, const char *tag, uint32_t flags);
 PINPOOL_EXPORT int pinpool_swap_info(pinpool_ctx_t *ctx, const char *tag, pinpool_swap_info_t *out);
 /*
+ * Take one buffer out of tag (dptr as pinpool_swap_alloc returned it, or as
+ * registered): a pinpool_swap_alloc buffer's GPU memory and addresses are
+ * freed (a granule shared by small buffers once its last one goes); a
+ * registered buffer is only forgotten.  Later pauses do not copy it.  Waits
+ * for the tag's step in flight.  Allowed while paused: the copy keeps the
+ * other buffers' bytes.  0, or PINPOOL_EINVAL (unknown tag, dptr no buffer
+ * of it), PINPOOL_ECUDA.
+ */
+PINPOOL_EXPORT int pinpool_swap_free(pinpool_ctx_t *ctx, const char *tag, uint64_t dptr);
+/*
+ * Where [dptr, dptr + bytes) of a buffer of tag lies in the host copy this
+ * process holds (after a pause, or kept by PINPOOL_SWAP_KEEP_HOST): *host, a
+ * CPU pointer (the copy is mapped for the CPU on the first call).  Valid until
+ * the copy is freed (a resume without KEEP_HOST, drop, close).  0, or
+ * PINPOOL_EINVAL (the range is not inside one buffer), PINPOOL_ENOENT (no copy
+ * held here: resident, paused with DISCARD, or released to the daemon).
+ */
+PINPOOL_EXPORT int pinpool_swap_host_ptr(pinpool_ctx_t *ctx, const char *tag, uint64_t dptr,
+                                         uint64_t bytes, void **host);
+/*
  * How pause and resume copy: over streams helper streams (1..16; 1 = on the
  * caller's stream only), in pieces of chunk_bytes (0 = whole buffers),
  * dealt round robin.  Defaults: $PINPOOL_SWAP_STREAMS, $PINPOOL_SWAP_CHUNK
  * ("64MiB"), else 1 and 0.  Applies to the next pause or resume.
  */
 PINPOOL_EXPORT int pinpool_swap_config(pinpool_ctx_t *ctx, uint32_t streams, uint64_t chunk_bytes);
+
+/* ==================================================================================
+ * torch_memory_saver: torch's allocator over the swap tags
+ *
+ * pinpool.torch_memory_saver (client/python) drives these calls; C and C++
+ * programs may too.  torch calls pinpool_tms_malloc and pinpool_tms_free as a
+ * CUDAPluggableAllocator (torch.cuda.memory.CUDAPluggableAllocator(path of
+ * libpinpool.so, "pinpool_tms_malloc", "pinpool_tms_free")) behind a
+ * torch.cuda.MemPool that a region uses.  Each allocation is a VMM allocation
+ * of its own (pinpool_swap_alloc memory, no granule shared) in the swap tag of
+ * the calling thread's region (pinpool_tms_set_region):
+ *   TAG        CPU backup: the host copy is kept under "swap:TAG"
+ *   TAG~disk   disk backup: the copy is released under "swap:TAG~disk" (the daemon
+ *              may spill it to its tier)
+ *   TAG~none   no backup: paused with PINPOOL_SWAP_DISCARD, contents not kept
+ * with "~dN" appended on GPU N > 0.  pinpool_tms_pause(TAG) synchronises the
+ * GPUs, pauses every swap tag of TAG (NULL: of every tag) releasing its GPU
+ * memory, and returns when the copies are done; pinpool_tms_resume maps GPU
+ * memory at the same addresses and copies the bytes back, returning when they
+ * are there.  pinpool_tms_free (torch freeing a segment) frees the allocation
+ * and its share of later copies.  Allocations outside a region never reach
+ * these calls and are untouched by pause.
+ *
+ * A new process resumes a tag that another one paused (the copy is the
+ * daemon's) when it has made the same allocations in the same order with the
+ * same sizes under that tag (the same program reaching the same point does:
+ * torch's allocator asks for the same segments), then calls
+ * pinpool_tms_resume: the sizes are checked (PINPOOL_EINVAL when they differ).
+ *
+ * One process-wide context: pinpool_tms_connect, else $PINPOOL_SOCKET or the
+ * default socket on first use.  Every call is thread-safe (one lock; the
+ * region is per thread).  The calling thread's current CUDA context is the
+ * same on return.  Errors: negative codes; pinpool_tms_errmsg() says why.
+ * ================================================================================== */
+
+#define PINPOOL_TMS_TAG_MAX 28 /* printable ASCII, no spaces, no '~' */
+#define PINPOOL_TMS_NO_BACKUP 0
+#define PINPOOL_TMS_CPU_BACKUP 1
+#define PINPOOL_TMS_DISK_BACKUP 2
+
+typedef struct pinpool_tms_region {
+    char tag[PINPOOL_TMS_TAG_MAX + 1];
+    int32_t backup; /* PINPOOL_TMS_*_BACKUP */
+    int32_t active; /* 1: allocations come from tag; 0: outside a region (or in disable()) */
+} pinpool_tms_region_t;
+
+typedef struct pinpool_tms_usage {
+    uint32_t allocations;  /* live allocations (every backup kind and GPU) */
+    uint32_t swap_tags;    /* swap tags holding them */
+    uint32_t paused;       /* of those, paused */
+    uint64_t bytes;        /* the allocations' sizes, as torch asked */
+    uint64_t device_bytes; /* GPU memory they map now */
+    uint64_t host_bytes;   /* host copies held by this process now */
+} pinpool_tms_usage_t;
+
+/* Connect the process's context (NULL: $PINPOOL_SOCKET, else the default);
+ * 0 when already connected to the same socket, PINPOOL_EINVAL to another. */
+PINPOOL_EXPORT int pinpool_tms_connect(const char *socket_path);
+/* The process's context (NULL before the first connect); do not close it. */
+PINPOOL_EXPORT pinpool_ctx_t *pinpool_tms_context(void);
+/* Why the calling thread's last failed pinpool_tms_* call failed. */
+PINPOOL_EXPORT const char *pinpool_tms_errmsg(void);
+/* Set the calling thread's region to *region (the tag checked; active 0: none),
+ * the one before in *old when old is not NULL.  0 or PINPOOL_EINVAL. */
+PINPOOL_EXPORT int pinpool_tms_set_region(const pinpool_tms_region_t *region,
+                                          pinpool_tms_region_t *old);
+PINPOOL_EXPORT int pinpool_tms_get_region(pinpool_tms_region_t *out);
+/* torch's allocator calls (the stream is not used).  malloc returns NULL on
+ * failure (outside a region, a paused tag, out of GPU memory, the margin,
+ * no daemon), the reason on stderr and in pinpool_tms_errmsg(); free of a
+ * pointer it did not allocate says so on stderr and does nothing. */
+PINPOOL_EXPORT void *pinpool_tms_malloc(ssize_t size, int device, void *stream);
+PINPOOL_EXPORT void pinpool_tms_free(void *ptr, ssize_t size, int device, void *stream);
+/* 0, or PINPOOL_EINVAL (a tag already paused: nothing is paused then; a bad
+ * tag) or the swap call's error. */
+PINPOOL_EXPORT int pinpool_tms_pause(const char *tag);
+/* 0, or PINPOOL_EINVAL (a tag neither paused here nor kept by another
+ * process; sizes that differ from the copy's) or the swap call's error. */
+PINPOOL_EXPORT int pinpool_tms_resume(const char *tag);
+/* Keep CPU backups mapped after a resume (PINPOOL_SWAP_KEEP_HOST): the next
+ * pause reuses them; read at each resume.  Initially $TMS_RETAIN_CPU_BACKUP. */
+PINPOOL_EXPORT void pinpool_tms_set_retain(int retain);
+PINPOOL_EXPORT int pinpool_tms_get_retain(void);
+/* pinpool_tms_malloc fails when the GPU would have less than bytes free after it. */
+PINPOOL_EXPORT void pinpool_tms_set_margin(uint64_t bytes);
+/* The CPU backup of [dptr, dptr + bytes) (inside one allocation): *host, or
+ * NULL when there is none to read (resident and not retained, or a disk
+ * backup).  PINPOOL_EINVAL: not an allocation of these calls, or paused
+ * without a backup. */
+PINPOOL_EXPORT int pinpool_tms_cpu_backup(uint64_t dptr, uint64_t bytes, void **host);
+/* What tag (NULL: every tag) holds now. */
+PINPOOL_EXPORT int pinpool_tms_usage(const char *tag, pinpool_tms_usage_t *out);
 
 #ifdef __cplusplus
 }

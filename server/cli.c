@@ -86,6 +86,18 @@ static void print_info(const pinpool_pool_info_t *info)
                size(sp->bytes_restored, b), sp->restore_gbps);
     if (sp->last_error[0] != '\0')
         printf("%-22s %s\n", "last tier error", sp->last_error);
+    /* The swap API's host copies (torch_memory_saver's backups) are slices kept
+     * under "swap:TAG": a client named "kept:swap:TAG" each. */
+    bool swap_header = false;
+    for (uint32_t i = 0; i < info->num_usage; i++) {
+        const char *id = info->usage[i].client_id, *prefix = "kept:" PINPOOL_SWAP_KEY_PREFIX;
+        if (strncmp(id, prefix, strlen(prefix)) != 0)
+            continue;
+        if (!swap_header)
+            printf("\n%-40s %12s\n", "swap copy (tag)", "host");
+        swap_header = true;
+        printf("%-40s %12s\n", id + strlen(prefix), size(info->usage[i].bytes, a));
+    }
     if (info->num_usage > 0) {
         printf("\n%-40s %8s %6s %12s %12s\n", "client", "pid", "slices", "host", "device");
         for (uint32_t i = 0; i < info->num_usage; i++) {

@@ -11,17 +11,16 @@
  * process, the benchmark with every strategy.
  */
 #include <criterion/criterion.h>
-#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "daemon.h"
+#include "mockcuda.h"
 #include "pinpool.h"
 
 TEST_DAEMON_SUITE(swap);
@@ -141,44 +140,8 @@ Test(swap, bench_cpu_only_smoke, .timeout = 60)
 
 /* ---- the CUDA paths against the stand-in driver (tests/mock/libcuda.c) ----------------- */
 
-static char mock_dir[512];
-
-/* Put the stand-in libcuda.so.1 on LD_LIBRARY_PATH for every process started
- * from here (the daemon, gpu_client, bench/swap); skip where it is not built. */
-static void use_mock(void)
-{
-    const char *build = getenv("PINPOOL_BUILD");
-    char lib[600];
-
-    snprintf(mock_dir, sizeof(mock_dir), "%s/mockcuda", build != NULL ? build : "build");
-    snprintf(lib, sizeof(lib), "%s/libcuda.so.1", mock_dir);
-    if (access(lib, R_OK) != 0)
-        cr_skip_test("no stand-in driver at %s (built only where cuda.h is)", lib);
-    char *abs = realpath(mock_dir, NULL);
-    cr_assert_not_null(abs);
-    setenv("LD_LIBRARY_PATH", abs, 1);
-    free(abs);
-    /* This process too: the library's dlopen("libcuda.so.1") finds it by soname. */
-    abs = realpath(lib, NULL);
-    cr_assert_not_null(dlopen(abs, RTLD_NOW | RTLD_GLOBAL), "%s", dlerror());
-    free(abs);
-}
-
-/* Run a command; its output (first line kept in out) goes to stderr too. */
-static int run_cmd(const char *cmd, char *out, size_t outlen)
-{
-    char line[1024];
-    FILE *p = popen(cmd, "r");
-    cr_assert_not_null(p);
-    out[0] = '\0';
-    while (fgets(line, sizeof(line), p) != NULL) {
-        fprintf(stderr, "  | %s", line);
-        if (out[0] == '\0' || strncmp(line, "FAIL", 4) == 0)
-            snprintf(out, outlen, "%s", line);
-    }
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+#define use_mock test_use_mock_cuda
+#define run_cmd test_run_cmd
 
 TestSuite(swap_mock, .timeout = 90);
 

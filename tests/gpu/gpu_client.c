@@ -17,6 +17,13 @@
  *   gpu_client SOCKET swap-resume TAG BYTES SEED   the same buffers made anew: resume the copy the
  *                                 other process left (4 streams, 1 MiB pieces), check, drop it
  *   gpu_client SOCKET swap-none   TAG              resume of a tag nobody paused: PINPOOL_ENOKEY
+ *   gpu_client SOCKET tms-pause   TAG BYTES SEED [cpu|disk]  torch_memory_saver's allocator
+ *                                 (pinpool_tms_*): a region of TAG, three allocations as
+ *                                 torch's would be (2 MiB, BYTES, 4 MiB + 4 KiB), filled, one
+ *                                 more freed; pause (GPU memory given back), exit paused
+ *   gpu_client SOCKET tms-resume  TAG BYTES SEED [cpu|disk] [other]  the same allocations in a
+ *                                 new process, resume, check every byte and that the copy is
+ *                                 gone; other: a different second size, the resume must refuse
  *
  * Each command is its own process (CUDA and gRPC are never forked).  Prints
  * one line "ok ..." and exits 0, or "FAIL ..." and exits 1.
@@ -251,6 +258,95 @@ static int swap_cmd(const char *socket, const char *cmd, const char *tag, uint64
     return 0;
 }
 
+/* The torch_memory_saver allocator's test (tms-pause, tms-resume): what torch
+ * would ask for in a region, in the same order in both processes. */
+#define TMS_NBUF 3
+
+static uint64_t tms_size(int i, uint64_t bytes)
+{
+    return i == 0 ? 2u << 20 : i == 1 ? bytes : (4u << 20) + 4096;
+}
+
+static int tms_cmd(const char *socket, const char *cmd, const char *tag, uint64_t bytes, uint64_t seed,
+                   int backup, bool other)
+{
+    pinpool_tms_region_t r = {.backup = backup, .active = 1};
+    pinpool_tms_usage_t u;
+    uint64_t d[TMS_NBUF];
+    bool pause_cmd = strcmp(cmd, "tms-pause") == 0;
+
+    snprintf(r.tag, sizeof(r.tag), "%s", tag);
+    if (pinpool_tms_connect(socket) != 0 || pinpool_tms_set_region(&r, NULL) != 0)
+        FAIL("tms: %s", pinpool_tms_errmsg());
+    if (pause_cmd) { /* a block torch frees again before the pause: never copied */
+        void *gone = pinpool_tms_malloc(8u << 20, 0, NULL);
+        if (gone == NULL)
+            FAIL("pinpool_tms_malloc: %s", pinpool_tms_errmsg());
+        pinpool_tms_free(gone, 8u << 20, 0, NULL);
+    }
+    for (int i = 0; i < TMS_NBUF; i++) {
+        uint64_t n = tms_size(i, bytes) + (other && i == 1 ? 2u << 20 : 0);
+        void *p = pinpool_tms_malloc((ssize_t)n, 0, NULL);
+        if (p == NULL)
+            FAIL("pinpool_tms_malloc(%" PRIu64 "): %s", n, pinpool_tms_errmsg());
+        d[i] = (uint64_t)(uintptr_t)p;
+    }
+    if (pause_cmd) {
+        for (int i = 0; i < TMS_NBUF; i++) {
+            uint64_t n = tms_size(i, bytes);
+            uint64_t *w = calloc(1, n + 8);
+            fill(w, n, seed + (uint64_t)i);
+            CU(ipc_cu.cuMemcpyHtoD(d[i], w, n));
+            free(w);
+        }
+        if (pinpool_tms_pause(tag) != 0)
+            FAIL("pause: %s", pinpool_tms_errmsg());
+        if (pinpool_tms_usage(tag, &u) != 0 || u.paused != 1 || u.device_bytes != 0 || u.allocations != 3)
+            FAIL("after pause: %u paused, %" PRIu64 " device bytes, %u allocations", u.paused,
+                 u.device_bytes, u.allocations);
+        printf("ok tms paused %s: %u allocations, %" PRIu64 " bytes, GPU memory given back\n", tag,
+               u.allocations, u.bytes);
+        return 0; /* exits paused: the copy stays in the daemon */
+    }
+    for (int i = 0; i < TMS_NBUF; i++)
+        CU(ipc_cu.cuMemsetD8(d[i], 0xee, tms_size(i, bytes)));
+    int rc = pinpool_tms_resume(tag);
+    if (other) {
+        if (rc != PINPOOL_EINVAL || strstr(pinpool_tms_errmsg(), "same order") == NULL)
+            FAIL("a resume with other sizes: %s (%s), want PINPOOL_EINVAL", pinpool_err_name(rc),
+                 pinpool_tms_errmsg());
+        printf("ok tms resume with other sizes refused: %s\n", pinpool_tms_errmsg());
+        return 0;
+    }
+    if (rc != 0)
+        FAIL("resume in a new process: %s", pinpool_tms_errmsg());
+    uint64_t bad = 0;
+    for (int i = 0; i < TMS_NBUF; i++) {
+        uint64_t n = tms_size(i, bytes);
+        uint64_t *want = calloc(1, n + 8), *back = calloc(1, n + 8);
+        fill(want, n, seed + (uint64_t)i);
+        CU(ipc_cu.cuMemcpyDtoH(back, d[i], n));
+        bad += count_bad(back, want, n) + (memcmp(back, want, n) != 0);
+        free(want);
+        free(back);
+    }
+    if (bad != 0)
+        FAIL("%" PRIu64 " words differ after a resume in a new process", bad);
+    char key[64];
+    pinpool_slice_t s;
+    snprintf(key, sizeof(key), PINPOOL_SWAP_KEY_PREFIX "%s%s", tag, backup == PINPOOL_TMS_DISK_BACKUP ? "~disk" : "");
+    pinpool_ctx_t *ctx = pinpool_tms_context();
+    if (pinpool_exists(ctx, key) == 1 || pinpool_attach(ctx, key, PINPOOL_ALLOC_GPU_ONLY, &s) == 0)
+        FAIL("the copy under %s is still in the daemon after the resume", key);
+    for (int i = TMS_NBUF; i-- > 0;)
+        pinpool_tms_free((void *)(uintptr_t)d[i], (ssize_t)tms_size(i, bytes), 0, NULL);
+    if (pinpool_tms_usage(NULL, &u) != 0 || u.allocations != 0 || u.swap_tags != 0)
+        FAIL("after freeing everything: %u allocations in %u swap tags", u.allocations, u.swap_tags);
+    printf("ok tms resumed %s in a new process: %d allocations at new addresses hold the paused bytes, "
+           "copy freed\n", tag, TMS_NBUF);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     char why[256];
@@ -302,6 +398,16 @@ int main(int argc, char **argv)
         fflush(stdout);
         for (;;)
             pause();
+    }
+    if (strncmp(cmd, "tms-", 4) == 0 && argc >= 6) {
+        int backup = PINPOOL_TMS_CPU_BACKUP;
+        bool other = false;
+        for (int i = 6; i < argc; i++) {
+            backup = strcmp(argv[i], "disk") == 0 ? PINPOOL_TMS_DISK_BACKUP : backup;
+            other = other || strcmp(argv[i], "other") == 0;
+        }
+        return tms_cmd(socket, cmd, argv[3], strtoull(argv[4], NULL, 0), strtoull(argv[5], NULL, 0),
+                       backup, other);
     }
     if (strncmp(cmd, "swap-", 5) == 0 && argc >= 4)
         return swap_cmd(socket, cmd, argv[3], argc > 4 ? strtoull(argv[4], NULL, 0) : 0,

@@ -8,7 +8,12 @@
  * What it models: device memory is host memory at the same address; VMM
  * physical memory is a memfd (so exported handles are fds), an unmapped range
  * is PROT_NONE (a use after release faults); IPC handles name the owner's fd
- * through /proc.  What it does not: copies are synchronous and streams and
+ * through /proc.  cuMemGetInfo's free bytes are 80 GiB less the device memory
+ * this process holds (cuMemAlloc and device cuMemCreate handles not yet
+ * released), so a test can see memory given back.  mock_cuda_calls(NAME)
+ * counts this process's calls of cuMemHostAlloc, cuMemHostRegister,
+ * cuMemCreate (device memory) and cuMemcpyDtoHAsync; mock_cuda_device_bytes()
+ * is the device memory held.  What it does not: copies are synchronous and streams and
  * events order nothing, so stream-ordering bugs stay invisible; timings mean
  * nothing.  The real test is tests/gpu/run on a GPU.
  */
@@ -27,6 +32,26 @@
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 typedef struct { void *p; size_t n; int fd; } dalloc_t;
 static dalloc_t dal[4096];
+
+/* The accounting above (see the comment at the top). */
+#define TOTAL (80ull << 30)
+#define MAXFD 65536
+static size_t dev_size[MAXFD];     /* device cuMemCreate handles by fd */
+static unsigned long long held;    /* device bytes held */
+enum { C_HOSTALLOC, C_HOSTREGISTER, C_CREATE, C_DTOH, NCOUNT };
+static const char *const count_names[NCOUNT] = {"cuMemHostAlloc", "cuMemHostRegister", "cuMemCreate",
+                                                "cuMemcpyDtoHAsync"};
+static int counts[NCOUNT];
+static void count(int c) { __atomic_add_fetch(&counts[c], 1, __ATOMIC_RELAXED); }
+int mock_cuda_calls(const char *name);
+int mock_cuda_calls(const char *name)
+{
+    for (int i = 0; i < NCOUNT; i++) if (strcmp(name, count_names[i]) == 0) return __atomic_load_n(&counts[i], __ATOMIC_RELAXED);
+    return -1;
+}
+unsigned long long mock_cuda_device_bytes(void);
+unsigned long long mock_cuda_device_bytes(void) { return __atomic_load_n(&held, __ATOMIC_RELAXED); }
+static void hold(long long n) { __atomic_add_fetch(&held, (unsigned long long)n, __ATOMIC_RELAXED); }
 
 CUresult cuInit(unsigned f) { (void)f; return OK; }
 CUresult cuDriverGetVersion(int *v) { *v = 13000; return OK; }
@@ -50,13 +75,27 @@ CUresult cuMemGetAllocationGranularity(size_t *g, const CUmemAllocationProp *p, 
 { (void)p, (void)f; *g = 2 << 20; return OK; }
 CUresult cuMemCreate(CUmemGenericAllocationHandle *h, size_t n, const CUmemAllocationProp *p, unsigned long long f)
 {
-    (void)p, (void)f;
+    (void)f;
     int fd = memfd_create("mockvmm", MFD_CLOEXEC);
     if (fd < 0 || ftruncate(fd, (off_t)n) != 0) return CUDA_ERROR_OUT_OF_MEMORY;
+    if (p->location.type == CU_MEM_LOCATION_TYPE_DEVICE && fd < MAXFD) {
+        count(C_CREATE);
+        dev_size[fd] = n;
+        hold((long long)n);
+    }
     *h = (CUmemGenericAllocationHandle)fd;
     return OK;
 }
-CUresult cuMemRelease(CUmemGenericAllocationHandle h) { close((int)h); return OK; }
+CUresult cuMemRelease(CUmemGenericAllocationHandle h)
+{
+    int fd = (int)h;
+    if (fd >= 0 && fd < MAXFD && dev_size[fd] != 0) {
+        hold(-(long long)dev_size[fd]);
+        dev_size[fd] = 0;
+    }
+    close(fd);
+    return OK;
+}
 CUresult cuMemExportToShareableHandle(void *out, CUmemGenericAllocationHandle h, CUmemAllocationHandleType t, unsigned long long f)
 { (void)t, (void)f; *(int *)out = dup((int)h); return OK; }
 CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle *h, void *os, CUmemAllocationHandleType t)
@@ -82,9 +121,9 @@ CUresult cuMemUnmap(CUdeviceptr p, size_t n)
     return OK;
 }
 CUresult cuMemSetAccess(CUdeviceptr p, size_t n, const CUmemAccessDesc *d, size_t c) { (void)p, (void)n, (void)d, (void)c; return OK; }
-CUresult cuMemHostRegister(void *p, size_t n, unsigned f) { (void)p, (void)n, (void)f; return OK; }
+CUresult cuMemHostRegister(void *p, size_t n, unsigned f) { (void)p, (void)n, (void)f; count(C_HOSTREGISTER); return OK; }
 CUresult cuMemHostUnregister(void *p) { (void)p; return OK; }
-CUresult cuMemHostAlloc(void **p, size_t n, unsigned f) { (void)f; return posix_memalign(p, 4096, n) ? CUDA_ERROR_OUT_OF_MEMORY : OK; }
+CUresult cuMemHostAlloc(void **p, size_t n, unsigned f) { (void)f; count(C_HOSTALLOC); return posix_memalign(p, 4096, n) ? CUDA_ERROR_OUT_OF_MEMORY : OK; }
 CUresult cuMemFreeHost(void *p) { free(p); return OK; }
 /* Device memory: shared memfd mappings, so that IPC handles can name them. */
 CUresult cuMemAlloc(CUdeviceptr *p, size_t n)
@@ -96,17 +135,18 @@ CUresult cuMemAlloc(CUdeviceptr *p, size_t n)
     pthread_mutex_lock(&mu);
     for (int i = 0; i < 4096; i++) if (dal[i].p == NULL) { dal[i] = (dalloc_t){m, n, fd}; break; }
     pthread_mutex_unlock(&mu);
+    hold((long long)n);
     *p = (CUdeviceptr)(uintptr_t)m;
     return OK;
 }
 CUresult cuMemFree(CUdeviceptr p)
 {
     pthread_mutex_lock(&mu);
-    for (int i = 0; i < 4096; i++) if (dal[i].p == (void *)(uintptr_t)p) { munmap(dal[i].p, dal[i].n); close(dal[i].fd); dal[i].p = NULL; break; }
+    for (int i = 0; i < 4096; i++) if (dal[i].p == (void *)(uintptr_t)p) { munmap(dal[i].p, dal[i].n); close(dal[i].fd); hold(-(long long)dal[i].n); dal[i].p = NULL; break; }
     pthread_mutex_unlock(&mu);
     return OK;
 }
-CUresult cuMemGetInfo(size_t *f, size_t *t) { *f = *t = 80ull << 30; return OK; }
+CUresult cuMemGetInfo(size_t *f, size_t *t) { *t = TOTAL; *f = TOTAL - mock_cuda_device_bytes(); return OK; }
 CUresult cuIpcGetMemHandle(CUipcMemHandle *h, CUdeviceptr p)
 {
     memset(h, 0, sizeof(*h));
@@ -138,7 +178,7 @@ CUresult cuMemcpyHtoD(CUdeviceptr d, const void *s, size_t n) { memcpy(PTR(d), s
 CUresult cuMemcpyDtoH(void *d, CUdeviceptr s, size_t n) { memcpy(d, PTR(s), n); return OK; }
 CUresult cuMemcpyDtoD(CUdeviceptr d, CUdeviceptr s, size_t n) { memcpy(PTR(d), PTR(s), n); return OK; }
 CUresult cuMemcpyHtoDAsync(CUdeviceptr d, const void *s, size_t n, CUstream st) { (void)st; memcpy(PTR(d), s, n); return OK; }
-CUresult cuMemcpyDtoHAsync(void *d, CUdeviceptr s, size_t n, CUstream st) { (void)st; memcpy(d, PTR(s), n); return OK; }
+CUresult cuMemcpyDtoHAsync(void *d, CUdeviceptr s, size_t n, CUstream st) { (void)st; count(C_DTOH); memcpy(d, PTR(s), n); return OK; }
 CUresult cuMemcpyDtoDAsync(CUdeviceptr d, CUdeviceptr s, size_t n, CUstream st) { (void)st; memcpy(PTR(d), PTR(s), n); return OK; }
 CUresult cuMemcpyPeerAsync(CUdeviceptr d, CUcontext dc, CUdeviceptr s, CUcontext sc, size_t n, CUstream st)
 { (void)dc, (void)sc, (void)st; memcpy(PTR(d), PTR(s), n); return OK; }
@@ -155,3 +195,4 @@ CUresult cuEventSynchronize(CUevent e) { (void)e; return OK; }
 CUresult cuEventQuery(CUevent e) { (void)e; return OK; }
 CUresult cuEventElapsedTime(float *ms, CUevent a, CUevent b) { *ms = (float)(*(double *)b - *(double *)a); if (*ms <= 0) *ms = 1e-3f; return OK; }
 CUresult cuEventDestroy(CUevent e) { free(e); return OK; }
+CUresult cuThreadExchangeStreamCaptureMode(CUstreamCaptureMode *m) { static __thread CUstreamCaptureMode cur; CUstreamCaptureMode o = cur; cur = *m; *m = o; return OK; }

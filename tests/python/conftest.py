@@ -91,6 +91,34 @@ class Daemon:
         return rc
 
 
+def mock_cuda_dir():
+    """The folder of the stand-in libcuda.so.1 (tests/mock/libcuda.c); skips the
+    test where it is not built (no cuda.h)."""
+    build = Path(os.environ.get("PINPOOL_BUILD", REPO / "build"))
+    mock = (build if build.is_absolute() else REPO / build) / "mockcuda"
+    if not (mock / "libcuda.so.1").exists():
+        pytest.skip(f"no stand-in driver in {mock} (built where cuda.h is)")
+    return mock
+
+
+def mock_cuda_daemon(*args):
+    """A daemon with the vmm host backend on the stand-in driver, and the
+    environment for child processes that use it (this process has no CUDA, so it
+    cannot map that daemon's memory: the checks run in children)."""
+    mock = mock_cuda_dir()
+    old = os.environ.get("LD_LIBRARY_PATH")
+    os.environ["LD_LIBRARY_PATH"] = str(mock)  # the daemon's too
+    try:
+        d = Daemon("--host-backend", "vmm", *args)
+    finally:
+        if old is None:
+            del os.environ["LD_LIBRARY_PATH"]
+        else:
+            os.environ["LD_LIBRARY_PATH"] = old
+    assert "mode=cuda" in d.ready, d.ready
+    return d, dict(os.environ, LD_LIBRARY_PATH=str(mock))
+
+
 @pytest.fixture
 def daemon():
     d = Daemon()

@@ -5,14 +5,13 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
 import pinpool
 from pinpool import _lib
 
-from conftest import REPO, Daemon
+from conftest import REPO, mock_cuda_daemon
 
 
 def test_swap_without_cuda_says_why(daemon):
@@ -58,22 +57,8 @@ CHILD = textwrap.dedent("""
 
 
 def test_swap_round_trip_with_stand_in_driver():
-    build = Path(os.environ.get("PINPOOL_BUILD", REPO / "build"))
-    mock = (build if build.is_absolute() else REPO / build) / "mockcuda"
-    if not (mock / "libcuda.so.1").exists():
-        pytest.skip(f"no stand-in driver in {mock} (built where cuda.h is)")
-    env = dict(os.environ, LD_LIBRARY_PATH=str(mock))
-    old = os.environ.get("LD_LIBRARY_PATH")
-    os.environ["LD_LIBRARY_PATH"] = str(mock)  # the daemon's too
+    d, env = mock_cuda_daemon()
     try:
-        d = Daemon("--host-backend", "vmm")
-    finally:
-        if old is None:
-            del os.environ["LD_LIBRARY_PATH"]
-        else:
-            os.environ["LD_LIBRARY_PATH"] = old
-    try:
-        assert "mode=cuda" in d.ready
         env["PYTHONPATH"] = os.pathsep.join([str(REPO / "client" / "python")] + sys.path)
         r = subprocess.run([sys.executable, "-c", CHILD, d.socket], env=env, capture_output=True,
                            text=True, timeout=60)

@@ -14,6 +14,8 @@ use, so importing needs neither the library, numpy, torch, a GPU, nor a running 
                                                  slices: __cuda_array_interface__; as_tensor()
     pinpool.ServerPinnedMemoryPool(dtype, pool_size=2, chunk_size_mb=1)
                                                  drop-in for lpllm's PinnedMemoryPool
+    pinpool.torch_memory_saver                   torch_memory_saver 0.0.10's API (import
+                                                 torch_memory_saver from it), not imported here
 
 client/python/README.md lists every call.
 """

@@ -176,6 +176,18 @@ class SwapInfo_t(ctypes.Structure):
                 ("released", c_i32)]
 
 
+TMS_TAG_MAX = 28  # PINPOOL_TMS_TAG_MAX
+
+
+class TmsRegion_t(ctypes.Structure):
+    _fields_ = [("tag", ctypes.c_char * (TMS_TAG_MAX + 1)), ("backup", c_i32), ("active", c_i32)]
+
+
+class TmsUsage_t(ctypes.Structure):
+    _fields_ = [("allocations", c_u32), ("swap_tags", c_u32), ("paused", c_u32), ("bytes", c_u64),
+                ("device_bytes", c_u64), ("host_bytes", c_u64)]
+
+
 SWAP_RELEASE = 0x1
 SWAP_KEEP_HOST = 0x2
 SWAP_FREE_HOST = 0x4
@@ -249,6 +261,22 @@ def _declare(L):
         "pinpool_swap_drop": (ctypes.c_int, [vp, ctypes.c_char_p, c_u32]),
         "pinpool_swap_info": (ctypes.c_int, [vp, ctypes.c_char_p, P(SwapInfo_t)]),
         "pinpool_swap_config": (ctypes.c_int, [vp, c_u32, c_u64]),
+        "pinpool_swap_free": (ctypes.c_int, [vp, ctypes.c_char_p, c_u64]),
+        "pinpool_swap_host_ptr": (ctypes.c_int, [vp, ctypes.c_char_p, c_u64, c_u64, P(vp)]),
+        "pinpool_tms_connect": (ctypes.c_int, [ctypes.c_char_p]),
+        "pinpool_tms_context": (vp, []),
+        "pinpool_tms_errmsg": (ctypes.c_char_p, []),
+        "pinpool_tms_set_region": (ctypes.c_int, [P(TmsRegion_t), P(TmsRegion_t)]),
+        "pinpool_tms_get_region": (ctypes.c_int, [P(TmsRegion_t)]),
+        "pinpool_tms_malloc": (vp, [ctypes.c_ssize_t, ctypes.c_int, vp]),
+        "pinpool_tms_free": (None, [vp, ctypes.c_ssize_t, ctypes.c_int, vp]),
+        "pinpool_tms_pause": (ctypes.c_int, [ctypes.c_char_p]),
+        "pinpool_tms_resume": (ctypes.c_int, [ctypes.c_char_p]),
+        "pinpool_tms_set_retain": (None, [ctypes.c_int]),
+        "pinpool_tms_get_retain": (ctypes.c_int, []),
+        "pinpool_tms_set_margin": (None, [c_u64]),
+        "pinpool_tms_cpu_backup": (ctypes.c_int, [c_u64, c_u64, P(vp)]),
+        "pinpool_tms_usage": (ctypes.c_int, [ctypes.c_char_p, P(TmsUsage_t)]),
     }
     for name, (res, args) in sig.items():
         f = getattr(L, name)
@@ -274,6 +302,8 @@ def lib():
                     tried.append(f"{path} ({e})")
                     continue
                 _declare(L)
+                # torch's CUDAPluggableAllocator loads it again by this path: the same one
+                L.pinpool_path = os.path.abspath(path) if os.sep in path else path
                 _lib = L
                 break
             else:

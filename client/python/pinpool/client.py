@@ -296,6 +296,18 @@ class Client(_lib.Closable):
                 "device_bytes": out.device_bytes, "host_slice_id": out.host_slice_id,
                 "released": bool(out.released)}
 
+    def swap_free(self, tag, ptr):
+        """Take one buffer out of tag: a swap_alloc buffer's GPU memory is freed, a
+        registered one forgotten; later pauses do not copy it."""
+        self._swap(self._L.pinpool_swap_free, tag, ptr)
+
+    def swap_usage(self):
+        """{tag: bytes} of the swap host copies kept in the daemon (by any process,
+        this one's and those of processes that exited), from info()'s clients."""
+        prefix = "kept:swap:"
+        return {c["client_id"][len(prefix):]: c["bytes"] for c in self.info()["clients"]
+                if c["client_id"].startswith(prefix)}
+
     def swap_config(self, streams=1, chunk_bytes=0):
         """Copy over streams helper streams in pieces of chunk_bytes (0: whole buffers)."""
         self._call(self._L.pinpool_swap_config, streams, chunk_bytes)

@@ -380,16 +380,18 @@ int srv_alloc(srv_t *srv, const char *client_id, int32_t device_id, uint64_t siz
             break;
         }
         do_drop_if_idle(srv, c); /* c may be gone now */
+        /* Not enough room yet: wait for host chunks that are still being made
+         * (before spilling anything: the room is coming anyway). */
+        if (rc == PINPOOL_ENOSPC && pool == HOST_POOL && do_chunks_coming(srv)) {
+            pthread_cond_wait(&srv->chunks_cv, &srv->lock);
+            continue;
+        }
         /* Released objects can make room: spill one (the lock drops meanwhile,
          * so everything is looked up again) and try again. */
         if (rc == PINPOOL_ENOSPC && pool == HOST_POOL && do_make_room(srv))
             continue;
-        /* Not enough room yet: wait for host chunks that are still being made. */
-        if (rc != PINPOOL_ENOSPC || pool != HOST_POOL || !do_chunks_coming(srv)) {
-            do_explain_alloc_error(srv, pool, rc, size, alignment, msg, msglen);
-            break;
-        }
-        pthread_cond_wait(&srv->chunks_cv, &srv->lock);
+        do_explain_alloc_error(srv, pool, rc, size, alignment, msg, msglen);
+        break;
     }
     pthread_mutex_unlock(&srv->lock);
     return rc;

@@ -294,12 +294,12 @@ int do_alloc_obj(srv_t *srv, uint64_t size, pool_slice_info_t *info, char *msg, 
         rc = pool_alloc(srv->pools[HOST_POOL], srv->obj_owner, size, 0, info);
         if (rc == 0)
             return 0;
-        if (rc == PINPOOL_ENOSPC && do_make_room(srv))
-            continue;
-        if (rc == PINPOOL_ENOSPC && do_chunks_coming(srv)) {
+        if (rc == PINPOOL_ENOSPC && do_chunks_coming(srv)) { /* room is coming: no spill */
             pthread_cond_wait(&srv->chunks_cv, &srv->lock);
             continue;
         }
+        if (rc == PINPOOL_ENOSPC && do_make_room(srv))
+            continue;
         do_explain_alloc_error(srv, HOST_POOL, rc, size, 0, msg, msglen);
         return rc;
     }

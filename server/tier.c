@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <zlib.h>
+#include <xxhash.h>
 
 #include "pinpool.h"
 #include "tier_index.h"
@@ -55,9 +55,9 @@ const char *tier_errmsg(void)
     return last_err;
 }
 
-uint32_t tier__crc32(uint32_t crc, const void *buf, uint64_t len)
+uint32_t tier__checksum(const void *buf, uint64_t len)
 {
-    return (uint32_t)crc32_z(crc, buf, (size_t)len);
+    return (uint32_t)XXH3_64bits(buf, (size_t)len);
 }
 
 int tier__escape_key(const void *key, size_t keylen, char *dst, size_t dstlen, const char *keep)

@@ -27,7 +27,7 @@
  *
  * File format (little endian): a header of 40 bytes (magic "PPTIER2\n", u64
  * payload size, u32 key length, u32 header length, u32 metadata length, u32
- * CRC-32 of the payload, u32 CRC-32 of the header up to the end of the
+ * checksum (tier__checksum) of the payload, u32 checksum (tier__checksum) of the header up to the end of the
  * metadata with this field 0, u32 0), the key, the caller's metadata, zeros up
  * to the header length (a multiple of 4096, so the payload is page aligned),
  * then the payload.  Every open checks the header (magic, lengths against the
@@ -190,7 +190,7 @@ static size_t make_header(unsigned char *raw, const void *key, uint32_t keylen, 
     memcpy(raw + HDR_FIXED, key, keylen);
     if (metalen > 0)
         memcpy(raw + HDR_FIXED + keylen, meta, metalen);
-    hcrc = tier__crc32(0, raw, n);
+    hcrc = tier__checksum(raw, n);
     memcpy(raw + 32, &hcrc, 4);
     return n;
 }
@@ -232,7 +232,7 @@ static int read_header(tfile_t *tf, int fd, const char *name, hdr_t *h)
         goto bad;
     memcpy(h->raw + 32, &zero, 4);
     why = "a header whose CRC does not match (torn or overwritten)";
-    if (tier__crc32(0, h->raw, HDR_FIXED + h->keylen + h->metalen) != hcrc)
+    if (tier__checksum(h->raw, HDR_FIXED + h->keylen + h->metalen) != hcrc)
         goto bad;
     memcpy(h->raw + 32, &hcrc, 4);
     why = "truncated (or longer than its header says)";
@@ -461,7 +461,7 @@ static int tfile_put(void *impl, const void *key, size_t keylen, const void *buf
     if (fd < 0)
         return tier__fail(-errno, "create %s/%s: %s", tf->path, tmp, strerror(errno));
 
-    n = make_header(hdr, key, (uint32_t)keylen, meta, metalen, len, tier__crc32(0, buf, len));
+    n = make_header(hdr, key, (uint32_t)keylen, meta, metalen, len, tier__checksum(buf, len));
     rc = pwrite_all(fd, hdr, n, 0);
     if (rc == 0 && ftruncate(fd, (off_t)hlen) != 0) /* the padding, without writing it */
         rc = -errno;
@@ -524,9 +524,9 @@ static int tfile_get(void *impl, const void *key, size_t keylen, void *buf, uint
     close(fd);
     if (rc != 0)
         return tier__fail(rc, "read from %s: %s", tf->path, strerror(-rc));
-    if (tier__crc32(0, buf, h.size) != h.crc)
+    if (tier__checksum(buf, h.size) != h.crc)
         return tier__fail(-EBADMSG, "the object in %s is damaged: its bytes do not match "
-                          "their CRC-32", tf->path);
+                          "their checksum (tier__checksum)", tf->path);
     return 0;
 }
 

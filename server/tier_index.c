@@ -4,11 +4,11 @@
  * C API neither), so that the daemon can reconcile such a tier at start.
  *
  * Owns: an in-memory table of every object put through the tier (its key,
- * size, CRC-32 of its bytes, the caller's metadata, and whether it is dead:
+ * size, checksum (tier__checksum) of its bytes, the caller's metadata, and whether it is dead:
  * removed by the daemon but still in the backend), and its copy in the
  * backend: INDEX_SHARDS objects under the reserved keys ".pinpool.index.NN"
  * (under the Mooncake prefix, like every key), an entry in shard
- * crc32(key) % INDEX_SHARDS, so that a change rewrites one shard, not all.
+ * tier__checksum(key) % INDEX_SHARDS, so that a change rewrites one shard, not all.
  *
  * The rules that make a restart safe:
  *   - put: the entry is recorded and its shard written *before* the object is
@@ -23,7 +23,7 @@
  *     is gone (evicted by Mooncake, or lost with its master) are dropped, both
  *     reported as damage; the rest are listed.  Then every changed shard is
  *     written.
- * Shard format (little endian): "PPIDX1\n\0", u32 entries, u32 CRC-32 of
+ * Shard format (little endian): "PPIDX1\n\0", u32 entries, u32 checksum (tier__checksum) of
  * what follows; then per entry u32 keylen, u32 metalen, u64 size, u32 crc,
  * u32 flags (1: dead), the key, the metadata.
  * Never: calls the tier (tier.c) back, or the backend without x->lock.
@@ -86,7 +86,7 @@ struct tier_index {
 
 static uint32_t shard_of(const void *key, size_t keylen)
 {
-    return tier__crc32(0, key, keylen) % INDEX_SHARDS;
+    return tier__checksum(key, keylen) % INDEX_SHARDS;
 }
 
 static void shard_key(uint32_t s, char *buf, size_t len)
@@ -158,7 +158,7 @@ static int write_shard(tier_index_t *x, uint32_t s)
         }
         memcpy(buf, SHARD_MAGIC, 8);
         memcpy(buf + 8, &n, 4);
-        crc = tier__crc32(0, buf + SHARD_HDR, len - SHARD_HDR);
+        crc = tier__checksum(buf + SHARD_HDR, len - SHARD_HDR);
         memcpy(buf + 12, &crc, 4);
         rc = x->ops->put(x->impl, key, strlen(key), buf, len, NULL, 0);
         free(buf);
@@ -185,7 +185,7 @@ static int parse_shard(tier_index_t *x, uint32_t s, const unsigned char *buf, ui
         return -EBADMSG;
     memcpy(&n, buf + 8, 4);
     memcpy(&crc, buf + 12, 4);
-    if (crc != tier__crc32(0, buf + SHARD_HDR, len - SHARD_HDR))
+    if (crc != tier__checksum(buf + SHARD_HDR, len - SHARD_HDR))
         return -EBADMSG;
     for (uint32_t i = 0; i < n; i++) {
         uint32_t keylen, metalen, flags;
@@ -351,7 +351,7 @@ void tier_index_put_many(tier_index_t *x, tier_item_t *items, size_t n)
         return;
     for (size_t i = 0; i < n; i++) /* before the lock: the bytes are the caller's */
         if (items[i].rc == 0)
-            items[i].got = tier__crc32(0, items[i].buf, items[i].len);
+            items[i].got = tier__checksum(items[i].buf, items[i].len);
     pthread_mutex_lock(&x->lock);
     for (size_t i = 0; i < n; i++) {
         tier_item_t *it = &items[i];
@@ -435,9 +435,9 @@ int tier_index_check(tier_index_t *x, const void *key, size_t keylen, const void
         crc = e->crc;
     }
     pthread_mutex_unlock(&x->lock);
-    if (known && (size != got || tier__crc32(0, buf, got) != crc))
+    if (known && (size != got || tier__checksum(buf, got) != crc))
         return tier__fail(-EBADMSG, "the tier's copy of %.*s is not what was put (%" PRIu64
-                          " bytes read, %" PRIu64 " put, or another CRC-32)",
+                          " bytes read, %" PRIu64 " put, or another checksum (tier__checksum))",
                           (int)(keylen > 200 ? 200 : keylen), (const char *)key, got, size);
     return 0;
 }

@@ -16,7 +16,7 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <zlib.h>
+#include <xxhash.h>
 
 #include "daemon.h"
 #include "pinpool.h"
@@ -276,12 +276,12 @@ static void write_copy(uint64_t gen, const char *key, const void *data, uint32_t
     memcpy(hdr + 16, &keylen, 4);
     memcpy(hdr + 20, &hlen, 4);
     memcpy(hdr + 24, &metalen, 4);
-    crc = (uint32_t)crc32(0, data, len);
+    crc = (uint32_t)XXH3_64bits(data, len);
     memcpy(hdr + 28, &crc, 4);
     memcpy(hdr + 32, &zero, 4);
     memcpy(hdr + 40, name, keylen);
     memcpy(hdr + 40 + keylen, meta, metalen);
-    crc = (uint32_t)crc32(0, hdr, 40 + keylen + metalen);
+    crc = (uint32_t)XXH3_64bits(hdr, 40 + keylen + metalen);
     memcpy(hdr + 32, &crc, 4);
     spill_dir(path, sizeof(path));
     n = (int)strlen(path);

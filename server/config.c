@@ -1,6 +1,7 @@
 /*
  * config.c - the option table and everything driven by it (see config.h).
- * Never: reads files or the environment, except for the default socket path.
+ * Never: reads files or the environment, except for the default socket path
+ * and $XDG_STATE_HOME.
  */
 #include "config.h"
 
@@ -13,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "dirs.h"
 #include "log.h"
 #include "paths.h"
 #include "pinpool.h"
@@ -59,8 +61,9 @@ static const srv_option_t options[] = {
      NUM_FIELD(pin_threads), 1, 64, 0, NULL, NULL},
     {"socket", OPT_STRING, NULL, "PATH",
      "gRPC unix socket; the fd socket is PATH.fd "
-     "(default $XDG_RUNTIME_DIR/pinpool.sock, else /tmp/pinpool-$UID/pinpool.sock); a missing "
-     "directory is made 0700 (0750 with --allow-gid), the sockets are 0660",
+     "(default $XDG_RUNTIME_DIR/pinpool.sock, else /tmp/pinpool-$UID/pinpool.sock; an absolute "
+     "path); a missing directory is made 0700 (0750 with --allow-gid), one that another user "
+     "could swap is refused; the sockets are 0660",
      STR_FIELD(socket), 0, 0, 0, NULL, NULL},
     {"allow-uid", OPT_STRING, "", "LIST",
      "only these uids (comma-separated) may open a session; empty: any user who can reach "
@@ -94,7 +97,8 @@ static const srv_option_t options[] = {
      NULL},
     {"state-dir", OPT_STRING, "auto", "DIR",
      "where the daemon keeps its state (the default spill directory); auto: "
-     "$XDG_STATE_HOME/pinpool, else /var/tmp/pinpool-$UID (made with mode 0700)",
+     "$XDG_STATE_HOME/pinpool, else /var/tmp/pinpool-$UID (made with mode 0700; refused if "
+     "another user could swap it)",
      STR_FIELD(state_dir), 0, 0, 0, NULL, NULL},
     {"spill-tier", OPT_STRING, "auto", "URI",
      "where released objects go when the pool needs room: file:///DIR, "
@@ -346,6 +350,10 @@ int srv_config_validate(srv_config_t *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "--listen: '%s' is not HOST:PORT", cfg->listen);
         return PINPOOL_EINVAL;
     }
+    if (cfg->socket[0] != '/') {
+        snprintf(err, errlen, "--socket: '%s' must be an absolute path", cfg->socket);
+        return PINPOOL_EINVAL;
+    }
     return 0;
 }
 
@@ -376,29 +384,6 @@ int srv_config_watermark(const srv_config_t *cfg, uint64_t capacity, uint64_t *b
     return 0;
 }
 
-/* mkdir -p; the directories made get mode. */
-static int make_dirs(const char *path, mode_t mode)
-{
-    char buf[512];
-    size_t n = strlen(path);
-
-    if (n == 0 || n >= sizeof(buf))
-        return -ENAMETOOLONG;
-    memcpy(buf, path, n + 1);
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || *p == '\0') {
-            char c = *p;
-            *p = '\0';
-            if (mkdir(buf, mode) != 0 && errno != EEXIST)
-                return -errno;
-            *p = c;
-            if (c == '\0')
-                break;
-        }
-    }
-    return 0;
-}
-
 int srv_config_resolve(srv_config_t *cfg, char *err, size_t errlen)
 {
     int rc;
@@ -420,12 +405,10 @@ int srv_config_resolve(srv_config_t *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "--state-dir: '%s' must be an absolute path", cfg->state_dir);
         return PINPOOL_EINVAL;
     }
-    rc = make_dirs(cfg->state_dir, 0700);
-    if (rc != 0) {
-        snprintf(err, errlen, "--state-dir %s: cannot create it: %s", cfg->state_dir,
-                 strerror(-rc));
+    rc = srv_dir_open(cfg->state_dir, "--state-dir", SRV_NO_GROUP, err, errlen);
+    if (rc < 0)
         return rc;
-    }
+    close(rc);
     if (strcmp(cfg->spill_tier, "auto") == 0) {
         char sock[SRV_PATH_MAX];
         snprintf(sock, sizeof(sock), "%s", cfg->socket);

@@ -58,7 +58,8 @@ int srv_config_validate(srv_config_t *cfg, char *err, size_t errlen);
 
 /*
  * Resolve the "auto" values: --state-dir becomes $XDG_STATE_HOME/pinpool, else
- * /var/tmp/pinpool-$UID (made 0700 if missing); --spill-tier becomes
+ * /var/tmp/pinpool-$UID (made 0700 if missing, refused if it or a directory
+ * above it lets another user in: dirs.h); --spill-tier becomes
  * file://STATE_DIR/spill/<the socket path, '/' as '_'> (one directory per
  * daemon, since a file tier is locked by one).  0 or an error with err.
  */

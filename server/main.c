@@ -6,6 +6,9 @@
  * main thread (fd socket, signals, the start-up progress timer).  The only
  * process-wide state of the daemon lives here.
  *
+ * Before it makes anything it checks its host: the socket directory and the
+ * lock (dirs.h: no other user can swap them or what is in them).
+ *
  * Threads: the main thread parses the options, makes srv, waits for its first
  * chunk, starts the gRPC server and runs the libev loop: the fd socket
  * (fdsock.c), SIGINT/SIGTERM, the progress timer (srv_chunk_progress,
@@ -33,6 +36,7 @@
 
 #include "cli.h"
 #include "config.h"
+#include "dirs.h"
 #include "fdsock.h"
 #include "log.h"
 #include "metrics.h"
@@ -58,7 +62,11 @@ typedef struct daemon {
     ev_timer grace;   /* cuts connections that hold the shutdown */
     ev_async drained; /* the gRPC server has finished every call */
     bool stopping;
+    int dir_fd;       /* the socket directory (dirs.h) */
+    char dir[SRV_PATH_MAX];
+    const char *name; /* the gRPC socket's name in it */
     int lock_fd;
+    char lock_name[SRV_PATH_MAX + 8];
     char lock_path[SRV_PATH_MAX + 8];
     char fd_path[SRV_PATH_MAX + 8];
     int exit_code;
@@ -109,47 +117,71 @@ static void install_crash_handlers(void)
     signal(SIGILL, on_fatal);
 }
 
-/* The sockets' directory: made if missing, 0700 (0750 when a group may come in). */
-static int make_socket_dir(const daemon_t *d)
+/* The sockets' directory: made if missing, 0700, refused when another user
+ * could swap it or what is in it (dirs.h).  0, or -1 with the reason logged. */
+static int open_socket_dir(daemon_t *d)
 {
-    char dir[SRV_PATH_MAX];
+    char err[1024];
     char *slash;
 
-    snprintf(dir, sizeof(dir), "%s", d->cfg.socket);
-    slash = strrchr(dir, '/');
-    if (slash == NULL || slash == dir)
-        return 0;
-    *slash = '\0';
-    if (mkdir(dir, d->cfg.allow_gid[0] != '\0' ? 0750 : 0700) != 0 && errno != EEXIST) {
-        srv_error("cannot make the socket directory %s: %s", dir, strerror(errno));
+    snprintf(d->dir, sizeof(d->dir), "%s", d->cfg.socket);
+    slash = strrchr(d->dir, '/'); /* the path is absolute: srv_config_validate */
+    d->name = d->cfg.socket + (slash - d->dir) + 1;
+    slash[slash == d->dir ? 1 : 0] = '\0';
+    d->dir_fd = srv_dir_open(d->dir, "the socket directory", SRV_NO_GROUP, err, sizeof(err));
+    if (d->dir_fd < 0) {
+        srv_error("%s", err);
         return -1;
     }
     return 0;
 }
 
-/* Refuse a second daemon on the same socket: gRPC would silently take it over. */
+/* Refuse a second daemon on the same socket: gRPC would silently share it.
+ * The lock is a file of the daemon's own in its own directory, never opened
+ * through a link nor truncated unless it is the daemon's (dirs.h), and flock
+ * is the truth: a file left by a daemon that died is taken over; the pid in
+ * it is only for the message. */
 static int take_lock(daemon_t *d)
 {
-    char pid[32];
+    char pid[32], err[512];
+    struct stat st, now;
     int n;
 
+    snprintf(d->lock_name, sizeof(d->lock_name), "%s.lock", d->name);
     snprintf(d->lock_path, sizeof(d->lock_path), "%s.lock", d->cfg.socket);
-    d->lock_fd = open(d->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (d->lock_fd < 0) {
-        srv_error("cannot open %s: %s", d->lock_path, strerror(errno));
-        return -1;
-    }
-    if (flock(d->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-        n = (int)read(d->lock_fd, pid, sizeof(pid) - 1);
+    for (int tries = 0; tries < 10 && d->lock_fd < 0; tries++) {
+        d->lock_fd = srv_file_open_at(d->dir_fd, d->lock_name, O_RDWR | O_CREAT, 0600,
+                                      d->lock_path, err, sizeof(err));
+        if (d->lock_fd < 0) {
+            srv_error("the lock file: %s", err);
+            return -1;
+        }
+        n = (int)pread(d->lock_fd, pid, sizeof(pid) - 1, 0);
         pid[n > 0 ? n : 0] = '\0';
         pid[strcspn(pid, "\r\n")] = '\0';
-        n = (int)strlen(pid);
-        srv_error("another pinpool daemon (pid %s) is serving %s; stop it or pass another --socket",
-                  n > 0 ? pid : "?", d->cfg.socket);
-        close(d->lock_fd);
-        d->lock_fd = -1;
+        if (flock(d->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+            srv_error("another pinpool daemon (pid %s) is serving %s; stop it or pass another "
+                      "--socket", pid[0] != '\0' ? pid : "?", d->cfg.socket);
+            close(d->lock_fd);
+            d->lock_fd = -1;
+            return -1;
+        }
+        /* A daemon that stopped just now removed the file after we opened it:
+         * a lock on that file keeps no one out.  Then open the name again. */
+        if (fstat(d->lock_fd, &st) != 0 ||
+            fstatat(d->dir_fd, d->lock_name, &now, AT_SYMLINK_NOFOLLOW) != 0 ||
+            st.st_ino != now.st_ino || st.st_dev != now.st_dev) {
+            close(d->lock_fd);
+            d->lock_fd = -1;
+        }
+    }
+    if (d->lock_fd < 0) {
+        srv_error("the lock file %s keeps changing under this daemon; is another one starting?",
+                  d->lock_path);
         return -1;
     }
+    if (pid[0] != '\0')
+        srv_info("took over %s, left by pid %s, which no longer holds it", d->lock_path, pid);
     n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
     if (ftruncate(d->lock_fd, 0) != 0 || pwrite(d->lock_fd, pid, (size_t)n, 0) != n)
         srv_warn("cannot write the pid into %s", d->lock_path);
@@ -244,7 +276,7 @@ static void on_progress(struct ev_loop *loop, ev_timer *w, int revents)
 
 static int serve(int argc, char **argv)
 {
-    daemon_t d = {.lock_fd = -1};
+    daemon_t d = {.lock_fd = -1, .dir_fd = -1};
     char err[512];
     char addr[SRV_PATH_MAX + 16];
     char size[32], chunk[32];
@@ -268,17 +300,17 @@ static int serve(int argc, char **argv)
     }
     srv_log_level = srv_log_parse_level(d.cfg.log_level);
     srv_log_format = strcmp(d.cfg.log_format, "json") == 0 ? SRV_LOG_JSON : SRV_LOG_TEXT;
+    signal(SIGPIPE, SIG_IGN);
     for (char *note = d.cfg.notes, *end; note[0] != '\0'; note = end + (*end != '\0')) {
         end = note + strcspn(note, "\n");
         srv_info("note: %.*s", (int)(end - note), note);
     }
-    signal(SIGPIPE, SIG_IGN);
     install_crash_handlers();
     d.tty = isatty(STDERR_FILENO);
     d.exit_code = 1;
 
-    if (make_socket_dir(&d) != 0 || take_lock(&d) != 0)
-        return 1;
+    if (open_socket_dir(&d) != 0 || take_lock(&d) != 0)
+        goto out;
     rc = srv_create(&d.srv, &d.cfg, err, sizeof(err));
     if (rc != 0) {
         srv_error("%s", err);
@@ -312,7 +344,7 @@ static int serve(int argc, char **argv)
         srv_error("%s", err);
         goto out;
     }
-    if (chmod(d.cfg.socket, 0660) != 0)
+    if (fchmodat(d.dir_fd, d.name, 0660, 0) != 0)
         srv_warn("cannot make %s 0660: %s", d.cfg.socket, strerror(errno));
     d.loop = ev_default_loop(EVFLAG_AUTO);
     ipc_fd_socket_path(d.cfg.socket, d.fd_path, sizeof(d.fd_path));
@@ -365,11 +397,13 @@ out:
     if (d.loop != NULL)
         ev_loop_destroy(d.loop);
     if (d.exit_code == 0 || d.rpc != NULL)
-        unlink(d.cfg.socket);
+        unlinkat(d.dir_fd, d.name, 0);
     if (d.lock_fd >= 0) {
-        unlink(d.lock_path);
+        unlinkat(d.dir_fd, d.lock_name, 0); /* still ours: we hold the lock */
         close(d.lock_fd);
     }
+    if (d.dir_fd >= 0)
+        close(d.dir_fd);
     srv_info("stopped");
     return d.exit_code;
 }

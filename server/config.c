@@ -76,7 +76,10 @@ static const srv_option_t options[] = {
      0, 0, yes_no, NULL},
     {"client-quota", OPT_SIZE, "0", "SIZE", "most bytes one client may hold (0: no limit)",
      NUM_FIELD(client_quota), 0, 1ull << 50, 0, NULL, "no limit"},
-    {"max-clients", OPT_UINT, "0", "N", "most clients at once (0: no limit)",
+    {"max-clients", OPT_UINT, "auto", "N",
+     "most clients at once (0: no limit); auto: what RLIMIT_NOFILE allows (the daemon raises "
+     "its soft limit to the hard one) at 2 descriptors a client, after 96 and one per chunk "
+     "for the daemon itself",
      NUM_FIELD(max_clients), 0, 1u << 20, 0, NULL, "no limit"},
     {"metrics", OPT_STRING, "", "HOST:PORT",
      "serve Prometheus metrics at http://HOST:PORT/metrics (off by default; use a loopback "
@@ -160,6 +163,11 @@ static int set_option(srv_config_t *cfg, const srv_option_t *o, const char *valu
                          o->name, value);
                 return PINPOOL_EINVAL;
             }
+        } else if (o->defval != NULL && strcmp(o->defval, "auto") == 0 &&
+                   strcmp(value, "auto") == 0) {
+            n = SRV_CONFIG_AUTO; /* resolved at start (srv_config_resolve_max_clients) */
+            memcpy(field, &n, sizeof(n));
+            return 0;
         } else {
             char *end;
             errno = 0;
@@ -230,6 +238,8 @@ static const char *show_option(const srv_config_t *cfg, const srv_option_t *o, c
         memcpy(&n, field, sizeof(n));
         if (n == 0 && o->zero != NULL)
             return o->zero;
+        if (n == SRV_CONFIG_AUTO)
+            return "auto";
         if (o->type == OPT_SIZE)
             return pool_format_size(n, buf, len);
         snprintf(buf, len, "%" PRIu64, n);
@@ -355,6 +365,26 @@ int srv_config_validate(srv_config_t *cfg, char *err, size_t errlen)
         return PINPOOL_EINVAL;
     }
     return 0;
+}
+
+void srv_config_resolve_max_clients(srv_config_t *cfg, uint64_t nofile)
+{
+    uint64_t nchunks = (cfg->mem_pool_size + cfg->chunk_size - 1) / cfg->chunk_size;
+    uint64_t keep = SRV_FD_BASE + nchunks;
+    uint64_t fit = nofile > keep ? (nofile - keep) / SRV_FDS_PER_CLIENT : 0;
+
+    if (fit > 1u << 20)
+        fit = 1u << 20;
+    if (cfg->max_clients == SRV_CONFIG_AUTO) {
+        cfg->max_clients = fit > 0 ? fit : 1;
+        add_note(cfg, "--max-clients auto: %" PRIu64 " (RLIMIT_NOFILE %" PRIu64 ": %d descriptors "
+                 "a client, %" PRIu64 " kept for the daemon: %d and one per chunk)",
+                 cfg->max_clients, nofile, SRV_FDS_PER_CLIENT, keep, SRV_FD_BASE);
+    } else if (cfg->max_clients == 0 || cfg->max_clients > fit) {
+        add_note(cfg, "--max-clients %s: RLIMIT_NOFILE %" PRIu64 " carries about %" PRIu64
+                 " clients; connections past that are refused while descriptors are short",
+                 cfg->max_clients == 0 ? "0 (no limit)" : "given", nofile, fit);
+    }
 }
 
 int srv_config_watermark(const srv_config_t *cfg, uint64_t capacity, uint64_t *bytes, char *err,

@@ -14,6 +14,12 @@
 #include <stdio.h>
 
 #define SRV_PATH_MAX 108 /* sun_path */
+#define SRV_CONFIG_AUTO UINT64_MAX /* a number option left to "auto" until resolved */
+/* Descriptors the daemon keeps for itself when it derives --max-clients auto
+ * from RLIMIT_NOFILE: listeners, epoll, gRPC's own, the log, the lock, the
+ * tier, metrics, the listeners' spare (listener.h), plus one per chunk. */
+#define SRV_FD_BASE 96
+#define SRV_FDS_PER_CLIENT 2 /* its fd-socket session and its gRPC connection */
 
 typedef struct srv_config {
     uint64_t mem_pool_size;
@@ -55,6 +61,12 @@ int srv_config_parse_args(srv_config_t *cfg, int argc, char **argv, char *err, s
 /* Checks between options (pool vs chunk size); --chunk-size auto (0) becomes
  * the size that follows the pool's (see config.c).  0 or PINPOOL_EINVAL + err. */
 int srv_config_validate(srv_config_t *cfg, char *err, size_t errlen);
+
+/* --max-clients auto: what nofile descriptors (RLIMIT_NOFILE) allow, after
+ * SRV_FD_BASE and one per chunk, at SRV_FDS_PER_CLIENT a client (at least
+ * 1); a number given that the descriptors cannot carry gets a note.  After
+ * srv_config_validate. */
+void srv_config_resolve_max_clients(srv_config_t *cfg, uint64_t nofile);
 
 /*
  * Resolve the "auto" values: --state-dir becomes $XDG_STATE_HOME/pinpool, else

@@ -3,17 +3,21 @@
  *
  * `pinpool serve` wires the pieces together: srv (pool and chunks), the gRPC
  * server (rpc.c + service.c, on its own threads), and the libev loop on the
- * main thread (fd socket, signals, the start-up progress timer).  The only
- * process-wide state of the daemon lives here.
+ * main thread (the unix listeners, fd socket, signals, the start-up progress
+ * timer).  The only process-wide state of the daemon lives here.
  *
  * Before it makes anything it checks its host: the socket directory and the
- * lock (dirs.h: no other user can swap them or what is in them).
+ * lock (dirs.h: no other user can swap them or what is in them), the
+ * descriptors (the soft RLIMIT_NOFILE raised to the hard one, --max-clients
+ * auto from it).
  *
  * Threads: the main thread parses the options, makes srv, waits for its first
- * chunk, starts the gRPC server and runs the libev loop: the fd socket
- * (fdsock.c), SIGINT/SIGTERM, the progress timer (srv_chunk_progress,
- * srv_wait_chunks without waiting) and the shutdown grace timer; after the
- * loop it stops the rest and frees everything.  Other
+ * chunk, starts the gRPC server and runs the libev loop: the two unix
+ * listeners (listener.h: the gRPC socket's connections go to gRPC as
+ * descriptors, rpc_server_add_connection; the fd socket's to fdsock.c),
+ * SIGINT/SIGTERM, the progress timer (srv_chunk_progress, srv_wait_chunks
+ * without waiting) and the shutdown grace timer; after the loop it stops the
+ * rest and frees everything.  Other
  * threads: the gRPC queue threads (rpc.c, two), the chunk threads and the
  * maintenance thread (srv), and the metrics HTTP thread (metrics.c).  The
  * daemon_t belongs to the main thread; the one call into it from another
@@ -31,6 +35,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -38,6 +44,7 @@
 #include "config.h"
 #include "dirs.h"
 #include "fdsock.h"
+#include "listener.h"
 #include "log.h"
 #include "metrics.h"
 #include "paths.h"
@@ -55,6 +62,7 @@ typedef struct daemon {
     srv_t *srv;
     rpc_server_t *rpc;
     srv_fdsock_t *fdsock;
+    srv_listener_t *grpc_unix; /* the gRPC socket's connections, handed to gRPC */
     srv_metrics_t *metrics;
     struct ev_loop *loop;
     ev_signal sigint, sigterm;
@@ -188,6 +196,24 @@ static int take_lock(daemon_t *d)
     return 0;
 }
 
+/* The soft RLIMIT_NOFILE up to the hard one (sessions cost descriptors);
+ * --max-clients auto follows it. */
+static void raise_nofile(daemon_t *d)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        rl.rlim_cur = 1024;
+    else if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t was = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            rl.rlim_cur = was;
+    }
+    srv_config_resolve_max_clients(&d->cfg, rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX
+                                                                         : (uint64_t)rl.rlim_cur);
+}
+
 static void on_drained(struct ev_loop *loop, ev_async *w, int revents)
 {
     (void)w;
@@ -220,11 +246,20 @@ static void begin_shutdown(daemon_t *d)
     }
     d->stopping = true;
     srv_begin_shutdown(d->srv);
+    srv_listener_close(d->grpc_unix);
+    d->grpc_unix = NULL;
     srv_fdsock_stop_accepting(d->fdsock);
     rpc_server_begin_shutdown(d->rpc, rpc_drained, d);
     ev_timer_init(&d->grace, on_grace, SHUTDOWN_GRACE_S, 0.0);
     d->grace.data = d;
     ev_timer_start(d->loop, &d->grace);
+}
+
+static void on_grpc_conn(void *arg, int fd)
+{
+    daemon_t *d = arg;
+
+    rpc_server_add_connection(d->rpc, fd);
 }
 
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
@@ -278,7 +313,6 @@ static int serve(int argc, char **argv)
 {
     daemon_t d = {.lock_fd = -1, .dir_fd = -1};
     char err[512];
-    char addr[SRV_PATH_MAX + 16];
     char size[32], chunk[32];
     size_t nmethods;
     const rpc_method_t *methods;
@@ -301,6 +335,7 @@ static int serve(int argc, char **argv)
     srv_log_level = srv_log_parse_level(d.cfg.log_level);
     srv_log_format = strcmp(d.cfg.log_format, "json") == 0 ? SRV_LOG_JSON : SRV_LOG_TEXT;
     signal(SIGPIPE, SIG_IGN);
+    raise_nofile(&d);
     for (char *note = d.cfg.notes, *end; note[0] != '\0'; note = end + (*end != '\0')) {
         end = note + strcspn(note, "\n");
         srv_info("note: %.*s", (int)(end - note), note);
@@ -326,10 +361,6 @@ static int serve(int argc, char **argv)
 
     methods = srv_service_methods(&nmethods);
     rc = rpc_server_create(&d.rpc, methods, nmethods, d.srv, err, sizeof(err));
-    if (rc == 0) {
-        snprintf(addr, sizeof(addr), "unix:%s", d.cfg.socket);
-        rc = rpc_server_add_port(d.rpc, addr, err, sizeof(err));
-    }
     if (rc == 0 && d.cfg.listen[0] != '\0')
         rc = rpc_server_add_port(d.rpc, d.cfg.listen, err, sizeof(err));
     if (rc == 0 && d.cfg.metrics[0] != '\0') {
@@ -344,11 +375,13 @@ static int serve(int argc, char **argv)
         srv_error("%s", err);
         goto out;
     }
-    if (fchmodat(d.dir_fd, d.name, 0660, 0) != 0)
-        srv_warn("cannot make %s 0660: %s", d.cfg.socket, strerror(errno));
     d.loop = ev_default_loop(EVFLAG_AUTO);
+    rc = srv_listener_open(&d.grpc_unix, d.loop, d.dir_fd, d.dir, d.name, SOCK_STREAM, SRV_NO_GROUP,
+                           "gRPC socket", on_grpc_conn, NULL, &d, err, sizeof(err));
     ipc_fd_socket_path(d.cfg.socket, d.fd_path, sizeof(d.fd_path));
-    rc = srv_fdsock_start(&d.fdsock, d.loop, d.srv, d.fd_path, err, sizeof(err));
+    if (rc == 0)
+        rc = srv_fdsock_start(&d.fdsock, d.loop, d.srv, d.dir_fd, d.dir,
+                              d.fd_path + (d.name - d.cfg.socket), SRV_NO_GROUP, err, sizeof(err));
     if (rc != 0) {
         srv_error("%s", err);
         goto out;
@@ -389,6 +422,7 @@ out:
     /* Stop taking work, let calls in flight finish, then end the sessions. */
     if (d.srv != NULL)
         srv_begin_shutdown(d.srv);
+    srv_listener_close(d.grpc_unix); /* removes the socket file */
     srv_fdsock_stop_accepting(d.fdsock);
     rpc_server_stop(d.rpc, SHUTDOWN_GRACE_S);
     srv_metrics_stop(d.metrics);
@@ -396,8 +430,6 @@ out:
     srv_destroy(d.srv);
     if (d.loop != NULL)
         ev_loop_destroy(d.loop);
-    if (d.exit_code == 0 || d.rpc != NULL)
-        unlinkat(d.dir_fd, d.name, 0);
     if (d.lock_fd >= 0) {
         unlinkat(d.dir_fd, d.lock_name, 0); /* still ours: we hold the lock */
         close(d.lock_fd);

@@ -1,0 +1,189 @@
+/*
+ * test_limits.c - the daemon at the edges of its host (issue 13.6): out of
+ * file descriptors.
+ *
+ * Owns: the daemons it starts (hostd.h) and the directories it makes in /tmp.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "hostd.h"
+#include "ipc.h"
+#include "pinpool.h"
+#include "users.h"
+#include "util.h"
+
+#define MiB (1024ull * 1024)
+
+/* ---- file descriptors (issue 13.6) ------------------------------------------------------- */
+
+static void low_nofile(void *arg)
+{
+    struct rlimit rl = {.rlim_cur = (rlim_t)(size_t)arg, .rlim_max = (rlim_t)(size_t)arg};
+
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        _exit(126);
+}
+
+/* utime + stime of pid, in seconds. */
+static double cpu_s(pid_t pid)
+{
+    char path[64], buf[2048];
+    unsigned long ut = 0, st = 0;
+    const char *p;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    slurp(path, buf, sizeof(buf));
+    p = strrchr(buf, ')');
+    if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
+                            &st) != 2)
+        return -1;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+Test(host_fds, max_clients_follows_rlimit_nofile, .timeout = 90)
+{
+    char base[64], sock[128], fdsock[136], state[128], log[128], out[8192];
+    int fds[64], n = 0;
+    ipc_hello_t hello;
+    hd_t h;
+
+    make_base(base, sizeof(base), 0700);
+    snprintf(log, sizeof(log), "%s/log", base);
+    snprintf(sock, sizeof(sock), "%s/run/pinpool.sock", base);
+    snprintf(fdsock, sizeof(fdsock), "%s.fd", sock);
+    snprintf(state, sizeof(state), "%s/state", base);
+    /* 200 descriptors, 4 chunks: (200 - 96 - 4) / 2 = 50 clients. */
+    cr_assert_eq(hd_start(&h, log, low_nofile, (void *)(size_t)200, "--socket", sock,
+                          "--state-dir", state, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB",
+                          NULL), 0, "%s", slurp(log, out, sizeof(out)));
+    TEST_EXPECT_IN(slurp(log, out, sizeof(out)), "--max-clients auto: 50 (RLIMIT_NOFILE 200");
+    for (; n < 51; n++) {
+        fds[n] = raw_session(fdsock, &hello);
+        if (fds[n] < 0 || hello.status != 0)
+            break;
+    }
+    cr_expect_eq(n, 50, "%d sessions", n);
+    cr_expect_eq(hello.status, PINPOOL_ENOSPC, "%d: %s", hello.status, hello.reason);
+    TEST_EXPECT_IN(hello.reason, "--max-clients 50");
+    if (n < 51 && fds[n] >= 0)
+        close(fds[n]);
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+    usleep(200000);
+    cr_expect_eq(use_daemon(sock), 0);
+    cr_expect_eq(hd_stop(&h), 0);
+    test_rm_rf(base);
+}
+
+/* A non-blocking connection to the unix socket at path (a full backlog must
+ * not hang the test), or -1. */
+static int nb_connect(const char *path, int type)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+    if (fd < 0 || snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path) >= (int)sizeof(sa.sun_path) ||
+        connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* A client that keeps connecting to both sockets for 2 s while the daemon
+ * has no descriptor; returns how many fd-socket connections were told why
+ * (the listener answers within its rest, 1 s). */
+static int knock(const char *sock, const char *fdsock, int *held, int *nheld, int max)
+{
+    double end = test_now_s() + 2.0;
+    int first = *nheld, told = 0;
+
+    while (test_now_s() < end && *nheld < max - 2) {
+        int g = nb_connect(sock, SOCK_STREAM), f = nb_connect(fdsock, SOCK_SEQPACKET);
+
+        if (g >= 0)
+            held[(*nheld)++] = g;
+        if (f >= 0)
+            held[(*nheld)++] = f;
+        usleep(50000);
+    }
+    usleep(1200 * 1000);
+    for (int i = first; i < *nheld; i++) {
+        ipc_hello_t hello;
+        size_t nfds;
+        if (ipc_recv_msg(held[i], &hello, sizeof(hello), NULL, 0, &nfds) == (ssize_t)sizeof(hello) &&
+            hello.status != 0 && strstr(hello.reason, "file descriptors") != NULL)
+            told++;
+    }
+    return told;
+}
+
+Test(host_fds, out_of_descriptors_the_daemon_neither_spins_nor_floods_its_log, .timeout = 120)
+{
+    char base[64], sock[128], fdsock[136], state[128], log[128], out[8192];
+    static int held[512];
+    int nheld = 0, told, n;
+    ipc_hello_t hello;
+    hd_t h;
+
+    make_base(base, sizeof(base), 0700);
+    snprintf(log, sizeof(log), "%s/log", base);
+    snprintf(sock, sizeof(sock), "%s/run/pinpool.sock", base);
+    snprintf(fdsock, sizeof(fdsock), "%s.fd", sock);
+    snprintf(state, sizeof(state), "%s/state", base);
+    cr_assert_eq(hd_start(&h, log, low_nofile, (void *)(size_t)128, "--socket", sock,
+                          "--state-dir", state, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB",
+                          "--max-clients", "0", NULL), 0, "%s", slurp(log, out, sizeof(out)));
+
+    /* Sessions until the daemon says it is short of descriptors. */
+    for (n = 0; n < 200; n++) {
+        held[nheld] = raw_session(fdsock, &hello);
+        if (held[nheld] < 0 || hello.status != 0)
+            break;
+        nheld++;
+    }
+    cr_expect_gt(n, 20, "%d sessions", n);
+    cr_expect_eq(hello.status, PINPOOL_ENOSPC, "no refusal after %d sessions: %d %s", n,
+                 hello.status, hello.reason);
+    TEST_EXPECT_IN(hello.reason, "short of file descriptors");
+
+    /* Now out of them for good: the soft limit below what the daemon holds. */
+    struct rlimit low = {.rlim_cur = 40, .rlim_max = 128}, was;
+    cr_assert_eq(prlimit(h.pid, RLIMIT_NOFILE, &low, &was), 0);
+    long lines = count_lines(log);
+    double cpu = cpu_s(h.pid), t0 = test_now_s();
+    told = knock(sock, fdsock, held, &nheld, 512);
+    cpu = cpu_s(h.pid) - cpu;
+    lines = count_lines(log) - lines;
+    cr_log_info("out of descriptors for %.1f s: %.2f s of CPU, %ld log lines, %d of %d refusals "
+                "said why", test_now_s() - t0, cpu, lines, told, nheld / 2);
+    cr_expect_lt(cpu, 0.5, "the daemon spent %.2f s of CPU in 3.2 s", cpu);
+    cr_expect_lt(lines, 20, "%ld log lines in 3.2 s", lines);
+    cr_expect_gt(told, 0, "no connection was told why");
+    cr_expect_eq(kill(h.pid, 0), 0, "the daemon is gone");
+
+    /* Others close: sessions work again, over both sockets. */
+    cr_assert_eq(prlimit(h.pid, RLIMIT_NOFILE, &was, NULL), 0);
+    for (int i = 0; i < nheld; i++)
+        close(held[i]);
+    usleep(1500 * 1000); /* the listeners rest 1 s at a time */
+    cr_expect_eq(use_daemon(sock), 0, "%s", slurp(log, out, sizeof(out)));
+    cr_expect_eq(hd_stop(&h), 0);
+    test_rm_rf(base);
+}

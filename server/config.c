@@ -1,11 +1,14 @@
 /*
  * config.c - the option table and everything driven by it (see config.h).
- * Never: reads files or the environment, except for the default socket path
- * and $XDG_STATE_HOME.
+ * Never: reads files or the environment, except for the default socket path,
+ * $XDG_STATE_HOME, and the user and group databases (--allow-uid/--allow-gid
+ * names, looked up once at start).
  */
 #include "config.h"
 
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <inttypes.h>
 #include <stdbool.h>
@@ -66,9 +69,13 @@ static const srv_option_t options[] = {
      "could swap is refused; the sockets are 0660",
      STR_FIELD(socket), 0, 0, 0, NULL, NULL},
     {"allow-uid", OPT_STRING, "", "LIST",
-     "only these uids (comma-separated) may open a session; empty: any user who can reach "
-     "the sockets (0660 in a 0700 directory)", STR_FIELD(allow_uid), 0, 0, 0, NULL, NULL},
-    {"allow-gid", OPT_STRING, "", "LIST", "as --allow-uid, for the peer's primary group",
+     "only these users (comma-separated names or uids) may open a session; empty: any user "
+     "who can reach the sockets (0660 in a 0700 directory)", STR_FIELD(allow_uid), 0, 0, 0,
+     NULL, NULL},
+    {"allow-gid", OPT_STRING, "", "LIST",
+     "members of these groups (names or gids; primary or supplementary) may open a session too; "
+     "the sockets and their directory get the first group (0660 in a 0750 directory), so its "
+     "members can reach them; the daemon must be root or a member of it",
      STR_FIELD(allow_gid), 0, 0, 0, NULL, NULL},
     {"detached-clients", OPT_CHOICE, "yes", "yes|no",
      "accept gRPC callers without an fd-socket session (a stock gRPC client); they cannot "
@@ -331,6 +338,77 @@ static uint64_t auto_chunk_size(uint64_t pool)
     return c;
 }
 
+/* One entry of --allow-uid (group false) or --allow-gid: a number, or a name
+ * in the user or group database.  0 and *id, or PINPOOL_EINVAL with err. */
+static int parse_id(const char *opt, const char *tok, bool group, uint32_t *id, char *err,
+                    size_t errlen)
+{
+    char buf[16384];
+    const char *what = group ? "group" : "user";
+    int rc;
+
+    if (tok[0] >= '0' && tok[0] <= '9' && tok[strspn(tok, "0123456789")] == '\0') {
+        errno = 0;
+        unsigned long long v = strtoull(tok, NULL, 10);
+        if (errno != 0 || v >= UINT32_MAX) {
+            snprintf(err, errlen, "--%s: %s is not a valid %sid", opt, tok, group ? "g" : "u");
+            return PINPOOL_EINVAL;
+        }
+        *id = (uint32_t)v;
+        return 0;
+    }
+    bool found = false;
+    if (group) {
+        struct group gr, *res = NULL;
+        rc = getgrnam_r(tok, &gr, buf, sizeof(buf), &res);
+        if (rc == 0 && res != NULL) {
+            *id = (uint32_t)res->gr_gid;
+            found = true;
+        }
+    } else {
+        struct passwd pw, *res = NULL;
+        rc = getpwnam_r(tok, &pw, buf, sizeof(buf), &res);
+        if (rc == 0 && res != NULL) {
+            *id = (uint32_t)res->pw_uid;
+            found = true;
+        }
+    }
+    if (!found) {
+        snprintf(err, errlen, "--%s: '%s' is neither a number nor a %s name known here%s%s", opt,
+                 tok, what, rc != 0 ? ": " : "", rc != 0 ? strerror(rc) : "");
+        return PINPOOL_EINVAL;
+    }
+    return 0;
+}
+
+/* --allow-uid / --allow-gid into ids (*n of them).  0 or PINPOOL_EINVAL + err. */
+static int parse_ids(const char *opt, const char *list, bool group, uint32_t *ids, uint32_t *n,
+                     char *err, size_t errlen)
+{
+    char copy[128], *save = NULL;
+    size_t len = strlen(list);
+
+    *n = 0;
+    if (len == 0)
+        return 0;
+    if (list[0] == ',' || list[len - 1] == ',' || strstr(list, ",,") != NULL) {
+        snprintf(err, errlen, "--%s: '%s' has an empty entry", opt, list);
+        return PINPOOL_EINVAL;
+    }
+    snprintf(copy, sizeof(copy), "%s", list);
+    for (char *t = strtok_r(copy, ",", &save); t != NULL; t = strtok_r(NULL, ",", &save)) {
+        if (*n >= SRV_ALLOW_MAX) {
+            snprintf(err, errlen, "--%s: at most %d entries", opt, SRV_ALLOW_MAX);
+            return PINPOOL_EINVAL;
+        }
+        int rc = parse_id(opt, t, group, &ids[*n], err, errlen);
+        if (rc != 0)
+            return rc;
+        (*n)++;
+    }
+    return 0;
+}
+
 int srv_config_validate(srv_config_t *cfg, char *err, size_t errlen)
 {
     char a[32], b[32];
@@ -364,6 +442,11 @@ int srv_config_validate(srv_config_t *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "--socket: '%s' must be an absolute path", cfg->socket);
         return PINPOOL_EINVAL;
     }
+    if (parse_ids("allow-uid", cfg->allow_uid, false, cfg->allow_uids, &cfg->nallow_uids, err,
+                  errlen) != 0 ||
+        parse_ids("allow-gid", cfg->allow_gid, true, cfg->allow_gids, &cfg->nallow_gids, err,
+                  errlen) != 0)
+        return PINPOOL_EINVAL;
     return 0;
 }
 

@@ -14,6 +14,7 @@
 #include <stdio.h>
 
 #define SRV_PATH_MAX 108 /* sun_path */
+#define SRV_ALLOW_MAX 32 /* entries of --allow-uid, of --allow-gid */
 #define SRV_CONFIG_AUTO UINT64_MAX /* a number option left to "auto" until resolved */
 /* Descriptors the daemon keeps for itself when it derives --max-clients auto
  * from RLIMIT_NOFILE: listeners, epoll, gRPC's own, the log, the lock, the
@@ -41,6 +42,10 @@ typedef struct srv_config {
     char state_dir[256];
     char spill_tier[1024];
     char spill_low_watermark[32];
+    /* Not options: --allow-uid / --allow-gid as numbers (names looked up by
+     * srv_config_validate); the first gid is the group of the sockets. */
+    uint32_t allow_uids[SRV_ALLOW_MAX], nallow_uids;
+    uint32_t allow_gids[SRV_ALLOW_MAX], nallow_gids;
     /* Not options: what parsing changed and a person should hear about ("--chunk-size
      * 64MB rounded up to 62.00 MiB"), one per line; main.c logs them at start. */
     char notes[512];
@@ -59,7 +64,10 @@ int srv_config_set(srv_config_t *cfg, const char *name, const char *value,
 int srv_config_parse_args(srv_config_t *cfg, int argc, char **argv, char *err, size_t errlen);
 
 /* Checks between options (pool vs chunk size); --chunk-size auto (0) becomes
- * the size that follows the pool's (see config.c).  0 or PINPOOL_EINVAL + err. */
+ * the size that follows the pool's (see config.c); --allow-uid/--allow-gid
+ * names become numbers (the user and group databases: getpwnam_r,
+ * getgrnam_r), anything that is neither a number nor a name is refused.
+ * 0 or PINPOOL_EINVAL + err. */
 int srv_config_validate(srv_config_t *cfg, char *err, size_t errlen);
 
 /* --max-clients auto: what nofile descriptors (RLIMIT_NOFILE) allow, after

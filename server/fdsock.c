@@ -36,6 +36,8 @@
 #include "log.h"
 #include "pinpool.h"
 
+#define MAX_PEER_GROUPS 256 /* supplementary groups read per peer (SO_PEERGROUPS) */
+
 typedef struct session {
     ev_io io;
     struct session *prev, *next;
@@ -150,11 +152,28 @@ static void on_refuse(void *arg, int fd, const char *why)
     say_no(fd, PINPOOL_ENOSPC, why);
 }
 
+/* The peer's supplementary groups into groups (at most max); how many. */
+static size_t peer_groups(int fd, uint32_t *groups, size_t max)
+{
+    gid_t g[MAX_PEER_GROUPS];
+    socklen_t len = sizeof(g);
+    size_t n;
+
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &len) != 0)
+        return 0; /* ERANGE: more than we read; the primary group still counts */
+    n = len / sizeof(gid_t);
+    for (size_t i = 0; i < n && i < max; i++)
+        groups[i] = (uint32_t)g[i];
+    return n < max ? n : max;
+}
+
 static void on_conn(void *arg, int fd)
 {
     srv_fdsock_t *fs = arg;
     const ipc_host_ops_t *host = srv_host_backend(fs->srv);
     const srv_config_t *cfg = srv_config(fs->srv);
+    uint32_t groups[MAX_PEER_GROUPS];
+    size_t ngroups;
     ipc_cred_t cred;
     ipc_hello_t hello;
     char reason[sizeof(hello.reason)];
@@ -164,7 +183,8 @@ static void on_conn(void *arg, int fd)
     s = calloc(1, sizeof(*s));
     if (s == NULL || ipc_peer_cred(fd, &cred) != 0)
         goto fail;
-    rc = srv_session_admit(fs->srv, &cred, reason, sizeof(reason));
+    ngroups = peer_groups(fd, groups, MAX_PEER_GROUPS);
+    rc = srv_session_admit(fs->srv, &cred, groups, ngroups, reason, sizeof(reason));
     if (rc != 0) {
         /* Say why, then hang up. */
         srv_warn("fd socket: refused pid %d uid %u: %s", (int)cred.pid, (unsigned)cred.uid,

@@ -9,7 +9,7 @@
  * Before it makes anything it checks its host: the socket directory and the
  * lock (dirs.h: no other user can swap them or what is in them), the
  * descriptors (the soft RLIMIT_NOFILE raised to the hard one, --max-clients
- * auto from it).
+ * auto from it), and --allow-gid's group for the sockets.
  *
  * Threads: the main thread parses the options, makes srv, waits for its first
  * chunk, starts the gRPC server and runs the libev loop: the two unix
@@ -30,6 +30,7 @@
 #include <ev.h>
 #include <execinfo.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,6 +74,7 @@ typedef struct daemon {
     int dir_fd;       /* the socket directory (dirs.h) */
     char dir[SRV_PATH_MAX];
     const char *name; /* the gRPC socket's name in it */
+    gid_t group;      /* of the directory and sockets: --allow-gid's first, or SRV_NO_GROUP */
     int lock_fd;
     char lock_name[SRV_PATH_MAX + 8];
     char lock_path[SRV_PATH_MAX + 8];
@@ -125,8 +127,51 @@ static void install_crash_handlers(void)
     signal(SIGILL, on_fatal);
 }
 
-/* The sockets' directory: made if missing, 0700, refused when another user
- * could swap it or what is in it (dirs.h).  0, or -1 with the reason logged. */
+/* --allow-gid's first group gets the sockets: the daemon must be able to
+ * give them to it (root, or a member), and they must be in a directory of
+ * their own.  0, or -1 with the reason logged. */
+static int pick_group(daemon_t *d)
+{
+    gid_t groups[256];
+    struct group gr, *res = NULL;
+    char buf[4096];
+    const char *xdg = getenv("XDG_RUNTIME_DIR");
+    bool member;
+    int n;
+
+    d->group = SRV_NO_GROUP;
+    if (d->cfg.nallow_gids == 0)
+        return 0;
+    d->group = (gid_t)d->cfg.allow_gids[0];
+    n = getgroups(256, groups);
+    member = getegid() == d->group;
+    for (int i = 0; i < n; i++)
+        member = member || groups[i] == d->group;
+    if (geteuid() != 0 && !member) {
+        srv_error("--allow-gid: the sockets must belong to group %u (the first of --allow-gid) "
+                  "so that its members can reach them, and this daemon (uid %u) is neither root "
+                  "nor a member of it: add uid %u to the group, or run the daemon as root",
+                  (unsigned)d->group, (unsigned)geteuid(), (unsigned)geteuid());
+        return -1;
+    }
+    if (xdg != NULL && xdg[0] != '\0' && strcmp(xdg, d->dir) == 0) {
+        srv_error("--allow-gid: the sockets would be in $XDG_RUNTIME_DIR (%s), which the daemon "
+                  "does not open to a group: pass --socket DIR/pinpool.sock with a directory of "
+                  "their own (like the systemd unit's /run/pinpool)", xdg);
+        return -1;
+    }
+    getgrgid_r(d->group, &gr, buf, sizeof(buf), &res);
+    srv_info("sockets: group %u%s%s%s, mode 0660 in a 0750 directory%s", (unsigned)d->group,
+             res != NULL ? " (" : "", res != NULL ? res->gr_name : "", res != NULL ? ")" : "",
+             d->cfg.nallow_gids > 1 ? " (the first of --allow-gid: members of the other "
+                                      "groups reach the sockets only if they are in it too)"
+                                    : "");
+    return 0;
+}
+
+/* The sockets' directory: made if missing, 0700 (0750 and --allow-gid's
+ * group when a group may come in), refused when another user could swap it
+ * or what is in it (dirs.h).  0, or -1 with the reason logged. */
 static int open_socket_dir(daemon_t *d)
 {
     char err[1024];
@@ -136,7 +181,9 @@ static int open_socket_dir(daemon_t *d)
     slash = strrchr(d->dir, '/'); /* the path is absolute: srv_config_validate */
     d->name = d->cfg.socket + (slash - d->dir) + 1;
     slash[slash == d->dir ? 1 : 0] = '\0';
-    d->dir_fd = srv_dir_open(d->dir, "the socket directory", SRV_NO_GROUP, err, sizeof(err));
+    if (pick_group(d) != 0)
+        return -1;
+    d->dir_fd = srv_dir_open(d->dir, "the socket directory", d->group, err, sizeof(err));
     if (d->dir_fd < 0) {
         srv_error("%s", err);
         return -1;
@@ -376,12 +423,12 @@ static int serve(int argc, char **argv)
         goto out;
     }
     d.loop = ev_default_loop(EVFLAG_AUTO);
-    rc = srv_listener_open(&d.grpc_unix, d.loop, d.dir_fd, d.dir, d.name, SOCK_STREAM, SRV_NO_GROUP,
+    rc = srv_listener_open(&d.grpc_unix, d.loop, d.dir_fd, d.dir, d.name, SOCK_STREAM, d.group,
                            "gRPC socket", on_grpc_conn, NULL, &d, err, sizeof(err));
     ipc_fd_socket_path(d.cfg.socket, d.fd_path, sizeof(d.fd_path));
     if (rc == 0)
         rc = srv_fdsock_start(&d.fdsock, d.loop, d.srv, d.dir_fd, d.dir,
-                              d.fd_path + (d.name - d.cfg.socket), SRV_NO_GROUP, err, sizeof(err));
+                              d.fd_path + (d.name - d.cfg.socket), d.group, err, sizeof(err));
     if (rc != 0) {
         srv_error("%s", err);
         goto out;

@@ -173,8 +173,10 @@ srv_client_t *srv_session_open(srv_t *srv, const ipc_cred_t *cred, char *id, siz
 /* The secret token of a session (for its HELLO): calls for the session must carry it. */
 const char *srv_session_token(const srv_client_t *client);
 /* Why a peer may not open a session (--allow-uid/--allow-gid, --max-clients):
- * 0, or PINPOOL_EPERM / PINPOOL_ENOSPC with msg. */
-int srv_session_admit(srv_t *srv, const ipc_cred_t *cred, char *msg, size_t msglen);
+ * 0, or PINPOOL_EPERM / PINPOOL_ENOSPC with msg.  groups: the peer's
+ * supplementary groups (SO_PEERGROUPS; may be NULL), for --allow-gid. */
+int srv_session_admit(srv_t *srv, const ipc_cred_t *cred, const uint32_t *groups,
+                      size_t ngroups, char *msg, size_t msglen);
 
 /*
  * May a call that names client_id and carries token act for that client?  A

@@ -1,7 +1,9 @@
 /*
  * test_host.c - the daemon's files and its users, as a neighbour on the same
- * node would meet them (issue 12.5): socket, state and spill directories and
- * a lock file that another user prepared.  Descriptors are in test_limits.c.
+ * node would meet them (issue 12.5 and 12.7): socket, state and spill
+ * directories and a lock file that another user prepared, --allow-uid and
+ * --allow-gid names, and the group of the sockets.  Descriptors, signals and
+ * memory are in test_limits.c.
  *
  * Owns: the daemons it starts (hostd.h) and the directories it makes in /tmp.
  * Tests that need another uid skip, saying why, where this is not root (CI
@@ -254,3 +256,138 @@ Test(host_fs, another_user_cannot_move_the_sockets_or_enter_the_spill_directory,
     cr_expect_eq(hd_stop(&h), 0);
     test_rm_rf(base);
 }
+
+/* ---- users and groups (issue 12.5, 12.7) ------------------------------------------------ */
+
+Test(host_users, allow_lists_refuse_what_is_neither_a_number_nor_a_name, .timeout = 90)
+{
+    static const char *bad[][2] = {
+        {"--allow-uid", "alice-of-pinpool"}, {"--allow-uid", "12x"}, {"--allow-uid", "0,,1"},
+        {"--allow-gid", "no-such-group-of-pinpool"}, {"--allow-gid", "-1"},
+    };
+    char base[64], log[128], sock[128], state[128], out[8192], msg[512];
+    hd_t h;
+
+    make_base(base, sizeof(base), 0700);
+    snprintf(log, sizeof(log), "%s/log", base);
+    snprintf(sock, sizeof(sock), "%s/run/pinpool.sock", base);
+    snprintf(state, sizeof(state), "%s/state", base);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        unlink(log);
+        cr_expect_eq(hd_start(&h, log, NULL, NULL, "--socket", sock, "--state-dir", state,
+                              "--mem-pool-size", "32MiB", bad[i][0], bad[i][1], NULL), 2,
+                     "%s %s: %s", bad[i][0], bad[i][1], slurp(log, out, sizeof(out)));
+        hd_stop(&h);
+        if (strchr(bad[i][1], ',') != NULL)
+            snprintf(msg, sizeof(msg), "%s: '%s' has an empty entry", bad[i][0], bad[i][1]);
+        else
+            snprintf(msg, sizeof(msg), "%s: '%s' is neither a number nor a", bad[i][0], bad[i][1]);
+        TEST_EXPECT_IN(slurp(log, out, sizeof(out)), msg);
+    }
+    test_rm_rf(base);
+}
+
+/* The daemon runs as another user (pinpool-ta): its own user by name is
+ * admitted, root is not. */
+static void become_a(void *arg)
+{
+    const test_user_t *u = arg;
+    gid_t none[1] = {0};
+
+    if (setgroups(0, none) != 0 || setresgid(u->gid, u->gid, u->gid) != 0 ||
+        setresuid(u->uid, u->uid, u->uid) != 0)
+        _exit(126);
+}
+
+static int connect_as(void *arg)
+{
+    return use_daemon((const char *)arg) == 0 ? 0 : 1;
+}
+
+Test(host_users, allow_uid_takes_a_user_name, .timeout = 90)
+{
+    char base[64], run[96], state[96], sock[128], log[128], out[8192];
+    ipc_hello_t hello;
+    int fd;
+    hd_t h;
+
+    need_users();
+    make_base(base, sizeof(base), 0700);
+    snprintf(log, sizeof(log), "%s/log", base);
+    /* The daemon (pinpool-ta) makes its directories in /tmp itself. */
+    snprintf(run, sizeof(run), "/tmp/pinpool-host-%d-run", (int)getpid());
+    snprintf(state, sizeof(state), "/tmp/pinpool-host-%d-state", (int)getpid());
+    snprintf(sock, sizeof(sock), "%s/pinpool.sock", run);
+    cr_assert_eq(hd_start(&h, log, become_a, &users.a, "--socket", sock, "--state-dir", state,
+                          "--mem-pool-size", "32MiB", "--allow-uid", "pinpool-ta", NULL), 0, "%s",
+                 slurp(log, out, sizeof(out)));
+    snprintf(out, sizeof(out), "%s.fd", sock);
+    fd = raw_session(out, &hello); /* root reaches any socket; it is not in the list */
+    cr_expect_eq(hello.status, PINPOOL_EPERM, "root was let in: %d %s", hello.status, hello.reason);
+    TEST_EXPECT_IN(hello.reason, "uid 0 (gid 0");
+    if (fd >= 0)
+        close(fd);
+    cr_expect_eq(test_run_as(&users.a, false, 0, connect_as, sock), 0, "pinpool-ta was refused");
+    cr_expect_eq(hd_stop(&h), 0);
+    test_rm_rf(run);
+    test_rm_rf(state);
+    test_rm_rf(base);
+}
+
+Test(host_users, allow_gid_gives_the_sockets_to_the_group, .timeout = 90)
+{
+    char base[64], run[96], sock[128], fdsock[136], state[128], log[128], out[8192];
+    struct stat st;
+    hd_t h;
+
+    need_users();
+    make_base(base, sizeof(base), 0755);
+    snprintf(log, sizeof(log), "%s/log", base);
+    snprintf(run, sizeof(run), "%s/run", base);
+    snprintf(sock, sizeof(sock), "%s/pinpool.sock", run);
+    snprintf(fdsock, sizeof(fdsock), "%s.fd", sock);
+    snprintf(state, sizeof(state), "%s/state", base);
+    cr_assert_eq(hd_start(&h, log, NULL, NULL, "--socket", sock, "--state-dir", state,
+                          "--mem-pool-size", "32MiB", "--allow-gid", "pinpool-tg", NULL), 0, "%s",
+                 slurp(log, out, sizeof(out)));
+    cr_expect_eq(stat(run, &st), 0);
+    cr_expect_eq(st.st_gid, users.shared);
+    cr_expect_eq(st.st_mode & 07777, 0750u, "mode %o", st.st_mode & 07777);
+    cr_expect_eq(stat(sock, &st), 0);
+    cr_expect_eq(st.st_gid, users.shared);
+    cr_expect_eq(st.st_mode & 0777, 0660u);
+    cr_expect_eq(stat(fdsock, &st), 0);
+    cr_expect_eq(st.st_gid, users.shared);
+    cr_expect_eq(st.st_mode & 0777, 0660u);
+    TEST_EXPECT_IN(slurp(log, out, sizeof(out)), "sockets: group");
+    /* A member through a supplementary group (its primary group is its own). */
+    cr_expect_eq(test_run_as(&users.a, true, users.shared, connect_as, sock), 0,
+                 "a member of pinpool-tg was refused");
+    cr_expect_neq(test_run_as(&users.b, false, 0, connect_as, sock), 0,
+                  "pinpool-tb, not in the group here, got in");
+    cr_expect_eq(hd_stop(&h), 0);
+    test_rm_rf(base);
+}
+
+/* A daemon that cannot give its sockets to the group says so at start. */
+Test(host_users, allow_gid_of_a_group_the_daemon_cannot_give_sockets_to_is_refused, .timeout = 90)
+{
+    char base[64], run[96], state[96], sock[128], log[128], out[8192];
+    hd_t h;
+
+    need_users();
+    make_base(base, sizeof(base), 0700);
+    snprintf(log, sizeof(log), "%s/log", base);
+    snprintf(run, sizeof(run), "/tmp/pinpool-host-%d-run", (int)getpid());
+    snprintf(state, sizeof(state), "/tmp/pinpool-host-%d-state", (int)getpid());
+    snprintf(sock, sizeof(sock), "%s/pinpool.sock", run);
+    cr_expect_eq(hd_start(&h, log, become_a, &users.a, "--socket", sock, "--state-dir", state,
+                          "--mem-pool-size", "32MiB", "--allow-gid", "root", NULL), 1, "%s",
+                 slurp(log, out, sizeof(out)));
+    hd_stop(&h);
+    TEST_EXPECT_IN(slurp(log, out, sizeof(out)), "is neither root nor a member of it");
+    test_rm_rf(run);
+    test_rm_rf(state);
+    test_rm_rf(base);
+}
+

@@ -125,6 +125,10 @@ static const srv_option_t options[] = {
     {"log-format", OPT_CHOICE, "text", "FORMAT",
      "text, or json: one object per line with ts, pid, level and msg",
      STR_FIELD(log_format), 0, 0, 0, log_formats, NULL},
+    {"log-file", OPT_STRING, "", "PATH",
+     "append the log to this file (an absolute path; made 0600; a symbolic link or another "
+     "user's file is refused) instead of stderr; SIGHUP reopens it (for logrotate)",
+     STR_FIELD(log_file), 0, 0, 0, NULL, NULL},
 };
 
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
@@ -440,6 +444,10 @@ int srv_config_validate(srv_config_t *cfg, char *err, size_t errlen)
     }
     if (cfg->socket[0] != '/') {
         snprintf(err, errlen, "--socket: '%s' must be an absolute path", cfg->socket);
+        return PINPOOL_EINVAL;
+    }
+    if (cfg->log_file[0] != '\0' && cfg->log_file[0] != '/') {
+        snprintf(err, errlen, "--log-file: '%s' must be an absolute path", cfg->log_file);
         return PINPOOL_EINVAL;
     }
     if (parse_ids("allow-uid", cfg->allow_uid, false, cfg->allow_uids, &cfg->nallow_uids, err,

@@ -31,6 +31,7 @@ typedef struct srv_config {
     uint64_t max_clients;
     char allow_uid[128];
     char allow_gid[128];
+    char log_file[256];
     char detached_clients[4];
     char devices[128];
     char socket[SRV_PATH_MAX];

@@ -15,9 +15,11 @@
  * chunk, starts the gRPC server and runs the libev loop: the two unix
  * listeners (listener.h: the gRPC socket's connections go to gRPC as
  * descriptors, rpc_server_add_connection; the fd socket's to fdsock.c),
- * SIGINT/SIGTERM, the progress timer (srv_chunk_progress, srv_wait_chunks
- * without waiting) and the shutdown grace timer; after the loop it stops the
- * rest and frees everything.  Other
+ * SIGINT/SIGTERM/SIGHUP, the progress timer (srv_chunk_progress,
+ * srv_wait_chunks without waiting) and the shutdown grace timer; after the
+ * loop it stops the rest and frees everything.  SIGPIPE is ignored by every
+ * thread (a disposition is the process's; it is set before any thread
+ * starts), and SIGHUP until the loop's handler takes it.  Other
  * threads: the gRPC queue threads (rpc.c, two), the chunk threads and the
  * maintenance thread (srv), and the metrics HTTP thread (metrics.c).  The
  * daemon_t belongs to the main thread; the one call into it from another
@@ -66,7 +68,7 @@ typedef struct daemon {
     srv_listener_t *grpc_unix; /* the gRPC socket's connections, handed to gRPC */
     srv_metrics_t *metrics;
     struct ev_loop *loop;
-    ev_signal sigint, sigterm;
+    ev_signal sigint, sigterm, sighup;
     ev_timer progress;
     ev_timer grace;   /* cuts connections that hold the shutdown */
     ev_async drained; /* the gRPC server has finished every call */
@@ -309,6 +311,23 @@ static void on_grpc_conn(void *arg, int fd)
     rpc_server_add_connection(d->rpc, fd);
 }
 
+/* SIGHUP: reopen --log-file (logrotate moved it), else say so and go on. */
+static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    char err[512];
+    bool reopened;
+
+    (void)loop;
+    (void)w;
+    (void)revents;
+    if (srv_log_reopen(&reopened, err, sizeof(err)) != 0)
+        srv_error("SIGHUP: cannot reopen the log: %s; still writing to the old file", err);
+    else if (reopened)
+        srv_info("SIGHUP: log reopened");
+    else
+        srv_info("SIGHUP: ignored (no --log-file to reopen)");
+}
+
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)loop;
@@ -382,6 +401,11 @@ static int serve(int argc, char **argv)
     srv_log_level = srv_log_parse_level(d.cfg.log_level);
     srv_log_format = strcmp(d.cfg.log_format, "json") == 0 ? SRV_LOG_JSON : SRV_LOG_TEXT;
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGHUP, SIG_IGN); /* until the loop's handler takes it: pinning may take minutes */
+    if (d.cfg.log_file[0] != '\0' && srv_log_open(d.cfg.log_file, err, sizeof(err)) != 0) {
+        fprintf(stderr, "pinpool serve: --log-file: %s\n", err);
+        return 2;
+    }
     raise_nofile(&d);
     for (char *note = d.cfg.notes, *end; note[0] != '\0'; note = end + (*end != '\0')) {
         end = note + strcspn(note, "\n");
@@ -435,9 +459,11 @@ static int serve(int argc, char **argv)
     }
     ev_signal_init(&d.sigint, on_signal, SIGINT);
     ev_signal_init(&d.sigterm, on_signal, SIGTERM);
-    d.sigint.data = d.sigterm.data = &d;
+    ev_signal_init(&d.sighup, on_sighup, SIGHUP);
+    d.sigint.data = d.sigterm.data = d.sighup.data = &d;
     ev_signal_start(d.loop, &d.sigint);
     ev_signal_start(d.loop, &d.sigterm);
+    ev_signal_start(d.loop, &d.sighup);
     ev_async_init(&d.drained, on_drained);
     ev_async_start(d.loop, &d.drained);
     ev_timer_init(&d.progress, on_progress, 0.0, 0.2);

@@ -1,10 +1,11 @@
 /*
- * test_limits.c - the daemon at the edges of its host (issue 13.6): out of
- * file descriptors.
+ * test_limits.c - the daemon at the edges of its host (issue 13.6 and 13.7):
+ * out of file descriptors, SIGHUP and SIGPIPE.
  *
  * Owns: the daemons it starts (hostd.h) and the directories it makes in /tmp.
  */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -186,4 +187,90 @@ Test(host_fds, out_of_descriptors_the_daemon_neither_spins_nor_floods_its_log, .
     cr_expect_eq(use_daemon(sock), 0, "%s", slurp(log, out, sizeof(out)));
     cr_expect_eq(hd_stop(&h), 0);
     test_rm_rf(base);
+}
+
+/* ---- signals (issue 13.7) ------------------------------------------------------------------ */
+
+/* Wait up to 5 s for needle in the file at path. */
+static bool wait_for(const char *path, const char *needle)
+{
+    static char buf[1 << 16];
+
+    for (int i = 0; i < 500; i++) {
+        if (strstr(slurp(path, buf, sizeof(buf)), needle) != NULL)
+            return true;
+        usleep(10000);
+    }
+    return false;
+}
+
+Test(host_signals, sighup_reopens_the_log_file, .timeout = 90)
+{
+    char base[64], sock[128], state[128], log[128], file[128], moved[136], out[8192];
+    hd_t h;
+
+    make_base(base, sizeof(base), 0700);
+    snprintf(log, sizeof(log), "%s/stderr", base);
+    snprintf(file, sizeof(file), "%s/pinpool.log", base);
+    snprintf(moved, sizeof(moved), "%s.1", file);
+    snprintf(sock, sizeof(sock), "%s/run/pinpool.sock", base);
+    snprintf(state, sizeof(state), "%s/state", base);
+    cr_assert_eq(hd_start(&h, log, NULL, NULL, "--socket", sock, "--state-dir", state,
+                          "--mem-pool-size", "32MiB", "--log-file", file, NULL), 0, "%s",
+                 slurp(log, out, sizeof(out)));
+    cr_expect(wait_for(file, "pool ready"), "%s", slurp(file, out, sizeof(out)));
+    cr_assert_eq(rename(file, moved), 0); /* what logrotate does */
+    cr_assert_eq(kill(h.pid, SIGHUP), 0);
+    cr_expect(wait_for(file, "SIGHUP: log reopened"), "no new log file");
+    cr_expect_eq(use_daemon(sock), 0);
+    cr_expect_eq(kill(h.pid, 0), 0);
+    cr_expect_eq(hd_stop(&h), 0);
+    TEST_EXPECT_IN(slurp(file, out, sizeof(out)), "stopped");
+    TEST_EXPECT_IN(slurp(moved, out, sizeof(out)), "pool ready");
+    cr_expect(strstr(slurp(moved, out, sizeof(out)), "stopped") == NULL,
+              "the old file got lines after SIGHUP");
+    test_rm_rf(base);
+}
+
+Test(host_signals, sighup_without_a_log_file_changes_nothing, .timeout = 90)
+{
+    test_daemon_t d;
+    char out[8192];
+
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "32MiB", "--chunk-size", "16MiB", NULL), 0);
+    cr_assert_eq(kill(d.pid, SIGHUP), 0);
+    cr_expect(wait_for(d.log, "SIGHUP: ignored"), "%s", slurp(d.log, out, sizeof(out)));
+    cr_expect_eq(kill(d.pid, 0), 0, "SIGHUP killed the daemon");
+    cr_expect_eq(access(d.socket, F_OK), 0);
+    cr_expect_eq(use_daemon(d.socket), 0);
+    test_daemon_finish(&d);
+}
+
+/* A disposition is the process's, so every thread ignores SIGPIPE: check them all. */
+Test(host_signals, sigpipe_is_ignored_in_every_thread, .timeout = 90)
+{
+    test_daemon_t d;
+    char dir[64], path[512], buf[4096];
+    struct dirent *e;
+    int threads = 0;
+    DIR *t;
+
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "32MiB", "--chunk-size", "16MiB", NULL), 0);
+    snprintf(dir, sizeof(dir), "/proc/%d/task", (int)d.pid);
+    t = opendir(dir);
+    cr_assert_not_null(t);
+    while ((e = readdir(t)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "%s/%s/status", dir, e->d_name);
+        const char *ign = strstr(slurp(path, buf, sizeof(buf)), "SigIgn:");
+        unsigned long long mask = 0;
+        cr_assert_not_null(ign);
+        sscanf(ign + 7, "%llx", &mask);
+        cr_expect(mask & (1ull << (SIGPIPE - 1)), "thread %s does not ignore SIGPIPE", e->d_name);
+        threads++;
+    }
+    closedir(t);
+    cr_expect_gt(threads, 3, "%d threads", threads);
+    test_daemon_finish(&d);
 }

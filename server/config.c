@@ -27,7 +27,8 @@
 #define HELP_WIDTH 70 /* columns of help text, after the option's 29 */
 #define GiB (1024ull * MiB)
 
-enum opt_type { OPT_SIZE, OPT_UINT, OPT_STRING, OPT_CHOICE };
+/* OPT_FLAG: a yes|no choice that "--name" alone sets to yes. */
+enum opt_type { OPT_SIZE, OPT_UINT, OPT_STRING, OPT_CHOICE, OPT_FLAG };
 
 typedef struct srv_option {
     const char *name;
@@ -129,6 +130,10 @@ static const srv_option_t options[] = {
      "append the log to this file (an absolute path; made 0600; a symbolic link or another "
      "user's file is refused) instead of stderr; SIGHUP reopens it (for logrotate)",
      STR_FIELD(log_file), 0, 0, 0, NULL, NULL},
+    {"force", OPT_FLAG, "no", "",
+     "start even when the pool is larger than the memory this daemon may use (its cgroup's "
+     "limit, MemAvailable); the pool then stops growing where memory runs out",
+     STR_FIELD(force), 0, 0, 0, yes_no, NULL},
 };
 
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
@@ -218,6 +223,7 @@ static int set_option(srv_config_t *cfg, const srv_option_t *o, const char *valu
         memcpy(field, &n, sizeof(n));
         return 0;
     case OPT_CHOICE:
+    case OPT_FLAG:
         for (const char *const *c = o->choices; *c != NULL; c++)
             if (strcmp(*c, value) == 0)
                 goto copy;
@@ -317,6 +323,8 @@ int srv_config_parse_args(srv_config_t *cfg, int argc, char **argv, char *err, s
         } else if (find_option(name) == NULL) {
             snprintf(err, errlen, "unknown option --%s (see --help)", name);
             return PINPOOL_EINVAL;
+        } else if (find_option(name)->type == OPT_FLAG) {
+            value = "yes";
         } else if (i + 1 >= argc) {
             snprintf(err, errlen, "--%s needs a value", name);
             return PINPOOL_EINVAL;
@@ -556,7 +564,8 @@ static const char *describe_bounds(const srv_option_t *o, char *buf, size_t len)
     case OPT_UINT:
         snprintf(buf, len, "%" PRIu64 " .. %" PRIu64, o->min, o->max);
         return buf;
-    case OPT_CHOICE: {
+    case OPT_CHOICE:
+    case OPT_FLAG: {
         size_t n = 0;
         buf[0] = '\0';
         for (const char *const *c = o->choices; *c != NULL && n < len; c++)
@@ -615,7 +624,7 @@ void srv_config_print_help(FILE *out)
 
         char line[SRV_PATH_MAX + 256];
 
-        snprintf(left, sizeof(left), "--%s %s", o->name, o->metavar);
+        snprintf(left, sizeof(left), "--%s%s%s", o->name, o->metavar[0] ? " " : "", o->metavar);
         fprintf(out, "  %-26s ", left);
         print_wrapped(out, o->help, 29, HELP_WIDTH);
         snprintf(line, sizeof(line), "(default: %s; %s)", dv[0] == '\0' ? "off" : dv,

@@ -32,6 +32,7 @@ typedef struct srv_config {
     char allow_uid[128];
     char allow_gid[128];
     char log_file[256];
+    char force[4];
     char detached_clients[4];
     char devices[128];
     char socket[SRV_PATH_MAX];

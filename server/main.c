@@ -6,10 +6,12 @@
  * main thread (the unix listeners, fd socket, signals, the start-up progress
  * timer).  The only process-wide state of the daemon lives here.
  *
- * Before it makes anything it checks its host: the socket directory and the
- * lock (dirs.h: no other user can swap them or what is in them), the
- * descriptors (the soft RLIMIT_NOFILE raised to the hard one, --max-clients
- * auto from it), and --allow-gid's group for the sockets.
+ * Before it makes anything it checks its host: the memory (a pool larger
+ * than the cgroup limit or MemAvailable allow is refused unless --force;
+ * memroom.c), the socket directory and the lock (dirs.h: no other user can
+ * swap them or what is in them), the descriptors (the soft RLIMIT_NOFILE
+ * raised to the hard one, --max-clients auto from it), and --allow-gid's
+ * group for the sockets.
  *
  * Threads: the main thread parses the options, makes srv, waits for its first
  * chunk, starts the gRPC server and runs the libev loop: the two unix
@@ -263,6 +265,33 @@ static void raise_nofile(daemon_t *d)
                                                                          : (uint64_t)rl.rlim_cur);
 }
 
+/* A pool larger than the memory the daemon may use would be OOM-killed while
+ * it is pinned: refuse it, unless --force (then it stops growing where the
+ * memory runs out, memroom.c).  0, or -1 with the reason logged. */
+static int check_memory(const daemon_t *d)
+{
+    uint64_t nchunks = (d->cfg.mem_pool_size + d->cfg.chunk_size - 1) / d->cfg.chunk_size;
+    uint64_t pool = nchunks * d->cfg.chunk_size;
+    char why[512], a[32], b[32], k[32];
+    uint64_t room = srv_mem_room(why, sizeof(why));
+
+    if (pool <= room)
+        return 0;
+    pool_format_size(pool, a, sizeof(a));
+    pool_format_size(room, b, sizeof(b));
+    pool_format_size(SRV_MEM_KEEP, k, sizeof(k));
+    if (strcmp(d->cfg.force, "yes") == 0) {
+        srv_warn("--mem-pool-size %s is more than the %s this daemon may use (%s; %s kept for "
+                 "the daemon itself); --force: starting anyway, the pool stops growing where "
+                 "memory runs out", a, b, why, k);
+        return 0;
+    }
+    srv_error("--mem-pool-size %s does not fit: %s, which leaves %s for the pool after %s for "
+              "the daemon itself; pass a smaller --mem-pool-size, raise the limit, or --force "
+              "(the pool then stops growing where memory runs out)", a, why, b, k);
+    return -1;
+}
+
 static void on_drained(struct ev_loop *loop, ev_async *w, int revents)
 {
     (void)w;
@@ -356,6 +385,16 @@ static void on_progress(struct ev_loop *loop, ev_timer *w, int revents)
         return;
     }
     uint64_t bytes = (uint64_t)ready * d->cfg.chunk_size;
+    char why[320];
+    if (ready < total && srv_pool_short_of(d->srv, why, sizeof(why))) {
+        if (d->tty)
+            fputc('\n', stderr);
+        srv_warn("pool ready short of its size: %s of %s in %.2f s; it stopped growing: %s",
+                 pool_format_size(bytes, a, sizeof(a)),
+                 pool_format_size((uint64_t)total * d->cfg.chunk_size, b, sizeof(b)), secs, why);
+        ev_timer_stop(loop, w);
+        return;
+    }
     double rate = secs > 0 ? (double)bytes / secs / (1 << 30) : 0;
     pool_format_size(bytes, a, sizeof(a));
     pool_format_size((uint64_t)total * d->cfg.chunk_size, b, sizeof(b));
@@ -415,7 +454,7 @@ static int serve(int argc, char **argv)
     d.tty = isatty(STDERR_FILENO);
     d.exit_code = 1;
 
-    if (open_socket_dir(&d) != 0 || take_lock(&d) != 0)
+    if (check_memory(&d) != 0 || open_socket_dir(&d) != 0 || take_lock(&d) != 0)
         goto out;
     rc = srv_create(&d.srv, &d.cfg, err, sizeof(err));
     if (rc != 0) {

@@ -1,8 +1,11 @@
 /*
  * test_limits.c - the daemon at the edges of its host (issue 13.6 and 13.7):
- * out of file descriptors, SIGHUP and SIGPIPE.
+ * out of file descriptors, SIGHUP and SIGPIPE, and a pool larger than the
+ * memory cgroup allows.
  *
- * Owns: the daemons it starts (hostd.h) and the directories it makes in /tmp.
+ * Owns: the daemons it starts (hostd.h), the directories it makes in /tmp and
+ * the memory cgroups it makes under its own (removed at the end).  The
+ * cgroup test skips, saying why, where no memory cgroup can be made.
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -23,8 +26,10 @@
 
 #include "daemon.h"
 #include "hostd.h"
+#include "internal.h"
 #include "ipc.h"
 #include "pinpool.h"
+#include "pinpool.pb-c.h"
 #include "users.h"
 #include "util.h"
 
@@ -274,3 +279,169 @@ Test(host_signals, sigpipe_is_ignored_in_every_thread, .timeout = 90)
     cr_expect_gt(threads, 3, "%d threads", threads);
     test_daemon_finish(&d);
 }
+
+/* ---- memory at start (issue 13.7) ---------------------------------------------------------- */
+
+/* A memory cgroup under this process's own, limited to limit bytes: its
+ * directory into dir (true), or false with why. */
+static bool make_cgroup(uint64_t limit, char *dir, size_t len, char *why, size_t whylen)
+{
+    char line[512], own[300] = "", v2own[300] = "", f[700], val[32];
+    FILE *c = fopen("/proc/self/cgroup", "re");
+
+    if (geteuid() != 0) {
+        snprintf(why, whylen, "not root: cannot make a cgroup");
+        return false;
+    }
+    if (c == NULL) {
+        snprintf(why, whylen, "no /proc/self/cgroup");
+        return false;
+    }
+    while (fgets(line, sizeof(line), c) != NULL) {
+        line[strcspn(line, "\n")] = '\0';
+        char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (c2 == NULL)
+            continue;
+        *c2 = '\0';
+        if (strstr(c1 + 1, "memory") != NULL)
+            snprintf(own, sizeof(own), "/sys/fs/cgroup/memory%s", c2 + 1);
+        else if (strcmp(line, "0") == 0 && c1[1] == '\0')
+            snprintf(v2own, sizeof(v2own), "%s", c2 + 1);
+    }
+    fclose(c);
+    snprintf(val, sizeof(val), "%llu\n", (unsigned long long)limit);
+    if (own[0] != '\0' && access(own, W_OK) == 0) { /* v1 */
+        snprintf(dir, len, "%s/pinpool-test-%d", own, (int)getpid());
+        snprintf(f, sizeof(f), "%s/memory.limit_in_bytes", dir);
+        if (mkdir(dir, 0755) == 0 || errno == EEXIST) {
+            int fd = open(f, O_WRONLY | O_CLOEXEC);
+            if (fd >= 0 && write(fd, val, strlen(val)) == (ssize_t)strlen(val)) {
+                close(fd);
+                return true;
+            }
+            if (fd >= 0)
+                close(fd);
+            rmdir(dir);
+        }
+        snprintf(why, whylen, "cgroup v1: cannot limit %s: %s", dir, strerror(errno));
+        return false;
+    }
+    static const char *const mounts[] = {"/sys/fs/cgroup", "/sys/fs/cgroup/unified"};
+    for (size_t i = 0; i < 2 && v2own[0] != '\0'; i++) {
+        char parent[340], ctl[400];
+        snprintf(parent, sizeof(parent), "%s%s", mounts[i], strcmp(v2own, "/") ? v2own : "");
+        snprintf(ctl, sizeof(ctl), "%s/cgroup.controllers", parent);
+        if (strstr(slurp(ctl, line, sizeof(line)), "memory") == NULL)
+            continue;
+        snprintf(ctl, sizeof(ctl), "%s/cgroup.subtree_control", parent);
+        int fd = open(ctl, O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            if (write(fd, "+memory", 7) < 0) { /* EBUSY: processes in it; then the child has none */
+            }
+            close(fd);
+        }
+        snprintf(dir, len, "%s/pinpool-test-%d", parent, (int)getpid());
+        snprintf(f, sizeof(f), "%s/memory.max", dir);
+        if ((mkdir(dir, 0755) == 0 || errno == EEXIST) && (fd = open(f, O_WRONLY | O_CLOEXEC)) >= 0) {
+            bool ok = write(fd, val, strlen(val)) == (ssize_t)strlen(val);
+            close(fd);
+            if (ok)
+                return true;
+        }
+        rmdir(dir);
+        snprintf(why, whylen, "cgroup v2: no memory controller for a child of %s", parent);
+        return false;
+    }
+    snprintf(why, whylen, "neither a writable cgroup v1 memory hierarchy nor a cgroup v2 one "
+             "with the memory controller");
+    return false;
+}
+
+static void join_cgroup(void *arg)
+{
+    char f[700], pid[32];
+    int fd;
+
+    snprintf(f, sizeof(f), "%s/cgroup.procs", (const char *)arg);
+    snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+    fd = open(f, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, pid, strlen(pid)) != (ssize_t)strlen(pid))
+        _exit(126);
+    close(fd);
+}
+
+/* GetPoolInfo's reply, raw (stopped_short is not in pinpool.h's struct). */
+static Pinpool__V1__GetPoolInfoResponse *raw_info(const char *sock)
+{
+    Pinpool__V1__GetPoolInfoRequest req = PINPOOL__V1__GET_POOL_INFO_REQUEST__INIT;
+    Pinpool__V1__GetPoolInfoResponse *r = NULL;
+    pinpool_ctx_t *ctx = pinpool__connect_rpc_only(sock);
+
+    if (ctx != NULL && pinpool__call(ctx, PINPOOL__M_INFO, &req.base, (ProtobufCMessage **)&r) != 0)
+        r = NULL;
+    pinpool_close(ctx);
+    return r;
+}
+
+Test(host_memory, a_pool_larger_than_the_cgroup_is_refused_or_stops_short_with_force,
+     .timeout = 120)
+{
+    char base[64], cg[400], why[1024], sock[128], state[128], log[128], out[8192], f[700];
+    Pinpool__V1__GetPoolInfoResponse *r = NULL;
+    hd_t h;
+
+    if (!make_cgroup(512 * MiB, cg, sizeof(cg), why, sizeof(why)))
+        cr_skip_test("%s", why);
+    make_base(base, sizeof(base), 0700);
+    snprintf(log, sizeof(log), "%s/log", base);
+    snprintf(sock, sizeof(sock), "%s/run/pinpool.sock", base);
+    snprintf(state, sizeof(state), "%s/state", base);
+
+    cr_expect_eq(hd_start(&h, log, join_cgroup, cg, "--socket", sock, "--state-dir", state,
+                          "--mem-pool-size", "2GiB", "--chunk-size", "64MiB", NULL), 1, "%s",
+                 slurp(log, out, sizeof(out)));
+    hd_stop(&h);
+    slurp(log, out, sizeof(out));
+    TEST_EXPECT_IN(out, "--mem-pool-size 2.00 GiB does not fit: the cgroup ");
+    TEST_EXPECT_IN(out, "allows 512.00 MiB");
+    TEST_EXPECT_IN(out, "or --force");
+
+    unlink(log);
+    cr_assert_eq(hd_start(&h, log, join_cgroup, cg, "--socket", sock, "--state-dir", state,
+                          "--mem-pool-size", "2GiB", "--chunk-size", "64MiB", "--force", NULL), 0,
+                 "%s", slurp(log, out, sizeof(out)));
+    for (int i = 0; i < 200; i++) {
+        r = raw_info(sock);
+        if (r != NULL && r->stopped_short[0] != '\0' && strstr(slurp(log, out, sizeof(out)),
+                                                              "pool ready short") != NULL)
+            break;
+        if (r != NULL)
+            protobuf_c_message_free_unpacked(&r->base, NULL);
+        r = NULL;
+        usleep(50000);
+    }
+    cr_assert_not_null(r, "the pool never said it stopped short: %s", slurp(log, out, sizeof(out)));
+    cr_log_info("2 GiB pool in a 512 MiB cgroup, --force: %llu MiB made; %s",
+                (unsigned long long)(r->ready_bytes / MiB), r->stopped_short);
+    cr_expect_eq(r->capacity_bytes, 2048 * MiB);
+    cr_expect_gt(r->ready_bytes, 0);
+    cr_expect_leq(r->ready_bytes, 512 * MiB - 64 * MiB, "ready %llu",
+                  (unsigned long long)r->ready_bytes);
+    TEST_EXPECT_IN(r->stopped_short, "the cgroup ");
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    slurp(log, out, sizeof(out));
+    TEST_EXPECT_IN(out, "--force: starting anyway");
+    TEST_EXPECT_IN(out, "the pool stops growing at ");
+    cr_expect_eq(use_daemon(sock), 0, "the short pool does not serve");
+    cr_expect_eq(kill(h.pid, 0), 0, "the daemon is gone");
+    cr_expect_eq(hd_stop(&h), 0);
+    snprintf(f, sizeof(f), "%s/memory.oom_control", cg);
+    if (access(f, F_OK) != 0)
+        snprintf(f, sizeof(f), "%s/memory.events", cg);
+    const char *oom = strstr(slurp(f, out, sizeof(out)), "oom_kill ");
+    cr_expect(oom == NULL || strncmp(oom, "oom_kill 0", 10) == 0, "%s: %s", f, out);
+    for (int i = 0; i < 100 && rmdir(cg) != 0; i++)
+        usleep(20000);
+    test_rm_rf(base);
+}
+

@@ -1,5 +1,7 @@
 /*
- * hostd.c - see hostd.h.
+ * hostd.c - see hostd.h.  A daemon started here dies with the test process
+ * that started it (PR_SET_PDEATHSIG), so a failed or timed-out test leaves
+ * none behind.
  */
 #include "hostd.h"
 
@@ -12,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -57,6 +60,7 @@ int hd_start(hd_t *h, const char *log, setup_fn setup, void *arg, ...)
         setenv("GRPC_VERBOSITY", "ERROR", 1);
         if (setup != NULL)
             setup(arg);
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* after setup: a change of uid clears it */
         execv(argv[0], (char **)argv);
         _exit(127);
     }

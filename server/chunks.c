@@ -6,7 +6,9 @@
  * records, and the pin_threads threads that make the chunks at start-up.
  * Those threads take chunk numbers in order and create them through the host
  * backend; a chunk joins the host pool once all chunks before it exist, so the
- * ready part of the pool is always a prefix.
+ * ready part of the pool is always a prefix.  Before it takes a number a
+ * thread asks memroom.c whether one more chunk still fits in the memory the
+ * daemon may use (do_chunk_fits): if not, the pool stops growing there.
  * Never: hands out slices or looks at clients; a chunk, once made, stays until
  * srv_destroy.
  * Locking (see srv_int.h): a chunk thread takes srv->lock to pick its chunk
@@ -111,12 +113,14 @@ static void *chunk_thread(void *arg)
 
     for (;;) {
         ipc_chunk_t chunk;
-        char msg[256] = "";
+        char msg[256] = "", why[256];
+        uint64_t room = srv_mem_room(why, sizeof(why)); /* memroom.c; no lock */
         uint32_t i, n;
         int rc;
 
         pthread_mutex_lock(&srv->lock);
-        if (srv->stop_chunks || srv->chunk_err != 0 || srv->next_chunk >= srv->nchunks) {
+        if (srv->stop_chunks || srv->chunk_err != 0 || srv->next_chunk >= srv->nchunks ||
+            !do_chunk_fits(srv, room, why)) {
             pthread_mutex_unlock(&srv->lock);
             return NULL;
         }
@@ -174,7 +178,8 @@ int srv_chunks_start(srv_t *srv)
 
 bool do_chunks_coming(const srv_t *srv)
 {
-    return srv->ready < srv->nchunks && srv->chunk_err == 0;
+    return srv->chunk_err == 0 && (srv->ready < srv->next_chunk ||
+                                   (srv->ready < srv->nchunks && srv->pool_short[0] == '\0'));
 }
 
 int srv_wait_chunks(srv_t *srv, uint32_t n, char *err, size_t errlen)
@@ -184,7 +189,7 @@ int srv_wait_chunks(srv_t *srv, uint32_t n, char *err, size_t errlen)
     pthread_mutex_lock(&srv->lock);
     if (n > srv->nchunks)
         n = srv->nchunks;
-    while (srv->ready < n && srv->chunk_err == 0)
+    while (srv->ready < n && do_chunks_coming(srv))
         pthread_cond_wait(&srv->chunks_cv, &srv->lock);
     rc = srv->chunk_err;
     if (rc != 0)

@@ -1,10 +1,14 @@
 /*
  * config.c - the option table and everything driven by it (see config.h).
- * Never: reads files or the environment, except for the default socket path.
+ * Never: reads files or the environment, except for the default socket path,
+ * $XDG_STATE_HOME, and the user and group databases (--allow-uid/--allow-gid
+ * names, looked up once at start).
  */
 #include "config.h"
 
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <inttypes.h>
 #include <stdbool.h>
@@ -13,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "dirs.h"
 #include "log.h"
 #include "paths.h"
 #include "pinpool.h"
@@ -22,7 +27,8 @@
 #define HELP_WIDTH 70 /* columns of help text, after the option's 29 */
 #define GiB (1024ull * MiB)
 
-enum opt_type { OPT_SIZE, OPT_UINT, OPT_STRING, OPT_CHOICE };
+/* OPT_FLAG: a yes|no choice that "--name" alone sets to yes. */
+enum opt_type { OPT_SIZE, OPT_UINT, OPT_STRING, OPT_CHOICE, OPT_FLAG };
 
 typedef struct srv_option {
     const char *name;
@@ -59,13 +65,18 @@ static const srv_option_t options[] = {
      NUM_FIELD(pin_threads), 1, 64, 0, NULL, NULL},
     {"socket", OPT_STRING, NULL, "PATH",
      "gRPC unix socket; the fd socket is PATH.fd "
-     "(default $XDG_RUNTIME_DIR/pinpool.sock, else /tmp/pinpool-$UID/pinpool.sock); a missing "
-     "directory is made 0700 (0750 with --allow-gid), the sockets are 0660",
+     "(default $XDG_RUNTIME_DIR/pinpool.sock, else /tmp/pinpool-$UID/pinpool.sock; an absolute "
+     "path); a missing directory is made 0700 (0750 with --allow-gid), one that another user "
+     "could swap is refused; the sockets are 0660",
      STR_FIELD(socket), 0, 0, 0, NULL, NULL},
     {"allow-uid", OPT_STRING, "", "LIST",
-     "only these uids (comma-separated) may open a session; empty: any user who can reach "
-     "the sockets (0660 in a 0700 directory)", STR_FIELD(allow_uid), 0, 0, 0, NULL, NULL},
-    {"allow-gid", OPT_STRING, "", "LIST", "as --allow-uid, for the peer's primary group",
+     "only these users (comma-separated names or uids) may open a session; empty: any user "
+     "who can reach the sockets (0660 in a 0700 directory)", STR_FIELD(allow_uid), 0, 0, 0,
+     NULL, NULL},
+    {"allow-gid", OPT_STRING, "", "LIST",
+     "members of these groups (names or gids; primary or supplementary) may open a session too; "
+     "the sockets and their directory get the first group (0660 in a 0750 directory), so its "
+     "members can reach them; the daemon must be root or a member of it",
      STR_FIELD(allow_gid), 0, 0, 0, NULL, NULL},
     {"detached-clients", OPT_CHOICE, "yes", "yes|no",
      "accept gRPC callers without an fd-socket session (a stock gRPC client); they cannot "
@@ -73,7 +84,10 @@ static const srv_option_t options[] = {
      0, 0, yes_no, NULL},
     {"client-quota", OPT_SIZE, "0", "SIZE", "most bytes one client may hold (0: no limit)",
      NUM_FIELD(client_quota), 0, 1ull << 50, 0, NULL, "no limit"},
-    {"max-clients", OPT_UINT, "0", "N", "most clients at once (0: no limit)",
+    {"max-clients", OPT_UINT, "auto", "N",
+     "most clients at once (0: no limit); auto: what RLIMIT_NOFILE allows (the daemon raises "
+     "its soft limit to the hard one) at 2 descriptors a client, after 96 and one per chunk "
+     "for the daemon itself",
      NUM_FIELD(max_clients), 0, 1u << 20, 0, NULL, "no limit"},
     {"max-objects", OPT_UINT, "1048576", "N",
      "most named objects (released slices and Put objects, resident or spilled) at once; "
@@ -99,7 +113,8 @@ static const srv_option_t options[] = {
      NULL},
     {"state-dir", OPT_STRING, "auto", "DIR",
      "where the daemon keeps its state (the default spill directory); auto: "
-     "$XDG_STATE_HOME/pinpool, else /var/tmp/pinpool-$UID (made with mode 0700)",
+     "$XDG_STATE_HOME/pinpool, else /var/tmp/pinpool-$UID (made with mode 0700; refused if "
+     "another user could swap it)",
      STR_FIELD(state_dir), 0, 0, 0, NULL, NULL},
     {"spill-tier", OPT_STRING, "auto", "URI",
      "where released objects go when the pool needs room: file:///DIR, "
@@ -116,6 +131,14 @@ static const srv_option_t options[] = {
     {"log-format", OPT_CHOICE, "text", "FORMAT",
      "text, or json: one object per line with ts, pid, level and msg",
      STR_FIELD(log_format), 0, 0, 0, log_formats, NULL},
+    {"log-file", OPT_STRING, "", "PATH",
+     "append the log to this file (an absolute path; made 0600; a symbolic link or another "
+     "user's file is refused) instead of stderr; SIGHUP reopens it (for logrotate)",
+     STR_FIELD(log_file), 0, 0, 0, NULL, NULL},
+    {"force", OPT_FLAG, "no", "",
+     "start even when the pool is larger than the memory this daemon may use (its cgroup's "
+     "limit, MemAvailable); the pool then stops growing where memory runs out",
+     STR_FIELD(force), 0, 0, 0, yes_no, NULL},
 };
 
 #define NOPTIONS (sizeof(options) / sizeof(options[0]))
@@ -161,6 +184,11 @@ static int set_option(srv_config_t *cfg, const srv_option_t *o, const char *valu
                          o->name, value);
                 return PINPOOL_EINVAL;
             }
+        } else if (o->defval != NULL && strcmp(o->defval, "auto") == 0 &&
+                   strcmp(value, "auto") == 0) {
+            n = SRV_CONFIG_AUTO; /* resolved at start (srv_config_resolve_max_clients) */
+            memcpy(field, &n, sizeof(n));
+            return 0;
         } else {
             char *end;
             errno = 0;
@@ -200,6 +228,7 @@ static int set_option(srv_config_t *cfg, const srv_option_t *o, const char *valu
         memcpy(field, &n, sizeof(n));
         return 0;
     case OPT_CHOICE:
+    case OPT_FLAG:
         for (const char *const *c = o->choices; *c != NULL; c++)
             if (strcmp(*c, value) == 0)
                 goto copy;
@@ -231,6 +260,8 @@ static const char *show_option(const srv_config_t *cfg, const srv_option_t *o, c
         memcpy(&n, field, sizeof(n));
         if (n == 0 && o->zero != NULL)
             return o->zero;
+        if (n == SRV_CONFIG_AUTO)
+            return "auto";
         if (o->type == OPT_SIZE)
             return pool_format_size(n, buf, len);
         snprintf(buf, len, "%" PRIu64, n);
@@ -297,6 +328,8 @@ int srv_config_parse_args(srv_config_t *cfg, int argc, char **argv, char *err, s
         } else if (find_option(name) == NULL) {
             snprintf(err, errlen, "unknown option --%s (see --help)", name);
             return PINPOOL_EINVAL;
+        } else if (find_option(name)->type == OPT_FLAG) {
+            value = "yes";
         } else if (i + 1 >= argc) {
             snprintf(err, errlen, "--%s needs a value", name);
             return PINPOOL_EINVAL;
@@ -320,6 +353,77 @@ static uint64_t auto_chunk_size(uint64_t pool)
     while (c < GiB && c * 16 < pool)
         c *= 2;
     return c;
+}
+
+/* One entry of --allow-uid (group false) or --allow-gid: a number, or a name
+ * in the user or group database.  0 and *id, or PINPOOL_EINVAL with err. */
+static int parse_id(const char *opt, const char *tok, bool group, uint32_t *id, char *err,
+                    size_t errlen)
+{
+    char buf[16384];
+    const char *what = group ? "group" : "user";
+    int rc;
+
+    if (tok[0] >= '0' && tok[0] <= '9' && tok[strspn(tok, "0123456789")] == '\0') {
+        errno = 0;
+        unsigned long long v = strtoull(tok, NULL, 10);
+        if (errno != 0 || v >= UINT32_MAX) {
+            snprintf(err, errlen, "--%s: %s is not a valid %sid", opt, tok, group ? "g" : "u");
+            return PINPOOL_EINVAL;
+        }
+        *id = (uint32_t)v;
+        return 0;
+    }
+    bool found = false;
+    if (group) {
+        struct group gr, *res = NULL;
+        rc = getgrnam_r(tok, &gr, buf, sizeof(buf), &res);
+        if (rc == 0 && res != NULL) {
+            *id = (uint32_t)res->gr_gid;
+            found = true;
+        }
+    } else {
+        struct passwd pw, *res = NULL;
+        rc = getpwnam_r(tok, &pw, buf, sizeof(buf), &res);
+        if (rc == 0 && res != NULL) {
+            *id = (uint32_t)res->pw_uid;
+            found = true;
+        }
+    }
+    if (!found) {
+        snprintf(err, errlen, "--%s: '%s' is neither a number nor a %s name known here%s%s", opt,
+                 tok, what, rc != 0 ? ": " : "", rc != 0 ? strerror(rc) : "");
+        return PINPOOL_EINVAL;
+    }
+    return 0;
+}
+
+/* --allow-uid / --allow-gid into ids (*n of them).  0 or PINPOOL_EINVAL + err. */
+static int parse_ids(const char *opt, const char *list, bool group, uint32_t *ids, uint32_t *n,
+                     char *err, size_t errlen)
+{
+    char copy[128], *save = NULL;
+    size_t len = strlen(list);
+
+    *n = 0;
+    if (len == 0)
+        return 0;
+    if (list[0] == ',' || list[len - 1] == ',' || strstr(list, ",,") != NULL) {
+        snprintf(err, errlen, "--%s: '%s' has an empty entry", opt, list);
+        return PINPOOL_EINVAL;
+    }
+    snprintf(copy, sizeof(copy), "%s", list);
+    for (char *t = strtok_r(copy, ",", &save); t != NULL; t = strtok_r(NULL, ",", &save)) {
+        if (*n >= SRV_ALLOW_MAX) {
+            snprintf(err, errlen, "--%s: at most %d entries", opt, SRV_ALLOW_MAX);
+            return PINPOOL_EINVAL;
+        }
+        int rc = parse_id(opt, t, group, &ids[*n], err, errlen);
+        if (rc != 0)
+            return rc;
+        (*n)++;
+    }
+    return 0;
 }
 
 int srv_config_validate(srv_config_t *cfg, char *err, size_t errlen)
@@ -351,7 +455,40 @@ int srv_config_validate(srv_config_t *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "--listen: '%s' is not HOST:PORT", cfg->listen);
         return PINPOOL_EINVAL;
     }
+    if (cfg->socket[0] != '/') {
+        snprintf(err, errlen, "--socket: '%s' must be an absolute path", cfg->socket);
+        return PINPOOL_EINVAL;
+    }
+    if (cfg->log_file[0] != '\0' && cfg->log_file[0] != '/') {
+        snprintf(err, errlen, "--log-file: '%s' must be an absolute path", cfg->log_file);
+        return PINPOOL_EINVAL;
+    }
+    if (parse_ids("allow-uid", cfg->allow_uid, false, cfg->allow_uids, &cfg->nallow_uids, err,
+                  errlen) != 0 ||
+        parse_ids("allow-gid", cfg->allow_gid, true, cfg->allow_gids, &cfg->nallow_gids, err,
+                  errlen) != 0)
+        return PINPOOL_EINVAL;
     return 0;
+}
+
+void srv_config_resolve_max_clients(srv_config_t *cfg, uint64_t nofile)
+{
+    uint64_t nchunks = (cfg->mem_pool_size + cfg->chunk_size - 1) / cfg->chunk_size;
+    uint64_t keep = SRV_FD_BASE + nchunks;
+    uint64_t fit = nofile > keep ? (nofile - keep) / SRV_FDS_PER_CLIENT : 0;
+
+    if (fit > 1u << 20)
+        fit = 1u << 20;
+    if (cfg->max_clients == SRV_CONFIG_AUTO) {
+        cfg->max_clients = fit > 0 ? fit : 1;
+        add_note(cfg, "--max-clients auto: %" PRIu64 " (RLIMIT_NOFILE %" PRIu64 ": %d descriptors "
+                 "a client, %" PRIu64 " kept for the daemon: %d and one per chunk)",
+                 cfg->max_clients, nofile, SRV_FDS_PER_CLIENT, keep, SRV_FD_BASE);
+    } else if (cfg->max_clients == 0 || cfg->max_clients > fit) {
+        add_note(cfg, "--max-clients %s: RLIMIT_NOFILE %" PRIu64 " carries about %" PRIu64
+                 " clients; connections past that are refused while descriptors are short",
+                 cfg->max_clients == 0 ? "0 (no limit)" : "given", nofile, fit);
+    }
 }
 
 int srv_config_watermark(const srv_config_t *cfg, uint64_t capacity, uint64_t *bytes, char *err,
@@ -381,29 +518,6 @@ int srv_config_watermark(const srv_config_t *cfg, uint64_t capacity, uint64_t *b
     return 0;
 }
 
-/* mkdir -p; the directories made get mode. */
-static int make_dirs(const char *path, mode_t mode)
-{
-    char buf[512];
-    size_t n = strlen(path);
-
-    if (n == 0 || n >= sizeof(buf))
-        return -ENAMETOOLONG;
-    memcpy(buf, path, n + 1);
-    for (char *p = buf + 1;; p++) {
-        if (*p == '/' || *p == '\0') {
-            char c = *p;
-            *p = '\0';
-            if (mkdir(buf, mode) != 0 && errno != EEXIST)
-                return -errno;
-            *p = c;
-            if (c == '\0')
-                break;
-        }
-    }
-    return 0;
-}
-
 int srv_config_resolve(srv_config_t *cfg, char *err, size_t errlen)
 {
     int rc;
@@ -425,12 +539,10 @@ int srv_config_resolve(srv_config_t *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "--state-dir: '%s' must be an absolute path", cfg->state_dir);
         return PINPOOL_EINVAL;
     }
-    rc = make_dirs(cfg->state_dir, 0700);
-    if (rc != 0) {
-        snprintf(err, errlen, "--state-dir %s: cannot create it: %s", cfg->state_dir,
-                 strerror(-rc));
+    rc = srv_dir_open(cfg->state_dir, "--state-dir", SRV_NO_GROUP, err, errlen);
+    if (rc < 0)
         return rc;
-    }
+    close(rc);
     if (strcmp(cfg->spill_tier, "auto") == 0) {
         char sock[SRV_PATH_MAX];
         snprintf(sock, sizeof(sock), "%s", cfg->socket);
@@ -457,7 +569,8 @@ static const char *describe_bounds(const srv_option_t *o, char *buf, size_t len)
     case OPT_UINT:
         snprintf(buf, len, "%" PRIu64 " .. %" PRIu64, o->min, o->max);
         return buf;
-    case OPT_CHOICE: {
+    case OPT_CHOICE:
+    case OPT_FLAG: {
         size_t n = 0;
         buf[0] = '\0';
         for (const char *const *c = o->choices; *c != NULL && n < len; c++)
@@ -516,7 +629,7 @@ void srv_config_print_help(FILE *out)
 
         char line[SRV_PATH_MAX + 256];
 
-        snprintf(left, sizeof(left), "--%s %s", o->name, o->metavar);
+        snprintf(left, sizeof(left), "--%s%s%s", o->name, o->metavar[0] ? " " : "", o->metavar);
         fprintf(out, "  %-26s ", left);
         print_wrapped(out, o->help, 29, HELP_WIDTH);
         snprintf(line, sizeof(line), "(default: %s; %s)", dv[0] == '\0' ? "off" : dv,

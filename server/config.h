@@ -14,6 +14,13 @@
 #include <stdio.h>
 
 #define SRV_PATH_MAX 108 /* sun_path */
+#define SRV_ALLOW_MAX 32 /* entries of --allow-uid, of --allow-gid */
+#define SRV_CONFIG_AUTO UINT64_MAX /* a number option left to "auto" until resolved */
+/* Descriptors the daemon keeps for itself when it derives --max-clients auto
+ * from RLIMIT_NOFILE: listeners, epoll, gRPC's own, the log, the lock, the
+ * tier, metrics, the listeners' spare (listener.h), plus one per chunk. */
+#define SRV_FD_BASE 96
+#define SRV_FDS_PER_CLIENT 2 /* its fd-socket session and its gRPC connection */
 
 typedef struct srv_config {
     uint64_t mem_pool_size;
@@ -25,6 +32,8 @@ typedef struct srv_config {
     uint64_t max_objects;
     char allow_uid[128];
     char allow_gid[128];
+    char log_file[256];
+    char force[4];
     char detached_clients[4];
     char devices[128];
     char socket[SRV_PATH_MAX];
@@ -36,6 +45,10 @@ typedef struct srv_config {
     char state_dir[256];
     char spill_tier[1024];
     char spill_low_watermark[32];
+    /* Not options: --allow-uid / --allow-gid as numbers (names looked up by
+     * srv_config_validate); the first gid is the group of the sockets. */
+    uint32_t allow_uids[SRV_ALLOW_MAX], nallow_uids;
+    uint32_t allow_gids[SRV_ALLOW_MAX], nallow_gids;
     /* Not options: what parsing changed and a person should hear about ("--chunk-size
      * 64MB rounded up to 62.00 MiB"), one per line; main.c logs them at start. */
     char notes[512];
@@ -54,12 +67,22 @@ int srv_config_set(srv_config_t *cfg, const char *name, const char *value,
 int srv_config_parse_args(srv_config_t *cfg, int argc, char **argv, char *err, size_t errlen);
 
 /* Checks between options (pool vs chunk size); --chunk-size auto (0) becomes
- * the size that follows the pool's (see config.c).  0 or PINPOOL_EINVAL + err. */
+ * the size that follows the pool's (see config.c); --allow-uid/--allow-gid
+ * names become numbers (the user and group databases: getpwnam_r,
+ * getgrnam_r), anything that is neither a number nor a name is refused.
+ * 0 or PINPOOL_EINVAL + err. */
 int srv_config_validate(srv_config_t *cfg, char *err, size_t errlen);
+
+/* --max-clients auto: what nofile descriptors (RLIMIT_NOFILE) allow, after
+ * SRV_FD_BASE and one per chunk, at SRV_FDS_PER_CLIENT a client (at least
+ * 1); a number given that the descriptors cannot carry gets a note.  After
+ * srv_config_validate. */
+void srv_config_resolve_max_clients(srv_config_t *cfg, uint64_t nofile);
 
 /*
  * Resolve the "auto" values: --state-dir becomes $XDG_STATE_HOME/pinpool, else
- * /var/tmp/pinpool-$UID (made 0700 if missing); --spill-tier becomes
+ * /var/tmp/pinpool-$UID (made 0700 if missing, refused if it or a directory
+ * above it lets another user in: dirs.h); --spill-tier becomes
  * file://STATE_DIR/spill/<the socket path, '/' as '_'> (one directory per
  * daemon, since a file tier is locked by one).  0 or an error with err.
  */

@@ -8,6 +8,9 @@
  * socket is non-blocking, and a reply that does not fit the socket buffer
  * ends the session.
  *
+ * Connections come through a listener (listener.h) that survives running
+ * out of descriptors: a connection it refuses is told why in a HELLO.
+ *
  * Threads and locks: everything here runs on the libev loop's thread (the
  * daemon's main thread, see main.c), one callback at a time, so the listener
  * and the session list need no lock of their own.  It calls into srv only
@@ -29,8 +32,11 @@
 #include <unistd.h>
 
 #include "ipc.h"
+#include "listener.h"
 #include "log.h"
 #include "pinpool.h"
+
+#define MAX_PEER_GROUPS 256 /* supplementary groups read per peer (SO_PEERGROUPS) */
 
 typedef struct session {
     ev_io io;
@@ -41,10 +47,9 @@ typedef struct session {
 } session_t;
 
 struct srv_fdsock {
-    ev_io listen;
+    srv_listener_t *listener; /* NULL once it stopped accepting */
     struct ev_loop *loop;
     srv_t *srv;
-    char path[SRV_PATH_MAX];
     session_t *sessions;
     unsigned nsessions;
 };
@@ -129,34 +134,62 @@ static void on_session(struct ev_loop *loop, ev_io *w, int revents)
         session_close(s);
 }
 
-static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
+/* A refused connection learns why in its HELLO (the socket is fresh: the send fits). */
+static void say_no(int fd, int status, const char *why)
 {
-    srv_fdsock_t *fs = (srv_fdsock_t *)w;
+    ipc_hello_t hello;
+
+    memset(&hello, 0, sizeof(hello));
+    ipc_hdr_init(&hello.hdr, IPC_MSG_HELLO, 0, sizeof(hello));
+    hello.status = status;
+    snprintf(hello.reason, sizeof(hello.reason), "%s", why);
+    ipc_send_msg(fd, &hello, sizeof(hello), NULL, 0);
+}
+
+static void on_refuse(void *arg, int fd, const char *why)
+{
+    (void)arg;
+    say_no(fd, PINPOOL_ENOSPC, why);
+}
+
+/* The peer's supplementary groups into groups (at most max); how many. */
+static size_t peer_groups(int fd, uint32_t *groups, size_t max)
+{
+    gid_t g[MAX_PEER_GROUPS];
+    socklen_t len = sizeof(g);
+    size_t n;
+
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &len) != 0)
+        return 0; /* ERANGE: more than we read; the primary group still counts */
+    n = len / sizeof(gid_t);
+    for (size_t i = 0; i < n && i < max; i++)
+        groups[i] = (uint32_t)g[i];
+    return n < max ? n : max;
+}
+
+static void on_conn(void *arg, int fd)
+{
+    srv_fdsock_t *fs = arg;
     const ipc_host_ops_t *host = srv_host_backend(fs->srv);
     const srv_config_t *cfg = srv_config(fs->srv);
+    uint32_t groups[MAX_PEER_GROUPS];
+    size_t ngroups;
     ipc_cred_t cred;
     ipc_hello_t hello;
+    char reason[sizeof(hello.reason)];
     session_t *s;
-    int fd, rc;
+    int rc;
 
-    (void)revents;
-    fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) {
-        if (errno != EAGAIN && errno != EINTR)
-            srv_warn("fd socket: accept failed: %s", strerror(errno));
-        return;
-    }
     s = calloc(1, sizeof(*s));
     if (s == NULL || ipc_peer_cred(fd, &cred) != 0)
         goto fail;
-    memset(&hello, 0, sizeof(hello));
-    ipc_hdr_init(&hello.hdr, IPC_MSG_HELLO, 0, sizeof(hello));
-    hello.status = srv_session_admit(fs->srv, &cred, hello.reason, sizeof(hello.reason));
-    if (hello.status != 0) {
+    ngroups = peer_groups(fd, groups, MAX_PEER_GROUPS);
+    rc = srv_session_admit(fs->srv, &cred, groups, ngroups, reason, sizeof(reason));
+    if (rc != 0) {
         /* Say why, then hang up. */
         srv_warn("fd socket: refused pid %d uid %u: %s", (int)cred.pid, (unsigned)cred.uid,
-                 hello.reason);
-        ipc_send_msg(fd, &hello, sizeof(hello), NULL, 0);
+                 reason);
+        say_no(fd, rc, reason);
         free(s);
         close(fd);
         return;
@@ -166,6 +199,8 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
         goto fail;
     s->fs = fs;
 
+    memset(&hello, 0, sizeof(hello));
+    ipc_hdr_init(&hello.hdr, IPC_MSG_HELLO, 0, sizeof(hello));
     snprintf(hello.client_id, sizeof(hello.client_id), "%s", s->id);
     snprintf(hello.token, sizeof(hello.token), "%s", srv_session_token(s->client));
     snprintf(hello.backend, sizeof(hello.backend), "%s", host->name);
@@ -182,7 +217,7 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
     fs->sessions = s;
     fs->nsessions++;
     ev_io_init(&s->io, on_session, fd, EV_READ);
-    ev_io_start(loop, &s->io);
+    ev_io_start(fs->loop, &s->io);
     srv_info("client %s connected (pid %d, uid %u)", s->id, (int)cred.pid, (unsigned)cred.uid);
     return;
 
@@ -192,35 +227,31 @@ fail:
     close(fd);
 }
 
-int srv_fdsock_start(srv_fdsock_t **out, struct ev_loop *loop, srv_t *srv, const char *path,
-                     char *err, size_t errlen)
+int srv_fdsock_start(srv_fdsock_t **out, struct ev_loop *loop, srv_t *srv, int dirfd,
+                     const char *dir, const char *name, gid_t group, char *err, size_t errlen)
 {
     srv_fdsock_t *fs = calloc(1, sizeof(*fs));
-    int fd;
+    int rc;
 
     if (fs == NULL)
         return -ENOMEM;
-    fd = ipc_listen_seqpacket(path, 128);
-    if (fd < 0) {
-        snprintf(err, errlen, "cannot listen on %s: %s", path, pinpool_strerror(fd));
-        free(fs);
-        return fd;
-    }
     fs->loop = loop;
     fs->srv = srv;
-    snprintf(fs->path, sizeof(fs->path), "%s", path);
-    ev_io_init(&fs->listen, on_accept, fd, EV_READ);
-    ev_io_start(loop, &fs->listen);
+    rc = srv_listener_open(&fs->listener, loop, dirfd, dir, name, SOCK_SEQPACKET, group,
+                           "fd socket", on_conn, on_refuse, fs, err, errlen);
+    if (rc != 0) {
+        free(fs);
+        return rc;
+    }
     *out = fs;
     return 0;
 }
 
 void srv_fdsock_stop_accepting(srv_fdsock_t *fs)
 {
-    if (fs != NULL && ev_is_active(&fs->listen)) {
-        ev_io_stop(fs->loop, &fs->listen);
-        close(fs->listen.fd);
-        unlink(fs->path);
+    if (fs != NULL) {
+        srv_listener_close(fs->listener);
+        fs->listener = NULL;
     }
 }
 

@@ -11,14 +11,17 @@
 #include <ev.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "srv.h"
 
 typedef struct srv_fdsock srv_fdsock_t;
 
-/* Listen on path and serve it on loop.  0, or an error with err. */
-int srv_fdsock_start(srv_fdsock_t **out, struct ev_loop *loop, srv_t *srv, const char *path,
-                     char *err, size_t errlen);
+/* Listen on name in the socket directory dirfd (at dir; dirs.h), mode 0660
+ * and of group (SRV_NO_GROUP: the daemon's), and serve it on loop.  0, or an
+ * error with err. */
+int srv_fdsock_start(srv_fdsock_t **out, struct ev_loop *loop, srv_t *srv, int dirfd,
+                     const char *dir, const char *name, gid_t group, char *err, size_t errlen);
 /* Stop accepting; existing sessions go on. */
 void srv_fdsock_stop_accepting(srv_fdsock_t *fs);
 /* Close every session (their slices return to the pool), the listener, and

@@ -1,9 +1,12 @@
 /*
  * log.c - formats and writes the daemon's log lines (see log.h).
+ * Owns: descriptor 2 once --log-file is open, and that path.
  * Never allocates; a line longer than 1 KiB is cut.
  */
 #include "log.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -11,8 +14,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dirs.h"
+
 int srv_log_level = SRV_LOG_INFO;
 int srv_log_format = SRV_LOG_TEXT;
+static char log_path[4096]; /* --log-file, "" for stderr */
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
@@ -82,6 +88,50 @@ void srv_log_signal_safe(const char *msg)
 {
     if (write(STDERR_FILENO, msg, strlen(msg)) < 0)
         return;
+}
+
+/* Open path for appending and make it descriptor 2.  0 or an error with err. */
+static int log_to(const char *path, char *err, size_t errlen)
+{
+    int fd = srv_file_open_at(AT_FDCWD, path, O_WRONLY | O_APPEND | O_CREAT, 0600, path, err,
+                              errlen);
+
+    if (fd < 0)
+        return fd;
+    if (fd != STDERR_FILENO) {
+        if (dup2(fd, STDERR_FILENO) < 0) {
+            int rc = -errno;
+            snprintf(err, errlen, "cannot log to %s: %s", path, strerror(errno));
+            close(fd);
+            return rc;
+        }
+        close(fd);
+    }
+    return 0;
+}
+
+int srv_log_open(const char *path, char *err, size_t errlen)
+{
+    int rc;
+
+    if (strlen(path) >= sizeof(log_path)) {
+        snprintf(err, errlen, "--log-file: the path is too long");
+        return -ENAMETOOLONG;
+    }
+    rc = log_to(path, err, errlen);
+    if (rc == 0)
+        snprintf(log_path, sizeof(log_path), "%s", path);
+    return rc;
+}
+
+int srv_log_reopen(bool *reopened, char *err, size_t errlen)
+{
+    *reopened = false;
+    if (log_path[0] == '\0')
+        return 0;
+    int rc = log_to(log_path, err, errlen);
+    *reopened = rc == 0;
+    return rc;
 }
 
 int srv_log_parse_level(const char *name)

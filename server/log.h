@@ -7,9 +7,17 @@
  * srv_log() checks the level before it formats anything.  srv_log_signal_safe()
  * writes a fixed string with write(2) only, for signal handlers.
  * The level and format are process-wide and set once at start-up.
+ * With --log-file the lines go to that file instead: srv_log_open points
+ * stderr (descriptor 2, so gRPC's own lines and a crash's backtrace follow)
+ * at it, and srv_log_reopen (SIGHUP, after logrotate moved the file) at a new
+ * file of that name; a line written meanwhile goes to the old file or the
+ * new one, whole (dup2 is atomic).
  */
 #ifndef PINPOOL_SRV_LOG_H
 #define PINPOOL_SRV_LOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
 
 enum srv_log_level { SRV_LOG_ERROR, SRV_LOG_WARN, SRV_LOG_INFO, SRV_LOG_DEBUG };
 
@@ -30,6 +38,14 @@ extern int srv_log_format;
 
 void srv_log_write(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void srv_log_signal_safe(const char *msg);
+/* Append to path (absolute; made 0600; refused: a symbolic link, another
+ * user's file, anything but a regular file).  0, or an error with err.  Once,
+ * at start-up, on the main thread. */
+int srv_log_open(const char *path, char *err, size_t errlen);
+/* Open the --log-file path again (0: done, or nothing to reopen: *reopened
+ * false), or an error with err and the log still where it was.  The main
+ * thread only. */
+int srv_log_reopen(bool *reopened, char *err, size_t errlen);
 /* "error", "warn", "info", "debug" -> level, or -1. */
 int srv_log_parse_level(const char *name);
 

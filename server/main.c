@@ -3,14 +3,25 @@
  *
  * `pinpool serve` wires the pieces together: srv (pool and chunks), the gRPC
  * server (rpc.c + service.c, on its own threads), and the libev loop on the
- * main thread (fd socket, signals, the start-up progress timer).  The only
- * process-wide state of the daemon lives here.
+ * main thread (the unix listeners, fd socket, signals, the start-up progress
+ * timer).  The only process-wide state of the daemon lives here.
+ *
+ * Before it makes anything it checks its host: the memory (a pool larger
+ * than the cgroup limit or MemAvailable allow is refused unless --force;
+ * memroom.c), the socket directory and the lock (dirs.h: no other user can
+ * swap them or what is in them), the descriptors (the soft RLIMIT_NOFILE
+ * raised to the hard one, --max-clients auto from it), and --allow-gid's
+ * group for the sockets.
  *
  * Threads: the main thread parses the options, makes srv, waits for its first
- * chunk, starts the gRPC server and runs the libev loop: the fd socket
- * (fdsock.c), SIGINT/SIGTERM, the progress timer (srv_chunk_progress,
+ * chunk, starts the gRPC server and runs the libev loop: the two unix
+ * listeners (listener.h: the gRPC socket's connections go to gRPC as
+ * descriptors, rpc_server_add_connection; the fd socket's to fdsock.c),
+ * SIGINT/SIGTERM/SIGHUP, the progress timer (srv_chunk_progress,
  * srv_wait_chunks without waiting) and the shutdown grace timer; after the
- * loop it stops the rest and frees everything.  Other
+ * loop it stops the rest and frees everything.  SIGPIPE is ignored by every
+ * thread (a disposition is the process's; it is set before any thread
+ * starts), and SIGHUP until the loop's handler takes it.  Other
  * threads: the gRPC queue threads (rpc.c, two), the chunk threads and the
  * maintenance thread (srv), and the metrics HTTP thread (metrics.c).  The
  * daemon_t belongs to the main thread; the one call into it from another
@@ -23,17 +34,22 @@
 #include <ev.h>
 #include <execinfo.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
 #include "config.h"
+#include "dirs.h"
 #include "fdsock.h"
+#include "listener.h"
 #include "log.h"
 #include "metrics.h"
 #include "paths.h"
@@ -51,14 +67,20 @@ typedef struct daemon {
     srv_t *srv;
     rpc_server_t *rpc;
     srv_fdsock_t *fdsock;
+    srv_listener_t *grpc_unix; /* the gRPC socket's connections, handed to gRPC */
     srv_metrics_t *metrics;
     struct ev_loop *loop;
-    ev_signal sigint, sigterm;
+    ev_signal sigint, sigterm, sighup;
     ev_timer progress;
     ev_timer grace;   /* cuts connections that hold the shutdown */
     ev_async drained; /* the gRPC server has finished every call */
     bool stopping;
+    int dir_fd;       /* the socket directory (dirs.h) */
+    char dir[SRV_PATH_MAX];
+    const char *name; /* the gRPC socket's name in it */
+    gid_t group;      /* of the directory and sockets: --allow-gid's first, or SRV_NO_GROUP */
     int lock_fd;
+    char lock_name[SRV_PATH_MAX + 8];
     char lock_path[SRV_PATH_MAX + 8];
     char fd_path[SRV_PATH_MAX + 8];
     int exit_code;
@@ -109,51 +131,165 @@ static void install_crash_handlers(void)
     signal(SIGILL, on_fatal);
 }
 
-/* The sockets' directory: made if missing, 0700 (0750 when a group may come in). */
-static int make_socket_dir(const daemon_t *d)
+/* --allow-gid's first group gets the sockets: the daemon must be able to
+ * give them to it (root, or a member), and they must be in a directory of
+ * their own.  0, or -1 with the reason logged. */
+static int pick_group(daemon_t *d)
 {
-    char dir[SRV_PATH_MAX];
+    gid_t groups[256];
+    struct group gr, *res = NULL;
+    char buf[4096];
+    const char *xdg = getenv("XDG_RUNTIME_DIR");
+    bool member;
+    int n;
+
+    d->group = SRV_NO_GROUP;
+    if (d->cfg.nallow_gids == 0)
+        return 0;
+    d->group = (gid_t)d->cfg.allow_gids[0];
+    n = getgroups(256, groups);
+    member = getegid() == d->group;
+    for (int i = 0; i < n; i++)
+        member = member || groups[i] == d->group;
+    if (geteuid() != 0 && !member) {
+        srv_error("--allow-gid: the sockets must belong to group %u (the first of --allow-gid) "
+                  "so that its members can reach them, and this daemon (uid %u) is neither root "
+                  "nor a member of it: add uid %u to the group, or run the daemon as root",
+                  (unsigned)d->group, (unsigned)geteuid(), (unsigned)geteuid());
+        return -1;
+    }
+    if (xdg != NULL && xdg[0] != '\0' && strcmp(xdg, d->dir) == 0) {
+        srv_error("--allow-gid: the sockets would be in $XDG_RUNTIME_DIR (%s), which the daemon "
+                  "does not open to a group: pass --socket DIR/pinpool.sock with a directory of "
+                  "their own (like the systemd unit's /run/pinpool)", xdg);
+        return -1;
+    }
+    getgrgid_r(d->group, &gr, buf, sizeof(buf), &res);
+    srv_info("sockets: group %u%s%s%s, mode 0660 in a 0750 directory%s", (unsigned)d->group,
+             res != NULL ? " (" : "", res != NULL ? res->gr_name : "", res != NULL ? ")" : "",
+             d->cfg.nallow_gids > 1 ? " (the first of --allow-gid: members of the other "
+                                      "groups reach the sockets only if they are in it too)"
+                                    : "");
+    return 0;
+}
+
+/* The sockets' directory: made if missing, 0700 (0750 and --allow-gid's
+ * group when a group may come in), refused when another user could swap it
+ * or what is in it (dirs.h).  0, or -1 with the reason logged. */
+static int open_socket_dir(daemon_t *d)
+{
+    char err[1024];
     char *slash;
 
-    snprintf(dir, sizeof(dir), "%s", d->cfg.socket);
-    slash = strrchr(dir, '/');
-    if (slash == NULL || slash == dir)
-        return 0;
-    *slash = '\0';
-    if (mkdir(dir, d->cfg.allow_gid[0] != '\0' ? 0750 : 0700) != 0 && errno != EEXIST) {
-        srv_error("cannot make the socket directory %s: %s", dir, strerror(errno));
+    snprintf(d->dir, sizeof(d->dir), "%s", d->cfg.socket);
+    slash = strrchr(d->dir, '/'); /* the path is absolute: srv_config_validate */
+    d->name = d->cfg.socket + (slash - d->dir) + 1;
+    slash[slash == d->dir ? 1 : 0] = '\0';
+    if (pick_group(d) != 0)
+        return -1;
+    d->dir_fd = srv_dir_open(d->dir, "the socket directory", d->group, err, sizeof(err));
+    if (d->dir_fd < 0) {
+        srv_error("%s", err);
         return -1;
     }
     return 0;
 }
 
-/* Refuse a second daemon on the same socket: gRPC would silently take it over. */
+/* Refuse a second daemon on the same socket: gRPC would silently share it.
+ * The lock is a file of the daemon's own in its own directory, never opened
+ * through a link nor truncated unless it is the daemon's (dirs.h), and flock
+ * is the truth: a file left by a daemon that died is taken over; the pid in
+ * it is only for the message. */
 static int take_lock(daemon_t *d)
 {
-    char pid[32];
+    char pid[32], err[512];
+    struct stat st, now;
     int n;
 
+    snprintf(d->lock_name, sizeof(d->lock_name), "%s.lock", d->name);
     snprintf(d->lock_path, sizeof(d->lock_path), "%s.lock", d->cfg.socket);
-    d->lock_fd = open(d->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (d->lock_fd < 0) {
-        srv_error("cannot open %s: %s", d->lock_path, strerror(errno));
-        return -1;
-    }
-    if (flock(d->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-        n = (int)read(d->lock_fd, pid, sizeof(pid) - 1);
+    for (int tries = 0; tries < 10 && d->lock_fd < 0; tries++) {
+        d->lock_fd = srv_file_open_at(d->dir_fd, d->lock_name, O_RDWR | O_CREAT, 0600,
+                                      d->lock_path, err, sizeof(err));
+        if (d->lock_fd < 0) {
+            srv_error("the lock file: %s", err);
+            return -1;
+        }
+        n = (int)pread(d->lock_fd, pid, sizeof(pid) - 1, 0);
         pid[n > 0 ? n : 0] = '\0';
         pid[strcspn(pid, "\r\n")] = '\0';
-        n = (int)strlen(pid);
-        srv_error("another pinpool daemon (pid %s) is serving %s; stop it or pass another --socket",
-                  n > 0 ? pid : "?", d->cfg.socket);
-        close(d->lock_fd);
-        d->lock_fd = -1;
+        if (flock(d->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+            srv_error("another pinpool daemon (pid %s) is serving %s; stop it or pass another "
+                      "--socket", pid[0] != '\0' ? pid : "?", d->cfg.socket);
+            close(d->lock_fd);
+            d->lock_fd = -1;
+            return -1;
+        }
+        /* A daemon that stopped just now removed the file after we opened it:
+         * a lock on that file keeps no one out.  Then open the name again. */
+        if (fstat(d->lock_fd, &st) != 0 ||
+            fstatat(d->dir_fd, d->lock_name, &now, AT_SYMLINK_NOFOLLOW) != 0 ||
+            st.st_ino != now.st_ino || st.st_dev != now.st_dev) {
+            close(d->lock_fd);
+            d->lock_fd = -1;
+        }
+    }
+    if (d->lock_fd < 0) {
+        srv_error("the lock file %s keeps changing under this daemon; is another one starting?",
+                  d->lock_path);
         return -1;
     }
+    if (pid[0] != '\0')
+        srv_info("took over %s, left by pid %s, which no longer holds it", d->lock_path, pid);
     n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
     if (ftruncate(d->lock_fd, 0) != 0 || pwrite(d->lock_fd, pid, (size_t)n, 0) != n)
         srv_warn("cannot write the pid into %s", d->lock_path);
     return 0;
+}
+
+/* The soft RLIMIT_NOFILE up to the hard one (sessions cost descriptors);
+ * --max-clients auto follows it. */
+static void raise_nofile(daemon_t *d)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        rl.rlim_cur = 1024;
+    else if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t was = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            rl.rlim_cur = was;
+    }
+    srv_config_resolve_max_clients(&d->cfg, rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX
+                                                                         : (uint64_t)rl.rlim_cur);
+}
+
+/* A pool larger than the memory the daemon may use would be OOM-killed while
+ * it is pinned: refuse it, unless --force (then it stops growing where the
+ * memory runs out, memroom.c).  0, or -1 with the reason logged. */
+static int check_memory(const daemon_t *d)
+{
+    uint64_t nchunks = (d->cfg.mem_pool_size + d->cfg.chunk_size - 1) / d->cfg.chunk_size;
+    uint64_t pool = nchunks * d->cfg.chunk_size;
+    char why[512], a[32], b[32], k[32];
+    uint64_t room = srv_mem_room(why, sizeof(why));
+
+    if (pool <= room)
+        return 0;
+    pool_format_size(pool, a, sizeof(a));
+    pool_format_size(room, b, sizeof(b));
+    pool_format_size(SRV_MEM_KEEP, k, sizeof(k));
+    if (strcmp(d->cfg.force, "yes") == 0) {
+        srv_warn("--mem-pool-size %s is more than the %s this daemon may use (%s; %s kept for "
+                 "the daemon itself); --force: starting anyway, the pool stops growing where "
+                 "memory runs out", a, b, why, k);
+        return 0;
+    }
+    srv_error("--mem-pool-size %s does not fit: %s, which leaves %s for the pool after %s for "
+              "the daemon itself; pass a smaller --mem-pool-size, raise the limit, or --force "
+              "(the pool then stops growing where memory runs out)", a, why, b, k);
+    return -1;
 }
 
 static void on_drained(struct ev_loop *loop, ev_async *w, int revents)
@@ -188,11 +324,37 @@ static void begin_shutdown(daemon_t *d)
     }
     d->stopping = true;
     srv_begin_shutdown(d->srv);
+    srv_listener_close(d->grpc_unix);
+    d->grpc_unix = NULL;
     srv_fdsock_stop_accepting(d->fdsock);
     rpc_server_begin_shutdown(d->rpc, rpc_drained, d);
     ev_timer_init(&d->grace, on_grace, SHUTDOWN_GRACE_S, 0.0);
     d->grace.data = d;
     ev_timer_start(d->loop, &d->grace);
+}
+
+static void on_grpc_conn(void *arg, int fd)
+{
+    daemon_t *d = arg;
+
+    rpc_server_add_connection(d->rpc, fd);
+}
+
+/* SIGHUP: reopen --log-file (logrotate moved it), else say so and go on. */
+static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    char err[512];
+    bool reopened;
+
+    (void)loop;
+    (void)w;
+    (void)revents;
+    if (srv_log_reopen(&reopened, err, sizeof(err)) != 0)
+        srv_error("SIGHUP: cannot reopen the log: %s; still writing to the old file", err);
+    else if (reopened)
+        srv_info("SIGHUP: log reopened");
+    else
+        srv_info("SIGHUP: ignored (no --log-file to reopen)");
 }
 
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
@@ -223,6 +385,16 @@ static void on_progress(struct ev_loop *loop, ev_timer *w, int revents)
         return;
     }
     uint64_t bytes = (uint64_t)ready * d->cfg.chunk_size;
+    char why[320];
+    if (ready < total && srv_pool_short_of(d->srv, why, sizeof(why))) {
+        if (d->tty)
+            fputc('\n', stderr);
+        srv_warn("pool ready short of its size: %s of %s in %.2f s; it stopped growing: %s",
+                 pool_format_size(bytes, a, sizeof(a)),
+                 pool_format_size((uint64_t)total * d->cfg.chunk_size, b, sizeof(b)), secs, why);
+        ev_timer_stop(loop, w);
+        return;
+    }
     double rate = secs > 0 ? (double)bytes / secs / (1 << 30) : 0;
     pool_format_size(bytes, a, sizeof(a));
     pool_format_size((uint64_t)total * d->cfg.chunk_size, b, sizeof(b));
@@ -244,9 +416,8 @@ static void on_progress(struct ev_loop *loop, ev_timer *w, int revents)
 
 static int serve(int argc, char **argv)
 {
-    daemon_t d = {.lock_fd = -1};
+    daemon_t d = {.lock_fd = -1, .dir_fd = -1};
     char err[512];
-    char addr[SRV_PATH_MAX + 16];
     char size[32], chunk[32];
     size_t nmethods;
     const rpc_method_t *methods;
@@ -268,17 +439,23 @@ static int serve(int argc, char **argv)
     }
     srv_log_level = srv_log_parse_level(d.cfg.log_level);
     srv_log_format = strcmp(d.cfg.log_format, "json") == 0 ? SRV_LOG_JSON : SRV_LOG_TEXT;
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGHUP, SIG_IGN); /* until the loop's handler takes it: pinning may take minutes */
+    if (d.cfg.log_file[0] != '\0' && srv_log_open(d.cfg.log_file, err, sizeof(err)) != 0) {
+        fprintf(stderr, "pinpool serve: --log-file: %s\n", err);
+        return 2;
+    }
+    raise_nofile(&d);
     for (char *note = d.cfg.notes, *end; note[0] != '\0'; note = end + (*end != '\0')) {
         end = note + strcspn(note, "\n");
         srv_info("note: %.*s", (int)(end - note), note);
     }
-    signal(SIGPIPE, SIG_IGN);
     install_crash_handlers();
     d.tty = isatty(STDERR_FILENO);
     d.exit_code = 1;
 
-    if (make_socket_dir(&d) != 0 || take_lock(&d) != 0)
-        return 1;
+    if (check_memory(&d) != 0 || open_socket_dir(&d) != 0 || take_lock(&d) != 0)
+        goto out;
     rc = srv_create(&d.srv, &d.cfg, err, sizeof(err));
     if (rc != 0) {
         srv_error("%s", err);
@@ -294,10 +471,6 @@ static int serve(int argc, char **argv)
 
     methods = srv_service_methods(&nmethods);
     rc = rpc_server_create(&d.rpc, methods, nmethods, d.srv, err, sizeof(err));
-    if (rc == 0) {
-        snprintf(addr, sizeof(addr), "unix:%s", d.cfg.socket);
-        rc = rpc_server_add_port(d.rpc, addr, err, sizeof(err));
-    }
     if (rc == 0 && d.cfg.listen[0] != '\0')
         rc = rpc_server_add_port(d.rpc, d.cfg.listen, err, sizeof(err));
     if (rc == 0 && d.cfg.metrics[0] != '\0') {
@@ -312,20 +485,24 @@ static int serve(int argc, char **argv)
         srv_error("%s", err);
         goto out;
     }
-    if (chmod(d.cfg.socket, 0660) != 0)
-        srv_warn("cannot make %s 0660: %s", d.cfg.socket, strerror(errno));
     d.loop = ev_default_loop(EVFLAG_AUTO);
+    rc = srv_listener_open(&d.grpc_unix, d.loop, d.dir_fd, d.dir, d.name, SOCK_STREAM, d.group,
+                           "gRPC socket", on_grpc_conn, NULL, &d, err, sizeof(err));
     ipc_fd_socket_path(d.cfg.socket, d.fd_path, sizeof(d.fd_path));
-    rc = srv_fdsock_start(&d.fdsock, d.loop, d.srv, d.fd_path, err, sizeof(err));
+    if (rc == 0)
+        rc = srv_fdsock_start(&d.fdsock, d.loop, d.srv, d.dir_fd, d.dir,
+                              d.fd_path + (d.name - d.cfg.socket), d.group, err, sizeof(err));
     if (rc != 0) {
         srv_error("%s", err);
         goto out;
     }
     ev_signal_init(&d.sigint, on_signal, SIGINT);
     ev_signal_init(&d.sigterm, on_signal, SIGTERM);
-    d.sigint.data = d.sigterm.data = &d;
+    ev_signal_init(&d.sighup, on_sighup, SIGHUP);
+    d.sigint.data = d.sigterm.data = d.sighup.data = &d;
     ev_signal_start(d.loop, &d.sigint);
     ev_signal_start(d.loop, &d.sigterm);
+    ev_signal_start(d.loop, &d.sighup);
     ev_async_init(&d.drained, on_drained);
     ev_async_start(d.loop, &d.drained);
     ev_timer_init(&d.progress, on_progress, 0.0, 0.2);
@@ -357,6 +534,7 @@ out:
     /* Stop taking work, let calls in flight finish, then end the sessions. */
     if (d.srv != NULL)
         srv_begin_shutdown(d.srv);
+    srv_listener_close(d.grpc_unix); /* removes the socket file */
     srv_fdsock_stop_accepting(d.fdsock);
     rpc_server_stop(d.rpc, SHUTDOWN_GRACE_S);
     srv_metrics_stop(d.metrics);
@@ -365,12 +543,12 @@ out:
     srv_destroy(d.srv);
     if (d.loop != NULL)
         ev_loop_destroy(d.loop);
-    if (d.exit_code == 0 || d.rpc != NULL)
-        unlink(d.cfg.socket);
     if (d.lock_fd >= 0) {
-        unlink(d.lock_path);
+        unlinkat(d.dir_fd, d.lock_name, 0); /* still ours: we hold the lock */
         close(d.lock_fd);
     }
+    if (d.dir_fd >= 0)
+        close(d.dir_fd);
     srv_info("stopped");
     return d.exit_code;
 }

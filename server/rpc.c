@@ -22,7 +22,7 @@
  * and shutdown_done, which the thread that receives the shutdown tag sets
  * under rs->lock and rpc_server_stop waits for on rs->cv; rs->lock is a leaf
  * (nothing else is called under it).  rpc_server_create, _add_port, _start,
- * _begin_shutdown, _cancel_all and _stop are called from the daemon's main
+ * _add_connection, _begin_shutdown, _cancel_all and _stop are called from the daemon's main
  * thread only.  rpc_dispatch holds no state and runs on any thread.
  */
 #include "rpc.h"
@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
+#include <grpc/grpc_posix.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
@@ -346,6 +347,14 @@ int rpc_server_add_port(rpc_server_t *rs, const char *addr, char *err, size_t er
         return -EADDRNOTAVAIL;
     }
     return 0;
+}
+
+void rpc_server_add_connection(rpc_server_t *rs, int fd)
+{
+    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+
+    grpc_server_add_channel_from_fd(rs->server, fd, creds);
+    grpc_server_credentials_release(creds);
 }
 
 int rpc_server_start(rpc_server_t *rs, unsigned nthreads)

@@ -65,6 +65,9 @@ int rpc_server_create(rpc_server_t **out, const rpc_method_t *methods, size_t nm
 int rpc_server_add_port(rpc_server_t *rs, const char *addr, char *err, size_t errlen);
 /* Start serving on nthreads threads. */
 int rpc_server_start(rpc_server_t *rs, unsigned nthreads);
+/* After start, before shutdown: serve a connection the daemon accepted
+ * itself (a unix socket, see listener.h); gRPC owns fd from now on. */
+void rpc_server_add_connection(rpc_server_t *rs, int fd);
 /*
  * Shutting down, in steps so that the caller's event loop keeps running:
  * rpc_server_begin_shutdown stops accepting calls (new ones get UNAVAILABLE)

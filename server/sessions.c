@@ -13,8 +13,9 @@
  * memory without a lease.  Kept slices belong to a client named "kept:<tag>"
  * that has no session; it holds that one slice and goes with it.  Ordinary
  * clients cannot use the "kept:" prefix.
- * Admission: --allow-uid/--allow-gid (checked on the peer's credentials, and
- * they turn detached clients away), --detached-clients, --max-clients (kept
+ * Admission: --allow-uid/--allow-gid (numbers parsed once at start, checked
+ * on the peer's credentials: its uid, primary and supplementary groups; they
+ * turn detached clients away), --detached-clients, --max-clients (kept
  * clients do not count).
  * Never: allocates or frees slices itself (slices.c does; srv_session_close
  * frees a session's through it), or holds a client record across a dropped
@@ -207,28 +208,40 @@ int srv_check_client_id(const char *id, char *msg, size_t msglen)
 
 /* ---- sessions ------------------------------------------------------------------- */
 
-/* Is id in the comma-separated list? */
-static bool in_list(const char *list, unsigned id)
+static bool in_ids(const uint32_t *ids, uint32_t n, uint32_t id)
 {
-    char copy[128], *save = NULL;
-
-    snprintf(copy, sizeof(copy), "%s", list);
-    for (char *t = strtok_r(copy, ",", &save); t != NULL; t = strtok_r(NULL, ",", &save))
-        if (strtoul(t, NULL, 10) == id)
+    for (uint32_t i = 0; i < n; i++)
+        if (ids[i] == id)
             return true;
     return false;
 }
 
-int srv_session_admit(srv_t *srv, const ipc_cred_t *cred, char *msg, size_t msglen)
+/* --allow-uid / --allow-gid (parsed once at start, config.c): the peer's uid,
+ * its primary group or one of its supplementary groups. */
+static bool allowed(const srv_config_t *cfg, const ipc_cred_t *cred, const uint32_t *groups,
+                    size_t ngroups)
+{
+    if (cfg->nallow_uids == 0 && cfg->nallow_gids == 0)
+        return true;
+    if (in_ids(cfg->allow_uids, cfg->nallow_uids, (uint32_t)cred->uid) ||
+        in_ids(cfg->allow_gids, cfg->nallow_gids, (uint32_t)cred->gid))
+        return true;
+    for (size_t i = 0; groups != NULL && i < ngroups; i++)
+        if (in_ids(cfg->allow_gids, cfg->nallow_gids, groups[i]))
+            return true;
+    return false;
+}
+
+int srv_session_admit(srv_t *srv, const ipc_cred_t *cred, const uint32_t *groups,
+                      size_t ngroups, char *msg, size_t msglen)
 {
     const srv_config_t *cfg = &srv->cfg;
     int rc;
 
-    if ((cfg->allow_uid[0] != '\0' || cfg->allow_gid[0] != '\0') &&
-        !(cfg->allow_uid[0] != '\0' && in_list(cfg->allow_uid, (unsigned)cred->uid)) &&
-        !(cfg->allow_gid[0] != '\0' && in_list(cfg->allow_gid, (unsigned)cred->gid))) {
-        snprintf(msg, msglen, "uid %u / gid %u is not in --allow-uid / --allow-gid",
-                 (unsigned)cred->uid, (unsigned)cred->gid);
+    if (!allowed(cfg, cred, groups, ngroups)) {
+        snprintf(msg, msglen, "uid %u (gid %u, %zu supplementary group%s) is not in "
+                 "--allow-uid / --allow-gid", (unsigned)cred->uid, (unsigned)cred->gid, ngroups,
+                 ngroups == 1 ? "" : "s");
         return PINPOOL_EPERM;
     }
     pthread_mutex_lock(&srv->lock);

@@ -144,6 +144,7 @@ void srv_pool_info(srv_t *srv, srv_pool_info_t *info,
     info->host_backend = srv->host->name;
     info->mode = srv->host->cuda || srv->ndevs > 0 ? "cuda" : "cpu-only";
     info->pin_seconds = srv->ready == srv->nchunks ? srv->chunks_seconds : 0;
+    snprintf(info->stopped_short, sizeof(info->stopped_short), "%s", srv->pool_short);
     info->ndevices = srv->ndevs;
     for (uint32_t i = 0; i < srv->ndevs; i++) {
         info->devices[i].device_id = srv->devs[i].device;

@@ -108,6 +108,7 @@ typedef struct srv_pool_info {
     double pin_seconds; /* 0 while chunks are still being made */
     uint32_t ndevices;
     srv_device_info_t devices[SRV_MAX_DEVICES];
+    char stopped_short[320]; /* why the host pool stopped short of its capacity ("" if not) */
 } srv_pool_info_t;
 
 /*
@@ -132,6 +133,19 @@ int srv_wait_chunks(srv_t *srv, uint32_t n, char *err, size_t errlen);
 /* Chunks in the pool, chunks in all, and seconds since creation started (or
  * the time it took, once all are ready). */
 void srv_chunk_progress(srv_t *srv, uint32_t *ready, uint32_t *total, double *seconds);
+
+/*
+ * Memory (memroom.c).  srv_mem_room: the bytes this process may still commit
+ * before a limit - its memory cgroup's or one above it (v1 or v2), or the
+ * node's MemAvailable - less SRV_MEM_KEEP for the daemon itself; UINT64_MAX
+ * when nothing limits it; why names the limit with its numbers.  No lock;
+ * reads /proc and /sys.  srv_pool_short_of: true once the host pool has
+ * stopped growing short of its size and the chunks in flight are done, with
+ * why.
+ */
+#define SRV_MEM_KEEP (64ull << 20)
+uint64_t srv_mem_room(char *why, size_t whylen);
+bool srv_pool_short_of(srv_t *srv, char *why, size_t whylen);
 
 /* From now on every call that would allocate fails with PINPOOL_ESHUTDOWN. */
 void srv_begin_shutdown(srv_t *srv);
@@ -175,8 +189,10 @@ srv_client_t *srv_session_open(srv_t *srv, const ipc_cred_t *cred, char *id, siz
 /* The secret token of a session (for its HELLO): calls for the session must carry it. */
 const char *srv_session_token(const srv_client_t *client);
 /* Why a peer may not open a session (--allow-uid/--allow-gid, --max-clients):
- * 0, or PINPOOL_EPERM / PINPOOL_ENOSPC with msg. */
-int srv_session_admit(srv_t *srv, const ipc_cred_t *cred, char *msg, size_t msglen);
+ * 0, or PINPOOL_EPERM / PINPOOL_ENOSPC with msg.  groups: the peer's
+ * supplementary groups (SO_PEERGROUPS; may be NULL), for --allow-gid. */
+int srv_session_admit(srv_t *srv, const ipc_cred_t *cred, const uint32_t *groups,
+                      size_t ngroups, char *msg, size_t msglen);
 
 /*
  * May a call that names client_id and carries token act for that client?  A

@@ -8,6 +8,8 @@
  *               accessors, srv_pool_info
  *   chunks.c    the host backend and the chunks: the threads that make them,
  *               srv_wait_chunks, srv_chunk_progress
+ *   memroom.c   the memory the chunks may still take (cgroup, MemAvailable),
+ *               and pool_short when the pool stops growing short of its size
  *   slices.c    the pools: alloc, attach and free, kept slices, chunk fds
  *   sessions.c  the client table, sessions and their tokens, srv_authorize,
  *               admission (--allow-uid/--allow-gid, --max-clients)
@@ -164,6 +166,9 @@ struct srv {
     struct timespec chunks_started;
     double chunks_seconds; /* time to create them all, once done */
     pthread_cond_t chunks_cv;
+    /* memroom.c: why no chunk past next_chunk will be made ("" while the pool
+     * grows as planned); set once, by do_chunk_fits. */
+    char pool_short[320];
 
     /* slices.c: the pool pointers and devices are (fixed), the pools are not. */
     pool_t *pools[1 + SRV_MAX_DEVICES];
@@ -227,6 +232,15 @@ int srv_chunks_start(srv_t *srv);
 void srv_chunks_close(srv_t *srv);
 /* Are host chunks still being made (so that waiting on chunks_cv may help)? */
 bool do_chunks_coming(const srv_t *srv);
+
+/* ---- memroom.c ------------------------------------------------------------------ */
+
+/* A chunk thread, before it picks the next chunk: does one more chunk fit in
+ * room (srv_mem_room's, read without the lock; why says what limits it), with
+ * the chunks other threads are making now?  If not, the pool stops growing:
+ * pool_short says why (and the log, once); with no chunk made at all that is
+ * a creation error (chunk_err).  Never true again once false. */
+bool do_chunk_fits(srv_t *srv, uint64_t room, const char *why);
 
 /* ---- sessions.c ------------------------------------------------------------------- */
 

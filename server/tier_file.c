@@ -2,7 +2,8 @@
  * tier_file.c - the file spill tier: one file per object in a directory.
  *
  * URI: file:///ABS/DIR[?fsync=0]  (or file:/ABS/DIR).  The directory is made
- * (mode 0700) if missing.  fsync=0 skips the fsyncs: puts stay atomic (a reader
+ * (mode 0700) if missing, and refused if another user could swap it or reach
+ * what is in it (dirs.h: open_dir).  fsync=0 skips the fsyncs: puts stay atomic (a reader
  * or a restart sees the old object or the new one) but a power loss may lose
  * recent puts.  Default fsync=1.
  *
@@ -57,6 +58,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "dirs.h"
 #include "pinpool.h"
 
 #define MAGIC "PPTIER2\n"
@@ -323,24 +325,13 @@ static int parse_uri(const char *uri, char *path, size_t pathlen, bool *do_fsync
     return 0;
 }
 
-/* mkdir -p with mode 0700 for the parts we make. */
-static int make_dirs(char *path)
+/* The directory: made 0700 where missing, or refused when it, or one above
+ * it, lets another user swap or reach what is in it (dirs.h).  0 and
+ * tf->dirfd, or an error with err. */
+static int open_dir(tfile_t *tf, char *err, size_t errlen)
 {
-    for (char *s = path + 1;; s++) {
-        if (*s == '/' || *s == '\0') {
-            char c = *s;
-
-            *s = '\0';
-            if (mkdir(path, 0700) != 0 && errno != EEXIST) {
-                int e = errno;
-                *s = c;
-                return -e;
-            }
-            *s = c;
-            if (c == '\0')
-                return 0;
-        }
-    }
+    tf->dirfd = srv_dir_open(tf->path, "spill tier: the directory", SRV_NO_GROUP, err, errlen);
+    return tf->dirfd < 0 ? tf->dirfd : 0;
 }
 
 /* Delete the temp files a crash left behind (the lock says no one else is
@@ -387,17 +378,9 @@ static int tfile_open(void **impl, const char *uri, char *err, size_t errlen)
     rc = parse_uri(uri, tf->path, sizeof(tf->path), &tf->fsync, err, errlen);
     if (rc != 0)
         goto fail;
-    rc = make_dirs(tf->path);
-    if (rc != 0) {
-        snprintf(err, errlen, "spill tier: cannot make directory %s: %s", tf->path, strerror(-rc));
+    rc = open_dir(tf, err, errlen);
+    if (rc != 0)
         goto fail;
-    }
-    tf->dirfd = open(tf->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (tf->dirfd < 0) {
-        rc = -errno;
-        snprintf(err, errlen, "spill tier: cannot open directory %s: %s", tf->path, strerror(errno));
-        goto fail;
-    }
     tf->lockfd = openat(tf->dirfd, ".lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (tf->lockfd < 0 || flock(tf->lockfd, LOCK_EX | LOCK_NB) != 0) {
         rc = errno == EWOULDBLOCK ? PINPOOL_EBUSY : -errno;

@@ -770,14 +770,18 @@ Test(cli, cuda_options_without_a_gpu_fail_cleanly)
 {
     char out[4096], why[256];
 
+    char dir[] = "/tmp/pinpool-cli-XXXXXX"; /* the sockets' directory: /tmp itself is refused */
+
     if (ipc_cuda_load(why, sizeof(why)) == 0)
         cr_skip_test("a GPU is visible here");
-    cr_expect_eq(test_pinpool(out, sizeof(out), "serve --socket /tmp/pinpool-cli-%d.sock --host-backend vmm",
-                         getpid()), 1, "%s", out);
+    cr_assert_not_null(mkdtemp(dir));
+    cr_expect_eq(test_pinpool(out, sizeof(out), "serve --socket %s/p.sock --host-backend vmm", dir),
+                 1, "%s", out);
     TEST_EXPECT_IN(out, "--host-backend vmm cannot work here");
-    cr_expect_eq(test_pinpool(out, sizeof(out), "serve --socket /tmp/pinpool-cli-%d.sock --device-pool-size 1GiB",
-                         getpid()), 1, "%s", out);
+    cr_expect_eq(test_pinpool(out, sizeof(out), "serve --socket %s/p.sock --device-pool-size 1GiB",
+                              dir), 1, "%s", out);
     TEST_EXPECT_IN(out, "--device-pool-size needs a GPU");
+    cr_expect_eq(rmdir(dir), 0, "the daemons left files in %s", dir);
 }
 
 Test(daemon, cpu_only_daemon_says_so)

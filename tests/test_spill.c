@@ -177,14 +177,15 @@ Test(spill, low_watermark_spills_in_background)
 /* A tier that cannot be opened stops the daemon at start with the reason. */
 Test(spill, bad_tier_exits_1)
 {
-    char cmd[512], out[1024] = "";
+    char cmd[512], out[1024] = "", dir[] = "/tmp/pinpool-spill-bad-XXXXXX";
     const char *bin = getenv("PINPOOL_BIN");
     FILE *p;
     int status;
 
-    snprintf(cmd, sizeof(cmd), "%s serve --socket /tmp/pinpool-spill-bad-%d.sock "
+    cr_assert_not_null(mkdtemp(dir)); /* the sockets' directory: /tmp itself is refused */
+    snprintf(cmd, sizeof(cmd), "%s serve --socket %s/p.sock "
              "--spill-tier file:///proc/pinpool-cannot 2>&1", bin != NULL ? bin : "build/pinpool",
-             (int)getpid());
+             dir);
     p = popen(cmd, "r");
     cr_assert_not_null(p);
     size_t n = fread(out, 1, sizeof(out) - 1, p);
@@ -192,6 +193,7 @@ Test(spill, bad_tier_exits_1)
     status = pclose(p);
     cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %d: %s", status, out);
     cr_expect(strstr(out, "spill tier") != NULL, "%s", out);
+    cr_expect_eq(rmdir(dir), 0, "the daemon left files in %s", dir);
 }
 
 /* TTLs saturate: 2^64-1 ms (and anything from 18446744073710 ms up, where

@@ -350,8 +350,9 @@ int srv_alloc(srv_t *srv, const char *client_id, int32_t device_id, uint64_t siz
             rc = do_get_client(srv, client_id, &c, msg, msglen);
             if (rc != 0)
                 break;
+            uid_t uid = c->uid;
             do_drop_if_idle(srv, c);
-            c = do_add_kept(srv, kept_name);
+            c = do_add_kept(srv, kept_name, uid);
             if (c == NULL) {
                 rc = -ENOMEM;
                 break;

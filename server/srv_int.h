@@ -89,6 +89,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include "objects.h"
@@ -105,6 +106,8 @@ struct srv_client {
     RB_ENTRY(srv_client) node;
     char id[SRV_CLIENT_ID_LEN];
     uint64_t owner;
+    uid_t uid; /* sessions: the peer's (SO_PEERCRED); kept slices: their maker's;
+                * callers without a session: the daemon's own (geteuid) */
     bool session;
     bool kept;
     ipc_cred_t cred;
@@ -203,8 +206,9 @@ struct srv_client *do_find_client(srv_t *srv, const char *id);
 /* The client called id, made if it is a new detached one.  Errors with msg: a
  * closed session's id (PINPOOL_EPERM), --max-clients (PINPOOL_ENOSPC), -ENOMEM. */
 int do_get_client(srv_t *srv, const char *id, struct srv_client **out, char *msg, size_t msglen);
-/* A new client for a kept slice, named name ("kept:<tag>", not taken); NULL: no memory. */
-struct srv_client *do_add_kept(srv_t *srv, const char *name);
+/* A new client for a kept slice, named name ("kept:<tag>", not taken), of uid
+ * (its maker's); NULL: no memory. */
+struct srv_client *do_add_kept(srv_t *srv, const char *name, uid_t uid);
 /* A client without a session goes when it holds nothing (c may be freed). */
 void do_drop_if_idle(srv_t *srv, struct srv_client *c);
 /* The client whose owner number is owner, or NULL. */

@@ -291,7 +291,8 @@ int pool_add_chunks(pool_t *pool, uint32_t n)
 
 /* ---- allocation ----------------------------------------------------------------- */
 
-int pool_request_check(const pool_t *pool, uint64_t size, uint64_t *align, uint64_t *extent)
+static inline int request_check(const pool_t *pool, uint64_t size, uint64_t *align,
+                                uint64_t *extent)
 {
     if (size == 0)
         return PINPOOL_EINVAL;
@@ -308,6 +309,11 @@ int pool_request_check(const pool_t *pool, uint64_t size, uint64_t *align, uint6
     if (*extent > pool->chunk_size && !pool->allow_multi_chunk)
         return PINPOOL_ETOOBIG;
     return 0;
+}
+
+int pool_request_check(const pool_t *pool, uint64_t size, uint64_t *align, uint64_t *extent)
+{
+    return request_check(pool, size, align, extent);
 }
 
 static struct owner *do_find_owner(pool_t *pool, uint64_t id)
@@ -393,12 +399,12 @@ int pool_alloc_as(pool_t *pool, uint64_t tenant, uint64_t owner, uint64_t size, 
     struct slice *s;
     struct owner *o;
     uint64_t extent, at;
-    bool exact, split;
+    bool exact, split, slow = false;
     int rc;
 
     if (pool == NULL || tenant == POOL_TENANT_NONE)
         return PINPOOL_EINVAL;
-    rc = pool_request_check(pool, size, &align, &extent);
+    rc = request_check(pool, size, &align, &extent);
     if (rc != 0)
         return rc;
     t = tenant_find(pool, tenant);
@@ -407,6 +413,7 @@ int pool_alloc_as(pool_t *pool, uint64_t tenant, uint64_t owner, uint64_t size, 
         rc = do_place_slow(pool, tenant, owner, extent, align, &t, &e, &at, &nd);
         if (rc != 0)
             return rc;
+        slow = true;
     }
 
     /* Take every node this may need first: after that nothing can fail (the
@@ -460,7 +467,8 @@ int pool_alloc_as(pool_t *pool, uint64_t tenant, uint64_t owner, uint64_t size, 
     t->used += extent;
     pool->used += extent;
     pool->nslices++;
-    nodes_free(&nd); /* what the slow path took and this one did not need */
+    if (slow)
+        nodes_free(&nd); /* what the slow path took and this one did not need */
     if (out != NULL)
         *out = s->info;
     POOL_DEBUG_CHECK(pool, "pool_alloc");

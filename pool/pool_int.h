@@ -211,9 +211,23 @@ void stash_free(struct stash *st);
 
 int tenancy_init(pool_t *pool);
 void tenancy_destroy(pool_t *pool);
-/* Chunks [first, first + n) get (hold) / lose (drop) one slice or dirty extent. */
-void chunks_hold(pool_t *pool, uint32_t first, uint32_t n);
-void chunks_drop(pool_t *pool, uint32_t first, uint32_t n);
+/* Set chunk i's idle bit to what its state says. */
+void chunk_idle_update(pool_t *pool, uint32_t i);
+/* Chunks [first, first + n) get (hold) / lose (drop) one slice or dirty
+ * extent.  Inline: one of each per alloc+free pair. */
+static inline void chunks_hold(pool_t *pool, uint32_t first, uint32_t n)
+{
+    for (uint32_t i = first; i < first + n; i++)
+        if (pool->chunks[i].nslices++ == 0)
+            chunk_idle_update(pool, i);
+}
+
+static inline void chunks_drop(pool_t *pool, uint32_t first, uint32_t n)
+{
+    for (uint32_t i = first; i < first + n; i++)
+        if (--pool->chunks[i].nslices == 0)
+            chunk_idle_update(pool, i);
+}
 /* Chunks [first, first + n) joined the pool (they are none's). */
 void chunks_added(pool_t *pool, uint32_t first, uint32_t n);
 /* The record of tenant id, or NULL. */

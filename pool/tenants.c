@@ -122,8 +122,7 @@ static bool is_idle(const pool_t *pool, uint32_t i)
            c->nslices == 0;
 }
 
-/* Set chunk i's idle bit to what its state says. */
-static void idle_update(pool_t *pool, uint32_t i)
+void chunk_idle_update(pool_t *pool, uint32_t i)
 {
     uint64_t bit = 1ull << (i % 64), *w = &pool->idle_map[i / 64];
     bool now = is_idle(pool, i), was = (*w & bit) != 0;
@@ -135,20 +134,6 @@ static void idle_update(pool_t *pool, uint32_t i)
         *w &= ~bit;
         pool->nidle--;
     }
-}
-
-void chunks_hold(pool_t *pool, uint32_t first, uint32_t n)
-{
-    for (uint32_t i = first; i < first + n; i++)
-        if (pool->chunks[i].nslices++ == 0)
-            idle_update(pool, i);
-}
-
-void chunks_drop(pool_t *pool, uint32_t first, uint32_t n)
-{
-    for (uint32_t i = first; i < first + n; i++)
-        if (--pool->chunks[i].nslices == 0)
-            idle_update(pool, i);
 }
 
 void chunks_added(pool_t *pool, uint32_t first, uint32_t n)
@@ -228,7 +213,7 @@ void tenancy_assign(pool_t *pool, struct tenant *t, uint32_t first, uint32_t n, 
         c->tenant = t;
         t->nchunks++;
         ext_free_range(pool, e, e->off, e->len, t);
-        idle_update(pool, i);
+        chunk_idle_update(pool, i);
     }
 }
 
@@ -320,7 +305,7 @@ int pool_claim(pool_t *pool, uint64_t tenant, uint64_t size, uint64_t align, poo
         out->fresh += c->fresh;
         t->nclaims++;
         pool->claimed += pool->chunk_size;
-        idle_update(pool, i);
+        chunk_idle_update(pool, i);
     }
     stash_free(&st);
     POOL_DEBUG_CHECK(pool, "pool_claim");
@@ -359,7 +344,7 @@ void pool_claim_end(pool_t *pool, const pool_claim_t *claim, bool ok)
         t->nclaims--;
         pool->claimed -= pool->chunk_size;
         ext_free_range(pool, e, e->off, e->len, to);
-        idle_update(pool, i);
+        chunk_idle_update(pool, i);
         if (to != was)
             tenant_maybe_free(pool, was);
     }

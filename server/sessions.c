@@ -35,7 +35,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <unistd.h>
 
 #include "log.h"
 #include "pinpool.h"
@@ -69,7 +68,7 @@ static struct srv_client *do_add_client(srv_t *srv, const char *id, bool session
         return NULL;
     snprintf(c->id, sizeof(c->id), "%s", id);
     c->owner = srv->next_owner++;
-    c->uid = geteuid(); /* a caller without a session acts as the daemon's uid */
+    c->uid = srv->uid; /* a caller without a session acts as the daemon's uid */
     c->session = session;
     RB_INSERT(client_tree, &srv->clients, c);
     srv->nclients++;

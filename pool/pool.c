@@ -1,17 +1,16 @@
 /*
  * pool.c - the allocator and slice table behind pool.h: create and grow,
- * alloc and free, dirty extents and their cleaning, queries and stats.
+ * alloc and free, owners, queries and stats.
  *
- * Owns: every slice, owner and dirty node of one pool_t.  Slices are indexed
- * by id and by start offset in two chained hash tables (the slice table; O(1),
- * which matters to the client arena's free-by-pointer), and kept in one list
- * in id order for pool_foreach_slice.  Owners are indexed by id in a
- * red-black tree; each keeps its byte and slice counts and a list of its
- * slices in id order, so pool_free_owner costs O(k log n) for k slices.  A
- * dirty extent is the node of the slice it was: it stays in the hash tables
- * (lookups skip it) and moves from its owner's list to the dirty list.  The
- * free-extent index is extents.c's, chunks and tenants are tenants.c's, the
- * invariants pool_check.c's.
+ * Owns: every slice and owner node of one pool_t.  Slices are indexed by id
+ * and by start offset in two chained hash tables (the slice table, inline in
+ * pool_int.h; O(1), which matters to the client arena's free-by-pointer), and
+ * kept in one list in id order for pool_foreach_slice.  Owners are indexed by
+ * id in a red-black tree; each keeps its byte and slice counts and a list of
+ * its slices in id order, so pool_free_owner costs O(k log n) for k slices.
+ * A freed slice of a pool with dirty_on_free becomes a dirty extent
+ * (dirty.c's from then on).  The free-extent index is extents.c's, chunks
+ * and tenants are tenants.c's, the invariants pool_check.c's.
  * Never: touches the memory it describes, CUDA, sockets or global state.
  * Never allocates on a free path: every slice carries the free-extent node
  * that its release may need, so pool_free, pool_free_owner and
@@ -63,13 +62,6 @@ static uint64_t align_up(uint64_t x, uint64_t a)
 
 /* ---- the slice table ------------------------------------------------------------ */
 
-/* Fibonacci hashing: the top bits of key * 2^64/phi.  Offsets are multiples
- * of the quantum and ids are consecutive; both spread well. */
-static size_t hash_key(uint64_t key, unsigned bits)
-{
-    return (size_t)((key * 0x9e3779b97f4a7c15ull) >> (64 - bits));
-}
-
 static int table_init(struct slice_table *t)
 {
     t->bits = SLICE_HASH_MIN_BITS;
@@ -81,17 +73,6 @@ static int table_init(struct slice_table *t)
         return -ENOMEM;
     }
     return 0;
-}
-
-static void table_link(struct slice_table *t, struct slice *s)
-{
-    struct slice **b = &t->by_id[hash_key(s->info.id, t->bits)];
-
-    s->id_next = *b;
-    *b = s;
-    b = &t->by_off[hash_key(s->info.offset, t->bits)];
-    s->off_next = *b;
-    *b = s;
 }
 
 /* Double both tables when the n nodes (slices and dirty extents) outnumber
@@ -123,53 +104,6 @@ static void table_maybe_grow(pool_t *pool, uint32_t n)
         table_link(t, s);
     TAILQ_FOREACH(s, &pool->cleaning_list, owner_link)
         table_link(t, s);
-}
-
-/* The node with id / start offset, live or dirty, or NULL. */
-static struct slice *table_find_id(const struct slice_table *t, uint64_t id)
-{
-    struct slice *s = t->by_id[hash_key(id, t->bits)];
-
-    while (s != NULL && s->info.id != id)
-        s = s->id_next;
-    return s;
-}
-
-static struct slice *table_find_off(const struct slice_table *t, uint64_t off)
-{
-    struct slice *s = t->by_off[hash_key(off, t->bits)];
-
-    while (s != NULL && s->info.offset != off)
-        s = s->off_next;
-    return s;
-}
-
-static void table_unlink(struct slice_table *t, struct slice *s)
-{
-    struct slice **pp = &t->by_id[hash_key(s->info.id, t->bits)];
-
-    while (*pp != s)
-        pp = &(*pp)->id_next;
-    *pp = s->id_next;
-    pp = &t->by_off[hash_key(s->info.offset, t->bits)];
-    while (*pp != s)
-        pp = &(*pp)->off_next;
-    *pp = s->off_next;
-}
-
-/* The live slice with id / starting at off, or NULL (dirty ones are gone). */
-static struct slice *live_by_id(const pool_t *pool, uint64_t id)
-{
-    struct slice *s = table_find_id(&pool->table, id);
-
-    return s != NULL && !s->dirty ? s : NULL;
-}
-
-static struct slice *live_by_off(const pool_t *pool, uint64_t off)
-{
-    struct slice *s = table_find_off(&pool->table, off);
-
-    return s != NULL && !s->dirty ? s : NULL;
 }
 
 /* For pool_check.c: the same lookups, and the bucket count. */
@@ -316,15 +250,14 @@ int pool_request_check(const pool_t *pool, uint64_t size, uint64_t *align, uint6
     return request_check(pool, size, align, extent);
 }
 
-static struct owner *do_find_owner(pool_t *pool, uint64_t id)
+struct owner *owner_find(pool_t *pool, uint64_t id)
 {
     struct owner key = {.id = id};
 
     return RB_FIND(owner_by_id, &pool->owner_by_id, &key);
 }
 
-/* Make o (allocated by the caller) the empty record of owner id. */
-static void do_add_owner(pool_t *pool, struct owner *o, uint64_t id)
+void owner_add(pool_t *pool, struct owner *o, uint64_t id)
 {
     o->id = id;
     o->bytes = 0;
@@ -371,7 +304,7 @@ static int do_place_slow(pool_t *pool, uint64_t tenant, uint64_t owner, uint64_t
         return rc;
     if ((nd->s = malloc(sizeof(*nd->s))) == NULL || (nd->spare = malloc(sizeof(*nd->spare))) == NULL ||
         (nd->tail = malloc(sizeof(*nd->tail))) == NULL ||
-        (do_find_owner(pool, owner) == NULL && (nd->o = malloc(sizeof(*nd->o))) == NULL) ||
+        (owner_find(pool, owner) == NULL && (nd->o = malloc(sizeof(*nd->o))) == NULL) ||
         (*t == NULL && (nd->t = malloc(sizeof(*nd->t))) == NULL) || !stash_fill(&nd->st, 2 * n)) {
         nodes_free(nd);
         return -ENOMEM;
@@ -420,7 +353,7 @@ int pool_alloc_as(pool_t *pool, uint64_t tenant, uint64_t owner, uint64_t size, 
      * slow path took them all already). */
     exact = at == e->off && extent == e->len; /* e itself becomes the spare */
     split = at > e->off && at + extent < e->off + e->len;
-    o = do_find_owner(pool, owner);
+    o = owner_find(pool, owner);
     if ((nd.s == NULL && (nd.s = malloc(sizeof(*nd.s))) == NULL) ||
         (!exact && nd.spare == NULL && (nd.spare = malloc(sizeof(*nd.spare))) == NULL) ||
         (split && nd.tail == NULL && (nd.tail = malloc(sizeof(*nd.tail))) == NULL) ||
@@ -442,7 +375,7 @@ int pool_alloc_as(pool_t *pool, uint64_t tenant, uint64_t owner, uint64_t size, 
     if (o == NULL) {
         o = nd.o;
         nd.o = NULL;
-        do_add_owner(pool, o, owner);
+        owner_add(pool, o, owner);
     }
     memset(s, 0, sizeof(*s));
     s->owner = o;
@@ -483,9 +416,7 @@ int pool_alloc(pool_t *pool, uint64_t owner, uint64_t size, uint64_t align,
 
 /* ---- release -------------------------------------------------------------------- */
 
-/* Slice s's extent becomes free space of its tenant (coalescing), its node
- * goes; its chunks lose it. */
-static void do_free_extent(pool_t *pool, struct slice *s)
+void slice_free_extent(pool_t *pool, struct slice *s)
 {
     table_unlink(&pool->table, s);
     chunks_drop(pool, s->info.first_chunk, s->info.nchunks);
@@ -514,8 +445,8 @@ static uint64_t do_release(pool_t *pool, struct slice *s)
     s->tenant->used -= len;
     pool->used -= len;
     pool->nslices--;
-    if (!pool->dirty_on_free) {
-        do_free_extent(pool, s);
+    if (!pool->dirty_on_free || s->unwritten) {
+        slice_free_extent(pool, s);
         return len;
     }
     s->owner = NULL;
@@ -566,14 +497,15 @@ int pool_set_owner(pool_t *pool, uint64_t id, uint64_t owner, uint64_t new_owner
 
     if (rc != 0)
         return rc;
+    s->unwritten = false; /* the new owner may write it */
     if (owner == new_owner)
         return 0;
     o = s->owner;
-    n = do_find_owner(pool, new_owner);
+    n = owner_find(pool, new_owner);
     if (n == NULL) {
         if ((n = malloc(sizeof(*n))) == NULL)
             return -ENOMEM;
-        do_add_owner(pool, n, new_owner);
+        owner_add(pool, n, new_owner);
     }
     /* Keep the new owner's list in id order: find the last slice below id. */
     TAILQ_FOREACH_REVERSE(at, &n->slices, slice_list, owner_link)
@@ -607,7 +539,7 @@ int pool_free_owner(pool_t *pool, uint64_t owner, uint64_t *freed)
 
     if (freed != NULL)
         *freed = 0;
-    if (pool == NULL || (o = do_find_owner(pool, owner)) == NULL)
+    if (pool == NULL || (o = owner_find(pool, owner)) == NULL)
         return 0;
     /* The last release frees o itself: count first. */
     n = o->nslices;
@@ -617,49 +549,6 @@ int pool_free_owner(pool_t *pool, uint64_t owner, uint64_t *freed)
         *freed = bytes;
     POOL_DEBUG_CHECK(pool, "pool_free_owner");
     return n > INT32_MAX ? INT32_MAX : (int)n;
-}
-
-/* ---- cleaning ------------------------------------------------------------------- */
-
-int pool_clean_take(pool_t *pool, pool_dirty_t *out)
-{
-    struct slice *s;
-
-    if (pool == NULL || out == NULL)
-        return PINPOOL_EINVAL;
-    s = TAILQ_FIRST(&pool->dirty_list);
-    if (s == NULL)
-        return PINPOOL_ENOENT;
-    TAILQ_REMOVE(&pool->dirty_list, s, owner_link);
-    TAILQ_INSERT_TAIL(&pool->cleaning_list, s, owner_link);
-    s->cleaning = true;
-    out->id = s->info.id;
-    out->offset = s->info.offset;
-    out->len = s->info.extent;
-    POOL_DEBUG_CHECK(pool, "pool_clean_take");
-    return 0;
-}
-
-int pool_clean_done(pool_t *pool, uint64_t id)
-{
-    struct slice *s;
-
-    if (pool == NULL)
-        return PINPOOL_EINVAL;
-    s = table_find_id(&pool->table, id);
-    if (s == NULL || !s->dirty || !s->cleaning)
-        return PINPOOL_ENOENT;
-    TAILQ_REMOVE(&pool->cleaning_list, s, owner_link);
-    pool->dirty -= s->info.extent;
-    pool->ndirty--;
-    do_free_extent(pool, s);
-    POOL_DEBUG_CHECK(pool, "pool_clean_done");
-    return 0;
-}
-
-uint64_t pool_dirty_bytes(const pool_t *pool)
-{
-    return pool != NULL ? pool->dirty : 0;
 }
 
 /* ---- queries -------------------------------------------------------------------- */
@@ -686,7 +575,7 @@ int pool_lookup_offset(const pool_t *pool, uint64_t offset, pool_slice_info_t *o
 
 uint64_t pool_owner_bytes(const pool_t *pool, uint64_t owner, uint32_t *slices)
 {
-    struct owner *o = pool != NULL ? do_find_owner(unconst(pool), owner) : NULL;
+    struct owner *o = pool != NULL ? owner_find(unconst(pool), owner) : NULL;
 
     if (slices != NULL)
         *slices = o != NULL ? o->nslices : 0;
@@ -718,7 +607,7 @@ void pool_foreach_slice(const pool_t *pool, uint64_t owner, bool all,
             fn(&s->info, arg);
         return;
     }
-    o = do_find_owner(unconst(pool), owner);
+    o = owner_find(unconst(pool), owner);
     if (o == NULL)
         return;
     TAILQ_FOREACH(s, &o->slices, owner_link)

@@ -30,7 +30,9 @@
  * at once: it is dirty, owned by the pool's cleaner (nobody can allocate it,
  * no lookup finds it) until the caller took it (pool_clean_take), cleared its
  * bytes and said so (pool_clean_done).  So an allocation only ever gets
- * memory that was never used or was cleaned.
+ * memory that was never used or was cleaned (a slice marked unwritten,
+ * pool_mark_unwritten, is still clean when it is freed), except that
+ * pool_alloc_own gives an owner back a dirty extent it freed itself.
  *
  * Allocation is best fit over the tenant's free extents ordered by (size,
  * offset), with the boundary and alignment rules applied to each candidate:
@@ -140,6 +142,16 @@ int pool_add_chunks(pool_t *pool, uint32_t n);
  */
 int pool_alloc_as(pool_t *pool, uint64_t tenant, uint64_t owner, uint64_t size, uint64_t align,
                   pool_slice_info_t *out);
+/*
+ * With dirty_on_free: a dirty extent that owner itself freed, of exactly the
+ * request's (rounded) size and alignment, in chunks of tenant, among the 16
+ * freed most recently and not yet taken for cleaning, becomes a slice of
+ * owner again (a new id; its bytes are what owner left there: use it only
+ * for an owner whose bytes those are).  0 and *out, PINPOOL_ENOENT (none: the
+ * pool unchanged), or pool_alloc_as's argument errors, -ENOMEM.
+ */
+int pool_alloc_own(pool_t *pool, uint64_t tenant, uint64_t owner, uint64_t size, uint64_t align,
+                   pool_slice_info_t *out);
 /* pool_alloc_as for tenant 0 (a pool with one tenant). */
 int pool_alloc(pool_t *pool, uint64_t owner, uint64_t size, uint64_t align,
                pool_slice_info_t *out);
@@ -148,6 +160,11 @@ int pool_alloc(pool_t *pool, uint64_t owner, uint64_t size, uint64_t align,
  * PINPOOL_ENOENT, PINPOOL_EPERM (other owner), pool unchanged on error.
  * *freed (may be NULL) gets the extent size. */
 int pool_free(pool_t *pool, uint64_t id, uint64_t owner, uint64_t *freed);
+
+/* Nobody can write slice id (its owner cannot map it, and nothing is copied
+ * into it): with dirty_on_free its release makes it free space at once, as
+ * it is still clean.  pool_set_owner ends that.  0 or PINPOOL_ENOENT. */
+int pool_mark_unwritten(pool_t *pool, uint64_t id);
 
 /* Give slice id of owner to new_owner (same extent, same id, same tenant).  PINPOOL_ENOENT,
  * PINPOOL_EPERM (other owner), -ENOMEM; the pool unchanged on error. */

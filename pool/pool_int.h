@@ -1,8 +1,9 @@
 /*
  * pool_int.h - the nodes of one pool_t, shared by the files of the
  * allocator: extents.c (the free-extent index), tenants.c (chunks and their
- * tenants), pool.c (the slice table, alloc and free, cleaning, queries) and
- * pool_check.c (the invariants).  Included by those four only.
+ * tenants), pool.c (create, alloc and free, queries), dirty.c (dirty extents:
+ * cleaning, and an owner's own taken back) and pool_check.c (the
+ * invariants).  Included by those five only.
  *
  * Owns: nothing itself; it declares the structures and the helpers one file
  * calls in another.  Never: included outside pool/.
@@ -104,6 +105,7 @@ struct slice {
     struct tenant *tenant;
     struct extent *spare;          /* the node its release may need */
     pool_slice_info_t info;
+    bool unwritten;                /* nobody can have written it: freed, it is clean */
     bool dirty;                    /* freed, waiting for (or in) cleaning */
     bool cleaning;                 /* handed out by pool_clean_take */
 };
@@ -168,7 +170,83 @@ struct stash {
     struct extent *head;
 };
 
+/* ---- the slice table (inline: every alloc and free goes through it) ----------------- */
+
+/* Fibonacci hashing: the top bits of key * 2^64/phi.  Offsets are multiples
+ * of the quantum and ids are consecutive; both spread well. */
+static inline size_t hash_key(uint64_t key, unsigned bits)
+{
+    return (size_t)((key * 0x9e3779b97f4a7c15ull) >> (64 - bits));
+}
+
+static inline void table_link(struct slice_table *t, struct slice *s)
+{
+    struct slice **b = &t->by_id[hash_key(s->info.id, t->bits)];
+
+    s->id_next = *b;
+    *b = s;
+    b = &t->by_off[hash_key(s->info.offset, t->bits)];
+    s->off_next = *b;
+    *b = s;
+}
+
+/* The node with id / start offset, live or dirty, or NULL. */
+static inline struct slice *table_find_id(const struct slice_table *t, uint64_t id)
+{
+    struct slice *s = t->by_id[hash_key(id, t->bits)];
+
+    while (s != NULL && s->info.id != id)
+        s = s->id_next;
+    return s;
+}
+
+static inline struct slice *table_find_off(const struct slice_table *t, uint64_t off)
+{
+    struct slice *s = t->by_off[hash_key(off, t->bits)];
+
+    while (s != NULL && s->info.offset != off)
+        s = s->off_next;
+    return s;
+}
+
+static inline void table_unlink(struct slice_table *t, struct slice *s)
+{
+    struct slice **pp = &t->by_id[hash_key(s->info.id, t->bits)];
+
+    while (*pp != s)
+        pp = &(*pp)->id_next;
+    *pp = s->id_next;
+    pp = &t->by_off[hash_key(s->info.offset, t->bits)];
+    while (*pp != s)
+        pp = &(*pp)->off_next;
+    *pp = s->off_next;
+}
+
+/* The live slice with id / starting at off, or NULL (dirty ones are gone). */
+static inline struct slice *live_by_id(const pool_t *pool, uint64_t id)
+{
+    struct slice *s = table_find_id(&pool->table, id);
+
+    return s != NULL && !s->dirty ? s : NULL;
+}
+
+static inline struct slice *live_by_off(const pool_t *pool, uint64_t off)
+{
+    struct slice *s = table_find_off(&pool->table, off);
+
+    return s != NULL && !s->dirty ? s : NULL;
+}
+
+
 /* ---- pool.c ------------------------------------------------------------------ */
+
+/* The record of owner id, or NULL; make o (allocated by the caller) the empty
+ * record of owner id. */
+struct owner *owner_find(pool_t *pool, uint64_t id);
+void owner_add(pool_t *pool, struct owner *o, uint64_t id);
+/* Slice (or dirty extent) s's extent becomes free space of its tenant
+ * (coalescing), its node goes; its chunks lose it. */
+void slice_free_extent(pool_t *pool, struct slice *s);
 
 /* pool_alloc's checks of a request; sets *align (0 = quantum) and *extent. */
 int pool_request_check(const pool_t *pool, uint64_t size, uint64_t *align, uint64_t *extent);

@@ -812,5 +812,29 @@ Test(pool, dirty_memory_is_nobodys_until_cleaned, .timeout = 10)
     cr_expect_eq(a.offset, 0, "cleaned memory is free again");
     cr_expect_eq(pool_clean_done(pool, d1.id), 0);
     tp_free_ok(pool, a.id, 1);
+    /* a slice nobody could write is clean when freed, until it changes owner */
+    cr_assert_eq(pool_clean_take(pool, &d1), 0);
+    cr_assert_eq(pool_clean_done(pool, d1.id), 0);
+    a = alloc_as_ok(pool, TA, 1, 1024);
+    cr_expect_eq(pool_mark_unwritten(pool, a.id), 0);
+    b = alloc_as_ok(pool, TA, 1, 1024);
+    cr_expect_eq(pool_mark_unwritten(pool, b.id), 0);
+    cr_expect_eq(pool_set_owner(pool, b.id, 1, 2), 0);
+    tp_free_ok(pool, a.id, 1);
+    cr_expect_eq(tp_stats(pool).dirty, 0, "an unwritten slice freed is free at once");
+    tp_free_ok(pool, b.id, 2);
+    cr_expect_eq(tp_stats(pool).dirty, 1024, "a slice that changed owner may have been written");
+    cr_expect_eq(pool_mark_unwritten(pool, b.id), PINPOOL_ENOENT);
+    /* an owner gets back what it freed itself (and only it; only that size) */
+    a = alloc_as_ok(pool, TA, 1, 1024);
+    tp_free_ok(pool, a.id, 1);
+    cr_expect_eq(pool_alloc_own(pool, TA, 3, 1024, 0, &got), PINPOOL_ENOENT, "another owner's");
+    cr_expect_eq(pool_alloc_own(pool, TA, 1, 2048, 0, &got), PINPOOL_ENOENT, "another size");
+    cr_expect_eq(pool_alloc_own(pool, TB, 1, 1024, 0, &got), PINPOOL_ENOENT, "another tenant");
+    cr_assert_eq(pool_alloc_own(pool, TA, 1, 1000, 0, &got), 0);
+    tp_check(pool);
+    cr_expect(got.offset == a.offset && got.id != a.id && got.size == 1000 && got.owner == 1);
+    cr_expect_eq(tp_stats(pool).used, 1024, "used %" PRIu64, tp_stats(pool).used);
+    tp_free_ok(pool, got.id, 1);
     tp_finish(pool);
 }

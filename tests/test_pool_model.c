@@ -35,7 +35,8 @@ static uint64_t tenant_of(uint64_t owner)
 struct ref {
     uint64_t id, owner, tenant, off, extent, size;
     bool dirty, cleaning;
-    uint64_t seq; /* dirty: the order it became dirty */
+    bool unwritten; /* marked so: freed, it is free at once */
+    uint64_t seq;   /* dirty: the order it became dirty */
 };
 
 struct gap {
@@ -43,7 +44,7 @@ struct gap {
 };
 
 struct model {
-    uint64_t counts[10]; /* outcomes, for the log: see run_random */
+    uint64_t counts[11]; /* outcomes, for the log: see run_random */
     uint64_t chunk, quantum, capacity, ready;
     uint32_t max_chunks, ready_chunks;
     bool multi, dirty_on_free;
@@ -258,7 +259,7 @@ static void model_release(struct model *m, size_t i)
     m->owner_bytes[r->owner] -= r->extent;
     m->owner_slices[r->owner]--;
     m->nlive--;
-    if (m->dirty_on_free) {
+    if (m->dirty_on_free && !r->unwritten) {
         r->dirty = true;
         r->seq = m->next_seq++;
         m->dirty += r->extent;
@@ -267,6 +268,28 @@ static void model_release(struct model *m, size_t i)
     }
     memmove(&m->v[i], &m->v[i + 1], (m->n - i - 1) * sizeof(*m->v));
     m->n--;
+}
+
+/* pool_alloc_as's first choice: a dirty extent not yet taken for cleaning,
+ * among the 16 most recently freed, that owner freed, of exactly x bytes,
+ * aligned to a; its index, or m->n. */
+static size_t model_own_dirty(const struct model *m, uint64_t owner, uint64_t x, uint64_t a)
+{
+    size_t best = m->n;
+    unsigned newer;
+
+    for (size_t i = 0; i < m->n; i++) {
+        const struct ref *r = &m->v[i];
+
+        if (!r->dirty || r->cleaning || r->owner != owner || r->extent != x || r->off % a != 0)
+            continue;
+        newer = 0; /* waiting dirty extents freed after it: it must be among the 16 newest */
+        for (size_t k = 0; k < m->n; k++)
+            newer += m->v[k].dirty && !m->v[k].cleaning && m->v[k].seq > r->seq;
+        if (newer < 16 && (best == m->n || r->seq > m->v[best].seq))
+            best = i;
+    }
+    return best;
 }
 
 /* A live slice, at random: its index, or m->n when there is none. */
@@ -416,19 +439,37 @@ static void random_alloc(pool_t *pool, struct model *m, uint64_t op)
     uint64_t t = tenant_of(owner);
     pool_slice_info_t s;
     pool_stats_t before, after;
+    size_t reuse = m->n;
+    bool own;
     int rc, want;
 
     random_request(m, &size, &align);
     x = round_to(size, m->quantum);
     want = model_request_error(m, size, align);
-    if (want == 0) {
+    own = rnd_below(2) == 0; /* as the daemon for its clients: pool_alloc_own first */
+    if (want == 0 && own &&
+        (reuse = model_own_dirty(m, owner, x, align < m->quantum ? m->quantum : align)) != m->n) {
+        want_at = m->v[reuse].off;
+    } else if (want == 0) {
         uint64_t a = align < m->quantum ? m->quantum : align;
 
+        reuse = m->n;
         want = model_alloc_at(m, t, x, a, &want_at) ? 0 : PINPOOL_ENOSPC;
     }
 
     pool_get_stats(pool, &before);
-    rc = pool_alloc_as(pool, t, owner, size, align, &s);
+    rc = PINPOOL_ENOENT;
+    if (own) {
+        int want_own = want != 0 && want != PINPOOL_ENOSPC ? want
+                       : reuse != m->n                     ? 0
+                                                           : PINPOOL_ENOENT;
+
+        rc = pool_alloc_own(pool, t, owner, size, align, &s);
+        cr_assert_eq(rc, want_own, "op %" PRIu64 ": pool_alloc_own = %d, want %d", op, rc,
+                     want_own);
+    }
+    if (rc == PINPOOL_ENOENT)
+        rc = pool_alloc_as(pool, t, owner, size, align, &s);
     cr_assert_eq(rc, want, "op %" PRIu64 ": alloc(tenant %" PRIu64 ", size %" PRIu64 ", align %"
                  PRIu64 ") = %d, want %d", op, t, size, align, rc, want);
     m->counts[rc == 0 ? (x > m->chunk ? 1 : 0) : rc == PINPOOL_ENOSPC ? 2 : 3]++;
@@ -450,8 +491,25 @@ static void random_alloc(pool_t *pool, struct model *m, uint64_t op)
     cr_assert_eq(s.first_chunk, s.offset / m->chunk);
     cr_assert_eq(s.nchunks, (s.offset + x - 1) / m->chunk - s.offset / m->chunk + 1);
     m->next_id++;
+    bool unwritten = rnd_below(3) == 0;
+    if (unwritten)
+        cr_assert_eq(pool_mark_unwritten(pool, s.id), 0);
+    if (reuse != m->n) { /* the owner's own dirty extent, live again */
+        struct ref *r = &m->v[reuse];
+
+        m->dirty -= r->extent;
+        m->ndirty--;
+        m->counts[10]++;
+        *r = (struct ref){.id = s.id, .owner = owner, .tenant = t, .off = s.offset,
+                          .extent = x, .size = size, .unwritten = unwritten};
+        m->nlive++;
+        m->used += x;
+        m->owner_bytes[owner] += x;
+        m->owner_slices[owner]++;
+        return;
+    }
     model_insert(m, &(struct ref){.id = s.id, .owner = owner, .tenant = t, .off = s.offset,
-                                  .extent = x, .size = size});
+                                  .extent = x, .size = size, .unwritten = unwritten});
 }
 
 static void random_free(pool_t *pool, struct model *m, uint64_t op)
@@ -470,6 +528,7 @@ static void random_free(pool_t *pool, struct model *m, uint64_t op)
         pool_get_stats(pool, &before);
         cr_assert_eq(pool_free(pool, id, 1, &freed), PINPOOL_ENOENT,
                      "op %" PRIu64, op);
+        cr_assert_eq(pool_mark_unwritten(pool, id), PINPOOL_ENOENT, "op %" PRIu64, op);
         pool_get_stats(pool, &after);
         tp_expect_same_stats(&before, &after, "ENOENT");
         return;
@@ -689,11 +748,12 @@ static void run_random(uint64_t chunk, uint64_t quantum, uint32_t max_chunks, bo
     cr_log_info("random: chunk %" PRIu64 ", quantum %" PRIu64 ", multi %d, dirty %d: %" PRIu64
                 " ops: %" PRIu64 " allocs (%" PRIu64 " multi-chunk), %" PRIu64 " ENOSPC, %"
                 PRIu64 " other errors, %" PRIu64 " frees, %" PRIu64 " by owner, %" PRIu64
-                " cleaned; %" PRIu64 " chunk runs given, %" PRIu64 " claims (%" PRIu64
-                " chunks fresh); %" PRIu32 " chunks ready", chunk, quantum, (int)multi,
+                " cleaned, %" PRIu64 " own dirty extents taken back; %" PRIu64 " chunk runs given, %"
+                PRIu64 " claims (%" PRIu64 " chunks fresh); %" PRIu32 " chunks ready", chunk,
+                quantum, (int)multi,
                 (int)dirty_on_free, ops, m.counts[0] + m.counts[1], m.counts[1], m.counts[2],
-                m.counts[3], m.counts[4], m.counts[5], m.counts[6], m.counts[7], m.counts[8],
-                m.counts[9], m.ready_chunks);
+                m.counts[3], m.counts[4], m.counts[5], m.counts[6], m.counts[10], m.counts[7],
+                m.counts[8], m.counts[9], m.ready_chunks);
     if (m.claim_open)
         pool_claim_end(pool, &m.claim, true);
     for (size_t i = 0; i < m.n; i++)

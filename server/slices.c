@@ -17,7 +17,10 @@
  * for the cleaner or takes an idle chunk of another uid, which gets fresh
  * memory first (chunks.c).  A session maps only chunks of its own uid.  The
  * host pool has dirty_on_free: what is freed is zeroed by the cleaner
- * (cleaner.c) before anyone can allocate it.
+ * (cleaner.c) before anyone can allocate it, except a slice of a client
+ * without a session (it can map nothing, and nothing is copied into it until
+ * it changes owner: pool_mark_unwritten), which is still clean; and a session
+ * may get back, unzeroed, what it freed itself (pool_alloc_own).
  * Never: decides what is spilled (spill.c does; srv_alloc asks it for room),
  * or makes host chunks (chunks.c; srv_alloc waits for them).
  * Locking (see srv_int.h): every srv_* function here takes srv->lock.  Only
@@ -369,7 +372,11 @@ void do_explain_alloc_error(srv_t *srv, int pool, int rc, uint64_t size, uint64_
                           os.count[OBJ_RESIDENT] == 1 ? "" : "s",
                           srv->tier != NULL ? tier_scheme(srv->tier) : "none");
             if (srv->sp.last_error[0] != '\0' && n > 0 && (size_t)n < msglen)
-                snprintf(msg + n, msglen - (size_t)n, "; last spill error: %s", srv->sp.last_error);
+                n += snprintf(msg + n, msglen - (size_t)n, "; last spill error: %s",
+                              srv->sp.last_error);
+            if (st.num_tenants > 1 && n > 0 && (size_t)n < msglen)
+                snprintf(msg + n, msglen - (size_t)n, "; free space in chunks that hold "
+                         "slices of another uid is that uid's");
         }
         break;
     }
@@ -441,10 +448,20 @@ int srv_alloc(srv_t *srv, const char *client_id, int32_t device_id, uint64_t siz
             break;
         }
         uid = c->uid;
-        rc = pool == HOST_POOL
-                 ? pool_alloc_as(srv->pools[pool], uid, c->owner, size, alignment, &info)
-                 : pool_alloc(srv->pools[pool], c->owner, size, alignment, &info);
+        /* A session first gets back what it freed itself a moment ago (its
+         * own bytes: no zeroing, and still mapped in it). */
+        rc = pool == HOST_POOL && c->session
+                 ? pool_alloc_own(srv->pools[pool], uid, c->owner, size, alignment, &info)
+                 : PINPOOL_ENOENT;
+        if (rc == PINPOOL_ENOENT)
+            rc = pool == HOST_POOL
+                     ? pool_alloc_as(srv->pools[pool], uid, c->owner, size, alignment, &info)
+                     : pool_alloc(srv->pools[pool], c->owner, size, alignment, &info);
         if (rc == 0) {
+            /* A client without a session cannot map it, and nothing is copied
+             * into it: freed, it needs no zeroing (kept slices may be mapped). */
+            if (pool == HOST_POOL && !c->session && !c->kept)
+                pool_mark_unwritten(srv->pools[pool], info.id);
             do_describe(srv, pool, &info, out);
             srv_debug("client %s: slice %" PRIx64 " of %" PRIu64 " bytes at %" PRIu64 " tag '%s'",
                       c->id, out->info.id, size, info.offset, tag != NULL ? tag : "");

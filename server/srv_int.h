@@ -46,8 +46,8 @@
  *     do_replace_chunks around each chunk_replace (the chunks are claimed:
  *                       nobody else touches them meanwhile).
  *     do_clean_batch    around the zeroing (the extents are the cleaner's).
- *     do_wait_clean     waits on cleaned_cv (200 ms at most), or cleans a
- *                       batch itself (do_clean_batch).
+ *     do_wait_clean     cleans a batch itself (do_clean_batch), or waits on
+ *                       cleaned_cv (200 ms at most).
  *     do_make_room_for_uid  in do_wait_clean or do_replace_chunks.
  *     the cleaner thread: waits on clean_cv, cleans (do_clean_batch).
  *     do_spill          around tier_put (the object is SPILLING meanwhile).
@@ -91,9 +91,9 @@
  *                on, bounded by OBJ_WAIT_MAX_S, in do_wait_obj: by do_settled
  *                (a call on an object another thread spills or restores) and
  *                do_make_room (a spill in flight that may free room).
- *     clean_cv   (CLOCK_MONOTONIC) signalled when memory was freed (slices.c)
- *                and by allocations that wait for clean memory; waited on,
- *                CLEAN_POLL_MS at most, by the cleaner only.
+ *     clean_cv   (CLOCK_MONOTONIC) signalled when freed memory piles up
+ *                (do_cleaner_kick) and at shutdown; waited on, CLEAN_POLL_MS
+ *                at most, by the cleaner only.
  *     cleaned_cv (CLOCK_MONOTONIC) broadcast after every batch the cleaner
  *                zeroed; waited on, bounded, by do_wait_clean.
  *     maint_cv   (CLOCK_MONOTONIC) signalled by srv_release and srv_obj_put (a
@@ -244,13 +244,15 @@ int do_replace_chunks(srv_t *srv, const pool_claim_t *claim);
 /* srv_start_chunks / srv_destroy (before the chunks are unmapped). */
 void srv_cleaner_start(srv_t *srv);
 void srv_cleaner_stop(srv_t *srv);
-/* Memory was freed: wake the cleaner (if anything is dirty). */
+/* Memory was freed: wake the cleaner if freed memory piles up (it polls
+ * every CLEAN_POLL_MS anyway). */
 void do_cleaner_kick(srv_t *srv);
 /* Zero and free one batch of dirty extents (drops the lock meanwhile); false
  * if there was none to take. */
 bool do_clean_batch(srv_t *srv);
-/* An allocation found only dirty memory: wait (bounded) for the cleaner's
- * next batch, or clean one here when the cleaner does not run. */
+/* An allocation found only dirty memory: zero a batch here (dropping the
+ * lock), or, when every dirty extent is in another thread's batch, wait
+ * (bounded) for one. */
 void do_wait_clean(srv_t *srv);
 
 /* ---- sessions.c ------------------------------------------------------------------- */

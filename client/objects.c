@@ -92,7 +92,7 @@ int pinpool_ping(pinpool_ctx_t *ctx)
 #define INFO_FIELDS(N, S)                                                                      \
     N(capacity_bytes) N(ready_bytes) N(used_bytes) N(free_bytes) N(largest_free_extent)        \
     N(chunk_size) N(num_chunks) N(num_slices) N(num_clients) N(fragmentation) S(host_backend)  \
-    S(mode) N(num_kept) N(pin_seconds)
+    S(mode) N(num_kept) N(pin_seconds) N(cleaning_bytes) N(chunk_replacements)
 #define DEVICE_FIELDS(N, S)                                                                    \
     N(device_id) S(name) N(capacity_bytes) N(used_bytes) N(free_bytes) N(largest_free_extent)  \
     N(num_slices)

@@ -115,7 +115,9 @@ typedef struct pinpool_pool_info {
     pinpool_device_info_t devices[PINPOOL_MAX_DEVICES];
     uint32_t num_usage;
     pinpool_client_usage_t *usage; /* num_usage entries; freed by pinpool_pool_info_free */
-    pinpool_spill_info_t spill;    /* last: the fields above keep their offsets */
+    pinpool_spill_info_t spill;    /* the fields above keep their offsets */
+    uint64_t cleaning_bytes;       /* freed, being zeroed before reuse: in neither used nor free */
+    uint64_t chunk_replacements;   /* chunks given fresh memory as they passed to another uid */
 } pinpool_pool_info_t;
 
 /*

@@ -5,8 +5,9 @@
  * Owns: ipc_host_memfd and the memfds/mappings it creates.  Daemon side: each
  * chunk is a memfd with its pages committed up front (fallocate) and sealed
  * against resizing, mapped MAP_SHARED at a fixed place in a PROT_NONE
- * reservation.  Client side: received chunk fds mapped contiguously into a
- * reservation of the client's own.
+ * reservation; a chunk that changes owner gets a new memfd mapped over the
+ * old one (chunk_replace).  Client side: received chunk fds mapped
+ * contiguously into a reservation of the client's own.
  * Never: unmaps a reservation except in release(); leaves an address range
  * momentarily unmapped (every replacement is one MAP_FIXED mmap, so another
  * thread's mmap can never land inside a pool range); keeps a descriptor that
@@ -21,10 +22,12 @@
 #endif
 
 #include "ipc.h"
+#include "host_memfd.h"
 
 #include "pinpool_errors.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -68,30 +71,12 @@ static void reserve_again(void *addr, uint64_t bytes)
         (void)munmap(addr, bytes);
 }
 
-/*
- * Make chunk index: a sealed memfd of size bytes, all pages committed, mapped
- * read-write at addr (page-aligned, inside a reservation).  Returns 0 and fills
- * *c (the chunk owns c->fd and the mapping; handle is 0), or -errno with *c
- * untouched, nothing left open and the range still reserved.
- */
-static int memfd_chunk_create(ipc_chunk_t *c, void *addr, uint64_t size, uint32_t index,
-                              char *err, size_t errlen)
+int ipc_memfd_make(uint64_t size, uint32_t index, int *out, char *err, size_t errlen)
 {
     char name[32];
     char ebuf[128];
     const char *why;
-    void *p;
-    int fd = -1;
-    int mapped = 0;
-    int rc;
-
-    if (c == NULL || addr == NULL || size == 0 || size % page_size() != 0 ||
-        (uintptr_t)addr % page_size() != 0 || size > (uint64_t)SIZE_MAX ||
-        size > (uint64_t)INT64_MAX) {
-        set_err(err, errlen, "chunk %" PRIu32 ": size %" PRIu64 " or address %p is not page-aligned",
-                index, size, addr);
-        return -EINVAL;
-    }
+    int fd, rc;
 
     (void)snprintf(name, sizeof(name), "pinpool-chunk-%" PRIu32, index);
     fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
@@ -129,12 +114,55 @@ static int memfd_chunk_create(ipc_chunk_t *c, void *addr, uint64_t size, uint32_
         why = "sealing";
         goto fail;
     }
+    *out = fd;
+    return 0;
+
+fail:
+    if (why != NULL)
+        set_err(err, errlen, "cannot create %" PRIu64 " MiB memfd chunk %" PRIu32 ": %s: %s",
+                (size + (1u << 20) - 1) >> 20, index, why, strerror_r(-rc, ebuf, sizeof(ebuf)));
+    if (fd >= 0)
+        (void)close(fd);
+    return rc;
+}
+
+static bool bad_chunk_args(const void *addr, uint64_t size)
+{
+    return addr == NULL || size == 0 || size % page_size() != 0 ||
+           (uintptr_t)addr % page_size() != 0 || size > (uint64_t)SIZE_MAX ||
+           size > (uint64_t)INT64_MAX;
+}
+
+/*
+ * Make chunk index: a sealed memfd of size bytes, all pages committed, mapped
+ * read-write at addr (page-aligned, inside a reservation).  Returns 0 and fills
+ * *c (the chunk owns c->fd and the mapping; handle is 0), or -errno with *c
+ * untouched, nothing left open and the range still reserved.
+ */
+static int memfd_chunk_create(ipc_chunk_t *c, void *addr, uint64_t size, uint32_t index,
+                              char *err, size_t errlen)
+{
+    char ebuf[128];
+    void *p;
+    int fd = -1;
+    int rc;
+
+    if (c == NULL || bad_chunk_args(addr, size)) {
+        set_err(err, errlen, "chunk %" PRIu32 ": size %" PRIu64 " or address %p is not page-aligned",
+                index, size, addr);
+        return -EINVAL;
+    }
+    rc = ipc_memfd_make(size, index, &fd, err, errlen);
+    if (rc != 0)
+        return rc;
     p = mmap(addr, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
     if (p == MAP_FAILED) {
         rc = -errno;
-        why = "mmap";
-        mapped = 1; /* a failed MAP_FIXED may have unmapped the reservation */
-        goto fail;
+        set_err(err, errlen, "cannot create %" PRIu64 " MiB memfd chunk %" PRIu32 ": mmap: %s",
+                (size + (1u << 20) - 1) >> 20, index, strerror_r(-rc, ebuf, sizeof(ebuf)));
+        reserve_again(addr, size); /* a failed MAP_FIXED may have unmapped the reservation */
+        (void)close(fd);
+        return rc;
     }
 
     c->fd = fd;
@@ -142,16 +170,50 @@ static int memfd_chunk_create(ipc_chunk_t *c, void *addr, uint64_t size, uint32_
     c->size = size;
     c->handle = 0;
     return 0;
+}
 
-fail:
-    if (why != NULL)
-        set_err(err, errlen, "cannot create %" PRIu64 " MiB memfd chunk %" PRIu32 ": %s: %s",
-                (size + (1u << 20) - 1) >> 20, index, why, strerror_r(-rc, ebuf, sizeof(ebuf)));
-    if (mapped)
+int ipc_memfd_map_over(void *addr, uint64_t size, int fd, int old_fd)
+{
+    int rc;
+
+    if (mmap(addr, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) !=
+        MAP_FAILED)
+        return 0;
+    rc = -errno;
+    if (old_fd < 0 || mmap(addr, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+                           old_fd, 0) == MAP_FAILED)
         reserve_again(addr, size);
-    if (fd >= 0)
-        (void)close(fd);
     return rc;
+}
+
+/*
+ * A fresh memfd for chunk c: made and committed first, then mapped over the
+ * old one with one MAP_FIXED mmap (the range is never unmapped), then the old
+ * descriptor closed.  What other processes hold of the old memfd stays theirs
+ * alone.  On failure c is unchanged and still mapped as before.
+ */
+static int memfd_chunk_replace(ipc_chunk_t *c, uint32_t index, char *err, size_t errlen)
+{
+    char ebuf[128];
+    int fd, rc;
+
+    if (c == NULL || c->fd < 0 || bad_chunk_args(c->addr, c->size)) {
+        set_err(err, errlen, "chunk %" PRIu32 " is not a chunk of this backend", index);
+        return -EINVAL;
+    }
+    rc = ipc_memfd_make(c->size, index, &fd, err, errlen);
+    if (rc != 0)
+        return rc;
+    rc = ipc_memfd_map_over(c->addr, c->size, fd, c->fd);
+    if (rc != 0) {
+        set_err(err, errlen, "cannot map fresh memory over chunk %" PRIu32 ": %s", index,
+                strerror_r(-rc, ebuf, sizeof(ebuf)));
+        (void)close(fd);
+        return rc;
+    }
+    (void)close(c->fd);
+    c->fd = fd;
+    return 0;
 }
 
 /* Unmap and close the chunk; its range becomes a PROT_NONE reservation again

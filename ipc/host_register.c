@@ -5,16 +5,20 @@
  * without host VMM; a client pays the pinning of what it maps (DESIGN.md:
  * ~120 ms/GiB), so vmm is preferred wherever it works.
  *
- * Owns: ipc_host_register.  Never: pins or maps anything itself; it wraps
- * ipc_host_memfd and adds the registration.
+ * Owns: ipc_host_register.  Never: makes or maps memory itself; it wraps
+ * ipc_host_memfd and adds the registration (a chunk's replacement too:
+ * unregister, the memfd backend's replace, register).
  * Locking: none (as host_memfd.c).
  */
 #include "ipc.h"
+#include "host_memfd.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "cudaload.h"
 #include "pinpool_errors.h"
@@ -69,6 +73,46 @@ static int register_chunk_create(ipc_chunk_t *c, void *addr, uint64_t size, uint
         return PINPOOL_ECUDA;
     }
     return 0;
+}
+
+/*
+ * Fresh memory for chunk c: a new memfd made first, then the old one unpinned,
+ * the new mapped over it in one step (the range is never unmapped) and
+ * pinned; the old descriptor is closed last.  If the new one cannot be
+ * mapped or pinned the old memfd goes back (mapped and pinned again) and c
+ * is as before.
+ */
+static int register_chunk_replace(ipc_chunk_t *c, uint32_t index, char *err, size_t errlen)
+{
+    char buf[160];
+    CUresult r;
+    int fd, rc;
+
+    if (c == NULL || c->fd < 0 || c->addr == NULL)
+        return -EINVAL;
+    rc = ipc_memfd_make(c->size, index, &fd, err, errlen);
+    if (rc != 0)
+        return rc;
+    ipc_cu.cuMemHostUnregister(c->addr);
+    rc = ipc_memfd_map_over(c->addr, c->size, fd, c->fd);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot map fresh memory over chunk %" PRIu32 ": %s", index,
+                 strerror(-rc));
+    } else if ((r = pin(c->addr, c->size)) != CUDA_SUCCESS) {
+        snprintf(err, errlen, "cannot pin fresh memory for chunk %" PRIu32 ": %s; check `ulimit -l`"
+                 " (memlock) and free host memory", index,
+                 ipc_cuda_strerror(r, "cuMemHostRegister", buf, sizeof(buf)));
+        rc = PINPOOL_ECUDA;
+        ipc_cu.cuMemHostUnregister(c->addr); /* a failed register holds nothing; to be sure */
+        (void)ipc_memfd_map_over(c->addr, c->size, c->fd, fd); /* the old one back */
+    } else {
+        close(c->fd);
+        c->fd = fd;
+        return 0;
+    }
+    close(fd);
+    (void)pin(c->addr, c->size); /* the old memory, pinned again */
+    return rc;
 }
 
 static void register_chunk_destroy(ipc_chunk_t *c)

@@ -4,7 +4,8 @@
  * exported as a POSIX file descriptor.
  *
  * Owns: ipc_host_vmm.  Daemon side: create a chunk, map it into the daemon's
- * CUDA address reservation with CPU access, export its fd.  Client side: import
+ * CUDA address reservation with CPU access, export its fd; replace it by a new
+ * allocation at the same address (chunk_replace).  Client side: import
  * the fds it receives, map them contiguously into a reservation of its own and
  * grant access to its GPU (always) and to the CPU (when asked).  Memory made
  * this way is pinned once, by the daemon; a client pays only the mapping and
@@ -169,6 +170,71 @@ fail:
                  : "");
     if (mapped)
         ipc_cu.cuMemUnmap(at, size);
+    if (h != 0)
+        ipc_cu.cuMemRelease(h);
+    return PINPOOL_ECUDA;
+}
+
+/*
+ * Fresh memory for chunk c at the same address: create and export the new
+ * allocation first, then unmap the old (the range stays reserved by
+ * cuMemAddressReserve: no mmap can land in it), map the new there with CPU
+ * access, and only then release the old handle and its fd.  A process that
+ * imported the old fd keeps the old allocation alive, and only that one.
+ * On any failure the old allocation is mapped again and c is unchanged.
+ */
+static int vmm_chunk_replace(ipc_chunk_t *c, uint32_t index, char *err, size_t errlen)
+{
+    CUmemAllocationProp prop = host_prop();
+    CUmemGenericAllocationHandle h = 0;
+    CUdeviceptr at;
+    const char *call = "cuMemCreate";
+    char buf[160];
+    int fd = -1;
+    CUresult r;
+
+    if (c == NULL || c->addr == NULL || c->fd < 0)
+        return -EINVAL;
+    at = (CUdeviceptr)(uintptr_t)c->addr;
+    ipc_cuda_use_device(0);
+    r = ipc_cu.cuMemCreate(&h, c->size, &prop, 0);
+    if (r != CUDA_SUCCESS)
+        goto fail;
+    call = "cuMemExportToShareableHandle";
+    r = ipc_cu.cuMemExportToShareableHandle(&fd, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0);
+    if (r != CUDA_SUCCESS)
+        goto fail;
+    call = "cuMemUnmap";
+    r = ipc_cu.cuMemUnmap(at, c->size);
+    if (r != CUDA_SUCCESS)
+        goto fail;
+    call = "cuMemMap";
+    r = ipc_cu.cuMemMap(at, c->size, 0, h, 0);
+    if (r == CUDA_SUCCESS) {
+        call = "cuMemSetAccess";
+        r = set_access(at, c->size, -1, true);
+        if (r != CUDA_SUCCESS)
+            ipc_cu.cuMemUnmap(at, c->size);
+    }
+    if (r != CUDA_SUCCESS) {
+        /* The old allocation back in its place. */
+        if (ipc_cu.cuMemMap(at, c->size, 0, (CUmemGenericAllocationHandle)c->handle, 0) ==
+            CUDA_SUCCESS)
+            set_access(at, c->size, -1, true);
+        goto fail;
+    }
+    ipc_cu.cuMemRelease((CUmemGenericAllocationHandle)c->handle);
+    close(c->fd);
+    c->fd = fd;
+    c->handle = h;
+    return 0;
+
+fail:
+    snprintf(err, errlen, "cannot make fresh memory for chunk %" PRIu32 " (%" PRIu64 " MiB): %s%s",
+             index, c->size >> 20, ipc_cuda_strerror(r, call, buf, sizeof(buf)),
+             r == CUDA_ERROR_OUT_OF_MEMORY ? "; free host memory (check `ulimit -l`)" : "");
+    if (fd >= 0)
+        close(fd);
     if (h != 0)
         ipc_cu.cuMemRelease(h);
     return PINPOOL_ECUDA;

@@ -145,6 +145,19 @@ typedef struct ipc_host_ops {
     int (*chunk_create)(ipc_chunk_t *c, void *addr, uint64_t size, uint32_t index,
                         char *err, size_t errlen);
     void (*chunk_destroy)(ipc_chunk_t *c);
+    /*
+     * Daemon: give chunk c (from chunk_create, number index) fresh memory at
+     * the same address, for a new owner.  The new memory is made first and
+     * then takes the old one's place in the daemon's range without a moment
+     * in which the range is unmapped (another mmap could land there); then
+     * the old descriptor and handle are let go, so that whoever still holds
+     * one (a dup'ed fd in another process) reaches only the old memory, which
+     * the kernel or the driver frees with its last holder.  The new memory
+     * reads as zeros.  0 with c's fd and handle new (addr and size the same);
+     * on failure c and its memory are as before and err says why.  Blocking:
+     * it commits or pins a chunk's worth of memory.
+     */
+    int (*chunk_replace)(ipc_chunk_t *c, uint32_t index, char *err, size_t errlen);
     /* Both ends: reserve / release an address range for n chunks. */
     int (*reserve)(uint64_t bytes, void **addr);
     void (*release)(void *addr, uint64_t bytes);
@@ -160,14 +173,15 @@ typedef struct ipc_host_ops {
 
 /*
  * The table of backend NAME, whose file (host_NAME.c) names its functions
- * NAME_probe, NAME_chunk_create, NAME_chunk_destroy, NAME_reserve,
- * NAME_release, NAME_map and NAME_unmap, as every ae_*.c of redis defines the
+ * NAME_probe, NAME_chunk_create, NAME_chunk_destroy, NAME_chunk_replace,
+ * NAME_reserve, NAME_release, NAME_map and NAME_unmap, as every ae_*.c of redis defines the
  * same aeApi* functions.  A backend with an access() op adds it after:
  *   const ipc_host_ops_t ipc_host_vmm = {IPC_HOST_OPS(vmm, true), .access = vmm_access};
  */
 #define IPC_HOST_OPS(NAME, needs_cuda)                                                         \
     .name = #NAME, .cuda = (needs_cuda), .probe = NAME##_probe,                                \
     .chunk_create = NAME##_chunk_create, .chunk_destroy = NAME##_chunk_destroy,                \
+    .chunk_replace = NAME##_chunk_replace,                                                     \
     .reserve = NAME##_reserve, .release = NAME##_release, .map = NAME##_map,                   \
     .unmap = NAME##_unmap
 

@@ -1,232 +1,66 @@
 /*
- * pool.c - the allocator and slice table behind pool.h.
+ * pool.c - the allocator and slice table behind pool.h: create and grow,
+ * alloc and free, owners, queries and stats.
  *
- * Owns: every node of one pool_t.  Free extents are indexed twice, by offset
- * (to find the neighbours a freed slice coalesces with) and by (size, offset)
- * (best fit), in red-black trees from libbsd's <bsd/sys/tree.h>.  The size
- * index is split by size class (four classes per power of two) into one small
- * tree per class, with a bitmap of the classes that hold extents: walking the
- * classes upwards visits the extents in the same (size, offset) order as one
- * tree would, so best fit is unchanged, and each tree is a few levels deep
- * (a size-tree insert was a fifth of an alloc+free pair).  Slices are
- * indexed by id and by start offset in two chained hash tables (the slice
- * table; O(1), which matters to the client arena's free-by-pointer), and kept
- * in one list in id order for pool_foreach_slice.  Owners are indexed by id in
- * a red-black tree; each keeps its byte and slice counts and a list of its
- * slices in id order, so pool_free_owner costs O(k log n) for k slices.
+ * Owns: every slice and owner node of one pool_t.  Slices are indexed by id
+ * and by start offset in two chained hash tables (the slice table, inline in
+ * pool_int.h; O(1), which matters to the client arena's free-by-pointer), and
+ * kept in one list in id order for pool_foreach_slice.  Owners are indexed by
+ * id in a red-black tree; each keeps its byte and slice counts and a list of
+ * its slices in id order, so pool_free_owner costs O(k log n) for k slices.
+ * A freed slice of a pool with dirty_on_free becomes a dirty extent
+ * (dirty.c's from then on).  The free-extent index is extents.c's, chunks
+ * and tenants are tenants.c's, the invariants pool_check.c's.
  * Never: touches the memory it describes, CUDA, sockets or global state.
  * Never allocates on a free path: every slice carries the free-extent node
- * that its release may need, so pool_free and pool_free_owner cannot fail.
+ * that its release may need, so pool_free, pool_free_owner and
+ * pool_clean_done cannot fail.
  * Locking: none (see pool.h).  The do_* helpers assume valid arguments and a
  * caller that already holds every node they need; the public functions check
  * the arguments and allocate first, then change the pool, so a call that fails
  * leaves the pool unchanged.
  */
-#include "pool.h"
+#include "pool_int.h"
 
 #include <errno.h>
-#include <inttypes.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "invariants.h"
 #include "pinpool_errors.h"
-
-#include <bsd/sys/queue.h>
 #include "rbtree.h"
 
 #define POOL_DEFAULT_QUANTUM 256
-
-/* A free extent [off, off + len) of ready space. */
-struct extent {
-    uint64_t len;             /* the keys first, next to the size links: a */
-    uint64_t off;             /* size-index walk touches one cache line */
-    RB_ENTRY(extent) by_size;
-    RB_ENTRY(extent) by_off;
-};
-
-struct owner;
-
-struct slice {
-    struct slice *id_next;         /* chain in the id hash */
-    struct slice *off_next;        /* chain in the offset hash */
-    TAILQ_ENTRY(slice) all_link;   /* every slice, in id order */
-    TAILQ_ENTRY(slice) owner_link; /* the owner's slices, in id order */
-    struct owner *owner;
-    struct extent *spare;          /* the node do_release may need */
-    pool_slice_info_t info;
-};
-
-struct owner {
-    RB_ENTRY(owner) by_id;
-    TAILQ_HEAD(slice_list, slice) slices;
-    uint64_t id;
-    uint64_t bytes;    /* sum of the extents of its slices */
-    uint32_t nslices;  /* > 0: an owner leaves the tree with its last slice */
-};
-
-RB_HEAD(free_by_off, extent);
-RB_HEAD(free_by_size, extent);
-
-/* Size classes: lengths 0-3 are classes 0-3; a length with its top bit at
- * 2^f (f >= 2) is class 4 + 4 (f - 2) + the next two bits. */
-#define SIZE_CLASSES 256
-#define SIZE_MAP_WORDS (SIZE_CLASSES / 64)
-RB_HEAD(owner_by_id, owner);
-TAILQ_HEAD(all_slices, slice);
-
-/*
- * The slice table: two chained hash tables over the same nodes, one keyed by
- * id, one by start offset (live slices never share a start).  Both have
- * 1 << bits buckets and grow together when the slices outnumber the buckets;
- * a failed growth only lengthens the chains, so inserting never fails.
- */
 #define SLICE_HASH_MIN_BITS 6
 
-struct slice_table {
-    struct slice **by_id;
-    struct slice **by_off;
-    unsigned bits;
-};
-
-struct pool {
-    uint64_t chunk_size;
-    uint64_t quantum;
-    uint64_t capacity;
-    uint32_t max_chunks;
-    bool allow_multi_chunk;
-
-    uint32_t ready_chunks;
-    uint64_t ready;        /* chunk_size * ready_chunks */
-    uint64_t used;         /* sum of slice extents; free = ready - used */
-    uint32_t nslices;
-    uint32_t nfree;        /* free extents */
-    uint32_t nowners;
-    uint64_t next_id;
-
-    struct free_by_off free_by_off;
-    struct free_by_size by_size[SIZE_CLASSES];  /* one tree per size class */
-    uint64_t size_map[SIZE_MAP_WORDS];          /* bit c: by_size[c] is not empty */
-    struct slice_table table;
-    struct all_slices all_slices;
-    struct owner_by_id owner_by_id;
-};
-
 #define CMP(a, b) (((a) > (b)) - ((a) < (b)))
-
-static int extent_off_cmp(const struct extent *a, const struct extent *b)
-{
-    return CMP(a->off, b->off);
-}
-
-static int extent_size_cmp(const struct extent *a, const struct extent *b)
-{
-    return a->len != b->len ? CMP(a->len, b->len) : CMP(a->off, b->off);
-}
 
 static int owner_cmp(const struct owner *a, const struct owner *b)
 {
     return CMP(a->id, b->id);
 }
 
-/* No semicolons after these: they expand to function definitions. */
-RB_GENERATE_STATIC(free_by_off, extent, by_off, extent_off_cmp)
-RB_GENERATE_STATIC(free_by_size, extent, by_size, extent_size_cmp)
-RB_GENERATE_STATIC(owner_by_id, owner, by_id, owner_cmp)
+RB_GENERATE(owner_by_id, owner, by_id, owner_cmp)
 
 #include "rbtree_end.h"
 
-/*
- * The generated RB_* functions take non-const heads, so the read-only entry
- * points (pool_lookup, pool_check, ...) cast the const away through this; they
- * only search and walk.
- */
+/* The generated RB_* functions take non-const heads, so the read-only entry
+ * points cast the const away through this; they only search and walk. */
 static pool_t *unconst(const pool_t *pool)
 {
     return (pool_t *)(uintptr_t)pool;
 }
-
-#define debug_check(pool, op) POOL_CHECK_AFTER(pool_check, pool, "pool", op)
 
 static bool is_pow2(uint64_t x)
 {
     return x != 0 && (x & (x - 1)) == 0;
 }
 
-/* x rounded up to a multiple of a, a power of two; the callers keep it below
- * 2^64.  (The chunk size need not be a power of two: see do_place.) */
 static uint64_t align_up(uint64_t x, uint64_t a)
 {
     return (x + a - 1) & ~(a - 1);
 }
 
-/* ------------------------------------------------------------------------ */
-/* Size classes of the free-extent index                                    */
-
-static unsigned size_class(uint64_t len)
-{
-    unsigned f;
-
-    if (len < 4)
-        return (unsigned)len;
-    f = 63u - (unsigned)__builtin_clzll(len);
-    return 4 + 4 * (f - 2) + (unsigned)((len >> (f - 2)) & 3);
-}
-
-/* The first class >= c that holds extents, or SIZE_CLASSES. */
-static unsigned class_at_or_above(const pool_t *pool, unsigned c)
-{
-    unsigned w = c / 64;
-    uint64_t bits;
-
-    if (c >= SIZE_CLASSES)
-        return SIZE_CLASSES;
-    bits = pool->size_map[w] & (~0ull << (c % 64));
-    while (bits == 0) {
-        if (++w == SIZE_MAP_WORDS)
-            return SIZE_CLASSES;
-        bits = pool->size_map[w];
-    }
-    return w * 64 + (unsigned)__builtin_ctzll(bits);
-}
-
-/* The highest class that holds extents, or SIZE_CLASSES when none does. */
-static unsigned top_class(const pool_t *pool)
-{
-    for (unsigned w = SIZE_MAP_WORDS; w-- > 0;)
-        if (pool->size_map[w] != 0)
-            return w * 64 + 63u - (unsigned)__builtin_clzll(pool->size_map[w]);
-    return SIZE_CLASSES;
-}
-
-static void size_insert(pool_t *pool, struct extent *e)
-{
-    unsigned c = size_class(e->len);
-
-    RB_INSERT(free_by_size, &pool->by_size[c], e);
-    pool->size_map[c / 64] |= 1ull << (c % 64);
-}
-
-static void size_remove(pool_t *pool, struct extent *e)
-{
-    unsigned c = size_class(e->len);
-
-    RB_REMOVE(free_by_size, &pool->by_size[c], e);
-    if (RB_EMPTY(&pool->by_size[c]))
-        pool->size_map[c / 64] &= ~(1ull << (c % 64));
-}
-
-/* ------------------------------------------------------------------------ */
-/* The slice table                                                          */
-
-/* Fibonacci hashing: the top bits of key * 2^64/phi.  Offsets are multiples
- * of the quantum and ids are consecutive; both spread well. */
-static size_t hash_key(uint64_t key, unsigned bits)
-{
-    return (size_t)((key * 0x9e3779b97f4a7c15ull) >> (64 - bits));
-}
+/* ---- the slice table ------------------------------------------------------------ */
 
 static int table_init(struct slice_table *t)
 {
@@ -241,21 +75,11 @@ static int table_init(struct slice_table *t)
     return 0;
 }
 
-static void table_link(struct slice_table *t, struct slice *s)
+/* Double both tables when the n nodes (slices and dirty extents) outnumber
+ * the buckets; on ENOMEM keep the old ones (the chains only get longer). */
+static void table_maybe_grow(pool_t *pool, uint32_t n)
 {
-    struct slice **b = &t->by_id[hash_key(s->info.id, t->bits)];
-
-    s->id_next = *b;
-    *b = s;
-    b = &t->by_off[hash_key(s->info.offset, t->bits)];
-    s->off_next = *b;
-    *b = s;
-}
-
-/* Double both tables when n slices outnumber the buckets; on ENOMEM keep the
- * old ones. */
-static void table_maybe_grow(struct slice_table *t, const struct all_slices *all, uint32_t n)
-{
+    struct slice_table *t = &pool->table;
     unsigned bits = t->bits + 1;
     struct slice **by_id, **by_off;
     struct slice *s;
@@ -274,43 +98,26 @@ static void table_maybe_grow(struct slice_table *t, const struct all_slices *all
     t->by_id = by_id;
     t->by_off = by_off;
     t->bits = bits;
-    TAILQ_FOREACH(s, all, all_link)
+    TAILQ_FOREACH(s, &pool->all_slices, all_link)
+        table_link(t, s);
+    TAILQ_FOREACH(s, &pool->dirty_list, owner_link)
+        table_link(t, s);
+    TAILQ_FOREACH(s, &pool->cleaning_list, owner_link)
         table_link(t, s);
 }
 
-static struct slice *table_find_id(const struct slice_table *t, uint64_t id)
+/* For pool_check.c: the same lookups, and the bucket count. */
+struct slice *pool__table_id(const pool_t *pool, uint64_t id)
 {
-    struct slice *s = t->by_id[hash_key(id, t->bits)];
-
-    while (s != NULL && s->info.id != id)
-        s = s->id_next;
-    return s;
+    return table_find_id(&pool->table, id);
 }
 
-static struct slice *table_find_off(const struct slice_table *t, uint64_t off)
+struct slice *pool__table_off(const pool_t *pool, uint64_t off)
 {
-    struct slice *s = t->by_off[hash_key(off, t->bits)];
-
-    while (s != NULL && s->info.offset != off)
-        s = s->off_next;
-    return s;
+    return table_find_off(&pool->table, off);
 }
 
-static void table_unlink(struct slice_table *t, struct slice *s)
-{
-    struct slice **pp = &t->by_id[hash_key(s->info.id, t->bits)];
-
-    while (*pp != s)
-        pp = &(*pp)->id_next;
-    *pp = s->id_next;
-    pp = &t->by_off[hash_key(s->info.offset, t->bits)];
-    while (*pp != s)
-        pp = &(*pp)->off_next;
-    *pp = s->off_next;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Create, destroy, grow                                                    */
+/* ---- create, destroy, grow ----------------------------------------------------- */
 
 int pool_create(pool_t **out, const pool_params_t *params)
 {
@@ -333,13 +140,19 @@ int pool_create(pool_t **out, const pool_params_t *params)
     pool->max_chunks = params->max_chunks;
     pool->capacity = params->chunk_size * params->max_chunks;
     pool->allow_multi_chunk = params->allow_multi_chunk;
+    pool->dirty_on_free = params->dirty_on_free;
     pool->next_id = 1;
     RB_INIT(&pool->free_by_off);
-    for (unsigned c = 0; c < SIZE_CLASSES; c++)
-        RB_INIT(&pool->by_size[c]);
     TAILQ_INIT(&pool->all_slices);
+    TAILQ_INIT(&pool->dirty_list);
+    TAILQ_INIT(&pool->cleaning_list);
     RB_INIT(&pool->owner_by_id);
+    if (tenancy_init(pool) != 0) {
+        free(pool);
+        return -ENOMEM;
+    }
     if (table_init(&pool->table) != 0) {
+        tenancy_destroy(pool);
         free(pool);
         return -ENOMEM;
     }
@@ -369,192 +182,51 @@ void pool_destroy(pool_t *pool)
         free(s->spare);
         free(s);
     }
+    while ((s = TAILQ_FIRST(&pool->dirty_list)) != NULL) {
+        TAILQ_REMOVE(&pool->dirty_list, s, owner_link);
+        free(s->spare);
+        free(s);
+    }
+    while ((s = TAILQ_FIRST(&pool->cleaning_list)) != NULL) {
+        TAILQ_REMOVE(&pool->cleaning_list, s, owner_link);
+        free(s->spare);
+        free(s);
+    }
     free(pool->table.by_id);
     free(pool->table.by_off);
     while ((o = RB_MIN(owner_by_id, &pool->owner_by_id)) != NULL) {
         RB_REMOVE(owner_by_id, &pool->owner_by_id, o);
         free(o);
     }
+    tenancy_destroy(pool);
     free(pool);
 }
 
-static void do_insert_free(pool_t *pool, struct extent *e)
-{
-    RB_INSERT(free_by_off, &pool->free_by_off, e);
-    size_insert(pool, e);
-    pool->nfree++;
-}
-
-static void do_remove_free(pool_t *pool, struct extent *e)
-{
-    RB_REMOVE(free_by_off, &pool->free_by_off, e);
-    size_remove(pool, e);
-    pool->nfree--;
-}
-
-/*
- * Give free extent e the new bounds [off, off + len).  The new bounds must
- * keep e between its neighbours in offset order (they lie inside or next to
- * its old ones), so only the size index may need e re-inserted: not when the
- * new (size, offset) key still sorts between e's neighbours there, which is
- * the common case of the largest extent shrinking or growing (a re-insertion
- * was a quarter of an alloc+free pair).
- */
-static void do_resize_free(pool_t *pool, struct extent *e, uint64_t off, uint64_t len)
-{
-    struct extent key = {.off = off, .len = len};
-    unsigned c = size_class(e->len);
-
-    if (size_class(len) == c) {
-        struct extent *prev = RB_PREV(free_by_size, &pool->by_size[c], e);
-        struct extent *next = RB_NEXT(free_by_size, &pool->by_size[c], e);
-
-        if ((prev == NULL || extent_size_cmp(prev, &key) < 0) &&
-            (next == NULL || extent_size_cmp(&key, next) < 0)) {
-            e->off = off;
-            e->len = len;
-            return;
-        }
-    }
-    size_remove(pool, e);
-    e->off = off;
-    e->len = len;
-    size_insert(pool, e);
-}
-
+/* New chunks are none's: they join the last free extent when it is none's
+ * and ends where they start. */
 int pool_add_chunks(pool_t *pool, uint32_t n)
 {
-    struct extent *last;
-    uint64_t add;
+    struct extent *e;
 
     if (pool == NULL || n > pool->max_chunks - pool->ready_chunks)
         return PINPOOL_EINVAL;
     if (n == 0)
         return 0;
-    add = pool->chunk_size * n;
-
-    last = RB_MAX(free_by_off, &pool->free_by_off);
-    if (last != NULL && last->off + last->len == pool->ready) {
-        do_resize_free(pool, last, last->off, last->len + add);
-    } else {
-        struct extent *e = malloc(sizeof(*e));
-
-        if (e == NULL)
-            return -ENOMEM;
-        e->off = pool->ready;
-        e->len = add;
-        do_insert_free(pool, e);
-    }
-    pool->ready += add;
+    e = malloc(sizeof(*e));
+    if (e == NULL)
+        return -ENOMEM;
+    ext_free_range(pool, e, pool->ready, pool->chunk_size * n, &pool->none);
+    chunks_added(pool, pool->ready_chunks, n);
+    pool->ready += pool->chunk_size * n;
     pool->ready_chunks += n;
-    debug_check(pool, "pool_add_chunks");
+    POOL_DEBUG_CHECK(pool, "pool_add_chunks");
     return 0;
 }
 
-/* ------------------------------------------------------------------------ */
-/* Allocation                                                               */
+/* ---- allocation ----------------------------------------------------------------- */
 
-/*
- * Where in free extent e does a slice of extent bytes aligned to align go?
- * The lowest offset that meets the alignment and the boundary rule: a slice of
- * at most one chunk must not cross a chunk boundary (if the aligned start
- * would make it cross, it moves to the next boundary, which is aligned too as
- * align divides chunk_size); a larger one starts on a chunk boundary.
- */
-static bool do_place(const pool_t *pool, const struct extent *e, uint64_t extent,
-                     uint64_t align, uint64_t *at)
-{
-    uint64_t end = e->off + e->len;
-    uint64_t p, into;
-
-    if (extent > pool->chunk_size) {
-        into = e->off % pool->chunk_size;
-        p = into == 0 ? e->off : e->off - into + pool->chunk_size;
-    } else {
-        p = align_up(e->off, align);
-        into = p % pool->chunk_size;
-        if (into + extent > pool->chunk_size)
-            p += pool->chunk_size - into;
-    }
-    if (p > end || end - p < extent)
-        return false;
-    *at = p;
-    return true;
-}
-
-/*
- * Best fit: the smallest free extent (ties: the lowest offset) in which the
- * slice can be placed.  Candidates come from the size index upwards from the
- * first one that is large enough (in the request's class, then the whole of
- * each class above); those that the alignment or the boundary rule rejects
- * are skipped one by one.
- */
-static struct extent *do_best_fit(pool_t *pool, uint64_t extent, uint64_t align, uint64_t *at)
-{
-    struct extent key = {.off = 0, .len = extent};
-    unsigned c = size_class(extent);
-    struct extent *e;
-
-    for (e = RB_NFIND(free_by_size, &pool->by_size[c], &key); e != NULL;
-         e = RB_NEXT(free_by_size, &pool->by_size[c], e)) {
-        if (do_place(pool, e, extent, align, at))
-            return e;
-    }
-    for (c = class_at_or_above(pool, c + 1); c < SIZE_CLASSES;
-         c = class_at_or_above(pool, c + 1)) {
-        RB_FOREACH(e, free_by_size, &pool->by_size[c]) {
-            if (do_place(pool, e, extent, align, at))
-                return e;
-        }
-    }
-    return NULL;
-}
-
-static struct owner *do_find_owner(pool_t *pool, uint64_t id)
-{
-    struct owner key = {.id = id};
-
-    return RB_FIND(owner_by_id, &pool->owner_by_id, &key);
-}
-
-/* Make o (allocated by the caller) the empty record of owner id. */
-static void do_add_owner(pool_t *pool, struct owner *o, uint64_t id)
-{
-    o->id = id;
-    o->bytes = 0;
-    o->nslices = 0;
-    TAILQ_INIT(&o->slices);
-    RB_INSERT(owner_by_id, &pool->owner_by_id, o);
-    pool->nowners++;
-}
-
-/*
- * Cut [at, at + len) out of free extent e.  What is left before and after it
- * stays free: e keeps one piece, tail (given when both pieces are non-empty)
- * takes the one after.  When nothing is left e leaves both indexes and the
- * caller owns it again.
- */
-static void do_take(pool_t *pool, struct extent *e, uint64_t at, uint64_t len,
-                    struct extent *tail)
-{
-    uint64_t end = e->off + e->len;
-
-    if (at == e->off && len == e->len) {
-        do_remove_free(pool, e);
-    } else if (at == e->off) {
-        do_resize_free(pool, e, at + len, end - (at + len));
-    } else {
-        do_resize_free(pool, e, e->off, at - e->off);
-        if (at + len < end) {
-            tail->off = at + len;
-            tail->len = end - tail->off;
-            do_insert_free(pool, tail);
-        }
-    }
-}
-
-/* Size checks of pool_alloc; sets *align (0 = quantum) and *extent. */
-static int check_request(const pool_t *pool, uint64_t size, uint64_t *align, uint64_t *extent)
+static inline int request_check(const pool_t *pool, uint64_t size, uint64_t *align,
+                                uint64_t *extent)
 {
     if (size == 0)
         return PINPOOL_EINVAL;
@@ -573,129 +245,216 @@ static int check_request(const pool_t *pool, uint64_t size, uint64_t *align, uin
     return 0;
 }
 
-int pool_alloc(pool_t *pool, uint64_t owner, uint64_t size, uint64_t align,
-               pool_slice_info_t *out)
+int pool_request_check(const pool_t *pool, uint64_t size, uint64_t *align, uint64_t *extent)
 {
-    struct extent *e, *spare = NULL, *tail = NULL;
-    struct slice *s = NULL;
-    struct owner *o;
-    uint64_t extent, at;
-    bool exact, split, new_owner;
-    int rc;
+    return request_check(pool, size, align, extent);
+}
 
-    if (pool == NULL)
-        return PINPOOL_EINVAL;
-    rc = check_request(pool, size, &align, &extent);
+struct owner *owner_find(pool_t *pool, uint64_t id)
+{
+    struct owner key = {.id = id};
+
+    return RB_FIND(owner_by_id, &pool->owner_by_id, &key);
+}
+
+void owner_add(pool_t *pool, struct owner *o, uint64_t id)
+{
+    o->id = id;
+    o->bytes = 0;
+    o->nslices = 0;
+    TAILQ_INIT(&o->slices);
+    RB_INSERT(owner_by_id, &pool->owner_by_id, o);
+    pool->nowners++;
+}
+
+/* The nodes one allocation may need, taken before anything changes. */
+struct alloc_nodes {
+    struct slice *s;
+    struct extent *spare, *tail;
+    struct owner *o;
+    struct tenant *t;
+    struct stash st;
+};
+
+static void nodes_free(struct alloc_nodes *nd)
+{
+    free(nd->s);
+    free(nd->spare);
+    free(nd->tail);
+    free(nd->o);
+    free(nd->t);
+    stash_free(&nd->st);
+    memset(nd, 0, sizeof(*nd));
+}
+
+/*
+ * Tenant t (NULL: it has no record yet) has no extent for the request: give
+ * it chunks that were never used, taking every node the whole allocation may
+ * need first (so nothing fails after the chunks moved).  0 with *t, *e and
+ * *at; PINPOOL_ENOSPC or -ENOMEM with the pool unchanged.
+ */
+static int do_place_slow(pool_t *pool, uint64_t tenant, uint64_t owner, uint64_t extent,
+                         uint64_t align, struct tenant **t, struct extent **e, uint64_t *at,
+                         struct alloc_nodes *nd)
+{
+    uint32_t first, n;
+    int rc = tenancy_find_room(pool, extent, align, tenant, &first, &n);
+
     if (rc != 0)
         return rc;
-    e = do_best_fit(pool, extent, align, &at);
-    if (e == NULL)
-        return PINPOOL_ENOSPC;
+    if ((nd->s = malloc(sizeof(*nd->s))) == NULL || (nd->spare = malloc(sizeof(*nd->spare))) == NULL ||
+        (nd->tail = malloc(sizeof(*nd->tail))) == NULL ||
+        (owner_find(pool, owner) == NULL && (nd->o = malloc(sizeof(*nd->o))) == NULL) ||
+        (*t == NULL && (nd->t = malloc(sizeof(*nd->t))) == NULL) || !stash_fill(&nd->st, 2 * n)) {
+        nodes_free(nd);
+        return -ENOMEM;
+    }
+    if (*t == NULL) {
+        *t = nd->t;
+        nd->t = NULL;
+        tenant_add(pool, *t, tenant);
+    }
+    tenancy_assign(pool, *t, first, n, &nd->st);
+    *e = ext_best_fit(pool, *t, extent, align, at);
+    if (*e == NULL) { /* cannot happen: the chunks just given hold it */
+        nodes_free(nd);
+        return PINPOOL_EINTERNAL;
+    }
+    return 0;
+}
 
-    /* Take every node this may need first: after that nothing can fail. */
+int pool_alloc_as(pool_t *pool, uint64_t tenant, uint64_t owner, uint64_t size, uint64_t align,
+                  pool_slice_info_t *out)
+{
+    struct alloc_nodes nd = {0};
+    struct extent *e, *spare;
+    struct tenant *t;
+    struct slice *s;
+    struct owner *o;
+    uint64_t extent, at;
+    bool exact, split, slow = false;
+    int rc;
+
+    if (pool == NULL || tenant == POOL_TENANT_NONE)
+        return PINPOOL_EINVAL;
+    rc = request_check(pool, size, &align, &extent);
+    if (rc != 0)
+        return rc;
+    t = tenant_find(pool, tenant);
+    e = t != NULL ? ext_best_fit(pool, t, extent, align, &at) : NULL;
+    if (e == NULL) {
+        rc = do_place_slow(pool, tenant, owner, extent, align, &t, &e, &at, &nd);
+        if (rc != 0)
+            return rc;
+        slow = true;
+    }
+
+    /* Take every node this may need first: after that nothing can fail (the
+     * slow path took them all already). */
     exact = at == e->off && extent == e->len; /* e itself becomes the spare */
     split = at > e->off && at + extent < e->off + e->len;
-    o = do_find_owner(pool, owner);
-    new_owner = o == NULL;
-    if ((s = malloc(sizeof(*s))) == NULL)
-        goto fail;
-    if (!exact && (spare = malloc(sizeof(*spare))) == NULL)
-        goto fail;
-    if (split && (tail = malloc(sizeof(*tail))) == NULL)
-        goto fail;
-    if (new_owner && (o = malloc(sizeof(*o))) == NULL)
-        goto fail;
-    if (exact)
+    o = owner_find(pool, owner);
+    if ((nd.s == NULL && (nd.s = malloc(sizeof(*nd.s))) == NULL) ||
+        (!exact && nd.spare == NULL && (nd.spare = malloc(sizeof(*nd.spare))) == NULL) ||
+        (split && nd.tail == NULL && (nd.tail = malloc(sizeof(*nd.tail))) == NULL) ||
+        (o == NULL && nd.o == NULL && (nd.o = malloc(sizeof(*nd.o))) == NULL)) {
+        nodes_free(&nd);
+        return -ENOMEM;
+    }
+    s = nd.s;
+    nd.s = NULL;
+    if (exact) {
         spare = e;
-
-    do_take(pool, e, at, extent, tail);
-    if (new_owner)
-        do_add_owner(pool, o, owner);
+    } else {
+        spare = nd.spare;
+        nd.spare = NULL;
+    }
+    ext_take(pool, e, at, extent, split ? nd.tail : NULL);
+    if (split)
+        nd.tail = NULL;
+    if (o == NULL) {
+        o = nd.o;
+        nd.o = NULL;
+        owner_add(pool, o, owner);
+    }
     memset(s, 0, sizeof(*s));
     s->owner = o;
+    s->tenant = t;
     s->spare = spare;
     s->info.id = pool->next_id++;
     s->info.owner = owner;
+    s->info.tenant = tenant;
     s->info.offset = at;
     s->info.size = size;
     s->info.extent = extent;
     s->info.first_chunk = (uint32_t)(at / pool->chunk_size);
     s->info.nchunks = (uint32_t)((at + extent - 1) / pool->chunk_size - at / pool->chunk_size + 1);
-    table_maybe_grow(&pool->table, &pool->all_slices, pool->nslices + 1);
+    table_maybe_grow(pool, pool->nslices + pool->ndirty + 1);
     table_link(&pool->table, s);
     /* ids only grow: both lists stay sorted */
     TAILQ_INSERT_TAIL(&pool->all_slices, s, all_link);
     TAILQ_INSERT_TAIL(&o->slices, s, owner_link);
+    chunks_hold(pool, s->info.first_chunk, s->info.nchunks);
     o->bytes += extent;
     o->nslices++;
+    t->used += extent;
     pool->used += extent;
     pool->nslices++;
+    if (slow)
+        nodes_free(&nd); /* what the slow path took and this one did not need */
     if (out != NULL)
         *out = s->info;
-    debug_check(pool, "pool_alloc");
+    POOL_DEBUG_CHECK(pool, "pool_alloc");
     return 0;
-
-fail: /* the last malloc failed; o, if new, is still NULL */
-    free(s);
-    free(spare);
-    free(tail);
-    return -ENOMEM;
 }
 
-/* ------------------------------------------------------------------------ */
-/* Release                                                                  */
+int pool_alloc(pool_t *pool, uint64_t owner, uint64_t size, uint64_t align,
+               pool_slice_info_t *out)
+{
+    return pool_alloc_as(pool, 0, owner, size, align, out);
+}
+
+/* ---- release -------------------------------------------------------------------- */
+
+void slice_free_extent(pool_t *pool, struct slice *s)
+{
+    table_unlink(&pool->table, s);
+    chunks_drop(pool, s->info.first_chunk, s->info.nchunks);
+    ext_free_range(pool, s->spare, s->info.offset, s->info.extent, s->tenant);
+    free(s);
+}
 
 /*
- * Return slice s to the free space, coalescing with the free extents that end
- * where it starts and start where it ends, and forget it (its owner too when
- * that was its last slice).  Uses s->spare when it joins no neighbour.
+ * Take live slice s from its owner (forgetting the owner with its last
+ * slice); then free its extent, or with dirty_on_free make it dirty (it keeps
+ * its place in the hash tables and its chunks).
  */
 static uint64_t do_release(pool_t *pool, struct slice *s)
 {
-    uint64_t off = s->info.offset, len = s->info.extent;
-    struct extent key = {.off = off, .len = 0};
-    struct extent *next, *prev;
+    uint64_t len = s->info.extent;
     struct owner *o = s->owner;
-    bool join_prev, join_next;
 
-    next = RB_NFIND(free_by_off, &pool->free_by_off, &key);
-    prev = next != NULL ? RB_PREV(free_by_off, &pool->free_by_off, next)
-                        : RB_MAX(free_by_off, &pool->free_by_off);
-    join_prev = prev != NULL && prev->off + prev->len == off;
-    join_next = next != NULL && next->off == off + len;
-
-    if (join_prev && join_next) {
-        uint64_t total = prev->len + len + next->len;
-
-        do_remove_free(pool, next);
-        free(next);
-        do_resize_free(pool, prev, prev->off, total);
-        free(s->spare);
-    } else if (join_prev) {
-        do_resize_free(pool, prev, prev->off, prev->len + len);
-        free(s->spare);
-    } else if (join_next) {
-        do_resize_free(pool, next, off, next->len + len);
-        free(s->spare);
-    } else {
-        s->spare->off = off;
-        s->spare->len = len;
-        do_insert_free(pool, s->spare);
-    }
-
-    table_unlink(&pool->table, s);
     TAILQ_REMOVE(&pool->all_slices, s, all_link);
     TAILQ_REMOVE(&o->slices, s, owner_link);
     o->bytes -= len;
-    o->nslices--;
-    if (o->nslices == 0) {
+    if (--o->nslices == 0) {
         RB_REMOVE(owner_by_id, &pool->owner_by_id, o);
         free(o);
         pool->nowners--;
     }
+    s->tenant->used -= len;
     pool->used -= len;
     pool->nslices--;
-    free(s);
+    if (!pool->dirty_on_free || s->unwritten) {
+        slice_free_extent(pool, s);
+        return len;
+    }
+    s->owner = NULL;
+    s->dirty = true;
+    s->cleaning = false;
+    TAILQ_INSERT_TAIL(&pool->dirty_list, s, owner_link);
+    pool->dirty += len;
+    pool->ndirty++;
     return len;
 }
 
@@ -706,7 +465,7 @@ static int find_owned(pool_t *pool, uint64_t id, uint64_t owner, struct slice **
 
     if (pool == NULL)
         return PINPOOL_EINVAL;
-    s = table_find_id(&pool->table, id);
+    s = live_by_id(pool, id);
     if (s == NULL)
         return PINPOOL_ENOENT;
     if (s->info.owner != owner)
@@ -726,7 +485,7 @@ int pool_free(pool_t *pool, uint64_t id, uint64_t owner, uint64_t *freed)
     len = do_release(pool, s);
     if (freed != NULL)
         *freed = len;
-    debug_check(pool, "pool_free");
+    POOL_DEBUG_CHECK(pool, "pool_free");
     return 0;
 }
 
@@ -738,14 +497,15 @@ int pool_set_owner(pool_t *pool, uint64_t id, uint64_t owner, uint64_t new_owner
 
     if (rc != 0)
         return rc;
+    s->unwritten = false; /* the new owner may write it */
     if (owner == new_owner)
         return 0;
     o = s->owner;
-    n = do_find_owner(pool, new_owner);
+    n = owner_find(pool, new_owner);
     if (n == NULL) {
         if ((n = malloc(sizeof(*n))) == NULL)
             return -ENOMEM;
-        do_add_owner(pool, n, new_owner);
+        owner_add(pool, n, new_owner);
     }
     /* Keep the new owner's list in id order: find the last slice below id. */
     TAILQ_FOREACH_REVERSE(at, &n->slices, slice_list, owner_link)
@@ -767,7 +527,7 @@ int pool_set_owner(pool_t *pool, uint64_t id, uint64_t owner, uint64_t new_owner
         free(o);
         pool->nowners--;
     }
-    debug_check(pool, "pool_set_owner");
+    POOL_DEBUG_CHECK(pool, "pool_set_owner");
     return 0;
 }
 
@@ -779,7 +539,7 @@ int pool_free_owner(pool_t *pool, uint64_t owner, uint64_t *freed)
 
     if (freed != NULL)
         *freed = 0;
-    if (pool == NULL || (o = do_find_owner(pool, owner)) == NULL)
+    if (pool == NULL || (o = owner_find(pool, owner)) == NULL)
         return 0;
     /* The last release frees o itself: count first. */
     n = o->nslices;
@@ -787,12 +547,11 @@ int pool_free_owner(pool_t *pool, uint64_t owner, uint64_t *freed)
         bytes += do_release(pool, TAILQ_FIRST(&o->slices));
     if (freed != NULL)
         *freed = bytes;
-    debug_check(pool, "pool_free_owner");
+    POOL_DEBUG_CHECK(pool, "pool_free_owner");
     return n > INT32_MAX ? INT32_MAX : (int)n;
 }
 
-/* ------------------------------------------------------------------------ */
-/* Queries                                                                  */
+/* ---- queries -------------------------------------------------------------------- */
 
 /* A lookup's answer: s (NULL: PINPOOL_ENOENT) into *out (may be NULL). */
 static int found(const struct slice *s, pool_slice_info_t *out)
@@ -806,17 +565,17 @@ static int found(const struct slice *s, pool_slice_info_t *out)
 
 int pool_lookup(const pool_t *pool, uint64_t id, pool_slice_info_t *out)
 {
-    return pool == NULL ? PINPOOL_EINVAL : found(table_find_id(&pool->table, id), out);
+    return pool == NULL ? PINPOOL_EINVAL : found(live_by_id(pool, id), out);
 }
 
 int pool_lookup_offset(const pool_t *pool, uint64_t offset, pool_slice_info_t *out)
 {
-    return pool == NULL ? PINPOOL_EINVAL : found(table_find_off(&pool->table, offset), out);
+    return pool == NULL ? PINPOOL_EINVAL : found(live_by_off(pool, offset), out);
 }
 
 uint64_t pool_owner_bytes(const pool_t *pool, uint64_t owner, uint32_t *slices)
 {
-    struct owner *o = pool != NULL ? do_find_owner(unconst(pool), owner) : NULL;
+    struct owner *o = pool != NULL ? owner_find(unconst(pool), owner) : NULL;
 
     if (slices != NULL)
         *slices = o != NULL ? o->nslices : 0;
@@ -848,7 +607,7 @@ void pool_foreach_slice(const pool_t *pool, uint64_t owner, bool all,
             fn(&s->info, arg);
         return;
     }
-    o = do_find_owner(unconst(pool), owner);
+    o = owner_find(unconst(pool), owner);
     if (o == NULL)
         return;
     TAILQ_FOREACH(s, &o->slices, owner_link)
@@ -857,24 +616,34 @@ void pool_foreach_slice(const pool_t *pool, uint64_t owner, bool all,
 
 void pool_get_stats(const pool_t *pool, pool_stats_t *out)
 {
-    struct extent *largest = NULL;
-    unsigned top;
+    struct extent *e = NULL;
+    struct tenant *t;
+    uint64_t largest = 0;
 
     if (pool == NULL || out == NULL)
         return;
-    top = top_class(pool);
-    if (top < SIZE_CLASSES)
-        largest = RB_MAX(free_by_size, &unconst(pool)->by_size[top]);
+    e = ext_largest(&pool->none);
+    largest = e != NULL ? e->len : 0;
+    RB_FOREACH(t, tenant_by_id, &unconst(pool)->tenant_by_id) {
+        e = ext_largest(t);
+        if (e != NULL && e->len > largest)
+            largest = e->len;
+    }
     memset(out, 0, sizeof(*out));
     out->capacity = pool->capacity;
     out->ready = pool->ready;
     out->used = pool->used;
-    out->free = pool->ready - pool->used;
-    out->largest_free = largest != NULL ? largest->len : 0;
+    out->dirty = pool->dirty;
+    out->claimed = pool->claimed;
+    out->free = pool->ready - pool->used - pool->dirty - pool->claimed;
+    out->largest_free = largest;
     out->ready_chunks = pool->ready_chunks;
+    out->idle_chunks = pool->nidle;
     out->num_slices = pool->nslices;
+    out->num_dirty = pool->ndirty;
     out->num_free_extents = pool->nfree;
     out->num_owners = pool->nowners;
+    out->num_tenants = pool->ntenants;
     out->fragmentation =
         out->free != 0 ? 1.0 - (double)out->largest_free / (double)out->free : 0.0;
 }
@@ -882,243 +651,4 @@ void pool_get_stats(const pool_t *pool, pool_stats_t *out)
 uint64_t pool_chunk_size(const pool_t *pool)
 {
     return pool != NULL ? pool->chunk_size : 0;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Invariants                                                               */
-
-__attribute__((format(printf, 3, 4)))
-static int check_fail(char *msg, size_t msglen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (msg != NULL && msglen > 0) {
-        va_start(ap, fmt);
-        vsnprintf(msg, msglen, fmt, ap);
-        va_end(ap);
-    }
-    return PINPOOL_EINTERNAL;
-}
-
-/* Order-independent fingerprint of a set of extents: both indexes must hold
- * the same nodes with the same keys. */
-static uint64_t extent_hash(const struct extent *e)
-{
-    uint64_t h = (uint64_t)(uintptr_t)e ^ (e->off * 0x9e3779b97f4a7c15ull) ^
-                 (e->len * 0xc2b2ae3d27d4eb4full);
-
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    return h;
-}
-
-/* The offset index: free extents in ready space, disjoint and coalesced. */
-static int check_offset_index(const pool_t *pool, uint64_t *free_bytes, uint64_t *free_hash,
-                              char *msg, size_t msglen)
-{
-    pool_t *p = unconst(pool);
-    struct extent *e;
-    uint64_t end = 0, q = pool->quantum;
-    uint32_t n = 0;
-
-    *free_bytes = *free_hash = 0;
-    RB_FOREACH(e, free_by_off, &p->free_by_off) {
-        if (e->len == 0 || e->off % q != 0 || e->len % q != 0 || e->off > pool->ready ||
-            e->len > pool->ready - e->off)
-            return check_fail(msg, msglen, "free extent [%" PRIu64 ", +%" PRIu64
-                              ") is empty, off the quantum or past ready %" PRIu64,
-                              e->off, e->len, pool->ready);
-        if (n > 0 && e->off <= end)
-            return check_fail(msg, msglen, "free extent at %" PRIu64 " %s the one before,"
-                              " which ends at %" PRIu64, e->off,
-                              e->off == end ? "touches (not coalesced)" : "overlaps", end);
-        end = e->off + e->len;
-        *free_bytes += e->len;
-        *free_hash += extent_hash(e);
-        n++;
-    }
-    if (n != pool->nfree)
-        return check_fail(msg, msglen, "offset index holds %" PRIu32 " free extents, the"
-                          " counter says %" PRIu32, n, pool->nfree);
-    return 0;
-}
-
-/* The size index: same extents as the offset index, in (size, offset) order. */
-static int check_size_index(const pool_t *pool, uint64_t free_bytes, uint64_t free_hash,
-                            char *msg, size_t msglen)
-{
-    pool_t *p = unconst(pool);
-    const struct extent *prev = NULL;
-    struct extent *e;
-    uint64_t bytes = 0, hash = 0;
-    uint32_t n = 0;
-
-    for (unsigned c = 0; c < SIZE_CLASSES; c++) {
-        bool mapped = (p->size_map[c / 64] >> (c % 64)) & 1;
-
-        if (mapped == RB_EMPTY(&p->by_size[c]))
-            return check_fail(msg, msglen, "size class %u is %s but its bit says otherwise",
-                              c, mapped ? "empty" : "not empty");
-        RB_FOREACH(e, free_by_size, &p->by_size[c]) {
-            if (size_class(e->len) != c)
-                return check_fail(msg, msglen, "free extent [%" PRIu64 ", +%" PRIu64
-                                  ") is in size class %u, not %u", e->off, e->len, c,
-                                  size_class(e->len));
-            if (prev != NULL && extent_size_cmp(prev, e) >= 0)
-                return check_fail(msg, msglen, "size index out of order at [%" PRIu64 ", +%"
-                                  PRIu64 ")", e->off, e->len);
-            bytes += e->len;
-            hash += extent_hash(e);
-            n++;
-            prev = e;
-        }
-    }
-    if (n != pool->nfree || bytes != free_bytes || hash != free_hash)
-        return check_fail(msg, msglen, "size index (%" PRIu32 " extents, %" PRIu64
-                          " bytes) differs from offset index (%" PRIu32 ", %" PRIu64 ")",
-                          n, bytes, pool->nfree, free_bytes);
-    return 0;
-}
-
-/* One slice on its own: ids, rounding, the boundary rule, its chunks, and no
- * overlap with a free extent. */
-static int check_slice(const pool_t *pool, const struct slice *s, char *msg, size_t msglen)
-{
-    const pool_slice_info_t *i = &s->info;
-    struct extent key = {.off = i->offset, .len = 0};
-    struct extent *next, *prev;
-    uint64_t c = pool->chunk_size;
-    uint64_t last = (i->offset + i->extent - 1) / c;
-
-    if (i->id == 0 || i->id >= pool->next_id)
-        return check_fail(msg, msglen, "slice id %" PRIu64 " was never handed out", i->id);
-    if (i->size == 0 || i->extent != align_up(i->size, pool->quantum) ||
-        i->offset % pool->quantum != 0)
-        return check_fail(msg, msglen, "slice %" PRIu64 ": size %" PRIu64 ", extent %" PRIu64
-                          ", offset %" PRIu64 " do not fit quantum %" PRIu64,
-                          i->id, i->size, i->extent, i->offset, pool->quantum);
-    if (i->extent <= c ? i->offset / c != last
-                       : !pool->allow_multi_chunk || i->offset % c != 0)
-        return check_fail(msg, msglen, "slice %" PRIu64 " [%" PRIu64 ", +%" PRIu64
-                          ") breaks the chunk boundary rule", i->id, i->offset, i->extent);
-    if (i->first_chunk != i->offset / c || i->nchunks != last - i->offset / c + 1)
-        return check_fail(msg, msglen, "slice %" PRIu64 ": chunks %" PRIu32 "+%" PRIu32
-                          " are wrong", i->id, i->first_chunk, i->nchunks);
-    if (s->owner == NULL || s->owner->id != i->owner || s->spare == NULL)
-        return check_fail(msg, msglen, "slice %" PRIu64 ": bad owner or spare node", i->id);
-    if (i->offset > pool->ready || i->extent > pool->ready - i->offset)
-        return check_fail(msg, msglen, "slice %" PRIu64 " [%" PRIu64 ", +%" PRIu64
-                          ") is past ready %" PRIu64, i->id, i->offset, i->extent, pool->ready);
-    /* the free extents around it must stay clear of it */
-    next = RB_NFIND(free_by_off, &unconst(pool)->free_by_off, &key);
-    prev = next != NULL ? RB_PREV(free_by_off, &unconst(pool)->free_by_off, next)
-                        : RB_MAX(free_by_off, &unconst(pool)->free_by_off);
-    if ((next != NULL && next->off < i->offset + i->extent) ||
-        (prev != NULL && prev->off + prev->len > i->offset))
-        return check_fail(msg, msglen, "slice %" PRIu64 " [%" PRIu64 ", +%" PRIu64
-                          ") overlaps a free extent", i->id, i->offset, i->extent);
-    return 0;
-}
-
-/* The slice table, then the owners: counts and bytes must add up. */
-static int check_slices_and_owners(const pool_t *pool, char *msg, size_t msglen)
-{
-    pool_t *p = unconst(pool);
-    struct slice *s;
-    struct owner *o;
-    uint64_t used = 0, prev_id = 0, owner_bytes = 0, prev_owner = 0;
-    uint32_t n = 0, nowners = 0, owner_slices = 0, hashed_id = 0, hashed_off = 0;
-    int rc;
-
-    TAILQ_FOREACH(s, &p->all_slices, all_link) {
-        if (n > 0 && s->info.id <= prev_id)
-            return check_fail(msg, msglen, "slice list out of order at id %" PRIu64,
-                              s->info.id);
-        if (table_find_id(&p->table, s->info.id) != s ||
-            table_find_off(&p->table, s->info.offset) != s)
-            return check_fail(msg, msglen, "slice %" PRIu64 " at %" PRIu64 " is missing from"
-                              " the id or offset hash", s->info.id, s->info.offset);
-        rc = check_slice(pool, s, msg, msglen);
-        if (rc != 0)
-            return rc;
-        used += s->info.extent;
-        prev_id = s->info.id;
-        n++;
-    }
-    for (size_t b = 0; b < (size_t)1 << p->table.bits; b++) {
-        for (s = p->table.by_id[b]; s != NULL; s = s->id_next)
-            hashed_id++;
-        for (s = p->table.by_off[b]; s != NULL; s = s->off_next)
-            hashed_off++;
-    }
-    if (hashed_id != n || hashed_off != n)
-        return check_fail(msg, msglen, "the id and offset hashes hold %" PRIu32 " and %" PRIu32
-                          " slices, the list %" PRIu32, hashed_id, hashed_off, n);
-    if (n != pool->nslices || used != pool->used)
-        return check_fail(msg, msglen, "slice table (%" PRIu32 " slices, %" PRIu64
-                          " bytes) differs from the counters (%" PRIu32 ", %" PRIu64 ")",
-                          n, used, pool->nslices, pool->used);
-
-    RB_FOREACH(o, owner_by_id, &p->owner_by_id) {
-        uint64_t bytes = 0;
-        uint32_t k = 0;
-
-        if (nowners > 0 && o->id <= prev_owner)
-            return check_fail(msg, msglen, "owner index out of order at %" PRIu64, o->id);
-        prev_id = 0;
-        TAILQ_FOREACH(s, &o->slices, owner_link) {
-            if (s->owner != o || s->info.id <= prev_id)
-                return check_fail(msg, msglen, "owner %" PRIu64 " lists slice %" PRIu64
-                                  " wrongly or out of id order", o->id, s->info.id);
-            bytes += s->info.extent;
-            prev_id = s->info.id;
-            k++;
-        }
-        if (k == 0 || k != o->nslices || bytes != o->bytes)
-            return check_fail(msg, msglen, "owner %" PRIu64 " says %" PRIu32 " slices, %"
-                              PRIu64 " bytes; its list has %" PRIu32 ", %" PRIu64,
-                              o->id, o->nslices, o->bytes, k, bytes);
-        owner_bytes += bytes;
-        owner_slices += k;
-        prev_owner = o->id;
-        nowners++;
-    }
-    if (nowners != pool->nowners || owner_slices != pool->nslices || owner_bytes != pool->used)
-        return check_fail(msg, msglen, "owners (%" PRIu32 ") hold %" PRIu32 " slices, %"
-                          PRIu64 " bytes; the pool says %" PRIu32 " owners, %" PRIu32
-                          " slices, %" PRIu64 " bytes", nowners, owner_slices, owner_bytes,
-                          pool->nowners, pool->nslices, pool->used);
-    return 0;
-}
-
-/*
- * Walks every index once, O(n), plus one O(log n) search per slice for the
- * free extents around it.  Slices are not kept in offset order (an index only
- * for this check cost 18% of an alloc+free pair), so two slices overlapping
- * each other is not caught here; the tests check that against a model.
- */
-int pool_check(const pool_t *pool, char *msg, size_t msglen)
-{
-    uint64_t free_bytes, free_hash;
-    int rc;
-
-    if (msg != NULL && msglen > 0)
-        msg[0] = '\0';
-    if (pool == NULL)
-        return check_fail(msg, msglen, "no pool");
-    if (pool->ready_chunks > pool->max_chunks ||
-        pool->ready != pool->chunk_size * pool->ready_chunks || pool->used > pool->ready)
-        return check_fail(msg, msglen, "counters: %" PRIu32 " of %" PRIu32 " chunks ready, ready %"
-                          PRIu64 ", used %" PRIu64, pool->ready_chunks, pool->max_chunks,
-                          pool->ready, pool->used);
-    rc = check_offset_index(pool, &free_bytes, &free_hash, msg, msglen);
-    if (rc == 0)
-        rc = check_size_index(pool, free_bytes, free_hash, msg, msglen);
-    if (rc == 0)
-        rc = check_slices_and_owners(pool, msg, msglen);
-    if (rc == 0 && free_bytes + pool->used != pool->ready)
-        rc = check_fail(msg, msglen, "free %" PRIu64 " + used %" PRIu64 " != ready %" PRIu64,
-                        free_bytes, pool->used, pool->ready);
-    return rc;
 }

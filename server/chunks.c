@@ -9,13 +9,22 @@
  * ready part of the pool is always a prefix.  Before it takes a number a
  * thread asks memroom.c whether one more chunk still fits in the memory the
  * daemon may use (do_chunk_fits): if not, the pool stops growing there.
- * Never: hands out slices or looks at clients; a chunk, once made, stays until
- * srv_destroy.
+ * A chunk whose last slice went stays its uid's; when another uid needs it,
+ * the host pool claims it (pool_claim, slices.c) and do_replace_chunks gives
+ * it fresh memory at the same address before the claim ends: every
+ * descriptor of the old memory that anyone kept (a dup'ed fd of a session
+ * long gone) reaches only that old memory, freed by the kernel or the driver
+ * with its last holder.
+ * Never: hands out slices or looks at clients; unmaps a chunk before
+ * srv_destroy (a replacement maps the new memory over the old).
  * Locking (see srv_int.h): a chunk thread takes srv->lock to pick its chunk
  * number and again to record the result, and makes the chunk in between
  * without it (pinning a chunk takes long).  It broadcasts chunks_cv after
- * every result.  base, capacity, nchunks and the record arrays are fixed after
- * srv_create; the records' entries, ready and chunk_err change under the lock.
+ * every result.  do_replace_chunks likewise drops the lock around each
+ * chunk_replace (the chunk is claimed: no slice, no cleaning, no one else).
+ * base, capacity, nchunks and the record arrays are fixed after
+ * srv_create; the records' entries, ready, chunk_err and replacements change
+ * under the lock.
  */
 #include "srv_int.h"
 
@@ -174,6 +183,42 @@ int srv_chunks_start(srv_t *srv)
         srv->nthreads++;
     }
     return 0;
+}
+
+int do_replace_chunks(srv_t *srv, const pool_claim_t *claim)
+{
+    pool_t *host = srv->pools[HOST_POOL];
+    int rc = 0;
+
+    for (uint32_t i = claim->first; i < claim->first + claim->n && rc == 0; i++) {
+        pool_chunk_info_t ci;
+        ipc_chunk_t chunk;
+        char msg[256] = "", sz[32];
+        uint64_t t0;
+
+        if (!pool_claim_fresh(host, i) || pool_chunk_info(host, i, &ci) != 0)
+            continue;
+        chunk = srv->chunks[i];
+        pthread_mutex_unlock(&srv->lock);
+        t0 = mono_ns();
+        rc = srv->host->chunk_replace(&chunk, i, msg, sizeof(msg));
+        t0 = mono_ns() - t0;
+        pthread_mutex_lock(&srv->lock);
+        pool_format_size(chunk.size, sz, sizeof(sz));
+        if (rc == 0) {
+            srv->chunks[i] = chunk;
+            srv->replacements++;
+            srv_info("chunk %" PRIu32 " (%s) passes from uid %" PRIu64 " to uid %" PRIu64
+                     " with fresh memory (%.1f ms; %" PRIu64 " such so far)", i, sz, ci.tenant,
+                     claim->tenant, (double)t0 / 1e6, srv->replacements);
+        } else {
+            srv_warn("chunk %" PRIu32 " (%s) cannot pass from uid %" PRIu64 " to uid %" PRIu64
+                     ": %s", i, sz, ci.tenant, claim->tenant,
+                     msg[0] != '\0' ? msg : pinpool_strerror(rc));
+        }
+    }
+    pool_claim_end(host, claim, rc == 0);
+    return rc;
 }
 
 bool do_chunks_coming(const srv_t *srv)

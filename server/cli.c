@@ -60,12 +60,14 @@ static void print_info(const pinpool_pool_info_t *info)
     printf("%-22s %s (%.1f%%)\n", "used", size(info->used_bytes, a),
            info->capacity_bytes ? 100.0 * (double)info->used_bytes / (double)info->capacity_bytes
                                 : 0.0);
+    printf("%-22s %s\n", "being cleaned", size(info->cleaning_bytes, a));
     printf("%-22s %s\n", "free", size(info->free_bytes, a));
     printf("%-22s %s\n", "largest free extent", size(info->largest_free_extent, a));
     printf("%-22s %.3f\n", "fragmentation", info->fragmentation);
     printf("%-22s %" PRIu32 "\n", "slices", info->num_slices);
     printf("%-22s %" PRIu32 "\n", "clients", info->num_clients);
     printf("%-22s %" PRIu32 "\n", "kept slices", info->num_kept);
+    printf("%-22s %" PRIu64 "\n", "chunks given fresh", info->chunk_replacements);
     if (info->pin_seconds > 0)
         printf("%-22s %.2f s (%.2f GiB/s)\n", "pool pinned in", info->pin_seconds,
                (double)info->capacity_bytes / info->pin_seconds / (1 << 30));

@@ -130,6 +130,12 @@ static void build_page(srv_metrics_t *m, page_t *p)
         info->stats.ready);
     put(p, "# TYPE pinpool_used_bytes gauge\npinpool_used_bytes{pool=\"host\"} %" PRIu64 "\n",
         info->stats.used);
+    put(p, "# HELP pinpool_cleaning_bytes Freed bytes being zeroed before reuse.\n"
+           "# TYPE pinpool_cleaning_bytes gauge\npinpool_cleaning_bytes{pool=\"host\"} %" PRIu64
+           "\n", info->stats.dirty);
+    put(p, "# HELP pinpool_chunk_replacements_total Chunks given fresh memory for another uid.\n"
+           "# TYPE pinpool_chunk_replacements_total counter\npinpool_chunk_replacements_total %"
+           PRIu64 "\n", info->chunk_replacements);
     put(p, "# TYPE pinpool_largest_free_extent_bytes gauge\n"
            "pinpool_largest_free_extent_bytes{pool=\"host\"} %" PRIu64 "\n", info->stats.largest_free);
     for (uint32_t i = 0; i < info->ndevices; i++) {

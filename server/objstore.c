@@ -218,6 +218,7 @@ int srv_acquire(srv_t *srv, const char *client_id, const char *key, srv_slice_t 
     struct srv_client *c;
     pool_slice_info_t info;
     srv_tkey_t copy = {.len = 0};
+    bool again;
     obj_t *o;
     int rc;
 
@@ -246,13 +247,13 @@ int srv_acquire(srv_t *srv, const char *client_id, const char *key, srv_slice_t 
         rc = do_get_client(srv, client_id, &c, msg, msglen);
         if (rc != 0)
             break;
-        rc = pool_set_owner(srv->pools[HOST_POOL], o->slice, srv->obj_owner, c->owner);
-        if (rc != 0) {
-            snprintf(msg, msglen, "cannot hand '%s' over: %s", key, pinpool_strerror(rc));
-            do_drop_if_idle(srv, c);
+        /* The slice becomes c's (its bytes move when they lie in another
+         * uid's memory: that may drop the lock, and then all is looked up again). */
+        rc = do_take_object_slice(srv, o->slice, o->size, c, &info, &again, msg, msglen);
+        if (again)
+            continue;
+        if (rc != 0)
             break;
-        }
-        pool_lookup(srv->pools[HOST_POOL], o->slice, &info);
         do_describe(srv, HOST_POOL, &info, out);
         if (o->in_tier)
             do_tier_key(o, &copy);

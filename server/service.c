@@ -307,6 +307,8 @@ static int handle_info(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
     r->msg.num_kept = info->num_kept;
     r->msg.pin_seconds = info->pin_seconds;
     r->msg.stopped_short = info->stopped_short;
+    r->msg.cleaning_bytes = info->stats.dirty;
+    r->msg.chunk_replacements = info->chunk_replacements;
     for (uint32_t i = 0; i < info->ndevices; i++) {
         Pinpool__V1__DevicePoolInfo *d = &r->devices[i];
         const pool_stats_t *st = &info->devices[i].stats;

@@ -3,7 +3,9 @@
  * tokens, and who may come in.
  *
  * Owns: srv->clients (one record per client, by id), nclients, nkept and the
- * owner numbers.  Every client has an owner number in the pools.  A session
+ * owner numbers.  Every client has an owner number in the pools and a uid
+ * (sessions: the peer's, from SO_PEERCRED; kept slices: their maker's; a
+ * caller without a session acts as the daemon's own uid).  A session
  * client is made by srv_session_open for an fd-socket connection; its id is
  * random and starts with "s-", it carries a secret token that its calls must
  * carry too (srv_authorize), and it lives as long as the connection.  Any
@@ -67,6 +69,7 @@ static struct srv_client *do_add_client(srv_t *srv, const char *id, bool session
         return NULL;
     snprintf(c->id, sizeof(c->id), "%s", id);
     c->owner = srv->next_owner++;
+    c->uid = srv->uid; /* a caller without a session acts as the daemon's uid */
     c->session = session;
     RB_INSERT(client_tree, &srv->clients, c);
     srv->nclients++;
@@ -80,12 +83,13 @@ static void do_remove_client(srv_t *srv, struct srv_client *c)
     free(c);
 }
 
-struct srv_client *do_add_kept(srv_t *srv, const char *name)
+struct srv_client *do_add_kept(srv_t *srv, const char *name, uid_t uid)
 {
     struct srv_client *c = do_add_client(srv, name, false);
 
     if (c != NULL) {
         c->kept = true;
+        c->uid = uid;
         srv->nkept++;
     }
     return c;
@@ -271,6 +275,7 @@ srv_client_t *srv_session_open(srv_t *srv, const ipc_cred_t *cred, char *id, siz
     c = do_add_client(srv, name, true);
     if (c != NULL) {
         c->cred = *cred;
+        c->uid = cred->uid;
         random_hex(c->token, 16);
     }
     pthread_mutex_unlock(&srv->lock);

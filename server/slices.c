@@ -9,14 +9,25 @@
  * slice's chunks for the fd socket (srv_session_chunk_fds), and the message
  * that says why an allocation failed.
  * Kept slices belong to a client named "kept:<tag>" (sessions.c).  Any client
- * may attach, map and free a kept slice; only its holder may map or free any
- * other.
+ * may attach and free a kept slice, and map one of its own uid; only its
+ * holder may map or free any other.
+ * The uid is the boundary.  The host pool's tenants are uids (pool.h): a
+ * host slice goes into chunks of its client's uid, or chunks never used, and
+ * never into another uid's; when neither has room, do_make_room_for_uid waits
+ * for the cleaner or takes an idle chunk of another uid, which gets fresh
+ * memory first (chunks.c).  A session maps only chunks of its own uid.  The
+ * host pool has dirty_on_free: what is freed is zeroed by the cleaner
+ * (cleaner.c) before anyone can allocate it, except a slice of a client
+ * without a session (it can map nothing, and nothing is copied into it until
+ * it changes owner: pool_mark_unwritten), which is still clean; and a session
+ * may get back, unzeroed, what it freed itself (pool_alloc_own).
  * Never: decides what is spilled (spill.c does; srv_alloc asks it for room),
  * or makes host chunks (chunks.c; srv_alloc waits for them).
  * Locking (see srv_int.h): every srv_* function here takes srv->lock.  Only
- * srv_alloc drops it: in do_make_room (a spill, or waiting for one) and while
- * waiting on chunks_cv for chunks still being made; it looks its client up
- * again after either.
+ * srv_alloc drops it: in do_make_room_for_uid (waiting for the cleaner, or
+ * replacing a chunk's memory), in do_make_room (a spill, or waiting for one)
+ * and while waiting on chunks_cv for chunks still being made; it looks its
+ * client up again after each.
  */
 #include "srv_int.h"
 
@@ -39,6 +50,7 @@ int srv_slices_open_host(srv_t *srv, char *err, size_t errlen)
         .max_chunks = srv->nchunks,
         .quantum = 256,
         .allow_multi_chunk = true,
+        .dirty_on_free = true, /* cleaner.c zeroes what is freed */
     };
     int rc = pool_create(&srv->pools[HOST_POOL], &params);
 
@@ -152,6 +164,7 @@ uint32_t do_free_owner(srv_t *srv, uint64_t owner, uint64_t *bytes)
         *bytes += b;
         n += k > 0 ? (uint32_t)k : 0;
     }
+    do_cleaner_kick(srv);
     return n;
 }
 
@@ -264,6 +277,62 @@ static bool do_kept_slice(srv_t *srv, const struct srv_client *c, int *pool, poo
     return false;
 }
 
+/* ---- placement by uid (lock held; both may drop it) --------------------------------- */
+
+bool do_make_room_for_uid(srv_t *srv, uid_t uid, uint64_t size, uint64_t align)
+{
+    pool_claim_t claim;
+
+    if (srv->shutting_down)
+        return false;
+    if (pool_dirty_bytes(srv->pools[HOST_POOL]) > 0) {
+        do_wait_clean(srv);
+        return true;
+    }
+    if (pool_claim(srv->pools[HOST_POOL], uid, size, align, &claim) != 0)
+        return false;
+    return do_replace_chunks(srv, &claim) == 0;
+}
+
+int do_take_object_slice(srv_t *srv, uint64_t slice, uint64_t size, struct srv_client *c,
+                         pool_slice_info_t *info, bool *again, char *msg, size_t msglen)
+{
+    pool_t *host = srv->pools[HOST_POOL];
+    pool_slice_info_t old;
+    uid_t uid = c->uid;
+    int rc;
+
+    *again = false;
+    if (pool_lookup(host, slice, &old) != 0) {
+        snprintf(msg, msglen, "the object's slice %" PRIu64 " is gone", slice);
+        do_drop_if_idle(srv, c);
+        return PINPOOL_EINTERNAL;
+    }
+    if (old.tenant == (uint64_t)uid) {
+        rc = pool_set_owner(host, slice, srv->obj_owner, c->owner);
+        if (rc == 0)
+            return pool_lookup(host, slice, info);
+        snprintf(msg, msglen, "cannot hand the object over: %s", pinpool_strerror(rc));
+        do_drop_if_idle(srv, c);
+        return rc;
+    }
+    /* Another uid's memory: the bytes move into the caller's uid's chunks. */
+    rc = pool_alloc_as(host, uid, c->owner, size, 0, info);
+    if (rc == 0) {
+        memcpy(host_addr(srv, info->offset), host_addr(srv, old.offset), size);
+        pool_free(host, slice, srv->obj_owner, NULL);
+        do_cleaner_kick(srv);
+        return 0;
+    }
+    do_drop_if_idle(srv, c); /* c may be gone now */
+    if (rc == PINPOOL_ENOSPC && do_make_room_for_uid(srv, uid, size, 0)) {
+        *again = true;
+        return 0;
+    }
+    do_explain_alloc_error(srv, HOST_POOL, rc, size, 0, msg, msglen);
+    return rc;
+}
+
 /* ---- the calls ------------------------------------------------------------------ */
 
 void do_explain_alloc_error(srv_t *srv, int pool, int rc, uint64_t size, uint64_t alignment,
@@ -303,7 +372,11 @@ void do_explain_alloc_error(srv_t *srv, int pool, int rc, uint64_t size, uint64_
                           os.count[OBJ_RESIDENT] == 1 ? "" : "s",
                           srv->tier != NULL ? tier_scheme(srv->tier) : "none");
             if (srv->sp.last_error[0] != '\0' && n > 0 && (size_t)n < msglen)
-                snprintf(msg + n, msglen - (size_t)n, "; last spill error: %s", srv->sp.last_error);
+                n += snprintf(msg + n, msglen - (size_t)n, "; last spill error: %s",
+                              srv->sp.last_error);
+            if (st.num_tenants > 1 && n > 0 && (size_t)n < msglen)
+                snprintf(msg + n, msglen - (size_t)n, "; free space in chunks that hold "
+                         "slices of another uid is that uid's");
         }
         break;
     }
@@ -320,6 +393,7 @@ int srv_alloc(srv_t *srv, const char *client_id, int32_t device_id, uint64_t siz
     struct srv_client *c;
     char kept_name[SRV_CLIENT_ID_LEN];
     pool_slice_info_t info;
+    uid_t uid;
     int pool, rc;
 
     rc = srv_check_client_id(client_id, msg, msglen);
@@ -350,8 +424,9 @@ int srv_alloc(srv_t *srv, const char *client_id, int32_t device_id, uint64_t siz
             rc = do_get_client(srv, client_id, &c, msg, msglen);
             if (rc != 0)
                 break;
+            uid = c->uid;
             do_drop_if_idle(srv, c);
-            c = do_add_kept(srv, kept_name);
+            c = do_add_kept(srv, kept_name, uid);
             if (c == NULL) {
                 rc = -ENOMEM;
                 break;
@@ -372,8 +447,21 @@ int srv_alloc(srv_t *srv, const char *client_id, int32_t device_id, uint64_t siz
             rc = PINPOOL_ENOSPC;
             break;
         }
-        rc = pool_alloc(srv->pools[pool], c->owner, size, alignment, &info);
+        uid = c->uid;
+        /* A session first gets back what it freed itself a moment ago (its
+         * own bytes: no zeroing, and still mapped in it). */
+        rc = pool == HOST_POOL && c->session
+                 ? pool_alloc_own(srv->pools[pool], uid, c->owner, size, alignment, &info)
+                 : PINPOOL_ENOENT;
+        if (rc == PINPOOL_ENOENT)
+            rc = pool == HOST_POOL
+                     ? pool_alloc_as(srv->pools[pool], uid, c->owner, size, alignment, &info)
+                     : pool_alloc(srv->pools[pool], c->owner, size, alignment, &info);
         if (rc == 0) {
+            /* A client without a session cannot map it, and nothing is copied
+             * into it: freed, it needs no zeroing (kept slices may be mapped). */
+            if (pool == HOST_POOL && !c->session && !c->kept)
+                pool_mark_unwritten(srv->pools[pool], info.id);
             do_describe(srv, pool, &info, out);
             srv_debug("client %s: slice %" PRIx64 " of %" PRIu64 " bytes at %" PRIu64 " tag '%s'",
                       c->id, out->info.id, size, info.offset, tag != NULL ? tag : "");
@@ -381,14 +469,16 @@ int srv_alloc(srv_t *srv, const char *client_id, int32_t device_id, uint64_t siz
         }
         do_drop_if_idle(srv, c); /* c may be gone now */
         /* Not enough room yet: wait for host chunks that are still being made
-         * (before spilling anything: the room is coming anyway). */
+         * (before anything costlier: the room is coming anyway). */
         if (rc == PINPOOL_ENOSPC && pool == HOST_POOL && do_chunks_coming(srv)) {
             pthread_cond_wait(&srv->chunks_cv, &srv->lock);
             continue;
         }
-        /* Released objects can make room: spill one (the lock drops meanwhile,
-         * so everything is looked up again) and try again. */
-        if (rc == PINPOOL_ENOSPC && pool == HOST_POOL && do_make_room(srv))
+        /* Room for the uid: freed memory once zeroed, or another uid's idle
+         * chunk with fresh memory; else released objects can make room: spill
+         * one.  The lock drops meanwhile, so everything is looked up again. */
+        if (rc == PINPOOL_ENOSPC && pool == HOST_POOL &&
+            (do_make_room_for_uid(srv, uid, size, alignment) || do_make_room(srv)))
             continue;
         do_explain_alloc_error(srv, pool, rc, size, alignment, msg, msglen);
         break;
@@ -450,6 +540,7 @@ int srv_free(srv_t *srv, const char *client_id, uint64_t slice_id, uint64_t *fre
         rc = pool_free(srv->pools[pool], info.id, info.owner, freed_bytes);
         if (rc == 0)
             *freed_slices = 1;
+        do_cleaner_kick(srv);
         do_drop_if_idle(srv, owner);
     }
     if (rc != 0 && msg[0] == '\0')
@@ -467,7 +558,12 @@ int srv_session_chunk_fds(srv_t *srv, srv_client_t *c, uint64_t slice_id, uint32
 
     pthread_mutex_lock(&srv->lock);
     rc = do_usable_slice(srv, c, slice_id, true, &pool, &info, &owner, msg, msglen);
-    if (rc == 0 && (count == 0 || count > IPC_MAX_FDS || first < info.first_chunk ||
+    if (rc == 0 && info.tenant != (uint64_t)c->uid) {
+        /* a kept slice of another uid: its chunks are that uid's memory */
+        snprintf(msg, msglen, "slice %" PRIu64 " lies in the memory of uid %" PRIu64 "; uid %u "
+                 "may not map it", slice_id, info.tenant, (unsigned)c->uid);
+        rc = PINPOOL_EPERM;
+    } else if (rc == 0 && (count == 0 || count > IPC_MAX_FDS || first < info.first_chunk ||
                     (uint64_t)first + count > (uint64_t)info.first_chunk + info.nchunks)) {
         snprintf(msg, msglen, "chunks %" PRIu32 "+%" PRIu32 " are not those of slice %" PRIu64,
                  first, count, slice_id);

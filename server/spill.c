@@ -291,14 +291,16 @@ int do_alloc_obj(srv_t *srv, uint64_t size, pool_slice_info_t *info, char *msg, 
         rc = do_shutdown_error(srv, msg, msglen);
         if (rc != 0)
             return rc;
-        rc = pool_alloc(srv->pools[HOST_POOL], srv->obj_owner, size, 0, info);
+        /* objects' slices are the daemon's uid's unless released by another */
+        rc = pool_alloc_as(srv->pools[HOST_POOL], srv->uid, srv->obj_owner, size, 0, info);
         if (rc == 0)
             return 0;
         if (rc == PINPOOL_ENOSPC && do_chunks_coming(srv)) { /* room is coming: no spill */
             pthread_cond_wait(&srv->chunks_cv, &srv->lock);
             continue;
         }
-        if (rc == PINPOOL_ENOSPC && do_make_room(srv))
+        if (rc == PINPOOL_ENOSPC &&
+            (do_make_room_for_uid(srv, srv->uid, size, 0) || do_make_room(srv)))
             continue;
         do_explain_alloc_error(srv, HOST_POOL, rc, size, 0, msg, msglen);
         return rc;

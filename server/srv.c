@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "pinpool.h"
@@ -51,6 +52,7 @@ int srv_create(srv_t **out, const srv_config_t *cfg, char *err, size_t errlen)
     if (srv == NULL)
         return -ENOMEM;
     srv->cfg = *cfg;
+    srv->uid = geteuid();
     pthread_mutex_init(&srv->lock, NULL);
     pthread_cond_init(&srv->chunks_cv, NULL);
     pthread_condattr_t ca;
@@ -58,6 +60,8 @@ int srv_create(srv_t **out, const srv_config_t *cfg, char *err, size_t errlen)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&srv->obj_cv, &ca);
     pthread_cond_init(&srv->maint_cv, &ca);
+    pthread_cond_init(&srv->clean_cv, &ca);
+    pthread_cond_init(&srv->cleaned_cv, &ca);
     pthread_condattr_destroy(&ca);
     RB_INIT(&srv->clients);
     srv->next_owner = 1;
@@ -82,6 +86,7 @@ void srv_destroy(srv_t *srv)
     pthread_cond_broadcast(&srv->maint_cv);
     pthread_mutex_unlock(&srv->lock);
     srv_maint_join(srv); /* first: a spill in flight reads chunk memory */
+    srv_cleaner_stop(srv); /* and the cleaner writes it */
     srv_chunks_close(srv);
     srv_slices_close(srv);
     srv_clients_close(srv);
@@ -89,18 +94,22 @@ void srv_destroy(srv_t *srv)
     tier_close(srv->tier);
     pthread_cond_destroy(&srv->obj_cv);
     pthread_cond_destroy(&srv->maint_cv);
+    pthread_cond_destroy(&srv->clean_cv);
+    pthread_cond_destroy(&srv->cleaned_cv);
     pthread_cond_destroy(&srv->chunks_cv);
     pthread_mutex_destroy(&srv->lock);
     free(srv);
 }
 
 /*
- * Start the maintenance thread (spill.c) and the chunk threads (chunks.c):
- * srv_create starts no thread, so that a failed start-up has none to stop.
+ * Start the maintenance thread (spill.c), the cleaner (cleaner.c) and the
+ * chunk threads (chunks.c): srv_create starts no thread, so that a failed
+ * start-up has none to stop.
  */
 int srv_start_chunks(srv_t *srv)
 {
     srv_maint_start(srv);
+    srv_cleaner_start(srv);
     return srv_chunks_start(srv);
 }
 
@@ -145,6 +154,7 @@ void srv_pool_info(srv_t *srv, srv_pool_info_t *info,
     info->mode = srv->host->cuda || srv->ndevs > 0 ? "cuda" : "cpu-only";
     info->pin_seconds = srv->ready == srv->nchunks ? srv->chunks_seconds : 0;
     snprintf(info->stopped_short, sizeof(info->stopped_short), "%s", srv->pool_short);
+    info->chunk_replacements = srv->replacements;
     info->ndevices = srv->ndevs;
     for (uint32_t i = 0; i < srv->ndevs; i++) {
         info->devices[i].device_id = srv->devs[i].device;

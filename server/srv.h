@@ -21,10 +21,15 @@
  * Most return after one short hold of the lock.  These wait, or do slow
  * work, with the lock released, and may take long:
  *   srv_wait_chunks         until the chunks it asks for are made;
- *   srv_alloc               for host chunks still being made, and for a spill
- *                           that makes room (tier I/O, or another call's spill);
- *   srv_acquire             to restore a spilled object (tier I/O), and for an
- *                           object that another call spills or restores;
+ *   srv_alloc               for host chunks still being made, for freed memory
+ *                           being zeroed (the cleaner), to give a chunk fresh
+ *                           memory for the caller's uid (chunk_replace: it
+ *                           pins a chunk), and for a spill that makes room
+ *                           (tier I/O, or another call's spill);
+ *   srv_acquire             to restore a spilled object (tier I/O), for an
+ *                           object that another call spills or restores, and
+ *                           as srv_alloc when the object must move to the
+ *                           caller's uid's chunks;
  *   srv_obj_put, srv_obj_get, srv_obj_remove
  *                           for an object that another call spills or
  *                           restores; get reads a spilled object from the
@@ -98,7 +103,8 @@ typedef struct srv_spill_info {
 } srv_spill_info_t;
 
 typedef struct srv_pool_info {
-    pool_stats_t stats;
+    pool_stats_t stats;         /* the host pool's: used excludes dirty (being cleaned) */
+    uint64_t chunk_replacements; /* chunks given fresh memory for another uid */
     uint64_t chunk_size;
     uint32_t num_chunks;
     uint32_t num_clients;
@@ -123,7 +129,8 @@ void srv_destroy(srv_t *srv);
 /*
  * Start cfg->pin_threads threads that create the chunks; each chunk joins the
  * pool as soon as it and all chunks before it exist.  Starts the maintenance
- * thread too (TTL expiry, the low watermark).  Returns at once.
+ * thread too (TTL expiry, the low watermark) and the cleaner (zeroes freed
+ * memory).  Returns at once.
  */
 int srv_start_chunks(srv_t *srv);
 /* Wait until at least n chunks are ready, all are, or creation failed.

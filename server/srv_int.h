@@ -7,10 +7,13 @@
  *   srv.c       composes them: srv_create/srv_destroy, shutdown, the config
  *               accessors, srv_pool_info
  *   chunks.c    the host backend and the chunks: the threads that make them,
- *               srv_wait_chunks, srv_chunk_progress
+ *               srv_wait_chunks, srv_chunk_progress, and fresh memory for a
+ *               chunk that passes to another uid (do_replace_chunks)
  *   memroom.c   the memory the chunks may still take (cgroup, MemAvailable),
  *               and pool_short when the pool stops growing short of its size
- *   slices.c    the pools: alloc, attach and free, kept slices, chunk fds
+ *   cleaner.c   the cleaner thread: zeroes freed host memory (dirty extents)
+ *   slices.c    the pools: alloc, attach and free, kept slices, chunk fds;
+ *               placement by uid (the host pool's tenants are uids)
  *   sessions.c  the client table, sessions and their tokens, srv_authorize,
  *               admission (--allow-uid/--allow-gid, --max-clients)
  *   objstore.c  named objects: Release/Acquire, Put/Get/Exists/Remove
@@ -29,8 +32,9 @@
  *   Threads that come in: the gRPC queue threads (service.c: every call on
  *   slices and objects), the libev loop (fdsock.c: sessions and chunk fds;
  *   main.c: start-up progress, shutdown), the metrics HTTP thread
- *   (srv_pool_info), and two kinds started here: the chunk threads
- *   (chunks.c, at start-up) and the maintenance thread (spill.c).
+ *   (srv_pool_info), and three kinds started here: the chunk threads
+ *   (chunks.c, at start-up), the maintenance thread (spill.c) and the
+ *   cleaner (cleaner.c).
  *   Fields marked (fixed) are set by srv_create before any other thread runs
  *   and never change until srv_destroy: read them without the lock.  Every
  *   other field is read and written under srv->lock only.
@@ -39,23 +43,34 @@
  *   (stdio's lock), the callback of srv_pool_info, and
  *   tier_scheme/tier_errmsg (no lock); it must never call tier_put, tier_get,
  *   tier_remove or tier_report_stats (they block, and take the tier's own
- *   locks), nor a host backend's chunk_create (it pins gigabytes).
+ *   locks), nor a host backend's chunk_create or chunk_replace (they pin
+ *   gigabytes), nor zero memory (the cleaner's memset).
  *
  *   Where the lock is dropped (and taken again before the function returns):
  *     chunk_thread      around chunk_create.
+ *     do_replace_chunks around each chunk_replace (the chunks are claimed:
+ *                       nobody else touches them meanwhile).
+ *     do_clean_batch    around the zeroing (the extents are the cleaner's).
+ *     do_wait_clean     cleans a batch itself (do_clean_batch), or waits on
+ *                       cleaned_cv (200 ms at most).
+ *     do_make_room_for_uid  in do_wait_clean or do_replace_chunks.
+ *     the cleaner thread: waits on clean_cv, cleans (do_clean_batch).
  *     do_spill          around tier_put (the object is SPILLING meanwhile).
  *     do_restore        around tier_get (the object is RESTORING), and inside
  *                       do_alloc_obj.
  *     do_wait_obj       waits on obj_cv (bounded, re-checking every 200 ms).
  *     do_make_room      in do_spill or do_wait_obj, or around srv_tier_forget
  *                       of an expired victim (dropped instead of spilled).
- *     do_alloc_obj      in do_make_room, or waiting on chunks_cv.
+ *     do_alloc_obj      in do_make_room_for_uid, do_make_room, or waiting on
+ *                       chunks_cv.
  *     do_settled        in do_wait_obj.
- *     srv_alloc         in do_make_room, or waiting on chunks_cv.
- *     srv_acquire       in do_settled and do_restore; srv_tier_forget runs
- *                       after the unlock (every srv_tier_forget names the
- *                       copy's generation, taken under the lock: a late
- *                       removal never reaches a newer object's copy).
+ *     srv_alloc         in do_make_room_for_uid, do_make_room, or waiting
+ *                       on chunks_cv.
+ *     srv_acquire       in do_settled, do_restore and do_take_object_slice;
+ *                       srv_tier_forget runs after the unlock (every
+ *                       srv_tier_forget names the copy's generation, taken
+ *                       under the lock: a late removal never reaches a newer
+ *                       object's copy).
  *     srv_obj_put       in do_settled and do_alloc_obj; the same
  *                       srv_tier_forget.
  *     srv_obj_get       in do_settled; reads a SPILLED object with tier_get
@@ -90,6 +105,11 @@
  *                on, bounded by OBJ_WAIT_MAX_S, in do_wait_obj: by do_settled
  *                (a call on an object another thread spills or restores) and
  *                do_make_room (a spill in flight that may free room).
+ *     clean_cv   (CLOCK_MONOTONIC) signalled when freed memory piles up
+ *                (do_cleaner_kick) and at shutdown; waited on, CLEAN_POLL_MS
+ *                at most, by the cleaner only.
+ *     cleaned_cv (CLOCK_MONOTONIC) broadcast after every batch the cleaner
+ *                zeroed; waited on, bounded, by do_wait_clean.
  *     maint_cv   (CLOCK_MONOTONIC) signalled by srv_release and srv_obj_put (a
  *                new resident object: the watermark may want a spill),
  *                broadcast by srv_destroy.  Waited on, every MAINT_PERIOD_MS
@@ -102,6 +122,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include "objects.h"
@@ -136,6 +157,8 @@ struct srv_client {
     RB_ENTRY(srv_client) node;
     char id[SRV_CLIENT_ID_LEN];
     uint64_t owner;
+    uid_t uid; /* sessions: the peer's (SO_PEERCRED); kept slices: their maker's;
+                * callers without a session: the daemon's own (geteuid) */
     bool session;
     bool kept;
     ipc_cred_t cred;
@@ -147,6 +170,7 @@ RB_HEAD(client_tree, srv_client);
 struct srv {
     pthread_mutex_t lock;
     srv_config_t cfg; /* (fixed) */
+    uid_t uid;        /* (fixed) the daemon's own (geteuid): callers without a session act as it */
     bool shutting_down;
 
     /* chunks.c: the daemon maps chunk i at base + i * chunk_size. */
@@ -169,6 +193,16 @@ struct srv {
     /* memroom.c: why no chunk past next_chunk will be made ("" while the pool
      * grows as planned); set once, by do_chunk_fits. */
     char pool_short[320];
+    uint64_t replacements; /* chunks given fresh memory for another uid */
+
+    /* cleaner.c */
+    pthread_t cleaner;
+    bool cleaner_started, stop_cleaner;
+    uint32_t cleaning_now;  /* batches being zeroed */
+    uint64_t cleaned_bytes; /* since start */
+    uint64_t clean_ns;      /* time spent zeroing */
+    pthread_cond_t clean_cv;   /* wakes the cleaner */
+    pthread_cond_t cleaned_cv; /* a batch is clean */
 
     /* slices.c: the pool pointers and devices are (fixed), the pools are not. */
     pool_t *pools[1 + SRV_MAX_DEVICES];
@@ -232,6 +266,32 @@ int srv_chunks_start(srv_t *srv);
 void srv_chunks_close(srv_t *srv);
 /* Are host chunks still being made (so that waiting on chunks_cv may help)? */
 bool do_chunks_coming(const srv_t *srv);
+/*
+ * The blocking half of a chunk passing to another uid: every chunk of claim
+ * (pool_claim on the host pool) that needs it gets fresh memory from the
+ * host backend (chunk_replace), with the lock dropped around each; then the
+ * claim ends: the chunks are the claim's uid's, or, when a replacement failed
+ * (logged), back to whom they were.  Lock held on entry and on return.
+ * 0 or the backend's error.  The one entry point of that work, so that it can
+ * be scheduled on a thread that may block.
+ */
+int do_replace_chunks(srv_t *srv, const pool_claim_t *claim);
+
+/* ---- cleaner.c --------------------------------------------------------------------- */
+
+/* srv_start_chunks / srv_destroy (before the chunks are unmapped). */
+void srv_cleaner_start(srv_t *srv);
+void srv_cleaner_stop(srv_t *srv);
+/* Memory was freed: wake the cleaner if freed memory piles up (it polls
+ * every CLEAN_POLL_MS anyway). */
+void do_cleaner_kick(srv_t *srv);
+/* Zero and free one batch of dirty extents (drops the lock meanwhile); false
+ * if there was none to take. */
+bool do_clean_batch(srv_t *srv);
+/* An allocation found only dirty memory: zero a batch here (dropping the
+ * lock), or, when every dirty extent is in another thread's batch, wait
+ * (bounded) for one. */
+void do_wait_clean(srv_t *srv);
 
 /* ---- memroom.c ------------------------------------------------------------------ */
 
@@ -249,8 +309,9 @@ struct srv_client *do_find_client(srv_t *srv, const char *id);
 /* The client called id, made if it is a new detached one.  Errors with msg: a
  * closed session's id (PINPOOL_EPERM), --max-clients (PINPOOL_ENOSPC), -ENOMEM. */
 int do_get_client(srv_t *srv, const char *id, struct srv_client **out, char *msg, size_t msglen);
-/* A new client for a kept slice, named name ("kept:<tag>", not taken); NULL: no memory. */
-struct srv_client *do_add_kept(srv_t *srv, const char *name);
+/* A new client for a kept slice, named name ("kept:<tag>", not taken), of uid
+ * (its maker's); NULL: no memory. */
+struct srv_client *do_add_kept(srv_t *srv, const char *name, uid_t uid);
 /* A client without a session goes when it holds nothing (c may be freed). */
 void do_drop_if_idle(srv_t *srv, struct srv_client *c);
 /* The client whose owner number is owner, or NULL. */
@@ -282,6 +343,25 @@ uint32_t do_free_owner(srv_t *srv, uint64_t owner, uint64_t *bytes);
 int do_lookup(srv_t *srv, uint64_t id, int *pool, pool_slice_info_t *info);
 /* The client's view of slice info of pool (daemon-wide id, address, IPC handle). */
 void do_describe(const srv_t *srv, int pool, const pool_slice_info_t *info, srv_slice_t *out);
+/*
+ * Blocking: pool_alloc_as found no room for size bytes (aligned to align) in
+ * uid's host chunks nor in chunks never used.  Wait for the cleaner when
+ * freed memory is still being zeroed, else give uid an idle chunk of another
+ * uid with fresh memory (pool_claim, do_replace_chunks).  Lock held, dropped
+ * meanwhile: everything must be looked up again after.  true when trying
+ * again may succeed.
+ */
+bool do_make_room_for_uid(srv_t *srv, uid_t uid, uint64_t size, uint64_t align);
+/*
+ * AcquirePoolMemory's hand-over: host slice slice (size bytes, owned by
+ * srv->obj_owner) becomes client c's.  When it lies in another uid's chunks
+ * its bytes move to a new slice in c's uid's, and the old one is freed.  0
+ * and *info (the slice c now holds); an error with msg (c may be gone then:
+ * it was dropped if idle); or 0 with *again when the lock was dropped to make
+ * room (the caller looks everything up again and retries).
+ */
+int do_take_object_slice(srv_t *srv, uint64_t slice, uint64_t size, struct srv_client *c,
+                         pool_slice_info_t *info, bool *again, char *msg, size_t msglen);
 /* Why pool_alloc of size in pool failed with rc, for a person (with the
  * spillable objects and the last spill error for the host pool). */
 void do_explain_alloc_error(srv_t *srv, int pool, int rc, uint64_t size, uint64_t alignment,

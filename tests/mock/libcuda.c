@@ -7,13 +7,19 @@
  * pool's IPC handles, bench/swap) run on machines without a GPU.
  * What it models: device memory is host memory at the same address; VMM
  * physical memory is a memfd (so exported handles are fds), an unmapped range
- * is PROT_NONE (a use after release faults); IPC handles name the owner's fd
- * through /proc.  cuMemGetInfo's free bytes are 80 GiB less the device memory
- * this process holds (cuMemAlloc and device cuMemCreate handles not yet
- * released), so a test can see memory given back.  mock_cuda_calls(NAME)
- * counts this process's calls of cuMemHostAlloc, cuMemHostRegister,
- * cuMemCreate (device memory) and cuMemcpyDtoHAsync; mock_cuda_device_bytes()
- * is the device memory held.  What it does not: copies are synchronous and streams and
+ * is PROT_NONE (a use after release faults); cuMemMap refuses a range that is
+ * already mapped and cuMemUnmap one that is not, cuMemHostRegister a range
+ * already registered and cuMemHostUnregister one that is not (as the driver
+ * does); IPC handles name the owner's fd through /proc.  $PINPOOL_MOCK_FAIL
+ * names one call (cuMemCreate, cuMemMap or cuMemHostRegister) whose next
+ * call fails with CUDA_ERROR_OUT_OF_MEMORY (once: the variable is then
+ * unset), for the tests of failure paths.  cuMemGetInfo's free bytes are
+ * 80 GiB less the device memory this process holds (cuMemAlloc and device
+ * cuMemCreate handles not yet released), so a test can see memory given back.
+ * mock_cuda_calls(NAME) counts this process's calls of cuMemHostAlloc,
+ * cuMemHostRegister, cuMemCreate (device memory) and cuMemcpyDtoHAsync;
+ * mock_cuda_device_bytes() is the device memory held.  What it does not:
+ * copies are synchronous and streams and
  * events order nothing, so stream-ordering bugs stay invisible; timings mean
  * nothing.  The real test is tests/gpu/run on a GPU.
  */
@@ -32,6 +38,42 @@
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 typedef struct { void *p; size_t n; int fd; } dalloc_t;
 static dalloc_t dal[4096];
+/* Ranges mapped with cuMemMap and registered with cuMemHostRegister (under mu). */
+typedef struct { uintptr_t p; size_t n; } range_t;
+static range_t mapped[4096], registered[4096];
+
+/* Does call fail this time?  Once: the variable is gone after. */
+static int failing(const char *call)
+{
+    const char *f = getenv("PINPOOL_MOCK_FAIL");
+    if (f == NULL || strcmp(f, call) != 0) return 0;
+    unsetenv("PINPOOL_MOCK_FAIL");
+    return 1;
+}
+
+/* Does [p, p + n) overlap a range of t? */
+static int overlaps(const range_t *t, uintptr_t p, size_t n)
+{
+    for (int i = 0; i < 4096; i++)
+        if (t[i].n != 0 && p < t[i].p + t[i].n && t[i].p < p + n) return 1;
+    return 0;
+}
+
+static int add_range(range_t *t, uintptr_t p, size_t n)
+{
+    for (int i = 0; i < 4096; i++)
+        if (t[i].n == 0) { t[i].p = p; t[i].n = n; return 1; }
+    return 0;
+}
+
+/* Remove the ranges inside [p, p + n); how many there were. */
+static int drop_ranges(range_t *t, uintptr_t p, size_t n)
+{
+    int k = 0;
+    for (int i = 0; i < 4096; i++)
+        if (t[i].n != 0 && t[i].p >= p && t[i].p + t[i].n <= p + n) { t[i].n = 0; k++; }
+    return k;
+}
 
 /* The accounting above (see the comment at the top). */
 #define TOTAL (80ull << 30)
@@ -76,6 +118,7 @@ CUresult cuMemGetAllocationGranularity(size_t *g, const CUmemAllocationProp *p, 
 CUresult cuMemCreate(CUmemGenericAllocationHandle *h, size_t n, const CUmemAllocationProp *p, unsigned long long f)
 {
     (void)f;
+    if (failing("cuMemCreate")) return CUDA_ERROR_OUT_OF_MEMORY;
     int fd = memfd_create("mockvmm", MFD_CLOEXEC);
     if (fd < 0 || ftruncate(fd, (off_t)n) != 0) return CUDA_ERROR_OUT_OF_MEMORY;
     if (p->location.type == CU_MEM_LOCATION_TYPE_DEVICE && fd < MAXFD) {
@@ -108,21 +151,64 @@ CUresult cuMemAddressReserve(CUdeviceptr *p, size_t n, size_t a, CUdeviceptr add
     *p = (CUdeviceptr)(uintptr_t)m;
     return OK;
 }
-CUresult cuMemAddressFree(CUdeviceptr p, size_t n) { munmap((void *)(uintptr_t)p, n); return OK; }
+CUresult cuMemAddressFree(CUdeviceptr p, size_t n)
+{
+    pthread_mutex_lock(&mu);
+    drop_ranges(mapped, (uintptr_t)p, n);
+    pthread_mutex_unlock(&mu);
+    munmap((void *)(uintptr_t)p, n);
+    return OK;
+}
 CUresult cuMemMap(CUdeviceptr p, size_t n, size_t off, CUmemGenericAllocationHandle h, unsigned long long f)
 {
     (void)f;
+    if (failing("cuMemMap")) return CUDA_ERROR_OUT_OF_MEMORY;
+    pthread_mutex_lock(&mu);
+    if (overlaps(mapped, (uintptr_t)p, n) || !add_range(mapped, (uintptr_t)p, n)) {
+        pthread_mutex_unlock(&mu);
+        return CUDA_ERROR_INVALID_VALUE; /* the driver maps only into unmapped reserved VA */
+    }
+    pthread_mutex_unlock(&mu);
     void *m = mmap((void *)(uintptr_t)p, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, (int)h, (off_t)off);
-    return m == MAP_FAILED ? CUDA_ERROR_INVALID_VALUE : OK;
+    if (m == MAP_FAILED) {
+        pthread_mutex_lock(&mu);
+        drop_ranges(mapped, (uintptr_t)p, n);
+        pthread_mutex_unlock(&mu);
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    return OK;
 }
 CUresult cuMemUnmap(CUdeviceptr p, size_t n)
 {
+    pthread_mutex_lock(&mu);
+    int k = drop_ranges(mapped, (uintptr_t)p, n);
+    pthread_mutex_unlock(&mu);
+    if (k == 0) return CUDA_ERROR_INVALID_VALUE;
+    /* The range stays reserved: PROT_NONE, never a hole. */
     mmap((void *)(uintptr_t)p, n, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
     return OK;
 }
 CUresult cuMemSetAccess(CUdeviceptr p, size_t n, const CUmemAccessDesc *d, size_t c) { (void)p, (void)n, (void)d, (void)c; return OK; }
-CUresult cuMemHostRegister(void *p, size_t n, unsigned f) { (void)p, (void)n, (void)f; count(C_HOSTREGISTER); return OK; }
-CUresult cuMemHostUnregister(void *p) { (void)p; return OK; }
+CUresult cuMemHostRegister(void *p, size_t n, unsigned f)
+{
+    (void)f;
+    if (failing("cuMemHostRegister")) return CUDA_ERROR_OUT_OF_MEMORY;
+    count(C_HOSTREGISTER);
+    pthread_mutex_lock(&mu);
+    CUresult r = overlaps(registered, (uintptr_t)p, n) ? CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED
+                 : add_range(registered, (uintptr_t)p, n) ? OK : CUDA_ERROR_OUT_OF_MEMORY;
+    pthread_mutex_unlock(&mu);
+    return r;
+}
+CUresult cuMemHostUnregister(void *p)
+{
+    CUresult r = CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED;
+    pthread_mutex_lock(&mu);
+    for (int i = 0; i < 4096; i++)
+        if (registered[i].n != 0 && registered[i].p == (uintptr_t)p) { registered[i].n = 0; r = OK; break; }
+    pthread_mutex_unlock(&mu);
+    return r;
+}
 CUresult cuMemHostAlloc(void **p, size_t n, unsigned f) { (void)f; count(C_HOSTALLOC); return posix_memalign(p, 4096, n) ? CUDA_ERROR_OUT_OF_MEMORY : OK; }
 CUresult cuMemFreeHost(void *p) { free(p); return OK; }
 /* Device memory: shared memfd mappings, so that IPC handles can name them. */

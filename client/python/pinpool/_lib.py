@@ -149,7 +149,8 @@ class PoolInfo_t(ctypes.Structure):
                 ("mode", ctypes.c_char * 16), ("num_kept", c_u32),
                 ("pin_seconds", ctypes.c_double), ("num_devices", c_u32),
                 ("devices", DeviceInfo_t * MAX_DEVICES), ("num_usage", c_u32),
-                ("usage", ctypes.POINTER(ClientUsage_t)), ("spill", SpillInfo_t)]
+                ("usage", ctypes.POINTER(ClientUsage_t)), ("spill", SpillInfo_t),
+                ("cleaning_bytes", c_u64), ("chunk_replacements", c_u64)]
 
 
 class ArenaOpts_t(ctypes.Structure):

@@ -21,7 +21,10 @@
  * srv_obj_put allocates through do_alloc_obj, both of which drop the lock.
  * After any of those the object is looked up again, except the one this
  * thread holds in RESTORING.  Removing a tier copy (srv_tier_forget) and
- * reading a spilled object (tier_get) happen after the unlock.
+ * reading a spilled object (tier_get) happen after the unlock.  On a
+ * do_nowait() thread every call returns SRV_EWOULDBLOCK instead of waiting
+ * in do_settled, restoring, allocating in do_alloc_obj, reading the tier, or
+ * removing a tier copy (it checks o->in_tier before dropping anything).
  */
 #include "srv_int.h"
 
@@ -80,6 +83,10 @@ static obj_t *do_settled(srv_t *srv, const char *key, bool resident_ok_while_spi
         if (o->state == OBJ_RESIDENT || o->state == OBJ_SPILLED ||
             (resident_ok_while_spilling && o->state == OBJ_SPILLING))
             return o;
+        if (do_nowait()) {
+            *rc = SRV_EWOULDBLOCK;
+            return NULL;
+        }
         o->waiters++;
         bool more = do_wait_obj(srv, deadline);
         o = objs_find(srv->objs, key);
@@ -173,6 +180,11 @@ int srv_acquire(srv_t *srv, const char *client_id, const char *key, srv_slice_t 
         o = do_settled(srv, key, false, &rc, msg, msglen);
         if (o == NULL)
             break;
+        /* A restore, or removing the tier copy afterwards, is tier I/O. */
+        if ((o->state == OBJ_SPILLED || o->in_tier) && do_nowait()) {
+            rc = SRV_EWOULDBLOCK;
+            break;
+        }
         if (o->state == OBJ_SPILLED) {
             if (srv->tier == NULL) { /* cannot happen: nothing spills without a tier */
                 rc = PINPOOL_EINTERNAL;
@@ -225,6 +237,10 @@ int srv_obj_put(srv_t *srv, const char *key, const void *data, uint64_t len, uin
     pthread_mutex_lock(&srv->lock);
     /* Replace: drop what is there first (Mooncake's put would ignore it). */
     o = do_settled(srv, key, false, &rc, msg, msglen);
+    if (o != NULL && o->in_tier && do_nowait()) {
+        rc = SRV_EWOULDBLOCK; /* removing its tier copy is tier I/O */
+        goto out;
+    }
     if (o != NULL)
         do_drop_obj(srv, o, &tier_copy);
     else if (rc != PINPOOL_ENOKEY)
@@ -254,7 +270,8 @@ out:
     return rc;
 }
 
-int srv_obj_get(srv_t *srv, const char *key, void **data, uint64_t *len, char *msg, size_t msglen)
+int srv_obj_get(srv_t *srv, const char *key, uint64_t max, void **data, uint64_t *len, char *msg,
+                size_t msglen)
 {
     uint64_t size, got = 0;
     void *buf;
@@ -272,6 +289,17 @@ int srv_obj_get(srv_t *srv, const char *key, void **data, uint64_t *len, char *m
         return rc;
     }
     size = o->size;
+    if (size > max) {
+        pthread_mutex_unlock(&srv->lock);
+        *len = size;
+        snprintf(msg, msglen, "object '%s' is %" PRIu64 " bytes, more than the %" PRIu64
+                 " this reply may carry", key, size, max);
+        return -EMSGSIZE;
+    }
+    if (o->state == OBJ_SPILLED && do_nowait()) {
+        pthread_mutex_unlock(&srv->lock);
+        return SRV_EWOULDBLOCK; /* a tier read */
+    }
     buf = malloc(size);
     if (buf == NULL) {
         pthread_mutex_unlock(&srv->lock);
@@ -324,7 +352,9 @@ int srv_obj_remove(srv_t *srv, const char *key, char *msg, size_t msglen)
         return rc;
     pthread_mutex_lock(&srv->lock);
     o = do_settled(srv, key, false, &rc, msg, msglen);
-    if (o != NULL) {
+    if (o != NULL && o->in_tier && do_nowait()) {
+        rc = SRV_EWOULDBLOCK; /* removing its tier copy is tier I/O */
+    } else if (o != NULL) {
         do_drop_obj(srv, o, &tier_copy);
         rc = 0;
     }

@@ -16,7 +16,8 @@
  * Locking (see srv_int.h): every srv_* function here takes srv->lock.  Only
  * srv_alloc drops it: in do_make_room (a spill, or waiting for one) and while
  * waiting on chunks_cv for chunks still being made; it looks its client up
- * again after either.
+ * again after either.  With do_nowait() it returns SRV_EWOULDBLOCK there
+ * instead (a kept slice's new client dropped again first).
  */
 #include "srv_int.h"
 
@@ -382,11 +383,21 @@ int srv_alloc(srv_t *srv, const char *client_id, int32_t device_id, uint64_t siz
         do_drop_if_idle(srv, c); /* c may be gone now */
         /* Released objects can make room: spill one (the lock drops meanwhile,
          * so everything is looked up again) and try again. */
-        if (rc == PINPOOL_ENOSPC && pool == HOST_POOL && do_make_room(srv))
-            continue;
+        if (rc == PINPOOL_ENOSPC && pool == HOST_POOL && do_make_room_waits(srv)) {
+            if (do_nowait()) {
+                rc = SRV_EWOULDBLOCK;
+                break;
+            }
+            if (do_make_room(srv))
+                continue;
+        }
         /* Not enough room yet: wait for host chunks that are still being made. */
         if (rc != PINPOOL_ENOSPC || pool != HOST_POOL || !do_chunks_coming(srv)) {
             do_explain_alloc_error(srv, pool, rc, size, alignment, msg, msglen);
+            break;
+        }
+        if (do_nowait()) {
+            rc = SRV_EWOULDBLOCK;
             break;
         }
         pthread_cond_wait(&srv->chunks_cv, &srv->lock);

@@ -21,7 +21,8 @@
  * Never: chooses a slice in use, or calls the tier with srv->lock held.
  * Locking (see srv_int.h): do_spill, do_restore, do_make_room, do_alloc_obj and
  * do_wait_obj are called with srv->lock held and drop it meanwhile (the list
- * there says where); the maintenance thread holds it except while it waits,
+ * there says where; do_alloc_obj returns SRV_EWOULDBLOCK there instead on a
+ * do_nowait() thread); the maintenance thread holds it except while it waits,
  * spills, or removes an expired object's tier copy.
  */
 #include "srv_int.h"
@@ -139,6 +140,14 @@ bool do_wait_obj(srv_t *srv, uint64_t deadline_ns)
     return true;
 }
 
+bool do_make_room_waits(srv_t *srv)
+{
+    if (srv->tier == NULL || srv->shutting_down)
+        return false;
+    return (objs_lru(srv->objs) != NULL && mono_ns() >= srv->tier_backoff_ns) ||
+           srv->spilling_now > 0;
+}
+
 /*
  * The host pool is short of room: spill the least recently used released
  * object, or wait for a spill in flight.  Lock held; dropped meanwhile.
@@ -171,9 +180,15 @@ int do_alloc_obj(srv_t *srv, uint64_t size, pool_slice_info_t *info, char *msg, 
         rc = pool_alloc(srv->pools[HOST_POOL], srv->obj_owner, size, 0, info);
         if (rc == 0)
             return 0;
-        if (rc == PINPOOL_ENOSPC && do_make_room(srv))
-            continue;
+        if (rc == PINPOOL_ENOSPC && do_make_room_waits(srv)) {
+            if (do_nowait())
+                return SRV_EWOULDBLOCK;
+            if (do_make_room(srv))
+                continue;
+        }
         if (rc == PINPOOL_ENOSPC && do_chunks_coming(srv)) {
+            if (do_nowait())
+                return SRV_EWOULDBLOCK;
             pthread_cond_wait(&srv->chunks_cv, &srv->lock);
             continue;
         }

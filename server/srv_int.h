@@ -58,6 +58,9 @@
  *                       the lock around srv_tier_forget of an expired
  *                       object.
  *     srv_spill_info    calls tier_report_stats after the unlock.
+ *   On a thread with do_nowait() the calls above (srv_spill_info excepted:
+ *   its caller leaves the tier's statistics out) return SRV_EWOULDBLOCK where
+ *   they would drop the lock to wait, spill, restore or call the tier.
  *   After the lock was dropped a thread may rely on two things only: an
  *   object that it put into SPILLING or RESTORING is still there, at the same
  *   address, in that state (no other thread changes such an object or frees
@@ -182,6 +185,10 @@ static inline uint64_t mono_ns(void)
 /* PINPOOL_ESHUTDOWN with msg once srv_begin_shutdown ran, else 0: the first
  * test of every call that would allocate, and of each of its retries. */
 int do_shutdown_error(const srv_t *srv, char *msg, size_t msglen);
+/* Did the calling thread ask for srv_set_nowait(true)?  Then every place
+ * below that drops the lock to wait or to call the tier returns
+ * SRV_EWOULDBLOCK instead, before it changes anything (srv.h). */
+bool do_nowait(void);
 
 /* ---- chunks.c ------------------------------------------------------------------ */
 
@@ -266,6 +273,8 @@ void srv_maint_join(srv_t *srv);
  * object, or wait for a spill in flight.  Drops the lock meanwhile.  Returns
  * true when trying again may succeed. */
 bool do_make_room(srv_t *srv);
+/* Would do_make_room spill or wait (rather than return false at once)? */
+bool do_make_room_waits(srv_t *srv);
 /* A host slice of size for an object, spilling others if need be (drops the
  * lock meanwhile).  0 and *info, or an error with msg. */
 int do_alloc_obj(srv_t *srv, uint64_t size, pool_slice_info_t *info, char *msg, size_t msglen);

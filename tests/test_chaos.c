@@ -1,0 +1,887 @@
+/*
+ * test_chaos.c - the chaos suite (issue 13.9) for the control plane: what a
+ * hostile or careless caller, a slow pinning or a stalled tier does to the
+ * daemon's gRPC side.  Each test starts the real daemon (tests/daemon.h) and
+ * attacks it as the issues found: a BatchGet of one big key many times, a
+ * BatchExists of a million keys, a Put over the message limit, NUL bytes in
+ * names, TCP without the token (also as another user), calls that wait for
+ * pinning or a stalled tier while Ping/Free/GetPoolInfo must still answer, a
+ * caller that gives up on an allocation, a full worker pool, and a daemon
+ * whose heap runs out (RLIMIT_DATA).
+ *
+ * Raw calls go through chaos_call (gRPC core, our own bytes, a deadline, a
+ * cancel, metadata): the daemon is judged by what a stock client sees.
+ * Slow pinning comes from the stand-in CUDA driver (tests/mock/libcuda.c,
+ * the vmm backend) whose cuMemCreate waits while a gate file exists; the
+ * stalled tier from a real Mooncake whose segment process is SIGSTOPped.
+ * gRPC must not be initialised before a test forks a child that uses it
+ * (test_run_as): those tests fork first.
+ */
+#include <criterion/criterion.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "mooncake.h"
+#include "pinpool.h"
+#include "pinpool.pb-c.h"
+#include "users.h"
+#include "util.h"
+
+#define MiB (1024ull * 1024)
+#define METHOD(name) "/pinpool.v1.PinPool/" name
+
+static test_daemon_t d;
+
+static char gate[160];
+
+static void stop(void)
+{
+    if (gate[0] != '\0')
+        unlink(gate);
+    if (d.pid > 0)
+        test_daemon_finish(&d);
+    mc_teardown();
+}
+
+TestSuite(chaos, .fini = stop, .timeout = 120);
+
+/* ---- raw calls ------------------------------------------------------------------------ */
+
+typedef struct call_opts {
+    const char *target;  /* "unix:PATH" or "HOST:PORT"; NULL: the daemon's unix socket */
+    const char *bearer;  /* the "authorization" value to send, or NULL */
+    int deadline_ms;     /* 0: 30 s */
+    int cancel_after_ms; /* 0: never cancel */
+} call_opts_t;
+
+typedef struct call_result {
+    grpc_status_code status;
+    int code; /* the pinpool-error trailer, 0 without one */
+    char details[1024];
+    uint8_t *reply; /* the reply message (malloc'd) on OK */
+    size_t reply_len;
+    double secs;
+} call_result_t;
+
+/* One unary call of method with the request bytes req, on a channel of its own. */
+static call_result_t chaos_call(const call_opts_t *o, const char *method, const uint8_t *req,
+                                size_t len)
+{
+    call_result_t r = {.status = GRPC_STATUS_UNKNOWN};
+    char target[256];
+    double t0 = test_now_s();
+
+    if (o == NULL || o->target == NULL)
+        snprintf(target, sizeof(target), "unix:%s", d.socket);
+    else
+        snprintf(target, sizeof(target), "%s", o->target);
+    grpc_init();
+    grpc_arg args[] = {{.type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+                        .value.integer = 1 << 30}};
+    grpc_channel_args ca = {1, args};
+    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    grpc_channel *ch = grpc_channel_create(target, creds, &ca);
+    grpc_channel_credentials_release(creds);
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+    int ms = o != NULL && o->deadline_ms > 0 ? o->deadline_ms : 30000;
+    gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
+                                         gpr_time_from_millis(ms, GPR_TIMESPAN));
+    grpc_call *call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+                                               grpc_slice_from_static_string(method), NULL,
+                                               deadline, NULL);
+    grpc_slice s = grpc_slice_from_copied_buffer((const char *)req, len);
+    grpc_byte_buffer *send = grpc_raw_byte_buffer_create(&s, 1), *recv = NULL;
+    grpc_slice_unref(s);
+    grpc_metadata_array initial, trailer;
+    grpc_metadata_array_init(&initial);
+    grpc_metadata_array_init(&trailer);
+    grpc_slice details = grpc_empty_slice();
+    grpc_metadata md = {.key = grpc_slice_from_static_string("authorization"),
+                        .value = grpc_slice_from_copied_string(o != NULL && o->bearer ? o->bearer
+                                                                                     : "")};
+    grpc_op ops[6];
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = o != NULL && o->bearer != NULL ? 1 : 0;
+    ops[0].data.send_initial_metadata.metadata = &md;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = send;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &recv;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &trailer;
+    ops[5].data.recv_status_on_client.status = &r.status;
+    ops[5].data.recv_status_on_client.status_details = &details;
+    cr_assert_eq(grpc_call_start_batch(call, ops, 6, call, NULL), GRPC_CALL_OK);
+    grpc_event ev;
+    if (o != NULL && o->cancel_after_ms > 0) {
+        ev = grpc_completion_queue_pluck(cq, call,
+                                         gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
+                                                      gpr_time_from_millis(o->cancel_after_ms,
+                                                                           GPR_TIMESPAN)),
+                                         NULL);
+        if (ev.type == GRPC_QUEUE_TIMEOUT)
+            grpc_call_cancel(call, NULL);
+    }
+    ev = grpc_completion_queue_pluck(cq, call, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    cr_assert_eq(ev.type, GRPC_OP_COMPLETE);
+    r.secs = test_now_s() - t0;
+    char *text = grpc_slice_to_c_string(details);
+    snprintf(r.details, sizeof(r.details), "%s", text);
+    gpr_free(text);
+    for (size_t i = 0; i < trailer.count; i++)
+        if (grpc_slice_str_cmp(trailer.metadata[i].key, "pinpool-error") == 0) {
+            char *v = grpc_slice_to_c_string(trailer.metadata[i].value);
+            r.code = atoi(v);
+            gpr_free(v);
+        }
+    if (recv != NULL) {
+        grpc_byte_buffer_reader rd;
+        cr_assert(grpc_byte_buffer_reader_init(&rd, recv));
+        grpc_slice all = grpc_byte_buffer_reader_readall(&rd);
+        grpc_byte_buffer_reader_destroy(&rd);
+        r.reply_len = GRPC_SLICE_LENGTH(all);
+        r.reply = malloc(r.reply_len + 1);
+        memcpy(r.reply, GRPC_SLICE_START_PTR(all), r.reply_len);
+        grpc_slice_unref(all);
+        grpc_byte_buffer_destroy(recv);
+    }
+    grpc_slice_unref(md.value);
+    grpc_slice_unref(details);
+    grpc_metadata_array_destroy(&initial);
+    grpc_metadata_array_destroy(&trailer);
+    grpc_byte_buffer_destroy(send);
+    grpc_call_unref(call);
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN)
+        ;
+    grpc_completion_queue_destroy(cq);
+    grpc_channel_destroy(ch);
+    grpc_shutdown();
+    return r;
+}
+
+/* chaos_call with a protobuf-c request. */
+static call_result_t call_msg(const call_opts_t *o, const char *method, const ProtobufCMessage *m)
+{
+    size_t len = protobuf_c_message_get_packed_size(m);
+    uint8_t *buf = malloc(len + 1);
+
+    protobuf_c_message_pack(m, buf);
+    call_result_t r = chaos_call(o, method, buf, len);
+    free(buf);
+    return r;
+}
+
+#define expect_status(r, st, want_code, text)                                                \
+    do {                                                                                     \
+        cr_expect_eq((r).status, (st), "gRPC status %d, want %d (%s)", (int)(r).status,      \
+                     (int)(st), (r).details);                                                \
+        cr_expect_eq((r).code, (want_code), "pinpool code %s, want %s (%s)",                 \
+                     pinpool_err_name((r).code), pinpool_err_name(want_code), (r).details);  \
+        cr_expect(strstr((r).details, (text)) != NULL, "'%s' lacks '%s'", (r).details, text); \
+    } while (0)
+
+static call_result_t ping(const call_opts_t *o)
+{
+    Pinpool__V1__PingRequest req = PINPOOL__V1__PING_REQUEST__INIT;
+    return call_msg(o, METHOD("Ping"), &req.base);
+}
+
+static call_result_t info(const call_opts_t *o, Pinpool__V1__GetPoolInfoResponse **out)
+{
+    Pinpool__V1__GetPoolInfoRequest req = PINPOOL__V1__GET_POOL_INFO_REQUEST__INIT;
+    call_result_t r = call_msg(o, METHOD("GetPoolInfo"), &req.base);
+
+    if (out != NULL)
+        *out = r.status == GRPC_STATUS_OK
+                   ? pinpool__v1__get_pool_info_response__unpack(NULL, r.reply_len, r.reply)
+                   : NULL;
+    free(r.reply);
+    r.reply = NULL;
+    return r;
+}
+
+/* Bytes in use and clients, from GetPoolInfo (the test fails if it fails). */
+static uint64_t used_bytes(uint32_t *clients)
+{
+    Pinpool__V1__GetPoolInfoResponse *pi;
+    call_result_t r = info(NULL, &pi);
+
+    cr_assert_eq(r.status, GRPC_STATUS_OK, "GetPoolInfo: %s", r.details);
+    cr_assert_not_null(pi);
+    uint64_t used = pi->used_bytes;
+    if (clients != NULL)
+        *clients = pi->num_clients;
+    pinpool__v1__get_pool_info_response__free_unpacked(pi, NULL);
+    return used;
+}
+
+static call_result_t alloc_call(const call_opts_t *o, const char *client, uint64_t size,
+                                uint64_t *slice_id)
+{
+    Pinpool__V1__AllocatePoolMemoryRequest req = PINPOOL__V1__ALLOCATE_POOL_MEMORY_REQUEST__INIT;
+    req.client_id = (char *)client;
+    req.device_id = -1;
+    req.size_bytes = size;
+    call_result_t r = call_msg(o, METHOD("AllocatePoolMemory"), &req.base);
+
+    if (slice_id != NULL)
+        *slice_id = 0;
+    if (r.status == GRPC_STATUS_OK && slice_id != NULL) {
+        Pinpool__V1__AllocatePoolMemoryResponse *a =
+            pinpool__v1__allocate_pool_memory_response__unpack(NULL, r.reply_len, r.reply);
+        cr_assert_not_null(a);
+        *slice_id = a->slice_id;
+        pinpool__v1__allocate_pool_memory_response__free_unpacked(a, NULL);
+    }
+    free(r.reply);
+    r.reply = NULL;
+    return r;
+}
+
+static call_result_t free_call(const char *client, uint64_t slice)
+{
+    Pinpool__V1__FreePoolMemoryRequest req = PINPOOL__V1__FREE_POOL_MEMORY_REQUEST__INIT;
+    req.client_id = (char *)client;
+    req.slice_id = slice;
+    call_result_t r = call_msg(NULL, METHOD("FreePoolMemory"), &req.base);
+    free(r.reply);
+    r.reply = NULL;
+    return r;
+}
+
+/* A line of the daemon's /proc/PID/status ("VmHWM:", "VmData:") in bytes. */
+static uint64_t proc_status(const char *field)
+{
+    char path[64], line[256];
+    unsigned long long kb = 0;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)d.pid);
+    f = fopen(path, "r");
+    cr_assert_not_null(f);
+    while (fgets(line, sizeof(line), f) != NULL)
+        if (strncmp(line, field, strlen(field)) == 0)
+            sscanf(line + strlen(field), "%llu", &kb);
+    fclose(f);
+    return (uint64_t)kb * 1024;
+}
+
+/* ---- bounds before work ------------------------------------------------------------ */
+
+/* A 16 MiB released object named 64 times in one BatchGet: 1 GiB of copies and
+ * a 1 GiB reply before (on the main this suite started from, the daemon made
+ * them); now refused before a byte is copied, naming the limit. */
+Test(chaos, batch_get_of_one_big_key_many_times_is_refused_before_a_copy)
+{
+    pinpool_slice_t s;
+    char *keys[64];
+    char a[32];
+
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB",
+                                   NULL), 0);
+    pinpool_ctx_t *ctx = test_connect(&d);
+    cr_assert_eq(pinpool_alloc(ctx, 16 * MiB, NULL, &s), 0, "%s", pinpool_errmsg(ctx));
+    test_fill(s.ptr, 16 * MiB, 7);
+    cr_assert_eq(pinpool_release(ctx, s.id, "big", 0), 0, "%s", pinpool_errmsg(ctx));
+    uint64_t hwm = proc_status("VmHWM:");
+
+    Pinpool__V1__BatchKeysRequest req = PINPOOL__V1__BATCH_KEYS_REQUEST__INIT;
+    for (int i = 0; i < 64; i++)
+        keys[i] = "big";
+    req.keys = keys;
+    req.n_keys = 64;
+    call_result_t r = call_msg(NULL, METHOD("BatchGet"), &req.base);
+    expect_status(r, GRPC_STATUS_RESOURCE_EXHAUSTED, -EMSGSIZE, "--max-message-size");
+    free(r.reply);
+    uint64_t grew = proc_status("VmHWM:") - hwm;
+    cr_expect_lt(grew, 8 * MiB, "the daemon's peak memory grew by %s: it copied the object",
+                 pinpool_format_size(grew, a, sizeof(a)));
+
+    /* One Get of it fits a reply, and still reads the released bytes. */
+    void *buf = malloc(16 * MiB);
+    uint64_t got = 0;
+    cr_expect_eq(pinpool_get(ctx, "big", buf, 16 * MiB, &got), 0, "%s", pinpool_errmsg(ctx));
+    cr_expect_eq(got, 16 * MiB);
+    cr_expect(test_same(buf, 16 * MiB, 7));
+    free(buf);
+    cr_expect_eq(pinpool_remove(ctx, "big"), 0);
+    pinpool_close(ctx);
+}
+
+/* 1 M empty keys are 2 MB on the wire; decoding and answering them cost the
+ * daemon ~450 MB before (855 MiB for 1.9 M).  Now refused before decoding. */
+Test(chaos, batch_exists_of_a_huge_key_list_costs_nothing)
+{
+    size_t n = 1000000;
+    uint8_t *wire = malloc(2 * n);
+    char a[32];
+
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "32MiB", "--chunk-size", "16MiB",
+                                   NULL), 0);
+    for (size_t i = 0; i < n; i++) { /* field 1 (keys), length 0 */
+        wire[2 * i] = 0x0a;
+        wire[2 * i + 1] = 0;
+    }
+    uint64_t hwm = proc_status("VmHWM:");
+    call_result_t r = chaos_call(NULL, METHOD("BatchExists"), wire, 2 * n);
+    expect_status(r, GRPC_STATUS_RESOURCE_EXHAUSTED, -E2BIG, "--max-batch-keys");
+    free(r.reply);
+    uint64_t grew = proc_status("VmHWM:") - hwm;
+    cr_expect_lt(grew, 32 * MiB, "the daemon's peak memory grew by %s for a 2 MB request",
+                 pinpool_format_size(grew, a, sizeof(a)));
+    /* Under the limit a batch is answered, item by item. */
+    call_result_t ok = chaos_call(NULL, METHOD("BatchExists"), wire, 2 * 100);
+    cr_expect_eq(ok.status, GRPC_STATUS_OK, "%s", ok.details);
+    free(ok.reply);
+    free(wire);
+}
+
+/* A Put larger than the daemon takes fails with the limit and what to use
+ * instead; one of 5 MiB (over gRPC's 4 MiB default, which the daemon had) works. */
+Test(chaos, put_over_the_message_limit_says_the_limit_and_what_to_use)
+{
+    uint64_t big = 65 * MiB, got = 0;
+    char *buf = calloc(1, big);
+
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB",
+                                   NULL), 0);
+    pinpool_ctx_t *ctx = test_connect(&d);
+    int rc = pinpool_put(ctx, "huge", buf, big, 0);
+    cr_expect_eq(rc, -EMSGSIZE, "%s: %s", pinpool_err_name(rc), pinpool_errmsg(ctx));
+    TEST_EXPECT_IN(pinpool_errmsg(ctx), "--max-message-size");
+    TEST_EXPECT_IN(pinpool_errmsg(ctx), "pinpool_alloc + pinpool_release");
+    test_fill(buf, 5 * MiB, 3);
+    cr_expect_eq(pinpool_put(ctx, "five", buf, 5 * MiB, 0), 0, "%s", pinpool_errmsg(ctx));
+    memset(buf, 0, 5 * MiB);
+    cr_expect_eq(pinpool_get(ctx, "five", buf, 5 * MiB, &got), 0, "%s", pinpool_errmsg(ctx));
+    cr_expect(test_same(buf, 5 * MiB, 3));
+    cr_expect_eq(pinpool_remove(ctx, "five"), 0);
+    pinpool_close(ctx);
+    free(buf);
+}
+
+/* ---- names --------------------------------------------------------------------------- */
+
+/* protobuf-c cuts a string at a NUL: client "vic\0tim" was client "vic", and
+ * keys "abc\0one" and "abc\0two" were one object.  Now INVALID_ARGUMENT, and
+ * nothing is made. */
+Test(chaos, nul_in_a_client_id_or_a_key_is_invalid_argument)
+{
+    /* AllocatePoolMemory{client_id "vic\0tim", device_id -1, size_bytes 4096} */
+    static const uint8_t alloc[] = {0x0a, 7, 'v', 'i', 'c', 0, 't', 'i', 'm', 0x10, 0xff, 0xff,
+                                    0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0x18, 0x80,
+                                    0x20};
+    /* Put{key "abc\0one", data "x"} and Put{key "abc\0two", data "y"} */
+    static const uint8_t put1[] = {0x0a, 7, 'a', 'b', 'c', 0, 'o', 'n', 'e', 0x12, 1, 'x'};
+    static const uint8_t put2[] = {0x0a, 7, 'a', 'b', 'c', 0, 't', 'w', 'o', 0x12, 1, 'y'};
+    /* BatchPut{items [Put{key "abc\0one"}]}: the check goes into nested messages */
+    uint8_t batch[2 + sizeof(put1)] = {0x0a, sizeof(put1)};
+    memcpy(batch + 2, put1, sizeof(put1));
+    uint32_t clients = 1;
+
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "32MiB", "--chunk-size", "16MiB",
+                                   NULL), 0);
+    call_result_t r = chaos_call(NULL, METHOD("AllocatePoolMemory"), alloc, sizeof(alloc));
+    expect_status(r, GRPC_STATUS_INVALID_ARGUMENT, PINPOOL_EINVAL, "client_id holds a NUL");
+    r = chaos_call(NULL, METHOD("Put"), put1, sizeof(put1));
+    expect_status(r, GRPC_STATUS_INVALID_ARGUMENT, PINPOOL_EINVAL, "key holds a NUL");
+    r = chaos_call(NULL, METHOD("Put"), put2, sizeof(put2));
+    expect_status(r, GRPC_STATUS_INVALID_ARGUMENT, PINPOOL_EINVAL, "key holds a NUL");
+    r = chaos_call(NULL, METHOD("BatchPut"), batch, sizeof(batch));
+    expect_status(r, GRPC_STATUS_INVALID_ARGUMENT, PINPOOL_EINVAL, "key holds a NUL");
+    cr_expect_eq(used_bytes(&clients), 0, "something was stored");
+    cr_expect_eq(clients, 0, "a client was made");
+
+    pinpool_ctx_t *ctx = test_connect(&d);
+    cr_expect_eq(pinpool_exists(ctx, "abc"), 0, "the key was cut at its NUL");
+    /* Over the length limits: INVALID_ARGUMENT as well. */
+    char key[600], id[300];
+    memset(key, 'k', sizeof(key) - 1);
+    key[sizeof(key) - 1] = '\0';
+    memset(id, 'c', sizeof(id) - 1);
+    id[sizeof(id) - 1] = '\0';
+    int rc = pinpool_put(ctx, key, "x", 1, 0);
+    cr_expect_eq(rc, PINPOOL_EINVAL, "%s: %s", pinpool_err_name(rc), pinpool_errmsg(ctx));
+    r = alloc_call(NULL, id, 4096, NULL);
+    expect_status(r, GRPC_STATUS_INVALID_ARGUMENT, PINPOOL_EINVAL, "client_id");
+    pinpool_close(ctx);
+}
+
+/* ---- TCP ---------------------------------------------------------------------------- */
+
+static char tcp_target[64], token_path[200];
+
+/* A daemon on a unix socket and on TCP (a free loopback port). */
+static void start_tcp(void)
+{
+    char listen[64];
+
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", mc_free_port());
+    snprintf(tcp_target, sizeof(tcp_target), "%s", listen);
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "32MiB", "--chunk-size", "16MiB",
+                                   "--listen", listen, NULL), 0);
+    snprintf(token_path, sizeof(token_path), "%s/listen-token", d.state);
+}
+
+/* "Bearer <the token in path>" into out. */
+static void bearer_of(const char *path, char *out, size_t len)
+{
+    char tok[300] = "";
+    FILE *f = fopen(path, "r");
+
+    cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+    cr_assert_not_null(fgets(tok, sizeof(tok), f));
+    fclose(f);
+    tok[strcspn(tok, "\n")] = '\0';
+    snprintf(out, len, "Bearer %s", tok);
+}
+
+/* With --listen every call over TCP needs the token; the unix socket does not. */
+Test(chaos, tcp_calls_need_the_bearer_token)
+{
+    char right[320];
+    struct stat st;
+
+    start_tcp();
+    cr_assert_eq(stat(token_path, &st), 0, "no token file at %s", token_path);
+    cr_expect_eq(st.st_mode & 0777, 0600, "token file mode %o", st.st_mode & 0777);
+    cr_expect_eq(st.st_uid, geteuid());
+    bearer_of(token_path, right, sizeof(right));
+    cr_expect_geq(strlen(right), strlen("Bearer ") + 32, "128 random bits are 32 hex digits");
+
+    call_opts_t none = {.target = tcp_target};
+    call_opts_t wrong = {.target = tcp_target, .bearer = "Bearer 0123456789abcdef0123456789abcdef"};
+    call_opts_t ok = {.target = tcp_target, .bearer = right};
+    uint64_t slice;
+    call_result_t r = ping(&none);
+    expect_status(r, GRPC_STATUS_UNAUTHENTICATED, PINPOOL_EPERM, "no bearer token");
+    r = ping(&wrong);
+    expect_status(r, GRPC_STATUS_UNAUTHENTICATED, PINPOOL_EPERM, "wrong bearer token");
+    r = alloc_call(&none, "tcp-thief", MiB, &slice);
+    expect_status(r, GRPC_STATUS_UNAUTHENTICATED, PINPOOL_EPERM, "bearer token");
+    r = info(&wrong, NULL);
+    expect_status(r, GRPC_STATUS_UNAUTHENTICATED, PINPOOL_EPERM, "bearer token");
+    cr_expect_eq(used_bytes(NULL), 0);
+
+    r = ping(&ok);
+    cr_expect_eq(r.status, GRPC_STATUS_OK, "%s", r.details);
+    r = alloc_call(&ok, "tcp-job", MiB, &slice);
+    cr_expect_eq(r.status, GRPC_STATUS_OK, "%s", r.details);
+    r = ping(NULL); /* the unix socket: no token */
+    cr_expect_eq(r.status, GRPC_STATUS_OK, "%s", r.details);
+    r = free_call("tcp-job", 0);
+    cr_expect_eq(r.status, GRPC_STATUS_OK, "%s", r.details);
+
+    /* `pinpool info` over TCP: refused without the token, shown with it. */
+    char out[8192];
+    int rc = test_pinpool(out, sizeof(out), "info --socket tcp:%s", tcp_target);
+    cr_expect_neq(rc, 0, "%s", out);
+    TEST_EXPECT_IN(out, "bearer token");
+    rc = test_pinpool(out, sizeof(out), "info --socket tcp:%s --token-file %s", tcp_target,
+                      token_path);
+    cr_expect_eq(rc, 0, "%s", out);
+    TEST_EXPECT_IN(out, "capacity");
+}
+
+/* Another local user reaches the port but not the token file: nothing. */
+static int other_user_calls_tcp(void *arg)
+{
+    (void)arg;
+    int bad = 0;
+    if (open(token_path, O_RDONLY) >= 0 || errno != EACCES) {
+        fprintf(stderr, "another user could open %s\n", token_path);
+        bad |= 1;
+    }
+    call_opts_t none = {.target = tcp_target};
+    uint64_t slice;
+    if (ping(&none).status != GRPC_STATUS_UNAUTHENTICATED)
+        bad |= 2;
+    if (info(&none, NULL).status != GRPC_STATUS_UNAUTHENTICATED)
+        bad |= 4;
+    if (alloc_call(&none, "neighbour", 8 * MiB, &slice).status != GRPC_STATUS_UNAUTHENTICATED)
+        bad |= 8;
+    if (free_call("tcp-victim", 0).status == GRPC_STATUS_OK) /* the unix socket: not reachable */
+        bad |= 16;
+    return bad;
+}
+
+Test(chaos, another_user_over_tcp_without_the_token_file_gets_nothing)
+{
+    test_users_t u;
+    char why[256];
+
+    if (!test_users_get(&u, why, sizeof(why)))
+        cr_skip_test("%s", why);
+    start_tcp(); /* before any gRPC here: the child must not inherit it */
+    int rc = test_run_as(&u.a, false, u.shared, other_user_calls_tcp, NULL);
+    cr_expect_eq(rc, 0, "as %s: %s%s%s%s%s", u.a.name, rc & 1 ? "read the token file; " : "",
+                 rc & 2 ? "Ping answered; " : "", rc & 4 ? "GetPoolInfo answered; " : "",
+                 rc & 8 ? "allocated; " : "", rc & 16 ? "freed over the unix socket" : "");
+    cr_expect_eq(used_bytes(NULL), 0);
+}
+
+/* The daemon refuses a token file that others may read or that is not its own. */
+Test(chaos, a_token_file_others_could_read_or_change_is_refused)
+{
+    char dir[] = "/tmp/pinpool-tok-XXXXXX", path[128], listen[64], out[4096];
+    test_users_t u;
+    char why[256];
+
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/token", dir);
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", mc_free_port());
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fprintf(f, "0123456789abcdef0123456789abcdef\n");
+    fclose(f);
+    chmod(path, 0644);
+    int rc = test_pinpool(out, sizeof(out), "serve --socket %s/s.sock --state-dir %s/st "
+                          "--mem-pool-size 16MiB --listen %s --listen-token-file %s", dir, dir,
+                          listen, path);
+    cr_expect_neq(rc, 0);
+    TEST_EXPECT_IN(out, "0644");
+    TEST_EXPECT_IN(out, "chmod 600");
+    if (test_users_get(&u, why, sizeof(why))) {
+        chmod(path, 0600);
+        cr_assert_eq(chown(path, u.a.uid, u.a.gid), 0);
+        rc = test_pinpool(out, sizeof(out), "serve --socket %s/s.sock --state-dir %s/st "
+                          "--mem-pool-size 16MiB --listen %s --listen-token-file %s", dir, dir,
+                          listen, path);
+        cr_expect_neq(rc, 0);
+        TEST_EXPECT_IN(out, "belongs to uid");
+    }
+    unlink(path);
+    char link[160];
+    snprintf(link, sizeof(link), "%s/link", dir);
+    cr_assert_eq(symlink("/etc/hostname", link), 0);
+    rc = test_pinpool(out, sizeof(out), "serve --socket %s/s.sock --state-dir %s/st "
+                      "--mem-pool-size 16MiB --listen %s --listen-token-file %s", dir, dir,
+                      listen, link);
+    cr_expect_neq(rc, 0);
+    TEST_EXPECT_IN(out, "symbolic link");
+    test_rm_rf(dir);
+}
+
+/* ---- a control plane that never waits -------------------------------------------------- */
+
+/* The stand-in driver (vmm backend) whose cuMemCreate waits while the gate
+ * file exists: the daemon's first chunk is made, the others wait. */
+static void use_gate(void)
+{
+    const char *build = getenv("PINPOOL_BUILD");
+    char dir[512], lib[600];
+
+    snprintf(dir, sizeof(dir), "%s/mockcuda", build != NULL ? build : "build");
+    snprintf(lib, sizeof(lib), "%s/libcuda.so.1", dir);
+    if (access(lib, R_OK) != 0)
+        cr_skip_test("no stand-in driver at %s (built only where cuda.h is)", lib);
+    char *abs = realpath(dir, NULL);
+    cr_assert_not_null(abs);
+    setenv("LD_LIBRARY_PATH", abs, 1);
+    free(abs);
+    snprintf(gate, sizeof(gate), "/tmp/pinpool-gate-%d", (int)getpid());
+    int fd = open(gate, O_CREAT | O_WRONLY, 0600);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    setenv("PINPOOL_MOCK_CREATE_GATE", gate, 1);
+}
+
+static void open_gate(void)
+{
+    unlink(gate);
+}
+
+/* Start a daemon whose pinning is held: 256 MiB of 16 MiB chunks, one made. */
+static void start_pinning(const char *extra1, const char *extra2)
+{
+    use_gate();
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "256MiB", "--chunk-size", "16MiB",
+                                   "--host-backend", "vmm", "--pin-threads", "1",
+                                   extra1, extra2, NULL), 0);
+}
+
+typedef struct parked {
+    char client[32];
+    uint64_t size;
+    call_result_t r;
+    uint64_t slice;
+} parked_t;
+
+static void *park(void *arg)
+{
+    parked_t *p = arg;
+
+    p->r = alloc_call(NULL, p->client, p->size, &p->slice);
+    return NULL;
+}
+
+/* Ping, Free and GetPoolInfo of others within a second or two, n times. */
+static void expect_control_plane_answers(int n, const char *while_what)
+{
+    call_opts_t quick = {.deadline_ms = 5000};
+    uint64_t slice;
+
+    for (int i = 0; i < n; i++) {
+        call_result_t r = ping(&quick);
+        cr_expect_eq(r.status, GRPC_STATUS_OK, "Ping while %s: %s", while_what, r.details);
+        cr_expect_lt(r.secs, 2.0, "Ping took %.2f s while %s", r.secs, while_what);
+        r = info(&quick, NULL);
+        cr_expect_eq(r.status, GRPC_STATUS_OK, "GetPoolInfo while %s: %s", while_what, r.details);
+        cr_expect_lt(r.secs, 2.0, "GetPoolInfo took %.2f s while %s", r.secs, while_what);
+        r = alloc_call(&quick, "bystander", 4096, &slice); /* fits in the ready chunk */
+        cr_expect_eq(r.status, GRPC_STATUS_OK, "a small alloc while %s: %s", while_what,
+                     r.details);
+        r = free_call("bystander", slice);
+        cr_expect_eq(r.status, GRPC_STATUS_OK, "Free while %s: %s", while_what, r.details);
+        cr_expect_lt(r.secs, 2.0, "Free took %.2f s while %s", r.secs, while_what);
+    }
+}
+
+/* Two gRPC threads used to wait inside 2 allocations for pinning: Ping then
+ * waited as long (1.84 s; here forever, the pinning being held). */
+Test(chaos, ping_free_and_info_answer_while_allocations_wait_for_pinning)
+{
+    parked_t p[8];
+    pthread_t th[8];
+
+    start_pinning(NULL, NULL);
+    for (int i = 0; i < 8; i++) {
+        snprintf(p[i].client, sizeof(p[i].client), "parked-%d", i);
+        p[i].size = 24 * MiB; /* more than the one chunk made */
+        cr_assert_eq(pthread_create(&th[i], NULL, park, &p[i]), 0);
+    }
+    usleep(500000);
+    expect_control_plane_answers(10, "8 allocations wait for pinning");
+    Pinpool__V1__GetPoolInfoResponse *pi;
+    info(NULL, &pi);
+    cr_assert_not_null(pi);
+    cr_expect_eq(pi->ready_bytes, 16 * MiB, "pinning went on: the test proves nothing");
+    pinpool__v1__get_pool_info_response__free_unpacked(pi, NULL);
+    open_gate();
+    for (int i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        cr_expect_eq(p[i].r.status, GRPC_STATUS_OK, "allocation %d: %s", i, p[i].r.details);
+        free_call(p[i].client, 0);
+    }
+}
+
+/* An allocation whose caller gives up (deadline, cancel) while it waits for
+ * pinning: once it is made, it is freed; nothing is left allocated. */
+Test(chaos, an_allocation_whose_caller_gave_up_leaves_nothing_behind)
+{
+    uint32_t clients = 0;
+
+    start_pinning(NULL, NULL);
+    call_opts_t late = {.deadline_ms = 1000};
+    call_result_t r = alloc_call(&late, "gave-up", 32 * MiB, NULL);
+    cr_expect_eq(r.status, GRPC_STATUS_DEADLINE_EXCEEDED, "%s", r.details);
+    call_opts_t cancel = {.cancel_after_ms = 500};
+    r = alloc_call(&cancel, "cancelled", 48 * MiB, NULL);
+    cr_expect_eq(r.status, GRPC_STATUS_CANCELLED, "%s", r.details);
+    open_gate();
+    for (double t0 = test_now_s(); test_now_s() - t0 < 20;) { /* the pool gets made */
+        Pinpool__V1__GetPoolInfoResponse *pi;
+        info(NULL, &pi);
+        cr_assert_not_null(pi);
+        bool ready = pi->ready_bytes == pi->capacity_bytes;
+        pinpool__v1__get_pool_info_response__free_unpacked(pi, NULL);
+        if (ready)
+            break;
+        usleep(50000);
+    }
+    usleep(300000); /* the workers' allocations, then their undo */
+    uint64_t used = used_bytes(&clients);
+    cr_expect_eq(used, 0, "%" PRIu64 " bytes are still allocated for callers that gave up",
+                 used);
+    cr_expect_eq(clients, 0, "a client is left");
+    if (used != 0) { /* let the teardown's check pass once this test failed */
+        free_call("gave-up", 0);
+        free_call("cancelled", 0);
+    }
+}
+
+/* More waiting calls than workers and queue: the next one is refused at once
+ * with the numbers; every other call still answers. */
+Test(chaos, a_full_worker_pool_refuses_with_the_numbers)
+{
+    parked_t p[3];
+    pthread_t th[3];
+
+    start_pinning("--rpc-workers=2", "--rpc-queue=1");
+    for (int i = 0; i < 3; i++) {
+        snprintf(p[i].client, sizeof(p[i].client), "parked-%d", i);
+        p[i].size = 32 * MiB;
+        cr_assert_eq(pthread_create(&th[i], NULL, park, &p[i]), 0);
+    }
+    usleep(700000);
+    call_result_t r = alloc_call(NULL, "one-too-many", 32 * MiB, NULL);
+    expect_status(r, GRPC_STATUS_RESOURCE_EXHAUSTED, -EAGAIN, "--rpc-workers 2, --rpc-queue 1");
+    cr_expect_lt(r.secs, 2.0);
+    expect_control_plane_answers(2, "the worker pool is full");
+    open_gate();
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        cr_expect_eq(p[i].r.status, GRPC_STATUS_OK, "allocation %d: %s", i, p[i].r.details);
+        free_call(p[i].client, 0);
+    }
+}
+
+/* A Mooncake tier whose segment process is stopped: allocations that need
+ * room wait in spills (up to the tier's timeout); Ping, another client's Free
+ * and GetPoolInfo (the tier's statistics come from a snapshot) do not. */
+Test(chaos, ping_free_and_info_answer_while_allocations_wait_for_a_stalled_tier, .timeout = 200)
+{
+    parked_t p[8];
+    pthread_t th[8];
+    pinpool_slice_t s;
+
+    mc_start_cluster("1000", "");
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB",
+                                   "--spill-tier", mc.uri, "--spill-low-watermark", "0", NULL),
+                 0);
+    pinpool_ctx_t *ctx = test_connect(&d);
+    for (int i = 0; i < 3; i++) { /* 48 of 64 MiB released: allocations must spill */
+        char key[16];
+        snprintf(key, sizeof(key), "cold-%d", i);
+        cr_assert_eq(pinpool_alloc(ctx, 16 * MiB, NULL, &s), 0, "%s", pinpool_errmsg(ctx));
+        cr_assert_eq(pinpool_release(ctx, s.id, key, 0), 0, "%s", pinpool_errmsg(ctx));
+    }
+    cr_assert_eq(kill(mc.client, SIGSTOP), 0);
+    for (int i = 0; i < 8; i++) {
+        snprintf(p[i].client, sizeof(p[i].client), "needs-room-%d", i);
+        p[i].size = 20 * MiB; /* more than the 16 MiB left: each needs a spill */
+        cr_assert_eq(pthread_create(&th[i], NULL, park, &p[i]), 0);
+    }
+    usleep(1500000);
+    expect_control_plane_answers(5, "8 allocations wait for a stalled tier");
+    kill(mc.client, SIGCONT);
+    for (int i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        free_call(p[i].client, 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "cold-%d", i);
+        pinpool_remove(ctx, key);
+    }
+    pinpool_close(ctx);
+}
+
+/* ---- heap exhaustion ------------------------------------------------------------------ */
+
+/* Small Puts until the daemon's heap nears RLIMIT_DATA: they are refused with
+ * RESOURCE_EXHAUSTED naming the limit (before: INTERNAL, "cannot decode", or
+ * an abort in libev or gRPC), everything else keeps serving, and once objects
+ * are removed Puts work again. */
+Test(chaos, heap_exhaustion_answers_resource_exhausted_and_keeps_serving, .timeout = 180)
+{
+    enum { BATCH = 256, MAX_BATCHES = 2000 };
+    Pinpool__V1__PutRequest items[BATCH], *refs[BATCH];
+    char keys[BATCH][16];
+    uint8_t byte = 'x';
+    int batches = 0;
+    call_result_t r = {0};
+
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB",
+                                   "--spill-tier", "none", NULL), 0);
+    struct rlimit rl;
+    rl.rlim_cur = rl.rlim_max = proc_status("VmData:") + 64 * MiB;
+    cr_assert_eq(prlimit(d.pid, RLIMIT_DATA, &rl, NULL), 0, "%s", strerror(errno));
+
+    for (; batches < MAX_BATCHES; batches++) {
+        Pinpool__V1__BatchPutRequest req = PINPOOL__V1__BATCH_PUT_REQUEST__INIT;
+        for (int i = 0; i < BATCH; i++) {
+            pinpool__v1__put_request__init(&items[i]);
+            snprintf(keys[i], sizeof(keys[i]), "h%d.%d", batches, i);
+            items[i].key = keys[i];
+            items[i].data.data = &byte;
+            items[i].data.len = 1;
+            refs[i] = &items[i];
+        }
+        req.items = refs;
+        req.n_items = BATCH;
+        r = call_msg(NULL, METHOD("BatchPut"), &req.base);
+        if (r.status != GRPC_STATUS_OK)
+            break;
+        Pinpool__V1__BatchResponse *b = pinpool__v1__batch_response__unpack(NULL, r.reply_len,
+                                                                           r.reply);
+        free(r.reply);
+        cr_assert_not_null(b);
+        int failed = 0;
+        for (size_t i = 0; i < b->n_results; i++)
+            if (b->results[i]->code != 0) {
+                cr_expect_eq(b->results[i]->code, -ENOMEM, "item %zu: %s: %s", i,
+                             pinpool_err_name(b->results[i]->code), b->results[i]->message);
+                failed++;
+            }
+        pinpool__v1__batch_response__free_unpacked(b, NULL);
+        if (failed)
+            break;
+    }
+    cr_assert_lt(batches, MAX_BATCHES, "%d x %d Puts and the heap did not run short", batches,
+                 BATCH);
+    if (r.status != GRPC_STATUS_OK)
+        expect_status(r, GRPC_STATUS_RESOURCE_EXHAUSTED, -ENOMEM, "RLIMIT_DATA");
+    cr_log_info("refused after %d x %d Puts: %s", batches, BATCH, r.details);
+
+    /* Still serving: Ping, GetPoolInfo, and the calls that free memory. */
+    cr_expect_eq(kill(d.pid, 0), 0, "the daemon died");
+    r = ping(NULL);
+    cr_expect_eq(r.status, GRPC_STATUS_OK, "Ping: %s", r.details);
+    r = info(NULL, NULL);
+    cr_expect_eq(r.status, GRPC_STATUS_OK, "GetPoolInfo: %s", r.details);
+    for (int k = 0; k <= batches && k < MAX_BATCHES; k++) {
+        Pinpool__V1__BatchKeysRequest rm = PINPOOL__V1__BATCH_KEYS_REQUEST__INIT;
+        char *kp[BATCH];
+        for (int i = 0; i < BATCH; i++) {
+            snprintf(keys[i], sizeof(keys[i]), "h%d.%d", k, i);
+            kp[i] = keys[i];
+        }
+        rm.keys = kp;
+        rm.n_keys = BATCH;
+        r = call_msg(NULL, METHOD("BatchRemove"), &rm.base);
+        cr_assert_eq(r.status, GRPC_STATUS_OK, "BatchRemove %d: %s", k, r.details);
+        free(r.reply);
+    }
+    cr_expect_eq(used_bytes(NULL), 0);
+    /* Memory is back: a Put works again. */
+    Pinpool__V1__PutRequest p = PINPOOL__V1__PUT_REQUEST__INIT;
+    p.key = "after";
+    p.data.data = &byte;
+    p.data.len = 1;
+    bool stored = false;
+    for (int i = 0; i < 50 && !stored; i++) { /* the reserve comes back within 50 ms */
+        r = call_msg(NULL, METHOD("Put"), &p.base);
+        stored = r.status == GRPC_STATUS_OK;
+        free(r.reply);
+        if (!stored)
+            usleep(100000);
+    }
+    cr_expect(stored, "a Put after removing everything: %s", r.details);
+    Pinpool__V1__RemoveRequest rm1 = PINPOOL__V1__REMOVE_REQUEST__INIT;
+    rm1.key = "after";
+    free(call_msg(NULL, METHOD("Remove"), &rm1.base).reply);
+}

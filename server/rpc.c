@@ -311,8 +311,9 @@ static void finish(rpc_call_t *c, int rc, const char *why)
         if (rc == 0) {
             c->reply = grpc_raw_byte_buffer_create(&out, 1);
             grpc_slice_unref(out);
-        } else {
+        } else { /* it succeeded, but the caller hears of a failure: undo it now */
             why = c->work.reply.text;
+            rpc_work_undo(&c->work);
         }
     }
     if (rc != 0 || c->method < 0)

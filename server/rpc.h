@@ -94,7 +94,7 @@ typedef struct rpc_limits {
  *                   caller unrefs: 0, or -ENOMEM / -EMSGSIZE (larger than
  *                   max_message) with w->reply.text.
  *   rpc_work_undo   the method's undo (after a successful run whose reply
- *                   did not reach the caller).
+ *                   did not reach the caller, or could not be packed).
  *   rpc_work_end    the method's done, and free the request.
  */
 typedef struct rpc_work {

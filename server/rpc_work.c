@@ -248,8 +248,8 @@ int rpc_dispatch(const rpc_method_t *m, void *app, const char *token, const rpc_
         rc = rpc_work_run(&w, false);
     if (rc == RPC_DEFER)
         rc = rpc_work_run(&w, true);
-    if (rc == 0)
-        rc = rpc_work_pack(&w, lim->max_message, out);
+    if (rc == 0 && (rc = rpc_work_pack(&w, lim->max_message, out)) != 0)
+        rpc_work_undo(&w); /* the caller hears of a failure */
     if (rc != 0)
         snprintf(text, textlen, "%s", w.reply.text);
     rpc_work_end(&w);

@@ -108,8 +108,11 @@ static void one_call(size_t m, bool gives_up, const uint8_t *req, size_t len)
         rc = rpc_work_run(&w, true);
         fuzz_check(rc != RPC_DEFER);
     }
-    if (rc == 0)
+    if (rc == 0) {
         rc = rpc_work_pack(&w, lim.max_message, &out);
+        if (rc != 0) /* as the server does: the caller hears of a failure */
+            rpc_work_undo(&w);
+    }
     if (rc != 0) {
         fuzz_check(rc < 0);
         fuzz_check(w.reply.text[0] != '\0');

@@ -623,6 +623,21 @@ static void start_pinning(const char *extra1, const char *extra2)
                                    extra1, extra2, NULL), 0);
 }
 
+/* After open_gate: until every chunk is made (20 s at most). */
+static void wait_pool_ready(void)
+{
+    for (double t0 = test_now_s(); test_now_s() - t0 < 20; usleep(50000)) {
+        Pinpool__V1__GetPoolInfoResponse *pi;
+        info(NULL, &pi);
+        cr_assert_not_null(pi);
+        bool ready = pi->ready_bytes == pi->capacity_bytes;
+        pinpool__v1__get_pool_info_response__free_unpacked(pi, NULL);
+        if (ready)
+            return;
+    }
+    cr_assert_fail("the pool was not made within 20 s of opening the gate");
+}
+
 typedef struct parked {
     char client[32];
     uint64_t size;
@@ -702,16 +717,7 @@ Test(chaos, an_allocation_whose_caller_gave_up_leaves_nothing_behind)
     r = alloc_call(&cancel, "cancelled", 48 * MiB, NULL);
     cr_expect_eq(r.status, GRPC_STATUS_CANCELLED, "%s", r.details);
     open_gate();
-    for (double t0 = test_now_s(); test_now_s() - t0 < 20;) { /* the pool gets made */
-        Pinpool__V1__GetPoolInfoResponse *pi;
-        info(NULL, &pi);
-        cr_assert_not_null(pi);
-        bool ready = pi->ready_bytes == pi->capacity_bytes;
-        pinpool__v1__get_pool_info_response__free_unpacked(pi, NULL);
-        if (ready)
-            break;
-        usleep(50000);
-    }
+    wait_pool_ready();
     usleep(300000); /* the workers' allocations, then their undo */
     uint64_t used = used_bytes(&clients);
     cr_expect_eq(used, 0, "%" PRIu64 " bytes are still allocated for callers that gave up",
@@ -721,6 +727,64 @@ Test(chaos, an_allocation_whose_caller_gave_up_leaves_nothing_behind)
         free_call("gave-up", 0);
         free_call("cancelled", 0);
     }
+}
+
+/* An acquire whose restore waits (for a slice: pinning is held) and whose
+ * caller gives up: once it is made, the object is released again, not lost
+ * to a slice nobody knows of. */
+Test(chaos, an_acquire_whose_caller_gave_up_releases_the_object_again)
+{
+    uint64_t holder, filler;
+
+    start_pinning("--spill-low-watermark", "0"); /* chunk 0 (16 MiB), a file tier */
+    call_result_t r = alloc_call(NULL, "holder", 12 * MiB, &holder);
+    cr_assert_eq(r.status, GRPC_STATUS_OK, "%s", r.details);
+    Pinpool__V1__ReleasePoolMemoryRequest rel = PINPOOL__V1__RELEASE_POOL_MEMORY_REQUEST__INIT;
+    rel.client_id = "holder";
+    rel.slice_id = holder;
+    rel.key = "obj";
+    r = call_msg(NULL, METHOD("ReleasePoolMemory"), &rel.base);
+    cr_assert_eq(r.status, GRPC_STATUS_OK, "%s", r.details);
+    free(r.reply);
+    r = alloc_call(NULL, "filler", 12 * MiB, &filler); /* spills "obj" to make room */
+    cr_assert_eq(r.status, GRPC_STATUS_OK, "%s", r.details);
+
+    Pinpool__V1__AcquirePoolMemoryRequest acq = PINPOOL__V1__ACQUIRE_POOL_MEMORY_REQUEST__INIT;
+    acq.client_id = "impatient";
+    acq.key = "obj";
+    call_opts_t late = {.deadline_ms = 1000};
+    r = call_msg(&late, METHOD("AcquirePoolMemory"), &acq.base);
+    cr_expect_eq(r.status, GRPC_STATUS_DEADLINE_EXCEEDED, "%s", r.details);
+    free(r.reply);
+    open_gate();
+    wait_pool_ready();
+    usleep(500000); /* the worker's restore and hand-over, then the undo */
+    Pinpool__V1__ExistsRequest ex = PINPOOL__V1__EXISTS_REQUEST__INIT;
+    ex.key = "obj";
+    uint32_t clients = 0;
+    used_bytes(&clients);
+    r = call_msg(NULL, METHOD("Exists"), &ex.base);
+    Pinpool__V1__ExistsResponse *e = pinpool__v1__exists_response__unpack(NULL, r.reply_len,
+                                                                         r.reply);
+    free(r.reply);
+    cr_expect(e != NULL && e->exists, "the acquired object did not come back");
+    cr_expect_eq(clients, 1, "'impatient' holds a slice it never heard of");
+    if (e != NULL)
+        pinpool__v1__exists_response__free_unpacked(e, NULL);
+    Pinpool__V1__GetRequest g = PINPOOL__V1__GET_REQUEST__INIT;
+    g.key = "obj";
+    r = call_msg(NULL, METHOD("Get"), &g.base);
+    cr_expect_eq(r.status, GRPC_STATUS_OK, "%s", r.details);
+    Pinpool__V1__GetResponse *gr = pinpool__v1__get_response__unpack(NULL, r.reply_len, r.reply);
+    cr_expect(gr != NULL && gr->data.len == 12 * MiB);
+    if (gr != NULL)
+        pinpool__v1__get_response__free_unpacked(gr, NULL);
+    free(r.reply);
+    Pinpool__V1__RemoveRequest rm = PINPOOL__V1__REMOVE_REQUEST__INIT;
+    rm.key = "obj";
+    free(call_msg(NULL, METHOD("Remove"), &rm.base).reply);
+    free_call("filler", 0);
+    free_call("impatient", 0);
 }
 
 /* More waiting calls than workers and queue: the next one is refused at once

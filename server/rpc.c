@@ -428,14 +428,16 @@ static void start(rpc_call_t *c)
             return;
         unsigned threads, busy, queued, qmax;
         srv_workers_load(rs->workers, &threads, &busy, &queued, &qmax);
-        snprintf(c->work.reply.text, sizeof(c->work.reply.text),
-                 rc == -EAGAIN ? "the daemon's %u workers are all busy with calls that wait (for "
-                                 "pinning, room or the spill tier) and %u more calls wait for one "
-                                 "(--rpc-workers %u, --rpc-queue %u): retry later"
-                               : "the daemon is shutting down (%u workers, %u calls queued)",
-                 busy, queued, threads, qmax);
-        if (rc != -EAGAIN)
+        if (rc == -EAGAIN) {
+            snprintf(c->work.reply.text, sizeof(c->work.reply.text), "the daemon's %u workers "
+                     "are all busy with calls that wait (for pinning, room or the spill tier) "
+                     "and %u more calls wait for one (--rpc-workers %u, --rpc-queue %u): retry "
+                     "later", busy, queued, threads, qmax);
+        } else {
+            snprintf(c->work.reply.text, sizeof(c->work.reply.text), "the daemon is shutting "
+                     "down");
             rc = PINPOOL_ESHUTDOWN;
+        }
     }
     finish(c, rc, c->work.reply.text);
 }

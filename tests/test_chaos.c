@@ -6,11 +6,12 @@
  * BatchExists of a million keys, a Put over the message limit, NUL bytes in
  * names, TCP without the token (also as another user), calls that wait for
  * pinning or a stalled tier while Ping/Free/GetPoolInfo must still answer, a
- * caller that gives up on an allocation, a full worker pool, and a daemon
- * whose heap runs out (RLIMIT_DATA).
+ * caller that gives up on an allocation or an acquire, a full worker pool,
+ * and a daemon whose heap runs out (RLIMIT_DATA).
  *
- * Raw calls go through chaos_call (gRPC core, our own bytes, a deadline, a
- * cancel, metadata): the daemon is judged by what a stock client sees.
+ * Raw calls go through tests/grpc_call.h (gRPC core, our own bytes, a
+ * deadline, a cancel, metadata): the daemon is judged by what a stock client
+ * sees.
  * Slow pinning comes from the stand-in CUDA driver (tests/mock/libcuda.c,
  * the vmm backend) whose cuMemCreate waits while a gate file exists; the
  * stalled tier from a real Mooncake whose segment process is SIGSTOPped.
@@ -18,14 +19,9 @@
  * (test_run_as): those tests fork first.
  */
 #include <criterion/criterion.h>
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <grpc/byte_buffer_reader.h>
-#include <grpc/grpc.h>
-#include <grpc/grpc_security.h>
-#include <grpc/support/alloc.h>
-#include <grpc/support/time.h>
+#include <grpc/status.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
@@ -38,6 +34,7 @@
 #include <unistd.h>
 
 #include "daemon.h"
+#include "grpc_call.h"
 #include "mooncake.h"
 #include "pinpool.h"
 #include "pinpool.pb-c.h"
@@ -62,232 +59,12 @@ static void stop(void)
 
 TestSuite(chaos, .fini = stop, .timeout = 120);
 
-/* ---- raw calls ------------------------------------------------------------------------ */
-
-typedef struct call_opts {
-    const char *target;  /* "unix:PATH" or "HOST:PORT"; NULL: the daemon's unix socket */
-    const char *bearer;  /* the "authorization" value to send, or NULL */
-    int deadline_ms;     /* 0: 30 s */
-    int cancel_after_ms; /* 0: never cancel */
-} call_opts_t;
-
-typedef struct call_result {
-    grpc_status_code status;
-    int code; /* the pinpool-error trailer, 0 without one */
-    char details[1024];
-    uint8_t *reply; /* the reply message (malloc'd) on OK */
-    size_t reply_len;
-    double secs;
-} call_result_t;
-
-/* One unary call of method with the request bytes req, on a channel of its own. */
-static call_result_t chaos_call(const call_opts_t *o, const char *method, const uint8_t *req,
-                                size_t len)
-{
-    call_result_t r = {.status = GRPC_STATUS_UNKNOWN};
-    char target[256];
-    double t0 = test_now_s();
-
-    if (o == NULL || o->target == NULL)
-        snprintf(target, sizeof(target), "unix:%s", d.socket);
-    else
-        snprintf(target, sizeof(target), "%s", o->target);
-    grpc_init();
-    grpc_arg args[] = {{.type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-                        .value.integer = 1 << 30}};
-    grpc_channel_args ca = {1, args};
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
-    grpc_channel *ch = grpc_channel_create(target, creds, &ca);
-    grpc_channel_credentials_release(creds);
-    grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
-    int ms = o != NULL && o->deadline_ms > 0 ? o->deadline_ms : 30000;
-    gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
-                                         gpr_time_from_millis(ms, GPR_TIMESPAN));
-    grpc_call *call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
-                                               grpc_slice_from_static_string(method), NULL,
-                                               deadline, NULL);
-    grpc_slice s = grpc_slice_from_copied_buffer((const char *)req, len);
-    grpc_byte_buffer *send = grpc_raw_byte_buffer_create(&s, 1), *recv = NULL;
-    grpc_slice_unref(s);
-    grpc_metadata_array initial, trailer;
-    grpc_metadata_array_init(&initial);
-    grpc_metadata_array_init(&trailer);
-    grpc_slice details = grpc_empty_slice();
-    grpc_metadata md = {.key = grpc_slice_from_static_string("authorization"),
-                        .value = grpc_slice_from_copied_string(o != NULL && o->bearer ? o->bearer
-                                                                                     : "")};
-    grpc_op ops[6];
-    memset(ops, 0, sizeof(ops));
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[0].data.send_initial_metadata.count = o != NULL && o->bearer != NULL ? 1 : 0;
-    ops[0].data.send_initial_metadata.metadata = &md;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = send;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial;
-    ops[4].op = GRPC_OP_RECV_MESSAGE;
-    ops[4].data.recv_message.recv_message = &recv;
-    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    ops[5].data.recv_status_on_client.trailing_metadata = &trailer;
-    ops[5].data.recv_status_on_client.status = &r.status;
-    ops[5].data.recv_status_on_client.status_details = &details;
-    cr_assert_eq(grpc_call_start_batch(call, ops, 6, call, NULL), GRPC_CALL_OK);
-    grpc_event ev;
-    if (o != NULL && o->cancel_after_ms > 0) {
-        ev = grpc_completion_queue_pluck(cq, call,
-                                         gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
-                                                      gpr_time_from_millis(o->cancel_after_ms,
-                                                                           GPR_TIMESPAN)),
-                                         NULL);
-        if (ev.type == GRPC_QUEUE_TIMEOUT)
-            grpc_call_cancel(call, NULL);
-    }
-    ev = grpc_completion_queue_pluck(cq, call, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-    cr_assert_eq(ev.type, GRPC_OP_COMPLETE);
-    r.secs = test_now_s() - t0;
-    char *text = grpc_slice_to_c_string(details);
-    snprintf(r.details, sizeof(r.details), "%s", text);
-    gpr_free(text);
-    for (size_t i = 0; i < trailer.count; i++)
-        if (grpc_slice_str_cmp(trailer.metadata[i].key, "pinpool-error") == 0) {
-            char *v = grpc_slice_to_c_string(trailer.metadata[i].value);
-            r.code = atoi(v);
-            gpr_free(v);
-        }
-    if (recv != NULL) {
-        grpc_byte_buffer_reader rd;
-        cr_assert(grpc_byte_buffer_reader_init(&rd, recv));
-        grpc_slice all = grpc_byte_buffer_reader_readall(&rd);
-        grpc_byte_buffer_reader_destroy(&rd);
-        r.reply_len = GRPC_SLICE_LENGTH(all);
-        r.reply = malloc(r.reply_len + 1);
-        memcpy(r.reply, GRPC_SLICE_START_PTR(all), r.reply_len);
-        grpc_slice_unref(all);
-        grpc_byte_buffer_destroy(recv);
-    }
-    grpc_slice_unref(md.value);
-    grpc_slice_unref(details);
-    grpc_metadata_array_destroy(&initial);
-    grpc_metadata_array_destroy(&trailer);
-    grpc_byte_buffer_destroy(send);
-    grpc_call_unref(call);
-    grpc_completion_queue_shutdown(cq);
-    while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-           GRPC_QUEUE_SHUTDOWN)
-        ;
-    grpc_completion_queue_destroy(cq);
-    grpc_channel_destroy(ch);
-    grpc_shutdown();
-    return r;
-}
-
-/* chaos_call with a protobuf-c request. */
-static call_result_t call_msg(const call_opts_t *o, const char *method, const ProtobufCMessage *m)
-{
-    size_t len = protobuf_c_message_get_packed_size(m);
-    uint8_t *buf = malloc(len + 1);
-
-    protobuf_c_message_pack(m, buf);
-    call_result_t r = chaos_call(o, method, buf, len);
-    free(buf);
-    return r;
-}
-
-#define expect_status(r, st, want_code, text)                                                \
+/* Start `d` with these options (NULL-terminated); raw calls go to its socket. */
+#define start_daemon(...)                                                                    \
     do {                                                                                     \
-        cr_expect_eq((r).status, (st), "gRPC status %d, want %d (%s)", (int)(r).status,      \
-                     (int)(st), (r).details);                                                \
-        cr_expect_eq((r).code, (want_code), "pinpool code %s, want %s (%s)",                 \
-                     pinpool_err_name((r).code), pinpool_err_name(want_code), (r).details);  \
-        cr_expect(strstr((r).details, (text)) != NULL, "'%s' lacks '%s'", (r).details, text); \
+        cr_assert_eq(test_daemon_start(&d, __VA_ARGS__), 0);                                 \
+        test_call_default(d.socket);                                                         \
     } while (0)
-
-static call_result_t ping(const call_opts_t *o)
-{
-    Pinpool__V1__PingRequest req = PINPOOL__V1__PING_REQUEST__INIT;
-    return call_msg(o, METHOD("Ping"), &req.base);
-}
-
-static call_result_t info(const call_opts_t *o, Pinpool__V1__GetPoolInfoResponse **out)
-{
-    Pinpool__V1__GetPoolInfoRequest req = PINPOOL__V1__GET_POOL_INFO_REQUEST__INIT;
-    call_result_t r = call_msg(o, METHOD("GetPoolInfo"), &req.base);
-
-    if (out != NULL)
-        *out = r.status == GRPC_STATUS_OK
-                   ? pinpool__v1__get_pool_info_response__unpack(NULL, r.reply_len, r.reply)
-                   : NULL;
-    free(r.reply);
-    r.reply = NULL;
-    return r;
-}
-
-/* Bytes in use and clients, from GetPoolInfo (the test fails if it fails). */
-static uint64_t used_bytes(uint32_t *clients)
-{
-    Pinpool__V1__GetPoolInfoResponse *pi;
-    call_result_t r = info(NULL, &pi);
-
-    cr_assert_eq(r.status, GRPC_STATUS_OK, "GetPoolInfo: %s", r.details);
-    cr_assert_not_null(pi);
-    uint64_t used = pi->used_bytes;
-    if (clients != NULL)
-        *clients = pi->num_clients;
-    pinpool__v1__get_pool_info_response__free_unpacked(pi, NULL);
-    return used;
-}
-
-static call_result_t alloc_call(const call_opts_t *o, const char *client, uint64_t size,
-                                uint64_t *slice_id)
-{
-    Pinpool__V1__AllocatePoolMemoryRequest req = PINPOOL__V1__ALLOCATE_POOL_MEMORY_REQUEST__INIT;
-    req.client_id = (char *)client;
-    req.device_id = -1;
-    req.size_bytes = size;
-    call_result_t r = call_msg(o, METHOD("AllocatePoolMemory"), &req.base);
-
-    if (slice_id != NULL)
-        *slice_id = 0;
-    if (r.status == GRPC_STATUS_OK && slice_id != NULL) {
-        Pinpool__V1__AllocatePoolMemoryResponse *a =
-            pinpool__v1__allocate_pool_memory_response__unpack(NULL, r.reply_len, r.reply);
-        cr_assert_not_null(a);
-        *slice_id = a->slice_id;
-        pinpool__v1__allocate_pool_memory_response__free_unpacked(a, NULL);
-    }
-    free(r.reply);
-    r.reply = NULL;
-    return r;
-}
-
-static call_result_t free_call(const char *client, uint64_t slice)
-{
-    Pinpool__V1__FreePoolMemoryRequest req = PINPOOL__V1__FREE_POOL_MEMORY_REQUEST__INIT;
-    req.client_id = (char *)client;
-    req.slice_id = slice;
-    call_result_t r = call_msg(NULL, METHOD("FreePoolMemory"), &req.base);
-    free(r.reply);
-    r.reply = NULL;
-    return r;
-}
-
-/* A line of the daemon's /proc/PID/status ("VmHWM:", "VmData:") in bytes. */
-static uint64_t proc_status(const char *field)
-{
-    char path[64], line[256];
-    unsigned long long kb = 0;
-    FILE *f;
-
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)d.pid);
-    f = fopen(path, "r");
-    cr_assert_not_null(f);
-    while (fgets(line, sizeof(line), f) != NULL)
-        if (strncmp(line, field, strlen(field)) == 0)
-            sscanf(line + strlen(field), "%llu", &kb);
-    fclose(f);
-    return (uint64_t)kb * 1024;
-}
 
 /* ---- bounds before work ------------------------------------------------------------ */
 
@@ -300,23 +77,23 @@ Test(chaos, batch_get_of_one_big_key_many_times_is_refused_before_a_copy)
     char *keys[64];
     char a[32];
 
-    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB",
-                                   NULL), 0);
+    start_daemon("--mem-pool-size", "64MiB", "--chunk-size", "16MiB",
+                                   NULL);
     pinpool_ctx_t *ctx = test_connect(&d);
     cr_assert_eq(pinpool_alloc(ctx, 16 * MiB, NULL, &s), 0, "%s", pinpool_errmsg(ctx));
     test_fill(s.ptr, 16 * MiB, 7);
     cr_assert_eq(pinpool_release(ctx, s.id, "big", 0), 0, "%s", pinpool_errmsg(ctx));
-    uint64_t hwm = proc_status("VmHWM:");
+    uint64_t hwm = test_proc_status(d.pid, "VmHWM:");
 
     Pinpool__V1__BatchKeysRequest req = PINPOOL__V1__BATCH_KEYS_REQUEST__INIT;
     for (int i = 0; i < 64; i++)
         keys[i] = "big";
     req.keys = keys;
     req.n_keys = 64;
-    call_result_t r = call_msg(NULL, METHOD("BatchGet"), &req.base);
-    expect_status(r, GRPC_STATUS_RESOURCE_EXHAUSTED, -EMSGSIZE, "--max-message-size");
+    test_call_result_t r = test_call_msg(NULL, METHOD("BatchGet"), &req.base);
+    TEST_EXPECT_STATUS(r, GRPC_STATUS_RESOURCE_EXHAUSTED, -EMSGSIZE, "--max-message-size");
     free(r.reply);
-    uint64_t grew = proc_status("VmHWM:") - hwm;
+    uint64_t grew = test_proc_status(d.pid, "VmHWM:") - hwm;
     cr_expect_lt(grew, 8 * MiB, "the daemon's peak memory grew by %s: it copied the object",
                  pinpool_format_size(grew, a, sizeof(a)));
 
@@ -339,21 +116,21 @@ Test(chaos, batch_exists_of_a_huge_key_list_costs_nothing)
     uint8_t *wire = malloc(2 * n);
     char a[32];
 
-    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "32MiB", "--chunk-size", "16MiB",
-                                   NULL), 0);
+    start_daemon("--mem-pool-size", "32MiB", "--chunk-size", "16MiB",
+                                   NULL);
     for (size_t i = 0; i < n; i++) { /* field 1 (keys), length 0 */
         wire[2 * i] = 0x0a;
         wire[2 * i + 1] = 0;
     }
-    uint64_t hwm = proc_status("VmHWM:");
-    call_result_t r = chaos_call(NULL, METHOD("BatchExists"), wire, 2 * n);
-    expect_status(r, GRPC_STATUS_RESOURCE_EXHAUSTED, -E2BIG, "--max-batch-keys");
+    uint64_t hwm = test_proc_status(d.pid, "VmHWM:");
+    test_call_result_t r = test_call(NULL, METHOD("BatchExists"), wire, 2 * n);
+    TEST_EXPECT_STATUS(r, GRPC_STATUS_RESOURCE_EXHAUSTED, -E2BIG, "--max-batch-keys");
     free(r.reply);
-    uint64_t grew = proc_status("VmHWM:") - hwm;
+    uint64_t grew = test_proc_status(d.pid, "VmHWM:") - hwm;
     cr_expect_lt(grew, 32 * MiB, "the daemon's peak memory grew by %s for a 2 MB request",
                  pinpool_format_size(grew, a, sizeof(a)));
     /* Under the limit a batch is answered, item by item. */
-    call_result_t ok = chaos_call(NULL, METHOD("BatchExists"), wire, 2 * 100);
+    test_call_result_t ok = test_call(NULL, METHOD("BatchExists"), wire, 2 * 100);
     cr_expect_eq(ok.status, GRPC_STATUS_OK, "%s", ok.details);
     free(ok.reply);
     free(wire);
@@ -366,8 +143,8 @@ Test(chaos, put_over_the_message_limit_says_the_limit_and_what_to_use)
     uint64_t big = 65 * MiB, got = 0;
     char *buf = calloc(1, big);
 
-    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB",
-                                   NULL), 0);
+    start_daemon("--mem-pool-size", "64MiB", "--chunk-size", "16MiB",
+                                   NULL);
     pinpool_ctx_t *ctx = test_connect(&d);
     int rc = pinpool_put(ctx, "huge", buf, big, 0);
     cr_expect_eq(rc, -EMSGSIZE, "%s: %s", pinpool_err_name(rc), pinpool_errmsg(ctx));
@@ -402,17 +179,17 @@ Test(chaos, nul_in_a_client_id_or_a_key_is_invalid_argument)
     memcpy(batch + 2, put1, sizeof(put1));
     uint32_t clients = 1;
 
-    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "32MiB", "--chunk-size", "16MiB",
-                                   NULL), 0);
-    call_result_t r = chaos_call(NULL, METHOD("AllocatePoolMemory"), alloc, sizeof(alloc));
-    expect_status(r, GRPC_STATUS_INVALID_ARGUMENT, PINPOOL_EINVAL, "client_id holds a NUL");
-    r = chaos_call(NULL, METHOD("Put"), put1, sizeof(put1));
-    expect_status(r, GRPC_STATUS_INVALID_ARGUMENT, PINPOOL_EINVAL, "key holds a NUL");
-    r = chaos_call(NULL, METHOD("Put"), put2, sizeof(put2));
-    expect_status(r, GRPC_STATUS_INVALID_ARGUMENT, PINPOOL_EINVAL, "key holds a NUL");
-    r = chaos_call(NULL, METHOD("BatchPut"), batch, sizeof(batch));
-    expect_status(r, GRPC_STATUS_INVALID_ARGUMENT, PINPOOL_EINVAL, "key holds a NUL");
-    cr_expect_eq(used_bytes(&clients), 0, "something was stored");
+    start_daemon("--mem-pool-size", "32MiB", "--chunk-size", "16MiB",
+                                   NULL);
+    test_call_result_t r = test_call(NULL, METHOD("AllocatePoolMemory"), alloc, sizeof(alloc));
+    TEST_EXPECT_STATUS(r, GRPC_STATUS_INVALID_ARGUMENT, PINPOOL_EINVAL, "client_id holds a NUL");
+    r = test_call(NULL, METHOD("Put"), put1, sizeof(put1));
+    TEST_EXPECT_STATUS(r, GRPC_STATUS_INVALID_ARGUMENT, PINPOOL_EINVAL, "key holds a NUL");
+    r = test_call(NULL, METHOD("Put"), put2, sizeof(put2));
+    TEST_EXPECT_STATUS(r, GRPC_STATUS_INVALID_ARGUMENT, PINPOOL_EINVAL, "key holds a NUL");
+    r = test_call(NULL, METHOD("BatchPut"), batch, sizeof(batch));
+    TEST_EXPECT_STATUS(r, GRPC_STATUS_INVALID_ARGUMENT, PINPOOL_EINVAL, "key holds a NUL");
+    cr_expect_eq(test_call_used(&clients), 0, "something was stored");
     cr_expect_eq(clients, 0, "a client was made");
 
     pinpool_ctx_t *ctx = test_connect(&d);
@@ -425,8 +202,8 @@ Test(chaos, nul_in_a_client_id_or_a_key_is_invalid_argument)
     id[sizeof(id) - 1] = '\0';
     int rc = pinpool_put(ctx, key, "x", 1, 0);
     cr_expect_eq(rc, PINPOOL_EINVAL, "%s: %s", pinpool_err_name(rc), pinpool_errmsg(ctx));
-    r = alloc_call(NULL, id, 4096, NULL);
-    expect_status(r, GRPC_STATUS_INVALID_ARGUMENT, PINPOOL_EINVAL, "client_id");
+    r = test_call_alloc(NULL, id, 4096, NULL);
+    TEST_EXPECT_STATUS(r, GRPC_STATUS_INVALID_ARGUMENT, PINPOOL_EINVAL, "client_id");
     pinpool_close(ctx);
 }
 
@@ -441,8 +218,8 @@ static void start_tcp(void)
 
     snprintf(listen, sizeof(listen), "127.0.0.1:%d", mc_free_port());
     snprintf(tcp_target, sizeof(tcp_target), "%s", listen);
-    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "32MiB", "--chunk-size", "16MiB",
-                                   "--listen", listen, NULL), 0);
+    start_daemon("--mem-pool-size", "32MiB", "--chunk-size", "16MiB",
+                                   "--listen", listen, NULL);
     snprintf(token_path, sizeof(token_path), "%s/listen-token", d.state);
 }
 
@@ -472,27 +249,27 @@ Test(chaos, tcp_calls_need_the_bearer_token)
     bearer_of(token_path, right, sizeof(right));
     cr_expect_geq(strlen(right), strlen("Bearer ") + 32, "128 random bits are 32 hex digits");
 
-    call_opts_t none = {.target = tcp_target};
-    call_opts_t wrong = {.target = tcp_target, .bearer = "Bearer 0123456789abcdef0123456789abcdef"};
-    call_opts_t ok = {.target = tcp_target, .bearer = right};
+    test_call_opts_t none = {.target = tcp_target};
+    test_call_opts_t wrong = {.target = tcp_target, .bearer = "Bearer 0123456789abcdef0123456789abcdef"};
+    test_call_opts_t ok = {.target = tcp_target, .bearer = right};
     uint64_t slice;
-    call_result_t r = ping(&none);
-    expect_status(r, GRPC_STATUS_UNAUTHENTICATED, PINPOOL_EPERM, "no bearer token");
-    r = ping(&wrong);
-    expect_status(r, GRPC_STATUS_UNAUTHENTICATED, PINPOOL_EPERM, "wrong bearer token");
-    r = alloc_call(&none, "tcp-thief", MiB, &slice);
-    expect_status(r, GRPC_STATUS_UNAUTHENTICATED, PINPOOL_EPERM, "bearer token");
-    r = info(&wrong, NULL);
-    expect_status(r, GRPC_STATUS_UNAUTHENTICATED, PINPOOL_EPERM, "bearer token");
-    cr_expect_eq(used_bytes(NULL), 0);
+    test_call_result_t r = test_call_ping(&none);
+    TEST_EXPECT_STATUS(r, GRPC_STATUS_UNAUTHENTICATED, PINPOOL_EPERM, "no bearer token");
+    r = test_call_ping(&wrong);
+    TEST_EXPECT_STATUS(r, GRPC_STATUS_UNAUTHENTICATED, PINPOOL_EPERM, "wrong bearer token");
+    r = test_call_alloc(&none, "tcp-thief", MiB, &slice);
+    TEST_EXPECT_STATUS(r, GRPC_STATUS_UNAUTHENTICATED, PINPOOL_EPERM, "bearer token");
+    r = test_call_info(&wrong, NULL);
+    TEST_EXPECT_STATUS(r, GRPC_STATUS_UNAUTHENTICATED, PINPOOL_EPERM, "bearer token");
+    cr_expect_eq(test_call_used(NULL), 0);
 
-    r = ping(&ok);
+    r = test_call_ping(&ok);
     cr_expect_eq(r.status, GRPC_STATUS_OK, "%s", r.details);
-    r = alloc_call(&ok, "tcp-job", MiB, &slice);
+    r = test_call_alloc(&ok, "tcp-job", MiB, &slice);
     cr_expect_eq(r.status, GRPC_STATUS_OK, "%s", r.details);
-    r = ping(NULL); /* the unix socket: no token */
+    r = test_call_ping(NULL); /* the unix socket: no token */
     cr_expect_eq(r.status, GRPC_STATUS_OK, "%s", r.details);
-    r = free_call("tcp-job", 0);
+    r = test_call_free("tcp-job", 0);
     cr_expect_eq(r.status, GRPC_STATUS_OK, "%s", r.details);
 
     /* `pinpool info` over TCP: refused without the token, shown with it. */
@@ -515,15 +292,15 @@ static int other_user_calls_tcp(void *arg)
         fprintf(stderr, "another user could open %s\n", token_path);
         bad |= 1;
     }
-    call_opts_t none = {.target = tcp_target};
+    test_call_opts_t none = {.target = tcp_target};
     uint64_t slice;
-    if (ping(&none).status != GRPC_STATUS_UNAUTHENTICATED)
+    if (test_call_ping(&none).status != GRPC_STATUS_UNAUTHENTICATED)
         bad |= 2;
-    if (info(&none, NULL).status != GRPC_STATUS_UNAUTHENTICATED)
+    if (test_call_info(&none, NULL).status != GRPC_STATUS_UNAUTHENTICATED)
         bad |= 4;
-    if (alloc_call(&none, "neighbour", 8 * MiB, &slice).status != GRPC_STATUS_UNAUTHENTICATED)
+    if (test_call_alloc(&none, "neighbour", 8 * MiB, &slice).status != GRPC_STATUS_UNAUTHENTICATED)
         bad |= 8;
-    if (free_call("tcp-victim", 0).status == GRPC_STATUS_OK) /* the unix socket: not reachable */
+    if (test_call_free("tcp-victim", 0).status == GRPC_STATUS_OK) /* the unix socket: not reachable */
         bad |= 16;
     return bad;
 }
@@ -540,7 +317,7 @@ Test(chaos, another_user_over_tcp_without_the_token_file_gets_nothing)
     cr_expect_eq(rc, 0, "as %s: %s%s%s%s%s", u.a.name, rc & 1 ? "read the token file; " : "",
                  rc & 2 ? "Ping answered; " : "", rc & 4 ? "GetPoolInfo answered; " : "",
                  rc & 8 ? "allocated; " : "", rc & 16 ? "freed over the unix socket" : "");
-    cr_expect_eq(used_bytes(NULL), 0);
+    cr_expect_eq(test_call_used(NULL), 0);
 }
 
 /* The daemon refuses a token file that others may read or that is not its own. */
@@ -618,9 +395,9 @@ static void open_gate(void)
 static void start_pinning(const char *extra1, const char *extra2)
 {
     use_gate();
-    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "256MiB", "--chunk-size", "16MiB",
+    start_daemon("--mem-pool-size", "256MiB", "--chunk-size", "16MiB",
                                    "--host-backend", "vmm", "--pin-threads", "1",
-                                   extra1, extra2, NULL), 0);
+                                   extra1, extra2, NULL);
 }
 
 /* After open_gate: until every chunk is made (20 s at most). */
@@ -628,7 +405,7 @@ static void wait_pool_ready(void)
 {
     for (double t0 = test_now_s(); test_now_s() - t0 < 20; usleep(50000)) {
         Pinpool__V1__GetPoolInfoResponse *pi;
-        info(NULL, &pi);
+        test_call_info(NULL, &pi);
         cr_assert_not_null(pi);
         bool ready = pi->ready_bytes == pi->capacity_bytes;
         pinpool__v1__get_pool_info_response__free_unpacked(pi, NULL);
@@ -641,7 +418,7 @@ static void wait_pool_ready(void)
 typedef struct parked {
     char client[32];
     uint64_t size;
-    call_result_t r;
+    test_call_result_t r;
     uint64_t slice;
 } parked_t;
 
@@ -649,27 +426,27 @@ static void *park(void *arg)
 {
     parked_t *p = arg;
 
-    p->r = alloc_call(NULL, p->client, p->size, &p->slice);
+    p->r = test_call_alloc(NULL, p->client, p->size, &p->slice);
     return NULL;
 }
 
 /* Ping, Free and GetPoolInfo of others within a second or two, n times. */
 static void expect_control_plane_answers(int n, const char *while_what)
 {
-    call_opts_t quick = {.deadline_ms = 5000};
+    test_call_opts_t quick = {.deadline_ms = 5000};
     uint64_t slice;
 
     for (int i = 0; i < n; i++) {
-        call_result_t r = ping(&quick);
+        test_call_result_t r = test_call_ping(&quick);
         cr_expect_eq(r.status, GRPC_STATUS_OK, "Ping while %s: %s", while_what, r.details);
         cr_expect_lt(r.secs, 2.0, "Ping took %.2f s while %s", r.secs, while_what);
-        r = info(&quick, NULL);
+        r = test_call_info(&quick, NULL);
         cr_expect_eq(r.status, GRPC_STATUS_OK, "GetPoolInfo while %s: %s", while_what, r.details);
         cr_expect_lt(r.secs, 2.0, "GetPoolInfo took %.2f s while %s", r.secs, while_what);
-        r = alloc_call(&quick, "bystander", 4096, &slice); /* fits in the ready chunk */
+        r = test_call_alloc(&quick, "bystander", 4096, &slice); /* fits in the ready chunk */
         cr_expect_eq(r.status, GRPC_STATUS_OK, "a small alloc while %s: %s", while_what,
                      r.details);
-        r = free_call("bystander", slice);
+        r = test_call_free("bystander", slice);
         cr_expect_eq(r.status, GRPC_STATUS_OK, "Free while %s: %s", while_what, r.details);
         cr_expect_lt(r.secs, 2.0, "Free took %.2f s while %s", r.secs, while_what);
     }
@@ -691,7 +468,7 @@ Test(chaos, ping_free_and_info_answer_while_allocations_wait_for_pinning)
     usleep(500000);
     expect_control_plane_answers(10, "8 allocations wait for pinning");
     Pinpool__V1__GetPoolInfoResponse *pi;
-    info(NULL, &pi);
+    test_call_info(NULL, &pi);
     cr_assert_not_null(pi);
     cr_expect_eq(pi->ready_bytes, 16 * MiB, "pinning went on: the test proves nothing");
     pinpool__v1__get_pool_info_response__free_unpacked(pi, NULL);
@@ -699,7 +476,7 @@ Test(chaos, ping_free_and_info_answer_while_allocations_wait_for_pinning)
     for (int i = 0; i < 8; i++) {
         pthread_join(th[i], NULL);
         cr_expect_eq(p[i].r.status, GRPC_STATUS_OK, "allocation %d: %s", i, p[i].r.details);
-        free_call(p[i].client, 0);
+        test_call_free(p[i].client, 0);
     }
 }
 
@@ -710,22 +487,22 @@ Test(chaos, an_allocation_whose_caller_gave_up_leaves_nothing_behind)
     uint32_t clients = 0;
 
     start_pinning(NULL, NULL);
-    call_opts_t late = {.deadline_ms = 1000};
-    call_result_t r = alloc_call(&late, "gave-up", 32 * MiB, NULL);
+    test_call_opts_t late = {.deadline_ms = 1000};
+    test_call_result_t r = test_call_alloc(&late, "gave-up", 32 * MiB, NULL);
     cr_expect_eq(r.status, GRPC_STATUS_DEADLINE_EXCEEDED, "%s", r.details);
-    call_opts_t cancel = {.cancel_after_ms = 500};
-    r = alloc_call(&cancel, "cancelled", 48 * MiB, NULL);
+    test_call_opts_t cancel = {.cancel_after_ms = 500};
+    r = test_call_alloc(&cancel, "cancelled", 48 * MiB, NULL);
     cr_expect_eq(r.status, GRPC_STATUS_CANCELLED, "%s", r.details);
     open_gate();
     wait_pool_ready();
     usleep(300000); /* the workers' allocations, then their undo */
-    uint64_t used = used_bytes(&clients);
+    uint64_t used = test_call_used(&clients);
     cr_expect_eq(used, 0, "%" PRIu64 " bytes are still allocated for callers that gave up",
                  used);
     cr_expect_eq(clients, 0, "a client is left");
     if (used != 0) { /* let the teardown's check pass once this test failed */
-        free_call("gave-up", 0);
-        free_call("cancelled", 0);
+        test_call_free("gave-up", 0);
+        test_call_free("cancelled", 0);
     }
 }
 
@@ -737,23 +514,23 @@ Test(chaos, an_acquire_whose_caller_gave_up_releases_the_object_again)
     uint64_t holder, filler;
 
     start_pinning("--spill-low-watermark", "0"); /* chunk 0 (16 MiB), a file tier */
-    call_result_t r = alloc_call(NULL, "holder", 12 * MiB, &holder);
+    test_call_result_t r = test_call_alloc(NULL, "holder", 12 * MiB, &holder);
     cr_assert_eq(r.status, GRPC_STATUS_OK, "%s", r.details);
     Pinpool__V1__ReleasePoolMemoryRequest rel = PINPOOL__V1__RELEASE_POOL_MEMORY_REQUEST__INIT;
     rel.client_id = "holder";
     rel.slice_id = holder;
     rel.key = "obj";
-    r = call_msg(NULL, METHOD("ReleasePoolMemory"), &rel.base);
+    r = test_call_msg(NULL, METHOD("ReleasePoolMemory"), &rel.base);
     cr_assert_eq(r.status, GRPC_STATUS_OK, "%s", r.details);
     free(r.reply);
-    r = alloc_call(NULL, "filler", 12 * MiB, &filler); /* spills "obj" to make room */
+    r = test_call_alloc(NULL, "filler", 12 * MiB, &filler); /* spills "obj" to make room */
     cr_assert_eq(r.status, GRPC_STATUS_OK, "%s", r.details);
 
     Pinpool__V1__AcquirePoolMemoryRequest acq = PINPOOL__V1__ACQUIRE_POOL_MEMORY_REQUEST__INIT;
     acq.client_id = "impatient";
     acq.key = "obj";
-    call_opts_t late = {.deadline_ms = 1000};
-    r = call_msg(&late, METHOD("AcquirePoolMemory"), &acq.base);
+    test_call_opts_t late = {.deadline_ms = 1000};
+    r = test_call_msg(&late, METHOD("AcquirePoolMemory"), &acq.base);
     cr_expect_eq(r.status, GRPC_STATUS_DEADLINE_EXCEEDED, "%s", r.details);
     free(r.reply);
     open_gate();
@@ -762,8 +539,8 @@ Test(chaos, an_acquire_whose_caller_gave_up_releases_the_object_again)
     Pinpool__V1__ExistsRequest ex = PINPOOL__V1__EXISTS_REQUEST__INIT;
     ex.key = "obj";
     uint32_t clients = 0;
-    used_bytes(&clients);
-    r = call_msg(NULL, METHOD("Exists"), &ex.base);
+    test_call_used(&clients);
+    r = test_call_msg(NULL, METHOD("Exists"), &ex.base);
     Pinpool__V1__ExistsResponse *e = pinpool__v1__exists_response__unpack(NULL, r.reply_len,
                                                                          r.reply);
     free(r.reply);
@@ -773,7 +550,7 @@ Test(chaos, an_acquire_whose_caller_gave_up_releases_the_object_again)
         pinpool__v1__exists_response__free_unpacked(e, NULL);
     Pinpool__V1__GetRequest g = PINPOOL__V1__GET_REQUEST__INIT;
     g.key = "obj";
-    r = call_msg(NULL, METHOD("Get"), &g.base);
+    r = test_call_msg(NULL, METHOD("Get"), &g.base);
     cr_expect_eq(r.status, GRPC_STATUS_OK, "%s", r.details);
     Pinpool__V1__GetResponse *gr = pinpool__v1__get_response__unpack(NULL, r.reply_len, r.reply);
     cr_expect(gr != NULL && gr->data.len == 12 * MiB);
@@ -782,9 +559,9 @@ Test(chaos, an_acquire_whose_caller_gave_up_releases_the_object_again)
     free(r.reply);
     Pinpool__V1__RemoveRequest rm = PINPOOL__V1__REMOVE_REQUEST__INIT;
     rm.key = "obj";
-    free(call_msg(NULL, METHOD("Remove"), &rm.base).reply);
-    free_call("filler", 0);
-    free_call("impatient", 0);
+    free(test_call_msg(NULL, METHOD("Remove"), &rm.base).reply);
+    test_call_free("filler", 0);
+    test_call_free("impatient", 0);
 }
 
 /* More waiting calls than workers and queue: the next one is refused at once
@@ -801,15 +578,15 @@ Test(chaos, a_full_worker_pool_refuses_with_the_numbers)
         cr_assert_eq(pthread_create(&th[i], NULL, park, &p[i]), 0);
     }
     usleep(700000);
-    call_result_t r = alloc_call(NULL, "one-too-many", 32 * MiB, NULL);
-    expect_status(r, GRPC_STATUS_RESOURCE_EXHAUSTED, -EAGAIN, "--rpc-workers 2, --rpc-queue 1");
+    test_call_result_t r = test_call_alloc(NULL, "one-too-many", 32 * MiB, NULL);
+    TEST_EXPECT_STATUS(r, GRPC_STATUS_RESOURCE_EXHAUSTED, -EAGAIN, "--rpc-workers 2, --rpc-queue 1");
     cr_expect_lt(r.secs, 2.0);
     expect_control_plane_answers(2, "the worker pool is full");
     open_gate();
     for (int i = 0; i < 3; i++) {
         pthread_join(th[i], NULL);
         cr_expect_eq(p[i].r.status, GRPC_STATUS_OK, "allocation %d: %s", i, p[i].r.details);
-        free_call(p[i].client, 0);
+        test_call_free(p[i].client, 0);
     }
 }
 
@@ -823,9 +600,8 @@ Test(chaos, ping_free_and_info_answer_while_allocations_wait_for_a_stalled_tier,
     pinpool_slice_t s;
 
     mc_start_cluster("1000", "");
-    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB",
-                                   "--spill-tier", mc.uri, "--spill-low-watermark", "0", NULL),
-                 0);
+    start_daemon("--mem-pool-size", "64MiB", "--chunk-size", "16MiB",
+                                   "--spill-tier", mc.uri, "--spill-low-watermark", "0", NULL);
     pinpool_ctx_t *ctx = test_connect(&d);
     for (int i = 0; i < 3; i++) { /* 48 of 64 MiB released: allocations must spill */
         char key[16];
@@ -844,7 +620,7 @@ Test(chaos, ping_free_and_info_answer_while_allocations_wait_for_a_stalled_tier,
     kill(mc.client, SIGCONT);
     for (int i = 0; i < 8; i++) {
         pthread_join(th[i], NULL);
-        free_call(p[i].client, 0);
+        test_call_free(p[i].client, 0);
     }
     for (int i = 0; i < 3; i++) {
         char key[16];
@@ -867,15 +643,15 @@ Test(chaos, heap_exhaustion_answers_resource_exhausted_and_keeps_serving, .timeo
     char keys[BATCH][16];
     uint8_t byte = 'x';
     int batches = 0;
-    call_result_t r = {0};
+    test_call_result_t r = {0};
     const char *san = getenv("PINPOOL_TEST_SANITIZE");
 
     if (san != NULL && san[0] != '\0') /* their shadow memory counts against RLIMIT_DATA */
         cr_skip_test("a %s build's allocator maps its own memory: no RLIMIT_DATA test", san);
-    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB",
-                                   "--spill-tier", "none", NULL), 0);
+    start_daemon("--mem-pool-size", "64MiB", "--chunk-size", "16MiB",
+                                   "--spill-tier", "none", NULL);
     struct rlimit rl;
-    rl.rlim_cur = rl.rlim_max = proc_status("VmData:") + 64 * MiB;
+    rl.rlim_cur = rl.rlim_max = test_proc_status(d.pid, "VmData:") + 64 * MiB;
     cr_assert_eq(prlimit(d.pid, RLIMIT_DATA, &rl, NULL), 0, "%s", strerror(errno));
 
     for (; batches < MAX_BATCHES; batches++) {
@@ -890,7 +666,7 @@ Test(chaos, heap_exhaustion_answers_resource_exhausted_and_keeps_serving, .timeo
         }
         req.items = refs;
         req.n_items = BATCH;
-        r = call_msg(NULL, METHOD("BatchPut"), &req.base);
+        r = test_call_msg(NULL, METHOD("BatchPut"), &req.base);
         if (r.status != GRPC_STATUS_OK)
             break;
         Pinpool__V1__BatchResponse *b = pinpool__v1__batch_response__unpack(NULL, r.reply_len,
@@ -911,14 +687,14 @@ Test(chaos, heap_exhaustion_answers_resource_exhausted_and_keeps_serving, .timeo
     cr_assert_lt(batches, MAX_BATCHES, "%d x %d Puts and the heap did not run short", batches,
                  BATCH);
     if (r.status != GRPC_STATUS_OK)
-        expect_status(r, GRPC_STATUS_RESOURCE_EXHAUSTED, -ENOMEM, "RLIMIT_DATA");
+        TEST_EXPECT_STATUS(r, GRPC_STATUS_RESOURCE_EXHAUSTED, -ENOMEM, "RLIMIT_DATA");
     cr_log_info("refused after %d x %d Puts: %s", batches, BATCH, r.details);
 
     /* Still serving: Ping, GetPoolInfo, and the calls that free memory. */
     cr_expect_eq(kill(d.pid, 0), 0, "the daemon died");
-    r = ping(NULL);
+    r = test_call_ping(NULL);
     cr_expect_eq(r.status, GRPC_STATUS_OK, "Ping: %s", r.details);
-    r = info(NULL, NULL);
+    r = test_call_info(NULL, NULL);
     cr_expect_eq(r.status, GRPC_STATUS_OK, "GetPoolInfo: %s", r.details);
     for (int k = 0; k <= batches && k < MAX_BATCHES; k++) {
         Pinpool__V1__BatchKeysRequest rm = PINPOOL__V1__BATCH_KEYS_REQUEST__INIT;
@@ -929,11 +705,11 @@ Test(chaos, heap_exhaustion_answers_resource_exhausted_and_keeps_serving, .timeo
         }
         rm.keys = kp;
         rm.n_keys = BATCH;
-        r = call_msg(NULL, METHOD("BatchRemove"), &rm.base);
+        r = test_call_msg(NULL, METHOD("BatchRemove"), &rm.base);
         cr_assert_eq(r.status, GRPC_STATUS_OK, "BatchRemove %d: %s", k, r.details);
         free(r.reply);
     }
-    cr_expect_eq(used_bytes(NULL), 0);
+    cr_expect_eq(test_call_used(NULL), 0);
     /* Memory is back: a Put works again. */
     Pinpool__V1__PutRequest p = PINPOOL__V1__PUT_REQUEST__INIT;
     p.key = "after";
@@ -941,7 +717,7 @@ Test(chaos, heap_exhaustion_answers_resource_exhausted_and_keeps_serving, .timeo
     p.data.len = 1;
     bool stored = false;
     for (int i = 0; i < 50 && !stored; i++) { /* the reserve comes back within 50 ms */
-        r = call_msg(NULL, METHOD("Put"), &p.base);
+        r = test_call_msg(NULL, METHOD("Put"), &p.base);
         stored = r.status == GRPC_STATUS_OK;
         free(r.reply);
         if (!stored)
@@ -950,5 +726,5 @@ Test(chaos, heap_exhaustion_answers_resource_exhausted_and_keeps_serving, .timeo
     cr_expect(stored, "a Put after removing everything: %s", r.details);
     Pinpool__V1__RemoveRequest rm1 = PINPOOL__V1__REMOVE_REQUEST__INIT;
     rm1.key = "after";
-    free(call_msg(NULL, METHOD("Remove"), &rm1.base).reply);
+    free(test_call_msg(NULL, METHOD("Remove"), &rm1.base).reply);
 }

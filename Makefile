@@ -253,7 +253,7 @@ test-python: $(BUILD)/.deps-ok py-deps
 	  $(PYTHON) -m pytest -q -p no:cacheprovider --timeout 300 tests/python
 
 bench: $(BUILD)/.deps-ok $(BUILD)/.mooncake-ok py-deps
-	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BUILD)/libpinpool.so $(BENCH_BIN)
+	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BUILD)/libpinpool.so $(BENCH_BIN) $(MOCK_CUDA)
 	$(Q)PINPOOL_BIN=$(abspath $(BUILD)/pinpool) PINPOOL_LIB=$(abspath $(BUILD)/libpinpool.so) \
 	  PYTHONPATH=$(abspath client/python) PYTHON=$(PYTHON) bench/run $(BUILD)
 

@@ -1,13 +1,20 @@
 /*
  * call.c - unary gRPC calls from libpinpool to the daemon (C core API).
  *
- * Owns: the channel and a stack of pluck completion queues, one per call in
- * flight, so that any number of threads can call at once.
+ * Owns: the channel, its message limits (CLIENT_MAX_MESSAGE both ways: the
+ * daemon's own --max-message-size bounds what it takes and sends; a request
+ * over it is refused here, before it is sent), the bearer token of a
+ * "tcp:HOST:PORT" target (read once from $PINPOOL_TOKEN_FILE and sent as
+ * "authorization: Bearer TOKEN" on every call), and a stack of pluck
+ * completion queues, one per call in flight, so that any number of threads
+ * can call at once.
  * Never: maps gRPC statuses to pinpool codes itself (proto/status.c does, from
- * the one list) or knows a context (its message goes to the caller's buffer).
+ * the one list) or knows a context (its message goes to the caller's buffer);
+ * keeps the token anywhere but rpc->bearer.
  * Locking: rpc->lock guards the stack only; a call runs without it.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
 #include <grpc/grpc_security.h>
@@ -17,20 +24,61 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "status.h"
 
 #define CALL_TIMEOUT_MS 120000 /* an allocation may wait for chunks being pinned */
 #define MAX_IDLE_CQS 16
+/* The largest message either way: the most any daemon's --max-message-size allows. */
+#define CLIENT_MAX_MESSAGE (1u << 30)
+#define TOKEN_MAX 256
 
 struct pinpool__rpc {
     grpc_channel *channel;
     char token[64];
+    bool tcp;
+    char bearer[16 + TOKEN_MAX]; /* "Bearer TOKEN", tcp: only; "" if none */
+    char token_error[320];      /* why $PINPOOL_TOKEN_FILE could not be read; "" if it could */
     pthread_mutex_t lock;
     grpc_completion_queue *idle[MAX_IDLE_CQS];
     int nidle;
 };
+
+/* The bearer token for a TCP target, from $PINPOOL_TOKEN_FILE (the daemon's
+ * --listen-token-file).  Unset: no token (the daemon says what is missing). */
+static void read_token(pinpool__rpc_t *rpc)
+{
+    const char *path = getenv("PINPOOL_TOKEN_FILE");
+    char buf[TOKEN_MAX + 2];
+    ssize_t n;
+    int fd;
+
+    if (path == NULL || path[0] == '\0')
+        return;
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        snprintf(rpc->token_error, sizeof(rpc->token_error), "cannot read the token file "
+                 "$PINPOOL_TOKEN_FILE=%s: %s", path, strerror(errno));
+        return;
+    }
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n < 0)
+        n = 0;
+    buf[n] = '\0';
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        buf[--n] = '\0';
+    if (n == 0 || n > TOKEN_MAX) {
+        snprintf(rpc->token_error, sizeof(rpc->token_error), "the token file "
+                 "$PINPOOL_TOKEN_FILE=%s holds no token (one line of at most %d characters)",
+                 path, TOKEN_MAX);
+        return;
+    }
+    snprintf(rpc->bearer, sizeof(rpc->bearer), "Bearer %s", buf);
+    memset(buf, 0, sizeof(buf));
+}
 
 int pinpool__rpc_open(pinpool__rpc_t **out, const char *socket_path)
 {
@@ -40,13 +88,23 @@ int pinpool__rpc_open(pinpool__rpc_t **out, const char *socket_path)
 
     if (rpc == NULL)
         return -ENOMEM;
-    if (strncmp(socket_path, "tcp:", 4) == 0)
+    rpc->tcp = strncmp(socket_path, "tcp:", 4) == 0;
+    if (rpc->tcp) {
         snprintf(target, sizeof(target), "%s", socket_path + 4);
-    else
+        read_token(rpc);
+    } else {
         snprintf(target, sizeof(target), "unix:%s", socket_path);
+    }
     grpc_init();
+    grpc_arg args[] = {
+        {.type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+         .value.integer = (int)CLIENT_MAX_MESSAGE},
+        {.type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
+         .value.integer = (int)CLIENT_MAX_MESSAGE},
+    };
+    grpc_channel_args ca = {sizeof(args) / sizeof(args[0]), args};
     creds = grpc_insecure_credentials_create();
-    rpc->channel = grpc_channel_create(target, creds, NULL);
+    rpc->channel = grpc_channel_create(target, creds, &ca);
     grpc_channel_credentials_release(creds);
     pthread_mutex_init(&rpc->lock, NULL);
     *out = rpc;
@@ -63,6 +121,7 @@ void pinpool__rpc_close(pinpool__rpc_t *rpc)
     }
     grpc_channel_destroy(rpc->channel);
     pthread_mutex_destroy(&rpc->lock);
+    memset(rpc->bearer, 0, sizeof(rpc->bearer));
     free(rpc);
     grpc_shutdown();
 }
@@ -139,7 +198,22 @@ int pinpool__rpc_call(pinpool__rpc_t *rpc, const char *method, const ProtobufCMe
 
     if (grpc_status != NULL)
         *grpc_status = GRPC_STATUS_UNKNOWN;
+    if (rpc->token_error[0] != '\0') {
+        snprintf(msg, msglen, "%s", rpc->token_error);
+        cq_put(rpc, cq);
+        return PINPOOL_EPERM;
+    }
     size_t len = protobuf_c_message_get_packed_size(req);
+    if (len > CLIENT_MAX_MESSAGE) {
+        char a[32], b[32];
+        snprintf(msg, msglen, "the %s is %s, more than any gRPC message to the daemon may be "
+                 "(%s): for objects that large use pinpool_alloc + pinpool_release (and "
+                 "pinpool_acquire to read them)", req->descriptor->name,
+                 pinpool_format_size(len, a, sizeof(a)),
+                 pinpool_format_size(CLIENT_MAX_MESSAGE, b, sizeof(b)));
+        cq_put(rpc, cq);
+        return -EMSGSIZE;
+    }
     grpc_slice out = grpc_slice_malloc(len);
     protobuf_c_message_pack(req, GRPC_SLICE_START_PTR(out));
     send = grpc_raw_byte_buffer_create(&out, 1);
@@ -150,11 +224,17 @@ int pinpool__rpc_call(pinpool__rpc_t *rpc, const char *method, const ProtobufCMe
     call = grpc_channel_create_call(rpc->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
                                     grpc_slice_from_static_string(method), NULL, deadline, NULL);
     memset(ops, 0, sizeof(ops));
-    grpc_metadata md = {.key = grpc_slice_from_static_string("pinpool-token"),
-                        .value = grpc_slice_from_static_string(rpc->token)};
+    grpc_metadata md[2];
+    size_t nmd = 0;
+    if (rpc->token[0] != '\0')
+        md[nmd++] = (grpc_metadata){.key = grpc_slice_from_static_string("pinpool-token"),
+                                    .value = grpc_slice_from_static_string(rpc->token)};
+    if (rpc->bearer[0] != '\0')
+        md[nmd++] = (grpc_metadata){.key = grpc_slice_from_static_string("authorization"),
+                                    .value = grpc_slice_from_static_string(rpc->bearer)};
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[0].data.send_initial_metadata.count = rpc->token[0] != '\0' ? 1 : 0;
-    ops[0].data.send_initial_metadata.metadata = &md;
+    ops[0].data.send_initial_metadata.count = nmd;
+    ops[0].data.send_initial_metadata.metadata = md;
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = send;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -189,7 +269,16 @@ int pinpool__rpc_call(pinpool__rpc_t *rpc, const char *method, const ProtobufCMe
         if (rc == PINPOOL_ECONNECT)
             snprintf(msg, msglen, "the pinpool daemon is not reachable (%s)%s", text,
                      status == GRPC_STATUS_UNAVAILABLE ? "; is `pinpool serve` running?" : "");
-        else
+        else if (status == GRPC_STATUS_RESOURCE_EXHAUSTED &&
+                 strstr(text, "larger than max") != NULL) {
+            /* gRPC's own limit, before the daemon saw the call: its --max-message-size */
+            char a[32];
+            rc = -EMSGSIZE;
+            snprintf(msg, msglen, "the %s is %s, larger than the daemon takes (its "
+                     "--max-message-size; gRPC says: %s): for objects that large use "
+                     "pinpool_alloc + pinpool_release (and pinpool_acquire to read them)",
+                     req->descriptor->name, pinpool_format_size(len, a, sizeof(a)), text);
+        } else
             snprintf(msg, msglen, "%s", text[0] != '\0' ? text : pinpool_strerror(rc));
         gpr_free(text);
         goto out;

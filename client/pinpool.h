@@ -189,7 +189,10 @@ PINPOOL_EXPORT int pinpool_acquire(pinpool_ctx_t *ctx, const char *key, uint32_t
                                    pinpool_slice_t *out);
 /*
  * The object API (Mooncake Store's): the bytes travel in the RPC, so keep these
- * for small objects (gRPC's default limit is 4 MiB a message).  put replaces
+ * for small objects: a message is at most the daemon's --max-message-size
+ * (64 MiB by default), and a put or get over it fails with -EMSGSIZE saying
+ * so (move larger objects with pinpool_alloc + pinpool_release and
+ * pinpool_acquire).  put replaces
  * an object under key; get copies it into buf when len is enough (*got = its
  * size) and returns -ENOBUFS with *got otherwise; exists returns 1 or 0;
  * remove returns 0 or PINPOOL_ENOKEY.  Objects made by put can be acquired

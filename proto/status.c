@@ -3,6 +3,7 @@
  */
 #include "status.h"
 
+#include <errno.h>
 #include <stddef.h>
 
 #include "pinpool_errors.h"
@@ -18,6 +19,11 @@ static const struct {
 
 #define NMAP (sizeof(map) / sizeof(map[0]))
 
+/* The -errno values the daemon answers for its own bounds: out of memory,
+ * every worker busy, a message or reply over --max-message-size, a batch over
+ * --max-batch-keys.  Every other -errno is INTERNAL. */
+static const int exhausted[] = {-ENOMEM, -EAGAIN, -EMSGSIZE, -E2BIG};
+
 grpc_status_code proto_status_of(int err)
 {
     if (err == 0)
@@ -25,6 +31,9 @@ grpc_status_code proto_status_of(int err)
     for (size_t i = 0; i < NMAP; i++)
         if (map[i].err == err)
             return map[i].status;
+    for (size_t i = 0; i < sizeof(exhausted) / sizeof(exhausted[0]); i++)
+        if (exhausted[i] == err)
+            return GRPC_STATUS_RESOURCE_EXHAUSTED;
     return GRPC_STATUS_INTERNAL;
 }
 

@@ -13,7 +13,8 @@
 #include <grpc/status.h>
 
 /* The status the daemon answers err with: 0 -> GRPC_STATUS_OK; PINPOOL_E* ->
- * its status; -errno and unknown codes -> INTERNAL. */
+ * its status; -ENOMEM, -EAGAIN, -EMSGSIZE, -E2BIG (the daemon's bounds) ->
+ * RESOURCE_EXHAUSTED; other -errno and unknown codes -> INTERNAL. */
 grpc_status_code proto_status_of(int err);
 /* The pinpool code of a failure that carried none (gRPC's own: the daemon
  * unreachable, a deadline): the first code listed with that status;

@@ -1,7 +1,9 @@
 /*
  * cli.c - `pinpool info` and `pinpool status`: ask the daemon over gRPC only
  * (no fd-socket session, so that they do not count themselves as clients) and
- * print tables for a person.
+ * print tables for a person.  --socket tcp:HOST:PORT asks over TCP, with the
+ * bearer token of --token-file (else $PINPOOL_TOKEN_FILE), which the library
+ * reads (client/call.c).
  */
 #include "cli.h"
 
@@ -21,10 +23,27 @@ static const char *size(uint64_t n, char *buf)
     return pinpool_format_size(n, buf, 32);
 }
 
-/* --socket PATH / --help; returns 0 to go on, 1 for --help, 2 on a bad argument. */
+/* --socket PATH / --token-file PATH / --help; returns 0 to go on, 1 for
+ * --help, 2 on a bad argument.  --token-file becomes $PINPOOL_TOKEN_FILE for
+ * the library (this process only). */
 static int parse(const char *cmd, const char *what, int argc, char **argv, const char **socket)
 {
     for (int i = 0; i < argc; i++) {
+        const char *token = NULL;
+        if (strcmp(argv[i], "--token-file") == 0) {
+            if (i + 1 >= argc || argv[i + 1][0] == '\0') {
+                fprintf(stderr, "pinpool %s: --token-file needs a value: the daemon's "
+                        "--listen-token-file (see --help)\n", cmd);
+                return 2;
+            }
+            token = argv[++i];
+        } else if (strncmp(argv[i], "--token-file=", 13) == 0) {
+            token = argv[i] + 13;
+        }
+        if (token != NULL) {
+            setenv("PINPOOL_TOKEN_FILE", token, 1);
+            continue;
+        }
         if (strcmp(argv[i], "--socket") == 0) {
             if (i + 1 >= argc || argv[i + 1][0] == '\0') {
                 fprintf(stderr, "pinpool %s: --socket needs a value: the daemon's socket path "
@@ -35,9 +54,11 @@ static int parse(const char *cmd, const char *what, int argc, char **argv, const
         } else if (strncmp(argv[i], "--socket=", 9) == 0) {
             *socket = argv[i] + 9;
         } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            printf("usage: pinpool %s [--socket PATH]\n"
+            printf("usage: pinpool %s [--socket PATH|tcp:HOST:PORT] [--token-file PATH]\n"
                    "Prints %s.  The socket defaults to\n"
-                   "$PINPOOL_SOCKET, else the daemon's default socket.\n", cmd, what);
+                   "$PINPOOL_SOCKET, else the daemon's default socket.  Over TCP (the daemon's\n"
+                   "--listen) every call carries the bearer token in --token-file, else in\n"
+                   "$PINPOOL_TOKEN_FILE (the daemon's --listen-token-file).\n", cmd, what);
             return 1;
         } else {
             fprintf(stderr, "pinpool %s: unexpected argument '%s' (see --help)\n", cmd, argv[i]);

@@ -98,8 +98,37 @@ static const srv_option_t options[] = {
      "serve Prometheus metrics at http://HOST:PORT/metrics (off by default; use a loopback "
      "address, e.g. 127.0.0.1:9464; port 0 picks one)", STR_FIELD(metrics), 0, 0, 0, NULL, NULL},
     {"listen", OPT_STRING, "", "HOST:PORT",
-     "also serve gRPC over TCP on this address (off by default; e.g. 127.0.0.1:50051)",
+     "also serve gRPC over TCP on this address (off by default; e.g. 127.0.0.1:50051); every "
+     "call over TCP must carry the bearer token of --listen-token-file",
      STR_FIELD(listen), 0, 0, 0, NULL, NULL},
+    {"listen-token-file", OPT_STRING, "auto", "PATH",
+     "with --listen: the file that holds the token TCP callers send as 'authorization: "
+     "Bearer TOKEN' (made with 128 random bits if absent; refused unless mode 0600 and the "
+     "daemon's own; clients read it from $PINPOOL_TOKEN_FILE); auto: STATE_DIR/listen-token",
+     STR_FIELD(listen_token_file), 0, 0, 0, NULL, NULL},
+    {"max-message-size", OPT_SIZE, "64MiB", "SIZE",
+     "largest gRPC request and reply; a Put or Get of a larger object is refused (use "
+     "AllocatePoolMemory + ReleasePoolMemory / AcquirePoolMemory to move it)",
+     NUM_FIELD(max_message_size), 1 * MiB, 1 * GiB, 0, NULL, NULL},
+    {"max-batch-keys", OPT_UINT, "4096", "N",
+     "most keys (or items) in one request: a batch call with more is refused before it is "
+     "decoded", NUM_FIELD(max_batch_keys), 1, 1u << 20, 0, NULL, NULL},
+    {"rpc-workers", OPT_UINT, "16", "N",
+     "threads that finish the calls that must wait (for pinning, room or the spill tier), so "
+     "that the gRPC threads never wait", NUM_FIELD(rpc_workers), 1, 256, 0, NULL, NULL},
+    {"rpc-queue", OPT_UINT, "256", "N",
+     "calls that may wait for a free worker; beyond that a waiting call is refused with "
+     "RESOURCE_EXHAUSTED", NUM_FIELD(rpc_queue), 0, 65536, 0, NULL, NULL},
+    {"max-streams", OPT_UINT, "64", "N", "most gRPC calls at once on one connection",
+     NUM_FIELD(max_streams), 1, 65536, 0, NULL, NULL},
+    {"rpc-memory", OPT_SIZE, "1GiB", "SIZE",
+     "memory gRPC may use for its buffers (its resource quota; at least 4 x "
+     "--max-message-size is used)", NUM_FIELD(rpc_memory),
+     16 * MiB, 1ull << 40, 0, NULL, NULL},
+    {"memory-reserve", OPT_SIZE, "32MiB", "SIZE",
+     "heap kept back for emergencies: under RLIMIT_DATA/RLIMIT_AS, calls that need memory are "
+     "refused with RESOURCE_EXHAUSTED while less than this is left (0: off)",
+     NUM_FIELD(memory_reserve), 0, 1 * GiB, 0, NULL, "off"},
     {"host-backend", OPT_CHOICE, "auto", "NAME",
      "how host chunks are made and pinned: vmm (CUDA VMM host memory shared as fds; pinned once), "
      "register (memfds pinned by cuMemHostRegister in every process), memfd (CPU-only), "

@@ -38,6 +38,15 @@ typedef struct srv_config {
     char devices[128];
     char socket[SRV_PATH_MAX];
     char listen[256];
+    char listen_token_file[256];
+    /* the control plane's limits (rpc.c, service.c) */
+    uint64_t max_message_size;
+    uint64_t max_batch_keys;
+    uint64_t rpc_workers;
+    uint64_t rpc_queue;
+    uint64_t max_streams;
+    uint64_t rpc_memory;
+    uint64_t memory_reserve;
     char metrics[64];
     char host_backend[16];
     char log_level[8];

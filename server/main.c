@@ -22,7 +22,8 @@
  * loop it stops the rest and frees everything.  SIGPIPE is ignored by every
  * thread (a disposition is the process's; it is set before any thread
  * starts), and SIGHUP until the loop's handler takes it.  Other
- * threads: the gRPC queue threads (rpc.c, two), the chunk threads and the
+ * threads: the gRPC queue threads (rpc.c, two) and its workers (workers.c),
+ * the tier statistics thread (service_info.c), the chunk threads and the
  * maintenance thread (srv), and the metrics HTTP thread (metrics.c).  The
  * daemon_t belongs to the main thread; the one call into it from another
  * thread is rpc_drained, which a gRPC queue thread runs when the last call
@@ -55,8 +56,10 @@
 #include "paths.h"
 #include "pinpool.h"
 #include "rpc.h"
+#include "reserve.h"
 #include "service.h"
 #include "srv.h"
+#include "tcpauth.h"
 
 /* After SIGTERM, calls in flight finish; connections still open after this
  * long (idle clients) are cut. */
@@ -66,6 +69,7 @@ typedef struct daemon {
     srv_config_t cfg;
     srv_t *srv;
     rpc_server_t *rpc;
+    srv_service_t *service;
     srv_fdsock_t *fdsock;
     srv_listener_t *grpc_unix; /* the gRPC socket's connections, handed to gRPC */
     srv_metrics_t *metrics;
@@ -469,10 +473,28 @@ static int serve(int argc, char **argv)
         goto out;
     }
 
+    /* The control plane: the heap's reserve (libev's allocator too), the
+     * service, the gRPC server with its limits; TCP only with its token. */
     methods = srv_service_methods(&nmethods);
-    rc = rpc_server_create(&d.rpc, methods, nmethods, d.srv, err, sizeof(err));
-    if (rc == 0 && d.cfg.listen[0] != '\0')
-        rc = rpc_server_add_port(d.rpc, d.cfg.listen, err, sizeof(err));
+    srv_reserve_start(d.cfg.memory_reserve);
+    rc = srv_service_create(&d.service, d.srv, err, sizeof(err));
+    if (rc == 0) {
+        rpc_limits_t lim;
+        srv_service_limits(&d.cfg, &lim);
+        rc = rpc_server_create(&d.rpc, methods, nmethods, d.service, &lim, err, sizeof(err));
+    }
+    /* The unix socket is the daemon's own listener (below), not a gRPC port. */
+    if (rc == 0 && d.cfg.listen[0] != '\0') {
+        char token[SRV_TOKEN_MAX + 1], path[SRV_PATH_MAX + 272];
+        rc = srv_tcp_token_load(&d.cfg, token, sizeof(token), path, sizeof(path), err,
+                                sizeof(err));
+        if (rc == 0)
+            rc = rpc_server_add_port(d.rpc, d.cfg.listen, token, err, sizeof(err));
+        if (rc == 0)
+            srv_info("gRPC over TCP on %s: calls must carry the bearer token in %s",
+                     d.cfg.listen, path);
+        memset(token, 0, sizeof(token));
+    }
     if (rc == 0 && d.cfg.metrics[0] != '\0') {
         rc = srv_metrics_start(&d.metrics, d.srv, methods, nmethods, d.cfg.metrics, &metrics_port,
                                err, sizeof(err));
@@ -480,7 +502,7 @@ static int serve(int argc, char **argv)
             rpc_server_set_observer(d.rpc, srv_metrics_observe, d.metrics);
     }
     if (rc == 0)
-        rc = rpc_server_start(d.rpc, 2);
+        rc = rpc_server_start(d.rpc, 2, err, sizeof(err));
     if (rc != 0) {
         srv_error("%s", err);
         goto out;
@@ -537,6 +559,7 @@ out:
     srv_listener_close(d.grpc_unix); /* removes the socket file */
     srv_fdsock_stop_accepting(d.fdsock);
     rpc_server_stop(d.rpc, SHUTDOWN_GRACE_S);
+    srv_service_destroy(d.service);
     srv_metrics_stop(d.metrics);
     srv_fdsock_close(d.fdsock);
     srv_persist_objects(d.srv); /* resident objects to the tier, for the next start */

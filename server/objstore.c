@@ -25,8 +25,15 @@
  * (do_settled, bounded); srv_acquire restores through do_restore and
  * srv_obj_put allocates through do_alloc_obj, both of which drop the lock.
  * After any of those the object is looked up again, except the one this
- * thread holds in RESTORING.  Removing a tier copy (srv_tier_forget) and
- * reading a spilled object (tier_get) happen after the unlock.
+ * thread holds in RESTORING.  Remove takes the object's tier copy away before
+ * it answers (srv_tier_remove_now, after the unlock), so that a Remove that
+ * returned never comes back, not even after a crash; the other calls only
+ * queue a copy that became stale (srv_tier_forget: the maintenance thread
+ * removes it; a newer generation or an expiry would win at a restart anyway).
+ * Reading a spilled object (tier_get) happens after the unlock.  On a
+ * do_nowait() thread every call returns SRV_EWOULDBLOCK instead of waiting in
+ * do_settled, restoring, allocating in do_alloc_obj, reading the tier or
+ * removing a copy (Remove of a spilled object).
  */
 #include "srv_int.h"
 
@@ -105,6 +112,10 @@ static obj_t *do_settled(srv_t *srv, const char *key, bool resident_ok_while_spi
         obj_t *o = objs_find(srv->objs, key);
         if (o != NULL && o->state != OBJ_RESIDENT && o->state != OBJ_SPILLED &&
             !(resident_ok_while_spilling && o->state == OBJ_SPILLING)) {
+            if (do_nowait()) { /* another thread spills or restores it: a wait */
+                *rc = SRV_EWOULDBLOCK;
+                return NULL;
+            }
             o->waiters++;
             bool more = do_wait_obj(srv, deadline);
             o = objs_find(srv->objs, key);
@@ -233,6 +244,10 @@ int srv_acquire(srv_t *srv, const char *client_id, const char *key, srv_slice_t 
         o = do_settled(srv, key, false, &rc, msg, msglen);
         if (o == NULL)
             break;
+        if (o->state == OBJ_SPILLED && do_nowait()) { /* a restore: tier I/O */
+            rc = SRV_EWOULDBLOCK;
+            break;
+        }
         if (o->state == OBJ_SPILLED) {
             if (srv->tier == NULL) { /* cannot happen: nothing spills without a tier */
                 rc = PINPOOL_EINTERNAL;
@@ -322,7 +337,8 @@ out:
     return rc;
 }
 
-int srv_obj_get(srv_t *srv, const char *key, void **data, uint64_t *len, char *msg, size_t msglen)
+int srv_obj_get(srv_t *srv, const char *key, uint64_t max, void **data, uint64_t *len, char *msg,
+                size_t msglen)
 {
     uint64_t size, got = 0, gen;
     srv_tkey_t copy;
@@ -341,6 +357,17 @@ int srv_obj_get(srv_t *srv, const char *key, void **data, uint64_t *len, char *m
         return rc;
     }
     size = o->size;
+    if (size > max) {
+        pthread_mutex_unlock(&srv->lock);
+        *len = size;
+        snprintf(msg, msglen, "object '%s' is %" PRIu64 " bytes, more than the %" PRIu64
+                 " this reply may carry", key, size, max);
+        return -EMSGSIZE;
+    }
+    if (o->state == OBJ_SPILLED && do_nowait()) {
+        pthread_mutex_unlock(&srv->lock);
+        return SRV_EWOULDBLOCK; /* a tier read */
+    }
     buf = malloc(size);
     if (buf == NULL) {
         pthread_mutex_unlock(&srv->lock);
@@ -406,11 +433,13 @@ int srv_obj_remove(srv_t *srv, const char *key, char *msg, size_t msglen)
         return rc;
     pthread_mutex_lock(&srv->lock);
     o = do_settled(srv, key, false, &rc, msg, msglen);
-    if (o != NULL) {
+    if (o != NULL && o->in_tier && do_nowait()) {
+        rc = SRV_EWOULDBLOCK; /* its tier copy goes before Remove answers: tier I/O */
+    } else if (o != NULL) {
         do_drop_obj(srv, o, &copy);
         rc = 0;
     }
     pthread_mutex_unlock(&srv->lock);
-    srv_tier_forget(srv, &copy);
+    srv_tier_remove_now(srv, &copy);
     return rc;
 }

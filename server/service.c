@@ -1,25 +1,64 @@
 /*
- * service.c - the PinPool gRPC methods: protobuf in, srv_* calls, protobuf out.
+ * service.c - the PinPool gRPC methods: protobuf in, srv_* calls, protobuf
+ * out; the methods on slices and objects, and the table of every method
+ * (GetPoolInfo and GetServerConfig are in service_info.c).
  *
- * Owns: turning requests into srv_* calls and their results into replies, and
+ * Owns: turning requests into srv_* calls and their results into replies;
  * which methods act for a client: those whose row has authorize as its check
- * (every request with a client_id field).
- * Never: holds state of its own or takes srv's lock directly.
+ * (every request with a client_id field); what each method undoes when its
+ * caller never got the reply (an allocated or acquired slice goes back); the
+ * bound on replies that carry object bytes (Get, BatchGet: checked before any
+ * byte is copied).
+ * Never: takes srv's lock directly, or waits on a gRPC queue thread: every
+ * handler runs through srv_service_run (HANDLER), which makes srv's calls
+ * answer SRV_EWOULDBLOCK there instead of waiting and turns that into
+ * RPC_DEFER, so that rpc.c runs it again on a worker; a handler of many
+ * items keeps its progress in its reply and goes on from there.
  * Each reply is built in one heap block (struct *_reply) freed by its done().
+ * Locking: none of its own (srv's calls take srv's lock).
  */
-#include "service.h"
+#include "service_int.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "pinpool.h"
 #include "pinpool.pb-c.h"
 #include "pool.h"
 #include "srv.h"
 
 #define METHOD(name) "/pinpool.v1.PinPool/" name
+#define REPLY_SLACK 1024 /* bytes of a reply that are not items (headers, lengths) */
+#define ITEM_OVERHEAD 24 /* bytes of each BatchGet item besides its data and message */
+
+int srv_service_run(srv_body_fn body, void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+{
+    int rc;
+
+    srv_set_nowait(!reply->may_block);
+    rc = body(app, m, reply);
+    srv_set_nowait(false);
+    return rc == SRV_EWOULDBLOCK ? RPC_DEFER : rc;
+}
+
+/* handle_NAME: the row's handler, running the body NAME through srv_service_run. */
+#define HANDLER(name)                                                                      \
+    static int handle_##name(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)     \
+    {                                                                                      \
+        return srv_service_run(name, app, m, reply);                                       \
+    }
+
+/* The most bytes of objects one reply may carry. */
+static uint64_t reply_budget(srv_t *srv)
+{
+    uint64_t max = srv_config(srv)->max_message_size;
+
+    return max > REPLY_SLACK ? max - REPLY_SLACK : 0;
+}
 
 /*
  * The check of every method whose request names a client (its client_id
@@ -38,8 +77,8 @@ static int authorize(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
         return PINPOOL_EINTERNAL;
     }
     id = *(char *const *)(const void *)((const char *)m + f->offset);
-    return srv_authorize(app, id != NULL ? id : "", reply->token, reply->text,
-                         sizeof(reply->text));
+    return srv_authorize(((srv_service_t *)app)->srv, id != NULL ? id : "", reply->token,
+                         reply->text, sizeof(reply->text));
 }
 
 /* ---- AllocatePoolMemory ------------------------------------------------------ */
@@ -119,29 +158,45 @@ static int reply_or_free(srv_t *srv, const char *client_id, const srv_slice_t *s
     return rc;
 }
 
-static int handle_alloc(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+static int alloc(srv_service_t *svc, const ProtobufCMessage *m, rpc_reply_t *reply)
 {
     const Pinpool__V1__AllocatePoolMemoryRequest *req = (const void *)m;
-    srv_t *srv = app;
     srv_slice_t s;
     int rc;
 
-    rc = srv_alloc(srv, req->client_id, req->device_id, req->size_bytes, req->alignment, req->tag,
-                   req->keep, &s, reply->text, sizeof(reply->text));
+    rc = srv_alloc(svc->srv, req->client_id, req->device_id, req->size_bytes, req->alignment,
+                   req->tag, req->keep, &s, reply->text, sizeof(reply->text));
     if (rc != 0)
         return rc;
-    return reply_or_free(srv, req->client_id, &s, reply);
+    return reply_or_free(svc->srv, req->client_id, &s, reply);
+}
+HANDLER(alloc)
+
+/* The caller never got the slice (kept or not): it goes back to the pool. */
+static void undo_alloc(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+{
+    const Pinpool__V1__AllocatePoolMemoryRequest *req = (const void *)m;
+    const alloc_reply_t *r = (const alloc_reply_t *)reply->msg;
+    srv_service_t *svc = app;
+    uint64_t freed = 0;
+    uint32_t n = 0;
+    char msg[256] = "";
+    int rc = srv_free(svc->srv, req->client_id, r->msg.slice_id, &freed, &n, msg, sizeof(msg));
+
+    srv_info("AllocatePoolMemory for %s: the caller gave up before the reply; slice %" PRIu64
+             " %s", req->client_id, r->msg.slice_id, rc == 0 ? "freed" : msg);
 }
 
-static int handle_attach(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+static int attach(srv_service_t *svc, const ProtobufCMessage *m, rpc_reply_t *reply)
 {
     const Pinpool__V1__AttachPoolMemoryRequest *req = (const void *)m;
     srv_slice_t s;
     int rc;
 
-    rc = srv_attach(app, req->client_id, req->tag, &s, reply->text, sizeof(reply->text));
-    return rc != 0 ? rc : build_slice_reply(app, &s, reply);
+    rc = srv_attach(svc->srv, req->client_id, req->tag, &s, reply->text, sizeof(reply->text));
+    return rc != 0 ? rc : build_slice_reply(svc->srv, &s, reply);
 }
+HANDLER(attach)
 
 static void done_alloc(rpc_reply_t *reply)
 {
@@ -154,7 +209,7 @@ static void done_alloc(rpc_reply_t *reply)
 
 /* ---- FreePoolMemory ---------------------------------------------------------- */
 
-static int handle_free(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+static int free_slice(srv_service_t *svc, const ProtobufCMessage *m, rpc_reply_t *reply)
 {
     const Pinpool__V1__FreePoolMemoryRequest *req = (const void *)m;
     Pinpool__V1__FreePoolMemoryResponse *r;
@@ -162,7 +217,8 @@ static int handle_free(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
     uint32_t n;
     int rc;
 
-    rc = srv_free(app, req->client_id, req->slice_id, &freed, &n, reply->text, sizeof(reply->text));
+    rc = srv_free(svc->srv, req->client_id, req->slice_id, &freed, &n, reply->text,
+                  sizeof(reply->text));
     if (rc != 0)
         return rc;
     r = malloc(sizeof(*r));
@@ -175,222 +231,11 @@ static int handle_free(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
     reply->msg = &r->base;
     return 0;
 }
+HANDLER(free_slice)
 
 static void done_free(rpc_reply_t *reply)
 {
     free(reply->msg);
-}
-
-/* ---- GetPoolInfo --------------------------------------------------------------- */
-
-typedef struct info_client {
-    Pinpool__V1__ClientUsage msg;
-    char id[SRV_CLIENT_ID_LEN];
-} info_client_t;
-
-#define MAX_TIER_STATS 48
-
-typedef struct info_reply {
-    Pinpool__V1__GetPoolInfoResponse msg;
-    Pinpool__V1__SpillInfo spill;
-    srv_spill_info_t sp;
-    Pinpool__V1__TierStat stats[MAX_TIER_STATS];
-    Pinpool__V1__TierStat *stat_refs[MAX_TIER_STATS];
-    char stat_text[MAX_TIER_STATS][2][128];
-    size_t nstats;
-    srv_pool_info_t info;
-    Pinpool__V1__DevicePoolInfo devices[SRV_MAX_DEVICES];
-    Pinpool__V1__DevicePoolInfo *device_refs[SRV_MAX_DEVICES];
-    info_client_t *clients;
-    Pinpool__V1__ClientUsage **refs;
-    size_t n, cap;
-    bool failed;
-} info_reply_t;
-
-static void add_client(const srv_client_usage_t *u, void *arg)
-{
-    info_reply_t *r = arg;
-
-    if (r->n == r->cap) {
-        size_t cap = r->cap ? 2 * r->cap : 16;
-        info_client_t *c = realloc(r->clients, cap * sizeof(*c));
-        if (c == NULL) {
-            r->failed = true;
-            return;
-        }
-        r->clients = c;
-        r->cap = cap;
-    }
-    info_client_t *c = &r->clients[r->n++];
-    pinpool__v1__client_usage__init(&c->msg);
-    snprintf(c->id, sizeof(c->id), "%s", u->client_id);
-    c->msg.bytes = u->bytes;
-    c->msg.device_bytes = u->device_bytes;
-    c->msg.slices = u->slices;
-    c->msg.pid = u->pid;
-    c->msg.uid = u->uid;
-}
-
-static void add_tier_stat(const char *name, const char *value, void *arg)
-{
-    info_reply_t *r = arg;
-    Pinpool__V1__TierStat *t;
-
-    if (r->nstats == MAX_TIER_STATS)
-        return;
-    t = &r->stats[r->nstats];
-    pinpool__v1__tier_stat__init(t);
-    snprintf(r->stat_text[r->nstats][0], sizeof(r->stat_text[0][0]), "%s", name);
-    snprintf(r->stat_text[r->nstats][1], sizeof(r->stat_text[0][1]), "%s", value);
-    t->name = r->stat_text[r->nstats][0];
-    t->value = r->stat_text[r->nstats][1];
-    r->stat_refs[r->nstats++] = t;
-}
-
-static void fill_spill(info_reply_t *r, srv_t *srv)
-{
-    Pinpool__V1__SpillInfo *s = &r->spill;
-    const srv_spill_info_t *p = &r->sp;
-
-    srv_spill_info(srv, &r->sp, add_tier_stat, r);
-    pinpool__v1__spill_info__init(s);
-    s->tier = (char *)p->tier;
-    s->objects = p->objects;
-    s->objects_resident = p->resident + p->spilling;
-    s->objects_spilled = p->spilled + p->restoring;
-    s->resident_bytes = p->resident_bytes;
-    s->spilled_bytes_now = p->spilled_bytes_now;
-    s->spills = p->spills;
-    s->bytes_spilled = p->spilled_bytes;
-    s->spill_failures = p->spill_failures;
-    s->restores = p->restores;
-    s->bytes_restored = p->restored_bytes;
-    s->restore_failures = p->restore_failures;
-    s->spill_gbps = p->spill_ns ? (double)p->spilled_bytes / (double)p->spill_ns : 0;
-    s->restore_gbps = p->restore_ns ? (double)p->restored_bytes / (double)p->restore_ns : 0;
-    s->spill_avg_ms = p->spills ? (double)p->spill_ns / 1e6 / (double)p->spills : 0;
-    s->restore_avg_ms = p->restores ? (double)p->restore_ns / 1e6 / (double)p->restores : 0;
-    s->expired = p->expired;
-    s->low_watermark_bytes = p->low_watermark;
-    s->last_error = r->sp.last_error;
-    s->n_tier_stats = r->nstats;
-    s->tier_stats = r->stat_refs;
-    r->msg.spill = s;
-}
-
-static int handle_info(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
-{
-    info_reply_t *r = calloc(1, sizeof(*r));
-    srv_pool_info_t *info;
-
-    (void)m;
-    if (r == NULL)
-        return -ENOMEM;
-    info = &r->info;
-    reply->msg = &r->msg.base;
-    srv_pool_info(app, info, add_client, r);
-    if (r->failed || (r->n > 0 && (r->refs = calloc(r->n, sizeof(*r->refs))) == NULL))
-        return -ENOMEM;
-    pinpool__v1__get_pool_info_response__init(&r->msg);
-    r->msg.capacity_bytes = info->stats.capacity;
-    r->msg.ready_bytes = info->stats.ready;
-    r->msg.used_bytes = info->stats.used;
-    r->msg.free_bytes = info->stats.free;
-    r->msg.largest_free_extent = info->stats.largest_free;
-    r->msg.chunk_size = info->chunk_size;
-    r->msg.num_chunks = info->num_chunks;
-    r->msg.num_slices = info->stats.num_slices;
-    r->msg.num_clients = info->num_clients;
-    r->msg.fragmentation = info->stats.fragmentation;
-    r->msg.host_backend = (char *)info->host_backend;
-    r->msg.mode = (char *)info->mode;
-    r->msg.num_kept = info->num_kept;
-    r->msg.pin_seconds = info->pin_seconds;
-    r->msg.stopped_short = info->stopped_short;
-    r->msg.cleaning_bytes = info->stats.dirty;
-    r->msg.chunk_replacements = info->chunk_replacements;
-    for (uint32_t i = 0; i < info->ndevices; i++) {
-        Pinpool__V1__DevicePoolInfo *d = &r->devices[i];
-        const pool_stats_t *st = &info->devices[i].stats;
-        pinpool__v1__device_pool_info__init(d);
-        d->device_id = info->devices[i].device_id;
-        d->name = info->devices[i].name;
-        d->capacity_bytes = st->capacity;
-        d->used_bytes = st->used;
-        d->free_bytes = st->free;
-        d->largest_free_extent = st->largest_free;
-        d->num_slices = st->num_slices;
-        r->device_refs[i] = d;
-    }
-    r->msg.n_devices = info->ndevices;
-    r->msg.devices = r->device_refs;
-    for (size_t i = 0; i < r->n; i++) {
-        r->clients[i].msg.client_id = r->clients[i].id; /* after the last realloc */
-        r->refs[i] = &r->clients[i].msg;
-    }
-    r->msg.n_clients = r->n;
-    r->msg.clients = r->refs;
-    fill_spill(r, app);
-    return 0;
-}
-
-static void done_info(rpc_reply_t *reply)
-{
-    info_reply_t *r = (info_reply_t *)reply->msg;
-
-    if (r != NULL) {
-        free(r->clients);
-        free(r->refs);
-        free(r);
-    }
-}
-
-/* ---- GetServerConfig ----------------------------------------------------------- */
-
-typedef struct config_entry {
-    Pinpool__V1__ConfigEntry msg;
-    char value[SRV_PATH_MAX + 16];
-    char defval[SRV_PATH_MAX + 16];
-} config_entry_t;
-
-typedef struct config_reply {
-    Pinpool__V1__GetServerConfigResponse msg;
-    config_entry_t entries[32];
-    Pinpool__V1__ConfigEntry *refs[32];
-} config_reply_t;
-
-static void add_entry(const char *name, const char *value, const char *defval, const char *help,
-                      void *arg)
-{
-    config_reply_t *r = arg;
-    config_entry_t *e;
-
-    if (r->msg.n_entries == sizeof(r->entries) / sizeof(r->entries[0]))
-        return;
-    e = &r->entries[r->msg.n_entries];
-    pinpool__v1__config_entry__init(&e->msg);
-    snprintf(e->value, sizeof(e->value), "%s", value);
-    snprintf(e->defval, sizeof(e->defval), "%s", defval); /* may be a caller's temporary */
-    e->msg.name = (char *)name;
-    e->msg.value = e->value;
-    e->msg.default_value = e->defval;
-    e->msg.help = (char *)help;
-    r->refs[r->msg.n_entries++] = &e->msg;
-}
-
-static int handle_config(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
-{
-    config_reply_t *r = calloc(1, sizeof(*r));
-
-    (void)m;
-    if (r == NULL)
-        return -ENOMEM;
-    pinpool__v1__get_server_config_response__init(&r->msg);
-    r->msg.entries = r->refs;
-    r->msg.version = (char *)PINPOOL_VERSION_STRING;
-    srv_config_foreach(srv_config(app), add_entry, r);
-    reply->msg = &r->msg.base;
-    return 0;
 }
 
 static void done_plain(rpc_reply_t *reply)
@@ -400,14 +245,14 @@ static void done_plain(rpc_reply_t *reply)
 
 /* ---- named objects ---------------------------------------------------------------- */
 
-static int handle_release(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+static int release(srv_service_t *svc, const ProtobufCMessage *m, rpc_reply_t *reply)
 {
     const Pinpool__V1__ReleasePoolMemoryRequest *req = (const void *)m;
     Pinpool__V1__ReleasePoolMemoryResponse *r;
     uint64_t size = 0;
     int rc;
 
-    rc = srv_release(app, req->client_id, req->slice_id, req->key, req->ttl_ms, &size,
+    rc = srv_release(svc->srv, req->client_id, req->slice_id, req->key, req->ttl_ms, &size,
                      reply->text, sizeof(reply->text));
     if (rc != 0)
         return rc;
@@ -419,30 +264,65 @@ static int handle_release(void *app, const ProtobufCMessage *m, rpc_reply_t *rep
     reply->msg = &r->base;
     return 0;
 }
+HANDLER(release)
 
-static int handle_acquire(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+static int acquire(srv_service_t *svc, const ProtobufCMessage *m, rpc_reply_t *reply)
 {
     const Pinpool__V1__AcquirePoolMemoryRequest *req = (const void *)m;
     srv_slice_t s;
     int rc;
 
-    rc = srv_acquire(app, req->client_id, req->key, &s, reply->text, sizeof(reply->text));
+    rc = srv_acquire(svc->srv, req->client_id, req->key, &s, reply->text, sizeof(reply->text));
     if (rc != 0)
         return rc;
-    return reply_or_free(app, req->client_id, &s, reply);
+    return reply_or_free(svc->srv, req->client_id, &s, reply);
+}
+HANDLER(acquire)
+
+/* The caller never got the acquired slice: it becomes the object again (without
+ * the TTL it had: acquiring ended that). */
+static void undo_acquire(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+{
+    const Pinpool__V1__AcquirePoolMemoryRequest *req = (const void *)m;
+    const alloc_reply_t *r = (const alloc_reply_t *)reply->msg;
+    srv_service_t *svc = app;
+    uint64_t size;
+    char msg[256] = "";
+    int rc = srv_release(svc->srv, req->client_id, r->msg.slice_id, req->key, 0, &size, msg,
+                         sizeof(msg));
+
+    if (rc == 0)
+        srv_info("AcquirePoolMemory of '%s' for %s: the caller gave up before the reply; the "
+                 "object is released again", req->key, req->client_id);
+    else
+        srv_warn("AcquirePoolMemory of '%s' for %s: the caller gave up before the reply and the "
+                 "object cannot be released again (%s); slice %" PRIu64 " stays the client's",
+                 req->key, req->client_id, msg, r->msg.slice_id);
 }
 
-static int handle_put(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+static int put(srv_service_t *svc, const ProtobufCMessage *m, rpc_reply_t *reply)
 {
     static const Pinpool__V1__PutResponse ok = PINPOOL__V1__PUT_RESPONSE__INIT;
     const Pinpool__V1__PutRequest *req = (const void *)m;
     int rc;
 
-    rc = srv_obj_put(app, req->key, req->data.data, req->data.len, req->ttl_ms, reply->text,
+    rc = srv_obj_put(svc->srv, req->key, req->data.data, req->data.len, req->ttl_ms, reply->text,
                      sizeof(reply->text));
     if (rc == 0)
         reply->msg = (ProtobufCMessage *)&ok.base;
     return rc;
+}
+HANDLER(put)
+
+/* A Get of more than a reply may carry: what to do instead. */
+static void explain_too_big(srv_t *srv, const char *key, uint64_t size, char *msg, size_t msglen)
+{
+    char a[32], b[32];
+
+    snprintf(msg, msglen, "object '%s' is %s; a reply carries at most %s (the daemon's "
+             "--max-message-size): acquire it (AcquirePoolMemory, pinpool_acquire) and map its "
+             "slice instead", key, pool_format_size(size, a, sizeof(a)),
+             pool_format_size(reply_budget(srv), b, sizeof(b)));
 }
 
 typedef struct get_reply {
@@ -450,7 +330,7 @@ typedef struct get_reply {
     void *data;
 } get_reply_t;
 
-static int handle_get(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+static int get(srv_service_t *svc, const ProtobufCMessage *m, rpc_reply_t *reply)
 {
     const Pinpool__V1__GetRequest *req = (const void *)m;
     get_reply_t *r = calloc(1, sizeof(*r));
@@ -459,7 +339,10 @@ static int handle_get(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
 
     if (r == NULL)
         return -ENOMEM;
-    rc = srv_obj_get(app, req->key, &r->data, &len, reply->text, sizeof(reply->text));
+    rc = srv_obj_get(svc->srv, req->key, reply_budget(svc->srv), &r->data, &len, reply->text,
+                     sizeof(reply->text));
+    if (rc == -EMSGSIZE)
+        explain_too_big(svc->srv, req->key, len, reply->text, sizeof(reply->text));
     if (rc != 0) {
         free(r);
         return rc;
@@ -470,6 +353,7 @@ static int handle_get(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
     reply->msg = &r->msg.base;
     return 0;
 }
+HANDLER(get)
 
 static void done_get(rpc_reply_t *reply)
 {
@@ -481,11 +365,11 @@ static void done_get(rpc_reply_t *reply)
     }
 }
 
-static int handle_exists(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+static int exists(srv_service_t *svc, const ProtobufCMessage *m, rpc_reply_t *reply)
 {
     const Pinpool__V1__ExistsRequest *req = (const void *)m;
     Pinpool__V1__ExistsResponse *r;
-    int rc = srv_obj_exists(app, req->key, reply->text, sizeof(reply->text));
+    int rc = srv_obj_exists(svc->srv, req->key, reply->text, sizeof(reply->text));
 
     if (rc < 0)
         return rc;
@@ -497,25 +381,34 @@ static int handle_exists(void *app, const ProtobufCMessage *m, rpc_reply_t *repl
     reply->msg = &r->base;
     return 0;
 }
+HANDLER(exists)
 
-static int handle_remove(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+static int remove_obj(srv_service_t *svc, const ProtobufCMessage *m, rpc_reply_t *reply)
 {
     static const Pinpool__V1__RemoveResponse ok = PINPOOL__V1__REMOVE_RESPONSE__INIT;
     const Pinpool__V1__RemoveRequest *req = (const void *)m;
-    int rc = srv_obj_remove(app, req->key, reply->text, sizeof(reply->text));
+    int rc = srv_obj_remove(svc->srv, req->key, reply->text, sizeof(reply->text));
 
     if (rc == 0)
         reply->msg = (ProtobufCMessage *)&ok.base;
     return rc;
 }
+HANDLER(remove_obj)
 
-/* Batch replies: one heap block with n results (and data for BatchGet). */
+/*
+ * Batch replies: one heap block with n results (and data for BatchGet), and
+ * the progress of the handler: items [0, next) are done (a handler put off to
+ * a worker goes on from next).  The number of items is bounded before the
+ * request is decoded (rpc.c: --max-batch-keys).
+ */
 typedef struct batch_reply {
     union {
         Pinpool__V1__BatchResponse batch;
         Pinpool__V1__BatchGetResponse get;
     } msg;
-    size_t n;
+    size_t n, next;
+    bool sized;        /* BatchGet: the sizes were checked against the budget */
+    uint64_t budget;   /* BatchGet: reply bytes left for the items from next on */
     Pinpool__V1__ItemResult **refs;
     Pinpool__V1__ItemResult *items;
     ProtobufCBinaryData *data;
@@ -560,6 +453,16 @@ static batch_reply_t *batch_new(size_t n, bool get)
     return r;
 }
 
+/* The batch reply of this call: the one a first run began, or a new one. */
+static batch_reply_t *batch_of(rpc_reply_t *reply, size_t n, bool get)
+{
+    batch_reply_t *r = (batch_reply_t *)reply->msg;
+
+    if (r == NULL && (r = batch_new(n, get)) != NULL)
+        reply->msg = get ? &r->msg.get.base : &r->msg.batch.base;
+    return r;
+}
+
 static void done_batch(rpc_reply_t *reply)
 {
     batch_reply_t *r = (batch_reply_t *)reply->msg;
@@ -575,64 +478,116 @@ static void done_batch(rpc_reply_t *reply)
     free(r);
 }
 
-static int handle_batch_put(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+static int batch_put(srv_service_t *svc, const ProtobufCMessage *m, rpc_reply_t *reply)
 {
     const Pinpool__V1__BatchPutRequest *req = (const void *)m;
-    batch_reply_t *r = batch_new(req->n_items, false);
+    batch_reply_t *r = batch_of(reply, req->n_items, false);
 
     if (r == NULL)
         return -ENOMEM;
-    for (size_t i = 0; i < req->n_items; i++) {
-        const Pinpool__V1__PutRequest *it = req->items[i];
-        r->items[i].code = srv_obj_put(app, it->key, it->data.data, it->data.len, it->ttl_ms,
-                                       r->text[i], sizeof(r->text[i]));
+    for (; r->next < req->n_items; r->next++) {
+        const Pinpool__V1__PutRequest *it = req->items[r->next];
+        int rc = srv_obj_put(svc->srv, it->key, it->data.data, it->data.len, it->ttl_ms,
+                             r->text[r->next], sizeof(r->text[0]));
+        if (rc == SRV_EWOULDBLOCK)
+            return rc; /* items from next on, on a worker */
+        r->items[r->next].code = rc;
     }
-    reply->msg = &r->msg.batch.base;
     return 0;
 }
+HANDLER(batch_put)
 
-static int handle_batch_get(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+/*
+ * BatchGet: first every object's size (srv_obj_get with room for nothing
+ * copies nothing and says the size), so that a reply larger than the budget
+ * is refused before a single byte is copied (64 keys naming one 64 MiB object
+ * cost 4 GiB); then the copies, each bounded by what is left (an object
+ * replaced by a larger one meanwhile refuses the call too).
+ */
+static int batch_get(srv_service_t *svc, const ProtobufCMessage *m, rpc_reply_t *reply)
 {
     const Pinpool__V1__BatchKeysRequest *req = (const void *)m;
-    batch_reply_t *r = batch_new(req->n_keys, true);
+    batch_reply_t *r = batch_of(reply, req->n_keys, true);
+    char a[32], b[32];
+    int rc;
 
     if (r == NULL)
         return -ENOMEM;
-    for (size_t i = 0; i < req->n_keys; i++) {
+    if (!r->sized) {
+        uint64_t need = 0, max = reply_budget(svc->srv);
+        char ignored[256];
+        for (size_t i = 0; i < req->n_keys && need <= max; i++) {
+            void *none = NULL;
+            uint64_t len = 0;
+            rc = srv_obj_get(svc->srv, req->keys[i], 0, &none, &len, ignored, sizeof(ignored));
+            if (rc == SRV_EWOULDBLOCK)
+                return rc;
+            need += ITEM_OVERHEAD + (rc == -EMSGSIZE ? len : 0);
+        }
+        if (need > max) {
+            snprintf(reply->text, sizeof(reply->text), "BatchGet of %zu keys: the objects come "
+                     "to more than %s, and a reply carries at most %s (the daemon's "
+                     "--max-message-size): get fewer keys at a time, or acquire large objects "
+                     "(AcquirePoolMemory) and map them", req->n_keys,
+                     pool_format_size(need, a, sizeof(a)), pool_format_size(max, b, sizeof(b)));
+            return -EMSGSIZE;
+        }
+        r->sized = true;
+        r->budget = max;
+    }
+    for (; r->next < req->n_keys; r->next++) {
+        size_t i = r->next;
         void *data = NULL;
-        uint64_t len = 0;
-        r->items[i].code = srv_obj_get(app, req->keys[i], &data, &len, r->text[i],
-                                       sizeof(r->text[i]));
+        uint64_t len = 0, room = r->budget > ITEM_OVERHEAD ? r->budget - ITEM_OVERHEAD : 0;
+        rc = srv_obj_get(svc->srv, req->keys[i], room, &data, &len, r->text[i],
+                         sizeof(r->text[0]));
+        if (rc == SRV_EWOULDBLOCK)
+            return rc;
+        if (rc == -EMSGSIZE) { /* grown since the sizes were taken */
+            snprintf(reply->text, sizeof(reply->text), "BatchGet of %zu keys: '%s' (%s) does "
+                     "not fit in what is left of a reply (the daemon's --max-message-size): "
+                     "get fewer keys at a time", req->n_keys, req->keys[i],
+                     pool_format_size(len, a, sizeof(a)));
+            return rc;
+        }
+        r->items[i].code = rc;
         r->data[i].data = data;
-        r->data[i].len = r->items[i].code == 0 ? len : 0;
+        r->data[i].len = rc == 0 ? len : 0;
+        uint64_t used = ITEM_OVERHEAD + r->data[i].len + strlen(r->text[i]);
+        r->budget = r->budget > used ? r->budget - used : 0;
     }
-    reply->msg = &r->msg.get.base;
     return 0;
 }
+HANDLER(batch_get)
 
-static int handle_batch_keys(void *app, const ProtobufCMessage *m, rpc_reply_t *reply,
-                             int (*op)(srv_t *, const char *, char *, size_t))
+static int batch_keys(srv_service_t *svc, const ProtobufCMessage *m, rpc_reply_t *reply,
+                      int (*op)(srv_t *, const char *, char *, size_t))
 {
     const Pinpool__V1__BatchKeysRequest *req = (const void *)m;
-    batch_reply_t *r = batch_new(req->n_keys, false);
+    batch_reply_t *r = batch_of(reply, req->n_keys, false);
 
     if (r == NULL)
         return -ENOMEM;
-    for (size_t i = 0; i < req->n_keys; i++)
-        r->items[i].code = op(app, req->keys[i], r->text[i], sizeof(r->text[i]));
-    reply->msg = &r->msg.batch.base;
+    for (; r->next < req->n_keys; r->next++) {
+        int rc = op(svc->srv, req->keys[r->next], r->text[r->next], sizeof(r->text[0]));
+        if (rc == SRV_EWOULDBLOCK)
+            return rc;
+        r->items[r->next].code = rc;
+    }
     return 0;
 }
 
-static int handle_batch_exists(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+static int batch_exists(srv_service_t *svc, const ProtobufCMessage *m, rpc_reply_t *reply)
 {
-    return handle_batch_keys(app, m, reply, srv_obj_exists);
+    return batch_keys(svc, m, reply, srv_obj_exists);
 }
+HANDLER(batch_exists)
 
-static int handle_batch_remove(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+static int batch_remove(srv_service_t *svc, const ProtobufCMessage *m, rpc_reply_t *reply)
 {
-    return handle_batch_keys(app, m, reply, srv_obj_remove);
+    return batch_keys(svc, m, reply, srv_obj_remove);
 }
+HANDLER(batch_remove)
 
 /* ---- Ping ------------------------------------------------------------------------ */
 
@@ -646,39 +601,54 @@ static int handle_ping(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
     return 0;
 }
 
-/* path, request, check (authorize: the request names a client), handle, done */
+#define LOW RPC_LOW_MEMORY_OK
+/* path, request, check (authorize: the request names a client), handle, done, undo, flags
+ * (LOW: runs while the heap is short: it frees memory or needs little) */
 static const rpc_method_t methods[] = {
     {METHOD("AllocatePoolMemory"), &pinpool__v1__allocate_pool_memory_request__descriptor,
-     authorize, handle_alloc, done_alloc},
+     authorize, handle_alloc, done_alloc, undo_alloc, 0},
     {METHOD("FreePoolMemory"), &pinpool__v1__free_pool_memory_request__descriptor, authorize,
-     handle_free, done_free},
-    {METHOD("GetPoolInfo"), &pinpool__v1__get_pool_info_request__descriptor, NULL, handle_info,
-     done_info},
+     handle_free_slice, done_free, NULL, LOW},
+    {METHOD("GetPoolInfo"), &pinpool__v1__get_pool_info_request__descriptor, NULL, srv_service_handle_info,
+     srv_service_done_info, NULL, LOW},
     {METHOD("GetServerConfig"), &pinpool__v1__get_server_config_request__descriptor, NULL,
-     handle_config, done_plain},
-    {METHOD("Ping"), &pinpool__v1__ping_request__descriptor, NULL, handle_ping, NULL},
+     srv_service_handle_config, done_plain, NULL, LOW},
+    {METHOD("Ping"), &pinpool__v1__ping_request__descriptor, NULL, handle_ping, NULL, NULL, LOW},
     {METHOD("AttachPoolMemory"), &pinpool__v1__attach_pool_memory_request__descriptor, authorize,
-     handle_attach, done_alloc},
+     handle_attach, done_alloc, NULL, LOW},
     {METHOD("ReleasePoolMemory"), &pinpool__v1__release_pool_memory_request__descriptor,
-     authorize, handle_release, done_plain},
+     authorize, handle_release, done_plain, NULL, 0},
     {METHOD("AcquirePoolMemory"), &pinpool__v1__acquire_pool_memory_request__descriptor,
-     authorize, handle_acquire, done_alloc},
-    {METHOD("Put"), &pinpool__v1__put_request__descriptor, NULL, handle_put, NULL},
-    {METHOD("Get"), &pinpool__v1__get_request__descriptor, NULL, handle_get, done_get},
-    {METHOD("Exists"), &pinpool__v1__exists_request__descriptor, NULL, handle_exists, done_plain},
-    {METHOD("Remove"), &pinpool__v1__remove_request__descriptor, NULL, handle_remove, NULL},
+     authorize, handle_acquire, done_alloc, undo_acquire, LOW},
+    {METHOD("Put"), &pinpool__v1__put_request__descriptor, NULL, handle_put, NULL, NULL, 0},
+    {METHOD("Get"), &pinpool__v1__get_request__descriptor, NULL, handle_get, done_get, NULL, 0},
+    {METHOD("Exists"), &pinpool__v1__exists_request__descriptor, NULL, handle_exists, done_plain,
+     NULL, LOW},
+    {METHOD("Remove"), &pinpool__v1__remove_request__descriptor, NULL, handle_remove_obj, NULL,
+     NULL, LOW},
     {METHOD("BatchPut"), &pinpool__v1__batch_put_request__descriptor, NULL, handle_batch_put,
-     done_batch},
+     done_batch, NULL, 0},
     {METHOD("BatchGet"), &pinpool__v1__batch_keys_request__descriptor, NULL, handle_batch_get,
-     done_batch},
+     done_batch, NULL, 0},
     {METHOD("BatchExists"), &pinpool__v1__batch_keys_request__descriptor, NULL,
-     handle_batch_exists, done_batch},
+     handle_batch_exists, done_batch, NULL, LOW},
     {METHOD("BatchRemove"), &pinpool__v1__batch_keys_request__descriptor, NULL,
-     handle_batch_remove, done_batch},
+     handle_batch_remove, done_batch, NULL, LOW},
 };
+#undef LOW
 
 const rpc_method_t *srv_service_methods(size_t *n)
 {
     *n = sizeof(methods) / sizeof(methods[0]);
     return methods;
+}
+
+void srv_service_limits(const srv_config_t *cfg, rpc_limits_t *lim)
+{
+    lim->max_message = cfg->max_message_size;
+    lim->max_items = (uint32_t)cfg->max_batch_keys;
+    lim->max_streams = (uint32_t)cfg->max_streams;
+    lim->grpc_memory = cfg->rpc_memory;
+    lim->workers = (unsigned)cfg->rpc_workers;
+    lim->queue = (unsigned)cfg->rpc_queue;
 }

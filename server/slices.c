@@ -24,10 +24,10 @@
  * Never: decides what is spilled (spill.c does; srv_alloc asks it for room),
  * or makes host chunks (chunks.c; srv_alloc waits for them).
  * Locking (see srv_int.h): every srv_* function here takes srv->lock.  Only
- * srv_alloc drops it: in do_make_room_for_uid (waiting for the cleaner, or
- * replacing a chunk's memory), in do_make_room (a spill, or waiting for one)
- * and while waiting on chunks_cv for chunks still being made; it looks its
- * client up again after each.
+ * srv_alloc drops it in do_host_room (waiting for chunks still being made,
+ * for the cleaner, replacing a chunk's memory, or a spill); it looks its
+ * client up again after.  With do_nowait() it returns SRV_EWOULDBLOCK there
+ * instead (a kept slice's new client dropped again first).
  */
 #include "srv_int.h"
 
@@ -286,12 +286,54 @@ bool do_make_room_for_uid(srv_t *srv, uid_t uid, uint64_t size, uint64_t align)
     if (srv->shutting_down)
         return false;
     if (pool_dirty_bytes(srv->pools[HOST_POOL]) > 0) {
+        if (do_nowait())
+            return false; /* do_host_room checked first: not reached */
         do_wait_clean(srv);
         return true;
     }
     if (pool_claim(srv->pools[HOST_POOL], uid, size, align, &claim) != 0)
         return false;
     return do_replace_chunks(srv, &claim) == 0;
+}
+
+int do_host_room(srv_t *srv, uid_t uid, uint64_t size, uint64_t align)
+{
+    pool_t *host = srv->pools[HOST_POOL];
+
+    /* 1. Chunks still being made: the room is coming anyway. */
+    if (do_chunks_coming(srv)) {
+        if (do_nowait())
+            return SRV_EWOULDBLOCK;
+        pthread_cond_wait(&srv->chunks_cv, &srv->lock);
+        return 0;
+    }
+    /* 2. Memory of this uid (or never used) being zeroed, or 3. another uid's
+     * idle chunk given fresh memory: both block (cleaning, pinning). */
+    if (!srv->shutting_down && pool_dirty_bytes(host) > 0) {
+        if (do_nowait())
+            return SRV_EWOULDBLOCK;
+        do_wait_clean(srv);
+        return 0;
+    }
+    if (!srv->shutting_down) {
+        pool_claim_t claim;
+        if (pool_claim(host, uid, size, align, &claim) == 0) {
+            if (do_nowait()) { /* a worker will claim it again */
+                pool_claim_end(host, &claim, false);
+                return SRV_EWOULDBLOCK;
+            }
+            if (do_replace_chunks(srv, &claim) == 0)
+                return 0;
+        }
+    }
+    /* 4. A spill of a released object (tier I/O), or waiting for one. */
+    if (do_make_room_waits(srv)) {
+        if (do_nowait())
+            return SRV_EWOULDBLOCK;
+        if (do_make_room(srv))
+            return 0;
+    }
+    return 1;
 }
 
 int do_take_object_slice(srv_t *srv, uint64_t slice, uint64_t size, struct srv_client *c,
@@ -325,9 +367,14 @@ int do_take_object_slice(srv_t *srv, uint64_t slice, uint64_t size, struct srv_c
         return 0;
     }
     do_drop_if_idle(srv, c); /* c may be gone now */
-    if (rc == PINPOOL_ENOSPC && do_make_room_for_uid(srv, uid, size, 0)) {
-        *again = true;
-        return 0;
+    if (rc == PINPOOL_ENOSPC) {
+        int room = do_host_room(srv, uid, size, 0);
+        if (room == 0) {
+            *again = true;
+            return 0;
+        }
+        if (room == SRV_EWOULDBLOCK)
+            return room;
     }
     do_explain_alloc_error(srv, HOST_POOL, rc, size, 0, msg, msglen);
     return rc;
@@ -468,18 +515,15 @@ int srv_alloc(srv_t *srv, const char *client_id, int32_t device_id, uint64_t siz
             break;
         }
         do_drop_if_idle(srv, c); /* c may be gone now */
-        /* Not enough room yet: wait for host chunks that are still being made
-         * (before anything costlier: the room is coming anyway). */
-        if (rc == PINPOOL_ENOSPC && pool == HOST_POOL && do_chunks_coming(srv)) {
-            pthread_cond_wait(&srv->chunks_cv, &srv->lock);
-            continue;
+        if (rc == PINPOOL_ENOSPC && pool == HOST_POOL) {
+            int room = do_host_room(srv, uid, size, alignment);
+            if (room == 0)
+                continue; /* the lock dropped: everything is looked up again */
+            if (room == SRV_EWOULDBLOCK) {
+                rc = room;
+                break;
+            }
         }
-        /* Room for the uid: freed memory once zeroed, or another uid's idle
-         * chunk with fresh memory; else released objects can make room: spill
-         * one.  The lock drops meanwhile, so everything is looked up again. */
-        if (rc == PINPOOL_ENOSPC && pool == HOST_POOL &&
-            (do_make_room_for_uid(srv, uid, size, alignment) || do_make_room(srv)))
-            continue;
         do_explain_alloc_error(srv, pool, rc, size, alignment, msg, msglen);
         break;
     }

@@ -29,7 +29,8 @@
  * Never: chooses a slice in use, or calls the tier with srv->lock held.
  * Locking (see srv_int.h): do_spill, do_restore, do_make_room, do_alloc_obj and
  * do_wait_obj are called with srv->lock held and drop it meanwhile (the list
- * there says where); the maintenance thread holds it except while it waits,
+ * there says where; do_alloc_obj returns SRV_EWOULDBLOCK there instead on a
+ * do_nowait() thread); the maintenance thread holds it except while it waits,
  * spills, or removes tier copies.
  */
 #include "srv_int.h"
@@ -242,8 +243,8 @@ bool do_wait_obj(srv_t *srv, uint64_t deadline_ns)
 }
 
 /* A spill victim whose TTL passed is dropped instead (its room is free at
- * once, and no expired object is ever in flight): true if it was (lock held,
- * dropped while its old copy is removed). */
+ * once, and no expired object is ever in flight): true if it was (lock held;
+ * its copy's removal is queued). */
 static bool do_drop_if_expired(srv_t *srv, obj_t *o)
 {
     srv_tkey_t copy;
@@ -252,12 +253,20 @@ static bool do_drop_if_expired(srv_t *srv, obj_t *o)
         return false;
     do_drop_obj(srv, o, &copy);
     srv->sp.expired++;
-    if (copy.len > 0) {
-        pthread_mutex_unlock(&srv->lock);
-        srv_tier_forget(srv, &copy);
-        pthread_mutex_lock(&srv->lock);
-    }
+    do_tier_forget(srv, &copy);
     return true;
+}
+
+bool do_make_room_waits(srv_t *srv)
+{
+    obj_t *o;
+
+    if (srv->tier == NULL || srv->shutting_down)
+        return false;
+    o = objs_lru(srv->objs);
+    return (o != NULL && (mono_ns() >= srv->tier_backoff_ns ||
+                          (o->expires_ns != 0 && o->expires_ns <= mono_ns()))) ||
+           srv->spilling_now > 0;
 }
 
 /*
@@ -295,13 +304,13 @@ int do_alloc_obj(srv_t *srv, uint64_t size, pool_slice_info_t *info, char *msg, 
         rc = pool_alloc_as(srv->pools[HOST_POOL], srv->uid, srv->obj_owner, size, 0, info);
         if (rc == 0)
             return 0;
-        if (rc == PINPOOL_ENOSPC && do_chunks_coming(srv)) { /* room is coming: no spill */
-            pthread_cond_wait(&srv->chunks_cv, &srv->lock);
-            continue;
+        if (rc == PINPOOL_ENOSPC) {
+            int room = do_host_room(srv, srv->uid, size, 0);
+            if (room == 0)
+                continue;
+            if (room == SRV_EWOULDBLOCK)
+                return room;
         }
-        if (rc == PINPOOL_ENOSPC &&
-            (do_make_room_for_uid(srv, srv->uid, size, 0) || do_make_room(srv)))
-            continue;
         do_explain_alloc_error(srv, HOST_POOL, rc, size, 0, msg, msglen);
         return rc;
     }
@@ -352,9 +361,7 @@ int do_restore(srv_t *srv, obj_t *o, char *msg, size_t msglen)
         objs_set_state(srv->objs, o, OBJ_SPILLED, 0, 0, 0);
     if (rc == -EBADMSG) { /* it will never read back: the object goes */
         do_drop_damaged(srv, o, &copy);
-        pthread_mutex_unlock(&srv->lock);
-        srv_tier_forget(srv, &copy);
-        pthread_mutex_lock(&srv->lock);
+        do_tier_forget(srv, &copy);
         rc = PINPOOL_ENOKEY;
     }
     pthread_cond_broadcast(&srv->obj_cv);
@@ -368,12 +375,12 @@ void do_drop_damaged(srv_t *srv, obj_t *o, srv_tkey_t *copy)
     do_drop_obj(srv, o, copy);
 }
 
-/* Queue copy for another removal (lock held); false when the queue is full. */
+/* Queue copy's removal (lock held); false when the queue is full. */
 static bool do_queue_stale(srv_t *srv, const srv_tkey_t *copy)
 {
     struct srv_stale *s;
 
-    if (srv->nstale >= STALE_MAX || (s = malloc(sizeof(*s))) == NULL)
+    if (srv->nstale >= do_stale_max(srv) || (s = malloc(sizeof(*s))) == NULL)
         return false;
     s->copy = *copy;
     s->next = srv->stale;
@@ -382,9 +389,31 @@ static bool do_queue_stale(srv_t *srv, const srv_tkey_t *copy)
     return true;
 }
 
+void do_tier_forget(srv_t *srv, const srv_tkey_t *copy)
+{
+    if (srv->tier == NULL || copy->len == 0)
+        return;
+    if (!do_queue_stale(srv, copy)) {
+        srv_warn("spill tier: %u removals wait already: the copy '%s' stays in the tier",
+                 srv->nstale, copy->s);
+        return;
+    }
+    if (!srv->stale_failing) /* the tier works: remove it now, not in a period */
+        srv->stale_retry_ns = 0;
+    pthread_cond_signal(&srv->maint_cv);
+}
+
 void srv_tier_forget(srv_t *srv, const srv_tkey_t *copy)
 {
-    bool queued;
+    if (copy->len == 0)
+        return;
+    pthread_mutex_lock(&srv->lock);
+    do_tier_forget(srv, copy);
+    pthread_mutex_unlock(&srv->lock);
+}
+
+void srv_tier_remove_now(srv_t *srv, const srv_tkey_t *copy)
+{
     int rc;
 
     if (srv->tier == NULL || copy->len == 0)
@@ -392,37 +421,46 @@ void srv_tier_forget(srv_t *srv, const srv_tkey_t *copy)
     rc = tier_remove(srv->tier, copy->s, copy->len);
     if (rc == 0 || rc == PINPOOL_ENOKEY)
         return;
-    pthread_mutex_lock(&srv->lock);
-    queued = do_queue_stale(srv, copy);
-    pthread_mutex_unlock(&srv->lock);
-    if (queued)
-        srv_debug("spill tier: remove '%s': %s (retried later)", copy->s, pinpool_strerror(rc));
-    else
-        srv_warn("spill tier: remove '%s': %s; %u removals wait already: this copy stays in "
-                 "the tier", copy->s, pinpool_strerror(rc), STALE_MAX);
+    srv_debug("spill tier: remove '%s': %s (retried later)", copy->s, pinpool_strerror(rc));
+    srv_tier_forget(srv, copy);
 }
 
-/* The maintenance thread (lock held, dropped meanwhile): try the queued
- * removals again; the ones that fail again go back on the queue. */
+/* The maintenance thread (lock held, dropped meanwhile): remove the queued
+ * copies; the ones that fail go back on the queue, and the next try waits
+ * TIER_BACKOFF_MS. */
 void do_retry_stale(srv_t *srv)
 {
     struct srv_stale *list = srv->stale, *s;
+    uint32_t failed = 0;
+    int last = 0;
 
     if (list == NULL || mono_ns() < srv->stale_retry_ns)
         return;
     srv->stale = NULL;
     srv->nstale = 0;
-    srv->stale_retry_ns = mono_ns() + TIER_BACKOFF_MS * 1000000ull;
     pthread_mutex_unlock(&srv->lock);
     for (s = list; s != NULL; s = s->next) {
         int rc = tier_remove(srv->tier, s->copy.s, s->copy.len);
 
-        s->copy.len = rc == 0 || rc == PINPOOL_ENOKEY ? 0 : s->copy.len;
+        if (rc == 0 || rc == PINPOOL_ENOKEY) {
+            s->copy.len = 0;
+        } else {
+            failed++;
+            last = rc;
+        }
     }
     pthread_mutex_lock(&srv->lock);
+    srv->stale_failing = failed > 0;
+    srv->stale_retry_ns = failed > 0 ? mono_ns() + TIER_BACKOFF_MS * 1000000ull : 0;
+    if (failed > 0)
+        srv_debug("spill tier: %u removals failed (%s); retried in %d ms", failed,
+                  pinpool_strerror(last), TIER_BACKOFF_MS);
     while ((s = list) != NULL) {
         list = s->next;
-        if (s->copy.len == 0 || srv->nstale >= STALE_MAX) {
+        if (s->copy.len == 0 || srv->nstale >= do_stale_max(srv)) {
+            if (s->copy.len != 0)
+                srv_warn("spill tier: the removal queue is full: the copy '%s' stays in the tier",
+                         s->copy.s);
             free(s);
         } else {
             s->next = srv->stale;
@@ -477,11 +515,7 @@ static void *maint_thread(void *arg)
 
             do_drop_obj(srv, o, &copy);
             srv->sp.expired++;
-            if (copy.len > 0) {
-                pthread_mutex_unlock(&srv->lock);
-                srv_tier_forget(srv, &copy);
-                pthread_mutex_lock(&srv->lock);
-            }
+            do_tier_forget(srv, &copy);
         }
         if (!srv->stop_maint)
             do_retry_stale(srv);
@@ -497,6 +531,8 @@ static void *maint_thread(void *arg)
                 break;
         }
     }
+    srv->stale_retry_ns = 0; /* one last try at what is queued */
+    do_retry_stale(srv);
     pthread_mutex_unlock(&srv->lock);
     return NULL;
 }

@@ -11,7 +11,8 @@
  * and then closes the rooms.
  * Never: does a room's work itself.
  * Locking (see srv_int.h for the rules of every room): srv_begin_shutdown and
- * srv_pool_info take srv->lock and never drop it.  srv_create,
+ * srv_pool_info take srv->lock and never drop it.  The wait policy
+ * (srv_set_nowait) is a thread-local flag: no lock.  srv_create,
  * srv_start_chunks and srv_destroy run on one thread, srv_destroy only once
  * no call is in flight.
  */
@@ -120,6 +121,19 @@ void srv_begin_shutdown(srv_t *srv)
     pthread_cond_broadcast(&srv->chunks_cv);
     pthread_cond_broadcast(&srv->obj_cv);
     pthread_mutex_unlock(&srv->lock);
+}
+
+/* The calling thread's wait policy (srv_set_nowait); every thread starts with false. */
+static _Thread_local bool nowait_here;
+
+void srv_set_nowait(bool nowait)
+{
+    nowait_here = nowait;
+}
+
+bool do_nowait(void)
+{
+    return nowait_here;
 }
 
 int do_shutdown_error(const srv_t *srv, char *msg, size_t msglen)

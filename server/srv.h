@@ -41,6 +41,9 @@
  * srv_begin_shutdown ends the waits (PINPOOL_ESHUTDOWN).  What a call may
  * rely on after it dropped the lock, the condition variables and the lock
  * order are written down in srv_int.h.
+ * A thread that must never wait (a gRPC queue thread) calls
+ * srv_set_nowait(true) first: then each of those calls, where it would wait
+ * or call the tier, returns SRV_EWOULDBLOCK at once instead (see there).
  */
 #ifndef PINPOOL_SRV_H
 #define PINPOOL_SRV_H
@@ -56,6 +59,21 @@
 #include "tier.h"
 
 typedef struct srv srv_t;
+
+/*
+ * "This call would have to wait or do I/O" (never sent to a client): what the
+ * calls that can wait return, at once, on a thread that asked for
+ * srv_set_nowait(true).  Such a call has then done no more than the same call
+ * without the flag does before its first wait (it may have dropped an object
+ * it replaces, for instance), so the caller runs it again, on a thread that
+ * may wait, to finish it.  Blocking work: waiting for host chunks being
+ * made, for another call's spill or restore, and every tier call (put, get,
+ * remove).  Calls that never wait ignore the flag.
+ */
+#define SRV_EWOULDBLOCK (-1900)
+/* The calling thread's policy for the calls above (false: they may wait, the
+ * default of every thread). */
+void srv_set_nowait(bool nowait);
 typedef struct srv_client srv_client_t;
 
 #define SRV_CLIENT_ID_LEN IPC_CLIENT_ID_LEN
@@ -236,8 +254,11 @@ int srv_acquire(srv_t *srv, const char *client_id, const char *key, srv_slice_t 
 /* Put: store len bytes under key (replacing an object there). */
 int srv_obj_put(srv_t *srv, const char *key, const void *data, uint64_t len, uint64_t ttl_ms,
                 char *msg, size_t msglen);
-/* Get: *data (malloc'd, the caller frees) and *len.  PINPOOL_ENOKEY if absent. */
-int srv_obj_get(srv_t *srv, const char *key, void **data, uint64_t *len, char *msg, size_t msglen);
+/* Get: *data (malloc'd, the caller frees) and *len.  PINPOOL_ENOKEY if absent;
+ * -EMSGSIZE with *len the object's size, before any copy, when it is larger
+ * than max bytes. */
+int srv_obj_get(srv_t *srv, const char *key, uint64_t max, void **data, uint64_t *len, char *msg,
+                size_t msglen);
 /* 1, 0, or an error. */
 int srv_obj_exists(srv_t *srv, const char *key, char *msg, size_t msglen);
 int srv_obj_remove(srv_t *srv, const char *key, char *msg, size_t msglen);

@@ -59,33 +59,31 @@
  *     do_restore        around tier_get (the object is RESTORING), and inside
  *                       do_alloc_obj.
  *     do_wait_obj       waits on obj_cv (bounded, re-checking every 200 ms).
- *     do_make_room      in do_spill or do_wait_obj, or around srv_tier_forget
- *                       of an expired victim (dropped instead of spilled).
- *     do_alloc_obj      in do_make_room_for_uid, do_make_room, or waiting on
- *                       chunks_cv.
+ *     do_make_room      in do_spill or do_wait_obj.
+ *     do_host_room      waiting on chunks_cv, in do_wait_clean,
+ *                       do_replace_chunks or do_make_room.
+ *     do_alloc_obj      in do_host_room.
  *     do_settled        in do_wait_obj.
- *     srv_alloc         in do_make_room_for_uid, do_make_room, or waiting
- *                       on chunks_cv.
- *     srv_acquire       in do_settled, do_restore and do_take_object_slice;
- *                       srv_tier_forget runs after the unlock (every
- *                       srv_tier_forget names the copy's generation, taken
- *                       under the lock: a late removal never reaches a newer
- *                       object's copy).
- *     srv_obj_put       in do_settled and do_alloc_obj; the same
- *                       srv_tier_forget.
+ *     srv_alloc         in do_host_room.
+ *     srv_acquire       in do_settled, do_restore and do_take_object_slice
+ *                       (do_host_room).
+ *     srv_obj_put       in do_settled and do_alloc_obj.
  *     srv_obj_get       in do_settled; reads a SPILLED object with tier_get
  *                       after the unlock.
- *     srv_obj_remove    in do_settled; the same srv_tier_forget.
- *     srv_release       never; srv_tier_forget (of an expired object under
- *                       the key) runs after the unlock.
+ *     srv_obj_remove    in do_settled; srv_tier_remove_now after the unlock.
  *     srv_wait_chunks   waits on chunks_cv.
- *     the maintenance thread: waits on maint_cv, spills (do_spill), and drops
- *                       the lock around srv_tier_forget of an expired
- *                       object.
+ *     the maintenance thread: waits on maint_cv, spills (do_spill), and
+ *                       removes the queued tier copies (do_retry_stale).
  *     srv_spill_info    calls tier_report_stats after the unlock.
- *     srv_tier_forget   takes the lock only to queue a removal to retry.
  *     srv_persist_objects  in do_spill, one object at a time.
- *     the maintenance thread, again: around the retried removals.
+ *   Removing a stale tier copy never blocks a caller: do_tier_forget (lock
+ *   held) and srv_tier_forget (no lock) only queue the copy's name, with its
+ *   generation, taken under the lock (a late removal never reaches a newer
+ *   object's copy), and the maintenance thread removes it.  Only Remove
+ *   waits for its copy to go (srv_tier_remove_now, after the unlock).
+ *   On a thread with do_nowait() the calls above (srv_spill_info excepted:
+ *   its caller leaves the tier's statistics out) return SRV_EWOULDBLOCK where
+ *   they would drop the lock to wait, spill, restore or call the tier.
  *   After the lock was dropped a thread may rely on two things only: an
  *   object that it put into SPILLING or RESTORING is still there, at the same
  *   address, in that state (no other thread changes such an object or frees
@@ -134,7 +132,10 @@
 #define MAINT_PERIOD_MS 100
 #define TIER_BACKOFF_MS 1000
 #define OBJ_WAIT_MAX_S 120 /* longest wait for another thread's spill or restore */
-#define STALE_MAX 4096     /* tier copies whose removal is retried, at most */
+/* Tier copies whose removal is queued, at most: one per copy there can be
+ * (--max-objects) and some slack for copies of objects being replaced. */
+#define STALE_SLACK 4096
+#define do_stale_max(srv) ((uint32_t)(srv)->cfg.max_objects + STALE_SLACK)
 
 /*
  * The name of an object's copy in the tier (spill.c): "UID/GEN/KEY", UID in
@@ -225,7 +226,8 @@ struct srv {
     srv_spill_info_t sp;       /* counters (the object counts come from objs) */
     struct srv_stale *stale;   /* tier copies to remove again (a failed removal) */
     uint32_t nstale;
-    uint64_t stale_retry_ns;   /* no retry before this */
+    uint64_t stale_retry_ns;   /* no removal before this (0: at once) */
+    bool stale_failing;        /* the last removals failed: retry after a back-off */
 
     /* sessions.c */
     struct client_tree clients;
@@ -253,6 +255,10 @@ static inline uint64_t mono_ns(void)
 /* PINPOOL_ESHUTDOWN with msg once srv_begin_shutdown ran, else 0: the first
  * test of every call that would allocate, and of each of its retries. */
 int do_shutdown_error(const srv_t *srv, char *msg, size_t msglen);
+/* Did the calling thread ask for srv_set_nowait(true)?  Then every place
+ * below that drops the lock to wait or to call the tier returns
+ * SRV_EWOULDBLOCK instead, before it changes anything (srv.h). */
+bool do_nowait(void);
 
 /* ---- chunks.c ------------------------------------------------------------------ */
 
@@ -353,6 +359,16 @@ void do_describe(const srv_t *srv, int pool, const pool_slice_info_t *info, srv_
  */
 bool do_make_room_for_uid(srv_t *srv, uid_t uid, uint64_t size, uint64_t align);
 /*
+ * A host slice of size bytes for uid found no room (ENOSPC): make some, the
+ * cheapest way first - wait for chunks still being made; wait for the
+ * cleaner; give uid another uid's idle chunk with fresh memory; spill a
+ * released object (or wait for a spill in flight).  Lock held, dropped
+ * meanwhile.  0: try again (look everything up again); SRV_EWOULDBLOCK on a
+ * do_nowait() thread when any of that would wait (nothing changed); 1:
+ * nothing can make room.
+ */
+int do_host_room(srv_t *srv, uid_t uid, uint64_t size, uint64_t align);
+/*
  * AcquirePoolMemory's hand-over: host slice slice (size bytes, owned by
  * srv->obj_owner) becomes client c's.  When it lies in another uid's chunks
  * its bytes move to a new slice in c's uid's, and the old one is freed.  0
@@ -393,6 +409,8 @@ void srv_maint_join(srv_t *srv);
  * object, or wait for a spill in flight.  Drops the lock meanwhile.  Returns
  * true when trying again may succeed. */
 bool do_make_room(srv_t *srv);
+/* Would do_make_room spill or wait (rather than return false at once)? */
+bool do_make_room_waits(srv_t *srv);
 /* A host slice of size for an object, spilling others if need be (drops the
  * lock meanwhile).  0 and *info, or an error with msg. */
 int do_alloc_obj(srv_t *srv, uint64_t size, pool_slice_info_t *info, char *msg, size_t msglen);
@@ -413,10 +431,16 @@ int srv_tier_key_parse(const void *name, size_t len, uint32_t *uid, uint64_t *ge
 void do_tier_meta(const obj_t *o, unsigned char meta[SRV_TMETA_LEN]);
 /* Read a copy's metadata: 0 and *expires_ms (0: none), or -1. */
 int srv_tier_meta_parse(const void *meta, uint32_t len, uint64_t *expires_ms);
-/* No lock: remove the copy named copy (nothing if copy->len is 0).  A removal
- * that fails (Mooncake refuses during a reader's lease: PINPOOL_EBUSY) is
- * queued and retried by the maintenance thread. */
+/* Remove the copy named copy (nothing if copy->len is 0), later: its name is
+ * queued and the maintenance thread removes it, at once while the tier works,
+ * else retried every TIER_BACKOFF_MS (Mooncake refuses a removal during a
+ * reader's lease: PINPOOL_EBUSY).  No tier I/O on the caller's thread.
+ * srv_tier_forget takes the lock; do_tier_forget is called with it held. */
 void srv_tier_forget(srv_t *srv, const srv_tkey_t *copy);
+void do_tier_forget(srv_t *srv, const srv_tkey_t *copy);
+/* No lock, tier I/O: remove the copy now (Remove); if the tier refuses, it is
+ * queued as srv_tier_forget would. */
+void srv_tier_remove_now(srv_t *srv, const srv_tkey_t *copy);
 /* An object whose copy turned out damaged (-EBADMSG, lock held): drop it and
  * log why; its copy's name into *copy, for the caller to forget after unlocking. */
 void do_drop_damaged(srv_t *srv, obj_t *o, srv_tkey_t *copy);

@@ -117,6 +117,19 @@ int test_daemon_spawn(test_daemon_t *d, bool again, ...)
     return rc;
 }
 
+int test_daemon_kill(test_daemon_t *d, int sig)
+{
+    int status = 0;
+
+    if (d->pid <= 0 || kill(d->pid, sig) != 0)
+        return -1;
+    while (waitpid(d->pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return -1;
+    d->pid = 0;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
 int test_daemon_stop(test_daemon_t *d)
 {
     int status = 0;
@@ -235,6 +248,9 @@ int test_pinpool(char *out, size_t len, const char *fmt, ...)
     cr_assert_not_null(p);
     n = fread(out, 1, len - 1, p);
     out[n] = '\0';
+    /* Read what does not fit too: a writer cut short would die of SIGPIPE. */
+    for (char sink[4096]; fread(sink, 1, sizeof(sink), p) > 0;)
+        ;
     int status = pclose(p);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }

@@ -28,8 +28,13 @@ typedef struct test_daemon {
 int test_daemon_spawn(test_daemon_t *d, bool again, ...);
 #define test_daemon_start(d, ...) test_daemon_spawn((d), false, __VA_ARGS__)
 #define test_daemon_restart(d, ...) test_daemon_spawn((d), true, __VA_ARGS__)
-/* SIGTERM, wait; returns the exit status (or -1 if it had to be killed). */
+/* SIGTERM, wait; returns the exit status (or -1 if it had to be killed).  Its
+ * log, state directory and temp directory are removed. */
 int test_daemon_stop(test_daemon_t *d);
+/* Send sig and wait for the daemon to end, keeping its log and state directory
+ * (for test_daemon_restart on them: what a restart recovers).  Returns its exit
+ * status, or 128 + the signal that ended it. */
+int test_daemon_kill(test_daemon_t *d, int sig);
 /* Suite teardown (or a test's end): stop the daemon (if running); the pool
  * must have been empty and SIGTERM must make it exit 0 (test_fini_check: a
  * failure fails the test even in .fini). */

@@ -34,7 +34,11 @@ Test(status, every_code_goes_out_with_its_listed_status, .timeout = 10)
                      listed[i].name);
     }
     cr_expect_eq(proto_status_of(0), GRPC_STATUS_OK);
-    cr_expect_eq(proto_status_of(-ENOMEM), GRPC_STATUS_INTERNAL);
+    cr_expect_eq(proto_status_of(-ENOMEM), GRPC_STATUS_RESOURCE_EXHAUSTED);
+    cr_expect_eq(proto_status_of(-EMSGSIZE), GRPC_STATUS_RESOURCE_EXHAUSTED);
+    cr_expect_eq(proto_status_of(-E2BIG), GRPC_STATUS_RESOURCE_EXHAUSTED);
+    cr_expect_eq(proto_status_of(-EAGAIN), GRPC_STATUS_RESOURCE_EXHAUSTED);
+    cr_expect_eq(proto_status_of(-EIO), GRPC_STATUS_INTERNAL);
     cr_expect_eq(proto_status_of(-99999), GRPC_STATUS_INTERNAL);
 }
 

@@ -32,6 +32,15 @@
         }                                                                                 \
     } while (0)
 
+/* The spill tier of the fuzzers' srv: "none", or set once by a fuzzer
+ * (fuzz_rpc.c: a file tier in a temp directory, so that calls that spill or
+ * restore are put off to where they may wait, as on the daemon's workers). */
+static char fuzz_tier[512] = "none";
+
+/* The fuzzers' limits: small, so that inputs of 4 KiB reach them. */
+#define FUZZ_MAX_MESSAGE "1MiB"
+#define FUZZ_MAX_ITEMS "64"
+
 static inline srv_t *fuzz_srv_create(void)
 {
     srv_config_t cfg;
@@ -43,7 +52,10 @@ static inline srv_t *fuzz_srv_create(void)
     if (srv_config_set(&cfg, "mem-pool-size", "8MiB", err, sizeof(err)) != 0 ||
         srv_config_set(&cfg, "chunk-size", "2MiB", err, sizeof(err)) != 0 ||
         srv_config_set(&cfg, "pin-threads", "1", err, sizeof(err)) != 0 ||
-        srv_config_set(&cfg, "spill-tier", "none", err, sizeof(err)) != 0 ||
+        srv_config_set(&cfg, "spill-tier", fuzz_tier, err, sizeof(err)) != 0 ||
+        srv_config_set(&cfg, "spill-low-watermark", "0", err, sizeof(err)) != 0 ||
+        srv_config_set(&cfg, "max-message-size", FUZZ_MAX_MESSAGE, err, sizeof(err)) != 0 ||
+        srv_config_set(&cfg, "max-batch-keys", FUZZ_MAX_ITEMS, err, sizeof(err)) != 0 ||
         srv_create(&srv, &cfg, err, sizeof(err)) != 0 || srv_start_chunks(srv) != 0 ||
         srv_wait_chunks(srv, UINT32_MAX, err, sizeof(err)) != 0) {
         fprintf(stderr, "fuzz: cannot make the srv: %s\n", err);

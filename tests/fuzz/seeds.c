@@ -99,6 +99,112 @@ int main(int argc, char **argv)
     call(buf, &n, 4, NULL);
     put(rpc, "config_ping", buf, n);
 
+    /* The object API; the method numbers are service.c's rows, and a method
+     * byte with the top bit set is a call whose caller gives up (fuzz_rpc.c). */
+    enum { ALLOC, FREE, INFO, CONFIG, PING, ATTACH, RELEASE, ACQUIRE, PUT, GET, EXISTS, REMOVE,
+           BATCH_PUT, BATCH_GET, BATCH_EXISTS, BATCH_REMOVE, GIVES_UP = 0x80 };
+    Pinpool__V1__PutRequest p = PINPOOL__V1__PUT_REQUEST__INIT;
+    Pinpool__V1__GetRequest g = PINPOOL__V1__GET_REQUEST__INIT;
+    Pinpool__V1__ExistsRequest e = PINPOOL__V1__EXISTS_REQUEST__INIT;
+    Pinpool__V1__RemoveRequest rm = PINPOOL__V1__REMOVE_REQUEST__INIT;
+    Pinpool__V1__ReleasePoolMemoryRequest rel = PINPOOL__V1__RELEASE_POOL_MEMORY_REQUEST__INIT;
+    Pinpool__V1__AcquirePoolMemoryRequest acq = PINPOOL__V1__ACQUIRE_POOL_MEMORY_REQUEST__INIT;
+    Pinpool__V1__BatchKeysRequest bk = PINPOOL__V1__BATCH_KEYS_REQUEST__INIT;
+    Pinpool__V1__BatchPutRequest bp = PINPOOL__V1__BATCH_PUT_REQUEST__INIT;
+    uint8_t bytes[64] = "some bytes";
+    char *keys[80];
+    n = 0;
+    p.key = g.key = e.key = rm.key = "k";
+    p.data.data = bytes;
+    p.data.len = sizeof(bytes);
+    call(buf, &n, PUT, &p.base);
+    call(buf, &n, GET, &g.base);
+    call(buf, &n, EXISTS, &e.base);
+    p.ttl_ms = 18446744073709551615ull; /* "forever" */
+    call(buf, &n, PUT, &p.base);
+    call(buf, &n, REMOVE, &rm.base);
+    call(buf, &n, GET, &g.base);
+    put(rpc, "put_get_remove", buf, n);
+
+    /* One key many times: a BatchPut of duplicates, a BatchGet of 60 copies,
+     * 65 keys (over the fuzzers' 64), removing one twice. */
+    Pinpool__V1__PutRequest *items[3] = {&p, &p, &p};
+    p.ttl_ms = 0;
+    bp.n_items = 3;
+    bp.items = items;
+    for (int k = 0; k < 80; k++)
+        keys[k] = "k";
+    n = 0;
+    call(buf, &n, BATCH_PUT, &bp.base);
+    bk.keys = keys;
+    bk.n_keys = 60;
+    call(buf, &n, BATCH_GET, &bk.base);
+    bk.n_keys = 65;
+    call(buf, &n, BATCH_EXISTS, &bk.base);
+    bk.n_keys = 2;
+    call(buf, &n, BATCH_REMOVE, &bk.base);
+    put(rpc, "batch_duplicate_keys", buf, n);
+
+    /* A 3 MiB released object, larger than a fuzzer's 1 MiB reply: Get and a
+     * BatchGet of it are refused before a copy; then acquired by a caller who
+     * gives up (it must be released again), and acquired for good. */
+    a.client_id = "fuzz";
+    a.size_bytes = 3u << 20;
+    a.alignment = 0;
+    n = 0;
+    call(buf, &n, ALLOC, &a.base);
+    rel.client_id = acq.client_id = "fuzz";
+    rel.slice_id = 1;
+    rel.key = acq.key = g.key = "big";
+    call(buf, &n, RELEASE, &rel.base);
+    call(buf, &n, GET, &g.base);
+    for (int k = 0; k < 8; k++)
+        keys[k] = "big";
+    bk.n_keys = 8;
+    call(buf, &n, BATCH_GET, &bk.base);
+    call(buf, &n, ACQUIRE | GIVES_UP, &acq.base);
+    call(buf, &n, ACQUIRE, &acq.base);
+    f.client_id = "fuzz";
+    f.slice_id = 0;
+    call(buf, &n, FREE, &f.base);
+    put(rpc, "big_object_get_acquire", buf, n);
+
+    /* The pool full of released objects, then a slice that needs room: a
+     * spill to the file tier (put off to a worker), and acquiring a spilled
+     * object (a restore, put off too); an allocation whose caller gives up. */
+    n = 0;
+    a.size_bytes = 2u << 20;
+    static char key_names[4][8];
+    for (int k = 0; k < 4; k++) {
+        call(buf, &n, ALLOC, &a.base);
+        snprintf(key_names[k], sizeof(key_names[k]), "o%d", k);
+        rel.slice_id = (uint64_t)k + 1;
+        rel.key = key_names[k];
+        call(buf, &n, RELEASE, &rel.base);
+    }
+    a.size_bytes = 4u << 20;
+    call(buf, &n, ALLOC | GIVES_UP, &a.base);
+    call(buf, &n, ALLOC, &a.base);
+    acq.key = key_names[0];
+    call(buf, &n, ACQUIRE, &acq.base);
+    call(buf, &n, INFO, &i.base);
+    call(buf, &n, FREE, &f.base);
+    put(rpc, "spill_and_restore", buf, n);
+
+    /* NUL inside names (protobuf-c would cut them): client_id "vic\0tim",
+     * key "abc\0one", by hand since the packer stops at a NUL. */
+    static const uint8_t nul_alloc[] = {0x0a, 7, 'v', 'i', 'c', 0, 't', 'i', 'm', 0x10, 0xff, 0xff,
+                                        0xff, 0xff, 0x0f, 0x18, 0x80, 0x20};
+    static const uint8_t nul_put[] = {0x0a, 7, 'a', 'b', 'c', 0, 'o', 'n', 'e', 0x12, 1, 'x'};
+    n = 0;
+    buf[n++] = ALLOC, buf[n++] = sizeof(nul_alloc), buf[n++] = 0;
+    memcpy(buf + n, nul_alloc, sizeof(nul_alloc));
+    n += sizeof(nul_alloc);
+    buf[n++] = PUT, buf[n++] = sizeof(nul_put), buf[n++] = 0;
+    memcpy(buf + n, nul_put, sizeof(nul_put));
+    n += sizeof(nul_put);
+    put(rpc, "nul_in_names", buf, n);
+
     /* fd socket: two slices (4 KiB, 3 MiB), then MAP_REQs for each and a bad one. */
     ipc_map_req_t req = {0};
     n = 0;

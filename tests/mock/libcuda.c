@@ -22,6 +22,8 @@
  * copies are synchronous and streams and
  * events order nothing, so stream-ordering bugs stay invisible; timings mean
  * nothing.  The real test is tests/gpu/run on a GPU.
+ * One test knob: $PINPOOL_MOCK_CREATE_GATE holds cuMemCreate (slow pinning,
+ * for tests/test_chaos.c and bench/ctl_latency.c).
  */
 #include <cuda.h>
 #include <fcntl.h>
@@ -115,10 +117,35 @@ CUresult cuCtxEnablePeerAccess(CUcontext c, unsigned f) { (void)c, (void)f; retu
 CUresult cuDeviceCanAccessPeer(int *v, CUdevice a, CUdevice b) { (void)a, (void)b; *v = 0; return OK; }
 CUresult cuMemGetAllocationGranularity(size_t *g, const CUmemAllocationProp *p, CUmemAllocationGranularity_flags f)
 { (void)p, (void)f; *g = 2 << 20; return OK; }
+/* A test knob for slow pinning: $PINPOOL_MOCK_CREATE_GATE=PATH[:N] makes every
+ * cuMemCreate after the first N (default 2: a daemon's probe and its first
+ * chunk) wait while PATH exists, so that a test decides when chunks get made. */
+static void create_gate(void)
+{
+    static int calls;
+    const char *g = getenv("PINPOOL_MOCK_CREATE_GATE");
+    char path[512];
+    int pass = 2;
+
+    if (g == NULL || g[0] == '\0')
+        return;
+    snprintf(path, sizeof(path), "%s", g);
+    char *colon = strrchr(path, ':');
+    if (colon != NULL) {
+        *colon = '\0';
+        pass = atoi(colon + 1);
+    }
+    if (__atomic_add_fetch(&calls, 1, __ATOMIC_SEQ_CST) <= pass)
+        return;
+    while (access(path, F_OK) == 0)
+        usleep(10000);
+}
+
 CUresult cuMemCreate(CUmemGenericAllocationHandle *h, size_t n, const CUmemAllocationProp *p, unsigned long long f)
 {
     (void)f;
     if (failing("cuMemCreate")) return CUDA_ERROR_OUT_OF_MEMORY;
+    create_gate();
     int fd = memfd_create("mockvmm", MFD_CLOEXEC);
     if (fd < 0 || ftruncate(fd, (off_t)n) != 0) return CUDA_ERROR_OUT_OF_MEMORY;
     if (p->location.type == CU_MEM_LOCATION_TYPE_DEVICE && fd < MAXFD) {

@@ -111,7 +111,7 @@ TOBJ       := $(addprefix $(BUILD)/tobj/,$(addsuffix .o,$(basename $(COMMON_SRC)
 TEST_BIN   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 BENCH_BIN  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: all deps serve test test-python test-gpu py-deps python-lib bench dist clean fuzz soak load valgrind install
+.PHONY: test-tsan all deps serve test test-python test-gpu py-deps python-lib bench dist clean fuzz soak load valgrind install
 .SECONDARY:
 .DEFAULT_GOAL := all
 
@@ -229,6 +229,30 @@ test: $(BUILD)/.deps-ok $(BUILD)/.mooncake-ok
 	  PINPOOL_PYTHON=$(PYTHON) PINPOOL_BUILD=$(BUILD) PINPOOL_TEST_SANITIZE=$(SANITIZE) \
 	  tests/run $(TEST_MAY_SKIP) $(TEST_BIN) || rc=1; \
 	  $(MAKE) --no-print-directory test-python || rc=1; exit $$rc
+
+# ThreadSanitizer.  Criterion binaries cannot start under TSan ("Could not
+# initialize inheritable arena"), so the suites that drive the daemon hardest
+# (built as usual in $(BUILD)) run against a TSan-built daemon, which exits 66
+# on any report (the suites' teardown wants 0); then tests/tsan/threads, a
+# TSan-built libpinpool from 8 threads, runs against it (tests/tsan/run).
+# tests/tsan.supp names the uninstrumented Debian libraries.  .ci/run runs it.
+TSAN_BUILD ?= build-tsan
+TSAN_SUITES := test_daemon test_chaos test_spill test_spill_race test_isolation test_objects \
+               test_recover test_cli test_arena test_crash test_host
+TSAN_ENV := TSAN_OPTIONS="suppressions=$(abspath tests/tsan.supp) exitcode=66 halt_on_error=0"
+$(BUILD)/tests/tsan_threads: tests/tsan/threads.c $(LIB_OBJ)
+	$(Q)mkdir -p $(dir $@)
+	@echo "  TSAN    $@"
+	$(Q)$(CC) $(CFLAGS) -o $@ $< $(LIB_OBJ) $(LIBS)
+test-tsan: $(BUILD)/.deps-ok $(BUILD)/.mooncake-ok
+	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BUILD)/libpinpool.so \
+	  $(patsubst %,$(BUILD)/tests/%,$(TSAN_SUITES)) $(MOCK_CUDA) $(TEST_FIXTURES)
+	$(Q)$(MAKE) --no-print-directory BUILD=$(TSAN_BUILD) SANITIZE=thread \
+	  $(TSAN_BUILD)/pinpool $(TSAN_BUILD)/tests/tsan_threads
+	$(Q)rc=0; $(TSAN_ENV) PINPOOL_BIN=$(abspath $(TSAN_BUILD)/pinpool) PINPOOL_BUILD=$(BUILD) \
+	  PINPOOL_TEST_SANITIZE=thread PINPOOL_PYTHON=$(PYTHON) \
+	  tests/run $(TEST_MAY_SKIP) $(patsubst %,$(BUILD)/tests/%,$(TSAN_SUITES)) || rc=1; \
+	  $(TSAN_ENV) tests/tsan/run $(TSAN_BUILD) || rc=1; exit $$rc
 
 # Installs the PyPI packages with pip only when one is missing (Debian marks its
 # python3 externally managed: allow pip there, as CI runs on a throwaway machine),

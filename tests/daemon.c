@@ -130,7 +130,8 @@ int test_daemon_kill(test_daemon_t *d, int sig)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-int test_daemon_stop(test_daemon_t *d)
+/* SIGTERM, wait (bounded: then SIGKILL); the exit status, -1 if it was killed. */
+static int stop_wait(test_daemon_t *d)
 {
     int status = 0;
 
@@ -138,12 +139,8 @@ int test_daemon_stop(test_daemon_t *d)
         return -1;
     kill(d->pid, SIGTERM);
     for (int waited = 0; waited < STOP_TIMEOUT_MS; waited += 10) {
-        pid_t r = waitpid(d->pid, &status, WNOHANG);
-        if (r == d->pid) {
+        if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
             d->pid = 0;
-            unlink(d->log);
-            rm_state(d->state);
-            rmdir(d->dir); /* fails, and keeps the evidence, if anything else is left */
             return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
         }
         usleep(10000);
@@ -152,6 +149,26 @@ int test_daemon_stop(test_daemon_t *d)
     waitpid(d->pid, NULL, 0);
     d->pid = 0;
     return -1;
+}
+
+/* What a daemon leaves: its log, its state, its directory. */
+static void remove_traces(test_daemon_t *d)
+{
+    unlink(d->log);
+    rm_state(d->state);
+    rmdir(d->dir); /* fails, and keeps the evidence, if anything else is left */
+}
+
+int test_daemon_stop(test_daemon_t *d)
+{
+    int rc;
+
+    if (d->pid <= 0)
+        return -1;
+    rc = stop_wait(d);
+    if (rc >= 0)
+        remove_traces(d);
+    return rc;
 }
 
 uint64_t test_daemon_used(const test_daemon_t *d)
@@ -214,7 +231,10 @@ void test_daemon_finish(test_daemon_t *d)
     if (d->pid <= 0)
         return;
     uint64_t used = test_daemon_used(d);
-    int rc = test_daemon_stop(d);
+    int rc = stop_wait(d);
+    if (rc != 0) /* its log says why (a sanitizer's report, say) */
+        test_daemon_dump_log(d);
+    remove_traces(d);
     test_fini_check(used == 0, "the pool still has %" PRIu64 " bytes in use at the end", used);
     test_fini_check(rc == 0, "the daemon exited with %d on SIGTERM", rc);
 }

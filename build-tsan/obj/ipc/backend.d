@@ -1,0 +1,2 @@
+build-tsan/obj/ipc/backend.o: ipc/backend.c ipc/ipc.h
+ipc/ipc.h:

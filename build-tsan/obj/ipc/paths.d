@@ -1,0 +1,2 @@
+build-tsan/obj/ipc/paths.o: ipc/paths.c ipc/paths.h
+ipc/paths.h:

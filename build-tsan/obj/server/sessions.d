@@ -1,0 +1,17 @@
+build-tsan/obj/server/sessions.o: server/sessions.c server/srv_int.h \
+ pool/objects.h server/srv.h server/config.h ipc/devmem.h ipc/ipc.h \
+ pool/pool.h server/tier.h server/log.h client/pinpool.h \
+ pool/pinpool_errors.h pool/rbtree.h pool/rbtree_end.h
+server/srv_int.h:
+pool/objects.h:
+server/srv.h:
+server/config.h:
+ipc/devmem.h:
+ipc/ipc.h:
+pool/pool.h:
+server/tier.h:
+server/log.h:
+client/pinpool.h:
+pool/pinpool_errors.h:
+pool/rbtree.h:
+pool/rbtree_end.h:

@@ -68,30 +68,6 @@ int pinpool_dtype_size(int dtype)
     return dtype > 0 && dtype < NDTYPES ? dtypes[dtype].size : 0;
 }
 
-/* ---- little-endian fields -------------------------------------------------------------- */
-
-static uint32_t rd32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t rd64(const uint8_t *p)
-{
-    return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32;
-}
-
-static void wr32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void wr64(uint8_t *p, uint64_t v)
-{
-    wr32(p, (uint32_t)v);
-    wr32(p + 4, (uint32_t)(v >> 32));
-}
-
 /* ---- shapes ------------------------------------------------------------------------------- */
 
 bool pinpool__tensor_span(int dtype, uint32_t ndim, const int64_t *shape, const int64_t *strides,
@@ -160,15 +136,15 @@ uint64_t pinpool__content_hash(const pinpool__mtensor_t *t, uint32_t nt, const c
     for (uint32_t i = 0; i < nt; i++) {
         uint8_t rec[8 + 16 * PINPOOL_MANIFEST_MAX_DIMS + 8];
         size_t k = 0;
-        wr32(rec + k, t[i].dtype), k += 4;
-        wr32(rec + k, t[i].ndim), k += 4;
+        pinpool__wr32(rec + k, t[i].dtype), k += 4;
+        pinpool__wr32(rec + k, t[i].ndim), k += 4;
         for (uint32_t d = 0; d < t[i].ndim && d < PINPOOL_MANIFEST_MAX_DIMS; d++) {
-            wr64(rec + k, (uint64_t)t[i].shape[d]), k += 8;
-            wr64(rec + k, (uint64_t)t[i].strides[d]), k += 8;
+            pinpool__wr64(rec + k, (uint64_t)t[i].shape[d]), k += 8;
+            pinpool__wr64(rec + k, (uint64_t)t[i].strides[d]), k += 8;
         }
-        wr64(rec + k, t[i].hash), k += 8;
+        pinpool__wr64(rec + k, t[i].hash), k += 8;
         uint8_t len[4];
-        wr32(len, t[i].name_len);
+        pinpool__wr32(len, t[i].name_len);
         XXH3_64bits_update(st, len, 4);
         XXH3_64bits_update(st, names[i], t[i].name_len);
         XXH3_64bits_update(st, rec, k);
@@ -350,23 +326,23 @@ int pinpool__manifest_encode(const pinpool__menc_t *in, uint8_t **out, size_t *l
     if (b == NULL)
         return -ENOMEM;
     memcpy(b, PINPOOL__MAN_MAGIC, 8);
-    wr32(b + 8, PINPOOL_MANIFEST_FORMAT);
-    wr32(b + 12, PINPOOL__MAN_HDR);
-    wr64(b + 16, total);
-    wr64(b + 24, in->version);
-    wr64(b + 32, in->created_ns);
-    wr32(b + 40, in->nseg);
-    wr32(b + 44, in->nt);
-    wr32(b + 48, (uint32_t)strings);
-    wr32(b + 52, (uint32_t)name_len);
-    wr32(b + 56, in->meta_len);
-    wr32(b + 60, (uint32_t)in->device);
-    wr32(b + 64, in->placement);
-    wr32(b + 68, in->hash_algo);
-    wr64(b + 72, pinpool__content_hash(in->t, in->nt, in->names));
+    pinpool__wr32(b + 8, PINPOOL_MANIFEST_FORMAT);
+    pinpool__wr32(b + 12, PINPOOL__MAN_HDR);
+    pinpool__wr64(b + 16, total);
+    pinpool__wr64(b + 24, in->version);
+    pinpool__wr64(b + 32, in->created_ns);
+    pinpool__wr32(b + 40, in->nseg);
+    pinpool__wr32(b + 44, in->nt);
+    pinpool__wr32(b + 48, (uint32_t)strings);
+    pinpool__wr32(b + 52, (uint32_t)name_len);
+    pinpool__wr32(b + 56, in->meta_len);
+    pinpool__wr32(b + 60, (uint32_t)in->device);
+    pinpool__wr32(b + 64, in->placement);
+    pinpool__wr32(b + 68, in->hash_algo);
+    pinpool__wr64(b + 72, pinpool__content_hash(in->t, in->nt, in->names));
     p = b + PINPOOL__MAN_HDR;
     for (uint32_t i = 0; i < in->nseg; i++, p += PINPOOL__MAN_SEG) {
-        wr64(p, in->segs[i].size);
+        pinpool__wr64(p, in->segs[i].size);
         memcpy(p + 16, in->segs[i].key, strnlen(in->segs[i].key, PINPOOL__MAN_KEY - 1));
     }
     uint8_t *strs = b + PINPOOL__MAN_HDR + (size_t)PINPOOL__MAN_SEG * in->nseg +
@@ -378,22 +354,22 @@ int pinpool__manifest_encode(const pinpool__menc_t *in, uint8_t **out, size_t *l
     for (uint32_t i = 0; i < in->nt; i++, p += PINPOOL__MAN_TENSOR) {
         const pinpool__mtensor_t *t = &in->t[i];
         memcpy(strs + at, in->names[i], t->name_len);
-        wr32(p, at);
-        wr32(p + 4, t->name_len);
+        pinpool__wr32(p, at);
+        pinpool__wr32(p + 4, t->name_len);
         at += t->name_len;
-        wr32(p + 8, t->dtype);
-        wr32(p + 12, t->ndim);
-        wr32(p + 16, t->segment);
-        wr32(p + 20, t->flags);
-        wr64(p + 24, t->offset);
-        wr64(p + 32, t->nbytes);
+        pinpool__wr32(p + 8, t->dtype);
+        pinpool__wr32(p + 12, t->ndim);
+        pinpool__wr32(p + 16, t->segment);
+        pinpool__wr32(p + 20, t->flags);
+        pinpool__wr64(p + 24, t->offset);
+        pinpool__wr64(p + 32, t->nbytes);
         for (uint32_t d = 0; d < t->ndim; d++) {
-            wr64(p + 40 + 8 * d, (uint64_t)t->shape[d]);
-            wr64(p + 104 + 8 * d, (uint64_t)t->strides[d]);
+            pinpool__wr64(p + 40 + 8 * d, (uint64_t)t->shape[d]);
+            pinpool__wr64(p + 104 + 8 * d, (uint64_t)t->strides[d]);
         }
-        wr64(p + 168, t->hash);
+        pinpool__wr64(p + 168, t->hash);
     }
-    wr64(b + 80, XXH3_64bits(b, total)); /* over the bytes with the checksum still 0 */
+    pinpool__wr64(b + 80, XXH3_64bits(b, total)); /* over the bytes with the checksum still 0 */
     *out = b;
     *len = total;
     return 0;
@@ -435,7 +411,7 @@ static uint64_t checksum(const uint8_t *buf, size_t len)
     uint64_t h;
 
     if (st == NULL)
-        return ~rd64(buf + 80); /* cannot check: reported as a mismatch */
+        return ~pinpool__rd64(buf + 80); /* cannot check: reported as a mismatch */
     XXH3_64bits_reset(st);
     XXH3_64bits_update(st, buf, 80);
     XXH3_64bits_update(st, zero, 8);
@@ -454,7 +430,7 @@ static int parse_tensors(const uint8_t *buf, struct pinpool_manifest *m, const u
 
     for (uint32_t i = 0; i < m->nt; i++, p += PINPOOL__MAN_TENSOR) {
         pinpool__mtensor_t *t = &m->t[i];
-        uint32_t off = rd32(p), len = rd32(p + 4);
+        uint32_t off = pinpool__rd32(p), len = pinpool__rd32(p + 4);
         uint64_t span;
         int size;
 
@@ -472,13 +448,13 @@ static int parse_tensors(const uint8_t *buf, struct pinpool_manifest *m, const u
         t->name_off = at;
         t->name_len = len;
         at += len + 1;
-        t->dtype = rd32(p + 8);
-        t->ndim = rd32(p + 12);
-        t->segment = rd32(p + 16);
-        t->flags = rd32(p + 20);
-        t->offset = rd64(p + 24);
-        t->nbytes = rd64(p + 32);
-        t->hash = rd64(p + 168);
+        t->dtype = pinpool__rd32(p + 8);
+        t->ndim = pinpool__rd32(p + 12);
+        t->segment = pinpool__rd32(p + 16);
+        t->flags = pinpool__rd32(p + 20);
+        t->offset = pinpool__rd64(p + 24);
+        t->nbytes = pinpool__rd64(p + 32);
+        t->hash = pinpool__rd64(p + 168);
         size = pinpool_dtype_size((int)t->dtype);
         if (size == 0)
             return BAD("tensor '%s': unknown dtype %" PRIu32, name, t->dtype);
@@ -488,7 +464,7 @@ static int parse_tensors(const uint8_t *buf, struct pinpool_manifest *m, const u
         if (t->flags != 0)
             return BAD("tensor '%s': flags 0x%" PRIx32 " are not format 1's", name, t->flags);
         for (uint32_t d = 0; d < PINPOOL_MANIFEST_MAX_DIMS; d++) {
-            int64_t sh = (int64_t)rd64(p + 40 + 8 * d), st = (int64_t)rd64(p + 104 + 8 * d);
+            int64_t sh = (int64_t)pinpool__rd64(p + 40 + 8 * d), st = (int64_t)pinpool__rd64(p + 104 + 8 * d);
             if (d >= t->ndim && (sh != 0 || st != 0))
                 return BAD("tensor '%s': dimension %" PRIu32 " is past its %" PRIu32 " but not 0",
                            name, d, t->ndim);
@@ -537,30 +513,30 @@ int pinpool__manifest_parse(const uint8_t *buf, size_t len, struct pinpool_manif
         return BAD("a manifest is at least %u bytes (its header); got %zu", PINPOOL__MAN_HDR, len);
     if (memcmp(buf, PINPOOL__MAN_MAGIC, 8) != 0)
         return BAD("not a pinpool manifest (its first 8 bytes are not \"" PINPOOL__MAN_MAGIC "\")");
-    if (rd32(buf + 8) != PINPOOL_MANIFEST_FORMAT)
+    if (pinpool__rd32(buf + 8) != PINPOOL_MANIFEST_FORMAT)
         return BAD("manifest format %" PRIu32 " is not one this libpinpool %s reads (%d)%s",
-                   rd32(buf + 8), PINPOOL_VERSION_STRING, PINPOOL_MANIFEST_FORMAT,
-                   rd32(buf + 8) > PINPOOL_MANIFEST_FORMAT ? ": a newer pinpool wrote it" : "");
-    hdr = rd32(buf + 12);
+                   pinpool__rd32(buf + 8), PINPOOL_VERSION_STRING, PINPOOL_MANIFEST_FORMAT,
+                   pinpool__rd32(buf + 8) > PINPOOL_MANIFEST_FORMAT ? ": a newer pinpool wrote it" : "");
+    hdr = pinpool__rd32(buf + 12);
     if (hdr != PINPOOL__MAN_HDR)
         return BAD("the header says it is %" PRIu32 " bytes; format 1's is %u", hdr, PINPOOL__MAN_HDR);
-    total = rd64(buf + 16);
+    total = pinpool__rd64(buf + 16);
     if (total != len)
         return BAD("the manifest says it is %" PRIu64 " bytes long, but %zu were read", total, len);
     if (len > PINPOOL_MANIFEST_MAX_BYTES)
         return BAD("the manifest is %zu bytes, more than the %llu read at most", len,
                    (unsigned long long)PINPOOL_MANIFEST_MAX_BYTES);
-    m->version = rd64(buf + 24);
-    m->created_ns = rd64(buf + 32);
-    m->nseg = rd32(buf + 40);
-    m->nt = rd32(buf + 44);
-    nstr = rd32(buf + 48);
-    name_len = rd32(buf + 52);
-    meta_len = rd32(buf + 56);
-    m->device = (int32_t)rd32(buf + 60);
-    m->placement = rd32(buf + 64);
-    m->hash_algo = rd32(buf + 68);
-    m->content_hash = rd64(buf + 72);
+    m->version = pinpool__rd64(buf + 24);
+    m->created_ns = pinpool__rd64(buf + 32);
+    m->nseg = pinpool__rd32(buf + 40);
+    m->nt = pinpool__rd32(buf + 44);
+    nstr = pinpool__rd32(buf + 48);
+    name_len = pinpool__rd32(buf + 52);
+    meta_len = pinpool__rd32(buf + 56);
+    m->device = (int32_t)pinpool__rd32(buf + 60);
+    m->placement = pinpool__rd32(buf + 64);
+    m->hash_algo = pinpool__rd32(buf + 68);
+    m->content_hash = pinpool__rd64(buf + 72);
     if (m->nseg > PINPOOL_MANIFEST_MAX_SEGMENTS)
         return BAD("%" PRIu32 " segments (at most %u)", m->nseg, PINPOOL_MANIFEST_MAX_SEGMENTS);
     if (m->nt > PINPOOL_MANIFEST_MAX_TENSORS)
@@ -570,9 +546,9 @@ int pinpool__manifest_parse(const uint8_t *buf, size_t len, struct pinpool_manif
     if (expect != len)
         return BAD("%" PRIu32 " segments, %" PRIu32 " tensors and %" PRIu32 " bytes of strings make "
                    "%" PRIu64 " bytes, not the %zu read", m->nseg, m->nt, nstr, expect, len);
-    if (checksum(buf, len) != rd64(buf + 80))
+    if (checksum(buf, len) != pinpool__rd64(buf + 80))
         return BAD("the checksum does not match: the manifest is damaged");
-    if (rd64(buf + 88) != 0)
+    if (pinpool__rd64(buf + 88) != 0)
         return BAD("reserved header bytes are not 0");
     if (m->version == 0)
         return BAD("version 0 (versions start at 1)");
@@ -613,11 +589,11 @@ int pinpool__manifest_parse(const uint8_t *buf, size_t len, struct pinpool_manif
     for (uint32_t i = 0; i < m->nseg; i++, p += PINPOOL__MAN_SEG) {
         pinpool__mseg_t *s = &m->segs[i];
         size_t k = strnlen((const char *)p + 16, PINPOOL__MAN_KEY);
-        s->size = rd64(p);
+        s->size = pinpool__rd64(p);
         rc = 0;
         if (s->size == 0)
             rc = BAD("segment %" PRIu32 " is 0 bytes", i);
-        else if (rd64(p + 8) != 0)
+        else if (pinpool__rd64(p + 8) != 0)
             rc = BAD("segment %" PRIu32 ": reserved bytes are not 0", i);
         else if (k == 0 || k == PINPOOL__MAN_KEY)
             rc = BAD("segment %" PRIu32 ": its key is %s", i, k == 0 ? "empty" : "not NUL-terminated");

@@ -13,10 +13,14 @@
  *
  * Why XXH3-64: it is the checksum the spill tier already uses (libxxhash from
  * Debian, here header-only with XXH_INLINE_ALL, so libpinpool links nothing
- * new); it runs at memory speed on one core (5.5-6.9 GB/s measured on this
- * machine's EPYC cores, SSE2 build), so 16 GiB hash in ~2.5 s on one thread
- * and under a second on 8; a cryptographic hash would be 5-10x slower and
- * buys nothing against a local writer who can also rewrite the manifest.
+ * new); it runs near memory speed on one core (5.5-6.9 GB/s for XXH3_64bits
+ * over 1 GiB on this machine's EPYC cores, SSE2 build; a whole commit of a
+ * 2 GiB host manifest, bench/weights.py hash: 3.3 GB/s on one thread, 4.8 on
+ * two, best of three runs on 2 shared cores), so 16 GiB hash in a few seconds
+ * on one thread and about a second on 8 (not measured: the GPU machine's
+ * CPUs); a cryptographic hash would be several times slower and buys nothing
+ * against a local writer, who can rewrite the manifest too.  Hashes are made
+ * once, at commit; attach never hashes (verify does, on demand).
  */
 #include <errno.h>
 #include <inttypes.h>

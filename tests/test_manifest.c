@@ -12,7 +12,8 @@
  * its readers; the commit is atomic (a reader during a publish sees the old
  * version, a publisher killed before its commit leaves it current and its
  * slices to collect); a manifest of several parts; a spillable manifest
- * spilled and restored byte-exact; argument errors.
+ * spilled and restored byte-exact, and whole after a daemon restart (a kept
+ * one's attach then says its slices are gone); argument errors.
  * manifest_mock: device manifests on the stand-in driver (tests/mock/libcuda.c):
  * published by one process, attached without a copy by another, verified
  * through the host, a write through the reader's pointer found; a host
@@ -950,6 +951,39 @@ Test(manifest, a_spillable_manifest_survives_a_spill_and_restore, .timeout = 90)
     expect_bytes(m, 4, 70);
     pinpool_manifest_close(m);
     cr_assert_eq(pinpool_manifest_drop(ctx, "cold", 0, 0), 0, "%s", pinpool_errmsg(ctx));
+    cr_expect_eq(test_daemon_used(&d), 0);
+    pinpool_close(ctx);
+}
+
+Test(manifest, across_a_daemon_restart_a_spillable_manifest_stays_and_a_kept_one_says_why, .timeout = 90)
+{
+    pinpool_ctx_t *ctx = test_connect(&d);
+    pinpool_manifest_opts_t spill = {.device_id = PINPOOL_HOST, .flags = PINPOOL_MANIFEST_SPILLABLE};
+    pinpool_manifest_t *m = NULL;
+
+    publish(ctx, "persist", 3, 500, 80, &spill);
+    publish(ctx, "kept", 1, 100, 90, NULL);
+    pinpool_close(ctx);
+    /* SIGTERM: the daemon writes every named object to its tier; kept slices die with it
+     * (test_daemon_stop would remove the state directory: stop it by hand) */
+    int status = 0;
+    cr_assert_eq(kill(d.pid, SIGTERM), 0);
+    cr_assert_eq(waitpid(d.pid, &status, 0), d.pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "exit status %d", status);
+    d.pid = 0;
+    cr_assert_eq(test_daemon_restart(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB", NULL), 0);
+    ctx = test_connect(&d);
+    cr_assert_eq(pinpool_manifest_open(ctx, "persist", 0, &m), 0, "%s", pinpool_errmsg(ctx));
+    cr_assert_eq(pinpool_manifest_attach(m, PINPOOL_HOST), 0, "%s", pinpool_errmsg(ctx));
+    expect_bytes(m, 3, 80);
+    cr_expect_eq(pinpool_manifest_verify(m, NULL), 0, "%s", pinpool_errmsg(ctx));
+    pinpool_manifest_close(m);
+    cr_assert_eq(pinpool_manifest_open(ctx, "kept", 0, &m), 0, "the record and manifest persist: %s",
+                 pinpool_errmsg(ctx));
+    EXPECT_ERR(ctx, pinpool_manifest_attach(m, PINPOOL_HOST), PINPOOL_ENOKEY, "the daemon restarted");
+    pinpool_manifest_close(m);
+    cr_expect_eq(pinpool_manifest_drop(ctx, "persist", 0, 0), 0, "%s", pinpool_errmsg(ctx));
+    cr_expect_eq(pinpool_manifest_drop(ctx, "kept", 0, 0), 0, "%s", pinpool_errmsg(ctx));
     cr_expect_eq(test_daemon_used(&d), 0);
     pinpool_close(ctx);
 }

@@ -798,7 +798,8 @@ PINPOOL_EXPORT int pinpool_manifest_write(pinpool_publish_t *pub, uint32_t index
                                           const void *src, uint64_t bytes);
 /*
  * Hash the tensors (unless NO_HASH; a device manifest is read back through the
- * host in 64 MiB pieces), write the manifest, and make this version the
+ * host in 64 MiB pieces: work the caller queued on its own streams must be
+ * done first, e.g. cudaDeviceSynchronize), write the manifest, and make this version the
  * current one: the last step is the write of the name record, so that a
  * reader sees either the old version or the new one, whole.  pub is freed in
  * every case; on failure the version is undone (its slices freed) and the

@@ -606,6 +606,10 @@ PINPOOL_EXPORT int pinpool_tms_resume(const char *tag);
  * pause reuses them; read at each resume.  Initially $TMS_RETAIN_CPU_BACKUP. */
 PINPOOL_EXPORT void pinpool_tms_set_retain(int retain);
 PINPOOL_EXPORT int pinpool_tms_get_retain(void);
+/* The process is ending: later frees leave paused tags' copies in the daemon
+ * (torch frees its pools at interpreter exit; pinpool.torch_memory_saver
+ * calls this from atexit), so that another process can resume them. */
+PINPOOL_EXPORT void pinpool_tms_detach(void);
 /* pinpool_tms_malloc fails when the GPU would have less than bytes free after it. */
 PINPOOL_EXPORT void pinpool_tms_set_margin(uint64_t bytes);
 /* The CPU backup of [dptr, dptr + bytes) (inside one allocation): *host, or

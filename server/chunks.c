@@ -1,14 +1,18 @@
 /*
  * chunks.c - the host backend and the host pool's chunks.
  *
- * Owns: the choice of host backend (--host-backend; auto falls back to memfd,
- * saying why in the log), the pool's reserved address space, the chunk
+ * Owns: the choice of host backend (--host-backend; auto takes the fastest
+ * that works, saying in the log which and what it skipped and why; the
+ * hugetlb ones get the page size srv_huge_setup found, hugepages.h), the
+ * home GPU of the host backend (no context on a GPU the daemon does not
+ * need), the pool's reserved address space, the chunk
  * records, and the pin_threads threads that make the chunks at start-up.
  * Those threads take chunk numbers in order and create them through the host
  * backend; a chunk joins the host pool once all chunks before it exist, so the
  * ready part of the pool is always a prefix.  Before it takes a number a
  * thread asks memroom.c whether one more chunk still fits in the memory the
- * daemon may use (do_chunk_fits): if not, the pool stops growing there.
+ * daemon may use (do_chunk_fits): if not, the pool stops growing there; a
+ * hugetlb chunk that finds no free huge page (-ENOSPC) stops it too.
  * A chunk whose last slice went stays its uid's; when another uid needs it,
  * the host pool claims it (pool_claim, slices.c) and do_replace_chunks gives
  * it fresh memory at the same address before the claim ends: every
@@ -34,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cudaload.h"
 #include "log.h"
 #include "pinpool.h"
 
@@ -45,28 +50,89 @@ static double elapsed_since(const struct timespec *t0)
     return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
 }
 
-/* --host-backend: the one asked for, or auto's pick (saying why in the log). */
+/* The GPU whose context the host backend uses: the first of --devices when
+ * there are device pools (a GPU the daemon holds a context on anyway), else
+ * 0; so that the daemon makes no context on a GPU it does not need. */
+static int home_device(const srv_config_t *cfg)
+{
+    char *end;
+    long d;
+
+    if (cfg->device_pool_size == 0 || strcmp(cfg->devices, "all") == 0)
+        return 0;
+    d = strtol(cfg->devices, &end, 10);
+    return end != cfg->devices && d >= 0 && d < SRV_MAX_DEVICES ? (int)d : 0;
+}
+
+static bool is_hugetlb(const ipc_host_ops_t *host)
+{
+    return host == &ipc_host_hugetlb || host == &ipc_host_hugetlb_cpu;
+}
+
+/* The hugetlb backend's page size and --pin-unit (rounded up to whole pages). */
+static int configure_hugetlb(srv_t *srv, char *err, size_t errlen)
+{
+    uint64_t page = srv->cfg.huge_page, unit = srv->cfg.pin_unit;
+    char a[32], b[32];
+
+    if (page == 0) {
+        snprintf(err, errlen, "--host-backend %s needs huge pages for the pool and has none: %s",
+                 srv->host->name, srv->cfg.huge_why[0] ? srv->cfg.huge_why : "none found");
+        return PINPOOL_EINVAL;
+    }
+    if (unit % page != 0) {
+        uint64_t up = (unit / page + 1) * page;
+        srv_info("note: --pin-unit %s rounded up to %s, whole %s huge pages",
+                 pool_format_size(unit, a, sizeof(a)), pool_format_size(up, b, sizeof(b)),
+                 pool_format_size(page, a, sizeof(a)));
+        unit = up;
+    }
+    if (ipc_hugetlb_configure(page, unit) != 0) {
+        snprintf(err, errlen, "huge pages of %s are not supported", pool_format_size(page, a, sizeof(a)));
+        return PINPOOL_EINVAL;
+    }
+    return 0;
+}
+
+/* --host-backend: the one asked for, or auto's pick; the log says which, and
+ * for auto what it skipped and why. */
 static int pick_backend(srv_t *srv, char *err, size_t errlen)
 {
     const char *name = srv->cfg.host_backend;
-    char why[512];
+    char why[1024], pg[32];
     int rc;
 
+    ipc_cuda_set_home_device(home_device(&srv->cfg));
     if (strcmp(name, "auto") == 0) {
-        srv->host = ipc_host_auto(why, sizeof(why));
-        if (!srv->host->cuda)
-            srv_info("no CUDA host backend here (%s): running CPU-only on memfd chunks", why);
-        return 0;
+        srv->host = ipc_host_auto(srv->cfg.huge_page, srv->cfg.huge_why, why, sizeof(why));
+        if (is_hugetlb(srv->host))
+            srv_info("host backend auto: %s, the fastest here (%s pages: %s)%s%s", srv->host->name,
+                     pool_format_size(srv->cfg.huge_page, pg, sizeof(pg)), srv->cfg.huge_why,
+                     why[0] ? "; skipped " : "", why);
+        else if (srv->host->cuda)
+            srv_info("host backend auto: %s, the fastest that works here; skipped %s",
+                     srv->host->name, why[0] ? why : "nothing");
+        else
+            srv_info("host backend auto: %s: no CUDA host backend and no huge pages here (%s): "
+                     "running CPU-only", srv->host->name, why);
+    } else {
+        srv->host = ipc_host_backend(name);
+        if (srv->host == NULL) {
+            snprintf(err, errlen, "--host-backend %s is not known", name);
+            return PINPOOL_EINVAL;
+        }
+        rc = srv->host->probe(why, sizeof(why));
+        if (rc != 0) {
+            snprintf(err, errlen, "--host-backend %s cannot work here: %s%s", name, why,
+                     srv->host == &ipc_host_hugetlb ? " (--host-backend hugetlb-cpu makes the "
+                                                      "same chunks without CUDA)" : "");
+            return rc;
+        }
+        if (is_hugetlb(srv->host))
+            srv_info("host backend %s: %s pages: %s", name,
+                     pool_format_size(srv->cfg.huge_page, pg, sizeof(pg)), srv->cfg.huge_why);
     }
-    srv->host = ipc_host_backend(name);
-    if (srv->host == NULL) {
-        snprintf(err, errlen, "--host-backend %s is not known", name);
-        return PINPOOL_EINVAL;
-    }
-    rc = srv->host->probe(why, sizeof(why));
-    if (rc != 0)
-        snprintf(err, errlen, "--host-backend %s cannot work here: %s", name, why);
-    return rc;
+    return is_hugetlb(srv->host) ? configure_hugetlb(srv, err, errlen) : 0;
 }
 
 int srv_chunks_open(srv_t *srv, char *err, size_t errlen)
@@ -115,15 +181,45 @@ void srv_chunks_close(srv_t *srv)
     free(srv->created);
 }
 
+/*
+ * Under srv->lock: hugetlb chunk i found no free huge page (msg says so:
+ * another process took them after srv_huge_setup counted them).  The pool
+ * stops growing before i, as when memory runs out (memroom.c's pool_short,
+ * which do_chunk_fits then honours); only when not one chunk exists is it an
+ * error.  Chunks past i that other threads make anyway never join (the ready
+ * part is a prefix) and go at exit with the rest.
+ */
+static void hugetlb_stops(srv_t *srv, uint32_t i, const char *msg)
+{
+    char a[32], b[32];
+
+    if (srv->pool_short[0] == '\0') {
+        snprintf(srv->pool_short, sizeof(srv->pool_short), "%s", msg);
+        srv_warn("the pool stops growing at %s of %s: %s (GetPoolInfo: stopped_short)",
+                 pool_format_size((uint64_t)i * srv->cfg.chunk_size, a, sizeof(a)),
+                 pool_format_size(srv->capacity, b, sizeof(b)), msg);
+    }
+    if (srv->next_chunk > i)
+        srv->next_chunk = i;
+    if (i == 0 && srv->chunk_err == 0) {
+        srv->chunk_err = -ENOSPC;
+        snprintf(srv->chunk_errmsg, sizeof(srv->chunk_errmsg), "%s", msg);
+    }
+}
+
 static void *chunk_thread(void *arg)
 {
     srv_t *srv = arg;
     uint64_t size = srv->cfg.chunk_size;
+    bool huge = is_hugetlb(srv->host);
 
     for (;;) {
         ipc_chunk_t chunk;
         char msg[256] = "", why[256];
-        uint64_t room = srv_mem_room(why, sizeof(why)); /* memroom.c; no lock */
+        /* memroom.c; no lock.  Huge pages are not in MemAvailable nor charged to
+         * the memory cgroup: a hugetlb chunk that finds none free fails with
+         * -ENOSPC instead (below), and the kernel never OOM-kills for it. */
+        uint64_t room = huge ? UINT64_MAX : srv_mem_room(why, sizeof(why));
         uint32_t i, n;
         int rc;
 
@@ -140,7 +236,9 @@ static void *chunk_thread(void *arg)
                                      sizeof(msg));
 
         pthread_mutex_lock(&srv->lock);
-        if (rc != 0) {
+        if (rc == -ENOSPC && huge) {
+            hugetlb_stops(srv, i, msg);
+        } else if (rc != 0) {
             if (srv->chunk_err == 0) {
                 srv->chunk_err = rc;
                 snprintf(srv->chunk_errmsg, sizeof(srv->chunk_errmsg), "%s",
@@ -209,8 +307,8 @@ int do_replace_chunks(srv_t *srv, const pool_claim_t *claim)
             srv->chunks[i] = chunk;
             srv->replacements++;
             srv_info("chunk %" PRIu32 " (%s) passes from uid %" PRIu64 " to uid %" PRIu64
-                     " with fresh memory (%.1f ms; %" PRIu64 " such so far)", i, sz, ci.tenant,
-                     claim->tenant, (double)t0 / 1e6, srv->replacements);
+                     " with fresh memory (%.1f ms; %" PRIu64 " such so far)%s%s", i, sz, ci.tenant,
+                     claim->tenant, (double)t0 / 1e6, srv->replacements, msg[0] ? ": " : "", msg);
         } else {
             srv_warn("chunk %" PRIu32 " (%s) cannot pass from uid %" PRIu64 " to uid %" PRIu64
                      ": %s", i, sz, ci.tenant, claim->tenant,

@@ -11,7 +11,6 @@
  */
 #include "ipc.h"
 
-#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -49,21 +48,20 @@ const ipc_host_ops_t *ipc_host_auto(uint64_t huge_page, const char *no_huge, cha
                                     size_t whylen)
 {
     /* Fastest first (DESIGN.md, a 32 GiB pool on an H200: hugetlb ready 3.2x
-     * faster than cuMemHostAlloc, vmm 1.7-1.9x, register ~1x); then the
-     * CPU-only ones. */
+     * faster than cuMemHostAlloc, vmm 1.7-1.9x, register ~1x).  hugetlb-cpu
+     * is never picked: a CPU-only daemon takes no huge pages, a node-wide
+     * resource, unless told to (--host-backend hugetlb-cpu). */
     static const ipc_host_ops_t *const order[] = {&ipc_host_hugetlb, &ipc_host_vmm,
-                                                  &ipc_host_register, &ipc_host_hugetlb_cpu};
+                                                  &ipc_host_register};
     char err[256];
     size_t n = 0;
 
     if (why != NULL && whylen > 0)
         why[0] = '\0';
     for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
-        bool huge = order[i] == &ipc_host_hugetlb || order[i] == &ipc_host_hugetlb_cpu;
-        if (huge && huge_page == 0) {
-            if (order[i] == &ipc_host_hugetlb) /* the same reason holds for hugetlb-cpu */
-                n = skipped(why, whylen, n, "hugetlb",
-                            no_huge != NULL && no_huge[0] != '\0' ? no_huge : "no huge pages");
+        if (order[i] == &ipc_host_hugetlb && huge_page == 0) {
+            n = skipped(why, whylen, n, "hugetlb",
+                        no_huge != NULL && no_huge[0] != '\0' ? no_huge : "no huge pages");
             continue;
         }
         if (order[i]->probe(err, sizeof(err)) == 0)

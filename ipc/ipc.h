@@ -213,8 +213,8 @@ int ipc_hugetlb_configure(uint64_t page, uint64_t unit);
  * The backend that --host-backend auto picks here, the fastest that works:
  * hugetlb when huge_page is not 0 (the server found or reserved huge pages
  * of that size for the whole pool) and CUDA works, then vmm where the
- * driver supports host VMM, register where CUDA works, then hugetlb-cpu
- * (huge pages, no CUDA), and memfd.  no_huge says why huge_page is 0 (may
+ * driver supports host VMM, register where CUDA works, else memfd (never
+ * hugetlb-cpu: only when asked for).  no_huge says why huge_page is 0 (may
  * be NULL).  why gets a line saying what was skipped and why (may be NULL).
  */
 const ipc_host_ops_t *ipc_host_auto(uint64_t huge_page, const char *no_huge, char *why,

@@ -113,8 +113,8 @@ static int pick_backend(srv_t *srv, char *err, size_t errlen)
             srv_info("host backend auto: %s, the fastest that works here; skipped %s",
                      srv->host->name, why[0] ? why : "nothing");
         else
-            srv_info("host backend auto: %s: no CUDA host backend and no huge pages here (%s): "
-                     "running CPU-only", srv->host->name, why);
+            srv_info("host backend auto: %s: no CUDA host backend here (%s): running CPU-only "
+                     "(--host-backend hugetlb-cpu for huge pages without CUDA)", srv->host->name, why);
     } else {
         srv->host = ipc_host_backend(name);
         if (srv->host == NULL) {

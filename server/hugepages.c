@@ -376,7 +376,8 @@ int srv_huge_setup(srv_config_t *cfg, srv_huge_t *h)
         snprintf(why, sizeof(why), "--huge-pages never");
         goto none;
     }
-    if (ipc_host_hugetlb_cpu.probe(why, sizeof(why)) != 0)
+    /* auto takes huge pages only for hugetlb, which needs CUDA (ipc_host_auto) */
+    if ((required ? ipc_host_hugetlb_cpu.probe : ipc_host_hugetlb.probe)(why, sizeof(why)) != 0)
         goto none;
     if (cfg->chunk_size % IPC_HUGE_1G == 0 && hp_read(IPC_HUGE_1G, "nr_hugepages") >= 0)
         pages[npages++] = IPC_HUGE_1G;

@@ -50,6 +50,12 @@ bool ipc_cuda_context_active(int dev)
     return false;
 }
 
+int ipc_cuda_gpu_memory(int dev, uint64_t *used, uint64_t *total)
+{
+    (void)dev, (void)used, (void)total;
+    return PINPOOL_ENODEV;
+}
+
 #else
 
 #include <dlfcn.h>
@@ -179,6 +185,20 @@ bool ipc_cuda_context_active(int dev)
     if (loaded.rc != 0 || dev < 0 || dev >= ipc_cu.ndevices || ipc_cu.cuDeviceGet(&d, dev) != CUDA_SUCCESS)
         return false;
     return ipc_cu.cuDevicePrimaryCtxGetState(d, &flags, &active) == CUDA_SUCCESS && active != 0;
+}
+
+int ipc_cuda_gpu_memory(int dev, uint64_t *used, uint64_t *total)
+{
+    size_t f = 0, t = 0;
+
+    /* the driver's word: a context retained by anyone in this process; then
+     * making it current here creates nothing */
+    if (!ipc_cuda_context_active(dev) || ipc_cuda_use_device(dev) != 0 ||
+        ipc_cu.cuMemGetInfo(&f, &t) != CUDA_SUCCESS)
+        return PINPOOL_ENODEV;
+    *used = t > f ? (uint64_t)(t - f) : 0;
+    *total = (uint64_t)t;
+    return 0;
 }
 
 #endif

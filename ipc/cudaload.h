@@ -96,6 +96,11 @@ int ipc_cuda_home_device(void);
  * in it)?  The driver's word (cuDevicePrimaryCtxGetState), not pinpool's
  * records; false when the driver is not loaded. */
 bool ipc_cuda_context_active(int dev);
+/* GPU dev's memory as the driver tells it (cuMemGetInfo): total less free
+ * into *used (every process's use), and *total.  Only where this process
+ * already holds dev's primary context (it never makes one for this): 0, or
+ * PINPOOL_ENODEV. */
+int ipc_cuda_gpu_memory(int dev, uint64_t *used, uint64_t *total);
 /* Was this build made with CUDA support at all? */
 bool ipc_cuda_built(void);
 

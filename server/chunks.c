@@ -221,6 +221,7 @@ static void *chunk_thread(void *arg)
          * -ENOSPC instead (below), and the kernel never OOM-kills for it. */
         uint64_t room = huge ? UINT64_MAX : srv_mem_room(why, sizeof(why));
         uint32_t i, n;
+        bool all_made = false;
         int rc;
 
         pthread_mutex_lock(&srv->lock);
@@ -251,11 +252,15 @@ static void *chunk_thread(void *arg)
                 ;
             if (n > 0 && pool_add_chunks(srv->pools[HOST_POOL], n) == 0)
                 srv->ready += n;
-            if (srv->ready == srv->nchunks)
+            if (srv->ready == srv->nchunks) {
                 srv->chunks_seconds = elapsed_since(&srv->chunks_started);
+                all_made = true;
+            }
         }
         pthread_cond_broadcast(&srv->chunks_cv);
         pthread_mutex_unlock(&srv->lock);
+        if (all_made)
+            srv_gpu_refresh(srv); /* the GPUs' use with the whole pool pinned */
         if (rc != 0)
             return NULL;
     }
@@ -349,4 +354,50 @@ void srv_chunk_progress(srv_t *srv, uint32_t *ready, uint32_t *total, double *se
     *seconds = srv->ready == srv->nchunks ? srv->chunks_seconds
                                           : elapsed_since(&srv->chunks_started);
     pthread_mutex_unlock(&srv->lock);
+}
+
+/* ---- the GPUs the daemon holds a context on ------------------------------------- */
+
+void srv_gpu_refresh(srv_t *srv)
+{
+    srv_gpu_t g[SRV_MAX_DEVICES];
+    uint64_t pool[SRV_MAX_DEVICES] = {0};
+    bool cuda_host = srv->host->cuda;
+    int home = ipc_cuda_home_device();
+    uint32_t n = 0;
+
+    for (uint32_t i = 0; i < srv->ndevs; i++)
+        if (srv->devs[i].device >= 0 && srv->devs[i].device < SRV_MAX_DEVICES)
+            pool[srv->devs[i].device] = srv->devs[i].size;
+    for (int dev = 0; dev < ipc_cuda_device_count() && dev < SRV_MAX_DEVICES; dev++) {
+        uint64_t used, total;
+        if (ipc_cuda_gpu_memory(dev, &used, &total) != 0) /* no context of ours there */
+            continue;
+        bool pinning = cuda_host && dev == home;
+        g[n] = (srv_gpu_t){
+            .device_id = dev,
+            .role = pool[dev] && pinning ? "device pool, host pinning"
+                    : pool[dev]          ? "device pool"
+                                         : "host pinning",
+            .device_pool_bytes = pool[dev],
+            .used = used,
+            .total = total,
+        };
+        n++;
+    }
+    pthread_mutex_lock(&srv->lock);
+    memcpy(srv->gpus, g, n * sizeof(g[0]));
+    srv->ngpus = n;
+    pthread_mutex_unlock(&srv->lock);
+}
+
+uint32_t srv_gpu_footprint(srv_t *srv, srv_gpu_t *out)
+{
+    uint32_t n;
+
+    pthread_mutex_lock(&srv->lock);
+    n = srv->ngpus;
+    memcpy(out, srv->gpus, n * sizeof(out[0]));
+    pthread_mutex_unlock(&srv->lock);
+    return n;
 }

@@ -476,6 +476,7 @@ static int serve(int argc, char **argv)
         srv_error("cannot create the pool: %s", rc == 0 ? "" : err);
         goto out;
     }
+    srv_gpu_refresh(d.srv); /* GetPoolInfo's gpus until the pool is pinned */
 
     /* The control plane: the heap's reserve (libev's allocator too), the
      * service, the gRPC server with its limits; TCP only with its token. */

@@ -8,8 +8,9 @@
  * need), the pool's reserved address space, the chunk
  * records, and the pin_threads threads that make the chunks at start-up.
  * Those threads take chunk numbers in order and create them through the host
- * backend; a chunk joins the host pool once all chunks before it exist, so the
- * ready part of the pool is always a prefix.  Before it takes a number a
+ * backend; chunk 0 alone first (the first allocation waits for it only), then
+ * the rest in parallel; a chunk joins the host pool once all chunks before it
+ * exist, so the ready part of the pool is always a prefix.  Before it takes a number a
  * thread asks memroom.c whether one more chunk still fits in the memory the
  * daemon may use (do_chunk_fits): if not, the pool stops growing there; a
  * hugetlb chunk that finds no free huge page (-ENOSPC) stops it too.
@@ -169,6 +170,9 @@ int srv_chunks_reserve(srv_t *srv, char *err, size_t errlen)
 
 void srv_chunks_close(srv_t *srv)
 {
+    pthread_mutex_lock(&srv->lock);
+    pthread_cond_broadcast(&srv->chunks_cv); /* threads waiting for chunk 0 see stop_chunks */
+    pthread_mutex_unlock(&srv->lock);
     for (uint32_t i = 0; i < srv->nthreads; i++)
         pthread_join(srv->threads[i], NULL);
     free(srv->threads);
@@ -225,6 +229,11 @@ static void *chunk_thread(void *arg)
         int rc;
 
         pthread_mutex_lock(&srv->lock);
+        /* Chunk 0 is made alone: the first allocation waits for it only, not
+         * for a share of the CPU, the kernel and the driver with the others */
+        while (srv->next_chunk > 0 && srv->ready == 0 && !srv->stop_chunks &&
+               srv->chunk_err == 0 && srv->pool_short[0] == '\0')
+            pthread_cond_wait(&srv->chunks_cv, &srv->lock);
         if (srv->stop_chunks || srv->chunk_err != 0 || srv->next_chunk >= srv->nchunks ||
             !do_chunk_fits(srv, room, why)) {
             pthread_mutex_unlock(&srv->lock);

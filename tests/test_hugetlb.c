@@ -364,3 +364,51 @@ Test(hugetlb, a_chunk_the_driver_cannot_pin_fails_the_start_with_the_reason)
     TEST_EXPECT_IN(out, "ulimit -l");
     cr_expect_eq(free_get(2 * MiB), 16, "the failed chunk kept its huge pages");
 }
+
+/*
+ * Start-up that does not wait for the pool (issue 16.2): chunk 0 is made
+ * alone and served at once, in units (--pin-unit) of cuMemHostRegister.  The
+ * stand-in driver lets the daemon's first 4 registrations through (chunk 0:
+ * 16 MiB in 4 MiB units) and holds every later one while the gate exists: the
+ * daemon must be ready, and a client served, with chunks 1-3 still held.
+ */
+Test(hugetlb, the_first_allocation_is_served_while_later_chunks_are_still_pinning)
+{
+    char gate[64];
+    pinpool_pool_info_t info;
+    pinpool_slice_t s;
+
+    test_use_mock_cuda();
+    cr_assert_eq(nr_set(2 * MiB, 40), 40);
+    snprintf(gate, sizeof(gate), "/tmp/pinpool-hugetlb-gate-%d", (int)getpid());
+    int fd = open(gate, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    char env[96];
+    snprintf(env, sizeof(env), "%s:4", gate);
+    setenv("PINPOOL_MOCK_REGISTER_GATE", env, 1);
+    int rc = test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB",
+                               "--host-backend", "hugetlb", "--pin-unit", "4MiB",
+                               "--pin-threads", "2", NULL);
+    unsetenv("PINPOOL_MOCK_REGISTER_GATE"); /* this process (the client) is not held */
+    if (rc != 0)
+        unlink(gate);
+    cr_assert_eq(rc, 0);
+    pinpool_ctx_t *ctx = test_connect(&d);
+    test_pool_info(ctx, &info);
+    cr_expect_eq(info.ready_bytes, 16 * MiB, "ready with the gate shut: %llu",
+                 (unsigned long long)info.ready_bytes);
+    cr_expect_eq(pinpool_alloc(ctx, 8 * MiB, NULL, &s), 0, "%s", pinpool_errmsg(ctx));
+    test_fill(s.ptr, 8 * MiB, 3);
+    cr_expect(test_same(s.ptr, 8 * MiB, 3));
+    test_pool_info(ctx, &info);
+    cr_expect_eq(info.ready_bytes, 16 * MiB, "the later chunks were not held: the test proves nothing");
+    unlink(gate);
+    for (int i = 0; i < 2000 && info.ready_bytes < 64 * MiB; i++) {
+        usleep(10000);
+        test_pool_info(ctx, &info);
+    }
+    cr_expect_eq(info.ready_bytes, 64 * MiB, "the pool did not complete once the gate opened");
+    cr_expect_eq(pinpool_free(ctx, s.id, NULL), 0);
+    pinpool_close(ctx);
+}

@@ -25,8 +25,9 @@
  * copies are synchronous and streams and
  * events order nothing, so stream-ordering bugs stay invisible; timings mean
  * nothing.  The real test is tests/gpu/run on a GPU.
- * One test knob: $PINPOOL_MOCK_CREATE_GATE holds cuMemCreate (slow pinning,
- * for tests/test_chaos.c and bench/ctl_latency.c).
+ * Test knobs: $PINPOOL_MOCK_CREATE_GATE holds cuMemCreate (slow pinning,
+ * for tests/test_chaos.c and bench/ctl_latency.c), $PINPOOL_MOCK_REGISTER_GATE
+ * cuMemHostRegister (tests/test_hugetlb.c).
  */
 #include <cuda.h>
 #include <fcntl.h>
@@ -258,10 +259,34 @@ CUresult cuMemUnmap(CUdeviceptr p, size_t n)
     return OK;
 }
 CUresult cuMemSetAccess(CUdeviceptr p, size_t n, const CUmemAccessDesc *d, size_t c) { (void)p, (void)n, (void)d, (void)c; return OK; }
+/* $PINPOOL_MOCK_REGISTER_GATE=PATH:N: every cuMemHostRegister after this
+ * process's first N waits while PATH exists (the register path's create_gate). */
+static void register_gate(void)
+{
+    static int calls;
+    const char *g = getenv("PINPOOL_MOCK_REGISTER_GATE");
+    char path[512];
+    int pass = 0;
+
+    if (g == NULL || g[0] == '\0')
+        return;
+    snprintf(path, sizeof(path), "%s", g);
+    char *colon = strrchr(path, ':');
+    if (colon != NULL) {
+        *colon = '\0';
+        pass = atoi(colon + 1);
+    }
+    if (__atomic_add_fetch(&calls, 1, __ATOMIC_SEQ_CST) <= pass)
+        return;
+    while (access(path, F_OK) == 0)
+        usleep(10000);
+}
+
 CUresult cuMemHostRegister(void *p, size_t n, unsigned f)
 {
     (void)f;
     if (failing("cuMemHostRegister")) return CUDA_ERROR_OUT_OF_MEMORY;
+    register_gate();
     count(C_HOSTREGISTER);
     pthread_mutex_lock(&mu);
     CUresult r = overlaps(registered, (uintptr_t)p, n) ? CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED

@@ -412,3 +412,42 @@ Test(hugetlb, the_first_allocation_is_served_while_later_chunks_are_still_pinnin
     cr_expect_eq(pinpool_free(ctx, s.id, NULL), 0);
     pinpool_close(ctx);
 }
+
+/* bench/gpu_run end to end on the stand-in driver with tiny sizes: every
+ * step runs (none "NOT RUN") and the summary has each backend's numbers.
+ * What the numbers say means nothing here (tests/mock/libcuda.c). */
+Test(hugetlb, bench_gpu_run_runs_end_to_end_on_the_stand_in_driver, .timeout = 240)
+{
+    const char *build = getenv("PINPOOL_BUILD");
+    char cmd[1024], out[2048], dir[64];
+
+    test_use_mock_cuda();
+    snprintf(dir, sizeof(dir), "/tmp/pinpool-gpurun-test-%d", (int)getpid());
+    snprintf(cmd, sizeof(cmd), "PINPOOL_BENCH_POOL=64MiB PINPOOL_BENCH_ATTACH=16MiB "
+             "PINPOOL_BENCH_ATTACH_POOL=64MiB PINPOOL_BENCH_PROBE_ATTACH=8MiB "
+             "PINPOOL_BENCH_FOOT_POOL=32MiB PINPOOL_BENCH_BANDWIDTH=0 PINPOOL_BENCH_ATTACH_RUNS=2 "
+             "PINPOOL_BENCH_ROUNDS=1 PINPOOL_BENCH_PIN_THREADS=2 bench/gpu_run %s %s 2>&1",
+             build != NULL ? build : "build", dir);
+    int rc = test_run_cmd(cmd, out, sizeof(out));
+    char log[65536], path[128];
+    snprintf(path, sizeof(path), "%s/gpu_run.log", dir);
+    FILE *f = fopen(path, "re");
+    size_t n = f != NULL ? fread(log, 1, sizeof(log) - 1, f) : 0;
+    log[n] = '\0';
+    if (f != NULL)
+        fclose(f);
+    test_rm_rf(dir);
+    cr_expect_eq(rc, 0, "gpu_run failed: %s\n%s", out, log);
+    TEST_EXPECT_IN(log, "gpu_run: done in");
+    cr_expect(strstr(log, "NOT RUN") == NULL, "a step did not run:\n%s", log);
+    for (const char *const *b = (const char *const[]){"hugetlb ", "vmm ", "register ", NULL}; *b; b++) {
+        char want[64];
+        snprintf(want, sizeof(want), "round 1: %s", *b);
+        want[strlen(want) - 1] = ':';
+        TEST_EXPECT_IN(log, want);
+    }
+    TEST_EXPECT_IN(log, "while hugetlb64 pins: probe ");
+    TEST_EXPECT_IN(log, "hugetlb gpu: median ");
+    TEST_EXPECT_IN(log, "vmm: device-cached ");
+    cr_expect_eq(nr_get(2 * MiB), 0, "gpu_run left huge pages reserved");
+}

@@ -460,9 +460,13 @@ static int serve(int argc, char **argv)
     d.tty = isatty(STDERR_FILENO);
     d.exit_code = 1;
 
-    if (check_memory(&d) != 0 || open_socket_dir(&d) != 0 || take_lock(&d) != 0)
+    if (open_socket_dir(&d) != 0 || take_lock(&d) != 0)
         goto out;
     if (srv_huge_setup(&d.cfg, &d.huge) != 0) /* before the pool: --huge-pages */
+        goto out;
+    /* A pool in huge pages is not in MemAvailable nor in the cgroup's count
+     * (srv_huge_setup found or reserved them): nothing more to check. */
+    if (d.cfg.huge_page == 0 && check_memory(&d) != 0)
         goto out;
     rc = srv_create(&d.srv, &d.cfg, err, sizeof(err));
     if (rc != 0) {

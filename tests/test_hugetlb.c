@@ -20,6 +20,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -450,4 +451,79 @@ Test(hugetlb, bench_gpu_run_runs_end_to_end_on_the_stand_in_driver, .timeout = 2
     TEST_EXPECT_IN(log, "hugetlb gpu: median ");
     TEST_EXPECT_IN(log, "vmm: device-cached ");
     cr_expect_eq(nr_get(2 * MiB), 0, "gpu_run left huge pages reserved");
+}
+
+/* A memory cgroup of limit bytes under this process's own (v1 or v2): its
+ * directory into dir, or false with why. */
+static bool memory_cgroup(uint64_t limit, char *dir, size_t len, char *why, size_t whylen)
+{
+    char line[512], v1[300] = "", v2[300] = "", f[700], val[32];
+    FILE *c = fopen("/proc/self/cgroup", "re");
+
+    if (c == NULL) {
+        snprintf(why, whylen, "no /proc/self/cgroup");
+        return false;
+    }
+    while (fgets(line, sizeof(line), c) != NULL) {
+        line[strcspn(line, "\n")] = '\0';
+        char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (c2 == NULL)
+            continue;
+        *c2 = '\0';
+        if (strstr(c1 + 1, "memory") != NULL)
+            snprintf(v1, sizeof(v1), "/sys/fs/cgroup/memory%s", c2 + 1);
+        else if (strcmp(line, "0") == 0 && c1[1] == '\0')
+            snprintf(v2, sizeof(v2), "/sys/fs/cgroup%s", c2 + 1);
+    }
+    fclose(c);
+    bool is_v1 = v1[0] != '\0' && access(v1, W_OK) == 0;
+    snprintf(dir, len, "%s/pinpool-hugetest-%d", is_v1 ? v1 : v2, (int)getpid());
+    snprintf(f, sizeof(f), "%s/%s", dir, is_v1 ? "memory.limit_in_bytes" : "memory.max");
+    snprintf(val, sizeof(val), "%llu\n", (unsigned long long)limit);
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        snprintf(why, whylen, "cannot make %s: %s", dir, strerror(errno));
+        return false;
+    }
+    int fd = open(f, O_WRONLY | O_CLOEXEC);
+    bool ok = fd >= 0 && write(fd, val, strlen(val)) == (ssize_t)strlen(val);
+    if (fd >= 0)
+        close(fd);
+    if (!ok) {
+        snprintf(why, whylen, "cannot set %s", f);
+        rmdir(dir);
+    }
+    return ok;
+}
+
+/* The pool's huge pages are neither in MemAvailable nor charged to the
+ * memory cgroup: a hugetlb pool larger than the cgroup's room starts (a
+ * 4 KiB pool of that size is refused: "does not fit"). */
+Test(hugetlb, a_pool_in_huge_pages_is_not_held_to_the_cgroup_limit)
+{
+    char cg[400], why[1024], cmd[2048], out[8192], dir[64];
+
+    if (!memory_cgroup(96 * MiB, cg, sizeof(cg), why, sizeof(why)))
+        cr_skip_test("%s", why);
+    cr_assert_eq(nr_set(2 * MiB, 64), 64);
+    snprintf(dir, sizeof(dir), "/tmp/pinpool-hugetlb-cg-%d", (int)getpid());
+    const char *bin = getenv("PINPOOL_BIN") ? getenv("PINPOOL_BIN") : "build/pinpool";
+    for (int huge = 0; huge <= 1; huge++) {
+        snprintf(cmd, sizeof(cmd), "timeout -s TERM 3 sh -c 'echo $$ > %s/cgroup.procs && exec %s "
+                 "serve --socket %s/p.sock --state-dir %s/state --mem-pool-size 128MiB "
+                 "--chunk-size 16MiB --host-backend %s' 2>&1", cg, bin, dir, dir,
+                 huge ? "hugetlb-cpu" : "memfd");
+        FILE *p = popen(cmd, "r");
+        cr_assert(p != NULL);
+        size_t n = fread(out, 1, sizeof(out) - 1, p);
+        out[n] = '\0';
+        pclose(p);
+        if (huge) {
+            TEST_EXPECT_IN(out, "pinpool ready:");
+            TEST_EXPECT_IN(out, "backend=hugetlb-cpu");
+        } else {
+            TEST_EXPECT_IN(out, "--mem-pool-size 128.00 MiB does not fit");
+        }
+    }
+    test_rm_rf(dir);
+    rmdir(cg);
 }

@@ -28,6 +28,7 @@ typedef struct srv_config {
     uint64_t pin_threads;
     uint64_t device_pool_size;
     uint64_t client_quota;
+    uint64_t user_quota;
     uint64_t max_clients;
     uint64_t max_objects;
     char allow_uid[128];
@@ -36,6 +37,7 @@ typedef struct srv_config {
     char force[4];
     char detached_clients[4];
     char devices[128];
+    char device_pool_uid[64];
     char socket[SRV_PATH_MAX];
     char listen[256];
     char listen_token_file[256];
@@ -58,6 +60,8 @@ typedef struct srv_config {
      * srv_config_validate); the first gid is the group of the sockets. */
     uint32_t allow_uids[SRV_ALLOW_MAX], nallow_uids;
     uint32_t allow_gids[SRV_ALLOW_MAX], nallow_gids;
+    /* Not an option: --device-pool-uid as a number (ndevice_uid 0: not given). */
+    uint32_t device_uid, ndevice_uid;
     /* Not options: what parsing changed and a person should hear about ("--chunk-size
      * 64MB rounded up to 62.00 MiB"), one per line; main.c logs them at start. */
     char notes[512];

@@ -217,7 +217,6 @@ static bool is_swap_copy(const char *id)
 
 static void print_page(const Pinpool__V1__GetPoolInfoResponse *r, bool *header)
 {
-    const size_t skip = strlen("kept:" PINPOOL_SWAP_KEY_PREFIX);
     char a[32], b[32], c[32];
 
     for (size_t i = 0; i < r->n_clients; i++) {
@@ -228,12 +227,42 @@ static void print_page(const Pinpool__V1__GetPoolInfoResponse *r, bool *header)
                    "device", "held");
         *header = true;
         snprintf(pid, sizeof(pid), "%d", (int)u->pid);
-        if (is_swap_copy(u->client_id))
-            printf("swap copy (tag) %-24s", u->client_id + skip);
-        else
-            printf("%-40s", u->client_id);
+        printf("%-40s", u->client_id);
         printf(" %8" PRIu32 " %8s %6" PRIu32 " %12s %12s %12s\n", u->uid, u->pid ? pid : "-",
                u->slices, size(u->bytes, a), size(u->device_bytes, b), size(u->charged_bytes, c));
+    }
+}
+
+/* The swap copies among every client the caller may see, by tag: a pass of
+ * their own over the pages (first is the first page).  0, or 1 when a page
+ * fails. */
+static int print_swap_copies(pinpool_ctx_t *ctx, const cli_opts_t *o,
+                             Pinpool__V1__GetPoolInfoResponse *first)
+{
+    const size_t skip = strlen("kept:" PINPOOL_SWAP_KEY_PREFIX);
+    Pinpool__V1__GetPoolInfoResponse *r = first;
+    bool header = false;
+    char token[128], a[32];
+
+    for (;;) {
+        for (size_t i = 0; i < r->n_clients; i++) {
+            const Pinpool__V1__ClientUsage *u = r->clients[i];
+            if (!is_swap_copy(u->client_id))
+                continue;
+            if (!header)
+                printf("\n%-40s %12s\n", "swap copy (tag)", "host");
+            header = true;
+            printf("%-40s %12s\n", u->client_id + skip, size(u->bytes, a));
+        }
+        snprintf(token, sizeof(token), "%s", r->next_page_token);
+        if (r != first)
+            protobuf_c_message_free_unpacked(&r->base, NULL);
+        if (token[0] == '\0')
+            return 0;
+        if (ask_page(ctx, o, token, o->page_size, &r) != 0) {
+            fprintf(stderr, "pinpool info: the swap copies: %s\n", pinpool_errmsg(ctx));
+            return 1;
+        }
     }
 }
 
@@ -360,7 +389,9 @@ static int run(const char *cmd, const char *what, int argc, char **argv, bool co
     }
     print_info(&info);
     print_users(first);
-    rc = print_clients(ctx, &o, first);
+    rc = o.top != 0 ? 0 : print_swap_copies(ctx, &o, first);
+    if (rc == 0)
+        rc = print_clients(ctx, &o, first);
     protobuf_c_message_free_unpacked(&first->base, NULL);
     pinpool_close(ctx);
     return rc;

@@ -7,7 +7,7 @@
  * MAP_REQ) and the principal of a call.  The principal is the uid:
  *   - a call that carries a session's token ("pinpool-token" metadata: every
  *     call libpinpool makes on a context with a session) is that session,
- *     of its peer's uid (SO_PEERCRED), found in O(log n) by the token;
+ *     of its peer's uid (SO_PEERCRED), found in O(1) by the token;
  *   - a call without a token (a stock gRPC client over the unix socket, a
  *     TCP caller with the bearer token) has no session and acts as the
  *     daemon's own uid; it is let in only where detached clients are

@@ -48,6 +48,8 @@
 #include "pinpool.h"
 #include "rbtree.h"
 
+#include <xxhash.h>
+
 static int id_cmp(const struct srv_client *a, const struct srv_client *b)
 {
     return strcmp(a->id, b->id);
@@ -66,11 +68,6 @@ static int owner_cmp(const struct srv_client *a, const struct srv_client *b)
     return a->owner < b->owner ? -1 : a->owner > b->owner;
 }
 
-static int token_cmp(const struct srv_client *a, const struct srv_client *b)
-{
-    return strcmp(a->token, b->token);
-}
-
 /* Most charged first; owner numbers break ties (and are unique). */
 static int charge_cmp(const struct srv_client *a, const struct srv_client *b)
 {
@@ -86,12 +83,83 @@ static int uid_cmp(const struct srv_uid *a, const struct srv_uid *b)
 
 RB_GENERATE_STATIC(client_tree, srv_client, by_id, id_cmp)
 RB_GENERATE_STATIC(member_tree, srv_client, by_member, member_cmp)
-RB_GENERATE_STATIC(owner_tree, srv_client, by_owner, owner_cmp)
-RB_GENERATE_STATIC(token_tree, srv_client, by_token, token_cmp)
 RB_GENERATE_STATIC(charge_tree, srv_client, by_charge, charge_cmp)
 RB_GENERATE_STATIC(ucharge_tree, srv_client, by_ucharge, charge_cmp)
 RB_GENERATE_STATIC(uid_tree, srv_uid, node, uid_cmp)
 #include "rbtree_end.h"
+
+/* ---- the hash tables: clients by owner number, sessions by token (lock held) ---- */
+
+#define CHASH_FIRST 64
+
+static size_t owner_hash(uint64_t owner)
+{
+    return (size_t)XXH3_64bits(&owner, sizeof(owner));
+}
+
+static size_t token_hash(const char *token)
+{
+    return (size_t)XXH3_64bits(token, strlen(token));
+}
+
+/* The chain link of c in h (owners or tokens). */
+static struct srv_client **chash_next(const srv_t *srv, const struct srv_chash *h,
+                                      struct srv_client *c)
+{
+    return h == &srv->owners ? &c->next_owner : &c->next_token;
+}
+
+static size_t chash_of(const srv_t *srv, const struct srv_chash *h, const struct srv_client *c)
+{
+    return h == &srv->owners ? owner_hash(c->owner) : token_hash(c->token);
+}
+
+/* Double h (or make its first buckets); false when out of memory (h as it was). */
+static bool chash_grow(srv_t *srv, struct srv_chash *h)
+{
+    size_t nb = h->nb == 0 ? CHASH_FIRST : 2 * h->nb;
+    struct srv_client **b = calloc(nb, sizeof(*b));
+
+    if (b == NULL)
+        return false;
+    for (size_t i = 0; i < h->nb; i++)
+        for (struct srv_client *c = h->b[i], *next; c != NULL; c = next) {
+            struct srv_client **link = chash_next(srv, h, c);
+            size_t k = chash_of(srv, h, c) & (nb - 1);
+            next = *link;
+            *link = b[k];
+            b[k] = c;
+        }
+    free(h->b);
+    h->b = b;
+    h->nb = nb;
+    return true;
+}
+
+/* Add c to h: 0, or -ENOMEM when h has no buckets at all yet and none can be made. */
+static int chash_add(srv_t *srv, struct srv_chash *h, struct srv_client *c)
+{
+    if ((h->n >= h->nb && !chash_grow(srv, h)) && h->nb == 0)
+        return -ENOMEM;
+    size_t k = chash_of(srv, h, c) & (h->nb - 1);
+    *chash_next(srv, h, c) = h->b[k];
+    h->b[k] = c;
+    h->n++;
+    return 0;
+}
+
+static void chash_remove(srv_t *srv, struct srv_chash *h, struct srv_client *c)
+{
+    if (h->nb == 0)
+        return;
+    for (struct srv_client **p = &h->b[chash_of(srv, h, c) & (h->nb - 1)]; *p != NULL;
+         p = chash_next(srv, h, *p))
+        if (*p == c) {
+            *p = *chash_next(srv, h, c);
+            h->n--;
+            return;
+        }
+}
 
 /* ---- the uids (lock held) ---------------------------------------------------------- */
 
@@ -222,19 +290,29 @@ struct srv_client *do_find_kept(srv_t *srv, uid_t uid, const char *name)
 
 struct srv_client *do_find_token(srv_t *srv, const char *token)
 {
-    struct srv_client key;
+    struct srv_client *c;
 
-    if (token == NULL || token[0] == '\0' || strlen(token) >= sizeof(key.token))
+    if (token == NULL || token[0] == '\0' || strlen(token) >= IPC_TOKEN_LEN ||
+        srv->tokens.nb == 0)
         return NULL;
-    strcpy(key.token, token);
-    return RB_FIND(token_tree, &srv->tokens, &key);
+    for (c = srv->tokens.b[token_hash(token) & (srv->tokens.nb - 1)]; c != NULL;
+         c = c->next_token)
+        if (strcmp(c->token, token) == 0)
+            return c;
+    return NULL;
 }
 
 struct srv_client *do_client_of_owner(srv_t *srv, uint64_t owner)
 {
-    struct srv_client key = {.owner = owner};
+    struct srv_client *c;
 
-    return owner == 0 ? NULL : RB_FIND(owner_tree, &srv->owners, &key);
+    if (owner == 0 || srv->owners.nb == 0)
+        return NULL;
+    for (c = srv->owners.b[owner_hash(owner) & (srv->owners.nb - 1)]; c != NULL;
+         c = c->next_owner)
+        if (c->owner == owner)
+            return c;
+    return NULL;
 }
 
 /* A new client of uid (NULL: no memory).  Sessions get their token after. */
@@ -249,13 +327,17 @@ static struct srv_client *do_add_client(srv_t *srv, const char *id, bool session
     }
     snprintf(c->id, sizeof(c->id), "%s", id);
     c->owner = srv->next_owner++;
+    if (chash_add(srv, &srv->owners, c) != 0) {
+        do_drop_uid_if_idle(srv, c->u);
+        free(c);
+        return NULL;
+    }
     c->uid = uid;
     c->session = session;
     c->kept = kept;
     if (!kept)
         RB_INSERT(client_tree, &srv->clients, c);
     RB_INSERT(member_tree, &c->u->members, c);
-    RB_INSERT(owner_tree, &srv->owners, c);
     RB_INSERT(charge_tree, &srv->heaviest, c);
     RB_INSERT(ucharge_tree, &c->u->heaviest, c);
     c->u->nclients++;
@@ -276,9 +358,9 @@ static void do_remove_client(srv_t *srv, struct srv_client *c)
     if (!c->kept)
         RB_REMOVE(client_tree, &srv->clients, c);
     if (c->session && c->token[0] != '\0')
-        RB_REMOVE(token_tree, &srv->tokens, c);
+        chash_remove(srv, &srv->tokens, c);
     RB_REMOVE(member_tree, &u->members, c);
-    RB_REMOVE(owner_tree, &srv->owners, c);
+    chash_remove(srv, &srv->owners, c);
     RB_REMOVE(charge_tree, &srv->heaviest, c);
     RB_REMOVE(ucharge_tree, &u->heaviest, c);
     u->nclients--;
@@ -533,10 +615,15 @@ void srv_clients_close(srv_t *srv)
     struct srv_client *c, *next;
     struct srv_uid *u, *unext;
 
-    RB_FOREACH_SAFE(c, owner_tree, &srv->owners, next) {
-        RB_REMOVE(owner_tree, &srv->owners, c);
-        free(c);
-    }
+    for (size_t i = 0; i < srv->owners.nb; i++)
+        for (c = srv->owners.b[i]; c != NULL; c = next) {
+            next = c->next_owner;
+            free(c);
+        }
+    free(srv->owners.b);
+    free(srv->tokens.b);
+    memset(&srv->owners, 0, sizeof(srv->owners));
+    memset(&srv->tokens, 0, sizeof(srv->tokens));
     RB_FOREACH_SAFE(u, uid_tree, &srv->uids, unext) {
         RB_REMOVE(uid_tree, &srv->uids, u);
         free(u);
@@ -639,7 +726,10 @@ srv_client_t *srv_session_open(srv_t *srv, const ipc_cred_t *cred, char *id, siz
     if (c != NULL) {
         c->cred = *cred;
         random_hex(c->token, 16); /* 128 bits: no two sessions share one */
-        RB_INSERT(token_tree, &srv->tokens, c);
+        if (chash_add(srv, &srv->tokens, c) != 0) {
+            do_remove_client(srv, c); /* token[0] != 0 but not in tokens: harmless */
+            c = NULL;
+        }
     }
     pthread_mutex_unlock(&srv->lock);
     if (c != NULL)

@@ -158,18 +158,19 @@ typedef struct srv_tkey {
 struct srv_stale; /* a removal to retry (spill.c) */
 
 /*
- * A client (sessions.c).  Every client is in several indexes at once, each
- * O(log n): by id (sessions and detached clients: srv->clients), among its
- * uid's clients (kept slices are found there, by (uid, tag)), by owner
- * number (srv->owners: whose slice is this), by token (sessions:
- * srv->tokens, so that a call carrying a token finds its session), and by
- * charge, most first, daemon-wide and in its uid (GetPoolInfo's top clients).
+ * A client (sessions.c).  Every client is in several indexes at once: by
+ * owner number (srv->owners: whose slice is this) and by token (sessions:
+ * srv->tokens, so that a call carrying a token finds its session), hash
+ * tables, O(1); by id (sessions and detached clients: srv->clients), among
+ * its uid's clients (kept slices are found there, by (uid, tag)), and by
+ * charge, most first, daemon-wide and in its uid (GetPoolInfo's top
+ * clients), red-black trees, O(log n), in the orders GetPoolInfo pages by.
  */
 struct srv_client {
     RB_ENTRY(srv_client) by_id;       /* srv->clients (not kept clients) */
     RB_ENTRY(srv_client) by_member;   /* u->members: (kept, id) */
-    RB_ENTRY(srv_client) by_owner;    /* srv->owners */
-    RB_ENTRY(srv_client) by_token;    /* srv->tokens (sessions) */
+    struct srv_client *next_owner;    /* srv->owners' chain */
+    struct srv_client *next_token;    /* srv->tokens' chain (sessions) */
     RB_ENTRY(srv_client) by_charge;   /* srv->heaviest: (charge desc, owner) */
     RB_ENTRY(srv_client) by_ucharge;  /* u->heaviest */
     char id[SRV_CLIENT_ID_LEN];
@@ -193,8 +194,13 @@ struct srv_client {
 
 RB_HEAD(client_tree, srv_client);
 RB_HEAD(member_tree, srv_client);
-RB_HEAD(owner_tree, srv_client);
-RB_HEAD(token_tree, srv_client);
+/* A hash table of clients, chained through the records (sessions.c): it
+ * doubles when it holds as many as it has buckets; a failed doubling leaves
+ * it as it was (longer chains, nothing lost). */
+struct srv_chash {
+    struct srv_client **b;
+    size_t nb, n;
+};
 RB_HEAD(charge_tree, srv_client);
 RB_HEAD(ucharge_tree, srv_client);
 
@@ -288,8 +294,8 @@ struct srv {
 
     /* sessions.c */
     struct client_tree clients;  /* sessions and detached clients, by id */
-    struct owner_tree owners;    /* every client, by owner number */
-    struct token_tree tokens;    /* sessions, by token */
+    struct srv_chash owners;     /* every client, by owner number */
+    struct srv_chash tokens;     /* sessions, by token */
     struct charge_tree heaviest; /* every client, most charged first */
     struct uid_tree uids;
     uint32_t nclients; /* kept clients included */
@@ -397,7 +403,7 @@ struct srv_client *do_add_kept(srv_t *srv, const char *name, uid_t uid, uint64_t
 /* A client without a session goes when nothing is charged to it (it holds no
  * slice, and nothing it made is left): c may be freed. */
 void do_drop_if_idle(srv_t *srv, struct srv_client *c);
-/* The client whose owner number is owner, or NULL.  O(log n). */
+/* The client whose owner number is owner, or NULL.  O(1) (a hash table). */
 struct srv_client *do_client_of_owner(srv_t *srv, uint64_t owner);
 /*
  * Charges (what the quotas count).  do_charge_client: c's charge changes by
@@ -436,7 +442,7 @@ int srv_check_client_id(const char *id, char *msg, size_t msglen);
 /*
  * The one authorization path: may the caller whose call carries token ask
  * for op, naming client_id (NULL: the request names none)?  Resolves the
- * caller into *p (a session by its token, O(log n); no token: the daemon's
+ * caller into *p (a session by its token, O(1); no token: the daemon's
  * uid, where callers without a session are let in) and applies op's row of
  * the policy table.  Lock held.  0, or an error with msg: PINPOOL_EINVAL (a
  * client_id that is not a name), PINPOOL_EPERM (refused), PINPOOL_ENOSPC

@@ -16,7 +16,10 @@
  *   - --client-quota counts kept slices, Put objects and released objects
  *     while their maker lives; --user-quota counts every session of a uid;
  *   - ids, keys and tags over their limits are INVALID_ARGUMENT, with the
- *     limit in the message.
+ *     limit in the message;
+ *   - with hundreds of sessions and detached clients (the daemon's hash
+ *     tables by owner number and token grow several times) each finds its
+ *     own slices and no other's.
  *
  * Owns: its daemon (one per test), the child processes (each runs one step
  * as one user and exits with its verdict; a step that must hold something
@@ -692,4 +695,71 @@ Test(access, ids_keys_and_tags_over_their_limits_are_invalid_argument)
     r = test_call_msg(NULL, METHOD("GetPoolInfo"), &gi.base);
     TEST_EXPECT_STATUS(r, GRPC_STATUS_INVALID_ARGUMENT, PINPOOL_EINVAL, "page_token");
     free(r.reply);
+}
+
+/* ---- many clients ------------------------------------------------------------------------------ */
+
+/* 300 sessions and 300 detached clients (the daemon's tables of clients by
+ * owner number and by token double several times): each finds its own
+ * slice, none another's, and all of it goes back. */
+static int many_sessions(void *arg)
+{
+    enum { N = 300 };
+    pinpool_ctx_t **c = calloc(N, sizeof(*c));
+    pinpool_slice_t *s = calloc(N, sizeof(*s));
+
+    (void)arg;
+    STEP_EXPECT(c != NULL && s != NULL, 160, NULL);
+    for (int i = 0; i < N; i++) {
+        c[i] = connect_or_exit();
+        STEP_EXPECT(pinpool_alloc(c[i], 4 * KiB, NULL, &s[i]) == 0, 161, c[i]);
+        memset(s[i].ptr, i & 0xff, 4 * KiB);
+    }
+    pinpool__rpc_t *rpc;
+    STEP_EXPECT(pinpool__rpc_open(&rpc, d.socket) == 0, 162, NULL);
+    for (int i = 0; i < N; i++) {
+        Pinpool__V1__AllocatePoolMemoryRequest req = PINPOOL__V1__ALLOCATE_POOL_MEMORY_REQUEST__INIT;
+        Pinpool__V1__AllocatePoolMemoryResponse *r = NULL;
+        char id[32], msg[256];
+        snprintf(id, sizeof(id), "detached-%d", i);
+        req.client_id = id;
+        req.device_id = -1;
+        req.size_bytes = 4 * KiB;
+        STEP_EXPECT(pinpool__rpc_call(rpc, METHOD("AllocatePoolMemory"), &req.base,
+                                      &pinpool__v1__allocate_pool_memory_response__descriptor,
+                                      (ProtobufCMessage **)&r, NULL, msg, sizeof(msg)) == 0,
+                    163, NULL);
+        protobuf_c_message_free_unpacked(&r->base, NULL);
+    }
+    for (int i = 0; i < N; i++) {
+        const unsigned char *b = s[i].ptr;
+        STEP_EXPECT(b[0] == (i & 0xff) && b[4 * KiB - 1] == (i & 0xff), 164, NULL);
+        STEP_EXPECT(pinpool_free(c[(i + 1) % N], s[i].id, NULL) != 0, 165, NULL);
+        STEP_EXPECT(pinpool_free(c[i], s[i].id, NULL) == 0, 166, c[i]);
+        pinpool_close(c[i]);
+    }
+    for (int i = 0; i < N; i++) {
+        Pinpool__V1__FreePoolMemoryRequest req = PINPOOL__V1__FREE_POOL_MEMORY_REQUEST__INIT;
+        Pinpool__V1__FreePoolMemoryResponse *r = NULL;
+        char id[32], msg[256];
+        snprintf(id, sizeof(id), "detached-%d", i);
+        req.client_id = id;
+        STEP_EXPECT(pinpool__rpc_call(rpc, METHOD("FreePoolMemory"), &req.base,
+                                      &pinpool__v1__free_pool_memory_response__descriptor,
+                                      (ProtobufCMessage **)&r, NULL, msg, sizeof(msg)) == 0 &&
+                        r->freed_slices == 1, 167, NULL);
+        protobuf_c_message_free_unpacked(&r->base, NULL);
+    }
+    pinpool__rpc_close(rpc);
+    free(c);
+    free(s);
+    return 0;
+}
+
+Test(access, many_clients_each_find_their_own_slices)
+{
+    make_shared();
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB",
+                                   "--max-clients", "0", NULL), 0);
+    cr_expect_eq(as(NULL, many_sessions, NULL), 0);
 }

@@ -17,6 +17,8 @@
  *     while their maker lives; --user-quota counts every session of a uid;
  *   - ids, keys and tags over their limits are INVALID_ARGUMENT, with the
  *     limit in the message;
+ *   - the device pools serve one uid (the first that allocates in one, or
+ *     --device-pool-uid's), not even root besides;
  *   - with hundreds of sessions and detached clients (the daemon's hash
  *     tables by owner number and token grow several times) each finds its
  *     own slices and no other's.
@@ -42,6 +44,7 @@
 #include "daemon.h"
 #include "grpc_call.h"
 #include "internal.h"
+#include "mockcuda.h"
 #include "ipc.h"
 #include "paths.h"
 #include "pinpool.h"
@@ -248,6 +251,29 @@ static int raw_map_refused(raw_t *r, uint64_t slice)
     for (size_t i = 0; i < nfds; i++)
         close(fds[i]);
     return resp.status != 0 && nfds == 0 ? 0 : 1;
+}
+
+/* AllocatePoolMemory on the raw session: the pinpool code (*slice on 0). */
+static int raw_alloc(raw_t *r, int32_t device, uint64_t size, uint64_t *slice)
+{
+    Pinpool__V1__AllocatePoolMemoryRequest req = PINPOOL__V1__ALLOCATE_POOL_MEMORY_REQUEST__INIT;
+    Pinpool__V1__AllocatePoolMemoryResponse *resp = NULL;
+    char msg[512];
+    int rc;
+
+    req.client_id = r->hello.client_id;
+    req.device_id = device;
+    req.size_bytes = size;
+    rc = pinpool__rpc_call(r->rpc, METHOD("AllocatePoolMemory"), &req.base,
+                           &pinpool__v1__allocate_pool_memory_response__descriptor,
+                           (ProtobufCMessage **)&resp, NULL, msg, sizeof(msg));
+    if (resp != NULL) {
+        *slice = resp->slice_id;
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+    }
+    if (rc != 0)
+        snprintf(sh->errmsg, sizeof(sh->errmsg), "%s", msg);
+    return rc;
 }
 
 static void raw_close(raw_t *r)
@@ -762,4 +788,48 @@ Test(access, many_clients_each_find_their_own_slices)
     cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB",
                                    "--max-clients", "0", NULL), 0);
     cr_expect_eq(as(NULL, many_sessions, NULL), 0);
+}
+
+/* ---- the device pools' one uid ----------------------------------------------------------------- */
+
+/* A device slice of 1 MiB on GPU 0 for the caller (freed again): exit 0 when
+ * allowed, 1 when refused with PINPOOL_EPERM (sh->errmsg says why). */
+static int device_alloc(void *arg)
+{
+    raw_t r;
+    uint64_t slice = 0;
+    int rc;
+
+    (void)arg;
+    STEP_EXPECT(raw_open(&r) == 0, 170, NULL);
+    rc = raw_alloc(&r, 0, MiB, &slice);
+    if (rc == 0)
+        STEP_EXPECT(raw_free(&r, slice) == 0, 171, NULL);
+    raw_close(&r);
+    return rc == 0 ? 0 : rc == PINPOOL_EPERM ? 1 : 172;
+}
+
+/* A device pool is one cudaMalloc shared by its CUDA IPC handle: it serves
+ * one uid, the first that allocates in it, or --device-pool-uid's. */
+Test(access, the_device_pools_serve_one_uid)
+{
+    need_users();
+    test_use_mock_cuda();
+    start_for_users("--device-pool-size", "32MiB", NULL, NULL);
+    cr_expect_eq(as(&users.a, device_alloc, NULL), 0, "the first uid is refused: %s", sh->errmsg);
+    cr_expect_eq(as(&users.a, device_alloc, NULL), 0, "its next session is refused: %s",
+                 sh->errmsg);
+    cr_expect_eq(as(&users.b, device_alloc, NULL), 1, "uid %u allocated in uid %u's device pool",
+                 (unsigned)users.b.uid, (unsigned)users.a.uid);
+    cr_expect(strstr(sh->errmsg, "the device pools belong to uid") != NULL, "%s", sh->errmsg);
+    cr_expect_eq(as(NULL, device_alloc, NULL), 1, "root (admin) allocated in uid %u's device pool",
+                 (unsigned)users.a.uid);
+    test_daemon_finish(&d);
+
+    start_for_users("--device-pool-size", "32MiB", "--device-pool-uid", users.b.name);
+    cr_expect_eq(as(&users.a, device_alloc, NULL), 1, "--device-pool-uid %s let uid %u in",
+                 users.b.name, (unsigned)users.a.uid);
+    cr_expect(strstr(sh->errmsg, "--device-pool-uid") != NULL, "%s", sh->errmsg);
+    cr_expect_eq(as(&users.b, device_alloc, NULL), 0, "--device-pool-uid's own uid is refused: %s",
+                 sh->errmsg);
 }

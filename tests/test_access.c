@@ -19,6 +19,8 @@
  *     limit in the message;
  *   - the device pools serve one uid (the first that allocates in one, or
  *     --device-pool-uid's), not even root besides;
+ *   - a Get racing Puts and Removes of its key (copies run without the
+ *     daemon's lock) returns one Put's whole bytes or NOT_FOUND;
  *   - with hundreds of sessions and detached clients (the daemon's hash
  *     tables by owner number and token grow several times) each finds its
  *     own slices and no other's.
@@ -33,6 +35,7 @@
  */
 #include <criterion/criterion.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -832,4 +835,83 @@ Test(access, the_device_pools_serve_one_uid)
     cr_expect(strstr(sh->errmsg, "--device-pool-uid") != NULL, "%s", sh->errmsg);
     cr_expect_eq(as(&users.b, device_alloc, NULL), 0, "--device-pool-uid's own uid is refused: %s",
                  sh->errmsg);
+}
+
+/* ---- copies without the lock ------------------------------------------------------------------- */
+
+#define RACE_LEN (8 * MiB)
+
+typedef struct racer {
+    int seed;        /* the writer's seeds: seed, seed + 1 */
+    bool writer;
+    volatile bool *stop;
+    int bad, gets, puts;
+    char err[256];
+} racer_t;
+
+static void *race(void *arg)
+{
+    racer_t *r = arg;
+    pinpool_ctx_t *ctx = pinpool__connect_rpc_only(d.socket);
+    char *buf = malloc(RACE_LEN);
+    uint64_t got;
+
+    if (pinpool_err(ctx) != 0 || buf == NULL) {
+        snprintf(r->err, sizeof(r->err), "connect: %s", pinpool_errmsg(ctx));
+        r->bad++;
+        return NULL;
+    }
+    for (int i = 0; !*r->stop; i++) {
+        if (r->writer) {
+            test_fill(buf, RACE_LEN, (unsigned)(r->seed + (i & 1)));
+            int rc = i % 3 == 2 ? pinpool_remove(ctx, "race") : pinpool_put(ctx, "race", buf, RACE_LEN, 0);
+            if (rc != 0 && rc != PINPOOL_ENOKEY && rc != PINPOOL_EBUSY) {
+                snprintf(r->err, sizeof(r->err), "put/remove: %s", pinpool_errmsg(ctx));
+                r->bad++;
+            }
+            r->puts++;
+            continue;
+        }
+        memset(buf, 0, RACE_LEN);
+        int rc = pinpool_get(ctx, "race", buf, RACE_LEN, &got);
+        r->gets++;
+        if (rc == PINPOOL_ENOKEY)
+            continue;
+        if (rc != 0) {
+            snprintf(r->err, sizeof(r->err), "get: %s", pinpool_errmsg(ctx));
+            r->bad++;
+        } else if (got != RACE_LEN || !(test_same(buf, RACE_LEN, 1) || test_same(buf, RACE_LEN, 2))) {
+            snprintf(r->err, sizeof(r->err), "a Get returned bytes of no one Put");
+            r->bad++;
+        }
+    }
+    free(buf);
+    pinpool_close(ctx);
+    return NULL;
+}
+
+/* Put copies into its slice and Get out of a pinned object with the
+ * daemon's lock released: a Get racing Puts that replace the object and
+ * Removes returns the whole bytes of one Put, or NOT_FOUND, never a mix nor
+ * memory that was freed (zeroed) under it. */
+Test(access, a_get_racing_puts_and_removes_returns_one_puts_bytes)
+{
+    volatile bool stop = false;
+    racer_t w = {.seed = 1, .writer = true, .stop = &stop}, g1 = {.stop = &stop}, g2 = {.stop = &stop};
+    pthread_t t[3];
+
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB", NULL), 0);
+    cr_assert_eq(pthread_create(&t[0], NULL, race, &w), 0);
+    cr_assert_eq(pthread_create(&t[1], NULL, race, &g1), 0);
+    cr_assert_eq(pthread_create(&t[2], NULL, race, &g2), 0);
+    for (int i = 0; i < 40 && w.puts + g1.gets + g2.gets < 600; i++)
+        usleep(100000);
+    stop = true;
+    for (int i = 0; i < 3; i++)
+        pthread_join(t[i], NULL);
+    cr_expect_eq(w.bad + g1.bad + g2.bad, 0, "%s %s %s", w.err, g1.err, g2.err);
+    cr_expect_gt(g1.gets + g2.gets, 10, "too few gets to say anything (%d)", g1.gets + g2.gets);
+    pinpool_ctx_t *ctx = pinpool__connect_rpc_only(d.socket);
+    pinpool_remove(ctx, "race");
+    pinpool_close(ctx);
 }

@@ -12,7 +12,7 @@
  *     or free a kept slice, and may keep its own under the same tag;
  *   - another uid neither frees nor maps a live slice;
  *   - GetPoolInfo shows another uid's clients only to root and the daemon's
- *     uid;
+ *     uid; its pages, by id and by bytes (most first), list every client once;
  *   - --client-quota counts kept slices, Put objects and released objects
  *     while their maker lives; --user-quota counts every session of a uid;
  *   - ids, keys and tags over their limits are INVALID_ARGUMENT, with the
@@ -914,4 +914,68 @@ Test(access, a_get_racing_puts_and_removes_returns_one_puts_bytes)
     pinpool_ctx_t *ctx = pinpool__connect_rpc_only(d.socket);
     pinpool_remove(ctx, "race");
     pinpool_close(ctx);
+}
+
+/* ---- GetPoolInfo's pages ----------------------------------------------------------------------- */
+
+/* Every page of a listing, by id or by bytes, page_size at a time: how many
+ * clients came, and whether each listing kept its order (by bytes: most
+ * first).  The test fails on a call that fails. */
+static int page_through(bool by_bytes, uint32_t page_size, int *clients, bool *ordered)
+{
+    char token[128] = "";
+    uint64_t last = UINT64_MAX;
+    int pages = 0;
+
+    *clients = 0;
+    *ordered = true;
+    do {
+        Pinpool__V1__GetPoolInfoRequest req = PINPOOL__V1__GET_POOL_INFO_REQUEST__INIT;
+        req.page_size = page_size;
+        req.page_token = token;
+        req.by_bytes = by_bytes;
+        test_call_result_t r = test_call_msg(NULL, METHOD("GetPoolInfo"), &req.base);
+        cr_assert_eq(r.status, GRPC_STATUS_OK, "%s", r.details);
+        Pinpool__V1__GetPoolInfoResponse *pi =
+            pinpool__v1__get_pool_info_response__unpack(NULL, r.reply_len, r.reply);
+        cr_assert_not_null(pi);
+        cr_expect_leq(pi->n_clients, page_size);
+        for (size_t i = 0; i < pi->n_clients; i++) {
+            if (by_bytes && pi->clients[i]->charged_bytes > last)
+                *ordered = false;
+            last = pi->clients[i]->charged_bytes;
+        }
+        *clients += (int)pi->n_clients;
+        cr_expect_eq(pi->num_listed, 7);
+        snprintf(token, sizeof(token), "%s", pi->next_page_token);
+        pinpool__v1__get_pool_info_response__free_unpacked(pi, NULL);
+        free(r.reply);
+        pages++;
+    } while (token[0] != '\0' && pages < 100);
+    return pages;
+}
+
+Test(access, pool_info_pages_list_every_client_once_by_id_and_by_bytes)
+{
+    char id[32];
+    uint64_t slice;
+    int n;
+    bool ordered;
+
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB", NULL), 0);
+    test_call_default(d.socket);
+    for (int i = 0; i < 7; i++) {
+        snprintf(id, sizeof(id), "paged-%d", (i * 5) % 7); /* sizes not in id order */
+        test_call_result_t r = test_call_alloc(NULL, id, (uint64_t)(i + 1) * 256 * KiB, &slice);
+        cr_assert_eq(r.status, GRPC_STATUS_OK, "%s", r.details);
+    }
+    cr_expect_eq(page_through(false, 3, &n, &ordered), 3);
+    cr_expect_eq(n, 7, "by id: %d clients in the pages", n);
+    cr_expect_eq(page_through(true, 2, &n, &ordered), 4);
+    cr_expect_eq(n, 7, "by bytes: %d clients in the pages", n);
+    cr_expect(ordered, "by bytes: not the most charged first");
+    for (int i = 0; i < 7; i++) {
+        snprintf(id, sizeof(id), "paged-%d", i);
+        test_call_free(id, 0);
+    }
 }

@@ -50,11 +50,6 @@
 
 #include <xxhash.h>
 
-static int id_cmp(const struct srv_client *a, const struct srv_client *b)
-{
-    return strcmp(a->id, b->id);
-}
-
 /* A uid's clients: the others, then its kept slices, each by id. */
 static int member_cmp(const struct srv_client *a, const struct srv_client *b)
 {
@@ -81,7 +76,6 @@ static int uid_cmp(const struct srv_uid *a, const struct srv_uid *b)
     return a->uid < b->uid ? -1 : a->uid > b->uid;
 }
 
-RB_GENERATE_STATIC(client_tree, srv_client, by_id, id_cmp)
 RB_GENERATE_STATIC(member_tree, srv_client, by_member, member_cmp)
 RB_GENERATE_STATIC(charge_tree, srv_client, by_charge, charge_cmp)
 RB_GENERATE_STATIC(ucharge_tree, srv_client, by_ucharge, charge_cmp)
@@ -97,21 +91,26 @@ static size_t owner_hash(uint64_t owner)
     return (size_t)XXH3_64bits(&owner, sizeof(owner));
 }
 
-static size_t token_hash(const char *token)
+/* Tokens and ids: strings. */
+static size_t str_hash(const char *s)
 {
-    return (size_t)XXH3_64bits(token, strlen(token));
+    return (size_t)XXH3_64bits(s, strlen(s));
 }
 
-/* The chain link of c in h (owners or tokens). */
+/* The chain link of c in h (owners, tokens or clients). */
 static struct srv_client **chash_next(const srv_t *srv, const struct srv_chash *h,
                                       struct srv_client *c)
 {
-    return h == &srv->owners ? &c->next_owner : &c->next_token;
+    return h == &srv->owners ? &c->next_owner
+           : h == &srv->tokens ? &c->next_token
+                               : &c->next_id;
 }
 
 static size_t chash_of(const srv_t *srv, const struct srv_chash *h, const struct srv_client *c)
 {
-    return h == &srv->owners ? owner_hash(c->owner) : token_hash(c->token);
+    return h == &srv->owners   ? owner_hash(c->owner)
+           : h == &srv->tokens ? str_hash(c->token)
+                               : str_hash(c->id);
 }
 
 /* Double h (or make its first buckets); false when out of memory (h as it was). */
@@ -268,12 +267,14 @@ int do_quota_check(srv_t *srv, const struct srv_client *c, uint64_t c_add, uid_t
 
 struct srv_client *do_find_client(srv_t *srv, const char *id)
 {
-    struct srv_client key;
+    struct srv_client *c;
 
-    if (strlen(id) >= sizeof(key.id))
+    if (strlen(id) >= SRV_CLIENT_ID_LEN || srv->clients.nb == 0)
         return NULL;
-    strcpy(key.id, id);
-    return RB_FIND(client_tree, &srv->clients, &key);
+    for (c = srv->clients.b[str_hash(id) & (srv->clients.nb - 1)]; c != NULL; c = c->next_id)
+        if (strcmp(c->id, id) == 0)
+            return c;
+    return NULL;
 }
 
 struct srv_client *do_find_kept(srv_t *srv, uid_t uid, const char *name)
@@ -295,7 +296,7 @@ struct srv_client *do_find_token(srv_t *srv, const char *token)
     if (token == NULL || token[0] == '\0' || strlen(token) >= IPC_TOKEN_LEN ||
         srv->tokens.nb == 0)
         return NULL;
-    for (c = srv->tokens.b[token_hash(token) & (srv->tokens.nb - 1)]; c != NULL;
+    for (c = srv->tokens.b[str_hash(token) & (srv->tokens.nb - 1)]; c != NULL;
          c = c->next_token)
         if (strcmp(c->token, token) == 0)
             return c;
@@ -327,7 +328,9 @@ static struct srv_client *do_add_client(srv_t *srv, const char *id, bool session
     }
     snprintf(c->id, sizeof(c->id), "%s", id);
     c->owner = srv->next_owner++;
-    if (chash_add(srv, &srv->owners, c) != 0) {
+    if (chash_add(srv, &srv->owners, c) != 0 ||
+        (!kept && chash_add(srv, &srv->clients, c) != 0)) {
+        chash_remove(srv, &srv->owners, c);
         do_drop_uid_if_idle(srv, c->u);
         free(c);
         return NULL;
@@ -335,8 +338,6 @@ static struct srv_client *do_add_client(srv_t *srv, const char *id, bool session
     c->uid = uid;
     c->session = session;
     c->kept = kept;
-    if (!kept)
-        RB_INSERT(client_tree, &srv->clients, c);
     RB_INSERT(member_tree, &c->u->members, c);
     RB_INSERT(charge_tree, &srv->heaviest, c);
     RB_INSERT(ucharge_tree, &c->u->heaviest, c);
@@ -356,7 +357,7 @@ static void do_remove_client(srv_t *srv, struct srv_client *c)
     struct srv_uid *u = c->u;
 
     if (!c->kept)
-        RB_REMOVE(client_tree, &srv->clients, c);
+        chash_remove(srv, &srv->clients, c);
     if (c->session && c->token[0] != '\0')
         chash_remove(srv, &srv->tokens, c);
     RB_REMOVE(member_tree, &u->members, c);
@@ -622,8 +623,10 @@ void srv_clients_close(srv_t *srv)
         }
     free(srv->owners.b);
     free(srv->tokens.b);
+    free(srv->clients.b);
     memset(&srv->owners, 0, sizeof(srv->owners));
     memset(&srv->tokens, 0, sizeof(srv->tokens));
+    memset(&srv->clients, 0, sizeof(srv->clients));
     RB_FOREACH_SAFE(u, uid_tree, &srv->uids, unext) {
         RB_REMOVE(uid_tree, &srv->uids, u);
         free(u);

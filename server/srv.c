@@ -65,7 +65,6 @@ int srv_create(srv_t **out, const srv_config_t *cfg, char *err, size_t errlen)
     pthread_cond_init(&srv->clean_cv, &ca);
     pthread_cond_init(&srv->cleaned_cv, &ca);
     pthread_condattr_destroy(&ca);
-    RB_INIT(&srv->clients);
     RB_INIT(&srv->heaviest);
     RB_INIT(&srv->uids);
     srv->next_owner = 1;

@@ -159,15 +159,15 @@ struct srv_stale; /* a removal to retry (spill.c) */
 
 /*
  * A client (sessions.c).  Every client is in several indexes at once: by
- * owner number (srv->owners: whose slice is this) and by token (sessions:
- * srv->tokens, so that a call carrying a token finds its session), hash
- * tables, O(1); by id (sessions and detached clients: srv->clients), among
+ * owner number (srv->owners: whose slice is this), by token (sessions:
+ * srv->tokens, so that a call carrying a token finds its session) and by id
+ * (sessions and detached clients: srv->clients), hash tables, O(1); among
  * its uid's clients (kept slices are found there, by (uid, tag)), and by
  * charge, most first, daemon-wide and in its uid (GetPoolInfo's top
  * clients), red-black trees, O(log n), in the orders GetPoolInfo pages by.
  */
 struct srv_client {
-    RB_ENTRY(srv_client) by_id;       /* srv->clients (not kept clients) */
+    struct srv_client *next_id;       /* srv->clients' chain (not kept clients) */
     RB_ENTRY(srv_client) by_member;   /* u->members: (kept, id) */
     struct srv_client *next_owner;    /* srv->owners' chain */
     struct srv_client *next_token;    /* srv->tokens' chain (sessions) */
@@ -192,7 +192,6 @@ struct srv_client {
     char token[IPC_TOKEN_LEN]; /* sessions: the secret their calls carry */
 };
 
-RB_HEAD(client_tree, srv_client);
 RB_HEAD(member_tree, srv_client);
 /* A hash table of clients, chained through the records (sessions.c): it
  * doubles when it holds as many as it has buckets; a failed doubling leaves
@@ -293,7 +292,7 @@ struct srv {
     bool stale_failing;        /* the last removals failed: retry after a back-off */
 
     /* sessions.c */
-    struct client_tree clients;  /* sessions and detached clients, by id */
+    struct srv_chash clients;    /* sessions and detached clients, by id */
     struct srv_chash owners;     /* every client, by owner number */
     struct srv_chash tokens;     /* sessions, by token */
     struct charge_tree heaviest; /* every client, most charged first */

@@ -83,11 +83,11 @@ static const srv_option_t options[] = {
      "be identified, so --allow-uid/--allow-gid turn them off", STR_FIELD(detached_clients), 0,
      0, 0, yes_no, NULL},
     {"client-quota", OPT_SIZE, "0", "SIZE",
-     "most bytes one client may hold (0: no limit): its slices, and while it lives the kept "
-     "slices and objects (released or put) it made",
+     "most bytes one client may hold (0: no limit), like 16GiB: its slices, and for a session, "
+     "while it lives, the kept slices and objects (released or put) it made",
      NUM_FIELD(client_quota), 0, 1ull << 50, 0, NULL, "no limit"},
     {"user-quota", OPT_SIZE, "0", "SIZE",
-     "most bytes one uid may hold (0: no limit): the slices and kept slices of all its clients "
+     "most bytes one uid may hold (0: no limit), like 64GiB: the slices and kept slices of all its clients "
      "and all its objects, spilled ones included; callers without a session count as the "
      "daemon's uid", NUM_FIELD(user_quota), 0, 1ull << 50, 0, NULL, "no limit"},
     {"max-clients", OPT_UINT, "auto", "N",

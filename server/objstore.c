@@ -391,14 +391,9 @@ int srv_obj_put(srv_t *srv, const char *token, const char *key, const void *data
         goto out;
     uid = p.uid;
     maker = p.session != NULL ? p.session->owner : 0;
-    /* Replace: drop what is there first (Mooncake's put would ignore it). */
     o = do_settled(srv, uid, key, false, &rc, msg, msglen);
-    if (o != NULL)
-        do_drop_obj(srv, o, &copy);
-    else if (rc != PINPOOL_ENOKEY)
+    if (o == NULL && rc != PINPOOL_ENOKEY)
         goto out;
-    else
-        do_drop_expired(srv, uid, key, &copy); /* settled now, if there */
     rc = 0;
     /* do_settled may have dropped the lock: is the session still there? */
     if (maker != 0 && (p.session = do_client_of_owner(srv, maker)) == NULL) {
@@ -406,15 +401,26 @@ int srv_obj_put(srv_t *srv, const char *token, const char *key, const void *data
         rc = PINPOOL_EPERM;
         goto out;
     }
+    /* The quotas before the old object goes (a refused Put keeps it): what
+     * the old one is charged comes back to whom it is charged. */
+    uint64_t old = o != NULL ? obj_charge(o) : 0;
+    uint64_t mine = o != NULL && maker != 0 && o->charged_to == maker ? old : 0;
+    rc = do_quota_check(srv, p.session, charge > mine ? charge - mine : 0, uid,
+                        charge > old ? charge - old : 0, "object", msg, msglen);
+    if (rc != 0)
+        goto out;
+    /* Replace: drop what is there first (Mooncake's put would ignore it). */
+    if (o != NULL)
+        do_drop_obj(srv, o, &copy);
+    else
+        do_drop_expired(srv, uid, key, &copy); /* settled now, if there */
     if (objs_max(srv->objs) != 0 && objs_count(srv->objs) >= objs_max(srv->objs)) {
         explain_insert_error(srv, key, PINPOOL_ENOSPC, msg, msglen); /* before any copying */
         rc = PINPOOL_ENOSPC;
         goto out;
     }
     /* Charged before the copy, so that puts at once cannot pass a quota together. */
-    rc = do_quota_check(srv, p.session, charge, uid, charge, "object", msg, msglen);
-    if (rc == 0)
-        rc = do_charge_uid(srv, uid, (int64_t)charge);
+    rc = do_charge_uid(srv, uid, (int64_t)charge);
     if (rc != 0)
         goto out;
     do_charge_client(srv, p.session, (int64_t)charge);

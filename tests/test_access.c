@@ -594,6 +594,40 @@ Test(access, client_quota_counts_kept_put_and_released_bytes)
                  sh->errmsg);
 }
 
+/* --client-quota 8MiB: replacing an object of 6 MiB by another of 6 MiB is
+ * within the quota (the old one's charge comes back), and a replacement over
+ * the quota is refused with the old object kept, byte for byte. */
+static int put_over_quota_keeps_old(void *arg)
+{
+    pinpool_ctx_t *c = connect_or_exit();
+    char *buf = malloc(9 * MiB);
+    uint64_t got = 0;
+
+    (void)arg;
+    STEP_EXPECT(buf != NULL, 180, NULL);
+    test_fill(buf, 6 * MiB, 7);
+    STEP_EXPECT(pinpool_put(c, "p", buf, 6 * MiB, 0) == 0, 181, c);
+    test_fill(buf, 6 * MiB, 8);
+    STEP_EXPECT(pinpool_put(c, "p", buf, 6 * MiB, 0) == 0, 182, c);
+    STEP_EXPECT(pinpool_put(c, "p", buf, 9 * MiB, 0) == PINPOOL_ENOSPC, 183, c);
+    STEP_EXPECT(said(c, "--client-quota"), 184, c);
+    memset(buf, 0, 9 * MiB);
+    STEP_EXPECT(pinpool_get(c, "p", buf, 9 * MiB, &got) == 0 && got == 6 * MiB, 185, c);
+    STEP_EXPECT(test_same(buf, 6 * MiB, 8), 186, NULL);
+    STEP_EXPECT(pinpool_remove(c, "p") == 0, 187, c);
+    free(buf);
+    pinpool_close(c);
+    return 0;
+}
+
+Test(access, a_put_over_the_quota_keeps_the_object_it_would_replace)
+{
+    make_shared();
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB",
+                                   "--client-quota", "8MiB", NULL), 0);
+    cr_expect_eq(as(NULL, put_over_quota_keeps_old, NULL), 0, "%s", sh->errmsg);
+}
+
 /* --user-quota 16MiB: many sessions of one uid together hold 16 MiB at most,
  * kept slices and objects included; another uid has its own 16 MiB. */
 static int user_quota_counts_every_session(void *arg)

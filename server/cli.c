@@ -20,8 +20,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "internal.h"
+#include "ipc.h"
 #include "paths.h"
 #include "pinpool.h"
 #include "pinpool.pb-c.h"
@@ -311,6 +313,30 @@ static bool same_value(const char *a, const char *b)
     return pinpool_parse_size(a, &x) == 0 && pinpool_parse_size(b, &y) == 0 && x == y;
 }
 
+/* A session opened by hand on socket's fd socket, for a daemon that answers
+ * only sessions: its token goes into rpc.  The session's descriptor (it
+ * lives while that is open), or -1 (over TCP there is no fd socket). */
+static int open_session(const char *socket, pinpool__rpc_t *rpc)
+{
+    char fdpath[256];
+    ipc_hello_t hello;
+    size_t nfds = 0;
+    int s;
+
+    if (strncmp(socket, "tcp:", 4) == 0 || ipc_fd_socket_path(socket, fdpath, sizeof(fdpath)) != 0)
+        return -1;
+    s = ipc_connect_seqpacket(fdpath);
+    if (s < 0)
+        return -1;
+    if (ipc_recv_msg(s, &hello, sizeof(hello), NULL, 0, &nfds) != (ssize_t)sizeof(hello) ||
+        hello.status != 0) {
+        close(s);
+        return -1;
+    }
+    pinpool__rpc_set_token(rpc, hello.token);
+    return s;
+}
+
 /* GetServerConfig as "name value" lines, the non-default ones marked. */
 static int print_config(const char *socket)
 {
@@ -327,9 +353,16 @@ static int print_config(const char *socket)
         socket = path;
     if (socket == NULL || pinpool__rpc_open(&rpc, socket) != 0)
         return PINPOOL_ECONNECT;
-    rc = pinpool__rpc_call(rpc, "/pinpool.v1.PinPool/GetServerConfig", &req.base,
-                           &pinpool__v1__get_server_config_response__descriptor,
-                           (ProtobufCMessage **)&cfg, NULL, msg, sizeof(msg));
+    int session = -1;
+    for (;;) {
+        rc = pinpool__rpc_call(rpc, "/pinpool.v1.PinPool/GetServerConfig", &req.base,
+                               &pinpool__v1__get_server_config_response__descriptor,
+                               (ProtobufCMessage **)&cfg, NULL, msg, sizeof(msg));
+        if (rc != PINPOOL_EPERM || session >= 0 || (session = open_session(socket, rpc)) < 0)
+            break;
+    }
+    if (session >= 0)
+        close(session);
     if (rc == 0) {
         printf("pinpool %s at %s\n\n", cfg->version, socket);
         for (size_t i = 0; i < cfg->n_entries; i++) {
@@ -360,12 +393,14 @@ static int run(const char *cmd, const char *what, int argc, char **argv, bool co
     if (rc != 0)
         return rc == 1 ? 0 : 2;
     /* Without a session first; a daemon that answers only sessions gets one. */
+    const char *env = getenv("PINPOOL_SOCKET"), *target = o.socket != NULL ? o.socket : env;
+    bool tcp = target != NULL && strncmp(target, "tcp:", 4) == 0; /* no fd socket there */
     for (int session = 0; session < 2; session++) {
         ctx = session ? pinpool_connect(o.socket) : pinpool__connect_rpc_only(o.socket);
         rc = ctx == NULL ? -ENOMEM : pinpool_err(ctx);
         if (rc == 0)
             rc = pinpool_pool_info(ctx, &info);
-        if (rc != PINPOOL_EPERM || session)
+        if (rc != PINPOOL_EPERM || session || tcp)
             break;
         pinpool_close(ctx);
     }

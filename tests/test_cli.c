@@ -179,3 +179,26 @@ Test(cli, info_pages_through_every_client_and_top_shows_the_heaviest, .timeout =
     }
     test_daemon_finish(&d);
 }
+
+/* A daemon with an allow list answers only sessions: `pinpool info` and
+ * `pinpool status` ask through one of their own (a stock caller without one
+ * is refused). */
+Test(cli, info_and_status_work_where_only_sessions_are_answered, .timeout = 60)
+{
+    test_daemon_t d;
+    static char out[16384];
+    char args[256];
+
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "16MiB", "--chunk-size", "16MiB",
+                                   "--allow-uid", "0", NULL), 0);
+    test_call_default(d.socket);
+    test_call_result_t r = test_call_ping(NULL);
+    cr_expect_eq(r.status, GRPC_STATUS_PERMISSION_DENIED, "a caller without a session: %s",
+                 r.details);
+    snprintf(args, sizeof(args), "status --socket %s", d.socket);
+    cr_expect_eq(test_pinpool(out, sizeof(out), "%s", args), 0, "%s", out);
+    TEST_EXPECT_IN(out, "--allow-uid            0");
+    TEST_EXPECT_IN(out, "capacity               16.00 MiB");
+    TEST_EXPECT_IN(out, "you are                uid 0");
+    test_daemon_finish(&d);
+}

@@ -10,7 +10,8 @@
  * at any number of clients; --top N asks for the N most charged only, --uid
  * U for one uid's.  The daemon shows a caller only its own uid's clients
  * unless it is root or the daemon's uid.
- * Never: holds more than one page of clients in memory.
+ * Never: holds more than two pages of clients (the first and the current) in
+ * memory.
  */
 #include "cli.h"
 

@@ -515,6 +515,15 @@ static int sees_a(void *arg)
             own++;
     }
     pinpool_pool_info_free(&info);
+    /* asking for uid a's listing by name: admin gets it, another uid is refused */
+    Pinpool__V1__GetPoolInfoRequest req = PINPOOL__V1__GET_POOL_INFO_REQUEST__INIT;
+    Pinpool__V1__GetPoolInfoResponse *r = NULL;
+    req.only_uid = true;
+    req.uid = users.a.uid;
+    int rc = pinpool__call(ctx, PINPOOL__M_INFO, &req.base, &r);
+    if (r != NULL)
+        protobuf_c_message_free_unpacked(&r->base, NULL);
+    STEP_EXPECT(rc == (want == 1 ? 0 : PINPOOL_EPERM), 93, ctx);
     pinpool_close(ctx);
     STEP_EXPECT(own == 1, 91, NULL);
     STEP_EXPECT((of_a > 0) == (want == 1), 92, NULL);

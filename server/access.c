@@ -192,9 +192,8 @@ int do_may_use_slice(srv_t *srv, srv_op_t op, const srv_principal_t *p,
     if (holder != NULL && holder->kept && r->kept_too && holder->uid == p->uid)
         return 0;
     if (holder != NULL && holder->kept && holder->uid != p->uid)
-        snprintf(msg, msglen, "slice %" PRIu64 " is kept by uid %u; uid %u may not use it "
-                 "(%s: %s)", slice_id, (unsigned)holder->uid, (unsigned)p->uid, r->method,
-                 r->acts_on);
+        snprintf(msg, msglen, "slice %" PRIu64 " is kept by another uid; uid %u may not use it "
+                 "(%s: %s)", slice_id, (unsigned)p->uid, r->method, r->acts_on);
     else
         snprintf(msg, msglen, "slice %" PRIu64 " belongs to another client (%s: %s)", slice_id,
                  r->method, r->acts_on);

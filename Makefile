@@ -307,9 +307,9 @@ dist: $(BUILD)/.deps-ok
 	$(Q)cp $(BUILD)/libpinpool.so $(DIST)/lib/libpinpool.so.0 && ln -s libpinpool.so.0 $(DIST)/lib/libpinpool.so
 	$(Q)cp $(PUBLIC_HEADERS) $(DIST)/include/
 	$(Q)cp tests/gpu/run $(DIST)/tests/run-gpu && cp tests/gpu/run-multi $(DIST)/tests/run-gpu-multi && \
-	  cp tests/gpu/test_torch.py tests/gpu/test_tms.py $(DIST)/tests/
+	  cp tests/gpu/test_torch.py tests/gpu/test_tms.py tests/gpu/test_weights.py $(DIST)/tests/
 	$(Q)cp bench/gpu_run bench/fanout_run bench/run bench/swap_run bench/swap_plot bench/tms_run bench/tms.py \
-	  $(DIST)/bench/
+	  bench/weights_run bench/weights.py $(DIST)/bench/
 	$(Q)mkdir -p $(DIST)/python && cp -r client/python/pinpool $(DIST)/python/ && \
 	  find $(DIST)/python -name __pycache__ -prune -exec rm -rf {} +
 	$(Q)$(call copy_private_libs,$(DIST_BIN) $(BUILD)/libpinpool.so,$(DIST)/lib)

@@ -606,6 +606,10 @@ PINPOOL_EXPORT int pinpool_tms_resume(const char *tag);
  * pause reuses them; read at each resume.  Initially $TMS_RETAIN_CPU_BACKUP. */
 PINPOOL_EXPORT void pinpool_tms_set_retain(int retain);
 PINPOOL_EXPORT int pinpool_tms_get_retain(void);
+/* The process is ending: later frees leave paused tags' copies in the daemon
+ * (torch frees its pools at interpreter exit; pinpool.torch_memory_saver
+ * calls this from atexit), so that another process can resume them. */
+PINPOOL_EXPORT void pinpool_tms_detach(void);
 /* pinpool_tms_malloc fails when the GPU would have less than bytes free after it. */
 PINPOOL_EXPORT void pinpool_tms_set_margin(uint64_t bytes);
 /* The CPU backup of [dptr, dptr + bytes) (inside one allocation): *host, or
@@ -615,6 +619,282 @@ PINPOOL_EXPORT void pinpool_tms_set_margin(uint64_t bytes);
 PINPOOL_EXPORT int pinpool_tms_cpu_backup(uint64_t dptr, uint64_t bytes, void **host);
 /* What tag (NULL: every tag) holds now. */
 PINPOOL_EXPORT int pinpool_tms_usage(const char *tag, pinpool_tms_usage_t *out);
+
+/* ==================================================================================
+ * Tensor manifests: weights published once, attached by any number of engines
+ *
+ * A manifest is a named, versioned description of a set of tensors (names,
+ * dtypes, shapes, strides, where each lies) whose bytes live in slices of the
+ * daemon: kept device slices on one GPU, kept host slices, or released host
+ * slices that the daemon may spill to its tier (PINPOOL_MANIFEST_SPILLABLE).
+ * A publisher makes a version in three steps: begin (a new version number),
+ * add the tensors and allocate (the slices; the caller writes the bytes in
+ * place, or with pinpool_manifest_write), commit.  Until the commit returns,
+ * readers see the previous version; a publisher that dies first leaves the
+ * previous version current and its half-made slices to
+ * pinpool_manifest_collect (which begin also runs).  A reader opens the
+ * current version (or a given one), looks tensors up by name and attaches:
+ * a manifest on the reader's GPU is mapped where it is (no copy: the device
+ * pool's CUDA IPC handle), a host manifest is mapped for the CPU, or copied
+ * to a GPU (into cuMemAlloc memory of the reader) when the reader asks for a
+ * device.  A reader keeps its mapping until it closes the manifest, also
+ * when newer versions are committed; pinpool_manifest_drop refuses a version
+ * that a live reader has attached (PINPOOL_EBUSY) unless forced.
+ *
+ * Where it is kept (what other tools see), for a name NAME and version V:
+ *   object  "weights:NAME!a", "weights:NAME!b"   the name record: the current
+ *           version, the highest one ever begun (versions are never reused) and
+ *           every version's state; written alternately with a generation, so
+ *           one of the two is whole while the other is being replaced
+ *   object  "weights:NAME@V" (+ "weights:NAME@V+K" past 1 MiB)   the manifest
+ *   kept    "wt:HHHHHHHHHHHHHHHH.V.S" (hex XXH3 of the name, hex version, segment
+ *           number), or with SPILLABLE the object "weights:wt:H.V.S"   segment S
+ *   object  "weights:NAME@V~pub", "weights:NAME@V~r:CLIENT"   the publisher
+ *           while it publishes, each reader while it has V attached
+ * Names are 1..PINPOOL_MANIFEST_NAME_MAX printable ASCII characters without
+ * spaces or any of "@!~#+".  Ownership is the daemon's: objects and kept
+ * slices are per uid from the Trust work on, so a reader of another uid
+ * cannot open or attach another uid's manifests.
+ *
+ * The format (version 1; little-endian; every field checked when read):
+ *   header, 96 bytes
+ *     0  magic "PPWMANIF"        8  u32 format (1)          12 u32 header bytes (96)
+ *     16 u64 total bytes         24 u64 version             32 u64 created (Unix ns)
+ *     40 u32 segments (1..4096)  44 u32 tensors (..2^20)    48 u32 string bytes
+ *     52 u32 name length         56 u32 metadata length     60 i32 device (-1 host)
+ *     64 u32 placement (1 kept, 2 released)                 68 u32 hash (0 none, 1 XXH3-64)
+ *     72 u64 content hash        80 u64 checksum (XXH3-64 of the manifest, these 8
+ *                                       bytes taken as 0)   88 u64 reserved (0)
+ *   segments, 64 bytes each: u64 size, u64 reserved (0), char key[48] (the kept tag or
+ *     the object key, NUL-padded)
+ *   tensors, 176 bytes each: u32 name offset, u32 name length (into the strings),
+ *     u32 dtype (PINPOOL_DTYPE_*), u32 ndim (0..8), u32 segment, u32 flags (0),
+ *     u64 offset (in the segment, a multiple of the dtype's size), u64 bytes,
+ *     i64 shape[8], i64 strides[8] (elements, >= 0; unused dimensions 0), u64 hash
+ *   strings: the name, the metadata (caller's text, e.g. JSON), the tensor names
+ *   total = 96 + 64 * segments + 176 * tensors + string bytes, exactly.
+ * A tensor covers bytes [offset, offset + bytes) of its segment, and its shape
+ * and strides reach no byte past them.  Names are unique; two tensors may
+ * share bytes (tied weights: PINPOOL_TENSOR_ALIAS).  The hash of a tensor is
+ * XXH3-64 of those bytes; the content hash is XXH3-64 over each tensor's
+ * name, dtype, shape, strides and hash in order (so the same weights
+ * published twice have the same content hash, wherever they were placed).
+ * ================================================================================== */
+
+#define PINPOOL_MANIFEST_FORMAT 1
+#define PINPOOL_MANIFEST_NAME_MAX 200
+#define PINPOOL_MANIFEST_TENSOR_NAME_MAX 1024
+#define PINPOOL_MANIFEST_MAX_DIMS 8
+#define PINPOOL_MANIFEST_MAX_TENSORS (1u << 20)
+#define PINPOOL_MANIFEST_MAX_SEGMENTS 4096u
+#define PINPOOL_MANIFEST_META_MAX (1u << 20)
+#define PINPOOL_MANIFEST_MAX_BYTES (256ull << 20) /* the largest manifest read */
+#define PINPOOL_MANIFEST_MAX_VERSIONS 4096u      /* versions (committed + in the making) a name holds */
+
+/* Element types, with safetensors' names (pinpool_dtype_name). */
+typedef enum pinpool_dtype {
+    PINPOOL_DTYPE_BOOL = 1, PINPOOL_DTYPE_U8, PINPOOL_DTYPE_I8, PINPOOL_DTYPE_I16,
+    PINPOOL_DTYPE_U16, PINPOOL_DTYPE_I32, PINPOOL_DTYPE_U32, PINPOOL_DTYPE_I64,
+    PINPOOL_DTYPE_U64, PINPOOL_DTYPE_F16, PINPOOL_DTYPE_BF16, PINPOOL_DTYPE_F32,
+    PINPOOL_DTYPE_F64, PINPOOL_DTYPE_F8_E4M3, PINPOOL_DTYPE_F8_E5M2,
+} pinpool_dtype_t;
+/* "BF16", ...; NULL for an unknown code. */
+PINPOOL_EXPORT const char *pinpool_dtype_name(int dtype);
+/* The code of "BF16" (case as written), or 0. */
+PINPOOL_EXPORT int pinpool_dtype_from_name(const char *name);
+/* Bytes per element, or 0 for an unknown code. */
+PINPOOL_EXPORT int pinpool_dtype_size(int dtype);
+
+/* pinpool_manifest_info_t.placement */
+#define PINPOOL_MANIFEST_KEPT 1     /* kept slices: never spilled, mapped by every reader */
+#define PINPOOL_MANIFEST_RELEASED 2 /* released host slices: spillable, one reader at a time */
+
+/* flags of pinpool_manifest_opts_t */
+#define PINPOOL_MANIFEST_SPILLABLE 0x1u /* host only: the segments are released objects */
+#define PINPOOL_MANIFEST_NO_HASH 0x2u   /* commit computes no tensor hashes (hash 0 = none) */
+/* flags of pinpool_manifest_drop */
+#define PINPOOL_MANIFEST_FORCE 0x4u /* drop even what a live reader has attached: its
+                                     * mapping then reaches freed memory */
+
+typedef struct pinpool_manifest_opts {
+    int32_t device_id;      /* PINPOOL_HOST, or a GPU with a device pool in the daemon */
+    uint32_t flags;         /* PINPOOL_MANIFEST_SPILLABLE, PINPOOL_MANIFEST_NO_HASH */
+    uint64_t segment_bytes; /* the most bytes one segment (slice) holds; 0: one segment
+                             * (a tensor larger than this gets a segment of its own) */
+    uint64_t alignment;     /* of every tensor's offset: a power of two, 0: 256 */
+    const char *metadata;   /* NULL or up to PINPOOL_MANIFEST_META_MAX bytes of text */
+    uint32_t hash_threads;  /* threads that hash at commit; 0: the cores, at most 8 */
+} pinpool_manifest_opts_t;
+
+/* pinpool_tensor_desc_t.flags */
+#define PINPOOL_TENSOR_STRIDED 0x1u /* strides[] are given (else contiguous, row-major) */
+#define PINPOOL_TENSOR_ALIAS 0x2u   /* shares the bytes of tensor alias_of (same offset) */
+
+typedef struct pinpool_tensor_desc {
+    const char *name; /* 1..PINPOOL_MANIFEST_TENSOR_NAME_MAX bytes, no NUL; unique */
+    int32_t dtype;    /* PINPOOL_DTYPE_* */
+    uint32_t ndim;    /* 0 (a scalar) .. PINPOOL_MANIFEST_MAX_DIMS */
+    int64_t shape[PINPOOL_MANIFEST_MAX_DIMS];
+    int64_t strides[PINPOOL_MANIFEST_MAX_DIMS]; /* in elements, with PINPOOL_TENSOR_STRIDED */
+    uint32_t flags;    /* PINPOOL_TENSOR_* */
+    uint32_t alias_of; /* with PINPOOL_TENSOR_ALIAS: the index of an earlier tensor */
+    uint64_t nbytes;   /* bytes of storage; 0: what shape and strides reach */
+} pinpool_tensor_desc_t;
+
+typedef struct pinpool_tensor {
+    const char *name; /* NUL-terminated; valid until the manifest is freed */
+    int32_t dtype;
+    uint32_t ndim;
+    int64_t shape[PINPOOL_MANIFEST_MAX_DIMS];
+    int64_t strides[PINPOOL_MANIFEST_MAX_DIMS];
+    uint32_t segment;
+    uint64_t offset;  /* in its segment */
+    uint64_t nbytes;
+    uint64_t hash;    /* XXH3-64 of its bytes; 0 when published without hashes */
+    void *ptr;        /* attached: a CPU address (host) or a CUdeviceptr (GPU); else NULL */
+    int32_t device_id; /* where ptr points: PINPOOL_HOST or a GPU */
+} pinpool_tensor_t;
+
+typedef struct pinpool_manifest_info {
+    char name[PINPOOL_MANIFEST_NAME_MAX + 1];
+    uint64_t version;
+    int32_t device_id;       /* where the bytes are kept: PINPOOL_HOST or a GPU */
+    uint32_t placement;      /* PINPOOL_MANIFEST_KEPT or _RELEASED */
+    uint32_t num_tensors;
+    uint32_t num_segments;
+    uint64_t data_bytes;     /* the segments' sizes together */
+    uint64_t manifest_bytes; /* the manifest itself */
+    uint32_t hash_algo;      /* 0 none, 1 XXH3-64 */
+    uint64_t content_hash;
+    uint64_t created_unix_ns;
+    const char *metadata;    /* metadata_len bytes (not NUL-terminated); valid as name */
+    uint32_t metadata_len;
+    int32_t attached_device; /* after pinpool_manifest_attach: where the tensors' ptr point;
+                              * -2 when not attached */
+} pinpool_manifest_info_t;
+
+typedef struct pinpool_publish pinpool_publish_t;
+typedef struct pinpool_manifest pinpool_manifest_t;
+
+/*
+ * Start a new version of name (the daemon's dead publishers' leftovers of name
+ * are collected first).  opts may be NULL (host, one segment, hashed).  The
+ * version is recorded as being made (other readers still see the current
+ * one).  0 and *out, or PINPOOL_EINVAL (a bad name or option), PINPOOL_EBUSY
+ * (another process publishes name now), or a call's error.  One publisher
+ * per name at a time: the name record is read, changed and written again
+ * without a lock in the daemon (a second publisher is refused as long as the
+ * first one's marker lives; two that begin at once are not always told apart).
+ */
+PINPOOL_EXPORT int pinpool_manifest_begin(pinpool_ctx_t *ctx, const char *name,
+                                          const pinpool_manifest_opts_t *opts,
+                                          pinpool_publish_t **out);
+/* Add one tensor (before pinpool_manifest_alloc); *index (may be NULL) is its
+ * index.  PINPOOL_EINVAL naming the problem (a name taken, a dtype, a shape or
+ * strides that need more bytes than nbytes, an alias that does not fit). */
+PINPOOL_EXPORT int pinpool_manifest_add(pinpool_publish_t *pub, const pinpool_tensor_desc_t *t,
+                                        uint32_t *index);
+/* Lay the tensors out and allocate the segments (kept slices, or plain host
+ * slices with SPILLABLE), mapped here.  After it no tensor can be added. */
+PINPOOL_EXPORT int pinpool_manifest_alloc(pinpool_publish_t *pub);
+/* Where tensor index is to be written (after alloc): *out with ptr (a CPU
+ * address, or a CUdeviceptr for a device manifest). */
+PINPOOL_EXPORT int pinpool_manifest_dest(pinpool_publish_t *pub, uint32_t index,
+                                         pinpool_tensor_t *out);
+/* Copy bytes (host memory; bytes <= the tensor's nbytes) into tensor index:
+ * memcpy, or cuMemcpyHtoD for a device manifest. */
+PINPOOL_EXPORT int pinpool_manifest_write(pinpool_publish_t *pub, uint32_t index,
+                                          const void *src, uint64_t bytes);
+/*
+ * Hash the tensors (unless NO_HASH; a device manifest is read back through the
+ * host in 64 MiB pieces: work the caller queued on its own streams must be
+ * done first, e.g. cudaDeviceSynchronize), write the manifest, and make this version the
+ * current one: the last step is the write of the name record, so that a
+ * reader sees either the old version or the new one, whole.  pub is freed in
+ * every case; on failure the version is undone (its slices freed) and the
+ * previous one stays current.  *version (may be NULL) gets the version.
+ */
+PINPOOL_EXPORT int pinpool_manifest_commit(pinpool_publish_t *pub, uint64_t *version);
+/* Give the version up: its slices are freed, the name record forgets it. */
+PINPOOL_EXPORT void pinpool_manifest_abort(pinpool_publish_t *pub);
+/* The version this publisher makes. */
+PINPOOL_EXPORT uint64_t pinpool_manifest_pub_version(const pinpool_publish_t *pub);
+
+/*
+ * Open version (0: the current one) of name: the manifest is read and checked
+ * (not yet attached).  0 and *out (free it with pinpool_manifest_close), or
+ * PINPOOL_ENOKEY (no such name, or that version is not committed), -EBADMSG
+ * (a damaged record or manifest: the message says what is wrong), PINPOOL_EINVAL.
+ */
+PINPOOL_EXPORT int pinpool_manifest_open(pinpool_ctx_t *ctx, const char *name, uint64_t version,
+                                         pinpool_manifest_t **out);
+/*
+ * Check and read a manifest from len bytes at buf (no daemon: tools, tests).
+ * 0 and *out (pinpool_manifest_close frees it; it cannot be attached), or
+ * -EBADMSG with what is wrong in err (always NUL-terminated when errlen > 0),
+ * -ENOMEM.  Lengths and offsets in buf are never trusted.
+ */
+PINPOOL_EXPORT int pinpool_manifest_parse(const void *buf, size_t len, pinpool_manifest_t **out,
+                                          char *err, size_t errlen);
+/* The manifest's bytes as read (valid until close). */
+PINPOOL_EXPORT int pinpool_manifest_bytes(const pinpool_manifest_t *m, const void **buf,
+                                          size_t *len);
+PINPOOL_EXPORT int pinpool_manifest_info(const pinpool_manifest_t *m, pinpool_manifest_info_t *out);
+/* Tensor index (0..num_tensors-1).  PINPOOL_EINVAL when out of range. */
+PINPOOL_EXPORT int pinpool_manifest_tensor(const pinpool_manifest_t *m, uint32_t index,
+                                           pinpool_tensor_t *out);
+/* The index of the tensor named name (O(log n)); PINPOOL_ENOENT if none. */
+PINPOOL_EXPORT int pinpool_manifest_find(const pinpool_manifest_t *m, const char *name,
+                                         uint32_t *index);
+/*
+ * Map the tensors' bytes into this process; then pinpool_manifest_tensor
+ * gives each one's ptr.  device: PINPOOL_HOST for a host manifest (CPU
+ * pointers), the manifest's GPU for a device manifest (no copy), or a GPU for
+ * a host manifest (each segment is copied into cuMemAlloc memory of this
+ * process at PCIe speed; the host slices are let go once copied).  A
+ * released (SPILLABLE) manifest's segments are acquired (restored from the
+ * tier if spilled) and, after a copy to a GPU, released again at once; while
+ * one reader holds them others wait (up to 10 s) - a released manifest has
+ * one reader at a time, and a reader that dies while it holds a segment takes
+ * that segment's bytes with it (the daemon's acquire hands an object over).
+ * Nothing is read-only yet: a device reader's mapping is the device pool's
+ * CUDA IPC mapping (read-only mappings wait for the VMM device backend), a
+ * host reader's is the chunks' mapping; pinpool_manifest_verify finds a write.
+ * 0, or PINPOOL_EINVAL (already attached, a parsed manifest, a device that does
+ * not fit the manifest), PINPOOL_ENOKEY (a segment is gone: the daemon
+ * restarted or the version was dropped), PINPOOL_ECUDA, or a call's error.
+ */
+PINPOOL_EXPORT int pinpool_manifest_attach(pinpool_manifest_t *m, int32_t device);
+/* Hash every attached tensor again and compare with the manifest: 0, or
+ * -EBADMSG naming the first tensor whose bytes differ (its index in *bad when
+ * bad is not NULL), PINPOOL_EINVAL (not attached, or published without hashes). */
+PINPOOL_EXPORT int pinpool_manifest_verify(pinpool_manifest_t *m, uint32_t *bad);
+/* Detach (unmap, free copies, give acquired segments back) and free m.  NULL: no-op. */
+PINPOOL_EXPORT void pinpool_manifest_close(pinpool_manifest_t *m);
+
+/*
+ * The committed versions of name, oldest first: up to cap of them into
+ * versions (may be NULL with cap 0), their number in *n, the current one in
+ * *current (either may be NULL).  PINPOOL_ENOKEY when name has none.
+ */
+PINPOOL_EXPORT int pinpool_manifest_versions(pinpool_ctx_t *ctx, const char *name,
+                                             uint64_t *versions, uint32_t cap, uint32_t *n,
+                                             uint64_t *current);
+/*
+ * Drop version of name (its slices freed, its manifest removed), or with
+ * version 0 every version and the name itself (also a name with no committed
+ * version: what aborted publishers left).  The current version can only go
+ * with the name.  PINPOOL_EBUSY, naming the reader, when a live session
+ * has the version attached (FORCE drops it all the same); PINPOOL_ENOKEY
+ * when there is no such committed version.
+ */
+PINPOOL_EXPORT int pinpool_manifest_drop(pinpool_ctx_t *ctx, const char *name, uint64_t version,
+                                         uint32_t flags);
+/* Free what publishers of name that died before their commit left behind
+ * (their slices, objects and record entries); *collected (may be NULL): how
+ * many versions.  Versions whose publisher still has a session are left. */
+PINPOOL_EXPORT int pinpool_manifest_collect(pinpool_ctx_t *ctx, const char *name,
+                                            uint32_t *collected);
 
 #ifdef __cplusplus
 }

@@ -47,7 +47,9 @@ typedef struct srv_option {
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
 static const char *const log_formats[] = {"text", "json", NULL};
 static const char *const yes_no[] = {"yes", "no", NULL};
-static const char *const host_backends[] = {"auto", "vmm", "register", "memfd", NULL};
+static const char *const host_backends[] = {"auto", "hugetlb", "vmm", "register", "hugetlb-cpu",
+                                            "memfd", NULL};
+static const char *const huge_modes[] = {"auto", "reserve", "never", NULL};
 
 #define STR_FIELD(f) offsetof(srv_config_t, f), sizeof(((srv_config_t *)0)->f)
 #define NUM_FIELD(f) offsetof(srv_config_t, f), sizeof(uint64_t)
@@ -63,6 +65,12 @@ static const srv_option_t options[] = {
      NUM_FIELD(chunk_size), 2 * MiB, 64 * GiB, 2 * MiB, NULL, "auto"},
     {"pin-threads", OPT_UINT, "2", "N", "threads that create (and pin) the pool's chunks at start-up",
      NUM_FIELD(pin_threads), 1, 64, 0, NULL, NULL},
+    {"pin-unit", OPT_SIZE, "chunk", "SIZE",
+     "hugetlb backends: populate and pin each chunk in pieces of this size, yielding between "
+     "pieces, so that no one call holds the kernel or the driver (and with it every other "
+     "process's pinning on the node) for longer than a piece takes; chunk: a chunk in one call "
+     "(vmm always pins a chunk in one cuMemCreate: --chunk-size bounds it)",
+     NUM_FIELD(pin_unit), 0, 64 * GiB, 2 * MiB, NULL, "chunk"},
     {"socket", OPT_STRING, NULL, "PATH",
      "gRPC unix socket; the fd socket is PATH.fd "
      "(default $XDG_RUNTIME_DIR/pinpool.sock, else /tmp/pinpool-$UID/pinpool.sock; an absolute "
@@ -136,10 +144,18 @@ static const srv_option_t options[] = {
      "refused with RESOURCE_EXHAUSTED while less than this is left (0: off)",
      NUM_FIELD(memory_reserve), 0, 1 * GiB, 0, NULL, "off"},
     {"host-backend", OPT_CHOICE, "auto", "NAME",
-     "how host chunks are made and pinned: vmm (CUDA VMM host memory shared as fds; pinned once), "
-     "register (memfds pinned by cuMemHostRegister in every process), memfd (CPU-only), "
-     "auto (the first of these that works here)",
+     "how host chunks are made and pinned: hugetlb (huge-page memfds pinned by cuMemHostRegister "
+     "in every process; needs --huge-pages), vmm (CUDA VMM host memory shared as fds; pinned "
+     "once), register (memfds pinned by cuMemHostRegister in every process), hugetlb-cpu and "
+     "memfd (the same memfds without CUDA), auto (the first of these that works here; the log "
+     "says which and why)",
      STR_FIELD(host_backend), 0, 0, 0, host_backends, NULL},
+    {"huge-pages", OPT_CHOICE, "auto", "MODE",
+     "huge pages for the hugetlb backends: auto (use free ones when there are enough for the "
+     "whole pool: HugePages_Free, 1 GiB pages where --chunk-size is a multiple of 1 GiB, else "
+     "2 MiB), reserve (as root: raise vm.nr_hugepages for the pool and give the pages back at "
+     "exit), never",
+     STR_FIELD(huge_pages), 0, 0, 0, huge_modes, NULL},
     {"device-pool-size", OPT_SIZE, "0", "SIZE",
      "GPU memory per GPU kept by the daemon and shared by CUDA IPC handles (0: no device pool)",
      NUM_FIELD(device_pool_size), 0, 1ull << 50, 2 * MiB, NULL, "none"},

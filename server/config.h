@@ -26,6 +26,7 @@ typedef struct srv_config {
     uint64_t mem_pool_size;
     uint64_t chunk_size;
     uint64_t pin_threads;
+    uint64_t pin_unit; /* 0: a chunk in one call */
     uint64_t device_pool_size;
     uint64_t client_quota;
     uint64_t user_quota;
@@ -51,6 +52,7 @@ typedef struct srv_config {
     uint64_t memory_reserve;
     char metrics[64];
     char host_backend[16];
+    char huge_pages[8];
     char log_level[8];
     char log_format[8];
     char state_dir[256];
@@ -62,6 +64,11 @@ typedef struct srv_config {
     uint32_t allow_gids[SRV_ALLOW_MAX], nallow_gids;
     /* Not an option: --device-pool-uid as a number (ndevice_uid 0: not given). */
     uint32_t device_uid, ndevice_uid;
+    /* Not options: the huge pages the pool may use, found or reserved at start
+     * (hugepages.h): their size (IPC_HUGE_2M or IPC_HUGE_1G; 0: none, and
+     * huge_why says why), for --host-backend hugetlb, hugetlb-cpu and auto. */
+    uint64_t huge_page;
+    char huge_why[320];
     /* Not options: what parsing changed and a person should hear about ("--chunk-size
      * 64MB rounded up to 62.00 MiB"), one per line; main.c logs them at start. */
     char notes[512];

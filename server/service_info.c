@@ -64,6 +64,9 @@ typedef struct info_reply {
     srv_pool_info_t info;
     Pinpool__V1__DevicePoolInfo devices[SRV_MAX_DEVICES];
     Pinpool__V1__DevicePoolInfo *device_refs[SRV_MAX_DEVICES];
+    srv_gpu_t gpu[SRV_MAX_DEVICES];
+    Pinpool__V1__GpuFootprint gpus[SRV_MAX_DEVICES];
+    Pinpool__V1__GpuFootprint *gpu_refs[SRV_MAX_DEVICES];
     info_client_t *clients;
     Pinpool__V1__ClientUsage **refs;
     size_t n, cap;
@@ -153,6 +156,7 @@ static void *stats_thread(void *arg)
         pthread_mutex_unlock(&svc->lock);
         stat_list_t l = {fresh, 0};
         srv_spill_info(svc->srv, &ignored, collect_stat, &l);
+        srv_gpu_refresh(svc->srv); /* may wait for the driver: here, not on a gRPC thread */
         pthread_mutex_lock(&svc->lock);
         memcpy(svc->stats, fresh, l.n * sizeof(fresh[0]));
         svc->nstats = l.n;
@@ -319,6 +323,17 @@ static int info(srv_service_t *svc, const ProtobufCMessage *m, rpc_reply_t *repl
     }
     r->msg.n_devices = info->ndevices;
     r->msg.devices = r->device_refs;
+    r->msg.n_gpus = srv_gpu_footprint(svc->srv, r->gpu);
+    for (size_t i = 0; i < r->msg.n_gpus; i++) {
+        pinpool__v1__gpu_footprint__init(&r->gpus[i]);
+        r->gpus[i].device_id = r->gpu[i].device_id;
+        r->gpus[i].role = (char *)r->gpu[i].role;
+        r->gpus[i].device_pool_bytes = r->gpu[i].device_pool_bytes;
+        r->gpus[i].gpu_used_bytes = r->gpu[i].used;
+        r->gpus[i].gpu_total_bytes = r->gpu[i].total;
+        r->gpu_refs[i] = &r->gpus[i];
+    }
+    r->msg.gpus = r->gpu_refs;
     for (size_t i = 0; i < r->n; i++) {
         r->clients[i].msg.client_id = r->clients[i].id; /* after the last realloc */
         r->refs[i] = &r->clients[i].msg;

@@ -241,6 +241,21 @@ int srv_pool_page(srv_t *srv, const char *token, const srv_info_query_t *q,
                   void (*uidfn)(const srv_uid_usage_t *usage, void *arg), void *arg,
                   srv_info_page_t *page, char *msg, size_t msglen);
 
+/* A GPU on which the daemon holds a CUDA context, and what it keeps there
+ * (srv_gpu_footprint; GetPoolInfo's gpus, the metrics). */
+typedef struct srv_gpu {
+    int32_t device_id;
+    const char *role;           /* "device pool", "host pinning", "device pool, host pinning" */
+    uint64_t device_pool_bytes; /* 0: none on it */
+    uint64_t used, total;       /* cuMemGetInfo: all processes' use, and the GPU's size */
+} srv_gpu_t;
+/* Take a new snapshot of the GPUs the daemon holds a context on.  May wait
+ * for the driver (pinning holds it): never on a gRPC thread. */
+void srv_gpu_refresh(srv_t *srv);
+/* The last snapshot (from the end of start-up or srv_gpu_refresh) into
+ * out[SRV_MAX_DEVICES]; how many.  Never waits. */
+uint32_t srv_gpu_footprint(srv_t *srv, srv_gpu_t *out);
+
 /* The effective configuration. */
 const srv_config_t *srv_config(const srv_t *srv);
 const ipc_host_ops_t *srv_host_backend(const srv_t *srv);

@@ -257,6 +257,8 @@ struct srv {
      * grows as planned); set once, by do_chunk_fits. */
     char pool_short[320];
     uint64_t replacements; /* chunks given fresh memory for another uid */
+    srv_gpu_t gpus[SRV_MAX_DEVICES]; /* chunks.c: srv_gpu_refresh's snapshot */
+    uint32_t ngpus;
 
     /* cleaner.c */
     pthread_t cleaner;

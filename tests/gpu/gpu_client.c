@@ -24,6 +24,16 @@
  *   gpu_client SOCKET tms-resume  TAG BYTES SEED [cpu|disk] [other]  the same allocations in a
  *                                 new process, resume, check every byte and that the copy is
  *                                 gone; other: a different second size, the resume must refuse
+ *   gpu_client SOCKET man-publish NAME GPU|host BYTES SEED  a tensor manifest (pinpool_manifest_*):
+ *                                 "big" F32 of BYTES, "small" BF16 [3,1000], "tied" (an alias of
+ *                                 big), "step" an I64 scalar, on GPU (its device pool) or the
+ *                                 host pool, written with pinpool_manifest_write, committed
+ *   gpu_client SOCKET man-verify  NAME GPU BYTES SEED [write]  open the current version, attach it
+ *                                 on GPU (a device manifest where it is, a host one copied), read
+ *                                 every tensor back (cuMemcpyDtoH) and compare, verify; write: a
+ *                                 byte of "big" changed through this reader's pointer, verify must
+ *                                 name it, then put back
+ *   gpu_client SOCKET man-drop    NAME             drop every version of NAME
  *
  * Each command is its own process (CUDA and gRPC are never forked).  Prints
  * one line "ok ..." and exits 0, or "FAIL ..." and exits 1.
@@ -73,6 +83,123 @@ static pinpool_ctx_t *connect_or_die(const char *socket)
     if (pinpool_err(ctx) != 0)
         FAIL("connect: %s", pinpool_errmsg(ctx));
     return ctx;
+}
+
+/* The manifest test's tensors: sizes in bytes and seeds of their patterns. */
+#define MAN_N 4
+static void man_layout(pinpool_tensor_desc_t *d, uint64_t bytes)
+{
+    memset(d, 0, MAN_N * sizeof(*d));
+    d[0] = (pinpool_tensor_desc_t){.name = "big", .dtype = PINPOOL_DTYPE_F32, .ndim = 1,
+                                   .shape = {(int64_t)(bytes / 4)}};
+    d[1] = (pinpool_tensor_desc_t){.name = "small", .dtype = PINPOOL_DTYPE_BF16, .ndim = 2,
+                                   .shape = {3, 1000}};
+    d[2] = (pinpool_tensor_desc_t){.name = "tied", .dtype = PINPOOL_DTYPE_F32, .ndim = 1,
+                                   .shape = {(int64_t)(bytes / 4)}, .flags = PINPOOL_TENSOR_ALIAS,
+                                   .alias_of = 0};
+    d[3] = (pinpool_tensor_desc_t){.name = "step", .dtype = PINPOOL_DTYPE_I64, .ndim = 0};
+}
+
+static const uint64_t man_seed_add[MAN_N] = {0, 1, 0, 2};
+
+static int man_cmd(const char *socket, const char *cmd, const char *name, const char *where,
+                   uint64_t bytes, uint64_t seed, bool write)
+{
+    pinpool_tensor_desc_t d[MAN_N];
+    pinpool_ctx_t *ctx = connect_or_die(socket);
+    int gpu = strcmp(where, "host") == 0 ? PINPOOL_HOST : atoi(where);
+
+    bytes &= ~7ull;
+    man_layout(d, bytes);
+    if (strcmp(cmd, "man-drop") == 0) {
+        if (pinpool_manifest_drop(ctx, name, 0, 0) != 0)
+            FAIL("drop: %s", pinpool_errmsg(ctx));
+        printf("ok dropped %s\n", name);
+        pinpool_close(ctx);
+        return 0;
+    }
+    if (strcmp(cmd, "man-publish") == 0) {
+        pinpool_manifest_opts_t o = {.device_id = gpu};
+        pinpool_publish_t *pub;
+        double t0 = now_s();
+        if (pinpool_manifest_begin(ctx, name, &o, &pub) != 0)
+            FAIL("begin: %s", pinpool_errmsg(ctx));
+        for (int i = 0; i < MAN_N; i++)
+            if (pinpool_manifest_add(pub, &d[i], NULL) != 0)
+                FAIL("add %s: %s", d[i].name, pinpool_errmsg(ctx));
+        if (pinpool_manifest_alloc(pub) != 0)
+            FAIL("alloc: %s", pinpool_errmsg(ctx));
+        for (uint32_t i = 0; i < MAN_N; i++) {
+            pinpool_tensor_t t;
+            pinpool_manifest_dest(pub, i, &t);
+            if (d[i].flags & PINPOOL_TENSOR_ALIAS)
+                continue;
+            uint64_t *src = malloc(t.nbytes + 8);
+            if (src == NULL)
+                FAIL("out of memory");
+            fill(src, (t.nbytes + 7) & ~7ull, seed + man_seed_add[i]);
+            if (pinpool_manifest_write(pub, i, src, t.nbytes) != 0)
+                FAIL("write %s: %s", t.name, pinpool_errmsg(ctx));
+            free(src);
+        }
+        uint64_t v = 0;
+        double t1 = now_s();
+        if (pinpool_manifest_commit(pub, &v) != 0)
+            FAIL("commit: %s", pinpool_errmsg(ctx));
+        printf("ok published %s version %" PRIu64 " on %s: %" PRIu64 " bytes, write %.3f s, commit "
+               "(hashes) %.3f s\n", name, v, where, bytes, t1 - t0, now_s() - t1);
+        pinpool_close(ctx);
+        return 0;
+    }
+    pinpool_manifest_t *m;
+    pinpool_manifest_info_t info;
+    double t0 = now_s();
+    if (pinpool_manifest_open(ctx, name, 0, &m) != 0)
+        FAIL("open: %s", pinpool_errmsg(ctx));
+    if (pinpool_manifest_attach(m, gpu) != 0)
+        FAIL("attach on GPU %d: %s", gpu, pinpool_errmsg(ctx));
+    double t1 = now_s();
+    pinpool_manifest_info(m, &info);
+    for (uint32_t i = 0; i < MAN_N; i++) {
+        pinpool_tensor_t t;
+        uint32_t k;
+        if (pinpool_manifest_find(m, d[i].name, &k) != 0 || pinpool_manifest_tensor(m, k, &t) != 0)
+            FAIL("tensor %s: %s", d[i].name, pinpool_errmsg(ctx));
+        uint64_t n = (t.nbytes + 7) & ~7ull;
+        uint64_t *want = malloc(n), *back = calloc(1, n);
+        if (want == NULL || back == NULL)
+            FAIL("out of memory");
+        fill(want, n, seed + man_seed_add[i]);
+        CU(ipc_cu.cuMemcpyDtoH(back, (CUdeviceptr)(uintptr_t)t.ptr, t.nbytes));
+        if (memcmp(back, want, t.nbytes) != 0)
+            FAIL("tensor %s of %s: bytes differ", t.name, name);
+        free(want);
+        free(back);
+    }
+    if (pinpool_manifest_verify(m, NULL) != 0)
+        FAIL("verify: %s", pinpool_errmsg(ctx));
+    if (write) {
+        pinpool_tensor_t t;
+        unsigned char b, old;
+        pinpool_manifest_tensor(m, 0, &t);
+        CUdeviceptr at = (CUdeviceptr)(uintptr_t)t.ptr + t.nbytes / 2;
+        CU(ipc_cu.cuMemcpyDtoH(&old, at, 1));
+        b = (unsigned char)(old ^ 0x5a);
+        CU(ipc_cu.cuMemcpyHtoD(at, &b, 1)); /* through this reader's pointer */
+        int rc = pinpool_manifest_verify(m, NULL);
+        if (rc == 0 || strstr(pinpool_errmsg(ctx), "tensor 'big'") == NULL)
+            FAIL("a write through the reader's pointer was not found (%d: %s)", rc, pinpool_errmsg(ctx));
+        CU(ipc_cu.cuMemcpyHtoD(at, &old, 1));
+        if (pinpool_manifest_verify(m, NULL) != 0)
+            FAIL("verify after putting the byte back: %s", pinpool_errmsg(ctx));
+    }
+    printf("ok verified %s version %" PRIu64 " (%s manifest) on GPU %d%s: open+attach %.4f s for %"
+           PRIu64 " bytes%s\n", name, info.version, info.device_id < 0 ? "host" : "device", gpu,
+           info.device_id < 0 ? " (copied)" : " (no copy)", t1 - t0, info.data_bytes,
+           write ? "; a write through the reader's pointer was found by verify, naming the tensor" : "");
+    pinpool_manifest_close(m);
+    pinpool_close(ctx);
+    return 0;
 }
 
 /* The fan-out test: a host slice onto device slices of GPUS, checked on each. */
@@ -409,6 +536,10 @@ int main(int argc, char **argv)
         return tms_cmd(socket, cmd, argv[3], strtoull(argv[4], NULL, 0), strtoull(argv[5], NULL, 0),
                        backup, other);
     }
+    if (strncmp(cmd, "man-", 4) == 0 && argc >= 4)
+        return man_cmd(socket, cmd, argv[3], argc > 4 ? argv[4] : "0",
+                       argc > 5 ? strtoull(argv[5], NULL, 0) : 0, argc > 6 ? strtoull(argv[6], NULL, 0) : 0,
+                       argc > 7 && strcmp(argv[7], "write") == 0);
     if (strncmp(cmd, "swap-", 5) == 0 && argc >= 4)
         return swap_cmd(socket, cmd, argv[3], argc > 4 ? strtoull(argv[4], NULL, 0) : 0,
                         argc > 5 ? strtoull(argv[5], NULL, 0) : 0,

@@ -16,6 +16,8 @@ use, so importing needs neither the library, numpy, torch, a GPU, nor a running 
                                                  drop-in for lpllm's PinnedMemoryPool
     pinpool.torch_memory_saver                   torch_memory_saver 0.0.10's API (import
                                                  torch_memory_saver from it), not imported here
+    pinpool.weights                              tensor manifests: publish / builder / attach /
+                                                 load_into / versions / drop / collect
 
 client/python/README.md lists every call.
 """
@@ -24,6 +26,7 @@ from ._lib import (ConnectError, InvalidArgumentError, NotFoundError, OutOfPoolM
                    PermissionDeniedError, PinpoolError)
 from .client import ALLOC_GPU_ONLY, ALLOC_KEEP, HOST, Client, Slice
 from .pool import ServerPinnedMemoryPool
+from . import weights  # noqa: E402 (needs neither numpy nor torch to import)
 
 __version__ = "0.1.0"
 
@@ -37,4 +40,4 @@ def library_version():
 
 __all__ = ["Client", "Slice", "HOST", "ALLOC_GPU_ONLY", "ALLOC_KEEP", "ServerPinnedMemoryPool", "PinpoolError",
            "InvalidArgumentError", "OutOfPoolMemoryError", "NotFoundError",
-           "PermissionDeniedError", "ConnectError", "library_version", "__version__"]
+           "PermissionDeniedError", "ConnectError", "library_version", "__version__", "weights"]

@@ -275,6 +275,7 @@ def _declare(L):
         "pinpool_tms_resume": (ctypes.c_int, [ctypes.c_char_p]),
         "pinpool_tms_set_retain": (None, [ctypes.c_int]),
         "pinpool_tms_get_retain": (ctypes.c_int, []),
+        "pinpool_tms_detach": (None, []),
         "pinpool_tms_set_margin": (None, [c_u64]),
         "pinpool_tms_cpu_backup": (ctypes.c_int, [c_u64, c_u64, P(vp)]),
         "pinpool_tms_usage": (ctypes.c_int, [ctypes.c_char_p, P(TmsUsage_t)]),

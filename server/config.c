@@ -90,8 +90,14 @@ static const srv_option_t options[] = {
      "accept gRPC callers without an fd-socket session (a stock gRPC client); they cannot "
      "be identified, so --allow-uid/--allow-gid turn them off", STR_FIELD(detached_clients), 0,
      0, 0, yes_no, NULL},
-    {"client-quota", OPT_SIZE, "0", "SIZE", "most bytes one client may hold (0: no limit)",
+    {"client-quota", OPT_SIZE, "0", "SIZE",
+     "most bytes one client may hold (0: no limit), like 16GiB: its slices, and for a session, "
+     "while it lives, the kept slices and objects (released or put) it made",
      NUM_FIELD(client_quota), 0, 1ull << 50, 0, NULL, "no limit"},
+    {"user-quota", OPT_SIZE, "0", "SIZE",
+     "most bytes one uid may hold (0: no limit), like 64GiB: the slices and kept slices of all its clients "
+     "and all its objects, spilled ones included; callers without a session count as the "
+     "daemon's uid", NUM_FIELD(user_quota), 0, 1ull << 50, 0, NULL, "no limit"},
     {"max-clients", OPT_UINT, "auto", "N",
      "most clients at once (0: no limit); auto: what RLIMIT_NOFILE allows (the daemon raises "
      "its soft limit to the hard one) at 2 descriptors a client, after 96 and one per chunk "
@@ -153,6 +159,11 @@ static const srv_option_t options[] = {
     {"device-pool-size", OPT_SIZE, "0", "SIZE",
      "GPU memory per GPU kept by the daemon and shared by CUDA IPC handles (0: no device pool)",
      NUM_FIELD(device_pool_size), 0, 1ull << 50, 2 * MiB, NULL, "none"},
+    {"device-pool-uid", OPT_STRING, "", "USER",
+     "the one user (a name or uid) whose clients may use the device pools: a device pool is "
+     "one cudaMalloc shared by its CUDA IPC handle, so it cannot keep users apart; empty: the "
+     "first uid that allocates in one, for the daemon's lifetime",
+     STR_FIELD(device_pool_uid), 0, 0, 0, NULL, NULL},
     {"devices", OPT_STRING, "all", "LIST",
      "GPUs that get a device pool: all, or ordinals like 0,1", STR_FIELD(devices), 0, 0, 0, NULL,
      NULL},
@@ -473,6 +484,7 @@ static int parse_ids(const char *opt, const char *list, bool group, uint32_t *id
 
 int srv_config_validate(srv_config_t *cfg, char *err, size_t errlen)
 {
+    uint32_t dev[SRV_ALLOW_MAX];
     char a[32], b[32];
 
     if (cfg->chunk_size == 0)
@@ -511,8 +523,16 @@ int srv_config_validate(srv_config_t *cfg, char *err, size_t errlen)
     if (parse_ids("allow-uid", cfg->allow_uid, false, cfg->allow_uids, &cfg->nallow_uids, err,
                   errlen) != 0 ||
         parse_ids("allow-gid", cfg->allow_gid, true, cfg->allow_gids, &cfg->nallow_gids, err,
+                  errlen) != 0 ||
+        parse_ids("device-pool-uid", cfg->device_pool_uid, false, dev, &cfg->ndevice_uid, err,
                   errlen) != 0)
         return PINPOOL_EINVAL;
+    if (cfg->ndevice_uid > 1) {
+        snprintf(err, errlen, "--device-pool-uid: one user, not a list ('%s')",
+                 cfg->device_pool_uid);
+        return PINPOOL_EINVAL;
+    }
+    cfg->device_uid = cfg->ndevice_uid == 1 ? dev[0] : 0;
     return 0;
 }
 

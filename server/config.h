@@ -29,6 +29,7 @@ typedef struct srv_config {
     uint64_t pin_unit; /* 0: a chunk in one call */
     uint64_t device_pool_size;
     uint64_t client_quota;
+    uint64_t user_quota;
     uint64_t max_clients;
     uint64_t max_objects;
     char allow_uid[128];
@@ -37,6 +38,7 @@ typedef struct srv_config {
     char force[4];
     char detached_clients[4];
     char devices[128];
+    char device_pool_uid[64];
     char socket[SRV_PATH_MAX];
     char listen[256];
     char listen_token_file[256];
@@ -60,6 +62,8 @@ typedef struct srv_config {
      * srv_config_validate); the first gid is the group of the sockets. */
     uint32_t allow_uids[SRV_ALLOW_MAX], nallow_uids;
     uint32_t allow_gids[SRV_ALLOW_MAX], nallow_gids;
+    /* Not an option: --device-pool-uid as a number (ndevice_uid 0: not given). */
+    uint32_t device_uid, ndevice_uid;
     /* Not options: the huge pages the pool may use, found or reserved at start
      * (hugepages.h): their size (IPC_HUGE_2M or IPC_HUGE_1G; 0: none, and
      * huge_why says why), for --host-backend hugetlb, hugetlb-cpu and auto. */

@@ -292,7 +292,8 @@ bool do_make_room(srv_t *srv)
 
 /* A host slice of size for the objects, spilling others if need be (lock held,
  * dropped meanwhile).  0 and *info, or an error with msg. */
-int do_alloc_obj(srv_t *srv, uint64_t size, pool_slice_info_t *info, char *msg, size_t msglen)
+int do_alloc_obj(srv_t *srv, uid_t uid, uint64_t size, pool_slice_info_t *info, char *msg,
+                 size_t msglen)
 {
     int rc;
 
@@ -300,12 +301,12 @@ int do_alloc_obj(srv_t *srv, uint64_t size, pool_slice_info_t *info, char *msg, 
         rc = do_shutdown_error(srv, msg, msglen);
         if (rc != 0)
             return rc;
-        /* objects' slices are the daemon's uid's unless released by another */
-        rc = pool_alloc_as(srv->pools[HOST_POOL], srv->uid, srv->obj_owner, size, 0, info);
+        /* an object lives in its owner's memory */
+        rc = pool_alloc_as(srv->pools[HOST_POOL], uid, srv->obj_owner, size, 0, info);
         if (rc == 0)
             return 0;
         if (rc == PINPOOL_ENOSPC) {
-            int room = do_host_room(srv, srv->uid, size, 0);
+            int room = do_host_room(srv, uid, size, 0);
             if (room == 0)
                 continue;
             if (room == SRV_EWOULDBLOCK)
@@ -330,7 +331,7 @@ int do_restore(srv_t *srv, obj_t *o, char *msg, size_t msglen)
 
     do_tier_key(o, &copy);
     objs_set_state(srv->objs, o, OBJ_RESTORING, 0, 0, 0);
-    rc = do_alloc_obj(srv, size, &info, msg, msglen); /* may drop the lock: o stays ours */
+    rc = do_alloc_obj(srv, o->uid, size, &info, msg, msglen); /* may drop the lock: o stays ours */
     if (rc == 0) {
         pthread_mutex_unlock(&srv->lock);
         t0 = mono_ns();

@@ -368,7 +368,7 @@ typedef struct pinpool_arena_block {
     uint64_t size;       /* bytes asked for */
     void *lease_base;    /* the mapping of the lease that holds the block */
     uint64_t lease_size;
-    uint64_t lease_id;   /* the daemon's slice id of that lease (never reused) */
+    uint64_t lease_id;   /* the daemon's slice id of that lease (never reused by that daemon) */
     int32_t large;       /* 1: the block has that lease to itself */
 } pinpool_arena_block_t;
 

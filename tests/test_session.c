@@ -15,7 +15,7 @@
  *
  * Owns: its daemons, the relay thread and the fake listeners' processes (each
  * killed by its pid at the end of its test).  Never: runs a test that cannot
- * fail - all 7 fail against main's library at ca08b9b (built with a stand-in
+ * fail - all 8 fail against main's library at ca08b9b (built with a stand-in
  * pinpool_reconnect that fails): the held answer was waited for, calls after
  * a restart answered OK or ECONNECT, a Put over the limit was -EMSGSIZE, and
  * every fake listener was connected to.  Locking: the relay's flags are
@@ -322,6 +322,27 @@ Test(restart, a_clean_stop_and_restart_too)
     test_pool_info(ctx, &info);
     cr_expect_eq(info.num_clients, 1);
     cr_expect_eq(info.used_bytes, 0, "the old session's slice came back");
+    pinpool_close(ctx);
+}
+
+/* A context whose pinpool_connect failed (no daemon yet) is reconnected
+ * once one runs, and then works like any other. */
+Test(restart, a_context_that_never_connected_is_reconnected)
+{
+    pinpool_ctx_t *ctx;
+    pinpool_slice_t s;
+
+    cr_assert_eq(test_daemon_kill(&d, SIGTERM), 0);
+    ctx = pinpool_connect(d.socket);
+    cr_assert_eq(pinpool_err(ctx), PINPOOL_ECONNECT, "%s", pinpool_errmsg(ctx));
+    cr_expect_eq(pinpool_alloc(ctx, MiB, NULL, &s), PINPOOL_ECLOSED);
+    cr_assert_eq(test_daemon_restart(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB",
+                                     NULL), 0);
+    cr_assert_eq(pinpool_reconnect(ctx), 0, "%s", pinpool_errmsg(ctx));
+    cr_expect_eq(pinpool_err(ctx), 0, "%s", pinpool_errmsg(ctx));
+    cr_expect_str_neq(pinpool_client_id(ctx), "");
+    cr_assert_eq(pinpool_alloc(ctx, CHUNK, NULL, &s), 0, "%s", pinpool_errmsg(ctx));
+    expect_slice_holds(ctx, &s, "late-connect", 21);
     pinpool_close(ctx);
 }
 

@@ -1,7 +1,9 @@
 """pinpool.Client: one libpinpool context (the process's lease on the daemon).
 
 Owns: the context; its slices go back to the daemon on free(), free_all(),
-close(), or when the process exits.
+close(), or when the process exits.  When the daemon goes, the session and its
+slices go with it: every call raises SessionError until reconnect() (a new
+session on the same context; the old slices are unmapped).
 Never: holds a Python lock across a library call (the library is thread-safe,
 and ctypes releases the GIL during the call).
 """

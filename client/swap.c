@@ -748,6 +748,8 @@ static void swap_reset(pinpool_ctx_t *ctx, void *state)
             t->tracked = false;
             t->discarded = false;
         }
+        if (t->have_host && t->state == PINPOOL_SWAP_PAUSED)
+            t->copy_lost = true; /* resume says so, unless the daemon kept one under the key */
         t->have_host = false;
         memset(&t->host, 0, sizeof(t->host));
         if (t->layout_stale && t->state == PINPOOL_SWAP_RESIDENT)

@@ -141,6 +141,8 @@ static void print_info(const pinpool_pool_info_t *info)
     printf("%-22s %s (%" PRIu32 " chunk%s of %s)\n", "capacity", size(info->capacity_bytes, a),
            info->num_chunks, info->num_chunks == 1 ? "" : "s", size(info->chunk_size, b));
     printf("%-22s %s\n", "ready", size(info->ready_bytes, a));
+    if (info->stopped_short[0] != '\0') /* the pool stopped growing: why */
+        printf("%-22s %s\n", "stopped short", info->stopped_short);
     printf("%-22s %s (%.1f%%)\n", "used", size(info->used_bytes, a),
            info->capacity_bytes ? 100.0 * (double)info->used_bytes / (double)info->capacity_bytes
                                 : 0.0);

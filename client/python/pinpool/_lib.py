@@ -30,6 +30,7 @@ EEXIST = -1015
 ENOKEY = -1016
 ETIER = -1017
 EBUSY = -1018
+ESESSION = -1019
 
 
 class PinpoolError(Exception):
@@ -62,6 +63,11 @@ class ConnectError(PinpoolError, ConnectionError):
     """ECONNECT, ECLOSED, ESHUTDOWN: the daemon cannot be reached or is going away."""
 
 
+class SessionError(ConnectError):
+    """ESESSION: the daemon went (it exited or restarted), and with it this client's
+    session and every slice of it; Client.reconnect() makes a new session."""
+
+
 _CLASSES = {
     EINVAL: InvalidArgumentError,
     ETOOBIG: InvalidArgumentError,
@@ -74,6 +80,7 @@ _CLASSES = {
     ECONNECT: ConnectError,
     ECLOSED: ConnectError,
     ESHUTDOWN: ConnectError,
+    ESESSION: SessionError,
 }
 
 
@@ -150,7 +157,8 @@ class PoolInfo_t(ctypes.Structure):
                 ("pin_seconds", ctypes.c_double), ("num_devices", c_u32),
                 ("devices", DeviceInfo_t * MAX_DEVICES), ("num_usage", c_u32),
                 ("usage", ctypes.POINTER(ClientUsage_t)), ("spill", SpillInfo_t),
-                ("cleaning_bytes", c_u64), ("chunk_replacements", c_u64)]
+                ("cleaning_bytes", c_u64), ("chunk_replacements", c_u64),
+                ("stopped_short", ctypes.c_char * 320)]
 
 
 class ArenaOpts_t(ctypes.Structure):
@@ -234,6 +242,7 @@ def _declare(L):
         "pinpool_errmsg": (ctypes.c_char_p, [vp]),
         "pinpool_client_id": (ctypes.c_char_p, [vp]),
         "pinpool_close": (None, [vp]),
+        "pinpool_reconnect": (ctypes.c_int, [vp]),
         "pinpool_alloc": (ctypes.c_int, [vp, c_u64, P(AllocOpts_t), P(Slice_t)]),
         "pinpool_free": (ctypes.c_int, [vp, c_u64, P(c_u64)]),
         "pinpool_free_all": (ctypes.c_int, [vp, P(c_u64)]),

@@ -163,6 +163,8 @@ int pinpool_ping(pinpool_ctx_t *ctx)
 #define DEVICE_FIELDS(N, S)                                                                    \
     N(device_id) S(name) N(capacity_bytes) N(used_bytes) N(free_bytes) N(largest_free_extent)  \
     N(num_slices)
+#define GPU_FIELDS(N, S)                                                                       \
+    N(device_id) S(role) N(device_pool_bytes) N(gpu_used_bytes) N(gpu_total_bytes)
 #define USAGE_FIELDS(N, S) S(client_id) N(bytes) N(device_bytes) N(slices) N(pid) N(uid)
 #define SPILL_FIELDS(N, S)                                                                     \
     S(tier) N(objects) N(objects_resident) N(objects_spilled) N(resident_bytes)                \
@@ -200,6 +202,12 @@ int pinpool_pool_info(pinpool_ctx_t *ctx, pinpool_pool_info_t *out)
         const Pinpool__V1__DevicePoolInfo *src = r->devices[i];
         pinpool_device_info_t *dst = &out->devices[i];
         DEVICE_FIELDS(COPY_NUMBER, COPY_STRING)
+    }
+    out->num_gpus = (uint32_t)(r->n_gpus < PINPOOL_MAX_DEVICES ? r->n_gpus : PINPOOL_MAX_DEVICES);
+    for (uint32_t i = 0; i < out->num_gpus; i++) {
+        const Pinpool__V1__GpuFootprint *src = r->gpus[i];
+        pinpool_gpu_info_t *dst = &out->gpus[i];
+        GPU_FIELDS(COPY_NUMBER, COPY_STRING)
     }
     out->num_usage = (uint32_t)r->n_clients;
     for (size_t i = 0; i < r->n_clients; i++) {

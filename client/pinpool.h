@@ -79,6 +79,16 @@ typedef struct pinpool_device_info {
     uint32_t num_slices;
 } pinpool_device_info_t;
 
+/* A GPU the daemon holds a CUDA context on (pinpool_pool_info_t.gpus). */
+typedef struct pinpool_gpu_info {
+    int32_t device_id;
+    char role[32];              /* "device pool", "host pinning" or both */
+    uint64_t device_pool_bytes; /* the daemon's device pool on it (0: none) */
+    uint64_t gpu_used_bytes;    /* cuMemGetInfo: every process's use, the daemon's context
+                                 * (~0.5 GiB on an H200) and pool included */
+    uint64_t gpu_total_bytes;
+} pinpool_gpu_info_t;
+
 /* The spill tier and the named objects (pinpool_pool_info_t.spill). */
 typedef struct pinpool_spill_info {
     char tier[16];             /* "file", "mooncake" or "none" */
@@ -120,6 +130,8 @@ typedef struct pinpool_pool_info {
     uint64_t chunk_replacements;   /* chunks given fresh memory as they passed to another uid */
     char stopped_short[320];       /* why the host pool stopped growing short of its capacity
                                     * (ready_bytes is what it reached); "" if it did not */
+    uint32_t num_gpus;             /* the GPUs the daemon holds a context on, and why */
+    pinpool_gpu_info_t gpus[PINPOOL_MAX_DEVICES];
 } pinpool_pool_info_t;
 
 /*

@@ -165,6 +165,13 @@ static void print_info(const pinpool_pool_info_t *info)
                size(d->used_bytes, a), size(d->capacity_bytes, b), d->num_slices,
                size(d->largest_free_extent, c), d->name);
     }
+    for (uint32_t i = 0; i < info->num_gpus; i++) { /* the daemon's CUDA contexts */
+        const pinpool_gpu_info_t *g = &info->gpus[i];
+        char label[32];
+        snprintf(label, sizeof(label), "GPU %d context", (int)g->device_id);
+        printf("%-22s %s; GPU memory used %s of %s (every process's)\n", label, g->role,
+               size(g->gpu_used_bytes, a), size(g->gpu_total_bytes, b));
+    }
     printf("%-22s %s: %" PRIu32 " objects (%" PRIu32 " resident, %" PRIu32 " spilled, %s)\n",
            "spill tier", sp->tier, sp->objects, sp->objects_resident, sp->objects_spilled,
            size(sp->spilled_bytes_now, a));

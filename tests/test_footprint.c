@@ -93,6 +93,13 @@ Test(footprint, device_pools_on_two_gpus_and_register_pinning_on_the_first)
     gpus(g, sizeof(g), &info);
     cr_expect_str_eq(g, "1:device pool, host pinning:32;2:device pool:32;");
     pinpool__v1__get_pool_info_response__free_unpacked(info, NULL);
+
+    char out[8192]; /* libpinpool and `pinpool info` show them too */
+    cr_expect_eq(test_pinpool(out, sizeof(out), "info --socket %s", d.socket), 0, "%s", out);
+    TEST_EXPECT_IN(out, "GPU 1 context          device pool, host pinning; GPU memory used ");
+    TEST_EXPECT_IN(out, "GPU 2 context          device pool; GPU memory used ");
+    TEST_EXPECT_IN(out, " of 80.00 GiB (every process's)");
+    cr_expect_null(strstr(out, "GPU 0 context"), "no context on GPU 0: %s", out);
 }
 
 Test(footprint, a_cpu_only_daemon_holds_no_context)

@@ -148,6 +148,11 @@ class SpillInfo_t(ctypes.Structure):
                 ("low_watermark_bytes", c_u64), ("last_error", ctypes.c_char * 256)]
 
 
+class GpuInfo_t(ctypes.Structure):
+    _fields_ = [("device_id", c_i32), ("role", ctypes.c_char * 32), ("device_pool_bytes", c_u64),
+                ("gpu_used_bytes", c_u64), ("gpu_total_bytes", c_u64)]
+
+
 class PoolInfo_t(ctypes.Structure):
     _fields_ = [("capacity_bytes", c_u64), ("ready_bytes", c_u64), ("used_bytes", c_u64),
                 ("free_bytes", c_u64), ("largest_free_extent", c_u64), ("chunk_size", c_u64),
@@ -158,7 +163,8 @@ class PoolInfo_t(ctypes.Structure):
                 ("devices", DeviceInfo_t * MAX_DEVICES), ("num_usage", c_u32),
                 ("usage", ctypes.POINTER(ClientUsage_t)), ("spill", SpillInfo_t),
                 ("cleaning_bytes", c_u64), ("chunk_replacements", c_u64),
-                ("stopped_short", ctypes.c_char * 320)]
+                ("stopped_short", ctypes.c_char * 320), ("num_gpus", c_u32),
+                ("gpus", GpuInfo_t * MAX_DEVICES)]
 
 
 class ArenaOpts_t(ctypes.Structure):

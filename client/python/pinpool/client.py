@@ -175,7 +175,7 @@ class Client(_lib.Closable):
         try:
             out = {name: getattr(pi, name) for name, _ in _lib.PoolInfo_t._fields_
                    if name not in ("usage", "num_usage", "host_backend", "mode", "devices",
-                                   "num_devices", "spill", "stopped_short")}
+                                   "num_devices", "spill", "stopped_short", "gpus", "num_gpus")}
             out["host_backend"] = pi.host_backend.decode()
             out["mode"] = pi.mode.decode()
             # why the host pool stopped growing short of capacity_bytes; "" if it did not
@@ -186,6 +186,11 @@ class Client(_lib.Closable):
                                "largest_free_extent": d.largest_free_extent,
                                "num_slices": d.num_slices}
                               for d in (pi.devices[i] for i in range(pi.num_devices))]
+            # the GPUs the daemon holds a CUDA context on, and why
+            out["gpus"] = [{"device_id": g.device_id, "role": g.role.decode(),
+                            "device_pool_bytes": g.device_pool_bytes,
+                            "gpu_used_bytes": g.gpu_used_bytes, "gpu_total_bytes": g.gpu_total_bytes}
+                           for g in (pi.gpus[i] for i in range(pi.num_gpus))]
             out["clients"] = [{"client_id": u.client_id.decode(), "bytes": u.bytes,
                                "device_bytes": u.device_bytes, "slices": u.slices,
                                "pid": u.pid, "uid": u.uid}

@@ -220,6 +220,7 @@ int srv_release(srv_t *srv, const char *client_id, uint64_t slice_id, const char
     }
     pthread_mutex_unlock(&srv->lock);
     srv_tier_forget(srv, &copy);
+    srv_cluster_share(srv, key, rc); /* --cluster: the others see it */
     return rc;
 }
 
@@ -242,6 +243,7 @@ int srv_acquire(srv_t *srv, const char *client_id, const char *key, srv_slice_t 
         if (rc != 0)
             break;
         o = do_settled(srv, key, false, &rc, msg, msglen);
+        o = do_cluster_find(srv, owner_uid(), key, o, &rc, msg, msglen); /* --cluster */
         if (o == NULL)
             break;
         if (o->state == OBJ_SPILLED && do_nowait()) { /* a restore: tier I/O */
@@ -334,6 +336,7 @@ out:
     pthread_mutex_unlock(&srv->lock);
     /* The old object's copy: its generation's, never the new object's. */
     srv_tier_forget(srv, &copy);
+    srv_cluster_share(srv, key, rc); /* --cluster: the others see it */
     return rc;
 }
 
@@ -352,6 +355,7 @@ int srv_obj_get(srv_t *srv, const char *key, uint64_t max, void **data, uint64_t
     pthread_mutex_lock(&srv->lock);
     /* A SPILLING object's bytes are still in its slice, whole: read them there. */
     o = do_settled(srv, key, true, &rc, msg, msglen);
+    o = do_cluster_find(srv, owner_uid(), key, o, &rc, msg, msglen); /* --cluster */
     if (o == NULL) {
         pthread_mutex_unlock(&srv->lock);
         return rc;
@@ -420,7 +424,7 @@ int srv_obj_exists(srv_t *srv, const char *key, char *msg, size_t msglen)
     o = objs_find(srv->objs, key);
     rc = o != NULL && (o->expires_ns == 0 || o->expires_ns > mono_ns());
     pthread_mutex_unlock(&srv->lock);
-    return rc;
+    return srv_cluster_exists(srv, owner_uid(), key, rc); /* --cluster */
 }
 
 int srv_obj_remove(srv_t *srv, const char *key, char *msg, size_t msglen)
@@ -429,7 +433,7 @@ int srv_obj_remove(srv_t *srv, const char *key, char *msg, size_t msglen)
     obj_t *o;
     int rc = check_key(key, msg, msglen);
 
-    if (rc != 0)
+    if (rc != 0 || (rc = srv_cluster_nowait(srv)) != 0) /* --cluster: Mooncake calls */
         return rc;
     pthread_mutex_lock(&srv->lock);
     o = do_settled(srv, key, false, &rc, msg, msglen);
@@ -441,5 +445,5 @@ int srv_obj_remove(srv_t *srv, const char *key, char *msg, size_t msglen)
     }
     pthread_mutex_unlock(&srv->lock);
     srv_tier_remove_now(srv, &copy);
-    return rc;
+    return srv_cluster_remove(srv, owner_uid(), key, rc, msg, msglen); /* --cluster */
 }

@@ -124,6 +124,7 @@
 #include <time.h>
 
 #include "objects.h"
+#include "cluster.h"
 #include "srv.h"
 
 #define SESSION_PREFIX "s-"
@@ -217,6 +218,7 @@ struct srv {
 
     /* spill.c */
     tier_t *tier;              /* (fixed) NULL: --spill-tier none */
+    struct srv_cluster *cluster; /* (fixed) NULL: no --cluster (cluster.c) */
     pthread_cond_t maint_cv;   /* wakes the maintenance thread */
     pthread_t maint;
     bool maint_started, stop_maint;

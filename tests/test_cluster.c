@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "daemon.h"
 #include "mooncake.h"
 #include "pinpool.h"
 #include "tier.h"
@@ -174,4 +175,131 @@ Test(placement, bad_placement_values_fail_at_open_with_the_reason)
     rc = tier_open(&t, u, err, sizeof(err));
     cr_assert_neq(rc, 0, "prefer_local with no segment on this node");
     cr_assert(strstr(err, "local_segment") != NULL, "%s", err);
+}
+
+/* ---- --cluster: two daemons on one Mooncake ----------------------------------- */
+
+#define MiB (1024ull * 1024)
+#define BIG (64 * MiB)
+
+static test_daemon_t na, nb; /* node a, node b */
+
+static void cluster_teardown(void)
+{
+    int ra = na.pid > 0 ? test_daemon_stop(&na) : 0, rb = nb.pid > 0 ? test_daemon_stop(&nb) : 0;
+
+    mc_teardown();
+    test_fini_check(ra == 0 && rb == 0, "the daemons exited with %d and %d on SIGTERM", ra, rb);
+}
+
+/* A daemon of cluster c1 named node on mc's tier (128 MiB pool, 64 MiB chunks). */
+static void start_node(test_daemon_t *d, const char *node, const char *uri)
+{
+    if (test_daemon_start(d, "--mem-pool-size", "128MiB", "--chunk-size", "64MiB",
+                          "--spill-low-watermark", "0", "--spill-tier", uri, "--cluster", "c1",
+                          "--cluster-node", node, "--log-level", "debug", NULL) != 0) {
+        mc_dump_logs();
+        cr_assert_fail("node %s did not start with --cluster c1 --spill-tier %s", node, uri);
+    }
+}
+
+/* Wait (20 s at most) until ctx's Exists of key answers want. */
+static void wait_exists(pinpool_ctx_t *ctx, const char *key, int want)
+{
+    int rc = -1;
+
+    for (double t0 = test_now_s(); test_now_s() - t0 < 20; usleep(20000))
+        if ((rc = pinpool_exists(ctx, key)) == want)
+            return;
+    test_daemon_dump_log(&na);
+    cr_assert_fail("exists(%s) is %d, not %d, after 20 s", key, rc, want);
+}
+
+/* acquire key on ctx: every byte of seed's pattern in size bytes; freed. */
+static void acquire_same(pinpool_ctx_t *ctx, const char *key, uint64_t size, unsigned seed)
+{
+    pinpool_slice_t r;
+    int rc = pinpool_acquire(ctx, key, 0, &r);
+
+    if (rc != 0) {
+        test_daemon_dump_log(&nb);
+        cr_assert_fail("acquire %s: %s: %s", key, pinpool_err_name(rc), pinpool_errmsg(ctx));
+    }
+    cr_assert_eq(r.size, size);
+    cr_assert(test_same(r.ptr, size, seed), "%s came back different", key);
+    cr_assert_eq(pinpool_free(ctx, r.id, NULL), 0, "%s", pinpool_errmsg(ctx));
+}
+
+/* Get key on ctx until it holds want (a new version travels through the
+ * sharing queue: 20 s at most). */
+static void wait_get(pinpool_ctx_t *ctx, const char *key, const char *want)
+{
+    char buf[64];
+    uint64_t got = 0;
+    int rc = -1;
+
+    for (double t0 = test_now_s(); test_now_s() - t0 < 20; usleep(20000)) {
+        memset(buf, 0, sizeof(buf));
+        rc = pinpool_get(ctx, key, buf, sizeof(buf) - 1, &got);
+        if (rc == 0 && strcmp(buf, want) == 0)
+            return;
+    }
+    cr_assert_fail("get %s: %s '%s', not '%s', after 20 s", key, pinpool_err_name(rc), buf, want);
+}
+
+TestSuite(cluster, .fini = cluster_teardown, .timeout = 150);
+
+/*
+ * Node a releases a 64 MiB slice (and spills it: two more slices fill its
+ * pool); node b acquires it byte-exact, twice (a fetch leaves a's object).
+ * Small objects: a new version on either node is what the other reads; a
+ * Remove on a (or b) is seen by the other at once: acquire, get and exists
+ * answer NOT_FOUND, and nothing stale comes back.
+ */
+Test(cluster, one_node_releases_the_other_acquires_removes_and_versions_are_seen)
+{
+    pinpool_slice_t s, fill[2];
+    uint64_t got;
+    char buf[16];
+    int rc;
+
+    mc_start_cluster("1000", "");
+    start_node(&na, "a", mc.uri);
+    start_node(&nb, "b", mc.uri);
+    pinpool_ctx_t *a = test_connect(&na), *b = test_connect(&nb);
+
+    cr_assert_eq(pinpool_alloc(a, BIG, NULL, &s), 0, "%s", pinpool_errmsg(a));
+    test_fill(s.ptr, BIG, 7);
+    cr_assert_eq(pinpool_release(a, s.id, "model", 0), 0, "%s", pinpool_errmsg(a));
+    wait_exists(b, "model", 1); /* shared: its record is in Mooncake */
+    for (int i = 0; i < 2; i++) /* a's pool is full: "model" spills */
+        cr_assert_eq(pinpool_alloc(a, BIG, NULL, &fill[i]), 0, "%s", pinpool_errmsg(a));
+    acquire_same(b, "model", BIG, 7);
+    acquire_same(b, "model", BIG, 7); /* a still holds it: b fetches again */
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(pinpool_free(a, fill[i].id, NULL), 0);
+
+    /* versions: the last put on any node is what every node reads */
+    cr_assert_eq(pinpool_put(a, "cfg", "v1", 3, 0), 0, "%s", pinpool_errmsg(a));
+    wait_get(b, "cfg", "v1");
+    cr_assert_eq(pinpool_put(a, "cfg", "v2", 3, 0), 0, "%s", pinpool_errmsg(a));
+    wait_get(b, "cfg", "v2");
+    cr_assert_eq(pinpool_put(b, "cfg", "v3", 3, 0), 0, "%s", pinpool_errmsg(b));
+    wait_get(a, "cfg", "v3"); /* a's v2 is stale: dropped, v3 fetched */
+    wait_get(b, "cfg", "v3");
+
+    /* a Remove on a: b sees nothing at once (no stale copy, no error but NOT_FOUND) */
+    cr_assert_eq(pinpool_remove(a, "model"), 0, "%s", pinpool_errmsg(a));
+    rc = pinpool_acquire(b, "model", 0, &s);
+    cr_assert_eq(rc, PINPOOL_ENOKEY, "acquire after a's remove: %s: %s", pinpool_err_name(rc),
+                 pinpool_errmsg(b));
+    cr_assert_eq(pinpool_exists(b, "model"), 0);
+    cr_assert_eq(pinpool_exists(a, "model"), 0);
+    /* a Remove on b of the version b wrote: a's get says NOT_FOUND */
+    cr_assert_eq(pinpool_remove(b, "cfg"), 0, "%s", pinpool_errmsg(b));
+    rc = pinpool_get(a, "cfg", buf, sizeof(buf), &got);
+    cr_assert_eq(rc, PINPOOL_ENOKEY, "get after b's remove: %s", pinpool_err_name(rc));
+    cr_assert_eq(pinpool_remove(a, "cfg"), PINPOOL_ENOKEY);
+    pinpool_close(a);
+    pinpool_close(b);
 }

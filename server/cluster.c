@@ -339,32 +339,40 @@ static struct share *queued(struct srv_cluster *cl, const char *key, uint64_t ge
     return NULL;
 }
 
+/* Queue o to be shared (lock held). */
+static void do_queue(srv_t *srv, struct srv_cluster *cl, obj_t *o)
+{
+    struct share *s, **tail;
+
+    if (queued(cl, o->key, o->gen) != NULL)
+        return;
+    if (cl->nqueued >= QUEUE_MAX || (s = malloc(sizeof(*s) + o->keylen + 1)) == NULL) {
+        srv_warn("cluster %s: %u objects wait to be shared already: '%s' stays local", cl->name,
+                 cl->nqueued, o->key);
+        return;
+    }
+    s->next = NULL;
+    s->gen = o->gen;
+    s->busy = false;
+    memcpy(s->key, o->key, o->keylen + 1);
+    for (tail = &cl->queue; *tail != NULL; tail = &(*tail)->next)
+        ;
+    *tail = s;
+    cl->nqueued++;
+    pthread_cond_signal(&srv->maint_cv);
+}
+
 void srv_cluster_share(srv_t *srv, const char *key, int rc)
 {
     struct srv_cluster *cl = srv->cluster;
-    struct share *s, **tail;
     obj_t *o;
 
     if (cl == NULL || rc != 0)
         return;
     pthread_mutex_lock(&srv->lock);
     o = objs_find(srv->objs, key);
-    if (o != NULL && !o->in_tier && queued(cl, key, o->gen) == NULL) {
-        if (cl->nqueued >= QUEUE_MAX || (s = malloc(sizeof(*s) + o->keylen + 1)) == NULL) {
-            srv_warn("cluster %s: %u objects wait to be shared already: '%s' stays local",
-                     cl->name, cl->nqueued, key);
-        } else {
-            s->next = NULL;
-            s->gen = o->gen;
-            s->busy = false;
-            memcpy(s->key, o->key, o->keylen + 1);
-            for (tail = &cl->queue; *tail != NULL; tail = &(*tail)->next)
-                ;
-            *tail = s;
-            cl->nqueued++;
-            pthread_cond_signal(&srv->maint_cv);
-        }
-    }
+    if (o != NULL && !o->in_tier)
+        do_queue(srv, cl, o);
     pthread_mutex_unlock(&srv->lock);
 }
 
@@ -610,6 +618,7 @@ obj_t *do_cluster_find(srv_t *srv, uint32_t uid, const char *key, obj_t *o, int 
     char mine[sizeof(((rec_t *)0)->dkey)];
     size_t rklen, ml = 0;
     uint64_t gen = 0;
+    srv_tkey_t own = {.len = 0}; /* this node's copy (not for a fetched object) */
     rec_t r;
     int rrc;
 
@@ -630,11 +639,16 @@ obj_t *do_cluster_find(srv_t *srv, uint32_t uid, const char *key, obj_t *o, int 
         do_tier_key(o, &copy);
         ml = f != NULL ? (size_t)snprintf(mine, sizeof(mine), "%s", f->dkey)
                        : own_dkey(cl, &copy, mine, sizeof(mine));
+        if (f == NULL)
+            own = copy;
         gen = o->gen;
     }
     rklen = rec_key(rk, sizeof(rk), who, key);
     pthread_mutex_unlock(&srv->lock);
     rrc = rec_read(cl, rk, rklen, &r);
+    /* no record but this node's copy is there: the record was lost (its
+     * segment died), not removed (a Remove takes the copy first) */
+    bool lost = rrc == PINPOOL_ENOKEY && own.len != 0 && tier_exists(srv->tier, own.s, own.len) == 1;
     pthread_mutex_lock(&srv->lock);
     if (rrc != 0 && rrc != PINPOOL_ENOKEY) { /* Mooncake failed: what is here, if anything */
         srv_warn("cluster %s: cannot read the record of '%s': %s%s%s", cl->name, key,
@@ -650,6 +664,12 @@ obj_t *do_cluster_find(srv_t *srv, uint32_t uid, const char *key, obj_t *o, int 
     o = do_resettle(srv, key, rc, msg, msglen);
     if (o != NULL && o->gen != gen)
         return o; /* a new one came while the lock was down: this node's */
+    if (o != NULL && lost) {
+        srv_warn("cluster %s: the record of '%s' is gone but its copy here is not: shared again",
+                 cl->name, key);
+        do_queue(srv, cl, o);
+        return o;
+    }
     if (o != NULL && rrc == 0 && r.dkeylen == ml && memcmp(r.dkey, mine, ml) == 0)
         return o; /* the current version */
     if (o != NULL) { /* stale: removed, or a newer version elsewhere */
@@ -714,6 +734,12 @@ int srv_cluster_remove(srv_t *srv, uint32_t uid, const char *key, int rc, char *
     rrc = rec_read(cl, rk, rklen, &r);
     if (rrc == PINPOOL_ENOKEY)
         return rc;
+    /* The copy first, then the record: the node holding the object tells a
+     * removal (record and copy gone) from a lost record (its copy still
+     * there: shared again) by its copy, so it must never see the record gone
+     * while the copy stays. */
+    if (rrc == 0 && (rrc = tier_mooncake_ops.remove(cl->mc, r.dkey, r.dkeylen)) == PINPOOL_ENOKEY)
+        rrc = 0;
     if (rrc == 0)
         rrc = tier_mooncake_ops.remove(cl->mc, rk, rklen);
     if (rrc != 0 && rrc != PINPOOL_ENOKEY) {
@@ -722,11 +748,6 @@ int srv_cluster_remove(srv_t *srv, uint32_t uid, const char *key, int rc, char *
                  tier_errmsg()[0] ? ": " : "", tier_errmsg());
         return PINPOOL_ETIER;
     }
-    /* the copy it named; its node drops its object at its next look (stale) */
-    rrc = tier_mooncake_ops.remove(cl->mc, r.dkey, r.dkeylen);
-    if (rrc != 0 && rrc != PINPOOL_ENOKEY)
-        srv_debug("cluster %s: the copy '%s' stays (%s): its node removes it", cl->name, r.dkey,
-                  pinpool_strerror(rrc));
     COUNT(cl, removed, 1);
     srv_debug("cluster %s: removed '%s' of %s ('%s')", cl->name, key, who, r.dkey);
     return 0;

@@ -54,7 +54,8 @@ pid_t mc_start_segment(const char *host, const char *size, const char *logname, 
 void mc_teardown(void);
 /* tests/mooncake_peer.py (the wheel's Python client, nothing of pinpool):
  * op "get" writes key's bytes to path, "put" stores path's bytes under key,
- * "replicas" writes the segment of each of key's replicas, one a line;
+ * "replicas" writes the segment of each of key's replicas, one a line,
+ * "remove" removes key (path unused);
  * its exit status (0 ok, 2 no such key), bounded by 60 s. */
 int mc_run_peer(const char *op, const char *key, const char *path);
 

@@ -7,6 +7,7 @@
  * The two-daemon tests (--cluster) are in tests/cluster/ (make test-cluster).
  */
 #include <criterion/criterion.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -300,6 +301,43 @@ Test(cluster, one_node_releases_the_other_acquires_removes_and_versions_are_seen
     rc = pinpool_get(a, "cfg", buf, sizeof(buf), &got);
     cr_assert_eq(rc, PINPOOL_ENOKEY, "get after b's remove: %s", pinpool_err_name(rc));
     cr_assert_eq(pinpool_remove(a, "cfg"), PINPOOL_ENOKEY);
+    pinpool_close(a);
+    pinpool_close(b);
+}
+
+/*
+ * A record lost (the segment holding it died; here Mooncake's own client
+ * removes it) is not a Remove: the node that shared the object still has its
+ * copy in the tier (a Remove takes the copy first), so it keeps the object,
+ * shares it again, and the other node finds it again.
+ */
+Test(cluster, a_lost_record_is_shared_again_by_the_node_holding_the_object)
+{
+    char rec[128];
+    struct passwd *pw = getpwuid(geteuid());
+
+    cr_assert_not_null(pw);
+    mc_start_cluster("1000", "");
+    start_node(&na, "a", mc.uri);
+    start_node(&nb, "b", mc.uri);
+    pinpool_ctx_t *a = test_connect(&na), *b = test_connect(&nb);
+    pinpool_slice_t s;
+
+    cr_assert_eq(pinpool_alloc(a, 8 * MiB, NULL, &s), 0, "%s", pinpool_errmsg(a));
+    test_fill(s.ptr, 8 * MiB, 5);
+    cr_assert_eq(pinpool_release(a, s.id, "kept", 0), 0, "%s", pinpool_errmsg(a));
+    wait_exists(b, "kept", 1);
+    snprintf(rec, sizeof(rec), "c1/r/%s/kept", pw->pw_name);
+    cr_assert_eq(mc_run_peer("remove", rec, "-"), 0, "no record %s", rec);
+    cr_assert_eq(pinpool_exists(b, "kept"), 0, "the record is gone");
+    char *buf = malloc(8 * MiB);
+    uint64_t got = 0;
+    int rc = pinpool_get(a, "kept", buf, 8 * MiB, &got); /* a still has it: shares it again */
+    cr_assert_eq(rc, 0, "a's get: %s: %s", pinpool_err_name(rc), pinpool_errmsg(a));
+    cr_assert(got == 8 * MiB && test_same(buf, 8 * MiB, 5));
+    free(buf);
+    wait_exists(b, "kept", 1);
+    acquire_same(b, "kept", 8 * MiB, 5);
     pinpool_close(a);
     pinpool_close(b);
 }

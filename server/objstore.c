@@ -34,6 +34,9 @@
  * do_nowait() thread every call returns SRV_EWOULDBLOCK instead of waiting in
  * do_settled, restoring, allocating in do_alloc_obj, reading the tier or
  * removing a copy (Remove of a spilled object).
+ * With --cluster each call also answers for the cluster through one hook
+ * (cluster.c: srv_cluster_* after the unlock, do_cluster_find with the lock
+ * held, dropping it as do_restore does); without, the hooks do nothing.
  */
 #include "srv_int.h"
 

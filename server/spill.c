@@ -25,7 +25,9 @@
  * The maintenance thread (maint_thread) wakes every MAINT_PERIOD_MS or when
  * signalled: it drops expired objects, spills LRU-first while free space is
  * below --spill-low-watermark (once every chunk is made), and retries the
- * removals that failed (every TIER_BACKOFF_MS).
+ * removals that failed (every TIER_BACKOFF_MS); with --cluster it first
+ * shares what releases and puts queued (cluster.c), and every removal of a
+ * copy first removes its cluster record when that still names the copy.
  * Never: chooses a slice in use, or calls the tier with srv->lock held.
  * Locking (see srv_int.h): do_spill, do_restore, do_make_room, do_alloc_obj and
  * do_wait_obj are called with srv->lock held and drop it meanwhile (the list

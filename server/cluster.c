@@ -598,7 +598,9 @@ static obj_t *do_fetch(srv_t *srv, struct srv_cluster *cl, uint32_t uid, const c
                  cl->name, pinpool_strerror(*rc));
         return NULL;
     }
-    o->in_tier = true; /* checked against its record like any shared object */
+    /* Marked in the tier (this node has no copy of it yet: a spill writes
+     * one) so that it is checked against its record like any shared object. */
+    o->in_tier = true;
     remember_fetch(cl, o->gen, r);
     pthread_mutex_lock(&cl->lock);
     cl->fetches++;

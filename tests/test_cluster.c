@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "daemon.h"
+#include "grpc_call.h"
 #include "mooncake.h"
 #include "pinpool.h"
 #include "tier.h"
@@ -248,6 +249,31 @@ static void wait_get(pinpool_ctx_t *ctx, const char *key, const char *want)
     cr_assert_fail("get %s: %s '%s', not '%s', after 20 s", key, pinpool_err_name(rc), buf, want);
 }
 
+/* The tier stat name of d's GetPoolInfo (a snapshot the daemon refreshes
+ * every second: asked until it is at least want, 10 s at most); its value. */
+static long long stat_at_least(const test_daemon_t *d, const char *name, long long want)
+{
+    char target[200];
+    long long v = -1;
+
+    snprintf(target, sizeof(target), "unix:%s", d->socket);
+    for (double t0 = test_now_s(); test_now_s() - t0 < 10; usleep(200000)) {
+        test_call_opts_t o = {.target = target};
+        Pinpool__V1__GetPoolInfoResponse *r = NULL;
+        test_call_result_t res = test_call_info(&o, &r);
+
+        cr_assert_eq(res.status, GRPC_STATUS_OK, "GetPoolInfo: %s", res.details);
+        for (size_t i = 0; r->spill != NULL && i < r->spill->n_tier_stats; i++)
+            if (strcmp(r->spill->tier_stats[i]->name, name) == 0)
+                v = atoll(r->spill->tier_stats[i]->value);
+        pinpool__v1__get_pool_info_response__free_unpacked(r, NULL);
+        if (v >= want)
+            return v;
+    }
+    cr_assert_fail("tier stat %s is %lld, not %lld or more, after 10 s", name, v, want);
+    return v;
+}
+
 TestSuite(cluster, .fini = cluster_teardown, .timeout = 150);
 
 /*
@@ -279,6 +305,10 @@ Test(cluster, one_node_releases_the_other_acquires_removes_and_versions_are_seen
     acquire_same(b, "model", BIG, 7); /* a still holds it: b fetches again */
     for (int i = 0; i < 2; i++)
         cr_assert_eq(pinpool_free(a, fill[i].id, NULL), 0);
+    /* the stats say so */
+    stat_at_least(&na, "cluster_shared", 1);
+    stat_at_least(&nb, "cluster_fetches", 2);
+    cr_assert_eq(stat_at_least(&nb, "cluster_fetched_bytes", 2 * BIG), 2 * BIG);
 
     /* versions: the last put on any node is what every node reads */
     cr_assert_eq(pinpool_put(a, "cfg", "v1", 3, 0), 0, "%s", pinpool_errmsg(a));
@@ -338,6 +368,7 @@ Test(cluster, a_lost_record_is_shared_again_by_the_node_holding_the_object)
     free(buf);
     wait_exists(b, "kept", 1);
     acquire_same(b, "kept", 8 * MiB, 5);
+    cr_assert_eq(pinpool_remove(a, "kept"), 0, "%s", pinpool_errmsg(a));
     pinpool_close(a);
     pinpool_close(b);
 }

@@ -76,6 +76,11 @@
  *                       removes the queued tier copies (do_retry_stale).
  *     srv_spill_info    calls tier_report_stats after the unlock.
  *     srv_persist_objects  in do_spill, one object at a time.
+ *     do_cluster_find   (--cluster; in srv_acquire and srv_obj_get) around the
+ *                       record's read, in do_wait_obj, do_alloc_obj, and around
+ *                       the fetch (into a slice not yet in the table).
+ *     do_cluster_share_queued  (the maintenance thread) around each copy and
+ *                       record it writes (the object is SPILLING meanwhile).
  *   Removing a stale tier copy never blocks a caller: do_tier_forget (lock
  *   held) and srv_tier_forget (no lock) only queue the copy's name, with its
  *   generation, taken under the lock (a late removal never reaches a newer

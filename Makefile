@@ -111,7 +111,7 @@ TOBJ       := $(addprefix $(BUILD)/tobj/,$(addsuffix .o,$(basename $(COMMON_SRC)
 TEST_BIN   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 BENCH_BIN  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: test-tsan all deps serve test test-python test-gpu py-deps python-lib bench dist clean fuzz soak load valgrind install
+.PHONY: test-cluster test-tsan all deps serve test test-python test-gpu py-deps python-lib bench dist clean fuzz soak load valgrind install
 .SECONDARY:
 .DEFAULT_GOAL := all
 
@@ -229,6 +229,16 @@ test: $(BUILD)/.deps-ok $(BUILD)/.mooncake-ok
 	  PINPOOL_PYTHON=$(PYTHON) PINPOOL_BUILD=$(BUILD) PINPOOL_TEST_SANITIZE=$(SANITIZE) \
 	  tests/run $(TEST_MAY_SKIP) $(TEST_BIN) || rc=1; \
 	  $(MAKE) --no-print-directory test-python || rc=1; exit $$rc
+
+# The cluster's two-node tests (tests/cluster/test_nodes.c: two daemons of one
+# --cluster in two network namespaces joined by a veth pair, replicas=2 and a
+# segment's death, mooncake_master in HA mode with etcd restarted): about 90 s
+# of Mooncake processes, so not in `make test`; .ci/run runs it.
+test-cluster: $(BUILD)/.deps-ok $(BUILD)/.mooncake-ok
+	$(Q)$(call apt_missing,etcd-server iproute2)
+	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BUILD)/tests/cluster/test_nodes
+	$(Q)PINPOOL_BIN=$(abspath $(BUILD)/pinpool) PINPOOL_PYTHON=$(PYTHON) PINPOOL_BUILD=$(BUILD) \
+	  tests/run $(BUILD)/tests/cluster/test_nodes
 
 # ThreadSanitizer.  Criterion binaries cannot start under TSan ("Could not
 # initialize inheritable arena"), so the suites that drive the daemon hardest

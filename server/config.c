@@ -177,6 +177,15 @@ static const srv_option_t options[] = {
      "mooncake://MASTER:PORT?metadata=...&..., none (never spill), or auto: "
      "file://STATE_DIR/spill/<socket path>",
      STR_FIELD(spill_tier), 0, 0, 0, NULL, NULL},
+    {"cluster", OPT_STRING, "", "NAME",
+     "share named objects with the other daemons of cluster NAME on the same Mooncake tier "
+     "(off by default): what one releases or puts, the others acquire, get and see; needs a "
+     "mooncake:// --spill-tier without prefix= (README \"Running several nodes\")",
+     STR_FIELD(cluster), 0, 0, 0, NULL, NULL},
+    {"cluster-node", OPT_STRING, "auto", "NAME",
+     "this daemon's name in --cluster (its copies lie under CLUSTER/n/NAME/); auto: the host "
+     "name and a hash of the socket path",
+     STR_FIELD(cluster_node), 0, 0, 0, NULL, NULL},
     {"spill-low-watermark", OPT_STRING, "0.05", "FRACTION|SIZE",
      "spill released objects in the background while free space is below this "
      "(a fraction of the pool like 0.05, or a size like 2GiB; 0: only when an allocation "

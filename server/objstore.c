@@ -50,6 +50,9 @@
  * returns SRV_EWOULDBLOCK instead of waiting in do_settled, restoring,
  * allocating in do_alloc_obj, reading the tier or removing a copy (Remove of
  * a spilled object).
+ * With --cluster each call also answers for the cluster through one hook
+ * (cluster.c: srv_cluster_* after the unlock, do_cluster_find with the lock
+ * held, dropping it as do_restore does); without, the hooks do nothing.
  */
 #include "srv_int.h"
 
@@ -296,6 +299,7 @@ int srv_release(srv_t *srv, const char *token, const char *client_id, uint64_t s
 out:
     pthread_mutex_unlock(&srv->lock);
     srv_tier_forget(srv, &copy);
+    srv_cluster_share(srv, p.uid, key, rc); /* --cluster: the others see it */
     return rc;
 }
 
@@ -320,6 +324,7 @@ int srv_acquire(srv_t *srv, const char *token, const char *client_id, const char
         if (rc != 0)
             break;
         o = do_settled(srv, p.uid, key, false, &rc, msg, msglen);
+        o = do_cluster_find(srv, p.uid, key, o, &rc, msg, msglen); /* --cluster */
         if (o == NULL)
             break;
         if (o->state == OBJ_SPILLED && do_nowait()) { /* a restore: tier I/O */
@@ -374,7 +379,7 @@ int srv_obj_put(srv_t *srv, const char *token, const char *key, const void *data
     srv_tkey_t copy = {.len = 0}, copy2 = {.len = 0};
     srv_principal_t p;
     uint64_t maker, charge = (len + SRV_QUANTUM - 1) & ~(uint64_t)(SRV_QUANTUM - 1);
-    uid_t uid;
+    uid_t uid = 0; /* set once the call is allowed */
     obj_t *o;
     int rc;
 
@@ -462,6 +467,7 @@ out:
     /* The old objects' copies: their generations', never the new object's. */
     srv_tier_forget(srv, &copy);
     srv_tier_forget(srv, &copy2);
+    srv_cluster_share(srv, uid, key, rc); /* --cluster: the others see it */
     return rc;
 }
 
@@ -487,6 +493,7 @@ int srv_obj_get(srv_t *srv, const char *token, const char *key, uint64_t max, vo
     }
     uid = p.uid;
     o = do_settled(srv, uid, key, true, &rc, msg, msglen);
+    o = do_cluster_find(srv, uid, key, o, &rc, msg, msglen); /* --cluster */
     if (o == NULL) {
         pthread_mutex_unlock(&srv->lock);
         return rc;
@@ -573,7 +580,7 @@ int srv_obj_exists(srv_t *srv, const char *token, const char *key, char *msg, si
         rc = o != NULL && (o->expires_ns == 0 || o->expires_ns > mono_ns());
     }
     pthread_mutex_unlock(&srv->lock);
-    return rc;
+    return srv_cluster_exists(srv, p.uid, key, rc); /* --cluster */
 }
 
 int srv_obj_remove(srv_t *srv, const char *token, const char *key, char *msg, size_t msglen)
@@ -583,7 +590,7 @@ int srv_obj_remove(srv_t *srv, const char *token, const char *key, char *msg, si
     obj_t *o = NULL;
     int rc = check_key(key, msg, msglen);
 
-    if (rc != 0)
+    if (rc != 0 || (rc = srv_cluster_nowait(srv)) != 0) /* --cluster: Mooncake calls */
         return rc;
     pthread_mutex_lock(&srv->lock);
     rc = do_access(srv, SRV_OP_REMOVE, token, NULL, &p, msg, msglen);
@@ -597,5 +604,5 @@ int srv_obj_remove(srv_t *srv, const char *token, const char *key, char *msg, si
     }
     pthread_mutex_unlock(&srv->lock);
     srv_tier_remove_now(srv, &copy);
-    return rc;
+    return srv_cluster_remove(srv, p.uid, key, rc, msg, msglen); /* --cluster */
 }

@@ -25,7 +25,9 @@
  * The maintenance thread (maint_thread) wakes every MAINT_PERIOD_MS or when
  * signalled: it drops expired objects, spills LRU-first while free space is
  * below --spill-low-watermark (once every chunk is made), and retries the
- * removals that failed (every TIER_BACKOFF_MS).
+ * removals that failed (every TIER_BACKOFF_MS); with --cluster it first
+ * shares what releases and puts queued (cluster.c), and every removal of a
+ * copy first removes its cluster record when that still names the copy.
  * Never: chooses a slice in use, or calls the tier with srv->lock held.
  * Locking (see srv_int.h): do_spill, do_restore, do_make_room, do_alloc_obj and
  * do_wait_obj are called with srv->lock held and drop it meanwhile (the list
@@ -61,10 +63,17 @@ int srv_spill_open(srv_t *srv, char *err, size_t errlen)
             return rc;
     }
     if (strcmp(srv->cfg.spill_tier, "none") != 0) {
-        rc = tier_open(&srv->tier, srv->cfg.spill_tier, err, errlen);
+        char uri[sizeof(srv->cfg.spill_tier) + 256];
+
+        rc = srv_cluster_open(srv, uri, sizeof(uri), err, errlen); /* --cluster: its prefix */
+        if (rc == 0)
+            rc = tier_open(&srv->tier, uri, err, errlen);
         if (rc != 0)
             return rc;
-        srv_info("spill tier: %s", srv->cfg.spill_tier);
+        srv_info("spill tier: %s", uri);
+    } else if (srv->cfg.cluster[0] != '\0') {
+        snprintf(err, errlen, "--cluster needs a mooncake:// --spill-tier, not none");
+        return PINPOOL_EINVAL;
     }
     return srv_reconcile(srv, err, errlen);
 }
@@ -419,6 +428,7 @@ void srv_tier_remove_now(srv_t *srv, const srv_tkey_t *copy)
 
     if (srv->tier == NULL || copy->len == 0)
         return;
+    srv_cluster_unshare(srv, copy); /* its cluster record first */
     rc = tier_remove(srv->tier, copy->s, copy->len);
     if (rc == 0 || rc == PINPOOL_ENOKEY)
         return;
@@ -441,6 +451,7 @@ void do_retry_stale(srv_t *srv)
     srv->nstale = 0;
     pthread_mutex_unlock(&srv->lock);
     for (s = list; s != NULL; s = s->next) {
+        srv_cluster_unshare(srv, &s->copy); /* its cluster record first */
         int rc = tier_remove(srv->tier, s->copy.s, s->copy.len);
 
         if (rc == 0 || rc == PINPOOL_ENOKEY) {
@@ -491,6 +502,8 @@ void srv_spill_info(srv_t *srv, srv_spill_info_t *out,
     pthread_mutex_unlock(&srv->lock);
     if (add != NULL && srv->tier != NULL)
         tier_report_stats(srv->tier, add, arg); /* its own lock; may ask the backend */
+    if (add != NULL)
+        srv_cluster_report(srv, add, arg);
 }
 
 /* ---- the maintenance thread: TTL expiry and the low watermark ---------------------- */
@@ -519,6 +532,8 @@ static void *maint_thread(void *arg)
             do_tier_forget(srv, &copy);
         }
         if (!srv->stop_maint)
+            do_cluster_share_queued(srv); /* before removals: a new version first */
+        if (!srv->stop_maint)
             do_retry_stale(srv);
         /* Below the watermark: spill LRU-first; stop at the first failure
          * (the next period retries: a tier that is back resumes spilling). */
@@ -533,6 +548,7 @@ static void *maint_thread(void *arg)
         }
     }
     srv->stale_retry_ns = 0; /* one last try at what is queued */
+    do_cluster_share_queued(srv);
     do_retry_stale(srv);
     pthread_mutex_unlock(&srv->lock);
     return NULL;

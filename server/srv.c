@@ -95,6 +95,7 @@ void srv_destroy(srv_t *srv)
     srv_clients_close(srv);
     objs_destroy(srv->objs);
     tier_close(srv->tier);
+    srv_cluster_close(srv);
     pthread_cond_destroy(&srv->obj_cv);
     pthread_cond_destroy(&srv->maint_cv);
     pthread_cond_destroy(&srv->clean_cv);

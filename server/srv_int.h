@@ -78,6 +78,11 @@
  *                       removes the queued tier copies (do_retry_stale).
  *     srv_spill_info    calls tier_report_stats after the unlock.
  *     srv_persist_objects  in do_spill, one object at a time.
+ *     do_cluster_find   (--cluster; in srv_acquire and srv_obj_get) around the
+ *                       record's read, in do_wait_obj, do_alloc_obj, and around
+ *                       the fetch (into a slice not yet in the table).
+ *     do_cluster_share_queued  (the maintenance thread) around each copy and
+ *                       record it writes (the object is SPILLING meanwhile).
  *   Removing a stale tier copy never blocks a caller: do_tier_forget (lock
  *   held) and srv_tier_forget (no lock) only queue the copy's name, with its
  *   generation, taken under the lock (a late removal never reaches a newer
@@ -126,6 +131,7 @@
 #include <time.h>
 
 #include "objects.h"
+#include "cluster.h"
 #include "srv.h"
 
 #define SESSION_PREFIX "s-"
@@ -281,6 +287,7 @@ struct srv {
 
     /* spill.c */
     tier_t *tier;              /* (fixed) NULL: --spill-tier none */
+    struct srv_cluster *cluster; /* (fixed) NULL: no --cluster (cluster.c) */
     pthread_cond_t maint_cv;   /* wakes the maintenance thread */
     pthread_t maint;
     bool maint_started, stop_maint;

@@ -583,6 +583,10 @@ out:
     if (d.dir_fd >= 0)
         close(d.dir_fd);
     srv_info("stopped");
+    if (rpc_shutdown_pending()) { /* gRPC's threads still run: no static destructors */
+        fflush(NULL);
+        _exit(d.exit_code);
+    }
     return d.exit_code;
 }
 

@@ -201,15 +201,6 @@ fail:
     return rc;
 }
 
-/* Put a PROT_NONE reservation back over [addr, addr+bytes) in one step (as
- * host_memfd.c: if even that fails the range is unmapped instead). */
-static void reserve_again(void *addr, uint64_t bytes)
-{
-    if (mmap(addr, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
-             -1, 0) == MAP_FAILED)
-        (void)munmap(addr, bytes);
-}
-
 static bool bad_chunk_args(const void *addr, uint64_t size)
 {
     return addr == NULL || size == 0 || size % page_size != 0 ||
@@ -236,7 +227,7 @@ static int cpu_chunk_create(ipc_chunk_t *c, void *addr, uint64_t size, uint32_t 
         rc = -errno;
         set_err(err, errlen, "cannot map hugetlb chunk %" PRIu32 ": %s", index,
                 strerror_r(-rc, ebuf, sizeof(ebuf)));
-        reserve_again(addr, size);
+        ipc_memfd_reserve_again(addr, size);
         (void)close(fd);
         return rc;
     }
@@ -270,7 +261,7 @@ static int fresh_memfd(const ipc_chunk_t *c, uint32_t index, int *fd, char *err,
 
 static int cpu_chunk_replace(ipc_chunk_t *c, uint32_t index, char *err, size_t errlen)
 {
-    char note[320] = "", ebuf[128];
+    char note[320] = "";
     int fd, rc;
 
     if (c == NULL || c->fd < 0 || bad_chunk_args(c->addr, c->size)) {
@@ -282,31 +273,10 @@ static int cpu_chunk_replace(ipc_chunk_t *c, uint32_t index, char *err, size_t e
         set_err(err, errlen, "%s", note);
         return rc;
     }
-    rc = ipc_memfd_map_over(c->addr, c->size, fd, c->fd);
-    if (rc != 0) {
-        set_err(err, errlen, "cannot map fresh memory over chunk %" PRIu32 ": %s", index,
-                strerror_r(-rc, ebuf, sizeof(ebuf)));
-        (void)close(fd);
-        return rc;
-    }
-    (void)close(c->fd);
-    c->fd = fd;
-    set_err(err, errlen, "%s", note);
-    return 0;
-}
-
-static void cpu_chunk_destroy(ipc_chunk_t *c)
-{
-    if (c == NULL)
-        return;
-    if (c->addr != NULL && c->size > 0)
-        reserve_again(c->addr, c->size);
-    if (c->fd >= 0)
-        (void)close(c->fd);
-    c->fd = -1;
-    c->addr = NULL;
-    c->size = 0;
-    c->handle = 0;
+    rc = ipc_memfd_chunk_take(c, fd, index, err, errlen);
+    if (rc == 0)
+        set_err(err, errlen, "%s", note);
+    return rc;
 }
 
 /* Address space for bytes, aligned to 1 GiB when bytes is a multiple of it
@@ -370,7 +340,7 @@ const ipc_host_ops_t ipc_host_hugetlb_cpu = {
     .cuda = false,
     .probe = cpu_probe,
     .chunk_create = cpu_chunk_create,
-    .chunk_destroy = cpu_chunk_destroy,
+    .chunk_destroy = ipc_memfd_chunk_destroy,
     .chunk_replace = cpu_chunk_replace,
     .reserve = huge_reserve,
     .release = huge_release,
@@ -454,7 +424,7 @@ static int hugetlb_chunk_create(ipc_chunk_t *c, void *addr, uint64_t size, uint3
     if (r != CUDA_SUCCESS) {
         set_err(err, errlen, "cannot pin hugetlb chunk %" PRIu32 ": %s; check `ulimit -l` "
                 "(memlock)", index, ipc_cuda_strerror(r, "cuMemHostRegister", buf, sizeof(buf)));
-        cpu_chunk_destroy(c);
+        ipc_memfd_chunk_destroy(c);
         return PINPOOL_ECUDA;
     }
     return 0;
@@ -508,7 +478,7 @@ static void hugetlb_chunk_destroy(ipc_chunk_t *c)
 {
     if (c != NULL && c->addr != NULL)
         unpin(c->addr, c->size, step(c->size));
-    cpu_chunk_destroy(c);
+    ipc_memfd_chunk_destroy(c);
 }
 
 /* Client: map, then pin the whole range in one call (a client never set a unit). */

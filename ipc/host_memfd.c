@@ -60,9 +60,7 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Put a PROT_NONE reservation back over [addr, addr+bytes) in one step.  If
- * even that fails the range is unmapped instead: at least no memory is kept. */
-static void reserve_again(void *addr, uint64_t bytes)
+void ipc_memfd_reserve_again(void *addr, uint64_t bytes)
 {
     void *p = mmap(addr, bytes, PROT_NONE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
@@ -160,7 +158,7 @@ static int memfd_chunk_create(ipc_chunk_t *c, void *addr, uint64_t size, uint32_
         rc = -errno;
         set_err(err, errlen, "cannot create %" PRIu64 " MiB memfd chunk %" PRIu32 ": mmap: %s",
                 (size + (1u << 20) - 1) >> 20, index, strerror_r(-rc, ebuf, sizeof(ebuf)));
-        reserve_again(addr, size); /* a failed MAP_FIXED may have unmapped the reservation */
+        ipc_memfd_reserve_again(addr, size); /* a failed MAP_FIXED may have unmapped the reservation */
         (void)close(fd);
         return rc;
     }
@@ -182,7 +180,7 @@ int ipc_memfd_map_over(void *addr, uint64_t size, int fd, int old_fd)
     rc = -errno;
     if (old_fd < 0 || mmap(addr, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
                            old_fd, 0) == MAP_FAILED)
-        reserve_again(addr, size);
+        ipc_memfd_reserve_again(addr, size);
     return rc;
 }
 
@@ -194,7 +192,6 @@ int ipc_memfd_map_over(void *addr, uint64_t size, int fd, int old_fd)
  */
 static int memfd_chunk_replace(ipc_chunk_t *c, uint32_t index, char *err, size_t errlen)
 {
-    char ebuf[128];
     int fd, rc;
 
     if (c == NULL || c->fd < 0 || bad_chunk_args(c->addr, c->size)) {
@@ -204,7 +201,14 @@ static int memfd_chunk_replace(ipc_chunk_t *c, uint32_t index, char *err, size_t
     rc = ipc_memfd_make(c->size, index, &fd, err, errlen);
     if (rc != 0)
         return rc;
-    rc = ipc_memfd_map_over(c->addr, c->size, fd, c->fd);
+    return ipc_memfd_chunk_take(c, fd, index, err, errlen);
+}
+
+int ipc_memfd_chunk_take(ipc_chunk_t *c, int fd, uint32_t index, char *err, size_t errlen)
+{
+    char ebuf[128];
+    int rc = ipc_memfd_map_over(c->addr, c->size, fd, c->fd);
+
     if (rc != 0) {
         set_err(err, errlen, "cannot map fresh memory over chunk %" PRIu32 ": %s", index,
                 strerror_r(-rc, ebuf, sizeof(ebuf)));
@@ -216,9 +220,7 @@ static int memfd_chunk_replace(ipc_chunk_t *c, uint32_t index, char *err, size_t
     return 0;
 }
 
-/* Unmap and close the chunk; its range becomes a PROT_NONE reservation again
- * (the caller's release() frees it).  *c is reset (fd -1, addr NULL). */
-static void memfd_chunk_destroy(ipc_chunk_t *c)
+void ipc_memfd_chunk_destroy(ipc_chunk_t *c)
 {
     if (c == NULL)
         return;
@@ -226,7 +228,7 @@ static void memfd_chunk_destroy(ipc_chunk_t *c)
      * keeps the reservation; munmap first would open a window in which the
      * range is free for any other mmap. */
     if (c->addr != NULL && c->size > 0)
-        reserve_again(c->addr, c->size);
+        ipc_memfd_reserve_again(c->addr, c->size);
     if (c->fd >= 0)
         (void)close(c->fd);
     c->fd = -1;
@@ -295,7 +297,7 @@ static int memfd_map(void *addr, uint64_t chunk_size, int *fds, uint32_t n, unsi
         p = mmap(at, (size_t)chunk_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fds[i], 0);
         if (p == MAP_FAILED) {
             rc = -errno;
-            reserve_again(at, chunk_size); /* a failed MAP_FIXED may have unmapped it */
+            ipc_memfd_reserve_again(at, chunk_size); /* a failed MAP_FIXED may have unmapped it */
             goto fail;
         }
     }
@@ -303,7 +305,7 @@ static int memfd_map(void *addr, uint64_t chunk_size, int *fds, uint32_t n, unsi
 
 fail:
     if (i > 0)
-        reserve_again(addr, (uint64_t)i * chunk_size);
+        ipc_memfd_reserve_again(addr, (uint64_t)i * chunk_size);
 out:
     for (uint32_t k = 0; k < n; k++)
         (void)close(fds[k]);
@@ -315,7 +317,7 @@ out:
 static void memfd_unmap(void *addr, uint64_t chunk_size, uint32_t n)
 {
     if (addr != NULL && chunk_size > 0 && n > 0)
-        reserve_again(addr, chunk_size * n);
+        ipc_memfd_reserve_again(addr, chunk_size * n);
 }
 
 static int memfd_probe(char *err, size_t errlen)
@@ -325,4 +327,5 @@ static int memfd_probe(char *err, size_t errlen)
     return 0;
 }
 
+#define memfd_chunk_destroy ipc_memfd_chunk_destroy /* shared with host_hugetlb.c */
 const ipc_host_ops_t ipc_host_memfd = {IPC_HOST_OPS(memfd, false)};

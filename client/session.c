@@ -89,19 +89,6 @@ static int ms_left(int64_t deadline)
 
 /* ---- trust ---------------------------------------------------------------------------- */
 
-/* "uid 1001 (pinpool-tb)" into buf. */
-static const char *who(uid_t uid, char *buf, size_t len)
-{
-    struct passwd pw, *res = NULL;
-    char tmp[1024];
-
-    if (getpwuid_r(uid, &pw, tmp, sizeof(tmp), &res) == 0 && res != NULL)
-        snprintf(buf, len, "uid %u (%s)", (unsigned)uid, res->pw_name);
-    else
-        snprintf(buf, len, "uid %u", (unsigned)uid);
-    return buf;
-}
-
 /* $PINPOOL_DAEMON_UID: 0 and *set, *uid; PINPOOL_EINVAL (msg) when it is
  * neither a number nor a user's name. */
 static int expected_uid(bool *set, uid_t *uid, char *msg, size_t msglen)
@@ -181,8 +168,8 @@ static int open_dir(const char *path, const char *name, int *dirfd, uid_t *owner
                  "not to this process's %s, root or $PINPOOL_DAEMON_UID, so another user may "
                  "be posing as the daemon (a directory made where the daemon's would be, as "
                  "/tmp/pinpool-$UID is when no daemon runs); if that user runs your daemon, "
-                 "set PINPOOL_DAEMON_UID=%u", path, dir, who(st.st_uid, a, sizeof(a)),
-                 who(getuid(), b, sizeof(b)), (unsigned)st.st_uid);
+                 "set PINPOOL_DAEMON_UID=%u", path, dir, ipc_uid_name(st.st_uid, a, sizeof(a)),
+                 ipc_uid_name(getuid(), b, sizeof(b)), (unsigned)st.st_uid);
         close(fd);
         return PINPOOL_EPERM;
     }
@@ -239,7 +226,7 @@ static int check_peer(int fd, const char *fdpath, uid_t dir_owner, uint32_t *pee
                  "(pid %d) runs as %s, not as this process's %s, root, the owner of the "
                  "socket's directory or $PINPOOL_DAEMON_UID: another user may be posing as the "
                  "daemon; if that user runs your daemon, set PINPOOL_DAEMON_UID=%u", fdpath,
-                 (int)cred.pid, who(cred.uid, a, sizeof(a)), who(getuid(), b, sizeof(b)),
+                 (int)cred.pid, ipc_uid_name(cred.uid, a, sizeof(a)), ipc_uid_name(getuid(), b, sizeof(b)),
                  (unsigned)cred.uid);
         return PINPOOL_EPERM;
     }

@@ -23,6 +23,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "paths.h"
+
 #define MAX_LINKS 32
 
 /* Where a walk is: the directory reached (O_PATH), its path, and whether
@@ -35,19 +37,6 @@ typedef struct walk {
     uid_t me;
     const char *what, *path;
 } walk_t;
-
-/* "uid 1001 (pinpool-ta)" into buf. */
-static const char *who(uid_t uid, char *buf, size_t len)
-{
-    struct passwd pw, *res = NULL;
-    char tmp[1024];
-
-    if (getpwuid_r(uid, &pw, tmp, sizeof(tmp), &res) == 0 && res != NULL)
-        snprintf(buf, len, "uid %u (%s)", (unsigned)uid, res->pw_name);
-    else
-        snprintf(buf, len, "uid %u", (unsigned)uid);
-    return buf;
-}
 
 /* err = "<what> <path>: <fmt...>"; returns rc. */
 __attribute__((format(printf, 5, 6))) static int fail(const walk_t *w, int rc, char *err,
@@ -118,16 +107,16 @@ static int check_dir(const walk_t *w, const struct stat *st, const char *shown, 
         return fail(w, -EPERM, err, errlen, "%s is in %s, which others can write to, and "
                     "belongs to %s, not to this daemon (uid %u): remove it and let the daemon "
                     "make it, or use another path", shown, w->at,
-                    who(st->st_uid, owner, sizeof(owner)), (unsigned)w->me);
+                    ipc_uid_name(st->st_uid, owner, sizeof(owner)), (unsigned)w->me);
     if (last && st->st_uid != w->me)
         return fail(w, -EPERM, err, errlen, "it belongs to %s, not to this daemon (uid %u): "
                     "remove it or `chown %u %s`, or use another path",
-                    who(st->st_uid, owner, sizeof(owner)), (unsigned)w->me, (unsigned)w->me,
+                    ipc_uid_name(st->st_uid, owner, sizeof(owner)), (unsigned)w->me, (unsigned)w->me,
                     shown);
     if (st->st_uid != w->me && st->st_uid != 0)
         return fail(w, -EPERM, err, errlen, "%s belongs to %s, who could replace what is inside "
                     "it: use a path whose every directory is root's or uid %u's", shown,
-                    who(st->st_uid, owner, sizeof(owner)), (unsigned)w->me);
+                    ipc_uid_name(st->st_uid, owner, sizeof(owner)), (unsigned)w->me);
     if (last && (st->st_mode & 022) != 0 && (st->st_mode & S_ISVTX) != 0)
         return fail(w, -EPERM, err, errlen, "it is shared (mode %04o): give the daemon a "
                     "directory of its own in it, e.g. %s/pinpool-%u", (unsigned)(st->st_mode & 07777),
@@ -155,7 +144,7 @@ static int follow(walk_t *w, const char *name, const struct stat *st, char *todo
     join(shown, sizeof(shown), w->at, name);
     if ((w->shared && st->st_uid != w->me) || (st->st_uid != w->me && st->st_uid != 0))
         return fail(w, -EPERM, err, errlen, "%s is a symbolic link of %s in %s: remove it, or "
-                    "use the path it points to", shown, who(st->st_uid, owner, sizeof(owner)),
+                    "use the path it points to", shown, ipc_uid_name(st->st_uid, owner, sizeof(owner)),
                     w->at);
     n = readlinkat(w->fd, name, target, sizeof(target) - 1);
     if (n <= 0)
@@ -292,7 +281,7 @@ int srv_file_open_at(int dirfd, const char *name, int flags, mode_t mode, const 
     } else if (st.st_uid != geteuid()) {
         rc = -EPERM;
         snprintf(err, errlen, "%s belongs to %s, not to this daemon (uid %u): remove it", shown,
-                 who(st.st_uid, owner, sizeof(owner)), (unsigned)geteuid());
+                 ipc_uid_name(st.st_uid, owner, sizeof(owner)), (unsigned)geteuid());
     } else if (st.st_nlink != 1) {
         rc = -EPERM;
         snprintf(err, errlen, "%s has %u hard links (another name for the same file): remove it",

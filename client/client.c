@@ -5,7 +5,8 @@
  * The calls without a session are objects.c's.
  *
  * Owns: the fd-socket session (the lease), the slices this process holds and
- * the mappings of the chunk runs behind them.  A run is mapped once, on the
+ * the mappings of the chunk runs behind them (a vmm device slice's mapping is
+ * devmap.c's; pinpool_dev_unmap/remap reach it here).  A run is mapped once, on the
  * first slice that needs it, and unmapped when its last slice is freed.  The
  * slots where the library's other parts (swap.c, fanout.c) keep their state
  * per context (pinpool__ext_get), which pinpool_close tears down first.
@@ -53,6 +54,7 @@ typedef struct slice_rec {
     RB_ENTRY(slice_rec) node;
     uint64_t id;
     run_map_t *map; /* NULL for device slices */
+    pinpool__devmap_t *dev; /* a vmm device slice's mapping (devmap.c); else NULL */
 } slice_rec_t;
 
 /* A GPU's device pool, opened from its IPC handle once and kept open. */
@@ -329,6 +331,7 @@ void pinpool_close(pinpool_ctx_t *ctx)
     }
     RB_FOREACH_SAFE(s, slice_tree, &ctx->slices, snext) {
         RB_REMOVE(slice_tree, &ctx->slices, s);
+        pinpool__devmap_close(s->dev);
         free(s);
     }
     RB_FOREACH_SAFE(m, run_tree, &ctx->runs, mnext)
@@ -349,7 +352,7 @@ void pinpool_close(pinpool_ctx_t *ctx)
 /* ---- mapping ------------------------------------------------------------------------- */
 
 /* Ask the daemon for the fds of chunks [first, first + n) of slice id. */
-static int fetch_fds(pinpool_ctx_t *ctx, uint64_t id, uint32_t first, uint32_t n, int *fds)
+int pinpool__fetch_fds(pinpool_ctx_t *ctx, uint64_t id, uint32_t first, uint32_t n, int *fds)
 {
     uint32_t got = 0;
     int rc = 0;
@@ -432,7 +435,7 @@ static int get_run(pinpool_ctx_t *ctx, uint64_t id, uint32_t first, uint32_t n, 
     }
     m->first = first;
     m->n = n;
-    rc = fetch_fds(ctx, id, first, n, fds);
+    rc = pinpool__fetch_fds(ctx, id, first, n, fds);
     if (rc != 0)
         goto fail;
     rc = ctx->host->reserve((uint64_t)n * ctx->chunk_size, &m->addr);
@@ -511,9 +514,15 @@ static int take_slice(pinpool_ctx_t *ctx, const Pinpool__V1__AllocatePoolMemoryR
     run_map_t *m = NULL;
     uint64_t base = 0;
     void *ptr;
+    bool vmm = resp->device_id >= 0 && resp->cuda_ipc_handle.len == 0;
     int rc;
 
-    if (resp->device_id >= 0) {
+    if (vmm) {
+        if (resp->n_chunks == 0 || resp->chunks[0]->chunk_index > UINT32_MAX - resp->n_chunks)
+            return pinpool__fail(ctx, PINPOOL_EPROTO, "the daemon's reply for device slice %"
+                                 PRIu64 " has no chunks", resp->slice_id);
+        ptr = NULL; /* below, under the lock */
+    } else if (resp->device_id >= 0) {
         rc = device_base(ctx, resp->device_id, &resp->cuda_ipc_handle, &base);
         if (rc != 0)
             return rc;
@@ -538,6 +547,11 @@ static int take_slice(pinpool_ctx_t *ctx, const Pinpool__V1__AllocatePoolMemoryR
                              resp->slice_id);
     }
     rc = 0;
+    if (vmm)
+        rc = pinpool__devmap_open(ctx, resp->slice_id, resp->device_id,
+                                  resp->chunks[0]->chunk_index, (uint32_t)resp->n_chunks,
+                                  resp->chunk_size, resp->chunks[0]->offset,
+                                  (flags & PINPOOL_ATTACH_WRITABLE) != 0, &rec->dev, &ptr);
     if (resp->device_id < 0) {
         unsigned access = IPC_MAP_GPU | ((flags & PINPOOL_ALLOC_GPU_ONLY) ? 0 : IPC_MAP_CPU);
         rc = get_run(ctx, resp->slice_id, resp->chunks[0]->chunk_index, (uint32_t)resp->n_chunks,
@@ -570,6 +584,7 @@ static void drop_slice(pinpool_ctx_t *ctx, slice_rec_t *rec)
     RB_REMOVE(slice_tree, &ctx->slices, rec);
     if (rec->map != NULL && --rec->map->refs == 0)
         unmap_run(ctx, rec->map);
+    pinpool__devmap_close(rec->dev);
     free(rec);
 }
 
@@ -726,8 +741,9 @@ int pinpool_alloc(pinpool_ctx_t *ctx, uint64_t size, const pinpool_alloc_opts_t 
     req.alignment = opts != NULL ? opts->alignment : 0;
     req.tag = opts != NULL && opts->tag != NULL ? (char *)opts->tag : (char *)"";
     req.keep = opts != NULL && (opts->flags & PINPOOL_ALLOC_KEEP) != 0;
-    return slice_call(ctx, PINPOOL__M_ALLOCATE, &req.base, opts != NULL ? opts->flags : 0, out,
-                      NULL);
+    /* The maker of a slice writes it; attach reads unless asked. */
+    return slice_call(ctx, PINPOOL__M_ALLOCATE, &req.base,
+                      (opts != NULL ? opts->flags : 0) | PINPOOL_ATTACH_WRITABLE, out, NULL);
 }
 
 /* Attach (the slice kept under name) or acquire (the object under name). */
@@ -793,6 +809,39 @@ int pinpool_detach(pinpool_ctx_t *ctx, uint64_t slice_id)
         rc = pinpool__fail(ctx, PINPOOL_ENOENT, "slice %" PRIu64 " is not mapped in this process",
                            slice_id);
     return rc;
+}
+
+/* pinpool_dev_unmap / pinpool_dev_remap: slice id's device mapping, under the lock. */
+static int dev_op(pinpool_ctx_t *ctx, uint64_t id, bool remap)
+{
+    slice_rec_t key = {.id = id}, *rec;
+    int rc = pinpool__check(ctx, true, true, NULL);
+
+    if (rc != 0)
+        return rc;
+    pthread_mutex_lock(&ctx->lock);
+    rec = RB_FIND(slice_tree, &ctx->slices, &key);
+    if (rec == NULL)
+        rc = pinpool__fail(ctx, PINPOOL_ENOENT, "slice %" PRIu64 " is not mapped in this process",
+                           id);
+    else if (rec->dev == NULL)
+        rc = pinpool__fail(ctx, PINPOOL_EINVAL, "slice %" PRIu64 " is not a device slice of a "
+                           "vmm device pool (host slices and --device-backend ipc pools stay "
+                           "mapped)", id);
+    else
+        rc = remap ? pinpool__devmap_remap(ctx, rec->dev) : pinpool__devmap_unmap(ctx, rec->dev);
+    pthread_mutex_unlock(&ctx->lock);
+    return rc;
+}
+
+int pinpool_dev_unmap(pinpool_ctx_t *ctx, uint64_t slice_id)
+{
+    return dev_op(ctx, slice_id, false);
+}
+
+int pinpool_dev_remap(pinpool_ctx_t *ctx, uint64_t slice_id)
+{
+    return dev_op(ctx, slice_id, true);
 }
 
 int pinpool_free_all(pinpool_ctx_t *ctx, uint64_t *freed_bytes)

@@ -94,6 +94,28 @@ int pinpool__ext_get(pinpool_ctx_t *ctx, const pinpool__ext_t *ext, void **state
 /* ext's state in ctx if it was made, else NULL. */
 void *pinpool__ext_find(pinpool_ctx_t *ctx, const pinpool__ext_t *ext);
 
+/* Ask the daemon on the fd socket for the descriptors of chunks [first,
+ * first + n) of slice id (several messages when n > IPC_MAX_FDS): 0 with
+ * fds[0..n) the caller's, or an error (pinpool__fail) and none. */
+int pinpool__fetch_fds(pinpool_ctx_t *ctx, uint64_t id, uint32_t first, uint32_t n, int *fds);
+
+/*
+ * A device slice of a vmm device pool mapped in this process (devmap.c): its
+ * chunks imported into an address range of its own, read-write or
+ * read-only.  Open maps it (ptr: the slice's first byte); unmap lets the
+ * memory go but keeps the range; remap fetches the descriptors again and
+ * maps them at the same address with the same access; close undoes it all.
+ * The caller holds the context's lock around each (unmap/remap/close may
+ * run on any thread, one at a time per mapping).
+ */
+typedef struct pinpool__devmap pinpool__devmap_t;
+int pinpool__devmap_open(pinpool_ctx_t *ctx, uint64_t slice_id, int32_t device,
+                         uint32_t first_chunk, uint32_t nchunks, uint64_t chunk_size,
+                         uint64_t offset, bool writable, pinpool__devmap_t **out, void **ptr);
+int pinpool__devmap_unmap(pinpool_ctx_t *ctx, pinpool__devmap_t *m);
+int pinpool__devmap_remap(pinpool_ctx_t *ctx, pinpool__devmap_t *m);
+void pinpool__devmap_close(pinpool__devmap_t *m);
+
 /* 1 when the daemon's host memory is pinned for CUDA (vmm, register), 0 when
  * it is plain memfd (CPU-only daemon) or ctx has no session. */
 int pinpool__ctx_cuda_host(const pinpool_ctx_t *ctx);

@@ -48,6 +48,7 @@ static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL}
 static const char *const log_formats[] = {"text", "json", NULL};
 static const char *const yes_no[] = {"yes", "no", NULL};
 static const char *const host_backends[] = {"auto", "vmm", "register", "memfd", NULL};
+static const char *const device_backends[] = {"auto", "vmm", "ipc", NULL};
 
 #define STR_FIELD(f) offsetof(srv_config_t, f), sizeof(((srv_config_t *)0)->f)
 #define NUM_FIELD(f) offsetof(srv_config_t, f), sizeof(uint64_t)
@@ -135,8 +136,13 @@ static const srv_option_t options[] = {
      "auto (the first of these that works here)",
      STR_FIELD(host_backend), 0, 0, 0, host_backends, NULL},
     {"device-pool-size", OPT_SIZE, "0", "SIZE",
-     "GPU memory per GPU kept by the daemon and shared by CUDA IPC handles (0: no device pool)",
+     "GPU memory per GPU kept by the daemon and shared with its clients (0: no device pool)",
      NUM_FIELD(device_pool_size), 0, 1ull << 50, 2 * MiB, NULL, "none"},
+    {"device-backend", OPT_CHOICE, "auto", "NAME",
+     "how device pools are shared: vmm (CUDA VMM chunks passed as fds on the fd socket; readers "
+     "map read-only, unmap and remap at the same address), ipc (one legacy CUDA IPC handle per "
+     "GPU), auto (vmm where the driver supports exporting GPU memory as fds, else ipc)",
+     STR_FIELD(device_backend), 0, 0, 0, device_backends, NULL},
     {"devices", OPT_STRING, "all", "LIST",
      "GPUs that get a device pool: all, or ordinals like 0,1", STR_FIELD(devices), 0, 0, 0, NULL,
      NULL},
@@ -503,7 +509,11 @@ int srv_config_validate(srv_config_t *cfg, char *err, size_t errlen)
 void srv_config_resolve_max_clients(srv_config_t *cfg, uint64_t nofile)
 {
     uint64_t nchunks = (cfg->mem_pool_size + cfg->chunk_size - 1) / cfg->chunk_size;
-    uint64_t keep = SRV_FD_BASE + nchunks;
+    /* A vmm device pool holds up to 64 chunk descriptors per GPU (devmem.h). */
+    uint64_t ndev = cfg->device_pool_size == 0 ? 0 : strcmp(cfg->devices, "all") == 0 ? 8 : 1;
+    for (const char *p = cfg->devices; ndev > 0 && *p != '\0'; p++)
+        ndev += *p == ',';
+    uint64_t keep = SRV_FD_BASE + nchunks + 64 * ndev;
     uint64_t fit = nofile > keep ? (nofile - keep) / SRV_FDS_PER_CLIENT : 0;
 
     if (fit > 1u << 20)

@@ -49,6 +49,7 @@ typedef struct srv_config {
     uint64_t memory_reserve;
     char metrics[64];
     char host_backend[16];
+    char device_backend[8];
     char log_level[8];
     char log_format[8];
     char state_dir[256];

@@ -5,6 +5,12 @@
  *   gpu_client SOCKET host-verify TAG BYTES SEED [gpu-only]  attach it, check with CPU and CUDA, free
  *   gpu_client SOCKET dev-write   TAG GPU BYTES SEED         keep a device slice, write it
  *   gpu_client SOCKET dev-verify  TAG GPU BYTES SEED         attach it, check, free
+ *   gpu_client SOCKET dev-ro      TAG GPU BYTES SEED         attach it read-only, check every byte
+ *   gpu_client SOCKET dev-rowrite TAG GPU BYTES              attach it read-only and write through
+ *                                 the mapping: "ok" when CUDA refuses (the stand-in driver's
+ *                                 process dies of SIGSEGV instead), FAIL when the write works
+ *   gpu_client SOCKET dev-remap   TAG GPU BYTES SEED         attach read-only, check, unmap, remap
+ *                                 (pinpool_dev_unmap/remap), check every byte at the same address
  *   gpu_client SOCKET hold BYTES                             allocate, print "held", sleep
  *   gpu_client SOCKET used                                   print the pool's used bytes
  *   gpu_client SOCKET devinfo                                print each GPU pool's use
@@ -199,6 +205,74 @@ static int man_cmd(const char *socket, const char *cmd, const char *name, const 
            write ? "; a write through the reader's pointer was found by verify, naming the tensor" : "");
     pinpool_manifest_close(m);
     pinpool_close(ctx);
+    return 0;
+}
+
+/* Every byte of the device slice at p against want (through a device copy). */
+static uint64_t dev_bad(CUdeviceptr p, CUdeviceptr scratch, uint64_t *back, const uint64_t *want,
+                        uint64_t bytes)
+{
+    memset(back, 0, bytes);
+    CU(ipc_cu.cuMemcpyDtoD(scratch, p, bytes));
+    CU(ipc_cu.cuMemcpyDtoH(back, scratch, bytes));
+    return count_bad(back, want, bytes);
+}
+
+/* dev-ro, dev-rowrite, dev-remap: a reader of a kept device slice (vmm pool). */
+static int dev_reader(const char *socket, const char *cmd, const char *tag, int gpu,
+                      uint64_t bytes, uint64_t seed)
+{
+    uint64_t *want = malloc(bytes), *back = malloc(bytes);
+    pinpool_ctx_t *ctx;
+    pinpool_slice_t s;
+    CUdeviceptr scratch, p;
+    uint64_t bad;
+
+    ipc_cuda_use_device(gpu);
+    if (want == NULL || back == NULL)
+        FAIL("out of memory");
+    fill(want, bytes, seed);
+    CU(ipc_cu.cuMemAlloc(&scratch, bytes));
+    ctx = connect_or_die(socket);
+    if (pinpool_attach(ctx, tag, 0, &s) != 0)
+        FAIL("attach: %s", pinpool_errmsg(ctx));
+    p = (CUdeviceptr)(uintptr_t)s.ptr;
+    if (strcmp(cmd, "dev-rowrite") == 0) {
+        CUresult r = ipc_cu.cuMemsetD8(p, 0xee, bytes);
+        if (r == CUDA_SUCCESS)
+            r = ipc_cu.cuCtxSynchronize();
+        if (r == CUDA_SUCCESS)
+            FAIL("a write through the read-only mapping of slice %" PRIx64 " succeeded", s.id);
+        char buf[160];
+        printf("ok write through the read-only mapping refused: %s\n",
+               ipc_cuda_strerror(r, "cuMemsetD8", buf, sizeof(buf)));
+        fflush(stdout);
+        _exit(0); /* the context is broken now: nothing more of it */
+    }
+    bad = dev_bad(p, scratch, back, want, bytes);
+    if (bad != 0)
+        FAIL("read-only slice %" PRIx64 ": %" PRIu64 " words of %" PRIu64 " differ", s.id, bad,
+             bytes / 8);
+    if (strcmp(cmd, "dev-remap") == 0) {
+        if (pinpool_dev_unmap(ctx, s.id) != 0)
+            FAIL("unmap: %s", pinpool_errmsg(ctx));
+        if (pinpool_dev_remap(ctx, s.id) != 0)
+            FAIL("remap: %s", pinpool_errmsg(ctx));
+        bad = dev_bad(p, scratch, back, want, bytes);
+        if (bad != 0)
+            FAIL("slice %" PRIx64 " after unmap/remap at 0x%llx: %" PRIu64 " words differ", s.id,
+                 (unsigned long long)p, bad);
+        printf("ok unmapped and remapped slice %" PRIx64 " at the same address 0x%llx, %" PRIu64
+               " bytes intact\n", s.id, (unsigned long long)p, bytes);
+    } else {
+        printf("ok read-only attach of slice %" PRIx64 " at 0x%llx: %" PRIu64 " bytes checked\n",
+               s.id, (unsigned long long)p, bytes);
+    }
+    pinpool_detach(ctx, s.id);
+    pinpool_close(ctx);
+    ipc_cu.cuMemFree(scratch);
+    free(want);
+    free(back);
     return 0;
 }
 
@@ -544,6 +618,10 @@ int main(int argc, char **argv)
         return swap_cmd(socket, cmd, argv[3], argc > 4 ? strtoull(argv[4], NULL, 0) : 0,
                         argc > 5 ? strtoull(argv[5], NULL, 0) : 0,
                         argc > 6 && strcmp(argv[6], "spillable") == 0);
+    if ((strcmp(cmd, "dev-ro") == 0 || strcmp(cmd, "dev-remap") == 0 ||
+         strcmp(cmd, "dev-rowrite") == 0) && argc >= 6)
+        return dev_reader(socket, cmd, argv[3], atoi(argv[4]), strtoull(argv[5], NULL, 0),
+                          argc > 6 ? strtoull(argv[6], NULL, 0) : 0);
     bool host = strncmp(cmd, "host-", 5) == 0, dev = strncmp(cmd, "dev-", 4) == 0;
     if ((!host && !dev) || argc < (host ? 6 : 7))
         FAIL("unknown command or missing arguments: %s", cmd);

@@ -10,6 +10,7 @@
 #include <criterion/criterion.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,8 +18,11 @@
 #include <unistd.h>
 
 #include "daemon.h"
+#include "devmem.h"
 #include "mockcuda.h"
+#include "paths.h"
 #include "pinpool.h"
+#include "users.h"
 
 #define MiB ((uint64_t)1 << 20)
 
@@ -294,4 +298,111 @@ Test(devvmm, ipc_when_asked)
                    "GPU 0: device pool on a legacy CUDA IPC handle (--device-backend ipc)");
     cr_assert_eq(client(out, sizeof(out), "dev-write i 0 %" PRIu64 " 6", 3 * MiB), 0, "%s", out);
     cr_assert_eq(client(out, sizeof(out), "dev-verify i 0 %" PRIu64 " 6", 3 * MiB), 0, "%s", out);
+}
+
+/* ---- a chunk's memory replaced for another uid ------------------------------------------ */
+
+static bool all_bytes(const unsigned char *p, uint64_t n, unsigned char v)
+{
+    for (uint64_t i = 0; i < n; i++)
+        if (p[i] != v)
+            return false;
+    return true;
+}
+
+Test(devvmm, a_replaced_chunk_leaves_the_old_memory_to_its_holders)
+{
+    ipc_devmem_t dm;
+    char err[256];
+    uint64_t va;
+    int nfds, fd, kept, before;
+
+    test_use_mock_cuda();
+    nfds = test_nfds();
+    cr_assert_eq(ipc_devmem_create_vmm(&dm, 0, 10 * MiB, err, sizeof(err)), 0, "%s", err);
+    cr_expect(dm.nchunks == 3 && dm.chunk_size == 4 * MiB && dm.align == 2 * MiB &&
+              dm.size == 12 * MiB, "%" PRIu32 " chunks of %" PRIu64 ", align %" PRIu64,
+              dm.nchunks, dm.chunk_size, dm.align);
+    cr_assert_eq(ipc_devmem_reserve(0, dm.chunk_size, dm.chunk_size, &va, err, sizeof(err)), 0,
+                 "%s", err);
+    unsigned char *p = (unsigned char *)(uintptr_t)va;
+    kept = dup(dm.chunks[1].fd); /* what the old uid's process kept */
+    fd = dup(dm.chunks[1].fd);
+    cr_assert_eq(ipc_devmem_map(0, va, dm.chunk_size, &fd, 1, true, err, sizeof(err)), 0, "%s", err);
+    memset(p, 0xaa, dm.chunk_size);
+    ipc_devmem_unmap(0, va, dm.chunk_size);
+
+    /* a failed replacement leaves the chunk as it was */
+    before = dm.chunks[1].fd;
+    setenv("PINPOOL_MOCK_FAIL", "cuMemCreate", 1);
+    cr_expect_neq(ipc_devmem_replace_chunk(&dm, 1, err, sizeof(err)), 0);
+    TEST_EXPECT_IN(err, "cannot make fresh memory for chunk 1 of GPU 0 (4 MiB)");
+    cr_expect_eq(dm.chunks[1].fd, before);
+    fd = dup(dm.chunks[1].fd);
+    cr_assert_eq(ipc_devmem_map(0, va, dm.chunk_size, &fd, 1, false, err, sizeof(err)), 0, "%s", err);
+    cr_expect(all_bytes(p, dm.chunk_size, 0xaa), "a failed replacement lost the bytes");
+    ipc_devmem_unmap(0, va, dm.chunk_size);
+
+    cr_assert_eq(ipc_devmem_replace_chunk(&dm, 1, err, sizeof(err)), 0, "%s", err);
+    fd = dup(dm.chunks[1].fd);
+    cr_assert_eq(ipc_devmem_map(0, va, dm.chunk_size, &fd, 1, false, err, sizeof(err)), 0, "%s", err);
+    cr_expect(all_bytes(p, dm.chunk_size, 0), "the new memory is not fresh");
+    ipc_devmem_unmap(0, va, dm.chunk_size);
+    cr_assert_eq(ipc_devmem_map(0, va, dm.chunk_size, &kept, 1, false, err, sizeof(err)), 0, "%s", err);
+    cr_expect(all_bytes(p, dm.chunk_size, 0xaa), "the kept descriptor reaches the old memory only");
+    ipc_devmem_unmap(0, va, dm.chunk_size);
+    ipc_devmem_unreserve(va, dm.chunk_size);
+    ipc_devmem_destroy(&dm);
+    cr_expect_eq(test_nfds(), nfds, "descriptors left open");
+    cr_expect_eq(test_mock_device_bytes(), 0, "device memory still held");
+}
+
+static uint64_t whole = 64 * MiB;
+
+/* As another uid: a device slice of the whole pool; fill it with 0xaa (j = 1) or
+ * check that it reads as zeros (j = 0), then free it.  0, or where it failed. */
+static int whole_pool(void *arg)
+{
+    pinpool_ctx_t *ctx = pinpool_connect(d.socket);
+    pinpool_alloc_opts_t dev = {.device_id = 0};
+    pinpool_slice_t s;
+    int rc = 0;
+
+    if (pinpool_err(ctx) != 0)
+        return 10;
+    if (pinpool_alloc(ctx, whole, &dev, &s) != 0) {
+        fprintf(stderr, "alloc: %s\n", pinpool_errmsg(ctx));
+        return 11;
+    }
+    if (*(int *)arg)
+        memset(s.ptr, 0xaa, whole);
+    else if (!all_bytes(s.ptr, whole, 0))
+        rc = 12; /* the other uid's bytes */
+    if (pinpool_free(ctx, s.id, NULL) != 0)
+        rc = 13;
+    pinpool_close(ctx);
+    return rc;
+}
+
+Test(devvmm, chunks_change_uid_with_new_memory)
+{
+    test_users_t users;
+    char why[128], allow[64], fdsock[160];
+    int fill = 1, check = 0;
+
+    if (!test_users_get(&users, why, sizeof(why)))
+        cr_skip_test("%s", why);
+    test_use_mock_cuda();
+    snprintf(allow, sizeof(allow), "0,%u,%u", (unsigned)users.a.uid, (unsigned)users.b.uid);
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB",
+                                   "--device-pool-size", "64MiB", "--allow-uid", allow, NULL), 0);
+    ipc_fd_socket_path(d.socket, fdsock, sizeof(fdsock));
+    cr_assert_eq(chmod(d.dir, 0711), 0);
+    cr_assert_eq(chown(d.socket, 0, users.shared), 0);
+    cr_assert_eq(chown(fdsock, 0, users.shared), 0);
+    /* a's slice fills every chunk; once freed, the chunks are still a's: b's
+     * allocation gets them only with new memory */
+    cr_assert_eq(test_run_as(&users.a, true, users.shared, whole_pool, &fill), 0);
+    cr_expect_eq(test_run_as(&users.b, true, users.shared, whole_pool, &check), 0,
+                 "11: b found no room, 12: b saw a's bytes");
 }

@@ -69,8 +69,7 @@ int pinpool__devmap_open(pinpool_ctx_t *ctx, uint64_t slice_id, int32_t device,
     m->n = nchunks;
     m->chunk_size = chunk_size;
     m->writable = writable;
-    rc = ipc_devmem_reserve(device, (uint64_t)nchunks * chunk_size, chunk_size, &m->va, why,
-                            sizeof(why));
+    rc = ipc_devmem_reserve(device, (uint64_t)nchunks * chunk_size, &m->va, why, sizeof(why));
     if (rc != 0) {
         free(m);
         return pinpool__fail(ctx, rc, "device slice %" PRIu64 ": %s", slice_id, why);

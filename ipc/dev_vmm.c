@@ -50,10 +50,9 @@ int ipc_devmem_replace_chunk(ipc_devmem_t *dm, uint32_t i, char *err, size_t err
     return ipc_cuda_load(err, errlen);
 }
 
-int ipc_devmem_reserve(int device, uint64_t bytes, uint64_t chunk_size, uint64_t *va, char *err,
-                       size_t errlen)
+int ipc_devmem_reserve(int device, uint64_t bytes, uint64_t *va, char *err, size_t errlen)
 {
-    (void)device, (void)bytes, (void)chunk_size, (void)va;
+    (void)device, (void)bytes, (void)va;
     return ipc_cuda_load(err, errlen);
 }
 
@@ -274,18 +273,16 @@ void ipc_devmem_destroy_vmm(ipc_devmem_t *dm)
 
 /* ---- a client's mapping -------------------------------------------------------------- */
 
-int ipc_devmem_reserve(int device, uint64_t bytes, uint64_t chunk_size, uint64_t *va, char *err,
-                       size_t errlen)
+int ipc_devmem_reserve(int device, uint64_t bytes, uint64_t *va, char *err, size_t errlen)
 {
     CUdeviceptr p = 0;
     char buf[160];
     CUresult r;
     int rc = ipc_dev_use(device, true, err, errlen);
 
-    (void)chunk_size; /* the default alignment (the granularity) is what cuMemMap needs */
     if (rc != 0)
         return rc;
-    r = ipc_cu.cuMemAddressReserve(&p, bytes, 0, 0, 0);
+    r = ipc_cu.cuMemAddressReserve(&p, bytes, 0, 0, 0); /* 0: the granularity */
     if (r != CUDA_SUCCESS) {
         snprintf(err, errlen, "cannot reserve %" PRIu64 " MiB of GPU address space: %s",
                  bytes >> 20, ipc_cuda_strerror(r, "cuMemAddressReserve", buf, sizeof(buf)));

@@ -91,10 +91,9 @@ void ipc_devmem_close(int device, uint64_t base);
 
 /*
  * Client, vmm: reserve bytes of address space on device's behalf (aligned to
- * chunk_size, a granularity multiple), and give it back.
+ * the allocation granularity, as cuMemMap needs), and give it back.
  */
-int ipc_devmem_reserve(int device, uint64_t bytes, uint64_t chunk_size, uint64_t *va, char *err,
-                       size_t errlen);
+int ipc_devmem_reserve(int device, uint64_t bytes, uint64_t *va, char *err, size_t errlen);
 void ipc_devmem_unreserve(uint64_t va, uint64_t bytes);
 /*
  * Client, vmm: import n chunk descriptors, map them one after another at va

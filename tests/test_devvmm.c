@@ -323,7 +323,7 @@ Test(devvmm, a_replaced_chunk_leaves_the_old_memory_to_its_holders)
     cr_expect(dm.nchunks == 3 && dm.chunk_size == 4 * MiB && dm.align == 2 * MiB &&
               dm.size == 12 * MiB, "%" PRIu32 " chunks of %" PRIu64 ", align %" PRIu64,
               dm.nchunks, dm.chunk_size, dm.align);
-    cr_assert_eq(ipc_devmem_reserve(0, dm.chunk_size, dm.chunk_size, &va, err, sizeof(err)), 0,
+    cr_assert_eq(ipc_devmem_reserve(0, dm.chunk_size, &va, err, sizeof(err)), 0,
                  "%s", err);
     unsigned char *p = (unsigned char *)(uintptr_t)va;
     kept = dup(dm.chunks[1].fd); /* what the old uid's process kept */

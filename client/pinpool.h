@@ -876,9 +876,10 @@ PINPOOL_EXPORT int pinpool_manifest_find(const pinpool_manifest_t *m, const char
  * one reader holds them others wait (up to 10 s) - a released manifest has
  * one reader at a time, and a reader that dies while it holds a segment takes
  * that segment's bytes with it (the daemon's acquire hands an object over).
- * Nothing is read-only yet: a device reader's mapping is the device pool's
- * CUDA IPC mapping (read-only mappings wait for the VMM device backend), a
- * host reader's is the chunks' mapping; pinpool_manifest_verify finds a write.
+ * A device reader's mapping of a vmm device pool is read-only (pinpool_attach:
+ * a write through it faults in that process); on an ipc device pool it is
+ * the pool's CUDA IPC mapping, and a host reader's is the chunks' mapping,
+ * both writable: pinpool_manifest_verify finds a write.
  * 0, or PINPOOL_EINVAL (already attached, a parsed manifest, a device that does
  * not fit the manifest), PINPOOL_ENOKEY (a segment is gone: the daemon
  * restarted or the version was dropped), PINPOOL_ECUDA, or a call's error.

@@ -37,7 +37,10 @@
  *   gpu_client SOCKET man-verify  NAME GPU BYTES SEED [write]  open the current version, attach it
  *                                 on GPU (a device manifest where it is, a host one copied), read
  *                                 every tensor back (cuMemcpyDtoH) and compare, verify; write: a
- *                                 byte of "big" changed through this reader's pointer, verify must
+ *                                 byte of "big" written through this reader's pointer: a vmm
+ *                                 device pool's read-only mapping refuses it ("ok ... refused";
+ *                                 the stand-in driver's SIGSEGV counts as the refusal, and the
+ *                                 reader still closes); where it goes through (ipc), verify must
  *                                 name it, then put back
  *   gpu_client SOCKET man-drop    NAME             drop every version of NAME
  *
@@ -45,6 +48,8 @@
  * one line "ok ..." and exits 0, or "FAIL ..." and exits 1.
  */
 #include <inttypes.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,6 +112,35 @@ static void man_layout(pinpool_tensor_desc_t *d, uint64_t bytes)
 }
 
 static const uint64_t man_seed_add[MAN_N] = {0, 1, 0, 2};
+
+static sigjmp_buf segv_at;
+
+static void on_segv(int sig)
+{
+    (void)sig;
+    siglongjmp(segv_at, 1);
+}
+
+/* One byte written to device address at, and waited for: CUDA's answer, or
+ * CUDA_ERROR_ILLEGAL_ADDRESS when the write faulted in this process (the
+ * stand-in driver's device memory is host memory: a read-only mapping
+ * raises SIGSEGV). */
+static CUresult write_byte(CUdeviceptr at, unsigned char b)
+{
+    struct sigaction sa, old;
+    volatile CUresult r = CUDA_ERROR_ILLEGAL_ADDRESS;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_segv;
+    sigaction(SIGSEGV, &sa, &old);
+    if (sigsetjmp(segv_at, 1) == 0) {
+        r = ipc_cu.cuMemcpyHtoD(at, &b, 1);
+        if (r == CUDA_SUCCESS)
+            r = ipc_cu.cuCtxSynchronize();
+    }
+    sigaction(SIGSEGV, &old, NULL);
+    return r;
+}
 
 static int man_cmd(const char *socket, const char *cmd, const char *name, const char *where,
                    uint64_t bytes, uint64_t seed, bool write)
@@ -191,7 +225,15 @@ static int man_cmd(const char *socket, const char *cmd, const char *name, const 
         CUdeviceptr at = (CUdeviceptr)(uintptr_t)t.ptr + t.nbytes / 2;
         CU(ipc_cu.cuMemcpyDtoH(&old, at, 1));
         b = (unsigned char)(old ^ 0x5a);
-        CU(ipc_cu.cuMemcpyHtoD(at, &b, 1)); /* through this reader's pointer */
+        CUresult r = write_byte(at, b); /* through this reader's pointer */
+        if (r != CUDA_SUCCESS) {
+            char buf[160];
+            printf("ok a write through the reader's pointer to %s was refused (read-only "
+                   "mapping): %s\n", name, ipc_cuda_strerror(r, "cuMemcpyHtoD", buf, sizeof(buf)));
+            pinpool_manifest_close(m); /* the reader's marker goes; the CUDA context is broken */
+            pinpool_close(ctx);
+            return 0;
+        }
         int rc = pinpool_manifest_verify(m, NULL);
         if (rc == 0 || strstr(pinpool_errmsg(ctx), "tensor 'big'") == NULL)
             FAIL("a write through the reader's pointer was not found (%d: %s)", rc, pinpool_errmsg(ctx));

@@ -521,7 +521,8 @@ void srv_config_resolve_max_clients(srv_config_t *cfg, uint64_t nofile)
     if (cfg->max_clients == SRV_CONFIG_AUTO) {
         cfg->max_clients = fit > 0 ? fit : 1;
         add_note(cfg, "--max-clients auto: %" PRIu64 " (RLIMIT_NOFILE %" PRIu64 ": %d descriptors "
-                 "a client, %" PRIu64 " kept for the daemon: %d and one per chunk)",
+                 "a client, %" PRIu64 " kept for the daemon: %d, one per chunk and 64 per GPU of a "
+                 "device pool)",
                  cfg->max_clients, nofile, SRV_FDS_PER_CLIENT, keep, SRV_FD_BASE);
     } else if (cfg->max_clients == 0 || cfg->max_clients > fit) {
         add_note(cfg, "--max-clients %s: RLIMIT_NOFILE %" PRIu64 " carries about %" PRIu64

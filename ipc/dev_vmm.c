@@ -172,17 +172,11 @@ int ipc_devmem_create_vmm(ipc_devmem_t *dm, int device, uint64_t size, char *err
     size_t gmin = 0, grec = 0, free_b = 0, total_b = 0;
     const char *call = "cuMemGetAllocationGranularity";
     char buf[160];
-    CUdevice d;
     CUresult r;
-    int rc = ipc_dev_use(device, false, err, errlen);
+    int rc = ipc_dev_begin(dm, device, IPC_DEV_VMM, err, errlen);
 
     if (rc != 0)
         return rc;
-    memset(dm, 0, sizeof(*dm));
-    dm->device = device;
-    dm->backend = IPC_DEV_VMM;
-    ipc_cu.cuDeviceGet(&d, device);
-    ipc_cu.cuDeviceGetName(dm->name, sizeof(dm->name), d);
     r = ipc_cu.cuMemGetAllocationGranularity(&gmin, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM);
     if (r == CUDA_SUCCESS)
         r = ipc_cu.cuMemGetAllocationGranularity(&grec, &prop,

@@ -56,22 +56,33 @@ int ipc_dev_use(int device, bool client, char *err, size_t errlen)
     return PINPOOL_ENODEV;
 }
 
-int ipc_devmem_create(ipc_devmem_t *dm, int device, uint64_t size, char *err, size_t errlen)
+int ipc_dev_begin(ipc_devmem_t *dm, int device, ipc_dev_backend_t backend, char *err,
+                  size_t errlen)
 {
-    CUdeviceptr p = 0;
-    CUipcMemHandle h;
     CUdevice d;
-    size_t free_b = 0, total_b = 0;
-    char buf[160];
-    CUresult r;
     int rc = ipc_dev_use(device, false, err, errlen);
 
     if (rc != 0)
         return rc;
     memset(dm, 0, sizeof(*dm));
-    dm->backend = IPC_DEV_IPC;
+    dm->device = device;
+    dm->backend = backend;
     ipc_cu.cuDeviceGet(&d, device);
     ipc_cu.cuDeviceGetName(dm->name, sizeof(dm->name), d);
+    return 0;
+}
+
+int ipc_devmem_create(ipc_devmem_t *dm, int device, uint64_t size, char *err, size_t errlen)
+{
+    CUdeviceptr p = 0;
+    CUipcMemHandle h;
+    size_t free_b = 0, total_b = 0;
+    char buf[160];
+    CUresult r;
+    int rc = ipc_dev_begin(dm, device, IPC_DEV_IPC, err, errlen);
+
+    if (rc != 0)
+        return rc;
     r = ipc_cu.cuMemAlloc(&p, size);
     if (r != CUDA_SUCCESS) {
         ipc_cu.cuMemGetInfo(&free_b, &total_b);
@@ -87,7 +98,6 @@ int ipc_devmem_create(ipc_devmem_t *dm, int device, uint64_t size, char *err, si
         ipc_cu.cuMemFree(p);
         return PINPOOL_ECUDA;
     }
-    dm->device = device;
     dm->size = size;
     dm->base = (uint64_t)p;
     memcpy(dm->handle, h.reserved, IPC_HANDLE_BYTES);

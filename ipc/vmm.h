@@ -14,6 +14,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "devmem.h"
+
 #ifdef PINPOOL_HAVE_CUDA
 #include <stdint.h>
 
@@ -40,8 +42,13 @@ CUresult ipc_vmm_import_map(CUdeviceptr base, uint64_t chunk_size, const int *fd
  * CUDA_VISIBLE_DEVICES lets it; else the daemon's).  devmem.c. */
 int ipc_dev_use(int device, bool client, char *err, size_t errlen);
 
+/* A device pool's record begun: the driver loaded, device current, *dm
+ * zeroed with device, backend and the GPU's name.  0, or an error with err.
+ * devmem.c. */
+int ipc_dev_begin(ipc_devmem_t *dm, int device, ipc_dev_backend_t backend, char *err,
+                  size_t errlen);
+
 /* The vmm half of ipc_devmem_destroy (devmem.c): every chunk let go. */
-struct ipc_devmem;
-void ipc_devmem_destroy_vmm(struct ipc_devmem *dm);
+void ipc_devmem_destroy_vmm(ipc_devmem_t *dm);
 
 #endif

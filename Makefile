@@ -111,7 +111,7 @@ TOBJ       := $(addprefix $(BUILD)/tobj/,$(addsuffix .o,$(basename $(COMMON_SRC)
 TEST_BIN   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRC))
 BENCH_BIN  := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
 
-.PHONY: test-tsan all deps serve test test-python test-gpu py-deps python-lib bench dist clean fuzz soak load valgrind install
+.PHONY: test-cluster test-tsan all deps serve test test-python test-gpu py-deps python-lib bench dist clean fuzz soak load valgrind install
 .SECONDARY:
 .DEFAULT_GOAL := all
 
@@ -230,6 +230,16 @@ test: $(BUILD)/.deps-ok $(BUILD)/.mooncake-ok
 	  tests/run $(TEST_MAY_SKIP) $(TEST_BIN) || rc=1; \
 	  $(MAKE) --no-print-directory test-python || rc=1; exit $$rc
 
+# The cluster's two-node tests (tests/cluster/test_nodes.c: two daemons of one
+# --cluster in two network namespaces joined by a veth pair, replicas=2 and a
+# segment's death, mooncake_master in HA mode with etcd restarted): about 90 s
+# of Mooncake processes, so not in `make test`; .ci/run runs it.
+test-cluster: $(BUILD)/.deps-ok $(BUILD)/.mooncake-ok
+	$(Q)$(call apt_missing,etcd-server iproute2)
+	$(Q)$(MAKE) --no-print-directory $(BUILD)/pinpool $(BUILD)/tests/cluster/test_nodes
+	$(Q)PINPOOL_BIN=$(abspath $(BUILD)/pinpool) PINPOOL_PYTHON=$(PYTHON) PINPOOL_BUILD=$(BUILD) \
+	  tests/run $(BUILD)/tests/cluster/test_nodes
+
 # ThreadSanitizer.  Criterion binaries cannot start under TSan ("Could not
 # initialize inheritable arena"), so the suites that drive the daemon hardest
 # (built as usual in $(BUILD)) run against a TSan-built daemon, which exits 66
@@ -238,7 +248,7 @@ test: $(BUILD)/.deps-ok $(BUILD)/.mooncake-ok
 # tests/tsan.supp names the uninstrumented Debian libraries.  .ci/run runs it.
 TSAN_BUILD ?= build-tsan
 TSAN_SUITES := test_daemon test_chaos test_spill test_spill_race test_isolation test_objects \
-               test_recover test_cli test_arena test_crash test_host
+               test_recover test_cli test_arena test_crash test_host test_access
 TSAN_ENV := TSAN_OPTIONS="suppressions=$(abspath tests/tsan.supp) exitcode=66 halt_on_error=0"
 $(BUILD)/tests/tsan_threads: tests/tsan/threads.c $(LIB_OBJ)
 	$(Q)mkdir -p $(dir $@)

@@ -10,6 +10,19 @@
  *                                  per-process pinning a pool replaces)
  *   gpu_bench first-alloc SOCKET T0_NS   connect (retrying) and allocate 1 MiB; print
  *                                  the seconds since T0_NS (CLOCK_REALTIME)
+ *   gpu_bench attach-one SOCKET GIB cpu|gpu   one fresh process's attach: ms to
+ *                                  allocate and map a GIB GiB host slice (CPU+GPU
+ *                                  or GPU-only access), its context made before
+ *   gpu_bench device-cached SOCKET median ms of a 2 MiB device slice once the
+ *                                  IPC handle is open (20 calls), and the first
+ *   gpu_bench probe STOPFILE       another process's pinning: cuMemHostAlloc and
+ *                                  free of 2 MiB every 20 ms until STOPFILE
+ *                                  exists (at most 60 s; STOPFILE.ready made at
+ *                                  the first sample); prints samples, median,
+ *                                  p90, max in ms
+ *   gpu_bench gpu-used             GPU 0's used bytes (cuMemGetInfo), for the
+ *                                  daemon's footprint: with it less without it
+ * The lines bench/gpu_run parses start with "RESULT ".
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -176,7 +189,8 @@ static int hostalloc(double gib)
     double t0 = now_s();
     CU(ipc_cu.cuMemHostAlloc(&p, (size_t)(gib * GiB), 0));
     double t = now_s() - t0;
-    printf("cuMemHostAlloc %.0f GiB: %.2f s (%.2f GiB/s)\n", gib, t, gib / t);
+    printf("cuMemHostAlloc %.3g GiB: %.2f s (%.2f GiB/s)\n", gib, t, gib / t);
+    printf("RESULT hostalloc %.4f s\n", t);
     ipc_cu.cuMemFreeHost(p);
     return 0;
 }
@@ -190,8 +204,9 @@ static int first_alloc(const char *socket, long long t0_ns)
         pinpool_ctx_t *ctx = pinpool_connect(socket);
         if (pinpool_err(ctx) == 0 && pinpool_alloc(ctx, 1 << 20, NULL, &s) == 0) {
             clock_gettime(CLOCK_REALTIME, &t);
-            printf("first allocation served %.3f s after the daemon started\n",
-                   ((double)t.tv_sec * 1e9 + (double)t.tv_nsec - (double)t0_ns) / 1e9);
+            double secs = ((double)t.tv_sec * 1e9 + (double)t.tv_nsec - (double)t0_ns) / 1e9;
+            printf("first allocation served %.3f s after the daemon started\n", secs);
+            printf("RESULT first-alloc %.3f s\n", secs);
             pinpool_free(ctx, s.id, NULL);
             pinpool_close(ctx);
             return 0;
@@ -203,15 +218,88 @@ static int first_alloc(const char *socket, long long t0_ns)
     return 1;
 }
 
+static int attach_one(const char *socket, double gib, bool gpu_only)
+{
+    pinpool_ctx_t *ctx = connect_or_die(socket);
+    pinpool_alloc_opts_t o = {.device_id = PINPOOL_HOST,
+                              .flags = gpu_only ? PINPOOL_ALLOC_GPU_ONLY : 0};
+    double ms = attach_ms(ctx, (uint64_t)(gib * GiB), &o, false);
+
+    printf("RESULT attach %s %.3f ms %.3f ms/GiB\n", gpu_only ? "gpu" : "cpu", ms, ms / gib);
+    pinpool_close(ctx);
+    return 0;
+}
+
+static int device_cached(const char *socket)
+{
+    pinpool_ctx_t *ctx = connect_or_die(socket);
+    pinpool_alloc_opts_t dev = {.device_id = 0};
+    double t[20];
+    double first = attach_ms(ctx, 2u << 20, &dev, false);
+
+    for (int i = 0; i < 20; i++)
+        t[i] = attach_ms(ctx, 2u << 20, &dev, false);
+    qsort(t, 20, sizeof(double), cmp_double);
+    printf("RESULT device-cached %.3f ms (first %.3f ms, max %.3f ms)\n", t[10], first, t[19]);
+    pinpool_close(ctx);
+    return 0;
+}
+
+static int probe(const char *stop)
+{
+    static double ms[3000];
+    int n = 0;
+    double t0 = now_s();
+
+    while (n < 3000 && access(stop, F_OK) != 0 && now_s() - t0 < 60) {
+        void *p;
+        double a = now_s();
+        CU(ipc_cu.cuMemHostAlloc(&p, 2u << 20, 0));
+        ms[n++] = (now_s() - a) * 1e3;
+        ipc_cu.cuMemFreeHost(p);
+        if (n == 1) { /* STOPFILE.ready: sampling has begun (its context is made) */
+            char ready[512];
+            snprintf(ready, sizeof(ready), "%s.ready", stop);
+            FILE *f = fopen(ready, "w");
+            if (f != NULL)
+                fclose(f);
+        }
+        usleep(20000);
+    }
+    if (n == 0)
+        die("probe", "no sample");
+    qsort(ms, (size_t)n, sizeof(double), cmp_double);
+    printf("RESULT probe %d samples median %.3f ms p90 %.3f ms max %.3f ms\n", n, ms[n / 2],
+           ms[n * 9 / 10], ms[n - 1]);
+    return 0;
+}
+
+static int gpu_used(void)
+{
+    size_t f = 0, t = 0;
+
+    CU(ipc_cu.cuMemGetInfo(&f, &t));
+    printf("RESULT gpu-used %zu bytes of %zu\n", t - f, t);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     char why[256];
 
-    if (argc < 3)
+    if (argc < 2 || (argc < 3 && strcmp(argv[1], "gpu-used") != 0))
         die("usage", "see the comment at the top of bench/gpu_bench.c");
     if (ipc_cuda_load(why, sizeof(why)) != 0)
         die("no GPU", why);
     ipc_cuda_use_device(0);
+    if (strcmp(argv[1], "attach-one") == 0 && argc > 4)
+        return attach_one(argv[2], atof(argv[3]), strcmp(argv[4], "gpu") == 0);
+    if (strcmp(argv[1], "device-cached") == 0)
+        return device_cached(argv[2]);
+    if (strcmp(argv[1], "probe") == 0)
+        return probe(argv[2]);
+    if (strcmp(argv[1], "gpu-used") == 0)
+        return gpu_used();
     if (strcmp(argv[1], "bandwidth") == 0)
         return bandwidth(argv[2]);
     if (strcmp(argv[1], "attach") == 0 && argc > 3)

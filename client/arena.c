@@ -7,8 +7,17 @@
  * daemon's own allocator, and the table of leases sorted by address that
  * takes a pointer back to its lease.  A block larger than a lease is a lease
  * of its own ("large"), outside the pool_t.
+ * Leases are slices of one session of the context (arena->gen).  When that
+ * session ends (the daemon went: pinpool__session_check says so), every call
+ * but stats and destroy says PINPOOL_ESESSION; once the context has a new
+ * session (pinpool_reconnect), the arena starts over at its next call:
+ * its leases and blocks are forgotten (their memory went with the session;
+ * no call frees them) and it leases anew, so stats and blocks are the new
+ * session's; freeing a block of the old leases is PINPOOL_ESESSION (the
+ * context keeps their address ranges reserved, so they are told apart).
  * Never: makes an RPC or a system call while holding arena->lock; touches the
- * memory it hands out; frees a lease while blocks live in it (until destroy).
+ * memory it hands out; frees a lease while blocks live in it (until destroy);
+ * frees a lease of a session that ended (its id may name another slice now).
  * Locking: arena->lock guards everything below it in struct pinpool_arena;
  * arena->grow_lock serialises taking leases of lease_size (so that the pool's
  * chunks are added in order and one lease is taken for many waiting threads)
@@ -36,6 +45,7 @@ typedef struct lease {
     uint64_t slice_id; /* the daemon's */
     uint32_t chunk;    /* its chunk in arena->pool; UINT32_MAX for a large lease */
     uint64_t asked;    /* a large lease: the size its block asked for */
+    uint64_t gen;      /* the context's session it is a slice of */
 } lease_t;
 
 struct pinpool_arena {
@@ -45,9 +55,11 @@ struct pinpool_arena {
     uint64_t max_bytes;   /* 0 = no cap */
     uint32_t max_leases;  /* leases of lease_size; the pool's max_chunks */
     char tag[ARENA_TAG_LEN];
+    pool_params_t params;
     pthread_mutex_t grow_lock;
     pthread_mutex_t lock;
-    /* under lock: */
+    /* under lock (written under grow_lock too): */
+    uint64_t gen;         /* the session the leases are of */
     pool_t *pool;
     lease_t **by_chunk;   /* max_leases entries; the first nchunks used */
     uint32_t nchunks;
@@ -55,6 +67,7 @@ struct pinpool_arena {
     uint32_t nsorted, cap_sorted;
     uint32_t nlarge;
     uint32_t pending;     /* leases being taken: room reserved in sorted */
+    uint64_t pending_bytes; /* their bytes (counted in leased) */
     uint64_t leased;      /* bytes, large leases and those being taken included */
     uint64_t large_used, large_asked;
     uint64_t requested;   /* by live blocks in the pool */
@@ -146,11 +159,17 @@ static int take_lease(pinpool_arena_t *arena, uint64_t size, uint64_t align, lea
                                  .tag = arena->tag};
     pinpool_slice_t s;
     lease_t *l = calloc(1, sizeof(*l));
+    uint64_t gen = __atomic_load_n(&arena->gen, __ATOMIC_ACQUIRE);
     int rc;
 
     if (l == NULL)
         return pinpool__fail(arena->ctx, -ENOMEM, "out of memory");
-    rc = pinpool_alloc(arena->ctx, size, &opts, &s);
+    rc = pinpool__alloc_gen(arena->ctx, size, &opts, &s, &l->gen);
+    if (rc == 0 && l->gen != gen) { /* the context reconnected meanwhile */
+        pinpool__free_gen(arena->ctx, s.id, l->gen);
+        rc = pinpool__fail(arena->ctx, PINPOOL_ESESSION, "arena: the context reconnected while "
+                           "it took a lease; try again");
+    }
     if (rc != 0) {
         free(l); /* pinpool_alloc said why */
         return rc;
@@ -165,8 +184,61 @@ static int take_lease(pinpool_arena_t *arena, uint64_t size, uint64_t align, lea
 
 static void give_back(pinpool_arena_t *arena, lease_t *l)
 {
-    pinpool_free(arena->ctx, l->slice_id, NULL); /* on error the daemon keeps it until close */
+    /* On error the daemon keeps it until close; a lease of an ended session is gone. */
+    pinpool__free_gen(arena->ctx, l->slice_id, l->gen);
     free(l);
+}
+
+/*
+ * The context has a session other than the leases' (pinpool_reconnect): start
+ * over on it - forget every lease (no call: they went with their session)
+ * and every block, with a new pool_t.  0, or -ENOMEM (the arena as it was).
+ */
+static int sync_session(pinpool_arena_t *arena)
+{
+    uint64_t gen = pinpool__session_gen(arena->ctx);
+    pool_t *fresh = NULL;
+    int rc = 0;
+
+    if (__atomic_load_n(&arena->gen, __ATOMIC_ACQUIRE) == gen)
+        return 0;
+    pthread_mutex_lock(&arena->grow_lock);
+    pthread_mutex_lock(&arena->lock);
+    if (arena->gen != gen && (rc = pool_create(&fresh, &arena->params)) == 0) {
+        for (uint32_t i = 0; i < arena->nsorted; i++)
+            free(arena->sorted[i]);
+        pool_destroy(arena->pool);
+        arena->pool = fresh;
+        memset(arena->by_chunk, 0, arena->max_leases * sizeof(*arena->by_chunk));
+        arena->nchunks = arena->nsorted = arena->nlarge = 0;
+        arena->leased = arena->pending_bytes; /* leases being taken: judged when they come */
+        arena->large_used = arena->large_asked = arena->requested = 0;
+        __atomic_store_n(&arena->gen, gen, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&arena->lock);
+    pthread_mutex_unlock(&arena->grow_lock);
+    return rc == 0 ? 0 : pinpool__fail(arena->ctx, rc, "out of memory");
+}
+
+/* A lease taken in a session other than the arena's: forgotten (*l NULL);
+ * PINPOOL_ESESSION.  Lock held. */
+static int stale_lease(pinpool_arena_t *arena, lease_t **l)
+{
+    free(*l);
+    *l = NULL;
+    return pinpool__fail(arena->ctx, PINPOOL_ESESSION, "arena: the context reconnected while it "
+                         "took a lease; try again");
+}
+
+/* The start of alloc and free: the leases' session lives, or the arena is on
+ * the context's new one. */
+static int check_session(pinpool_arena_t *arena)
+{
+    int rc = pinpool__session_check(arena->ctx);
+
+    if (rc == 0)
+        rc = sync_session(arena);
+    return rc;
 }
 
 /* ---- create / destroy ---------------------------------------------------------------- */
@@ -210,10 +282,12 @@ int pinpool_arena_create(pinpool_ctx_t *ctx, uint64_t lease_size,
     arena->max_bytes = o.max_bytes;
     arena->max_leases = o.max_leases;
     snprintf(arena->tag, sizeof(arena->tag), "%s", o.tag != NULL ? o.tag : "arena");
+    arena->gen = pinpool__session_gen(ctx);
     pthread_mutex_init(&arena->grow_lock, NULL);
     pthread_mutex_init(&arena->lock, NULL);
     params = (pool_params_t){.chunk_size = lease_size, .max_chunks = o.max_leases,
                              .quantum = o.quantum, .allow_multi_chunk = false};
+    arena->params = params;
     rc = pool_create(&arena->pool, &params);
     if (rc != 0) {
         rc = pinpool__fail(ctx, rc, "arena: bad lease size or cap");
@@ -250,7 +324,7 @@ void pinpool_arena_destroy(pinpool_arena_t *arena)
 {
     if (arena == NULL)
         return;
-    for (uint32_t i = 0; i < arena->nsorted; i++)
+    for (uint32_t i = 0; i < arena->nsorted; i++) /* leases of an ended session: not freed */
         give_back(arena, arena->sorted[i]);
     pool_destroy(arena->pool);
     free(arena->by_chunk);
@@ -306,6 +380,7 @@ static int alloc_large(pinpool_arena_t *arena, uint64_t size, uint64_t align,
     rc = reserve_sorted(arena, 1);
     if (rc == 0) {
         arena->pending++;
+        arena->pending_bytes += bytes;
         arena->leased += bytes;
     }
     pthread_mutex_unlock(&arena->lock);
@@ -316,6 +391,9 @@ static int alloc_large(pinpool_arena_t *arena, uint64_t size, uint64_t align,
 
     pthread_mutex_lock(&arena->lock);
     arena->pending--;
+    arena->pending_bytes -= bytes;
+    if (rc == 0 && l->gen != arena->gen) /* the arena started over meanwhile */
+        rc = stale_lease(arena, &l);
     if (rc == 0) {
         l->asked = size;
         insert_sorted(arena, l);
@@ -368,6 +446,7 @@ static bool grow(pinpool_arena_t *arena, uint32_t nchunks_seen, uint64_t size, u
         return true;
     } else {
         arena->pending++;
+        arena->pending_bytes += arena->lease_size;
         arena->leased += arena->lease_size;
     }
     pthread_mutex_unlock(&arena->lock);
@@ -380,6 +459,9 @@ static bool grow(pinpool_arena_t *arena, uint32_t nchunks_seen, uint64_t size, u
 
     pthread_mutex_lock(&arena->lock);
     arena->pending--;
+    arena->pending_bytes -= arena->lease_size;
+    if (*rc == 0 && l->gen != arena->gen)
+        *rc = stale_lease(arena, &l);
     if (*rc == 0 && (*rc = pool_add_chunks(arena->pool, 1)) == 0) {
         l->chunk = arena->nchunks;
         arena->by_chunk[arena->nchunks++] = l;
@@ -419,6 +501,9 @@ int pinpool_arena_alloc_block(pinpool_arena_t *arena, uint64_t size, uint64_t al
     if (align != 0 && !is_pow2(align))
         return pinpool__fail(arena->ctx, PINPOOL_EALIGN, "arena: alignment %" PRIu64
                              " is not a power of two", align);
+    rc = check_session(arena);
+    if (rc != 0)
+        return rc;
     if (size > arena->lease_size) /* lease_size is a multiple of the quantum */
         return alloc_large(arena, size, align, out);
     if (align > PINPOOL_ARENA_MAX_ALIGN)
@@ -464,6 +549,9 @@ int pinpool_arena_free(pinpool_arena_t *arena, void *ptr)
 
     if (arena == NULL)
         return -EINVAL;
+    rc = check_session(arena);
+    if (rc != 0)
+        return rc;
     pthread_mutex_lock(&arena->lock);
     l = ptr != NULL ? find_lease(arena, ptr) : NULL;
     if (l != NULL && l->chunk != UINT32_MAX) {
@@ -483,7 +571,16 @@ int pinpool_arena_free(pinpool_arena_t *arena, void *ptr)
         return 0;
     }
     if (l == NULL || (char *)ptr != l->base) {
+        uint64_t gen = arena->gen, old;
+
         pthread_mutex_unlock(&arena->lock);
+        old = l == NULL && ptr != NULL ? pinpool__dead_gen(arena->ctx, ptr) : 0;
+        if (old != 0)
+            return pinpool__fail(arena->ctx, PINPOOL_ESESSION, "arena: %p was a block of a "
+                                 "lease of session %" PRIu64 " of this context, which ended "
+                                 "(the daemon went): its memory is gone with it, and there is "
+                                 "nothing to free (the arena is on session %" PRIu64 " now)",
+                                 ptr, old, gen);
         return pinpool__fail(arena->ctx, PINPOOL_ENOENT,
                              "arena: %p is not a block of this arena", ptr);
     }
@@ -495,7 +592,7 @@ int pinpool_arena_free(pinpool_arena_t *arena, void *ptr)
     arena->leased -= l->size;
     arena->frees++;
     pthread_mutex_unlock(&arena->lock);
-    rc = pinpool_free(arena->ctx, l->slice_id, NULL);
+    rc = pinpool__free_gen(arena->ctx, l->slice_id, l->gen);
     free(l);
     return rc == PINPOOL_ENOENT ? 0 : rc; /* ENOENT: the daemon has it back already */
 }
@@ -509,6 +606,7 @@ int pinpool_arena_stats(pinpool_arena_t *arena, pinpool_arena_stats_t *out)
     if (arena == NULL || out == NULL)
         return -EINVAL;
     memset(out, 0, sizeof(*out));
+    sync_session(arena); /* the new session's numbers, once there is one */
     pthread_mutex_lock(&arena->lock);
     pool_get_stats(arena->pool, &ps);
     out->lease_size = arena->lease_size;

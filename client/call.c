@@ -1,7 +1,7 @@
 /*
  * call.c - unary gRPC calls from libpinpool to the daemon (C core API).
  *
- * Owns: the channel, its message limits (CLIENT_MAX_MESSAGE both ways: the
+ * Owns: the channel (with a subchannel pool of its own), its message limits (CLIENT_MAX_MESSAGE both ways: the
  * daemon's own --max-message-size bounds what it takes and sends; a request
  * over it is refused here, before it is sent), the bearer token of a
  * "tcp:HOST:PORT" target (read once from $PINPOOL_TOKEN_FILE and sent as
@@ -101,6 +101,11 @@ int pinpool__rpc_open(pinpool__rpc_t **out, const char *socket_path)
          .value.integer = (int)CLIENT_MAX_MESSAGE},
         {.type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
          .value.integer = (int)CLIENT_MAX_MESSAGE},
+        /* A connection of this channel's own: the unix target names the checked
+         * socket directory by a descriptor number (/proc/self/fd/N/...), which
+         * means another directory once that descriptor is closed and reused. */
+        {.type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL,
+         .value.integer = 1},
     };
     grpc_channel_args ca = {sizeof(args) / sizeof(args[0]), args};
     creds = grpc_insecure_credentials_create();

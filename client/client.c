@@ -1,22 +1,33 @@
 /*
- * client.c - libpinpool's context: connect and close, the failure messages,
- * the calls to the daemon (one method table, pinpool__call) and the slices
- * (alloc, attach, acquire, release, free: their mapping in this process).
- * The calls without a session are objects.c's.
+ * client.c - libpinpool's context: connect, reconnect and close, the failure
+ * messages, the calls to the daemon (one method table, pinpool__call), and
+ * the slots where the library's other parts keep their state per context.
+ * The slices and their mappings are slices.c's, a session (the fd socket,
+ * the trust checks) is session.c's, the calls without a session objects.c's.
  *
- * Owns: the fd-socket session (the lease), the slices this process holds and
- * the mappings of the chunk runs behind them (a vmm device slice's mapping is
- * devmap.c's; pinpool_dev_unmap/remap reach it here).  A run is mapped once, on the
- * first slice that needs it, and unmapped when its last slice is freed.  The
- * slots where the library's other parts (swap.c, fanout.c) keep their state
- * per context (pinpool__ext_get), which pinpool_close tears down first.
- * Never: frees a slice locally that the daemon still counts, or the reverse,
- * except when the daemon says the slice is gone; calls into swap.c or
- * fanout.c other than through their pinpool__ext_t.
- * Locking: ctx->lock guards the slice, map and extension tables and is held
- * across a run's descriptor fetch and mapping (so that a run is mapped once);
- * ctx->fd_lock serialises request/answer pairs on the fd socket and is taken
- * inside ctx->lock.  gRPC calls run without either.
+ * Owns: the context and its current session (ctx->conn, reference counted:
+ * each call holds the session it started on, so that pinpool_reconnect can
+ * replace it while calls run; the old one is freed, its fd socket closed,
+ * when the last of them lets go), and the extension slots
+ * (pinpool__ext_get), which pinpool_close tears down first.
+ *
+ * Sessions end.  When the daemon exits or restarts, the fd socket closes and
+ * the daemon (the new one knows nothing of it) has freed the session's slices.
+ * From then on every call on the context returns PINPOOL_ESESSION, and
+ * pinpool_err says so, until pinpool_reconnect makes a new session: the old
+ * session's slices are forgotten and their mappings unmapped (their address
+ * ranges stay reserved until pinpool_close, so that no new mapping lands
+ * where an old pointer points), nothing of the old session survives.  A call
+ * that fails while the daemon goes (unreachable, its session refused) looks
+ * at the fd socket again, waiting up to 50 ms for the close to show, and
+ * then says PINPOOL_ESESSION too; one that the daemon answered before it went
+ * returns that answer.
+ *
+ * Never: calls into swap.c or fanout.c other than through their
+ * pinpool__ext_t; holds conn_lock across anything but a pointer swap or a
+ * count; unmaps a slice of the current session behind the caller's back.
+ * Locking: see ctx.h for the order (ctx->reconnect_lock, then ctx->lock, then
+ * a session's fd_lock; ctx->conn_lock is a leaf).  gRPC calls run without any.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -26,84 +37,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <unistd.h>
+#include <time.h>
 
-#include "cudaload.h"
-#include "devmem.h"
-#include "internal.h"
-#include "ipc.h"
+#include "ctx.h"
 #include "paths.h"
 #include "pinpool.pb-c.h"
-#include "rbtree.h"
 
 #define METHOD(name) "/pinpool.v1.PinPool/" name
-#define MSG_LEN 512
-#define HELLO_TIMEOUT_S 10
-
-typedef struct run_map {
-    RB_ENTRY(run_map) node;
-    uint32_t first, n; /* chunks */
-    void *addr;
-    unsigned access;   /* IPC_MAP_* granted */
-    unsigned refs;     /* slices using the run */
-} run_map_t;
-
-typedef struct slice_rec {
-    RB_ENTRY(slice_rec) node;
-    uint64_t id;
-    run_map_t *map; /* NULL for device slices */
-    pinpool__devmap_t *dev; /* a vmm device slice's mapping (devmap.c); else NULL */
-} slice_rec_t;
-
-/* A GPU's device pool, opened from its IPC handle once and kept open. */
-typedef struct dev_pool {
-    bool open;
-    int32_t device;
-    uint8_t handle[IPC_HANDLE_BYTES];
-    uint64_t base;
-} dev_pool_t;
-
-static int run_cmp(const run_map_t *a, const run_map_t *b)
-{
-    if (a->first != b->first)
-        return a->first < b->first ? -1 : 1;
-    return a->n < b->n ? -1 : a->n > b->n;
-}
-
-static int slice_cmp(const slice_rec_t *a, const slice_rec_t *b)
-{
-    return a->id < b->id ? -1 : a->id > b->id;
-}
-
-RB_HEAD(run_tree, run_map);
-RB_GENERATE_STATIC(run_tree, run_map, node, run_cmp)
-RB_HEAD(slice_tree, slice_rec);
-RB_GENERATE_STATIC(slice_tree, slice_rec, node, slice_cmp)
-#include "rbtree_end.h"
-
-struct pinpool_ctx {
-    int err;
-    char errmsg[MSG_LEN]; /* why connecting failed */
-    char client_id[IPC_CLIENT_ID_LEN];
-    char token[IPC_TOKEN_LEN]; /* the session's secret; every call carries it */
-    pinpool__rpc_t *rpc;
-    int fd; /* the fd socket: our lease; -1 without a session */
-    const ipc_host_ops_t *host;
-    uint64_t chunk_size;
-    uint32_t seq;
-    pthread_mutex_t lock;
-    pthread_mutex_t fd_lock;
-    struct run_tree runs;
-    struct slice_tree slices;
-    dev_pool_t devs[PINPOOL_MAX_DEVICES];
-    struct {
-        const pinpool__ext_t *ext;
-        void *state;
-    } ext[PINPOOL__MAX_EXT]; /* the states of swap.c, fanout.c (under lock) */
-    int next;
-};
+#define MSG_LEN PINPOOL__MSG_LEN
+#define LOST_WAIT_MS 50       /* how long a failed call waits for the fd socket's close */
+#define CHECK_EVERY_NS 1000000 /* pinpool__session_check looks at the fd socket this often */
 
 /* The calling thread's last failure message, and the context it was on. */
 static __thread char tls_msg[MSG_LEN];
@@ -122,6 +65,16 @@ int pinpool__fail(const pinpool_ctx_t *ctx, int err, const char *fmt, ...)
     return err;
 }
 
+const char *pinpool__last_msg(void)
+{
+    return tls_msg;
+}
+
+int pinpool__session_fail(const pinpool_ctx_t *ctx)
+{
+    return pinpool__fail(ctx, PINPOOL_ESESSION, "%s", ctx->lost_msg);
+}
+
 /* Why connecting failed: ctx->err and the message pinpool_errmsg gives on
  * every thread (a context that could not connect keeps its reason). */
 __attribute__((format(printf, 3, 4))) static int connect_fail(pinpool_ctx_t *ctx, int err,
@@ -132,13 +85,77 @@ __attribute__((format(printf, 3, 4))) static int connect_fail(pinpool_ctx_t *ctx
     va_start(ap, fmt);
     vsnprintf(ctx->errmsg, sizeof(ctx->errmsg), fmt, ap);
     va_end(ap);
-    ctx->err = err;
+    __atomic_store_n(&ctx->err, err, __ATOMIC_RELEASE);
     return err;
+}
+
+/* conn_lock is a leaf mutex inside ctx: the const functions below lock it
+ * too (ctx is never a const object: pinpool_connect allocates it). */
+static pthread_mutex_t *conn_lock(const pinpool_ctx_t *ctx)
+{
+    return (pthread_mutex_t *)&ctx->conn_lock;
+}
+
+pinpool__conn_t *pinpool__conn_get(pinpool_ctx_t *ctx)
+{
+    pinpool__conn_t *c;
+
+    pthread_mutex_lock(&ctx->conn_lock);
+    c = ctx->conn;
+    if (c != NULL)
+        c->refs++;
+    pthread_mutex_unlock(&ctx->conn_lock);
+    return c;
+}
+
+void pinpool__conn_put(pinpool_ctx_t *ctx, pinpool__conn_t *c)
+{
+    bool last;
+
+    if (c == NULL)
+        return;
+    pthread_mutex_lock(&ctx->conn_lock);
+    last = --c->refs == 0;
+    pthread_mutex_unlock(&ctx->conn_lock);
+    if (last)
+        pinpool__conn_free(c);
+}
+
+/* Whether session c (of ctx) has ended; records it for the context. */
+static bool conn_lost(const pinpool_ctx_t *ctx, pinpool__conn_t *c, int wait_ms)
+{
+    if (!pinpool__conn_lost(c, wait_ms))
+        return false;
+    __atomic_store_n((uint64_t *)&ctx->lost_gen, c->gen, __ATOMIC_RELEASE);
+    return true;
+}
+
+/* The current session has ended (it was found so; or now, by one look). */
+static bool current_lost(const pinpool_ctx_t *ctx)
+{
+    pinpool__conn_t *c;
+    bool lost;
+
+    if (__atomic_load_n(&ctx->lost_gen, __ATOMIC_ACQUIRE) ==
+        __atomic_load_n(&ctx->gen, __ATOMIC_ACQUIRE))
+        return true;
+    pthread_mutex_lock(conn_lock(ctx));
+    c = ctx->conn;
+    lost = c != NULL && conn_lost(ctx, c, 0); /* a poll: fine under a leaf lock */
+    pthread_mutex_unlock(conn_lock(ctx));
+    return lost;
 }
 
 int pinpool_err(const pinpool_ctx_t *ctx)
 {
-    return ctx == NULL ? -ENOMEM : ctx->err;
+    int err;
+
+    if (ctx == NULL)
+        return -ENOMEM;
+    err = __atomic_load_n(&ctx->err, __ATOMIC_ACQUIRE);
+    if (err != 0)
+        return err;
+    return current_lost(ctx) ? PINPOOL_ESESSION : 0;
 }
 
 const char *pinpool_errmsg(const pinpool_ctx_t *ctx)
@@ -147,6 +164,8 @@ const char *pinpool_errmsg(const pinpool_ctx_t *ctx)
         return "out of memory";
     if (tls_ctx == ctx)
         return tls_msg;
+    if (__atomic_load_n(&ctx->err, __ATOMIC_ACQUIRE) == 0 && current_lost(ctx))
+        return ctx->lost_msg;
     return ctx->errmsg;
 }
 
@@ -194,24 +213,17 @@ void *pinpool__ext_find(pinpool_ctx_t *ctx, const pinpool__ext_t *ext)
 
 int pinpool__ctx_cuda_host(const pinpool_ctx_t *ctx)
 {
-    return ctx != NULL && ctx->host != NULL && ctx->host->cuda;
-}
-
-/* ---- connect / close -------------------------------------------------------------- */
-
-static pinpool_ctx_t *ctx_new(void)
-{
-    pinpool_ctx_t *ctx = calloc(1, sizeof(*ctx));
+    int cuda;
 
     if (ctx == NULL)
-        return NULL;
-    ctx->fd = -1;
-    pthread_mutex_init(&ctx->lock, NULL);
-    pthread_mutex_init(&ctx->fd_lock, NULL);
-    RB_INIT(&ctx->runs);
-    RB_INIT(&ctx->slices);
-    return ctx;
+        return 0;
+    pthread_mutex_lock(conn_lock(ctx));
+    cuda = ctx->conn != NULL && ctx->conn->host != NULL && ctx->conn->host->cuda;
+    pthread_mutex_unlock(conn_lock(ctx));
+    return cuda;
 }
+
+/* ---- connect / reconnect / close ------------------------------------------------- */
 
 static int resolve_path(const char *socket_path, char *buf, size_t len)
 {
@@ -226,73 +238,50 @@ static int resolve_path(const char *socket_path, char *buf, size_t len)
     return 0;
 }
 
-/* Open the fd socket and read the daemon's HELLO.  0, or the error (connect_fail). */
-static int open_session(pinpool_ctx_t *ctx, const char *path)
+/* Make c the context's current session (ctx->lock held). */
+static void set_conn(pinpool_ctx_t *ctx, pinpool__conn_t *c)
 {
-    char fdpath[128], why[256];
-    ipc_hello_t hello;
-    size_t nfds = 0;
-    ssize_t n;
-    int fd, rc = 0;
-
-    if (ipc_fd_socket_path(path, fdpath, sizeof(fdpath)) != 0)
-        return connect_fail(ctx, -ENAMETOOLONG, "socket path too long: %s", path);
-    fd = ipc_connect_seqpacket(fdpath);
-    if (fd < 0)
-        return connect_fail(ctx, PINPOOL_ECONNECT,
-                            "cannot connect to the pinpool daemon at %s: %s (is `pinpool serve` "
-                            "running? set PINPOOL_SOCKET or pass its --socket path)",
-                            fdpath, strerror(-fd));
-    struct timeval tv = {.tv_sec = HELLO_TIMEOUT_S};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    n = ipc_recv_msg(fd, &hello, sizeof(hello), NULL, 0, &nfds);
-    if (n > 0 && ipc_msg_check(&hello, (size_t)n) == IPC_MSG_HELLO && hello.status != 0)
-        rc = connect_fail(ctx, hello.status, "the pinpool daemon refused this process: %s",
-                          hello.reason);
-    else if (n <= 0 || ipc_msg_check(&hello, (size_t)n) != IPC_MSG_HELLO)
-        rc = connect_fail(ctx, PINPOOL_EPROTO, "%s did not greet us as a pinpool daemon does (%s)",
-                          fdpath, n < 0    ? strerror((int)-n)
-                                  : n == 0 ? "it closed the connection"
-                                           : "bad message");
-    else if ((ctx->host = ipc_host_backend(hello.backend)) == NULL)
-        rc = connect_fail(ctx, PINPOOL_EPROTO,
-                          "the daemon's host backend '%s' is not supported by this libpinpool %s",
-                          hello.backend, PINPOOL_VERSION_STRING);
-    else if (ctx->host->cuda && ipc_cuda_load(why, sizeof(why)) != 0)
-        rc = connect_fail(ctx, PINPOOL_ECUDA,
-                          "the daemon's host memory is CUDA memory (%s) but this process cannot "
-                          "use CUDA: %s", hello.backend, why);
-    if (rc != 0) {
-        close(fd);
-        return rc;
-    }
-    ctx->fd = fd;
-    ctx->chunk_size = hello.chunk_size;
-    snprintf(ctx->client_id, sizeof(ctx->client_id), "%s", hello.client_id);
-    snprintf(ctx->token, sizeof(ctx->token), "%s", hello.token);
-    return 0;
+    pthread_mutex_lock(&ctx->conn_lock);
+    ctx->conn = c;
+    snprintf(ctx->client_id, sizeof(ctx->client_id), "%s", c->client_id);
+    __atomic_store_n(&ctx->gen, c->gen, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&ctx->conn_lock);
 }
 
 static pinpool_ctx_t *connect_ctx(const char *socket_path, bool session)
 {
-    pinpool_ctx_t *ctx = ctx_new();
-    char path[128];
+    pinpool_ctx_t *ctx = calloc(1, sizeof(*ctx));
+    pinpool__conn_t *c = NULL;
+    char msg[MSG_LEN];
     int rc;
 
     if (ctx == NULL)
         return NULL;
-    rc = resolve_path(socket_path, path, sizeof(path));
+    pthread_mutex_init(&ctx->reconnect_lock, NULL);
+    pthread_mutex_init(&ctx->conn_lock, NULL);
+    pthread_mutex_init(&ctx->lock, NULL);
+    RB_INIT(&ctx->runs);
+    RB_INIT(&ctx->slices);
+    ctx->want_session = session;
+    rc = resolve_path(socket_path, ctx->path, sizeof(ctx->path));
     if (rc != 0) {
         connect_fail(ctx, rc, "socket path too long");
         return ctx;
     }
-    if (session && open_session(ctx, path) != 0)
+    snprintf(ctx->lost_msg, sizeof(ctx->lost_msg),
+             "the pinpool daemon at %s ended this context's session: its fd socket closed (the "
+             "daemon exited or restarted), so the session's slices are gone, and nothing else of "
+             "it survives; pinpool_reconnect(ctx) makes a new session (slices kept with "
+             "PINPOOL_ALLOC_KEEP and named objects are found again by tag and key, where the "
+             "daemon still has them)", ctx->path);
+    rc = pinpool__conn_open(&c, ctx->path, session, 1, msg, sizeof(msg));
+    if (rc != 0) {
+        connect_fail(ctx, rc, "%s", msg);
         return ctx;
-    rc = pinpool__rpc_open(&ctx->rpc, path);
-    if (rc != 0)
-        connect_fail(ctx, rc, "cannot open a gRPC channel: %s", pinpool_strerror(rc));
-    else
-        pinpool__rpc_set_token(ctx->rpc, ctx->token);
+    }
+    pthread_mutex_lock(&ctx->lock);
+    set_conn(ctx, c);
+    pthread_mutex_unlock(&ctx->lock);
     return ctx;
 }
 
@@ -306,21 +295,49 @@ pinpool_ctx_t *pinpool__connect_rpc_only(const char *socket_path)
     return connect_ctx(socket_path, false);
 }
 
-static void unmap_run(pinpool_ctx_t *ctx, run_map_t *m)
+int pinpool_reconnect(pinpool_ctx_t *ctx)
 {
-    uint64_t bytes = (uint64_t)m->n * ctx->chunk_size;
+    pinpool__conn_t *c = NULL, *old;
+    struct {
+        const pinpool__ext_t *ext;
+        void *state;
+    } ext[PINPOOL__MAX_EXT];
+    char msg[MSG_LEN];
+    int next, rc;
 
-    RB_REMOVE(run_tree, &ctx->runs, m);
-    ctx->host->unmap(m->addr, ctx->chunk_size, m->n);
-    ctx->host->release(m->addr, bytes);
-    free(m);
+    if (ctx == NULL)
+        return -EINVAL;
+    if (ctx->path[0] == '\0')
+        return pinpool__fail(ctx, PINPOOL_EINVAL, "not connected: %s", ctx->errmsg);
+    pthread_mutex_lock(&ctx->reconnect_lock);
+    rc = pinpool__conn_open(&c, ctx->path, ctx->want_session,
+                            __atomic_load_n(&ctx->gen, __ATOMIC_ACQUIRE) + 1, msg, sizeof(msg));
+    if (rc != 0) {
+        pthread_mutex_unlock(&ctx->reconnect_lock);
+        return pinpool__fail(ctx, rc, "%s", msg); /* the context is as it was */
+    }
+    /* The other parts forget what lived in the old session (without our locks). */
+    pthread_mutex_lock(&ctx->lock);
+    next = ctx->next;
+    memcpy(ext, ctx->ext, sizeof(ext));
+    pthread_mutex_unlock(&ctx->lock);
+    for (int i = next - 1; i >= 0; i--)
+        if (ext[i].ext->reset != NULL)
+            ext[i].ext->reset(ctx, ext[i].state);
+    pthread_mutex_lock(&ctx->lock);
+    old = ctx->conn;
+    if (old != NULL)
+        pinpool__drop_mappings(ctx, old, true);
+    set_conn(ctx, c);
+    __atomic_store_n(&ctx->err, 0, __ATOMIC_RELEASE); /* a context that never connected */
+    pthread_mutex_unlock(&ctx->lock);
+    pthread_mutex_unlock(&ctx->reconnect_lock);
+    pinpool__conn_put(ctx, old); /* its fd socket closes with its last call */
+    return 0;
 }
 
 void pinpool_close(pinpool_ctx_t *ctx)
 {
-    slice_rec_t *s, *snext;
-    run_map_t *m, *mnext;
-
     if (ctx == NULL)
         return;
     /* First the other parts' states (swap tags: their device memory and their
@@ -329,263 +346,17 @@ void pinpool_close(pinpool_ctx_t *ctx)
         ctx->next--;
         ctx->ext[ctx->next].ext->destroy(ctx, ctx->ext[ctx->next].state);
     }
-    RB_FOREACH_SAFE(s, slice_tree, &ctx->slices, snext) {
-        RB_REMOVE(slice_tree, &ctx->slices, s);
-        pinpool__devmap_close(s->dev);
-        free(s);
-    }
-    RB_FOREACH_SAFE(m, run_tree, &ctx->runs, mnext)
-        unmap_run(ctx, m);
-    for (int i = 0; i < PINPOOL_MAX_DEVICES; i++)
-        if (ctx->devs[i].open)
-            ipc_devmem_close(ctx->devs[i].device, ctx->devs[i].base);
-    if (ctx->fd >= 0)
-        close(ctx->fd); /* the daemon frees our slices */
-    pinpool__rpc_close(ctx->rpc);
+    pthread_mutex_lock(&ctx->lock);
+    if (ctx->conn != NULL)
+        pinpool__drop_mappings(ctx, ctx->conn, false);
+    pthread_mutex_unlock(&ctx->lock);
+    pinpool__conn_put(ctx, ctx->conn); /* the daemon frees our slices */
     pthread_mutex_destroy(&ctx->lock);
-    pthread_mutex_destroy(&ctx->fd_lock);
+    pthread_mutex_destroy(&ctx->conn_lock);
+    pthread_mutex_destroy(&ctx->reconnect_lock);
     if (tls_ctx == ctx)
         tls_ctx = NULL;
     free(ctx);
-}
-
-/* ---- mapping ------------------------------------------------------------------------- */
-
-/* Ask the daemon for the fds of chunks [first, first + n) of slice id. */
-int pinpool__fetch_fds(pinpool_ctx_t *ctx, uint64_t id, uint32_t first, uint32_t n, int *fds)
-{
-    uint32_t got = 0;
-    int rc = 0;
-
-    pthread_mutex_lock(&ctx->fd_lock);
-    while (got < n) {
-        uint32_t count = n - got < IPC_MAX_FDS ? n - got : IPC_MAX_FDS;
-        ipc_map_req_t req;
-        ipc_map_resp_t resp;
-        size_t nfds = 0;
-        ssize_t len;
-
-        memset(&req, 0, sizeof(req));
-        ipc_hdr_init(&req.hdr, IPC_MSG_MAP_REQ, ++ctx->seq, sizeof(req));
-        req.slice_id = id;
-        req.first_chunk = first + got;
-        req.count = count;
-        rc = ipc_send_msg(ctx->fd, &req, sizeof(req), NULL, 0);
-        if (rc != 0) {
-            rc = pinpool__fail(ctx, PINPOOL_ECONNECT,
-                               "lost the fd socket to the daemon: %s", strerror(-rc));
-            break;
-        }
-        len = ipc_recv_msg(ctx->fd, &resp, sizeof(resp), fds + got, count, &nfds);
-        if (len <= 0 || ipc_msg_check(&resp, (size_t)len) != IPC_MSG_MAP_RESP ||
-            resp.hdr.seq != req.hdr.seq) {
-            for (size_t i = 0; i < nfds; i++)
-                close(fds[got + i]);
-            if (len == 0 || len == -ECONNRESET || len == -EPIPE)
-                rc = pinpool__fail(ctx, PINPOOL_ECONNECT,
-                                   "the daemon closed the fd socket (it stopped?)");
-            else
-                rc = pinpool__fail(ctx, PINPOOL_EPROTO, "bad answer on the fd socket (%s)",
-                                   len < 0 ? strerror((int)-len) : "malformed");
-            break;
-        }
-        if (resp.status != 0 || nfds != count || resp.count != count) {
-            for (size_t i = 0; i < nfds; i++)
-                close(fds[got + i]);
-            rc = pinpool__fail(ctx, resp.status != 0 ? resp.status : PINPOOL_EPROTO,
-                               "the daemon refused the chunks of slice %" PRIu64 ": %s", id,
-                               pinpool_strerror(resp.status != 0 ? resp.status : PINPOOL_EPROTO));
-            break;
-        }
-        got += count;
-    }
-    pthread_mutex_unlock(&ctx->fd_lock);
-    if (rc != 0)
-        for (uint32_t i = 0; i < got; i++)
-            close(fds[i]);
-    return rc;
-}
-
-/* The mapping of run [first, first + n), made if needed.  Lock held. */
-static int get_run(pinpool_ctx_t *ctx, uint64_t id, uint32_t first, uint32_t n, unsigned access,
-                   run_map_t **out)
-{
-    run_map_t key = {.first = first, .n = n}, *m;
-    int *fds = NULL;
-    int rc;
-
-    m = RB_FIND(run_tree, &ctx->runs, &key);
-    if (m != NULL) {
-        if ((m->access & access) != access) { /* mapped GPU-only; now the CPU too */
-            rc = ctx->host->access(m->addr, (uint64_t)n * ctx->chunk_size, m->access | access);
-            if (rc != 0)
-                return pinpool__fail(ctx, rc,
-                                     "cannot widen the access to slice %" PRIu64 ": %s", id,
-                                     pinpool_strerror(rc));
-            m->access |= access;
-        }
-        *out = m;
-        return 0;
-    }
-    m = calloc(1, sizeof(*m));
-    fds = calloc(n, sizeof(*fds));
-    if (m == NULL || fds == NULL) {
-        rc = pinpool__fail(ctx, -ENOMEM, "out of memory");
-        goto fail;
-    }
-    m->first = first;
-    m->n = n;
-    rc = pinpool__fetch_fds(ctx, id, first, n, fds);
-    if (rc != 0)
-        goto fail;
-    rc = ctx->host->reserve((uint64_t)n * ctx->chunk_size, &m->addr);
-    if (rc != 0) {
-        for (uint32_t i = 0; i < n; i++)
-            close(fds[i]);
-        rc = pinpool__fail(ctx, rc, "cannot reserve address space for %" PRIu32 " chunks: %s", n,
-                           pinpool_strerror(rc));
-        goto fail;
-    }
-    /* Backends without an access() op map with every access at once. */
-    m->access = ctx->host->access != NULL ? access : IPC_MAP_CPU | IPC_MAP_GPU;
-    rc = ctx->host->map(m->addr, ctx->chunk_size, fds, n, access);
-    if (rc != 0) {
-        ctx->host->release(m->addr, (uint64_t)n * ctx->chunk_size);
-        rc = pinpool__fail(ctx, rc, "cannot map the chunks of slice %" PRIu64 ": %s", id,
-                           pinpool_strerror(rc));
-        goto fail;
-    }
-    free(fds);
-    RB_INSERT(run_tree, &ctx->runs, m);
-    *out = m;
-    return 0;
-
-fail:
-    free(fds);
-    free(m);
-    return rc;
-}
-
-/* This process's address of the device pool of GPU device (opened once). */
-static int device_base(pinpool_ctx_t *ctx, int32_t device, const ProtobufCBinaryData *handle,
-                       uint64_t *base)
-{
-    dev_pool_t *free_slot = NULL;
-    char why[256];
-    int rc = 0;
-
-    if (handle->len != IPC_HANDLE_BYTES)
-        return pinpool__fail(ctx, PINPOOL_EPROTO,
-                             "the daemon sent a %zu-byte CUDA IPC handle", handle->len);
-    pthread_mutex_lock(&ctx->lock);
-    for (int i = 0; i < PINPOOL_MAX_DEVICES; i++) {
-        dev_pool_t *d = &ctx->devs[i];
-        if (d->open && d->device == device && memcmp(d->handle, handle->data, IPC_HANDLE_BYTES) == 0) {
-            *base = d->base;
-            goto out;
-        }
-        if (!d->open && free_slot == NULL)
-            free_slot = d;
-    }
-    if (free_slot == NULL) {
-        rc = pinpool__fail(ctx, PINPOOL_ENODEV, "too many device pools open");
-        goto out;
-    }
-    rc = ipc_devmem_open(device, handle->data, base, why, sizeof(why));
-    if (rc != 0) {
-        rc = pinpool__fail(ctx, rc, "%s", why);
-        goto out;
-    }
-    free_slot->open = true;
-    free_slot->device = device;
-    memcpy(free_slot->handle, handle->data, IPC_HANDLE_BYTES);
-    free_slot->base = *base;
-out:
-    pthread_mutex_unlock(&ctx->lock);
-    return rc;
-}
-
-/* Map the slice resp describes and record it; fills *out.  On failure the
- * slice is not recorded (the caller decides whether to free it). */
-static int take_slice(pinpool_ctx_t *ctx, const Pinpool__V1__AllocatePoolMemoryResponse *resp,
-                      uint32_t flags, pinpool_slice_t *out)
-{
-    slice_rec_t *rec;
-    run_map_t *m = NULL;
-    uint64_t base = 0;
-    void *ptr;
-    bool vmm = resp->device_id >= 0 && resp->cuda_ipc_handle.len == 0;
-    int rc;
-
-    if (vmm) {
-        if (resp->n_chunks == 0 || resp->chunks[0]->chunk_index > UINT32_MAX - resp->n_chunks)
-            return pinpool__fail(ctx, PINPOOL_EPROTO, "the daemon's reply for device slice %"
-                                 PRIu64 " has no chunks", resp->slice_id);
-        ptr = NULL; /* below, under the lock */
-    } else if (resp->device_id >= 0) {
-        rc = device_base(ctx, resp->device_id, &resp->cuda_ipc_handle, &base);
-        if (rc != 0)
-            return rc;
-        ptr = (void *)(uintptr_t)(base + resp->start_offset);
-    } else if (resp->n_chunks == 0 || resp->chunk_size != ctx->chunk_size) {
-        return pinpool__fail(ctx, PINPOOL_EPROTO,
-                             "the daemon's reply for slice %" PRIu64 " has no chunks",
-                             resp->slice_id);
-    } else {
-        ptr = NULL; /* below, under the lock */
-    }
-    rec = calloc(1, sizeof(*rec));
-    if (rec == NULL)
-        return pinpool__fail(ctx, -ENOMEM, "out of memory");
-    rec->id = resp->slice_id;
-    pthread_mutex_lock(&ctx->lock);
-    if (RB_FIND(slice_tree, &ctx->slices, rec) != NULL) {
-        pthread_mutex_unlock(&ctx->lock);
-        free(rec);
-        return pinpool__fail(ctx, PINPOOL_EEXIST,
-                             "slice %" PRIu64 " is already mapped in this process",
-                             resp->slice_id);
-    }
-    rc = 0;
-    if (vmm)
-        rc = pinpool__devmap_open(ctx, resp->slice_id, resp->device_id,
-                                  resp->chunks[0]->chunk_index, (uint32_t)resp->n_chunks,
-                                  resp->chunk_size, resp->chunks[0]->offset,
-                                  (flags & PINPOOL_ATTACH_WRITABLE) != 0, &rec->dev, &ptr);
-    if (resp->device_id < 0) {
-        unsigned access = IPC_MAP_GPU | ((flags & PINPOOL_ALLOC_GPU_ONLY) ? 0 : IPC_MAP_CPU);
-        rc = get_run(ctx, resp->slice_id, resp->chunks[0]->chunk_index, (uint32_t)resp->n_chunks,
-                     access, &m);
-        if (rc == 0) {
-            m->refs++;
-            ptr = (char *)m->addr + resp->chunks[0]->offset;
-        }
-    }
-    if (rc == 0) {
-        rec->map = m;
-        RB_INSERT(slice_tree, &ctx->slices, rec);
-    }
-    pthread_mutex_unlock(&ctx->lock);
-    if (rc != 0) {
-        free(rec);
-        return rc;
-    }
-    out->id = resp->slice_id;
-    out->ptr = ptr;
-    out->size = resp->size_bytes;
-    out->device_id = resp->device_id;
-    out->start_offset = resp->start_offset;
-    return 0;
-}
-
-/* Forget slice rec locally (lock held). */
-static void drop_slice(pinpool_ctx_t *ctx, slice_rec_t *rec)
-{
-    RB_REMOVE(slice_tree, &ctx->slices, rec);
-    if (rec->map != NULL && --rec->map->refs == 0)
-        unmap_run(ctx, rec->map);
-    pinpool__devmap_close(rec->dev);
-    free(rec);
 }
 
 /* ---- the calls --------------------------------------------------------------------------- */
@@ -607,32 +378,54 @@ static const struct {
     [PINPOOL__M_REMOVE] = {METHOD("Remove"), REPLY(remove)},
     [PINPOOL__M_PING] = {METHOD("Ping"), REPLY(ping)},
     [PINPOOL__M_INFO] = {METHOD("GetPoolInfo"), REPLY(get_pool_info)},
+    [PINPOOL__M_CONFIG] = {METHOD("GetServerConfig"), REPLY(get_server_config)},
 };
 
-int pinpool__check(const pinpool_ctx_t *ctx, bool session, bool args_ok, const char *args)
+int pinpool__check_on(pinpool_ctx_t *ctx, pinpool__conn_t *c, bool session, bool args_ok,
+                      const char *args)
 {
     if (ctx == NULL)
         return -EINVAL;
-    if (ctx->err != 0)
+    if (c == NULL)
         return pinpool__fail(ctx, PINPOOL_ECLOSED, "not connected: %s", ctx->errmsg);
-    if (session && ctx->fd < 0)
+    if (session && c->fd < 0)
         return pinpool__fail(ctx, PINPOOL_ECLOSED, "this context has no fd-socket session");
+    if (conn_lost(ctx, c, 0))
+        return pinpool__session_fail(ctx);
     if (!args_ok)
         return pinpool__fail(ctx, PINPOOL_EINVAL, "%s must not be NULL", args);
     return 0;
 }
 
-int pinpool__call(pinpool_ctx_t *ctx, pinpool__method_t m, const ProtobufCMessage *req,
-                  void *reply)
+int pinpool__check(pinpool_ctx_t *ctx, bool session, bool args_ok, const char *args)
+{
+    pinpool__conn_t *c;
+    int rc;
+
+    if (ctx == NULL)
+        return -EINVAL;
+    c = pinpool__conn_get(ctx);
+    rc = pinpool__check_on(ctx, c, session, args_ok, args);
+    pinpool__conn_put(ctx, c);
+    return rc;
+}
+
+int pinpool__call_on(pinpool_ctx_t *ctx, pinpool__conn_t *c, pinpool__method_t m,
+                     const ProtobufCMessage *req, void *reply)
 {
     ProtobufCMessage *r = NULL;
     char msg[MSG_LEN];
     int rc;
 
-    rc = pinpool__rpc_call(ctx->rpc, methods[m].path, req, methods[m].reply, &r, NULL, msg,
+    rc = pinpool__rpc_call(c->rpc, methods[m].path, req, methods[m].reply, &r, NULL, msg,
                            sizeof(msg));
-    if (rc != 0)
+    if (rc != 0) {
+        /* The daemon went (unreachable, or a new one that knows no such
+         * session): the fd socket says so, a moment later at most. */
+        if (conn_lost(ctx, c, rc == PINPOOL_ECONNECT ? LOST_WAIT_MS : 0))
+            return pinpool__session_fail(ctx);
         return pinpool__fail(ctx, rc, "%s", msg);
+    }
     if (reply != NULL)
         *(ProtobufCMessage **)reply = r;
     else
@@ -640,222 +433,74 @@ int pinpool__call(pinpool_ctx_t *ctx, pinpool__method_t m, const ProtobufCMessag
     return 0;
 }
 
-static int rpc_free(pinpool_ctx_t *ctx, uint64_t id, uint64_t *freed)
+int pinpool__call(pinpool_ctx_t *ctx, pinpool__method_t m, const ProtobufCMessage *req,
+                  void *reply)
 {
-    Pinpool__V1__FreePoolMemoryRequest req = PINPOOL__V1__FREE_POOL_MEMORY_REQUEST__INIT;
-    Pinpool__V1__FreePoolMemoryResponse *resp = NULL;
-    int rc;
+    pinpool__conn_t *c = pinpool__conn_get(ctx);
+    int rc = pinpool__check_on(ctx, c, false, true, NULL);
 
-    req.client_id = ctx->client_id;
-    req.slice_id = id;
-    rc = pinpool__call(ctx, PINPOOL__M_FREE, &req.base, &resp);
-    if (rc != 0)
-        return rc;
-    if (freed != NULL)
-        *freed = resp->freed_bytes;
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    return 0;
+    if (rc == 0)
+        rc = pinpool__call_on(ctx, c, m, req, reply);
+    pinpool__conn_put(ctx, c);
+    return rc;
 }
 
-static int rpc_release(pinpool_ctx_t *ctx, uint64_t id, const char *key, uint64_t ttl_ms)
+int pinpool__max_message(pinpool_ctx_t *ctx, uint64_t *out)
 {
-    Pinpool__V1__ReleasePoolMemoryRequest req = PINPOOL__V1__RELEASE_POOL_MEMORY_REQUEST__INIT;
+    Pinpool__V1__GetServerConfigRequest req = PINPOOL__V1__GET_SERVER_CONFIG_REQUEST__INIT;
+    Pinpool__V1__GetServerConfigResponse *r = NULL;
+    pinpool__conn_t *c = pinpool__conn_get(ctx);
+    uint64_t max = c != NULL ? __atomic_load_n(&c->max_message, __ATOMIC_ACQUIRE) : 0;
+    int rc = 0;
 
-    req.client_id = ctx->client_id;
-    req.slice_id = id;
-    req.key = (char *)key;
-    req.ttl_ms = ttl_ms;
-    return pinpool__call(ctx, PINPOOL__M_RELEASE, &req.base, NULL);
-}
-
-/*
- * A call whose reply describes a slice (Allocate, Attach, Acquire): the slice
- * is mapped and recorded and *out filled.  When it cannot be mapped here, the
- * daemon gets it back unless it is a kept slice (attach): freed, or released
- * again under give_back_key (acquire, so that the object is not lost); the
- * mapping's message stays the one pinpool_errmsg says.
- */
-static int slice_call(pinpool_ctx_t *ctx, pinpool__method_t m, const ProtobufCMessage *req,
-                      uint32_t flags, pinpool_slice_t *out, const char *give_back_key)
-{
-    Pinpool__V1__AllocatePoolMemoryResponse *resp = NULL;
-    int rc = pinpool__call(ctx, m, req, &resp);
-
-    if (rc != 0)
-        return rc;
-    rc = take_slice(ctx, resp, flags, out);
-    if (rc != 0 && m != PINPOOL__M_ATTACH) {
-        char msg[MSG_LEN];
-
-        memcpy(msg, tls_msg, sizeof(msg));
-        if (give_back_key != NULL)
-            rpc_release(ctx, resp->slice_id, give_back_key, 0);
-        else
-            rpc_free(ctx, resp->slice_id, NULL);
-        pinpool__fail(ctx, rc, "%s", msg);
+    if (max == 0) {
+        rc = pinpool__check_on(ctx, c, false, true, NULL);
+        if (rc == 0)
+            rc = pinpool__call_on(ctx, c, PINPOOL__M_CONFIG, &req.base, &r);
+        for (size_t i = 0; rc == 0 && i < r->n_entries; i++)
+            if (strcmp(r->entries[i]->name, "max-message-size") == 0)
+                pinpool_parse_size(r->entries[i]->value, &max);
+        if (r != NULL)
+            protobuf_c_message_free_unpacked(&r->base, NULL);
+        if (rc == 0 && max == 0)
+            rc = pinpool__fail(ctx, PINPOOL_EPROTO, "the daemon's GetServerConfig names no "
+                               "max-message-size");
+        if (rc == 0)
+            __atomic_store_n(&c->max_message, max, __ATOMIC_RELEASE);
     }
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    pinpool__conn_put(ctx, c);
+    *out = max;
     return rc;
 }
 
-/* PINPOOL_ENOENT unless slice id is one of this context's. */
-static int own_slice(pinpool_ctx_t *ctx, uint64_t id)
-{
-    slice_rec_t key = {.id = id};
-    bool found;
+/* ---- sessions, for the arena ------------------------------------------------------ */
 
-    pthread_mutex_lock(&ctx->lock);
-    found = RB_FIND(slice_tree, &ctx->slices, &key) != NULL;
-    pthread_mutex_unlock(&ctx->lock);
-    if (!found)
-        return pinpool__fail(ctx, PINPOOL_ENOENT, "slice %" PRIu64 " is not one of this context's",
-                             id);
-    return 0;
+uint64_t pinpool__session_gen(const pinpool_ctx_t *ctx)
+{
+    return __atomic_load_n(&ctx->gen, __ATOMIC_ACQUIRE);
 }
 
-/* Forget slice id here (its run unmapped with its last slice); false when it
- * was not recorded (another thread may have forgotten it first). */
-static bool forget_slice(pinpool_ctx_t *ctx, uint64_t id)
+static int64_t coarse_ns(void)
 {
-    slice_rec_t key = {.id = id}, *rec;
+    struct timespec ts;
 
-    pthread_mutex_lock(&ctx->lock);
-    rec = RB_FIND(slice_tree, &ctx->slices, &key);
-    if (rec != NULL)
-        drop_slice(ctx, rec);
-    pthread_mutex_unlock(&ctx->lock);
-    return rec != NULL;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-int pinpool_alloc(pinpool_ctx_t *ctx, uint64_t size, const pinpool_alloc_opts_t *opts,
-                  pinpool_slice_t *out)
+int pinpool__session_check(pinpool_ctx_t *ctx)
 {
-    Pinpool__V1__AllocatePoolMemoryRequest req = PINPOOL__V1__ALLOCATE_POOL_MEMORY_REQUEST__INIT;
-    int rc = pinpool__check(ctx, true, out != NULL, "out");
+    int64_t now, last;
+    uint64_t gen = __atomic_load_n(&ctx->gen, __ATOMIC_ACQUIRE);
 
-    if (rc != 0)
-        return rc;
-    req.client_id = ctx->client_id;
-    req.device_id = opts != NULL ? opts->device_id : PINPOOL_HOST;
-    req.size_bytes = size;
-    req.alignment = opts != NULL ? opts->alignment : 0;
-    req.tag = opts != NULL && opts->tag != NULL ? (char *)opts->tag : (char *)"";
-    req.keep = opts != NULL && (opts->flags & PINPOOL_ALLOC_KEEP) != 0;
-    /* The maker of a slice writes it; attach reads unless asked. */
-    return slice_call(ctx, PINPOOL__M_ALLOCATE, &req.base,
-                      (opts != NULL ? opts->flags : 0) | PINPOOL_ATTACH_WRITABLE, out, NULL);
-}
-
-/* Attach (the slice kept under name) or acquire (the object under name). */
-static int slice_by_name(pinpool_ctx_t *ctx, pinpool__method_t m, const char *name,
-                         uint32_t flags, pinpool_slice_t *out)
-{
-    Pinpool__V1__AttachPoolMemoryRequest attach = PINPOOL__V1__ATTACH_POOL_MEMORY_REQUEST__INIT;
-    Pinpool__V1__AcquirePoolMemoryRequest acquire = PINPOOL__V1__ACQUIRE_POOL_MEMORY_REQUEST__INIT;
-    int rc = pinpool__check(ctx, true, name != NULL && out != NULL,
-                       m == PINPOOL__M_ATTACH ? "tag and out" : "key and out");
-
-    if (rc != 0)
-        return rc;
-    attach.client_id = acquire.client_id = ctx->client_id;
-    attach.tag = acquire.key = (char *)name;
-    return slice_call(ctx, m, m == PINPOOL__M_ATTACH ? &attach.base : &acquire.base, flags, out,
-                      m == PINPOOL__M_ACQUIRE ? name : NULL);
-}
-
-int pinpool_attach(pinpool_ctx_t *ctx, const char *tag, uint32_t flags, pinpool_slice_t *out)
-{
-    return slice_by_name(ctx, PINPOOL__M_ATTACH, tag, flags, out);
-}
-
-int pinpool_acquire(pinpool_ctx_t *ctx, const char *key, uint32_t flags, pinpool_slice_t *out)
-{
-    return slice_by_name(ctx, PINPOOL__M_ACQUIRE, key, flags, out);
-}
-
-int pinpool_free(pinpool_ctx_t *ctx, uint64_t slice_id, uint64_t *freed_bytes)
-{
-    int rc = pinpool__check(ctx, true, true, NULL);
-
-    if (rc == 0)
-        rc = own_slice(ctx, slice_id);
-    if (rc != 0)
-        return rc;
-    rc = rpc_free(ctx, slice_id, freed_bytes);
-    if (rc != 0 && rc != PINPOOL_ENOENT)
-        return rc; /* the daemon still counts it: keep the mapping */
-    forget_slice(ctx, slice_id);
-    return rc;
-}
-
-int pinpool_release(pinpool_ctx_t *ctx, uint64_t slice_id, const char *key, uint64_t ttl_ms)
-{
-    int rc = pinpool__check(ctx, true, key != NULL, "key");
-
-    if (rc == 0)
-        rc = own_slice(ctx, slice_id);
-    if (rc == 0)
-        rc = rpc_release(ctx, slice_id, key, ttl_ms);
-    if (rc == 0)
-        forget_slice(ctx, slice_id);
-    return rc;
-}
-
-int pinpool_detach(pinpool_ctx_t *ctx, uint64_t slice_id)
-{
-    int rc = pinpool__check(ctx, true, true, NULL);
-
-    if (rc == 0 && !forget_slice(ctx, slice_id))
-        rc = pinpool__fail(ctx, PINPOOL_ENOENT, "slice %" PRIu64 " is not mapped in this process",
-                           slice_id);
-    return rc;
-}
-
-/* pinpool_dev_unmap / pinpool_dev_remap: slice id's device mapping, under the lock. */
-static int dev_op(pinpool_ctx_t *ctx, uint64_t id, bool remap)
-{
-    slice_rec_t key = {.id = id}, *rec;
-    int rc = pinpool__check(ctx, true, true, NULL);
-
-    if (rc != 0)
-        return rc;
-    pthread_mutex_lock(&ctx->lock);
-    rec = RB_FIND(slice_tree, &ctx->slices, &key);
-    if (rec == NULL)
-        rc = pinpool__fail(ctx, PINPOOL_ENOENT, "slice %" PRIu64 " is not mapped in this process",
-                           id);
-    else if (rec->dev == NULL)
-        rc = pinpool__fail(ctx, PINPOOL_EINVAL, "slice %" PRIu64 " is not a device slice of a "
-                           "vmm device pool (host slices and --device-backend ipc pools stay "
-                           "mapped)", id);
-    else
-        rc = remap ? pinpool__devmap_remap(ctx, rec->dev) : pinpool__devmap_unmap(ctx, rec->dev);
-    pthread_mutex_unlock(&ctx->lock);
-    return rc;
-}
-
-int pinpool_dev_unmap(pinpool_ctx_t *ctx, uint64_t slice_id)
-{
-    return dev_op(ctx, slice_id, false);
-}
-
-int pinpool_dev_remap(pinpool_ctx_t *ctx, uint64_t slice_id)
-{
-    return dev_op(ctx, slice_id, true);
-}
-
-int pinpool_free_all(pinpool_ctx_t *ctx, uint64_t *freed_bytes)
-{
-    slice_rec_t *rec, *next;
-    int rc = pinpool__check(ctx, true, true, NULL);
-
-    if (rc == 0)
-        rc = rpc_free(ctx, 0, freed_bytes);
-    if (rc != 0)
-        return rc;
-    pthread_mutex_lock(&ctx->lock);
-    RB_FOREACH_SAFE(rec, slice_tree, &ctx->slices, next)
-        drop_slice(ctx, rec);
-    pthread_mutex_unlock(&ctx->lock);
-    return 0;
+    if (__atomic_load_n(&ctx->err, __ATOMIC_ACQUIRE) != 0)
+        return pinpool__fail(ctx, PINPOOL_ECLOSED, "not connected: %s", ctx->errmsg);
+    if (__atomic_load_n(&ctx->lost_gen, __ATOMIC_ACQUIRE) == gen)
+        return pinpool__session_fail(ctx);
+    now = coarse_ns();
+    last = __atomic_load_n(&ctx->checked_ns, __ATOMIC_RELAXED);
+    if (now - last < CHECK_EVERY_NS && now >= last)
+        return 0;
+    __atomic_store_n(&ctx->checked_ns, now, __ATOMIC_RELAXED);
+    return current_lost(ctx) ? pinpool__session_fail(ctx) : 0;
 }

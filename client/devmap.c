@@ -1,6 +1,6 @@
 /*
  * devmap.c - device slices of a vmm device pool in this process (see
- * internal.h, pinpool__devmap_*): the slice's chunk descriptors fetched on
+ * ctx.h, pinpool__devmap_*): the slice's chunk descriptors fetched on
  * the fd socket, imported and mapped into an address range reserved for the
  * slice alone, with the access its caller is given (the owner read-write, a
  * reader read-only); pinpool_dev_unmap / pinpool_dev_remap in between.
@@ -16,8 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "devmem.h"
-#include "internal.h"
+#include "ctx.h" /* devmem.h too */
 
 struct pinpool__devmap {
     uint64_t slice_id;
@@ -30,7 +29,7 @@ struct pinpool__devmap {
 };
 
 /* Fetch the chunks' descriptors and map them at m->va. */
-static int map_in(pinpool_ctx_t *ctx, pinpool__devmap_t *m)
+static int map_in(pinpool_ctx_t *ctx, pinpool__conn_t *c, pinpool__devmap_t *m)
 {
     int fds[IPC_DEV_MAX_CHUNKS];
     char why[256];
@@ -39,7 +38,7 @@ static int map_in(pinpool_ctx_t *ctx, pinpool__devmap_t *m)
     if (m->n > IPC_DEV_MAX_CHUNKS)
         return pinpool__fail(ctx, PINPOOL_EPROTO, "device slice %" PRIu64 " spans %" PRIu32
                              " chunks (at most %d)", m->slice_id, m->n, IPC_DEV_MAX_CHUNKS);
-    rc = pinpool__fetch_fds(ctx, m->slice_id, m->first, m->n, fds);
+    rc = pinpool__conn_fetch_fds(ctx, c, m->slice_id, m->first, m->n, fds);
     if (rc != 0)
         return rc;
     rc = ipc_devmem_map(m->device, m->va, m->chunk_size, fds, m->n, m->writable, why, sizeof(why));
@@ -49,9 +48,10 @@ static int map_in(pinpool_ctx_t *ctx, pinpool__devmap_t *m)
     return 0;
 }
 
-int pinpool__devmap_open(pinpool_ctx_t *ctx, uint64_t slice_id, int32_t device,
-                         uint32_t first_chunk, uint32_t nchunks, uint64_t chunk_size,
-                         uint64_t offset, bool writable, pinpool__devmap_t **out, void **ptr)
+int pinpool__devmap_open(pinpool_ctx_t *ctx, pinpool__conn_t *c, uint64_t slice_id,
+                         int32_t device, uint32_t first_chunk, uint32_t nchunks,
+                         uint64_t chunk_size, uint64_t offset, bool writable,
+                         pinpool__devmap_t **out, void **ptr)
 {
     pinpool__devmap_t *m;
     char why[256];
@@ -74,7 +74,7 @@ int pinpool__devmap_open(pinpool_ctx_t *ctx, uint64_t slice_id, int32_t device,
         free(m);
         return pinpool__fail(ctx, rc, "device slice %" PRIu64 ": %s", slice_id, why);
     }
-    rc = map_in(ctx, m);
+    rc = map_in(ctx, c, m);
     if (rc != 0) {
         ipc_devmem_unreserve(m->va, (uint64_t)m->n * m->chunk_size);
         free(m);
@@ -95,12 +95,12 @@ int pinpool__devmap_unmap(pinpool_ctx_t *ctx, pinpool__devmap_t *m)
     return 0;
 }
 
-int pinpool__devmap_remap(pinpool_ctx_t *ctx, pinpool__devmap_t *m)
+int pinpool__devmap_remap(pinpool_ctx_t *ctx, pinpool__conn_t *c, pinpool__devmap_t *m)
 {
     if (m->mapped)
         return pinpool__fail(ctx, PINPOOL_EINVAL, "device slice %" PRIu64 " is mapped already",
                              m->slice_id);
-    return map_in(ctx, m);
+    return map_in(ctx, c, m);
 }
 
 void pinpool__devmap_close(pinpool__devmap_t *m)

@@ -40,23 +40,48 @@ int pinpool__rpc_call(pinpool__rpc_t *rpc, const char *method, const ProtobufCMe
 typedef enum {
     PINPOOL__M_ALLOCATE, PINPOOL__M_ATTACH, PINPOOL__M_ACQUIRE, PINPOOL__M_FREE,
     PINPOOL__M_RELEASE, PINPOOL__M_PUT, PINPOOL__M_GET, PINPOOL__M_EXISTS, PINPOOL__M_REMOVE,
-    PINPOOL__M_PING, PINPOOL__M_INFO
+    PINPOOL__M_PING, PINPOOL__M_INFO, PINPOOL__M_CONFIG
 } pinpool__method_t;
 
 /*
  * The start of every call on a context: ctx usable (connected; with an
- * fd-socket session when session is true) and the caller's pointers there
- * (args_ok, else PINPOOL_EINVAL: "<args> must not be NULL").  0 or the error,
- * with its message.
+ * fd-socket session when session is true; that session not ended, else
+ * PINPOOL_ESESSION) and the caller's pointers there (args_ok, else
+ * PINPOOL_EINVAL: "<args> must not be NULL").  0 or the error, with its
+ * message.
  */
-int pinpool__check(const pinpool_ctx_t *ctx, bool session, bool args_ok, const char *args);
+int pinpool__check(pinpool_ctx_t *ctx, bool session, bool args_ok, const char *args);
 /*
  * One call of method m on ctx's channel: 0 and the reply in *(T **)reply,
  * which the caller frees with protobuf_c_message_free_unpacked (reply NULL:
- * freed here); or the error, with the daemon's message recorded.
+ * freed here); or the error, with the daemon's message recorded
+ * (PINPOOL_ESESSION when the call failed because the session ended).
  */
 int pinpool__call(pinpool_ctx_t *ctx, pinpool__method_t m, const ProtobufCMessage *req,
                   void *reply);
+/* The daemon's --max-message-size (GetServerConfig, asked once per session):
+ * 0 and *out, or the call's error. */
+int pinpool__max_message(pinpool_ctx_t *ctx, uint64_t *out);
+
+/*
+ * Sessions, for the parts that keep state in a session's slices (arena.c):
+ * pinpool__session_gen is the number of the context's current session (1
+ * after pinpool_connect, +1 per pinpool_reconnect); pinpool__session_check
+ * is 0, or PINPOOL_ESESSION (message recorded) once the current session has
+ * ended - cheap: it looks at the fd socket at most once a millisecond, so
+ * that an arena may ask on every block; pinpool__dead_gen is the session
+ * whose mapping held ptr when that session ended and ptr is in no live one
+ * (0 otherwise).
+ */
+uint64_t pinpool__session_gen(const pinpool_ctx_t *ctx);
+/* pinpool_alloc, also saying which session the slice is of (*gen). */
+int pinpool__alloc_gen(pinpool_ctx_t *ctx, uint64_t size, const pinpool_alloc_opts_t *opts,
+                       pinpool_slice_t *out, uint64_t *gen);
+/* pinpool_free of a slice of session gen: PINPOOL_ESESSION, and nothing
+ * freed, once the context has another session (the id may name a new slice). */
+int pinpool__free_gen(pinpool_ctx_t *ctx, uint64_t slice_id, uint64_t gen);
+int pinpool__session_check(pinpool_ctx_t *ctx);
+uint64_t pinpool__dead_gen(pinpool_ctx_t *ctx, const void *ptr);
 
 /* A context with only the gRPC channel: no fd-socket session, no lease
  * (`pinpool info` uses it, so that it does not show up as a client). */
@@ -71,6 +96,9 @@ pinpool_ctx_t *pinpool__connect_rpc_only(const char *socket_path);
  */
 int pinpool__fail(const pinpool_ctx_t *ctx, int err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The message of the calling thread's last failure (to keep it across a
+ * cleanup call, or to add to it: pinpool__fail copies its arguments first). */
+const char *pinpool__last_msg(void);
 
 /*
  * Per-context state of the library's other parts (swap.c's tags, fanout.c's
@@ -78,7 +106,8 @@ int pinpool__fail(const pinpool_ctx_t *ctx, int err, const char *fmt, ...)
  * describes its state with a static pinpool__ext_t and asks for it with
  * pinpool__ext_get, which makes it on first use.  pinpool_close destroys
  * every state made, in the reverse order of making, before anything else of
- * the context is torn down (the mappings, the device pools, the session).
+ * the context is torn down (the mappings, the device pools, the session);
+ * pinpool_reconnect calls each state's reset first.
  */
 typedef struct pinpool__ext {
     const char *name;
@@ -87,34 +116,18 @@ typedef struct pinpool__ext {
     int (*make)(pinpool_ctx_t *ctx, void **state);
     /* Tear it down; the context still works (it may call pinpool_free & co.). */
     void (*destroy)(pinpool_ctx_t *ctx, void *state);
+    /* May be NULL.  pinpool_reconnect: the old session is over, and every slice
+     * of it is about to be forgotten and unmapped (no call frees them: they are
+     * gone, or go with the session): let nothing of the state use them again.
+     * Runs before the unmapping, without the context's locks; it must not make
+     * calls that need the session. */
+    void (*reset)(pinpool_ctx_t *ctx, void *state);
 } pinpool__ext_t;
 #define PINPOOL__MAX_EXT 4
 /* ext's state in ctx, made if needed: 0 and *state, or make's error. */
 int pinpool__ext_get(pinpool_ctx_t *ctx, const pinpool__ext_t *ext, void **state);
 /* ext's state in ctx if it was made, else NULL. */
 void *pinpool__ext_find(pinpool_ctx_t *ctx, const pinpool__ext_t *ext);
-
-/* Ask the daemon on the fd socket for the descriptors of chunks [first,
- * first + n) of slice id (several messages when n > IPC_MAX_FDS): 0 with
- * fds[0..n) the caller's, or an error (pinpool__fail) and none. */
-int pinpool__fetch_fds(pinpool_ctx_t *ctx, uint64_t id, uint32_t first, uint32_t n, int *fds);
-
-/*
- * A device slice of a vmm device pool mapped in this process (devmap.c): its
- * chunks imported into an address range of its own, read-write or
- * read-only.  Open maps it (ptr: the slice's first byte); unmap lets the
- * memory go but keeps the range; remap fetches the descriptors again and
- * maps them at the same address with the same access; close undoes it all.
- * The caller holds the context's lock around each (unmap/remap/close may
- * run on any thread, one at a time per mapping).
- */
-typedef struct pinpool__devmap pinpool__devmap_t;
-int pinpool__devmap_open(pinpool_ctx_t *ctx, uint64_t slice_id, int32_t device,
-                         uint32_t first_chunk, uint32_t nchunks, uint64_t chunk_size,
-                         uint64_t offset, bool writable, pinpool__devmap_t **out, void **ptr);
-int pinpool__devmap_unmap(pinpool_ctx_t *ctx, pinpool__devmap_t *m);
-int pinpool__devmap_remap(pinpool_ctx_t *ctx, pinpool__devmap_t *m);
-void pinpool__devmap_close(pinpool__devmap_t *m);
 
 /* 1 when the daemon's host memory is pinned for CUDA (vmm, register), 0 when
  * it is plain memfd (CPU-only daemon) or ctx has no session. */

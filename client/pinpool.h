@@ -83,6 +83,16 @@ typedef struct pinpool_device_info {
     uint32_t num_slices;
 } pinpool_device_info_t;
 
+/* A GPU the daemon holds a CUDA context on (pinpool_pool_info_t.gpus). */
+typedef struct pinpool_gpu_info {
+    int32_t device_id;
+    char role[32];              /* "device pool", "host pinning" or both */
+    uint64_t device_pool_bytes; /* the daemon's device pool on it (0: none) */
+    uint64_t gpu_used_bytes;    /* cuMemGetInfo: every process's use, the daemon's context
+                                 * (~0.5 GiB on an H200) and pool included */
+    uint64_t gpu_total_bytes;
+} pinpool_gpu_info_t;
+
 /* The spill tier and the named objects (pinpool_pool_info_t.spill). */
 typedef struct pinpool_spill_info {
     char tier[16];             /* "file", "mooncake" or "none" */
@@ -122,6 +132,10 @@ typedef struct pinpool_pool_info {
     pinpool_spill_info_t spill;    /* the fields above keep their offsets */
     uint64_t cleaning_bytes;       /* freed, being zeroed before reuse: in neither used nor free */
     uint64_t chunk_replacements;   /* chunks given fresh memory as they passed to another uid */
+    char stopped_short[320];       /* why the host pool stopped growing short of its capacity
+                                    * (ready_bytes is what it reached); "" if it did not */
+    uint32_t num_gpus;             /* the GPUs the daemon holds a context on, and why */
+    pinpool_gpu_info_t gpus[PINPOOL_MAX_DEVICES];
 } pinpool_pool_info_t;
 
 /*
@@ -132,14 +146,54 @@ typedef struct pinpool_pool_info {
  * Always returns a context (NULL only when out of memory); check pinpool_err().
  * The fd-socket connection is this process's lease: when the context is closed
  * or the process dies, the daemon reclaims every slice the context holds.
+ *
+ * Trust: the socket's directory must belong to this process's uid, root or
+ * $PINPOOL_DAEMON_UID (a uid or a user name) and be writable by nobody else,
+ * and the process listening on the fd socket must run as one of those uids
+ * (or as the directory's owner); otherwise PINPOOL_EPERM, saying why: another
+ * user may be posing as the daemon (a /tmp/pinpool-$UID made by someone else
+ * while no daemon runs).  A daemon run by a service user for several users
+ * (--allow-gid) is trusted with PINPOOL_DAEMON_UID=that user.  Each wait on the
+ * fd socket (the greeting, each answer) is bounded by $PINPOOL_FD_TIMEOUT_MS
+ * (10000): a call past it fails with PINPOOL_ETIMEOUT and the session goes on
+ * (a late answer is recognised by its sequence number and discarded).
  */
 PINPOOL_EXPORT pinpool_ctx_t *pinpool_connect(const char *socket_path);
-/* 0 when connected, else the error that pinpool_connect met. */
+/* 0 when connected, else the error that pinpool_connect met, or
+ * PINPOOL_ESESSION once the session has ended (see pinpool_reconnect). */
 PINPOOL_EXPORT int pinpool_err(const pinpool_ctx_t *ctx);
 /* Message of the calling thread's last failed call on ctx (or the connect error). */
 PINPOOL_EXPORT const char *pinpool_errmsg(const pinpool_ctx_t *ctx);
-/* The id the daemon gave this session; "" when not connected. */
+/* The id the daemon gave this session ("" when not connected); the pointer
+ * stays valid, its text changes with pinpool_reconnect. */
 PINPOOL_EXPORT const char *pinpool_client_id(const pinpool_ctx_t *ctx);
+/*
+ * A session ends when its daemon goes: the daemon exits, is killed or
+ * restarts (the fd socket closes; the daemon freed the session's slices, and
+ * a new daemon knows none of them).  From then on every call on ctx returns
+ * PINPOOL_ESESSION, and so does pinpool_err(ctx); a call in flight when the
+ * daemon goes returns it too (or the daemon's answer, if it came first).
+ *
+ * pinpool_reconnect makes a new session on ctx with the daemon now at the
+ * same socket (with the checks of pinpool_connect): nothing of the old
+ * session survives.  Its slices are forgotten (their ids mean nothing to the
+ * new daemon) and their mappings unmapped: every pointer into them becomes
+ * invalid (the addresses stay reserved until pinpool_close, so touching one
+ * faults rather than reaching new memory); arenas on ctx start over with new
+ * leases at their next call, and say PINPOOL_ESESSION for blocks of the old
+ * ones; swap tags forget their host copies (a paused tag resumes from a copy
+ * kept in the daemon under its key, if there is one).  What the daemon keeps
+ * past a session - slices kept with PINPOOL_ALLOC_KEEP, named objects - is
+ * found again by tag (pinpool_attach) and key (pinpool_acquire, pinpool_get),
+ * where the daemon still has it: a daemon that restarted keeps only the
+ * named objects its tier recovers.  Reconnecting a context whose session
+ * still lives ends that session (the daemon frees its slices).  0, or the
+ * error of connecting (PINPOOL_ECONNECT while no daemon runs: try again
+ * later); ctx is then as it was.  Calls on other threads may run meanwhile:
+ * those that began on the old session fail with PINPOOL_ESESSION.  A context
+ * whose pinpool_connect failed may be reconnected too.
+ */
+PINPOOL_EXPORT int pinpool_reconnect(pinpool_ctx_t *ctx);
 /* Unmaps everything, drops the lease (the daemon frees the slices) and frees ctx. */
 PINPOOL_EXPORT void pinpool_close(pinpool_ctx_t *ctx);
 
@@ -211,15 +265,26 @@ PINPOOL_EXPORT int pinpool_release(pinpool_ctx_t *ctx, uint64_t slice_id, const 
 PINPOOL_EXPORT int pinpool_acquire(pinpool_ctx_t *ctx, const char *key, uint32_t flags,
                                    pinpool_slice_t *out);
 /*
- * The object API (Mooncake Store's): the bytes travel in the RPC, so keep these
- * for small objects: a message is at most the daemon's --max-message-size
- * (64 MiB by default), and a put or get over it fails with -EMSGSIZE saying
- * so (move larger objects with pinpool_alloc + pinpool_release and
- * pinpool_acquire).  put replaces
- * an object under key; get copies it into buf when len is enough (*got = its
- * size) and returns -ENOBUFS with *got otherwise; exists returns 1 or 0;
- * remove returns 0 or PINPOOL_ENOKEY.  Objects made by put can be acquired
- * too, and released slices read with get.
+ * The object API (Mooncake Store's): the bytes travel in the RPC, up to the
+ * daemon's --max-message-size (64 MiB by default) a message.
+ *
+ * put stores len bytes under key, replacing an object there.  Up to the
+ * message limit in one Put, which replaces at once.  A larger object goes
+ * through a slice instead (pinpool_alloc, a copy, pinpool_release under key;
+ * needs a context with a session, which pinpool_connect's has): not atomic -
+ * an object under key is removed just before the release, so a reader may
+ * find none for that moment, and when two such puts race the last release
+ * wins; a failed one may have removed the old object (its message says so).
+ *
+ * get copies the object into buf when len is enough (*got = its size) and
+ * returns -ENOBUFS with *got otherwise.  An object larger than a reply may
+ * carry (the limit less 1 KiB) is -EMSGSIZE, naming its size, the limit and
+ * the way: pinpool_acquire, copy from the slice, pinpool_release under the
+ * same key (the object is out of the table meanwhile, so do it only where
+ * no one else reads it) - a get is a read, an acquire is not.
+ *
+ * exists returns 1 or 0; remove returns 0 or PINPOOL_ENOKEY.  Objects made by
+ * put can be acquired too, and released slices read with get.
  */
 PINPOOL_EXPORT int pinpool_put(pinpool_ctx_t *ctx, const char *key, const void *data, uint64_t len,
                                uint64_t ttl_ms);
@@ -338,7 +403,7 @@ typedef struct pinpool_arena_block {
     uint64_t size;       /* bytes asked for */
     void *lease_base;    /* the mapping of the lease that holds the block */
     uint64_t lease_size;
-    uint64_t lease_id;   /* the daemon's slice id of that lease (never reused) */
+    uint64_t lease_id;   /* the daemon's slice id of that lease (never reused by that daemon) */
     int32_t large;       /* 1: the block has that lease to itself */
 } pinpool_arena_block_t;
 
@@ -629,6 +694,10 @@ PINPOOL_EXPORT int pinpool_tms_resume(const char *tag);
  * pause reuses them; read at each resume.  Initially $TMS_RETAIN_CPU_BACKUP. */
 PINPOOL_EXPORT void pinpool_tms_set_retain(int retain);
 PINPOOL_EXPORT int pinpool_tms_get_retain(void);
+/* The process is ending: later frees leave paused tags' copies in the daemon
+ * (torch frees its pools at interpreter exit; pinpool.torch_memory_saver
+ * calls this from atexit), so that another process can resume them. */
+PINPOOL_EXPORT void pinpool_tms_detach(void);
 /* pinpool_tms_malloc fails when the GPU would have less than bytes free after it. */
 PINPOOL_EXPORT void pinpool_tms_set_margin(uint64_t bytes);
 /* The CPU backup of [dptr, dptr + bytes) (inside one allocation): *host, or

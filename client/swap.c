@@ -42,6 +42,8 @@ static int check_tag(const pinpool_ctx_t *ctx, const char *tag)
         if (tag[i] < 0x21 || tag[i] > 0x7e)
             return pinpool__fail(ctx, PINPOOL_EINVAL,
                                  "a swap tag is printable ASCII without spaces");
+    if (pinpool_err(ctx) == PINPOOL_ESESSION)
+        return pinpool__fail(ctx, PINPOOL_ESESSION, "%s", pinpool_errmsg(ctx));
     if (pinpool_err(ctx) != 0)
         return pinpool__fail(ctx, PINPOOL_ECLOSED, "not connected: %s", pinpool_errmsg(ctx));
     return 0;
@@ -140,7 +142,9 @@ typedef pinpool__swap_t swap_t;
 
 static int swap_make(pinpool_ctx_t *ctx, void **state);
 static void swap_destroy(pinpool_ctx_t *ctx, void *state);
-static const pinpool__ext_t swap_ext = {.name = "swap", .make = swap_make, .destroy = swap_destroy};
+static void swap_reset(pinpool_ctx_t *ctx, void *state);
+static const pinpool__ext_t swap_ext = {.name = "swap", .make = swap_make, .destroy = swap_destroy,
+                                        .reset = swap_reset};
 
 #define cu_fail pinpool__swap_cu_fail
 #define CU_OR(ctx, call, what) IPC_CU_CHECK(call, return cu_fail((ctx), ipc_cu_r, #call, (what)))
@@ -720,6 +724,38 @@ int pinpool_swap_config(pinpool_ctx_t *ctx, uint32_t streams, uint64_t chunk_byt
     sw->chunk = chunk_bytes;
     pthread_mutex_unlock(&sw->lock);
     return 0;
+}
+
+/*
+ * pinpool_reconnect: the host copies this process holds were slices of the
+ * session that ended, and their mappings are about to go.  A step in flight
+ * is let finish on the GPU first (nothing may copy to or from them after),
+ * and ends where its device memory is: resident (a pause had not given it
+ * back yet, a resume has mapped and filled it).  Then each tag forgets its
+ * copy: a paused tag resumes from one the daemon keeps under its key, if any.
+ */
+static void swap_reset(pinpool_ctx_t *ctx, void *state)
+{
+    swap_t *sw = state;
+
+    (void)ctx;
+    pthread_mutex_lock(&sw->lock);
+    for (tag_t *t = sw->tags; t != NULL; t = t->next) {
+        if (t->state == PINPOOL_SWAP_PAUSING || t->state == PINPOOL_SWAP_RESUMING) {
+            ipc_cuda_use_device(t->device);
+            ipc_cu.cuCtxSynchronize();
+            t->state = PINPOOL_SWAP_RESIDENT;
+            t->tracked = false;
+            t->discarded = false;
+        }
+        if (t->have_host && t->state == PINPOOL_SWAP_PAUSED)
+            t->copy_lost = true; /* resume says so, unless the daemon kept one under the key */
+        t->have_host = false;
+        memset(&t->host, 0, sizeof(t->host));
+        if (t->layout_stale && t->state == PINPOOL_SWAP_RESIDENT)
+            pinpool__swap_layout(ctx, t); /* no copy: only the offsets */
+    }
+    pthread_mutex_unlock(&sw->lock);
 }
 
 /* pinpool_close: the tags' device memory goes; their host copies stay kept. */

@@ -76,6 +76,7 @@ typedef struct pinpool__tag {
     uint32_t nunits, capunits;
     uint64_t host_bytes; /* layout of the host copy */
     bool have_host;
+    bool copy_lost; /* paused into a slice of a session that ended (pinpool_reconnect) */
     bool host_kept; /* the slice was made with PINPOOL_ALLOC_KEEP (not releasable) */
     bool host_cpu;  /* mapped for the CPU too (pinpool_swap_host_ptr asked) */
     pinpool_slice_t host;

@@ -373,12 +373,19 @@ int pinpool__host_for_resume(pinpool_ctx_t *ctx, tag_t *t)
         rc = pinpool_attach(ctx, t->key, PINPOOL_ALLOC_GPU_ONLY, &t->host);
         t->host_kept = true;
     }
+    if ((rc == PINPOOL_ENOENT || rc == PINPOOL_ENOKEY) && t->copy_lost)
+        return pinpool__fail(ctx, PINPOOL_ENOKEY,
+                             "tag '%s' was paused into host memory of a session that ended "
+                             "(the daemon went): its paused bytes went with it, and the daemon "
+                             "has nothing under '%s'; pinpool_swap_drop the tag", t->name,
+                             t->key);
     if (rc == PINPOOL_ENOENT || rc == PINPOOL_ENOKEY)
         return pinpool__fail(ctx, PINPOOL_ENOKEY,
                              "tag '%s' is not paused: nothing is kept or released "
                              "under '%s'", t->name, t->key);
     if (rc != 0)
         return rc;
+    t->copy_lost = false;
     if (t->host.size != t->host_bytes) {
         uint64_t got = t->host.size;
         if (t->host_kept)

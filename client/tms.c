@@ -139,6 +139,10 @@ void pinpool_tms_set_retain(int retain)
     (void)retain;
 }
 
+void pinpool_tms_detach(void)
+{
+}
+
 int pinpool_tms_get_retain(void)
 {
     return 0;
@@ -178,6 +182,7 @@ typedef struct alloc {
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pinpool_ctx_t *ctx;
+static bool detached; /* pinpool_tms_detach() was called */
 static char ctx_socket[256];
 static stag_t *stags;
 static uint32_t nstags, capstags;
@@ -420,6 +425,16 @@ static void drop_empty(stag_t *s)
     pinpool_swap_drop(ctx, s->name, 0);
 }
 
+/* The process is ending (Python's atexit): the frees that follow (torch's
+ * pools torn down with the interpreter) leave the swap state alone, so that
+ * the copies of paused tags stay in the daemon for another process. */
+void pinpool_tms_detach(void)
+{
+    pthread_mutex_lock(&lock);
+    detached = true;
+    pthread_mutex_unlock(&lock);
+}
+
 void pinpool_tms_free(void *ptr, ssize_t size, int device, void *stream)
 {
     uint64_t p = (uint64_t)(uintptr_t)ptr;
@@ -434,6 +449,8 @@ void pinpool_tms_free(void *ptr, ssize_t size, int device, void *stream)
         i++;
     if (i == nallocs) {
         rc = fail(PINPOOL_EINVAL, "%p is not an allocation of pinpool_tms_malloc (left alone)", ptr);
+    } else if (detached) {
+        allocs[i] = allocs[--nallocs]; /* the process exit takes its memory */
     } else {
         stag_t *s = &stags[allocs[i].stag];
         CUcontext c = saved();

@@ -34,6 +34,28 @@ bool ipc_cuda_built(void)
     return false;
 }
 
+void ipc_cuda_set_home_device(int dev)
+{
+    (void)dev;
+}
+
+int ipc_cuda_home_device(void)
+{
+    return 0;
+}
+
+bool ipc_cuda_context_active(int dev)
+{
+    (void)dev;
+    return false;
+}
+
+int ipc_cuda_gpu_memory(int dev, uint64_t *used, uint64_t *total)
+{
+    (void)dev, (void)used, (void)total;
+    return PINPOOL_ENODEV;
+}
+
 #else
 
 #include <dlfcn.h>
@@ -46,6 +68,7 @@ ipc_cuda_t ipc_cu;
 static ipc_once_t loaded = IPC_ONCE_INIT;
 static pthread_mutex_t ctx_lock = PTHREAD_MUTEX_INITIALIZER;
 static CUcontext primary[MAX_DEVICES];
+static int home; /* set once at start (the daemon), before threads */
 
 bool ipc_cuda_built(void)
 {
@@ -141,6 +164,41 @@ int ipc_cuda_use_device(int dev)
     if (ctx == NULL)
         return PINPOOL_ECUDA;
     return ipc_cu.cuCtxSetCurrent(ctx) == CUDA_SUCCESS ? 0 : PINPOOL_ECUDA;
+}
+
+void ipc_cuda_set_home_device(int dev)
+{
+    home = dev >= 0 ? dev : 0;
+}
+
+int ipc_cuda_home_device(void)
+{
+    return home;
+}
+
+bool ipc_cuda_context_active(int dev)
+{
+    unsigned flags = 0;
+    int active = 0;
+    CUdevice d;
+
+    if (loaded.rc != 0 || dev < 0 || dev >= ipc_cu.ndevices || ipc_cu.cuDeviceGet(&d, dev) != CUDA_SUCCESS)
+        return false;
+    return ipc_cu.cuDevicePrimaryCtxGetState(d, &flags, &active) == CUDA_SUCCESS && active != 0;
+}
+
+int ipc_cuda_gpu_memory(int dev, uint64_t *used, uint64_t *total)
+{
+    size_t f = 0, t = 0;
+
+    /* the driver's word: a context retained by anyone in this process; then
+     * making it current here creates nothing */
+    if (!ipc_cuda_context_active(dev) || ipc_cuda_use_device(dev) != 0 ||
+        ipc_cu.cuMemGetInfo(&f, &t) != CUDA_SUCCESS)
+        return PINPOOL_ENODEV;
+    *used = t > f ? (uint64_t)(t - f) : 0;
+    *total = (uint64_t)t;
+    return 0;
 }
 
 #endif

@@ -3,7 +3,8 @@
  *
  * Owns: dlopen("libcuda.so.1") and a table of the driver functions pinpool
  * uses, each resolved under the versioned name cuda.h gives it (so that its
- * ABI is the header's); the primary context of each device.
+ * ABI is the header's); the primary context of each device, and the "home"
+ * device whose context a process's host-memory work (pinning, host VMM) uses.
  * Never: links libcuda or libcudart, so that a CPU-only daemon or client runs
  * on a machine without the NVIDIA driver.
  * Locking: ipc_cuda_load and ipc_cuda_use_device are thread-safe; the table is
@@ -25,7 +26,8 @@
 #define IPC_CUDA_FUNCS(X)                                                                      \
     X(cuInit) X(cuDriverGetVersion) X(cuGetErrorString) X(cuGetErrorName)                      \
     X(cuDeviceGetCount) X(cuDeviceGet) X(cuDeviceGetName) X(cuDeviceGetAttribute)              \
-    X(cuDevicePrimaryCtxRetain) X(cuDevicePrimaryCtxRelease) X(cuCtxSetCurrent)                \
+    X(cuDevicePrimaryCtxRetain) X(cuDevicePrimaryCtxRelease) X(cuDevicePrimaryCtxGetState)        \
+    X(cuCtxSetCurrent)                                                                         \
     X(cuCtxGetCurrent) X(cuCtxGetDevice) X(cuCtxSynchronize) X(cuCtxEnablePeerAccess)          \
     X(cuDeviceCanAccessPeer) X(cuMemGetAllocationGranularity) X(cuMemCreate) X(cuMemRelease)   \
     X(cuMemExportToShareableHandle) X(cuMemImportFromShareableHandle) X(cuMemAddressReserve)   \
@@ -81,6 +83,24 @@ int ipc_cuda_load(char *err, size_t errlen);
 int ipc_cuda_device_count(void);
 /* Make device dev's primary context current in the calling thread. */
 int ipc_cuda_use_device(int dev);
+/*
+ * The home device: the GPU whose primary context host memory is made and
+ * pinned in when no context is current (the host backends), 0 unless set.
+ * The daemon sets it once at start, before any CUDA call, to a GPU it needs
+ * anyway (its first device pool's), so that it holds no context on a GPU it
+ * does not use (each costs ~0.5 GiB of that GPU's memory).  Clients never set it.
+ */
+void ipc_cuda_set_home_device(int dev);
+int ipc_cuda_home_device(void);
+/* Does this process hold device dev's primary context (retained, by anyone
+ * in it)?  The driver's word (cuDevicePrimaryCtxGetState), not pinpool's
+ * records; false when the driver is not loaded. */
+bool ipc_cuda_context_active(int dev);
+/* GPU dev's memory as the driver tells it (cuMemGetInfo): total less free
+ * into *used (every process's use), and *total.  Only where this process
+ * already holds dev's primary context (it never makes one for this): 0, or
+ * PINPOOL_ENODEV. */
+int ipc_cuda_gpu_memory(int dev, uint64_t *used, uint64_t *total);
 /* Was this build made with CUDA support at all? */
 bool ipc_cuda_built(void);
 

@@ -47,7 +47,7 @@ static CUresult pin(void *addr, uint64_t bytes)
     CUcontext ctx = NULL;
 
     if (ipc_cu.cuCtxGetCurrent(&ctx) != CUDA_SUCCESS || ctx == NULL)
-        ipc_cuda_use_device(0);
+        ipc_cuda_use_device(ipc_cuda_home_device());
 #ifdef MADV_POPULATE_WRITE
     /* Touching the pages first makes the registration ~10x faster (DESIGN.md). */
     (void)madvise(addr, bytes, MADV_POPULATE_WRITE);

@@ -13,7 +13,7 @@
  * Never: touches memory it did not map; keeps an imported handle after mapping
  * it (the mapping holds the reference); keeps a descriptor it was handed.
  * Locking: none; calls make the device's primary context current in the
- * calling thread first.
+ * calling thread first (the home device's, ipc_cuda_home_device, in the daemon).
  */
 #include "ipc.h"
 
@@ -39,7 +39,8 @@ const ipc_host_ops_t ipc_host_vmm = {.name = "vmm", .cuda = true, .probe = vmm_p
 
 #else
 
-/* The GPU a client maps for: its thread's current device, else 0. */
+/* The GPU a client maps for: its thread's current device, else the home
+ * device (0 in a client; the daemon's: ipc_cuda_set_home_device). */
 static int current_device(void)
 {
     CUcontext ctx = NULL;
@@ -48,8 +49,8 @@ static int current_device(void)
     if (ipc_cu.cuCtxGetCurrent(&ctx) == CUDA_SUCCESS && ctx != NULL &&
         ipc_cu.cuCtxGetDevice(&dev) == CUDA_SUCCESS)
         return (int)dev;
-    ipc_cuda_use_device(0);
-    return 0;
+    ipc_cuda_use_device(ipc_cuda_home_device());
+    return ipc_cuda_home_device();
 }
 
 static CUmemAllocationProp host_prop(void)
@@ -69,7 +70,7 @@ static int vmm_probe(char *err, size_t errlen)
     rc = ipc_cuda_load(err, errlen);
     if (rc != 0)
         return rc;
-    ipc_cuda_use_device(0);
+    ipc_cuda_use_device(ipc_cuda_home_device());
     r = ipc_cu.cuMemGetAllocationGranularity(&gran, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM);
     if (r == CUDA_SUCCESS)
         r = ipc_cu.cuMemCreate(&h, gran, &prop, 0);
@@ -132,7 +133,7 @@ static int vmm_chunk_create(ipc_chunk_t *c, void *addr, uint64_t size, uint32_t 
     int fd = -1;
     CUresult r;
 
-    ipc_cuda_use_device(0);
+    ipc_cuda_use_device(ipc_cuda_home_device());
     r = ipc_vmm_create_export(&prop, size, &h, &fd, &call);
     if (r != CUDA_SUCCESS) {
         h = 0;
@@ -190,7 +191,7 @@ static int vmm_chunk_replace(ipc_chunk_t *c, uint32_t index, char *err, size_t e
     if (c == NULL || c->addr == NULL || c->fd < 0)
         return -EINVAL;
     at = (CUdeviceptr)(uintptr_t)c->addr;
-    ipc_cuda_use_device(0);
+    ipc_cuda_use_device(ipc_cuda_home_device());
     r = ipc_vmm_create_export(&prop, c->size, &h, &fd, &call);
     if (r != CUDA_SUCCESS) {
         h = 0;
@@ -235,7 +236,7 @@ fail:
 static void vmm_chunk_destroy(ipc_chunk_t *c)
 {
     if (c->addr != NULL) {
-        ipc_cuda_use_device(0);
+        ipc_cuda_use_device(ipc_cuda_home_device());
         ipc_cu.cuMemUnmap((CUdeviceptr)(uintptr_t)c->addr, c->size);
         ipc_cu.cuMemRelease((CUmemGenericAllocationHandle)c->handle);
     }

@@ -153,9 +153,11 @@ typedef struct ipc_host_ops {
      * the old descriptor and handle are let go, so that whoever still holds
      * one (a dup'ed fd in another process) reaches only the old memory, which
      * the kernel or the driver frees with its last holder.  The new memory
-     * reads as zeros.  0 with c's fd and handle new (addr and size the same);
-     * on failure c and its memory are as before and err says why.  Blocking:
-     * it commits or pins a chunk's worth of memory.
+     * reads as zeros.  0 with c's fd and handle new (addr and size the same),
+     * and err either "" or a note for the log (hugetlb: no huge page was
+     * free, so the fresh memory has 4 KiB pages); on failure c and its memory
+     * are as before and err says why.  Blocking: it commits or pins a chunk's
+     * worth of memory.
      */
     int (*chunk_replace)(ipc_chunk_t *c, uint32_t index, char *err, size_t errlen);
     /* Both ends: reserve / release an address range for n chunks. */
@@ -188,11 +190,35 @@ typedef struct ipc_host_ops {
 extern const ipc_host_ops_t ipc_host_memfd;    /* sealed memfds, no CUDA */
 extern const ipc_host_ops_t ipc_host_vmm;      /* CUDA VMM host memory exported as fds */
 extern const ipc_host_ops_t ipc_host_register; /* memfds + cuMemHostRegister in each process */
+/* Sealed MFD_HUGETLB memfds (2 MiB or 1 GiB pages): "hugetlb" pins them with
+ * cuMemHostRegister in the daemon and in each client (as register does),
+ * "hugetlb-cpu" is the same memory without CUDA (host_hugetlb.c). */
+extern const ipc_host_ops_t ipc_host_hugetlb;
+extern const ipc_host_ops_t ipc_host_hugetlb_cpu;
 
-/* The backend that --host-backend auto picks here: vmm where the driver
- * supports host VMM, else register where CUDA works, else memfd.  why gets a
- * line saying what was skipped and why (may be NULL). */
-const ipc_host_ops_t *ipc_host_auto(char *why, size_t whylen);
+#define IPC_HUGE_2M (2ull << 20)
+#define IPC_HUGE_1G (1ull << 30)
+/*
+ * The daemon's side of the hugetlb backends, set once before its first
+ * chunk_create (no chunk may be in the making): the page size of the chunks
+ * it makes (IPC_HUGE_2M or IPC_HUGE_1G; 2 MiB until set) and the unit in
+ * which each chunk is populated and pinned (0: the whole chunk in one call),
+ * yielding the CPU between units.  Clients never call it (a client maps what
+ * it is given, whatever its page size).  0, or -EINVAL for another page size
+ * or a unit that is not a multiple of it.
+ */
+int ipc_hugetlb_configure(uint64_t page, uint64_t unit);
+
+/*
+ * The backend that --host-backend auto picks here, the fastest that works:
+ * hugetlb when huge_page is not 0 (the server found or reserved huge pages
+ * of that size for the whole pool) and CUDA works, then vmm where the
+ * driver supports host VMM, register where CUDA works, else memfd (never
+ * hugetlb-cpu: only when asked for).  no_huge says why huge_page is 0 (may
+ * be NULL).  why gets a line saying what was skipped and why (may be NULL).
+ */
+const ipc_host_ops_t *ipc_host_auto(uint64_t huge_page, const char *no_huge, char *why,
+                                    size_t whylen);
 
 /* The backend called name ("memfd", ...), or NULL. */
 const ipc_host_ops_t *ipc_host_backend(const char *name);

@@ -1,7 +1,8 @@
 /*
  * objects.c - the named-object table (see objects.h for states and invariants).
  *
- * Owns: the records, a red-black tree by key and the LRU list of RESIDENT ones.
+ * Owns: the records, a red-black tree by (uid, key) and the LRU list of the
+ * unpinned RESIDENT ones.
  * Never: memory, the pool, the tier, clocks.  Locking: the caller's.
  */
 #include "objects.h"
@@ -26,6 +27,8 @@ struct node {
 
 static int node_cmp(const struct node *a, const struct node *b)
 {
+    if (a->o.uid != b->o.uid)
+        return a->o.uid < b->o.uid ? -1 : 1;
     return strcmp(a->o.key, b->o.key);
 }
 
@@ -110,7 +113,7 @@ const char *objs_state_name(obj_state_t s)
     return (unsigned)s < OBJ_NSTATES ? names[s] : "?";
 }
 
-obj_t *objs_find(objs_t *t, const char *key)
+obj_t *objs_find(objs_t *t, uint32_t uid, const char *key)
 {
     struct node *n, k;
     size_t len = key != NULL ? strlen(key) : 0;
@@ -118,6 +121,7 @@ obj_t *objs_find(objs_t *t, const char *key)
     if (len == 0 || len > OBJ_KEY_MAX)
         return NULL;
     k.o.key = key;
+    k.o.uid = uid;
     n = RB_FIND(obj_tree, &t->tree, &k);
     return n != NULL ? &n->o : NULL;
 }
@@ -139,7 +143,7 @@ static int insert(objs_t *t, const char *key, uint32_t uid, uint64_t gen, obj_st
     if (len == 0 || len > OBJ_KEY_MAX || size == 0 || (state == OBJ_RESIDENT && slice == 0) ||
         (slice != 0 && extent < size))
         return PINPOOL_EINVAL;
-    if (objs_find(t, key) != NULL)
+    if (objs_find(t, uid, key) != NULL)
         return PINPOOL_EEXIST;
     if (t->max != 0 && t->st.total >= t->max)
         return PINPOOL_ENOSPC;
@@ -186,11 +190,17 @@ int objs_insert_spilled(objs_t *t, const char *key, uint32_t uid, uint64_t gen, 
     return insert(t, key, uid, gen, OBJ_SPILLED, size, 0, 0, 0, expires_ns, out);
 }
 
+/* Is o in the LRU list? */
+static bool in_lru(const obj_t *o)
+{
+    return o->state == OBJ_RESIDENT && o->pins == 0;
+}
+
 void objs_remove(objs_t *t, obj_t *o)
 {
     struct node *n = node_of(o);
 
-    if (o->state == OBJ_RESIDENT)
+    if (in_lru(o))
         TAILQ_REMOVE(&t->lru, n, lru);
     RB_REMOVE(obj_tree, &t->tree, n);
     count(t, o, -1);
@@ -204,11 +214,32 @@ void objs_touch(objs_t *t, obj_t *o)
     struct node *n = node_of(o);
 
     o->last_use = ++t->clock;
-    if (o->state == OBJ_RESIDENT) {
+    if (in_lru(o)) {
         TAILQ_REMOVE(&t->lru, n, lru);
         TAILQ_INSERT_TAIL(&t->lru, n, lru);
     }
     debug_check(t, "objs_touch");
+}
+
+int objs_pin(objs_t *t, obj_t *o)
+{
+    if (o->state != OBJ_RESIDENT)
+        return PINPOOL_EINVAL;
+    if (o->pins++ == 0)
+        TAILQ_REMOVE(&t->lru, node_of(o), lru);
+    debug_check(t, "objs_pin");
+    return 0;
+}
+
+void objs_unpin(objs_t *t, obj_t *o)
+{
+    if (o->pins == 0)
+        return;
+    if (--o->pins == 0) {
+        o->last_use = ++t->clock;
+        TAILQ_INSERT_TAIL(&t->lru, node_of(o), lru);
+    }
+    debug_check(t, "objs_unpin");
 }
 
 static bool edge_ok(obj_state_t from, obj_state_t to)
@@ -231,7 +262,7 @@ int objs_set_state(objs_t *t, obj_t *o, obj_state_t to, uint64_t slice, uint64_t
 {
     struct node *n = node_of(o);
 
-    if ((unsigned)to >= OBJ_NSTATES || !edge_ok(o->state, to))
+    if ((unsigned)to >= OBJ_NSTATES || !edge_ok(o->state, to) || o->pins > 0)
         return PINPOOL_EINVAL;
     if (to == OBJ_SPILLING) {
         slice = o->slice;
@@ -270,7 +301,7 @@ obj_t *objs_lru_next(objs_t *t, obj_t *o)
     struct node *n;
 
     (void)t;
-    if (o->state != OBJ_RESIDENT)
+    if (!in_lru(o))
         return NULL;
     n = TAILQ_NEXT(node_of(o), lru);
     return n != NULL ? &n->o : NULL;
@@ -281,7 +312,7 @@ obj_t *objs_expired(objs_t *t, uint64_t now_ns)
     struct node *n;
 
     RB_FOREACH(n, obj_tree, &t->tree)
-        if (n->o.expires_ns != 0 && n->o.expires_ns <= now_ns &&
+        if (n->o.expires_ns != 0 && n->o.expires_ns <= now_ns && n->o.pins == 0 &&
             (n->o.state == OBJ_RESIDENT || n->o.state == OBJ_SPILLED))
             return &n->o;
     return NULL;
@@ -316,7 +347,7 @@ int objs_check(const objs_t *t, char *msg, size_t msglen)
     objs_t *u = (objs_t *)t;
     objs_stats_t st = {{0}, {0}, 0};
     struct node *n, *prev = NULL;
-    uint32_t in_lru = 0;
+    uint32_t nlru = 0, unpinned = 0;
 
 #define FAIL(...) do { snprintf(msg, msglen, __VA_ARGS__); return PINPOOL_EINTERNAL; } while (0)
     RB_FOREACH(n, obj_tree, &u->tree) {
@@ -334,21 +365,26 @@ int objs_check(const objs_t *t, char *msg, size_t msglen)
                  u->gen);
         if (o->slice != 0 && o->extent < o->size)
             FAIL("object '%s': extent %" PRIu64 " < size %" PRIu64, o->key, o->extent, o->size);
+        if (o->pins > 0 && o->state != OBJ_RESIDENT)
+            FAIL("object '%s' is pinned but %s", o->key, objs_state_name(o->state));
+        if (o->state == OBJ_RESIDENT && o->pins == 0)
+            unpinned++;
         st.count[o->state]++;
         st.bytes[o->state] += o->size;
         st.total++;
     }
     TAILQ_FOREACH(n, &u->lru, lru) {
-        if (n->o.state != OBJ_RESIDENT)
-            FAIL("object '%s' is in the LRU list but %s", n->o.key, objs_state_name(n->o.state));
+        if (!in_lru(&n->o))
+            FAIL("object '%s' is in the LRU list but %s%s", n->o.key, objs_state_name(n->o.state),
+                 n->o.pins > 0 ? " and pinned" : "");
         if (prev != NULL && prev->o.last_use >= n->o.last_use)
             FAIL("LRU list out of order at '%s'", n->o.key);
         prev = n;
-        in_lru++;
+        nlru++;
     }
-    if (in_lru != st.count[OBJ_RESIDENT])
-        FAIL("%" PRIu32 " objects in the LRU list, %" PRIu32 " resident", in_lru,
-             st.count[OBJ_RESIDENT]);
+    if (nlru != unpinned)
+        FAIL("%" PRIu32 " objects in the LRU list, %" PRIu32 " resident and unpinned", nlru,
+             unpinned);
     if (memcmp(&st, &t->st, sizeof(st)) != 0)
         FAIL("per-state counters do not match the records (total %" PRIu32 " vs %" PRIu32 ")",
              st.total, t->st.total);

@@ -1,8 +1,10 @@
 /*
  * objects.h - the table of named objects: released slices and Put objects.
  *
- * Owns: one record per key (its state, size, where its bytes are, its TTL) and
- * the least-recently-used order of the objects that could be spilled.
+ * Owns: one record per (uid, key) (its state, size, where its bytes are, its
+ * TTL) and the least-recently-used order of the objects that could be spilled.
+ * Keys are a namespace per uid: uid U's key k and uid V's key k are two
+ * records, and a lookup names both.
  * Never: touches memory, the pool, the tier, threads or time sources; the
  * caller (server/objstore.c, server/spill.c) moves bytes and passes "now" in.  Pure C, testable alone.
  * Locking: none; the caller holds its own lock around every call.
@@ -22,9 +24,15 @@
  * object in a transient state (SPILLING, RESTORING) is left alone by everyone
  * but the thread that put it there: others wait until it settles.
  *
- * Invariants (objs_check): the LRU list holds exactly the RESIDENT objects,
- * in last-use order; per-state counts and byte sums match the records;
- * RESIDENT/SPILLING objects have a slice, SPILLED ones none.
+ * Pins.  A RESIDENT object may be pinned (objs_pin) by readers that copy its
+ * bytes without the caller's lock: while pinned it is out of the LRU list (no
+ * spill picks it, objs_expired skips it) and objs_set_state refuses to move
+ * it; the caller must not remove it either (it waits for the last unpin).
+ *
+ * Invariants (objs_check): the LRU list holds exactly the unpinned RESIDENT
+ * objects, in last-use order; only RESIDENT objects are pinned; per-state
+ * counts and byte sums match the records; RESIDENT/SPILLING objects have a
+ * slice, SPILLED ones none.
  */
 #ifndef PINPOOL_OBJECTS_H
 #define PINPOOL_OBJECTS_H
@@ -59,6 +67,9 @@ typedef struct obj {
     uint64_t expires_ns; /* 0: never */
     uint64_t last_use;   /* objs' own clock: larger is more recent */
     uint32_t waiters;    /* threads waiting for it to settle (caller's bookkeeping) */
+    uint64_t charged_to; /* who else pays for it besides its uid (caller's bookkeeping: the
+                          * daemon's owner number of the client that made it; 0 none) */
+    uint32_t pins;       /* readers copying its bytes (objs_pin) */
     bool in_tier;        /* a copy is in the tier (spilled, or restored and not yet removed) */
 } obj_t;
 
@@ -94,12 +105,13 @@ void objs_destroy(objs_t *t);
 
 const char *objs_state_name(obj_state_t s);
 
-/* The record under key, or NULL. */
-obj_t *objs_find(objs_t *t, const char *key);
+/* The record of uid under key, or NULL. */
+obj_t *objs_find(objs_t *t, uint32_t uid, const char *key);
 /*
- * A new RESIDENT record for key (owned by uid, a new generation) holding slice
- * (offset, extent), most recently used.  PINPOOL_EINVAL (bad key or size 0,
- * slice 0), PINPOOL_EEXIST, PINPOOL_ENOSPC (max_objects), -ENOMEM.
+ * A new RESIDENT record for key in uid's namespace (owned by uid, a new
+ * generation) holding slice (offset, extent), most recently used.
+ * PINPOOL_EINVAL (bad key or size 0, slice 0), PINPOOL_EEXIST (uid has key),
+ * PINPOOL_ENOSPC (max_objects), -ENOMEM.
  */
 int objs_insert(objs_t *t, const char *key, uint32_t uid, uint64_t size, uint64_t slice,
                 uint64_t offset, uint64_t extent, uint64_t expires_ns, obj_t **out);
@@ -114,6 +126,11 @@ int objs_insert_spilled(objs_t *t, const char *key, uint32_t uid, uint64_t gen, 
 void objs_remove(objs_t *t, obj_t *o);
 /* Mark o most recently used (RESIDENT only; others have no LRU place). */
 void objs_touch(objs_t *t, obj_t *o);
+/* A reader copies o's bytes: o (RESIDENT) leaves the LRU list until its last
+ * unpin, which makes it the most recently used.  0, or PINPOOL_EINVAL (not
+ * RESIDENT). */
+int objs_pin(objs_t *t, obj_t *o);
+void objs_unpin(objs_t *t, obj_t *o);
 
 /*
  * Change o's state along an allowed edge (see above), with the slice that it
@@ -128,7 +145,8 @@ obj_t *objs_lru(objs_t *t);
 /* The next RESIDENT object after o in LRU order (older to newer), or NULL. */
 obj_t *objs_lru_next(objs_t *t, obj_t *o);
 
-/* Some object whose TTL has passed at now_ns and is not in a transient state, or NULL. */
+/* Some object whose TTL has passed at now_ns, not in a transient state and
+ * not pinned, or NULL. */
 obj_t *objs_expired(objs_t *t, uint64_t now_ns);
 /* The earliest expiry of any object, 0 if none has a TTL. */
 uint64_t objs_next_expiry(objs_t *t);

@@ -36,6 +36,8 @@ extern "C" {
  * own: the daemon unreachable, a deadline) is mapped back from its status to
  * the FIRST code listed with it (proto/status.c does both directions), so
  * the order matters: CONNECT before SHUTDOWN, INVAL first of INVALID_ARGUMENT.
+ * SESSION is the library's own (the daemon never answers it): a context whose
+ * session ended with its daemon (pinpool_reconnect, pinpool.h).
  */
 #define PINPOOL_ERRNO_MAP(XX)                                                        \
     XX(INVAL, -1001, INVALID_ARGUMENT, "invalid argument")                           \
@@ -56,7 +58,10 @@ extern "C" {
     XX(EXIST, -1015, ALREADY_EXISTS, "a slice is already kept under that tag")      \
     XX(NOKEY, -1016, NOT_FOUND, "no object under that key")                          \
     XX(TIER, -1017, UNAVAILABLE, "the spill tier failed")                            \
-    XX(BUSY, -1018, UNAVAILABLE, "the object is leased by a reader; retry later")
+    XX(BUSY, -1018, UNAVAILABLE, "the object is leased by a reader; retry later")    \
+    XX(SESSION, -1019, FAILED_PRECONDITION,                                          \
+       "the daemon restarted: this context's session and its slices are gone; "      \
+       "pinpool_reconnect makes a new one")
 
 enum {
 #define PINPOOL_XX_(name, value, status, msg) PINPOOL_E##name = (value),

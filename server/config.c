@@ -47,7 +47,9 @@ typedef struct srv_option {
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
 static const char *const log_formats[] = {"text", "json", NULL};
 static const char *const yes_no[] = {"yes", "no", NULL};
-static const char *const host_backends[] = {"auto", "vmm", "register", "memfd", NULL};
+static const char *const host_backends[] = {"auto", "hugetlb", "vmm", "register", "hugetlb-cpu",
+                                            "memfd", NULL};
+static const char *const huge_modes[] = {"auto", "reserve", "never", NULL};
 static const char *const device_backends[] = {"auto", "vmm", "ipc", NULL};
 
 #define STR_FIELD(f) offsetof(srv_config_t, f), sizeof(((srv_config_t *)0)->f)
@@ -64,6 +66,12 @@ static const srv_option_t options[] = {
      NUM_FIELD(chunk_size), 2 * MiB, 64 * GiB, 2 * MiB, NULL, "auto"},
     {"pin-threads", OPT_UINT, "2", "N", "threads that create (and pin) the pool's chunks at start-up",
      NUM_FIELD(pin_threads), 1, 64, 0, NULL, NULL},
+    {"pin-unit", OPT_SIZE, "chunk", "SIZE",
+     "hugetlb backends: populate and pin each chunk in pieces of this size, yielding between "
+     "pieces, so that no one call holds the kernel or the driver (and with it every other "
+     "process's pinning on the node) for longer than a piece takes; chunk: a chunk in one call "
+     "(vmm always pins a chunk in one cuMemCreate: --chunk-size bounds it)",
+     NUM_FIELD(pin_unit), 0, 64 * GiB, 2 * MiB, NULL, "chunk"},
     {"socket", OPT_STRING, NULL, "PATH",
      "gRPC unix socket; the fd socket is PATH.fd "
      "(default $XDG_RUNTIME_DIR/pinpool.sock, else /tmp/pinpool-$UID/pinpool.sock; an absolute "
@@ -83,8 +91,14 @@ static const srv_option_t options[] = {
      "accept gRPC callers without an fd-socket session (a stock gRPC client); they cannot "
      "be identified, so --allow-uid/--allow-gid turn them off", STR_FIELD(detached_clients), 0,
      0, 0, yes_no, NULL},
-    {"client-quota", OPT_SIZE, "0", "SIZE", "most bytes one client may hold (0: no limit)",
+    {"client-quota", OPT_SIZE, "0", "SIZE",
+     "most bytes one client may hold (0: no limit), like 16GiB: its slices, and for a session, "
+     "while it lives, the kept slices and objects (released or put) it made",
      NUM_FIELD(client_quota), 0, 1ull << 50, 0, NULL, "no limit"},
+    {"user-quota", OPT_SIZE, "0", "SIZE",
+     "most bytes one uid may hold (0: no limit), like 64GiB: the slices and kept slices of all its clients "
+     "and all its objects, spilled ones included; callers without a session count as the "
+     "daemon's uid", NUM_FIELD(user_quota), 0, 1ull << 50, 0, NULL, "no limit"},
     {"max-clients", OPT_UINT, "auto", "N",
      "most clients at once (0: no limit); auto: what RLIMIT_NOFILE allows (the daemon raises "
      "its soft limit to the hard one) at 2 descriptors a client, after 96 and one per chunk "
@@ -131,10 +145,18 @@ static const srv_option_t options[] = {
      "refused with RESOURCE_EXHAUSTED while less than this is left (0: off)",
      NUM_FIELD(memory_reserve), 0, 1 * GiB, 0, NULL, "off"},
     {"host-backend", OPT_CHOICE, "auto", "NAME",
-     "how host chunks are made and pinned: vmm (CUDA VMM host memory shared as fds; pinned once), "
-     "register (memfds pinned by cuMemHostRegister in every process), memfd (CPU-only), "
-     "auto (the first of these that works here)",
+     "how host chunks are made and pinned: hugetlb (huge-page memfds pinned by cuMemHostRegister "
+     "in every process; needs --huge-pages), vmm (CUDA VMM host memory shared as fds; pinned "
+     "once), register (memfds pinned by cuMemHostRegister in every process), hugetlb-cpu and "
+     "memfd (the same memfds without CUDA), auto (the first of these that works here; the log "
+     "says which and why)",
      STR_FIELD(host_backend), 0, 0, 0, host_backends, NULL},
+    {"huge-pages", OPT_CHOICE, "auto", "MODE",
+     "huge pages for the hugetlb backends: auto (use free ones when there are enough for the "
+     "whole pool: HugePages_Free, 1 GiB pages where --chunk-size is a multiple of 1 GiB, else "
+     "2 MiB), reserve (as root: raise vm.nr_hugepages for the pool and give the pages back at "
+     "exit), never",
+     STR_FIELD(huge_pages), 0, 0, 0, huge_modes, NULL},
     {"device-pool-size", OPT_SIZE, "0", "SIZE",
      "GPU memory per GPU kept by the daemon and shared with its clients (0: no device pool)",
      NUM_FIELD(device_pool_size), 0, 1ull << 50, 2 * MiB, NULL, "none"},
@@ -143,6 +165,12 @@ static const srv_option_t options[] = {
      "map read-only, unmap and remap at the same address), ipc (one legacy CUDA IPC handle per "
      "GPU), auto (vmm where the driver supports exporting GPU memory as fds, else ipc)",
      STR_FIELD(device_backend), 0, 0, 0, device_backends, NULL},
+    {"device-pool-uid", OPT_STRING, "", "USER",
+     "the one user (a name or uid) whose clients may use the ipc device pools: such a pool is "
+     "one cudaMalloc shared by its CUDA IPC handle, so it cannot keep users apart (vmm device "
+     "pools keep uids apart by chunk and ignore this); empty: the first uid that allocates in "
+     "one, for the daemon's lifetime",
+     STR_FIELD(device_pool_uid), 0, 0, 0, NULL, NULL},
     {"devices", OPT_STRING, "all", "LIST",
      "GPUs that get a device pool: all, or ordinals like 0,1", STR_FIELD(devices), 0, 0, 0, NULL,
      NULL},
@@ -156,6 +184,15 @@ static const srv_option_t options[] = {
      "mooncake://MASTER:PORT?metadata=...&..., none (never spill), or auto: "
      "file://STATE_DIR/spill/<socket path>",
      STR_FIELD(spill_tier), 0, 0, 0, NULL, NULL},
+    {"cluster", OPT_STRING, "", "NAME",
+     "share named objects with the other daemons of cluster NAME on the same Mooncake tier "
+     "(off by default): what one releases or puts, the others acquire, get and see; needs a "
+     "mooncake:// --spill-tier without prefix= (README \"Running several nodes\")",
+     STR_FIELD(cluster), 0, 0, 0, NULL, NULL},
+    {"cluster-node", OPT_STRING, "auto", "NAME",
+     "this daemon's name in --cluster (its copies lie under CLUSTER/n/NAME/); auto: the host "
+     "name and a hash of the socket path",
+     STR_FIELD(cluster_node), 0, 0, 0, NULL, NULL},
     {"spill-low-watermark", OPT_STRING, "0.05", "FRACTION|SIZE",
      "spill released objects in the background while free space is below this "
      "(a fraction of the pool like 0.05, or a size like 2GiB; 0: only when an allocation "
@@ -463,6 +500,7 @@ static int parse_ids(const char *opt, const char *list, bool group, uint32_t *id
 
 int srv_config_validate(srv_config_t *cfg, char *err, size_t errlen)
 {
+    uint32_t dev[SRV_ALLOW_MAX];
     char a[32], b[32];
 
     if (cfg->chunk_size == 0)
@@ -501,8 +539,16 @@ int srv_config_validate(srv_config_t *cfg, char *err, size_t errlen)
     if (parse_ids("allow-uid", cfg->allow_uid, false, cfg->allow_uids, &cfg->nallow_uids, err,
                   errlen) != 0 ||
         parse_ids("allow-gid", cfg->allow_gid, true, cfg->allow_gids, &cfg->nallow_gids, err,
+                  errlen) != 0 ||
+        parse_ids("device-pool-uid", cfg->device_pool_uid, false, dev, &cfg->ndevice_uid, err,
                   errlen) != 0)
         return PINPOOL_EINVAL;
+    if (cfg->ndevice_uid > 1) {
+        snprintf(err, errlen, "--device-pool-uid: one user, not a list ('%s')",
+                 cfg->device_pool_uid);
+        return PINPOOL_EINVAL;
+    }
+    cfg->device_uid = cfg->ndevice_uid == 1 ? dev[0] : 0;
     return 0;
 }
 

@@ -26,8 +26,10 @@ typedef struct srv_config {
     uint64_t mem_pool_size;
     uint64_t chunk_size;
     uint64_t pin_threads;
+    uint64_t pin_unit; /* 0: a chunk in one call */
     uint64_t device_pool_size;
     uint64_t client_quota;
+    uint64_t user_quota;
     uint64_t max_clients;
     uint64_t max_objects;
     char allow_uid[128];
@@ -36,6 +38,7 @@ typedef struct srv_config {
     char force[4];
     char detached_clients[4];
     char devices[128];
+    char device_pool_uid[64];
     char socket[SRV_PATH_MAX];
     char listen[256];
     char listen_token_file[256];
@@ -50,15 +53,25 @@ typedef struct srv_config {
     char metrics[64];
     char host_backend[16];
     char device_backend[8];
+    char huge_pages[8];
     char log_level[8];
     char log_format[8];
     char state_dir[256];
     char spill_tier[1024];
     char spill_low_watermark[32];
+    char cluster[64];      /* --cluster: "" off (server/cluster.c) */
+    char cluster_node[64]; /* --cluster-node */
     /* Not options: --allow-uid / --allow-gid as numbers (names looked up by
      * srv_config_validate); the first gid is the group of the sockets. */
     uint32_t allow_uids[SRV_ALLOW_MAX], nallow_uids;
     uint32_t allow_gids[SRV_ALLOW_MAX], nallow_gids;
+    /* Not an option: --device-pool-uid as a number (ndevice_uid 0: not given). */
+    uint32_t device_uid, ndevice_uid;
+    /* Not options: the huge pages the pool may use, found or reserved at start
+     * (hugepages.h): their size (IPC_HUGE_2M or IPC_HUGE_1G; 0: none, and
+     * huge_why says why), for --host-backend hugetlb, hugetlb-cpu and auto. */
+    uint64_t huge_page;
+    char huge_why[320];
     /* Not options: what parsing changed and a person should hear about ("--chunk-size
      * 64MB rounded up to 62.00 MiB"), one per line; main.c logs them at start. */
     char notes[512];

@@ -50,6 +50,7 @@
 #include "config.h"
 #include "dirs.h"
 #include "fdsock.h"
+#include "hugepages.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
@@ -90,6 +91,7 @@ typedef struct daemon {
     int exit_code;
     bool tty;
     double next_report; /* seconds into start-up of the next progress line */
+    srv_huge_t huge;    /* --huge-pages: what srv_huge_setup found or reserved */
 } daemon_t;
 
 static void usage(FILE *out)
@@ -420,7 +422,7 @@ static void on_progress(struct ev_loop *loop, ev_timer *w, int revents)
 
 static int serve(int argc, char **argv)
 {
-    daemon_t d = {.lock_fd = -1, .dir_fd = -1};
+    daemon_t d = {.lock_fd = -1, .dir_fd = -1, .huge.ledger_fd = -1};
     char err[512];
     char size[32], chunk[32];
     size_t nmethods;
@@ -458,7 +460,13 @@ static int serve(int argc, char **argv)
     d.tty = isatty(STDERR_FILENO);
     d.exit_code = 1;
 
-    if (check_memory(&d) != 0 || open_socket_dir(&d) != 0 || take_lock(&d) != 0)
+    if (open_socket_dir(&d) != 0 || take_lock(&d) != 0)
+        goto out;
+    if (srv_huge_setup(&d.cfg, &d.huge) != 0) /* before the pool: --huge-pages */
+        goto out;
+    /* A pool in huge pages is not in MemAvailable nor in the cgroup's count
+     * (srv_huge_setup found or reserved them): nothing more to check. */
+    if (d.cfg.huge_page == 0 && check_memory(&d) != 0)
         goto out;
     rc = srv_create(&d.srv, &d.cfg, err, sizeof(err));
     if (rc != 0) {
@@ -472,6 +480,7 @@ static int serve(int argc, char **argv)
         srv_error("cannot create the pool: %s", rc == 0 ? "" : err);
         goto out;
     }
+    srv_gpu_refresh(d.srv); /* GetPoolInfo's gpus until the pool is pinned */
 
     /* The control plane: the heap's reserve (libev's allocator too), the
      * service, the gRPC server with its limits; TCP only with its token. */
@@ -564,6 +573,7 @@ out:
     srv_fdsock_close(d.fdsock);
     srv_persist_objects(d.srv); /* resident objects to the tier, for the next start */
     srv_destroy(d.srv);
+    srv_huge_release(&d.huge); /* the pool is gone: its reserved huge pages back */
     if (d.loop != NULL)
         ev_loop_destroy(d.loop);
     if (d.lock_fd >= 0) {
@@ -573,6 +583,10 @@ out:
     if (d.dir_fd >= 0)
         close(d.dir_fd);
     srv_info("stopped");
+    if (rpc_shutdown_pending()) { /* gRPC's threads still run: no static destructors */
+        fflush(NULL);
+        _exit(d.exit_code);
+    }
     return d.exit_code;
 }
 

@@ -144,6 +144,18 @@ static void build_page(srv_metrics_t *m, page_t *p)
             d->stats.capacity);
         put(p, "pinpool_used_bytes{pool=\"gpu%d\"} %" PRIu64 "\n", (int)d->device_id, d->stats.used);
     }
+    srv_gpu_t gpu[SRV_MAX_DEVICES];
+    uint32_t ngpu = srv_gpu_footprint(m->srv, gpu);
+    put(p, "# HELP pinpool_gpu_context GPUs the daemon holds a CUDA context on (none on others).\n"
+           "# TYPE pinpool_gpu_context gauge\n");
+    for (uint32_t i = 0; i < ngpu; i++)
+        put(p, "pinpool_gpu_context{gpu=\"%d\",role=\"%s\"} 1\n", (int)gpu[i].device_id,
+            gpu[i].role);
+    put(p, "# HELP pinpool_gpu_used_bytes GPU memory in use by all processes, seen through the "
+           "daemon's context (its ~0.5 GiB included).\n# TYPE pinpool_gpu_used_bytes gauge\n");
+    for (uint32_t i = 0; i < ngpu; i++)
+        put(p, "pinpool_gpu_used_bytes{gpu=\"%d\"} %" PRIu64 "\n", (int)gpu[i].device_id,
+            gpu[i].used);
     put(p, "# TYPE pinpool_slices gauge\npinpool_slices %" PRIu32 "\n", info->stats.num_slices);
     put(p, "# TYPE pinpool_clients gauge\npinpool_clients %" PRIu32 "\n", info->num_clients);
     put(p, "# TYPE pinpool_kept_slices gauge\npinpool_kept_slices %" PRIu32 "\n", info->num_kept);

@@ -25,6 +25,12 @@ Wire format (native little endian; tier_mooncake_adapter.c has the same table):
 Ops: PUT (create or replace: upsert), GET (into off, len bytes; rc = size or a
 Mooncake error, aux = the object's size when the room was short), EXISTS,
 SIZE, REMOVE (flags & 1: force, skipping Mooncake's read lease).
+Every put carries one ReplicateConfig made at HELLO from the tier's URI:
+replicas (replica_num), soft_pin (soft_pin_action ENABLE; with_soft_pin on
+older wheels), hard_pin (with_hard_pin), prefer_local (preferred_segment:
+this process's own segment, or local_segment; the wheel's client refuses
+prefer_alloc_in_same_node on every put).  HELLO's reply message is
+"upsert" or "remove+put", then "|" and the preferred segment.
 """
 import json
 import mmap
@@ -55,6 +61,7 @@ class Adapter:
         self.addr = 0
         self.size = 0
         self.has_upsert = False
+        self.config = None  # the ReplicateConfig of every put
 
     def reply(self, seq, status, results=(), msg=""):
         out = [REP.pack(seq, status, len(results))]
@@ -75,7 +82,42 @@ class Adapter:
                 cfg["master"], cfg["metadata_server"], rc)
         self.store = store
         self.has_upsert = hasattr(store, "batch_upsert_from") and hasattr(store, "upsert_from")
-        return 0, "upsert" if self.has_upsert else "remove+put"
+        rc, why, preferred = self.placement(cfg)
+        if rc != 0:
+            return rc, why
+        return 0, ("upsert" if self.has_upsert else "remove+put") + "|" + preferred
+
+    def placement(self, cfg):
+        """The ReplicateConfig of every put: (0, "", preferred segment) or (rc, why, "")."""
+        from mooncake.store import ReplicateConfig
+        c = ReplicateConfig()
+        c.replica_num = int(cfg.get("replicas", 1))
+        if cfg.get("soft_pin"):
+            if hasattr(c, "with_soft_pin"):
+                c.with_soft_pin = True
+            elif hasattr(c, "soft_pin_action"):
+                from mooncake.store import SoftPinAction
+                c.soft_pin_action = SoftPinAction.ENABLE
+            else:
+                return -600, "soft_pin=1: this Mooncake has neither with_soft_pin nor " \
+                    "soft_pin_action in ReplicateConfig", ""
+        if cfg.get("hard_pin"):
+            if not hasattr(c, "with_hard_pin"):
+                return -600, "hard_pin=1: this Mooncake's ReplicateConfig has no with_hard_pin", ""
+            c.with_hard_pin = True
+        preferred = ""
+        if cfg.get("prefer_local"):
+            preferred = cfg.get("local_segment") or ""
+            if not preferred and int(cfg["segment"]) > 0:
+                preferred = self.store.get_hostname()  # the segment this client mounted
+            if not preferred:
+                return -600, "prefer_local=1 needs a segment on this node: segment=SIZE (this " \
+                    "client's own) or local_segment=HOST:PORT (a mooncake_client here); " \
+                    "Mooncake's own prefer_alloc_in_same_node is refused by its Python " \
+                    "client on every put", ""
+            c.preferred_segment = preferred
+        self.config = c
+        return 0, "", preferred
 
     def setbuf(self, size, fds):
         if len(fds) != 1:
@@ -118,14 +160,15 @@ class Adapter:
         ptrs = [p for _, p, _ in items]
         lens = [n for _, _, n in items]
         if op == OP_PUT:
+            c = self.config
             if self.has_upsert:
-                rcs = (s.batch_upsert_from(keys, ptrs, lens) if len(items) > 1
-                       else [s.upsert_from(keys[0], ptrs[0], lens[0])])
+                rcs = (s.batch_upsert_from(keys, ptrs, lens, c) if len(items) > 1
+                       else [s.upsert_from(keys[0], ptrs[0], lens[0], c)])
             else:  # put on an existing key is a no-op: remove first
                 rcs = []
                 for k, p, n in items:
                     rc = s.remove(k, bool(flags & 1))
-                    rcs.append(rc if rc not in (0, -704) else s.put_from(k, p, n))
+                    rcs.append(rc if rc not in (0, -704) else s.put_from(k, p, n, c))
             return [(rc, 0) for rc in rcs]
         if op == OP_GET:
             rcs = (s.batch_get_into(keys, ptrs, lens) if len(items) > 1
@@ -184,10 +227,17 @@ def main():
     adapter = Adapter(sock)
     adapter.serve()
     if adapter.store is not None:
-        try:
-            adapter.store.close()
-        except Exception:
-            pass
+        # close() tells the master this client is gone; with an etcd master
+        # entry it can take 30 s (its watch), so it gets 1 s, then we go.
+        import threading
+        def close():
+            try:
+                adapter.store.close()
+            except Exception:
+                pass
+        t = threading.Thread(target=close, daemon=True)
+        t.start()
+        t.join(1.0)
     os._exit(0)  # skip interpreter teardown of Mooncake's threads
 
 

@@ -122,7 +122,7 @@ static int on_copy(const tier_entry_t *e, void *arg)
         r->expired++;
         return lose(r, e->key, e->keylen, "its TTL passed");
     }
-    o = objs_find(srv->objs, key);
+    o = objs_find(srv->objs, uid, key);
     if (o != NULL && o->gen > gen) {
         r->older++;
         return lose(r, e->key, e->keylen, "an older generation of a key with a newer copy");

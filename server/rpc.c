@@ -684,6 +684,68 @@ static void drain(rpc_server_t *rs)
     }
 }
 
+/*
+ * grpc_shutdown joins gRPC's executor threads, and one of them may be a TCP
+ * "backup poller" that a large reply's blocked write started: it polls with a
+ * deadline of ~10 s and nothing wakes it, so grpc_shutdown took 10 s in 2 of
+ * 5 stops after a client had read an 8 MiB object.  It runs on a thread of its
+ * own here and the daemon waits for it at most GRPC_SHUTDOWN_WAIT_MS; past
+ * that, rpc_shutdown_pending() says so and main leaves by _exit (gRPC's
+ * threads still run: its static destructors must not).
+ */
+#define GRPC_SHUTDOWN_WAIT_MS 500
+
+static pthread_mutex_t gs_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gs_cv = PTHREAD_COND_INITIALIZER;
+static bool gs_done, gs_pending;
+
+static void *grpc_shutdown_thread(void *arg)
+{
+    (void)arg;
+    grpc_shutdown();
+    pthread_mutex_lock(&gs_lock);
+    gs_done = true;
+    pthread_cond_signal(&gs_cv);
+    pthread_mutex_unlock(&gs_lock);
+    return NULL;
+}
+
+static void shutdown_grpc_bounded(void)
+{
+    struct timespec ts;
+    pthread_t t;
+
+    if (pthread_create(&t, NULL, grpc_shutdown_thread, NULL) != 0) {
+        grpc_shutdown();
+        return;
+    }
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += GRPC_SHUTDOWN_WAIT_MS * 1000000L;
+    ts.tv_sec += ts.tv_nsec / 1000000000L;
+    ts.tv_nsec %= 1000000000L;
+    pthread_mutex_lock(&gs_lock);
+    while (!gs_done)
+        if (pthread_cond_timedwait(&gs_cv, &gs_lock, &ts) == ETIMEDOUT)
+            break;
+    gs_pending = !gs_done;
+    pthread_mutex_unlock(&gs_lock);
+    if (gs_pending) {
+        pthread_detach(t);
+        srv_info("gRPC's clean-up waits for a background poller (up to 10 s after a large "
+                 "reply): the daemon does not wait for it");
+    } else {
+        pthread_join(t, NULL);
+    }
+}
+
+bool rpc_shutdown_pending(void)
+{
+    pthread_mutex_lock(&gs_lock);
+    bool pending = gs_pending && !gs_done;
+    pthread_mutex_unlock(&gs_lock);
+    return pending;
+}
+
 void rpc_server_stop(rpc_server_t *rs, double grace_s)
 {
     if (rs == NULL)
@@ -728,5 +790,5 @@ void rpc_server_stop(rpc_server_t *rs, double grace_s)
     pthread_mutex_destroy(&rs->lock);
     free(rs->handles);
     free(rs);
-    grpc_shutdown();
+    shutdown_grpc_bounded();
 }

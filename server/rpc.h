@@ -161,5 +161,8 @@ void rpc_server_add_connection(rpc_server_t *rs, int fd);
 void rpc_server_begin_shutdown(rpc_server_t *rs, void (*done)(void *arg), void *arg);
 void rpc_server_cancel_all(rpc_server_t *rs);
 void rpc_server_stop(rpc_server_t *rs, double grace_s);
+/* After rpc_server_stop: gRPC's own clean-up did not finish in time and still
+ * runs on a thread of its own; the process must leave by _exit. */
+bool rpc_shutdown_pending(void);
 
 #endif

@@ -4,11 +4,13 @@
  * (GetPoolInfo and GetServerConfig are in service_info.c).
  *
  * Owns: turning requests into srv_* calls and their results into replies;
- * which methods act for a client: those whose row has authorize as its check
- * (every request with a client_id field); what each method undoes when its
- * caller never got the reply (an allocated or acquired slice goes back); the
- * bound on replies that carry object bytes (Get, BatchGet: checked before any
- * byte is copied).
+ * which of access.c's operations each method is (its check column: every
+ * method is admitted by srv_access with the caller's session token and the
+ * request's client_id, if it has one, before it is handled; the srv_* calls
+ * then ask again for what they do, under the same hold of the lock); what
+ * each method undoes when its caller never got the reply (an allocated or
+ * acquired slice goes back); the bound on replies that carry object bytes
+ * (Get, BatchGet: checked before any byte is copied).
  * Never: takes srv's lock directly, or waits on a gRPC queue thread: every
  * handler runs through srv_service_run (HANDLER), which makes srv's calls
  * answer SRV_EWOULDBLOCK there instead of waiting and turns that into
@@ -61,25 +63,48 @@ static uint64_t reply_budget(srv_t *srv)
 }
 
 /*
- * The check of every method whose request names a client (its client_id
- * field, found through the message's descriptor): may the caller act for
- * it?  A session's id needs the session's token (srv_authorize).
+ * The check column: may the caller make this call at all (access.c's policy
+ * table, the row of op)?  The request's client_id, when it has one, is
+ * found through the message's descriptor.
  */
-static int authorize(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
+static int authorize(void *app, srv_op_t op, const ProtobufCMessage *m, rpc_reply_t *reply)
 {
     const ProtobufCFieldDescriptor *f =
         protobuf_c_message_descriptor_get_field_by_name(m->descriptor, "client_id");
-    const char *id;
+    const char *id = NULL;
 
-    if (f == NULL || f->type != PROTOBUF_C_TYPE_STRING || f->label == PROTOBUF_C_LABEL_REPEATED) {
-        snprintf(reply->text, sizeof(reply->text), "%s names no client to authorize",
+    if (f != NULL && (f->type != PROTOBUF_C_TYPE_STRING || f->label == PROTOBUF_C_LABEL_REPEATED)) {
+        snprintf(reply->text, sizeof(reply->text), "%s: client_id is not one string",
                  m->descriptor->name);
         return PINPOOL_EINTERNAL;
     }
-    id = *(char *const *)(const void *)((const char *)m + f->offset);
-    return srv_authorize(((srv_service_t *)app)->srv, id != NULL ? id : "", reply->token,
-                         reply->text, sizeof(reply->text));
+    if (f != NULL) {
+        id = *(char *const *)(const void *)((const char *)m + f->offset);
+        if (id == NULL)
+            id = "";
+    }
+    return srv_access(((srv_service_t *)app)->srv, op, reply->token, id, reply->text,
+                      sizeof(reply->text));
 }
+
+/* check_OP: the check column of the methods that are op. */
+#define CHECK(name, op)                                                                    \
+    static int check_##name(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)      \
+    {                                                                                      \
+        return authorize(app, op, m, reply);                                               \
+    }
+CHECK(alloc, SRV_OP_ALLOC)
+CHECK(free, SRV_OP_FREE)
+CHECK(attach, SRV_OP_ATTACH)
+CHECK(release, SRV_OP_RELEASE)
+CHECK(acquire, SRV_OP_ACQUIRE)
+CHECK(put, SRV_OP_PUT)
+CHECK(get, SRV_OP_GET)
+CHECK(exists, SRV_OP_EXISTS)
+CHECK(remove, SRV_OP_REMOVE)
+CHECK(info, SRV_OP_INFO)
+CHECK(config, SRV_OP_CONFIG)
+CHECK(ping, SRV_OP_PING)
 
 /* ---- AllocatePoolMemory ------------------------------------------------------ */
 
@@ -153,7 +178,7 @@ static int reply_or_free(srv_t *srv, const char *client_id, const srv_slice_t *s
         uint64_t freed;
         uint32_t n;
         char ignored[64];
-        srv_free(srv, client_id, s->info.id, &freed, &n, ignored, sizeof(ignored));
+        srv_free(srv, reply->token, client_id, s->info.id, &freed, &n, ignored, sizeof(ignored));
     }
     return rc;
 }
@@ -164,8 +189,8 @@ static int alloc(srv_service_t *svc, const ProtobufCMessage *m, rpc_reply_t *rep
     srv_slice_t s;
     int rc;
 
-    rc = srv_alloc(svc->srv, req->client_id, req->device_id, req->size_bytes, req->alignment,
-                   req->tag, req->keep, &s, reply->text, sizeof(reply->text));
+    rc = srv_alloc(svc->srv, reply->token, req->client_id, req->device_id, req->size_bytes,
+                   req->alignment, req->tag, req->keep, &s, reply->text, sizeof(reply->text));
     if (rc != 0)
         return rc;
     return reply_or_free(svc->srv, req->client_id, &s, reply);
@@ -181,7 +206,8 @@ static void undo_alloc(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
     uint64_t freed = 0;
     uint32_t n = 0;
     char msg[256] = "";
-    int rc = srv_free(svc->srv, req->client_id, r->msg.slice_id, &freed, &n, msg, sizeof(msg));
+    int rc = srv_free(svc->srv, reply->token, req->client_id, r->msg.slice_id, &freed, &n, msg,
+                      sizeof(msg));
 
     srv_info("AllocatePoolMemory for %s: the caller gave up before the reply; slice %" PRIu64
              " %s", req->client_id, r->msg.slice_id, rc == 0 ? "freed" : msg);
@@ -193,7 +219,8 @@ static int attach(srv_service_t *svc, const ProtobufCMessage *m, rpc_reply_t *re
     srv_slice_t s;
     int rc;
 
-    rc = srv_attach(svc->srv, req->client_id, req->tag, &s, reply->text, sizeof(reply->text));
+    rc = srv_attach(svc->srv, reply->token, req->client_id, req->tag, &s, reply->text,
+                    sizeof(reply->text));
     return rc != 0 ? rc : build_slice_reply(svc->srv, &s, reply);
 }
 HANDLER(attach)
@@ -217,7 +244,7 @@ static int free_slice(srv_service_t *svc, const ProtobufCMessage *m, rpc_reply_t
     uint32_t n;
     int rc;
 
-    rc = srv_free(svc->srv, req->client_id, req->slice_id, &freed, &n, reply->text,
+    rc = srv_free(svc->srv, reply->token, req->client_id, req->slice_id, &freed, &n, reply->text,
                   sizeof(reply->text));
     if (rc != 0)
         return rc;
@@ -252,8 +279,8 @@ static int release(srv_service_t *svc, const ProtobufCMessage *m, rpc_reply_t *r
     uint64_t size = 0;
     int rc;
 
-    rc = srv_release(svc->srv, req->client_id, req->slice_id, req->key, req->ttl_ms, &size,
-                     reply->text, sizeof(reply->text));
+    rc = srv_release(svc->srv, reply->token, req->client_id, req->slice_id, req->key, req->ttl_ms,
+                     &size, reply->text, sizeof(reply->text));
     if (rc != 0)
         return rc;
     r = malloc(sizeof(*r));
@@ -272,7 +299,8 @@ static int acquire(srv_service_t *svc, const ProtobufCMessage *m, rpc_reply_t *r
     srv_slice_t s;
     int rc;
 
-    rc = srv_acquire(svc->srv, req->client_id, req->key, &s, reply->text, sizeof(reply->text));
+    rc = srv_acquire(svc->srv, reply->token, req->client_id, req->key, &s, reply->text,
+                     sizeof(reply->text));
     if (rc != 0)
         return rc;
     return reply_or_free(svc->srv, req->client_id, &s, reply);
@@ -288,8 +316,8 @@ static void undo_acquire(void *app, const ProtobufCMessage *m, rpc_reply_t *repl
     srv_service_t *svc = app;
     uint64_t size;
     char msg[256] = "";
-    int rc = srv_release(svc->srv, req->client_id, r->msg.slice_id, req->key, 0, &size, msg,
-                         sizeof(msg));
+    int rc = srv_release(svc->srv, reply->token, req->client_id, r->msg.slice_id, req->key, 0,
+                         &size, msg, sizeof(msg));
 
     if (rc == 0)
         srv_info("AcquirePoolMemory of '%s' for %s: the caller gave up before the reply; the "
@@ -306,8 +334,8 @@ static int put(srv_service_t *svc, const ProtobufCMessage *m, rpc_reply_t *reply
     const Pinpool__V1__PutRequest *req = (const void *)m;
     int rc;
 
-    rc = srv_obj_put(svc->srv, req->key, req->data.data, req->data.len, req->ttl_ms, reply->text,
-                     sizeof(reply->text));
+    rc = srv_obj_put(svc->srv, reply->token, req->key, req->data.data, req->data.len, req->ttl_ms,
+                     reply->text, sizeof(reply->text));
     if (rc == 0)
         reply->msg = (ProtobufCMessage *)&ok.base;
     return rc;
@@ -339,8 +367,8 @@ static int get(srv_service_t *svc, const ProtobufCMessage *m, rpc_reply_t *reply
 
     if (r == NULL)
         return -ENOMEM;
-    rc = srv_obj_get(svc->srv, req->key, reply_budget(svc->srv), &r->data, &len, reply->text,
-                     sizeof(reply->text));
+    rc = srv_obj_get(svc->srv, reply->token, req->key, reply_budget(svc->srv), &r->data, &len,
+                     reply->text, sizeof(reply->text));
     if (rc == -EMSGSIZE)
         explain_too_big(svc->srv, req->key, len, reply->text, sizeof(reply->text));
     if (rc != 0) {
@@ -369,7 +397,7 @@ static int exists(srv_service_t *svc, const ProtobufCMessage *m, rpc_reply_t *re
 {
     const Pinpool__V1__ExistsRequest *req = (const void *)m;
     Pinpool__V1__ExistsResponse *r;
-    int rc = srv_obj_exists(svc->srv, req->key, reply->text, sizeof(reply->text));
+    int rc = srv_obj_exists(svc->srv, reply->token, req->key, reply->text, sizeof(reply->text));
 
     if (rc < 0)
         return rc;
@@ -387,7 +415,7 @@ static int remove_obj(srv_service_t *svc, const ProtobufCMessage *m, rpc_reply_t
 {
     static const Pinpool__V1__RemoveResponse ok = PINPOOL__V1__REMOVE_RESPONSE__INIT;
     const Pinpool__V1__RemoveRequest *req = (const void *)m;
-    int rc = srv_obj_remove(svc->srv, req->key, reply->text, sizeof(reply->text));
+    int rc = srv_obj_remove(svc->srv, reply->token, req->key, reply->text, sizeof(reply->text));
 
     if (rc == 0)
         reply->msg = (ProtobufCMessage *)&ok.base;
@@ -487,8 +515,8 @@ static int batch_put(srv_service_t *svc, const ProtobufCMessage *m, rpc_reply_t 
         return -ENOMEM;
     for (; r->next < req->n_items; r->next++) {
         const Pinpool__V1__PutRequest *it = req->items[r->next];
-        int rc = srv_obj_put(svc->srv, it->key, it->data.data, it->data.len, it->ttl_ms,
-                             r->text[r->next], sizeof(r->text[0]));
+        int rc = srv_obj_put(svc->srv, reply->token, it->key, it->data.data, it->data.len,
+                             it->ttl_ms, r->text[r->next], sizeof(r->text[0]));
         if (rc == SRV_EWOULDBLOCK)
             return rc; /* items from next on, on a worker */
         r->items[r->next].code = rc;
@@ -519,7 +547,8 @@ static int batch_get(srv_service_t *svc, const ProtobufCMessage *m, rpc_reply_t 
         for (size_t i = 0; i < req->n_keys && need <= max; i++) {
             void *none = NULL;
             uint64_t len = 0;
-            rc = srv_obj_get(svc->srv, req->keys[i], 0, &none, &len, ignored, sizeof(ignored));
+            rc = srv_obj_get(svc->srv, reply->token, req->keys[i], 0, &none, &len, ignored,
+                             sizeof(ignored));
             if (rc == SRV_EWOULDBLOCK)
                 return rc;
             need += ITEM_OVERHEAD + (rc == -EMSGSIZE ? len : 0);
@@ -539,7 +568,7 @@ static int batch_get(srv_service_t *svc, const ProtobufCMessage *m, rpc_reply_t 
         size_t i = r->next;
         void *data = NULL;
         uint64_t len = 0, room = r->budget > ITEM_OVERHEAD ? r->budget - ITEM_OVERHEAD : 0;
-        rc = srv_obj_get(svc->srv, req->keys[i], room, &data, &len, r->text[i],
+        rc = srv_obj_get(svc->srv, reply->token, req->keys[i], room, &data, &len, r->text[i],
                          sizeof(r->text[0]));
         if (rc == SRV_EWOULDBLOCK)
             return rc;
@@ -561,7 +590,7 @@ static int batch_get(srv_service_t *svc, const ProtobufCMessage *m, rpc_reply_t 
 HANDLER(batch_get)
 
 static int batch_keys(srv_service_t *svc, const ProtobufCMessage *m, rpc_reply_t *reply,
-                      int (*op)(srv_t *, const char *, char *, size_t))
+                      int (*op)(srv_t *, const char *, const char *, char *, size_t))
 {
     const Pinpool__V1__BatchKeysRequest *req = (const void *)m;
     batch_reply_t *r = batch_of(reply, req->n_keys, false);
@@ -569,7 +598,8 @@ static int batch_keys(srv_service_t *svc, const ProtobufCMessage *m, rpc_reply_t
     if (r == NULL)
         return -ENOMEM;
     for (; r->next < req->n_keys; r->next++) {
-        int rc = op(svc->srv, req->keys[r->next], r->text[r->next], sizeof(r->text[0]));
+        int rc = op(svc->srv, reply->token, req->keys[r->next], r->text[r->next],
+                    sizeof(r->text[0]));
         if (rc == SRV_EWOULDBLOCK)
             return rc;
         r->items[r->next].code = rc;
@@ -602,37 +632,39 @@ static int handle_ping(void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
 }
 
 #define LOW RPC_LOW_MEMORY_OK
-/* path, request, check (authorize: the request names a client), handle, done, undo, flags
- * (LOW: runs while the heap is short: it frees memory or needs little) */
+/* path, request, check (access.c's row of the method, through srv_access), handle, done,
+ * undo, flags (LOW: runs while the heap is short: it frees memory or needs little) */
 static const rpc_method_t methods[] = {
     {METHOD("AllocatePoolMemory"), &pinpool__v1__allocate_pool_memory_request__descriptor,
-     authorize, handle_alloc, done_alloc, undo_alloc, 0},
-    {METHOD("FreePoolMemory"), &pinpool__v1__free_pool_memory_request__descriptor, authorize,
+     check_alloc, handle_alloc, done_alloc, undo_alloc, 0},
+    {METHOD("FreePoolMemory"), &pinpool__v1__free_pool_memory_request__descriptor, check_free,
      handle_free_slice, done_free, NULL, LOW},
-    {METHOD("GetPoolInfo"), &pinpool__v1__get_pool_info_request__descriptor, NULL, srv_service_handle_info,
-     srv_service_done_info, NULL, LOW},
-    {METHOD("GetServerConfig"), &pinpool__v1__get_server_config_request__descriptor, NULL,
+    {METHOD("GetPoolInfo"), &pinpool__v1__get_pool_info_request__descriptor, check_info,
+     srv_service_handle_info, srv_service_done_info, NULL, LOW},
+    {METHOD("GetServerConfig"), &pinpool__v1__get_server_config_request__descriptor, check_config,
      srv_service_handle_config, done_plain, NULL, LOW},
-    {METHOD("Ping"), &pinpool__v1__ping_request__descriptor, NULL, handle_ping, NULL, NULL, LOW},
-    {METHOD("AttachPoolMemory"), &pinpool__v1__attach_pool_memory_request__descriptor, authorize,
-     handle_attach, done_alloc, NULL, LOW},
+    {METHOD("Ping"), &pinpool__v1__ping_request__descriptor, check_ping, handle_ping, NULL, NULL,
+     LOW},
+    {METHOD("AttachPoolMemory"), &pinpool__v1__attach_pool_memory_request__descriptor,
+     check_attach, handle_attach, done_alloc, NULL, LOW},
     {METHOD("ReleasePoolMemory"), &pinpool__v1__release_pool_memory_request__descriptor,
-     authorize, handle_release, done_plain, NULL, 0},
+     check_release, handle_release, done_plain, NULL, 0},
     {METHOD("AcquirePoolMemory"), &pinpool__v1__acquire_pool_memory_request__descriptor,
-     authorize, handle_acquire, done_alloc, undo_acquire, LOW},
-    {METHOD("Put"), &pinpool__v1__put_request__descriptor, NULL, handle_put, NULL, NULL, 0},
-    {METHOD("Get"), &pinpool__v1__get_request__descriptor, NULL, handle_get, done_get, NULL, 0},
-    {METHOD("Exists"), &pinpool__v1__exists_request__descriptor, NULL, handle_exists, done_plain,
-     NULL, LOW},
-    {METHOD("Remove"), &pinpool__v1__remove_request__descriptor, NULL, handle_remove_obj, NULL,
-     NULL, LOW},
-    {METHOD("BatchPut"), &pinpool__v1__batch_put_request__descriptor, NULL, handle_batch_put,
+     check_acquire, handle_acquire, done_alloc, undo_acquire, LOW},
+    {METHOD("Put"), &pinpool__v1__put_request__descriptor, check_put, handle_put, NULL, NULL, 0},
+    {METHOD("Get"), &pinpool__v1__get_request__descriptor, check_get, handle_get, done_get, NULL,
+     0},
+    {METHOD("Exists"), &pinpool__v1__exists_request__descriptor, check_exists, handle_exists,
+     done_plain, NULL, LOW},
+    {METHOD("Remove"), &pinpool__v1__remove_request__descriptor, check_remove, handle_remove_obj,
+     NULL, NULL, LOW},
+    {METHOD("BatchPut"), &pinpool__v1__batch_put_request__descriptor, check_put, handle_batch_put,
      done_batch, NULL, 0},
-    {METHOD("BatchGet"), &pinpool__v1__batch_keys_request__descriptor, NULL, handle_batch_get,
-     done_batch, NULL, 0},
-    {METHOD("BatchExists"), &pinpool__v1__batch_keys_request__descriptor, NULL,
+    {METHOD("BatchGet"), &pinpool__v1__batch_keys_request__descriptor, check_get,
+     handle_batch_get, done_batch, NULL, 0},
+    {METHOD("BatchExists"), &pinpool__v1__batch_keys_request__descriptor, check_exists,
      handle_batch_exists, done_batch, NULL, LOW},
-    {METHOD("BatchRemove"), &pinpool__v1__batch_keys_request__descriptor, NULL,
+    {METHOD("BatchRemove"), &pinpool__v1__batch_keys_request__descriptor, check_remove,
      handle_batch_remove, done_batch, NULL, LOW},
 };
 #undef LOW

@@ -9,7 +9,10 @@
  * it is never asked on a gRPC thread; GetPoolInfo shows the last snapshot
  * with its age ("stats_age_ms") and asks for a new one when it is older than
  * STATS_MAX_AGE_MS.
- * Never: waits: GetPoolInfo takes srv's lock (srv_pool_info, srv_spill_info
+ * GetPoolInfo summarizes and pages: the pool's totals, one page of the
+ * clients the caller may see (srv_pool_page: O(log n + page), so that it
+ * answers at once and fits in a reply at 100 k clients) and its uids' totals.
+ * Never: waits: GetPoolInfo takes srv's lock (srv_pool_page, srv_spill_info
  * without the tier) and svc->lock, nothing else.
  * Locking: svc->lock guards the snapshot, want and stop; a leaf, never held
  * while asking the tier.
@@ -46,6 +49,10 @@ typedef struct info_client {
     char id[SRV_CLIENT_ID_LEN];
 } info_client_t;
 
+typedef struct info_uid {
+    Pinpool__V1__UidUsage msg;
+} info_uid_t;
+
 typedef struct info_reply {
     Pinpool__V1__GetPoolInfoResponse msg;
     Pinpool__V1__SpillInfo spill;
@@ -57,9 +64,16 @@ typedef struct info_reply {
     srv_pool_info_t info;
     Pinpool__V1__DevicePoolInfo devices[SRV_MAX_DEVICES];
     Pinpool__V1__DevicePoolInfo *device_refs[SRV_MAX_DEVICES];
+    srv_gpu_t gpu[SRV_MAX_DEVICES];
+    Pinpool__V1__GpuFootprint gpus[SRV_MAX_DEVICES];
+    Pinpool__V1__GpuFootprint *gpu_refs[SRV_MAX_DEVICES];
     info_client_t *clients;
     Pinpool__V1__ClientUsage **refs;
     size_t n, cap;
+    info_uid_t uids[SRV_UIDS_MAX];
+    Pinpool__V1__UidUsage *uid_refs[SRV_UIDS_MAX];
+    size_t nuids;
+    srv_info_page_t page;
     bool failed;
 } info_reply_t;
 
@@ -85,6 +99,25 @@ static void add_client(const srv_client_usage_t *u, void *arg)
     c->msg.slices = u->slices;
     c->msg.pid = u->pid;
     c->msg.uid = u->uid;
+    c->msg.charged_bytes = u->charged;
+    c->msg.session = u->session;
+    c->msg.kept = u->kept;
+}
+
+static void add_uid(const srv_uid_usage_t *u, void *arg)
+{
+    info_reply_t *r = arg;
+    info_uid_t *x;
+
+    if (r->nuids == SRV_UIDS_MAX)
+        return;
+    x = &r->uids[r->nuids];
+    pinpool__v1__uid_usage__init(&x->msg);
+    x->msg.uid = u->uid;
+    x->msg.clients = u->clients;
+    x->msg.sessions = u->sessions;
+    x->msg.charged_bytes = u->charged;
+    r->uid_refs[r->nuids++] = &x->msg;
 }
 
 /* ---- the tier's statistics: a snapshot, refreshed off the queue threads ---------- */
@@ -123,6 +156,7 @@ static void *stats_thread(void *arg)
         pthread_mutex_unlock(&svc->lock);
         stat_list_t l = {fresh, 0};
         srv_spill_info(svc->srv, &ignored, collect_stat, &l);
+        srv_gpu_refresh(svc->srv); /* may wait for the driver: here, not on a gRPC thread */
         pthread_mutex_lock(&svc->lock);
         memcpy(svc->stats, fresh, l.n * sizeof(fresh[0]));
         svc->nstats = l.n;
@@ -234,15 +268,26 @@ static void fill_spill(info_reply_t *r, srv_service_t *svc)
 
 static int info(srv_service_t *svc, const ProtobufCMessage *m, rpc_reply_t *reply)
 {
+    const Pinpool__V1__GetPoolInfoRequest *req = (const void *)m;
     info_reply_t *r = calloc(1, sizeof(*r));
+    srv_info_query_t q = {
+        .page_size = req->page_size,
+        .page_token = req->page_token,
+        .by_bytes = req->by_bytes,
+        .one_uid = req->only_uid,
+        .uid = req->uid,
+    };
     srv_pool_info_t *info;
+    int rc;
 
-    (void)m;
     if (r == NULL)
         return -ENOMEM;
     info = &r->info;
     reply->msg = &r->msg.base;
-    srv_pool_info(svc->srv, info, add_client, r);
+    rc = srv_pool_page(svc->srv, reply->token, &q, info, add_client, add_uid, r, &r->page,
+                       reply->text, sizeof(reply->text));
+    if (rc != 0)
+        return rc;
     if (r->failed || (r->n > 0 && (r->refs = calloc(r->n, sizeof(*r->refs))) == NULL))
         return -ENOMEM;
     pinpool__v1__get_pool_info_response__init(&r->msg);
@@ -278,12 +323,29 @@ static int info(srv_service_t *svc, const ProtobufCMessage *m, rpc_reply_t *repl
     }
     r->msg.n_devices = info->ndevices;
     r->msg.devices = r->device_refs;
+    r->msg.n_gpus = srv_gpu_footprint(svc->srv, r->gpu);
+    for (size_t i = 0; i < r->msg.n_gpus; i++) {
+        pinpool__v1__gpu_footprint__init(&r->gpus[i]);
+        r->gpus[i].device_id = r->gpu[i].device_id;
+        r->gpus[i].role = (char *)r->gpu[i].role;
+        r->gpus[i].device_pool_bytes = r->gpu[i].device_pool_bytes;
+        r->gpus[i].gpu_used_bytes = r->gpu[i].used;
+        r->gpus[i].gpu_total_bytes = r->gpu[i].total;
+        r->gpu_refs[i] = &r->gpus[i];
+    }
+    r->msg.gpus = r->gpu_refs;
     for (size_t i = 0; i < r->n; i++) {
         r->clients[i].msg.client_id = r->clients[i].id; /* after the last realloc */
         r->refs[i] = &r->clients[i].msg;
     }
     r->msg.n_clients = r->n;
     r->msg.clients = r->refs;
+    r->msg.num_listed = r->page.matching;
+    r->msg.next_page_token = r->page.next_token;
+    r->msg.n_users = r->nuids;
+    r->msg.users = r->uid_refs;
+    r->msg.all_uids_visible = r->page.all_visible;
+    r->msg.caller_uid = r->page.caller_uid;
     fill_spill(r, svc);
     return 0;
 }

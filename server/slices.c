@@ -9,12 +9,18 @@
  * slice's chunks (or a vmm device slice's) for the fd socket
  * (srv_session_chunk_fds), and the message
  * that says why an allocation failed.
- * Kept slices belong to a client named "kept:<tag>" (sessions.c).  Any client
- * may attach and free a kept slice, and map one of its own uid; only its
- * holder may map or free any other.
+ * Kept slices belong to a client named "kept:<tag>" of their uid (sessions.c;
+ * a tag is a name in its uid's namespace).  The clients of that uid may
+ * attach, map and free it; other uids never find it.  Who may do what is
+ * access.c's (do_access, do_may_use_slice); this file asks it first.
+ * Charges: every slice is charged to its holder and its uid, a kept slice
+ * also to its maker while the maker lives (do_slice_charged); a quota is
+ * checked before a slice is made (do_quota_check).
  * A vmm device pool (devmem.h) has uids for tenants too, and a chunk of it
- * that changes uid gets new device memory first (do_device_room); an ipc
- * device pool is one chunk that any client opens whole.
+ * that changes uid gets new device memory first (do_device_room).  An ipc
+ * device pool is one cudaMalloc shared by its CUDA IPC handle, which any
+ * client opens whole and cannot keep uids apart, so it belongs to one uid
+ * (do_device_pool_access).
  * The uid is the boundary.  The host pool's tenants are uids (pool.h): a
  * host slice goes into chunks of its client's uid, or chunks never used, and
  * never into another uid's; when neither has room, do_make_room_for_uid waits
@@ -52,7 +58,7 @@ int srv_slices_open_host(srv_t *srv, char *err, size_t errlen)
     pool_params_t params = {
         .chunk_size = srv->cfg.chunk_size,
         .max_chunks = srv->nchunks,
-        .quantum = 256,
+        .quantum = SRV_QUANTUM,
         .allow_multi_chunk = true,
         .dirty_on_free = true, /* cleaner.c zeroes what is freed */
     };
@@ -147,6 +153,10 @@ int srv_slices_open_devices(srv_t *srv, char *err, size_t errlen)
     char msg[256];
     int rc;
 
+    if (srv->cfg.ndevice_uid != 0) {
+        srv->dev_uid = (uid_t)srv->cfg.device_uid;
+        srv->dev_uid_set = true;
+    }
     if (srv->cfg.device_pool_size == 0)
         return 0;
     rc = ipc_cuda_load(msg, sizeof(msg));
@@ -216,17 +226,26 @@ uint64_t do_owner_bytes(srv_t *srv, uint64_t owner, uint32_t *slices, uint64_t *
     return host + dev;
 }
 
-uint32_t do_free_owner(srv_t *srv, uint64_t owner, uint64_t *bytes)
+void do_slice_charged(srv_t *srv, struct srv_client *c, int64_t delta)
+{
+    do_charge_client(srv, c, delta);
+    if (c->kept)
+        do_charge_client(srv, do_client_of_owner(srv, c->maker), delta);
+    do_charge_uid(srv, c->uid, delta); /* c's uid has a record (c is in it): cannot fail */
+}
+
+uint32_t do_free_owner(srv_t *srv, struct srv_client *c, uint64_t *bytes)
 {
     uint32_t n = 0;
 
     *bytes = 0;
     for (uint32_t i = 0; i <= srv->ndevs; i++) {
         uint64_t b = 0;
-        int k = pool_free_owner(srv->pools[i], owner, &b);
+        int k = pool_free_owner(srv->pools[i], c->owner, &b);
         *bytes += b;
         n += k > 0 ? (uint32_t)k : 0;
     }
+    do_slice_charged(srv, c, -(int64_t)*bytes);
     do_cleaner_kick(srv);
     return n;
 }
@@ -293,14 +312,16 @@ void do_describe(const srv_t *srv, int pool, const pool_slice_info_t *info, srv_
 }
 
 /*
- * Slice slice_id, if c may use it (free it, map its chunks): c's own, or a
- * kept one (c may be NULL: kept slices only).  0 with *pool, *info and
- * *holder (the client that holds it), or PINPOOL_ENOENT (no such slice; with
- * host_only, no such host slice) or PINPOOL_EPERM with msg.
+ * Slice slice_id, if principal p's client c (NULL: none yet) may use it for
+ * op (access.c's rule: its own, or for FREE and MAP one its uid keeps).  0
+ * with *pool, *info and *holder (the client that holds it), or
+ * PINPOOL_ENOENT (no such slice; with host_only, no such host slice) or
+ * PINPOOL_EPERM with msg.
  */
-static int do_usable_slice(srv_t *srv, const struct srv_client *c, uint64_t slice_id,
-                           bool host_only, int *pool, pool_slice_info_t *info,
-                           struct srv_client **holder, char *msg, size_t msglen)
+static int do_usable_slice(srv_t *srv, srv_op_t op, const srv_principal_t *p,
+                           const struct srv_client *c, uint64_t slice_id, bool host_only,
+                           int *pool, pool_slice_info_t *info, struct srv_client **holder,
+                           char *msg, size_t msglen)
 {
     if (do_lookup(srv, slice_id, pool, info) != 0 || (host_only && *pool != HOST_POOL)) {
         if (host_only)
@@ -310,11 +331,7 @@ static int do_usable_slice(srv_t *srv, const struct srv_client *c, uint64_t slic
         return PINPOOL_ENOENT;
     }
     *holder = do_client_of_owner(srv, info->owner);
-    if (*holder == NULL || (*holder != c && !(*holder)->kept)) {
-        snprintf(msg, msglen, "slice %" PRIu64 " belongs to another client", slice_id);
-        return PINPOOL_EPERM;
-    }
-    return 0;
+    return do_may_use_slice(srv, op, p, c, *holder, slice_id, msg, msglen);
 }
 
 /* The one slice of a kept client, in *pool / *info. */
@@ -405,48 +422,31 @@ int do_host_room(srv_t *srv, uid_t uid, uint64_t size, uint64_t align)
     return 1;
 }
 
-int do_take_object_slice(srv_t *srv, uint64_t slice, uint64_t size, struct srv_client *c,
-                         pool_slice_info_t *info, bool *again, char *msg, size_t msglen)
+int do_take_object_slice(srv_t *srv, uint64_t slice, struct srv_client *c,
+                         pool_slice_info_t *info, char *msg, size_t msglen)
 {
     pool_t *host = srv->pools[HOST_POOL];
     pool_slice_info_t old;
-    uid_t uid = c->uid;
     int rc;
 
-    *again = false;
     if (pool_lookup(host, slice, &old) != 0) {
         snprintf(msg, msglen, "the object's slice %" PRIu64 " is gone", slice);
-        do_drop_if_idle(srv, c);
         return PINPOOL_EINTERNAL;
     }
-    if (old.tenant == (uint64_t)uid) {
-        rc = pool_set_owner(host, slice, srv->obj_owner, c->owner);
-        if (rc == 0)
-            return pool_lookup(host, slice, info);
+    if (old.tenant != (uint64_t)c->uid) { /* objects live in their uid's memory */
+        snprintf(msg, msglen, "the object's slice %" PRIu64 " lies in the memory of uid %" PRIu64
+                 ", not of uid %u", slice, old.tenant, (unsigned)c->uid);
+        return PINPOOL_EINTERNAL;
+    }
+    rc = pool_set_owner(host, slice, srv->obj_owner, c->owner);
+    if (rc != 0) {
         snprintf(msg, msglen, "cannot hand the object over: %s", pinpool_strerror(rc));
-        do_drop_if_idle(srv, c);
         return rc;
     }
-    /* Another uid's memory: the bytes move into the caller's uid's chunks. */
-    rc = pool_alloc_as(host, uid, c->owner, size, 0, info);
-    if (rc == 0) {
-        memcpy(host_addr(srv, info->offset), host_addr(srv, old.offset), size);
-        pool_free(host, slice, srv->obj_owner, NULL);
-        do_cleaner_kick(srv);
-        return 0;
-    }
-    do_drop_if_idle(srv, c); /* c may be gone now */
-    if (rc == PINPOOL_ENOSPC) {
-        int room = do_host_room(srv, uid, size, 0);
-        if (room == 0) {
-            *again = true;
-            return 0;
-        }
-        if (room == SRV_EWOULDBLOCK)
-            return room;
-    }
-    do_explain_alloc_error(srv, HOST_POOL, rc, size, 0, msg, msglen);
-    return rc;
+    do_slice_charged(srv, c, (int64_t)old.extent);
+    *info = old;
+    info->owner = c->owner;
+    return 0;
 }
 
 /* ---- the calls ------------------------------------------------------------------ */
@@ -540,12 +540,20 @@ void do_explain_alloc_error(srv_t *srv, int pool, int rc, uint64_t size, uint64_
     }
 }
 
-int srv_alloc(srv_t *srv, const char *client_id, int32_t device_id, uint64_t size,
-              uint64_t alignment, const char *tag, bool keep, srv_slice_t *out, char *msg,
-              size_t msglen)
+/* The extent a slice of size bytes takes (what is charged for it). */
+static uint64_t extent_of(uint64_t size)
 {
-    struct srv_client *c;
+    return size > UINT64_MAX - SRV_QUANTUM ? UINT64_MAX
+                                          : (size + SRV_QUANTUM - 1) & ~(uint64_t)(SRV_QUANTUM - 1);
+}
+
+int srv_alloc(srv_t *srv, const char *token, const char *client_id, int32_t device_id,
+              uint64_t size, uint64_t alignment, const char *tag, bool keep, srv_slice_t *out,
+              char *msg, size_t msglen)
+{
+    struct srv_client *c, *holder;
     char kept_name[SRV_CLIENT_ID_LEN];
+    srv_principal_t p;
     pool_slice_info_t info;
     uid_t uid;
     int pool, rc;
@@ -566,61 +574,59 @@ int srv_alloc(srv_t *srv, const char *client_id, int32_t device_id, uint64_t siz
     pthread_mutex_lock(&srv->lock);
     for (;;) {
         rc = do_shutdown_error(srv, msg, msglen);
+        if (rc == 0)
+            rc = do_access(srv, SRV_OP_ALLOC, token, client_id, &p, msg, msglen);
+        if (rc == 0 && pool != HOST_POOL && !is_vmm_pool(srv, pool))
+            rc = do_device_pool_access(srv, p.uid, msg, msglen); /* ipc: one uid's */
         if (rc != 0)
             break;
-        if (keep) {
-            if (do_find_client(srv, kept_name) != NULL) {
-                snprintf(msg, msglen, "a slice is already kept under tag '%s'", tag);
-                rc = PINPOOL_EEXIST;
-                break;
-            }
-            /* The caller must be a client in good standing all the same. */
-            rc = do_get_client(srv, client_id, &c, msg, msglen);
-            if (rc != 0)
-                break;
-            uid = c->uid;
+        rc = do_get_client(srv, client_id, &c, msg, msglen); /* the caller (the maker) */
+        if (rc != 0)
+            break;
+        uid = c->uid;
+        if (keep && do_find_kept(srv, uid, kept_name) != NULL) {
+            snprintf(msg, msglen, "a slice is already kept under tag '%s'", tag);
             do_drop_if_idle(srv, c);
-            c = do_add_kept(srv, kept_name, uid);
-            if (c == NULL) {
-                rc = -ENOMEM;
-                break;
-            }
-        } else {
-            rc = do_get_client(srv, client_id, &c, msg, msglen);
-            if (rc != 0)
-                break;
-        }
-        if (srv->cfg.client_quota != 0 && !keep &&
-            do_owner_bytes(srv, c->owner, NULL, NULL) + size > srv->cfg.client_quota) {
-            char a[32], b[32], q[32];
-            snprintf(msg, msglen, "client %s would hold %s with this %s; --client-quota is %s",
-                     c->id, pool_format_size(do_owner_bytes(srv, c->owner, NULL, NULL) + size, a, sizeof(a)),
-                     pool_format_size(size, b, sizeof(b)),
-                     pool_format_size(srv->cfg.client_quota, q, sizeof(q)));
-            do_drop_if_idle(srv, c);
-            rc = PINPOOL_ENOSPC;
+            rc = PINPOOL_EEXIST;
             break;
         }
-        uid = c->uid;
+        rc = do_quota_check(srv, c, extent_of(size), uid, extent_of(size),
+                            keep ? "kept slice" : "slice", msg, msglen);
+        if (rc != 0) {
+            do_drop_if_idle(srv, c);
+            break;
+        }
+        /* a kept slice is charged to its maker too while it lives, if a session
+         * (a client without a session goes when it holds no slice) */
+        holder = keep ? do_add_kept(srv, kept_name, uid, c->session ? c->owner : 0) : c;
+        if (holder == NULL) {
+            snprintf(msg, msglen, "out of memory");
+            do_drop_if_idle(srv, c);
+            rc = -ENOMEM;
+            break;
+        }
         /* A session first gets back what it freed itself a moment ago (its
          * own bytes: no zeroing, and still mapped in it). */
-        rc = pool == HOST_POOL && c->session
-                 ? pool_alloc_own(srv->pools[pool], uid, c->owner, size, alignment, &info)
+        rc = pool == HOST_POOL && holder->session
+                 ? pool_alloc_own(srv->pools[pool], uid, holder->owner, size, alignment, &info)
                  : PINPOOL_ENOENT;
         if (rc == PINPOOL_ENOENT)
             rc = pool == HOST_POOL || is_vmm_pool(srv, pool)
-                     ? pool_alloc_as(srv->pools[pool], uid, c->owner, size, alignment, &info)
-                     : pool_alloc(srv->pools[pool], c->owner, size, alignment, &info);
+                     ? pool_alloc_as(srv->pools[pool], uid, holder->owner, size, alignment, &info)
+                     : pool_alloc(srv->pools[pool], holder->owner, size, alignment, &info);
         if (rc == 0) {
             /* A client without a session cannot map it, and nothing is copied
              * into it: freed, it needs no zeroing (kept slices may be mapped). */
-            if (pool == HOST_POOL && !c->session && !c->kept)
+            if (pool == HOST_POOL && !holder->session && !holder->kept)
                 pool_mark_unwritten(srv->pools[pool], info.id);
+            do_slice_charged(srv, holder, (int64_t)info.extent);
             do_describe(srv, pool, &info, out);
             srv_debug("client %s: slice %" PRIx64 " of %" PRIu64 " bytes at %" PRIu64 " tag '%s'",
-                      c->id, out->info.id, size, info.offset, tag != NULL ? tag : "");
+                      holder->id, out->info.id, size, info.offset, tag != NULL ? tag : "");
             break;
         }
+        if (holder != c)
+            do_drop_if_idle(srv, holder); /* the kept client made for it */
         do_drop_if_idle(srv, c); /* c may be gone now */
         if (rc == PINPOOL_ENOSPC && pool == HOST_POOL) {
             int room = do_host_room(srv, uid, size, alignment);
@@ -647,11 +653,12 @@ int srv_alloc(srv_t *srv, const char *client_id, int32_t device_id, uint64_t siz
     return rc;
 }
 
-int srv_attach(srv_t *srv, const char *client_id, const char *tag, srv_slice_t *out, char *msg,
-               size_t msglen)
+int srv_attach(srv_t *srv, const char *token, const char *client_id, const char *tag,
+               srv_slice_t *out, char *msg, size_t msglen)
 {
     char kept_name[SRV_CLIENT_ID_LEN];
     struct srv_client *c;
+    srv_principal_t p;
     pool_slice_info_t info;
     int pool, rc;
 
@@ -662,21 +669,27 @@ int srv_attach(srv_t *srv, const char *client_id, const char *tag, srv_slice_t *
         return rc;
     snprintf(kept_name, sizeof(kept_name), KEPT_PREFIX "%s", tag);
     pthread_mutex_lock(&srv->lock);
-    c = do_find_client(srv, kept_name);
-    if (c == NULL || !do_kept_slice(srv, c, &pool, &info)) {
-        snprintf(msg, msglen, "no slice is kept under tag '%s'", tag);
-        rc = PINPOOL_ENOENT;
-    } else {
-        do_describe(srv, pool, &info, out);
+    rc = do_access(srv, SRV_OP_ATTACH, token, client_id, &p, msg, msglen);
+    if (rc == 0) {
+        /* the tag in the caller's uid's namespace: another uid's is never found */
+        c = do_find_kept(srv, p.uid, kept_name);
+        if (c == NULL || !do_kept_slice(srv, c, &pool, &info)) {
+            snprintf(msg, msglen, "no slice is kept under tag '%s' (by uid %u)", tag,
+                     (unsigned)p.uid);
+            rc = PINPOOL_ENOENT;
+        } else {
+            do_describe(srv, pool, &info, out);
+        }
     }
     pthread_mutex_unlock(&srv->lock);
     return rc;
 }
 
-int srv_free(srv_t *srv, const char *client_id, uint64_t slice_id, uint64_t *freed_bytes,
-             uint32_t *freed_slices, char *msg, size_t msglen)
+int srv_free(srv_t *srv, const char *token, const char *client_id, uint64_t slice_id,
+             uint64_t *freed_bytes, uint32_t *freed_slices, char *msg, size_t msglen)
 {
-    struct srv_client *c, *owner;
+    struct srv_client *c, *holder, *maker;
+    srv_principal_t p;
     pool_slice_info_t info;
     int pool, rc = 0;
 
@@ -686,25 +699,34 @@ int srv_free(srv_t *srv, const char *client_id, uint64_t slice_id, uint64_t *fre
     if (rc != 0)
         return rc;
     pthread_mutex_lock(&srv->lock);
+    rc = do_access(srv, SRV_OP_FREE, token, client_id, &p, msg, msglen);
+    if (rc != 0)
+        goto out;
     c = do_find_client(srv, client_id);
     if (slice_id == 0) {
         if (c != NULL) {
-            *freed_slices = do_free_owner(srv, c->owner, freed_bytes);
+            *freed_slices = do_free_owner(srv, c, freed_bytes);
             do_drop_if_idle(srv, c);
         }
-        pthread_mutex_unlock(&srv->lock);
-        return 0;
+        goto out;
     }
-    rc = do_usable_slice(srv, c, slice_id, false, &pool, &info, &owner, msg, msglen);
+    rc = do_usable_slice(srv, SRV_OP_FREE, &p, c, slice_id, false, &pool, &info, &holder, msg,
+                         msglen);
     if (rc == 0) {
         rc = pool_free(srv->pools[pool], info.id, info.owner, freed_bytes);
-        if (rc == 0)
+        if (rc == 0) {
             *freed_slices = 1;
+            maker = holder->kept ? do_client_of_owner(srv, holder->maker) : NULL;
+            do_slice_charged(srv, holder, -(int64_t)info.extent);
+            do_drop_if_idle(srv, holder);
+            if (maker != NULL && maker != holder)
+                do_drop_if_idle(srv, maker);
+        }
         do_cleaner_kick(srv);
-        do_drop_if_idle(srv, owner);
     }
     if (rc != 0 && msg[0] == '\0')
         snprintf(msg, msglen, "%s", pinpool_strerror(rc));
+out:
     pthread_mutex_unlock(&srv->lock);
     return rc;
 }
@@ -713,17 +735,20 @@ int srv_session_chunk_fds(srv_t *srv, srv_client_t *c, uint64_t slice_id, uint32
                           uint32_t count, int *fds, char *msg, size_t msglen)
 {
     struct srv_client *owner;
+    srv_principal_t p;
     pool_slice_info_t info;
     int pool, rc;
 
     pthread_mutex_lock(&srv->lock);
-    rc = do_usable_slice(srv, c, slice_id, false, &pool, &info, &owner, msg, msglen);
+    do_principal_of(srv, c, &p);
+    rc = do_usable_slice(srv, SRV_OP_MAP, &p, c, slice_id, false, &pool, &info, &owner, msg,
+                         msglen);
     if (rc == 0 && pool != HOST_POOL && !is_vmm_pool(srv, pool)) {
         /* an ipc device pool's slices go by their CUDA IPC handle */
         snprintf(msg, msglen, "no host slice %" PRIu64, slice_id);
         rc = PINPOOL_ENOENT;
     } else if (rc == 0 && info.tenant != (uint64_t)c->uid) {
-        /* a kept slice of another uid: its chunks are that uid's memory */
+        /* cannot happen (a uid's kept slices lie in its chunks): say so anyway */
         snprintf(msg, msglen, "slice %" PRIu64 " lies in the memory of uid %" PRIu64 "; uid %u "
                  "may not map it", slice_id, info.tenant, (unsigned)c->uid);
         rc = PINPOOL_EPERM;

@@ -25,7 +25,9 @@
  * The maintenance thread (maint_thread) wakes every MAINT_PERIOD_MS or when
  * signalled: it drops expired objects, spills LRU-first while free space is
  * below --spill-low-watermark (once every chunk is made), and retries the
- * removals that failed (every TIER_BACKOFF_MS).
+ * removals that failed (every TIER_BACKOFF_MS); with --cluster it first
+ * shares what releases and puts queued (cluster.c), and every removal of a
+ * copy first removes its cluster record when that still names the copy.
  * Never: chooses a slice in use, or calls the tier with srv->lock held.
  * Locking (see srv_int.h): do_spill, do_restore, do_make_room, do_alloc_obj and
  * do_wait_obj are called with srv->lock held and drop it meanwhile (the list
@@ -61,10 +63,17 @@ int srv_spill_open(srv_t *srv, char *err, size_t errlen)
             return rc;
     }
     if (strcmp(srv->cfg.spill_tier, "none") != 0) {
-        rc = tier_open(&srv->tier, srv->cfg.spill_tier, err, errlen);
+        char uri[sizeof(srv->cfg.spill_tier) + 256];
+
+        rc = srv_cluster_open(srv, uri, sizeof(uri), err, errlen); /* --cluster: its prefix */
+        if (rc == 0)
+            rc = tier_open(&srv->tier, uri, err, errlen);
         if (rc != 0)
             return rc;
-        srv_info("spill tier: %s", srv->cfg.spill_tier);
+        srv_info("spill tier: %s", uri);
+    } else if (srv->cfg.cluster[0] != '\0') {
+        snprintf(err, errlen, "--cluster needs a mooncake:// --spill-tier, not none");
+        return PINPOOL_EINVAL;
     }
     return srv_reconcile(srv, err, errlen);
 }
@@ -292,7 +301,8 @@ bool do_make_room(srv_t *srv)
 
 /* A host slice of size for the objects, spilling others if need be (lock held,
  * dropped meanwhile).  0 and *info, or an error with msg. */
-int do_alloc_obj(srv_t *srv, uint64_t size, pool_slice_info_t *info, char *msg, size_t msglen)
+int do_alloc_obj(srv_t *srv, uid_t uid, uint64_t size, pool_slice_info_t *info, char *msg,
+                 size_t msglen)
 {
     int rc;
 
@@ -300,12 +310,12 @@ int do_alloc_obj(srv_t *srv, uint64_t size, pool_slice_info_t *info, char *msg, 
         rc = do_shutdown_error(srv, msg, msglen);
         if (rc != 0)
             return rc;
-        /* objects' slices are the daemon's uid's unless released by another */
-        rc = pool_alloc_as(srv->pools[HOST_POOL], srv->uid, srv->obj_owner, size, 0, info);
+        /* an object lives in its owner's memory */
+        rc = pool_alloc_as(srv->pools[HOST_POOL], uid, srv->obj_owner, size, 0, info);
         if (rc == 0)
             return 0;
         if (rc == PINPOOL_ENOSPC) {
-            int room = do_host_room(srv, srv->uid, size, 0);
+            int room = do_host_room(srv, uid, size, 0);
             if (room == 0)
                 continue;
             if (room == SRV_EWOULDBLOCK)
@@ -330,7 +340,7 @@ int do_restore(srv_t *srv, obj_t *o, char *msg, size_t msglen)
 
     do_tier_key(o, &copy);
     objs_set_state(srv->objs, o, OBJ_RESTORING, 0, 0, 0);
-    rc = do_alloc_obj(srv, size, &info, msg, msglen); /* may drop the lock: o stays ours */
+    rc = do_alloc_obj(srv, o->uid, size, &info, msg, msglen); /* may drop the lock: o stays ours */
     if (rc == 0) {
         pthread_mutex_unlock(&srv->lock);
         t0 = mono_ns();
@@ -418,6 +428,7 @@ void srv_tier_remove_now(srv_t *srv, const srv_tkey_t *copy)
 
     if (srv->tier == NULL || copy->len == 0)
         return;
+    srv_cluster_unshare(srv, copy); /* its cluster record first */
     rc = tier_remove(srv->tier, copy->s, copy->len);
     if (rc == 0 || rc == PINPOOL_ENOKEY)
         return;
@@ -440,6 +451,7 @@ void do_retry_stale(srv_t *srv)
     srv->nstale = 0;
     pthread_mutex_unlock(&srv->lock);
     for (s = list; s != NULL; s = s->next) {
+        srv_cluster_unshare(srv, &s->copy); /* its cluster record first */
         int rc = tier_remove(srv->tier, s->copy.s, s->copy.len);
 
         if (rc == 0 || rc == PINPOOL_ENOKEY) {
@@ -490,6 +502,8 @@ void srv_spill_info(srv_t *srv, srv_spill_info_t *out,
     pthread_mutex_unlock(&srv->lock);
     if (add != NULL && srv->tier != NULL)
         tier_report_stats(srv->tier, add, arg); /* its own lock; may ask the backend */
+    if (add != NULL)
+        srv_cluster_report(srv, add, arg);
 }
 
 /* ---- the maintenance thread: TTL expiry and the low watermark ---------------------- */
@@ -518,6 +532,8 @@ static void *maint_thread(void *arg)
             do_tier_forget(srv, &copy);
         }
         if (!srv->stop_maint)
+            do_cluster_share_queued(srv); /* before removals: a new version first */
+        if (!srv->stop_maint)
             do_retry_stale(srv);
         /* Below the watermark: spill LRU-first; stop at the first failure
          * (the next period retries: a tier that is back resumes spilling). */
@@ -532,6 +548,7 @@ static void *maint_thread(void *arg)
         }
     }
     srv->stale_retry_ns = 0; /* one last try at what is queued */
+    do_cluster_share_queued(srv);
     do_retry_stale(srv);
     pthread_mutex_unlock(&srv->lock);
     return NULL;

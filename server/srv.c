@@ -37,7 +37,8 @@
  */
 static int (*const open_steps[])(srv_t *srv, char *err, size_t errlen) = {
     srv_objects_open,        /* the object table */
-    srv_spill_open,          /* --spill-tier */
+    srv_spill_open,          /* --spill-tier (recovers the objects in the tier) */
+    srv_objects_recount,     /* those objects charged to their uids */
     srv_chunks_open,         /* --host-backend, the number of chunks */
     srv_spill_watermark,     /* --spill-low-watermark, a share of that capacity */
     srv_slices_open_host,    /* the host pool, empty until chunks join it */
@@ -64,7 +65,8 @@ int srv_create(srv_t **out, const srv_config_t *cfg, char *err, size_t errlen)
     pthread_cond_init(&srv->clean_cv, &ca);
     pthread_cond_init(&srv->cleaned_cv, &ca);
     pthread_condattr_destroy(&ca);
-    RB_INIT(&srv->clients);
+    RB_INIT(&srv->heaviest);
+    RB_INIT(&srv->uids);
     srv->next_owner = 1;
     for (size_t i = 0; i < sizeof(open_steps) / sizeof(open_steps[0]); i++) {
         int rc = open_steps[i](srv, err, errlen);
@@ -93,6 +95,7 @@ void srv_destroy(srv_t *srv)
     srv_clients_close(srv);
     objs_destroy(srv->objs);
     tier_close(srv->tier);
+    srv_cluster_close(srv);
     pthread_cond_destroy(&srv->obj_cv);
     pthread_cond_destroy(&srv->maint_cv);
     pthread_cond_destroy(&srv->clean_cv);
@@ -154,11 +157,23 @@ const ipc_host_ops_t *srv_host_backend(const srv_t *srv)
     return srv->host;
 }
 
+/* The pool's numbers (lock held). */
+static void do_pool_numbers(srv_t *srv, srv_pool_info_t *info);
+
 void srv_pool_info(srv_t *srv, srv_pool_info_t *info,
                    void (*fn)(const srv_client_usage_t *usage, void *arg), void *arg)
 {
-    memset(info, 0, sizeof(*info));
     pthread_mutex_lock(&srv->lock);
+    do_pool_numbers(srv, info);
+    if (fn != NULL)
+        do_foreach_usage(srv, fn, arg);
+    pthread_mutex_unlock(&srv->lock);
+}
+
+/* The pool's numbers (lock held). */
+static void do_pool_numbers(srv_t *srv, srv_pool_info_t *info)
+{
+    memset(info, 0, sizeof(*info));
     pool_get_stats(srv->pools[HOST_POOL], &info->stats);
     info->chunk_size = srv->cfg.chunk_size;
     info->num_chunks = srv->nchunks;
@@ -175,7 +190,24 @@ void srv_pool_info(srv_t *srv, srv_pool_info_t *info,
         snprintf(info->devices[i].name, sizeof(info->devices[i].name), "%s", srv->devs[i].name);
         pool_get_stats(srv->pools[i + 1], &info->devices[i].stats);
     }
-    if (fn != NULL)
-        do_foreach_usage(srv, fn, arg);
+}
+
+int srv_pool_page(srv_t *srv, const char *token, const srv_info_query_t *q,
+                  srv_pool_info_t *info, void (*fn)(const srv_client_usage_t *usage, void *arg),
+                  void (*uidfn)(const srv_uid_usage_t *usage, void *arg), void *arg,
+                  srv_info_page_t *page, char *msg, size_t msglen)
+{
+    srv_principal_t p;
+    int rc;
+
+    pthread_mutex_lock(&srv->lock);
+    rc = do_access(srv, SRV_OP_INFO, token, NULL, &p, msg, msglen);
+    if (rc == 0) {
+        do_pool_numbers(srv, info);
+        rc = do_page_clients(srv, &p, q, fn, arg, page, msg, msglen);
+    }
+    if (rc == 0 && uidfn != NULL)
+        do_foreach_uid(srv, &p, uidfn, arg);
     pthread_mutex_unlock(&srv->lock);
+    return rc;
 }

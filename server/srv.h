@@ -109,7 +109,36 @@ typedef struct srv_client_usage {
     uint32_t slices;
     int32_t pid; /* 0: no session */
     uint32_t uid;
+    uint64_t charged;      /* what counts against --client-quota (sessions.c) */
+    bool session, kept;
 } srv_client_usage_t;
+
+/* A uid's totals, for GetPoolInfo. */
+typedef struct srv_uid_usage {
+    uint32_t uid;
+    uint32_t clients;  /* kept slices included */
+    uint32_t sessions;
+    uint64_t charged;  /* what counts against --user-quota: slices, kept slices, objects */
+} srv_uid_usage_t;
+
+/* GetPoolInfo's paging (srv_pool_page). */
+#define SRV_PAGE_DEFAULT 1000u /* clients in a page when the caller names no size */
+#define SRV_PAGE_MAX 10000u
+#define SRV_PAGE_TOKEN_LEN 96
+#define SRV_UIDS_MAX 256u /* uids listed in one reply */
+typedef struct srv_info_query {
+    uint32_t page_size;     /* 0: SRV_PAGE_DEFAULT; at most SRV_PAGE_MAX */
+    const char *page_token; /* "" or NULL: the first page; else an earlier page's next_token */
+    bool by_bytes;          /* most charged first; else by (uid, id) */
+    bool one_uid;           /* only uid's clients */
+    uint32_t uid;
+} srv_info_query_t;
+typedef struct srv_info_page {
+    uint32_t matching;   /* clients the listing pages through (those the caller may see) */
+    bool all_visible;    /* the caller sees every uid's clients (root, the daemon's uid) */
+    uint32_t caller_uid;
+    char next_token[SRV_PAGE_TOKEN_LEN]; /* "" after the last page */
+} srv_info_page_t;
 
 /* The spill tier and the named objects, for GetPoolInfo. */
 typedef struct srv_spill_info {
@@ -186,23 +215,49 @@ void srv_begin_shutdown(srv_t *srv);
  * the error with a message a person can act on in msg.  Waits for host chunks
  * still being created when the slice could fit once they are.
  */
-int srv_alloc(srv_t *srv, const char *client_id, int32_t device_id, uint64_t size,
-              uint64_t alignment, const char *tag, bool keep, srv_slice_t *out, char *msg,
-              size_t msglen);
+int srv_alloc(srv_t *srv, const char *token, const char *client_id, int32_t device_id,
+              uint64_t size, uint64_t alignment, const char *tag, bool keep, srv_slice_t *out,
+              char *msg, size_t msglen);
 
-/* AttachPoolMemory: the slice kept under tag.  PINPOOL_ENOENT if none. */
-int srv_attach(srv_t *srv, const char *client_id, const char *tag, srv_slice_t *out, char *msg,
-               size_t msglen);
+/* AttachPoolMemory: the slice the caller's uid keeps under tag.  PINPOOL_ENOENT if none. */
+int srv_attach(srv_t *srv, const char *token, const char *client_id, const char *tag,
+               srv_slice_t *out, char *msg, size_t msglen);
 
-/* FreePoolMemory: one slice (the client's own, or a kept one), or every slice
- * of client_id when slice_id is 0. */
-int srv_free(srv_t *srv, const char *client_id, uint64_t slice_id, uint64_t *freed_bytes,
-             uint32_t *freed_slices, char *msg, size_t msglen);
+/* FreePoolMemory: one slice (the client's own, or one its uid keeps), or every
+ * slice of client_id when slice_id is 0. */
+int srv_free(srv_t *srv, const char *token, const char *client_id, uint64_t slice_id,
+             uint64_t *freed_bytes, uint32_t *freed_slices, char *msg, size_t msglen);
 
-/* GetPoolInfo: fills *info and calls fn for every client (under the lock;
- * fn must not call back into srv). */
+/* The daemon's own view (main.c, metrics.c, the fuzzers): fills *info and
+ * calls fn for every client (under the lock; fn must not call back into srv). */
 void srv_pool_info(srv_t *srv, srv_pool_info_t *info,
                    void (*fn)(const srv_client_usage_t *usage, void *arg), void *arg);
+/*
+ * GetPoolInfo for the caller whose call carries token: *info, one page of the
+ * clients it may see (fn for each; root and the daemon's uid see every uid's,
+ * others their own uid's), its uids' totals (uidfn, may be NULL; at most
+ * SRV_UIDS_MAX) and *page.  O(log n + page) under the lock.  0, or an
+ * error with msg (access refused, a bad page token, another uid's listing).
+ */
+int srv_pool_page(srv_t *srv, const char *token, const srv_info_query_t *q,
+                  srv_pool_info_t *info, void (*fn)(const srv_client_usage_t *usage, void *arg),
+                  void (*uidfn)(const srv_uid_usage_t *usage, void *arg), void *arg,
+                  srv_info_page_t *page, char *msg, size_t msglen);
+
+/* A GPU on which the daemon holds a CUDA context, and what it keeps there
+ * (srv_gpu_footprint; GetPoolInfo's gpus, the metrics). */
+typedef struct srv_gpu {
+    int32_t device_id;
+    const char *role;           /* "device pool", "host pinning", "device pool, host pinning" */
+    uint64_t device_pool_bytes; /* 0: none on it */
+    uint64_t used, total;       /* cuMemGetInfo: all processes' use, and the GPU's size */
+} srv_gpu_t;
+/* Take a new snapshot of the GPUs the daemon holds a context on.  May wait
+ * for the driver (pinning holds it): never on a gRPC thread. */
+void srv_gpu_refresh(srv_t *srv);
+/* The last snapshot (from the end of start-up or srv_gpu_refresh) into
+ * out[SRV_MAX_DEVICES]; how many.  Never waits. */
+uint32_t srv_gpu_footprint(srv_t *srv, srv_gpu_t *out);
 
 /* The effective configuration. */
 const srv_config_t *srv_config(const srv_t *srv);
@@ -223,11 +278,27 @@ int srv_session_admit(srv_t *srv, const ipc_cred_t *cred, const uint32_t *groups
                       size_t ngroups, char *msg, size_t msglen);
 
 /*
- * May a call that names client_id and carries token act for that client?  A
- * session's id needs its token; other ids (detached clients) need none, unless
- * --detached-clients no or an allow list is set.  0, or PINPOOL_EPERM + msg.
+ * The operations a caller may ask for, one row each in access.c's policy
+ * table (who may call it, what it acts on, what "allowed" means).  Every gRPC
+ * method is one of them (the Batch* methods are their item's), and so is a
+ * session's MAP_REQ on the fd socket.
  */
-int srv_authorize(srv_t *srv, const char *client_id, const char *token, char *msg, size_t msglen);
+typedef enum srv_op {
+    SRV_OP_ALLOC, SRV_OP_FREE, SRV_OP_ATTACH, SRV_OP_RELEASE, SRV_OP_ACQUIRE,
+    SRV_OP_PUT, SRV_OP_GET, SRV_OP_EXISTS, SRV_OP_REMOVE,
+    SRV_OP_INFO, SRV_OP_CONFIG, SRV_OP_PING, SRV_OP_MAP,
+    SRV_NOPS
+} srv_op_t;
+/*
+ * May the caller whose call carries token (its "pinpool-token" metadata: ""
+ * for a caller without a session) ask for op, naming client_id (NULL for
+ * the methods without one)?  The gate of every gRPC method (service.c's
+ * check column); the srv_* calls below ask the same again under their own
+ * hold of the lock for what they do.  0, or PINPOOL_EINVAL (a bad
+ * client_id), PINPOOL_EPERM or PINPOOL_ENOSPC (--max-clients) with msg.
+ */
+int srv_access(srv_t *srv, srv_op_t op, const char *token, const char *client_id, char *msg,
+               size_t msglen);
 void srv_session_close(srv_t *srv, srv_client_t *client);
 
 /*
@@ -241,30 +312,35 @@ int srv_session_chunk_fds(srv_t *srv, srv_client_t *client, uint64_t slice_id,
 /* ---- named objects (objstore.c) and the spill tier (spill.c) ---------------- */
 
 /*
+ * Objects are named in the caller's uid's namespace: the caller is the
+ * session whose token the call carries, else the daemon's uid (access.c).
+ * Another uid's key k is another object, never found.
+ *
  * ReleasePoolMemory: client_id gives up host slice slice_id, which becomes the
  * object key (resident, most recently used; spillable).  ttl_ms 0: no expiry.
  * PINPOOL_EEXIST if key is taken, ENOENT/EPERM for the slice.
  */
-int srv_release(srv_t *srv, const char *client_id, uint64_t slice_id, const char *key,
-                uint64_t ttl_ms, uint64_t *size, char *msg, size_t msglen);
+int srv_release(srv_t *srv, const char *token, const char *client_id, uint64_t slice_id,
+                const char *key, uint64_t ttl_ms, uint64_t *size, char *msg, size_t msglen);
 /*
  * AcquirePoolMemory: the object key becomes a slice of client_id again (restored
  * from the tier if it was spilled, perhaps at a new offset) and leaves the
  * object table.  Waits (bounded) while another thread spills or restores it.
  */
-int srv_acquire(srv_t *srv, const char *client_id, const char *key, srv_slice_t *out, char *msg,
-                size_t msglen);
-/* Put: store len bytes under key (replacing an object there). */
-int srv_obj_put(srv_t *srv, const char *key, const void *data, uint64_t len, uint64_t ttl_ms,
-                char *msg, size_t msglen);
+int srv_acquire(srv_t *srv, const char *token, const char *client_id, const char *key,
+                srv_slice_t *out, char *msg, size_t msglen);
+/* Put: store len bytes under key (replacing an object there).  The bytes are
+ * copied with the lock released, into a slice nobody else can see yet. */
+int srv_obj_put(srv_t *srv, const char *token, const char *key, const void *data, uint64_t len,
+                uint64_t ttl_ms, char *msg, size_t msglen);
 /* Get: *data (malloc'd, the caller frees) and *len.  PINPOOL_ENOKEY if absent;
  * -EMSGSIZE with *len the object's size, before any copy, when it is larger
- * than max bytes. */
-int srv_obj_get(srv_t *srv, const char *key, uint64_t max, void **data, uint64_t *len, char *msg,
-                size_t msglen);
+ * than max bytes.  The copy runs with the lock released (the object pinned). */
+int srv_obj_get(srv_t *srv, const char *token, const char *key, uint64_t max, void **data,
+                uint64_t *len, char *msg, size_t msglen);
 /* 1, 0, or an error. */
-int srv_obj_exists(srv_t *srv, const char *key, char *msg, size_t msglen);
-int srv_obj_remove(srv_t *srv, const char *key, char *msg, size_t msglen);
+int srv_obj_exists(srv_t *srv, const char *token, const char *key, char *msg, size_t msglen);
+int srv_obj_remove(srv_t *srv, const char *token, const char *key, char *msg, size_t msglen);
 
 /*
  * At a clean exit (after the last call and session ended, before

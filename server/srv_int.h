@@ -14,8 +14,10 @@
  *   cleaner.c   the cleaner thread: zeroes freed host memory (dirty extents)
  *   slices.c    the pools: alloc, attach and free, kept slices, chunk fds;
  *               placement by uid (the host pool's tenants are uids)
- *   sessions.c  the client table, sessions and their tokens, srv_authorize,
- *               admission (--allow-uid/--allow-gid, --max-clients)
+ *   sessions.c  the client table and its indexes, sessions and their
+ *               tokens, the uids, charges and quotas, GetPoolInfo's pages
+ *   access.c    who a caller is and what it may do: the policy table of
+ *               every method and the one function that applies it
  *   objstore.c  named objects: Release/Acquire, Put/Get/Exists/Remove
  *   spill.c     the spill tier: spilling, restoring, making room, the names
  *               of tier copies, removing them, and the maintenance thread
@@ -76,6 +78,11 @@
  *                       removes the queued tier copies (do_retry_stale).
  *     srv_spill_info    calls tier_report_stats after the unlock.
  *     srv_persist_objects  in do_spill, one object at a time.
+ *     do_cluster_find   (--cluster; in srv_acquire and srv_obj_get) around the
+ *                       record's read, in do_wait_obj, do_alloc_obj, and around
+ *                       the fetch (into a slice not yet in the table).
+ *     do_cluster_share_queued  (the maintenance thread) around each copy and
+ *                       record it writes (the object is SPILLING meanwhile).
  *   Removing a stale tier copy never blocks a caller: do_tier_forget (lock
  *   held) and srv_tier_forget (no lock) only queue the copy's name, with its
  *   generation, taken under the lock (a late removal never reaches a newer
@@ -124,11 +131,13 @@
 #include <time.h>
 
 #include "objects.h"
+#include "cluster.h"
 #include "srv.h"
 
 #define SESSION_PREFIX "s-"
 #define KEPT_PREFIX "kept:"
 #define HOST_POOL 0
+#define SRV_QUANTUM 256 /* every pool's quantum: extents are sizes rounded up to it */
 #define MAINT_PERIOD_MS 100
 #define TIER_BACKOFF_MS 1000
 #define OBJ_WAIT_MAX_S 120 /* longest wait for another thread's spill or restore */
@@ -154,19 +163,78 @@ typedef struct srv_tkey {
 
 struct srv_stale; /* a removal to retry (spill.c) */
 
+/*
+ * A client (sessions.c).  Every client is in several indexes at once: by
+ * owner number (srv->owners: whose slice is this), by token (sessions:
+ * srv->tokens, so that a call carrying a token finds its session) and by id
+ * (sessions and detached clients: srv->clients), hash tables, O(1); among
+ * its uid's clients (kept slices are found there, by (uid, tag)), and by
+ * charge, most first, daemon-wide and in its uid (GetPoolInfo's top
+ * clients), red-black trees, O(log n), in the orders GetPoolInfo pages by.
+ */
 struct srv_client {
-    RB_ENTRY(srv_client) node;
+    struct srv_client *next_id;       /* srv->clients' chain (not kept clients) */
+    RB_ENTRY(srv_client) by_member;   /* u->members: (kept, id) */
+    struct srv_client *next_owner;    /* srv->owners' chain */
+    struct srv_client *next_token;    /* srv->tokens' chain (sessions) */
+    RB_ENTRY(srv_client) by_charge;   /* srv->heaviest: (charge desc, owner) */
+    RB_ENTRY(srv_client) by_ucharge;  /* u->heaviest */
     char id[SRV_CLIENT_ID_LEN];
     uint64_t owner;
     uid_t uid; /* sessions: the peer's (SO_PEERCRED); kept slices: their maker's;
                 * callers without a session: the daemon's own (geteuid) */
+    struct srv_uid *u; /* its uid's record */
     bool session;
     bool kept;
+    uint64_t maker;  /* kept: the owner number of the client that made it (0: none) */
+    /*
+     * Bytes charged to it (--client-quota): the extents of its slices, and,
+     * while it lives, what it made that outlives its slices: the kept slices
+     * it made and the objects it released or put.  A kept client's charge is
+     * its slice.  Changed only through do_charge_client (the indexes).
+     */
+    uint64_t charge;
     ipc_cred_t cred;
     char token[IPC_TOKEN_LEN]; /* sessions: the secret their calls carry */
 };
 
-RB_HEAD(client_tree, srv_client);
+RB_HEAD(member_tree, srv_client);
+/* A hash table of clients, chained through the records (sessions.c): it
+ * doubles when it holds as many as it has buckets; a failed doubling leaves
+ * it as it was (longer chains, nothing lost). */
+struct srv_chash {
+    struct srv_client **b;
+    size_t nb, n;
+};
+RB_HEAD(charge_tree, srv_client);
+RB_HEAD(ucharge_tree, srv_client);
+
+/*
+ * A uid the daemon knows (sessions.c): it has clients or bytes charged to it.
+ * charge: every byte of the uid's (--user-quota): its clients' slices (kept
+ * ones included) and its objects (released or put; resident or spilled).
+ */
+struct srv_uid {
+    RB_ENTRY(srv_uid) node;
+    uid_t uid;
+    uint64_t charge;
+    uint32_t nclients; /* kept clients included */
+    uint32_t nsessions;
+    struct member_tree members;
+    struct ucharge_tree heaviest;
+};
+
+RB_HEAD(uid_tree, srv_uid);
+
+/*
+ * Who makes a call (access.c): the session whose token the call carries, or,
+ * without a token, a caller without a session, who acts as the daemon's uid.
+ */
+typedef struct srv_principal {
+    struct srv_client *session; /* NULL: no session */
+    uid_t uid;                  /* the session's uid, or the daemon's */
+    bool admin;                 /* root or the daemon's uid: sees every client */
+} srv_principal_t;
 
 struct srv {
     pthread_mutex_t lock;
@@ -195,6 +263,8 @@ struct srv {
      * grows as planned); set once, by do_chunk_fits. */
     char pool_short[320];
     uint64_t replacements; /* chunks given fresh memory for another uid */
+    srv_gpu_t gpus[SRV_MAX_DEVICES]; /* chunks.c: srv_gpu_refresh's snapshot */
+    uint32_t ngpus;
 
     /* cleaner.c */
     pthread_t cleaner;
@@ -218,6 +288,7 @@ struct srv {
 
     /* spill.c */
     tier_t *tier;              /* (fixed) NULL: --spill-tier none */
+    struct srv_cluster *cluster; /* (fixed) NULL: no --cluster (cluster.c) */
     pthread_cond_t maint_cv;   /* wakes the maintenance thread */
     pthread_t maint;
     bool maint_started, stop_maint;
@@ -231,10 +302,21 @@ struct srv {
     bool stale_failing;        /* the last removals failed: retry after a back-off */
 
     /* sessions.c */
-    struct client_tree clients;
+    struct srv_chash clients;    /* sessions and detached clients, by id */
+    struct srv_chash owners;     /* every client, by owner number */
+    struct srv_chash tokens;     /* sessions, by token */
+    struct charge_tree heaviest; /* every client, most charged first */
+    struct uid_tree uids;
     uint32_t nclients; /* kept clients included */
     uint32_t nkept;
+    uint32_t nsessions;
     uint64_t next_owner;
+
+    /* slices.c: the device pools belong to one uid (a cudaMalloc shared by its
+     * CUDA IPC handle isolates nothing): --device-pool-uid, else the first
+     * uid that allocates in one, for the daemon's lifetime. */
+    bool dev_uid_set;
+    uid_t dev_uid;
 };
 
 /* The daemon's address of host pool offset (base is fixed). */
@@ -311,21 +393,51 @@ bool do_chunk_fits(srv_t *srv, uint64_t room, const char *why);
 
 /* ---- sessions.c ------------------------------------------------------------------- */
 
-/* The client called id, or NULL. */
+/* The client called id (a session or a detached client), or NULL. */
 struct srv_client *do_find_client(srv_t *srv, const char *id);
-/* The client called id, made if it is a new detached one.  Errors with msg: a
- * closed session's id (PINPOOL_EPERM), --max-clients (PINPOOL_ENOSPC), -ENOMEM. */
+/* uid's kept client named name ("kept:<tag>"), or NULL. */
+struct srv_client *do_find_kept(srv_t *srv, uid_t uid, const char *name);
+/* The session whose token is token, or NULL. */
+struct srv_client *do_find_token(srv_t *srv, const char *token);
+/* The client called id, made if it is a new detached one (of the daemon's
+ * uid).  Errors with msg: a closed session's id (PINPOOL_EPERM),
+ * --max-clients (PINPOOL_ENOSPC), -ENOMEM. */
 int do_get_client(srv_t *srv, const char *id, struct srv_client **out, char *msg, size_t msglen);
-/* A new client for a kept slice, named name ("kept:<tag>", not taken), of uid
- * (its maker's); NULL: no memory. */
-struct srv_client *do_add_kept(srv_t *srv, const char *name, uid_t uid);
-/* A client without a session goes when it holds nothing (c may be freed). */
+/* --max-clients: 0, or PINPOOL_ENOSPC with msg when no client may be added. */
+int do_room_for_client(const srv_t *srv, char *msg, size_t msglen);
+/* A new client for a kept slice, named name ("kept:<tag>", not taken in
+ * uid's namespace), of uid, made by the client whose owner number is maker;
+ * NULL: no memory. */
+struct srv_client *do_add_kept(srv_t *srv, const char *name, uid_t uid, uint64_t maker);
+/* A client without a session goes when nothing is charged to it (it holds no
+ * slice, and nothing it made is left): c may be freed. */
 void do_drop_if_idle(srv_t *srv, struct srv_client *c);
-/* The client whose owner number is owner, or NULL. */
+/* The client whose owner number is owner, or NULL.  O(1) (a hash table). */
 struct srv_client *do_client_of_owner(srv_t *srv, uint64_t owner);
+/*
+ * Charges (what the quotas count).  do_charge_client: c's charge changes by
+ * delta (c NULL: nothing), O(log n) (its place in the indexes by charge).
+ * do_charge_uid: uid's, made if new: 0, or -ENOMEM (delta > 0 only).
+ * do_quota_check: may client c (NULL: none; kept clients have no quota) take
+ * c_add bytes more, and uid u_add?  0, or PINPOOL_ENOSPC with the numbers
+ * ("this <what> of <size>") and the option in msg.  O(log uids).
+ */
+void do_charge_client(srv_t *srv, struct srv_client *c, int64_t delta);
+int do_charge_uid(srv_t *srv, uid_t uid, int64_t delta);
+uint64_t do_uid_charge(srv_t *srv, uid_t uid);
+int do_quota_check(srv_t *srv, const struct srv_client *c, uint64_t c_add, uid_t uid,
+                   uint64_t u_add, const char *what, char *msg, size_t msglen);
 /* srv_pool_info's fn for every client (under the lock; fn must not call srv). */
 void do_foreach_usage(srv_t *srv, void (*fn)(const srv_client_usage_t *usage, void *arg),
                       void *arg);
+/* One page of the clients p may see (srv_pool_page): fn for each, *page.  0,
+ * or PINPOOL_EINVAL (a bad token) / PINPOOL_EPERM (another uid) with msg. */
+int do_page_clients(srv_t *srv, const srv_principal_t *p, const srv_info_query_t *q,
+                    void (*fn)(const srv_client_usage_t *usage, void *arg), void *arg,
+                    srv_info_page_t *page, char *msg, size_t msglen);
+/* fn for every uid p may see (at most SRV_UIDS_MAX), in uid order. */
+void do_foreach_uid(srv_t *srv, const srv_principal_t *p,
+                    void (*fn)(const srv_uid_usage_t *usage, void *arg), void *arg);
 /* srv_destroy: free every client record. */
 void srv_clients_close(srv_t *srv);
 /* No lock: what is 1 to max printable ASCII characters without spaces?
@@ -333,6 +445,35 @@ void srv_clients_close(srv_t *srv);
 int srv_check_name(const char *what, const char *id, size_t max, char *msg, size_t msglen);
 /* No lock: a valid client_id (srv_check_name, and not "kept:..."). */
 int srv_check_client_id(const char *id, char *msg, size_t msglen);
+
+/* ---- access.c ----------------------------------------------------------------------- */
+
+/*
+ * The one authorization path: may the caller whose call carries token ask
+ * for op, naming client_id (NULL: the request names none)?  Resolves the
+ * caller into *p (a session by its token, O(1); no token: the daemon's
+ * uid, where callers without a session are let in) and applies op's row of
+ * the policy table.  Lock held.  0, or an error with msg: PINPOOL_EINVAL (a
+ * client_id that is not a name), PINPOOL_EPERM (refused), PINPOOL_ENOSPC
+ * (--max-clients).
+ */
+int do_access(srv_t *srv, srv_op_t op, const char *token, const char *client_id,
+              srv_principal_t *p, char *msg, size_t msglen);
+/* The fd socket's MAP_REQ: the session itself is the caller. */
+void do_principal_of(const srv_t *srv, struct srv_client *session, srv_principal_t *p);
+/*
+ * What "allowed" means for a slice, per op's row: may client c (the caller's,
+ * named by client_id; NULL: none yet) of principal p use slice info whose
+ * holder is holder (NULL: no client holds it: an object's)?  Its own slice;
+ * for FREE and MAP also a slice its uid keeps.  0, or PINPOOL_EPERM with msg.
+ */
+int do_may_use_slice(srv_t *srv, srv_op_t op, const srv_principal_t *p,
+                     const struct srv_client *c, const struct srv_client *holder,
+                     uint64_t slice_id, char *msg, size_t msglen);
+/* The device pools' owner (slices.c): may uid allocate in them?  The first
+ * uid to ask becomes it unless --device-pool-uid named one.  0 or
+ * PINPOOL_EPERM with msg (why, and what would isolate uids). */
+int do_device_pool_access(srv_t *srv, uid_t uid, char *msg, size_t msglen);
 
 /* ---- slices.c ------------------------------------------------------------------------ */
 
@@ -344,8 +485,9 @@ void srv_slices_close(srv_t *srv);
 /* Bytes owner holds in every pool (*slices: how many slices, *device_bytes:
  * the bytes in device pools; either may be NULL). */
 uint64_t do_owner_bytes(srv_t *srv, uint64_t owner, uint32_t *slices, uint64_t *device_bytes);
-/* Free every slice of owner in every pool; returns how many, *bytes how much. */
-uint32_t do_free_owner(srv_t *srv, uint64_t owner, uint64_t *bytes);
+/* Free every slice of client c in every pool (c's and its uid's charges go
+ * down with them); returns how many, *bytes how much. */
+uint32_t do_free_owner(srv_t *srv, struct srv_client *c, uint64_t *bytes);
 /* The slice with daemon-wide id: 0 with its pool's index and info, or PINPOOL_ENOENT. */
 int do_lookup(srv_t *srv, uint64_t id, int *pool, pool_slice_info_t *info);
 /* The client's view of slice info of pool (daemon-wide id, address, IPC handle). */
@@ -370,15 +512,16 @@ bool do_make_room_for_uid(srv_t *srv, uid_t uid, uint64_t size, uint64_t align);
  */
 int do_host_room(srv_t *srv, uid_t uid, uint64_t size, uint64_t align);
 /*
- * AcquirePoolMemory's hand-over: host slice slice (size bytes, owned by
- * srv->obj_owner) becomes client c's.  When it lies in another uid's chunks
- * its bytes move to a new slice in c's uid's, and the old one is freed.  0
- * and *info (the slice c now holds); an error with msg (c may be gone then:
- * it was dropped if idle); or 0 with *again when the lock was dropped to make
- * room (the caller looks everything up again and retries).
+ * AcquirePoolMemory's hand-over: host slice slice (owned by srv->obj_owner,
+ * in the chunks of c's uid: objects live in their owner's memory, and only
+ * their owner's clients find them) becomes client c's, charged to c and its
+ * uid.  0 and *info (the slice c now holds), or an error with msg.
  */
-int do_take_object_slice(srv_t *srv, uint64_t slice, uint64_t size, struct srv_client *c,
-                         pool_slice_info_t *info, bool *again, char *msg, size_t msglen);
+int do_take_object_slice(srv_t *srv, uint64_t slice, struct srv_client *c,
+                         pool_slice_info_t *info, char *msg, size_t msglen);
+/* A slice of extent bytes came to (delta > 0) or left (< 0) client c: its
+ * charge, its maker's for a kept slice, its uid's. */
+void do_slice_charged(srv_t *srv, struct srv_client *c, int64_t delta);
 /* Why pool_alloc of size in pool failed with rc, for a person (with the
  * spillable objects and the last spill error for the host pool). */
 void do_explain_alloc_error(srv_t *srv, int pool, int rc, uint64_t size, uint64_t alignment,
@@ -390,9 +533,20 @@ void do_explain_alloc_error(srv_t *srv, int pool, int rc, uint64_t size, uint64_
  * slices (err unused: the one failure is -ENOMEM). */
 int srv_objects_open(srv_t *srv, char *err, size_t errlen);
 
-/* Drop o (settled) from the table and the pool; its tier copy, if any, is
- * the caller's to remove after unlocking (copy: its name, len 0 if none). */
+/* srv_create, after the tier was reconciled: charge every object recovered
+ * from the tier to its uid. */
+int srv_objects_recount(srv_t *srv, char *err, size_t errlen);
+
+/* Drop o (settled, unpinned) from the table and the pool, and its charges;
+ * its tier copy, if any, is the caller's to remove after unlocking (copy: its
+ * name, len 0 if none). */
 void do_drop_obj(srv_t *srv, obj_t *o, srv_tkey_t *copy);
+/* The bytes an object is charged: its size rounded up to the pool's quantum
+ * (what its slice takes when resident, also while spilled). */
+static inline uint64_t obj_charge(const obj_t *o)
+{
+    return (o->size + SRV_QUANTUM - 1) & ~(uint64_t)(SRV_QUANTUM - 1);
+}
 
 /* ---- spill.c --------------------------------------------------------------------- */
 
@@ -412,9 +566,11 @@ void srv_maint_join(srv_t *srv);
 bool do_make_room(srv_t *srv);
 /* Would do_make_room spill or wait (rather than return false at once)? */
 bool do_make_room_waits(srv_t *srv);
-/* A host slice of size for an object, spilling others if need be (drops the
- * lock meanwhile).  0 and *info, or an error with msg. */
-int do_alloc_obj(srv_t *srv, uint64_t size, pool_slice_info_t *info, char *msg, size_t msglen);
+/* A host slice of size for an object of uid, in uid's chunks (objects live in
+ * their owner's memory), spilling others if need be (drops the lock
+ * meanwhile).  0 and *info, or an error with msg. */
+int do_alloc_obj(srv_t *srv, uid_t uid, uint64_t size, pool_slice_info_t *info, char *msg,
+                 size_t msglen);
 /* Bring SPILLED o back into a fresh slice (drops the lock during the get and
  * in do_alloc_obj; o stays this thread's, RESTORING).  0: o is RESIDENT.  Else
  * o is SPILLED again with msg, or, PINPOOL_ENOKEY after a damaged copy,

@@ -27,6 +27,23 @@
  *   adapter=PATH       mooncake_adapter.py ($PINPOOL_MOONCAKE_ADAPTER; default:
  *                      next to the binary, or ../server/ or ../../server/ from it)
  *   log=PATH           where the adapter's stderr (Mooncake's glog) goes
+ *   master=ENTRY       what Mooncake's client is given as its master: default
+ *                      HOST:PORT; etcd://H:P[;H:P...] finds the leader of
+ *                      masters in HA mode (mooncake_master --enable_ha) and
+ *                      follows it across a restart or fail-over
+ * Placement, passed to every put (Mooncake's ReplicateConfig; the adapter only):
+ *   replicas=N         replica_num (1..16, default 1): copies on N segments
+ *                      (Mooncake places them on different segments, and makes
+ *                      fewer, silently, when fewer segments exist)
+ *   soft_pin=1         soft_pin_action ENABLE (with_soft_pin on older wheels):
+ *                      evicted only after every unpinned object
+ *   hard_pin=1         with_hard_pin: never evicted (the cluster's own records)
+ *   prefer_local=1     the first replica on this node's segment: the daemon's own
+ *                      (segment=SIZE) or local_segment=HOST:PORT (a
+ *                      mooncake_client here); Mooncake's prefer_alloc_in_same_node
+ *                      is refused by the wheel's client on every put
+ *                      ("prefer_alloc_in_same_node is not supported",
+ *                      INVALID_PARAMS, 0.3.13), so preferred_segment carries it
  *
  * Two ways to Mooncake, one code path above them (a "driver" runs a batch of
  * items whose bytes lie in the staging buffer):
@@ -182,6 +199,7 @@ static int parse_uri(mc_t *m, const char *uri, char *err, size_t errlen)
     m->local_buffer = 16u << 20;
     m->buffer = 64u << 20;
     m->timeout_ms = 30000;
+    m->replicas = 1;
     snprintf(m->lib, sizeof(m->lib), "%s",
              (env = getenv("PINPOOL_MOONCAKE_LIB")) != NULL ? env : "libmooncake_store.so");
     snprintf(m->python, sizeof(m->python), "%s",
@@ -213,8 +231,36 @@ static int parse_uri(mc_t *m, const char *uri, char *err, size_t errlen)
             continue;                                                                  \
         }
         STR(metadata) STR(protocol) STR(device) STR(prefix) STR(lib) STR(python) STR(adapter)
-        STR(log)
+        STR(log) STR(local_segment)
 #undef STR
+        if (strcmp(name, "master") == 0) {
+            if (strlen(val) >= sizeof(m->master_entry))
+                goto toolong;
+            strcpy(m->master_entry, val);
+            continue;
+        }
+        if (strcmp(name, "replicas") == 0) {
+            char *end;
+            long v = strtol(val, &end, 10);
+
+            if (*end != '\0' || v < 1 || v > 16)
+                goto badval;
+            m->replicas = (uint32_t)v;
+            continue;
+        }
+        if ((strcmp(name, "soft_pin") == 0 || strcmp(name, "hard_pin") == 0 ||
+             strcmp(name, "prefer_local") == 0) &&
+            (strcmp(val, "0") == 0 || strcmp(val, "1") == 0)) {
+            bool on = val[0] == '1';
+
+            if (name[0] == 's')
+                m->soft_pin = on;
+            else if (name[0] == 'h')
+                m->hard_pin = on;
+            else
+                m->prefer_local = on;
+            continue;
+        }
         if (strcmp(name, "local_hostname") == 0) {
             if (strlen(val) >= sizeof(m->hostname))
                 goto toolong;
@@ -260,6 +306,8 @@ toolong:
         snprintf(err, errlen, "spill tier '%s': value of %s is too long", uri, name);
         return PINPOOL_EINVAL;
     }
+    if (m->master_entry[0] == '\0')
+        snprintf(m->master_entry, sizeof(m->master_entry), "%s", m->master);
     if (strcmp(mode, "dlopen") == 0)
         m->use_dlopen = true;
     else if (strcmp(mode, "auto") == 0) {
@@ -268,6 +316,12 @@ toolong:
         m->use_dlopen = h != NULL && dlsym(h, "mooncake_store_create") != NULL;
         if (h != NULL)
             dlclose(h);
+    }
+    if (m->use_dlopen && (m->replicas != 1 || m->soft_pin || m->hard_pin || m->prefer_local)) {
+        snprintf(err, errlen, "spill tier '%s': replicas, soft_pin, hard_pin and prefer_local "
+                 "need the adapter (mode=adapter): the C API driver passes no ReplicateConfig",
+                 uri);
+        return PINPOOL_EINVAL;
     }
     return 0;
 bad:
@@ -663,6 +717,12 @@ static void mc_describe(void *impl, void (*add)(const char *name, const char *va
     add("metadata", m->metadata, arg);
     add("mode", m->use_dlopen ? "dlopen" : "adapter", arg);
     add("replace", m->replace, arg);
+    add("master_entry", m->master_entry, arg);
+    snprintf(v, sizeof(v), "%u", m->replicas);
+    add("replicas", v, arg);
+    add("soft_pin", m->soft_pin ? "1" : "0", arg);
+    add("hard_pin", m->hard_pin ? "1" : "0", arg);
+    add("prefer_local", m->prefer_local ? (m->preferred[0] ? m->preferred : "1") : "0", arg);
     snprintf(v, sizeof(v), "%" PRIu64, m->stage_len);
     add("staging_bytes", v, arg);
     snprintf(v, sizeof(v), "%u", m->restarts);

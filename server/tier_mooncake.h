@@ -29,7 +29,7 @@
 #include "tier.h"
 
 enum { OP_HELLO = 1, OP_SETBUF, OP_PUT, OP_GET, OP_EXISTS, OP_SIZE, OP_REMOVE };
-#define FLAG_FORCE 1u
+#define FLAG_FORCE 1u  /* REMOVE: ignore readers' leases */
 
 /* Mooncake's error codes (mooncake-store/include/types.h) that we act on. */
 #define MC_INVALID_PARAMS (-600)
@@ -78,6 +78,13 @@ typedef struct mc {
     uint64_t segment, local_buffer, buffer;
     int timeout_ms, lease_wait_ms;
     bool force_remove, use_dlopen;
+    /* placement of every put (Mooncake's ReplicateConfig) and the master entry */
+    uint32_t replicas;          /* replica_num */
+    bool soft_pin, hard_pin;    /* soft_pin_action ENABLE (with_soft_pin), with_hard_pin */
+    bool prefer_local;          /* preferred_segment: this node's segment */
+    char local_segment[256];    /* that segment's name when the daemon contributes none */
+    char master_entry[512];     /* what setup gets as the master: HOST:PORT, or etcd://... */
+    char preferred[256];        /* the segment the adapter prefers (its HELLO reply) */
     /* staging buffer, mapped here */
     void *stage;
     uint64_t stage_len;

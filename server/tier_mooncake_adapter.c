@@ -195,7 +195,7 @@ int tier_mc_adapter_start(mc_t *m, char *err, size_t errlen)
 {
     int sv[2], rc, logfd = -1;
     pid_t pid;
-    char json[2048], req[REQ_HDR + sizeof(json)], rep[4096 + REP_HDR], msg[1024];
+    char json[3072], req[REQ_HDR + sizeof(json)], rep[4096 + REP_HDR], msg[1024];
     char *argv[] = {m->python, "-u", m->adapter, NULL};
     size_t got;
     int n;
@@ -243,12 +243,15 @@ int tier_mc_adapter_start(mc_t *m, char *err, size_t errlen)
     n = snprintf(json, sizeof(json),
                  "{\"master\":\"%s\",\"metadata_server\":\"%s\",\"protocol\":\"%s\","
                  "\"device\":\"%s\",\"local_hostname\":\"%s\",\"segment\":%" PRIu64 ","
-                 "\"local_buffer\":%" PRIu64 "}",
-                 m->master, m->metadata, m->protocol, m->device, m->hostname, m->segment,
-                 m->local_buffer);
-    if (n < 0 || (size_t)n >= sizeof(json) || strpbrk(m->master, "\"\\") ||
+                 "\"local_buffer\":%" PRIu64 ",\"replicas\":%u,\"soft_pin\":%d,"
+                 "\"hard_pin\":%d,\"prefer_local\":%d,\"local_segment\":\"%s\"}",
+                 m->master_entry, m->metadata, m->protocol, m->device, m->hostname, m->segment,
+                 m->local_buffer, m->replicas, m->soft_pin, m->hard_pin, m->prefer_local,
+                 m->local_segment);
+    if (n < 0 || (size_t)n >= sizeof(json) || strpbrk(m->master_entry, "\"\\") ||
         strpbrk(m->metadata, "\"\\") || strpbrk(m->hostname, "\"\\") ||
-        strpbrk(m->device, "\"\\") || strpbrk(m->protocol, "\"\\")) {
+        strpbrk(m->device, "\"\\") || strpbrk(m->protocol, "\"\\") ||
+        strpbrk(m->local_segment, "\"\\")) {
         tier_mc_adapter_stop(m, false);
         snprintf(err, errlen, "mooncake: parameters contain quotes or are too long");
         return PINPOOL_EINVAL;
@@ -267,7 +270,17 @@ int tier_mc_adapter_start(mc_t *m, char *err, size_t errlen)
         snprintf(err, errlen, "mooncake: %s", msg);
         return PINPOOL_ETIER;
     }
-    snprintf(m->replace, sizeof(m->replace), "%.31s", msg);
+    /* "upsert" or "remove+put", then "|" and the segment it prefers (prefer_local) */
+    {
+        char *bar = strchr(msg, '|');
+
+        m->preferred[0] = '\0';
+        if (bar != NULL) {
+            *bar = '\0';
+            snprintf(m->preferred, sizeof(m->preferred), "%s", bar + 1);
+        }
+        snprintf(m->replace, sizeof(m->replace), "%.31s", msg);
+    }
     if (m->stage != NULL) { /* a restart: a fresh buffer of the same size */
         munmap(m->stage, m->stage_len);
         close(m->memfd);

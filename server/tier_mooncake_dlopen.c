@@ -68,7 +68,7 @@ int tier_mc_dlopen_open(mc_t *m, char *err, size_t errlen)
     for (int i = 0; i < 3; i++)
         sigaction(sigs[i], NULL, &saved[i]);
     rc = m->c.setup(m->store, m->hostname, m->metadata, m->segment, m->local_buffer, m->protocol,
-                    m->device, m->master);
+                    m->device, m->master_entry);
     for (int i = 0; i < 3; i++)
         sigaction(sigs[i], &saved[i], NULL);
     if (rc != 0) {

@@ -177,12 +177,16 @@ uint64_t test_daemon_used(const test_daemon_t *d)
     pinpool_pool_info_t info;
     uint64_t used = UINT64_MAX;
 
-    ctx = pinpool__connect_rpc_only(d->socket);
-    if (pinpool_err(ctx) == 0 && pinpool_pool_info(ctx, &info) == 0) {
-        used = info.used_bytes;
-        pinpool_pool_info_free(&info);
+    /* Without a session first; a daemon that lets in only sessions (an allow
+     * list, --detached-clients no) answers a session's GetPoolInfo only. */
+    for (int session = 0; session < 2 && used == UINT64_MAX; session++) {
+        ctx = session ? pinpool_connect(d->socket) : pinpool__connect_rpc_only(d->socket);
+        if (ctx != NULL && pinpool_err(ctx) == 0 && pinpool_pool_info(ctx, &info) == 0) {
+            used = info.used_bytes;
+            pinpool_pool_info_free(&info);
+        }
+        pinpool_close(ctx);
     }
-    pinpool_close(ctx);
     return used;
 }
 

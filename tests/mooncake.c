@@ -111,9 +111,48 @@ void mc_start_master(const char *lease)
     }
 }
 
+pid_t mc_start_segment(const char *host, const char *size, const char *logname, char *name,
+                       size_t namelen)
+{
+    char bin[600], a[5][160], log[128], cmd[512];
+    FILE *p;
+    pid_t pid;
+
+    snprintf(bin, sizeof(bin), "%s/mooncake_client", mc.pkg);
+    snprintf(a[0], sizeof(a[0]), "--port=%d", mc_free_port());
+    snprintf(a[1], sizeof(a[1]), "--master_server_address=%s", mc.master_addr);
+    snprintf(a[2], sizeof(a[2]), "--metadata_server=%s", mc.metadata);
+    snprintf(a[3], sizeof(a[3]), "--global_segment_size=%s", size);
+    snprintf(a[4], sizeof(a[4]), "--host=%s", host);
+    char *argv[] = {bin, a[0], a[1], a[2], a[3], a[4], "--protocol=tcp", NULL};
+    snprintf(log, sizeof(log), "%s/%s.log", mc.dir, logname);
+    pid = mc_spawn(log, argv);
+    for (double t0 = test_now_s();;) {
+        snprintf(cmd, sizeof(cmd), "grep -qs 'Starting real client service' %s", log);
+        if (system(cmd) == 0)
+            break;
+        if (test_now_s() - t0 > 20 || waitpid(pid, NULL, WNOHANG) != 0) {
+            mc_dump_logs();
+            cr_assert_fail("mooncake_client did not start within 20 s");
+        }
+        usleep(50000);
+    }
+    /* its segment's name: HOST:PORT of its transfer engine */
+    snprintf(cmd, sizeof(cmd), "sed -n 's/.*parseHostNameWithPort. server_name: \\([^ ]*\\) "
+             "port: \\([0-9]*\\).*/\\1:\\2/p' %s | head -n 1", log);
+    p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    if (fgets(name, (int)namelen, p) == NULL)
+        name[0] = '\0';
+    pclose(p);
+    name[strcspn(name, "\n")] = '\0';
+    cr_assert_neq(name[0], '\0', "no segment name in %s", log);
+    return pid;
+}
+
 void mc_start_cluster(const char *lease, const char *extra_params)
 {
-    char cmd[512], log[128];
+    char cmd[512];
     FILE *p;
 
     snprintf(cmd, sizeof(cmd), "%s -c 'import mooncake.store, os; "
@@ -131,31 +170,12 @@ void mc_start_cluster(const char *lease, const char *extra_params)
     mc.master_port = mc_free_port();
     mc.meta_port = mc_free_port();
     mc.metrics_port = mc_free_port();
-    mc.client_port = mc_free_port();
     snprintf(mc.master_addr, sizeof(mc.master_addr), "127.0.0.1:%d", mc.master_port);
     snprintf(mc.metadata, sizeof(mc.metadata), "http://127.0.0.1:%d/metadata", mc.meta_port);
     mc_start_master(lease);
 
     /* the process that contributes the memory objects live in */
-    char bin[600], a[4][160];
-    snprintf(bin, sizeof(bin), "%s/mooncake_client", mc.pkg);
-    snprintf(a[0], sizeof(a[0]), "--port=%d", mc.client_port);
-    snprintf(a[1], sizeof(a[1]), "--master_server_address=%s", mc.master_addr);
-    snprintf(a[2], sizeof(a[2]), "--metadata_server=%s", mc.metadata);
-    snprintf(a[3], sizeof(a[3]), "--global_segment_size=%s", "512MB");
-    char *argv[] = {bin, a[0], a[1], a[2], a[3], "--host=127.0.0.1", "--protocol=tcp", NULL};
-    snprintf(log, sizeof(log), "%s/client.log", mc.dir);
-    mc.client = mc_spawn(log, argv);
-    for (double t0 = test_now_s();;) {
-        snprintf(cmd, sizeof(cmd), "grep -qs 'Starting real client service' %s", log);
-        if (system(cmd) == 0)
-            break;
-        if (test_now_s() - t0 > 20 || waitpid(mc.client, NULL, WNOHANG) != 0) {
-            mc_dump_logs();
-            cr_assert_fail("mooncake_client did not start within 20 s");
-        }
-        usleep(50000);
-    }
+    mc.client = mc_start_segment("127.0.0.1", "512MB", "client", mc.segname, sizeof(mc.segname));
     snprintf(mc.uri, sizeof(mc.uri),
              "mooncake://%s?metadata=%s&buffer=4MiB&timeout_ms=15000&log=%s/adapter.log%s%s",
              mc.master_addr, mc.metadata, mc.dir, extra_params[0] ? "&" : "", extra_params);
@@ -163,6 +183,8 @@ void mc_start_cluster(const char *lease, const char *extra_params)
 
 void mc_teardown(void)
 {
+    for (int i = 0; i < MC_MAX_SEGMENTS; i++)
+        mc_stop(&mc.segments[i]);
     mc_stop(&mc.client);
     mc_stop(&mc.master);
     if (mc.dir[0] != '\0')

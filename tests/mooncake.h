@@ -12,11 +12,15 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+#define MC_MAX_SEGMENTS 4
+
 typedef struct mc_cluster {
     char pkg[512]; /* the mooncake package directory (its binaries) */
     char dir[64];  /* logs: master.log, client.log, adapter.log, peer.log */
-    int master_port, meta_port, metrics_port, client_port;
+    int master_port, meta_port, metrics_port;
     pid_t master, client;
+    char segname[64]; /* the client's segment (HOST:PORT of its transfer engine) */
+    pid_t segments[MC_MAX_SEGMENTS]; /* more mooncake_clients a test started (mc_teardown kills them) */
     char uri[1024]; /* mooncake://... for the tier (mc_start_cluster) */
     char master_addr[64], metadata[128];
 } mc_cluster_t;
@@ -40,10 +44,18 @@ void mc_start_master(const char *lease);
  * waits (20 s each) until both serve; sets mc.uri with buffer=4MiB,
  * timeout_ms=15000, log=DIR/adapter.log and extra_params ("k=v&..." or ""). */
 void mc_start_cluster(const char *lease, const char *extra_params);
-/* Kill both, remove the directory (a suite's .fini). */
+/* One more mooncake_client contributing size ("64MB") at host, on a free port,
+ * its log DIR/LOGNAME.log; waits (20 s) until it serves; its segment's name
+ * into name.  Returns its pid (the caller stops it, or keeps it in
+ * mc.segments for mc_teardown). */
+pid_t mc_start_segment(const char *host, const char *size, const char *logname, char *name,
+                       size_t namelen);
+/* Kill both (and mc.segments), remove the directory (a suite's .fini). */
 void mc_teardown(void);
 /* tests/mooncake_peer.py (the wheel's Python client, nothing of pinpool):
- * op "get" writes key's bytes to path, "put" stores path's bytes under key;
+ * op "get" writes key's bytes to path, "put" stores path's bytes under key,
+ * "replicas" writes the segment of each of key's replicas, one a line,
+ * "remove" removes key (path unused);
  * its exit status (0 ok, 2 no such key), bounded by 60 s. */
 int mc_run_peer(const char *op, const char *key, const char *path);
 

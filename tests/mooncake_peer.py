@@ -7,6 +7,8 @@ client reads, and the other way round.
 
   mooncake_peer.py MASTER METADATA get KEY OUTFILE   -> writes the object's bytes
   mooncake_peer.py MASTER METADATA put KEY INFILE    -> stores the file's bytes
+  mooncake_peer.py MASTER METADATA replicas KEY OUT  -> the segment of each replica, a line each
+  mooncake_peer.py MASTER METADATA remove KEY -      -> removes it (force)
 Exit 0 on success, 2 when the key is missing, 1 on any other failure.
 """
 import sys
@@ -29,6 +31,18 @@ def main():
             with open(path, "wb") as f:
                 f.write(data)
             return 0 if len(data) > 0 else 1
+        if op == "remove":
+            return 0 if store.remove(key, True) == 0 else 2
+        if op == "replicas":
+            reps = store.get_replica_desc(key)
+            if not reps:
+                return 2
+            with open(path, "w") as f:
+                for r in reps:
+                    if r.is_memory_replica():
+                        d = r.get_memory_descriptor().buffer_descriptor
+                        f.write("%s\n" % d.transport_endpoint)
+            return 0
         if op == "put":
             with open(path, "rb") as f:
                 data = f.read()

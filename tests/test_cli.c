@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 
 #include "daemon.h"
+#include "grpc_call.h"
 #include "pinpool.h"
 
 
@@ -137,5 +138,67 @@ Test(cli, sizes_off_the_2mib_grid_round_up_with_a_note, .timeout = 60)
     read_log(&d, log, sizeof(log));
     cr_expect(strstr(log, "note: --chunk-size 3MB (2.86 MiB) rounded up to 4.00 MiB, a multiple of "
                           "2.00 MiB") != NULL, "%s", log);
+    test_daemon_finish(&d);
+}
+
+/* `pinpool info` pages through every client (a page of 2 here: the listing
+ * must not stop after the first), and --top N shows the N that hold most. */
+Test(cli, info_pages_through_every_client_and_top_shows_the_heaviest, .timeout = 60)
+{
+    test_daemon_t d;
+    static char out[16384];
+    char args[256], id[32];
+    uint64_t slice;
+
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB", NULL), 0);
+    test_call_default(d.socket);
+    for (int i = 1; i <= 5; i++) {
+        snprintf(id, sizeof(id), "pager-%d", i);
+        test_call_result_t r = test_call_alloc(NULL, id, (uint64_t)i << 20, &slice);
+        cr_assert_eq(r.status, GRPC_STATUS_OK, "%s", r.details);
+    }
+    snprintf(args, sizeof(args), "info --socket %s --page-size 2", d.socket);
+    cr_expect_eq(test_pinpool(out, sizeof(out), "%s", args), 0, "%s", out);
+    for (int i = 1; i <= 5; i++) {
+        snprintf(id, sizeof(id), "pager-%d ", i);
+        TEST_EXPECT_IN(out, id);
+    }
+    TEST_EXPECT_IN(out, "every uid's clients are shown");
+    snprintf(args, sizeof(args), "info --socket %s --top 2 --page-size 1", d.socket);
+    cr_expect_eq(test_pinpool(out, sizeof(out), "%s", args), 0, "%s", out);
+    TEST_EXPECT_IN(out, "pager-5 ");
+    TEST_EXPECT_IN(out, "pager-4 ");
+    cr_expect(strstr(out, "pager-3 ") == NULL, "%s", out);
+    TEST_EXPECT_IN(out, "(the 2 that hold the most of 5 clients)");
+    snprintf(args, sizeof(args), "info --socket %s --top two", d.socket);
+    cr_expect_eq(test_pinpool(out, sizeof(out), "%s", args), 2, "%s", out);
+    TEST_EXPECT_IN(out, "--top needs a number, not 'two'");
+    for (int i = 1; i <= 5; i++) {
+        snprintf(id, sizeof(id), "pager-%d", i);
+        test_call_free(id, 0);
+    }
+    test_daemon_finish(&d);
+}
+
+/* A daemon with an allow list answers only sessions: `pinpool info` and
+ * `pinpool status` ask through one of their own (a stock caller without one
+ * is refused). */
+Test(cli, info_and_status_work_where_only_sessions_are_answered, .timeout = 60)
+{
+    test_daemon_t d;
+    static char out[16384];
+    char args[256];
+
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "16MiB", "--chunk-size", "16MiB",
+                                   "--allow-uid", "0", NULL), 0);
+    test_call_default(d.socket);
+    test_call_result_t r = test_call_ping(NULL);
+    cr_expect_eq(r.status, GRPC_STATUS_PERMISSION_DENIED, "a caller without a session: %s",
+                 r.details);
+    snprintf(args, sizeof(args), "status --socket %s", d.socket);
+    cr_expect_eq(test_pinpool(out, sizeof(out), "%s", args), 0, "%s", out);
+    TEST_EXPECT_IN(out, "--allow-uid            0");
+    TEST_EXPECT_IN(out, "capacity               16.00 MiB");
+    TEST_EXPECT_IN(out, "you are                uid 0");
     test_daemon_finish(&d);
 }

@@ -10,7 +10,8 @@
  *
  * shutdown/sigterm_under_load: SIGTERM while several processes allocate, map,
  * write, free and ask for pool info; every client sees a clean error
- * (PINPOOL_ECONNECT or PINPOOL_ESHUTDOWN), the daemon exits 0, and a restart
+ * (PINPOOL_ECONNECT, PINPOOL_ESHUTDOWN, or PINPOOL_ESESSION once the fd socket
+ * closed), the daemon exits 0, and a restart
  * on the same socket serves.
  *
  * Owns: the daemon of each test and the client processes it forks.
@@ -192,7 +193,8 @@ out:
         int msg[2] = {why, rc};
         if (write(report, msg, sizeof(msg)) != (ssize_t)sizeof(msg))
             _exit(9);
-        _exit(rc == PINPOOL_ECONNECT || rc == PINPOOL_ESHUTDOWN ? 0 : 10 + why);
+        _exit(rc == PINPOOL_ECONNECT || rc == PINPOOL_ESHUTDOWN || rc == PINPOOL_ESESSION ? 0
+                                                                                  : 10 + why);
     }
     fprintf(stderr, "client: step %d failed: %s (%s)\n", why, pinpool_err_name(rc),
             pinpool_errmsg(ctx));

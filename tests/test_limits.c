@@ -370,7 +370,7 @@ static void join_cgroup(void *arg)
     close(fd);
 }
 
-/* GetPoolInfo's reply, raw (stopped_short is not in pinpool.h's struct). */
+/* GetPoolInfo's reply, raw (to compare libpinpool's struct and `pinpool info` with). */
 static Pinpool__V1__GetPoolInfoResponse *raw_info(const char *sock)
 {
     Pinpool__V1__GetPoolInfoRequest req = PINPOOL__V1__GET_POOL_INFO_REQUEST__INIT;
@@ -428,6 +428,18 @@ Test(host_memory, a_pool_larger_than_the_cgroup_is_refused_or_stops_short_with_f
     cr_expect_leq(r->ready_bytes, 512 * MiB - 64 * MiB, "ready %llu",
                   (unsigned long long)r->ready_bytes);
     TEST_EXPECT_IN(r->stopped_short, "the cgroup ");
+    { /* libpinpool and `pinpool info` say it too */
+        pinpool_ctx_t *ctx = pinpool__connect_rpc_only(sock);
+        pinpool_pool_info_t pi;
+        char cli[8192];
+        cr_assert_eq(pinpool_pool_info(ctx, &pi), 0, "%s", pinpool_errmsg(ctx));
+        cr_expect_str_eq(pi.stopped_short, r->stopped_short);
+        pinpool_pool_info_free(&pi);
+        pinpool_close(ctx);
+        cr_expect_eq(test_pinpool(cli, sizeof(cli), "info --socket %s", sock), 0, "%s", cli);
+        TEST_EXPECT_IN(cli, "stopped short");
+        TEST_EXPECT_IN(cli, r->stopped_short);
+    }
     protobuf_c_message_free_unpacked(&r->base, NULL);
     slurp(log, out, sizeof(out));
     TEST_EXPECT_IN(out, "--force: starting anyway");

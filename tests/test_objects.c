@@ -29,11 +29,11 @@ Test(objects, insert_find_remove, .timeout = 10)
     cr_assert_eq(objs_insert(t, "", 1000, 100, 2, 256, 256, 0, NULL), PINPOOL_EINVAL);
     cr_assert_eq(objs_insert(t, "b", 1000, 0, 2, 256, 256, 0, NULL), PINPOOL_EINVAL);
     cr_assert_eq(objs_insert(t, "b", 1000, 10, 0, 256, 256, 0, NULL), PINPOOL_EINVAL);
-    cr_assert_eq(objs_find(t, "a"), o);
-    cr_assert_null(objs_find(t, "b"));
+    cr_assert_eq(objs_find(t, 1000, "a"), o);
+    cr_assert_null(objs_find(t, 1000, "b"));
     check(t);
     objs_remove(t, o);
-    cr_assert_null(objs_find(t, "a"));
+    cr_assert_null(objs_find(t, 1000, "a"));
     check(t);
     objs_destroy(t);
 }
@@ -127,6 +127,60 @@ Test(objects, ttl, .timeout = 10)
     objs_destroy(t);
 }
 
+/* Keys are a namespace per uid: the same key of two uids is two records, and
+ * a lookup in one never finds the other's. */
+Test(objects, keys_are_a_namespace_per_uid, .timeout = 10)
+{
+    objs_t *t;
+    obj_t *a, *b;
+
+    cr_assert_eq(objs_create(&t, 0), 0);
+    cr_assert_eq(objs_insert(t, "k", 1000, 10, 1, 0, 256, 0, &a), 0);
+    cr_assert_eq(objs_insert(t, "k", 2000, 20, 2, 256, 256, 0, &b), 0, "another uid's key k is new");
+    cr_assert_eq(objs_insert(t, "k", 1000, 10, 3, 512, 256, 0, NULL), PINPOOL_EEXIST);
+    cr_assert_eq(objs_find(t, 1000, "k"), a);
+    cr_assert_eq(objs_find(t, 2000, "k"), b);
+    cr_assert_null(objs_find(t, 3000, "k"));
+    objs_remove(t, a);
+    cr_assert_null(objs_find(t, 1000, "k"));
+    cr_assert_eq(objs_find(t, 2000, "k"), b);
+    check(t);
+    objs_destroy(t);
+}
+
+/* A pinned object is no spill victim, cannot change state, does not expire,
+ * and is the most recently used after its last unpin. */
+Test(objects, pins, .timeout = 10)
+{
+    objs_t *t;
+    obj_t *a, *b;
+
+    objs_create(&t, 0);
+    objs_insert(t, "a", 1000, 1, 1, 0, 256, 5, &a);
+    objs_insert(t, "b", 1000, 1, 2, 256, 256, 0, &b);
+    cr_assert_eq(objs_lru(t), a);
+    cr_assert_eq(objs_pin(t, a), 0);
+    cr_assert_eq(objs_pin(t, a), 0, "two readers");
+    check(t);
+    cr_assert_eq(objs_lru(t), b, "a pinned object is no victim");
+    cr_assert_null(objs_lru_next(t, b));
+    cr_assert_null(objs_expired(t, 10), "a pinned object does not expire under its reader");
+    cr_assert_eq(objs_set_state(t, a, OBJ_SPILLING, 0, 0, 0), PINPOOL_EINVAL);
+    objs_touch(t, a);
+    check(t);
+    objs_unpin(t, a);
+    cr_assert_eq(objs_lru(t), b);
+    objs_unpin(t, a);
+    check(t);
+    cr_assert_eq(objs_lru(t), b, "unpinned last: most recently used");
+    cr_assert_eq(objs_lru_next(t, b), a);
+    cr_assert_eq(objs_expired(t, 10), a);
+    cr_assert_eq(objs_set_state(t, b, OBJ_SPILLING, 0, 0, 0), 0);
+    cr_assert_eq(objs_pin(t, b), PINPOOL_EINVAL, "only resident objects are pinned");
+    check(t);
+    objs_destroy(t);
+}
+
 /* Many random steps: the invariants hold after each (POOL_DEBUG checks too). */
 Test(objects, random_walk, .timeout = 30)
 {
@@ -137,15 +191,22 @@ Test(objects, random_walk, .timeout = 30)
     srand(5);
     for (int i = 0; i < 20000; i++) {
         snprintf(key, sizeof(key), "k%d", rand() % 64);
-        obj_t *o = objs_find(t, key);
+        obj_t *o = objs_find(t, 1000, key);
         if (o == NULL) {
             cr_assert_eq(objs_insert(t, key, 1000, 1 + (uint64_t)(rand() % 1000), 1 + (uint64_t)i, 0,
                                      1024, 0, NULL), 0);
             continue;
         }
-        switch (rand() % 4) {
+        switch (rand() % 5) {
         case 0:
-            objs_remove(t, o);
+            if (o->pins == 0)
+                objs_remove(t, o);
+            break;
+        case 4:
+            if (o->pins > 0 && rand() % 2)
+                objs_unpin(t, o);
+            else
+                (void)objs_pin(t, o);
             break;
         case 1:
             objs_touch(t, o);

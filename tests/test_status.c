@@ -9,7 +9,11 @@
 
 #include <errno.h>
 #include <grpc/status.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include "internal.h"
 #include "pinpool.h"
@@ -58,14 +62,34 @@ Test(status, a_status_without_a_code_maps_back_as_before, .timeout = 10)
     cr_expect_eq(proto_error_of(GRPC_STATUS_DATA_LOSS), PINPOOL_EPROTO);
 }
 
-/* No daemon behind the socket: gRPC says UNAVAILABLE and the call says why. */
+/* No daemon behind the socket (a stale socket file: the directory checks
+ * pass, nobody listens): gRPC says UNAVAILABLE and the call says why; no
+ * directory at all is refused at connect, with the same hint. */
 Test(status, a_call_to_no_daemon_is_connect_with_a_hint, .timeout = 30)
 {
-    pinpool_ctx_t *ctx = pinpool__connect_rpc_only("/tmp/pinpool-no-such-dir/pinpool.sock");
+    char dir[] = "/tmp/pinpool-status-XXXXXX", path[64];
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    pinpool_ctx_t *ctx;
 
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/pinpool.sock", dir);
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    close(fd); /* the file stays, nobody listens */
+    ctx = pinpool__connect_rpc_only(path);
     cr_assert_not_null(ctx);
     cr_assert_eq(pinpool_err(ctx), 0, "%s", pinpool_errmsg(ctx));
     cr_expect_eq(pinpool_ping(ctx), PINPOOL_ECONNECT);
+    cr_expect(strstr(pinpool_errmsg(ctx), "is `pinpool serve` running?") != NULL, "%s",
+              pinpool_errmsg(ctx));
+    pinpool_close(ctx);
+    unlink(path);
+    rmdir(dir);
+
+    ctx = pinpool__connect_rpc_only("/tmp/pinpool-no-such-dir/pinpool.sock");
+    cr_assert_not_null(ctx);
+    cr_expect_eq(pinpool_err(ctx), PINPOOL_ECONNECT);
     cr_expect(strstr(pinpool_errmsg(ctx), "is `pinpool serve` running?") != NULL, "%s",
               pinpool_errmsg(ctx));
     pinpool_close(ctx);

@@ -11,6 +11,8 @@
  * process, the benchmark with every strategy.
  */
 #include <criterion/criterion.h>
+
+#include <signal.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
@@ -248,6 +250,59 @@ Test(swap_mock, api_states_and_errors)
     EXPECT_ERR(pinpool_swap_info(ctx, "t", &info), PINPOOL_EINVAL, "no swap tag");
     cr_assert_eq(pinpool_swap_register(ctx, "r", 0, 0x1000, 64), 0, "%s", pinpool_errmsg(ctx));
     cr_assert_eq(pinpool_swap_drop(ctx, "r", 0), 0);
+    pinpool_close(ctx);
+    stop();
+}
+
+/*
+ * The daemon restarts under a context with swap tags: swap calls say
+ * PINPOOL_ESESSION; after pinpool_reconnect a resident tag (its host copy
+ * kept mapped: KEEP_HOST) forgets the copy of the old session and pauses and
+ * resumes with a new one, bytes intact; a tag paused into the old session's
+ * memory cannot resume (its copy is gone: the error says there is none) and
+ * can be dropped.
+ */
+Test(swap_mock, a_daemon_restart_and_reconnect_under_swap_tags)
+{
+    use_mock();
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB", "--host-backend",
+                                   "vmm", NULL), 0);
+    pinpool_ctx_t *ctx = test_connect(&d);
+    pinpool_swap_info_t info;
+    uint64_t a = 0, p = 0;
+    int rc;
+
+    cr_assert_eq(pinpool_swap_alloc(ctx, "res", 0, 1u << 20, &a), 0, "%s", pinpool_errmsg(ctx));
+    cr_assert_eq(pinpool_swap_alloc(ctx, "gone", 0, 1u << 20, &p), 0, "%s", pinpool_errmsg(ctx));
+    memset((void *)(uintptr_t)a, 0x3c, 1u << 20);
+    cr_assert_eq(pinpool_swap_pause(ctx, "res", NULL, PINPOOL_SWAP_RELEASE), 0, "%s", pinpool_errmsg(ctx));
+    cr_assert_eq(pinpool_swap_resume(ctx, "res", NULL, PINPOOL_SWAP_KEEP_HOST), 0, "%s", pinpool_errmsg(ctx));
+    cr_assert_eq(pinpool_swap_wait(ctx, "res"), 0, "%s", pinpool_errmsg(ctx));
+    cr_assert_eq(pinpool_swap_pause(ctx, "gone", NULL, PINPOOL_SWAP_RELEASE), 0, "%s", pinpool_errmsg(ctx));
+    cr_assert_eq(pinpool_swap_wait(ctx, "gone"), 0, "%s", pinpool_errmsg(ctx));
+
+    cr_assert_eq(test_daemon_kill(&d, SIGKILL), 128 + SIGKILL);
+    cr_assert_eq(test_daemon_restart(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB",
+                                     "--host-backend", "vmm", NULL), 0);
+    rc = pinpool_swap_pause(ctx, "res", NULL, 0);
+    cr_expect_eq(rc, PINPOOL_ESESSION, "%s: %s", pinpool_err_name(rc), pinpool_errmsg(ctx));
+    cr_assert_eq(pinpool_reconnect(ctx), 0, "%s", pinpool_errmsg(ctx));
+
+    cr_assert_eq(pinpool_swap_info(ctx, "res", &info), 0, "%s", pinpool_errmsg(ctx));
+    cr_expect_eq(info.state, PINPOOL_SWAP_RESIDENT);
+    cr_expect_eq(info.host_slice_id, 0, "the old session's copy is forgotten");
+    cr_assert_eq(pinpool_swap_pause(ctx, "res", NULL, PINPOOL_SWAP_RELEASE), 0, "%s", pinpool_errmsg(ctx));
+    cr_assert_eq(pinpool_swap_resume(ctx, "res", NULL, 0), 0, "%s", pinpool_errmsg(ctx));
+    cr_assert_eq(pinpool_swap_wait(ctx, "res"), 0, "%s", pinpool_errmsg(ctx));
+    const unsigned char *pa = (const void *)(uintptr_t)a;
+    cr_expect(pa[0] == 0x3c && pa[(1u << 20) - 1] == 0x3c, "bytes back through the new session's copy");
+
+    rc = pinpool_swap_resume(ctx, "gone", NULL, 0);
+    cr_expect_eq(rc, PINPOOL_ENOKEY, "%s: %s", pinpool_err_name(rc), pinpool_errmsg(ctx));
+    cr_expect(strstr(pinpool_errmsg(ctx), "session that ended") != NULL, "%s",
+              pinpool_errmsg(ctx));
+    cr_expect_eq(pinpool_swap_drop(ctx, "gone", PINPOOL_SWAP_FREE_HOST), 0, "%s", pinpool_errmsg(ctx));
+    cr_expect_eq(pinpool_swap_drop(ctx, "res", 0), 0, "%s", pinpool_errmsg(ctx));
     pinpool_close(ctx);
     stop();
 }

@@ -263,6 +263,24 @@ Test(tms, freeing_one_of_two_while_paused)
     pinpool_tms_free(b, 4 * MiB, 0, NULL);
 }
 
+Test(tms, frees_after_detach_leave_a_paused_copy_in_the_daemon)
+{
+    region("x", PINPOOL_TMS_CPU_BACKUP);
+    unsigned char *a = tms_alloc(4 * MiB);
+    fill(a, 4 * MiB, 16);
+    cr_assert_eq(pinpool_tms_pause("x"), 0, "%s", pinpool_tms_errmsg());
+    pinpool_tms_detach(); /* the process is ending: torch frees its pools now */
+    pinpool_tms_free(a, 4 * MiB, 0, NULL);
+    cr_expect_geq(test_daemon_used(&d), 4 * MiB, "the paused copy stays for another process");
+    pinpool_ctx_t *other = test_connect(&d);
+    pinpool_slice_t kept;
+    cr_assert_eq(pinpool_attach(other, "swap:x", 0, &kept), 0, "kept under its tag: %s",
+                 pinpool_errmsg(other));
+    cr_expect(holds(kept.ptr, 4 * MiB, 16), "with its bytes");
+    cr_expect_eq(pinpool_free(other, kept.id, NULL), 0, "%s", pinpool_errmsg(other));
+    pinpool_close(other);
+}
+
 Test(tms, disk_backup_goes_to_the_daemon_as_a_released_object)
 {
     region("d", PINPOOL_TMS_DISK_BACKUP);

@@ -12,6 +12,7 @@
 #define PINPOOL_FUZZ_COMMON_H
 
 #include <dirent.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,9 +79,11 @@ static inline void fuzz_collect(const srv_client_usage_t *u, void *arg)
 }
 
 /*
- * Free every client's slices (a kept slice through its tag); then nothing may
- * be left in use.  Named objects (Put, Release) have no listing: when any are
- * left, the srv is made anew, so each input starts from an empty pool.
+ * Free every client's slices (a kept slice through its tag, as a caller of
+ * the daemon's uid); then nothing may be left in use.  Named objects (Put,
+ * Release) have no listing, and what is charged to a detached client keeps
+ * it listed: when anything is left, the srv is made anew, so each input
+ * starts from an empty pool.
  */
 static inline void fuzz_reset(srv_t **srvp)
 {
@@ -88,6 +91,7 @@ static inline void fuzz_reset(srv_t **srvp)
     srv_pool_info_t info;
     fuzz_ids_t ids;
     char msg[256];
+    bool left = false;
 
     do {
         ids.n = 0;
@@ -97,21 +101,22 @@ static inline void fuzz_reset(srv_t **srvp)
             uint32_t n;
             if (strncmp(ids.id[i], "kept:", 5) == 0) {
                 srv_slice_t s;
-                fuzz_check(srv_attach(srv, "fuzz-reset", ids.id[i] + 5, &s, msg, sizeof(msg)) == 0);
-                fuzz_check(srv_free(srv, "fuzz-reset", s.info.id, &freed, &n, msg, sizeof(msg)) == 0);
+                if (srv_attach(srv, "", "fuzz-reset", ids.id[i] + 5, &s, msg, sizeof(msg)) != 0 ||
+                    srv_free(srv, "", "fuzz-reset", s.info.id, &freed, &n, msg, sizeof(msg)) != 0)
+                    left = true; /* another uid's */
             } else {
-                fuzz_check(srv_free(srv, ids.id[i], 0, &freed, &n, msg, sizeof(msg)) == 0);
+                fuzz_check(srv_free(srv, "", ids.id[i], 0, &freed, &n, msg, sizeof(msg)) == 0);
             }
         }
-    } while (ids.n == sizeof(ids.id) / sizeof(ids.id[0]));
+    } while (!left && ids.n == sizeof(ids.id) / sizeof(ids.id[0]));
     srv_pool_info(srv, &info, NULL, NULL);
-    fuzz_check(info.num_clients == 0);
-    fuzz_check(info.num_kept == 0);
-    if (info.stats.used != 0) {
+    if (left || info.stats.used != 0 || info.num_clients != 0 || info.num_kept != 0) {
         srv_destroy(srv);
         *srvp = srv = fuzz_srv_create();
         srv_pool_info(srv, &info, NULL, NULL);
     }
+    fuzz_check(info.num_clients == 0);
+    fuzz_check(info.num_kept == 0);
     fuzz_check(info.stats.used == 0);
     fuzz_check(info.stats.num_slices == 0);
     fuzz_check(info.stats.free + info.stats.dirty == info.stats.ready); /* dirty: being cleaned */

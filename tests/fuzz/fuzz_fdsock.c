@@ -101,7 +101,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_check(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == 0);
     client = srv_session_open(srv, &cred, id, sizeof(id));
     fuzz_check(client != NULL);
-    if (srv_alloc(srv, "victim", -1, 300 << 10, 0, "", false, &slice, msg, sizeof(msg)) == 0)
+    if (srv_alloc(srv, "", "victim", -1, 300 << 10, 0, "", false, &slice, msg, sizeof(msg)) == 0)
         victim = slice.info.id;
 
     /* Our slices: up to 3 bytes each, 1 byte .. 16 MiB (larger than the pool fails). */
@@ -110,7 +110,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (size_t i = 0; i < want && at + 3 <= size; i++, at += 3) {
             uint64_t bytes = 1 + ((uint64_t)data[at] | (uint64_t)data[at + 1] << 8 |
                                   (uint64_t)data[at + 2] << 16);
-            if (srv_alloc(srv, id, -1, bytes, 0, "", false, &slice, msg, sizeof(msg)) == 0)
+            if (srv_alloc(srv, srv_session_token(client), id, -1, bytes, 0, "", false, &slice, msg, sizeof(msg)) == 0)
                 ours[nours++] = slice.info.id;
         }
     }

@@ -15,7 +15,10 @@
  * call fails with CUDA_ERROR_OUT_OF_MEMORY (once: the variable is then
  * unset), for the tests of failure paths.  cuMemGetInfo's free bytes are
  * 80 GiB less the device memory this process holds (cuMemAlloc and device
- * cuMemCreate handles not yet released), so a test can see memory given back.
+ * cuMemCreate handles not yet released), so a test can see memory given back,
+ * and less 512 MiB while the current GPU's primary context is retained (a
+ * context's own memory).  $PINPOOL_MOCK_DEVICES=N shows N GPUs (default 1);
+ * mock_cuda_contexts() is the mask of GPUs whose primary context is retained.
  * mock_cuda_calls(NAME) counts this process's calls of cuMemHostAlloc,
  * cuMemHostRegister, cuMemCreate (device memory) and cuMemcpyDtoHAsync;
  * mock_cuda_device_bytes() is the device memory held.  Device VMM memory
@@ -31,8 +34,9 @@
  * copies are synchronous and streams and
  * events order nothing, so stream-ordering bugs stay invisible; timings mean
  * nothing.  The real test is tests/gpu/run on a GPU.
- * One test knob: $PINPOOL_MOCK_CREATE_GATE holds cuMemCreate (slow pinning,
- * for tests/test_chaos.c and bench/ctl_latency.c).
+ * Test knobs: $PINPOOL_MOCK_CREATE_GATE holds cuMemCreate (slow pinning,
+ * for tests/test_chaos.c and bench/ctl_latency.c), $PINPOOL_MOCK_REGISTER_GATE
+ * cuMemHostRegister (tests/test_hugetlb.c).
  */
 #include <cuda.h>
 #include <fcntl.h>
@@ -110,8 +114,15 @@ CUresult cuInit(unsigned f) { (void)f; return OK; }
 CUresult cuDriverGetVersion(int *v) { *v = 13000; return OK; }
 CUresult cuGetErrorString(CUresult e, const char **s) { (void)e; *s = "mock error"; return OK; }
 CUresult cuGetErrorName(CUresult e, const char **s) { static char b[32]; snprintf(b, 32, "MOCK_%d", (int)e); *s = b; return OK; }
-CUresult cuDeviceGetCount(int *n) { *n = 1; return OK; }
-CUresult cuDeviceGet(CUdevice *d, int o) { *d = o; return o == 0 ? OK : CUDA_ERROR_INVALID_DEVICE; }
+/* $PINPOOL_MOCK_DEVICES: how many GPUs it shows (1 to 8; 1 when unset). */
+static int ndev(void)
+{
+    const char *e = getenv("PINPOOL_MOCK_DEVICES");
+    int n = e != NULL ? atoi(e) : 1;
+    return n < 1 ? 1 : n > 8 ? 8 : n;
+}
+CUresult cuDeviceGetCount(int *n) { *n = ndev(); return OK; }
+CUresult cuDeviceGet(CUdevice *d, int o) { *d = o; return o >= 0 && o < ndev() ? OK : CUDA_ERROR_INVALID_DEVICE; }
 CUresult cuDeviceGetName(char *n, int len, CUdevice d) { (void)d; snprintf(n, (size_t)len, "Mock GPU"); return OK; }
 CUresult cuDeviceGetPCIBusId(char *b, int len, CUdevice d) { snprintf(b, (size_t)len, "0000:%02x:00.0", d + 1); return OK; }
 CUresult cuDeviceGetAttribute(int *v, CUdevice_attribute a, CUdevice d)
@@ -125,12 +136,44 @@ CUresult cuDeviceGetAttribute(int *v, CUdevice_attribute a, CUdevice d)
         *v = 0;
     return OK;
 }
-static int ctxobj;
-CUresult cuDevicePrimaryCtxRetain(CUcontext *c, CUdevice d) { (void)d; *c = (CUcontext)&ctxobj; return OK; }
-CUresult cuDevicePrimaryCtxRelease(CUdevice d) { (void)d; return OK; }
-CUresult cuCtxSetCurrent(CUcontext c) { (void)c; return OK; }
-CUresult cuCtxGetCurrent(CUcontext *c) { *c = (CUcontext)&ctxobj; return OK; }
-CUresult cuCtxGetDevice(CUdevice *d) { *d = 0; return OK; }
+/* Primary contexts: one object per device, retained or not.  Each retained
+ * one holds CTX_BYTES of its GPU (cuMemGetInfo), as a real context's own
+ * memory does; mock_cuda_contexts() is the bit mask of retained ones.  The
+ * current context is per thread (GPU 0's until cuCtxSetCurrent). */
+#define CTX_BYTES (512ull << 20)
+static int ctxobj[8], retained[8];
+static __thread CUcontext current;
+CUresult cuDevicePrimaryCtxRetain(CUcontext *c, CUdevice d)
+{
+    if (d < 0 || d >= ndev()) return CUDA_ERROR_INVALID_DEVICE;
+    __atomic_add_fetch(&retained[d], 1, __ATOMIC_SEQ_CST);
+    *c = (CUcontext)&ctxobj[d];
+    return OK;
+}
+CUresult cuDevicePrimaryCtxRelease(CUdevice d)
+{
+    if (d < 0 || d >= ndev()) return CUDA_ERROR_INVALID_DEVICE;
+    __atomic_sub_fetch(&retained[d], 1, __ATOMIC_SEQ_CST);
+    return OK;
+}
+CUresult cuDevicePrimaryCtxGetState(CUdevice d, unsigned *flags, int *active)
+{
+    if (d < 0 || d >= ndev()) return CUDA_ERROR_INVALID_DEVICE;
+    *flags = 0;
+    *active = __atomic_load_n(&retained[d], __ATOMIC_SEQ_CST) > 0;
+    return OK;
+}
+unsigned mock_cuda_contexts(void);
+unsigned mock_cuda_contexts(void)
+{
+    unsigned m = 0;
+    for (int i = 0; i < 8; i++) if (__atomic_load_n(&retained[i], __ATOMIC_SEQ_CST) > 0) m |= 1u << i;
+    return m;
+}
+CUresult cuCtxSetCurrent(CUcontext c) { current = c; return OK; }
+/* As before there were several: GPU 0's context is current where none was set. */
+CUresult cuCtxGetCurrent(CUcontext *c) { *c = current != NULL ? current : (CUcontext)&ctxobj[0]; return OK; }
+CUresult cuCtxGetDevice(CUdevice *d) { *d = current != NULL ? (CUdevice)((int *)current - ctxobj) : 0; return OK; }
 CUresult cuCtxSynchronize(void) { return OK; }
 CUresult cuCtxEnablePeerAccess(CUcontext c, unsigned f) { (void)c, (void)f; return OK; }
 CUresult cuDeviceCanAccessPeer(int *v, CUdevice a, CUdevice b) { (void)a, (void)b; *v = 0; return OK; }
@@ -270,10 +313,34 @@ CUresult cuMemSetAccess(CUdeviceptr p, size_t n, const CUmemAccessDesc *d, size_
                 : d[i].flags == CU_MEM_ACCESS_FLAGS_PROT_READ ? PROT_READ : PROT_NONE;
     return mprotect((void *)(uintptr_t)p, n, prot) == 0 ? OK : CUDA_ERROR_INVALID_VALUE;
 }
+/* $PINPOOL_MOCK_REGISTER_GATE=PATH:N: every cuMemHostRegister after this
+ * process's first N waits while PATH exists (the register path's create_gate). */
+static void register_gate(void)
+{
+    static int calls;
+    const char *g = getenv("PINPOOL_MOCK_REGISTER_GATE");
+    char path[512];
+    int pass = 0;
+
+    if (g == NULL || g[0] == '\0')
+        return;
+    snprintf(path, sizeof(path), "%s", g);
+    char *colon = strrchr(path, ':');
+    if (colon != NULL) {
+        *colon = '\0';
+        pass = atoi(colon + 1);
+    }
+    if (__atomic_add_fetch(&calls, 1, __ATOMIC_SEQ_CST) <= pass)
+        return;
+    while (access(path, F_OK) == 0)
+        usleep(10000);
+}
+
 CUresult cuMemHostRegister(void *p, size_t n, unsigned f)
 {
     (void)f;
     if (failing("cuMemHostRegister")) return CUDA_ERROR_OUT_OF_MEMORY;
+    register_gate();
     count(C_HOSTREGISTER);
     pthread_mutex_lock(&mu);
     CUresult r = overlaps(registered, (uintptr_t)p, n) ? CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED
@@ -313,7 +380,14 @@ CUresult cuMemFree(CUdeviceptr p)
     pthread_mutex_unlock(&mu);
     return OK;
 }
-CUresult cuMemGetInfo(size_t *f, size_t *t) { *t = TOTAL; *f = TOTAL - mock_cuda_device_bytes(); return OK; }
+CUresult cuMemGetInfo(size_t *f, size_t *t)
+{
+    CUdevice d;
+    cuCtxGetDevice(&d);
+    *t = TOTAL;
+    *f = TOTAL - mock_cuda_device_bytes() - (__atomic_load_n(&retained[d], __ATOMIC_SEQ_CST) > 0 ? CTX_BYTES : 0);
+    return OK;
+}
 CUresult cuIpcGetMemHandle(CUipcMemHandle *h, CUdeviceptr p)
 {
     memset(h, 0, sizeof(*h));

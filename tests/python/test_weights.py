@@ -356,11 +356,23 @@ DEVICE_ATTACH = """
 """
 
 
+GPUS_INFO = """
+import sys, pinpool
+with pinpool.Client(sys.argv[1]) as c:
+    gpus = c.info()["gpus"]
+assert [(g["device_id"], g["role"], g["device_pool_bytes"]) for g in gpus] == \\
+    [(0, "device pool, host pinning", 64 << 20)], gpus
+assert 0 < gpus[0]["gpu_used_bytes"] <= gpus[0]["gpu_total_bytes"], gpus
+print("ok")
+"""
+
+
 def test_device_manifests_on_the_stand_in_driver():
     d, env = mock_cuda_daemon("--device-pool-size", "64MiB")
     try:
         env = child_env({"LD_LIBRARY_PATH": env["LD_LIBRARY_PATH"]})
         run_child(DEVICE_PUBLISH, d.socket, env=env)
         run_child(DEVICE_ATTACH, d.socket, env=env)
+        run_child(GPUS_INFO, d.socket, env=env)  # the daemon's context on GPU 0, and why
     finally:
         assert d.stop() == 0

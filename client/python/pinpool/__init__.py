@@ -23,7 +23,7 @@ client/python/README.md lists every call.
 """
 
 from ._lib import (ConnectError, InvalidArgumentError, NotFoundError, OutOfPoolMemoryError,
-                   PermissionDeniedError, PinpoolError)
+                   PermissionDeniedError, PinpoolError, SessionError)
 from .client import ALLOC_GPU_ONLY, ALLOC_KEEP, HOST, Client, Slice
 from .pool import ServerPinnedMemoryPool
 from . import weights  # noqa: E402 (needs neither numpy nor torch to import)
@@ -40,4 +40,5 @@ def library_version():
 
 __all__ = ["Client", "Slice", "HOST", "ALLOC_GPU_ONLY", "ALLOC_KEEP", "ServerPinnedMemoryPool", "PinpoolError",
            "InvalidArgumentError", "OutOfPoolMemoryError", "NotFoundError",
-           "PermissionDeniedError", "ConnectError", "library_version", "__version__", "weights"]
+           "PermissionDeniedError", "ConnectError", "SessionError", "library_version",
+           "__version__", "weights"]

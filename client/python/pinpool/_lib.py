@@ -30,6 +30,7 @@ EEXIST = -1015
 ENOKEY = -1016
 ETIER = -1017
 EBUSY = -1018
+ESESSION = -1019
 
 
 class PinpoolError(Exception):
@@ -62,6 +63,11 @@ class ConnectError(PinpoolError, ConnectionError):
     """ECONNECT, ECLOSED, ESHUTDOWN: the daemon cannot be reached or is going away."""
 
 
+class SessionError(ConnectError):
+    """ESESSION: the daemon went (it exited or restarted), and with it this client's
+    session and every slice of it; Client.reconnect() makes a new session."""
+
+
 _CLASSES = {
     EINVAL: InvalidArgumentError,
     ETOOBIG: InvalidArgumentError,
@@ -74,6 +80,7 @@ _CLASSES = {
     ECONNECT: ConnectError,
     ECLOSED: ConnectError,
     ESHUTDOWN: ConnectError,
+    ESESSION: SessionError,
 }
 
 
@@ -141,6 +148,11 @@ class SpillInfo_t(ctypes.Structure):
                 ("low_watermark_bytes", c_u64), ("last_error", ctypes.c_char * 256)]
 
 
+class GpuInfo_t(ctypes.Structure):
+    _fields_ = [("device_id", c_i32), ("role", ctypes.c_char * 32), ("device_pool_bytes", c_u64),
+                ("gpu_used_bytes", c_u64), ("gpu_total_bytes", c_u64)]
+
+
 class PoolInfo_t(ctypes.Structure):
     _fields_ = [("capacity_bytes", c_u64), ("ready_bytes", c_u64), ("used_bytes", c_u64),
                 ("free_bytes", c_u64), ("largest_free_extent", c_u64), ("chunk_size", c_u64),
@@ -150,7 +162,9 @@ class PoolInfo_t(ctypes.Structure):
                 ("pin_seconds", ctypes.c_double), ("num_devices", c_u32),
                 ("devices", DeviceInfo_t * MAX_DEVICES), ("num_usage", c_u32),
                 ("usage", ctypes.POINTER(ClientUsage_t)), ("spill", SpillInfo_t),
-                ("cleaning_bytes", c_u64), ("chunk_replacements", c_u64)]
+                ("cleaning_bytes", c_u64), ("chunk_replacements", c_u64),
+                ("stopped_short", ctypes.c_char * 320), ("num_gpus", c_u32),
+                ("gpus", GpuInfo_t * MAX_DEVICES)]
 
 
 class ArenaOpts_t(ctypes.Structure):
@@ -234,6 +248,7 @@ def _declare(L):
         "pinpool_errmsg": (ctypes.c_char_p, [vp]),
         "pinpool_client_id": (ctypes.c_char_p, [vp]),
         "pinpool_close": (None, [vp]),
+        "pinpool_reconnect": (ctypes.c_int, [vp]),
         "pinpool_alloc": (ctypes.c_int, [vp, c_u64, P(AllocOpts_t), P(Slice_t)]),
         "pinpool_free": (ctypes.c_int, [vp, c_u64, P(c_u64)]),
         "pinpool_free_all": (ctypes.c_int, [vp, P(c_u64)]),
@@ -275,6 +290,7 @@ def _declare(L):
         "pinpool_tms_resume": (ctypes.c_int, [ctypes.c_char_p]),
         "pinpool_tms_set_retain": (None, [ctypes.c_int]),
         "pinpool_tms_get_retain": (ctypes.c_int, []),
+        "pinpool_tms_detach": (None, []),
         "pinpool_tms_set_margin": (None, [c_u64]),
         "pinpool_tms_cpu_backup": (ctypes.c_int, [c_u64, c_u64, P(vp)]),
         "pinpool_tms_usage": (ctypes.c_int, [ctypes.c_char_p, P(TmsUsage_t)]),

@@ -1,7 +1,9 @@
 """pinpool.Client: one libpinpool context (the process's lease on the daemon).
 
 Owns: the context; its slices go back to the daemon on free(), free_all(),
-close(), or when the process exits.
+close(), or when the process exits.  When the daemon goes, the session and its
+slices go with it: every call raises SessionError until reconnect() (a new
+session on the same context; the old slices are unmapped).
 Never: holds a Python lock across a library call (the library is thread-safe,
 and ctypes releases the GIL during the call).
 """
@@ -11,6 +13,8 @@ import errno
 
 from . import _lib
 from ._lib import ConnectError, NotFoundError, error
+
+GET_FIRST_TRY = 64 << 10  # get() reads objects up to this size in one call
 
 HOST = -1  # device_id of host slices (PINPOOL_HOST)
 ALLOC_GPU_ONLY = 0x1  # PINPOOL_ALLOC_GPU_ONLY: a host slice for CUDA copies only
@@ -115,6 +119,21 @@ class Client(_lib.Closable):
         """The id the daemon gave this session ("s-<pid>-<hex>")."""
         return self._L.pinpool_client_id(self._handle()).decode()
 
+    @property
+    def session_ended(self):
+        """True once the daemon went (it exited or restarted): every call then raises
+        SessionError until reconnect()."""
+        return self._L.pinpool_err(self._handle()) == _lib.ESESSION
+
+    def reconnect(self):
+        """A new session with the daemon now at the socket (pinpool_reconnect): nothing
+        of the old one survives - its slices are forgotten and unmapped (every Slice and
+        array over them is invalid: touching one crashes the process), pools on this
+        client lease anew.  Kept slices (attach) and named objects (acquire, get) are
+        found again by tag and key where the daemon still has them.  Raises
+        ConnectError while no daemon runs (the client stays as it was)."""
+        self._call(self._L.pinpool_reconnect)
+
     # -- calls --
     def alloc(self, size, alignment=0, tag=None, device_id=HOST, flags=0):
         """Allocate and map size bytes; returns a Slice.  device_id >= 0: a slice of
@@ -156,15 +175,22 @@ class Client(_lib.Closable):
         try:
             out = {name: getattr(pi, name) for name, _ in _lib.PoolInfo_t._fields_
                    if name not in ("usage", "num_usage", "host_backend", "mode", "devices",
-                                   "num_devices", "spill")}
+                                   "num_devices", "spill", "stopped_short", "gpus", "num_gpus")}
             out["host_backend"] = pi.host_backend.decode()
             out["mode"] = pi.mode.decode()
+            # why the host pool stopped growing short of capacity_bytes; "" if it did not
+            out["stopped_short"] = pi.stopped_short.decode(errors="replace")
             out["devices"] = [{"device_id": d.device_id, "name": d.name.decode(),
                                "capacity_bytes": d.capacity_bytes, "used_bytes": d.used_bytes,
                                "free_bytes": d.free_bytes,
                                "largest_free_extent": d.largest_free_extent,
                                "num_slices": d.num_slices}
                               for d in (pi.devices[i] for i in range(pi.num_devices))]
+            # the GPUs the daemon holds a CUDA context on, and why
+            out["gpus"] = [{"device_id": g.device_id, "role": g.role.decode(),
+                            "device_pool_bytes": g.device_pool_bytes,
+                            "gpu_used_bytes": g.gpu_used_bytes, "gpu_total_bytes": g.gpu_total_bytes}
+                           for g in (pi.gpus[i] for i in range(pi.num_gpus))]
             out["clients"] = [{"client_id": u.client_id.decode(), "bytes": u.bytes,
                                "device_bytes": u.device_bytes, "slices": u.slices,
                                "pid": u.pid, "uid": u.uid}
@@ -190,16 +216,23 @@ class Client(_lib.Closable):
         return Slice(out)
 
     def put(self, key, data, ttl_ms=0):
-        """Store bytes under key (replacing); small objects (the RPC carries them)."""
+        """Store bytes under key, replacing an object there.  Up to the daemon's
+        --max-message-size (64 MiB) in one message, which replaces at once; a larger
+        object goes through a slice (alloc, copy, release under key): an old object is
+        removed first, so a reader may find none for that moment (pinpool_put)."""
         data = bytes(data)
         self._call(self._L.pinpool_put, key.encode(), data, len(data), ttl_ms)
 
     def get(self, key):
-        """The bytes under key; NotFoundError if there is none."""
+        """The bytes under key; NotFoundError if there is none.  An object larger than a
+        reply may carry raises PinpoolError (-EMSGSIZE) naming the limit and the way:
+        acquire(key), copy, release(slice, key)."""
         got = _lib.c_u64()
-        rc = self._L.pinpool_get(self._handle(), key.encode(), None, 0, ctypes.byref(got))
+        buf = ctypes.create_string_buffer(GET_FIRST_TRY)
+        rc = self._L.pinpool_get(self._handle(), key.encode(), buf, GET_FIRST_TRY,
+                                 ctypes.byref(got))
         if rc == 0:
-            return b""
+            return ctypes.string_at(buf, got.value)
         if rc != -errno.ENOBUFS:
             raise self._fail(rc)
         buf = ctypes.create_string_buffer(got.value)

@@ -5,7 +5,13 @@ Owns: one Client (unless given one), one C arena (pinpool_arena_*) on it, and a
 uint8 array (numpy or torch) over each of the arena's leases, from which blocks
 are cut as views.  Blocks are placed and freed by the C arena: no RPC per
 block (only when the arena takes a lease, or for a block larger than a lease).
-Never: frees memory that a caller's array may still use, except on close().
+When the daemon goes (it exits or restarts), the leases go with the client's
+session: the pool reconnects its client (also one it was given) for the next
+block it hands out or the next get_usage_info(), and the C arena starts over with
+new leases; blocks of the old leases are gone, and free() of one raises
+pinpool.SessionError.
+Never: frees memory that a caller's array may still use, except on close() or
+when the daemon took it (a session that ended).
 Locking: none of its own; the C arena is thread-safe and ctypes releases the
 GIL for each call.
 """
@@ -14,7 +20,7 @@ import ctypes
 import weakref
 
 from . import _lib
-from ._lib import PinpoolError, error
+from ._lib import PinpoolError, SessionError, error
 from .client import Client
 
 MiB = 1 << 20
@@ -70,6 +76,10 @@ class ServerPinnedMemoryPool(_lib.Closable):
       block becomes invalid and must not be touched again.  Without close(), the
       memory goes back when the pool is garbage collected with no block alive, or
       when the process exits.
+    - When the daemon exits or restarts, every block goes with the client's session:
+      the next alloc() or get_usage_info() reconnects the client (Client.reconnect)
+      and leases anew; free() of an old block raises pinpool.SessionError (its memory
+      is gone; it is unmapped, so touching it crashes the process).
     """
 
     def __init__(self, dtype=None, pool_size=2, chunk_size_mb=1, *, socket=None,
@@ -118,7 +128,7 @@ class ServerPinnedMemoryPool(_lib.Closable):
                 self._client.close()
             raise err
         self._arena = arena.value
-        self._leases = {}  # lease id -> uint8 array over the whole lease
+        self._leases = {}  # (lease id, base) -> uint8 array over the whole lease
         self._finalizer = weakref.finalize(self, _release, L, self._arena, self._client, own)
 
     # -- arrays over memory ------------------------------------------------------------
@@ -139,9 +149,11 @@ class ServerPinnedMemoryPool(_lib.Closable):
         size), or an array of its own for a large block."""
         if b.large:
             return self._elements_at(b.ptr, n * self.element_size)
-        base = self._leases.get(b.lease_id)
+        # A new session's leases reuse ids, never addresses (the old ones stay reserved).
+        key = (b.lease_id, b.lease_base)
+        base = self._leases.get(key)
         if base is None:
-            base = self._leases[b.lease_id] = self._elements_at(b.lease_base, b.lease_size)
+            base = self._leases[key] = self._elements_at(b.lease_base, b.lease_size)
         off = (b.ptr - b.lease_base) // self.element_size
         return base[off:off + n]
 
@@ -159,9 +171,19 @@ class ServerPinnedMemoryPool(_lib.Closable):
             raise ValueError("the pool is closed")
         b = _lib.ArenaBlock_t()
         rc = self._L.pinpool_arena_alloc_block(arena, n * el, 0, ctypes.byref(b))
+        if rc == _lib.ESESSION:  # the daemon went: new blocks from a new session
+            self._reconnect()
+            rc = self._L.pinpool_arena_alloc_block(arena, n * el, 0, ctypes.byref(b))
         if rc != 0:
             raise self._error(rc, n * el)
         return self._block(b, n)
+
+    def _reconnect(self):
+        """The client's session ended: a new one (raises ConnectError while no daemon
+        runs); the arena starts over on it at its next call."""
+        if self._client.session_ended:
+            self._client.reconnect()
+        self._leases.clear()
 
     def alloc_same_pin_tensor(self, tensor):
         """A block of the pool's dtype with tensor's shape (torch tensor or numpy array)."""
@@ -205,9 +227,16 @@ class ServerPinnedMemoryPool(_lib.Closable):
             daemon has still to pin is), up to pool_size;
         fragmentation, fragmentation_ratio: see the class docstring;
         leased_mb, num_leases, num_blocks: the arena's.
-        The daemon's per-client quota (--client-quota) is not counted in free_mb."""
+        The daemon's per-client quota (--client-quota) is not counted in free_mb.
+        After the daemon went, it reconnects first: the numbers are the new session's."""
+        if self._arena is None:
+            raise ValueError("the pool is closed")
+        try:
+            daemon = self._client.info()
+        except SessionError:
+            self._reconnect()
+            daemon = self._client.info()
         st = self.stats()
-        daemon = self._client.info()
         unused = max(daemon["capacity_bytes"] - daemon["used_bytes"], 0)
         room = min(max(self.max_bytes - st["leased_bytes"], 0), unused)
         return {

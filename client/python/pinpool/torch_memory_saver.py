@@ -47,6 +47,7 @@ Importing needs neither torch nor the library; regions, cuda_graph, disable and
 get_cpu_backup need torch; pause and resume need only the library.
 """
 
+import atexit
 import contextlib
 import ctypes
 import logging
@@ -242,11 +243,18 @@ class _Impl:
         self._pools = {}        # (tag, backup, device) -> torch.cuda.MemPool
         self._graph_pools = {}  # (foreign pool handle, tag, backup, device) -> MemPool
         self._ours = set()      # ids of our pools
+        # Per thread: how many of our pools are in use (region(), cuda_graph()),
+        # and disable()'s pools waiting for the outermost one to end: torch
+        # asserts that no pool is in use when a MemPool is destroyed.
+        self._t = threading.local()
 
     def _connect(self):
         if not self._connected:
             _check(self.L.pinpool_tms_connect(self.socket.encode() if self.socket else None), self.L)
             self._connected = True
+            # atexit runs before the interpreter frees torch's pools: the
+            # copies of paused tags stay in the daemon for another process.
+            atexit.register(self.L.pinpool_tms_detach)
 
     def _region_t(self, tag, backup, active):
         if not isinstance(tag, str):
@@ -302,9 +310,21 @@ class _Impl:
         torch = self._torch_ready()
         device = torch.cuda.current_device()
         pool = self._pool(torch, (tag, backup, device), self._pools)
-        with torch.cuda.use_mem_pool(pool):
-            with self.config(tag, backup):
-                yield
+        with self._in_pool():
+            with torch.cuda.use_mem_pool(pool):
+                with self.config(tag, backup):
+                    yield
+
+    @contextlib.contextmanager
+    def _in_pool(self):
+        t = self._t
+        t.depth = getattr(t, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            t.depth -= 1
+            if t.depth == 0:
+                t.disabled = []  # no pool in use now: disable()'s pools may go
 
     @contextlib.contextmanager
     def cuda_graph(self, graph, pool, stream, capture_error_mode, tag, backup):
@@ -318,10 +338,11 @@ class _Impl:
         else:  # a torch.cuda.graph_pool_handle(): graphs sharing it share one of ours
             mem = self._pool(torch, (tuple(pool), tag, backup, device), self._graph_pools)
         pool_id = mem.id if mem is not None else pool
-        with torch.cuda.graph(graph, pool=pool_id, stream=stream,
-                              capture_error_mode=capture_error_mode):
-            with self.config(tag, backup):
-                yield
+        with self._in_pool():
+            with torch.cuda.graph(graph, pool=pool_id, stream=stream,
+                                  capture_error_mode=capture_error_mode):
+                with self.config(tag, backup):
+                    yield
 
     @contextlib.contextmanager
     def disable(self):
@@ -330,9 +351,14 @@ class _Impl:
         if not r.active:
             raise RuntimeError("disable() should be called only inside a region")
         with self.config(r.tag.decode(), r.backup, active=False):
+            # A pool of its own, as the original's, so that no block of a
+            # region is reused; destroyed once no pool of ours is in use.
             pool = torch.cuda.MemPool()
             with torch.cuda.use_mem_pool(pool):
                 yield
+            t = self._t
+            if getattr(t, "depth", 0):
+                t.disabled = getattr(t, "disabled", []) + [pool]
             del pool
 
     def step(self, fn, tag):

@@ -1,7 +1,0 @@
-build-tsan/obj/client/swap_mem.o: client/swap_mem.c client/internal.h \
- client/pinpool.h pool/pinpool_errors.h client/swap_int.h ipc/cudaload.h
-client/internal.h:
-client/pinpool.h:
-pool/pinpool_errors.h:
-client/swap_int.h:
-ipc/cudaload.h:

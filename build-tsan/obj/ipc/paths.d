@@ -1,2 +1,0 @@
-build-tsan/obj/ipc/paths.o: ipc/paths.c ipc/paths.h
-ipc/paths.h:

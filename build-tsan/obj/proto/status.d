@@ -1,4 +1,0 @@
-build-tsan/obj/proto/status.o: proto/status.c proto/status.h \
- pool/pinpool_errors.h
-proto/status.h:
-pool/pinpool_errors.h:

@@ -1,2 +1,0 @@
-build-tsan/obj/server/workers.o: server/workers.c server/workers.h
-server/workers.h:

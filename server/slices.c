@@ -540,11 +540,14 @@ void do_explain_alloc_error(srv_t *srv, int pool, int rc, uint64_t size, uint64_
     }
 }
 
-/* The extent a slice of size bytes takes (what is charged for it). */
-static uint64_t extent_of(uint64_t size)
+/* The extent a slice of size bytes takes in pool (what is charged for it):
+ * size rounded up to the pool's quantum (a vmm device pool's is its minimum
+ * granularity, SRV_QUANTUM elsewhere). */
+static uint64_t extent_of(const srv_t *srv, int pool, uint64_t size)
 {
-    return size > UINT64_MAX - SRV_QUANTUM ? UINT64_MAX
-                                          : (size + SRV_QUANTUM - 1) & ~(uint64_t)(SRV_QUANTUM - 1);
+    uint64_t q = is_vmm_pool(srv, pool) ? srv->devs[pool - 1].align : SRV_QUANTUM;
+
+    return size > UINT64_MAX - q ? UINT64_MAX : (size + q - 1) & ~(q - 1);
 }
 
 int srv_alloc(srv_t *srv, const char *token, const char *client_id, int32_t device_id,
@@ -555,6 +558,7 @@ int srv_alloc(srv_t *srv, const char *token, const char *client_id, int32_t devi
     char kept_name[SRV_CLIENT_ID_LEN];
     srv_principal_t p;
     pool_slice_info_t info;
+    uint64_t extent;
     uid_t uid;
     int pool, rc;
 
@@ -564,6 +568,7 @@ int srv_alloc(srv_t *srv, const char *token, const char *client_id, int32_t devi
     pool = pool_for_device(srv, device_id, msg, msglen);
     if (pool < 0)
         return PINPOOL_ENODEV;
+    extent = extent_of(srv, pool, size);
     if (keep) {
         rc = srv_check_name("tag", tag != NULL ? tag : "",
                         SRV_CLIENT_ID_LEN - 1 - strlen(KEPT_PREFIX), msg, msglen);
@@ -590,7 +595,7 @@ int srv_alloc(srv_t *srv, const char *token, const char *client_id, int32_t devi
             rc = PINPOOL_EEXIST;
             break;
         }
-        rc = do_quota_check(srv, c, extent_of(size), uid, extent_of(size),
+        rc = do_quota_check(srv, c, extent, uid, extent,
                             keep ? "kept slice" : "slice", msg, msglen);
         if (rc != 0) {
             do_drop_if_idle(srv, c);

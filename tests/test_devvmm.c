@@ -407,3 +407,26 @@ Test(devvmm, chunks_change_uid_with_new_memory)
     cr_expect_eq(test_run_as(&users.b, true, users.shared, whole_pool, &check), 0,
                  "11: b found no room, 12: b saw a's bytes");
 }
+
+/* --client-quota counts a vmm device slice as what it takes: whole 2 MiB
+ * granules, before the slice is made, so that no slice takes the client
+ * past its quota (1 MiB slices take 2 MiB each: a third does not fit 5 MiB). */
+Test(devvmm, client_quota_counts_granules)
+{
+    pinpool_ctx_t *ctx;
+    pinpool_slice_t s[3];
+    pinpool_alloc_opts_t dev = {.device_id = 0};
+    pinpool_pool_info_t info;
+
+    START("--client-quota", "5MiB", NULL);
+    ctx = test_connect(&d);
+    cr_assert_eq(pinpool_alloc(ctx, MiB, &dev, &s[0]), 0, "%s", pinpool_errmsg(ctx));
+    cr_assert_eq(pinpool_alloc(ctx, MiB, &dev, &s[1]), 0, "%s", pinpool_errmsg(ctx));
+    int rc = pinpool_alloc(ctx, MiB, &dev, &s[2]);
+    cr_expect_eq(rc, PINPOOL_ENOSPC, "a third 1 MiB device slice (2 MiB) past a 5 MiB quota with "
+                 "4 MiB held: %s (%s)", pinpool_err_name(rc), pinpool_errmsg(ctx));
+    cr_expect(strstr(pinpool_errmsg(ctx), "--client-quota") != NULL, "%s", pinpool_errmsg(ctx));
+    test_pool_info(ctx, &info);
+    cr_expect_eq(info.devices[0].used_bytes, 4 * MiB, "%" PRIu64, info.devices[0].used_bytes);
+    pinpool_close(ctx);
+}

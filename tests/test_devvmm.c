@@ -430,3 +430,25 @@ Test(devvmm, client_quota_counts_granules)
     cr_expect_eq(info.devices[0].used_bytes, 4 * MiB, "%" PRIu64, info.devices[0].used_bytes);
     pinpool_close(ctx);
 }
+
+/* pinpool_reconnect ends the session: its device slices go with it, unmapped
+ * here too (a pointer into one faults), and their ids are unknown after. */
+Test(devvmm, reconnect_drops_the_device_mappings)
+{
+    pinpool_ctx_t *ctx;
+    pinpool_slice_t s;
+    pinpool_alloc_opts_t dev = {.device_id = 0};
+
+    START(NULL);
+    ctx = test_connect(&d);
+    cr_assert_eq(pinpool_alloc(ctx, 3 * MiB, &dev, &s), 0, "%s", pinpool_errmsg(ctx));
+    memset(s.ptr, 7, 3 * MiB);
+    cr_assert_eq(pinpool_reconnect(ctx), 0, "%s", pinpool_errmsg(ctx));
+    cr_expect_eq(child_touch(s.ptr, 1, false), SIGSEGV, "the old session's device slice still reads");
+    cr_expect_eq(pinpool_dev_unmap(ctx, s.id), PINPOOL_ENOENT, "%s", pinpool_errmsg(ctx));
+    cr_expect_eq(pinpool_dev_remap(ctx, s.id), PINPOOL_ENOENT, "%s", pinpool_errmsg(ctx));
+    cr_assert_eq(pinpool_alloc(ctx, 3 * MiB, &dev, &s), 0, "the new session: %s",
+                 pinpool_errmsg(ctx));
+    memset(s.ptr, 8, 3 * MiB);
+    pinpool_close(ctx);
+}

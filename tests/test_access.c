@@ -808,8 +808,9 @@ static int many_sessions(void *arg)
         STEP_EXPECT(b[0] == (i & 0xff) && b[4 * KiB - 1] == (i & 0xff), 164, NULL);
         STEP_EXPECT(pinpool_free(c[(i + 1) % N], s[i].id, NULL) != 0, 165, NULL);
         STEP_EXPECT(pinpool_free(c[i], s[i].id, NULL) == 0, 166, c[i]);
-        pinpool_close(c[i]);
     }
+    for (int i = 0; i < N; i++) /* after the loop above: its last step uses c[0] */
+        pinpool_close(c[i]);
     for (int i = 0; i < N; i++) {
         Pinpool__V1__FreePoolMemoryRequest req = PINPOOL__V1__FREE_POOL_MEMORY_REQUEST__INIT;
         Pinpool__V1__FreePoolMemoryResponse *r = NULL;

@@ -11,6 +11,8 @@
  *                     each wait bounded) and whether the session still lives
  *   client/slices.c   the slices this process holds and the mappings of the
  *                     chunk runs behind them
+ *   client/devmap.c   the mapping of a vmm device pool's slice (its own address
+ *                     range; pinpool_dev_unmap / pinpool_dev_remap)
  *
  * Lock order: ctx->lock (slices, runs, device pools, extensions, the ranges
  * of ended sessions) before conn->fd_lock; ctx->conn_lock (which session is
@@ -74,6 +76,7 @@ typedef struct pinpool__slice {
     RB_ENTRY(pinpool__slice) node;
     uint64_t id;
     pinpool__run_t *map; /* NULL for device slices */
+    struct pinpool__devmap *dev; /* a vmm device slice's mapping (devmap.c); else NULL */
 } pinpool__slice_t;
 
 RB_HEAD(pinpool__run_tree, pinpool__run);
@@ -179,5 +182,25 @@ int pinpool__conn_fetch_fds(pinpool_ctx_t *ctx, pinpool__conn_t *c, uint64_t id,
  * reserved, as dead ranges of c's session (reconnect); else they are released,
  * and the dead ranges of earlier sessions too (close). */
 void pinpool__drop_mappings(pinpool_ctx_t *ctx, const pinpool__conn_t *c, bool keep_reserved);
+
+/* ---- devmap.c ---------------------------------------------------------------------- */
+
+/*
+ * A device slice of a vmm device pool mapped in this process: its chunks
+ * (their descriptors fetched on session c's fd socket) imported into an
+ * address range of its own, read-write or read-only.  Open maps it (ptr: the
+ * slice's first byte); unmap lets the memory go but keeps the range; remap
+ * fetches the descriptors again (on c, the session the slice is of) and maps
+ * them at the same address with the same access; close undoes it all.  The
+ * caller holds ctx->lock around each.
+ */
+typedef struct pinpool__devmap pinpool__devmap_t;
+int pinpool__devmap_open(pinpool_ctx_t *ctx, pinpool__conn_t *c, uint64_t slice_id,
+                         int32_t device, uint32_t first_chunk, uint32_t nchunks,
+                         uint64_t chunk_size, uint64_t offset, bool writable,
+                         pinpool__devmap_t **out, void **ptr);
+int pinpool__devmap_unmap(pinpool_ctx_t *ctx, pinpool__devmap_t *m);
+int pinpool__devmap_remap(pinpool_ctx_t *ctx, pinpool__conn_t *c, pinpool__devmap_t *m);
+void pinpool__devmap_close(pinpool__devmap_t *m);
 
 #endif

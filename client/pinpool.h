@@ -50,6 +50,10 @@ typedef struct pinpool_slice {
                                      * vmm backend then maps it ~3x faster) */
 #define PINPOOL_ALLOC_KEEP 0x2u     /* keep the slice after this process exits, under tag;
                                      * pinpool_attach finds it, anyone may free it */
+/* pinpool_attach's flags: map a device slice of a vmm device pool read-write
+ * (without it an attached device slice is read-only: a write faults).  Its
+ * maker (pinpool_alloc) always maps it read-write. */
+#define PINPOOL_ATTACH_WRITABLE 0x4u
 
 typedef struct pinpool_alloc_opts {
     int32_t device_id;  /* PINPOOL_HOST (the default when opts is NULL) or a GPU */
@@ -202,20 +206,39 @@ PINPOOL_EXPORT void pinpool_close(pinpool_ctx_t *ctx);
  * and, when the daemon runs in CUDA mode, is already pinned for CUDA copies in
  * this process, by every visible GPU (vmm backend: $PINPOOL_HOST_ACCESS=current
  * limits that to the calling thread's current GPU, else GPU 0).  Device
- * slices (opts->device_id >= 0): out->ptr is a CUdeviceptr on that GPU, opened
- * from the daemon's CUDA IPC handle (once per GPU, then cached).
+ * slices (opts->device_id >= 0): out->ptr is a CUdeviceptr on that GPU.  On a
+ * vmm device pool (the daemon's --device-backend) the slice's chunks are
+ * imported into an address range of the slice's own, read-write for the
+ * caller, and its start is aligned to the GPU's allocation granularity; on
+ * an ipc pool the whole pool is opened from its CUDA IPC handle (once per
+ * GPU, then cached).
  */
 PINPOOL_EXPORT int pinpool_alloc(pinpool_ctx_t *ctx, uint64_t size,
                                  const pinpool_alloc_opts_t *opts, pinpool_slice_t *out);
 /*
  * Map the slice kept under tag (made with PINPOOL_ALLOC_KEEP, perhaps by a
- * process that has exited) into this process.  flags: PINPOOL_ALLOC_GPU_ONLY.
- * The slice stays kept: pinpool_detach unmaps it here, pinpool_free frees it.
+ * process that has exited) into this process.  flags: PINPOOL_ALLOC_GPU_ONLY,
+ * PINPOOL_ATTACH_WRITABLE.  A device slice of a vmm device pool is mapped
+ * read-only unless PINPOOL_ATTACH_WRITABLE (the reader of weights another
+ * process published cannot overwrite them by mistake).  The slice stays
+ * kept: pinpool_detach unmaps it here, pinpool_free frees it.
  */
 PINPOOL_EXPORT int pinpool_attach(pinpool_ctx_t *ctx, const char *tag, uint32_t flags,
                                   pinpool_slice_t *out);
 /* Unmap a slice from this process without freeing it (kept slices). */
 PINPOOL_EXPORT int pinpool_detach(pinpool_ctx_t *ctx, uint64_t slice_id);
+/*
+ * A device slice of a vmm device pool: pinpool_dev_unmap lets this process's
+ * mapping of it go (the GPU memory is the daemon's; nothing of it stays
+ * held here) but keeps its addresses reserved; pinpool_dev_remap maps it
+ * again at the same address with the same access (asking the daemon for its
+ * chunks again: PINPOOL_ENOENT if it was freed meanwhile).  Between the two a
+ * use of the slice faults.  0, PINPOOL_ENOENT (not mapped in this process),
+ * PINPOOL_EINVAL (a host slice, an ipc device pool's slice, already
+ * unmapped / still mapped), PINPOOL_ECUDA.
+ */
+PINPOOL_EXPORT int pinpool_dev_unmap(pinpool_ctx_t *ctx, uint64_t slice_id);
+PINPOOL_EXPORT int pinpool_dev_remap(pinpool_ctx_t *ctx, uint64_t slice_id);
 /* Unmap and free one slice of this context.  freed_bytes may be NULL. */
 PINPOOL_EXPORT int pinpool_free(pinpool_ctx_t *ctx, uint64_t slice_id, uint64_t *freed_bytes);
 /* Free every slice this context holds. */
@@ -922,9 +945,10 @@ PINPOOL_EXPORT int pinpool_manifest_find(const pinpool_manifest_t *m, const char
  * one reader holds them others wait (up to 10 s) - a released manifest has
  * one reader at a time, and a reader that dies while it holds a segment takes
  * that segment's bytes with it (the daemon's acquire hands an object over).
- * Nothing is read-only yet: a device reader's mapping is the device pool's
- * CUDA IPC mapping (read-only mappings wait for the VMM device backend), a
- * host reader's is the chunks' mapping; pinpool_manifest_verify finds a write.
+ * A device reader's mapping of a vmm device pool is read-only (pinpool_attach:
+ * a write through it faults in that process); on an ipc device pool it is
+ * the pool's CUDA IPC mapping, and a host reader's is the chunks' mapping,
+ * both writable: pinpool_manifest_verify finds a write.
  * 0, or PINPOOL_EINVAL (already attached, a parsed manifest, a device that does
  * not fit the manifest), PINPOOL_ENOKEY (a segment is gone: the daemon
  * restarted or the version was dropped), PINPOOL_ECUDA, or a call's error.

@@ -3,7 +3,9 @@
  * detach) and their mapping in this process.
  *
  * Owns: the slices this process holds (ctx->slices) and the mappings of the
- * chunk runs behind them (ctx->runs), the device pools opened (ctx->devs) and
+ * chunk runs behind them (ctx->runs; a vmm device slice's mapping is
+ * devmap.c's, which pinpool_dev_unmap/remap reach here), the ipc device pools
+ * opened (ctx->devs) and
  * the address ranges of runs of sessions that ended (ctx->dead).  A run is
  * mapped once, on the first slice that needs it, and unmapped when its last
  * slice is freed.  Every call works on one session, which it holds for its
@@ -159,6 +161,7 @@ static void drop_slice(pinpool_ctx_t *ctx, const pinpool__conn_t *c, slice_rec_t
     RB_REMOVE(pinpool__slice_tree, &ctx->slices, rec);
     if (rec->map != NULL && --rec->map->refs == 0)
         unmap_run(ctx, c, rec->map);
+    pinpool__devmap_close(rec->dev);
     free(rec);
 }
 
@@ -172,12 +175,18 @@ static int take_slice(pinpool_ctx_t *ctx, pinpool__conn_t *c,
     run_map_t *m = NULL;
     uint64_t base = 0;
     void *ptr = NULL;
+    /* a vmm device slice comes as chunks, an ipc one by its CUDA IPC handle */
+    bool vmm = resp->device_id >= 0 && resp->cuda_ipc_handle.len == 0;
     int rc = 0;
 
     if (resp->device_id < 0 && (resp->n_chunks == 0 || resp->chunk_size != c->chunk_size))
         return pinpool__fail(ctx, PINPOOL_EPROTO,
                              "the daemon's reply for slice %" PRIu64 " has no chunks",
                              resp->slice_id);
+    if (vmm && (resp->n_chunks == 0 ||
+                resp->chunks[0]->chunk_index > UINT32_MAX - resp->n_chunks))
+        return pinpool__fail(ctx, PINPOOL_EPROTO, "the daemon's reply for device slice %"
+                             PRIu64 " has no chunks", resp->slice_id);
     rec = calloc(1, sizeof(*rec));
     if (rec == NULL)
         return pinpool__fail(ctx, -ENOMEM, "out of memory");
@@ -189,6 +198,11 @@ static int take_slice(pinpool_ctx_t *ctx, pinpool__conn_t *c,
     } else if (RB_FIND(pinpool__slice_tree, &ctx->slices, rec) != NULL) {
         rc = pinpool__fail(ctx, PINPOOL_EEXIST,
                            "slice %" PRIu64 " is already mapped in this process", resp->slice_id);
+    } else if (vmm) {
+        rc = pinpool__devmap_open(ctx, c, resp->slice_id, resp->device_id,
+                                  resp->chunks[0]->chunk_index, (uint32_t)resp->n_chunks,
+                                  resp->chunk_size, resp->chunks[0]->offset,
+                                  (flags & PINPOOL_ATTACH_WRITABLE) != 0, &rec->dev, &ptr);
     } else if (resp->device_id >= 0) {
         rc = device_base(ctx, resp->device_id, &resp->cuda_ipc_handle, &base);
         ptr = (void *)(uintptr_t)(base + resp->start_offset);
@@ -225,6 +239,7 @@ void pinpool__drop_mappings(pinpool_ctx_t *ctx, const pinpool__conn_t *c, bool k
 
     RB_FOREACH_SAFE(s, pinpool__slice_tree, &ctx->slices, snext) {
         RB_REMOVE(pinpool__slice_tree, &ctx->slices, s);
+        pinpool__devmap_close(s->dev); /* its range too: nothing of it is kept */
         free(s);
     }
     RB_FOREACH_SAFE(m, pinpool__run_tree, &ctx->runs, mnext) {
@@ -396,8 +411,9 @@ int pinpool__alloc_gen(pinpool_ctx_t *ctx, uint64_t size, const pinpool_alloc_op
     req.alignment = opts != NULL ? opts->alignment : 0;
     req.tag = opts != NULL && opts->tag != NULL ? (char *)opts->tag : (char *)"";
     req.keep = opts != NULL && (opts->flags & PINPOOL_ALLOC_KEEP) != 0;
-    rc = slice_call(ctx, c, PINPOOL__M_ALLOCATE, &req.base, opts != NULL ? opts->flags : 0, out,
-                    NULL);
+    /* The maker of a slice writes it; attach reads unless asked. */
+    rc = slice_call(ctx, c, PINPOOL__M_ALLOCATE, &req.base,
+                    (opts != NULL ? opts->flags : 0) | PINPOOL_ATTACH_WRITABLE, out, NULL);
     return end(ctx, c, rc);
 }
 
@@ -485,6 +501,41 @@ int pinpool_detach(pinpool_ctx_t *ctx, uint64_t slice_id)
         rc = pinpool__fail(ctx, PINPOOL_ENOENT, "slice %" PRIu64 " is not mapped in this process",
                            slice_id);
     return end(ctx, c, rc);
+}
+
+/* pinpool_dev_unmap / pinpool_dev_remap: slice id's device mapping, under the lock. */
+static int dev_op(pinpool_ctx_t *ctx, uint64_t id, bool remap)
+{
+    slice_rec_t key = {.id = id}, *rec = NULL;
+    BEGIN(ctx, c, rc, true, NULL);
+
+    if (rc != 0)
+        return end(ctx, c, rc);
+    pthread_mutex_lock(&ctx->lock);
+    if (ctx->conn == c) /* else the slice went with its session */
+        rec = RB_FIND(pinpool__slice_tree, &ctx->slices, &key);
+    if (rec == NULL)
+        rc = pinpool__fail(ctx, PINPOOL_ENOENT, "slice %" PRIu64 " is not mapped in this process",
+                           id);
+    else if (rec->dev == NULL)
+        rc = pinpool__fail(ctx, PINPOOL_EINVAL, "slice %" PRIu64 " is not a device slice of a "
+                           "vmm device pool (host slices and --device-backend ipc pools stay "
+                           "mapped)", id);
+    else
+        rc = remap ? pinpool__devmap_remap(ctx, c, rec->dev)
+                   : pinpool__devmap_unmap(ctx, rec->dev);
+    pthread_mutex_unlock(&ctx->lock);
+    return end(ctx, c, rc);
+}
+
+int pinpool_dev_unmap(pinpool_ctx_t *ctx, uint64_t slice_id)
+{
+    return dev_op(ctx, slice_id, false);
+}
+
+int pinpool_dev_remap(pinpool_ctx_t *ctx, uint64_t slice_id)
+{
+    return dev_op(ctx, slice_id, true);
 }
 
 int pinpool_free_all(pinpool_ctx_t *ctx, uint64_t *freed_bytes)

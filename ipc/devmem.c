@@ -1,5 +1,8 @@
 /*
- * devmem.c - see devmem.h.
+ * devmem.c - the ipc device-pool backend (see devmem.h): one cuMemAlloc per
+ * GPU and its legacy IPC handle; ipc_devmem_destroy for both backends.
+ * Never: knows the vmm backend's chunks (dev_vmm.c does).
+ * Locking: none.
  */
 #include "devmem.h"
 
@@ -9,6 +12,7 @@
 
 #include "cudaload.h"
 #include "pinpool_errors.h"
+#include "vmm.h"
 
 #ifndef PINPOOL_HAVE_CUDA
 
@@ -37,10 +41,7 @@ void ipc_devmem_close(int device, uint64_t base)
 
 #else
 
-/* The driver loaded and GPU device current in this thread: 0, or the error
- * with why in err (in a client's words, who sees the GPUs that
- * CUDA_VISIBLE_DEVICES lets it; else the daemon's). */
-static int use_gpu(int device, bool client, char *err, size_t errlen)
+int ipc_dev_use(int device, bool client, char *err, size_t errlen)
 {
     int rc = ipc_cuda_load(err, errlen);
 
@@ -55,21 +56,33 @@ static int use_gpu(int device, bool client, char *err, size_t errlen)
     return PINPOOL_ENODEV;
 }
 
-int ipc_devmem_create(ipc_devmem_t *dm, int device, uint64_t size, char *err, size_t errlen)
+int ipc_dev_begin(ipc_devmem_t *dm, int device, ipc_dev_backend_t backend, char *err,
+                  size_t errlen)
 {
-    CUdeviceptr p = 0;
-    CUipcMemHandle h;
     CUdevice d;
-    size_t free_b = 0, total_b = 0;
-    char buf[160];
-    CUresult r;
-    int rc = use_gpu(device, false, err, errlen);
+    int rc = ipc_dev_use(device, false, err, errlen);
 
     if (rc != 0)
         return rc;
     memset(dm, 0, sizeof(*dm));
+    dm->device = device;
+    dm->backend = backend;
     ipc_cu.cuDeviceGet(&d, device);
     ipc_cu.cuDeviceGetName(dm->name, sizeof(dm->name), d);
+    return 0;
+}
+
+int ipc_devmem_create(ipc_devmem_t *dm, int device, uint64_t size, char *err, size_t errlen)
+{
+    CUdeviceptr p = 0;
+    CUipcMemHandle h;
+    size_t free_b = 0, total_b = 0;
+    char buf[160];
+    CUresult r;
+    int rc = ipc_dev_begin(dm, device, IPC_DEV_IPC, err, errlen);
+
+    if (rc != 0)
+        return rc;
     r = ipc_cu.cuMemAlloc(&p, size);
     if (r != CUDA_SUCCESS) {
         ipc_cu.cuMemGetInfo(&free_b, &total_b);
@@ -85,7 +98,6 @@ int ipc_devmem_create(ipc_devmem_t *dm, int device, uint64_t size, char *err, si
         ipc_cu.cuMemFree(p);
         return PINPOOL_ECUDA;
     }
-    dm->device = device;
     dm->size = size;
     dm->base = (uint64_t)p;
     memcpy(dm->handle, h.reserved, IPC_HANDLE_BYTES);
@@ -94,6 +106,10 @@ int ipc_devmem_create(ipc_devmem_t *dm, int device, uint64_t size, char *err, si
 
 void ipc_devmem_destroy(ipc_devmem_t *dm)
 {
+    if (dm->backend == IPC_DEV_VMM) {
+        ipc_devmem_destroy_vmm(dm);
+        return;
+    }
     if (dm->base != 0 && ipc_cuda_use_device(dm->device) == 0)
         ipc_cu.cuMemFree((CUdeviceptr)dm->base);
     dm->base = 0;
@@ -106,7 +122,7 @@ int ipc_devmem_open(int device, const uint8_t handle[IPC_HANDLE_BYTES], uint64_t
     CUdeviceptr p = 0;
     char buf[160];
     CUresult r;
-    int rc = use_gpu(device, true, err, errlen);
+    int rc = ipc_dev_use(device, true, err, errlen);
 
     if (rc != 0)
         return rc;

@@ -26,6 +26,7 @@
 
 #include "cudaload.h"
 #include "pinpool_errors.h"
+#include "vmm.h"
 
 #ifndef PINPOOL_HAVE_CUDA
 
@@ -54,14 +55,7 @@ static int current_device(void)
 
 static CUmemAllocationProp host_prop(void)
 {
-    CUmemAllocationProp prop;
-
-    memset(&prop, 0, sizeof(prop));
-    prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
-    prop.location.type = CU_MEM_LOCATION_TYPE_HOST_NUMA;
-    prop.location.id = 0;
-    prop.requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
-    return prop;
+    return ipc_vmm_prop(CU_MEM_LOCATION_TYPE_HOST_NUMA, 0);
 }
 
 static int vmm_probe(char *err, size_t errlen)
@@ -140,9 +134,11 @@ static int vmm_chunk_create(ipc_chunk_t *c, void *addr, uint64_t size, uint32_t 
     CUresult r;
 
     ipc_cuda_use_device(ipc_cuda_home_device());
-    r = ipc_cu.cuMemCreate(&h, size, &prop, 0);
-    if (r != CUDA_SUCCESS)
+    r = ipc_vmm_create_export(&prop, size, &h, &fd, &call);
+    if (r != CUDA_SUCCESS) {
+        h = 0;
         goto fail;
+    }
     call = "cuMemMap";
     r = ipc_cu.cuMemMap(at, size, 0, h, 0);
     if (r != CUDA_SUCCESS)
@@ -150,10 +146,6 @@ static int vmm_chunk_create(ipc_chunk_t *c, void *addr, uint64_t size, uint32_t 
     mapped = true;
     call = "cuMemSetAccess";
     r = set_access(at, size, -1, true);
-    if (r != CUDA_SUCCESS)
-        goto fail;
-    call = "cuMemExportToShareableHandle";
-    r = ipc_cu.cuMemExportToShareableHandle(&fd, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0);
     if (r != CUDA_SUCCESS)
         goto fail;
     c->fd = fd;
@@ -173,6 +165,8 @@ fail:
         ipc_cu.cuMemUnmap(at, size);
     if (h != 0)
         ipc_cu.cuMemRelease(h);
+    if (fd >= 0)
+        close(fd);
     return PINPOOL_ECUDA;
 }
 
@@ -198,13 +192,11 @@ static int vmm_chunk_replace(ipc_chunk_t *c, uint32_t index, char *err, size_t e
         return -EINVAL;
     at = (CUdeviceptr)(uintptr_t)c->addr;
     ipc_cuda_use_device(ipc_cuda_home_device());
-    r = ipc_cu.cuMemCreate(&h, c->size, &prop, 0);
-    if (r != CUDA_SUCCESS)
+    r = ipc_vmm_create_export(&prop, c->size, &h, &fd, &call);
+    if (r != CUDA_SUCCESS) {
+        h = 0;
         goto fail;
-    call = "cuMemExportToShareableHandle";
-    r = ipc_cu.cuMemExportToShareableHandle(&fd, h, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0);
-    if (r != CUDA_SUCCESS)
-        goto fail;
+    }
     call = "cuMemUnmap";
     r = ipc_cu.cuMemUnmap(at, c->size);
     if (r != CUDA_SUCCESS)
@@ -274,32 +266,19 @@ static void vmm_release(void *addr, uint64_t bytes)
 static int vmm_map(void *addr, uint64_t chunk_size, int *fds, uint32_t n, unsigned flags)
 {
     CUdeviceptr base = (CUdeviceptr)(uintptr_t)addr;
-    uint32_t i;
-    CUresult r = CUDA_SUCCESS;
+    const char *call;
     int device = current_device();
+    CUresult r = ipc_vmm_import_map(base, chunk_size, fds, n, &call);
 
-    for (i = 0; i < n; i++) {
-        CUmemGenericAllocationHandle h;
-        r = ipc_cu.cuMemImportFromShareableHandle(&h, (void *)(uintptr_t)fds[i],
-                                                  CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
-        if (r != CUDA_SUCCESS)
-            break;
-        r = ipc_cu.cuMemMap(base + i * chunk_size, chunk_size, 0, h, 0);
-        ipc_cu.cuMemRelease(h); /* the mapping keeps it */
-        if (r != CUDA_SUCCESS)
-            break;
-    }
-    if (r == CUDA_SUCCESS)
+    if (r == CUDA_SUCCESS) {
         r = set_access(base, n * chunk_size, (flags & IPC_MAP_GPU) ? device : -1,
                        (flags & IPC_MAP_CPU) != 0);
+        if (r != CUDA_SUCCESS)
+            ipc_cu.cuMemUnmap(base, n * chunk_size);
+    }
     for (uint32_t k = 0; k < n; k++)
         close(fds[k]);
-    if (r != CUDA_SUCCESS) {
-        for (uint32_t k = 0; k < i; k++)
-            ipc_cu.cuMemUnmap(base + k * chunk_size, chunk_size);
-        return PINPOOL_ECUDA;
-    }
-    return 0;
+    return r == CUDA_SUCCESS ? 0 : PINPOOL_ECUDA;
 }
 
 static int vmm_access(void *addr, uint64_t bytes, unsigned flags)

@@ -22,7 +22,8 @@
  * a session), on slices that client holds (and, for FREE and MAP, slices its
  * uid keeps), on kept tags and object keys in its uid's namespace (another
  * uid's are never found: Exists says false, Get NOT_FOUND), and on the
- * device pools only as their one uid (do_device_pool_access).
+ * ipc device pools only as their one uid (do_device_pool_access; a vmm
+ * device pool keeps uids apart by chunk, slices.c).
  * Never: changes a client, a slice or an object (the rooms do, after asking
  * here), or waits.
  * Locking (see srv_int.h): srv_access takes srv->lock; the do_* functions run
@@ -205,7 +206,7 @@ int do_device_pool_access(srv_t *srv, uid_t uid, char *msg, size_t msglen)
     if (!srv->dev_uid_set) {
         srv->dev_uid = uid;
         srv->dev_uid_set = true;
-        srv_info("the device pools belong to uid %u from now on (the first to allocate in one; "
+        srv_info("the ipc device pools belong to uid %u from now on (the first to allocate in one; "
                  "--device-pool-uid names it at start)", (unsigned)uid);
         return 0;
     }
@@ -213,9 +214,9 @@ int do_device_pool_access(srv_t *srv, uid_t uid, char *msg, size_t msglen)
         return 0;
     snprintf(msg, msglen, "the device pools belong to uid %u (%s); uid %u may not use them: a "
              "device pool is one cudaMalloc shared by its CUDA IPC handle, so whoever gets a "
-             "slice of it can reach all of it. Isolating users on a GPU needs per-slice device "
-             "memory (the VMM device backend, not built yet); until then run one daemon per "
-             "user, or use host slices", (unsigned)srv->dev_uid,
+             "slice of it can reach all of it. To share a GPU among users start the daemon with "
+             "--device-backend vmm (where the driver exports GPU memory as descriptors), or run "
+             "one daemon per user, or use host slices", (unsigned)srv->dev_uid,
              srv->cfg.ndevice_uid != 0 ? "--device-pool-uid" : "the first uid that allocated in one",
              (unsigned)uid);
     return PINPOOL_EPERM;

@@ -50,6 +50,7 @@ static const char *const yes_no[] = {"yes", "no", NULL};
 static const char *const host_backends[] = {"auto", "hugetlb", "vmm", "register", "hugetlb-cpu",
                                             "memfd", NULL};
 static const char *const huge_modes[] = {"auto", "reserve", "never", NULL};
+static const char *const device_backends[] = {"auto", "vmm", "ipc", NULL};
 
 #define STR_FIELD(f) offsetof(srv_config_t, f), sizeof(((srv_config_t *)0)->f)
 #define NUM_FIELD(f) offsetof(srv_config_t, f), sizeof(uint64_t)
@@ -157,12 +158,18 @@ static const srv_option_t options[] = {
      "exit), never",
      STR_FIELD(huge_pages), 0, 0, 0, huge_modes, NULL},
     {"device-pool-size", OPT_SIZE, "0", "SIZE",
-     "GPU memory per GPU kept by the daemon and shared by CUDA IPC handles (0: no device pool)",
+     "GPU memory per GPU kept by the daemon and shared with its clients (0: no device pool)",
      NUM_FIELD(device_pool_size), 0, 1ull << 50, 2 * MiB, NULL, "none"},
+    {"device-backend", OPT_CHOICE, "auto", "NAME",
+     "how device pools are shared: vmm (CUDA VMM chunks passed as fds on the fd socket; readers "
+     "map read-only, unmap and remap at the same address), ipc (one legacy CUDA IPC handle per "
+     "GPU), auto (vmm where the driver supports exporting GPU memory as fds, else ipc)",
+     STR_FIELD(device_backend), 0, 0, 0, device_backends, NULL},
     {"device-pool-uid", OPT_STRING, "", "USER",
-     "the one user (a name or uid) whose clients may use the device pools: a device pool is "
-     "one cudaMalloc shared by its CUDA IPC handle, so it cannot keep users apart; empty: the "
-     "first uid that allocates in one, for the daemon's lifetime",
+     "the one user (a name or uid) whose clients may use the ipc device pools: such a pool is "
+     "one cudaMalloc shared by its CUDA IPC handle, so it cannot keep users apart (vmm device "
+     "pools keep uids apart by chunk and ignore this); empty: the first uid that allocates in "
+     "one, for the daemon's lifetime",
      STR_FIELD(device_pool_uid), 0, 0, 0, NULL, NULL},
     {"devices", OPT_STRING, "all", "LIST",
      "GPUs that get a device pool: all, or ordinals like 0,1", STR_FIELD(devices), 0, 0, 0, NULL,
@@ -548,7 +555,11 @@ int srv_config_validate(srv_config_t *cfg, char *err, size_t errlen)
 void srv_config_resolve_max_clients(srv_config_t *cfg, uint64_t nofile)
 {
     uint64_t nchunks = (cfg->mem_pool_size + cfg->chunk_size - 1) / cfg->chunk_size;
-    uint64_t keep = SRV_FD_BASE + nchunks;
+    /* A vmm device pool holds up to 64 chunk descriptors per GPU (devmem.h). */
+    uint64_t ndev = cfg->device_pool_size == 0 ? 0 : strcmp(cfg->devices, "all") == 0 ? 8 : 1;
+    for (const char *p = cfg->devices; ndev > 0 && *p != '\0'; p++)
+        ndev += *p == ',';
+    uint64_t keep = SRV_FD_BASE + nchunks + 64 * ndev;
     uint64_t fit = nofile > keep ? (nofile - keep) / SRV_FDS_PER_CLIENT : 0;
 
     if (fit > 1u << 20)
@@ -556,7 +567,8 @@ void srv_config_resolve_max_clients(srv_config_t *cfg, uint64_t nofile)
     if (cfg->max_clients == SRV_CONFIG_AUTO) {
         cfg->max_clients = fit > 0 ? fit : 1;
         add_note(cfg, "--max-clients auto: %" PRIu64 " (RLIMIT_NOFILE %" PRIu64 ": %d descriptors "
-                 "a client, %" PRIu64 " kept for the daemon: %d and one per chunk)",
+                 "a client, %" PRIu64 " kept for the daemon: %d, one per chunk and 64 per GPU of a "
+                 "device pool)",
                  cfg->max_clients, nofile, SRV_FDS_PER_CLIENT, keep, SRV_FD_BASE);
     } else if (cfg->max_clients == 0 || cfg->max_clients > fit) {
         add_note(cfg, "--max-clients %s: RLIMIT_NOFILE %" PRIu64 " carries about %" PRIu64

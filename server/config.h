@@ -52,6 +52,7 @@ typedef struct srv_config {
     uint64_t memory_reserve;
     char metrics[64];
     char host_backend[16];
+    char device_backend[8];
     char huge_pages[8];
     char log_level[8];
     char log_format[8];

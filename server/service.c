@@ -119,8 +119,8 @@ typedef struct alloc_reply {
 static int build_slice_reply(srv_t *srv, const srv_slice_t *s, rpc_reply_t *reply)
 {
     const pool_slice_info_t *si = &s->info;
-    uint32_t nchunks = s->device_id < 0 ? si->nchunks : 0;
-    uint64_t chunk = srv_config(srv)->chunk_size;
+    uint32_t nchunks = s->device_id < 0 || s->dev_vmm ? si->nchunks : 0;
+    uint64_t chunk = s->chunk_size != 0 ? s->chunk_size : srv_config(srv)->chunk_size;
     alloc_reply_t *r;
 
     r = calloc(1, sizeof(*r) + nchunks * sizeof(r->chunks[0]));
@@ -141,7 +141,7 @@ static int build_slice_reply(srv_t *srv, const srv_slice_t *s, rpc_reply_t *repl
     r->msg.chunk_size = chunk;
     r->msg.device_id = s->device_id;
     r->msg.host_backend = (char *)srv_host_backend(srv)->name;
-    if (s->device_id >= 0) {
+    if (s->device_id >= 0 && !s->dev_vmm) {
         memcpy(r->handle, s->ipc_handle, sizeof(r->handle));
         r->msg.cuda_ipc_handle.data = r->handle;
         r->msg.cuda_ipc_handle.len = sizeof(r->handle);
@@ -149,7 +149,7 @@ static int build_slice_reply(srv_t *srv, const srv_slice_t *s, rpc_reply_t *repl
     r->msg.n_chunks = nchunks;
     r->msg.chunks = r->refs;
 
-    /* A host slice's bytes, chunk by chunk. */
+    /* A host (or vmm device) slice's bytes, chunk by chunk. */
     uint64_t at = si->offset, left = si->size;
     for (uint32_t i = 0; i < nchunks; i++) {
         Pinpool__V1__ChunkRef *c = &r->chunks[i];

@@ -6,7 +6,8 @@
  * carries its pool's index in its top bits (SRV_POOL_SHIFT), so ids are
  * unique across the daemon.  AllocatePoolMemory, AttachPoolMemory and
  * FreePoolMemory (srv_alloc, srv_attach, srv_free), the descriptors of a host
- * slice's chunks for the fd socket (srv_session_chunk_fds), and the message
+ * slice's chunks (or a vmm device slice's) for the fd socket
+ * (srv_session_chunk_fds), and the message
  * that says why an allocation failed.
  * Kept slices belong to a client named "kept:<tag>" of their uid (sessions.c;
  * a tag is a name in its uid's namespace).  The clients of that uid may
@@ -15,8 +16,11 @@
  * Charges: every slice is charged to its holder and its uid, a kept slice
  * also to its maker while the maker lives (do_slice_charged); a quota is
  * checked before a slice is made (do_quota_check).
- * The device pools belong to one uid (do_device_pool_access): a device pool
- * is one cudaMalloc shared by its CUDA IPC handle and cannot keep uids apart.
+ * A vmm device pool (devmem.h) has uids for tenants too, and a chunk of it
+ * that changes uid gets new device memory first (do_device_room).  An ipc
+ * device pool is one cudaMalloc shared by its CUDA IPC handle, which any
+ * client opens whole and cannot keep uids apart, so it belongs to one uid
+ * (do_device_pool_access).
  * The uid is the boundary.  The host pool's tenants are uids (pool.h): a
  * host slice goes into chunks of its client's uid, or chunks never used, and
  * never into another uid's; when neither has room, do_make_room_for_uid waits
@@ -65,6 +69,83 @@ int srv_slices_open_host(srv_t *srv, char *err, size_t errlen)
     return rc;
 }
 
+/*
+ * --device-backend for GPU device: ipc when asked; vmm when asked or, for
+ * auto, when the driver can export the GPU's memory as descriptors.  The log
+ * says which and why; vmm asked for and unsupported is an error that says so.
+ */
+static int pick_device_backend(const srv_t *srv, int device, ipc_dev_backend_t *out, char *err,
+                               size_t errlen)
+{
+    const char *want = srv->cfg.device_backend;
+    char why[256];
+    int rc;
+
+    *out = IPC_DEV_IPC;
+    if (strcmp(want, "ipc") == 0) {
+        srv_info("GPU %d: device pool on a legacy CUDA IPC handle (--device-backend ipc)", device);
+        return 0;
+    }
+    rc = ipc_devmem_vmm_probe(device, why, sizeof(why));
+    if (rc == 0) {
+        *out = IPC_DEV_VMM;
+        srv_info("GPU %d: device pool on CUDA VMM chunks shared as descriptors (%s)", device,
+                 strcmp(want, "vmm") == 0 ? "--device-backend vmm"
+                                          : "auto: the driver exports GPU memory as fds");
+        return 0;
+    }
+    if (strcmp(want, "vmm") == 0) {
+        snprintf(err, errlen, "--device-backend vmm cannot work here: %s; start with "
+                 "--device-backend ipc (or auto)", why);
+        return rc;
+    }
+    srv_info("GPU %d: device pool on a legacy CUDA IPC handle (auto: %s)", device, why);
+    return 0;
+}
+
+/* The device pool of GPU device in devs[i] and pools[1 + i]. */
+static int open_device(srv_t *srv, uint32_t i, int device, char *err, size_t errlen)
+{
+    ipc_devmem_t *dm = &srv->devs[i];
+    ipc_dev_backend_t backend;
+    char sz[32], cs[32], al[32];
+    int rc = pick_device_backend(srv, device, &backend, err, errlen);
+
+    if (rc != 0)
+        return rc;
+    rc = backend == IPC_DEV_VMM
+             ? ipc_devmem_create_vmm(dm, device, srv->cfg.device_pool_size, err, errlen)
+             : ipc_devmem_create(dm, device, srv->cfg.device_pool_size, err, errlen);
+    if (rc != 0)
+        return rc;
+    srv->ndevs++;
+    /* vmm: chunks of one uid at a time (pool.h's tenants), slices on the
+     * minimum granularity; ipc: one chunk that any client opens whole. */
+    pool_params_t params = {
+        .chunk_size = backend == IPC_DEV_VMM ? dm->chunk_size : dm->size,
+        .max_chunks = backend == IPC_DEV_VMM ? dm->nchunks : 1,
+        .quantum = backend == IPC_DEV_VMM ? dm->align : 256,
+        .allow_multi_chunk = backend == IPC_DEV_VMM,
+    };
+    rc = pool_create(&srv->pools[1 + i], &params);
+    if (rc == 0)
+        rc = pool_add_chunks(srv->pools[1 + i], params.max_chunks);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot create the device pool of GPU %d: %s", device,
+                 pinpool_strerror(rc));
+        return rc;
+    }
+    pool_format_size(dm->size, sz, sizeof(sz));
+    if (backend == IPC_DEV_VMM)
+        srv_info("GPU %d (%s): device pool of %s, vmm: %" PRIu32 " chunks of %s (the recommended "
+                 "granularity's multiple), slices aligned to %s (the minimum granularity)", device,
+                 dm->name, sz, dm->nchunks, pool_format_size(dm->chunk_size, cs, sizeof(cs)),
+                 pool_format_size(dm->align, al, sizeof(al)));
+    else
+        srv_info("GPU %d (%s): device pool of %s, ipc", device, dm->name, sz);
+    return 0;
+}
+
 /* --devices / --device-pool-size: one pool per GPU. */
 int srv_slices_open_devices(srv_t *srv, char *err, size_t errlen)
 {
@@ -106,27 +187,9 @@ int srv_slices_open_devices(srv_t *srv, char *err, size_t errlen)
         }
     }
     for (int i = 0; i < n; i++) {
-        pool_params_t params = {
-            .chunk_size = srv->cfg.device_pool_size,
-            .max_chunks = 1,
-            .quantum = SRV_QUANTUM,
-            .allow_multi_chunk = false,
-        };
-        rc = ipc_devmem_create(&srv->devs[i], list[i], srv->cfg.device_pool_size, err, errlen);
+        rc = open_device(srv, (uint32_t)i, list[i], err, errlen);
         if (rc != 0)
             return rc;
-        srv->ndevs++;
-        rc = pool_create(&srv->pools[1 + i], &params);
-        if (rc == 0)
-            rc = pool_add_chunks(srv->pools[1 + i], 1);
-        if (rc != 0) {
-            snprintf(err, errlen, "cannot create the device pool of GPU %d: %s", list[i],
-                     pinpool_strerror(rc));
-            return rc;
-        }
-        char sz[32];
-        srv_info("GPU %d (%s): device pool of %s", list[i], srv->devs[i].name,
-                 pool_format_size(srv->cfg.device_pool_size, sz, sizeof(sz)));
     }
     return 0;
 }
@@ -234,11 +297,17 @@ void do_describe(const srv_t *srv, int pool, const pool_slice_info_t *info, srv_
     if (pool == HOST_POOL) {
         out->device_id = -1;
         out->memory_ptr = (uint64_t)(uintptr_t)srv->base + info->offset;
+        out->chunk_size = srv->cfg.chunk_size;
     } else {
         const ipc_devmem_t *dm = &srv->devs[pool - 1];
         out->device_id = dm->device;
-        out->memory_ptr = dm->base + info->offset;
-        memcpy(out->ipc_handle, dm->handle, IPC_HANDLE_BYTES);
+        if (dm->backend == IPC_DEV_VMM) {
+            out->dev_vmm = true;
+            out->chunk_size = dm->chunk_size;
+        } else {
+            out->memory_ptr = dm->base + info->offset;
+            memcpy(out->ipc_handle, dm->handle, IPC_HANDLE_BYTES);
+        }
     }
 }
 
@@ -382,6 +451,44 @@ int do_take_object_slice(srv_t *srv, uint64_t slice, struct srv_client *c,
 
 /* ---- the calls ------------------------------------------------------------------ */
 
+static bool is_vmm_pool(const srv_t *srv, int pool)
+{
+    return pool != HOST_POOL && srv->devs[pool - 1].backend == IPC_DEV_VMM;
+}
+
+/*
+ * A vmm device pool without room for uid: claim another uid's idle chunks
+ * (pool_claim) and give each new device memory before it changes hands, as
+ * the host pool does (chunks.c), so that descriptors the old uid kept reach
+ * only the old memory.  The lock stays held (making device memory takes
+ * milliseconds, not the host pool's seconds of pinning).  0: try again; 1:
+ * no room; SRV_EWOULDBLOCK under do_nowait().
+ */
+static int do_device_room(srv_t *srv, int pool, uid_t uid, uint64_t size, uint64_t align)
+{
+    ipc_devmem_t *dm = &srv->devs[pool - 1];
+    pool_claim_t claim;
+    bool ok = true;
+
+    if (!is_vmm_pool(srv, pool) || srv->shutting_down ||
+        pool_claim(srv->pools[pool], uid, size, align, &claim) != 0)
+        return 1;
+    if (do_nowait()) {
+        pool_claim_end(srv->pools[pool], &claim, false);
+        return SRV_EWOULDBLOCK;
+    }
+    for (uint32_t i = claim.first; ok && i < claim.first + claim.n; i++) {
+        char msg[256];
+        if (pool_claim_fresh(srv->pools[pool], i) &&
+            ipc_devmem_replace_chunk(dm, i, msg, sizeof(msg)) != 0) {
+            srv_warn("%s", msg);
+            ok = false;
+        }
+    }
+    pool_claim_end(srv->pools[pool], &claim, ok);
+    return ok ? 0 : 1;
+}
+
 void do_explain_alloc_error(srv_t *srv, int pool, int rc, uint64_t size, uint64_t alignment,
                                 char *msg, size_t msglen)
 {
@@ -433,11 +540,14 @@ void do_explain_alloc_error(srv_t *srv, int pool, int rc, uint64_t size, uint64_
     }
 }
 
-/* The extent a slice of size bytes takes (what is charged for it). */
-static uint64_t extent_of(uint64_t size)
+/* The extent a slice of size bytes takes in pool (what is charged for it):
+ * size rounded up to the pool's quantum (a vmm device pool's is its minimum
+ * granularity, SRV_QUANTUM elsewhere). */
+static uint64_t extent_of(const srv_t *srv, int pool, uint64_t size)
 {
-    return size > UINT64_MAX - SRV_QUANTUM ? UINT64_MAX
-                                          : (size + SRV_QUANTUM - 1) & ~(uint64_t)(SRV_QUANTUM - 1);
+    uint64_t q = is_vmm_pool(srv, pool) ? srv->devs[pool - 1].align : SRV_QUANTUM;
+
+    return size > UINT64_MAX - q ? UINT64_MAX : (size + q - 1) & ~(q - 1);
 }
 
 int srv_alloc(srv_t *srv, const char *token, const char *client_id, int32_t device_id,
@@ -448,6 +558,7 @@ int srv_alloc(srv_t *srv, const char *token, const char *client_id, int32_t devi
     char kept_name[SRV_CLIENT_ID_LEN];
     srv_principal_t p;
     pool_slice_info_t info;
+    uint64_t extent;
     uid_t uid;
     int pool, rc;
 
@@ -457,6 +568,7 @@ int srv_alloc(srv_t *srv, const char *token, const char *client_id, int32_t devi
     pool = pool_for_device(srv, device_id, msg, msglen);
     if (pool < 0)
         return PINPOOL_ENODEV;
+    extent = extent_of(srv, pool, size);
     if (keep) {
         rc = srv_check_name("tag", tag != NULL ? tag : "",
                         SRV_CLIENT_ID_LEN - 1 - strlen(KEPT_PREFIX), msg, msglen);
@@ -469,8 +581,8 @@ int srv_alloc(srv_t *srv, const char *token, const char *client_id, int32_t devi
         rc = do_shutdown_error(srv, msg, msglen);
         if (rc == 0)
             rc = do_access(srv, SRV_OP_ALLOC, token, client_id, &p, msg, msglen);
-        if (rc == 0 && pool != HOST_POOL)
-            rc = do_device_pool_access(srv, p.uid, msg, msglen);
+        if (rc == 0 && pool != HOST_POOL && !is_vmm_pool(srv, pool))
+            rc = do_device_pool_access(srv, p.uid, msg, msglen); /* ipc: one uid's */
         if (rc != 0)
             break;
         rc = do_get_client(srv, client_id, &c, msg, msglen); /* the caller (the maker) */
@@ -483,7 +595,7 @@ int srv_alloc(srv_t *srv, const char *token, const char *client_id, int32_t devi
             rc = PINPOOL_EEXIST;
             break;
         }
-        rc = do_quota_check(srv, c, extent_of(size), uid, extent_of(size),
+        rc = do_quota_check(srv, c, extent, uid, extent,
                             keep ? "kept slice" : "slice", msg, msglen);
         if (rc != 0) {
             do_drop_if_idle(srv, c);
@@ -504,7 +616,7 @@ int srv_alloc(srv_t *srv, const char *token, const char *client_id, int32_t devi
                  ? pool_alloc_own(srv->pools[pool], uid, holder->owner, size, alignment, &info)
                  : PINPOOL_ENOENT;
         if (rc == PINPOOL_ENOENT)
-            rc = pool == HOST_POOL
+            rc = pool == HOST_POOL || is_vmm_pool(srv, pool)
                      ? pool_alloc_as(srv->pools[pool], uid, holder->owner, size, alignment, &info)
                      : pool_alloc(srv->pools[pool], holder->owner, size, alignment, &info);
         if (rc == 0) {
@@ -525,6 +637,15 @@ int srv_alloc(srv_t *srv, const char *token, const char *client_id, int32_t devi
             int room = do_host_room(srv, uid, size, alignment);
             if (room == 0)
                 continue; /* the lock dropped: everything is looked up again */
+            if (room == SRV_EWOULDBLOCK) {
+                rc = room;
+                break;
+            }
+        }
+        if (rc == PINPOOL_ENOSPC && pool != HOST_POOL) {
+            int room = do_device_room(srv, pool, uid, size, alignment);
+            if (room == 0)
+                continue;
             if (room == SRV_EWOULDBLOCK) {
                 rc = room;
                 break;
@@ -625,9 +746,13 @@ int srv_session_chunk_fds(srv_t *srv, srv_client_t *c, uint64_t slice_id, uint32
 
     pthread_mutex_lock(&srv->lock);
     do_principal_of(srv, c, &p);
-    rc = do_usable_slice(srv, SRV_OP_MAP, &p, c, slice_id, true, &pool, &info, &owner, msg,
+    rc = do_usable_slice(srv, SRV_OP_MAP, &p, c, slice_id, false, &pool, &info, &owner, msg,
                          msglen);
-    if (rc == 0 && info.tenant != (uint64_t)c->uid) {
+    if (rc == 0 && pool != HOST_POOL && !is_vmm_pool(srv, pool)) {
+        /* an ipc device pool's slices go by their CUDA IPC handle */
+        snprintf(msg, msglen, "no host slice %" PRIu64, slice_id);
+        rc = PINPOOL_ENOENT;
+    } else if (rc == 0 && info.tenant != (uint64_t)c->uid) {
         /* cannot happen (a uid's kept slices lie in its chunks): say so anyway */
         snprintf(msg, msglen, "slice %" PRIu64 " lies in the memory of uid %" PRIu64 "; uid %u "
                  "may not map it", slice_id, info.tenant, (unsigned)c->uid);
@@ -638,8 +763,9 @@ int srv_session_chunk_fds(srv_t *srv, srv_client_t *c, uint64_t slice_id, uint32
                  first, count, slice_id);
         rc = PINPOOL_EINVAL;
     } else if (rc == 0) {
+        const ipc_chunk_t *chunks = pool == HOST_POOL ? srv->chunks : srv->devs[pool - 1].chunks;
         for (uint32_t i = 0; i < count; i++)
-            fds[i] = srv->chunks[first + i].fd;
+            fds[i] = chunks[first + i].fd;
     }
     pthread_mutex_unlock(&srv->lock);
     return rc;

@@ -89,8 +89,11 @@ typedef struct srv_client srv_client_t;
 typedef struct srv_slice {
     pool_slice_info_t info; /* info.id is the daemon-wide id */
     int32_t device_id;      /* -1: the host pool */
-    uint64_t memory_ptr;    /* the daemon's address: host VA, or CUdeviceptr */
-    uint8_t ipc_handle[IPC_HANDLE_BYTES]; /* device slices */
+    uint64_t memory_ptr;    /* the daemon's address: host VA, or CUdeviceptr (0: a vmm device
+                             * pool, which the daemon does not map) */
+    uint8_t ipc_handle[IPC_HANDLE_BYTES]; /* device slices of an ipc device pool */
+    uint64_t chunk_size;    /* of its pool's chunks (host slices, vmm device slices) */
+    bool dev_vmm;           /* a device slice whose chunks go out as descriptors (devmem.h) */
 } srv_slice_t;
 
 typedef struct srv_device_info {

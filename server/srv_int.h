@@ -277,7 +277,8 @@ struct srv {
 
     /* slices.c: the pool pointers and devices are (fixed), the pools are not. */
     pool_t *pools[1 + SRV_MAX_DEVICES];
-    ipc_devmem_t devs[SRV_MAX_DEVICES]; /* (fixed) */
+    ipc_devmem_t devs[SRV_MAX_DEVICES]; /* (fixed), but for a vmm pool's chunk fds and
+                                         * handles: replaced under the lock (slices.c) */
     uint32_t ndevs;                     /* (fixed) */
 
     /* objstore.c: the object table (the pointer is fixed, the table is not). */

@@ -808,8 +808,9 @@ static int many_sessions(void *arg)
         STEP_EXPECT(b[0] == (i & 0xff) && b[4 * KiB - 1] == (i & 0xff), 164, NULL);
         STEP_EXPECT(pinpool_free(c[(i + 1) % N], s[i].id, NULL) != 0, 165, NULL);
         STEP_EXPECT(pinpool_free(c[i], s[i].id, NULL) == 0, 166, c[i]);
-        pinpool_close(c[i]);
     }
+    for (int i = 0; i < N; i++) /* after the loop above: its last step uses c[0] */
+        pinpool_close(c[i]);
     for (int i = 0; i < N; i++) {
         Pinpool__V1__FreePoolMemoryRequest req = PINPOOL__V1__FREE_POOL_MEMORY_REQUEST__INIT;
         Pinpool__V1__FreePoolMemoryResponse *r = NULL;
@@ -855,13 +856,13 @@ static int device_alloc(void *arg)
     return rc == 0 ? 0 : rc == PINPOOL_EPERM ? 1 : 172;
 }
 
-/* A device pool is one cudaMalloc shared by its CUDA IPC handle: it serves
- * one uid, the first that allocates in it, or --device-pool-uid's. */
-Test(access, the_device_pools_serve_one_uid)
+/* An ipc device pool is one cudaMalloc shared by its CUDA IPC handle: it
+ * serves one uid, the first that allocates in it, or --device-pool-uid's. */
+Test(access, the_ipc_device_pools_serve_one_uid)
 {
     need_users();
     test_use_mock_cuda();
-    start_for_users("--device-pool-size", "32MiB", NULL, NULL);
+    start_for_users("--device-pool-size=32MiB", "--device-backend=ipc", NULL, NULL);
     cr_expect_eq(as(&users.a, device_alloc, NULL), 0, "the first uid is refused: %s", sh->errmsg);
     cr_expect_eq(as(&users.a, device_alloc, NULL), 0, "its next session is refused: %s",
                  sh->errmsg);
@@ -872,12 +873,30 @@ Test(access, the_device_pools_serve_one_uid)
                  (unsigned)users.a.uid);
     test_daemon_finish(&d);
 
-    start_for_users("--device-pool-size", "32MiB", "--device-pool-uid", users.b.name);
+    start_for_users("--device-pool-size=32MiB", "--device-backend=ipc", "--device-pool-uid",
+                    users.b.name);
     cr_expect_eq(as(&users.a, device_alloc, NULL), 1, "--device-pool-uid %s let uid %u in",
                  users.b.name, (unsigned)users.a.uid);
     cr_expect(strstr(sh->errmsg, "--device-pool-uid") != NULL, "%s", sh->errmsg);
     cr_expect_eq(as(&users.b, device_alloc, NULL), 0, "--device-pool-uid's own uid is refused: %s",
                  sh->errmsg);
+}
+
+/* A vmm device pool keeps uids apart by chunk (test_devvmm): every uid may
+ * use it, --device-pool-uid or not. */
+Test(access, a_vmm_device_pool_serves_every_uid)
+{
+    need_users();
+    test_use_mock_cuda();
+    start_for_users("--device-pool-size=32MiB", "--device-backend=vmm", "--device-pool-uid",
+                    users.b.name);
+    cr_expect_eq(as(&users.a, device_alloc, NULL), 0, "uid %u is refused: %s",
+                 (unsigned)users.a.uid, sh->errmsg);
+    cr_expect_eq(as(&users.b, device_alloc, NULL), 0, "uid %u is refused: %s",
+                 (unsigned)users.b.uid, sh->errmsg);
+    cr_expect_eq(as(NULL, device_alloc, NULL), 0, "root is refused: %s", sh->errmsg);
+    cr_expect_eq(as(&users.a, device_alloc, NULL), 0, "uid %u is refused the second time: %s",
+                 (unsigned)users.a.uid, sh->errmsg);
 }
 
 /* ---- copies without the lock ------------------------------------------------------------------- */

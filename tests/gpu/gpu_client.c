@@ -5,6 +5,12 @@
  *   gpu_client SOCKET host-verify TAG BYTES SEED [gpu-only]  attach it, check with CPU and CUDA, free
  *   gpu_client SOCKET dev-write   TAG GPU BYTES SEED         keep a device slice, write it
  *   gpu_client SOCKET dev-verify  TAG GPU BYTES SEED         attach it, check, free
+ *   gpu_client SOCKET dev-ro      TAG GPU BYTES SEED         attach it read-only, check every byte
+ *   gpu_client SOCKET dev-rowrite TAG GPU BYTES              attach it read-only and write through
+ *                                 the mapping: "ok" when CUDA refuses (the stand-in driver's
+ *                                 process dies of SIGSEGV instead), FAIL when the write works
+ *   gpu_client SOCKET dev-remap   TAG GPU BYTES SEED         attach read-only, check, unmap, remap
+ *                                 (pinpool_dev_unmap/remap), check every byte at the same address
  *   gpu_client SOCKET hold BYTES                             allocate, print "held", sleep
  *   gpu_client SOCKET used                                   print the pool's used bytes
  *   gpu_client SOCKET devinfo                                print each GPU pool's use
@@ -31,7 +37,10 @@
  *   gpu_client SOCKET man-verify  NAME GPU BYTES SEED [write]  open the current version, attach it
  *                                 on GPU (a device manifest where it is, a host one copied), read
  *                                 every tensor back (cuMemcpyDtoH) and compare, verify; write: a
- *                                 byte of "big" changed through this reader's pointer, verify must
+ *                                 byte of "big" written through this reader's pointer: a vmm
+ *                                 device pool's read-only mapping refuses it ("ok ... refused";
+ *                                 the stand-in driver's SIGSEGV counts as the refusal, and the
+ *                                 reader still closes); where it goes through (ipc), verify must
  *                                 name it, then put back
  *   gpu_client SOCKET man-drop    NAME             drop every version of NAME
  *
@@ -39,6 +48,8 @@
  * one line "ok ..." and exits 0, or "FAIL ..." and exits 1.
  */
 #include <inttypes.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +112,35 @@ static void man_layout(pinpool_tensor_desc_t *d, uint64_t bytes)
 }
 
 static const uint64_t man_seed_add[MAN_N] = {0, 1, 0, 2};
+
+static sigjmp_buf segv_at;
+
+static void on_segv(int sig)
+{
+    (void)sig;
+    siglongjmp(segv_at, 1);
+}
+
+/* One byte written to device address at, and waited for: CUDA's answer, or
+ * CUDA_ERROR_ILLEGAL_ADDRESS when the write faulted in this process (the
+ * stand-in driver's device memory is host memory: a read-only mapping
+ * raises SIGSEGV). */
+static CUresult write_byte(CUdeviceptr at, unsigned char b)
+{
+    struct sigaction sa, old;
+    volatile CUresult r = CUDA_ERROR_ILLEGAL_ADDRESS;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_segv;
+    sigaction(SIGSEGV, &sa, &old);
+    if (sigsetjmp(segv_at, 1) == 0) {
+        r = ipc_cu.cuMemcpyHtoD(at, &b, 1);
+        if (r == CUDA_SUCCESS)
+            r = ipc_cu.cuCtxSynchronize();
+    }
+    sigaction(SIGSEGV, &old, NULL);
+    return r;
+}
 
 static int man_cmd(const char *socket, const char *cmd, const char *name, const char *where,
                    uint64_t bytes, uint64_t seed, bool write)
@@ -185,7 +225,15 @@ static int man_cmd(const char *socket, const char *cmd, const char *name, const 
         CUdeviceptr at = (CUdeviceptr)(uintptr_t)t.ptr + t.nbytes / 2;
         CU(ipc_cu.cuMemcpyDtoH(&old, at, 1));
         b = (unsigned char)(old ^ 0x5a);
-        CU(ipc_cu.cuMemcpyHtoD(at, &b, 1)); /* through this reader's pointer */
+        CUresult r = write_byte(at, b); /* through this reader's pointer */
+        if (r != CUDA_SUCCESS) {
+            char buf[160];
+            printf("ok a write through the reader's pointer to %s was refused (read-only "
+                   "mapping): %s\n", name, ipc_cuda_strerror(r, "cuMemcpyHtoD", buf, sizeof(buf)));
+            pinpool_manifest_close(m); /* the reader's marker goes; the CUDA context is broken */
+            pinpool_close(ctx);
+            return 0;
+        }
         int rc = pinpool_manifest_verify(m, NULL);
         if (rc == 0 || strstr(pinpool_errmsg(ctx), "tensor 'big'") == NULL)
             FAIL("a write through the reader's pointer was not found (%d: %s)", rc, pinpool_errmsg(ctx));
@@ -199,6 +247,75 @@ static int man_cmd(const char *socket, const char *cmd, const char *name, const 
            write ? "; a write through the reader's pointer was found by verify, naming the tensor" : "");
     pinpool_manifest_close(m);
     pinpool_close(ctx);
+    return 0;
+}
+
+/* Every byte of the device slice at p against want (through a device copy). */
+static uint64_t dev_bad(CUdeviceptr p, CUdeviceptr scratch, uint64_t *back, const uint64_t *want,
+                        uint64_t bytes)
+{
+    memset(back, 0, bytes);
+    CU(ipc_cu.cuMemcpyDtoD(scratch, p, bytes));
+    CU(ipc_cu.cuMemcpyDtoH(back, scratch, bytes));
+    return count_bad(back, want, bytes);
+}
+
+/* dev-ro, dev-rowrite, dev-remap: a reader of a kept device slice (vmm pool). */
+static int dev_reader(const char *socket, const char *cmd, const char *tag, int gpu,
+                      uint64_t bytes, uint64_t seed)
+{
+    uint64_t *want = malloc(bytes), *back = malloc(bytes);
+    pinpool_ctx_t *ctx;
+    pinpool_slice_t s;
+    CUdeviceptr scratch, p;
+    uint64_t bad;
+
+    ipc_cuda_use_device(gpu);
+    if (want == NULL || back == NULL)
+        FAIL("out of memory");
+    fill(want, bytes, seed);
+    CU(ipc_cu.cuMemAlloc(&scratch, bytes));
+    ctx = connect_or_die(socket);
+    if (pinpool_attach(ctx, tag, 0, &s) != 0)
+        FAIL("attach: %s", pinpool_errmsg(ctx));
+    p = (CUdeviceptr)(uintptr_t)s.ptr;
+    if (strcmp(cmd, "dev-rowrite") == 0) {
+        signal(SIGSEGV, SIG_DFL); /* the stand-in's fault kills, under a sanitizer too */
+        CUresult r = ipc_cu.cuMemsetD8(p, 0xee, bytes);
+        if (r == CUDA_SUCCESS)
+            r = ipc_cu.cuCtxSynchronize();
+        if (r == CUDA_SUCCESS)
+            FAIL("a write through the read-only mapping of slice %" PRIx64 " succeeded", s.id);
+        char buf[160];
+        printf("ok write through the read-only mapping refused: %s\n",
+               ipc_cuda_strerror(r, "cuMemsetD8", buf, sizeof(buf)));
+        fflush(stdout);
+        _exit(0); /* the context is broken now: nothing more of it */
+    }
+    bad = dev_bad(p, scratch, back, want, bytes);
+    if (bad != 0)
+        FAIL("read-only slice %" PRIx64 ": %" PRIu64 " words of %" PRIu64 " differ", s.id, bad,
+             bytes / 8);
+    if (strcmp(cmd, "dev-remap") == 0) {
+        if (pinpool_dev_unmap(ctx, s.id) != 0)
+            FAIL("unmap: %s", pinpool_errmsg(ctx));
+        if (pinpool_dev_remap(ctx, s.id) != 0)
+            FAIL("remap: %s", pinpool_errmsg(ctx));
+        bad = dev_bad(p, scratch, back, want, bytes);
+        if (bad != 0)
+            FAIL("slice %" PRIx64 " after unmap/remap at 0x%llx: %" PRIu64 " words differ", s.id,
+                 (unsigned long long)p, bad);
+        printf("ok unmapped and remapped slice %" PRIx64 " at the same address 0x%llx, %" PRIu64
+               " bytes intact\n", s.id, (unsigned long long)p, bytes);
+    } else {
+        printf("ok read-only attach of slice %" PRIx64 " at 0x%llx: %" PRIu64 " bytes checked\n",
+               s.id, (unsigned long long)p, bytes);
+    }
+    pinpool_detach(ctx, s.id);
+    pinpool_close(ctx);
+    ipc_cu.cuMemFree(scratch);
+    free(want);
+    free(back);
     return 0;
 }
 
@@ -544,6 +661,10 @@ int main(int argc, char **argv)
         return swap_cmd(socket, cmd, argv[3], argc > 4 ? strtoull(argv[4], NULL, 0) : 0,
                         argc > 5 ? strtoull(argv[5], NULL, 0) : 0,
                         argc > 6 && strcmp(argv[6], "spillable") == 0);
+    if ((strcmp(cmd, "dev-ro") == 0 || strcmp(cmd, "dev-remap") == 0 ||
+         strcmp(cmd, "dev-rowrite") == 0) && argc >= 6)
+        return dev_reader(socket, cmd, argv[3], atoi(argv[4]), strtoull(argv[5], NULL, 0),
+                          argc > 6 ? strtoull(argv[6], NULL, 0) : 0);
     bool host = strncmp(cmd, "host-", 5) == 0, dev = strncmp(cmd, "dev-", 4) == 0;
     if ((!host && !dev) || argc < (host ? 6 : 7))
         FAIL("unknown command or missing arguments: %s", cmd);

@@ -21,7 +21,16 @@
  * mock_cuda_contexts() is the mask of GPUs whose primary context is retained.
  * mock_cuda_calls(NAME) counts this process's calls of cuMemHostAlloc,
  * cuMemHostRegister, cuMemCreate (device memory) and cuMemcpyDtoHAsync;
- * mock_cuda_device_bytes() is the device memory held.  What it does not:
+ * mock_cuda_device_bytes() is the device memory held.  Device VMM memory
+ * (cuMemCreate on a DEVICE location) has a minimum granularity of 2 MiB and
+ * a recommended one of 4 MiB: its sizes, and the addresses and sizes it is
+ * mapped at, must be multiples of 2 MiB (as the driver asks), and
+ * cuMemAddressReserve aligns to 2 MiB.  cuMemSetAccess sets the protection
+ * of the range: PROT_READ for CU_MEM_ACCESS_FLAGS_PROT_READ, so that a write
+ * through a read-only mapping dies of SIGSEGV (the GPU's fault, seen by the
+ * CPU).  $PINPOOL_MOCK_NO_VMM=1 makes the device say it supports neither
+ * virtual memory management nor fd export (=fd: only no fd export).
+ * What it does not:
  * copies are synchronous and streams and
  * events order nothing, so stream-ordering bugs stay invisible; timings mean
  * nothing.  The real test is tests/gpu/run on a GPU.
@@ -116,7 +125,17 @@ CUresult cuDeviceGetCount(int *n) { *n = ndev(); return OK; }
 CUresult cuDeviceGet(CUdevice *d, int o) { *d = o; return o >= 0 && o < ndev() ? OK : CUDA_ERROR_INVALID_DEVICE; }
 CUresult cuDeviceGetName(char *n, int len, CUdevice d) { (void)d; snprintf(n, (size_t)len, "Mock GPU"); return OK; }
 CUresult cuDeviceGetPCIBusId(char *b, int len, CUdevice d) { snprintf(b, (size_t)len, "0000:%02x:00.0", d + 1); return OK; }
-CUresult cuDeviceGetAttribute(int *v, CUdevice_attribute a, CUdevice d) { (void)a, (void)d; *v = 1; return OK; }
+CUresult cuDeviceGetAttribute(int *v, CUdevice_attribute a, CUdevice d)
+{
+    const char *no = getenv("PINPOOL_MOCK_NO_VMM");
+    (void)d;
+    *v = 1;
+    if (no != NULL && no[0] != '\0' &&
+        (a == CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED ||
+         (a == CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED && strcmp(no, "fd") != 0)))
+        *v = 0;
+    return OK;
+}
 /* Primary contexts: one object per device, retained or not.  Each retained
  * one holds CTX_BYTES of its GPU (cuMemGetInfo), as a real context's own
  * memory does; mock_cuda_contexts() is the bit mask of retained ones.  The
@@ -158,8 +177,23 @@ CUresult cuCtxGetDevice(CUdevice *d) { *d = current != NULL ? (CUdevice)((int *)
 CUresult cuCtxSynchronize(void) { return OK; }
 CUresult cuCtxEnablePeerAccess(CUcontext c, unsigned f) { (void)c, (void)f; return OK; }
 CUresult cuDeviceCanAccessPeer(int *v, CUdevice a, CUdevice b) { (void)a, (void)b; *v = 0; return OK; }
+#define DEV_GRAN (2ul << 20) /* device VMM: minimum; the recommended one is twice that */
 CUresult cuMemGetAllocationGranularity(size_t *g, const CUmemAllocationProp *p, CUmemAllocationGranularity_flags f)
-{ (void)p, (void)f; *g = 2 << 20; return OK; }
+{
+    *g = p->location.type == CU_MEM_LOCATION_TYPE_DEVICE && f == CU_MEM_ALLOC_GRANULARITY_RECOMMENDED
+             ? 2 * DEV_GRAN : DEV_GRAN;
+    return OK;
+}
+/* Is VMM handle (or descriptor) fd device memory?  Its memfd's name says. */
+static int is_dev_fd(int fd)
+{
+    char path[64], name[128];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(path, name, sizeof(name) - 1);
+    if (n <= 0) return 0;
+    name[n] = '\0';
+    return strstr(name, "mockvmm-dev") != NULL;
+}
 /* A test knob for slow pinning: $PINPOOL_MOCK_CREATE_GATE=PATH[:N] makes every
  * cuMemCreate after the first N (default 2: a daemon's probe and its first
  * chunk) wait while PATH exists, so that a test decides when chunks get made. */
@@ -189,7 +223,9 @@ CUresult cuMemCreate(CUmemGenericAllocationHandle *h, size_t n, const CUmemAlloc
     (void)f;
     if (failing("cuMemCreate")) return CUDA_ERROR_OUT_OF_MEMORY;
     create_gate();
-    int fd = memfd_create("mockvmm", MFD_CLOEXEC);
+    int dev = p->location.type == CU_MEM_LOCATION_TYPE_DEVICE;
+    if (dev && (n == 0 || n % DEV_GRAN != 0)) return CUDA_ERROR_INVALID_VALUE;
+    int fd = memfd_create(dev ? "mockvmm-dev" : "mockvmm", MFD_CLOEXEC);
     if (fd < 0 || ftruncate(fd, (off_t)n) != 0) return CUDA_ERROR_OUT_OF_MEMORY;
     if (p->location.type == CU_MEM_LOCATION_TYPE_DEVICE && fd < MAXFD) {
         count(C_CREATE);
@@ -216,9 +252,12 @@ CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle *h, void *o
 CUresult cuMemAddressReserve(CUdeviceptr *p, size_t n, size_t a, CUdeviceptr addr, unsigned long long f)
 {
     (void)a, (void)addr, (void)f;
-    void *m = mmap(NULL, n, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    void *m = mmap(NULL, n + DEV_GRAN, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (m == MAP_FAILED) return CUDA_ERROR_OUT_OF_MEMORY;
-    *p = (CUdeviceptr)(uintptr_t)m;
+    uintptr_t at = ((uintptr_t)m + DEV_GRAN - 1) / DEV_GRAN * DEV_GRAN;
+    if (at > (uintptr_t)m) munmap(m, at - (uintptr_t)m);
+    munmap((void *)(at + n), (uintptr_t)m + n + DEV_GRAN - (at + n));
+    *p = (CUdeviceptr)at;
     return OK;
 }
 CUresult cuMemAddressFree(CUdeviceptr p, size_t n)
@@ -233,6 +272,8 @@ CUresult cuMemMap(CUdeviceptr p, size_t n, size_t off, CUmemGenericAllocationHan
 {
     (void)f;
     if (failing("cuMemMap")) return CUDA_ERROR_OUT_OF_MEMORY;
+    if (is_dev_fd((int)h) && (p % DEV_GRAN != 0 || n % DEV_GRAN != 0 || off != 0))
+        return CUDA_ERROR_INVALID_VALUE; /* device memory maps on its granularity, whole */
     pthread_mutex_lock(&mu);
     if (overlaps(mapped, (uintptr_t)p, n) || !add_range(mapped, (uintptr_t)p, n)) {
         pthread_mutex_unlock(&mu);
@@ -258,7 +299,20 @@ CUresult cuMemUnmap(CUdeviceptr p, size_t n)
     mmap((void *)(uintptr_t)p, n, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
     return OK;
 }
-CUresult cuMemSetAccess(CUdeviceptr p, size_t n, const CUmemAccessDesc *d, size_t c) { (void)p, (void)n, (void)d, (void)c; return OK; }
+/* The range's protection: read-write if any location may write, read-only if
+ * they may only read (a write faults), none if nobody may. */
+CUresult cuMemSetAccess(CUdeviceptr p, size_t n, const CUmemAccessDesc *d, size_t c)
+{
+    int prot = PROT_NONE;
+    pthread_mutex_lock(&mu);
+    int ok = overlaps(mapped, (uintptr_t)p, n);
+    pthread_mutex_unlock(&mu);
+    if (!ok || c == 0) return CUDA_ERROR_INVALID_VALUE;
+    for (size_t i = 0; i < c; i++)
+        prot |= d[i].flags == CU_MEM_ACCESS_FLAGS_PROT_READWRITE ? PROT_READ | PROT_WRITE
+                : d[i].flags == CU_MEM_ACCESS_FLAGS_PROT_READ ? PROT_READ : PROT_NONE;
+    return mprotect((void *)(uintptr_t)p, n, prot) == 0 ? OK : CUDA_ERROR_INVALID_VALUE;
+}
 /* $PINPOOL_MOCK_REGISTER_GATE=PATH:N: every cuMemHostRegister after this
  * process's first N waits while PATH exists (the register path's create_gate). */
 static void register_gate(void)

@@ -20,9 +20,10 @@ imports torch or numpy before a call needs them; holds a lock across a library c
 
 What is and is not enforced: `writable=False` makes numpy arrays read-only
 (writeable=False); torch has no read-only tensors, and torch refuses the read-only flag of
-__cuda_array_interface__, so torch tensors are writable and a write reaches every reader
-(device manifests: the daemon's device pool is shared by CUDA IPC, which has no read-only
-mapping; that waits for the VMM device backend).  Weights.verify() finds such a write
+__cuda_array_interface__, so torch tensors over host memory are writable and a write
+reaches every reader; a device manifest on a vmm device pool (the daemon's default where the
+driver supports it) is mapped read-only in every reader, so a write fails in the writing
+process (an ipc device pool has no read-only mapping).  Weights.verify() finds a write
 (every tensor's XXH3-64 against the manifest).  Objects and kept slices are per uid from
 the daemon's Trust work on: a reader of another uid cannot open another uid's manifest.
 """

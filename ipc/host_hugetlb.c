@@ -88,20 +88,6 @@ int ipc_hugetlb_configure(uint64_t page, uint64_t unit)
     return 0;
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    (void)vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static const char *page_name(uint64_t page)
 {
     return page == IPC_HUGE_1G ? "1 GiB" : "2 MiB";
@@ -147,7 +133,7 @@ static int huge_make(uint64_t size, uint32_t index, int *out, char *err, size_t 
     int fd, rc = 0;
 
     if (size == 0 || size % page_size != 0) {
-        set_err(err, errlen, "chunk %" PRIu32 ": %" PRIu64 " bytes is not a multiple of the "
+        ipc_set_err(err, errlen, "chunk %" PRIu32 ": %" PRIu64 " bytes is not a multiple of the "
                 "%s huge page", index, size, page_name(page_size));
         return -EINVAL;
     }
@@ -172,7 +158,7 @@ static int huge_make(uint64_t size, uint32_t index, int *out, char *err, size_t 
             rc = -errno;
             if (rc == -ENOSPC || rc == -ENOMEM) {
                 long fp = free_pages(page_size);
-                set_err(err, errlen, "no free %s huge page for chunk %" PRIu32 " (%" PRIu64
+                ipc_set_err(err, errlen, "no free %s huge page for chunk %" PRIu32 " (%" PRIu64
                         " MiB; %ld free now): raise vm.nr_hugepages or use --huge-pages "
                         "reserve", page_name(page_size), index, mib, fp);
                 rc = -ENOSPC;
@@ -194,7 +180,7 @@ static int huge_make(uint64_t size, uint32_t index, int *out, char *err, size_t 
 
 fail:
     if (why != NULL)
-        set_err(err, errlen, "cannot create %" PRIu64 " MiB hugetlb chunk %" PRIu32 " (%s pages):"
+        ipc_set_err(err, errlen, "cannot create %" PRIu64 " MiB hugetlb chunk %" PRIu32 " (%s pages):"
                 " %s: %s", mib, index, page_name(page_size), why, strerror_r(-rc, ebuf, sizeof(ebuf)));
     if (fd >= 0)
         (void)close(fd);
@@ -215,7 +201,7 @@ static int cpu_chunk_create(ipc_chunk_t *c, void *addr, uint64_t size, uint32_t 
     int fd = -1, rc;
 
     if (c == NULL || bad_chunk_args(addr, size)) {
-        set_err(err, errlen, "chunk %" PRIu32 ": size %" PRIu64 " or address %p is not aligned to "
+        ipc_set_err(err, errlen, "chunk %" PRIu32 ": size %" PRIu64 " or address %p is not aligned to "
                 "the %s huge page", index, size, addr, page_name(page_size));
         return -EINVAL;
     }
@@ -225,7 +211,7 @@ static int cpu_chunk_create(ipc_chunk_t *c, void *addr, uint64_t size, uint32_t 
     if (mmap(addr, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) ==
         MAP_FAILED) {
         rc = -errno;
-        set_err(err, errlen, "cannot map hugetlb chunk %" PRIu32 ": %s", index,
+        ipc_set_err(err, errlen, "cannot map hugetlb chunk %" PRIu32 ": %s", index,
                 strerror_r(-rc, ebuf, sizeof(ebuf)));
         ipc_memfd_reserve_again(addr, size);
         (void)close(fd);
@@ -251,11 +237,11 @@ static int fresh_memfd(const ipc_chunk_t *c, uint32_t index, int *fd, char *err,
     if (rc == -ENOSPC) {
         rc = ipc_memfd_make(c->size, index, fd, err, errlen);
         if (rc == 0)
-            set_err(err, errlen, "chunk %" PRIu32 " got 4 KiB pages: %s", index, why);
+            ipc_set_err(err, errlen, "chunk %" PRIu32 " got 4 KiB pages: %s", index, why);
         return rc;
     }
     if (rc != 0)
-        set_err(err, errlen, "%s", why);
+        ipc_set_err(err, errlen, "%s", why);
     return rc;
 }
 
@@ -265,17 +251,17 @@ static int cpu_chunk_replace(ipc_chunk_t *c, uint32_t index, char *err, size_t e
     int fd, rc;
 
     if (c == NULL || c->fd < 0 || bad_chunk_args(c->addr, c->size)) {
-        set_err(err, errlen, "chunk %" PRIu32 " is not a chunk of this backend", index);
+        ipc_set_err(err, errlen, "chunk %" PRIu32 " is not a chunk of this backend", index);
         return -EINVAL;
     }
     rc = fresh_memfd(c, index, &fd, note, sizeof(note));
     if (rc != 0) {
-        set_err(err, errlen, "%s", note);
+        ipc_set_err(err, errlen, "%s", note);
         return rc;
     }
     rc = ipc_memfd_chunk_take(c, fd, index, err, errlen);
     if (rc == 0)
-        set_err(err, errlen, "%s", note);
+        ipc_set_err(err, errlen, "%s", note);
     return rc;
 }
 
@@ -327,7 +313,7 @@ static int cpu_probe(char *err, size_t errlen)
 
     if (fd < 0) {
         int e = errno;
-        set_err(err, errlen, "this kernel makes no hugetlb memfd (memfd_create(MFD_HUGETLB): %s)",
+        ipc_set_err(err, errlen, "this kernel makes no hugetlb memfd (memfd_create(MFD_HUGETLB): %s)",
                 strerror(e));
         return -e;
     }
@@ -422,7 +408,7 @@ static int hugetlb_chunk_create(ipc_chunk_t *c, void *addr, uint64_t size, uint3
         return rc;
     r = pin(addr, size, step(size));
     if (r != CUDA_SUCCESS) {
-        set_err(err, errlen, "cannot pin hugetlb chunk %" PRIu32 ": %s; check `ulimit -l` "
+        ipc_set_err(err, errlen, "cannot pin hugetlb chunk %" PRIu32 ": %s; check `ulimit -l` "
                 "(memlock)", index, ipc_cuda_strerror(r, "cuMemHostRegister", buf, sizeof(buf)));
         ipc_memfd_chunk_destroy(c);
         return PINPOOL_ECUDA;
@@ -444,29 +430,29 @@ static int hugetlb_chunk_replace(ipc_chunk_t *c, uint32_t index, char *err, size
     int fd, rc;
 
     if (c == NULL || c->fd < 0 || bad_chunk_args(c->addr, c->size)) {
-        set_err(err, errlen, "chunk %" PRIu32 " is not a chunk of this backend", index);
+        ipc_set_err(err, errlen, "chunk %" PRIu32 " is not a chunk of this backend", index);
         return -EINVAL;
     }
     by = step(c->size);
     rc = fresh_memfd(c, index, &fd, note, sizeof(note));
     if (rc != 0) {
-        set_err(err, errlen, "%s", note);
+        ipc_set_err(err, errlen, "%s", note);
         return rc;
     }
     unpin(c->addr, c->size, by);
     rc = ipc_memfd_map_over(c->addr, c->size, fd, c->fd);
     if (rc != 0) {
-        set_err(err, errlen, "cannot map fresh memory over chunk %" PRIu32 ": %s", index,
+        ipc_set_err(err, errlen, "cannot map fresh memory over chunk %" PRIu32 ": %s", index,
                 strerror(-rc));
     } else if ((r = pin(c->addr, c->size, by)) != CUDA_SUCCESS) {
-        set_err(err, errlen, "cannot pin fresh memory for chunk %" PRIu32 ": %s; check `ulimit "
+        ipc_set_err(err, errlen, "cannot pin fresh memory for chunk %" PRIu32 ": %s; check `ulimit "
                 "-l` (memlock)", index, ipc_cuda_strerror(r, "cuMemHostRegister", buf, sizeof(buf)));
         rc = PINPOOL_ECUDA;
         (void)ipc_memfd_map_over(c->addr, c->size, c->fd, fd); /* the old one back */
     } else {
         close(c->fd);
         c->fd = fd;
-        set_err(err, errlen, "%s", note);
+        ipc_set_err(err, errlen, "%s", note);
         return 0;
     }
     close(fd);

@@ -46,10 +46,16 @@ static uint64_t page_size(void)
     return ps > 0 ? (uint64_t)ps : 4096u;
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+void ipc_memfd_reserve_again(void *addr, uint64_t bytes)
+{
+    void *p = mmap(addr, bytes, PROT_NONE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    if (p == MAP_FAILED)
+        (void)munmap(addr, bytes);
+}
+
+void ipc_set_err(char *err, size_t errlen, const char *fmt, ...)
 {
     va_list ap;
 
@@ -58,15 +64,6 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
     va_start(ap, fmt);
     (void)vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
-}
-
-void ipc_memfd_reserve_again(void *addr, uint64_t bytes)
-{
-    void *p = mmap(addr, bytes, PROT_NONE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
-
-    if (p == MAP_FAILED)
-        (void)munmap(addr, bytes);
 }
 
 int ipc_memfd_make(uint64_t size, uint32_t index, int *out, char *err, size_t errlen)
@@ -97,7 +94,7 @@ int ipc_memfd_make(uint64_t size, uint32_t index, int *out, char *err, size_t er
     if (rc < 0) {
         rc = -errno;
         if (rc == -ENOSPC || rc == -ENOMEM) {
-            set_err(err, errlen, "cannot commit %" PRIu64 " MiB for chunk %" PRIu32
+            ipc_set_err(err, errlen, "cannot commit %" PRIu64 " MiB for chunk %" PRIu32
                     ": %s; lower --mem-pool-size",
                     (size + (1u << 20) - 1) >> 20, index, strerror_r(-rc, ebuf, sizeof(ebuf)));
             rc = -ENOMEM;
@@ -117,7 +114,7 @@ int ipc_memfd_make(uint64_t size, uint32_t index, int *out, char *err, size_t er
 
 fail:
     if (why != NULL)
-        set_err(err, errlen, "cannot create %" PRIu64 " MiB memfd chunk %" PRIu32 ": %s: %s",
+        ipc_set_err(err, errlen, "cannot create %" PRIu64 " MiB memfd chunk %" PRIu32 ": %s: %s",
                 (size + (1u << 20) - 1) >> 20, index, why, strerror_r(-rc, ebuf, sizeof(ebuf)));
     if (fd >= 0)
         (void)close(fd);
@@ -146,7 +143,7 @@ static int memfd_chunk_create(ipc_chunk_t *c, void *addr, uint64_t size, uint32_
     int rc;
 
     if (c == NULL || bad_chunk_args(addr, size)) {
-        set_err(err, errlen, "chunk %" PRIu32 ": size %" PRIu64 " or address %p is not page-aligned",
+        ipc_set_err(err, errlen, "chunk %" PRIu32 ": size %" PRIu64 " or address %p is not page-aligned",
                 index, size, addr);
         return -EINVAL;
     }
@@ -156,7 +153,7 @@ static int memfd_chunk_create(ipc_chunk_t *c, void *addr, uint64_t size, uint32_
     p = mmap(addr, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0);
     if (p == MAP_FAILED) {
         rc = -errno;
-        set_err(err, errlen, "cannot create %" PRIu64 " MiB memfd chunk %" PRIu32 ": mmap: %s",
+        ipc_set_err(err, errlen, "cannot create %" PRIu64 " MiB memfd chunk %" PRIu32 ": mmap: %s",
                 (size + (1u << 20) - 1) >> 20, index, strerror_r(-rc, ebuf, sizeof(ebuf)));
         ipc_memfd_reserve_again(addr, size); /* a failed MAP_FIXED may have unmapped the reservation */
         (void)close(fd);
@@ -195,7 +192,7 @@ static int memfd_chunk_replace(ipc_chunk_t *c, uint32_t index, char *err, size_t
     int fd, rc;
 
     if (c == NULL || c->fd < 0 || bad_chunk_args(c->addr, c->size)) {
-        set_err(err, errlen, "chunk %" PRIu32 " is not a chunk of this backend", index);
+        ipc_set_err(err, errlen, "chunk %" PRIu32 " is not a chunk of this backend", index);
         return -EINVAL;
     }
     rc = ipc_memfd_make(c->size, index, &fd, err, errlen);
@@ -210,7 +207,7 @@ int ipc_memfd_chunk_take(ipc_chunk_t *c, int fd, uint32_t index, char *err, size
     int rc = ipc_memfd_map_over(c->addr, c->size, fd, c->fd);
 
     if (rc != 0) {
-        set_err(err, errlen, "cannot map fresh memory over chunk %" PRIu32 ": %s", index,
+        ipc_set_err(err, errlen, "cannot map fresh memory over chunk %" PRIu32 ": %s", index,
                 strerror_r(-rc, ebuf, sizeof(ebuf)));
         (void)close(fd);
         return rc;

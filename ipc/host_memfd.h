@@ -12,6 +12,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* err = the formatted message, when err is not NULL and errlen > 0. */
+void ipc_set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* A sealed memfd of size bytes for chunk index, every page committed: 0 and
  * *out (close-on-exec, the caller's), or -errno with err set and nothing open. */
 int ipc_memfd_make(uint64_t size, uint32_t index, int *out, char *err, size_t errlen);

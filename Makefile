@@ -246,7 +246,7 @@ test-cluster: $(BUILD)/.deps-ok $(BUILD)/.mooncake-ok
 # on any report (the suites' teardown wants 0); then tests/tsan/threads, a
 # TSan-built libpinpool from 8 threads, runs against it (tests/tsan/run).
 # tests/tsan.supp names the uninstrumented Debian libraries.  .ci/run runs it.
-TSAN_BUILD ?= build-tsan
+TSAN_BUILD ?= build/tsan
 TSAN_SUITES := test_daemon test_chaos test_spill test_spill_race test_isolation test_objects \
                test_recover test_cli test_arena test_crash test_host test_access
 TSAN_ENV := TSAN_OPTIONS="suppressions=$(abspath tests/tsan.supp) exitcode=66 halt_on_error=0"

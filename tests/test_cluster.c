@@ -11,13 +11,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "daemon.h"
 #include "grpc_call.h"
 #include "mooncake.h"
+#include "paths.h"
 #include "pinpool.h"
 #include "tier.h"
+#include "users.h"
 #include "util.h"
 
 static tier_t *open_ok(const char *u)
@@ -369,6 +372,69 @@ Test(cluster, a_lost_record_is_shared_again_by_the_node_holding_the_object)
     wait_exists(b, "kept", 1);
     acquire_same(b, "kept", 8 * MiB, 5);
     cr_assert_eq(pinpool_remove(a, "kept"), 0, "%s", pinpool_errmsg(a));
+    pinpool_close(a);
+    pinpool_close(b);
+}
+
+/* As another user on node b: uid 0's "secret" is not there for it (Exists
+ * false, Get NOT_FOUND), and its own "secret" is its own. */
+static int other_user_on_b(void *arg)
+{
+    pinpool_ctx_t *c = pinpool_connect(arg);
+    char buf[32] = "";
+    uint64_t got = 0;
+
+    if (pinpool_err(c) != 0) {
+        fprintf(stderr, "connect: %s\n", pinpool_errmsg(c));
+        return 10;
+    }
+    int e = pinpool_exists(c, "secret");
+    int g = pinpool_get(c, "secret", buf, sizeof(buf) - 1, &got);
+    int p = pinpool_put(c, "secret", "theirs", 6, 0);
+    g = g == PINPOOL_ENOKEY ? 0 : g == 0 ? 1 : g; /* 1: it read root's bytes */
+    pinpool_close(c);
+    fprintf(stderr, "as uid %u on b: exists %d, get %d ('%s'), put %d\n", (unsigned)getuid(), e, g,
+            buf, p);
+    return e == 0 && g == 0 && p == 0 ? 0 : 1;
+}
+
+/*
+ * Ownership across nodes (a cluster principal is the owner's user name): an
+ * object root shares from node a is readable by root on node b, and by no
+ * other user there; that user's object under the same key does not replace
+ * root's on either node.
+ */
+Test(cluster, another_user_on_another_node_cannot_read_or_replace_an_object)
+{
+    test_users_t users;
+    char why[128], allow[64], fdsock[160];
+
+    if (!test_users_get(&users, why, sizeof(why)))
+        cr_skip_test("%s", why);
+    mc_start_cluster("1000", "");
+    start_node(&na, "a", mc.uri);
+    snprintf(allow, sizeof(allow), "0,%u", (unsigned)users.a.uid);
+    if (test_daemon_start(&nb, "--mem-pool-size", "128MiB", "--chunk-size", "64MiB",
+                          "--spill-low-watermark", "0", "--spill-tier", mc.uri, "--cluster", "c1",
+                          "--cluster-node", "b", "--allow-uid", allow, NULL) != 0) {
+        mc_dump_logs();
+        cr_assert_fail("node b did not start");
+    }
+    ipc_fd_socket_path(nb.socket, fdsock, sizeof(fdsock)); /* open to the test users' group */
+    cr_assert_eq(chmod(nb.dir, 0711), 0);
+    cr_assert_eq(chown(nb.socket, 0, users.shared), 0);
+    cr_assert_eq(chown(fdsock, 0, users.shared), 0);
+    cr_assert_eq(chmod(nb.socket, 0660), 0);
+    cr_assert_eq(chmod(fdsock, 0660), 0);
+
+    pinpool_ctx_t *a = test_connect(&na), *b = test_connect(&nb);
+    cr_assert_eq(pinpool_put(a, "secret", "root's", 6, 0), 0, "%s", pinpool_errmsg(a));
+    wait_get(b, "secret", "root's"); /* shared: root on b reads it */
+    int rc = test_run_as(&users.a, true, users.shared, other_user_on_b, nb.socket);
+    cr_expect_eq(rc, 0, "another user on node b saw or replaced root's object (exit %d)", rc);
+    wait_get(b, "secret", "root's");
+    wait_get(a, "secret", "root's");
+    cr_assert_eq(pinpool_remove(a, "secret"), 0, "%s", pinpool_errmsg(a));
     pinpool_close(a);
     pinpool_close(b);
 }

@@ -312,6 +312,11 @@ struct srv {
     uint32_t nsessions;
     uint64_t next_owner;
 
+    /* handover.c: the takeover's gate (srv_gate_enter) and what a pause stopped. */
+    bool paused;       /* gRPC calls are answered PINPOOL_EUPGRADE */
+    uint32_t in_calls; /* gRPC calls inside srv now */
+    bool pause_stopped_cleaner;
+
     /* slices.c: the device pools belong to one uid (a cudaMalloc shared by its
      * CUDA IPC handle isolates nothing): --device-pool-uid, else the first
      * uid that allocates in one, for the daemon's lifetime. */
@@ -409,6 +414,15 @@ int do_room_for_client(const srv_t *srv, char *msg, size_t msglen);
  * uid's namespace), of uid, made by the client whose owner number is maker;
  * NULL: no memory. */
 struct srv_client *do_add_kept(srv_t *srv, const char *name, uid_t uid, uint64_t maker);
+/* Takeover (handover.c): a client made again as saved describes it - id,
+ * owner number, uid, session (its cred and token), kept and maker - with
+ * nothing charged; NULL when its owner number or id is taken, or no memory.
+ * do_forget_client takes one out again (nothing of it charged or held). */
+struct srv_client *do_restore_client(srv_t *srv, const struct srv_client *saved);
+void do_forget_client(srv_t *srv, struct srv_client *c);
+/* fn for every uid the daemon knows, with its charge (--user-quota's count). */
+void do_each_uid_charge(srv_t *srv, void (*fn)(uid_t uid, uint64_t charge, void *arg),
+                        void *arg);
 /* A client without a session goes when nothing is charged to it (it holds no
  * slice, and nothing it made is left): c may be freed. */
 void do_drop_if_idle(srv_t *srv, struct srv_client *c);

@@ -1,0 +1,721 @@
+/*
+ * handover.c - the daemon's state handed to its successor (`pinpool serve
+ * --takeover`, server/takeover.c speaks the protocol): the gate that pauses
+ * the gRPC calls, what cannot be handed over, the state written into one
+ * blob with the host chunks' descriptors, and the same state made again in
+ * the new daemon's srv, checked.
+ *
+ * Owns: srv->paused, srv->in_calls, srv->pause_stopped_cleaner; the blob's
+ * format (HO_MAGIC, HO_VERSION; both daemons are built from one tree, and a
+ * blob of another version is refused).
+ * Never: writes the pool's memory, or calls the tier (what is refused covers
+ * every case that would need it: a tier that holds copies is not handed over).
+ * Locking: srv->lock around every read and change of the state, as the other
+ * rooms do.  srv_handover_pause drops it while it waits for calls in flight
+ * (polling, 1 ms at a time) and while it stops the cleaner (a join).
+ *
+ * What the blob holds: the geometry (every chunk and its tenant: it is
+ * refused unless both daemons have the same one), the clients (sessions with
+ * their id, token and peer; detached clients; kept slices' clients with
+ * their makers), each client's and each uid's charge as the old daemon had
+ * them, the host pool's live slices and dirty extents (pool_save_each), and
+ * the objects (all RESIDENT: the pause waits until none spills or restores,
+ * and a daemon with a tier is refused).  The new daemon rebuilds the pool
+ * exactly (pool_restore_*), then the charges from what it rebuilt - each
+ * slice charged to its holder (and a kept slice's maker), each object to its
+ * uid and its maker - and compares them with the old daemon's: any
+ * difference aborts the takeover.
+ */
+#include "srv_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "host_memfd.h"
+#include "log.h"
+#include "pinpool.h"
+
+#define HO_MAGIC 0x4f545050u /* "PPTO" */
+#define HO_VERSION 1u
+
+/* ---- the gate ------------------------------------------------------------------------ */
+
+int srv_gate_enter(srv_t *srv)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&srv->lock);
+    if (srv->paused)
+        rc = PINPOOL_EUPGRADE;
+    else
+        srv->in_calls++;
+    pthread_mutex_unlock(&srv->lock);
+    return rc;
+}
+
+void srv_gate_leave(srv_t *srv)
+{
+    pthread_mutex_lock(&srv->lock);
+    srv->in_calls--;
+    pthread_mutex_unlock(&srv->lock);
+}
+
+/* ---- what cannot be handed over ------------------------------------------------------ */
+
+int srv_handover_check(srv_t *srv, char *msg, size_t msglen)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&srv->lock);
+    if (srv->ndevs > 0)
+        snprintf(msg, msglen, "this daemon has device pools (--devices): their memory (CUDA "
+                 "allocations, IPC handles or VMM handles) is not handed over yet; restart it "
+                 "instead");
+    else if (srv->host != &ipc_host_memfd)
+        snprintf(msg, msglen, "its host backend is %s: only memfd chunks are handed over "
+                 "(their descriptors carry the memory; %s)", srv->host->name,
+                 srv->host == &ipc_host_hugetlb ? "hugetlb pools are not handed over yet"
+                 : "pinned CUDA memory dies with the process that registered it");
+    else if (srv->cluster != NULL)
+        snprintf(msg, msglen, "it is a node of --cluster %s: cluster records are not handed "
+                 "over", srv->cfg.cluster);
+    else if (srv->cfg.listen[0] != '\0' || srv->cfg.metrics[0] != '\0')
+        snprintf(msg, msglen, "it listens on TCP (%s%s%s): TCP ports are not handed over yet",
+                 srv->cfg.listen[0] ? "--listen " : "--metrics ",
+                 srv->cfg.listen[0] ? srv->cfg.listen : srv->cfg.metrics, "");
+    else if (srv->tier != NULL)
+        snprintf(msg, msglen, "it has a spill tier (%s): the tier's directory or store is "
+                 "locked by one daemon at a time and is not handed over yet; run it with "
+                 "--spill-tier none to use --takeover", tier_scheme(srv->tier));
+    else if (srv->ready < srv->nchunks)
+        snprintf(msg, msglen, "its pool is still being made (%" PRIu32 " of %" PRIu32
+                 " chunks); try again when it is ready", srv->ready, srv->nchunks);
+    else if (srv->shutting_down)
+        snprintf(msg, msglen, "it is shutting down");
+    else if (srv->paused)
+        snprintf(msg, msglen, "another takeover is in progress");
+    else
+        msg[0] = '\0';
+    if (msg[0] != '\0')
+        rc = PINPOOL_EINVAL;
+    pthread_mutex_unlock(&srv->lock);
+    return rc;
+}
+
+/* ---- pause and resume ------------------------------------------------------------------ */
+
+int srv_handover_pause(srv_t *srv, uint32_t wait_ms, char *msg, size_t msglen)
+{
+    uint64_t deadline = mono_ns() + (uint64_t)wait_ms * 1000000u;
+    struct timespec ms = {0, 1000000};
+    objs_stats_t st;
+
+    pthread_mutex_lock(&srv->lock);
+    srv->paused = true;
+    for (;;) {
+        objs_get_stats(srv->objs, &st);
+        bool moving = st.count[OBJ_SPILLING] + st.count[OBJ_RESTORING] > 0;
+        if (srv->in_calls == 0 && srv->spilling_now == 0 && !moving)
+            break;
+        if (mono_ns() >= deadline) {
+            snprintf(msg, msglen, "%" PRIu32 " call%s still in flight after %" PRIu32 " ms",
+                     srv->in_calls, srv->in_calls == 1 ? "" : "s", wait_ms);
+            srv->paused = false;
+            pthread_mutex_unlock(&srv->lock);
+            return PINPOOL_ETIMEOUT;
+        }
+        pthread_mutex_unlock(&srv->lock);
+        nanosleep(&ms, NULL);
+        pthread_mutex_lock(&srv->lock);
+    }
+    srv->pause_stopped_cleaner = srv->cleaner_started;
+    pthread_mutex_unlock(&srv->lock);
+    /* The cleaner writes the pool's memory: after the hand-over it is the new
+     * daemon's, so ours stops (its batch in flight finishes first). */
+    if (srv->pause_stopped_cleaner)
+        srv_cleaner_stop(srv);
+    return 0;
+}
+
+void srv_handover_resume(srv_t *srv)
+{
+    bool restart;
+
+    pthread_mutex_lock(&srv->lock);
+    restart = srv->pause_stopped_cleaner;
+    srv->pause_stopped_cleaner = false;
+    srv->stop_cleaner = false;
+    pthread_mutex_unlock(&srv->lock);
+    if (restart)
+        srv_cleaner_start(srv);
+    pthread_mutex_lock(&srv->lock);
+    srv->paused = false;
+    pthread_mutex_unlock(&srv->lock);
+}
+
+/* ---- the blob ---------------------------------------------------------------------- */
+
+typedef struct wbuf {
+    unsigned char *p;
+    size_t len, cap;
+    bool failed;
+} wbuf_t;
+
+static void put(wbuf_t *w, const void *data, size_t n)
+{
+    if (w->failed)
+        return;
+    if (w->len + n > w->cap) {
+        size_t cap = w->cap ? w->cap : 4096;
+        while (cap < w->len + n)
+            cap *= 2;
+        unsigned char *p = realloc(w->p, cap);
+        if (p == NULL) {
+            w->failed = true;
+            return;
+        }
+        w->p = p;
+        w->cap = cap;
+    }
+    memcpy(w->p + w->len, data, n);
+    w->len += n;
+}
+
+static void put64(wbuf_t *w, uint64_t v)
+{
+    put(w, &v, sizeof(v));
+}
+
+static void put_str(wbuf_t *w, const char *s)
+{
+    size_t n = strlen(s);
+
+    put64(w, n);
+    put(w, s, n);
+}
+
+typedef struct rbuf {
+    const unsigned char *p;
+    size_t len, at;
+    bool bad;
+} rbuf_t;
+
+static void get(rbuf_t *r, void *out, size_t n)
+{
+    if (r->bad || r->len - r->at < n) {
+        r->bad = true;
+        memset(out, 0, n);
+        return;
+    }
+    memcpy(out, r->p + r->at, n);
+    r->at += n;
+}
+
+static uint64_t get64(rbuf_t *r)
+{
+    uint64_t v;
+
+    get(r, &v, sizeof(v));
+    return v;
+}
+
+/* A string of at most max bytes into out[max + 1]. */
+static void get_str(rbuf_t *r, char *out, size_t max)
+{
+    uint64_t n = get64(r);
+
+    if (n > max) {
+        r->bad = true;
+        n = 0;
+    }
+    get(r, out, (size_t)n);
+    out[r->bad ? 0 : n] = '\0';
+}
+
+/* ---- save (the daemon handing over) --------------------------------------------------- */
+
+static void save_slice(const pool_saved_t *s, void *arg)
+{
+    wbuf_t *w = arg;
+
+    put64(w, s->info.id);
+    put64(w, s->info.owner);
+    put64(w, s->info.tenant);
+    put64(w, s->info.offset);
+    put64(w, s->info.size);
+    put64(w, s->info.extent);
+    put64(w, (uint64_t)s->unwritten | (uint64_t)s->dirty << 1);
+}
+
+static void count_slice(const pool_saved_t *s, void *arg)
+{
+    (void)s;
+    ++*(uint64_t *)arg;
+}
+
+typedef struct obj_list {
+    const obj_t **v;
+    size_t n, cap;
+    bool failed;
+} obj_list_t;
+
+static void list_obj(const obj_t *o, void *arg)
+{
+    obj_list_t *l = arg;
+
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 64;
+        const obj_t **v = realloc(l->v, cap * sizeof(*v));
+        if (v == NULL) {
+            l->failed = true;
+            return;
+        }
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v[l->n++] = o;
+}
+
+static int by_last_use(const void *a, const void *b)
+{
+    const obj_t *x = *(const obj_t *const *)a, *y = *(const obj_t *const *)b;
+
+    return x->last_use < y->last_use ? -1 : x->last_use > y->last_use;
+}
+
+static void count_uid(uid_t uid, uint64_t charge, void *arg)
+{
+    (void)uid;
+    (void)charge;
+    ++*(uint64_t *)arg;
+}
+
+static void save_uid(uid_t uid, uint64_t charge, void *arg)
+{
+    put64(arg, uid);
+    put64(arg, charge);
+}
+
+static void save_client(wbuf_t *w, const struct srv_client *c)
+{
+    put_str(w, c->id);
+    put64(w, c->owner);
+    put64(w, c->uid);
+    put64(w, (uint64_t)c->session | (uint64_t)c->kept << 1);
+    put64(w, c->maker);
+    put64(w, c->charge);
+    put64(w, (uint64_t)(uint32_t)c->cred.pid);
+    put64(w, c->cred.uid);
+    put64(w, c->cred.gid);
+    put(w, c->token, sizeof(c->token));
+}
+
+int srv_handover_save(srv_t *srv, void **blob, size_t *len, int **fds, uint32_t *nfds,
+                      char *msg, size_t msglen)
+{
+    pool_t *host = srv->pools[HOST_POOL];
+    obj_list_t objs = {0};
+    wbuf_t w = {0};
+    uint64_t nslices = 0, nclients = 0, nuids = 0;
+    int *out = NULL;
+    int rc = 0;
+
+    pthread_mutex_lock(&srv->lock);
+    if (!srv->paused) {
+        snprintf(msg, msglen, "internal: the state is saved only while paused");
+        rc = PINPOOL_EINTERNAL;
+        goto out;
+    }
+    rc = pool_save_each(host, count_slice, &nslices);
+    if (rc != 0) {
+        snprintf(msg, msglen, "the host pool is not settled (a chunk passing to another uid, "
+                 "or memory being cleaned)");
+        goto out;
+    }
+    out = calloc(srv->nchunks, sizeof(*out));
+    if (out == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    put64(&w, HO_MAGIC);
+    put64(&w, HO_VERSION);
+    put64(&w, srv->capacity);
+    put64(&w, srv->cfg.chunk_size);
+    put64(&w, srv->nchunks);
+    put_str(&w, srv->host->name);
+    put64(&w, srv->obj_owner);
+    put64(&w, srv->next_owner);
+    put64(&w, pool_next_id(host));
+    put64(&w, objs_last_gen(srv->objs));
+    put64(&w, srv->replacements);
+    put64(&w, (uint64_t)(srv->chunks_seconds * 1e9));
+    for (uint32_t i = 0; i < srv->nchunks; i++) {
+        pool_chunk_info_t ci;
+        if (pool_chunk_info(host, i, &ci) != 0 || ci.claimed) {
+            snprintf(msg, msglen, "chunk %" PRIu32 " is not settled", i);
+            rc = PINPOOL_EBUSY;
+            goto out;
+        }
+        put64(&w, ci.tenant);
+        out[i] = srv->chunks[i].fd;
+    }
+    /* Clients: every one is in srv->owners. */
+    for (size_t b = 0; b < srv->owners.nb; b++)
+        for (const struct srv_client *c = srv->owners.b[b]; c != NULL; c = c->next_owner)
+            nclients++;
+    put64(&w, nclients);
+    for (size_t b = 0; b < srv->owners.nb; b++)
+        for (const struct srv_client *c = srv->owners.b[b]; c != NULL; c = c->next_owner)
+            save_client(&w, c);
+    do_each_uid_charge(srv, count_uid, &nuids);
+    put64(&w, nuids);
+    do_each_uid_charge(srv, save_uid, &w);
+    put64(&w, nslices);
+    pool_save_each(host, save_slice, &w);
+    objs_foreach(srv->objs, list_obj, &objs);
+    if (objs.failed) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    qsort(objs.v, objs.n, sizeof(*objs.v), by_last_use); /* least recently used first */
+    put64(&w, objs.n);
+    for (size_t i = 0; i < objs.n; i++) {
+        const obj_t *o = objs.v[i];
+        if (o->state != OBJ_RESIDENT || o->pins != 0 || o->in_tier) {
+            snprintf(msg, msglen, "object '%s' is %s: not settled", o->key,
+                     objs_state_name(o->state));
+            rc = PINPOOL_EBUSY;
+            goto out;
+        }
+        put_str(&w, o->key);
+        put64(&w, o->uid);
+        put64(&w, o->gen);
+        put64(&w, o->size);
+        put64(&w, o->slice);
+        put64(&w, o->expires_ns);
+        put64(&w, o->charged_to);
+    }
+    put64(&w, HO_MAGIC);
+    if (w.failed)
+        rc = -ENOMEM;
+
+out:
+    pthread_mutex_unlock(&srv->lock);
+    free(objs.v);
+    if (rc != 0) {
+        if (msg[0] == '\0')
+            snprintf(msg, msglen, "cannot save the state: %s", pinpool_strerror(rc));
+        free(w.p);
+        free(out);
+        return rc;
+    }
+    *blob = w.p;
+    *len = w.len;
+    *fds = out;
+    *nfds = srv->nchunks;
+    return 0;
+}
+
+/* ---- load (the new daemon) ------------------------------------------------------------ */
+
+/* Chunk i's memory is the memfd fd (taken: closed on failure too). */
+static int adopt_chunk(srv_t *srv, uint32_t i, int fd, char *msg, size_t msglen)
+{
+    uint64_t size = srv->cfg.chunk_size;
+    void *addr = (char *)srv->base + (uint64_t)i * size;
+    struct stat st;
+    int rc;
+
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != size) {
+        snprintf(msg, msglen, "chunk %" PRIu32 ": the descriptor received is not a memfd of "
+                 "%" PRIu64 " bytes", i, size);
+        close(fd);
+        return PINPOOL_EPROTO;
+    }
+    rc = ipc_memfd_map_over(addr, size, fd, -1);
+    if (rc != 0) {
+        snprintf(msg, msglen, "chunk %" PRIu32 ": cannot map it: %s", i, pinpool_strerror(rc));
+        close(fd);
+        return rc;
+    }
+    srv->chunks[i] = (ipc_chunk_t){.fd = fd, .addr = addr, .size = size, .handle = 0};
+    srv->created[i] = true;
+    return 0;
+}
+
+/* A charge the old daemon had that the rebuilt state does not: an error. */
+static int charge_differs(const char *what, const char *name, uint64_t had, uint64_t now,
+                          char *msg, size_t msglen)
+{
+    snprintf(msg, msglen, "the charges do not match: %s %s had %" PRIu64 " bytes charged in "
+             "the old daemon, %" PRIu64 " rebuilt from its slices and objects", what, name, had,
+             now);
+    return PINPOOL_EPROTO;
+}
+
+typedef struct saved_charge {
+    uint64_t owner, charge;
+} saved_charge_t;
+
+int srv_handover_load(srv_t *srv, const void *blob, size_t len, int *fds, uint32_t nfds,
+                      char *msg, size_t msglen)
+{
+    rbuf_t r = {.p = blob, .len = len};
+    pool_t *host = srv->pools[HOST_POOL];
+    saved_charge_t *charges = NULL;
+    uint64_t nclients = 0, nuids, nslices, nobjs, next_id, gen, obj_owner, next_owner;
+    uint64_t capacity, chunk_size, nchunks, v;
+    char backend[32], key[OBJ_KEY_MAX + 1];
+    uint32_t taken = 0;
+    int rc = PINPOOL_EPROTO;
+
+    msg[0] = '\0';
+    pthread_mutex_lock(&srv->lock);
+    if (srv->tier != NULL || srv->ndevs > 0 || srv->host != &ipc_host_memfd) {
+        snprintf(msg, msglen, "this daemon has %s: a takeover hands over memfd host pools "
+                 "without a spill tier only (pass --spill-tier none, no --devices, and the "
+                 "running daemon's --host-backend)", srv->tier != NULL ? "a spill tier"
+                 : srv->ndevs > 0 ? "device pools" : "another host backend");
+        rc = PINPOOL_EINVAL;
+        goto out;
+    }
+    if (get64(&r) != HO_MAGIC || get64(&r) != HO_VERSION) {
+        snprintf(msg, msglen, "the state is not of this version of pinpool (%s)",
+                 PINPOOL_VERSION_STRING);
+        goto out;
+    }
+    capacity = get64(&r);
+    chunk_size = get64(&r);
+    nchunks = get64(&r);
+    get_str(&r, backend, sizeof(backend) - 1);
+    if (r.bad || capacity != srv->capacity || chunk_size != srv->cfg.chunk_size ||
+        nchunks != srv->nchunks || nfds != nchunks || strcmp(backend, srv->host->name) != 0) {
+        snprintf(msg, msglen, "the pools differ: the running daemon has %" PRIu64 " chunks of "
+                 "%" PRIu64 " bytes on %s, this one %" PRIu32 " of %" PRIu64 " on %s: start it "
+                 "with the same --mem-pool-size, --chunk-size and --host-backend", nchunks,
+                 chunk_size, backend, srv->nchunks, srv->cfg.chunk_size, srv->host->name);
+        goto out;
+    }
+    obj_owner = get64(&r);
+    next_owner = get64(&r);
+    next_id = get64(&r);
+    gen = get64(&r);
+    srv->replacements = get64(&r);
+    srv->chunks_seconds = (double)get64(&r) / 1e9;
+    if (obj_owner != srv->obj_owner) {
+        snprintf(msg, msglen, "the objects' owner number differs (%" PRIu64 " vs %" PRIu64 ")",
+                 obj_owner, srv->obj_owner);
+        goto out;
+    }
+    /* The chunks: every one mapped, in the pool, with its tenant. */
+    for (; taken < nfds; taken++) {
+        rc = adopt_chunk(srv, taken, fds[taken], msg, msglen);
+        fds[taken] = -1;
+        if (rc != 0)
+            goto out;
+    }
+    rc = pool_add_chunks(host, srv->nchunks);
+    if (rc != 0)
+        goto out;
+    srv->ready = srv->next_chunk = srv->nchunks;
+    for (uint32_t i = 0; i < srv->nchunks; i++) {
+        v = get64(&r);
+        if (v != POOL_TENANT_NONE && (rc = pool_restore_tenant(host, i, v)) != 0) {
+            snprintf(msg, msglen, "chunk %" PRIu32 ": cannot give it to uid %" PRIu64, i, v);
+            goto out;
+        }
+    }
+    /* The clients, with nothing charged yet. */
+    nclients = get64(&r);
+    if (r.bad || nclients > (len / 64)) {
+        rc = PINPOOL_EPROTO;
+        goto out;
+    }
+    charges = calloc(nclients + 1, sizeof(*charges));
+    if (charges == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (uint64_t i = 0; i < nclients; i++) {
+        struct srv_client c = {0};
+        uint64_t flags;
+        get_str(&r, c.id, sizeof(c.id) - 1);
+        c.owner = get64(&r);
+        c.uid = (uid_t)get64(&r);
+        flags = get64(&r);
+        c.session = flags & 1;
+        c.kept = flags & 2;
+        c.maker = get64(&r);
+        charges[i].owner = c.owner;
+        charges[i].charge = get64(&r);
+        c.cred.pid = (pid_t)get64(&r);
+        c.cred.uid = (uid_t)get64(&r);
+        c.cred.gid = (gid_t)get64(&r);
+        get(&r, c.token, sizeof(c.token));
+        c.token[sizeof(c.token) - 1] = '\0';
+        if (r.bad || do_restore_client(srv, &c) == NULL) {
+            snprintf(msg, msglen, "client %s (owner %" PRIu64 "): cannot make it again", c.id,
+                     c.owner);
+            rc = PINPOOL_EPROTO;
+            goto out;
+        }
+    }
+    if (next_owner > srv->next_owner)
+        srv->next_owner = next_owner;
+    /* The uids' charges, read now, compared at the end. */
+    nuids = get64(&r);
+    if (r.bad || nuids > len / 16) {
+        rc = PINPOOL_EPROTO;
+        goto out;
+    }
+    uint64_t *uids = calloc(2 * nuids + 1, sizeof(*uids));
+    if (uids == NULL) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (uint64_t i = 0; i < nuids; i++) {
+        uids[2 * i] = get64(&r);
+        uids[2 * i + 1] = get64(&r);
+    }
+    /* The host pool, exactly, and its slices charged to their holders. */
+    nslices = get64(&r);
+    for (uint64_t i = 0; !r.bad && i < nslices; i++) {
+        pool_saved_t s = {0};
+        s.info.id = get64(&r);
+        s.info.owner = get64(&r);
+        s.info.tenant = get64(&r);
+        s.info.offset = get64(&r);
+        s.info.size = get64(&r);
+        s.info.extent = get64(&r);
+        v = get64(&r);
+        s.unwritten = v & 1;
+        s.dirty = v & 2;
+        if (r.bad)
+            break;
+        rc = pool_restore_slice(host, &s);
+        if (rc != 0) {
+            snprintf(msg, msglen, "slice %" PRIu64 " (offset %" PRIu64 ", %" PRIu64 " bytes) "
+                     "does not fit the rebuilt pool: %s", s.info.id, s.info.offset,
+                     s.info.size, pinpool_strerror(rc));
+            free(uids);
+            goto out;
+        }
+        if (s.dirty || s.info.owner == srv->obj_owner)
+            continue;
+        struct srv_client *c = do_client_of_owner(srv, s.info.owner);
+        if (c == NULL || (uint64_t)c->uid != s.info.tenant) {
+            snprintf(msg, msglen, "slice %" PRIu64 " belongs to owner %" PRIu64 ", which is no "
+                     "client of its uid", s.info.id, s.info.owner);
+            rc = PINPOOL_EPROTO;
+            free(uids);
+            goto out;
+        }
+        do_slice_charged(srv, c, (int64_t)s.info.extent);
+    }
+    if (r.bad || (rc = pool_restore_next_id(host, next_id)) != 0) {
+        free(uids);
+        rc = PINPOOL_EPROTO;
+        goto out;
+    }
+    /* The objects, least recently used first, charged to their uid and maker. */
+    nobjs = get64(&r);
+    for (uint64_t i = 0; !r.bad && i < nobjs; i++) {
+        uint64_t uid, ogen, size, slice, expires, maker;
+        pool_slice_info_t si;
+        obj_t *o;
+        get_str(&r, key, OBJ_KEY_MAX);
+        uid = get64(&r);
+        ogen = get64(&r);
+        size = get64(&r);
+        slice = get64(&r);
+        expires = get64(&r);
+        maker = get64(&r);
+        if (r.bad)
+            break;
+        if (pool_lookup(host, slice, &si) != 0 || si.owner != srv->obj_owner ||
+            si.tenant != uid) {
+            snprintf(msg, msglen, "object '%s': its slice %" PRIu64 " is not an object's slice "
+                     "of uid %" PRIu64, key, slice, uid);
+            rc = PINPOOL_EPROTO;
+            free(uids);
+            goto out;
+        }
+        rc = objs_restore(srv->objs, key, (uint32_t)uid, ogen, size, slice, si.offset,
+                          si.extent, expires, &o);
+        if (rc != 0) {
+            snprintf(msg, msglen, "object '%s': %s", key, pinpool_strerror(rc));
+            free(uids);
+            goto out;
+        }
+        struct srv_client *m = maker != 0 ? do_client_of_owner(srv, maker) : NULL;
+        if (maker != 0 && m == NULL) {
+            snprintf(msg, msglen, "object '%s' is charged to owner %" PRIu64 ", no client",
+                     key, maker);
+            rc = PINPOOL_EPROTO;
+            free(uids);
+            goto out;
+        }
+        o->charged_to = maker;
+        do_charge_client(srv, m, (int64_t)obj_charge(o));
+        do_charge_uid(srv, (uid_t)uid, (int64_t)obj_charge(o));
+    }
+    objs_seed_gen(srv->objs, gen);
+    if (r.bad || get64(&r) != HO_MAGIC || r.at != r.len) {
+        snprintf(msg, msglen, "the state is truncated or malformed");
+        free(uids);
+        rc = PINPOOL_EPROTO;
+        goto out;
+    }
+    /* The charges rebuilt must be the old daemon's, client by client and uid by uid. */
+    rc = 0;
+    for (uint64_t i = 0; i < nclients && rc == 0; i++) {
+        struct srv_client *c = do_client_of_owner(srv, charges[i].owner);
+        if (c->charge != charges[i].charge)
+            rc = charge_differs("client", c->id, charges[i].charge, c->charge, msg, msglen);
+    }
+    for (uint64_t i = 0; i < nuids && rc == 0; i++) {
+        char name[24];
+        snprintf(name, sizeof(name), "%" PRIu64, uids[2 * i]);
+        if (do_uid_charge(srv, (uid_t)uids[2 * i]) != uids[2 * i + 1])
+            rc = charge_differs("uid", name, uids[2 * i + 1],
+                                do_uid_charge(srv, (uid_t)uids[2 * i]), msg, msglen);
+    }
+    free(uids);
+    if (rc == 0) {
+        char pmsg[256];
+        if (pool_check(host, pmsg, sizeof(pmsg)) != 0) {
+            snprintf(msg, msglen, "the rebuilt pool fails its checks: %s", pmsg);
+            rc = PINPOOL_EINTERNAL;
+        }
+    }
+
+out:
+    for (uint32_t i = taken; i < nfds; i++)
+        if (fds[i] >= 0) {
+            close(fds[i]);
+            fds[i] = -1;
+        }
+    if (rc != 0 && msg[0] == '\0')
+        snprintf(msg, msglen, "the state is malformed (%s)", pinpool_strerror(rc));
+    pthread_mutex_unlock(&srv->lock);
+    free(charges);
+    return rc;
+}
+
+srv_client_t *srv_handover_session(srv_t *srv, const char *id)
+{
+    struct srv_client *c;
+
+    pthread_mutex_lock(&srv->lock);
+    c = do_find_client(srv, id);
+    if (c != NULL && !c->session)
+        c = NULL;
+    pthread_mutex_unlock(&srv->lock);
+    return c;
+}

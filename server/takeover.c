@@ -204,6 +204,17 @@ static int send_state(srv_takeover_t *t, int fd, char *why, size_t whylen)
     return rc;
 }
 
+/* A refused peer's greeting, read (200 ms at most) before the close: a unix
+ * socket closed with a message unread resets the connection, and the peer
+ * would then read ECONNRESET instead of the refusal. */
+static void drain_greeting(int fd, to_msg_t *m)
+{
+    struct timeval tv = {.tv_usec = 200000};
+
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    (void)recv_msg(fd, m, NULL, NULL);
+}
+
 static void on_takeover_conn(void *arg, int fd)
 {
     srv_takeover_t *t = arg;
@@ -224,6 +235,7 @@ static void on_takeover_conn(void *arg, int fd)
         snprintf(why, sizeof(why), "refused: uid %u is neither the daemon's uid (%u) nor root",
                  (unsigned)cred.uid, (unsigned)geteuid());
         send_text(fd, TO_REFUSE, why);
+        drain_greeting(fd, m);
         goto out;
     }
     rc = recv_msg(fd, m, NULL, NULL);

@@ -1,0 +1,452 @@
+/*
+ * test_takeover.c - `pinpool serve --takeover` against the real daemon
+ * (memfd host pools, no spill tier): every kept slice's and object's bytes
+ * the same after the takeover (byte by byte), a client's mapping and its
+ * fd-socket session kept, a client looping calls through it without one
+ * failure, the old daemon exiting 0 and the new one serving the same socket
+ * paths; a new daemon killed mid-handover, another uid, and what cannot be
+ * handed over leave the old daemon serving, each saying why.  The old
+ * daemon's pause (pause to GO, from its log) is printed.
+ */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "ipc.h"
+#include "pinpool.h"
+#include "users.h"
+
+#define MiB (1ull << 20)
+#define POOL_ARGS "--mem-pool-size", "64MiB", "--chunk-size", "16MiB", "--spill-tier", "none"
+
+static test_daemon_t d;
+
+static void start(void)
+{
+    cr_assert_eq(test_daemon_start(&d, POOL_ARGS, NULL), 0);
+}
+
+static void stop(void)
+{
+    test_daemon_finish(&d);
+}
+
+TestSuite(takeover, .init = start, .fini = stop, .timeout = 90);
+/* The tests that start a daemon of their own. */
+TestSuite(takeover_own, .fini = stop, .timeout = 90);
+
+static void fill(void *p, uint64_t n, uint32_t seed)
+{
+    uint32_t *w = p;
+
+    for (uint64_t i = 0; i < n / 4; i++)
+        w[i] = seed * 2654435761u + (uint32_t)i;
+}
+
+/* The first byte where p differs from fill(seed), or n. */
+static uint64_t differs(const void *p, uint64_t n, uint32_t seed)
+{
+    const uint32_t *w = p;
+
+    for (uint64_t i = 0; i < n / 4; i++)
+        if (w[i] != seed * 2654435761u + (uint32_t)i)
+            return i * 4;
+    return n;
+}
+
+static bool log_has(const char *path, const char *needle)
+{
+    char buf[65536];
+    int fd = open(path, O_RDONLY);
+    ssize_t n;
+
+    if (fd < 0)
+        return false;
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = '\0';
+    return strstr(buf, needle) != NULL;
+}
+
+static bool wait_log(const char *path, const char *needle, int ms)
+{
+    for (int t = 0; t < ms; t += 10) {
+        if (log_has(path, needle))
+            return true;
+        usleep(10000);
+    }
+    return false;
+}
+
+/* The old daemon's pause, in ms, from its log line; -1 if none. */
+static double pause_ms(const char *path)
+{
+    char buf[65536];
+    int fd = open(path, O_RDONLY);
+    ssize_t n;
+    const char *p;
+
+    if (fd < 0)
+        return -1;
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = '\0';
+    p = strstr(buf, "; paused ");
+    return p != NULL ? atof(p + 9) : -1;
+}
+
+/* The old daemon's exit status, waiting up to 15 s; -1 if it did not exit. */
+static int wait_exit(pid_t pid)
+{
+    int status;
+
+    for (int t = 0; t < 15000; t += 10) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        usleep(10000);
+    }
+    return -1;
+}
+
+/* Take d over with a second daemon (its log daemon2.log); d becomes the new
+ * one once the old one exited 0.  Prints the pause. */
+static void take_over(void)
+{
+    test_daemon_t next = d;
+    char old_log[sizeof(d.log)];
+    pid_t old = d.pid;
+
+    snprintf(old_log, sizeof(old_log), "%s", d.log);
+    snprintf(next.log, sizeof(next.log), "%s/daemon2.log", d.dir);
+    cr_assert_eq(test_daemon_restart(&next, POOL_ARGS, "--takeover", NULL), 0);
+    int rc = wait_exit(old);
+    if (rc != 0)
+        test_daemon_dump_log(&d);
+    cr_assert_eq(rc, 0, "the old daemon exited with %d after the takeover", rc);
+    cr_expect(log_has(old_log, "takeover: handed over to pid"));
+    fprintf(stderr, "takeover: the old daemon paused %.1f ms (pause to GO)\n", pause_ms(old_log));
+    char want[300];
+    snprintf(want, sizeof(want), "grpc=unix:%s fd=%s.fd ", d.socket, d.socket);
+    cr_expect(strstr(next.ready, want) != NULL, "the new daemon serves elsewhere: %s", next.ready);
+    /* The old log goes; a second daemon2.log (a second takeover) takes the name. */
+    unlink(old_log);
+    d = next;
+    snprintf(d.log, sizeof(d.log), "%s/daemon.log", d.dir);
+    rename(next.log, d.log);
+}
+
+Test(takeover, kept_slices_objects_and_mappings_survive_byte_by_byte)
+{
+    static const uint64_t kept_sizes[] = {1 * MiB + 4096, 20 * MiB, 4096};
+    pinpool_ctx_t *a = test_connect(&d);
+    pinpool_slice_t kept[3], held, rel;
+    char tag[32], key[32];
+
+    for (int i = 0; i < 3; i++) {
+        pinpool_alloc_opts_t o = {.device_id = PINPOOL_HOST, .flags = PINPOOL_ALLOC_KEEP};
+        snprintf(tag, sizeof(tag), "weights-%d", i);
+        o.tag = tag;
+        cr_assert_eq(pinpool_alloc(a, kept_sizes[i], &o, &kept[i]), 0, "%s", pinpool_errmsg(a));
+        fill(kept[i].ptr, kept_sizes[i], 100 + (uint32_t)i);
+    }
+    pinpool_alloc_opts_t plain = {.device_id = PINPOOL_HOST};
+    cr_assert_eq(pinpool_alloc(a, 3 * MiB, &plain, &held), 0, "%s", pinpool_errmsg(a));
+    fill(held.ptr, 3 * MiB, 7);
+    cr_assert_eq(pinpool_alloc(a, 2 * MiB, &plain, &rel), 0);
+    fill(rel.ptr, 2 * MiB, 8);
+    cr_assert_eq(pinpool_release(a, rel.id, "released", 0), 0, "%s", pinpool_errmsg(a));
+    char *buf = malloc(5 * MiB);
+    for (int i = 0; i < 4; i++) {
+        snprintf(key, sizeof(key), "obj-%d", i);
+        fill(buf, (uint64_t)(i + 1) * MiB, 200 + (uint32_t)i);
+        cr_assert_eq(pinpool_put(a, key, buf, (uint64_t)(i + 1) * MiB, 0), 0, "%s",
+                     pinpool_errmsg(a));
+    }
+    uint64_t used = test_daemon_used(&d);
+
+    take_over();
+
+    /* The client's session and mapping: same bytes, still writable, calls work. */
+    cr_expect_eq(differs(held.ptr, 3 * MiB, 7), 3 * MiB, "the held slice changed");
+    fill(held.ptr, 3 * MiB, 9);
+    cr_expect_eq(differs(held.ptr, 3 * MiB, 9), 3 * MiB);
+    cr_expect_eq(test_daemon_used(&d), used, "the pool's use changed in the takeover");
+    pinpool_slice_t more;
+    cr_assert_eq(pinpool_alloc(a, 1 * MiB, &plain, &more), 0, "after: %s", pinpool_errmsg(a));
+    fill(more.ptr, 1 * MiB, 10);
+    cr_expect_eq(differs(more.ptr, 1 * MiB, 10), 1 * MiB);
+    cr_assert_eq(pinpool_free(a, more.id, NULL), 0, "%s", pinpool_errmsg(a));
+
+    /* A fresh client finds every kept slice and object, byte for byte. */
+    pinpool_ctx_t *b = test_connect(&d);
+    for (int i = 0; i < 3; i++) {
+        pinpool_slice_t s;
+        snprintf(tag, sizeof(tag), "weights-%d", i);
+        cr_assert_eq(pinpool_attach(b, tag, 0, &s), 0, "%s: %s", tag, pinpool_errmsg(b));
+        cr_expect_eq(differs(s.ptr, kept_sizes[i], 100 + (uint32_t)i), kept_sizes[i],
+                     "%s differs at byte %" PRIu64, tag,
+                     differs(s.ptr, kept_sizes[i], 100 + (uint32_t)i));
+        cr_assert_eq(pinpool_free(b, s.id, NULL), 0, "%s", pinpool_errmsg(b));
+    }
+    for (int i = 0; i < 4; i++) {
+        uint64_t got = 0;
+        snprintf(key, sizeof(key), "obj-%d", i);
+        memset(buf, 0, 5 * MiB);
+        cr_assert_eq(pinpool_get(b, key, buf, 5 * MiB, &got), 0, "%s: %s", key, pinpool_errmsg(b));
+        cr_expect_eq(got, (uint64_t)(i + 1) * MiB);
+        cr_expect_eq(differs(buf, got, 200 + (uint32_t)i), got, "%s differs", key);
+        cr_assert_eq(pinpool_remove(b, key), 0);
+    }
+    pinpool_slice_t back;
+    cr_assert_eq(pinpool_acquire(b, "released", 0, &back), 0, "%s", pinpool_errmsg(b));
+    cr_expect_eq(differs(back.ptr, 2 * MiB, 8), 2 * MiB, "the released object differs");
+    cr_assert_eq(pinpool_free(b, back.id, NULL), 0);
+    cr_assert_eq(pinpool_free(a, held.id, NULL), 0, "%s", pinpool_errmsg(a));
+    free(buf);
+    pinpool_close(b);
+    pinpool_close(a);
+}
+
+typedef struct looper {
+    const char *socket;
+    volatile int stop;
+    uint64_t calls, failed;
+    double max_ms;
+    char first_error[512];
+} looper_t;
+
+static double ms_since(const struct timespec *t0)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) * 1e3 + (double)(t.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+static void *loop_calls(void *arg)
+{
+    looper_t *l = arg;
+    pinpool_ctx_t *ctx = pinpool_connect(l->socket);
+    pinpool_alloc_opts_t o = {.device_id = PINPOOL_HOST};
+
+    while (!__atomic_load_n(&l->stop, __ATOMIC_ACQUIRE)) {
+        struct timespec t0;
+        pinpool_slice_t s;
+        uint64_t got;
+        char v[64];
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        int rc = pinpool_alloc(ctx, 64 * 1024, &o, &s);
+        if (rc == 0) {
+            ((volatile char *)s.ptr)[0] = 1;
+            rc = pinpool_free(ctx, s.id, NULL);
+        }
+        if (rc == 0)
+            rc = pinpool_put(ctx, "loop", "value", 5, 0);
+        if (rc == 0)
+            rc = pinpool_get(ctx, "loop", v, sizeof(v), &got);
+        double ms = ms_since(&t0);
+        if (ms > l->max_ms)
+            l->max_ms = ms;
+        l->calls += 4;
+        if (rc != 0 && l->failed++ == 0)
+            snprintf(l->first_error, sizeof(l->first_error), "%s", pinpool_errmsg(ctx));
+    }
+    pinpool_remove(ctx, "loop");
+    pinpool_close(ctx);
+    return NULL;
+}
+
+Test(takeover, a_client_looping_calls_sees_no_failure)
+{
+    looper_t l = {.socket = d.socket};
+    pthread_t t;
+
+    cr_assert_eq(pthread_create(&t, NULL, loop_calls, &l), 0);
+    while (__atomic_load_n(&l.calls, __ATOMIC_RELAXED) < 200)
+        usleep(1000);
+    take_over();
+    uint64_t at = __atomic_load_n(&l.calls, __ATOMIC_RELAXED);
+    while (__atomic_load_n(&l.calls, __ATOMIC_RELAXED) < at + 200)
+        usleep(1000);
+    __atomic_store_n(&l.stop, 1, __ATOMIC_RELEASE);
+    pthread_join(t, NULL);
+    fprintf(stderr, "takeover: %" PRIu64 " calls looped, %" PRIu64 " failed, the longest round "
+            "(4 calls) %.1f ms\n", l.calls, l.failed, l.max_ms);
+    cr_expect_eq(l.failed, 0, "%" PRIu64 " calls failed; the first: %s", l.failed,
+                 l.first_error);
+}
+
+/* Start `pinpool serve --takeover` on d's socket without waiting for it. */
+static pid_t spawn_takeover(const char *log, const char *delay_ms, const char *extra)
+{
+    const char *bin = getenv("PINPOOL_BIN") != NULL ? getenv("PINPOOL_BIN") : "build/pinpool";
+    pid_t pid = fork();
+
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        dup2(fd, STDOUT_FILENO);
+        dup2(fd, STDERR_FILENO);
+        if (delay_ms != NULL)
+            setenv("PINPOOL_TAKEOVER_TEST_DELAY_MS", delay_ms, 1);
+        execl(bin, bin, "serve", "--socket", d.socket, "--state-dir", d.state, POOL_ARGS,
+              "--takeover", extra, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* The old daemon serves as before: its client's mapping, its calls, its kept slice. */
+static void still_serves(pinpool_ctx_t *a, const pinpool_slice_t *held)
+{
+    pinpool_alloc_opts_t plain = {.device_id = PINPOOL_HOST};
+    pinpool_slice_t s;
+
+    cr_expect_eq(differs(held->ptr, held->size, 31), held->size);
+    cr_assert_eq(pinpool_alloc(a, 1 * MiB, &plain, &s), 0, "%s", pinpool_errmsg(a));
+    fill(s.ptr, 1 * MiB, 32);
+    cr_assert_eq(pinpool_free(a, s.id, NULL), 0);
+    pinpool_ctx_t *b = test_connect(&d);
+    cr_assert_eq(pinpool_attach(b, "kept", 0, &s), 0, "%s", pinpool_errmsg(b));
+    cr_expect_eq(differs(s.ptr, s.size, 33), s.size);
+    pinpool_close(b);
+}
+
+static void kept_and_held(pinpool_ctx_t *a, pinpool_slice_t *held, pinpool_slice_t *kept)
+{
+    pinpool_alloc_opts_t o = {.device_id = PINPOOL_HOST, .flags = PINPOOL_ALLOC_KEEP,
+                              .tag = "kept"};
+    pinpool_alloc_opts_t plain = {.device_id = PINPOOL_HOST};
+
+    cr_assert_eq(pinpool_alloc(a, 2 * MiB, &plain, held), 0, "%s", pinpool_errmsg(a));
+    fill(held->ptr, held->size, 31);
+    cr_assert_eq(pinpool_alloc(a, 4 * MiB, &o, kept), 0, "%s", pinpool_errmsg(a));
+    fill(kept->ptr, kept->size, 33);
+}
+
+Test(takeover, a_new_daemon_killed_mid_handover_leaves_the_old_one_serving)
+{
+    pinpool_ctx_t *a = test_connect(&d);
+    pinpool_slice_t held, kept;
+    char log[200];
+
+    kept_and_held(a, &held, &kept);
+    snprintf(log, sizeof(log), "%s/killed.log", d.dir);
+    pid_t pid = spawn_takeover(log, "3000", NULL);
+    /* It has every descriptor and the state, and sleeps before its GO. */
+    cr_assert(wait_log(d.log, "asks to take over", 10000), "no takeover started");
+    usleep(300000);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    cr_assert(wait_log(d.log, "failed before GO", 10000), "the old daemon did not say why");
+    still_serves(a, &held);
+    cr_assert_eq(pinpool_free(a, kept.id, NULL), 0, "%s", pinpool_errmsg(a));
+    cr_assert_eq(pinpool_free(a, held.id, NULL), 0, "%s", pinpool_errmsg(a));
+    pinpool_close(a);
+    unlink(log);
+}
+
+Test(takeover, what_cannot_be_handed_over_is_refused_saying_why)
+{
+    pinpool_ctx_t *a = test_connect(&d);
+    pinpool_slice_t held, kept;
+    char out[8192];
+
+    kept_and_held(a, &held, &kept);
+    /* Another pool size: the pools must be the same. */
+    int rc = test_pinpool(out, sizeof(out), "serve --socket %s --state-dir %s --mem-pool-size "
+                          "32MiB --chunk-size 16MiB --spill-tier none --takeover", d.socket,
+                          d.state);
+    cr_expect_neq(rc, 0);
+    TEST_EXPECT_IN(out, "the pools differ");
+    cr_assert(wait_log(d.log, "failed before GO: it failed: the pools differ", 5000));
+    /* A spill tier in the new daemon. */
+    rc = test_pinpool(out, sizeof(out), "serve --socket %s --state-dir %s --mem-pool-size "
+                      "64MiB --chunk-size 16MiB --takeover", d.socket, d.state);
+    cr_expect_neq(rc, 0);
+    TEST_EXPECT_IN(out, "a spill tier");
+    still_serves(a, &held);
+    cr_assert_eq(pinpool_free(a, kept.id, NULL), 0, "%s", pinpool_errmsg(a));
+    cr_assert_eq(pinpool_free(a, held.id, NULL), 0, "%s", pinpool_errmsg(a));
+    pinpool_close(a);
+}
+
+/* A daemon with a spill tier refuses, naming it. */
+Test(takeover_own, a_daemon_with_a_spill_tier_refuses_naming_it)
+{
+    char out[8192];
+
+    cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB",
+                                   NULL), 0);
+    int rc = test_pinpool(out, sizeof(out), "serve --socket %s --state-dir %s --mem-pool-size "
+                          "64MiB --chunk-size 16MiB --spill-tier none --takeover", d.socket,
+                          d.state);
+    cr_expect_neq(rc, 0);
+    TEST_EXPECT_IN(out, "refused the takeover: it has a spill tier (file)");
+    cr_expect(wait_log(d.log, "takeover by pid", 5000));
+    pinpool_ctx_t *c = test_connect(&d);
+    cr_expect_eq(pinpool_ping(c), 0);
+    pinpool_close(c);
+}
+
+/* The wire of takeover.h, enough for a greeting. */
+typedef struct to_msg {
+    uint32_t type, len;
+    uint64_t a, b;
+    char data[32768];
+} to_msg_t;
+
+static int other_uid_asks(void *arg)
+{
+    const char *path = arg;
+    static to_msg_t m;
+    size_t nfds = 0;
+    int fd = ipc_connect_seqpacket(path);
+
+    if (fd < 0) {
+        fprintf(stderr, "cannot connect to %s: %s\n", path, strerror(-fd));
+        return 2;
+    }
+    m.type = 1; /* HELLO (the daemon may refuse before it reads it: EPIPE then) */
+    (void)ipc_send_msg(fd, &m, offsetof(to_msg_t, data), NULL, 0);
+    ssize_t n = ipc_recv_msg(fd, &m, sizeof(m), NULL, 0, &nfds);
+    close(fd);
+    if (n < (ssize_t)offsetof(to_msg_t, data) || m.type != 2 /* REFUSE */) {
+        fprintf(stderr, "no refusal (%zd bytes, type %u)\n", n, m.type);
+        return 4;
+    }
+    m.data[m.len < sizeof(m.data) ? m.len : sizeof(m.data) - 1] = '\0';
+    return strstr(m.data, "neither the daemon's uid") != NULL ? 0 : 5;
+}
+
+/* Another uid that reaches the takeover socket (a group may) is refused and
+ * logged; the daemon serves on.  The other uid is a child that speaks the
+ * greeting itself: no gRPC in it. */
+Test(takeover_own, another_uid_is_refused)
+{
+    test_users_t users;
+    char why[256], gid[16], path[200];
+
+    if (!test_users_get(&users, why, sizeof(why)))
+        cr_skip_test("%s", why);
+    snprintf(gid, sizeof(gid), "%u", (unsigned)users.shared);
+    cr_assert_eq(test_daemon_start(&d, POOL_ARGS, "--allow-gid", gid, "--allow-uid", "0", NULL), 0);
+    snprintf(path, sizeof(path), "%s.takeover", d.socket);
+    int rc = test_run_as(&users.a, true, users.shared, other_uid_asks, path);
+    cr_expect_eq(rc, 0, "the other uid was not refused as it should be (%d)", rc);
+    cr_expect(wait_log(d.log, "takeover: refused pid", 5000), "the refusal is not logged");
+    pinpool_ctx_t *c = test_connect(&d);
+    cr_expect_eq(pinpool_ping(c), 0);
+    pinpool_close(c);
+}

@@ -73,10 +73,13 @@ int srv_handover_check(srv_t *srv, char *msg, size_t msglen)
     int rc = 0;
 
     pthread_mutex_lock(&srv->lock);
-    if (srv->ndevs > 0)
-        snprintf(msg, msglen, "this daemon has device pools (--devices): their memory (CUDA "
-                 "allocations, IPC handles or VMM handles) is not handed over yet; restart it "
-                 "instead");
+    bool ipc_pool = false;
+    for (uint32_t i = 0; i < srv->ndevs; i++)
+        ipc_pool = ipc_pool || srv->devs[i].backend != IPC_DEV_VMM;
+    if (ipc_pool)
+        snprintf(msg, msglen, "it has a device pool on legacy CUDA IPC handles "
+                 "(--device-backend ipc): a cudaIpc handle dies with the process that made "
+                 "it, so its slices cannot be handed over (vmm device pools can)");
     else if (srv->host != &ipc_host_memfd)
         snprintf(msg, msglen, "its host backend is %s: only memfd chunks are handed over "
                  "(their descriptors carry the memory; %s)", srv->host->name,
@@ -316,6 +319,41 @@ static void save_client(wbuf_t *w, const struct srv_client *c)
     put(w, c->token, sizeof(c->token));
 }
 
+/* The vmm device pools: each one's layout, chunks (their descriptors into
+ * fds, in order) and tenants, and its slices; the device pools' owner. */
+static int save_devices(srv_t *srv, wbuf_t *w, int *fds, char *msg, size_t msglen)
+{
+    put64(w, srv->ndevs);
+    put64(w, srv->dev_uid_set);
+    put64(w, srv->dev_uid);
+    for (uint32_t d = 0; d < srv->ndevs; d++) {
+        const ipc_devmem_t *dm = &srv->devs[d];
+        pool_t *pool = srv->pools[1 + d];
+        uint64_t n = 0;
+        put64(w, (uint64_t)dm->device);
+        put64(w, dm->chunk_size);
+        put64(w, dm->align);
+        put64(w, dm->nchunks);
+        put64(w, pool_next_id(pool));
+        for (uint32_t i = 0; i < dm->nchunks; i++) {
+            pool_chunk_info_t ci;
+            if (pool_chunk_info(pool, i, &ci) != 0 || ci.claimed || dm->chunks[i].fd < 0) {
+                snprintf(msg, msglen, "GPU %d: chunk %" PRIu32 " is not settled", dm->device, i);
+                return PINPOOL_EBUSY;
+            }
+            put64(w, ci.tenant);
+            *fds++ = dm->chunks[i].fd;
+        }
+        if (pool_save_each(pool, count_slice, &n) != 0) {
+            snprintf(msg, msglen, "GPU %d: its pool is not settled", dm->device);
+            return PINPOOL_EBUSY;
+        }
+        put64(w, n);
+        pool_save_each(pool, save_slice, w);
+    }
+    return 0;
+}
+
 int srv_handover_save(srv_t *srv, void **blob, size_t *len, int **fds, uint32_t *nfds,
                       char *msg, size_t msglen)
 {
@@ -338,7 +376,10 @@ int srv_handover_save(srv_t *srv, void **blob, size_t *len, int **fds, uint32_t 
                  "or memory being cleaned)");
         goto out;
     }
-    out = calloc(srv->nchunks, sizeof(*out));
+    uint32_t total = srv->nchunks;
+    for (uint32_t i = 0; i < srv->ndevs; i++)
+        total += srv->devs[i].nchunks;
+    out = calloc(total, sizeof(*out));
     if (out == NULL) {
         rc = -ENOMEM;
         goto out;
@@ -378,6 +419,9 @@ int srv_handover_save(srv_t *srv, void **blob, size_t *len, int **fds, uint32_t 
     do_each_uid_charge(srv, save_uid, &w);
     put64(&w, nslices);
     pool_save_each(host, save_slice, &w);
+    rc = save_devices(srv, &w, out + srv->nchunks, msg, msglen);
+    if (rc != 0)
+        goto out;
     objs_foreach(srv->objs, list_obj, &objs);
     if (objs.failed) {
         rc = -ENOMEM;
@@ -418,7 +462,7 @@ out:
     *blob = w.p;
     *len = w.len;
     *fds = out;
-    *nfds = srv->nchunks;
+    *nfds = total;
     return 0;
 }
 
@@ -459,6 +503,116 @@ static int charge_differs(const char *what, const char *name, uint64_t had, uint
     return PINPOOL_EPROTO;
 }
 
+/* The slices of pool (saved by pool_save_each), made again and charged to
+ * their holders; where: "" or " of GPU N" for the messages.  Lock held. */
+static int load_slices(srv_t *srv, rbuf_t *r, pool_t *pool, const char *where, char *msg,
+                       size_t msglen)
+{
+    uint64_t nslices = get64(r), v;
+    int rc;
+
+    for (uint64_t i = 0; !r->bad && i < nslices; i++) {
+        pool_saved_t s = {0};
+        s.info.id = get64(r);
+        s.info.owner = get64(r);
+        s.info.tenant = get64(r);
+        s.info.offset = get64(r);
+        s.info.size = get64(r);
+        s.info.extent = get64(r);
+        v = get64(r);
+        s.unwritten = v & 1;
+        s.dirty = v & 2;
+        if (r->bad)
+            break;
+        rc = pool_restore_slice(pool, &s);
+        if (rc != 0) {
+            snprintf(msg, msglen, "slice %" PRIu64 "%s (offset %" PRIu64 ", %" PRIu64 " bytes) "
+                     "does not fit the rebuilt pool: %s", s.info.id, where, s.info.offset,
+                     s.info.size, pinpool_strerror(rc));
+            return rc;
+        }
+        if (s.dirty || (pool == srv->pools[HOST_POOL] && s.info.owner == srv->obj_owner))
+            continue;
+        struct srv_client *c = do_client_of_owner(srv, s.info.owner);
+        if (c == NULL || (uint64_t)c->uid != s.info.tenant) {
+            snprintf(msg, msglen, "slice %" PRIu64 "%s belongs to owner %" PRIu64 ", which is "
+                     "no client of its uid", s.info.id, where, s.info.owner);
+            return PINPOOL_EPROTO;
+        }
+        do_slice_charged(srv, c, (int64_t)s.info.extent);
+    }
+    return r->bad ? PINPOOL_EPROTO : 0;
+}
+
+/* The vmm device pools (save_devices): the same layout as this daemon planned
+ * (ipc_devmem_plan_vmm), each chunk's descriptor imported (fds: taken, every
+ * one closed on failure too), tenants and slices.  Lock held. */
+static int load_devices(srv_t *srv, rbuf_t *r, int *fds, uint32_t nfds, char *msg,
+                        size_t msglen)
+{
+    uint64_t ndevs = get64(r);
+    uint32_t at = 0;
+    int rc = 0;
+
+    srv->dev_uid_set = get64(r) != 0;
+    srv->dev_uid = (uid_t)get64(r);
+    if (r->bad || ndevs != srv->ndevs) {
+        snprintf(msg, msglen, "the running daemon has %" PRIu64 " device pool%s, this one %"
+                 PRIu32 ": start it with the same --devices and --device-pool-size", ndevs,
+                 ndevs == 1 ? "" : "s", srv->ndevs);
+        rc = PINPOOL_EINVAL;
+    }
+    for (uint32_t d = 0; rc == 0 && d < srv->ndevs; d++) {
+        ipc_devmem_t *dm = &srv->devs[d];
+        pool_t *pool = srv->pools[1 + d];
+        uint64_t dev = get64(r), cs = get64(r), al = get64(r), n = get64(r), next = get64(r);
+        char where[32];
+        snprintf(where, sizeof(where), " of GPU %d", dm->device);
+        if (r->bad || dev != (uint64_t)dm->device || cs != dm->chunk_size || al != dm->align ||
+            n != dm->nchunks || at + n > nfds) {
+            snprintf(msg, msglen, "the device pools differ: GPU %" PRIu64 " with %" PRIu64
+                     " chunks of %" PRIu64 " bytes in the running daemon, GPU %d with %" PRIu32
+                     " of %" PRIu64 " here: start it with the same --devices and "
+                     "--device-pool-size", dev, n, cs, dm->device, dm->nchunks, dm->chunk_size);
+            rc = PINPOOL_EINVAL;
+            break;
+        }
+        for (uint32_t i = 0; i < dm->nchunks && rc == 0; i++) {
+            rc = ipc_devmem_adopt_chunk(dm, i, fds[at], msg, msglen);
+            fds[at++] = -1;
+        }
+        for (uint32_t i = 0; i < dm->nchunks && rc == 0; i++) {
+            uint64_t t = get64(r);
+            if (t != POOL_TENANT_NONE && pool_restore_tenant(pool, i, t) != 0) {
+                snprintf(msg, msglen, "chunk %" PRIu32 "%s: cannot give it to uid %" PRIu64, i,
+                         where, t);
+                rc = PINPOOL_EPROTO;
+            }
+        }
+        if (rc == 0)
+            rc = load_slices(srv, r, pool, where, msg, msglen);
+        if (rc == 0 && pool_restore_next_id(pool, next) != 0)
+            rc = PINPOOL_EPROTO;
+        if (rc == 0) {
+            char pmsg[256];
+            if (pool_check(pool, pmsg, sizeof(pmsg)) != 0) {
+                snprintf(msg, msglen, "the rebuilt pool%s fails its checks: %s", where, pmsg);
+                rc = PINPOOL_EINTERNAL;
+            }
+        }
+    }
+    if (rc == 0 && at != nfds) {
+        snprintf(msg, msglen, "%" PRIu32 " chunk descriptors too many", nfds - at);
+        rc = PINPOOL_EPROTO;
+    }
+    for (; at < nfds; at++)
+        if (fds[at] >= 0) {
+            close(fds[at]);
+            fds[at] = -1;
+        }
+    return rc;
+}
+
 typedef struct saved_charge {
     uint64_t owner, charge;
 } saved_charge_t;
@@ -469,7 +623,7 @@ int srv_handover_load(srv_t *srv, const void *blob, size_t len, int *fds, uint32
     rbuf_t r = {.p = blob, .len = len};
     pool_t *host = srv->pools[HOST_POOL];
     saved_charge_t *charges = NULL;
-    uint64_t nclients = 0, nuids, nslices, nobjs, next_id, gen, obj_owner, next_owner;
+    uint64_t nclients = 0, nuids, nobjs, next_id, gen, obj_owner, next_owner;
     uint64_t capacity, chunk_size, nchunks, v;
     char backend[32], key[OBJ_KEY_MAX + 1];
     uint32_t taken = 0;
@@ -477,11 +631,11 @@ int srv_handover_load(srv_t *srv, const void *blob, size_t len, int *fds, uint32
 
     msg[0] = '\0';
     pthread_mutex_lock(&srv->lock);
-    if (srv->tier != NULL || srv->ndevs > 0 || srv->host != &ipc_host_memfd) {
+    if (srv->tier != NULL || srv->host != &ipc_host_memfd) {
         snprintf(msg, msglen, "this daemon has %s: a takeover hands over memfd host pools "
-                 "without a spill tier only (pass --spill-tier none, no --devices, and the "
-                 "running daemon's --host-backend)", srv->tier != NULL ? "a spill tier"
-                 : srv->ndevs > 0 ? "device pools" : "another host backend");
+                 "(and vmm device pools) without a spill tier only (pass --spill-tier none and "
+                 "the running daemon's --host-backend)", srv->tier != NULL ? "a spill tier"
+                 : "another host backend");
         rc = PINPOOL_EINVAL;
         goto out;
     }
@@ -495,7 +649,7 @@ int srv_handover_load(srv_t *srv, const void *blob, size_t len, int *fds, uint32
     nchunks = get64(&r);
     get_str(&r, backend, sizeof(backend) - 1);
     if (r.bad || capacity != srv->capacity || chunk_size != srv->cfg.chunk_size ||
-        nchunks != srv->nchunks || nfds != nchunks || strcmp(backend, srv->host->name) != 0) {
+        nchunks != srv->nchunks || nfds < nchunks || strcmp(backend, srv->host->name) != 0) {
         snprintf(msg, msglen, "the pools differ: the running daemon has %" PRIu64 " chunks of "
                  "%" PRIu64 " bytes on %s, this one %" PRIu32 " of %" PRIu64 " on %s: start it "
                  "with the same --mem-pool-size, --chunk-size and --host-backend", nchunks,
@@ -514,7 +668,7 @@ int srv_handover_load(srv_t *srv, const void *blob, size_t len, int *fds, uint32
         goto out;
     }
     /* The chunks: every one mapped, in the pool, with its tenant. */
-    for (; taken < nfds; taken++) {
+    for (; taken < nchunks; taken++) {
         rc = adopt_chunk(srv, taken, fds[taken], msg, msglen);
         fds[taken] = -1;
         if (rc != 0)
@@ -584,43 +738,14 @@ int srv_handover_load(srv_t *srv, const void *blob, size_t len, int *fds, uint32
         uids[2 * i + 1] = get64(&r);
     }
     /* The host pool, exactly, and its slices charged to their holders. */
-    nslices = get64(&r);
-    for (uint64_t i = 0; !r.bad && i < nslices; i++) {
-        pool_saved_t s = {0};
-        s.info.id = get64(&r);
-        s.info.owner = get64(&r);
-        s.info.tenant = get64(&r);
-        s.info.offset = get64(&r);
-        s.info.size = get64(&r);
-        s.info.extent = get64(&r);
-        v = get64(&r);
-        s.unwritten = v & 1;
-        s.dirty = v & 2;
-        if (r.bad)
-            break;
-        rc = pool_restore_slice(host, &s);
-        if (rc != 0) {
-            snprintf(msg, msglen, "slice %" PRIu64 " (offset %" PRIu64 ", %" PRIu64 " bytes) "
-                     "does not fit the rebuilt pool: %s", s.info.id, s.info.offset,
-                     s.info.size, pinpool_strerror(rc));
-            free(uids);
-            goto out;
-        }
-        if (s.dirty || s.info.owner == srv->obj_owner)
-            continue;
-        struct srv_client *c = do_client_of_owner(srv, s.info.owner);
-        if (c == NULL || (uint64_t)c->uid != s.info.tenant) {
-            snprintf(msg, msglen, "slice %" PRIu64 " belongs to owner %" PRIu64 ", which is no "
-                     "client of its uid", s.info.id, s.info.owner);
-            rc = PINPOOL_EPROTO;
-            free(uids);
-            goto out;
-        }
-        do_slice_charged(srv, c, (int64_t)s.info.extent);
-    }
-    if (r.bad || (rc = pool_restore_next_id(host, next_id)) != 0) {
-        free(uids);
+    rc = load_slices(srv, &r, host, "", msg, msglen);
+    if (rc == 0 && (r.bad || pool_restore_next_id(host, next_id) != 0))
         rc = PINPOOL_EPROTO;
+    if (rc == 0)
+        rc = load_devices(srv, &r, fds + nchunks, nfds - (uint32_t)nchunks, msg, msglen);
+    taken = nfds; /* load_devices took the device chunks' fds */
+    if (rc != 0) {
+        free(uids);
         goto out;
     }
     /* The objects, least recently used first, charged to their uid and maker. */

@@ -24,6 +24,7 @@
 
 #include "daemon.h"
 #include "ipc.h"
+#include "mockcuda.h"
 #include "pinpool.h"
 #include "users.h"
 
@@ -120,9 +121,10 @@ static int wait_exit(pid_t pid)
     return -1;
 }
 
-/* Take d over with a second daemon (its log daemon2.log); d becomes the new
- * one once the old one exited 0.  Prints the pause. */
-static void take_over(void)
+/* Take d over with a second daemon (its log daemon2.log) started with
+ * POOL_ARGS, the extra arguments e (up to 4, NULL-terminated) and --takeover;
+ * d becomes the new one once the old one exited 0.  Prints the pause. */
+static void take_over_with(const char *const *e)
 {
     test_daemon_t next = d;
     char old_log[sizeof(d.log)];
@@ -130,7 +132,12 @@ static void take_over(void)
 
     snprintf(old_log, sizeof(old_log), "%s", d.log);
     snprintf(next.log, sizeof(next.log), "%s/daemon2.log", d.dir);
-    cr_assert_eq(test_daemon_restart(&next, POOL_ARGS, "--takeover", NULL), 0);
+    cr_assert_eq(test_daemon_restart(&next, POOL_ARGS, e[0] ? e[0] : "--takeover",
+                                     e[0] && e[1] ? e[1] : "--takeover",
+                                     e[0] && e[1] && e[2] ? e[2] : "--takeover",
+                                     e[0] && e[1] && e[2] && e[3] ? e[3] : "--takeover",
+                                     "--takeover", NULL),
+                 0);
     int rc = wait_exit(old);
     if (rc != 0)
         test_daemon_dump_log(&d);
@@ -145,6 +152,13 @@ static void take_over(void)
     d = next;
     snprintf(d.log, sizeof(d.log), "%s/daemon.log", d.dir);
     rename(next.log, d.log);
+}
+
+static void take_over(void)
+{
+    static const char *const none[] = {NULL};
+
+    take_over_with(none);
 }
 
 Test(takeover, kept_slices_objects_and_mappings_survive_byte_by_byte)
@@ -446,6 +460,76 @@ Test(takeover_own, another_uid_is_refused)
     int rc = test_run_as(&users.a, true, users.shared, other_uid_asks, path);
     cr_expect_eq(rc, 0, "the other uid was not refused as it should be (%d)", rc);
     cr_expect(wait_log(d.log, "takeover: refused pid", 5000), "the refusal is not logged");
+    pinpool_ctx_t *c = test_connect(&d);
+    cr_expect_eq(pinpool_ping(c), 0);
+    pinpool_close(c);
+}
+
+/* A vmm device pool on the stand-in driver: the chunks' descriptors imported
+ * by the new daemon keep the memory after the old one exits; a kept device
+ * slice and a client's mapped one have the same bytes, and the client's
+ * unmap and remap asks the new daemon for the chunks. */
+Test(takeover_own, a_vmm_device_pool_is_handed_over)
+{
+    static const char *const dev[] = {"--host-backend", "memfd", "--device-pool-size", "64MiB"};
+    static const char *const args[] = {"--host-backend", "memfd", "--device-pool-size", "64MiB",
+                                       NULL};
+    pinpool_alloc_opts_t keep = {.device_id = 0, .tag = "dev-weights",
+                                 .flags = PINPOOL_ALLOC_KEEP};
+    pinpool_alloc_opts_t plain = {.device_id = 0};
+    pinpool_slice_t kept, held, s;
+
+    test_use_mock_cuda();
+    cr_assert_eq(test_daemon_start(&d, POOL_ARGS, dev[0], dev[1], dev[2], dev[3],
+                                   "--device-backend", "vmm", NULL), 0);
+    pinpool_ctx_t *a = test_connect(&d);
+    cr_assert_eq(pinpool_alloc(a, 9 * MiB, &keep, &kept), 0, "%s", pinpool_errmsg(a));
+    fill(kept.ptr, 9 * MiB, 41);
+    cr_assert_eq(pinpool_alloc(a, 5 * MiB, &plain, &held), 0, "%s", pinpool_errmsg(a));
+    fill(held.ptr, 5 * MiB, 42);
+    uint64_t used = test_daemon_used(&d);
+
+    take_over_with(args);
+
+    cr_expect_eq(differs(held.ptr, 5 * MiB, 42), 5 * MiB, "the held device slice changed");
+    cr_expect_eq(test_daemon_used(&d), used);
+    cr_assert_eq(pinpool_dev_unmap(a, held.id), 0, "%s", pinpool_errmsg(a));
+    cr_assert_eq(pinpool_dev_remap(a, held.id), 0, "remap from the new daemon: %s",
+                 pinpool_errmsg(a));
+    cr_expect_eq(differs(held.ptr, 5 * MiB, 42), 5 * MiB, "the remapped slice differs");
+    pinpool_ctx_t *b = test_connect(&d);
+    cr_assert_eq(pinpool_attach(b, "dev-weights", 0, &s), 0, "%s", pinpool_errmsg(b));
+    cr_expect_eq(differs(s.ptr, 9 * MiB, 41), 9 * MiB, "the kept device slice differs at %"
+                 PRIu64, differs(s.ptr, 9 * MiB, 41));
+    cr_assert_eq(pinpool_free(b, s.id, NULL), 0, "%s", pinpool_errmsg(b));
+    cr_assert_eq(pinpool_alloc(a, 3 * MiB, &plain, &s), 0, "%s", pinpool_errmsg(a));
+    fill(s.ptr, 3 * MiB, 43);
+    cr_expect_eq(differs(s.ptr, 3 * MiB, 43), 3 * MiB);
+    cr_assert_eq(pinpool_free_all(a, NULL), 0, "%s", pinpool_errmsg(a));
+    pinpool_close(b);
+    pinpool_close(a);
+}
+
+/* A legacy ipc device pool is refused, naming why. */
+Test(takeover_own, an_ipc_device_pool_is_refused)
+{
+    char out[8192];
+
+    test_use_mock_cuda();
+    cr_assert_eq(test_daemon_start(&d, POOL_ARGS, "--host-backend", "memfd",
+                                   "--device-pool-size", "64MiB", "--device-backend", "ipc",
+                                   NULL), 0);
+    int rc = test_pinpool(out, sizeof(out), "serve --socket %s --state-dir %s --mem-pool-size "
+                          "64MiB --chunk-size 16MiB --spill-tier none --host-backend memfd "
+                          "--device-pool-size 64MiB --device-backend ipc --takeover", d.socket,
+                          d.state);
+    cr_expect_neq(rc, 0);
+    TEST_EXPECT_IN(out, "only vmm device pools are handed over");
+    rc = test_pinpool(out, sizeof(out), "serve --socket %s --state-dir %s --mem-pool-size "
+                      "64MiB --chunk-size 16MiB --spill-tier none --host-backend memfd "
+                      "--device-pool-size 64MiB --takeover", d.socket, d.state);
+    cr_expect_neq(rc, 0);
+    TEST_EXPECT_IN(out, "legacy CUDA IPC handles");
     pinpool_ctx_t *c = test_connect(&d);
     cr_expect_eq(pinpool_ping(c), 0);
     pinpool_close(c);

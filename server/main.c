@@ -491,7 +491,8 @@ static int serve(int argc, char **argv)
         goto out;
     /* A pool in huge pages is not in MemAvailable nor in the cgroup's count
      * (srv_huge_setup found or reserved them): nothing more to check. */
-    if (d.cfg.huge_page == 0 && check_memory(&d) != 0)
+    /* --takeover: the pool is the running daemon's memory, already there. */
+    if (d.cfg.huge_page == 0 && !takeover && check_memory(&d) != 0)
         goto out;
     rc = srv_create(&d.srv, &d.cfg, err, sizeof(err));
     if (rc != 0) {

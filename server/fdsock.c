@@ -292,17 +292,6 @@ int srv_fdsock_add_session(srv_fdsock_t *fs, int fd, srv_client_t *client, const
     return 0;
 }
 
-void srv_fdsock_pause(srv_fdsock_t *fs, bool paused)
-{
-    srv_listener_pause(fs->listener, paused);
-    for (session_t *s = fs->sessions; s != NULL; s = s->next) {
-        if (paused)
-            ev_io_stop(fs->loop, &s->io);
-        else
-            ev_io_start(fs->loop, &s->io);
-    }
-}
-
 void srv_fdsock_keep_file(srv_fdsock_t *fs, bool keep)
 {
     srv_listener_keep_file(fs->listener, keep);

@@ -28,9 +28,7 @@ void srv_fdsock_stop_accepting(srv_fdsock_t *fs);
  * Takeover (takeover.c).  srv_fdsock_adopt serves the listening socket
  * listen_fd (name in dirfd) handed over by the daemon before (taken, closed
  * on failure too), and srv_fdsock_add_session a live session's connection fd
- * (taken) for client, whose HELLO the old daemon sent.  srv_fdsock_pause
- * stops (true) or resumes reading the listener and every session;
- * srv_fdsock_listen_fd and srv_fdsock_each_session name the descriptors to
+ * (taken) for client, whose HELLO the old daemon sent.  srv_fdsock_listen_fd and srv_fdsock_each_session name the descriptors to
  * hand over (still fs's).  srv_fdsock_handed_over: the new daemon serves on:
  * the listener's socket file stays, each session's descriptor is closed here
  * (the connection lives on in the new daemon) and its client is left alone.
@@ -38,7 +36,6 @@ void srv_fdsock_stop_accepting(srv_fdsock_t *fs);
 int srv_fdsock_adopt(srv_fdsock_t **out, struct ev_loop *loop, srv_t *srv, int dirfd,
                      const char *name, int listen_fd, char *err, size_t errlen);
 int srv_fdsock_add_session(srv_fdsock_t *fs, int fd, srv_client_t *client, const char *id);
-void srv_fdsock_pause(srv_fdsock_t *fs, bool paused);
 int srv_fdsock_listen_fd(const srv_fdsock_t *fs);
 /* Whether srv_fdsock_close leaves the socket file (a takeover before GO). */
 void srv_fdsock_keep_file(srv_fdsock_t *fs, bool keep);

@@ -256,18 +256,6 @@ int srv_listener_fd(const srv_listener_t *l)
     return l->io.fd;
 }
 
-void srv_listener_pause(srv_listener_t *l, bool paused)
-{
-    if (l == NULL)
-        return;
-    if (paused) {
-        ev_io_stop(l->loop, &l->io);
-        ev_timer_stop(l->loop, &l->rest);
-    } else if (!ev_is_active(&l->io) && !ev_is_active(&l->rest)) {
-        ev_io_start(l->loop, &l->io);
-    }
-}
-
 void srv_listener_keep_file(srv_listener_t *l, bool keep)
 {
     if (l != NULL)

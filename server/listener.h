@@ -51,16 +51,14 @@ int srv_listener_open(srv_listener_t **out, struct ev_loop *loop, int dirfd, con
  * Takeover (takeover.c): srv_listener_adopt serves fd, a listening unix
  * socket called name in dirfd that another daemon handed over (taken:
  * closed on failure too), as srv_listener_open would; srv_listener_fd is the
- * listening socket (to hand over; still the listener's); srv_listener_pause
- * stops (true) or resumes accepting, connections waiting in its backlog
- * meanwhile; after srv_listener_keep_file(l, true), close leaves the socket
+ * listening socket (to hand over; still the listener's); after
+ * srv_listener_keep_file(l, true), close leaves the socket
  * file to the daemon that took it over (or is taking it over).
  */
 int srv_listener_adopt(srv_listener_t **out, struct ev_loop *loop, int dirfd, const char *name,
                        int fd, const char *what, srv_conn_fn conn, srv_refuse_fn refuse,
                        void *arg, char *err, size_t errlen);
 int srv_listener_fd(const srv_listener_t *l);
-void srv_listener_pause(srv_listener_t *l, bool paused);
 void srv_listener_keep_file(srv_listener_t *l, bool keep);
 /* Stop accepting, close the socket and remove its file.  NULL is a no-op. */
 void srv_listener_close(srv_listener_t *l);

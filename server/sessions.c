@@ -394,11 +394,6 @@ void do_each_uid_charge(srv_t *srv, void (*fn)(uid_t uid, uint64_t charge, void 
         fn(u->uid, u->charge, arg);
 }
 
-void do_forget_client(srv_t *srv, struct srv_client *c)
-{
-    do_remove_client(srv, c);
-}
-
 static void do_remove_client(srv_t *srv, struct srv_client *c)
 {
     struct srv_uid *u = c->u;

@@ -338,6 +338,13 @@ static inline uint64_t mono_ns(void)
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
+/* ---- handover.c, handover_load.c ------------------------------------------------------ */
+
+/* The takeover's blob: it starts and ends with HO_MAGIC, then HO_VERSION;
+ * both daemons must speak the same version (handover.c writes the format). */
+#define HO_MAGIC 0x4f545050u /* "PPTO" */
+#define HO_VERSION 1u
+
 /* ---- srv.c ------------------------------------------------------------------------- */
 
 /* PINPOOL_ESHUTDOWN with msg once srv_begin_shutdown ran, else 0: the first
@@ -416,10 +423,8 @@ int do_room_for_client(const srv_t *srv, char *msg, size_t msglen);
 struct srv_client *do_add_kept(srv_t *srv, const char *name, uid_t uid, uint64_t maker);
 /* Takeover (handover.c): a client made again as saved describes it - id,
  * owner number, uid, session (its cred and token), kept and maker - with
- * nothing charged; NULL when its owner number or id is taken, or no memory.
- * do_forget_client takes one out again (nothing of it charged or held). */
+ * nothing charged; NULL when its owner number or id is taken, or no memory. */
 struct srv_client *do_restore_client(srv_t *srv, const struct srv_client *saved);
-void do_forget_client(srv_t *srv, struct srv_client *c);
 /* fn for every uid the daemon knows, with its charge (--user-quota's count). */
 void do_each_uid_charge(srv_t *srv, void (*fn)(uid_t uid, uint64_t charge, void *arg),
                         void *arg);

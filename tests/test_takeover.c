@@ -534,3 +534,57 @@ Test(takeover_own, an_ipc_device_pool_is_refused)
     cr_expect_eq(pinpool_ping(c), 0);
     pinpool_close(c);
 }
+
+/* A host manifest (kept slices and its record, an object): a reader attached
+ * before the takeover verifies its tensors after it, and a reader that opens
+ * it afterwards finds every tensor's bytes (hashes) as published. */
+Test(takeover, a_manifest_and_its_reader_survive)
+{
+    pinpool_ctx_t *w = test_connect(&d), *r = test_connect(&d);
+    pinpool_manifest_opts_t opts = {.device_id = PINPOOL_HOST};
+    pinpool_publish_t *pub = NULL;
+    pinpool_manifest_t *m = NULL, *m2 = NULL;
+    uint64_t v = 0;
+
+    cr_assert_eq(pinpool_manifest_begin(w, "model", &opts, &pub), 0, "%s", pinpool_errmsg(w));
+    for (int i = 0; i < 3; i++) {
+        pinpool_tensor_desc_t td = {.dtype = PINPOOL_DTYPE_F32, .ndim = 2,
+                                    .shape = {300 + i, 1000}};
+        char name[16];
+        snprintf(name, sizeof(name), "t%d", i);
+        td.name = name;
+        cr_assert_eq(pinpool_manifest_add(pub, &td, NULL), 0, "%s", pinpool_errmsg(w));
+    }
+    cr_assert_eq(pinpool_manifest_alloc(pub), 0, "%s", pinpool_errmsg(w));
+    for (uint32_t i = 0; i < 3; i++) {
+        pinpool_tensor_t t;
+        cr_assert_eq(pinpool_manifest_dest(pub, i, &t), 0);
+        void *src = malloc(t.nbytes);
+        fill(src, t.nbytes, 50 + i);
+        cr_assert_eq(pinpool_manifest_write(pub, i, src, t.nbytes), 0, "%s", pinpool_errmsg(w));
+        free(src);
+    }
+    cr_assert_eq(pinpool_manifest_commit(pub, &v), 0, "%s", pinpool_errmsg(w));
+    cr_assert_eq(pinpool_manifest_open(r, "model", 0, &m), 0, "%s", pinpool_errmsg(r));
+    cr_assert_eq(pinpool_manifest_attach(m, PINPOOL_HOST), 0, "%s", pinpool_errmsg(r));
+
+    take_over();
+
+    cr_expect_eq(pinpool_manifest_verify(m, NULL), 0, "the attached reader: %s",
+                 pinpool_errmsg(r));
+    pinpool_ctx_t *r2 = test_connect(&d);
+    cr_assert_eq(pinpool_manifest_open(r2, "model", v, &m2), 0, "%s", pinpool_errmsg(r2));
+    cr_assert_eq(pinpool_manifest_attach(m2, PINPOOL_HOST), 0, "%s", pinpool_errmsg(r2));
+    cr_expect_eq(pinpool_manifest_verify(m2, NULL), 0, "a new reader: %s", pinpool_errmsg(r2));
+    for (uint32_t i = 0; i < 3; i++) {
+        pinpool_tensor_t t;
+        cr_assert_eq(pinpool_manifest_tensor(m2, i, &t), 0);
+        cr_expect_eq(differs(t.ptr, t.nbytes, 50 + i), t.nbytes, "tensor %u differs", i);
+    }
+    pinpool_manifest_close(m2);
+    pinpool_manifest_close(m);
+    cr_assert_eq(pinpool_manifest_drop(w, "model", 0, 0), 0, "%s", pinpool_errmsg(w));
+    pinpool_close(r2);
+    pinpool_close(r);
+    pinpool_close(w);
+}

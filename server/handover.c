@@ -8,8 +8,9 @@
  * Owns: srv->paused, srv->in_calls, srv->pause_stopped_cleaner; the blob's
  * format (HO_MAGIC, HO_VERSION in srv_int.h; a blob of another version is
  * refused).
- * Never: writes the pool's memory, or calls the tier (a daemon with a tier
- * is refused).
+ * Never: writes the pool's memory, or calls the tier (its claim, a file
+ * tier's lock, is handed over with the objects; a tier without one is
+ * refused).
  * Locking: srv->lock around every read and change of the state, as the other
  * rooms do.  srv_handover_pause drops it while it waits for calls in flight
  * (polling, 1 ms at a time) and while it stops the cleaner (a join).
@@ -20,8 +21,9 @@
  * client's and each uid's charge as the old daemon had them, the host pool's
  * live slices and dirty extents (pool_save_each), the vmm device pools
  * (layout, chunk tenants, slices; their chunks' exported descriptors follow
- * the host chunks' among the fds), and the objects (all RESIDENT: the pause
- * waits until none spills or restores).  The new daemon rebuilds the pools
+ * the host chunks' among the fds), the objects (RESIDENT or SPILLED: the
+ * pause waits until none spills or restores) and the tier copies queued for
+ * removal.  The new daemon rebuilds the pools
  * exactly (pool_restore_*), then the charges from what it rebuilt - each
  * slice charged to its holder (and a kept slice's maker), each object to its
  * uid and its maker - and compares them with the old daemon's: any
@@ -91,10 +93,9 @@ int srv_handover_check(srv_t *srv, char *msg, size_t msglen)
         snprintf(msg, msglen, "it listens on TCP (%s%s%s): TCP ports are not handed over yet",
                  srv->cfg.listen[0] ? "--listen " : "--metrics ",
                  srv->cfg.listen[0] ? srv->cfg.listen : srv->cfg.metrics, "");
-    else if (srv->tier != NULL)
-        snprintf(msg, msglen, "it has a spill tier (%s): the tier's directory or store is "
-                 "locked by one daemon at a time and is not handed over yet; run it with "
-                 "--spill-tier none to use --takeover", tier_scheme(srv->tier));
+    else if (srv->tier != NULL && tier_claim_fd(srv->tier) < 0)
+        snprintf(msg, msglen, "it has a %s spill tier, which is not handed over (a file tier "
+                 "is)", tier_scheme(srv->tier));
     else if (srv->ready < srv->nchunks)
         snprintf(msg, msglen, "its pool is still being made (%" PRIu32 " of %" PRIu32
                  " chunks); try again when it is ready", srv->ready, srv->nchunks);
@@ -137,25 +138,32 @@ int srv_handover_pause(srv_t *srv, uint32_t wait_ms, char *msg, size_t msglen)
         pthread_mutex_lock(&srv->lock);
     }
     srv->pause_stopped_cleaner = srv->cleaner_started;
+    srv->pause_stopped_maint = srv->maint_started;
     pthread_mutex_unlock(&srv->lock);
-    /* The cleaner writes the pool's memory: after the hand-over it is the new
-     * daemon's, so ours stops (its batch in flight finishes first). */
+    /* The cleaner writes the pool's memory and the maintenance thread the
+     * tier (spills, expiries, removals): after the hand-over both are the new
+     * daemon's, so ours stop (work in flight finishes first). */
     if (srv->pause_stopped_cleaner)
         srv_cleaner_stop(srv);
+    if (srv->pause_stopped_maint)
+        srv_maint_stop(srv);
     return 0;
 }
 
 void srv_handover_resume(srv_t *srv)
 {
-    bool restart;
+    bool restart, maint;
 
     pthread_mutex_lock(&srv->lock);
     restart = srv->pause_stopped_cleaner;
-    srv->pause_stopped_cleaner = false;
+    maint = srv->pause_stopped_maint;
+    srv->pause_stopped_cleaner = srv->pause_stopped_maint = false;
     srv->stop_cleaner = false;
     pthread_mutex_unlock(&srv->lock);
     if (restart)
         srv_cleaner_start(srv);
+    if (maint)
+        srv_maint_start(srv);
     pthread_mutex_lock(&srv->lock);
     srv->paused = false;
     pthread_mutex_unlock(&srv->lock);
@@ -253,6 +261,18 @@ static int by_last_use(const void *a, const void *b)
     return x->last_use < y->last_use ? -1 : x->last_use > y->last_use;
 }
 
+static void count_stale(const srv_tkey_t *copy, void *arg)
+{
+    (void)copy;
+    ++*(uint64_t *)arg;
+}
+
+static void save_stale(const srv_tkey_t *copy, void *arg)
+{
+    put64(arg, copy->len);
+    put(arg, copy->s, copy->len);
+}
+
 static void count_uid(uid_t uid, uint64_t charge, void *arg)
 {
     (void)uid;
@@ -316,7 +336,7 @@ static int save_devices(srv_t *srv, wbuf_t *w, int *fds, char *msg, size_t msgle
 }
 
 int srv_handover_save(srv_t *srv, void **blob, size_t *len, int **fds, uint32_t *nfds,
-                      char *msg, size_t msglen)
+                      int *tier_fd, char *msg, size_t msglen)
 {
     pool_t *host = srv->pools[HOST_POOL];
     obj_list_t objs = {0};
@@ -392,7 +412,7 @@ int srv_handover_save(srv_t *srv, void **blob, size_t *len, int **fds, uint32_t 
     put64(&w, objs.n);
     for (size_t i = 0; i < objs.n; i++) {
         const obj_t *o = objs.v[i];
-        if (o->state != OBJ_RESIDENT || o->pins != 0 || o->in_tier) {
+        if ((o->state != OBJ_RESIDENT && o->state != OBJ_SPILLED) || o->pins != 0) {
             snprintf(msg, msglen, "object '%s' is %s: not settled", o->key,
                      objs_state_name(o->state));
             rc = PINPOOL_EBUSY;
@@ -405,7 +425,13 @@ int srv_handover_save(srv_t *srv, void **blob, size_t *len, int **fds, uint32_t 
         put64(&w, o->slice);
         put64(&w, o->expires_ns);
         put64(&w, o->charged_to);
+        put64(&w, (uint64_t)o->state | (uint64_t)o->in_tier << 8);
     }
+    /* The tier copies whose removal is queued: the new daemon removes them. */
+    uint64_t nstale = 0;
+    do_each_stale(srv, count_stale, &nstale);
+    put64(&w, nstale);
+    do_each_stale(srv, save_stale, &w);
     put64(&w, HO_MAGIC);
     if (w.failed)
         rc = -ENOMEM;
@@ -424,5 +450,6 @@ out:
     *len = w.len;
     *fds = out;
     *nfds = total;
+    *tier_fd = srv->tier != NULL ? tier_claim_fd(srv->tier) : -1;
     return 0;
 }

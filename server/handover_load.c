@@ -1,8 +1,9 @@
 /*
  * handover_load.c - the new daemon's half of handover.c: the state a takeover
  * received (srv_handover_save's blob, HO_VERSION) made again in this srv -
- * the chunks mapped or imported, the clients, the pools exactly
- * (pool_restore_*), the objects - and the charges rebuilt from them and
+ * the spill tier opened under the old daemon's claim, the chunks mapped or
+ * imported, the clients, the pools exactly (pool_restore_*), the objects
+ * and the tier copies queued for removal - and the charges rebuilt from them and
  * compared with the old daemon's.
  *
  * Owns: reading the blob (its format is handover.c's).  Never: writes the
@@ -214,7 +215,7 @@ typedef struct saved_charge {
 } saved_charge_t;
 
 int srv_handover_load(srv_t *srv, const void *blob, size_t len, int *fds, uint32_t nfds,
-                      char *msg, size_t msglen)
+                      int tier_fd, char *msg, size_t msglen)
 {
     rbuf_t r = {.p = blob, .len = len};
     pool_t *host = srv->pools[HOST_POOL];
@@ -226,12 +227,32 @@ int srv_handover_load(srv_t *srv, const void *blob, size_t len, int *fds, uint32
     int rc = PINPOOL_EPROTO;
 
     msg[0] = '\0';
+    /* The spill tier, under the running daemon's claim (before the lock: it
+     * reads the directory). */
+    bool wants_tier = strcmp(srv->cfg.spill_tier, "none") != 0;
+    if (wants_tier != (tier_fd >= 0)) {
+        snprintf(msg, msglen, "the running daemon has %s spill tier and this one %s: start it "
+                 "with the running daemon's --spill-tier", tier_fd >= 0 ? "a" : "no",
+                 wants_tier ? "has one" : "has none");
+        if (tier_fd >= 0)
+            close(tier_fd);
+        tier_fd = -1;
+        rc = PINPOOL_EINVAL;
+    } else if (wants_tier) {
+        rc = tier_open_claimed(&srv->tier, srv->cfg.spill_tier, tier_fd, msg, msglen);
+        tier_fd = -1;
+        if (rc == 0)
+            srv_info("spill tier: %s (taken over with its objects)", srv->cfg.spill_tier);
+    } else {
+        rc = 0;
+    }
     pthread_mutex_lock(&srv->lock);
-    if (srv->tier != NULL || srv->host != &ipc_host_memfd) {
-        snprintf(msg, msglen, "this daemon has %s: a takeover hands over memfd host pools "
-                 "(and vmm device pools) without a spill tier only (pass --spill-tier none and "
-                 "the running daemon's --host-backend)", srv->tier != NULL ? "a spill tier"
-                 : "another host backend");
+    if (rc != 0)
+        goto out;
+    rc = PINPOOL_EPROTO;
+    if (srv->host != &ipc_host_memfd) {
+        snprintf(msg, msglen, "this daemon's host backend is %s: a takeover hands over memfd "
+                 "host pools only (pass the running daemon's --host-backend)", srv->host->name);
         rc = PINPOOL_EINVAL;
         goto out;
     }
@@ -357,18 +378,27 @@ int srv_handover_load(srv_t *srv, const void *blob, size_t len, int *fds, uint32
         slice = get64(&r);
         expires = get64(&r);
         maker = get64(&r);
-        if (r.bad)
+        v = get64(&r);
+        bool spilled = (v & 0xff) == OBJ_SPILLED, in_tier = (v >> 8) & 1;
+        if (r.bad || ((v & 0xff) != OBJ_RESIDENT && !spilled) || (spilled && srv->tier == NULL)) {
+            r.bad = true;
             break;
-        if (pool_lookup(host, slice, &si) != 0 || si.owner != srv->obj_owner ||
-            si.tenant != uid) {
+        }
+        if (spilled) {
+            rc = objs_insert_spilled(srv->objs, key, (uint32_t)uid, ogen, size, expires, &o);
+        } else if (pool_lookup(host, slice, &si) != 0 || si.owner != srv->obj_owner ||
+                   si.tenant != uid) {
             snprintf(msg, msglen, "object '%s': its slice %" PRIu64 " is not an object's slice "
                      "of uid %" PRIu64, key, slice, uid);
             rc = PINPOOL_EPROTO;
             free(uids);
             goto out;
+        } else {
+            rc = objs_restore(srv->objs, key, (uint32_t)uid, ogen, size, slice, si.offset,
+                              si.extent, expires, &o);
+            if (rc == 0)
+                o->in_tier = in_tier; /* a restored object whose copy is still there */
         }
-        rc = objs_restore(srv->objs, key, (uint32_t)uid, ogen, size, slice, si.offset,
-                          si.extent, expires, &o);
         if (rc != 0) {
             snprintf(msg, msglen, "object '%s': %s", key, pinpool_strerror(rc));
             free(uids);
@@ -387,6 +417,14 @@ int srv_handover_load(srv_t *srv, const void *blob, size_t len, int *fds, uint32
         do_charge_uid(srv, (uid_t)uid, (int64_t)obj_charge(o));
     }
     objs_seed_gen(srv->objs, gen);
+    /* The tier copies the old daemon still had to remove. */
+    uint64_t nstale = get64(&r);
+    for (uint64_t i = 0; !r.bad && i < nstale; i++) {
+        srv_tkey_t copy;
+        get_str(&r, copy.s, SRV_TKEY_MAX);
+        copy.len = strlen(copy.s);
+        do_tier_forget(srv, &copy);
+    }
     if (r.bad || get64(&r) != HO_MAGIC || r.at != r.len) {
         snprintf(msg, msglen, "the state is truncated or malformed");
         free(uids);

@@ -481,7 +481,7 @@ static int serve(int argc, char **argv)
 
     bool takeover = strcmp(d.cfg.takeover, "yes") == 0;
     srv_takeover_got_t got = {.conn = -1, .grpc_listen = -1, .fd_listen = -1,
-                              .takeover_listen = -1, .lock_fd = -1};
+                              .takeover_listen = -1, .lock_fd = -1, .tier_fd = -1};
     char tname[SRV_PATH_MAX + 16];
     if (open_socket_dir(&d) != 0 || (!takeover && take_lock(&d) != 0))
         goto out;

@@ -315,7 +315,7 @@ struct srv {
     /* handover.c: the takeover's gate (srv_gate_enter) and what a pause stopped. */
     bool paused;       /* gRPC calls are answered PINPOOL_EUPGRADE */
     uint32_t in_calls; /* gRPC calls inside srv now */
-    bool pause_stopped_cleaner;
+    bool pause_stopped_cleaner, pause_stopped_maint;
 
     /* slices.c: the device pools belong to one uid (a cudaMalloc shared by its
      * CUDA IPC handle isolates nothing): --device-pool-uid, else the first
@@ -579,6 +579,11 @@ void srv_maint_start(srv_t *srv);
 /* srv_destroy, after stop_maint was set and maint_cv broadcast; frees the
  * queue of removals to retry. */
 void srv_maint_join(srv_t *srv);
+/* A takeover's pause (handover.c): stop the maintenance thread and wait for
+ * it (no lock held); srv_maint_start starts it again.  The queue stays. */
+void srv_maint_stop(srv_t *srv);
+/* fn for every tier copy queued for removal, oldest first (lock held). */
+void do_each_stale(srv_t *srv, void (*fn)(const srv_tkey_t *copy, void *arg), void *arg);
 /* The host pool is short of room: spill the least recently used released
  * object, or wait for a spill in flight.  Drops the lock meanwhile.  Returns
  * true when trying again may succeed. */

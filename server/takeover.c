@@ -162,11 +162,11 @@ static int send_state(srv_takeover_t *t, int fd, char *why, size_t whylen)
 {
     void *blob = NULL;
     size_t len = 0;
-    int *fds = NULL;
+    int *fds = NULL, tier_fd = -1;
     uint32_t nfds = 0;
     int rc;
 
-    rc = srv_handover_save(t->env.srv, &blob, &len, &fds, &nfds, why, whylen);
+    rc = srv_handover_save(t->env.srv, &blob, &len, &fds, &nfds, &tier_fd, why, whylen);
     if (rc != 0)
         return rc;
     rc = send_msg(fd, TO_BEGIN, len, nfds, NULL, 0, NULL, 0);
@@ -179,9 +179,9 @@ static int send_state(srv_takeover_t *t, int fd, char *why, size_t whylen)
         rc = send_msg(fd, TO_BLOB, at, 0, (char *)blob + at, n, NULL, 0);
     }
     if (rc == 0) {
-        int socks[4] = {srv_listener_fd(*t->env.grpc), srv_fdsock_listen_fd(*t->env.fdsock),
-                        srv_listener_fd(t->listener), t->env.lock_fd};
-        rc = send_msg(fd, TO_SOCKS, 0, 0, NULL, 0, socks, 4);
+        int socks[5] = {srv_listener_fd(*t->env.grpc), srv_fdsock_listen_fd(*t->env.fdsock),
+                        srv_listener_fd(t->listener), t->env.lock_fd, tier_fd};
+        rc = send_msg(fd, TO_SOCKS, tier_fd >= 0, 0, NULL, 0, socks, tier_fd >= 0 ? 5 : 4);
     }
     if (rc == 0) {
         sess_batch_t *b = calloc(1, sizeof(*b));
@@ -339,14 +339,16 @@ void srv_takeover_abort(srv_takeover_got_t *got, const char *why)
         send_text(got->conn, TO_FAIL, why);
         close(got->conn);
     }
-    int socks[4] = {got->grpc_listen, got->fd_listen, got->takeover_listen, got->lock_fd};
-    close_fds(socks, 4);
+    int socks[5] = {got->grpc_listen, got->fd_listen, got->takeover_listen, got->lock_fd,
+                    got->tier_fd};
+    close_fds(socks, 5);
     if (got->session_fds != NULL)
         close_fds(got->session_fds, got->nsessions);
     free(got->session_fds);
     free(got->session_ids);
     memset(got, 0, sizeof(*got));
     got->conn = got->grpc_listen = got->fd_listen = got->takeover_listen = got->lock_fd = -1;
+    got->tier_fd = -1;
 }
 
 /* The rest of the exchange, after the greeting.  0, or an error with err. */
@@ -407,12 +409,13 @@ static int receive_all(srv_takeover_got_t *got, srv_t *srv, to_msg_t *m, char *e
             have += m->len;
             break;
         case TO_SOCKS:
-            if (nfds != 4 || got->grpc_listen >= 0)
+            if (nfds != 4 + (m->a != 0) || got->grpc_listen >= 0)
                 goto bad;
             got->grpc_listen = fds[0];
             got->fd_listen = fds[1];
             got->takeover_listen = fds[2];
             got->lock_fd = fds[3];
+            got->tier_fd = m->a != 0 ? fds[4] : -1;
             nfds = 0;
             break;
         case TO_SESSIONS:
@@ -456,8 +459,9 @@ static int receive_all(srv_takeover_got_t *got, srv_t *srv, to_msg_t *m, char *e
         rc = PINPOOL_EPROTO;
         goto out;
     }
-    rc = srv_handover_load(srv, blob, bloblen, chunk_fds, nchunk_fds, err, errlen);
+    rc = srv_handover_load(srv, blob, bloblen, chunk_fds, nchunk_fds, got->tier_fd, err, errlen);
     nchunk_fds = 0; /* taken */
+    got->tier_fd = -1;
     goto out;
 
 bad:
@@ -482,6 +486,7 @@ int srv_takeover_receive(const char *path, srv_t *srv, srv_takeover_got_t *got, 
 
     memset(got, 0, sizeof(*got));
     got->conn = got->grpc_listen = got->fd_listen = got->takeover_listen = got->lock_fd = -1;
+    got->tier_fd = -1;
     if (m == NULL)
         return -ENOMEM;
     got->conn = ipc_connect_seqpacket(path);

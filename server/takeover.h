@@ -11,7 +11,8 @@
  *                         or the daemon has what cannot be handed over)
  *               or BEGIN, CHUNKS... (the host chunks' memfds, in order),
  *               BLOB... (srv_handover_save's state), SOCKS (the gRPC, fd
- *               and takeover listening sockets and the lock file),
+ *               and takeover listening sockets, the lock file and, with a
+ *               file spill tier, its directory's lock),
  *               SESSIONS... (each live fd-socket session's connection and
  *               client id), END
  *   new -> old  GO        it rebuilt everything (srv_handover_load) and will
@@ -70,6 +71,7 @@ void srv_takeover_close(srv_takeover_t *t, bool keep_file);
 typedef struct srv_takeover_got {
     int conn;                 /* to the old daemon, for GO */
     int grpc_listen, fd_listen, takeover_listen, lock_fd;
+    int tier_fd;              /* the spill tier's claim (a file tier's lock), -1: none */
     uint32_t nsessions;
     int *session_fds;
     char (*session_ids)[SRV_CLIENT_ID_LEN];

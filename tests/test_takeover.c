@@ -90,6 +90,12 @@ static bool wait_log(const char *path, const char *needle, int ms)
     return false;
 }
 
+/* A pool still being made refuses a takeover (saying so): wait until it is ready. */
+static void wait_ready(void)
+{
+    cr_assert(wait_log(d.log, "pool ready", 10000), "the pool never got ready");
+}
+
 /* The old daemon's pause, in ms, from its log line; -1 if none. */
 static double pause_ms(const char *path)
 {
@@ -132,6 +138,7 @@ static void take_over_with(const char *const *e)
 
     snprintf(old_log, sizeof(old_log), "%s", d.log);
     snprintf(next.log, sizeof(next.log), "%s/daemon2.log", d.dir);
+    wait_ready();
     cr_assert_eq(test_daemon_restart(&next, POOL_ARGS, e[0] ? e[0] : "--takeover",
                                      e[0] && e[1] ? e[1] : "--takeover",
                                      e[0] && e[1] && e[2] ? e[2] : "--takeover",
@@ -305,6 +312,7 @@ Test(takeover, a_client_looping_calls_sees_no_failure)
 /* Start `pinpool serve --takeover` on d's socket without waiting for it. */
 static pid_t spawn_takeover(const char *log, const char *delay_ms, const char *extra)
 {
+    wait_ready();
     const char *bin = getenv("PINPOOL_BIN") != NULL ? getenv("PINPOOL_BIN") : "build/pinpool";
     pid_t pid = fork();
 
@@ -379,39 +387,76 @@ Test(takeover, what_cannot_be_handed_over_is_refused_saying_why)
 
     kept_and_held(a, &held, &kept);
     /* Another pool size: the pools must be the same. */
+    wait_ready();
     int rc = test_pinpool(out, sizeof(out), "serve --socket %s --state-dir %s --mem-pool-size "
                           "32MiB --chunk-size 16MiB --spill-tier none --takeover", d.socket,
                           d.state);
     cr_expect_neq(rc, 0);
     TEST_EXPECT_IN(out, "the pools differ");
     cr_assert(wait_log(d.log, "failed before GO: it failed: the pools differ", 5000));
-    /* A spill tier in the new daemon. */
+    /* A spill tier in the new daemon, none in the running one. */
     rc = test_pinpool(out, sizeof(out), "serve --socket %s --state-dir %s --mem-pool-size "
                       "64MiB --chunk-size 16MiB --takeover", d.socket, d.state);
     cr_expect_neq(rc, 0);
-    TEST_EXPECT_IN(out, "a spill tier");
+    TEST_EXPECT_IN(out, "the running daemon has no spill tier and this one has one");
     still_serves(a, &held);
     cr_assert_eq(pinpool_free(a, kept.id, NULL), 0, "%s", pinpool_errmsg(a));
     cr_assert_eq(pinpool_free(a, held.id, NULL), 0, "%s", pinpool_errmsg(a));
     pinpool_close(a);
 }
 
-/* A daemon with a spill tier refuses, naming it. */
-Test(takeover_own, a_daemon_with_a_spill_tier_refuses_naming_it)
+/* A file spill tier: its directory's lock goes to the new daemon with the
+ * objects, spilled ones included; each reads back byte for byte (restored
+ * from the tier by the new daemon).  A new daemon without the tier is
+ * refused first, the old one serving on. */
+Test(takeover_own, a_file_spill_tier_and_its_spilled_objects_are_handed_over)
 {
-    char out[8192];
+    static const char *const tier[] = {"--spill-tier", "auto", "--spill-low-watermark", "60MiB",
+                                       NULL};
+    pinpool_pool_info_t info;
+    char out[8192], key[32];
+    char *buf = malloc(8 * MiB);
 
     cr_assert_eq(test_daemon_start(&d, "--mem-pool-size", "64MiB", "--chunk-size", "16MiB",
-                                   NULL), 0);
+                                   "--spill-low-watermark", "60MiB", NULL), 0);
+    pinpool_ctx_t *a = test_connect(&d);
+    for (int i = 0; i < 4; i++) {
+        snprintf(key, sizeof(key), "spill-%d", i);
+        fill(buf, 6 * MiB, 300 + (uint32_t)i);
+        cr_assert_eq(pinpool_put(a, key, buf, 6 * MiB, 0), 0, "%s", pinpool_errmsg(a));
+    }
+    /* The watermark spills them in the background. */
+    for (int t = 0; t < 1000; t++) {
+        test_pool_info(a, &info);
+        if (info.spill.objects_spilled >= 3)
+            break;
+        usleep(10000);
+    }
+    cr_assert_geq(info.spill.objects_spilled, 3, "only %u objects spilled", info.spill.objects_spilled);
+    wait_ready();
     int rc = test_pinpool(out, sizeof(out), "serve --socket %s --state-dir %s --mem-pool-size "
                           "64MiB --chunk-size 16MiB --spill-tier none --takeover", d.socket,
                           d.state);
     cr_expect_neq(rc, 0);
-    TEST_EXPECT_IN(out, "refused the takeover: it has a spill tier (file)");
-    cr_expect(wait_log(d.log, "takeover by pid", 5000));
-    pinpool_ctx_t *c = test_connect(&d);
-    cr_expect_eq(pinpool_ping(c), 0);
-    pinpool_close(c);
+    TEST_EXPECT_IN(out, "the running daemon has a spill tier and this one has none");
+
+    take_over_with(tier);
+
+    test_pool_info(a, &info);
+    cr_expect_geq(info.spill.objects_spilled, 3, "the new daemon knows %u spilled objects",
+                  info.spill.objects_spilled);
+    for (int i = 0; i < 4; i++) {
+        uint64_t got = 0;
+        snprintf(key, sizeof(key), "spill-%d", i);
+        memset(buf, 0, 8 * MiB);
+        cr_assert_eq(pinpool_get(a, key, buf, 8 * MiB, &got), 0, "%s: %s", key,
+                     pinpool_errmsg(a));
+        cr_expect_eq(got, 6 * MiB);
+        cr_expect_eq(differs(buf, got, 300 + (uint32_t)i), got, "%s differs", key);
+        cr_assert_eq(pinpool_remove(a, key), 0, "%s", pinpool_errmsg(a));
+    }
+    pinpool_close(a);
+    free(buf);
 }
 
 /* The wire of takeover.h, enough for a greeting. */
@@ -519,6 +564,7 @@ Test(takeover_own, an_ipc_device_pool_is_refused)
     cr_assert_eq(test_daemon_start(&d, POOL_ARGS, "--host-backend", "memfd",
                                    "--device-pool-size", "64MiB", "--device-backend", "ipc",
                                    NULL), 0);
+    wait_ready();
     int rc = test_pinpool(out, sizeof(out), "serve --socket %s --state-dir %s --mem-pool-size "
                           "64MiB --chunk-size 16MiB --spill-tier none --host-backend memfd "
                           "--device-pool-size 64MiB --device-backend ipc --takeover", d.socket,

@@ -26,6 +26,7 @@
 #include "ipc.h"
 #include "mockcuda.h"
 #include "pinpool.h"
+#include "pool.h"
 #include "users.h"
 
 #define MiB (1ull << 20)
@@ -633,4 +634,128 @@ Test(takeover, a_manifest_and_its_reader_survive)
     pinpool_close(r2);
     pinpool_close(r);
     pinpool_close(w);
+}
+
+/* ---- pool/restore.c: a pool saved and made again is the same pool ------------------- */
+
+#define R_SLICES 512
+
+typedef struct rpool {
+    pool_saved_t saved[2 * R_SLICES];
+    size_t n;
+} rpool_t;
+
+static void collect(const pool_saved_t *p, void *arg)
+{
+    rpool_t *r = arg;
+
+    if (r->n < 2 * R_SLICES)
+        r->saved[r->n++] = *p;
+}
+
+/* One random operation on pool with rng state *x: an alloc (of tenants 1-3,
+ * owners 1-6, up to 1.5 chunks), a free, an unwritten mark or a cleaning;
+ * what it did goes into out (the same on two equal pools). */
+static void random_op(pool_t *pool, uint64_t *x, uint64_t *ids, size_t *nids, char *out,
+                      size_t outlen)
+{
+    *x = *x * 6364136223846793005ull + 1442695040888963407ull;
+    uint64_t r = *x >> 33;
+    pool_slice_info_t info;
+    pool_dirty_t dirty;
+    int rc;
+
+    switch (r % 8) {
+    case 0: case 1: case 2: case 3: {
+        uint64_t size = 1 + (r >> 4) % (3u << 19);
+        memset(&info, 0, sizeof(info));
+        rc = pool_alloc_as(pool, 1 + (r >> 3) % 3, 1 + (r >> 6) % 6, size, 0, &info);
+        if (rc == 0 && *nids < R_SLICES)
+            ids[(*nids)++] = info.id;
+        snprintf(out, outlen, "alloc %d %" PRIu64 " %" PRIu64, rc, info.id, info.offset);
+        break;
+    }
+    case 4: case 5:
+        if (*nids == 0) {
+            snprintf(out, outlen, "none");
+            break;
+        }
+        size_t k = (r >> 4) % *nids;
+        pool_lookup(pool, ids[k], &info);
+        rc = pool_free(pool, ids[k], info.owner, NULL);
+        ids[k] = ids[--*nids];
+        snprintf(out, outlen, "free %d", rc);
+        break;
+    case 6:
+        rc = *nids > 0 ? pool_mark_unwritten(pool, ids[(r >> 4) % *nids]) : 0;
+        snprintf(out, outlen, "unwritten %d", rc);
+        break;
+    default:
+        rc = pool_clean_take(pool, &dirty);
+        if (rc == 0)
+            rc = pool_clean_done(pool, dirty.id);
+        snprintf(out, outlen, "clean %d", rc);
+    }
+}
+
+Test(restore, a_pool_saved_and_restored_is_the_same_pool, .timeout = 60)
+{
+    pool_params_t pp = {.chunk_size = 1u << 20, .max_chunks = 8, .quantum = 256,
+                        .allow_multi_chunk = true, .dirty_on_free = true};
+    static rpool_t saved;
+    static uint64_t ids_a[R_SLICES], ids_b[R_SLICES];
+    size_t na = 0, nb;
+    pool_t *a, *b;
+    uint64_t x = 12345, y;
+    char ra[128], rb[128], msg[256];
+
+    cr_assert_eq(pool_create(&a, &pp), 0);
+    cr_assert_eq(pool_add_chunks(a, 8), 0);
+    for (int i = 0; i < 600; i++)
+        random_op(a, &x, ids_a, &na, ra, sizeof(ra));
+    saved.n = 0;
+    cr_assert_eq(pool_save_each(a, collect, &saved), 0);
+
+    cr_assert_eq(pool_create(&b, &pp), 0);
+    cr_assert_eq(pool_add_chunks(b, 8), 0);
+    for (uint32_t i = 0; i < 8; i++) {
+        pool_chunk_info_t ci;
+        cr_assert_eq(pool_chunk_info(a, i, &ci), 0);
+        if (ci.tenant != POOL_TENANT_NONE)
+            cr_assert_eq(pool_restore_tenant(b, i, ci.tenant), 0, "chunk %u", i);
+    }
+    for (size_t i = 0; i < saved.n; i++)
+        cr_assert_eq(pool_restore_slice(b, &saved.saved[i]), 0, "piece %zu (slice %" PRIu64 ")",
+                     i, saved.saved[i].info.id);
+    cr_assert_eq(pool_restore_next_id(b, pool_next_id(a)), 0);
+    cr_assert_eq(pool_check(b, msg, sizeof(msg)), 0, "%s", msg);
+
+    pool_stats_t sa, sb;
+    pool_get_stats(a, &sa);
+    pool_get_stats(b, &sb);
+    cr_expect_eq(sa.used, sb.used);
+    cr_expect_eq(sa.dirty, sb.dirty);
+    cr_expect_eq(sa.free, sb.free);
+    cr_expect_eq(sa.largest_free, sb.largest_free);
+    cr_expect_eq(sa.num_slices, sb.num_slices);
+    cr_expect_eq(sa.num_dirty, sb.num_dirty);
+    cr_expect_eq(sa.num_free_extents, sb.num_free_extents);
+    cr_expect_eq(sa.num_owners, sb.num_owners);
+    cr_expect_eq(sa.num_tenants, sb.num_tenants);
+    cr_expect_eq(sa.idle_chunks, sb.idle_chunks);
+    /* A piece that does not fit is refused, the pool unchanged. */
+    if (saved.n > 0)
+        cr_expect_eq(pool_restore_slice(b, &saved.saved[0]), PINPOOL_EINVAL);
+    /* The same operations from here do the same on both. */
+    memcpy(ids_b, ids_a, sizeof(ids_a));
+    nb = na;
+    y = x;
+    for (int i = 0; i < 400; i++) {
+        random_op(a, &x, ids_a, &na, ra, sizeof(ra));
+        random_op(b, &y, ids_b, &nb, rb, sizeof(rb));
+        cr_assert_str_eq(ra, rb, "operation %d after the restore differs", i);
+    }
+    cr_expect_eq(pool_check(b, msg, sizeof(msg)), 0, "%s", msg);
+    pool_destroy(a);
+    pool_destroy(b);
 }

@@ -238,7 +238,7 @@ int pool_check(const pool_t *pool, char *msg, size_t msglen);
  * tenant (pool_restore_tenant, chunks that were never used stay so), then
  * each saved piece in the order pool_save_each gave it, then the next id.
  * Each returns 0, or PINPOOL_EINVAL (a piece that does not fit: the pool is
- * unchanged) or -ENOMEM.
+ * unchanged; pool_restore_slice's *why says how) or -ENOMEM.
  */
 typedef struct pool_saved {
     pool_slice_info_t info;
@@ -248,7 +248,7 @@ typedef struct pool_saved {
 int pool_save_each(const pool_t *pool, void (*fn)(const pool_saved_t *s, void *arg), void *arg);
 uint64_t pool_next_id(const pool_t *pool);
 int pool_restore_tenant(pool_t *pool, uint32_t chunk, uint64_t tenant);
-int pool_restore_slice(pool_t *pool, const pool_saved_t *saved);
+int pool_restore_slice(pool_t *pool, const pool_saved_t *saved, const char **why);
 int pool_restore_next_id(pool_t *pool, uint64_t next_id);
 
 /*

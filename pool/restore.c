@@ -72,7 +72,7 @@ int pool_restore_tenant(pool_t *pool, uint32_t chunk, uint64_t tenant)
     return 0;
 }
 
-int pool_restore_slice(pool_t *pool, const pool_saved_t *saved)
+int pool_restore_slice(pool_t *pool, const pool_saved_t *saved, const char **why)
 {
     const pool_slice_info_t *in = &saved->info;
     struct extent *e, *spare = NULL, *tail = NULL;
@@ -83,20 +83,27 @@ int pool_restore_slice(pool_t *pool, const pool_saved_t *saved)
     bool exact, split;
     int rc;
 
+    *why = "a bad id or tenant";
     if (pool == NULL || in->id == 0 || in->tenant == POOL_TENANT_NONE)
         return PINPOOL_EINVAL;
+    *why = "a bad size";
     rc = pool_request_check(pool, in->size, &align, &extent);
     if (rc != 0)
         return rc;
+    *why = "its extent, offset or id";
     if (extent != in->extent || in->offset % pool->quantum != 0 ||
         table_find_id(&pool->table, in->id) != NULL)
         return PINPOOL_EINVAL;
+    *why = "out of id order";
     last = TAILQ_LAST(&pool->all_slices, all_slices);
     if (!saved->dirty && last != NULL && last->info.id >= in->id)
         return PINPOOL_EINVAL; /* live slices come in id order (the list stays sorted) */
     e = ext_at(pool, in->offset);
+    *why = e == NULL ? "not in free space" : e->tenant->id != in->tenant
+        ? "in free space of another tenant" : "not wholly inside one free extent";
     if (e == NULL || e->tenant->id != in->tenant || in->offset + extent > e->off + e->len)
         return PINPOOL_EINVAL; /* not wholly inside free space of its tenant */
+    *why = "across a chunk boundary";
     if (extent > pool->chunk_size && in->offset % pool->chunk_size != 0)
         return PINPOOL_EINVAL;
     if (extent <= pool->chunk_size &&
@@ -105,6 +112,7 @@ int pool_restore_slice(pool_t *pool, const pool_saved_t *saved)
     exact = in->offset == e->off && extent == e->len;
     split = in->offset > e->off && in->offset + extent < e->off + e->len;
     o = saved->dirty ? NULL : owner_find(pool, in->owner);
+    *why = "no memory";
     if ((s = malloc(sizeof(*s))) == NULL || (!exact && (spare = malloc(sizeof(*spare))) == NULL) ||
         (split && (tail = malloc(sizeof(*tail))) == NULL) ||
         (!saved->dirty && o == NULL && (no = malloc(sizeof(*no))) == NULL)) {
@@ -149,6 +157,7 @@ int pool_restore_slice(pool_t *pool, const pool_saved_t *saved)
     }
     if (in->id >= pool->next_id)
         pool->next_id = in->id + 1;
+    *why = "";
     POOL_DEBUG_CHECK(pool, "pool_restore_slice");
     return 0;
 }

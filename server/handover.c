@@ -225,6 +225,65 @@ static void save_slice(const pool_saved_t *s, void *arg)
     put64(w, (uint64_t)s->unwritten | (uint64_t)s->dirty << 1);
 }
 
+typedef struct span_list {
+    pool_saved_t *v;
+    size_t n, cap;
+    bool failed;
+} span_list_t;
+
+static void list_span(const pool_saved_t *s, void *arg)
+{
+    span_list_t *l = arg;
+
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? 2 * l->cap : 256;
+        pool_saved_t *v = realloc(l->v, cap * sizeof(*v));
+        if (v == NULL) {
+            l->failed = true;
+            return;
+        }
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v[l->n++] = *s;
+}
+
+static int by_offset(const void *a, const void *b)
+{
+    const pool_saved_t *x = a, *y = b;
+
+    return x->info.offset < y->info.offset ? -1 : x->info.offset > y->info.offset;
+}
+
+/* No two slices or dirty extents of pool overlap (pool_check looks at the
+ * free extents; the rebuild needs the slices disjoint).  0, or
+ * PINPOOL_EINTERNAL naming two that overlap. */
+static int check_disjoint(const pool_t *pool, const char *what, char *msg, size_t msglen)
+{
+    span_list_t l = {0};
+    int rc = 0;
+
+    pool_save_each(pool, list_span, &l);
+    if (l.failed) {
+        free(l.v);
+        return -ENOMEM;
+    }
+    qsort(l.v, l.n, sizeof(*l.v), by_offset);
+    for (size_t i = 1; i < l.n && rc == 0; i++) {
+        const pool_slice_info_t *p = &l.v[i - 1].info, *q = &l.v[i].info;
+        if (p->offset + p->extent > q->offset) {
+            snprintf(msg, msglen, "the %s pool is inconsistent: %s %" PRIu64 " [%" PRIu64
+                     ", +%" PRIu64 ") overlaps %s %" PRIu64 " [%" PRIu64 ", +%" PRIu64 ")",
+                     what, l.v[i - 1].dirty ? "dirty extent" : "slice", p->id, p->offset,
+                     p->extent, l.v[i].dirty ? "dirty extent" : "slice", q->id, q->offset,
+                     q->extent);
+            rc = PINPOOL_EINTERNAL;
+        }
+    }
+    free(l.v);
+    return rc;
+}
+
 static void count_slice(const pool_saved_t *s, void *arg)
 {
     (void)s;
@@ -350,6 +409,19 @@ int srv_handover_save(srv_t *srv, void **blob, size_t *len, int **fds, uint32_t 
         snprintf(msg, msglen, "internal: the state is saved only while paused");
         rc = PINPOOL_EINTERNAL;
         goto out;
+    }
+    /* What is handed over must be whole: the pools pass their own checks. */
+    for (uint32_t i = 0; i <= srv->ndevs; i++) {
+        char pmsg[256];
+        if (pool_check(srv->pools[i], pmsg, sizeof(pmsg)) != 0) {
+            snprintf(msg, msglen, "the %s pool fails its own checks: %s",
+                     i == 0 ? "host" : "device", pmsg);
+            rc = PINPOOL_EINTERNAL;
+            goto out;
+        }
+        rc = check_disjoint(srv->pools[i], i == 0 ? "host" : "device", msg, msglen);
+        if (rc != 0)
+            goto out;
     }
     rc = pool_save_each(host, count_slice, &nslices);
     if (rc != 0) {

@@ -121,11 +121,13 @@ static int load_slices(srv_t *srv, rbuf_t *r, pool_t *pool, const char *where, c
         s.dirty = v & 2;
         if (r->bad)
             break;
-        rc = pool_restore_slice(pool, &s);
+        const char *why = "";
+        rc = pool_restore_slice(pool, &s, &why);
         if (rc != 0) {
-            snprintf(msg, msglen, "slice %" PRIu64 "%s (offset %" PRIu64 ", %" PRIu64 " bytes) "
-                     "does not fit the rebuilt pool: %s", s.info.id, where, s.info.offset,
-                     s.info.size, pinpool_strerror(rc));
+            snprintf(msg, msglen, "%s %" PRIu64 "%s (offset %" PRIu64 ", %" PRIu64 " bytes, "
+                     "tenant %" PRIu64 ") does not fit the rebuilt pool: %s", s.dirty ?
+                     "dirty extent" : "slice", s.info.id, where, s.info.offset, s.info.size,
+                     s.info.tenant, why[0] != '\0' ? why : pinpool_strerror(rc));
             return rc;
         }
         if (s.dirty || (pool == srv->pools[HOST_POOL] && s.info.owner == srv->obj_owner))

@@ -24,6 +24,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 #include "ipc.h"
 #include "log.h"
 #include "pinpool.h"
@@ -39,7 +41,7 @@ typedef struct to_msg {
     uint32_t type;
     uint32_t len; /* bytes of data used */
     uint64_t a, b;
-    char data[TO_DATA];
+    char data[TO_DATA + 1]; /* a NUL after the longest payload */
 } to_msg_t;
 
 #define TO_HDR offsetof(to_msg_t, data)
@@ -104,17 +106,14 @@ static int recv_msg(int fd, to_msg_t *m, int *fds, size_t *nfds)
         return -ECONNRESET;
     if (n < 0)
         return (int)n;
-    if ((size_t)n < TO_HDR || m->len != (size_t)n - TO_HDR) {
+    if ((size_t)n < TO_HDR || m->len != (size_t)n - TO_HDR || m->len > TO_DATA) {
         for (size_t i = 0; i < got; i++)
             close(fds[i]);
         if (nfds != NULL)
             *nfds = 0;
         return -EPROTO;
     }
-    if (m->len < TO_DATA)
-        m->data[m->len] = '\0';
-    else
-        m->data[TO_DATA - 1] = '\0';
+    m->data[m->len] = '\0'; /* past the payload: texts end there, data is whole */
     return 0;
 }
 
@@ -193,7 +192,7 @@ static int send_state(srv_takeover_t *t, int fd, char *why, size_t whylen)
             flush_sessions(b);
             rc = b->rc;
             if (rc == 0)
-                rc = send_msg(fd, TO_END, b->sent, 0, NULL, 0, NULL, 0);
+                rc = send_msg(fd, TO_END, b->sent, XXH64(blob, len, 0), NULL, 0, NULL, 0);
             free(b);
         }
     }
@@ -450,6 +449,11 @@ static int receive_all(srv_takeover_got_t *got, srv_t *srv, to_msg_t *m, char *e
         default:
             goto bad;
         }
+    }
+    if (XXH64(blob, bloblen, 0) != m->b) {
+        snprintf(err, errlen, "the state arrived damaged (its checksum differs)");
+        rc = PINPOOL_EPROTO;
+        goto out;
     }
     if (nchunk_fds != nchunks || have != bloblen || got->grpc_listen < 0 ||
         m->a != got->nsessions) {

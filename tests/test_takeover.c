@@ -196,9 +196,26 @@ Test(takeover, kept_slices_objects_and_mappings_survive_byte_by_byte)
         cr_assert_eq(pinpool_put(a, key, buf, (uint64_t)(i + 1) * MiB, 0), 0, "%s",
                      pinpool_errmsg(a));
     }
+    /* Enough slices that the state takes several messages (32 KiB each). */
+    enum { NSMALL = 2000 };
+    pinpool_slice_t *small = calloc(NSMALL, sizeof(*small));
+    for (int i = 0; i < NSMALL; i++) {
+        cr_assert_eq(pinpool_alloc(a, 1024, &plain, &small[i]), 0, "%s", pinpool_errmsg(a));
+        memset(small[i].ptr, i & 0xff, 1024);
+    }
     uint64_t used = test_daemon_used(&d);
 
     take_over();
+
+    for (int i = 0; i < NSMALL; i++) {
+        const unsigned char *p = small[i].ptr;
+        for (int k = 0; k < 1024; k++)
+            if (p[k] != (i & 0xff))
+                cr_assert_fail("small slice %d differs at byte %d", i, k);
+        cr_assert_eq(pinpool_free(a, small[i].id, NULL), 0, "%s", pinpool_errmsg(a));
+    }
+    free(small);
+    used -= NSMALL * 1024;
 
     /* The client's session and mapping: same bytes, still writable, calls work. */
     cr_expect_eq(differs(held.ptr, 3 * MiB, 7), 3 * MiB, "the held slice changed");
@@ -724,9 +741,11 @@ Test(restore, a_pool_saved_and_restored_is_the_same_pool, .timeout = 60)
         if (ci.tenant != POOL_TENANT_NONE)
             cr_assert_eq(pool_restore_tenant(b, i, ci.tenant), 0, "chunk %u", i);
     }
-    for (size_t i = 0; i < saved.n; i++)
-        cr_assert_eq(pool_restore_slice(b, &saved.saved[i]), 0, "piece %zu (slice %" PRIu64 ")",
-                     i, saved.saved[i].info.id);
+    for (size_t i = 0; i < saved.n; i++) {
+        const char *why = "";
+        cr_assert_eq(pool_restore_slice(b, &saved.saved[i], &why), 0, "piece %zu (slice %"
+                     PRIu64 "): %s", i, saved.saved[i].info.id, why);
+    }
     cr_assert_eq(pool_restore_next_id(b, pool_next_id(a)), 0);
     cr_assert_eq(pool_check(b, msg, sizeof(msg)), 0, "%s", msg);
 
@@ -745,7 +764,8 @@ Test(restore, a_pool_saved_and_restored_is_the_same_pool, .timeout = 60)
     cr_expect_eq(sa.idle_chunks, sb.idle_chunks);
     /* A piece that does not fit is refused, the pool unchanged. */
     if (saved.n > 0)
-        cr_expect_eq(pool_restore_slice(b, &saved.saved[0]), PINPOOL_EINVAL);
+        cr_expect_eq(pool_restore_slice(b, &saved.saved[0], &(const char *){""}),
+                     PINPOOL_EINVAL);
     /* The same operations from here do the same on both. */
     memcpy(ids_b, ids_a, sizeof(ids_a));
     nb = na;

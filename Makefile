@@ -170,9 +170,14 @@ $(BUILD)/tobj/$(BUILD)/gen/%.o: $(BUILD)/gen/%.c
 RPATH_EXE := -Wl,--disable-new-dtags -Wl,-rpath,'$$ORIGIN/../lib'
 RPATH_LIB := -Wl,--disable-new-dtags -Wl,-rpath,'$$ORIGIN'
 
-$(BUILD)/pinpool: $(SRV_OBJ) $(MAIN_OBJ) Makefile
+$(BUILD)/pinpool: $(SRV_OBJ) $(MAIN_OBJ) Makefile | $(BUILD)/mooncake_adapter.py
 	@echo "  LD      $@"
 	$(Q)$(CC) $(RPATH_EXE) -o $@ $(filter %.o,$^) $(SRV_LIBS)
+
+# The Mooncake tier's adapter lies beside the daemon (where the tier looks
+# first; test and bench binaries find it in their ../).
+$(BUILD)/mooncake_adapter.py: server/mooncake_adapter.py
+	$(Q)mkdir -p $(@D) && cp $< $@
 
 $(BUILD)/libpinpool.so: $(LIB_OBJ) Makefile
 	@echo "  LD      $@"
@@ -314,6 +319,7 @@ dist: $(BUILD)/.deps-ok
 	$(Q)$(MAKE) --no-print-directory $(DIST_BIN) $(BUILD)/libpinpool.so
 	$(Q)rm -rf $(DIST) && mkdir -p $(DIST)/bin $(DIST)/lib $(DIST)/include $(DIST)/tests $(DIST)/bench
 	$(Q)cp $(DIST_BIN) $(DIST)/bin/
+	$(Q)mkdir -p $(DIST)/libexec/pinpool && cp server/mooncake_adapter.py $(DIST)/libexec/pinpool/
 	$(Q)cp $(BUILD)/libpinpool.so $(DIST)/lib/libpinpool.so.0 && ln -s libpinpool.so.0 $(DIST)/lib/libpinpool.so
 	$(Q)cp $(PUBLIC_HEADERS) $(DIST)/include/
 	$(Q)cp tests/gpu/run $(DIST)/tests/run-gpu && cp tests/gpu/run-multi $(DIST)/tests/run-gpu-multi && \

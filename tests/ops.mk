@@ -94,10 +94,11 @@ install: all $(BUILD)/pinpool.pc $(BUILD)/pinpool.service
 	$(Q)install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
 	  $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(UNITDIR)
 	$(Q)install -m 0755 $(BUILD)/pinpool $(DESTDIR)$(BINDIR)/pinpool
+	$(Q)install -D -m 0644 server/mooncake_adapter.py $(DESTDIR)$(PREFIX)/libexec/pinpool/mooncake_adapter.py
 	$(Q)install -m 0755 $(BUILD)/libpinpool.so $(DESTDIR)$(LIBDIR)/libpinpool.so.$(VERSION)
 	$(Q)ln -sf libpinpool.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libpinpool.so.0
 	$(Q)ln -sf libpinpool.so.0 $(DESTDIR)$(LIBDIR)/libpinpool.so
 	$(Q)install -m 0644 $(PUBLIC_HEADERS) $(DESTDIR)$(INCLUDEDIR)/
 	$(Q)install -m 0644 $(BUILD)/pinpool.pc $(DESTDIR)$(PKGCONFIGDIR)/pinpool.pc
 	$(Q)install -m 0644 $(BUILD)/pinpool.service $(DESTDIR)$(UNITDIR)/pinpool.service
-	@echo "  INSTALL $(DESTDIR)$(PREFIX): bin/pinpool lib/libpinpool.so.$(VERSION) $(addprefix include/,$(notdir $(PUBLIC_HEADERS))) pinpool.pc pinpool.service"
+	@echo "  INSTALL $(DESTDIR)$(PREFIX): bin/pinpool libexec/pinpool/mooncake_adapter.py lib/libpinpool.so.$(VERSION) $(addprefix include/,$(notdir $(PUBLIC_HEADERS))) pinpool.pc pinpool.service"

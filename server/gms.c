@@ -141,13 +141,14 @@ int gms_send_error(gms_conn_t *c, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
-    size_t len;
+    size_t len = 0;
 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     srv_debug("gms %s: session %u: %s", c->st->name, c->session, msg);
-    return send_frame(c, gms_error_frame(msg, &len), len, -1);
+    uint8_t *f = gms_error_frame(msg, &len); /* len is set here: not in the call's arguments */
+    return send_frame(c, f, len, -1);
 }
 
 int gms_send(gms_conn_t *c, gms_out_t *o, int fd)

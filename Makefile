@@ -271,7 +271,7 @@ test-tsan: $(BUILD)/.deps-ok $(BUILD)/.mooncake-ok
 # cannot make the venv that tests/python/test_venv.py installs the package into).
 py-deps:
 	$(Q)$(PYTHON) -c 'import ensurepip' 2>/dev/null || { $(call apt_missing,python3-venv); }
-	$(Q)$(PYTHON) -c 'import grpc, grpc_tools, numpy, pytest, pytest_timeout' 2>/dev/null || { \
+	$(Q)$(PYTHON) -c 'import grpc, grpc_tools, numpy, pytest, pytest_timeout, msgpack' 2>/dev/null || { \
 	  echo "pinpool: installing Python packages: $(PY_PACKAGES)"; \
 	  PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
 	  $(PYTHON) -m pip install -q $(PY_PACKAGES); }

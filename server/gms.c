@@ -50,6 +50,8 @@
 #include "log.h"
 #include "pinpool.h"
 
+#define GMS_MAX_PEER_GROUPS 256
+
 static void conn_close(gms_conn_t *c);
 
 /* ---- output -------------------------------------------------------------------------- */
@@ -410,6 +412,11 @@ static bool on_frame(gms_conn_t *c)
         c->closing = true;
         return true;
     }
+    if (c->refused[0] != '\0') {
+        gms_send_error(c, "%s", c->refused);
+        c->closing = true;
+        return true;
+    }
     if (c->mode == GMS_MODE_NONE) {
         if (r.type == GMS_GET_RUNTIME_STATE) {
             gms_runtime_state(c);
@@ -498,8 +505,24 @@ static void on_write(struct ev_loop *loop, ev_io *w, int revents)
     settle(c); /* frames that already wait in the socket: libev reports them */
 }
 
+/* The peer's supplementary groups (as fdsock.c reads them), for --allow-gid. */
+static size_t peer_groups(int fd, uint32_t *groups, size_t max)
+{
+    gid_t gr[GMS_MAX_PEER_GROUPS];
+    socklen_t len = sizeof(gr);
+    size_t n;
+
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, gr, &len) != 0)
+        return 0; /* ERANGE: more than we read; the primary group still counts */
+    n = len / sizeof(gid_t);
+    for (size_t i = 0; i < n && i < max; i++)
+        groups[i] = (uint32_t)gr[i];
+    return n < max ? n : max;
+}
+
 static void on_conn(void *arg, int fd)
 {
+    uint32_t groups[GMS_MAX_PEER_GROUPS];
     gms_store_t *st = arg;
     srv_gms_t *g = st->g;
     ipc_cred_t cred;
@@ -510,16 +533,17 @@ static void on_conn(void *arg, int fd)
         close(fd);
         return;
     }
-    if (srv_session_admit(g->srv, &cred, NULL, 0, reason, sizeof(reason)) != 0) {
-        size_t len;
-        uint8_t *f = gms_error_frame(reason, &len);
+    reason[0] = '\0';
+    if (srv_session_admit(g->srv, &cred, groups, peer_groups(fd, groups, GMS_MAX_PEER_GROUPS),
+                          reason, sizeof(reason)) != 0) {
+        /* told in answer to its first frame: a GMS client sends before it reads, and a
+         * close with its frame unread would reset the connection over our answer */
         srv_warn("gms %s: refused pid %d uid %u: %s", st->name, (int)cred.pid,
                  (unsigned)cred.uid, reason);
-        if (f != NULL && send(fd, f, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
-            srv_debug("gms %s: the refusal was not sent: %s", st->name, strerror(errno));
-        free(f);
-        close(fd);
-        return;
+        if (reason[0] == '\0')
+            snprintf(reason, sizeof(reason), "refused");
+    } else {
+        reason[0] = '\0';
     }
     c = calloc(1, sizeof(*c));
     if (c != NULL)
@@ -531,6 +555,7 @@ static void on_conn(void *arg, int fd)
         return;
     }
     c->in_cap = GMS_HEADER;
+    snprintf(c->refused, sizeof(c->refused), "%s", reason);
     c->g = g;
     c->st = st;
     c->cred = cred;

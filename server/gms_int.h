@@ -73,6 +73,7 @@ struct gms_conn {
     gms_lock_t want;
     bool closing; /* end once the output is sent */
     bool broken;  /* end now */
+    char refused[256]; /* why admission refused it (answered to its first frame), or "" */
     uint8_t *in;
     size_t in_len, in_cap;
     uint32_t frame_len;

@@ -99,16 +99,16 @@ def layout_hash(allocs, metadata):
     return h.hexdigest()
 
 
-def gms_daemon(**env):
+def gms_daemon(*args, **env):
     """A daemon with --gms on the stand-in driver (its host pool on memfds, so
-    that this process, without CUDA, can still ask it over gRPC); env: more of
-    the daemon's environment."""
+    that this process, without CUDA, can still ask it over gRPC); args: more
+    options; env: more of the daemon's environment."""
     mock = mock_cuda_dir()
     env["LD_LIBRARY_PATH"] = str(mock)
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        d = Daemon("--host-backend", "memfd", "--gms", "weights,kv_cache", "--devices", "0")
+        d = Daemon("--host-backend", "memfd", "--gms", "weights,kv_cache", "--devices", "0", *args)
     finally:
         for k, v in old.items():
             if v is None:
@@ -425,31 +425,26 @@ def open_to_all(d):
             os.chmod(os.path.join(d.dir, name), 0o666)
 
 
-def test_another_uid_is_refused_by_admission(gms):
+def test_another_uid_is_refused_by_allow_uid():
     if os.geteuid() != 0:
         pytest.skip("needs root to become another uid")
-    fill(gms.gms_path)
-    open_to_all(gms)
-    out = as_nobody(gms.gms_path, ["ro"])
-    # the daemon's admission (no --allow-uid for 65534) refuses it first
-    assert out[0]["type"] == "error_response" and "65534" in out[0]["error"], out
+    d = gms_daemon("--allow-uid", "0")
+    try:
+        open_to_all(d)
+        out = as_nobody(d.gms_path, ["rw"])
+        # the daemon's admission refuses it before any lock
+        assert out[0]["type"] == "error_response", out
+        assert "65534" in out[0]["error"] and "held by" not in out[0]["error"], out
+        w = Gms(d.gms_path)
+        assert w.handshake("rw")["success"], "root's writer is let in"
+    finally:
+        finish(d)
 
 
 def test_another_uid_may_neither_read_nor_replace_a_layout():
     if os.geteuid() != 0:
         pytest.skip("needs root to become another uid")
-    mock = mock_cuda_dir()
-    old = os.environ.get("LD_LIBRARY_PATH")
-    os.environ["LD_LIBRARY_PATH"] = str(mock)
-    try:
-        d = Daemon("--host-backend", "memfd", "--gms", "weights", "--devices", "0",
-                   "--allow-uid", "0,65534")
-    finally:
-        if old is None:
-            del os.environ["LD_LIBRARY_PATH"]
-        else:
-            os.environ["LD_LIBRARY_PATH"] = old
-    d.gms_path = os.path.join(d.dir, f"gms_{UUID0}_weights.sock")
+    d = gms_daemon("--allow-uid", "0,65534")
     try:
         open_to_all(d)
         allocs, meta = fill(d.gms_path)

@@ -220,7 +220,9 @@ static void do_get(gms_conn_t *c, gms_store_t *st, const gms_req_t *r, bool expo
         gms_send_error(c, "Unknown allocation: %s", r->id);
         return;
     }
-    gms_out_begin(&o, export ? "export_allocation_response" : "get_allocation_response", 5);
+    /* the earlier export_request is answered with a GetAllocationResponse */
+    gms_out_begin(&o, export && !r->legacy ? "export_allocation_response"
+                                           : "get_allocation_response", 5);
     out_alloc(&o, a, true);
     gms_send(c, &o, export ? a->fd : -1);
 }
@@ -278,7 +280,7 @@ static void do_free(gms_conn_t *c, gms_store_t *st, const gms_req_t *r)
         free(a);
         drop((void **)st->allocs, &st->nallocs, i);
     }
-    gms_out_begin(&o, "free_allocation_response", 1);
+    gms_out_begin(&o, r->legacy ? "free_response" : "free_allocation_response", 1);
     gms_out_bool(&o, "success", found);
     gms_send(c, &o, -1);
 }
@@ -439,6 +441,7 @@ void gms_handle(gms_conn_t *c, const gms_req_t *r)
 
     switch (r->type) {
     case GMS_ALLOCATE: case GMS_FREE: case GMS_META_PUT: case GMS_META_DELETE: case GMS_COMMIT:
+    case GMS_CLEAR_ALL:
         if (c->mode != GMS_MODE_RW) {
             gms_send_error(c, "%s requires RW session, got ro", gms_req_name(r->type));
             return;
@@ -458,6 +461,14 @@ void gms_handle(gms_conn_t *c, const gms_req_t *r)
     case GMS_META_DELETE: do_meta_delete(c, st, r); break;
     case GMS_META_LIST: do_meta_list(c, st, r); break;
     case GMS_COMMIT: do_commit(c, st); break;
+    case GMS_CLEAR_ALL: {
+        size_t n = st->nallocs;
+        gms_store_clear(st); /* the writer keeps its lock */
+        gms_out_begin(&o, "clear_all_response", 1);
+        gms_out_u64(&o, "cleared_count", n);
+        gms_send(c, &o, -1);
+        break;
+    }
     case GMS_GET_HASH:
         gms_out_begin(&o, "get_memory_layout_hash_response", 1);
         gms_out_str(&o, "memory_layout_hash", st->hash);
@@ -469,8 +480,9 @@ void gms_handle(gms_conn_t *c, const gms_req_t *r)
         gms_send(c, &o, -1);
         break;
     case GMS_GET_ALLOCATION_STATE:
-        gms_out_begin(&o, "get_allocation_state_response", 1);
+        gms_out_begin(&o, "get_allocation_state_response", 2);
         gms_out_u64(&o, "allocation_count", st->nallocs);
+        gms_out_u64(&o, "total_bytes", st->bytes); /* the earlier GMS's required field */
         gms_send(c, &o, -1);
         break;
     default:

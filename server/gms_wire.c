@@ -32,6 +32,16 @@ static const char *const req_tags[GMS_NREQ] = {
     [GMS_META_LIST] = "metadata_list_request",
     [GMS_GET_HASH] = "get_memory_layout_hash_request",
     [GMS_GET_RUNTIME_STATE] = "get_runtime_state_request",
+    [GMS_CLEAR_ALL] = "clear_all_request",
+};
+
+/* The earlier names of renamed requests (gms_wire.h). */
+static const struct {
+    const char *tag;
+    gms_req_type_t type;
+} legacy_tags[] = {
+    {"export_request", GMS_EXPORT},
+    {"free_request", GMS_FREE},
 };
 
 static const char *const req_names[GMS_NREQ] = {
@@ -50,6 +60,7 @@ static const char *const req_names[GMS_NREQ] = {
     [GMS_META_LIST] = "MetadataListRequest",
     [GMS_GET_HASH] = "GetStateHashRequest",
     [GMS_GET_RUNTIME_STATE] = "GetRuntimeStateRequest",
+    [GMS_CLEAR_ALL] = "ClearAllRequest",
 };
 
 const char *gms_req_name(gms_req_type_t t)
@@ -296,6 +307,11 @@ int gms_decode(const uint8_t *msg, size_t len, gms_req_t *out, char *why, size_t
         for (int t = 0; t < GMS_NREQ; t++)
             if (key_is(&m->ptr[i].val, req_tags[t]))
                 type = t;
+        for (size_t t = 0; t < sizeof(legacy_tags) / sizeof(legacy_tags[0]); t++)
+            if (key_is(&m->ptr[i].val, legacy_tags[t].tag)) {
+                type = (int)legacy_tags[t].type;
+                out->legacy = true;
+            }
         if (type < 0) {
             snprintf(why, whylen, "Invalid value '%.*s' - at `$.type`",
                      (int)(m->ptr[i].val.via.str.size > 64 ? 64 : m->ptr[i].val.via.str.size),
@@ -307,7 +323,7 @@ int gms_decode(const uint8_t *msg, size_t len, gms_req_t *out, char *why, size_t
         snprintf(why, whylen, "Object missing required field `type`");
         goto out;
     }
-    out->type = (gms_req_type_t)type;
+    out->type = (gms_req_type_t)type; /* out->legacy is set above */
     if (fields(m, out, &seen, why, whylen) != 0)
         goto out;
     for (unsigned b = 0; b < 6; b++)

@@ -31,11 +31,14 @@
 #define GMS_ID_LEN 36                /* an allocation id: a UUID in its 8-4-4-4-12 form */
 #define GMS_MAX_VALUE (256u << 10)   /* one metadata value */
 
-/* The requests pinpool answers (messages.py's *Request classes by tag). */
+/* The requests pinpool answers (messages.py's *Request classes by tag).  GMS
+ * renamed some: export_request, free_request and clear_all_request of its
+ * earlier messages.py are export_allocation_request and free_allocation_request
+ * later (clear_all went); both names are understood. */
 typedef enum gms_req_type {
     GMS_HANDSHAKE, GMS_COMMIT, GMS_GET_LOCK_STATE, GMS_GET_ALLOCATION_STATE, GMS_ALLOCATE,
     GMS_EXPORT, GMS_GET_ALLOCATION, GMS_LIST_ALLOCATIONS, GMS_FREE, GMS_META_PUT, GMS_META_GET,
-    GMS_META_DELETE, GMS_META_LIST, GMS_GET_HASH, GMS_GET_RUNTIME_STATE,
+    GMS_META_DELETE, GMS_META_LIST, GMS_GET_HASH, GMS_GET_RUNTIME_STATE, GMS_CLEAR_ALL,
     GMS_NREQ
 } gms_req_type_t;
 
@@ -48,6 +51,7 @@ typedef struct gms_req {
     gms_req_type_t type;
     gms_lock_t lock;
     bool has_timeout, has_tag;
+    bool legacy; /* sent by its earlier name (export_request, free_request): answer in kind */
     int64_t timeout_ms;
     uint64_t size, offset;
     char tag[GMS_MAX_TAG + 1];

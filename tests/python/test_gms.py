@@ -482,3 +482,32 @@ def test_out_of_device_memory_is_an_error_response():
         assert w.call("get_allocation_state_request")["allocation_count"] == 1
     finally:
         finish(d)
+
+
+def test_earlier_gms_names(gms):
+    """The earlier messages.py's export_request, free_request and clear_all_request,
+    answered as that GMS answered them (and total_bytes, which it required)."""
+    w = Gms(gms.gms_path)
+    w.handshake("rw")
+    a = w.call("allocate_request", size=MiB)
+    b = w.call("allocate_request", size=3 * MiB)
+    w.send("export_request", allocation_id=a["allocation_id"])
+    ex, fd = w.recv()
+    assert ex["type"] == "get_allocation_response" and fd >= 0, ex
+    os.close(fd)
+    st = w.call("get_allocation_state_request")
+    assert st["allocation_count"] == 2 and st["total_bytes"] == 6 * MiB, st
+    assert w.call("free_request", allocation_id=a["allocation_id"]) == {
+        "type": "free_response", "success": True}
+    w.call("metadata_put_request", key="k", allocation_id=b["allocation_id"], offset_bytes=0,
+           value=b"v")
+    assert w.call("clear_all_request") == {"type": "clear_all_response", "cleared_count": 1}
+    assert w.call("metadata_list_request")["keys"] == []
+    assert w.call("get_allocation_state_request")["total_bytes"] == 0
+    # still the writer: it may fill the store again and commit
+    w.call("allocate_request", size=MiB)
+    assert w.call("commit_request")["success"]
+    r = Gms(gms.gms_path)
+    assert r.handshake("ro")["success"]
+    e = r.call("clear_all_request")
+    assert "requires RW session" in e["error"]

@@ -351,7 +351,7 @@ static void handshake(gms_conn_t *c, const gms_req_t *r)
     st->qtail = c;
     if (r->lock == GMS_LOCK_RW)
         st->waiting_writers++;
-    ev_io_stop(c->g->loop, &c->io); /* nothing more is read before the lock */
+    /* nothing more is read before the lock; its watcher stays, to see it hang up (on_read) */
     if (r->has_timeout) {
         ev_timer_init(&c->timer, on_timeout, (double)r->timeout_ms / 1000.0, 0.0);
         c->timer.data = c;
@@ -489,6 +489,19 @@ static void on_read(struct ev_loop *loop, ev_io *w, int revents)
     gms_conn_t *c = w->data;
 
     (void)loop, (void)revents;
+    if (c->mode == GMS_MODE_WAITING) {
+        /* a waiter that hangs up leaves the queue (a dead writer would keep readers out);
+         * one that sends more is read once it has its lock */
+        char b;
+        ssize_t n = recv(c->io.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            srv_debug("gms %s: session %u hung up while it waited", c->st->name, c->session);
+            conn_close(c);
+        } else if (n > 0) {
+            ev_io_stop(loop, &c->io);
+        }
+        return;
+    }
     if (!conn_read(c))
         conn_close(c);
     else

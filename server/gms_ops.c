@@ -132,15 +132,13 @@ static int layout_hash(gms_store_t *st)
         int n = snprintf(line, sizeof(line), "%zu:%" PRIu64 ":%" PRIu64 ":%s", r, v[r]->size,
                          v[r]->aligned, v[r]->tag);
         gms_sha256_update(&h, line, (size_t)n);
+        v[r]->rank = r;
     }
     for (size_t i = 0; i < st->nmeta; i++) {
         const gms_meta_t *m = st->meta[i];
-        size_t rank = 0;
-        int n;
-
-        while (rank < st->nallocs && strcmp(v[rank]->id, m->id) != 0)
-            rank++; /* free drops an allocation's metadata: it is there */
-        n = snprintf(line, sizeof(line), "%s:%zu:%" PRIu64 ":", m->key, rank, m->offset);
+        const gms_alloc_t *a = alloc_get(st, m->id); /* free drops its metadata: it is there */
+        int n = snprintf(line, sizeof(line), "%s:%zu:%" PRIu64 ":", m->key,
+                         a != NULL ? a->rank : 0, m->offset);
         gms_sha256_update(&h, line, (size_t)n);
         gms_sha256_update(&h, m->value, m->len);
     }

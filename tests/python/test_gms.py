@@ -511,3 +511,24 @@ def test_earlier_gms_names(gms):
     assert r.handshake("ro")["success"]
     e = r.call("clear_all_request")
     assert "requires RW session" in e["error"]
+
+
+def test_a_waiter_that_hangs_up_leaves_the_queue(gms):
+    w = Gms(gms.gms_path)
+    w.handshake("rw")
+    w.call("allocate_request", size=MiB)
+    dead = Gms(gms.gms_path)
+    dead.send("handshake_request", lock_type="rw")  # waits, without a timeout
+    time.sleep(0.2)
+    assert w.call("get_lock_state_request")["waiting_writers"] == 1
+    dead.close()
+    deadline = time.monotonic() + 5
+    while w.call("get_lock_state_request")["waiting_writers"] != 0:
+        assert time.monotonic() < deadline, "a dead waiter stays in the queue"
+        time.sleep(0.02)
+    assert w.call("commit_request")["success"]
+    # no dead writer takes the lock (and empties the store) before readers
+    r = Gms(gms.gms_path)
+    hs = r.handshake("ro", timeout_ms=2000)
+    assert hs["success"], hs
+    assert r.call("get_allocation_state_request")["allocation_count"] == 1

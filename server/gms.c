@@ -51,6 +51,7 @@
 #include "pinpool.h"
 
 #define GMS_MAX_PEER_GROUPS 256
+#define GMS_KEEP_IN (64u << 10) /* a connection's input buffer past a frame larger than this shrinks */
 
 static void conn_close(gms_conn_t *c);
 
@@ -479,6 +480,11 @@ static bool conn_read(gms_conn_t *c)
             return false;
         c->in_len = 0;
         c->frame_len = 0;
+        if (c->in_cap > GMS_KEEP_IN) { /* an idle connection keeps little */
+            uint8_t *p = realloc(c->in, GMS_HEADER);
+            if (p != NULL)
+                c->in = p, c->in_cap = GMS_HEADER;
+        }
         if (c->closing || c->out != NULL || c->mode == GMS_MODE_WAITING)
             return true; /* reading resumes once the output is gone (or never) */
     }

@@ -9,7 +9,8 @@
  * empties it (a writer replaces the layout); RO when the store is committed,
  * no writer holds it and no writer waits; rw_or_ro is RO where RO can be
  * granted, else RW if the store is not committed.  A request that cannot be
- * granted waits in a queue (its timer answers success=false at timeout_ms).
+ * granted waits in a queue (its timer answers success=false at timeout_ms;
+ * a waiter that hangs up leaves it: its socket is still watched).
  * The writer allocates, frees, puts and deletes metadata and commits:
  * CommitRequest computes the layout hash (sha256 as gms.py computes it),
  * marks the store committed, answers and ends the connection.  A writer that
@@ -24,8 +25,8 @@
  * request that decodes but is refused (unknown allocation, not allowed in
  * this lock, a bound reached) is answered with an ErrorResponse and the
  * connection goes on, as in GMS.  A peer that stops mid-frame only holds its
- * own connection; a reply the peer does not read waits in its output buffer
- * (reading stops until it is gone).
+ * own connection (and at most one frame's buffer); a reply the peer does not
+ * read waits in its output buffer (reading stops until it is gone).
  * Threads: the loop's only; no locks.  srv is asked only srv_session_admit
  * (one short hold of srv->lock).
  */

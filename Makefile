@@ -30,7 +30,7 @@ DEB_PACKAGES := libgrpc-dev protobuf-c-compiler libprotobuf-c-dev libev-dev \
                 libcriterion-dev libbsd-dev libxxhash-dev libmicrohttpd-dev pkg-config libibverbs1 \
                 libmsgpack-dev
 # PyPI packages the Python tests and benchmark need (test-python installs them).
-PY_PACKAGES := grpcio grpcio-tools numpy pytest pytest-timeout msgpack
+PY_PACKAGES := grpcio grpcio-tools numpy pytest pytest-timeout msgpack msgspec
 PYTHON ?= python3
 # The Mooncake spill tier (server/tier_mooncake.c) drives Mooncake's PyPI wheel
 # through server/mooncake_adapter.py; the tests start a real Mooncake from it.
@@ -271,7 +271,7 @@ test-tsan: $(BUILD)/.deps-ok $(BUILD)/.mooncake-ok
 # cannot make the venv that tests/python/test_venv.py installs the package into).
 py-deps:
 	$(Q)$(PYTHON) -c 'import ensurepip' 2>/dev/null || { $(call apt_missing,python3-venv); }
-	$(Q)$(PYTHON) -c 'import grpc, grpc_tools, numpy, pytest, pytest_timeout, msgpack' 2>/dev/null || { \
+	$(Q)$(PYTHON) -c 'import grpc, grpc_tools, numpy, pytest, pytest_timeout, msgpack, msgspec' 2>/dev/null || { \
 	  echo "pinpool: installing Python packages: $(PY_PACKAGES)"; \
 	  PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
 	  $(PYTHON) -m pip install -q $(PY_PACKAGES); }

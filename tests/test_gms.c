@@ -630,3 +630,30 @@ Test(gms, another_user_may_neither_read_nor_replace_a_layout)
     cr_expect_eq(test_run_as(&users.b, true, users.shared, as_user_handshake, "rw_or_ro"), 2);
     cr_expect_eq(test_run_as(&users.a, true, users.shared, as_user_handshake, "ro"), 0);
 }
+
+/* ---- start-up ----------------------------------------------------------------------------- */
+
+Test(gms_start, refuses_bad_tags_and_a_gpu_without_descriptor_export, .timeout = 60)
+{
+    char dir[] = "/tmp/pinpool-gms-XXXXXX", out[4096];
+    int rc;
+
+    test_use_mock_cuda();
+    cr_assert_not_null(mkdtemp(dir));
+    rc = test_pinpool(out, sizeof(out), "serve --socket %s/p.sock --state-dir %s/state "
+                      "--mem-pool-size 32MiB --chunk-size 16MiB --host-backend memfd --devices 0 "
+                      "--gms 'weights,bad tag'", dir, dir);
+    cr_expect_neq(rc, 0, "a tag with a space: %s", out);
+    cr_expect(strstr(out, "tags are names of letters, digits, _ and -") != NULL, "%s", out);
+    setenv("PINPOOL_MOCK_NO_VMM", "fd", 1); /* VMM without export as descriptors */
+    rc = test_pinpool(out, sizeof(out), "serve --socket %s/p.sock --state-dir %s/state "
+                      "--mem-pool-size 32MiB --chunk-size 16MiB --host-backend memfd --devices 0 "
+                      "--gms weights", dir, dir);
+    unsetenv("PINPOOL_MOCK_NO_VMM");
+    cr_expect_neq(rc, 0, "no descriptor export: %s", out);
+    cr_expect(strstr(out, "does not support exporting memory as file descriptors") != NULL, "%s",
+              out);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    cr_expect_eq(system(cmd), 0);
+}

@@ -75,16 +75,22 @@ void ipc_devmem_unmap(int device, uint64_t va, uint64_t bytes)
     (void)device, (void)va, (void)bytes;
 }
 
-int ipc_devmem_vmm_alloc(int device, uint64_t size, uint64_t *aligned, uint64_t *handle, int *fd,
+int ipc_devmem_vmm_alloc(int device, uint64_t size, uint64_t *aligned, uint64_t *handle,
                          char *err, size_t errlen)
 {
-    (void)device, (void)size, (void)aligned, (void)handle, (void)fd;
+    (void)device, (void)size, (void)aligned, (void)handle;
     return ipc_cuda_load(err, errlen);
 }
 
-void ipc_devmem_vmm_free(int device, uint64_t handle, int fd)
+int ipc_devmem_vmm_export(int device, uint64_t handle, int *fd, char *err, size_t errlen)
 {
     (void)device, (void)handle, (void)fd;
+    return ipc_cuda_load(err, errlen);
+}
+
+void ipc_devmem_vmm_free(int device, uint64_t handle)
+{
+    (void)device, (void)handle;
 }
 
 int ipc_devmem_uuid(int device, char *out, size_t outlen, char *err, size_t errlen)
@@ -285,7 +291,7 @@ void ipc_devmem_destroy_vmm(ipc_devmem_t *dm)
 
 /* ---- one allocation of its own (gms.c) ---------------------------------------------- */
 
-int ipc_devmem_vmm_alloc(int device, uint64_t size, uint64_t *aligned, uint64_t *handle, int *fd,
+int ipc_devmem_vmm_alloc(int device, uint64_t size, uint64_t *aligned, uint64_t *handle,
                          char *err, size_t errlen)
 {
     CUmemAllocationProp prop = ipc_vmm_prop(CU_MEM_LOCATION_TYPE_DEVICE, device);
@@ -305,7 +311,8 @@ int ipc_devmem_vmm_alloc(int device, uint64_t size, uint64_t *aligned, uint64_t 
         r = CUDA_ERROR_OUT_OF_MEMORY;
     if (r == CUDA_SUCCESS) {
         *aligned = round_up(size, gmin);
-        r = ipc_vmm_create_export(&prop, *aligned, &h, fd, &call);
+        call = "cuMemCreate";
+        r = ipc_cu.cuMemCreate(&h, *aligned, &prop, 0);
     }
     if (r != CUDA_SUCCESS) {
         snprintf(err, errlen, "cannot make %" PRIu64 " bytes on GPU %d: %s", size, device,
@@ -316,11 +323,28 @@ int ipc_devmem_vmm_alloc(int device, uint64_t size, uint64_t *aligned, uint64_t 
     return 0;
 }
 
-void ipc_devmem_vmm_free(int device, uint64_t handle, int fd)
+int ipc_devmem_vmm_export(int device, uint64_t handle, int *fd, char *err, size_t errlen)
+{
+    char buf[160];
+    CUresult r;
+    int rc = ipc_dev_use(device, false, err, errlen);
+
+    if (rc != 0)
+        return rc;
+    r = ipc_cu.cuMemExportToShareableHandle(fd, (CUmemGenericAllocationHandle)handle,
+                                            CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0);
+    if (r != CUDA_SUCCESS) {
+        snprintf(err, errlen, "cannot export an allocation of GPU %d: %s", device,
+                 ipc_cuda_strerror(r, "cuMemExportToShareableHandle", buf, sizeof(buf)));
+        return PINPOOL_ECUDA;
+    }
+    return 0;
+}
+
+void ipc_devmem_vmm_free(int device, uint64_t handle)
 {
     if (ipc_cuda_use_device(device) == 0)
         ipc_cu.cuMemRelease((CUmemGenericAllocationHandle)handle);
-    close(fd);
 }
 
 int ipc_devmem_uuid(int device, char *out, size_t outlen, char *err, size_t errlen)

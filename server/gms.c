@@ -168,7 +168,7 @@ int gms_send(gms_conn_t *c, gms_out_t *o, int fd)
 void gms_store_clear(gms_store_t *st)
 {
     for (size_t i = 0; i < st->nallocs; i++) {
-        ipc_devmem_vmm_free(st->device, st->allocs[i]->handle, st->allocs[i]->fd);
+        ipc_devmem_vmm_free(st->device, st->allocs[i]->handle);
         free(st->allocs[i]);
     }
     st->nallocs = 0;

@@ -22,7 +22,6 @@ typedef struct gms_alloc {
     char id[GMS_ID_LEN + 1];
     uint64_t size, aligned, slot, handle;
     size_t rank; /* its place in slot order, while the layout hash is computed */
-    int fd; /* the exported descriptor, kept; a dup of it is sent */
     char tag[GMS_MAX_TAG + 1];
 } gms_alloc_t;
 

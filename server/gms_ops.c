@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 #include "devmem.h"
 #include "gms_int.h"
@@ -182,8 +183,7 @@ static void do_allocate(gms_conn_t *c, gms_store_t *st, const gms_req_t *r)
         gms_send_error(c, "out of memory");
         return;
     }
-    rc = ipc_devmem_vmm_alloc(st->device, r->size, &a->aligned, &a->handle, &a->fd, err,
-                              sizeof(err));
+    rc = ipc_devmem_vmm_alloc(st->device, r->size, &a->aligned, &a->handle, err, sizeof(err));
     if (rc != 0) {
         free(a);
         srv_warn("gms %s: %s", st->name, err);
@@ -198,7 +198,7 @@ static void do_allocate(gms_conn_t *c, gms_store_t *st, const gms_req_t *r)
     snprintf(a->tag, sizeof(a->tag), "%s", r->tag);
     i = find((void *const *)st->allocs, st->nallocs, a->id, &found);
     if (insert((void ***)&st->allocs, &st->nallocs, &st->cap_allocs, i, a) != 0) {
-        ipc_devmem_vmm_free(st->device, a->handle, a->fd);
+        ipc_devmem_vmm_free(st->device, a->handle);
         free(a);
         gms_send_error(c, "out of memory");
         return;
@@ -222,7 +222,20 @@ static void do_get(gms_conn_t *c, gms_store_t *st, const gms_req_t *r, bool expo
     gms_out_begin(&o, export && !r->legacy ? "export_allocation_response"
                                            : "get_allocation_response", 5);
     out_alloc(&o, a, true);
-    gms_send(c, &o, export ? a->fd : -1);
+    if (export) {
+        char err[256];
+        int fd = -1;
+        if (ipc_devmem_vmm_export(st->device, a->handle, &fd, err, sizeof(err)) != 0) {
+            msgpack_sbuffer_destroy(&o.buf);
+            srv_warn("gms %s: %s", st->name, err);
+            gms_send_error(c, "%s", err);
+            return;
+        }
+        gms_send(c, &o, fd); /* sends a duplicate */
+        close(fd);
+        return;
+    }
+    gms_send(c, &o, -1);
 }
 
 static void do_list(gms_conn_t *c, gms_store_t *st, const gms_req_t *r)
@@ -274,7 +287,7 @@ static void do_free(gms_conn_t *c, gms_store_t *st, const gms_req_t *r)
             if (strcmp(st->meta[k]->id, a->id) == 0)
                 meta_free(st, k);
         st->bytes -= a->aligned;
-        ipc_devmem_vmm_free(st->device, a->handle, a->fd);
+        ipc_devmem_vmm_free(st->device, a->handle);
         free(a);
         drop((void **)st->allocs, &st->nallocs, i);
     }

@@ -464,7 +464,7 @@ Test(gms, writer_publishes_readers_map_the_same_bytes_and_no_descriptor_leaks)
     commit(w);
     cr_expect(hung_up(w), "the writer's connection ends at its commit");
     close(w);
-    base = settled_nfds(); /* the allocation's descriptors (two on the stand-in) */
+    base = settled_nfds(); /* the stand-in's handle is a memfd: one for the allocation */
 
     for (int k = 0; k < 20; k++) {
         int r = gms_connect();

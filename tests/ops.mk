@@ -11,7 +11,7 @@ FUZZ_CFLAGS   = $(CFLAGS_BASE) $(GRPC_CFLAGS) -DPOOL_DEBUG -Itests/fuzz $(FUZZ_S
 # that a new file in server/ cannot be forgotten here.
 FUZZ_SRV_SRC  = $(SRV_SRC) $(CLI_SRC)
 FUZZ_OBJ      = $(addprefix $(BUILD)/fuzz/obj/,$(addsuffix .o,$(basename $(COMMON_SRC) $(FUZZ_SRV_SRC))))
-FUZZ_TARGETS := rpc fdsock
+FUZZ_TARGETS := rpc fdsock gms
 FUZZ_BIN     := $(patsubst %,$(BUILD)/fuzz/fuzz_%,$(FUZZ_TARGETS))
 
 
@@ -28,7 +28,7 @@ $(BUILD)/fuzz/obj/$(BUILD)/gen/%.o: $(BUILD)/gen/%.c $(BUILD)/.fuzz-deps-ok
 	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -w -c $< -o $@
 $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/common.h $(FUZZ_OBJ)
 	@echo "  FUZZ    $@"
-	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJ) $(GRPC_LIBS) $(MHD_LIBS) -lxxhash -lev -ldl -lpthread
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJ) $(GRPC_LIBS) $(MHD_LIBS) -lxxhash -lmsgpackc -lev -ldl -lpthread
 $(BUILD)/fuzz/seeds: tests/fuzz/seeds.c $(BUILD)/obj/$(BUILD)/gen/pinpool.pb-c.o $(BUILD)/obj/ipc/fdproto.o
 	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(GRPC_LIBS)
 

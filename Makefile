@@ -28,7 +28,7 @@ DEBUG    ?=
 # Debian packages the build and the tests need (README says why each).
 DEB_PACKAGES := libgrpc-dev protobuf-c-compiler libprotobuf-c-dev libev-dev \
                 libcriterion-dev libbsd-dev libxxhash-dev libmicrohttpd-dev pkg-config libibverbs1 \
-                libmsgpack-dev
+                libmsgpack-dev libssl-dev
 # PyPI packages the Python tests and benchmark need (test-python installs them).
 PY_PACKAGES := grpcio grpcio-tools numpy pytest pytest-timeout msgpack msgspec
 PYTHON ?= python3
@@ -78,7 +78,7 @@ GRPC_CFLAGS = $(shell $(PKG) --cflags grpc libprotobuf-c libmicrohttpd 2>/dev/nu
 GRPC_LIBS   = $(shell $(PKG) --libs grpc libprotobuf-c 2>/dev/null)
 MHD_LIBS    = $(shell $(PKG) --libs libmicrohttpd 2>/dev/null)
 LIBS        = $(GRPC_LIBS) -lev -ldl -lpthread $(LDFLAGS_SAN)
-SRV_LIBS    = $(LIBS) $(MHD_LIBS) -lxxhash -lmsgpackc
+SRV_LIBS    = $(LIBS) $(MHD_LIBS) -lxxhash -lmsgpackc -lcrypto
 CRIT_LIBS   = $(shell $(PKG) --libs criterion 2>/dev/null)
 
 CFLAGS  = $(CFLAGS_BASE) $(GRPC_CFLAGS) $(EXTRA_CFLAGS)

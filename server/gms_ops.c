@@ -126,9 +126,10 @@ static int layout_hash(gms_store_t *st)
     gms_sha256_t h;
     char line[GMS_MAX_KEY + 128];
 
-    if (v == NULL)
+    if (v == NULL || gms_sha256_init(&h) != 0) {
+        free(v);
         return -ENOMEM;
-    gms_sha256_init(&h);
+    }
     for (size_t r = 0; r < st->nallocs; r++) {
         int n = snprintf(line, sizeof(line), "%zu:%" PRIu64 ":%" PRIu64 ":%s", r, v[r]->size,
                          v[r]->aligned, v[r]->tag);
@@ -143,9 +144,9 @@ static int layout_hash(gms_store_t *st)
         gms_sha256_update(&h, line, (size_t)n);
         gms_sha256_update(&h, m->value, m->len);
     }
-    gms_sha256_hex(&h, st->hash);
+    int rc = gms_sha256_hex(&h, st->hash);
     free(v);
-    return 0;
+    return rc;
 }
 
 /* ---- answers ---------------------------------------------------------------------------- */
@@ -408,8 +409,9 @@ static void do_commit(gms_conn_t *c, gms_store_t *st)
 {
     gms_out_t o;
 
-    if (layout_hash(st) != 0) {
-        gms_send_error(c, "out of memory");
+    int rc = layout_hash(st);
+    if (rc != 0) {
+        gms_send_error(c, rc == -ENOMEM ? "out of memory" : "cannot compute the layout hash (libcrypto failed)");
         return;
     }
     st->committed = true;

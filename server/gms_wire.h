@@ -97,16 +97,16 @@ uint8_t *gms_out_frame(gms_out_t *o, size_t *len);
 /* An ErrorResponse{error, code} frame in one call. */
 uint8_t *gms_error_frame(const char *error, size_t *len);
 
-/* SHA-256, streamed (the layout hash is hashlib.sha256's hexdigest). */
+/* SHA-256, streamed (the layout hash is hashlib.sha256's hexdigest), by
+ * OpenSSL's libcrypto (which gRPC links already).  init: 0 or -ENOMEM;
+ * hex: the digest as 64 lowercase hex digits and a NUL, and frees s's state
+ * (0, or -EIO if libcrypto failed: hex is then ""). */
 typedef struct gms_sha256 {
-    uint32_t h[8];
-    uint64_t n;
-    uint8_t blk[64];
-    size_t used;
+    struct evp_md_ctx_st *ctx;
+    bool failed;
 } gms_sha256_t;
-void gms_sha256_init(gms_sha256_t *s);
+int gms_sha256_init(gms_sha256_t *s);
 void gms_sha256_update(gms_sha256_t *s, const void *p, size_t len);
-/* The digest as 64 lowercase hex digits and a NUL into hex. */
-void gms_sha256_hex(gms_sha256_t *s, char hex[65]);
+int gms_sha256_hex(gms_sha256_t *s, char hex[65]);
 
 #endif

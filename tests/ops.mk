@@ -28,7 +28,7 @@ $(BUILD)/fuzz/obj/$(BUILD)/gen/%.o: $(BUILD)/gen/%.c $(BUILD)/.fuzz-deps-ok
 	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -w -c $< -o $@
 $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/common.h $(FUZZ_OBJ)
 	@echo "  FUZZ    $@"
-	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJ) $(GRPC_LIBS) $(MHD_LIBS) -lxxhash -lmsgpackc -lev -ldl -lpthread
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJ) $(GRPC_LIBS) $(MHD_LIBS) -lxxhash -lmsgpackc -lcrypto -lev -ldl -lpthread
 $(BUILD)/fuzz/seeds: tests/fuzz/seeds.c $(BUILD)/obj/$(BUILD)/gen/pinpool.pb-c.o $(BUILD)/obj/ipc/fdproto.o
 	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(GRPC_LIBS)
 

@@ -27,9 +27,10 @@ DEBUG    ?=
 
 # Debian packages the build and the tests need (README says why each).
 DEB_PACKAGES := libgrpc-dev protobuf-c-compiler libprotobuf-c-dev libev-dev \
-                libcriterion-dev libbsd-dev libxxhash-dev libmicrohttpd-dev pkg-config libibverbs1
+                libcriterion-dev libbsd-dev libxxhash-dev libmicrohttpd-dev pkg-config libibverbs1 \
+                libmsgpack-dev libssl-dev
 # PyPI packages the Python tests and benchmark need (test-python installs them).
-PY_PACKAGES := grpcio grpcio-tools numpy pytest pytest-timeout
+PY_PACKAGES := grpcio grpcio-tools numpy pytest pytest-timeout msgpack msgspec
 PYTHON ?= python3
 # The Mooncake spill tier (server/tier_mooncake.c) drives Mooncake's PyPI wheel
 # through server/mooncake_adapter.py; the tests start a real Mooncake from it.
@@ -77,7 +78,7 @@ GRPC_CFLAGS = $(shell $(PKG) --cflags grpc libprotobuf-c libmicrohttpd 2>/dev/nu
 GRPC_LIBS   = $(shell $(PKG) --libs grpc libprotobuf-c 2>/dev/null)
 MHD_LIBS    = $(shell $(PKG) --libs libmicrohttpd 2>/dev/null)
 LIBS        = $(GRPC_LIBS) -lev -ldl -lpthread $(LDFLAGS_SAN)
-SRV_LIBS    = $(LIBS) $(MHD_LIBS) -lxxhash
+SRV_LIBS    = $(LIBS) $(MHD_LIBS) -lxxhash -lmsgpackc -lcrypto
 CRIT_LIBS   = $(shell $(PKG) --libs criterion 2>/dev/null)
 
 CFLAGS  = $(CFLAGS_BASE) $(GRPC_CFLAGS) $(EXTRA_CFLAGS)
@@ -170,9 +171,14 @@ $(BUILD)/tobj/$(BUILD)/gen/%.o: $(BUILD)/gen/%.c
 RPATH_EXE := -Wl,--disable-new-dtags -Wl,-rpath,'$$ORIGIN/../lib'
 RPATH_LIB := -Wl,--disable-new-dtags -Wl,-rpath,'$$ORIGIN'
 
-$(BUILD)/pinpool: $(SRV_OBJ) $(MAIN_OBJ) Makefile
+$(BUILD)/pinpool: $(SRV_OBJ) $(MAIN_OBJ) Makefile | $(BUILD)/mooncake_adapter.py
 	@echo "  LD      $@"
 	$(Q)$(CC) $(RPATH_EXE) -o $@ $(filter %.o,$^) $(SRV_LIBS)
+
+# The Mooncake tier's adapter lies beside the daemon (where the tier looks
+# first; test and bench binaries find it in their ../).
+$(BUILD)/mooncake_adapter.py: server/mooncake_adapter.py
+	$(Q)mkdir -p $(@D) && cp $< $@
 
 $(BUILD)/libpinpool.so: $(LIB_OBJ) Makefile
 	@echo "  LD      $@"
@@ -248,7 +254,8 @@ test-cluster: $(BUILD)/.deps-ok $(BUILD)/.mooncake-ok
 # tests/tsan.supp names the uninstrumented Debian libraries.  .ci/run runs it.
 TSAN_BUILD ?= build/tsan
 TSAN_SUITES := test_daemon test_chaos test_spill test_spill_race test_isolation test_objects \
-               test_recover test_cli test_arena test_crash test_host test_access test_takeover
+               test_recover test_cli test_arena test_crash test_host test_access test_gms \
+               test_takeover
 TSAN_ENV := TSAN_OPTIONS="suppressions=$(abspath tests/tsan.supp) exitcode=66 halt_on_error=0"
 $(BUILD)/tests/tsan_threads: tests/tsan/threads.c $(LIB_OBJ)
 	$(Q)mkdir -p $(dir $@)
@@ -270,7 +277,7 @@ test-tsan: $(BUILD)/.deps-ok $(BUILD)/.mooncake-ok
 # cannot make the venv that tests/python/test_venv.py installs the package into).
 py-deps:
 	$(Q)$(PYTHON) -c 'import ensurepip' 2>/dev/null || { $(call apt_missing,python3-venv); }
-	$(Q)$(PYTHON) -c 'import grpc, grpc_tools, numpy, pytest, pytest_timeout' 2>/dev/null || { \
+	$(Q)$(PYTHON) -c 'import grpc, grpc_tools, numpy, pytest, pytest_timeout, msgpack, msgspec' 2>/dev/null || { \
 	  echo "pinpool: installing Python packages: $(PY_PACKAGES)"; \
 	  PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1 \
 	  $(PYTHON) -m pip install -q $(PY_PACKAGES); }
@@ -314,6 +321,7 @@ dist: $(BUILD)/.deps-ok
 	$(Q)$(MAKE) --no-print-directory $(DIST_BIN) $(BUILD)/libpinpool.so
 	$(Q)rm -rf $(DIST) && mkdir -p $(DIST)/bin $(DIST)/lib $(DIST)/include $(DIST)/tests $(DIST)/bench
 	$(Q)cp $(DIST_BIN) $(DIST)/bin/
+	$(Q)mkdir -p $(DIST)/libexec/pinpool && cp server/mooncake_adapter.py $(DIST)/libexec/pinpool/
 	$(Q)cp $(BUILD)/libpinpool.so $(DIST)/lib/libpinpool.so.0 && ln -s libpinpool.so.0 $(DIST)/lib/libpinpool.so
 	$(Q)cp $(PUBLIC_HEADERS) $(DIST)/include/
 	$(Q)cp tests/gpu/run $(DIST)/tests/run-gpu && cp tests/gpu/run-multi $(DIST)/tests/run-gpu-multi && \

@@ -737,8 +737,17 @@ int pinpool_manifest_tensor(const pinpool_manifest_t *m, uint32_t index, pinpool
     if (m == NULL || out == NULL || index >= m->nt)
         return PINPOOL_EINVAL;
     const pinpool__mtensor_t *t = &m->t[index];
+    pinpool__tensor_desc(t, m->names + t->name_off, m->attached >= -1 ? m->attached : m->device,
+                         m->attached >= -1 ? m->segs : NULL, out);
+    out->hash = t->hash;
+    return 0;
+}
+
+void pinpool__tensor_desc(const pinpool__mtensor_t *t, const char *name, int32_t device,
+                          const pinpool__mseg_t *segs, pinpool_tensor_t *out)
+{
     memset(out, 0, sizeof(*out));
-    out->name = m->names + t->name_off;
+    out->name = name;
     out->dtype = (int32_t)t->dtype;
     out->ndim = t->ndim;
     memcpy(out->shape, t->shape, sizeof(out->shape));
@@ -746,11 +755,9 @@ int pinpool_manifest_tensor(const pinpool_manifest_t *m, uint32_t index, pinpool
     out->segment = t->segment;
     out->offset = t->offset;
     out->nbytes = t->nbytes;
-    out->hash = t->hash;
-    out->device_id = m->attached >= -1 ? m->attached : m->device;
-    if (m->attached >= -1 && t->nbytes > 0)
-        out->ptr = (void *)(uintptr_t)(m->segs[t->segment].addr + t->offset);
-    return 0;
+    out->device_id = device;
+    if (segs != NULL && t->nbytes > 0)
+        out->ptr = (void *)(uintptr_t)(segs[t->segment].addr + t->offset);
 }
 
 int pinpool_manifest_find(const pinpool_manifest_t *m, const char *name, uint32_t *index)

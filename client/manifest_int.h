@@ -94,6 +94,10 @@ bool pinpool__tensor_span(int dtype, uint32_t ndim, const int64_t *shape, const 
                           uint64_t *span);
 /* Row-major strides of shape, in elements. */
 void pinpool__contiguous_strides(uint32_t ndim, const int64_t *shape, int64_t *strides);
+/* *out describes tensor t named name on device; its ptr is into segs (NULL:
+ * not mapped here, ptr stays NULL).  The hash is left 0. */
+void pinpool__tensor_desc(const pinpool__mtensor_t *t, const char *name, int32_t device,
+                          const pinpool__mseg_t *segs, pinpool_tensor_t *out);
 
 /* One job of pinpool__hash_many: nbytes at addr (a CPU address, or a
  * CUdeviceptr on device when device >= 0). */

@@ -413,19 +413,7 @@ int pinpool_manifest_dest(pinpool_publish_t *pub, uint32_t index, pinpool_tensor
         return pinpool__fail(pub->ctx, PINPOOL_EINVAL, "%s", out == NULL ? "out must not be NULL"
                              : !pub->allocated ? "pinpool_manifest_alloc first"
                                                : "no such tensor index");
-    const pinpool__mtensor_t *t = &pub->t[index];
-    memset(out, 0, sizeof(*out));
-    out->name = pub->names[index];
-    out->dtype = (int32_t)t->dtype;
-    out->ndim = t->ndim;
-    memcpy(out->shape, t->shape, sizeof(out->shape));
-    memcpy(out->strides, t->strides, sizeof(out->strides));
-    out->segment = t->segment;
-    out->offset = t->offset;
-    out->nbytes = t->nbytes;
-    out->device_id = pub->device;
-    if (t->nbytes > 0)
-        out->ptr = (void *)(uintptr_t)(pub->segs[t->segment].addr + t->offset);
+    pinpool__tensor_desc(&pub->t[index], pub->names[index], pub->device, pub->segs, out);
     return 0;
 }
 

@@ -66,6 +66,9 @@ int ipc_cuda_gpu_memory(int dev, uint64_t *used, uint64_t *total)
 ipc_cuda_t ipc_cu;
 
 static ipc_once_t loaded = IPC_ONCE_INIT;
+/* Set (release) once load() succeeded: ipc_cuda_device_count may run in another
+ * thread while the first ipc_cuda_load is still inside load(). */
+static int loaded_ok;
 static pthread_mutex_t ctx_lock = PTHREAD_MUTEX_INITIALIZER;
 static CUcontext primary[MAX_DEVICES];
 static int home; /* set once at start (the daemon), before threads */
@@ -134,6 +137,7 @@ static void load(void)
     if (ipc_cu.ndevices > MAX_DEVICES)
         ipc_cu.ndevices = MAX_DEVICES;
     loaded.rc = 0;
+    __atomic_store_n(&loaded_ok, 1, __ATOMIC_RELEASE);
 }
 
 int ipc_cuda_load(char *err, size_t errlen)
@@ -143,14 +147,14 @@ int ipc_cuda_load(char *err, size_t errlen)
 
 int ipc_cuda_device_count(void)
 {
-    return loaded.rc == 0 ? ipc_cu.ndevices : 0;
+    return __atomic_load_n(&loaded_ok, __ATOMIC_ACQUIRE) ? ipc_cu.ndevices : 0;
 }
 
 int ipc_cuda_use_device(int dev)
 {
     CUcontext ctx;
 
-    if (loaded.rc != 0 || dev < 0 || dev >= ipc_cu.ndevices)
+    if (!__atomic_load_n(&loaded_ok, __ATOMIC_ACQUIRE) || dev < 0 || dev >= ipc_cu.ndevices)
         return PINPOOL_ENODEV;
     pthread_mutex_lock(&ctx_lock);
     if (primary[dev] == NULL) {
@@ -182,7 +186,7 @@ bool ipc_cuda_context_active(int dev)
     int active = 0;
     CUdevice d;
 
-    if (loaded.rc != 0 || dev < 0 || dev >= ipc_cu.ndevices || ipc_cu.cuDeviceGet(&d, dev) != CUDA_SUCCESS)
+    if (!__atomic_load_n(&loaded_ok, __ATOMIC_ACQUIRE) || dev < 0 || dev >= ipc_cu.ndevices || ipc_cu.cuDeviceGet(&d, dev) != CUDA_SUCCESS)
         return false;
     return ipc_cu.cuDevicePrimaryCtxGetState(d, &flags, &active) == CUDA_SUCCESS && active != 0;
 }

@@ -38,7 +38,7 @@
     X(cuMemcpyDtoDAsync) X(cuMemcpyPeerAsync) X(cuMemsetD8) X(cuMemsetD32) X(cuStreamCreate)   \
     X(cuStreamDestroy) X(cuStreamSynchronize) X(cuEventCreate) X(cuEventRecord)                \
     X(cuEventSynchronize) X(cuEventElapsedTime) X(cuEventDestroy) X(cuStreamWaitEvent)     \
-    X(cuDeviceGetPCIBusId)
+    X(cuDeviceGetPCIBusId) X(cuDeviceGetUuid)
 
 typedef struct ipc_cuda {
 #define IPC_CUDA_FIELD(f) __typeof__(f) *f;

@@ -88,6 +88,30 @@ void ipc_devmem_unmap(int device, uint64_t va, uint64_t bytes)
     (void)device, (void)va, (void)bytes;
 }
 
+int ipc_devmem_vmm_alloc(int device, uint64_t size, uint64_t *aligned, uint64_t *handle,
+                         char *err, size_t errlen)
+{
+    (void)device, (void)size, (void)aligned, (void)handle;
+    return ipc_cuda_load(err, errlen);
+}
+
+int ipc_devmem_vmm_export(int device, uint64_t handle, int *fd, char *err, size_t errlen)
+{
+    (void)device, (void)handle, (void)fd;
+    return ipc_cuda_load(err, errlen);
+}
+
+void ipc_devmem_vmm_free(int device, uint64_t handle)
+{
+    (void)device, (void)handle;
+}
+
+int ipc_devmem_uuid(int device, char *out, size_t outlen, char *err, size_t errlen)
+{
+    (void)device, (void)out, (void)outlen;
+    return ipc_cuda_load(err, errlen);
+}
+
 #else
 
 /* ---- shared with host_vmm.c (vmm.h) ------------------------------------------------ */
@@ -321,6 +345,91 @@ void ipc_devmem_destroy_vmm(ipc_devmem_t *dm)
     free(dm->chunks);
     dm->chunks = NULL;
     dm->nchunks = 0;
+}
+
+/* ---- one allocation of its own (gms.c) ---------------------------------------------- */
+
+int ipc_devmem_vmm_alloc(int device, uint64_t size, uint64_t *aligned, uint64_t *handle,
+                         char *err, size_t errlen)
+{
+    CUmemAllocationProp prop = ipc_vmm_prop(CU_MEM_LOCATION_TYPE_DEVICE, device);
+    CUmemGenericAllocationHandle h = 0;
+    const char *call = "cuMemGetAllocationGranularity";
+    size_t gmin = 0;
+    char buf[160];
+    CUresult r;
+    int rc = ipc_dev_use(device, false, err, errlen);
+
+    if (rc != 0)
+        return rc;
+    r = ipc_cu.cuMemGetAllocationGranularity(&gmin, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM);
+    if (r == CUDA_SUCCESS && gmin == 0)
+        r = CUDA_ERROR_INVALID_VALUE;
+    if (r == CUDA_SUCCESS && size > UINT64_MAX - gmin)
+        r = CUDA_ERROR_OUT_OF_MEMORY;
+    if (r == CUDA_SUCCESS) {
+        *aligned = round_up(size, gmin);
+        call = "cuMemCreate";
+        r = ipc_cu.cuMemCreate(&h, *aligned, &prop, 0);
+    }
+    if (r != CUDA_SUCCESS) {
+        snprintf(err, errlen, "cannot make %" PRIu64 " bytes on GPU %d: %s", size, device,
+                 ipc_cuda_strerror(r, call, buf, sizeof(buf)));
+        return r == CUDA_ERROR_OUT_OF_MEMORY ? PINPOOL_ENOSPC : PINPOOL_ECUDA;
+    }
+    *handle = (uint64_t)h;
+    return 0;
+}
+
+int ipc_devmem_vmm_export(int device, uint64_t handle, int *fd, char *err, size_t errlen)
+{
+    char buf[160];
+    CUresult r;
+    int rc = ipc_dev_use(device, false, err, errlen);
+
+    if (rc != 0)
+        return rc;
+    r = ipc_cu.cuMemExportToShareableHandle(fd, (CUmemGenericAllocationHandle)handle,
+                                            CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0);
+    if (r != CUDA_SUCCESS) {
+        snprintf(err, errlen, "cannot export an allocation of GPU %d: %s", device,
+                 ipc_cuda_strerror(r, "cuMemExportToShareableHandle", buf, sizeof(buf)));
+        return PINPOOL_ECUDA;
+    }
+    return 0;
+}
+
+void ipc_devmem_vmm_free(int device, uint64_t handle)
+{
+    if (ipc_cuda_use_device(device) == 0)
+        ipc_cu.cuMemRelease((CUmemGenericAllocationHandle)handle);
+}
+
+int ipc_devmem_uuid(int device, char *out, size_t outlen, char *err, size_t errlen)
+{
+    const unsigned char *b;
+    CUuuid u;
+    CUdevice d;
+    CUresult r;
+    char buf[160];
+    int rc = ipc_dev_use(device, false, err, errlen);
+
+    if (rc != 0)
+        return rc;
+    r = ipc_cu.cuDeviceGet(&d, device);
+    if (r == CUDA_SUCCESS)
+        r = ipc_cu.cuDeviceGetUuid(&u, d);
+    if (r != CUDA_SUCCESS) {
+        snprintf(err, errlen, "cannot read the UUID of GPU %d: %s", device,
+                 ipc_cuda_strerror(r, "cuDeviceGetUuid", buf, sizeof(buf)));
+        return PINPOOL_ECUDA;
+    }
+    b = (const unsigned char *)u.bytes;
+    snprintf(out, outlen,
+             "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+             b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+             b[14], b[15]);
+    return 0;
 }
 
 /* ---- a client's mapping -------------------------------------------------------------- */

@@ -94,6 +94,25 @@ int ipc_devmem_replace_chunk(ipc_devmem_t *dm, uint32_t i, char *err, size_t err
 /* Either backend; dm may be zeroed (a no-op). */
 void ipc_devmem_destroy(ipc_devmem_t *dm);
 
+/*
+ * Daemon, vmm: one allocation of its own on device (the GMS socket's, gms.c):
+ * size rounded up to the minimum granularity (*aligned), made by cuMemCreate
+ * exportable as a POSIX descriptor (*handle).  0, or PINPOOL_ENOSPC (the GPU
+ * is full) / PINPOOL_ECUDA with err; nothing is left made.
+ * ipc_devmem_vmm_export: a new descriptor of it in *fd (the caller closes
+ * it), 0 or PINPOOL_ECUDA with err (the daemon keeps no descriptor between
+ * exports: they would compete with its clients for RLIMIT_NOFILE).
+ * ipc_devmem_vmm_free lets the handle go (the memory lives on in whoever
+ * imported it, until they let it go too).
+ */
+int ipc_devmem_vmm_alloc(int device, uint64_t size, uint64_t *aligned, uint64_t *handle,
+                         char *err, size_t errlen);
+int ipc_devmem_vmm_export(int device, uint64_t handle, int *fd, char *err, size_t errlen);
+void ipc_devmem_vmm_free(int device, uint64_t handle);
+/* GPU device's UUID as nvidia-smi and NVML write it ("GPU-" and 36 characters)
+ * into out (at least 41 bytes).  0, or an error with err. */
+int ipc_devmem_uuid(int device, char *out, size_t outlen, char *err, size_t errlen);
+
 /* Client, ipc: open an exported handle on device; *base is this process's
  * address of the allocation's first byte.  0 or an error with err. */
 int ipc_devmem_open(int device, const uint8_t handle[IPC_HANDLE_BYTES], uint64_t *base, char *err,

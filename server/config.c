@@ -193,6 +193,16 @@ static const srv_option_t options[] = {
      "this daemon's name in --cluster (its copies lie under CLUSTER/n/NAME/); auto: the host "
      "name and a hash of the socket path",
      STR_FIELD(cluster_node), 0, 0, 0, NULL, NULL},
+    {"gms", OPT_STRING, "", "TAGS",
+     "speak NVIDIA Dynamo's GPU Memory Service protocol for these tags (comma-separated, like "
+     "weights,kv_cache; off by default): one socket gms_<GPU UUID>_<tag>.sock per GPU of "
+     "--devices and tag in --gms-dir, for GMS clients and --load-format gms engines (README "
+     "\"Sharing weights between engines\")",
+     STR_FIELD(gms), 0, 0, 0, NULL, NULL},
+    {"gms-dir", OPT_STRING, "", "DIR",
+     "the directory of the --gms sockets (engines set GMS_SOCKET_DIR to it); empty: the "
+     "directory of --socket",
+     STR_FIELD(gms_dir), 0, 0, 0, NULL, NULL},
     {"spill-low-watermark", OPT_STRING, "0.05", "FRACTION|SIZE",
      "spill released objects in the background while free space is below this "
      "(a fraction of the pool like 0.05, or a size like 2GiB; 0: only when an allocation "

@@ -62,6 +62,8 @@ typedef struct srv_config {
     char spill_low_watermark[32];
     char cluster[64];      /* --cluster: "" off (server/cluster.c) */
     char cluster_node[64]; /* --cluster-node */
+    char gms[256];         /* --gms: "" off (server/gms.c) */
+    char gms_dir[256];     /* --gms-dir */
     /* Not options: --allow-uid / --allow-gid as numbers (names looked up by
      * srv_config_validate); the first gid is the group of the sockets. */
     uint32_t allow_uids[SRV_ALLOW_MAX], nallow_uids;

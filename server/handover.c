@@ -89,6 +89,9 @@ int srv_handover_check(srv_t *srv, char *msg, size_t msglen)
     else if (srv->cluster != NULL)
         snprintf(msg, msglen, "it is a node of --cluster %s: cluster records are not handed "
                  "over", srv->cfg.cluster);
+    else if (srv->cfg.gms[0] != '\0')
+        snprintf(msg, msglen, "it serves GPU Memory Service sockets (--gms %s): their "
+                 "connections and allocations are not handed over yet", srv->cfg.gms);
     else if (srv->cfg.listen[0] != '\0' || srv->cfg.metrics[0] != '\0')
         snprintf(msg, msglen, "it listens on TCP (%s%s%s): TCP ports are not handed over yet",
                  srv->cfg.listen[0] ? "--listen " : "--metrics ",

@@ -51,6 +51,7 @@
 #include "config.h"
 #include "dirs.h"
 #include "fdsock.h"
+#include "gms.h"
 #include "hugepages.h"
 #include "listener.h"
 #include "log.h"
@@ -74,6 +75,7 @@ typedef struct daemon {
     rpc_server_t *rpc;
     srv_service_t *service;
     srv_fdsock_t *fdsock;
+    srv_gms_t *gms; /* --gms */
     srv_listener_t *grpc_unix; /* the gRPC socket's connections, handed to gRPC */
     srv_metrics_t *metrics;
     struct ev_loop *loop;
@@ -338,6 +340,7 @@ static void begin_shutdown(daemon_t *d)
     srv_listener_close(d->grpc_unix);
     d->grpc_unix = NULL;
     srv_fdsock_stop_accepting(d->fdsock);
+    srv_gms_stop_accepting(d->gms);
     rpc_server_begin_shutdown(d->rpc, rpc_drained, d);
     ev_timer_init(&d->grace, on_grace, SHUTDOWN_GRACE_S, 0.0);
     d->grace.data = d;
@@ -598,6 +601,10 @@ static int serve(int argc, char **argv)
         rc = srv_takeover_listen(&d.takeover, d.loop, d.dir_fd, d.dir, tname, d.group,
                                  got.takeover_listen, &env, err, sizeof(err));
     got.takeover_listen = -1;
+    if (rc == 0 && d.cfg.gms[0] != '\0')
+        rc = srv_gms_start(&d.gms, d.loop, d.srv, d.cfg.gms, d.cfg.devices,
+                           d.cfg.gms_dir[0] != '\0' ? d.cfg.gms_dir : d.dir, d.group, err,
+                           sizeof(err));
     if (rc == 0 && takeover) {
         rc = srv_takeover_go(&got, err, sizeof(err));
         if (rc == 0) {
@@ -661,10 +668,12 @@ out:
         srv_begin_shutdown(d.srv);
     srv_listener_close(d.grpc_unix); /* removes the socket file */
     srv_fdsock_stop_accepting(d.fdsock);
+    srv_gms_stop_accepting(d.gms);
     rpc_server_stop(d.rpc, SHUTDOWN_GRACE_S);
     srv_service_destroy(d.service);
     srv_metrics_stop(d.metrics);
     srv_fdsock_close(d.fdsock);
+    srv_gms_close(d.gms);
     if (!d.handed_over && !d.keep_files)
         srv_persist_objects(d.srv); /* resident objects to the tier, for the next start */
     srv_destroy(d.srv);

@@ -93,37 +93,54 @@ __attribute__((format(printf, 2, 3))) static void put(page_t *p, const char *fmt
     }
 }
 
-static void put_client(const srv_client_usage_t *u, void *arg)
-{
-    page_t *p = arg;
+/*
+ * The uids' totals, copied out under srv->lock.  Per uid, not per client: the
+ * page is open to every local user who can reach the port, and a client's id
+ * and pid are shown only to its own uid (GetPoolInfo's rule); it also keeps
+ * the page, and the time the scrape holds srv->lock, bounded by the users
+ * (at most SRV_UIDS_MAX) rather than the clients.
+ */
+typedef struct uids {
+    uint32_t n;
+    srv_uid_usage_t u[SRV_UIDS_MAX];
+} uids_t;
 
-    /* Client ids are printable ASCII without spaces, quotes or backslashes only
-     * by convention: escape the two that would break the label. */
-    char id[2 * SRV_CLIENT_ID_LEN];
-    size_t n = 0;
-    for (const char *c = u->client_id; *c != '\0' && n + 2 < sizeof(id); c++) {
-        if (*c == '"' || *c == '\\')
-            id[n++] = '\\';
-        id[n++] = *c;
+static void add_uid(const srv_uid_usage_t *u, void *arg)
+{
+    uids_t *t = arg;
+
+    if (t->n < SRV_UIDS_MAX)
+        t->u[t->n++] = *u;
+}
+
+/* One metric family over every uid (Prometheus wants a family's lines together). */
+static void put_uids(page_t *p, const uids_t *t, const char *name, const char *help, int field)
+{
+    put(p, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name);
+    for (uint32_t i = 0; i < t->n; i++) {
+        const srv_uid_usage_t *u = &t->u[i];
+        uint64_t v = field == 0 ? u->charged : field == 1 ? u->clients : u->sessions;
+        put(p, "%s{uid=\"%" PRIu32 "\"} %" PRIu64 "\n", name, u->uid, v);
     }
-    id[n] = '\0';
-    put(p, "pinpool_client_bytes{client=\"%s\",pool=\"host\",pid=\"%d\"} %" PRIu64 "\n", id,
-        (int)u->pid, u->bytes);
-    if (u->device_bytes != 0)
-        put(p, "pinpool_client_bytes{client=\"%s\",pool=\"device\",pid=\"%d\"} %" PRIu64 "\n", id,
-            (int)u->pid, u->device_bytes);
 }
 
 static void build_page(srv_metrics_t *m, page_t *p)
 {
     srv_pool_info_t *info = calloc(1, sizeof(*info));
+    uids_t *uids = calloc(1, sizeof(*uids));
 
-    if (info == NULL) {
+    if (info == NULL || uids == NULL) {
+        free(info);
+        free(uids);
         p->failed = true;
         return;
     }
-    put(p, "# HELP pinpool_client_bytes Bytes each client holds.\n# TYPE pinpool_client_bytes gauge\n");
-    srv_pool_info(m->srv, info, put_client, p);
+    srv_pool_info(m->srv, info, add_uid, uids);
+    put_uids(p, uids, "pinpool_user_bytes",
+             "Bytes each uid holds (what --user-quota counts: slices, kept slices, objects).", 0);
+    put_uids(p, uids, "pinpool_user_clients", "Clients of each uid (kept slices included).", 1);
+    put_uids(p, uids, "pinpool_user_sessions", "Sessions of each uid.", 2);
+    free(uids);
     put(p, "# HELP pinpool_capacity_bytes Size of the pool.\n# TYPE pinpool_capacity_bytes gauge\n");
     put(p, "pinpool_capacity_bytes{pool=\"host\"} %" PRIu64 "\n", info->stats.capacity);
     put(p, "# TYPE pinpool_ready_bytes gauge\npinpool_ready_bytes{pool=\"host\"} %" PRIu64 "\n",

@@ -367,6 +367,8 @@ int srv_acquire(srv_t *srv, const char *token, const char *client_id, const char
         break;
     }
     pthread_mutex_unlock(&srv->lock);
+    if (rc == 0 && copy.len != 0 && !do_nowait())
+        srv_cluster_unshare(srv, &copy); /* --cluster: no node finds it once this answers */
     if (rc == 0)
         srv_tier_forget(srv, &copy);
     return rc;

@@ -486,20 +486,6 @@ static void do_usage(srv_t *srv, const struct srv_client *c, srv_client_usage_t 
     u->kept = c->kept;
 }
 
-void do_foreach_usage(srv_t *srv, void (*fn)(const srv_client_usage_t *usage, void *arg),
-                      void *arg)
-{
-    struct srv_uid *u;
-    struct srv_client *c;
-
-    RB_FOREACH(u, uid_tree, &srv->uids)
-        RB_FOREACH(c, member_tree, &u->members) {
-            srv_client_usage_t usage;
-            do_usage(srv, c, &usage);
-            fn(&usage, arg);
-        }
-}
-
 /*
  * Page tokens (opaque to callers): by id "i/UID/K/ID" (K 1 for a kept
  * client), the last client of the page in the order (uid, kept, id); by

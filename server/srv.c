@@ -161,12 +161,14 @@ const ipc_host_ops_t *srv_host_backend(const srv_t *srv)
 static void do_pool_numbers(srv_t *srv, srv_pool_info_t *info);
 
 void srv_pool_info(srv_t *srv, srv_pool_info_t *info,
-                   void (*fn)(const srv_client_usage_t *usage, void *arg), void *arg)
+                   void (*uidfn)(const srv_uid_usage_t *usage, void *arg), void *arg)
 {
+    const srv_principal_t daemon = {.admin = true};
+
     pthread_mutex_lock(&srv->lock);
     do_pool_numbers(srv, info);
-    if (fn != NULL)
-        do_foreach_usage(srv, fn, arg);
+    if (uidfn != NULL)
+        do_foreach_uid(srv, &daemon, uidfn, arg);
     pthread_mutex_unlock(&srv->lock);
 }
 

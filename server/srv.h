@@ -228,10 +228,11 @@ int srv_attach(srv_t *srv, const char *token, const char *client_id, const char 
 int srv_free(srv_t *srv, const char *token, const char *client_id, uint64_t slice_id,
              uint64_t *freed_bytes, uint32_t *freed_slices, char *msg, size_t msglen);
 
-/* The daemon's own view (main.c, metrics.c, the fuzzers): fills *info and
- * calls fn for every client (under the lock; fn must not call back into srv). */
+/* The daemon's own view (main.c, metrics.c): fills *info and calls uidfn
+ * (may be NULL) with the totals of every uid that holds something, at most
+ * SRV_UIDS_MAX; under the lock, O(uids): uidfn must not call back into srv. */
 void srv_pool_info(srv_t *srv, srv_pool_info_t *info,
-                   void (*fn)(const srv_client_usage_t *usage, void *arg), void *arg);
+                   void (*uidfn)(const srv_uid_usage_t *usage, void *arg), void *arg);
 /*
  * GetPoolInfo for the caller whose call carries token: *info, one page of the
  * clients it may see (fn for each; root and the daemon's uid see every uid's,

@@ -446,9 +446,6 @@ int do_charge_uid(srv_t *srv, uid_t uid, int64_t delta);
 uint64_t do_uid_charge(srv_t *srv, uid_t uid);
 int do_quota_check(srv_t *srv, const struct srv_client *c, uint64_t c_add, uid_t uid,
                    uint64_t u_add, const char *what, char *msg, size_t msglen);
-/* srv_pool_info's fn for every client (under the lock; fn must not call srv). */
-void do_foreach_usage(srv_t *srv, void (*fn)(const srv_client_usage_t *usage, void *arg),
-                      void *arg);
 /* One page of the clients p may see (srv_pool_page): fn for each, *page.  0,
  * or PINPOOL_EINVAL (a bad token) / PINPOOL_EPERM (another uid) with msg. */
 int do_page_clients(srv_t *srv, const srv_principal_t *p, const srv_info_query_t *q,

@@ -25,7 +25,8 @@
  *   lib=PATH           libmooncake_store.so for dlopen ($PINPOOL_MOONCAKE_LIB)
  *   python=PATH        interpreter for the adapter ($PINPOOL_PYTHON, python3)
  *   adapter=PATH       mooncake_adapter.py ($PINPOOL_MOONCAKE_ADAPTER; default:
- *                      next to the binary, or ../server/ or ../../server/ from it)
+ *                      beside the binary, in ../libexec/pinpool/ or in ../ from
+ *                      it: the build, `make install` and `make dist` put it there)
  *   log=PATH           where the adapter's stderr (Mooncake's glog) goes
  *   master=ENTRY       what Mooncake's client is given as its master: default
  *                      HOST:PORT; etcd://H:P[;H:P...] finds the leader of
@@ -433,7 +434,8 @@ static int mc_open(void **impl, const char *uri, char *err, size_t errlen)
         if (rc != 0) {
             snprintf(err, errlen, "mooncake: cannot find mooncake_adapter.py (%s); set "
                      "adapter=PATH or $PINPOOL_MOONCAKE_ADAPTER",
-                     m->adapter[0] ? m->adapter : "not next to the binary");
+                     m->adapter[0] ? m->adapter
+                                   : "not beside the binary, in ../libexec/pinpool/ or in ../ from it");
             rc = PINPOOL_ETIER;
             goto fail;
         }

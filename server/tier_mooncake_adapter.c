@@ -69,8 +69,11 @@ int tier_mc_adapter_find(mc_t *m)
 {
     char exe[4096];
     ssize_t n;
-    static const char *const rel[] = {"/mooncake_adapter.py", "/../server/mooncake_adapter.py",
-                                      "/../../server/mooncake_adapter.py"};
+    /* Beside the daemon (the build copies it to BUILD/); installed and in a
+     * `make dist` tree, PREFIX/libexec/pinpool/ beside PREFIX/bin/; from a
+     * test or bench binary (BUILD/tests/, BUILD/bench/), their BUILD/. */
+    static const char *const rel[] = {"/mooncake_adapter.py", "/../libexec/pinpool/mooncake_adapter.py",
+                                      "/../mooncake_adapter.py"};
 
     if (m->adapter[0] != '\0')
         return access(m->adapter, R_OK) == 0 ? 0 : -errno;

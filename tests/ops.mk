@@ -11,7 +11,7 @@ FUZZ_CFLAGS   = $(CFLAGS_BASE) $(GRPC_CFLAGS) -DPOOL_DEBUG -Itests/fuzz $(FUZZ_S
 # that a new file in server/ cannot be forgotten here.
 FUZZ_SRV_SRC  = $(SRV_SRC) $(CLI_SRC)
 FUZZ_OBJ      = $(addprefix $(BUILD)/fuzz/obj/,$(addsuffix .o,$(basename $(COMMON_SRC) $(FUZZ_SRV_SRC))))
-FUZZ_TARGETS := rpc fdsock
+FUZZ_TARGETS := rpc fdsock gms
 FUZZ_BIN     := $(patsubst %,$(BUILD)/fuzz/fuzz_%,$(FUZZ_TARGETS))
 
 
@@ -28,7 +28,7 @@ $(BUILD)/fuzz/obj/$(BUILD)/gen/%.o: $(BUILD)/gen/%.c $(BUILD)/.fuzz-deps-ok
 	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -w -c $< -o $@
 $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/common.h $(FUZZ_OBJ)
 	@echo "  FUZZ    $@"
-	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJ) $(GRPC_LIBS) $(MHD_LIBS) -lxxhash -lev -ldl -lpthread
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJ) $(GRPC_LIBS) $(MHD_LIBS) -lxxhash -lmsgpackc -lcrypto -lev -ldl -lpthread
 $(BUILD)/fuzz/seeds: tests/fuzz/seeds.c $(BUILD)/obj/$(BUILD)/gen/pinpool.pb-c.o $(BUILD)/obj/ipc/fdproto.o
 	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(GRPC_LIBS)
 
@@ -94,10 +94,11 @@ install: all $(BUILD)/pinpool.pc $(BUILD)/pinpool.service
 	$(Q)install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
 	  $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(UNITDIR)
 	$(Q)install -m 0755 $(BUILD)/pinpool $(DESTDIR)$(BINDIR)/pinpool
+	$(Q)install -D -m 0644 server/mooncake_adapter.py $(DESTDIR)$(PREFIX)/libexec/pinpool/mooncake_adapter.py
 	$(Q)install -m 0755 $(BUILD)/libpinpool.so $(DESTDIR)$(LIBDIR)/libpinpool.so.$(VERSION)
 	$(Q)ln -sf libpinpool.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libpinpool.so.0
 	$(Q)ln -sf libpinpool.so.0 $(DESTDIR)$(LIBDIR)/libpinpool.so
 	$(Q)install -m 0644 $(PUBLIC_HEADERS) $(DESTDIR)$(INCLUDEDIR)/
 	$(Q)install -m 0644 $(BUILD)/pinpool.pc $(DESTDIR)$(PKGCONFIGDIR)/pinpool.pc
 	$(Q)install -m 0644 $(BUILD)/pinpool.service $(DESTDIR)$(UNITDIR)/pinpool.service
-	@echo "  INSTALL $(DESTDIR)$(PREFIX): bin/pinpool lib/libpinpool.so.$(VERSION) $(addprefix include/,$(notdir $(PUBLIC_HEADERS))) pinpool.pc pinpool.service"
+	@echo "  INSTALL $(DESTDIR)$(PREFIX): bin/pinpool libexec/pinpool/mooncake_adapter.py lib/libpinpool.so.$(VERSION) $(addprefix include/,$(notdir $(PUBLIC_HEADERS))) pinpool.pc pinpool.service"

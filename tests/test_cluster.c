@@ -322,6 +322,18 @@ Test(cluster, one_node_releases_the_other_acquires_removes_and_versions_are_seen
     wait_get(a, "cfg", "v3"); /* a's v2 is stale: dropped, v3 fetched */
     wait_get(b, "cfg", "v3");
 
+    /* an Acquire on the node that shared it ends it for every node before it
+     * answers (its record goes then; the copy's removal may follow) */
+    pinpool_slice_t t;
+    cr_assert_eq(pinpool_alloc(a, MiB, NULL, &t), 0, "%s", pinpool_errmsg(a));
+    test_fill(t.ptr, MiB, 9);
+    cr_assert_eq(pinpool_release(a, t.id, "taken", 0), 0, "%s", pinpool_errmsg(a));
+    wait_exists(b, "taken", 1);
+    acquire_same(a, "taken", MiB, 9);
+    cr_assert_eq(pinpool_exists(b, "taken"), 0, "b still finds 'taken' after a acquired it");
+    rc = pinpool_acquire(b, "taken", 0, &t);
+    cr_assert_eq(rc, PINPOOL_ENOKEY, "acquire after a's acquire: %s", pinpool_err_name(rc));
+
     /* a Remove on a: b sees nothing at once (no stale copy, no error but NOT_FOUND) */
     cr_assert_eq(pinpool_remove(a, "model"), 0, "%s", pinpool_errmsg(a));
     rc = pinpool_acquire(b, "model", 0, &s);

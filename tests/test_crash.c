@@ -311,10 +311,19 @@ Test(shutdown, sigterm_under_load, .init = start)
     for (int i = 0; i < NCLIENTS; i++)
         cr_assert_eq(read(up[0], &ready, 1), 1);
     usleep(400000); /* under load */
+    /* A stop that hangs would take the test's timeout; a bounded one takes
+     * 0.2 s here, and 2.6-6.2 s (21 s once in CI, on two loaded cores) with a
+     * ThreadSanitizer-built daemon: its shutdown joins gRPC's threads and
+     * unmaps the chunks, each many times slower under TSan. */
+    const char *san = getenv("PINPOOL_TEST_SANITIZE");
+    double bound = san != NULL && strstr(san, "thread") != NULL ? 60.0 : 6.0;
     double t0 = test_now_s();
-    int rc = test_daemon_stop(&d);
+    int rc = test_daemon_kill(&d, SIGTERM); /* keeps the log: what a slow stop waited for */
+    double took = test_now_s() - t0;
     cr_expect_eq(rc, 0, "the daemon exited with %d on SIGTERM under load", rc);
-    cr_expect_lt(test_now_s() - t0, 6.0, "stopping took %.1f s", test_now_s() - t0);
+    cr_expect_lt(took, bound, "stopping took %.1f s", took);
+    if (rc != 0 || took >= bound)
+        test_daemon_dump_log(&d);
     for (int i = 0; i < NCLIENTS; i++) {
         int msg[2] = {0, 0}, status;
         cr_expect_eq(read(up[0], msg, sizeof(msg)), (ssize_t)sizeof(msg));

@@ -938,9 +938,14 @@ Test(access, prometheus_metrics_on_loopback, .timeout = 60)
     cr_expect(strstr(page, "pinpool_capacity_bytes{pool=\"host\"} 33554432\n") != NULL, "%s", page);
     cr_expect(strstr(page, "pinpool_used_bytes{pool=\"host\"} 3145728\n") != NULL, "%s", page);
     char want[160];
-    snprintf(want, sizeof(want), "pinpool_client_bytes{client=\"%s\",pool=\"host\",pid=\"%d\"} 3145728\n",
-             pinpool_client_id(ctx), (int)getpid());
+    snprintf(want, sizeof(want), "pinpool_user_bytes{uid=\"%u\"} 3145728\n", (unsigned)getuid());
     cr_expect(strstr(page, want) != NULL, "%s", page);
+    snprintf(want, sizeof(want), "pinpool_user_sessions{uid=\"%u\"} 1\n", (unsigned)getuid());
+    cr_expect(strstr(page, want) != NULL, "%s", page);
+    /* The page is open to every local user: no client's id or pid on it. */
+    cr_expect(strstr(page, pinpool_client_id(ctx)) == NULL, "%s", page);
+    snprintf(want, sizeof(want), "pid=\"%d\"", (int)getpid());
+    cr_expect(strstr(page, want) == NULL, "%s", page);
     cr_expect(strstr(page, "pinpool_rpc_seconds_count{method=\"AllocatePoolMemory\"} 2\n") != NULL, "%s", page);
     cr_expect(strstr(page, "pinpool_rpc_errors_total{method=\"AllocatePoolMemory\"} 1\n") != NULL, "%s", page);
     cr_expect(strstr(page, "pinpool_rpc_seconds_bucket{method=\"AllocatePoolMemory\",le=\"+Inf\"} 2\n") != NULL, "%s", page);

@@ -98,6 +98,8 @@ Test(install, destdir_tree_builds_and_links_a_client, .timeout = 300)
                  build, tmp);
     cr_assert_eq(rc, 0, "make install failed:\n%s", out);
     cr_expect(exists("/usr/local/bin/pinpool", S_IFREG));
+    cr_expect(exists("/usr/local/libexec/pinpool/mooncake_adapter.py", S_IFREG),
+              "the Mooncake tier finds its adapter in ../libexec/pinpool/ from the daemon");
     cr_expect(exists("/usr/local/lib/libpinpool.so.0", S_IFREG), "libpinpool.so.0 resolves to the library");
     cr_expect(exists("/usr/local/lib/libpinpool.so", S_IFREG));
     cr_expect(exists("/usr/local/include/pinpool.h", S_IFREG));

@@ -94,8 +94,13 @@ static inline void fuzz_reset(srv_t **srvp)
     bool left = false;
 
     do {
+        /* The first page of every uid's clients, as a caller without a
+         * session (the daemon's uid) sees them. */
+        srv_info_query_t q = {.page_size = sizeof(ids.id) / sizeof(ids.id[0])};
+        srv_info_page_t page;
         ids.n = 0;
-        srv_pool_info(srv, &info, fuzz_collect, &ids);
+        fuzz_check(srv_pool_page(srv, "", &q, &info, fuzz_collect, NULL, &ids, &page, msg,
+                                 sizeof(msg)) == 0);
         for (size_t i = 0; i < ids.n; i++) {
             uint64_t freed;
             uint32_t n;

@@ -1,7 +1,8 @@
 /*
- * seeds.c - writes the fuzzers' seed corpora: seeds DIR makes DIR/rpc/ and
- * DIR/fdsock/ with one small well-formed input per interesting case, in the
- * input formats that fuzz_rpc.c and fuzz_fdsock.c describe.
+ * seeds.c - writes the fuzzers' seed corpora: seeds DIR makes DIR/rpc/,
+ * DIR/fdsock/ and DIR/gms/ with one small well-formed input per interesting
+ * case, in the input formats that fuzz_rpc.c, fuzz_fdsock.c and fuzz_gms.c
+ * describe.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -50,7 +51,7 @@ static void add_step(uint8_t *buf, size_t *n, uint8_t flags, const ipc_map_req_t
 
 int main(int argc, char **argv)
 {
-    char rpc[400], fds[400];
+    char rpc[400], fds[400], gms[400];
     uint8_t buf[4096];
     size_t n;
 
@@ -63,6 +64,18 @@ int main(int argc, char **argv)
     mkdir(argv[1], 0755);
     mkdir(rpc, 0755);
     mkdir(fds, 0755);
+    snprintf(gms, sizeof(gms), "%s/gms", argv[1]);
+    mkdir(gms, 0755);
+    /* GMS messages (msgpack maps, as msgspec encodes them) */
+    static const char hs[] = "\x83\xa4type\xb1handshake_request\xa9lock_type\xa2rw"
+                             "\xaatimeout_ms\xc0";
+    static const char al[] = "\x83\xa4type\xb0" "allocate_request\xa4size\xce\x00\x20\x00\x00"
+                             "\xa3tag\xa7weights";
+    static const char mp[] = "\x85\xa4type\xb4metadata_put_request\xa3key\xa2k0"
+                             "\xad" "allocation_id\xa1x\xacoffset_bytes\x00\xa5value\xc4\x02" "ab";
+    put(gms, "handshake", (const uint8_t *)hs, sizeof(hs) - 1);
+    put(gms, "allocate", (const uint8_t *)al, sizeof(al) - 1);
+    put(gms, "metadata_put", (const uint8_t *)mp, sizeof(mp) - 1);
 
     Pinpool__V1__AllocatePoolMemoryRequest a = PINPOOL__V1__ALLOCATE_POOL_MEMORY_REQUEST__INIT;
     Pinpool__V1__FreePoolMemoryRequest f = PINPOOL__V1__FREE_POOL_MEMORY_REQUEST__INIT;

@@ -125,6 +125,14 @@ CUresult cuDeviceGetCount(int *n) { *n = ndev(); return OK; }
 CUresult cuDeviceGet(CUdevice *d, int o) { *d = o; return o >= 0 && o < ndev() ? OK : CUDA_ERROR_INVALID_DEVICE; }
 CUresult cuDeviceGetName(char *n, int len, CUdevice d) { (void)d; snprintf(n, (size_t)len, "Mock GPU"); return OK; }
 CUresult cuDeviceGetPCIBusId(char *b, int len, CUdevice d) { snprintf(b, (size_t)len, "0000:%02x:00.0", d + 1); return OK; }
+/* A fixed UUID per ordinal: bytes 0x50.. with the ordinal in the last. */
+CUresult cuDeviceGetUuid(CUuuid *u, CUdevice d)
+{
+    if (d < 0 || d >= ndev()) return CUDA_ERROR_INVALID_DEVICE;
+    for (int i = 0; i < 16; i++) u->bytes[i] = (char)(0x50 + i);
+    u->bytes[15] = (char)d;
+    return OK;
+}
 CUresult cuDeviceGetAttribute(int *v, CUdevice_attribute a, CUdevice d)
 {
     const char *no = getenv("PINPOOL_MOCK_NO_VMM");

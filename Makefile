@@ -254,7 +254,8 @@ test-cluster: $(BUILD)/.deps-ok $(BUILD)/.mooncake-ok
 # tests/tsan.supp names the uninstrumented Debian libraries.  .ci/run runs it.
 TSAN_BUILD ?= build/tsan
 TSAN_SUITES := test_daemon test_chaos test_spill test_spill_race test_isolation test_objects \
-               test_recover test_cli test_arena test_crash test_host test_access test_gms
+               test_recover test_cli test_arena test_crash test_host test_access test_gms \
+               test_takeover
 TSAN_ENV := TSAN_OPTIONS="suppressions=$(abspath tests/tsan.supp) exitcode=66 halt_on_error=0"
 $(BUILD)/tests/tsan_threads: tests/tsan/threads.c $(LIB_OBJ)
 	$(Q)mkdir -p $(dir $@)

@@ -106,6 +106,12 @@ int pinpool__rpc_open(pinpool__rpc_t **out, const char *socket_path)
          * means another directory once that descriptor is closed and reused. */
         {.type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL,
          .value.integer = 1},
+        /* After a takeover the socket is served again at once: reconnect soon
+         * (gRPC's first back-off is 1 s). */
+        {.type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
+         .value.integer = 20},
+        {.type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
+         .value.integer = 20},
     };
     grpc_channel_args ca = {sizeof(args) / sizeof(args[0]), args};
     creds = grpc_insecure_credentials_create();

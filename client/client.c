@@ -46,6 +46,7 @@
 #define METHOD(name) "/pinpool.v1.PinPool/" name
 #define MSG_LEN PINPOOL__MSG_LEN
 #define LOST_WAIT_MS 50       /* how long a failed call waits for the fd socket's close */
+#define UPGRADE_RETRY_MS 15000 /* how long a call is tried again through a takeover */
 #define CHECK_EVERY_NS 1000000 /* pinpool__session_check looks at the fd socket this often */
 
 /* The calling thread's last failure message, and the context it was on. */
@@ -410,15 +411,42 @@ int pinpool__check(pinpool_ctx_t *ctx, bool session, bool args_ok, const char *a
     return rc;
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 int pinpool__call_on(pinpool_ctx_t *ctx, pinpool__conn_t *c, pinpool__method_t m,
                      const ProtobufCMessage *req, void *reply)
 {
     ProtobufCMessage *r = NULL;
     char msg[MSG_LEN];
+    struct timespec pause = {0, 1000000};
+    int64_t give_up = 0;
     int rc;
 
-    rc = pinpool__rpc_call(c->rpc, methods[m].path, req, methods[m].reply, &r, NULL, msg,
-                           sizeof(msg));
+    /* A daemon handing over to its successor (serve --takeover) answers
+     * PINPOOL_EUPGRADE, having done nothing; then, for a moment, its gRPC
+     * socket has no one behind it while this session's fd socket lives on (the
+     * new daemon holds it).  Both are tried again, for UPGRADE_RETRY_MS at
+     * most, pausing 1 ms and doubling up to 50 ms. */
+    for (;;) {
+        rc = pinpool__rpc_call(c->rpc, methods[m].path, req, methods[m].reply, &r, NULL, msg,
+                               sizeof(msg));
+        if (rc != PINPOOL_EUPGRADE &&
+            (rc != PINPOOL_ECONNECT || c->fd < 0 || conn_lost(ctx, c, LOST_WAIT_MS)))
+            break;
+        int64_t now = mono_ms();
+        if (give_up == 0)
+            give_up = now + UPGRADE_RETRY_MS;
+        else if (now >= give_up)
+            break;
+        nanosleep(&pause, NULL);
+        pause.tv_nsec = pause.tv_nsec * 2 > 50000000 ? 50000000 : pause.tv_nsec * 2;
+    }
     if (rc != 0) {
         /* The daemon went (unreachable, or a new one that knows no such
          * session): the fd socket says so, a moment later at most. */

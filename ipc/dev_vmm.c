@@ -50,6 +50,19 @@ int ipc_devmem_replace_chunk(ipc_devmem_t *dm, uint32_t i, char *err, size_t err
     return ipc_cuda_load(err, errlen);
 }
 
+int ipc_devmem_plan_vmm(ipc_devmem_t *dm, int device, uint64_t size, char *err, size_t errlen)
+{
+    (void)dm, (void)device, (void)size;
+    return ipc_cuda_load(err, errlen);
+}
+
+int ipc_devmem_adopt_chunk(ipc_devmem_t *dm, uint32_t i, int fd, char *err, size_t errlen)
+{
+    (void)dm, (void)i;
+    close(fd);
+    return ipc_cuda_load(err, errlen);
+}
+
 int ipc_devmem_reserve(int device, uint64_t bytes, uint64_t *va, char *err, size_t errlen)
 {
     (void)device, (void)bytes, (void)va;
@@ -190,10 +203,10 @@ static uint64_t round_up(uint64_t x, uint64_t m)
     return (x + m - 1) / m * m;
 }
 
-int ipc_devmem_create_vmm(ipc_devmem_t *dm, int device, uint64_t size, char *err, size_t errlen)
+int ipc_devmem_plan_vmm(ipc_devmem_t *dm, int device, uint64_t size, char *err, size_t errlen)
 {
     CUmemAllocationProp prop = ipc_vmm_prop(CU_MEM_LOCATION_TYPE_DEVICE, device);
-    size_t gmin = 0, grec = 0, free_b = 0, total_b = 0;
+    size_t gmin = 0, grec = 0;
     const char *call = "cuMemGetAllocationGranularity";
     char buf[160];
     CUresult r;
@@ -222,8 +235,53 @@ int ipc_devmem_create_vmm(ipc_devmem_t *dm, int device, uint64_t size, char *err
         snprintf(err, errlen, "out of memory");
         return -ENOMEM;
     }
-    for (uint32_t i = 0; i < dm->nchunks; i++)
+    for (uint32_t i = 0; i < dm->nchunks; i++) {
         dm->chunks[i].fd = -1;
+        dm->chunks[i].size = dm->chunk_size;
+    }
+    return 0;
+}
+
+int ipc_devmem_adopt_chunk(ipc_devmem_t *dm, uint32_t i, int fd, char *err, size_t errlen)
+{
+    CUmemGenericAllocationHandle h = 0;
+    char buf[160];
+    CUresult r;
+
+    if (dm->backend != IPC_DEV_VMM || i >= dm->nchunks || dm->chunks[i].fd >= 0) {
+        close(fd);
+        snprintf(err, errlen, "GPU %d: chunk %" PRIu32 " is not one to adopt", dm->device, i);
+        return -EINVAL;
+    }
+    if (ipc_cuda_use_device(dm->device) != 0) {
+        close(fd);
+        snprintf(err, errlen, "GPU %d: cannot use it", dm->device);
+        return PINPOOL_ENODEV;
+    }
+    r = ipc_cu.cuMemImportFromShareableHandle(&h, (void *)(uintptr_t)fd,
+                                              CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
+    if (r != CUDA_SUCCESS) {
+        close(fd);
+        snprintf(err, errlen, "GPU %d: cannot import chunk %" PRIu32 ": %s", dm->device, i,
+                 ipc_cuda_strerror(r, "cuMemImportFromShareableHandle", buf, sizeof(buf)));
+        return PINPOOL_ECUDA;
+    }
+    dm->chunks[i].fd = fd;
+    dm->chunks[i].handle = h;
+    return 0;
+}
+
+int ipc_devmem_create_vmm(ipc_devmem_t *dm, int device, uint64_t size, char *err, size_t errlen)
+{
+    CUmemAllocationProp prop = ipc_vmm_prop(CU_MEM_LOCATION_TYPE_DEVICE, device);
+    size_t free_b = 0, total_b = 0;
+    const char *call = "";
+    char buf[160];
+    CUresult r;
+    int rc = ipc_devmem_plan_vmm(dm, device, size, err, errlen);
+
+    if (rc != 0)
+        return rc;
     for (uint32_t i = 0; i < dm->nchunks; i++) {
         CUmemGenericAllocationHandle h = 0;
         int fd = -1;

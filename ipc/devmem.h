@@ -74,6 +74,17 @@ int ipc_devmem_create(ipc_devmem_t *dm, int device, uint64_t size, char *err, si
  */
 int ipc_devmem_create_vmm(ipc_devmem_t *dm, int device, uint64_t size, char *err, size_t errlen);
 /*
+ * Daemon, vmm, a takeover: ipc_devmem_plan_vmm lays out the pool as
+ * ipc_devmem_create_vmm would (the same chunks for the same size on the same
+ * GPU) but makes no memory: every chunk's fd is -1 until
+ * ipc_devmem_adopt_chunk gives it fd, a descriptor the daemon before exported
+ * (taken: closed on failure too), imported into a handle of this process -
+ * which keeps the memory alive once the daemon before let go of its own.
+ * 0, or an error with err.
+ */
+int ipc_devmem_plan_vmm(ipc_devmem_t *dm, int device, uint64_t size, char *err, size_t errlen);
+int ipc_devmem_adopt_chunk(ipc_devmem_t *dm, uint32_t i, int fd, char *err, size_t errlen);
+/*
  * Daemon, vmm: give chunk i new memory (for a new uid): the new allocation is
  * made and exported first, then the old handle and descriptor are let go, so
  * that whoever imported the old one keeps only the old memory, which the

@@ -190,6 +190,15 @@ int objs_insert_spilled(objs_t *t, const char *key, uint32_t uid, uint64_t gen, 
     return insert(t, key, uid, gen, OBJ_SPILLED, size, 0, 0, 0, expires_ns, out);
 }
 
+int objs_restore(objs_t *t, const char *key, uint32_t uid, uint64_t gen, uint64_t size,
+                 uint64_t slice, uint64_t offset, uint64_t extent, uint64_t expires_ns,
+                 obj_t **out)
+{
+    if (gen == 0)
+        return PINPOOL_EINVAL;
+    return insert(t, key, uid, gen, OBJ_RESIDENT, size, slice, offset, extent, expires_ns, out);
+}
+
 /* Is o in the LRU list? */
 static bool in_lru(const obj_t *o)
 {

@@ -122,6 +122,12 @@ int objs_insert(objs_t *t, const char *key, uint32_t uid, uint64_t size, uint64_
  */
 int objs_insert_spilled(objs_t *t, const char *key, uint32_t uid, uint64_t gen, uint64_t size,
                         uint64_t expires_ns, obj_t **out);
+/* A RESIDENT record as objs_insert makes one, but of generation gen (a
+ * takeover: the record as the daemon handing over had it, made most
+ * recently used).  Errors as objs_insert (PINPOOL_EINVAL for gen 0). */
+int objs_restore(objs_t *t, const char *key, uint32_t uid, uint64_t gen, uint64_t size,
+                 uint64_t slice, uint64_t offset, uint64_t extent, uint64_t expires_ns,
+                 obj_t **out);
 /* Forget o (any state; the caller has dealt with its slice and tier copy). */
 void objs_remove(objs_t *t, obj_t *o);
 /* Mark o most recently used (RESIDENT only; others have no LRU place). */

@@ -36,6 +36,8 @@ extern "C" {
  * own: the daemon unreachable, a deadline) is mapped back from its status to
  * the FIRST code listed with it (proto/status.c does both directions), so
  * the order matters: CONNECT before SHUTDOWN, INVAL first of INVALID_ARGUMENT.
+ * UPGRADE: a call that arrived while the daemon was paused for a takeover; it
+ * did nothing, and libpinpool tries it again (bounded).
  * SESSION is the library's own (the daemon never answers it): a context whose
  * session ended with its daemon (pinpool_reconnect, pinpool.h).
  */
@@ -61,7 +63,9 @@ extern "C" {
     XX(BUSY, -1018, UNAVAILABLE, "the object is leased by a reader; retry later")    \
     XX(SESSION, -1019, FAILED_PRECONDITION,                                          \
        "the daemon restarted: this context's session and its slices are gone; "      \
-       "pinpool_reconnect makes a new one")
+       "pinpool_reconnect makes a new one")                                          \
+    XX(UPGRADE, -1020, UNAVAILABLE,                                                  \
+       "the daemon is handing over to its successor (serve --takeover); try again")
 
 enum {
 #define PINPOOL_XX_(name, value, status, msg) PINPOOL_E##name = (value),

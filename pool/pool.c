@@ -77,7 +77,7 @@ static int table_init(struct slice_table *t)
 
 /* Double both tables when the n nodes (slices and dirty extents) outnumber
  * the buckets; on ENOMEM keep the old ones (the chains only get longer). */
-static void table_maybe_grow(pool_t *pool, uint32_t n)
+void table_maybe_grow(pool_t *pool, uint32_t n)
 {
     struct slice_table *t = &pool->table;
     unsigned bits = t->bits + 1;

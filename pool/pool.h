@@ -230,6 +230,28 @@ uint64_t pool_chunk_size(const pool_t *pool);
 int pool_check(const pool_t *pool, char *msg, size_t msglen);
 
 /*
+ * Takeover (restore.c): a pool read out and made again, exactly, in another
+ * process.  pool_save_each calls fn for every live slice (in id order) and
+ * then every dirty extent (oldest first); PINPOOL_EBUSY while a claim or a
+ * cleaning is in flight (nothing called).  A fresh pool of the same
+ * parameters with every chunk added takes them back: first each chunk's
+ * tenant (pool_restore_tenant, chunks that were never used stay so), then
+ * each saved piece in the order pool_save_each gave it, then the next id.
+ * Each returns 0, or PINPOOL_EINVAL (a piece that does not fit: the pool is
+ * unchanged; pool_restore_slice's *why says how) or -ENOMEM.
+ */
+typedef struct pool_saved {
+    pool_slice_info_t info;
+    bool unwritten; /* nobody can have written it */
+    bool dirty;     /* a dirty extent (freed, not yet cleaned); else a live slice */
+} pool_saved_t;
+int pool_save_each(const pool_t *pool, void (*fn)(const pool_saved_t *s, void *arg), void *arg);
+uint64_t pool_next_id(const pool_t *pool);
+int pool_restore_tenant(pool_t *pool, uint32_t chunk, uint64_t tenant);
+int pool_restore_slice(pool_t *pool, const pool_saved_t *saved, const char **why);
+int pool_restore_next_id(pool_t *pool, uint64_t next_id);
+
+/*
  * Units.  pool_parse_size: see pinpool_parse_size in client/pinpool.h.
  * pool_format_size: "1.50 GiB" style, returns buf.
  */

@@ -251,6 +251,8 @@ void slice_free_extent(pool_t *pool, struct slice *s);
 /* pool_alloc's checks of a request; sets *align (0 = quantum) and *extent. */
 int pool_request_check(const pool_t *pool, uint64_t size, uint64_t *align, uint64_t *extent);
 
+/* Grow the slice table ahead of n nodes (a failed growth keeps longer chains). */
+void table_maybe_grow(pool_t *pool, uint32_t n);
 /* For pool_check.c: the slice table's node (live or dirty) with id / start. */
 struct slice *pool__table_id(const pool_t *pool, uint64_t id);
 struct slice *pool__table_off(const pool_t *pool, uint64_t off);

@@ -217,6 +217,11 @@ static const srv_option_t options[] = {
      "append the log to this file (an absolute path; made 0600; a symbolic link or another "
      "user's file is refused) instead of stderr; SIGHUP reopens it (for logrotate)",
      STR_FIELD(log_file), 0, 0, 0, NULL, NULL},
+    {"takeover", OPT_FLAG, "no", "",
+     "upgrade without losing memory: take the pool, kept slices, objects, sessions and "
+     "sockets over from the daemon serving --socket (same pool options), which then exits "
+     "(README \"Upgrading pinpool\")",
+     STR_FIELD(takeover), 0, 0, 0, yes_no, NULL},
     {"force", OPT_FLAG, "no", "",
      "start even when the pool is larger than the memory this daemon may use (its cgroup's "
      "limit, MemAvailable); the pool then stops growing where memory runs out",

@@ -36,6 +36,7 @@ typedef struct srv_config {
     char allow_gid[128];
     char log_file[256];
     char force[4];
+    char takeover[4]; /* yes: serve --takeover (takeover.c) */
     char detached_clients[4];
     char devices[128];
     char device_pool_uid[64];

@@ -24,6 +24,7 @@
 #include "fdsock.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -245,6 +246,82 @@ int srv_fdsock_start(srv_fdsock_t **out, struct ev_loop *loop, srv_t *srv, int d
     }
     *out = fs;
     return 0;
+}
+
+int srv_fdsock_adopt(srv_fdsock_t **out, struct ev_loop *loop, srv_t *srv, int dirfd,
+                     const char *name, int listen_fd, char *err, size_t errlen)
+{
+    srv_fdsock_t *fs = calloc(1, sizeof(*fs));
+    int rc;
+
+    if (fs == NULL) {
+        close(listen_fd);
+        return -ENOMEM;
+    }
+    fs->loop = loop;
+    fs->srv = srv;
+    rc = srv_listener_adopt(&fs->listener, loop, dirfd, name, listen_fd, "fd socket", on_conn,
+                            on_refuse, fs, err, errlen);
+    if (rc != 0) {
+        free(fs);
+        return rc;
+    }
+    *out = fs;
+    return 0;
+}
+
+int srv_fdsock_add_session(srv_fdsock_t *fs, int fd, srv_client_t *client, const char *id)
+{
+    session_t *s = calloc(1, sizeof(*s));
+    int flags = fcntl(fd, F_GETFL);
+
+    if (s == NULL || flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
+        free(s);
+        return -ENOMEM;
+    }
+    s->fs = fs;
+    s->client = client;
+    snprintf(s->id, sizeof(s->id), "%s", id);
+    s->next = fs->sessions;
+    if (fs->sessions != NULL)
+        fs->sessions->prev = s;
+    fs->sessions = s;
+    fs->nsessions++;
+    ev_io_init(&s->io, on_session, fd, EV_READ);
+    ev_io_start(fs->loop, &s->io);
+    return 0;
+}
+
+void srv_fdsock_keep_file(srv_fdsock_t *fs, bool keep)
+{
+    srv_listener_keep_file(fs->listener, keep);
+}
+
+int srv_fdsock_listen_fd(const srv_fdsock_t *fs)
+{
+    return fs->listener != NULL ? srv_listener_fd(fs->listener) : -1;
+}
+
+void srv_fdsock_each_session(srv_fdsock_t *fs, void (*fn)(void *arg, int fd, const char *id),
+                             void *arg)
+{
+    for (session_t *s = fs->sessions; s != NULL; s = s->next)
+        fn(arg, s->io.fd, s->id);
+}
+
+void srv_fdsock_handed_over(srv_fdsock_t *fs)
+{
+    srv_listener_keep_file(fs->listener, true);
+    srv_fdsock_stop_accepting(fs);
+    while (fs->sessions != NULL) {
+        session_t *s = fs->sessions;
+        ev_io_stop(fs->loop, &s->io);
+        close(s->io.fd); /* the new daemon holds the connection: no shutdown, no close of the session */
+        fs->sessions = s->next;
+        fs->nsessions--;
+        free(s);
+    }
+    fs->sessions = NULL;
 }
 
 void srv_fdsock_stop_accepting(srv_fdsock_t *fs)

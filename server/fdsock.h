@@ -24,6 +24,24 @@ int srv_fdsock_start(srv_fdsock_t **out, struct ev_loop *loop, srv_t *srv, int d
                      const char *dir, const char *name, gid_t group, char *err, size_t errlen);
 /* Stop accepting; existing sessions go on. */
 void srv_fdsock_stop_accepting(srv_fdsock_t *fs);
+/*
+ * Takeover (takeover.c).  srv_fdsock_adopt serves the listening socket
+ * listen_fd (name in dirfd) handed over by the daemon before (taken, closed
+ * on failure too), and srv_fdsock_add_session a live session's connection fd
+ * (taken) for client, whose HELLO the old daemon sent.  srv_fdsock_listen_fd and srv_fdsock_each_session name the descriptors to
+ * hand over (still fs's).  srv_fdsock_handed_over: the new daemon serves on:
+ * the listener's socket file stays, each session's descriptor is closed here
+ * (the connection lives on in the new daemon) and its client is left alone.
+ */
+int srv_fdsock_adopt(srv_fdsock_t **out, struct ev_loop *loop, srv_t *srv, int dirfd,
+                     const char *name, int listen_fd, char *err, size_t errlen);
+int srv_fdsock_add_session(srv_fdsock_t *fs, int fd, srv_client_t *client, const char *id);
+int srv_fdsock_listen_fd(const srv_fdsock_t *fs);
+/* Whether srv_fdsock_close leaves the socket file (a takeover before GO). */
+void srv_fdsock_keep_file(srv_fdsock_t *fs, bool keep);
+void srv_fdsock_each_session(srv_fdsock_t *fs, void (*fn)(void *arg, int fd, const char *id),
+                             void *arg);
+void srv_fdsock_handed_over(srv_fdsock_t *fs);
 /* Close every session (their slices return to the pool), the listener, and
  * remove the socket file.  NULL is a no-op. */
 void srv_fdsock_close(srv_fdsock_t *fs);

@@ -39,6 +39,7 @@ struct srv_listener {
     srv_refuse_fn refuse;
     void *arg;
     int reserve;         /* -1 while spent (reopened at the next refusal) */
+    bool keep_file;      /* close leaves the socket file (a takeover: it serves on) */
     uint64_t refused;    /* since the last log line */
     ev_tstamp next_log;
 };
@@ -181,10 +182,11 @@ static int bind_unix(int dirfd, const char *dir, const char *name, int type, gid
     return fd;
 }
 
-int srv_listener_open(srv_listener_t **out, struct ev_loop *loop, int dirfd, const char *dir,
-                      const char *name, int type, gid_t group, const char *what,
-                      srv_conn_fn conn, srv_refuse_fn refuse, void *arg, char *err,
-                      size_t errlen)
+/* srv_listener_open's work; adopt >= 0: that listening socket instead of a new one. */
+static int listener_make(srv_listener_t **out, struct ev_loop *loop, int dirfd, const char *dir,
+                         const char *name, int type, gid_t group, const char *what,
+                         srv_conn_fn conn, srv_refuse_fn refuse, void *arg, int adopt,
+                         char *err, size_t errlen)
 {
     srv_listener_t *l = calloc(1, sizeof(*l));
     int fd;
@@ -198,7 +200,7 @@ int srv_listener_open(srv_listener_t **out, struct ev_loop *loop, int dirfd, con
         snprintf(err, errlen, "%s: no descriptor to spare: %s", what, strerror(errno));
         goto fail;
     }
-    fd = bind_unix(dirfd, dir, name, type, group, err, errlen);
+    fd = adopt >= 0 ? adopt : bind_unix(dirfd, dir, name, type, group, err, errlen);
     if (fd < 0)
         goto fail;
     l->loop = loop;
@@ -215,12 +217,49 @@ int srv_listener_open(srv_listener_t **out, struct ev_loop *loop, int dirfd, con
     return 0;
 
 fail:
+    if (adopt >= 0)
+        close(adopt);
     if (l->reserve >= 0)
         close(l->reserve);
     if (l->dirfd >= 0)
         close(l->dirfd);
     free(l);
     return fd;
+}
+
+int srv_listener_open(srv_listener_t **out, struct ev_loop *loop, int dirfd, const char *dir,
+                      const char *name, int type, gid_t group, const char *what,
+                      srv_conn_fn conn, srv_refuse_fn refuse, void *arg, char *err,
+                      size_t errlen)
+{
+    return listener_make(out, loop, dirfd, dir, name, type, group, what, conn, refuse, arg, -1,
+                         err, errlen);
+}
+
+int srv_listener_adopt(srv_listener_t **out, struct ev_loop *loop, int dirfd, const char *name,
+                       int fd, const char *what, srv_conn_fn conn, srv_refuse_fn refuse,
+                       void *arg, char *err, size_t errlen)
+{
+    int flags = fcntl(fd, F_GETFL);
+
+    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 ||
+        fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+        snprintf(err, errlen, "%s: the listening socket received: %s", what, strerror(errno));
+        return -errno;
+    }
+    return listener_make(out, loop, dirfd, "", name, 0, SRV_NO_GROUP, what, conn, refuse, arg,
+                         fd, err, errlen);
+}
+
+int srv_listener_fd(const srv_listener_t *l)
+{
+    return l->io.fd;
+}
+
+void srv_listener_keep_file(srv_listener_t *l, bool keep)
+{
+    if (l != NULL)
+        l->keep_file = keep;
 }
 
 void srv_listener_close(srv_listener_t *l)
@@ -230,7 +269,8 @@ void srv_listener_close(srv_listener_t *l)
     ev_io_stop(l->loop, &l->io);
     ev_timer_stop(l->loop, &l->rest);
     close(l->io.fd);
-    unlinkat(l->dirfd, l->name, 0);
+    if (!l->keep_file)
+        unlinkat(l->dirfd, l->name, 0);
     close(l->dirfd);
     if (l->reserve >= 0)
         close(l->reserve);

@@ -20,6 +20,7 @@
 #define PINPOOL_SRV_LISTENER_H
 
 #include <ev.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -46,6 +47,19 @@ int srv_listener_open(srv_listener_t **out, struct ev_loop *loop, int dirfd, con
                       const char *name, int type, gid_t group, const char *what,
                       srv_conn_fn conn, srv_refuse_fn refuse, void *arg, char *err,
                       size_t errlen);
+/*
+ * Takeover (takeover.c): srv_listener_adopt serves fd, a listening unix
+ * socket called name in dirfd that another daemon handed over (taken:
+ * closed on failure too), as srv_listener_open would; srv_listener_fd is the
+ * listening socket (to hand over; still the listener's); after
+ * srv_listener_keep_file(l, true), close leaves the socket
+ * file to the daemon that took it over (or is taking it over).
+ */
+int srv_listener_adopt(srv_listener_t **out, struct ev_loop *loop, int dirfd, const char *name,
+                       int fd, const char *what, srv_conn_fn conn, srv_refuse_fn refuse,
+                       void *arg, char *err, size_t errlen);
+int srv_listener_fd(const srv_listener_t *l);
+void srv_listener_keep_file(srv_listener_t *l, bool keep);
 /* Stop accepting, close the socket and remove its file.  NULL is a no-op. */
 void srv_listener_close(srv_listener_t *l);
 

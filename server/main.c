@@ -35,6 +35,7 @@
 #include <ev.h>
 #include <execinfo.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <grp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -61,6 +62,7 @@
 #include "reserve.h"
 #include "service.h"
 #include "srv.h"
+#include "takeover.h"
 #include "tcpauth.h"
 
 /* After SIGTERM, calls in flight finish; connections still open after this
@@ -94,6 +96,9 @@ typedef struct daemon {
     bool tty;
     double next_report; /* seconds into start-up of the next progress line */
     srv_huge_t huge;    /* --huge-pages: what srv_huge_setup found or reserved */
+    srv_takeover_t *takeover; /* PATH.takeover: a successor takes over (takeover.h) */
+    bool handed_over;   /* it did: stop without touching the sockets, lock or sessions */
+    bool keep_files;    /* --takeover before GO: the sockets and lock are the old daemon's */
 } daemon_t;
 
 static void usage(FILE *out)
@@ -342,6 +347,20 @@ static void begin_shutdown(daemon_t *d)
     ev_timer_start(d->loop, &d->grace);
 }
 
+/* GO from the new daemon (takeover.c, on the loop): it serves the sockets
+ * and sessions from now on; stop reading them, leave their files, and go. */
+static void on_handed_over(void *arg)
+{
+    daemon_t *d = arg;
+
+    d->handed_over = true;
+    srv_listener_keep_file(d->grpc_unix, true);
+    srv_listener_close(d->grpc_unix);
+    d->grpc_unix = NULL;
+    srv_fdsock_handed_over(d->fdsock);
+    begin_shutdown(d);
+}
+
 static void on_grpc_conn(void *arg, int fd)
 {
     daemon_t *d = arg;
@@ -463,25 +482,51 @@ static int serve(int argc, char **argv)
     d.tty = isatty(STDERR_FILENO);
     d.exit_code = 1;
 
-    if (open_socket_dir(&d) != 0 || take_lock(&d) != 0)
+    bool takeover = strcmp(d.cfg.takeover, "yes") == 0;
+    srv_takeover_got_t got = {.conn = -1, .grpc_listen = -1, .fd_listen = -1,
+                              .takeover_listen = -1, .lock_fd = -1, .tier_fd = -1};
+    char tname[SRV_PATH_MAX + 16];
+    if (open_socket_dir(&d) != 0 || (!takeover && take_lock(&d) != 0))
         goto out;
+    snprintf(tname, sizeof(tname), "%s" SRV_TAKEOVER_SUFFIX, d.name);
+    d.keep_files = takeover;
     if (srv_huge_setup(&d.cfg, &d.huge) != 0) /* before the pool: --huge-pages */
         goto out;
     /* A pool in huge pages is not in MemAvailable nor in the cgroup's count
      * (srv_huge_setup found or reserved them): nothing more to check. */
-    if (d.cfg.huge_page == 0 && check_memory(&d) != 0)
+    /* --takeover: the pool is the running daemon's memory, already there. */
+    if (d.cfg.huge_page == 0 && !takeover && check_memory(&d) != 0)
         goto out;
     rc = srv_create(&d.srv, &d.cfg, err, sizeof(err));
     if (rc != 0) {
         srv_error("%s", err);
         goto out;
     }
-    rc = srv_start_chunks(d.srv);
-    if (rc == 0)
-        rc = srv_wait_chunks(d.srv, 1, err, sizeof(err)); /* serve from the first chunk on */
-    if (rc != 0) {
-        srv_error("cannot create the pool: %s", rc == 0 ? "" : err);
-        goto out;
+    if (takeover) {
+        /* The running daemon's pool, state, sockets and lock (takeover.h);
+         * nothing of ours writes the pool's memory before GO. */
+        char tpath[SRV_PATH_MAX + 16], pid[32];
+        snprintf(tpath, sizeof(tpath), "%s" SRV_TAKEOVER_SUFFIX, d.cfg.socket);
+        rc = srv_takeover_receive(tpath, d.srv, &got, err, sizeof(err));
+        if (rc != 0) {
+            srv_error("%s", err);
+            goto out;
+        }
+        d.lock_fd = got.lock_fd;
+        got.lock_fd = -1;
+        snprintf(d.lock_name, sizeof(d.lock_name), "%s.lock", d.name);
+        snprintf(d.lock_path, sizeof(d.lock_path), "%s.lock", d.cfg.socket);
+        int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+        if (ftruncate(d.lock_fd, 0) != 0 || pwrite(d.lock_fd, pid, (size_t)n, 0) != n)
+            srv_warn("cannot write the pid into %s", d.lock_path);
+    } else {
+        rc = srv_start_chunks(d.srv);
+        if (rc == 0)
+            rc = srv_wait_chunks(d.srv, 1, err, sizeof(err)); /* serve from the first chunk on */
+        if (rc != 0) {
+            srv_error("cannot create the pool: %s", rc == 0 ? "" : err);
+            goto out;
+        }
     }
     srv_gpu_refresh(d.srv); /* GetPoolInfo's gpus until the pool is pinned */
 
@@ -520,16 +565,60 @@ static int serve(int argc, char **argv)
         goto out;
     }
     d.loop = ev_default_loop(EVFLAG_AUTO);
-    rc = srv_listener_open(&d.grpc_unix, d.loop, d.dir_fd, d.dir, d.name, SOCK_STREAM, d.group,
-                           "gRPC socket", on_grpc_conn, NULL, &d, err, sizeof(err));
     ipc_fd_socket_path(d.cfg.socket, d.fd_path, sizeof(d.fd_path));
+    if (takeover) {
+        rc = srv_listener_adopt(&d.grpc_unix, d.loop, d.dir_fd, d.name, got.grpc_listen,
+                                "gRPC socket", on_grpc_conn, NULL, &d, err, sizeof(err));
+        got.grpc_listen = -1;
+        srv_listener_keep_file(d.grpc_unix, true);
+        if (rc == 0)
+            rc = srv_fdsock_adopt(&d.fdsock, d.loop, d.srv, d.dir_fd,
+                                  d.fd_path + (d.name - d.cfg.socket), got.fd_listen, err,
+                                  sizeof(err));
+        got.fd_listen = -1;
+        if (rc == 0)
+            srv_fdsock_keep_file(d.fdsock, true);
+        for (uint32_t i = 0; rc == 0 && i < got.nsessions; i++) {
+            srv_client_t *c = srv_handover_session(d.srv, got.session_ids[i]);
+            if (c == NULL || srv_fdsock_add_session(d.fdsock, got.session_fds[i], c,
+                                                    got.session_ids[i]) != 0) {
+                snprintf(err, sizeof(err), "session %s: cannot take it over", got.session_ids[i]);
+                rc = PINPOOL_EPROTO;
+                break;
+            }
+            got.session_fds[i] = -1;
+        }
+    } else {
+        rc = srv_listener_open(&d.grpc_unix, d.loop, d.dir_fd, d.dir, d.name, SOCK_STREAM,
+                               d.group, "gRPC socket", on_grpc_conn, NULL, &d, err, sizeof(err));
+        if (rc == 0)
+            rc = srv_fdsock_start(&d.fdsock, d.loop, d.srv, d.dir_fd, d.dir,
+                                  d.fd_path + (d.name - d.cfg.socket), d.group, err, sizeof(err));
+    }
+    srv_takeover_env_t env = {.srv = d.srv, .grpc = &d.grpc_unix, .fdsock = &d.fdsock,
+                              .lock_fd = d.lock_fd, .handed_over = on_handed_over, .arg = &d};
     if (rc == 0)
-        rc = srv_fdsock_start(&d.fdsock, d.loop, d.srv, d.dir_fd, d.dir,
-                              d.fd_path + (d.name - d.cfg.socket), d.group, err, sizeof(err));
+        rc = srv_takeover_listen(&d.takeover, d.loop, d.dir_fd, d.dir, tname, d.group,
+                                 got.takeover_listen, &env, err, sizeof(err));
+    got.takeover_listen = -1;
     if (rc == 0 && d.cfg.gms[0] != '\0')
         rc = srv_gms_start(&d.gms, d.loop, d.srv, d.cfg.gms, d.cfg.devices,
                            d.cfg.gms_dir[0] != '\0' ? d.cfg.gms_dir : d.dir, d.group, err,
                            sizeof(err));
+    if (rc == 0 && takeover) {
+        rc = srv_takeover_go(&got, err, sizeof(err));
+        if (rc == 0) {
+            d.keep_files = false;
+            srv_listener_keep_file(d.grpc_unix, false);
+            srv_fdsock_keep_file(d.fdsock, false);
+            srv_info("takeover: serving the pool, %" PRIu32 " session%s and the sockets of "
+                     "pid %d", got.nsessions, got.nsessions == 1 ? "" : "s", (int)got.old_pid);
+            srv_takeover_abort(&got, ""); /* frees what is left of it (nothing open) */
+            rc = srv_start_chunks(d.srv); /* the cleaner and the maintenance thread */
+            if (rc != 0)
+                snprintf(err, sizeof(err), "cannot start the cleaner: %s", pinpool_strerror(rc));
+        }
+    }
     if (rc != 0) {
         srv_error("%s", err);
         goto out;
@@ -569,6 +658,11 @@ static int serve(int argc, char **argv)
     ev_run(d.loop, 0);
 
 out:
+    if (got.conn >= 0 || got.nsessions > 0) /* --takeover failed before GO: the old one serves on */
+        srv_takeover_abort(&got, err);
+    if (d.keep_files && d.fdsock != NULL)
+        srv_fdsock_handed_over(d.fdsock); /* the sessions are still the old daemon's */
+    srv_takeover_close(d.takeover, d.keep_files || d.handed_over);
     /* Stop taking work, let calls in flight finish, then end the sessions. */
     if (d.srv != NULL)
         srv_begin_shutdown(d.srv);
@@ -580,13 +674,15 @@ out:
     srv_metrics_stop(d.metrics);
     srv_fdsock_close(d.fdsock);
     srv_gms_close(d.gms);
-    srv_persist_objects(d.srv); /* resident objects to the tier, for the next start */
+    if (!d.handed_over && !d.keep_files)
+        srv_persist_objects(d.srv); /* resident objects to the tier, for the next start */
     srv_destroy(d.srv);
     srv_huge_release(&d.huge); /* the pool is gone: its reserved huge pages back */
     if (d.loop != NULL)
         ev_loop_destroy(d.loop);
     if (d.lock_fd >= 0) {
-        unlinkat(d.dir_fd, d.lock_name, 0); /* still ours: we hold the lock */
+        if (!d.handed_over && !d.keep_files)
+            unlinkat(d.dir_fd, d.lock_name, 0); /* still ours: we hold the lock */
         close(d.lock_fd);
     }
     if (d.dir_fd >= 0)

@@ -39,11 +39,18 @@
 
 int srv_service_run(srv_body_fn body, void *app, const ProtobufCMessage *m, rpc_reply_t *reply)
 {
+    srv_t *srv = ((srv_service_t *)app)->srv;
     int rc;
 
+    if (srv_gate_enter(srv) != 0) { /* a takeover: nothing done, the caller tries again */
+        snprintf(reply->text, sizeof(reply->text), "the daemon is handing over to its successor "
+                 "(pinpool serve --takeover); try again");
+        return PINPOOL_EUPGRADE;
+    }
     srv_set_nowait(!reply->may_block);
     rc = body(app, m, reply);
     srv_set_nowait(false);
+    srv_gate_leave(srv);
     return rc == SRV_EWOULDBLOCK ? RPC_DEFER : rc;
 }
 

@@ -317,8 +317,11 @@ struct srv_client *do_client_of_owner(srv_t *srv, uint64_t owner)
 }
 
 /* A new client of uid (NULL: no memory).  Sessions get their token after. */
-static struct srv_client *do_add_client(srv_t *srv, const char *id, bool session, bool kept,
-                                        uid_t uid)
+/* owner 0: the next owner number; else that one (a takeover restores them). */
+static void do_remove_client(srv_t *srv, struct srv_client *c);
+
+static struct srv_client *do_add_client_as(srv_t *srv, const char *id, bool session, bool kept,
+                                           uid_t uid, uint64_t owner)
 {
     struct srv_client *c = calloc(1, sizeof(*c));
 
@@ -327,7 +330,9 @@ static struct srv_client *do_add_client(srv_t *srv, const char *id, bool session
         return NULL;
     }
     snprintf(c->id, sizeof(c->id), "%s", id);
-    c->owner = srv->next_owner++;
+    c->owner = owner != 0 ? owner : srv->next_owner++;
+    if (c->owner >= srv->next_owner)
+        srv->next_owner = c->owner + 1;
     if (chash_add(srv, &srv->owners, c) != 0 ||
         (!kept && chash_add(srv, &srv->clients, c) != 0)) {
         chash_remove(srv, &srv->owners, c);
@@ -350,6 +355,43 @@ static struct srv_client *do_add_client(srv_t *srv, const char *id, bool session
         srv->nsessions++;
     }
     return c;
+}
+
+static struct srv_client *do_add_client(srv_t *srv, const char *id, bool session, bool kept,
+                                        uid_t uid)
+{
+    return do_add_client_as(srv, id, session, kept, uid, 0);
+}
+
+struct srv_client *do_restore_client(srv_t *srv, const struct srv_client *saved)
+{
+    struct srv_client *c;
+
+    if (saved->owner == 0 || do_client_of_owner(srv, saved->owner) != NULL ||
+        (!saved->kept && do_find_client(srv, saved->id) != NULL))
+        return NULL;
+    c = do_add_client_as(srv, saved->id, saved->session, saved->kept, saved->uid, saved->owner);
+    if (c == NULL)
+        return NULL;
+    c->maker = saved->maker;
+    c->cred = saved->cred;
+    if (saved->session) {
+        memcpy(c->token, saved->token, sizeof(c->token));
+        if (chash_add(srv, &srv->tokens, c) != 0) {
+            do_remove_client(srv, c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+void do_each_uid_charge(srv_t *srv, void (*fn)(uid_t uid, uint64_t charge, void *arg),
+                        void *arg)
+{
+    struct srv_uid *u;
+
+    RB_FOREACH(u, uid_tree, &srv->uids)
+        fn(u->uid, u->charge, arg);
 }
 
 static void do_remove_client(srv_t *srv, struct srv_client *c)

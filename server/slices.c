@@ -113,8 +113,19 @@ static int open_device(srv_t *srv, uint32_t i, int device, char *err, size_t err
 
     if (rc != 0)
         return rc;
+    bool takeover = strcmp(srv->cfg.takeover, "yes") == 0;
+    if (takeover && backend != IPC_DEV_VMM) {
+        snprintf(err, errlen, "--takeover: GPU %d's device pool would be on CUDA IPC handles, "
+                 "which die with the daemon that made them: only vmm device pools are handed "
+                 "over (--device-backend vmm)", device);
+        return PINPOOL_EINVAL;
+    }
+    /* --takeover: the layout only; the memory comes from the running daemon
+     * (handover.c, ipc_devmem_adopt_chunk). */
     rc = backend == IPC_DEV_VMM
-             ? ipc_devmem_create_vmm(dm, device, srv->cfg.device_pool_size, err, errlen)
+             ? (takeover ? ipc_devmem_plan_vmm(dm, device, srv->cfg.device_pool_size, err, errlen)
+                         : ipc_devmem_create_vmm(dm, device, srv->cfg.device_pool_size, err,
+                                                 errlen))
              : ipc_devmem_create(dm, device, srv->cfg.device_pool_size, err, errlen);
     if (rc != 0)
         return rc;

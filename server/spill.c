@@ -62,6 +62,15 @@ int srv_spill_open(srv_t *srv, char *err, size_t errlen)
         if (rc != 0)
             return rc;
     }
+    if (strcmp(srv->cfg.spill_tier, "none") != 0 && strcmp(srv->cfg.takeover, "yes") == 0) {
+        /* The tier opens in srv_handover_load, under the running daemon's claim
+         * on it; its objects come with the state (nothing to reconcile). */
+        if (srv->cfg.cluster[0] != '\0') {
+            snprintf(err, errlen, "--takeover: --cluster is not handed over");
+            return PINPOOL_EINVAL;
+        }
+        return 0;
+    }
     if (strcmp(srv->cfg.spill_tier, "none") != 0) {
         char uri[sizeof(srv->cfg.spill_tier) + 256];
 
@@ -172,6 +181,29 @@ void srv_maint_start(srv_t *srv)
 {
     if (!srv->maint_started && pthread_create(&srv->maint, NULL, maint_thread, srv) == 0)
         srv->maint_started = true;
+}
+
+void do_each_stale(srv_t *srv, void (*fn)(const srv_tkey_t *copy, void *arg), void *arg)
+{
+    for (const struct srv_stale *st = srv->stale; st != NULL; st = st->next)
+        fn(&st->copy, arg);
+}
+
+void srv_maint_stop(srv_t *srv)
+{
+    bool started;
+
+    pthread_mutex_lock(&srv->lock);
+    started = srv->maint_started;
+    srv->stop_maint = true;
+    pthread_cond_broadcast(&srv->maint_cv);
+    pthread_mutex_unlock(&srv->lock);
+    if (started)
+        pthread_join(srv->maint, NULL);
+    pthread_mutex_lock(&srv->lock);
+    srv->maint_started = false;
+    srv->stop_maint = false;
+    pthread_mutex_unlock(&srv->lock);
 }
 
 void srv_maint_join(srv_t *srv)

@@ -351,6 +351,37 @@ int srv_obj_remove(srv_t *srv, const char *token, const char *key, char *msg, si
  */
 void srv_persist_objects(srv_t *srv);
 
+/*
+ * Takeover (handover.c; server/takeover.c runs it).  The gate: every gRPC
+ * method that acts on slices or objects runs between srv_gate_enter (0, or
+ * PINPOOL_EUPGRADE while paused: the caller answers that at once, and
+ * libpinpool tries again) and srv_gate_leave.  The old daemon:
+ * srv_handover_check says what cannot be handed over (PINPOOL_EINVAL with
+ * msg); srv_handover_pause closes the gate, waits up to wait_ms for the
+ * calls inside and for spills and restores to settle, and stops the cleaner
+ * and the maintenance thread
+ * (PINPOOL_ETIMEOUT with msg, the gate open again, if they did not);
+ * srv_handover_save writes the whole state into *blob (malloc'd, *len bytes),
+ * the chunks' descriptors into *fds (malloc'd, *nfds) and the spill tier's
+ * claim into *tier_fd (-1: no tier; the descriptors stay srv's); srv_handover_resume opens the gate again (a failed takeover).
+ * The new daemon, after srv_create and before srv_start_chunks:
+ * srv_handover_load makes the state again from blob, the chunks' fds and
+ * the tier's claim tier_fd (-1: none; all taken, closed on failure too),
+ * opening the spill tier under that claim, rebuilds the charges and compares
+ * them with the old daemon's; 0, or an error with msg (srv must then be
+ * destroyed).  srv_handover_session: the restored session called id, or NULL.
+ */
+int srv_gate_enter(srv_t *srv);
+void srv_gate_leave(srv_t *srv);
+int srv_handover_check(srv_t *srv, char *msg, size_t msglen);
+int srv_handover_pause(srv_t *srv, uint32_t wait_ms, char *msg, size_t msglen);
+void srv_handover_resume(srv_t *srv);
+int srv_handover_save(srv_t *srv, void **blob, size_t *len, int **fds, uint32_t *nfds,
+                      int *tier_fd, char *msg, size_t msglen);
+int srv_handover_load(srv_t *srv, const void *blob, size_t len, int *fds, uint32_t nfds,
+                      int tier_fd, char *msg, size_t msglen);
+srv_client_t *srv_handover_session(srv_t *srv, const char *id);
+
 /* The spill counters; add (may be NULL) gets the tier's own named stats. */
 void srv_spill_info(srv_t *srv, srv_spill_info_t *out,
                     void (*add)(const char *name, const char *value, void *arg), void *arg);

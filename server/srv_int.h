@@ -312,6 +312,11 @@ struct srv {
     uint32_t nsessions;
     uint64_t next_owner;
 
+    /* handover.c: the takeover's gate (srv_gate_enter) and what a pause stopped. */
+    bool paused;       /* gRPC calls are answered PINPOOL_EUPGRADE */
+    uint32_t in_calls; /* gRPC calls inside srv now */
+    bool pause_stopped_cleaner, pause_stopped_maint;
+
     /* slices.c: the device pools belong to one uid (a cudaMalloc shared by its
      * CUDA IPC handle isolates nothing): --device-pool-uid, else the first
      * uid that allocates in one, for the daemon's lifetime. */
@@ -332,6 +337,13 @@ static inline uint64_t mono_ns(void)
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
+
+/* ---- handover.c, handover_load.c ------------------------------------------------------ */
+
+/* The takeover's blob: it starts and ends with HO_MAGIC, then HO_VERSION;
+ * both daemons must speak the same version (handover.c writes the format). */
+#define HO_MAGIC 0x4f545050u /* "PPTO" */
+#define HO_VERSION 1u
 
 /* ---- srv.c ------------------------------------------------------------------------- */
 
@@ -409,6 +421,13 @@ int do_room_for_client(const srv_t *srv, char *msg, size_t msglen);
  * uid's namespace), of uid, made by the client whose owner number is maker;
  * NULL: no memory. */
 struct srv_client *do_add_kept(srv_t *srv, const char *name, uid_t uid, uint64_t maker);
+/* Takeover (handover.c): a client made again as saved describes it - id,
+ * owner number, uid, session (its cred and token), kept and maker - with
+ * nothing charged; NULL when its owner number or id is taken, or no memory. */
+struct srv_client *do_restore_client(srv_t *srv, const struct srv_client *saved);
+/* fn for every uid the daemon knows, with its charge (--user-quota's count). */
+void do_each_uid_charge(srv_t *srv, void (*fn)(uid_t uid, uint64_t charge, void *arg),
+                        void *arg);
 /* A client without a session goes when nothing is charged to it (it holds no
  * slice, and nothing it made is left): c may be freed. */
 void do_drop_if_idle(srv_t *srv, struct srv_client *c);
@@ -557,6 +576,11 @@ void srv_maint_start(srv_t *srv);
 /* srv_destroy, after stop_maint was set and maint_cv broadcast; frees the
  * queue of removals to retry. */
 void srv_maint_join(srv_t *srv);
+/* A takeover's pause (handover.c): stop the maintenance thread and wait for
+ * it (no lock held); srv_maint_start starts it again.  The queue stays. */
+void srv_maint_stop(srv_t *srv);
+/* fn for every tier copy queued for removal, oldest first (lock held). */
+void do_each_stale(srv_t *srv, void (*fn)(const srv_tkey_t *copy, void *arg), void *arg);
 /* The host pool is short of room: spill the least recently used released
  * object, or wait for a spill in flight.  Drops the lock meanwhile.  Returns
  * true when trying again may succeed. */

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 #include <xxhash.h>
 
@@ -99,7 +100,29 @@ static uint64_t now_ns(void)
 
 /* ---- life cycle ------------------------------------------------------------- */
 
+/* tier_open, or with fd >= 0 tier_open_claimed. */
+static int open_tier(tier_t **out, const char *uri, int fd, char *err, size_t errlen);
+
 int tier_open(tier_t **out, const char *uri, char *err, size_t errlen)
+{
+    return open_tier(out, uri, -1, err, errlen);
+}
+
+int tier_open_claimed(tier_t **out, const char *uri, int fd, char *err, size_t errlen)
+{
+    if (fd < 0) {
+        snprintf(err, errlen, "spill tier '%s': no claim handed over", uri);
+        return PINPOOL_EINVAL;
+    }
+    return open_tier(out, uri, fd, err, errlen);
+}
+
+int tier_claim_fd(const tier_t *t)
+{
+    return t->ops->claim_fd != NULL ? t->ops->claim_fd(t->impl) : -1;
+}
+
+static int open_tier(tier_t **out, const char *uri, int fd, char *err, size_t errlen)
 {
     const tier_ops_t *ops = NULL;
     const char *colon;
@@ -115,18 +138,28 @@ int tier_open(tier_t **out, const char *uri, char *err, size_t errlen)
         if (strlen(backends[i]->scheme) == (size_t)(colon - uri) &&
             strncmp(uri, backends[i]->scheme, (size_t)(colon - uri)) == 0)
             ops = backends[i];
-    if (ops == NULL) {
-        snprintf(err, errlen, "spill tier '%s': unknown scheme '%.*s' (file or mooncake)", uri,
-                 (int)(colon - uri), uri);
+    if (ops == NULL || (fd >= 0 && ops->open_claimed == NULL)) {
+        if (ops == NULL)
+            snprintf(err, errlen, "spill tier '%s': unknown scheme '%.*s' (file or mooncake)",
+                     uri, (int)(colon - uri), uri);
+        else
+            snprintf(err, errlen, "spill tier '%s': a %s tier is not handed over", uri,
+                     ops->scheme);
+        if (fd >= 0)
+            close(fd);
         return PINPOOL_EINVAL;
     }
     t = calloc(1, sizeof(*t));
-    if (t == NULL)
+    if (t == NULL) {
+        if (fd >= 0)
+            close(fd);
         return -ENOMEM;
+    }
     t->ops = ops;
     pthread_mutex_init(&t->lock, NULL);
     err[0] = '\0';
-    rc = ops->open(&t->impl, uri, err, errlen);
+    rc = fd >= 0 ? ops->open_claimed(&t->impl, uri, fd, err, errlen)
+                 : ops->open(&t->impl, uri, err, errlen);
     if (rc != 0) {
         if (err[0] == '\0')
             snprintf(err, errlen, "spill tier '%s': %s", uri, pinpool_strerror(rc));

@@ -131,6 +131,13 @@ typedef struct tier_ops {
     /* Extra "name value" facts for the stats callback (path, mode); may be NULL. */
     void (*describe)(void *impl, void (*add)(const char *name, const char *value, void *arg),
                      void *arg);
+    /* A takeover (both may be NULL: the backend is not handed over): claim_fd
+     * is the descriptor that holds the backend's claim on its store (file:
+     * DIR/.lock, flock'ed; still impl's), open_claimed opens uri as open does
+     * but under the claim fd that another process handed over (taken: closed
+     * on failure too), instead of taking one of its own. */
+    int (*claim_fd)(void *impl);
+    int (*open_claimed)(void **impl, const char *uri, int fd, char *err, size_t errlen);
 } tier_ops_t;
 
 extern const tier_ops_t tier_file_ops;
@@ -144,6 +151,11 @@ extern const tier_ops_t tier_mooncake_ops;
 int tier_open(tier_t **out, const char *uri, char *err, size_t errlen);
 /* Close the backend (stopping any process it started) and free t.  NULL ok. */
 void tier_close(tier_t *t);
+/* A takeover (tier_ops_t's claim_fd, open_claimed): the claim to hand over
+ * (-1: this backend cannot be), and tier_open under a claim handed over
+ * (fd taken; PINPOOL_EINVAL with err for a backend that takes none). */
+int tier_claim_fd(const tier_t *t);
+int tier_open_claimed(tier_t **out, const char *uri, int fd, char *err, size_t errlen);
 
 const char *tier_scheme(const tier_t *t);
 /* The explanation of the calling thread's last failed tier call ("" if none). */

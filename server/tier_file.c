@@ -17,7 +17,9 @@
  * Locking: no lock of its own; the file system orders concurrent calls (a put
  * and a get of one key race as rename(2) allows: the get sees either file).
  * One process owns a directory at a time: DIR/.lock is flock'ed while open,
- * so a second open (another daemon) fails instead of deleting its temp files.
+ * so a second open (another daemon) fails instead of deleting its temp files;
+ * a takeover hands the lock's descriptor itself to the new daemon
+ * (open_claimed), which then owns the directory with the same lock.
  *
  * Names.  A key becomes "o." + the key with every byte outside [A-Za-z0-9_.-]
  * (and a leading '.') written as %XX: distinct keys give distinct names, no
@@ -367,21 +369,37 @@ static int sweep(tfile_t *tf, char *err, size_t errlen)
     return 0;
 }
 
-static int tfile_open(void **impl, const char *uri, char *err, size_t errlen)
+/* tfile_open, or with claim >= 0 tfile_open_claimed: the directory's lock
+ * is claim (a takeover: the daemon before flock'ed it; the lock belongs to
+ * the open file description, which claim shares), checked to be DIR/.lock. */
+static int open_as(void **impl, const char *uri, int claim, char *err, size_t errlen)
 {
     tfile_t *tf = calloc(1, sizeof(*tf));
+    struct stat a, b;
     int rc;
 
-    if (tf == NULL)
+    if (tf == NULL) {
+        if (claim >= 0)
+            close(claim);
         return -ENOMEM;
-    tf->dirfd = tf->lockfd = -1;
+    }
+    tf->dirfd = -1;
+    tf->lockfd = claim;
     rc = parse_uri(uri, tf->path, sizeof(tf->path), &tf->fsync, err, errlen);
     if (rc != 0)
         goto fail;
     rc = open_dir(tf, err, errlen);
     if (rc != 0)
         goto fail;
-    tf->lockfd = openat(tf->dirfd, ".lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (claim >= 0 && (fstat(claim, &a) != 0 ||
+                       fstatat(tf->dirfd, ".lock", &b, AT_SYMLINK_NOFOLLOW) != 0 ||
+                       a.st_dev != b.st_dev || a.st_ino != b.st_ino)) {
+        snprintf(err, errlen, "spill tier: the lock handed over is not %s/.lock", tf->path);
+        rc = PINPOOL_EINVAL;
+        goto fail;
+    }
+    if (claim < 0)
+        tf->lockfd = openat(tf->dirfd, ".lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (tf->lockfd < 0 || flock(tf->lockfd, LOCK_EX | LOCK_NB) != 0) {
         rc = errno == EWOULDBLOCK ? PINPOOL_EBUSY : -errno;
         snprintf(err, errlen, "spill tier: %s/.lock: %s", tf->path,
@@ -402,6 +420,21 @@ fail:
         close(tf->dirfd);
     free(tf);
     return rc;
+}
+
+static int tfile_open(void **impl, const char *uri, char *err, size_t errlen)
+{
+    return open_as(impl, uri, -1, err, errlen);
+}
+
+static int tfile_open_claimed(void **impl, const char *uri, int fd, char *err, size_t errlen)
+{
+    return open_as(impl, uri, fd, err, errlen);
+}
+
+static int tfile_claim_fd(void *impl)
+{
+    return ((tfile_t *)impl)->lockfd;
 }
 
 static void tfile_close(void *impl)
@@ -657,4 +690,6 @@ const tier_ops_t tier_file_ops = {
     .list = tfile_list,
     .count = tfile_count,
     .describe = tfile_describe,
+    .claim_fd = tfile_claim_fd,
+    .open_claimed = tfile_open_claimed,
 };

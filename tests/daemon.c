@@ -56,7 +56,8 @@ static int start_v(test_daemon_t *d, bool again, va_list ap)
             return -1;
     }
     snprintf(d->socket, sizeof(d->socket), "%s/pinpool.sock", d->dir);
-    snprintf(d->log, sizeof(d->log), "%s/daemon.log", d->dir);
+    if (!again || d->log[0] == '\0') /* again: a log of its own if d names one */
+        snprintf(d->log, sizeof(d->log), "%s/daemon.log", d->dir);
     snprintf(d->state, sizeof(d->state), "%s/state", d->dir);
     argv[argc++] = daemon_bin();
     argv[argc++] = "serve";

@@ -24,7 +24,9 @@ typedef struct test_daemon {
 /* Start `pinpool serve --socket DIR/pinpool.sock ARGS...` (NULL-terminated
  * extra arguments) in a new temp DIR, or, with again, in d's directory and on
  * its socket after test_daemon_stop; returns 0 once it printed its ready line,
- * or -1 (the test fails with its log).  Called through the two macros. */
+ * or -1 (the test fails with its log).  Called through the two macros.  With
+ * again, d->log is kept (set it to give a second daemon in d's directory a
+ * log of its own: tests/test_takeover.c). */
 int test_daemon_spawn(test_daemon_t *d, bool again, ...);
 #define test_daemon_start(d, ...) test_daemon_spawn((d), false, __VA_ARGS__)
 #define test_daemon_restart(d, ...) test_daemon_spawn((d), true, __VA_ARGS__)

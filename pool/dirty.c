@@ -58,17 +58,10 @@ static void do_revive(pool_t *pool, struct slice *s, struct owner *o, struct own
     }
     s->dirty = false;
     s->unwritten = false;
-    s->owner = o;
     s->info.id = pool->next_id++;
     s->info.size = size;
     table_link(&pool->table, s);
-    TAILQ_INSERT_TAIL(&pool->all_slices, s, all_link);
-    TAILQ_INSERT_TAIL(&o->slices, s, owner_link);
-    o->bytes += extent;
-    o->nslices++;
-    s->tenant->used += extent;
-    pool->used += extent;
-    pool->nslices++;
+    slice_go_live(pool, s, o);
 }
 
 int pool_alloc_own(pool_t *pool, uint64_t tenant, uint64_t owner, uint64_t size, uint64_t align,

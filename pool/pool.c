@@ -391,15 +391,8 @@ int pool_alloc_as(pool_t *pool, uint64_t tenant, uint64_t owner, uint64_t size, 
     s->info.nchunks = (uint32_t)((at + extent - 1) / pool->chunk_size - at / pool->chunk_size + 1);
     table_maybe_grow(pool, pool->nslices + pool->ndirty + 1);
     table_link(&pool->table, s);
-    /* ids only grow: both lists stay sorted */
-    TAILQ_INSERT_TAIL(&pool->all_slices, s, all_link);
-    TAILQ_INSERT_TAIL(&o->slices, s, owner_link);
     chunks_hold(pool, s->info.first_chunk, s->info.nchunks);
-    o->bytes += extent;
-    o->nslices++;
-    t->used += extent;
-    pool->used += extent;
-    pool->nslices++;
+    slice_go_live(pool, s, o);
     if (slow)
         nodes_free(&nd); /* what the slow path took and this one did not need */
     if (out != NULL)

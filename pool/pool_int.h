@@ -240,6 +240,23 @@ static inline struct slice *live_by_off(const pool_t *pool, uint64_t off)
 
 /* ---- pool.c ------------------------------------------------------------------ */
 
+/* s (its extent taken, linked in the table) becomes a live slice of owner
+ * o: at the end of the pool's and o's lists (ids only grow: both stay
+ * sorted), counted in o, its tenant and the pool. */
+static inline void slice_go_live(pool_t *pool, struct slice *s, struct owner *o)
+{
+    uint64_t extent = s->info.extent;
+
+    s->owner = o;
+    TAILQ_INSERT_TAIL(&pool->all_slices, s, all_link);
+    TAILQ_INSERT_TAIL(&o->slices, s, owner_link);
+    o->bytes += extent;
+    o->nslices++;
+    s->tenant->used += extent;
+    pool->used += extent;
+    pool->nslices++;
+}
+
 /* The record of owner id, or NULL; make o (allocated by the caller) the empty
  * record of owner id. */
 struct owner *owner_find(pool_t *pool, uint64_t id);

@@ -146,14 +146,7 @@ int pool_restore_slice(pool_t *pool, const pool_saved_t *saved, const char **why
             o = no;
             owner_add(pool, o, in->owner);
         }
-        s->owner = o;
-        TAILQ_INSERT_TAIL(&pool->all_slices, s, all_link);
-        TAILQ_INSERT_TAIL(&o->slices, s, owner_link);
-        o->bytes += extent;
-        o->nslices++;
-        s->tenant->used += extent;
-        pool->used += extent;
-        pool->nslices++;
+        slice_go_live(pool, s, o);
     }
     if (in->id >= pool->next_id)
         pool->next_id = in->id + 1;

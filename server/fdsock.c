@@ -168,6 +168,18 @@ static size_t peer_groups(int fd, uint32_t *groups, size_t max)
     return n < max ? n : max;
 }
 
+/* s (its client open, on connection fd) joins the sessions and is read. */
+static void session_serve(srv_fdsock_t *fs, session_t *s, int fd)
+{
+    s->next = fs->sessions;
+    if (fs->sessions != NULL)
+        fs->sessions->prev = s;
+    fs->sessions = s;
+    fs->nsessions++;
+    ev_io_init(&s->io, on_session, fd, EV_READ);
+    ev_io_start(fs->loop, &s->io);
+}
+
 static void on_conn(void *arg, int fd)
 {
     srv_fdsock_t *fs = arg;
@@ -212,13 +224,7 @@ static void on_conn(void *arg, int fd)
         srv_session_close(fs->srv, s->client);
         goto fail;
     }
-    s->next = fs->sessions;
-    if (fs->sessions != NULL)
-        fs->sessions->prev = s;
-    fs->sessions = s;
-    fs->nsessions++;
-    ev_io_init(&s->io, on_session, fd, EV_READ);
-    ev_io_start(fs->loop, &s->io);
+    session_serve(fs, s, fd);
     srv_info("client %s connected (pid %d, uid %u)", s->id, (int)cred.pid, (unsigned)cred.uid);
     return;
 
@@ -282,13 +288,7 @@ int srv_fdsock_add_session(srv_fdsock_t *fs, int fd, srv_client_t *client, const
     s->fs = fs;
     s->client = client;
     snprintf(s->id, sizeof(s->id), "%s", id);
-    s->next = fs->sessions;
-    if (fs->sessions != NULL)
-        fs->sessions->prev = s;
-    fs->sessions = s;
-    fs->nsessions++;
-    ev_io_init(&s->io, on_session, fd, EV_READ);
-    ev_io_start(fs->loop, &s->io);
+    session_serve(fs, s, fd);
     return 0;
 }
 

@@ -87,8 +87,10 @@ static gms_alloc_t **in_slot_order(const gms_store_t *st)
 
     if (v == NULL)
         return NULL;
-    memcpy(v, st->allocs, st->nallocs * sizeof(*v));
-    qsort(v, st->nallocs, sizeof(*v), by_slot);
+    if (st->nallocs > 0) /* allocs may be NULL then */
+        memcpy(v, st->allocs, st->nallocs * sizeof(*v));
+    if (st->nallocs > 1)
+        qsort(v, st->nallocs, sizeof(*v), by_slot);
     return v;
 }
 

@@ -182,7 +182,7 @@ typedef struct wbuf {
 
 static void put(wbuf_t *w, const void *data, size_t n)
 {
-    if (w->failed)
+    if (w->failed || n == 0)
         return;
     if (w->len + n > w->cap) {
         size_t cap = w->cap ? w->cap : 4096;
@@ -271,7 +271,8 @@ static int check_disjoint(const pool_t *pool, const char *what, char *msg, size_
         free(l.v);
         return -ENOMEM;
     }
-    qsort(l.v, l.n, sizeof(*l.v), by_offset);
+    if (l.n > 1) /* qsort's base must not be NULL, even for nothing */
+        qsort(l.v, l.n, sizeof(*l.v), by_offset);
     for (size_t i = 1; i < l.n && rc == 0; i++) {
         const pool_slice_info_t *p = &l.v[i - 1].info, *q = &l.v[i].info;
         if (p->offset + p->extent > q->offset) {
@@ -483,7 +484,8 @@ int srv_handover_save(srv_t *srv, void **blob, size_t *len, int **fds, uint32_t 
         rc = -ENOMEM;
         goto out;
     }
-    qsort(objs.v, objs.n, sizeof(*objs.v), by_last_use); /* least recently used first */
+    if (objs.n > 1) /* least recently used first */
+        qsort(objs.v, objs.n, sizeof(*objs.v), by_last_use);
     put64(&w, objs.n);
     for (size_t i = 0; i < objs.n; i++) {
         const obj_t *o = objs.v[i];

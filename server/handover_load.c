@@ -33,6 +33,8 @@ typedef struct rbuf {
 
 static void get(rbuf_t *r, void *out, size_t n)
 {
+    if (n == 0)
+        return;
     if (r->bad || r->len - r->at < n) {
         r->bad = true;
         memset(out, 0, n);

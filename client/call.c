@@ -107,10 +107,12 @@ int pinpool__rpc_open(pinpool__rpc_t **out, const char *socket_path)
         {.type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL,
          .value.integer = 1},
         /* After a takeover the socket is served again at once: reconnect soon
-         * (gRPC's first back-off is 1 s). */
+         * (gRPC's first back-off is 1 s).  Not GRPC_ARG_MIN_RECONNECT_BACKOFF_MS:
+         * gRPC also takes it as the least time a connection attempt gets (20 s
+         * by default), and at 20 ms a busy or instrumented daemon that had not
+         * sent its HTTP/2 SETTINGS by then failed the call ("connection
+         * attempt timed out before receiving SETTINGS frame"). */
         {.type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS,
-         .value.integer = 20},
-        {.type = GRPC_ARG_INTEGER, .key = (char *)GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
          .value.integer = 20},
     };
     grpc_channel_args ca = {sizeof(args) / sizeof(args[0]), args};

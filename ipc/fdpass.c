@@ -2,7 +2,7 @@
  * fdpass.c - unix SOCK_SEQPACKET sockets: one message at a time, with file
  * descriptors attached (SCM_RIGHTS), and the peer's credentials.
  *
- * Owns: ipc_send_msg, ipc_recv_msg, ipc_peer_cred, ipc_listen_seqpacket,
+ * Owns: ipc_send_msg, ipc_recv_msg, ipc_peer_cred, ipc_peer_groups, ipc_listen_seqpacket,
  * ipc_connect_seqpacket.
  * Never: leaks a received descriptor (every error path closes all of them),
  * receives one without close-on-exec, raises SIGPIPE, knows what a message
@@ -169,6 +169,20 @@ int ipc_peer_cred(int sock, ipc_cred_t *out)
     out->uid = uc.uid;
     out->gid = uc.gid;
     return 0;
+}
+
+size_t ipc_peer_groups(int sock, uint32_t *groups, size_t max)
+{
+    gid_t g[IPC_MAX_PEER_GROUPS];
+    socklen_t len = sizeof(g);
+    size_t n;
+
+    if (getsockopt(sock, SOL_SOCKET, SO_PEERGROUPS, g, &len) != 0)
+        return 0;
+    n = len / sizeof(gid_t);
+    for (size_t i = 0; i < n && i < max; i++)
+        groups[i] = (uint32_t)g[i];
+    return n < max ? n : max;
 }
 
 /* Fill *sa for path; -ENAMETOOLONG when it does not fit sun_path with its NUL. */

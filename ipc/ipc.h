@@ -44,6 +44,11 @@ typedef struct ipc_cred {
 
 /* The peer's credentials as the kernel saw them at connect (SO_PEERCRED). */
 int ipc_peer_cred(int sock, ipc_cred_t *out);
+/* The peer's supplementary groups (SO_PEERGROUPS) into groups, at most max
+ * (IPC_MAX_PEER_GROUPS are read); how many.  0 when they cannot be read (more
+ * than IPC_MAX_PEER_GROUPS: the primary group in ipc_cred_t still counts). */
+#define IPC_MAX_PEER_GROUPS 256
+size_t ipc_peer_groups(int sock, uint32_t *groups, size_t max);
 
 /* ---- unix sockets ---------------------------------------------------------- */
 

@@ -37,7 +37,6 @@
 #include "log.h"
 #include "pinpool.h"
 
-#define MAX_PEER_GROUPS 256 /* supplementary groups read per peer (SO_PEERGROUPS) */
 
 typedef struct session {
     ev_io io;
@@ -153,21 +152,6 @@ static void on_refuse(void *arg, int fd, const char *why)
     say_no(fd, PINPOOL_ENOSPC, why);
 }
 
-/* The peer's supplementary groups into groups (at most max); how many. */
-static size_t peer_groups(int fd, uint32_t *groups, size_t max)
-{
-    gid_t g[MAX_PEER_GROUPS];
-    socklen_t len = sizeof(g);
-    size_t n;
-
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &len) != 0)
-        return 0; /* ERANGE: more than we read; the primary group still counts */
-    n = len / sizeof(gid_t);
-    for (size_t i = 0; i < n && i < max; i++)
-        groups[i] = (uint32_t)g[i];
-    return n < max ? n : max;
-}
-
 /* s (its client open, on connection fd) joins the sessions and is read. */
 static void session_serve(srv_fdsock_t *fs, session_t *s, int fd)
 {
@@ -185,7 +169,7 @@ static void on_conn(void *arg, int fd)
     srv_fdsock_t *fs = arg;
     const ipc_host_ops_t *host = srv_host_backend(fs->srv);
     const srv_config_t *cfg = srv_config(fs->srv);
-    uint32_t groups[MAX_PEER_GROUPS];
+    uint32_t groups[IPC_MAX_PEER_GROUPS];
     size_t ngroups;
     ipc_cred_t cred;
     ipc_hello_t hello;
@@ -196,7 +180,7 @@ static void on_conn(void *arg, int fd)
     s = calloc(1, sizeof(*s));
     if (s == NULL || ipc_peer_cred(fd, &cred) != 0)
         goto fail;
-    ngroups = peer_groups(fd, groups, MAX_PEER_GROUPS);
+    ngroups = ipc_peer_groups(fd, groups, IPC_MAX_PEER_GROUPS);
     rc = srv_session_admit(fs->srv, &cred, groups, ngroups, reason, sizeof(reason));
     if (rc != 0) {
         /* Say why, then hang up. */

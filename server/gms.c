@@ -51,7 +51,6 @@
 #include "log.h"
 #include "pinpool.h"
 
-#define GMS_MAX_PEER_GROUPS 256
 #define GMS_KEEP_IN (64u << 10) /* a connection's input buffer past a frame larger than this shrinks */
 
 static void conn_close(gms_conn_t *c);
@@ -525,24 +524,9 @@ static void on_write(struct ev_loop *loop, ev_io *w, int revents)
     settle(c); /* frames that already wait in the socket: libev reports them */
 }
 
-/* The peer's supplementary groups (as fdsock.c reads them), for --allow-gid. */
-static size_t peer_groups(int fd, uint32_t *groups, size_t max)
-{
-    gid_t gr[GMS_MAX_PEER_GROUPS];
-    socklen_t len = sizeof(gr);
-    size_t n;
-
-    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, gr, &len) != 0)
-        return 0; /* ERANGE: more than we read; the primary group still counts */
-    n = len / sizeof(gid_t);
-    for (size_t i = 0; i < n && i < max; i++)
-        groups[i] = (uint32_t)gr[i];
-    return n < max ? n : max;
-}
-
 static void on_conn(void *arg, int fd)
 {
-    uint32_t groups[GMS_MAX_PEER_GROUPS];
+    uint32_t groups[IPC_MAX_PEER_GROUPS];
     gms_store_t *st = arg;
     srv_gms_t *g = st->g;
     ipc_cred_t cred;
@@ -554,7 +538,7 @@ static void on_conn(void *arg, int fd)
         return;
     }
     reason[0] = '\0';
-    if (srv_session_admit(g->srv, &cred, groups, peer_groups(fd, groups, GMS_MAX_PEER_GROUPS),
+    if (srv_session_admit(g->srv, &cred, groups, ipc_peer_groups(fd, groups, IPC_MAX_PEER_GROUPS),
                           reason, sizeof(reason)) != 0) {
         /* told in answer to its first frame: a GMS client sends before it reads, and a
          * close with its frame unread would reset the connection over our answer */
